@@ -1,0 +1,286 @@
+//! The online Isolation Forest detector: the seed's features, one forest per sensor type, retrained
+//! on recent history as event time passes.
+//!
+//! For each reading, from its sensor's last `history` values (the reading included): the value, the
+//! hour of day as sine and cosine, the change from the sensor's previous value, and the rolling mean,
+//! population standard deviation and range. The row joins its sensor type's training buffer (the
+//! last `train_rows` rows). A type's forest is (re)trained when it has `min_train` rows and no model
+//! yet, or when `retrain_interval_ms` of event time passed since the last training. Until a type has a
+//! model its readings are warming up. A reading is an anomaly when its score exceeds the threshold:
+//! the `1 - contamination` quantile of the scores of the rows the model was trained on.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use iotstream_plugin_sdk::SensorType;
+use serde::{Deserialize, Serialize};
+
+use crate::forest::{ForestParams, IsolationForest};
+
+/// Number of features per reading.
+pub const N_FEATURES: usize = 7;
+
+/// One reading's features.
+pub type Features = [f64; N_FEATURES];
+
+/// Configuration of the isolation-forest stage.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DetectorConfig {
+    /// Trees per forest. Default 100, scikit-learn's.
+    pub trees: usize,
+    /// Rows per tree. Default 256, scikit-learn's `auto`.
+    pub max_samples: usize,
+    /// Values per sensor for the rolling features. Default 100, as the seed.
+    pub history: usize,
+    /// Newest rows per sensor type kept for training. Default 2048: eight trees' worth of sub-samples.
+    pub train_rows: usize,
+    /// Rows a type needs before its first model. Default 256: one full sub-sample.
+    pub min_train: usize,
+    /// Event time between retrainings, in ms. Default 300 000: the seed's 5 minutes.
+    pub retrain_interval_ms: i64,
+    /// Share of training rows above the threshold. Default 0.01: scikit-learn's `auto` (score > 0.5)
+    /// flags far too much on sensor data.
+    pub contamination: f64,
+    /// Seed of the forests (each training adds its generation number).
+    pub seed: u64,
+}
+
+impl Default for DetectorConfig {
+    fn default() -> Self {
+        DetectorConfig {
+            trees: 100,
+            max_samples: 256,
+            history: 100,
+            train_rows: 2048,
+            min_train: 256,
+            retrain_interval_ms: 300_000,
+            contamination: 0.01,
+            seed: 0,
+        }
+    }
+}
+
+impl DetectorConfig {
+    /// Checks the values, naming the first one that is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.trees == 0 || self.max_samples < 2 || self.history < 2 {
+            return Err("trees must be positive, max_samples and history at least 2".into());
+        }
+        if self.min_train < 2 || self.min_train > self.train_rows {
+            return Err(format!("min_train must be between 2 and train_rows ({}), got {}", self.train_rows, self.min_train));
+        }
+        if self.retrain_interval_ms <= 0 {
+            return Err(format!("retrain_interval_ms must be positive, got {}", self.retrain_interval_ms));
+        }
+        if !(self.contamination > 0.0 && self.contamination < 0.5) {
+            return Err(format!("contamination must be in (0, 0.5), got {}", self.contamination));
+        }
+        Ok(())
+    }
+}
+
+/// The judgement of one reading.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Judgement {
+    /// Its sensor type has no model yet.
+    WarmingUp,
+    /// Scored by the current model.
+    Scored {
+        /// Isolation Forest score in (0, 1].
+        score: f64,
+        /// Whether the score exceeds the model's threshold.
+        anomaly: bool,
+    },
+}
+
+/// A trained model and where it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Model {
+    forest: IsolationForest,
+    /// Scores above this are anomalies.
+    pub threshold: f64,
+    /// Event time of the newest reading it was trained with.
+    pub trained_at_ms: i64,
+    /// Rows it was trained on.
+    pub training_rows: usize,
+    /// 1 for a type's first model, then counting up.
+    pub generation: u32,
+}
+
+/// A sensor's recent values.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct SensorHistory {
+    values: VecDeque<f64>,
+}
+
+/// A sensor type's training rows and model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct TypeState {
+    training: VecDeque<Features>,
+    model: Option<Model>,
+}
+
+/// The complete state: histories by sensor id, training rows and models by sensor type.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DetectorState {
+    sensors: HashMap<Arc<str>, SensorHistory>,
+    types: BTreeMap<SensorType, TypeState>,
+}
+
+/// The online detector.
+#[derive(Debug, Clone)]
+pub struct OnlineForest {
+    config: DetectorConfig,
+    state: DetectorState,
+}
+
+impl OnlineForest {
+    /// A detector with no history and no model.
+    pub fn new(config: DetectorConfig) -> Self {
+        OnlineForest { config, state: DetectorState::default() }
+    }
+
+    /// The state, for export.
+    pub fn state(&self) -> &DetectorState {
+        &self.state
+    }
+
+    /// Replaces the state (after an import).
+    pub fn restore(&mut self, state: DetectorState) {
+        self.state = state;
+    }
+
+    /// The current model of a sensor type.
+    pub fn model(&self, sensor_type: SensorType) -> Option<&Model> {
+        self.state.types.get(&sensor_type).and_then(|t| t.model.as_ref())
+    }
+
+    /// Updates the features and training rows with one reading, retrains if due, and scores it.
+    pub fn observe(&mut self, sensor: &Arc<str>, sensor_type: SensorType, timestamp_ms: i64, value: f64) -> Judgement {
+        let history = match self.state.sensors.get_mut(sensor) {
+            Some(history) => history,
+            None => self.state.sensors.entry(sensor.clone()).or_default(),
+        };
+        let features = features(history, self.config.history, timestamp_ms, value);
+        let config = &self.config;
+        let state = self.state.types.entry(sensor_type).or_default();
+        if state.training.len() == config.train_rows {
+            state.training.pop_front();
+        }
+        state.training.push_back(features);
+        let due = match &state.model {
+            None => state.training.len() >= config.min_train,
+            Some(model) => timestamp_ms.saturating_sub(model.trained_at_ms) >= config.retrain_interval_ms,
+        };
+        if due {
+            let generation = state.model.as_ref().map_or(1, |m| m.generation + 1);
+            state.model = train(config, &state.training, timestamp_ms, generation);
+        }
+        match &state.model {
+            None => Judgement::WarmingUp,
+            Some(model) => {
+                let score = model.forest.score(&features);
+                Judgement::Scored { score, anomaly: score > model.threshold }
+            }
+        }
+    }
+}
+
+/// Pushes `value` into the sensor's history and computes the reading's features.
+fn features(history: &mut SensorHistory, capacity: usize, timestamp_ms: i64, value: f64) -> Features {
+    let change = history.values.back().map_or(0.0, |prev| value - prev);
+    if history.values.len() == capacity {
+        history.values.pop_front();
+    }
+    history.values.push_back(value);
+    let n = history.values.len() as f64;
+    let mean = history.values.iter().sum::<f64>() / n;
+    let std = (history.values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
+    let (lo, hi) = history.values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let hour = timestamp_ms.rem_euclid(86_400_000) as f64 / 3_600_000.0;
+    let angle = std::f64::consts::TAU * hour / 24.0;
+    [value, angle.sin(), angle.cos(), change, mean, std, hi - lo]
+}
+
+/// Fits a forest on the training rows and sets its threshold; `None` if the rows cannot be fitted
+/// (they are finite by construction, so only an empty buffer would).
+fn train(config: &DetectorConfig, rows: &VecDeque<Features>, trained_at_ms: i64, generation: u32) -> Option<Model> {
+    let rows: Vec<Features> = rows.iter().copied().collect();
+    let params = ForestParams {
+        n_estimators: config.trees,
+        max_samples: config.max_samples,
+        seed: config.seed.wrapping_add(u64::from(generation)),
+    };
+    let forest = params.fit(&rows).ok()?;
+    let mut scores: Vec<f64> = rows.iter().map(|r| forest.score(r)).collect();
+    scores.sort_by(f64::total_cmp);
+    let rank = (((1.0 - config.contamination) * scores.len() as f64).ceil() as usize).clamp(1, scores.len()) - 1;
+    Some(Model { forest, threshold: scores[rank], trained_at_ms, training_rows: rows.len(), generation })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn small_config() -> DetectorConfig {
+        DetectorConfig { trees: 50, min_train: 64, train_rows: 256, retrain_interval_ms: 60_000, ..DetectorConfig::default() }
+    }
+
+    #[test]
+    fn features_match_hand_computed_values() {
+        let mut h = SensorHistory::default();
+        features(&mut h, 3, 0, 10.0);
+        features(&mut h, 3, 0, 20.0);
+        features(&mut h, 3, 0, 30.0);
+        // 06:00 UTC: angle pi/2. History 20, 30, 60 (10 fell out): mean 110/3, range 40.
+        let f = features(&mut h, 3, 6 * 3_600_000, 60.0);
+        let mean = 110.0 / 3.0;
+        let std = (((20.0 - mean) * (20.0 - mean) + (30.0 - mean) * (30.0 - mean) + (60.0 - mean) * (60.0 - mean)) / 3.0_f64).sqrt();
+        assert_eq!(f[0], 60.0);
+        assert!((f[1] - 1.0).abs() < 1e-12 && f[2].abs() < 1e-12);
+        assert_eq!(f[3], 30.0);
+        assert!((f[4] - mean).abs() < 1e-12 && (f[5] - std).abs() < 1e-12);
+        assert_eq!(f[6], 40.0);
+    }
+
+    #[test]
+    fn warms_up_then_trains_then_retrains_on_event_time() {
+        let mut d = OnlineForest::new(small_config());
+        let s: Arc<str> = "t1".into();
+        for i in 0..63 {
+            assert_eq!(d.observe(&s, SensorType::Temperature, i * 1000, 20.0 + (i % 5) as f64 * 0.1), Judgement::WarmingUp);
+        }
+        assert!(matches!(d.observe(&s, SensorType::Temperature, 63_000, 20.2), Judgement::Scored { .. }));
+        let first = d.model(SensorType::Temperature).cloned().expect("trained");
+        assert_eq!((first.generation, first.training_rows, first.trained_at_ms), (1, 64, 63_000));
+        assert!(d.model(SensorType::Humidity).is_none());
+        // 59 s of event time later: not yet due; 60 s later: retrained on the newer rows.
+        d.observe(&s, SensorType::Temperature, 122_999, 20.1);
+        assert_eq!(d.model(SensorType::Temperature).map(|m| m.generation), Some(1));
+        d.observe(&s, SensorType::Temperature, 123_000, 20.1);
+        let second = d.model(SensorType::Temperature).expect("retrained");
+        assert_eq!((second.generation, second.training_rows, second.trained_at_ms), (2, 66, 123_000));
+    }
+
+    #[test]
+    fn threshold_flags_the_contamination_share_of_training_rows_and_a_spike() {
+        // One training, at the 256th reading, on exactly the 256 rows in the buffer.
+        let config = DetectorConfig { contamination: 0.05, min_train: 256, retrain_interval_ms: i64::MAX, ..small_config() };
+        let mut d = OnlineForest::new(config);
+        let s: Arc<str> = "h1".into();
+        for i in 0..256 {
+            d.observe(&s, SensorType::Humidity, i * 1000, 45.0 + ((i * 37) % 11) as f64 * 0.2);
+        }
+        let model = d.model(SensorType::Humidity).expect("trained").clone();
+        // The threshold is the 95% quantile of the training scores: at most 5% of them lie above it.
+        let rows: Vec<Features> = d.state.types[&SensorType::Humidity].training.iter().copied().collect();
+        let above = rows.iter().filter(|r| model.forest.score(*r) > model.threshold).count();
+        assert_eq!(model.training_rows, 256);
+        assert!(above <= 12, "{above} of 256 above the threshold, at most 5% may be");
+        let Judgement::Scored { anomaly, score } = d.observe(&s, SensorType::Humidity, 256_000, 95.0) else {
+            panic!("expected a score")
+        };
+        assert!(anomaly, "spike scored {score}, threshold {}", model.threshold);
+    }
+}

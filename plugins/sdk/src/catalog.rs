@@ -1,0 +1,109 @@
+//! The sensor catalog of one stage instance.
+//!
+//! Readings name their sensor by a small integer key that is valid only for one stage instance (see
+//! the WIT contract). The host declares each key once, with the sensor's identity, before the first
+//! reading that uses it. The catalog maps keys back to identities; state a plugin keeps across
+//! exports is keyed by identity, never by key.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::PluginError;
+
+/// What a sensor measures; mirrors the WIT `sensor-type` enum.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum SensorType {
+    /// Degrees Celsius.
+    Temperature,
+    /// Percent relative humidity.
+    Humidity,
+    /// Air quality index.
+    AirQuality,
+    /// Hectopascals.
+    Pressure,
+    /// Parts per million.
+    Co2,
+}
+
+impl SensorType {
+    /// Every sensor type, in WIT order.
+    pub const ALL: [SensorType; 5] = [
+        SensorType::Temperature,
+        SensorType::Humidity,
+        SensorType::AirQuality,
+        SensorType::Pressure,
+        SensorType::Co2,
+    ];
+}
+
+/// Who took a reading: the sensor's identity as declared by the host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct SensorIdentity {
+    /// The sensor's own identifier.
+    pub sensor_id: Arc<str>,
+    /// What it measures.
+    pub sensor_type: SensorType,
+    /// Where it is.
+    pub location: Arc<str>,
+}
+
+/// The keys declared to one stage instance.
+#[derive(Debug, Default, Clone)]
+pub struct Catalog {
+    by_key: Vec<Option<Arc<SensorIdentity>>>,
+}
+
+impl Catalog {
+    /// Declares (or re-declares) `key` as `identity`.
+    pub fn declare(&mut self, key: u32, identity: SensorIdentity) {
+        let index = key as usize;
+        if self.by_key.len() <= index {
+            self.by_key.resize(index + 1, None);
+        }
+        self.by_key[index] = Some(Arc::new(identity));
+    }
+
+    /// The identity behind `key`, or an error naming the undeclared key.
+    pub fn get(&self, key: u32) -> Result<&Arc<SensorIdentity>, PluginError> {
+        self.by_key
+            .get(key as usize)
+            .and_then(Option::as_ref)
+            .ok_or_else(|| PluginError::InvalidInput(format!("sensor key {key} was never declared")))
+    }
+
+    /// Forgets every key (after a state import the host declares them again).
+    pub fn clear(&mut self) {
+        self.by_key.clear();
+    }
+
+    /// Checks that every key in `keys` is declared, so a call can be refused before it changes state.
+    pub fn check_all(&self, keys: impl IntoIterator<Item = u32>) -> Result<(), PluginError> {
+        keys.into_iter().try_for_each(|key| self.get(key).map(|_| ()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn identity(id: &str) -> SensorIdentity {
+        SensorIdentity { sensor_id: id.into(), sensor_type: SensorType::Co2, location: "lab_1".into() }
+    }
+
+    #[test]
+    fn declared_keys_resolve_and_undeclared_keys_are_errors() {
+        let mut catalog = Catalog::default();
+        catalog.declare(2, identity("c2"));
+        assert_eq!(&*catalog.get(2).map(|s| s.sensor_id.clone()).unwrap_or_default(), "c2");
+        assert_eq!(
+            catalog.get(0).map(|_| ()),
+            Err(PluginError::InvalidInput("sensor key 0 was never declared".into()))
+        );
+        assert!(catalog.check_all([2, 3]).is_err());
+        catalog.declare(2, identity("other"));
+        assert_eq!(&*catalog.get(2).map(|s| s.sensor_id.clone()).unwrap_or_default(), "other");
+        catalog.clear();
+        assert!(catalog.get(2).is_err());
+    }
+}

@@ -1,0 +1,37 @@
+//! Guest-side building blocks shared by every iotstream plugin.
+//!
+//! A plugin crate keeps its algorithm in plain Rust and its `lib.rs` converts WIT types; this crate
+//! holds what every plugin needs between the two and is tested natively:
+//!
+//! * [`catalog`]: the per-instance map from the sensor keys readings carry to the sensors' identities,
+//! * [`config`]: strict JSON configuration (unknown keys are errors),
+//! * [`state`]: the versioned byte format of exported state,
+//! * `wit` (wasm builds only): the bindings of the WIT `types` interface, generated once here and
+//!   shared by every plugin's own bindings (`with:` in `wit_bindgen::generate!`), with the conversions
+//!   between them and this crate's types.
+
+pub mod catalog;
+pub mod config;
+pub mod state;
+#[cfg(target_arch = "wasm32")]
+#[allow(unsafe_code, missing_docs, reason = "wit-bindgen generates FFI code without docs")]
+pub mod wit;
+
+pub use catalog::{Catalog, SensorIdentity, SensorType};
+pub use config::parse_config;
+pub use state::{decode_state, encode_state};
+
+/// Why a plugin refused its configuration, its state or an input. Plugins map it onto the WIT
+/// `stage-error` variant of the same name.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PluginError {
+    /// The configuration is not valid.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
+    /// The state cannot be read by this plugin.
+    #[error("invalid state: {0}")]
+    InvalidState(String),
+    /// A reading or a sensor cannot be processed.
+    #[error("invalid input: {0}")]
+    InvalidInput(String),
+}

@@ -1,0 +1,223 @@
+//! Rolling z-score detection per sensor.
+//!
+//! Each sensor keeps its last `history` values. A new value is judged against the mean and the
+//! population standard deviation of the values before it: `score = |x - mean| / std`, an anomaly when
+//! the score exceeds `threshold`. Until a sensor has `min_history` values its readings are
+//! warming up. The mean and variance are kept with Welford's update and its reverse for the value
+//! that leaves the window (stable where a naive sum of squares cancels catastrophically), and are
+//! recomputed exactly from the window every `history` updates so rounding cannot accumulate.
+//!
+//! A constant history (std = 0) is handled without dividing by zero: the standard deviation is
+//! floored at a millionth of the mean's magnitude (at least 1e-9), so a value equal to the constant
+//! scores 0 and any change from it scores very high (finite).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Configuration of the z-score stage.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ZScoreConfig {
+    /// Values kept per sensor. Default 100, as the seed.
+    pub history: usize,
+    /// |z| above which a reading is an anomaly. Default 3: the 3-sigma rule.
+    pub threshold: f64,
+    /// Values a sensor needs before its readings are judged. Default 30: below that the sample
+    /// standard deviation is too unstable for a 3-sigma rule.
+    pub min_history: usize,
+}
+
+impl Default for ZScoreConfig {
+    fn default() -> Self {
+        ZScoreConfig { history: 100, threshold: 3.0, min_history: 30 }
+    }
+}
+
+impl ZScoreConfig {
+    /// Checks the values, naming the first one that is wrong.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.history < 2 {
+            return Err(format!("history must be at least 2, got {}", self.history));
+        }
+        if !(self.threshold.is_finite() && self.threshold > 0.0) {
+            return Err(format!("threshold must be a positive number, got {}", self.threshold));
+        }
+        if self.min_history < 2 || self.min_history > self.history {
+            return Err(format!("min_history must be between 2 and history ({}), got {}", self.history, self.min_history));
+        }
+        Ok(())
+    }
+}
+
+/// The judgement of one value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Judgement {
+    /// Not enough history yet.
+    WarmingUp,
+    /// Judged: the score |z| and whether it passes the threshold.
+    Scored {
+        /// |z|, finite.
+        score: f64,
+        /// `score > threshold`.
+        anomaly: bool,
+    },
+}
+
+/// The rolling window of one sensor.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    values: VecDeque<f64>,
+    mean: f64,
+    m2: f64,
+    updates_since_exact: usize,
+}
+
+impl History {
+    fn std(&self) -> f64 {
+        let n = self.values.len() as f64;
+        (self.m2.max(0.0) / n).sqrt()
+    }
+
+    fn push(&mut self, value: f64, capacity: usize) {
+        if self.values.len() == capacity
+            && let Some(old) = self.values.pop_front()
+        {
+            if self.values.is_empty() {
+                self.mean = 0.0;
+                self.m2 = 0.0;
+            } else {
+                let n = self.values.len() as f64;
+                let delta = old - self.mean;
+                self.mean -= delta / n;
+                self.m2 -= delta * (old - self.mean);
+            }
+        }
+        self.values.push_back(value);
+        let n = self.values.len() as f64;
+        let delta = value - self.mean;
+        self.mean += delta / n;
+        self.m2 += delta * (value - self.mean);
+        self.updates_since_exact += 1;
+        if self.updates_since_exact >= capacity {
+            self.recompute();
+        }
+    }
+
+    /// Two-pass mean and sum of squared deviations over the window.
+    fn recompute(&mut self) {
+        let n = self.values.len() as f64;
+        self.mean = self.values.iter().sum::<f64>() / n;
+        self.m2 = self.values.iter().map(|v| (v - self.mean).powi(2)).sum();
+        self.updates_since_exact = 0;
+    }
+}
+
+/// The complete state: every sensor's history, by sensor id.
+pub type ZScoreState = HashMap<Arc<str>, History>;
+
+/// The z-score detector.
+#[derive(Debug, Clone)]
+pub struct ZScore {
+    config: ZScoreConfig,
+    sensors: ZScoreState,
+}
+
+impl ZScore {
+    /// A detector with no history.
+    pub fn new(config: ZScoreConfig) -> Self {
+        ZScore { config, sensors: HashMap::new() }
+    }
+
+    /// The state, for export.
+    pub fn state(&self) -> &ZScoreState {
+        &self.sensors
+    }
+
+    /// Replaces the state (after an import).
+    pub fn restore(&mut self, state: ZScoreState) {
+        self.sensors = state;
+    }
+
+    /// Judges `value` from `sensor` against its history, then adds it to the history.
+    pub fn observe(&mut self, sensor: &Arc<str>, value: f64) -> Judgement {
+        let history = match self.sensors.get_mut(sensor) {
+            Some(history) => history,
+            None => self.sensors.entry(sensor.clone()).or_default(),
+        };
+        let judgement = if history.values.len() < self.config.min_history {
+            Judgement::WarmingUp
+        } else {
+            let floor = (history.mean.abs() * 1e-6).max(1e-9);
+            let score = (value - history.mean).abs() / history.std().max(floor);
+            Judgement::Scored { score, anomaly: score > self.config.threshold }
+        };
+        history.push(value, self.config.history);
+        judgement
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn detector(history: usize, min_history: usize) -> ZScore {
+        ZScore::new(ZScoreConfig { history, threshold: 3.0, min_history })
+    }
+
+    #[test]
+    fn scores_against_the_values_before_and_warms_up_first() {
+        let mut z = detector(4, 4);
+        let s: Arc<str> = "t1".into();
+        for v in [10.0, 12.0, 10.0, 12.0] {
+            assert_eq!(z.observe(&s, v), Judgement::WarmingUp);
+        }
+        // History 10, 12, 10, 12: mean 11, population std 1; |14 - 11| / 1 = 3, not above 3.
+        assert_eq!(z.observe(&s, 14.0), Judgement::Scored { score: 3.0, anomaly: false });
+        // History is now 12, 10, 12, 14: mean 12, variance (0+4+0+4)/4 = 2.
+        let Judgement::Scored { score, anomaly } = z.observe(&s, 17.0) else { panic!("expected a score") };
+        assert!((score - 5.0 / 2.0_f64.sqrt()).abs() < 1e-12);
+        assert!(anomaly);
+    }
+
+    #[test]
+    fn sensors_are_independent() {
+        let mut z = detector(3, 2);
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        z.observe(&a, 1.0);
+        z.observe(&a, 3.0);
+        assert_eq!(z.observe(&b, 100.0), Judgement::WarmingUp);
+        // a: mean 2, std 1.
+        assert_eq!(z.observe(&a, 5.0), Judgement::Scored { score: 3.0, anomaly: false });
+    }
+
+    #[test]
+    fn constant_signal_gives_finite_scores() {
+        let mut z = detector(10, 5);
+        let s: Arc<str> = "stuck".into();
+        for _ in 0..10 {
+            z.observe(&s, 21.5);
+        }
+        assert_eq!(z.observe(&s, 21.5), Judgement::Scored { score: 0.0, anomaly: false });
+        let Judgement::Scored { score, anomaly } = z.observe(&s, 21.6) else { panic!("expected a score") };
+        assert!(score.is_finite() && anomaly, "score {score}");
+    }
+
+    #[test]
+    fn rolling_statistics_stay_exact_far_from_zero() {
+        // Values near 1e9 with unit spread: a naive sum of squares loses every digit here.
+        let mut z = detector(100, 30);
+        let s: Arc<str> = "p".into();
+        let values: Vec<f64> = (0..1000).map(|i| 1e9 + f64::from(i % 7)).collect();
+        for v in &values {
+            z.observe(&s, *v);
+        }
+        let window = &values[values.len() - 100..];
+        let mean = window.iter().sum::<f64>() / 100.0;
+        let std = (window.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 100.0).sqrt();
+        let Judgement::Scored { score, .. } = z.observe(&s, 1e9 + 10.0) else { panic!("expected a score") };
+        let expected = (1e9 + 10.0 - mean).abs() / std;
+        assert!((score - expected).abs() < 1e-6 * expected, "{score} vs {expected}");
+    }
+}
