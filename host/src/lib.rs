@@ -1,1 +1,3 @@
-//! x
+//! iotstream: a real-time IoT monitoring pipeline.
+pub mod plugins;
+pub mod reading;

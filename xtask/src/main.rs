@@ -1,1 +1,249 @@
-fn main(){}
+//! `cargo xtask`: the build steps cargo alone cannot express.
+//!
+//! * `build`: the plugins to `dist/plugins/*.wasm` (wasm32-wasip2 components), the dashboard to
+//!   `dist/dashboard/` (wasm32-unknown-unknown + wasm-bindgen), and the host.
+//! * `plugins`: only the plugins.
+//! * `demo`: `build` in release, then `iotstream run` with the embedded broker and simulator.
+//! * `test`: everything CI runs, installing what is missing first (rustup targets, the pinned
+//!   `wasm-bindgen-cli`, apt packages), against the local PostgreSQL.
+//! * `bench`: the throughput benchmark of the whole pipeline.
+//!
+//! Every download comes from crates.io or Debian's apt: nothing is fetched from anywhere else.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+/// The plugin crates, built as components, named as their `.wasm` in `dist/plugins`.
+const PLUGINS: [&str; 3] = ["tumbling-window", "zscore", "isolation-forest"];
+/// The dashboard crate.
+const DASHBOARD: &str = "iotstream-dashboard";
+/// Debian packages the tests need: a Kafka client for the broker checks and a browser for the
+/// dashboard test; the C toolchain pieces librdkafka's build needs.
+const APT_PACKAGES: [&str; 7] = ["kcat", "chromium", "chromium-driver", "pkg-config", "zlib1g-dev", "g++", "make"];
+/// Where the tests find PostgreSQL unless `DATABASE_URL` says otherwise.
+const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+#[derive(Parser)]
+#[command(name = "cargo xtask", about = "iotstream build steps")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build the plugins, the dashboard and the host.
+    Build {
+        /// Build the host and dashboard with optimisations (plugins are always optimised).
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build only the plugins (the quick loop of a plugin author).
+    Plugins,
+    /// Build in release, then run the whole pipeline with the embedded broker and simulator.
+    Demo {
+        /// Extra arguments for `iotstream run`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Install what is missing, build, and run every test.
+    Test,
+    /// Build in release and run the pipeline benchmark.
+    Bench {
+        /// Extra arguments for `iotstream bench`.
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let root = workspace_root()?;
+    std::env::set_current_dir(&root)?;
+    match cli.command {
+        Task::Build { release } => build(release),
+        Task::Plugins => build_plugins(),
+        Task::Demo { args } => {
+            build(true)?;
+            let mut run = cargo(&["run", "--release", "--package", "iotstream", "--", "run"]);
+            run.args(args);
+            status(&mut run)
+        }
+        Task::Test => test(),
+        Task::Bench { args } => {
+            build(true)?;
+            let mut bench = cargo(&["run", "--release", "--package", "iotstream", "--", "bench"]);
+            bench.args(args);
+            status(&mut bench)
+        }
+    }
+}
+
+fn workspace_root() -> Result<PathBuf> {
+    let manifest = std::env::var("CARGO_MANIFEST_DIR").context("run me through `cargo xtask`")?;
+    Path::new(&manifest).parent().map(Path::to_path_buf).context("xtask has no parent folder")
+}
+
+fn cargo(args: &[&str]) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command.args(args);
+    command
+}
+
+fn status(command: &mut Command) -> Result<()> {
+    eprintln!("xtask: {command:?}");
+    let status = command.status().with_context(|| format!("cannot start {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn build(release: bool) -> Result<()> {
+    ensure_rust_targets()?;
+    build_plugins()?;
+    build_dashboard(release)?;
+    let mut host = cargo(&["build", "--package", "iotstream"]);
+    if release {
+        host.arg("--release");
+    }
+    status(&mut host)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from)
+}
+
+fn build_plugins() -> Result<()> {
+    let mut command = cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
+    for plugin in PLUGINS {
+        command.args(["--package", plugin]);
+    }
+    status(&mut command)?;
+    let out = Path::new("dist/plugins");
+    std::fs::create_dir_all(out)?;
+    for plugin in PLUGINS {
+        let built = target_dir().join("wasm32-wasip2/release").join(format!("{}.wasm", plugin.replace('-', "_")));
+        let dest = out.join(format!("{plugin}.wasm"));
+        // Write beside, then rename: the host never sees a half-written plugin.
+        let partial = out.join(format!(".{plugin}.wasm.partial"));
+        std::fs::copy(&built, &partial).with_context(|| format!("copy {}", built.display()))?;
+        std::fs::rename(&partial, &dest)?;
+        let size = std::fs::metadata(&dest)?.len();
+        eprintln!("xtask: {} ({} KiB)", dest.display(), size / 1024);
+    }
+    Ok(())
+}
+
+fn build_dashboard(release: bool) -> Result<()> {
+    let mut command = cargo(&["build", "--package", DASHBOARD, "--target", "wasm32-unknown-unknown"]);
+    if release {
+        command.arg("--release");
+    }
+    status(&mut command)?;
+    ensure_wasm_bindgen()?;
+    let profile = if release { "release" } else { "debug" };
+    let wasm = target_dir().join("wasm32-unknown-unknown").join(profile).join("iotstream_dashboard.wasm");
+    let out = Path::new("dist/dashboard");
+    std::fs::create_dir_all(out)?;
+    status(
+        Command::new("wasm-bindgen")
+            .args(["--target", "web", "--no-typescript", "--out-name", "dashboard", "--out-dir"])
+            .arg(out)
+            .arg(&wasm),
+    )?;
+    for file in ["index.html", "style.css"] {
+        std::fs::copy(Path::new("frontend").join(file), out.join(file)).with_context(|| format!("copy frontend/{file}"))?;
+    }
+    Ok(())
+}
+
+fn ensure_rust_targets() -> Result<()> {
+    // rust-toolchain.toml names the targets; rustup installs them on first use, but only when the
+    // toolchain itself is installed through it, so ask explicitly (a no-op when present).
+    status(Command::new("rustup").args(["target", "add", "wasm32-wasip2", "wasm32-unknown-unknown"]))
+}
+
+/// The `wasm-bindgen` version in Cargo.lock: the CLI must match it exactly.
+fn locked_wasm_bindgen_version() -> Result<String> {
+    let lock = std::fs::read_to_string("Cargo.lock").context("read Cargo.lock")?;
+    let mut lines = lock.lines();
+    while let Some(line) = lines.next() {
+        if line == "name = \"wasm-bindgen\"" {
+            let version = lines.next().and_then(|l| l.strip_prefix("version = \"")).and_then(|v| v.strip_suffix('"'));
+            return version.map(str::to_owned).context("malformed wasm-bindgen entry in Cargo.lock");
+        }
+    }
+    bail!("wasm-bindgen is not in Cargo.lock")
+}
+
+fn ensure_wasm_bindgen() -> Result<()> {
+    let wanted = locked_wasm_bindgen_version()?;
+    let installed = Command::new("wasm-bindgen").arg("--version").output().ok().filter(|o| o.status.success());
+    let installed = installed.map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    if installed.as_deref() == Some(&format!("wasm-bindgen {wanted}")) {
+        return Ok(());
+    }
+    eprintln!("xtask: installing wasm-bindgen-cli {wanted} from crates.io (found {installed:?})");
+    // Not --locked: the CLI's own lock file pins a webpki-roots release crates.io no longer has.
+    status(&mut cargo(&["install", "wasm-bindgen-cli", "--version", &wanted]))
+}
+
+fn ensure_apt_packages() -> Result<()> {
+    let missing: Vec<&str> = APT_PACKAGES
+        .into_iter()
+        .filter(|pkg| {
+            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]).output();
+            !out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    eprintln!("xtask: installing apt packages {missing:?}");
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let sudo = |args: &[&str]| {
+        let mut command = if root { Command::new(args[0]) } else { Command::new("sudo") };
+        if root {
+            command.args(&args[1..]);
+        } else {
+            command.args(args);
+        }
+        command.env("DEBIAN_FRONTEND", "noninteractive");
+        command
+    };
+    status(&mut sudo(&["apt-get", "update", "-q"]))?;
+    let mut install = sudo(&["apt-get", "install", "-y", "-q", "--no-install-recommends"]);
+    install.args(&missing);
+    status(&mut install)
+}
+
+fn ensure_postgres(url: &str) -> Result<()> {
+    let ready = || Command::new("pg_isready").args(["-d", url]).output().is_ok_and(|o| o.status.success());
+    if ready() {
+        return Ok(());
+    }
+    eprintln!("xtask: PostgreSQL is not answering at {url}; trying to start the local cluster");
+    for cluster in std::fs::read_dir("/etc/postgresql").into_iter().flatten().flatten() {
+        let version = cluster.file_name().to_string_lossy().into_owned();
+        let _ = Command::new("pg_ctlcluster").args(["--skip-systemctl-redirect", &version, "main", "start"]).status();
+    }
+    for _ in 0..30 {
+        if ready() {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+    bail!("PostgreSQL is not reachable at {url}: set DATABASE_URL to a server where this user may create databases")
+}
+
+fn test() -> Result<()> {
+    ensure_apt_packages()?;
+    let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+    ensure_postgres(&database_url)?;
+    build(false)?;
+    status(cargo(&["test", "--workspace", "--exclude", DASHBOARD]).env("DATABASE_URL", &database_url))
+}

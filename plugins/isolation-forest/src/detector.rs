@@ -3,8 +3,9 @@
 //!
 //! For each reading, from its sensor's last `history` values (the reading included): the value, the
 //! hour of day as sine and cosine, the change from the sensor's previous value, and the rolling mean,
-//! population standard deviation and range. The row joins its sensor type's training buffer (the
-//! last `train_rows` rows). A type's forest is (re)trained when it has `min_train` rows and no model
+//! population standard deviation and range. Until a sensor has `min_history` values these rolling
+//! features mean little: its readings are warming up and do not train. After that each row joins
+//! its sensor type's training buffer (the last `train_rows` rows). A type's forest is (re)trained when it has `min_train` rows and no model
 //! yet, or when `retrain_interval_ms` of event time passed since the last training. Until a type has a
 //! model its readings are warming up. A reading is an anomaly when its score exceeds the threshold:
 //! the `1 - contamination` quantile of the scores of the rows the model was trained on.
@@ -33,6 +34,9 @@ pub struct DetectorConfig {
     pub max_samples: usize,
     /// Values per sensor for the rolling features. Default 100, as the seed.
     pub history: usize,
+    /// Values a sensor needs before its readings train or are judged. Default 10: with fewer, a
+    /// rolling standard deviation or range is mostly noise, and a fresh sensor would look anomalous.
+    pub min_history: usize,
     /// Newest rows per sensor type kept for training. Default 2048: eight trees' worth of sub-samples.
     pub train_rows: usize,
     /// Rows a type needs before its first model. Default 256: one full sub-sample.
@@ -52,6 +56,7 @@ impl Default for DetectorConfig {
             trees: 100,
             max_samples: 256,
             history: 100,
+            min_history: 10,
             train_rows: 2048,
             min_train: 256,
             retrain_interval_ms: 300_000,
@@ -66,6 +71,9 @@ impl DetectorConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.trees == 0 || self.max_samples < 2 || self.history < 2 {
             return Err("trees must be positive, max_samples and history at least 2".into());
+        }
+        if self.min_history == 0 || self.min_history > self.history {
+            return Err(format!("min_history must be between 1 and history ({}), got {}", self.history, self.min_history));
         }
         if self.min_train < 2 || self.min_train > self.train_rows {
             return Err(format!("min_train must be between 2 and train_rows ({}), got {}", self.train_rows, self.min_train));
@@ -163,6 +171,9 @@ impl OnlineForest {
             None => self.state.sensors.entry(sensor.clone()).or_default(),
         };
         let features = features(history, self.config.history, timestamp_ms, value);
+        if history.values.len() < self.config.min_history {
+            return Judgement::WarmingUp;
+        }
         let config = &self.config;
         let state = self.state.types.entry(sensor_type).or_default();
         if state.training.len() == config.train_rows {
@@ -224,7 +235,26 @@ mod tests {
     use super::*;
 
     fn small_config() -> DetectorConfig {
-        DetectorConfig { trees: 50, min_train: 64, train_rows: 256, retrain_interval_ms: 60_000, ..DetectorConfig::default() }
+        DetectorConfig {
+            trees: 50,
+            min_history: 1,
+            min_train: 64,
+            train_rows: 256,
+            retrain_interval_ms: 60_000,
+            ..DetectorConfig::default()
+        }
+    }
+
+    #[test]
+    fn a_new_sensor_warms_up_and_does_not_train_until_it_has_min_history() {
+        let mut d = OnlineForest::new(DetectorConfig { min_history: 5, ..small_config() });
+        let s: Arc<str> = "t1".into();
+        // Readings 1-4 of the sensor neither train nor get judged; reading 5 + 63 more fill min_train.
+        for i in 0..67 {
+            assert_eq!(d.observe(&s, SensorType::Co2, i * 1000, 400.0 + (i % 3) as f64), Judgement::WarmingUp);
+        }
+        assert!(matches!(d.observe(&s, SensorType::Co2, 67_000, 401.0), Judgement::Scored { .. }));
+        assert_eq!(d.model(SensorType::Co2).map(|m| m.training_rows), Some(64));
     }
 
     #[test]

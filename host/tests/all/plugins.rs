@@ -1,0 +1,152 @@
+//! Each built plugin, loaded by the host and checked through the WIT boundary against values
+//! computed by hand.
+
+use std::path::Path;
+
+use iotstream::plugins::bindings::{Reading as WitReading, SensorType as WitSensorType, Verdict};
+use iotstream::plugins::{Plugin, PluginError, PluginRuntime, SensorCatalog, StageKind};
+use iotstream::reading::{Reading, SensorType};
+
+use crate::support::{plugin_path, reading};
+
+/// Copies plugin `name` into a fresh folder with `config` beside it, and loads it.
+fn load_with_config(runtime: &PluginRuntime, name: &str, config: &str) -> Plugin {
+    let dir = tempdir();
+    let wasm = dir.join(format!("{name}.wasm"));
+    std::fs::copy(plugin_path(name), &wasm).expect("copy plugin");
+    std::fs::write(dir.join(format!("{name}.json")), config).expect("write config");
+    runtime.load(&wasm).expect("plugin loads")
+}
+
+fn tempdir() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("iotstream-test-{}-{}", std::process::id(), unique()));
+    std::fs::create_dir_all(&dir).expect("create temp dir");
+    dir
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+fn to_wit(catalog: &mut SensorCatalog, readings: &[Reading]) -> Vec<WitReading> {
+    readings
+        .iter()
+        .map(|r| WitReading { sensor: catalog.key_for(r), timestamp_ms: r.timestamp.timestamp_millis(), value: r.value, flagged: false })
+        .collect()
+}
+
+#[test]
+fn zscore_scores_match_hand_computation() {
+    let runtime = PluginRuntime::new().expect("runtime");
+    let mut plugin = load_with_config(&runtime, "zscore", r#"{"history": 4, "min_history": 4}"#);
+    assert_eq!(plugin.kind(), StageKind::Detector);
+    assert_eq!((plugin.info().name.as_str(), plugin.info().state_version), ("zscore", 1));
+    let mut catalog = SensorCatalog::default();
+    let values = [10.0, 12.0, 10.0, 12.0, 14.0, 17.0];
+    let readings: Vec<Reading> =
+        values.iter().enumerate().map(|(i, v)| reading("t1", SensorType::Temperature, "lab_1", i as i64 * 1000, *v)).collect();
+    let wit = to_wit(&mut catalog, &readings);
+    let detections = plugin.detect(&catalog, &wit).expect("detects");
+    let verdicts: Vec<Verdict> = detections.iter().map(|d| d.verdict).collect();
+    use Verdict::{Anomaly, Normal, WarmingUp};
+    assert_eq!(verdicts, [WarmingUp, WarmingUp, WarmingUp, WarmingUp, Normal, Anomaly]);
+    // History 10, 12, 10, 12: mean 11, std 1, so 14 scores 3. Then 12, 10, 12, 14: mean 12, std sqrt 2.
+    assert_eq!(detections[4].score, 3.0);
+    assert!((detections[5].score - 5.0 / 2f64.sqrt()).abs() < 1e-12);
+}
+
+#[test]
+fn tumbling_window_aggregate_matches_hand_computation() {
+    let runtime = PluginRuntime::new().expect("runtime");
+    let mut plugin = runtime.load(&plugin_path("tumbling-window")).expect("loads");
+    assert_eq!(plugin.kind(), StageKind::Aggregator);
+    let mut catalog = SensorCatalog::default();
+    let mut readings: Vec<Reading> = [20.0, 22.0, 24.0, 26.0]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| reading("t1", SensorType::Temperature, "office_1", i as i64 * 1000, *v))
+        .collect();
+    readings.push(reading("h1", SensorType::Humidity, "office_1", 2000, 40.0));
+    let mut wit = to_wit(&mut catalog, &readings);
+    wit[3].flagged = true;
+    assert!(plugin.aggregate(&catalog, &wit).expect("aggregates").is_empty());
+    // 1:10 moves the watermark (10 s lateness) to 1:00: minute 0 closes for both groups.
+    let later = to_wit(&mut catalog, &[reading("t1", SensorType::Temperature, "office_1", 70_000, 30.0)]);
+    let out = plugin.aggregate(&catalog, &later).expect("aggregates");
+    assert_eq!(out.len(), 2);
+    let t = &out[0];
+    assert_eq!((t.sensor_type, t.location.as_str(), t.window_start_ms, t.window_end_ms), (WitSensorType::Temperature, "office_1", 0, 60_000));
+    assert_eq!((t.count, t.avg, t.min, t.max, t.anomaly_count), (4, 23.0, 20.0, 26.0, 1));
+    assert!((t.stddev - 5f64.sqrt()).abs() < 1e-12);
+    let h = &out[1];
+    assert_eq!((h.sensor_type, h.count, h.avg, h.stddev), (WitSensorType::Humidity, 1, 40.0, 0.0));
+}
+
+#[test]
+fn isolation_forest_warms_up_then_flags_a_spike() {
+    let runtime = PluginRuntime::new().expect("runtime");
+    let mut plugin = load_with_config(&runtime, "isolation-forest", r#"{"trees": 50, "min_train": 64, "train_rows": 256}"#);
+    let mut catalog = SensorCatalog::default();
+    let mut readings: Vec<Reading> = (0..200)
+        .map(|i| reading("p1", SensorType::Pressure, "lab_1", i * 1000, 1013.0 + ((i * 37) % 11) as f64 * 0.1))
+        .collect();
+    readings.push(reading("p1", SensorType::Pressure, "lab_1", 200_000, 1080.0));
+    let wit = to_wit(&mut catalog, &readings);
+    let detections = plugin.detect(&catalog, &wit).expect("detects");
+    // Readings 1-9 of the sensor warm its history (min_history 10); readings 10-73 fill min_train 64,
+    // and the 73rd trains the first model and is the first one scored.
+    assert!(detections[..72].iter().all(|d| d.verdict == Verdict::WarmingUp && d.score == 0.0));
+    assert!(detections[72..].iter().all(|d| d.verdict != Verdict::WarmingUp && d.score > 0.0 && d.score <= 1.0));
+    let spike = detections[200];
+    assert_eq!(spike.verdict, Verdict::Anomaly, "spike score {}", spike.score);
+    let normal = detections[72..200].iter().filter(|d| d.verdict == Verdict::Normal).count();
+    assert!(normal >= 120, "only {normal} of 128 ordinary readings judged normal");
+}
+
+#[test]
+fn state_exported_from_one_instance_continues_in_another() {
+    let runtime = PluginRuntime::new().expect("runtime");
+    let readings: Vec<Reading> =
+        (0..300).map(|i| reading(&format!("s{}", i % 3), SensorType::Co2, "lab_1", i * 500, 400.0 + ((i * 13) % 29) as f64)).collect();
+    let (first, second) = readings.split_at(170);
+    for name in ["zscore", "isolation-forest"] {
+        let config = r#"{"min_train": 64, "train_rows": 128}"#;
+        let config = if name == "zscore" { "{}" } else { config };
+        let mut whole = load_with_config(&runtime, name, config);
+        let mut catalog = SensorCatalog::default();
+        let wit = to_wit(&mut catalog, &readings);
+        let expected = whole.detect(&catalog, &wit).expect("detects");
+
+        let mut before = load_with_config(&runtime, name, config);
+        let mut catalog = SensorCatalog::default();
+        let wit = to_wit(&mut catalog, first);
+        before.detect(&catalog, &wit).expect("detects");
+        let state = before.export_state(&catalog).expect("exports");
+        let mut after = load_with_config(&runtime, name, config);
+        // A new process: keys are assigned afresh, in another order.
+        let mut catalog = SensorCatalog::default();
+        let rest = to_wit(&mut catalog, second);
+        after.import_state(&catalog, &state).expect("imports");
+        let resumed = after.detect(&catalog, &rest).expect("detects");
+        assert_eq!(resumed, expected[170..], "{name} diverged after a state hand-off");
+    }
+}
+
+#[test]
+fn files_that_are_not_stage_components_are_refused_with_a_reason() {
+    let runtime = PluginRuntime::new().expect("runtime");
+    let dir = tempdir();
+    let garbage = dir.join("garbage.wasm");
+    std::fs::write(&garbage, b"\0asm\x01\0\0\0 truncated").expect("write");
+    assert!(matches!(runtime.load(&garbage), Err(PluginError::Compile { .. })));
+    let zscore = dir.join("zscore.wasm");
+    std::fs::copy(plugin_path("zscore"), &zscore).expect("copy");
+    std::fs::write(dir.join("zscore.json"), r#"{"history": 1}"#).expect("write config");
+    let err = runtime.load(&zscore).err().map(|e| e.to_string());
+    assert_eq!(err.as_deref(), Some("plugin zscore refused the call: invalid configuration: history must be at least 2, got 1"));
+    let (loaded, failed) = runtime.load_dir(Path::new(&dir)).expect("reads dir");
+    assert!(loaded.is_empty());
+    assert_eq!(failed.len(), 2);
+}
