@@ -1,1 +1,184 @@
-//! x
+//! The JSON the iotstream host serves and its dashboard reads: REST responses and live-stream
+//! events. Shared by both sides so they cannot drift apart.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One raw reading as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReadingRow {
+    /// The sensor's identifier.
+    pub sensor_id: String,
+    /// `temperature`, `humidity`, `air_quality`, `pressure` or `co2`.
+    pub sensor_type: String,
+    /// Where the sensor is.
+    pub location: String,
+    /// The measured value.
+    pub value: f64,
+    /// The unit of the value.
+    pub unit: String,
+    /// Event time.
+    pub timestamp: DateTime<Utc>,
+    /// The source's own anomaly flag (the simulator's label).
+    pub anomaly: bool,
+    /// Whether a detector flagged it.
+    pub flagged: bool,
+}
+
+/// One detector's judgement of one reading.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PredictionRow {
+    /// The detector plugin.
+    pub detector: String,
+    /// The sensor's identifier.
+    pub sensor_id: String,
+    /// The sensor's type.
+    pub sensor_type: String,
+    /// The reading's value.
+    pub value: f64,
+    /// The reading's event time.
+    pub timestamp: DateTime<Utc>,
+    /// `warming_up`, `normal` or `anomaly`.
+    pub verdict: String,
+    /// Whether the verdict is `anomaly`.
+    pub is_anomaly: bool,
+    /// The detector's score (larger is more anomalous).
+    pub anomaly_score: f64,
+    /// The source's own anomaly flag for the reading.
+    pub rule_based_anomaly: bool,
+}
+
+/// One closed window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AggregateRow {
+    /// The aggregator plugin.
+    pub stage: String,
+    /// Window start (inclusive).
+    pub window_start: DateTime<Utc>,
+    /// Window end (exclusive).
+    pub window_end: DateTime<Utc>,
+    /// Location of the readings.
+    pub location: String,
+    /// Sensor type of the readings.
+    pub sensor_type: String,
+    /// Mean value.
+    pub avg_value: f64,
+    /// Smallest value.
+    pub min_value: f64,
+    /// Largest value.
+    pub max_value: f64,
+    /// Population standard deviation.
+    pub stddev_value: f64,
+    /// Readings in the window.
+    pub count_readings: i32,
+    /// Readings a detector flagged.
+    pub anomaly_count: i32,
+}
+
+/// A message that could not be decoded, kept with its error.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterRow {
+    /// Row id.
+    pub id: i64,
+    /// When the host received it.
+    pub received_at: DateTime<Utc>,
+    /// Kafka topic.
+    pub topic: String,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// Why it was refused.
+    pub error: String,
+    /// The payload, as text (invalid UTF-8 replaced), at most 64 KiB.
+    pub payload: String,
+}
+
+/// The state of one plugin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginStatus {
+    /// File name without `.wasm`.
+    pub name: String,
+    /// `detector` or `aggregator`.
+    pub kind: String,
+    /// The version the plugin reports.
+    pub version: String,
+    /// Calls made.
+    pub calls: u64,
+    /// Readings passed in.
+    pub readings_in: u64,
+    /// Outputs returned.
+    pub outputs: u64,
+    /// Failed calls.
+    pub errors: u64,
+    /// Re-instantiations after a trap.
+    pub restarts: u64,
+    /// Mean time per call, microseconds.
+    pub mean_call_micros: f64,
+    /// The last failure.
+    pub last_error: Option<String>,
+}
+
+/// A plugin file that could not be loaded.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginFailure {
+    /// The error.
+    pub error: String,
+}
+
+/// Totals and rates of the whole pipeline.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Readings stored, all time.
+    pub readings_total: u64,
+    /// Stored readings a detector flagged, all time.
+    pub anomalies_total: u64,
+    /// Window aggregates stored, all time.
+    pub aggregates_total: u64,
+    /// Dead-lettered messages, all time.
+    pub dead_letters_total: u64,
+    /// Sensors heard from in the last 5 minutes.
+    pub active_sensors: u64,
+    /// Readings per second over the last 10 seconds.
+    pub readings_per_second: f64,
+    /// Batch latency percentiles (Kafka timestamp to database commit), milliseconds, recent batches.
+    pub latency_ms_p50: f64,
+    /// 99th percentile of the same.
+    pub latency_ms_p99: f64,
+    /// Whether the last database write failed (the pipeline is retrying).
+    pub database_ok: bool,
+    /// When this host process started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// What the live stream carries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LiveEvent {
+    /// Sent first on every connection: the current state.
+    Snapshot {
+        /// Totals and rates.
+        stats: Stats,
+        /// Newest readings, newest first.
+        readings: Vec<ReadingRow>,
+        /// Newest anomalous predictions, newest first.
+        detections: Vec<PredictionRow>,
+        /// Newest aggregates, newest first.
+        aggregates: Vec<AggregateRow>,
+        /// The plugins.
+        plugins: Vec<PluginStatus>,
+    },
+    /// One processed batch.
+    Batch {
+        /// Totals and rates after it.
+        stats: Stats,
+        /// Its newest readings (at most a few dozen), newest first.
+        readings: Vec<ReadingRow>,
+        /// Its anomalous predictions (at most a few dozen), newest first.
+        detections: Vec<PredictionRow>,
+        /// The windows it closed.
+        aggregates: Vec<AggregateRow>,
+        /// The plugins.
+        plugins: Vec<PluginStatus>,
+    },
+}

@@ -1,3 +1,24 @@
-//! iotstream: a real-time IoT monitoring pipeline.
+//! iotstream: a real-time IoT monitoring pipeline. Sensor readings arrive on Kafka, every
+//! processing stage is a WebAssembly component plugin, results land in PostgreSQL and stream live
+//! to a dashboard.
+//!
+//! # Layout
+//! * [`reading`]: the message format, decoding and validation.
+//! * [`kafka`]: the consumer, the producer and the embedded broker.
+//! * [`plugins`]: the wasmtime component host that runs the stages.
+//! * [`pipeline`]: the loop from a Kafka batch to a committed transaction.
+//! * [`store`]: PostgreSQL schema, writes and queries.
+//! * [`live`]: the in-memory live view; [`api`]: HTTP, the live stream and the dashboard.
+//! * [`simulate`]: the sensor fleet simulator.
+//! * [`config`] and [`app`]: `iotstream run`'s configuration and wiring.
+
+pub mod api;
+pub mod app;
+pub mod config;
+pub mod kafka;
+pub mod live;
+pub mod pipeline;
 pub mod plugins;
 pub mod reading;
+pub mod simulate;
+pub mod store;

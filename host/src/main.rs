@@ -1,1 +1,122 @@
-fn main(){}
+//! The `iotstream` binary: parses the command line, starts logging, and calls the library.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use backon::{ExponentialBuilder, Retryable};
+use clap::{Parser, Subcommand};
+use iotstream::config::RunConfig;
+use iotstream::simulate::SimulateConfig;
+use iotstream::store::Store;
+use sqlx::postgres::PgPoolOptions;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+/// A real-time IoT monitoring pipeline: Kafka in, WebAssembly plugins, PostgreSQL out, live dashboard.
+#[derive(Parser)]
+#[command(name = "iotstream", version)]
+struct Cli {
+    /// Log filter (tracing's env-filter syntax).
+    #[arg(long, env = "IOTSTREAM_LOG", default_value = "info", global = true)]
+    log: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the pipeline, the API and the dashboard (with no --brokers: an embedded broker and simulator too).
+    Run(Box<RunConfig>),
+    /// Produce simulated sensor readings to a Kafka topic.
+    Simulate {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "IOTSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Topic to produce to.
+        #[arg(long, env = "IOTSTREAM_TOPIC", default_value = "iot_sensors")]
+        topic: String,
+        #[command(flatten)]
+        simulate: SimulateConfig,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?)
+        .init();
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    match cli.command {
+        Command::Run(config) => run(*config, shutdown).await,
+        Command::Simulate { brokers, topic, simulate } => {
+            let report = iotstream::simulate::run(&simulate, &brokers, &topic, shutdown).await?;
+            println!(
+                "produced {} readings ({} delivered, {} failed, {} labelled anomalous)",
+                report.fleet.readings, report.delivered, report.failed, report.fleet.anomalous
+            );
+            Ok(())
+        }
+    }
+}
+
+async fn run(config: RunConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = Store::new(connect(&config.database_url).await?);
+    store.migrate().await.context("migrating the database")?;
+    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let embedded;
+    let brokers = match &config.brokers {
+        Some(brokers) => brokers.clone(),
+        None => {
+            embedded = iotstream::app::start_embedded(&config, shutdown.clone()).await?;
+            embedded.bootstrap_servers().to_owned()
+        }
+    };
+    iotstream::app::run(&config, store, listener, &brokers, shutdown).await?;
+    Ok(())
+}
+
+/// Connects to PostgreSQL, retrying for about a minute (in docker-compose the database may start
+/// after iotstream).
+async fn connect(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    let attempt = || PgPoolOptions::new().max_connections(8).acquire_timeout(Duration::from_secs(5)).connect(url);
+    let backoff = ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(15);
+    attempt
+        .retry(backoff)
+        .notify(|err, delay| warn!(error = %err, retry_in = ?delay, "database not reachable yet"))
+        .await
+        .with_context(|| format!("connecting to PostgreSQL at {}", redact(url)))
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => match url[scheme + 3..at].find(':') {
+            Some(colon) => format!("{}:***{}", &url[..scheme + 3 + colon], &url[at..]),
+            None => url.to_owned(),
+        },
+        _ => url.to_owned(),
+    }
+}
+
+async fn cancel_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = terminate => {},
+    }
+    info!("shutdown requested");
+    shutdown.cancel();
+}

@@ -69,7 +69,7 @@ impl FromStr for SensorType {
         SensorType::ALL
             .into_iter()
             .find(|t| t.as_str() == s)
-            .ok_or_else(|| DecodeError::UnknownSensorType(s.chars().take(50).collect()))
+            .ok_or_else(|| DecodeError::UnknownSensorType(excerpt(s)))
     }
 }
 
@@ -110,6 +110,9 @@ pub enum DecodeError {
     /// `timestamp` is neither ISO 8601 nor epoch milliseconds.
     #[error("timestamp {0:?} is not ISO 8601 or epoch milliseconds")]
     BadTimestamp(String),
+    /// A text field holds a NUL character, which PostgreSQL text cannot store.
+    #[error("field {0} contains a NUL character")]
+    NulCharacter(&'static str),
     /// A text field is empty or longer than its column.
     #[error("field {field} must be 1 to {max} characters, got {len}")]
     FieldLength {
@@ -172,6 +175,9 @@ pub fn decode(payload: Option<&[u8]>) -> Result<Reading, DecodeError> {
 }
 
 fn check_length(field: &'static str, text: &str, min: usize, max: usize) -> Result<(), DecodeError> {
+    if text.contains('\0') {
+        return Err(DecodeError::NulCharacter(field));
+    }
     let len = text.chars().count();
     if len < min || len > max { Err(DecodeError::FieldLength { field, max, len }) } else { Ok(()) }
 }
@@ -188,11 +194,17 @@ fn parse_timestamp(raw: &WireTimestamp<'_>) -> Result<DateTime<Utc>, DecodeError
     };
     parsed.ok_or_else(|| {
         DecodeError::BadTimestamp(match raw {
-            WireTimestamp::Text(text) => text.chars().take(50).collect(),
+            WireTimestamp::Text(text) => excerpt(text),
             WireTimestamp::Millis(ms) => ms.to_string(),
             WireTimestamp::FloatMillis(ms) => ms.to_string(),
         })
     })
+}
+
+/// At most 50 characters of untrusted text for an error message, without NUL characters (the
+/// message is stored in PostgreSQL text).
+fn excerpt(text: &str) -> String {
+    text.chars().filter(|c| *c != '\0').take(50).collect()
 }
 
 /// Encodes a reading in the seed's format (what the simulator produces).
@@ -272,5 +284,9 @@ mod tests {
         let long_id = format!(r#"{{"sensor_id":"{}","sensor_type":"co2","location":"l","value":1,"timestamp":1}}"#, "x".repeat(101));
         assert_eq!(decode(Some(long_id.as_bytes())), Err(DecodeError::FieldLength { field: "sensor_id", max: 100, len: 101 }));
         assert_eq!(decode(None), Err(DecodeError::Empty));
+        let nul = br#"{"sensor_id":"a\u0000b","sensor_type":"co2","location":"l","value":1,"timestamp":1}"#;
+        assert_eq!(decode(Some(nul)), Err(DecodeError::NulCharacter("sensor_id")));
+        let nul_type = br#"{"sensor_id":"a","sensor_type":"c\u0000o","location":"l","value":1,"timestamp":1}"#;
+        assert_eq!(decode(Some(nul_type)).map_err(|e| e.to_string()), Err("unknown sensor type \"co\"".to_owned()));
     }
 }

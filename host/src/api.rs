@@ -1,0 +1,156 @@
+//! The HTTP side: the JSON API, the live stream (server-sent events) and the built dashboard.
+//!
+//! `GET /api/stream` sends a `snapshot` event on connection, then a `batch` event per processed
+//! batch; a subscriber that falls behind gets a fresh snapshot instead of the events it missed.
+//! Errors never leak internals: a database failure is logged and answered 503.
+
+use std::convert::Infallible;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::stream::{self, Stream};
+use iotstream_api::{LiveEvent, PluginFailure, PluginStatus, Stats};
+use serde::{Deserialize, Serialize};
+use tokio::sync::broadcast;
+use tower_http::services::{ServeDir, ServeFile};
+use tracing::error;
+
+use crate::live::Live;
+use crate::store::{Store, StoreError};
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct ApiState {
+    /// The database.
+    pub store: Store,
+    /// The live view.
+    pub live: Arc<Live>,
+    /// Plugin files that failed to load.
+    pub plugin_failures: Arc<Vec<PluginFailure>>,
+}
+
+/// The API's error: what went wrong, without internals.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The database did not answer.
+    #[error("database unavailable")]
+    Database(#[from] StoreError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        match &self {
+            ApiError::Database(err) => error!(error = %err, "api query failed"),
+        }
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+    }
+}
+
+/// The router: `/api/*`, and the dashboard from `dashboard_dir` for every other path.
+pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
+    let api = Router::new()
+        .route("/api/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/api/stats", get(stats))
+        .route("/api/readings", get(readings))
+        .route("/api/predictions", get(predictions))
+        .route("/api/aggregates", get(aggregates))
+        .route("/api/dead-letters", get(dead_letters))
+        .route("/api/plugins", get(plugins))
+        .route("/api/stream", get(stream))
+        .with_state(state);
+    let index = dashboard_dir.join("index.html");
+    if index.exists() {
+        api.fallback_service(ServeDir::new(&dashboard_dir).fallback(ServeFile::new(index)))
+    } else {
+        let message = format!(
+            "<h1>iotstream</h1><p>The dashboard is not built ({} is missing): run <code>cargo xtask build</code>. \
+             The API is at <a href=\"/api/stats\">/api/stats</a>.</p>",
+            index.display()
+        );
+        api.fallback(move || async move { (StatusCode::NOT_FOUND, Html(message)) })
+    }
+}
+
+/// `?limit=` of the list endpoints: 1 to 1000, default 100.
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    limit: Option<i64>,
+    sensor_id: Option<String>,
+    detector: Option<String>,
+    #[serde(default)]
+    anomalies_only: bool,
+}
+
+impl ListQuery {
+    fn limit(&self) -> i64 {
+        self.limit.unwrap_or(100).clamp(1, 1000)
+    }
+}
+
+async fn stats(State(state): State<ApiState>) -> Json<Stats> {
+    Json(state.live.stats())
+}
+
+async fn readings(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(state.store.recent_readings(q.limit(), q.sensor_id.as_deref()).await?))
+}
+
+async fn predictions(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(state.store.recent_predictions(q.limit(), q.detector.as_deref(), q.anomalies_only).await?))
+}
+
+async fn aggregates(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(state.store.recent_aggregates(q.limit()).await?))
+}
+
+async fn dead_letters(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(state.store.dead_letters(q.limit()).await?))
+}
+
+/// `GET /api/plugins`.
+#[derive(Debug, Serialize)]
+struct PluginsResponse {
+    plugins: Vec<PluginStatus>,
+    failures: Vec<PluginFailure>,
+}
+
+async fn plugins(State(state): State<ApiState>) -> Json<PluginsResponse> {
+    Json(PluginsResponse { plugins: state.live.plugins(), failures: state.plugin_failures.as_ref().clone() })
+}
+
+async fn stream(State(state): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (snapshot, receiver) = state.live.subscribe();
+    let events = stream::unfold((state.live, receiver, Some(snapshot)), |(live, mut receiver, pending)| async move {
+        let event = match pending {
+            Some(event) => event,
+            None => loop {
+                match receiver.recv().await {
+                    Ok(event) => break event,
+                    Err(broadcast::error::RecvError::Lagged(_)) => {
+                        let (snapshot, fresh) = live.subscribe();
+                        receiver = fresh;
+                        break snapshot;
+                    }
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+            },
+        };
+        Some((Ok(sse_event(&event)), (live, receiver, None)))
+    });
+    Sse::new(events).keep_alive(KeepAlive::default())
+}
+
+fn sse_event(event: &LiveEvent) -> Event {
+    let name = match event {
+        LiveEvent::Snapshot { .. } => "snapshot",
+        LiveEvent::Batch { .. } => "batch",
+    };
+    // LiveEvent is plain data: serialisation cannot fail; an empty event would be harmless anyway.
+    Event::default().event(name).data(serde_json::to_string(event).unwrap_or_default())
+}

@@ -1,0 +1,96 @@
+//! Wiring: plugins, live view, HTTP server and processing loop, run until shutdown.
+
+use std::sync::Arc;
+
+use iotstream_api::PluginFailure;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use crate::api::{ApiState, router};
+use crate::config::RunConfig;
+use crate::kafka::{EmbeddedBroker, KafkaError, Source};
+use crate::live::Live;
+use crate::pipeline::Pipeline;
+use crate::plugins::{PluginError, PluginRuntime};
+use crate::store::{Store, StoreError};
+
+/// Why `iotstream run` stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The plugin runtime or folder.
+    #[error(transparent)]
+    Plugins(#[from] PluginError),
+    /// Kafka.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+    /// PostgreSQL.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The HTTP server.
+    #[error("http server: {0}")]
+    Http(#[from] std::io::Error),
+}
+
+/// Runs the pipeline and the HTTP server over `store` (migrated), `listener` and `brokers` until
+/// `shutdown`.
+pub async fn run(
+    config: &RunConfig,
+    store: Store,
+    listener: TcpListener,
+    brokers: &str,
+    shutdown: CancellationToken,
+) -> Result<(), RunError> {
+    let runtime = PluginRuntime::new()?;
+    let (plugins, failures) = runtime.load_dir(&config.plugins_dir)?;
+    for failure in &failures {
+        error!(error = %failure, "plugin not loaded");
+    }
+    for plugin in &plugins {
+        info!(plugin = plugin.name(), kind = ?plugin.kind(), version = %plugin.info().version, "plugin loaded");
+    }
+    if plugins.is_empty() {
+        warn!(dir = %config.plugins_dir.display(), "no plugin loaded: readings are stored raw only");
+    }
+    let live = Arc::new(Live::new(
+        store.totals().await?,
+        store.recent_readings(50, None).await?,
+        store.recent_predictions(50, None, true).await?,
+        store.recent_aggregates(50).await?,
+    ));
+    let source = Source::subscribe(brokers, &config.group, &config.topic)?;
+    let failures = failures.iter().map(|f| PluginFailure { error: f.to_string() }).collect();
+    let state = ApiState { store: store.clone(), live: live.clone(), plugin_failures: Arc::new(failures) };
+    let app = router(state, config.dashboard_dir.clone());
+    let address = listener.local_addr()?;
+    info!(url = %format!("http://{address}/"), "dashboard served");
+    let server_shutdown = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(server_shutdown.cancelled_owned()).await
+    });
+    let pipeline = Pipeline::new(config.pipeline(), source, plugins, store, live);
+    let result = pipeline.run(shutdown.clone()).await;
+    shutdown.cancel();
+    match server.await {
+        Ok(served) => served?,
+        Err(join) => error!(error = %join, "http server task failed"),
+    }
+    result?;
+    Ok(())
+}
+
+/// The embedded default: an in-process broker with the topic, and (unless disabled) the simulator
+/// producing to it. Dropping the broker stops it.
+pub async fn start_embedded(config: &RunConfig, shutdown: CancellationToken) -> Result<EmbeddedBroker, RunError> {
+    let broker = EmbeddedBroker::start(&config.topic, config.embedded_partitions)?;
+    info!(bootstrap = broker.bootstrap_servers(), topic = %config.topic, "embedded Kafka-protocol broker started");
+    if !config.no_simulator {
+        let (simulate, brokers, topic) = (config.simulate.clone(), broker.bootstrap_servers().to_owned(), config.topic.clone());
+        tokio::spawn(async move {
+            if let Err(err) = crate::simulate::run(&simulate, &brokers, &topic, shutdown).await {
+                error!(error = %err, "embedded simulator stopped");
+            }
+        });
+    }
+    Ok(broker)
+}

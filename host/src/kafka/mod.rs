@@ -1,0 +1,33 @@
+//! Kafka: the consumer the pipeline reads batches from, the producer the simulator writes with,
+//! and the embedded broker (librdkafka's mock cluster) that runs when no broker is configured.
+
+mod consumer;
+mod embedded;
+
+pub use consumer::{RawMessage, Source};
+pub use embedded::EmbeddedBroker;
+
+use rdkafka::ClientConfig;
+use rdkafka::producer::FutureProducer;
+
+/// Why a Kafka client could not be created or used.
+#[derive(Debug, thiserror::Error)]
+pub enum KafkaError {
+    /// librdkafka refused the configuration or the operation.
+    #[error("kafka: {0}")]
+    Client(#[from] rdkafka::error::KafkaError),
+    /// The embedded broker could not be started.
+    #[error("embedded broker: {0}")]
+    Embedded(String),
+}
+
+/// A producer for `brokers`, tuned for throughput (batches of up to 10 ms, lz4 off: readings are
+/// small and the broker is usually near).
+pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
+    Ok(ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("linger.ms", "10")
+        .set("queue.buffering.max.messages", "1000000")
+        .set("message.timeout.ms", "30000")
+        .create()?)
+}

@@ -1,0 +1,193 @@
+//! The live view of the pipeline: all-time totals, rates, the newest rows and the plugins' state,
+//! kept in memory and pushed to every live-stream subscriber after each batch.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use iotstream_api::{AggregateRow, LiveEvent, PluginStatus, PredictionRow, ReadingRow, Stats};
+use tokio::sync::broadcast;
+
+use crate::store::Totals;
+
+/// Rows of each kind kept for a new subscriber's snapshot.
+const RECENT_ROWS: usize = 50;
+/// Rows of each kind sent with one batch event: enough for a live table, small for the browser.
+const EVENT_ROWS: usize = 25;
+/// Window of the readings-per-second rate.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// A sensor heard from within this long is active (the seed's dashboard used 5 minutes).
+const ACTIVE_WINDOW: Duration = Duration::from_secs(300);
+/// Latency samples kept for the percentiles.
+const LATENCY_SAMPLES: usize = 4096;
+/// Events a slow subscriber may fall behind before it skips to a fresh snapshot.
+const EVENT_BUFFER: usize = 64;
+
+/// What one batch contributed.
+#[derive(Debug, Default)]
+pub struct BatchSummary {
+    /// Its readings, in arrival order.
+    pub readings: Vec<ReadingRow>,
+    /// Its anomalous predictions.
+    pub detections: Vec<PredictionRow>,
+    /// The windows it closed.
+    pub aggregates: Vec<AggregateRow>,
+    /// Messages dead-lettered.
+    pub dead_letters: u64,
+    /// Per message, ms from its Kafka timestamp to the database commit.
+    pub latencies_ms: Vec<f64>,
+}
+
+struct State {
+    totals: Totals,
+    readings: VecDeque<ReadingRow>,
+    detections: VecDeque<PredictionRow>,
+    aggregates: VecDeque<AggregateRow>,
+    plugins: Vec<PluginStatus>,
+    batches: VecDeque<(Instant, u64)>,
+    latencies: VecDeque<f64>,
+    last_seen: HashMap<String, Instant>,
+    database_ok: bool,
+}
+
+/// Shared between the pipeline (writer) and the API (readers).
+pub struct Live {
+    state: Mutex<State>,
+    events: broadcast::Sender<LiveEvent>,
+    started_at: DateTime<Utc>,
+}
+
+impl Live {
+    /// Starts from the database's totals and newest rows.
+    pub fn new(totals: Totals, readings: Vec<ReadingRow>, detections: Vec<PredictionRow>, aggregates: Vec<AggregateRow>) -> Self {
+        let (events, _) = broadcast::channel(EVENT_BUFFER);
+        Live {
+            state: Mutex::new(State {
+                totals,
+                readings: readings.into(),
+                detections: detections.into(),
+                aggregates: aggregates.into(),
+                plugins: Vec::new(),
+                batches: VecDeque::new(),
+                latencies: VecDeque::new(),
+                last_seen: HashMap::new(),
+                database_ok: true,
+            }),
+            events,
+            started_at: Utc::now(),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave these counters inconsistent in a way that
+        // matters more than stopping the dashboard would: keep serving.
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The current totals and rates.
+    pub fn stats(&self) -> Stats {
+        let mut state = self.lock();
+        self.stats_of(&mut state)
+    }
+
+    fn stats_of(&self, state: &mut State) -> Stats {
+        let now = Instant::now();
+        while state.batches.front().is_some_and(|(at, _)| now.duration_since(*at) > RATE_WINDOW) {
+            state.batches.pop_front();
+        }
+        state.last_seen.retain(|_, seen| now.duration_since(*seen) <= ACTIVE_WINDOW);
+        let recent: u64 = state.batches.iter().map(|(_, n)| n).sum();
+        let mut latencies: Vec<f64> = state.latencies.iter().copied().collect();
+        latencies.sort_by(f64::total_cmp);
+        let percentile = |p: f64| {
+            if latencies.is_empty() { 0.0 } else { latencies[((latencies.len() - 1) as f64 * p).round() as usize] }
+        };
+        Stats {
+            readings_total: state.totals.readings,
+            anomalies_total: state.totals.flagged,
+            aggregates_total: state.totals.aggregates,
+            dead_letters_total: state.totals.dead_letters,
+            active_sensors: state.last_seen.len() as u64,
+            readings_per_second: recent as f64 / RATE_WINDOW.as_secs_f64(),
+            latency_ms_p50: percentile(0.5),
+            latency_ms_p99: percentile(0.99),
+            database_ok: state.database_ok,
+            started_at: self.started_at,
+        }
+    }
+
+    /// A snapshot for a new subscriber, and the subscription for what follows.
+    pub fn subscribe(&self) -> (LiveEvent, broadcast::Receiver<LiveEvent>) {
+        let mut state = self.lock();
+        let receiver = self.events.subscribe();
+        let snapshot = LiveEvent::Snapshot {
+            stats: self.stats_of(&mut state),
+            readings: state.readings.iter().cloned().collect(),
+            detections: state.detections.iter().cloned().collect(),
+            aggregates: state.aggregates.iter().cloned().collect(),
+            plugins: state.plugins.clone(),
+        };
+        (snapshot, receiver)
+    }
+
+    /// The plugins' current state.
+    pub fn plugins(&self) -> Vec<PluginStatus> {
+        self.lock().plugins.clone()
+    }
+
+    /// Records whether the last database write succeeded (shown on the dashboard while retrying).
+    pub fn set_database_ok(&self, ok: bool) {
+        self.lock().database_ok = ok;
+    }
+
+    /// Records the plugins' state without a batch (after loading, or after a tick).
+    pub fn set_plugins(&self, plugins: Vec<PluginStatus>) {
+        self.lock().plugins = plugins;
+    }
+
+    /// Records a committed batch and pushes it to subscribers.
+    pub fn record_batch(&self, batch: BatchSummary, plugins: Vec<PluginStatus>) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.totals.readings += batch.readings.len() as u64;
+        state.totals.flagged += batch.readings.iter().filter(|r| r.flagged).count() as u64;
+        state.totals.aggregates += batch.aggregates.len() as u64;
+        state.totals.dead_letters += batch.dead_letters;
+        state.batches.push_back((now, batch.readings.len() as u64));
+        for reading in &batch.readings {
+            match state.last_seen.get_mut(&reading.sensor_id) {
+                Some(seen) => *seen = now,
+                None => {
+                    state.last_seen.insert(reading.sensor_id.clone(), now);
+                }
+            }
+        }
+        for latency in batch.latencies_ms {
+            if state.latencies.len() == LATENCY_SAMPLES {
+                state.latencies.pop_front();
+            }
+            state.latencies.push_back(latency);
+        }
+        let newest = |rows: &[ReadingRow]| rows.iter().rev().take(EVENT_ROWS).cloned().collect::<Vec<_>>();
+        let readings = newest(&batch.readings);
+        let detections: Vec<PredictionRow> = batch.detections.iter().rev().take(EVENT_ROWS).cloned().collect();
+        let aggregates: Vec<AggregateRow> = batch.aggregates.iter().rev().cloned().collect();
+        push_front_bounded(&mut state.readings, &readings);
+        push_front_bounded(&mut state.detections, &detections);
+        push_front_bounded(&mut state.aggregates, &aggregates);
+        state.plugins = plugins.clone();
+        let stats = self.stats_of(&mut state);
+        drop(state);
+        // No subscriber is not an error.
+        let _ = self.events.send(LiveEvent::Batch { stats, readings, detections, aggregates, plugins });
+    }
+}
+
+/// Puts `newest_first` in front of `rows`, keeping at most [`RECENT_ROWS`].
+fn push_front_bounded<T: Clone>(rows: &mut VecDeque<T>, newest_first: &[T]) {
+    for row in newest_first.iter().rev() {
+        rows.push_front(row.clone());
+    }
+    rows.truncate(RECENT_ROWS);
+}

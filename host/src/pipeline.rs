@@ -1,0 +1,310 @@
+//! The processing loop: Kafka batch → decode → detector plugins → aggregator plugins → one
+//! PostgreSQL transaction → offsets marked → live view.
+//!
+//! Invariants:
+//! * A message's offset is marked processed only after everything it produced is committed to
+//!   PostgreSQL; a crash replays, never skips.
+//! * A message that does not decode goes to `dead_letters` with its reason, in the same transaction
+//!   as the readings around it.
+//! * A failing plugin costs only its own output for the batch: the raw readings, the other plugins
+//!   and the stream go on.
+//! * While PostgreSQL is unreachable the loop retries the same batch with backoff and consumes
+//!   nothing more (librdkafka's prefetch queue is bounded), so memory stays bounded.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::{DateTime, TimeZone, Utc};
+use iotstream_api::{AggregateRow, PluginStatus, PredictionRow, ReadingRow};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, info, warn};
+
+use crate::kafka::{KafkaError, RawMessage, Source};
+use crate::live::{BatchSummary, Live};
+use crate::plugins::bindings::{Reading as WitReading, Verdict, WindowAggregate};
+use crate::plugins::{Plugin, SensorCatalog, StageKind};
+use crate::reading::{SensorType, decode};
+use crate::store::{BatchRows, DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, Prediction, Store, StoredReading};
+
+/// How the loop batches and ticks.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    /// Most messages in one batch.
+    pub batch_max: usize,
+    /// How long a batch waits for more messages after its first.
+    pub batch_linger: Duration,
+    /// How often aggregators are told the processing time.
+    pub tick_interval: Duration,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig { batch_max: 5000, batch_linger: Duration::from_millis(50), tick_interval: Duration::from_secs(1) }
+    }
+}
+
+/// The loop's parts.
+pub struct Pipeline {
+    config: PipelineConfig,
+    source: Source,
+    detectors: Vec<Plugin>,
+    aggregators: Vec<Plugin>,
+    catalog: SensorCatalog,
+    store: Store,
+    live: Arc<Live>,
+}
+
+impl Pipeline {
+    /// Assembles a pipeline; `plugins` may be of both kinds, in any order.
+    pub fn new(config: PipelineConfig, source: Source, plugins: Vec<Plugin>, store: Store, live: Arc<Live>) -> Self {
+        let (detectors, aggregators) = plugins.into_iter().partition(|p| p.kind() == StageKind::Detector);
+        let pipeline = Pipeline { config, source, detectors, aggregators, catalog: SensorCatalog::default(), store, live };
+        pipeline.live.set_plugins(pipeline.plugin_statuses());
+        pipeline
+    }
+
+    /// Runs until `shutdown`, then commits the processed offsets.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), KafkaError> {
+        let mut last_tick = Instant::now();
+        loop {
+            let batch = tokio::select! {
+                batch = self.source.next_batch(self.config.batch_max, self.config.batch_linger, self.config.tick_interval) => batch,
+                _ = shutdown.cancelled() => break,
+            };
+            if !batch.is_empty() && !self.process(&batch, &shutdown).await {
+                break;
+            }
+            if last_tick.elapsed() >= self.config.tick_interval {
+                last_tick = Instant::now();
+                if !self.tick(&shutdown).await {
+                    break;
+                }
+            }
+        }
+        info!("pipeline stopping: committing processed offsets");
+        self.source.commit_now()
+    }
+
+    /// Processes one batch; false if shutdown interrupted the database retries (the batch is then
+    /// left unmarked, to be replayed).
+    async fn process(&mut self, batch: &[RawMessage], shutdown: &CancellationToken) -> bool {
+        let mut rows = BatchRows::default();
+        let mut wit = Vec::with_capacity(batch.len());
+        for message in batch {
+            match decode(message.payload.as_deref()) {
+                Ok(reading) => {
+                    wit.push(WitReading {
+                        sensor: self.catalog.key_for(&reading),
+                        timestamp_ms: reading.timestamp.timestamp_millis(),
+                        value: reading.value,
+                        flagged: false,
+                    });
+                    rows.readings.push(StoredReading { reading, flagged: false, partition: message.partition, offset: message.offset });
+                }
+                Err(err) => {
+                    debug!(partition = message.partition, offset = message.offset, error = %err, "dead-lettering a message");
+                    rows.dead_letters.push(DeadLetter {
+                        topic: self.source.topic().to_owned(),
+                        partition: message.partition,
+                        offset: message.offset,
+                        key: message.key.clone(),
+                        payload: message.payload.as_ref().map(|p| p[..p.len().min(DEAD_LETTER_PAYLOAD_LIMIT)].to_vec()),
+                        error: err.to_string(),
+                    });
+                }
+            }
+        }
+        if !wit.is_empty() {
+            // Plugin calls are CPU work on this thread; let the runtime move other tasks away.
+            tokio::task::block_in_place(|| self.run_plugins(&mut wit, &mut rows));
+        }
+        if !self.commit(&rows, shutdown).await {
+            return false;
+        }
+        if let Err(err) = self.source.mark_processed(batch) {
+            // Only a rebalance that revoked the partition does this; its new owner replays.
+            warn!(error = %err, "could not mark offsets processed");
+        }
+        let now_ms = Utc::now().timestamp_millis();
+        let latencies_ms = batch.iter().filter_map(|m| m.timestamp_ms).map(|t| (now_ms - t).max(0) as f64).collect();
+        self.publish(&rows, latencies_ms);
+        true
+    }
+
+    /// Runs every detector, then every aggregator, over the batch, filling `rows`.
+    fn run_plugins(&mut self, wit: &mut [WitReading], rows: &mut BatchRows) {
+        for detector in &mut self.detectors {
+            match detector.detect(&self.catalog, wit) {
+                Ok(detections) => {
+                    for (index, detection) in detections.iter().enumerate() {
+                        let flagged = detection.verdict == Verdict::Anomaly;
+                        rows.readings[index].flagged |= flagged;
+                        rows.predictions.push(Prediction {
+                            detector: detector.name().to_owned(),
+                            reading: index,
+                            verdict: verdict_name(detection.verdict),
+                            score: detection.score,
+                        });
+                    }
+                }
+                Err(err) => error!(plugin = detector.name(), error = %err, "detector failed; its verdicts for this batch are lost"),
+            }
+        }
+        for (reading, stored) in wit.iter_mut().zip(&rows.readings) {
+            reading.flagged = stored.flagged;
+        }
+        for aggregator in &mut self.aggregators {
+            match aggregator.aggregate(&self.catalog, wit) {
+                Ok(aggregates) => rows.aggregates.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a))),
+                Err(err) => error!(plugin = aggregator.name(), error = %err, "aggregator failed on a batch"),
+            }
+        }
+    }
+
+    /// Tells aggregators the time and stores the windows they close for idleness.
+    async fn tick(&mut self, shutdown: &CancellationToken) -> bool {
+        let now_ms = Utc::now().timestamp_millis();
+        let mut rows = BatchRows::default();
+        tokio::task::block_in_place(|| {
+            for aggregator in &mut self.aggregators {
+                match aggregator.tick(&self.catalog, now_ms) {
+                    Ok(aggregates) => rows.aggregates.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a))),
+                    Err(err) => error!(plugin = aggregator.name(), error = %err, "aggregator failed on a tick"),
+                }
+            }
+        });
+        if rows.aggregates.is_empty() {
+            self.live.set_plugins(self.plugin_statuses());
+            return true;
+        }
+        if !self.commit(&rows, shutdown).await {
+            return false;
+        }
+        self.publish(&rows, Vec::new());
+        true
+    }
+
+    /// Writes `rows`, retrying with exponential backoff (0.1 s doubling to 10 s) until it succeeds
+    /// or shutdown is requested.
+    async fn commit(&self, rows: &BatchRows, shutdown: &CancellationToken) -> bool {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(10))
+            .without_max_times();
+        let live = &self.live;
+        let write = || self.store.write(rows);
+        let retried = write
+            .retry(backoff)
+            .notify(|err, delay| {
+                live.set_database_ok(false);
+                warn!(error = %err, retry_in = ?delay, "batch not stored; retrying");
+            });
+        tokio::select! {
+            result = retried => {
+                if result.is_ok() {
+                    live.set_database_ok(true);
+                }
+                result.is_ok()
+            }
+            _ = shutdown.cancelled() => false,
+        }
+    }
+
+    fn publish(&self, rows: &BatchRows, latencies_ms: Vec<f64>) {
+        let readings = rows.readings.iter().map(reading_row).collect();
+        let detections = rows
+            .predictions
+            .iter()
+            .filter(|p| p.verdict == "anomaly")
+            .map(|p| {
+                let stored = &rows.readings[p.reading];
+                PredictionRow {
+                    detector: p.detector.clone(),
+                    sensor_id: stored.reading.sensor_id.clone(),
+                    sensor_type: stored.reading.sensor_type.as_str().to_owned(),
+                    value: stored.reading.value,
+                    timestamp: stored.reading.timestamp,
+                    verdict: p.verdict.to_owned(),
+                    is_anomaly: true,
+                    anomaly_score: p.score,
+                    rule_based_anomaly: stored.reading.anomaly,
+                }
+            })
+            .collect();
+        let summary = BatchSummary {
+            readings,
+            detections,
+            aggregates: rows.aggregates.clone(),
+            dead_letters: rows.dead_letters.len() as u64,
+            latencies_ms,
+        };
+        self.live.record_batch(summary, self.plugin_statuses());
+    }
+
+    fn plugin_statuses(&self) -> Vec<PluginStatus> {
+        self.detectors.iter().chain(&self.aggregators).map(plugin_status).collect()
+    }
+}
+
+/// The API's view of a plugin.
+pub fn plugin_status(plugin: &Plugin) -> PluginStatus {
+    let m = plugin.metrics();
+    PluginStatus {
+        name: plugin.name().to_owned(),
+        kind: match plugin.kind() {
+            StageKind::Detector => "detector".into(),
+            StageKind::Aggregator => "aggregator".into(),
+        },
+        version: plugin.info().version.clone(),
+        calls: m.calls,
+        readings_in: m.readings_in,
+        outputs: m.outputs,
+        errors: m.errors,
+        restarts: m.restarts,
+        mean_call_micros: if m.calls == 0 { 0.0 } else { m.busy_micros as f64 / m.calls as f64 },
+        last_error: m.last_error.clone(),
+    }
+}
+
+fn verdict_name(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::WarmingUp => "warming_up",
+        Verdict::Normal => "normal",
+        Verdict::Anomaly => "anomaly",
+    }
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn aggregate_row(stage: &str, a: WindowAggregate) -> AggregateRow {
+    AggregateRow {
+        stage: stage.to_owned(),
+        window_start: millis(a.window_start_ms),
+        window_end: millis(a.window_end_ms),
+        location: a.location,
+        sensor_type: SensorType::from(a.sensor_type).as_str().to_owned(),
+        avg_value: a.avg,
+        min_value: a.min,
+        max_value: a.max,
+        stddev_value: a.stddev,
+        count_readings: i32::try_from(a.count).unwrap_or(i32::MAX),
+        anomaly_count: i32::try_from(a.anomaly_count).unwrap_or(i32::MAX),
+    }
+}
+
+fn reading_row(stored: &StoredReading) -> ReadingRow {
+    let r = &stored.reading;
+    ReadingRow {
+        sensor_id: r.sensor_id.clone(),
+        sensor_type: r.sensor_type.as_str().to_owned(),
+        location: r.location.clone(),
+        value: r.value,
+        unit: r.unit.clone(),
+        timestamp: r.timestamp,
+        anomaly: r.anomaly,
+        flagged: stored.flagged,
+    }
+}
