@@ -182,3 +182,119 @@ pub enum LiveEvent {
         plugins: Vec<PluginStatus>,
     },
 }
+
+/// Rows of each kind a live view keeps.
+pub const LIVE_ROWS: usize = 50;
+
+/// What a live-stream subscriber knows: the state the dashboard renders, folded from events.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LiveView {
+    /// Totals and rates.
+    pub stats: Stats,
+    /// Newest readings, newest first.
+    pub readings: Vec<ReadingRow>,
+    /// Newest anomalous predictions, newest first.
+    pub detections: Vec<PredictionRow>,
+    /// Newest aggregates, newest first.
+    pub aggregates: Vec<AggregateRow>,
+    /// The plugins.
+    pub plugins: Vec<PluginStatus>,
+}
+
+impl LiveView {
+    /// Folds one event in: a snapshot replaces everything, a batch prepends its rows (keeping at
+    /// most [`LIVE_ROWS`] of each kind) and replaces the stats and plugins.
+    pub fn apply(&mut self, event: LiveEvent) {
+        match event {
+            LiveEvent::Snapshot { stats, readings, detections, aggregates, plugins } => {
+                *self = LiveView { stats, readings, detections, aggregates, plugins };
+                self.truncate();
+            }
+            LiveEvent::Batch { stats, readings, detections, aggregates, plugins } => {
+                self.stats = stats;
+                self.plugins = plugins;
+                prepend(&mut self.readings, readings);
+                prepend(&mut self.detections, detections);
+                prepend(&mut self.aggregates, aggregates);
+                self.truncate();
+            }
+        }
+    }
+
+    fn truncate(&mut self) {
+        self.readings.truncate(LIVE_ROWS);
+        self.detections.truncate(LIVE_ROWS);
+        self.aggregates.truncate(LIVE_ROWS);
+    }
+}
+
+fn prepend<T>(rows: &mut Vec<T>, mut newest_first: Vec<T>) {
+    newest_first.append(rows);
+    *rows = newest_first;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reading(n: usize) -> ReadingRow {
+        ReadingRow {
+            sensor_id: format!("s{n}"),
+            sensor_type: "co2".into(),
+            location: "lab_1".into(),
+            value: n as f64,
+            unit: "ppm".into(),
+            timestamp: DateTime::<Utc>::UNIX_EPOCH,
+            anomaly: false,
+            flagged: false,
+        }
+    }
+
+    fn batch(readings: Vec<ReadingRow>, total: u64) -> LiveEvent {
+        LiveEvent::Batch {
+            stats: Stats { readings_total: total, ..Stats::default() },
+            readings,
+            detections: Vec::new(),
+            aggregates: Vec::new(),
+            plugins: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn batches_prepend_newest_first_and_keep_the_last_fifty() {
+        let mut view = LiveView::default();
+        view.apply(batch(vec![reading(2), reading(1)], 2));
+        view.apply(batch(vec![reading(4), reading(3)], 4));
+        let ids: Vec<&str> = view.readings.iter().map(|r| r.sensor_id.as_str()).collect();
+        assert_eq!(ids, ["s4", "s3", "s2", "s1"]);
+        assert_eq!(view.stats.readings_total, 4);
+        view.apply(batch((0..60).rev().map(|n| reading(100 + n)).collect(), 64));
+        assert_eq!(view.readings.len(), LIVE_ROWS);
+        assert_eq!(view.readings[0].sensor_id, "s159");
+        assert_eq!(view.readings[49].sensor_id, "s110");
+    }
+
+    #[test]
+    fn a_snapshot_replaces_everything() {
+        let mut view = LiveView::default();
+        view.apply(batch(vec![reading(1)], 1));
+        let snapshot = LiveEvent::Snapshot {
+            stats: Stats { readings_total: 9, ..Stats::default() },
+            readings: vec![reading(9)],
+            detections: Vec::new(),
+            aggregates: Vec::new(),
+            plugins: Vec::new(),
+        };
+        view.apply(snapshot);
+        assert_eq!(view.readings, vec![reading(9)]);
+        assert_eq!(view.stats.readings_total, 9);
+    }
+
+    #[test]
+    fn events_round_trip_through_json_with_a_type_tag() {
+        let event = batch(vec![reading(1)], 1);
+        let json = serde_json::to_string(&event).expect("serialises");
+        assert!(json.starts_with(r#"{"type":"batch""#), "{json}");
+        assert_eq!(serde_json::from_str::<LiveEvent>(&json).expect("parses"), event);
+    }
+}

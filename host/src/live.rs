@@ -6,13 +6,11 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use iotstream_api::{AggregateRow, LiveEvent, PluginStatus, PredictionRow, ReadingRow, Stats};
+use iotstream_api::{AggregateRow, LiveEvent, LiveView, PluginStatus, PredictionRow, ReadingRow, Stats};
 use tokio::sync::broadcast;
 
 use crate::store::Totals;
 
-/// Rows of each kind kept for a new subscriber's snapshot.
-const RECENT_ROWS: usize = 50;
 /// Rows of each kind sent with one batch event: enough for a live table, small for the browser.
 const EVENT_ROWS: usize = 25;
 /// Window of the readings-per-second rate.
@@ -41,10 +39,8 @@ pub struct BatchSummary {
 
 struct State {
     totals: Totals,
-    readings: VecDeque<ReadingRow>,
-    detections: VecDeque<PredictionRow>,
-    aggregates: VecDeque<AggregateRow>,
-    plugins: Vec<PluginStatus>,
+    /// The newest rows and the plugins, exactly as a subscriber folds them from the events.
+    view: LiveView,
     batches: VecDeque<(Instant, u64)>,
     latencies: VecDeque<f64>,
     last_seen: HashMap<String, Instant>,
@@ -65,10 +61,7 @@ impl Live {
         Live {
             state: Mutex::new(State {
                 totals,
-                readings: readings.into(),
-                detections: detections.into(),
-                aggregates: aggregates.into(),
-                plugins: Vec::new(),
+                view: LiveView { stats: Stats::default(), readings, detections, aggregates, plugins: Vec::new() },
                 batches: VecDeque::new(),
                 latencies: VecDeque::new(),
                 last_seen: HashMap::new(),
@@ -123,17 +116,17 @@ impl Live {
         let receiver = self.events.subscribe();
         let snapshot = LiveEvent::Snapshot {
             stats: self.stats_of(&mut state),
-            readings: state.readings.iter().cloned().collect(),
-            detections: state.detections.iter().cloned().collect(),
-            aggregates: state.aggregates.iter().cloned().collect(),
-            plugins: state.plugins.clone(),
+            readings: state.view.readings.clone(),
+            detections: state.view.detections.clone(),
+            aggregates: state.view.aggregates.clone(),
+            plugins: state.view.plugins.clone(),
         };
         (snapshot, receiver)
     }
 
     /// The plugins' current state.
     pub fn plugins(&self) -> Vec<PluginStatus> {
-        self.lock().plugins.clone()
+        self.lock().view.plugins.clone()
     }
 
     /// Records whether the last database write succeeded (shown on the dashboard while retrying).
@@ -143,7 +136,7 @@ impl Live {
 
     /// Records the plugins' state without a batch (after loading, or after a tick).
     pub fn set_plugins(&self, plugins: Vec<PluginStatus>) {
-        self.lock().plugins = plugins;
+        self.lock().view.plugins = plugins;
     }
 
     /// Records a committed batch and pushes it to subscribers.
@@ -169,25 +162,14 @@ impl Live {
             }
             state.latencies.push_back(latency);
         }
-        let newest = |rows: &[ReadingRow]| rows.iter().rev().take(EVENT_ROWS).cloned().collect::<Vec<_>>();
-        let readings = newest(&batch.readings);
+        let readings: Vec<ReadingRow> = batch.readings.iter().rev().take(EVENT_ROWS).cloned().collect();
         let detections: Vec<PredictionRow> = batch.detections.iter().rev().take(EVENT_ROWS).cloned().collect();
         let aggregates: Vec<AggregateRow> = batch.aggregates.iter().rev().cloned().collect();
-        push_front_bounded(&mut state.readings, &readings);
-        push_front_bounded(&mut state.detections, &detections);
-        push_front_bounded(&mut state.aggregates, &aggregates);
-        state.plugins = plugins.clone();
         let stats = self.stats_of(&mut state);
+        let event = LiveEvent::Batch { stats, readings, detections, aggregates, plugins };
+        state.view.apply(event.clone());
         drop(state);
         // No subscriber is not an error.
-        let _ = self.events.send(LiveEvent::Batch { stats, readings, detections, aggregates, plugins });
+        let _ = self.events.send(event);
     }
-}
-
-/// Puts `newest_first` in front of `rows`, keeping at most [`RECENT_ROWS`].
-fn push_front_bounded<T: Clone>(rows: &mut VecDeque<T>, newest_first: &[T]) {
-    for row in newest_first.iter().rev() {
-        rows.push_front(row.clone());
-    }
-    rows.truncate(RECENT_ROWS);
 }

@@ -44,13 +44,20 @@ impl Default for PipelineConfig {
     }
 }
 
+/// The plugins and the sensor keys they share. Plugin calls are blocking CPU work, so the stages
+/// move onto a blocking thread for each batch and come back with its results.
+#[derive(Default)]
+struct Stages {
+    detectors: Vec<Plugin>,
+    aggregators: Vec<Plugin>,
+    catalog: SensorCatalog,
+}
+
 /// The loop's parts.
 pub struct Pipeline {
     config: PipelineConfig,
     source: Source,
-    detectors: Vec<Plugin>,
-    aggregators: Vec<Plugin>,
-    catalog: SensorCatalog,
+    stages: Stages,
     store: Store,
     live: Arc<Live>,
 }
@@ -59,7 +66,8 @@ impl Pipeline {
     /// Assembles a pipeline; `plugins` may be of both kinds, in any order.
     pub fn new(config: PipelineConfig, source: Source, plugins: Vec<Plugin>, store: Store, live: Arc<Live>) -> Self {
         let (detectors, aggregators) = plugins.into_iter().partition(|p| p.kind() == StageKind::Detector);
-        let pipeline = Pipeline { config, source, detectors, aggregators, catalog: SensorCatalog::default(), store, live };
+        let stages = Stages { detectors, aggregators, catalog: SensorCatalog::default() };
+        let pipeline = Pipeline { config, source, stages, store, live };
         pipeline.live.set_plugins(pipeline.plugin_statuses());
         pipeline
     }
@@ -95,7 +103,7 @@ impl Pipeline {
             match decode(message.payload.as_deref()) {
                 Ok(reading) => {
                     wit.push(WitReading {
-                        sensor: self.catalog.key_for(&reading),
+                        sensor: self.stages.catalog.key_for(&reading),
                         timestamp_ms: reading.timestamp.timestamp_millis(),
                         value: reading.value,
                         flagged: false,
@@ -116,10 +124,24 @@ impl Pipeline {
             }
         }
         if !wit.is_empty() {
-            // Plugin calls are CPU work on this thread; let the runtime move other tasks away.
-            tokio::task::block_in_place(|| self.run_plugins(&mut wit, &mut rows));
+            let mut stages = std::mem::take(&mut self.stages);
+            match tokio::task::spawn_blocking(move || {
+                stages.run(&mut wit, &mut rows);
+                (stages, rows)
+            })
+            .await
+            {
+                Ok((stages, processed)) => {
+                    self.stages = stages;
+                    rows = processed;
+                }
+                Err(panic) => {
+                    error!(error = %panic, "plugin stages panicked; stopping the pipeline (the batch will be replayed)");
+                    return false;
+                }
+            }
         }
-        if !self.commit(&rows, shutdown).await {
+        if !Self::commit(&self.store, &self.live, &rows, shutdown).await {
             return false;
         }
         if let Err(err) = self.source.mark_processed(batch) {
@@ -132,53 +154,16 @@ impl Pipeline {
         true
     }
 
-    /// Runs every detector, then every aggregator, over the batch, filling `rows`.
-    fn run_plugins(&mut self, wit: &mut [WitReading], rows: &mut BatchRows) {
-        for detector in &mut self.detectors {
-            match detector.detect(&self.catalog, wit) {
-                Ok(detections) => {
-                    for (index, detection) in detections.iter().enumerate() {
-                        let flagged = detection.verdict == Verdict::Anomaly;
-                        rows.readings[index].flagged |= flagged;
-                        rows.predictions.push(Prediction {
-                            detector: detector.name().to_owned(),
-                            reading: index,
-                            verdict: verdict_name(detection.verdict),
-                            score: detection.score,
-                        });
-                    }
-                }
-                Err(err) => error!(plugin = detector.name(), error = %err, "detector failed; its verdicts for this batch are lost"),
-            }
-        }
-        for (reading, stored) in wit.iter_mut().zip(&rows.readings) {
-            reading.flagged = stored.flagged;
-        }
-        for aggregator in &mut self.aggregators {
-            match aggregator.aggregate(&self.catalog, wit) {
-                Ok(aggregates) => rows.aggregates.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a))),
-                Err(err) => error!(plugin = aggregator.name(), error = %err, "aggregator failed on a batch"),
-            }
-        }
-    }
-
     /// Tells aggregators the time and stores the windows they close for idleness.
     async fn tick(&mut self, shutdown: &CancellationToken) -> bool {
         let now_ms = Utc::now().timestamp_millis();
-        let mut rows = BatchRows::default();
-        tokio::task::block_in_place(|| {
-            for aggregator in &mut self.aggregators {
-                match aggregator.tick(&self.catalog, now_ms) {
-                    Ok(aggregates) => rows.aggregates.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a))),
-                    Err(err) => error!(plugin = aggregator.name(), error = %err, "aggregator failed on a tick"),
-                }
-            }
-        });
+        // A tick is a few microseconds per aggregator: not worth a thread hop.
+        let rows = BatchRows { aggregates: self.stages.tick(now_ms), ..BatchRows::default() };
         if rows.aggregates.is_empty() {
             self.live.set_plugins(self.plugin_statuses());
             return true;
         }
-        if !self.commit(&rows, shutdown).await {
+        if !Self::commit(&self.store, &self.live, &rows, shutdown).await {
             return false;
         }
         self.publish(&rows, Vec::new());
@@ -187,13 +172,14 @@ impl Pipeline {
 
     /// Writes `rows`, retrying with exponential backoff (0.1 s doubling to 10 s) until it succeeds
     /// or shutdown is requested.
-    async fn commit(&self, rows: &BatchRows, shutdown: &CancellationToken) -> bool {
+    /// (A free function of the store and live view: the plugin stores are not `Sync`, so no `&self`
+    /// may live across an await.)
+    async fn commit(store: &Store, live: &Live, rows: &BatchRows, shutdown: &CancellationToken) -> bool {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(10))
             .without_max_times();
-        let live = &self.live;
-        let write = || self.store.write(rows);
+        let write = || store.write(rows);
         let retried = write
             .retry(backoff)
             .notify(|err, delay| {
@@ -243,6 +229,54 @@ impl Pipeline {
     }
 
     fn plugin_statuses(&self) -> Vec<PluginStatus> {
+        self.stages.statuses()
+    }
+}
+
+impl Stages {
+    /// Runs every detector, then every aggregator, over the batch, filling `rows`.
+    fn run(&mut self, wit: &mut [WitReading], rows: &mut BatchRows) {
+        for detector in &mut self.detectors {
+            match detector.detect(&self.catalog, wit) {
+                Ok(detections) => {
+                    for (index, detection) in detections.iter().enumerate() {
+                        let flagged = detection.verdict == Verdict::Anomaly;
+                        rows.readings[index].flagged |= flagged;
+                        rows.predictions.push(Prediction {
+                            detector: detector.name().to_owned(),
+                            reading: index,
+                            verdict: verdict_name(detection.verdict),
+                            score: detection.score,
+                        });
+                    }
+                }
+                Err(err) => error!(plugin = detector.name(), error = %err, "detector failed; its verdicts for this batch are lost"),
+            }
+        }
+        for (reading, stored) in wit.iter_mut().zip(&rows.readings) {
+            reading.flagged = stored.flagged;
+        }
+        for aggregator in &mut self.aggregators {
+            match aggregator.aggregate(&self.catalog, wit) {
+                Ok(aggregates) => rows.aggregates.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a))),
+                Err(err) => error!(plugin = aggregator.name(), error = %err, "aggregator failed on a batch"),
+            }
+        }
+    }
+
+    /// Tells every aggregator the processing time; returns the windows closed for idleness.
+    fn tick(&mut self, now_ms: i64) -> Vec<AggregateRow> {
+        let mut closed = Vec::new();
+        for aggregator in &mut self.aggregators {
+            match aggregator.tick(&self.catalog, now_ms) {
+                Ok(aggregates) => closed.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a))),
+                Err(err) => error!(plugin = aggregator.name(), error = %err, "aggregator failed on a tick"),
+            }
+        }
+        closed
+    }
+
+    fn statuses(&self) -> Vec<PluginStatus> {
         self.detectors.iter().chain(&self.aggregators).map(plugin_status).collect()
     }
 }

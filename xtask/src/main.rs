@@ -146,7 +146,7 @@ fn build_dashboard(release: bool) -> Result<()> {
     status(&mut command)?;
     ensure_wasm_bindgen()?;
     let profile = if release { "release" } else { "debug" };
-    let wasm = target_dir().join("wasm32-unknown-unknown").join(profile).join("iotstream_dashboard.wasm");
+    let wasm = target_dir().join("wasm32-unknown-unknown").join(profile).join(format!("{DASHBOARD}.wasm"));
     let out = Path::new("dist/dashboard");
     std::fs::create_dir_all(out)?;
     status(

@@ -1,7 +1,9 @@
 //! The host's integration tests, one binary (as wasmtime's `tests/all`): the real plugins built by
-//! `cargo xtask build`, the real PostgreSQL (`DATABASE_URL`) and a real Kafka protocol (librdkafka's
-//! mock cluster).
+//! `cargo xtask build`, the real PostgreSQL (`DATABASE_URL`, a role that may create databases:
+//! `#[sqlx::test]` gives each test its own) and a real Kafka protocol (librdkafka's mock cluster).
 
 mod support;
 
+mod dead_letters;
+mod e2e;
 mod plugins;

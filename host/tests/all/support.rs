@@ -24,3 +24,122 @@ pub fn reading(sensor: &str, sensor_type: SensorType, location: &str, ms: i64, v
         unit: sensor_type.default_unit().into(),
     }
 }
+
+/// A running host (pipeline + HTTP) against an embedded broker and a test database.
+pub struct Host {
+    /// The broker (mock cluster) the host consumes from.
+    pub broker: iotstream::kafka::EmbeddedBroker,
+    /// The API's address.
+    pub addr: std::net::SocketAddr,
+    /// The topic.
+    pub topic: String,
+    shutdown: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), iotstream::app::RunError>>,
+}
+
+/// `iotstream run` flags as a test would type them.
+#[derive(clap::Parser)]
+struct RunFlags {
+    #[command(flatten)]
+    config: iotstream::config::RunConfig,
+}
+
+/// Parses `iotstream run` flags (plus the test's own) into a configuration.
+pub fn run_config(flags: &[&str]) -> iotstream::config::RunConfig {
+    use clap::Parser;
+    let args = std::iter::once("iotstream-run").chain(flags.iter().copied());
+    RunFlags::try_parse_from(args).expect("valid flags").config
+}
+
+impl Host {
+    /// Starts a host with the built plugins (or `plugins_dir`) on `pool`, consuming `iot_sensors`
+    /// (3 partitions) from a fresh embedded broker, with no simulator.
+    pub async fn start(pool: sqlx::PgPool, plugins_dir: Option<&std::path::Path>, extra: &[&str]) -> Host {
+        let topic = "iot_sensors".to_owned();
+        let broker = iotstream::kafka::EmbeddedBroker::start(&topic, 3).expect("embedded broker");
+        let default_plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/plugins");
+        let plugins = plugins_dir.map(std::path::Path::to_path_buf).unwrap_or(default_plugins);
+        let dashboard = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/dashboard");
+        let plugins_flag = plugins.display().to_string();
+        let dashboard_flag = dashboard.display().to_string();
+        let mut flags = vec![
+            "--brokers",
+            broker.bootstrap_servers(),
+            "--group",
+            "iotstream-test",
+            "--plugins",
+            &plugins_flag,
+            "--dashboard",
+            &dashboard_flag,
+            "--listen",
+            "127.0.0.1:0",
+            "--batch-max",
+            "500",
+            "--batch-linger-ms",
+            "20",
+        ];
+        flags.extend_from_slice(extra);
+        let config = run_config(&flags);
+        let store = iotstream::store::Store::new(pool);
+        store.migrate().await.expect("migrations");
+        let listener = tokio::net::TcpListener::bind(config.listen).await.expect("bind");
+        let addr = listener.local_addr().expect("local addr");
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        let brokers = broker.bootstrap_servers().to_owned();
+        let task = {
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move { iotstream::app::run(&config, store, listener, &brokers, shutdown).await })
+        };
+        Host { broker, addr, topic, shutdown, task }
+    }
+
+    /// Produces `payloads` (key, bytes) to partition 0 of the topic with a real Kafka client, waiting
+    /// for each ack. One partition keeps production order, which event-time assertions rely on.
+    pub async fn produce(&self, payloads: &[(String, Vec<u8>)]) {
+        let producer = iotstream::kafka::producer(self.broker.bootstrap_servers()).expect("producer");
+        let deliveries: Vec<_> = payloads
+            .iter()
+            .map(|(key, payload)| {
+                producer
+                    .send_result(rdkafka::producer::FutureRecord::to(&self.topic).partition(0).key(key).payload(payload))
+                    .map_err(|(err, _)| err)
+                    .expect("enqueue")
+            })
+            .collect();
+        for delivery in deliveries {
+            delivery.await.expect("delivery future").map_err(|(err, _)| err).expect("broker acknowledged");
+        }
+    }
+
+    /// Stops the host and returns how `run` ended.
+    pub async fn stop(self) -> Result<(), iotstream::app::RunError> {
+        self.shutdown.cancel();
+        let result = self.task.await.expect("host task");
+        drop(self.broker);
+        result
+    }
+}
+
+/// Polls `count` until it returns `expected` (or fails after 60 s, showing the last value).
+pub async fn wait_for<F, Fut>(what: &str, expected: i64, mut count: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let value = count().await;
+        if value == expected {
+            return;
+        }
+        assert!(value < expected, "{what}: {value}, more than the expected {expected}");
+        assert!(std::time::Instant::now() < deadline, "{what}: still {value} after 60 s, expected {expected}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// `SELECT count(*) FROM <table>` (a fixed table name from the test).
+pub async fn count_rows(pool: &sqlx::PgPool, table: &'static str) -> i64 {
+    let sql = format!("SELECT count(*) FROM {table}");
+    sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.expect("count")
+}

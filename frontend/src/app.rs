@@ -1,0 +1,35 @@
+//! The dashboard page: status, KPI cards, and live tables of readings, detections and windows.
+
+use leptos::prelude::*;
+
+use crate::components::kpis::Kpis;
+use crate::components::tables::{AggregatesTable, DetectionsTable, PluginsTable, ReadingsTable};
+use crate::live::{Connection, connect};
+
+/// The whole page.
+#[component]
+pub fn App() -> impl IntoView {
+    let (view, connection) = connect("/api/stream");
+    let status = move || match connection.get() {
+        Connection::Connecting => ("connecting", "status connecting"),
+        Connection::Live => ("live", "status live"),
+        Connection::Lost => ("reconnecting", "status lost"),
+    };
+    let database = move || if view.get().stats.database_ok { "" } else { "database unavailable: retrying" };
+    view! {
+        <header>
+            <h1>"iotstream"</h1>
+            <span id="connection" class=move || status().1>{move || status().0}</span>
+            <span class="warning">{database}</span>
+        </header>
+        <main>
+            <Kpis stats=Signal::derive(move || view.get().stats) />
+            <section class="grid">
+                <ReadingsTable rows=Signal::derive(move || view.get().readings) />
+                <DetectionsTable rows=Signal::derive(move || view.get().detections) />
+            </section>
+            <AggregatesTable rows=Signal::derive(move || view.get().aggregates) />
+            <PluginsTable rows=Signal::derive(move || view.get().plugins) />
+        </main>
+    }
+}

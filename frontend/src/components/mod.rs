@@ -1,0 +1,4 @@
+//! The dashboard's building blocks.
+
+pub mod kpis;
+pub mod tables;

@@ -1,0 +1,130 @@
+//! Live tables: newest readings, detections, windows, and the plugins.
+
+use iotstream_api::{AggregateRow, PluginStatus, PredictionRow, ReadingRow};
+use leptos::prelude::*;
+
+fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%H:%M:%S%.3f").to_string()
+}
+
+/// The newest readings; flagged ones highlighted.
+#[component]
+pub fn ReadingsTable(
+    /// Newest first.
+    rows: Signal<Vec<ReadingRow>>,
+) -> impl IntoView {
+    view! {
+        <div class="panel">
+            <h2>"Newest readings"</h2>
+            <table id="readings">
+                <thead><tr><th>"time"</th><th>"sensor"</th><th>"location"</th><th>"type"</th><th>"value"</th><th>"flag"</th></tr></thead>
+                <tbody>
+                    {move || rows.get().into_iter().map(|r| {
+                        let class = if r.flagged { "flagged" } else { "" };
+                        view! {
+                        <tr class=class>
+                            <td>{time(&r.timestamp)}</td>
+                            <td>{r.sensor_id}</td>
+                            <td>{r.location}</td>
+                            <td>{r.sensor_type}</td>
+                            <td class="num">{format!("{:.2} {}", r.value, r.unit)}</td>
+                            <td>{if r.flagged { "anomaly" } else { "" }}</td>
+                        </tr>
+                    }}).collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+}
+
+/// The newest anomalies any detector reported.
+#[component]
+pub fn DetectionsTable(
+    /// Newest first.
+    rows: Signal<Vec<PredictionRow>>,
+) -> impl IntoView {
+    view! {
+        <div class="panel">
+            <h2>"Newest detections"</h2>
+            <table id="detections">
+                <thead><tr><th>"time"</th><th>"detector"</th><th>"sensor"</th><th>"value"</th><th>"score"</th><th>"labelled"</th></tr></thead>
+                <tbody>
+                    {move || rows.get().into_iter().map(|d| view! {
+                        <tr>
+                            <td>{time(&d.timestamp)}</td>
+                            <td>{d.detector}</td>
+                            <td>{d.sensor_id}</td>
+                            <td class="num">{format!("{:.2}", d.value)}</td>
+                            <td class="num">{format!("{:.3}", d.anomaly_score)}</td>
+                            <td>{if d.rule_based_anomaly { "yes" } else { "no" }}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+}
+
+/// The newest closed windows.
+#[component]
+pub fn AggregatesTable(
+    /// Newest first.
+    rows: Signal<Vec<AggregateRow>>,
+) -> impl IntoView {
+    view! {
+        <div class="panel">
+            <h2>"Newest windows"</h2>
+            <table id="aggregates">
+                <thead><tr><th>"window"</th><th>"location"</th><th>"type"</th><th>"count"</th><th>"avg"</th><th>"min"</th><th>"max"</th><th>"stddev"</th><th>"anomalies"</th></tr></thead>
+                <tbody>
+                    {move || rows.get().into_iter().map(|a| view! {
+                        <tr>
+                            <td>{format!("{} – {}", a.window_start.format("%H:%M"), a.window_end.format("%H:%M"))}</td>
+                            <td>{a.location}</td>
+                            <td>{a.sensor_type}</td>
+                            <td class="num">{a.count_readings}</td>
+                            <td class="num">{format!("{:.2}", a.avg_value)}</td>
+                            <td class="num">{format!("{:.2}", a.min_value)}</td>
+                            <td class="num">{format!("{:.2}", a.max_value)}</td>
+                            <td class="num">{format!("{:.2}", a.stddev_value)}</td>
+                            <td class="num">{a.anomaly_count}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+}
+
+/// Every loaded plugin with its counters.
+#[component]
+pub fn PluginsTable(
+    /// The plugins.
+    rows: Signal<Vec<PluginStatus>>,
+) -> impl IntoView {
+    view! {
+        <div class="panel">
+            <h2>"Plugins"</h2>
+            <table id="plugins">
+                <thead><tr><th>"name"</th><th>"kind"</th><th>"version"</th><th>"calls"</th><th>"readings"</th><th>"outputs"</th><th>"errors"</th><th>"µs/call"</th><th>"last error"</th></tr></thead>
+                <tbody>
+                    {move || rows.get().into_iter().map(|p| {
+                        let class = if p.errors > 0 { "failing" } else { "" };
+                        view! {
+                        <tr class=class>
+                            <td>{p.name}</td>
+                            <td>{p.kind}</td>
+                            <td>{p.version}</td>
+                            <td class="num">{p.calls}</td>
+                            <td class="num">{p.readings_in}</td>
+                            <td class="num">{p.outputs}</td>
+                            <td class="num">{p.errors}</td>
+                            <td class="num">{format!("{:.0}", p.mean_call_micros)}</td>
+                            <td>{p.last_error.unwrap_or_default()}</td>
+                        </tr>
+                    }}).collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+}

@@ -1,0 +1,56 @@
+//! Malformed messages end in `dead_letters` with their error, and every valid reading around them
+//! is stored.
+
+use iotstream::reading::{SensorType, encode};
+use sqlx::PgPool;
+
+use crate::support::{Host, count_rows, reading, wait_for};
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn malformed_messages_are_dead_lettered_and_good_ones_stored(pool: PgPool) {
+    let host = Host::start(pool.clone(), None, &[]).await;
+    let bad: Vec<(&str, &[u8], &str)> = vec![
+        ("not-json", b"this is not json", "malformed reading: expected ident at line 1 column 2"),
+        ("missing", br#"{"sensor_id":"x","sensor_type":"co2","location":"l","timestamp":1}"#, "malformed reading: missing field `value` at line 1 column 66"),
+        ("wrong-type", br#"{"sensor_id":"x","sensor_type":"co2","location":"l","value":"hot","timestamp":1}"#, "malformed reading: invalid type: string \"hot\", expected f64 at line 1 column 65"),
+        ("nan", br#"{"sensor_id":"x","sensor_type":"co2","location":"l","value":NaN,"timestamp":1}"#, "malformed reading: expected value at line 1 column 61"),
+        ("unknown-type", br#"{"sensor_id":"x","sensor_type":"radon","location":"l","value":1,"timestamp":1}"#, "unknown sensor type \"radon\""),
+        ("empty", b"", "empty message"),
+        ("binary", b"\xff\xfe\x00\x01", "malformed reading: expected value at line 1 column 1"),
+    ];
+    let mut payloads = Vec::new();
+    let mut good = Vec::new();
+    for (i, (key, payload, _)) in bad.iter().enumerate() {
+        for j in 0..3 {
+            let r = reading(&format!("co2-{j}"), SensorType::Co2, "office_1", 1_767_225_600_000 + (i * 3 + j) as i64 * 1000, 400.0 + (i * 3 + j) as f64);
+            payloads.push((r.sensor_id.clone(), encode(&r)));
+            good.push(r);
+        }
+        payloads.push((key.to_string(), payload.to_vec()));
+    }
+    host.produce(&payloads).await;
+    wait_for("sensor_readings", good.len() as i64, || count_rows(&pool, "sensor_readings")).await;
+    wait_for("dead_letters", bad.len() as i64, || count_rows(&pool, "dead_letters")).await;
+
+    let mut stored: Vec<(String, f64)> =
+        sqlx::query_as("SELECT sensor_id, value FROM sensor_readings").fetch_all(&pool).await.expect("readings");
+    stored.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let expected: Vec<(String, f64)> = good.iter().map(|r| (r.sensor_id.clone(), r.value)).collect();
+    assert_eq!(stored, expected);
+
+    let letters: Vec<(Vec<u8>, Option<Vec<u8>>, String, String)> =
+        sqlx::query_as("SELECT message_key, payload, error, topic FROM dead_letters").fetch_all(&pool).await.expect("letters");
+    for (key, payload, error) in &bad {
+        let letter = letters.iter().find(|l| l.0 == key.as_bytes()).unwrap_or_else(|| panic!("no dead letter for {key}"));
+        assert_eq!(letter.2, *error, "error of {key}");
+        assert_eq!(letter.1.as_deref().unwrap_or_default(), *payload, "payload of {key}");
+        assert_eq!(letter.3, "iot_sensors");
+    }
+    let api: serde_json::Value =
+        reqwest::get(format!("http://{}/api/dead-letters", host.addr)).await.expect("api").json().await.expect("json");
+    assert_eq!(api.as_array().map(Vec::len), Some(bad.len()));
+    let stats: serde_json::Value =
+        reqwest::get(format!("http://{}/api/stats", host.addr)).await.expect("api").json().await.expect("json");
+    assert_eq!(stats["dead_letters_total"], bad.len());
+    host.stop().await.expect("clean shutdown");
+}
