@@ -272,7 +272,7 @@ mod tests {
             (b"", "empty message"),
             (b"not json", "malformed reading: expected ident at line 1 column 2"),
             (br#"{"sensor_id":"a","sensor_type":"co2","location":"l","timestamp":1}"#, "malformed reading: missing field `value` at line 1 column 66"),
-            (br#"{"sensor_id":"a","sensor_type":"co2","location":"l","value":"1","timestamp":1}"#, "malformed reading: invalid type: string \"1\", expected f64 at line 1 column 64"),
+            (br#"{"sensor_id":"a","sensor_type":"co2","location":"l","value":"1","timestamp":1}"#, "malformed reading: invalid type: string \"1\", expected f64 at line 1 column 63"),
             (br#"{"sensor_id":"a","sensor_type":"co2","location":"l","value":NaN,"timestamp":1}"#, "malformed reading: expected value at line 1 column 61"),
             (br#"{"sensor_id":"a","sensor_type":"radon","location":"l","value":1,"timestamp":1}"#, "unknown sensor type \"radon\""),
             (br#"{"sensor_id":"","sensor_type":"co2","location":"l","value":1,"timestamp":"yesterday"}"#, "timestamp \"yesterday\" is not ISO 8601 or epoch milliseconds"),
