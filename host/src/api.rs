@@ -14,10 +14,11 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::stream::{self, Stream};
+use futures::stream::{self, Stream, StreamExt};
 use iotstream_api::{LiveEvent, PluginFailure, PluginStatus, Stats};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use tower_http::services::{ServeDir, ServeFile};
 use tracing::error;
 
@@ -33,6 +34,8 @@ pub struct ApiState {
     pub live: Arc<Live>,
     /// Plugin files that failed to load.
     pub plugin_failures: Arc<Vec<PluginFailure>>,
+    /// Cancelled at shutdown: ends every live stream, so a graceful shutdown does not wait on them.
+    pub shutdown: CancellationToken,
 }
 
 /// The API's error: what went wrong, without internals.
@@ -126,7 +129,7 @@ async fn plugins(State(state): State<ApiState>) -> Json<PluginsResponse> {
 
 async fn stream(State(state): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (snapshot, receiver) = state.live.subscribe();
-    let events = stream::unfold((state.live, receiver, Some(snapshot)), |(live, mut receiver, pending)| async move {
+    let events = stream::unfold((state.live.clone(), receiver, Some(snapshot)), |(live, mut receiver, pending)| async move {
         let event = match pending {
             Some(event) => event,
             None => loop {
@@ -143,6 +146,7 @@ async fn stream(State(state): State<ApiState>) -> Sse<impl Stream<Item = Result<
         };
         Some((Ok(sse_event(&event)), (live, receiver, None)))
     });
+    let events = events.take_until(state.shutdown.cancelled_owned());
     Sse::new(events).keep_alive(KeepAlive::default())
 }
 

@@ -15,6 +15,9 @@ use crate::pipeline::Pipeline;
 use crate::plugins::{PluginError, PluginRuntime};
 use crate::store::{Store, StoreError};
 
+/// How long a shutdown waits for HTTP requests in flight (live streams end at once).
+const SERVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why `iotstream run` stopped with an error.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
@@ -60,7 +63,8 @@ pub async fn run(
     ));
     let source = Source::subscribe(brokers, &config.group, &config.topic)?;
     let failures = failures.iter().map(|f| PluginFailure { error: f.to_string() }).collect();
-    let state = ApiState { store: store.clone(), live: live.clone(), plugin_failures: Arc::new(failures) };
+    let state =
+        ApiState { store: store.clone(), live: live.clone(), plugin_failures: Arc::new(failures), shutdown: shutdown.clone() };
     let app = router(state, config.dashboard_dir.clone());
     let address = listener.local_addr()?;
     info!(url = %format!("http://{address}/"), "dashboard served");
@@ -71,9 +75,10 @@ pub async fn run(
     let pipeline = Pipeline::new(config.pipeline(), source, plugins, store, live);
     let result = pipeline.run(shutdown.clone()).await;
     shutdown.cancel();
-    match server.await {
-        Ok(served) => served?,
-        Err(join) => error!(error = %join, "http server task failed"),
+    match tokio::time::timeout(SERVER_DRAIN, server).await {
+        Ok(Ok(served)) => served?,
+        Ok(Err(join)) => error!(error = %join, "http server task failed"),
+        Err(_) => warn!(after = ?SERVER_DRAIN, "http connections still open at shutdown; closing them"),
     }
     result?;
     Ok(())

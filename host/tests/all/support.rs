@@ -55,6 +55,9 @@ impl Host {
     /// Starts a host with the built plugins (or `plugins_dir`) on `pool`, consuming `iot_sensors`
     /// (3 partitions) from a fresh embedded broker, with no simulator.
     pub async fn start(pool: sqlx::PgPool, plugins_dir: Option<&std::path::Path>, extra: &[&str]) -> Host {
+        // The host's logs, shown with a failing test's output (IOTSTREAM_LOG filters them).
+        let filter = std::env::var("IOTSTREAM_LOG").unwrap_or_else(|_| "info".into());
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
         let topic = "iot_sensors".to_owned();
         let broker = iotstream::kafka::EmbeddedBroker::start(&topic, 3).expect("embedded broker");
         let default_plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/plugins");
@@ -142,4 +145,17 @@ where
 pub async fn count_rows(pool: &sqlx::PgPool, table: &'static str) -> i64 {
     let sql = format!("SELECT count(*) FROM {table}");
     sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.expect("count")
+}
+
+/// `iotstream simulate` options as a test would type them.
+#[derive(clap::Parser)]
+struct SimulateFlags {
+    #[command(flatten)]
+    config: iotstream::simulate::SimulateConfig,
+}
+
+/// Parses simulator flags into a configuration.
+pub fn simulate_config(flags: &[&str]) -> iotstream::simulate::SimulateConfig {
+    use clap::Parser;
+    SimulateFlags::try_parse_from(std::iter::once("simulate").chain(flags.iter().copied())).expect("valid flags").config
 }

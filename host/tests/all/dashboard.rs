@@ -1,0 +1,161 @@
+//! The dashboard in a real browser (headless Chromium driven over WebDriver by chromedriver): it
+//! connects to the live stream, shows the KPIs and the newest readings, and updates without a reload.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{Host, simulate_config};
+
+/// A chromedriver process with one headless Chromium session.
+struct Browser {
+    driver: Child,
+    base: String,
+    session: String,
+    client: reqwest::Client,
+    _profile: std::path::PathBuf,
+}
+
+impl Browser {
+    async fn start() -> Browser {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver is installed (cargo xtask test installs it)");
+        let base = format!("http://127.0.0.1:{port}");
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while client.get(format!("{base}/status")).send().await.is_err() {
+            assert!(Instant::now() < deadline, "chromedriver did not start");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let profile = std::env::temp_dir().join(format!("iotstream-chromium-{}", std::process::id()));
+        let args = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.display()),
+        ];
+        let capabilities = json!({ "capabilities": { "alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": { "binary": "/usr/bin/chromium", "args": args }
+        }}});
+        let created: Value = client
+            .post(format!("{base}/session"))
+            .json(&capabilities)
+            .send()
+            .await
+            .expect("new session")
+            .json()
+            .await
+            .expect("session json");
+        let session = created["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}")).to_owned();
+        Browser { driver, base, session, client, _profile: profile }
+    }
+
+    /// Ends the session (closing Chromium), then chromedriver.
+    async fn quit(self) {
+        let _ = self.client.delete(format!("{}/session/{}", self.base, self.session)).send().await;
+    }
+
+    async fn goto(&self, url: &str) {
+        self.client
+            .post(format!("{}/session/{}/url", self.base, self.session))
+            .json(&json!({ "url": url }))
+            .send()
+            .await
+            .expect("navigate");
+    }
+
+    async fn script(&self, script: &str) -> Value {
+        let answer: Value = self
+            .client
+            .post(format!("{}/session/{}/execute/sync", self.base, self.session))
+            .json(&json!({ "script": script, "args": [] }))
+            .send()
+            .await
+            .expect("execute")
+            .json()
+            .await
+            .expect("execute json");
+        answer["value"].clone()
+    }
+
+    /// Polls `script` until `done` accepts its value; fails after 30 s with the last value.
+    async fn until(&self, what: &str, script: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let value = self.script(script).await;
+            if done(&value) {
+                return value;
+            }
+            assert!(Instant::now() < deadline, "{what}: last seen {value}");
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+const PAGE_STATE: &str = "return {
+    connection: document.getElementById('connection')?.textContent ?? null,
+    readings: Number(document.getElementById('kpi-readings')?.textContent ?? 'NaN'),
+    sensors: document.getElementById('kpi-sensors')?.textContent ?? null,
+    rows: document.querySelectorAll('#readings tbody tr').length,
+    first_sensor: document.querySelector('#readings tbody tr td:nth-child(2)')?.textContent ?? null,
+    plugins: Array.from(document.querySelectorAll('#plugins tbody tr td:first-child')).map(td => td.textContent),
+};";
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool) {
+    let host = Host::start(pool.clone(), None, &[]).await;
+    let simulator = {
+        let (brokers, topic, stop) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone(), CancellationToken::new());
+        let config = simulate_config(&["--rate", "300", "--sensors", "20"]);
+        let task = tokio::spawn({
+            let stop = stop.clone();
+            async move { iotstream::simulate::run(&config, &brokers, &topic, stop).await }
+        });
+        (task, stop)
+    };
+    let browser = Browser::start().await;
+    browser.goto(&format!("http://{}/", host.addr)).await;
+    let first = browser
+        .until("the page goes live with readings", PAGE_STATE, |s| {
+            s["connection"] == "live" && s["readings"].as_f64().is_some_and(|n| n > 0.0) && s["rows"].as_u64().is_some_and(|n| n > 0)
+        })
+        .await;
+    assert!(first["first_sensor"].as_str().is_some_and(|id| id.contains('_')), "{first}");
+    assert_eq!(first["plugins"], json!(["isolation-forest", "zscore", "tumbling-window"]));
+    // Without a reload, the numbers move on as batches arrive, and all 20 sensors become active.
+    let seen = first["readings"].as_f64().unwrap_or_default();
+    let later = browser
+        .until("the readings KPI grows and all sensors are active", PAGE_STATE, |s| {
+            s["readings"].as_f64().is_some_and(|n| n > seen) && s["sensors"] == "20"
+        })
+        .await;
+    assert!(later["rows"].as_u64().is_some_and(|n| n <= 50), "{later}");
+    // The page never shows more readings than the database holds.
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_readings").fetch_one(&pool).await.expect("count");
+    assert!(later["readings"].as_f64().is_some_and(|n| n <= stored as f64), "{later} vs {stored} stored");
+    simulator.1.cancel();
+    let report = simulator.0.await.expect("simulator task").expect("simulator");
+    assert_eq!(report.failed, 0);
+    browser.quit().await;
+    host.stop().await.expect("clean shutdown");
+}
