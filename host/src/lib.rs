@@ -10,10 +10,11 @@
 //! * [`store`]: PostgreSQL schema, writes and queries.
 //! * [`live`]: the in-memory live view; [`api`]: HTTP, the live stream and the dashboard.
 //! * [`simulate`]: the sensor fleet simulator.
-//! * [`config`] and [`app`]: `iotstream run`'s configuration and wiring.
+//! * [`cli`], [`config`] and [`app`]: the command line, `iotstream run`'s configuration, and wiring.
 
 pub mod api;
 pub mod app;
+pub mod cli;
 pub mod config;
 pub mod kafka;
 pub mod live;

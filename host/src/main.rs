@@ -4,41 +4,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use iotstream::cli::{Cli, Command};
 use iotstream::config::RunConfig;
-use iotstream::simulate::SimulateConfig;
 use iotstream::store::Store;
 use sqlx::postgres::PgPoolOptions;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
-
-/// A real-time IoT monitoring pipeline: Kafka in, WebAssembly plugins, PostgreSQL out, live dashboard.
-#[derive(Parser)]
-#[command(name = "iotstream", version)]
-struct Cli {
-    /// Log filter (tracing's env-filter syntax).
-    #[arg(long, env = "IOTSTREAM_LOG", default_value = "info", global = true)]
-    log: String,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Run the pipeline, the API and the dashboard (with no --brokers: an embedded broker and simulator too).
-    Run(Box<RunConfig>),
-    /// Produce simulated sensor readings to a Kafka topic.
-    Simulate {
-        /// Kafka bootstrap servers.
-        #[arg(long, env = "IOTSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
-        brokers: String,
-        /// Topic to produce to.
-        #[arg(long, env = "IOTSTREAM_TOPIC", default_value = "iot_sensors")]
-        topic: String,
-        #[command(flatten)]
-        simulate: SimulateConfig,
-    },
-}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

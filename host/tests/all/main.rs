@@ -4,6 +4,7 @@
 
 mod support;
 
+mod compose;
 mod dashboard;
 mod dead_letters;
 mod e2e;

@@ -1,0 +1,39 @@
+//! The command line of the `iotstream` binary (here, in the library, so tests can check that
+//! `docker-compose.yml` sets only variables it knows).
+
+use clap::{Parser, Subcommand};
+
+use crate::config::RunConfig;
+use crate::simulate::SimulateConfig;
+
+/// A real-time IoT monitoring pipeline: Kafka in, WebAssembly plugins, PostgreSQL out, live dashboard.
+#[derive(Parser)]
+#[command(name = "iotstream", version)]
+pub struct Cli {
+    /// Log filter (tracing's env-filter syntax).
+    #[arg(long, env = "IOTSTREAM_LOG", default_value = "info", global = true)]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the pipeline, the API and the dashboard (with no --brokers: an embedded broker and simulator too).
+    Run(Box<RunConfig>),
+    /// Produce simulated sensor readings to a Kafka topic.
+    Simulate {
+        /// Kafka bootstrap servers.
+        #[arg(long, env = "IOTSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
+        brokers: String,
+        /// Topic to produce to.
+        #[arg(long, env = "IOTSTREAM_TOPIC", default_value = "iot_sensors")]
+        topic: String,
+        /// The fleet and its pace.
+        #[command(flatten)]
+        simulate: SimulateConfig,
+    },
+}
+
