@@ -3,6 +3,7 @@
 
 use clap::{Parser, Subcommand};
 
+use crate::bench::BenchConfig;
 use crate::config::RunConfig;
 use crate::simulate::SimulateConfig;
 
@@ -23,6 +24,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the pipeline, the API and the dashboard (with no --brokers: an embedded broker and simulator too).
     Run(Box<RunConfig>),
+    /// Measure the whole pipeline: embedded broker, simulator, plugins, a scratch database.
+    Bench(Box<BenchConfig>),
     /// Produce simulated sensor readings to a Kafka topic.
     Simulate {
         /// Kafka bootstrap servers.

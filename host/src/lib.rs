@@ -9,11 +9,12 @@
 //! * [`pipeline`]: the loop from a Kafka batch to a committed transaction.
 //! * [`store`]: PostgreSQL schema, writes and queries.
 //! * [`live`]: the in-memory live view; [`api`]: HTTP, the live stream and the dashboard.
-//! * [`simulate`]: the sensor fleet simulator.
+//! * [`simulate`]: the sensor fleet simulator; [`bench`]: the whole-pipeline benchmark.
 //! * [`cli`], [`config`] and [`app`]: the command line, `iotstream run`'s configuration, and wiring.
 
 pub mod api;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod kafka;

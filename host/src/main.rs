@@ -22,6 +22,16 @@ async fn main() -> anyhow::Result<()> {
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     match cli.command {
         Command::Run(config) => run(*config, shutdown).await,
+        Command::Bench(config) => {
+            let report = iotstream::bench::bench(&config).await?;
+            println!("{}", serde_json::to_string(&report)?);
+            eprintln!(
+                "{} readings in {:.1} s: {:.0} readings/s; latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms; peak RSS {:.0} MiB",
+                report.readings, report.seconds, report.readings_per_s, report.latency_ms_p50, report.latency_ms_p95,
+                report.latency_ms_p99, report.peak_rss_mib
+            );
+            Ok(())
+        }
         Command::Simulate { brokers, topic, simulate } => {
             let report = iotstream::simulate::run(&simulate, &brokers, &topic, shutdown).await?;
             println!(

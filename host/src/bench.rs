@@ -1,0 +1,151 @@
+//! `iotstream bench`: the whole pipeline, measured. An embedded broker, the simulator producing
+//! `--readings` readings (as fast as the broker takes them, or at `--rate`), `iotstream run` with the
+//! configured plugins into a scratch database, and a report: readings/s from the first stored
+//! reading to the last, end-to-end latency percentiles (event time to the storing transaction), and
+//! peak memory of the process.
+
+use std::str::FromStr;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection};
+use tokio_util::sync::CancellationToken;
+use tracing::info;
+
+use crate::app::{RunError, run};
+use crate::config::RunConfig;
+use crate::kafka::EmbeddedBroker;
+use crate::store::{Store, StoreError};
+
+/// The scratch database the benchmark creates, fills and drops.
+const BENCH_DATABASE: &str = "iotstream_bench";
+
+/// `iotstream bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchConfig {
+    /// Readings to push through the pipeline.
+    #[arg(long, default_value_t = 200_000)]
+    pub readings: u64,
+    /// Producer rate in readings/s (0: as fast as the broker takes them, to find the pipeline's
+    /// ceiling; a fixed rate measures latency under a sustained load).
+    #[arg(long, default_value_t = 0.0)]
+    pub producer_rate: f64,
+    /// The pipeline under test (its --sensors, --plugins, --batch-max... apply; not --rate).
+    #[command(flatten)]
+    pub run: RunConfig,
+}
+
+/// What one benchmark run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    /// Readings stored.
+    pub readings: u64,
+    /// Seconds from the first stored reading to the last.
+    pub seconds: f64,
+    /// Readings per second over that time.
+    pub readings_per_s: f64,
+    /// Event time to storing transaction, milliseconds: median.
+    pub latency_ms_p50: f64,
+    /// 95th percentile.
+    pub latency_ms_p95: f64,
+    /// 99th percentile.
+    pub latency_ms_p99: f64,
+    /// Peak resident memory of the process, MiB.
+    pub peak_rss_mib: f64,
+    /// Rows written to each table.
+    pub predictions: i64,
+    /// Windows stored.
+    pub aggregates: i64,
+}
+
+/// Runs the benchmark; the scratch database is dropped afterwards.
+pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
+    let admin = PgConnectOptions::from_str(&config.run.database_url).map_err(StoreError::from)?;
+    let mut conn = admin.connect().await.map_err(StoreError::from)?;
+    let drop_sql = format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop_sql.clone())).execute(&mut conn).await.map_err(StoreError::from)?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {BENCH_DATABASE}"))).execute(&mut conn).await.map_err(StoreError::from)?;
+    let pool = PgPoolOptions::new().max_connections(8).connect_with(admin.clone().database(BENCH_DATABASE)).await.map_err(StoreError::from)?;
+    let store = Store::new(pool.clone());
+    store.migrate().await?;
+
+    // ~200 bytes a message and ~5 MB kept per mock partition: enough partitions for the whole run.
+    let partitions = i32::try_from((config.readings * 200 / 4_000_000).max(12)).unwrap_or(i32::MAX);
+    let broker = EmbeddedBroker::start(&config.run.topic, partitions)?;
+    let shutdown = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let pipeline = {
+        let (run_config, store, brokers, shutdown) =
+            (config.run.clone(), store.clone(), broker.bootstrap_servers().to_owned(), shutdown.clone());
+        tokio::spawn(async move { run(&run_config, store, listener, &brokers, shutdown).await })
+    };
+    let mut simulate = config.run.simulate.clone();
+    simulate.count = config.readings;
+    simulate.rate = config.producer_rate;
+    let producer = {
+        let (brokers, topic, shutdown) = (broker.bootstrap_servers().to_owned(), config.run.topic.clone(), shutdown.clone());
+        tokio::spawn(async move { crate::simulate::run(&simulate, &brokers, &topic, shutdown).await })
+    };
+    info!(readings = config.readings, partitions, "benchmark running");
+
+    let mut first: Option<Instant> = None;
+    let mut last_progress = Instant::now();
+    let mut stored = 0;
+    while stored < config.readings {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let now = store.totals().await?.readings;
+        if now > 0 && first.is_none() {
+            first = Some(Instant::now());
+        }
+        if now != stored {
+            last_progress = Instant::now();
+        }
+        stored = now;
+        if last_progress.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+    }
+    let seconds = first.map_or(0.0, |f| f.elapsed().as_secs_f64());
+    let latency: (f64, f64, f64) = sqlx::query_as(
+        "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.95) WITHIN GROUP (ORDER BY d), \
+         percentile_cont(0.99) WITHIN GROUP (ORDER BY d) \
+         FROM (SELECT extract(epoch FROM ingested_at - timestamp)::float8 * 1000 AS d FROM sensor_readings) AS l",
+    )
+    .fetch_one(&pool)
+    .await
+    .map_err(StoreError::from)?;
+    let predictions: i64 = sqlx::query_scalar("SELECT count(*) FROM ml_anomaly_predictions").fetch_one(&pool).await.map_err(StoreError::from)?;
+    let aggregates: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_aggregates").fetch_one(&pool).await.map_err(StoreError::from)?;
+    shutdown.cancel();
+    let _ = producer.await;
+    if let Ok(result) = pipeline.await {
+        result?;
+    }
+    drop(broker);
+    pool.close().await;
+    sqlx::query(sqlx::AssertSqlSafe(drop_sql)).execute(&mut conn).await.map_err(StoreError::from)?;
+    let _ = conn.close().await;
+    Ok(BenchReport {
+        readings: stored,
+        seconds,
+        readings_per_s: if seconds > 0.0 { stored as f64 / seconds } else { 0.0 },
+        latency_ms_p50: latency.0,
+        latency_ms_p95: latency.1,
+        latency_ms_p99: latency.2,
+        peak_rss_mib: peak_rss_mib(),
+        predictions,
+        aggregates,
+    })
+}
+
+/// `VmHWM` of this process (Linux), in MiB; 0 where unknown.
+fn peak_rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+            line.split_whitespace().nth(1)?.parse::<f64>().ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0)
+}
