@@ -13,7 +13,8 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-use iotstream_plugin_sdk::SensorType;
+pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
+use iotstream_plugin_sdk::{SensorIdentity, SensorType};
 use serde::{Deserialize, Serialize};
 
 use crate::forest::{ForestParams, IsolationForest};
@@ -88,20 +89,6 @@ impl DetectorConfig {
     }
 }
 
-/// The judgement of one reading.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Judgement {
-    /// Its sensor type has no model yet.
-    WarmingUp,
-    /// Scored by the current model.
-    Scored {
-        /// Isolation Forest score in (0, 1].
-        score: f64,
-        /// Whether the score exceeds the model's threshold.
-        anomaly: bool,
-    },
-}
-
 /// A trained model and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
@@ -149,16 +136,6 @@ impl OnlineForest {
         OnlineForest { config, state: DetectorState::default() }
     }
 
-    /// The state, for export.
-    pub fn state(&self) -> &DetectorState {
-        &self.state
-    }
-
-    /// Replaces the state (after an import).
-    pub fn restore(&mut self, state: DetectorState) {
-        self.state = state;
-    }
-
     /// The current model of a sensor type.
     pub fn model(&self, sensor_type: SensorType) -> Option<&Model> {
         self.state.types.get(&sensor_type).and_then(|t| t.model.as_ref())
@@ -195,6 +172,29 @@ impl OnlineForest {
                 Judgement::Scored { score, anomaly: score > model.threshold }
             }
         }
+    }
+}
+
+impl Detector for OnlineForest {
+    type Config = DetectorConfig;
+    type State = DetectorState;
+    const STATE_VERSION: u32 = 1;
+
+    fn create(config: DetectorConfig) -> Result<Self, String> {
+        config.validate()?;
+        Ok(OnlineForest::new(config))
+    }
+
+    fn judge(&mut self, sensor: &SensorIdentity, timestamp_ms: i64, value: f64) -> Judgement {
+        self.observe(&sensor.sensor_id, sensor.sensor_type, timestamp_ms, value)
+    }
+
+    fn state(&self) -> &DetectorState {
+        &self.state
+    }
+
+    fn restore(&mut self, state: DetectorState) {
+        self.state = state;
     }
 }
 

@@ -5,6 +5,8 @@
 //!
 //! * [`catalog`]: the per-instance map from the sensor keys readings carry to the sensors' identities,
 //! * [`config`]: strict JSON configuration (unknown keys are errors),
+//! * [`detector`]: the [`Detector`](detector::Detector) trait a detector plugin implements, and the
+//!   `export_detector!` macro that makes it a component,
 //! * [`state`]: the versioned byte format of exported state,
 //! * `wit` (wasm builds only): the bindings of the WIT `types` interface, generated once here and
 //!   shared by every plugin's own bindings (`with:` in `wit_bindgen::generate!`), with the conversions
@@ -12,6 +14,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod detector;
 pub mod state;
 #[cfg(target_arch = "wasm32")]
 #[allow(unsafe_code, missing_docs, reason = "wit-bindgen generates FFI code without docs")]

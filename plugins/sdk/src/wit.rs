@@ -45,16 +45,21 @@ impl From<PluginError> for StageError {
     }
 }
 
+/// A declared sensor as its key and identity.
+pub fn identity(sensor: Sensor) -> (u32, SensorIdentity) {
+    let identity = SensorIdentity {
+        sensor_id: sensor.sensor_id.into(),
+        sensor_type: sensor.sensor_type.into(),
+        location: sensor.location.into(),
+    };
+    (sensor.key, identity)
+}
+
 impl crate::Catalog {
     /// Declares every sensor of a `declare-sensors` call.
     pub fn declare_all(&mut self, sensors: Vec<Sensor>) {
-        for sensor in sensors {
-            let identity = SensorIdentity {
-                sensor_id: sensor.sensor_id.into(),
-                sensor_type: sensor.sensor_type.into(),
-                location: sensor.location.into(),
-            };
-            self.declare(sensor.key, identity);
+        for (key, identity) in sensors.into_iter().map(identity) {
+            self.declare(key, identity);
         }
     }
 }

@@ -8,12 +8,15 @@
 //! recomputed exactly from the window every `history` updates so rounding cannot accumulate.
 //!
 //! A constant history (std = 0) is handled without dividing by zero: the standard deviation is
-//! floored at a millionth of the mean's magnitude (at least 1e-9), so a value equal to the constant
-//! scores 0 and any change from it scores very high (finite).
+//! floored at 1e-12 of the mean's magnitude (at least 1e-12), far below any real sensor's noise but
+//! above rounding error, so a value equal to the constant scores 0 and any change from it scores
+//! very high (and finite).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use iotstream_plugin_sdk::SensorIdentity;
+pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of the z-score stage.
@@ -49,20 +52,6 @@ impl ZScoreConfig {
         }
         Ok(())
     }
-}
-
-/// The judgement of one value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Judgement {
-    /// Not enough history yet.
-    WarmingUp,
-    /// Judged: the score |z| and whether it passes the threshold.
-    Scored {
-        /// |z|, finite.
-        score: f64,
-        /// `score > threshold`.
-        anomaly: bool,
-    },
 }
 
 /// The rolling window of one sensor.
@@ -130,16 +119,6 @@ impl ZScore {
         ZScore { config, sensors: HashMap::new() }
     }
 
-    /// The state, for export.
-    pub fn state(&self) -> &ZScoreState {
-        &self.sensors
-    }
-
-    /// Replaces the state (after an import).
-    pub fn restore(&mut self, state: ZScoreState) {
-        self.sensors = state;
-    }
-
     /// Judges `value` from `sensor` against its history, then adds it to the history.
     pub fn observe(&mut self, sensor: &Arc<str>, value: f64) -> Judgement {
         let history = match self.sensors.get_mut(sensor) {
@@ -149,12 +128,35 @@ impl ZScore {
         let judgement = if history.values.len() < self.config.min_history {
             Judgement::WarmingUp
         } else {
-            let floor = (history.mean.abs() * 1e-6).max(1e-9);
+            let floor = (history.mean.abs() * 1e-12).max(1e-12);
             let score = (value - history.mean).abs() / history.std().max(floor);
             Judgement::Scored { score, anomaly: score > self.config.threshold }
         };
         history.push(value, self.config.history);
         judgement
+    }
+}
+
+impl Detector for ZScore {
+    type Config = ZScoreConfig;
+    type State = ZScoreState;
+    const STATE_VERSION: u32 = 1;
+
+    fn create(config: ZScoreConfig) -> Result<Self, String> {
+        config.validate()?;
+        Ok(ZScore::new(config))
+    }
+
+    fn judge(&mut self, sensor: &SensorIdentity, _timestamp_ms: i64, value: f64) -> Judgement {
+        self.observe(&sensor.sensor_id, value)
+    }
+
+    fn state(&self) -> &ZScoreState {
+        &self.sensors
+    }
+
+    fn restore(&mut self, state: ZScoreState) {
+        self.sensors = state;
     }
 }
 
