@@ -4,7 +4,7 @@
 use chrono::{DateTime, Timelike, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, Normal};
+use rand_distr::StandardNormal;
 
 use crate::reading::{Reading, SensorType};
 
@@ -65,7 +65,6 @@ struct SimSensor {
     sensor_type: SensorType,
     location: String,
     location_kind: usize,
-    noise: Normal<f64>,
     episode: Option<Episode>,
     last: f64,
 }
@@ -103,14 +102,12 @@ impl Fleet {
                 let sensor_type = SensorType::ALL[i % 5];
                 let location_kind = (i / 5) % 5;
                 let location = format!("{}_{}", LOCATION_KINDS[location_kind], i / 25 + 1);
-                let (mean, _, noise) = profile(sensor_type, location_kind);
+                let (mean, _, _) = profile(sensor_type, location_kind);
                 SimSensor {
                     id: format!("{}_{location}_{i:03}", sensor_type.as_str()),
                     sensor_type,
                     location,
                     location_kind,
-                    // profile() noise values are positive constants, so this cannot fail.
-                    noise: Normal::new(0.0, noise).unwrap_or_else(|_| Normal::new(0.0, 1.0).expect("unit normal")),
                     episode: None,
                     last: mean,
                 }
@@ -142,7 +139,8 @@ impl Fleet {
         let sensor = &mut self.sensors[index];
         let (mean, swing, noise) = profile(sensor.sensor_type, sensor.location_kind);
         let hour = f64::from(at.hour()) + f64::from(at.minute()) / 60.0 + f64::from(at.second()) / 3600.0;
-        let normal = mean + swing * (std::f64::consts::TAU * (hour - 9.0) / 24.0).sin() + sensor.noise.sample(rng);
+        let z: f64 = rng.sample(StandardNormal);
+        let normal = mean + swing * (std::f64::consts::TAU * (hour - 9.0) / 24.0).sin() + noise * z;
         if sensor.episode.is_none() && rng.random_bool(self.anomaly_rate) {
             // A scale for "far": the larger of the noise and a tenth of the daily swing.
             let scale = noise.max(swing * 0.1);
