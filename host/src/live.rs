@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 use crate::store::Totals;
 
 /// Rows of each kind sent with one batch event: enough for a live table, small for the browser.
-const EVENT_ROWS: usize = 25;
+pub const EVENT_ROWS: usize = 25;
 /// Window of the readings-per-second rate.
 const RATE_WINDOW: Duration = Duration::from_secs(10);
 /// A sensor heard from within this long is active (the seed's dashboard used 5 minutes).
@@ -22,12 +22,19 @@ const LATENCY_SAMPLES: usize = 4096;
 /// Events a slow subscriber may fall behind before it skips to a fresh snapshot.
 const EVENT_BUFFER: usize = 64;
 
-/// What one batch contributed.
+/// What one batch contributed. Only the newest rows are copied: the hot path does not clone a
+/// whole batch for the dashboard.
 #[derive(Debug, Default)]
-pub struct BatchSummary {
-    /// Its readings, in arrival order.
-    pub readings: Vec<ReadingRow>,
-    /// Its anomalous predictions.
+pub struct BatchSummary<'a> {
+    /// The sensor id of every stored reading (for the active-sensor count).
+    pub sensor_ids: Vec<&'a str>,
+    /// Readings stored.
+    pub stored: u64,
+    /// Stored readings a detector flagged.
+    pub flagged: u64,
+    /// Its newest readings (at most [`EVENT_ROWS`]), newest first.
+    pub newest_readings: Vec<ReadingRow>,
+    /// Its newest anomalous predictions (at most [`EVENT_ROWS`]), newest first.
     pub detections: Vec<PredictionRow>,
     /// The windows it closed.
     pub aggregates: Vec<AggregateRow>,
@@ -140,19 +147,19 @@ impl Live {
     }
 
     /// Records a committed batch and pushes it to subscribers.
-    pub fn record_batch(&self, batch: BatchSummary, plugins: Vec<PluginStatus>) {
+    pub fn record_batch(&self, batch: BatchSummary<'_>, plugins: Vec<PluginStatus>) {
         let now = Instant::now();
         let mut state = self.lock();
-        state.totals.readings += batch.readings.len() as u64;
-        state.totals.flagged += batch.readings.iter().filter(|r| r.flagged).count() as u64;
+        state.totals.readings += batch.stored;
+        state.totals.flagged += batch.flagged;
         state.totals.aggregates += batch.aggregates.len() as u64;
         state.totals.dead_letters += batch.dead_letters;
-        state.batches.push_back((now, batch.readings.len() as u64));
-        for reading in &batch.readings {
-            match state.last_seen.get_mut(&reading.sensor_id) {
+        state.batches.push_back((now, batch.stored));
+        for sensor_id in batch.sensor_ids {
+            match state.last_seen.get_mut(sensor_id) {
                 Some(seen) => *seen = now,
                 None => {
-                    state.last_seen.insert(reading.sensor_id.clone(), now);
+                    state.last_seen.insert(sensor_id.to_owned(), now);
                 }
             }
         }
@@ -162,11 +169,10 @@ impl Live {
             }
             state.latencies.push_back(latency);
         }
-        let readings: Vec<ReadingRow> = batch.readings.iter().rev().take(EVENT_ROWS).cloned().collect();
-        let detections: Vec<PredictionRow> = batch.detections.iter().rev().take(EVENT_ROWS).cloned().collect();
-        let aggregates: Vec<AggregateRow> = batch.aggregates.iter().rev().cloned().collect();
+        let aggregates: Vec<AggregateRow> = batch.aggregates.into_iter().rev().collect();
         let stats = self.stats_of(&mut state);
-        let event = LiveEvent::Batch { stats, readings, detections, aggregates, plugins };
+        let event =
+            LiveEvent::Batch { stats, readings: batch.newest_readings, detections: batch.detections, aggregates, plugins };
         state.view.apply(event.clone());
         drop(state);
         // No subscriber is not an error.

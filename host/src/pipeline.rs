@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::kafka::{KafkaError, RawMessage, Source};
-use crate::live::{BatchSummary, Live};
+use crate::live::{BatchSummary, EVENT_ROWS, Live};
 use crate::plugins::bindings::{Reading as WitReading, Verdict, WindowAggregate};
 use crate::plugins::{Plugin, SensorCatalog, StageKind};
 use crate::reading::{SensorType, decode};
@@ -198,11 +198,12 @@ impl Pipeline {
     }
 
     fn publish(&self, rows: &BatchRows, latencies_ms: Vec<f64>) {
-        let readings = rows.readings.iter().map(reading_row).collect();
         let detections = rows
             .predictions
             .iter()
+            .rev()
             .filter(|p| p.verdict == "anomaly")
+            .take(EVENT_ROWS)
             .map(|p| {
                 let stored = &rows.readings[p.reading];
                 PredictionRow {
@@ -219,7 +220,10 @@ impl Pipeline {
             })
             .collect();
         let summary = BatchSummary {
-            readings,
+            sensor_ids: rows.readings.iter().map(|r| r.reading.sensor_id.as_str()).collect(),
+            stored: rows.readings.len() as u64,
+            flagged: rows.readings.iter().filter(|r| r.flagged).count() as u64,
+            newest_readings: rows.readings.iter().rev().take(EVENT_ROWS).map(reading_row).collect(),
             detections,
             aggregates: rows.aggregates.clone(),
             dead_letters: rows.dead_letters.len() as u64,

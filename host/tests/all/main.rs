@@ -9,3 +9,4 @@ mod dashboard;
 mod dead_letters;
 mod e2e;
 mod plugins;
+mod process;

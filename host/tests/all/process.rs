@@ -1,0 +1,99 @@
+//! The `iotstream` binary as an operator runs it: `iotstream run` with no broker starts the embedded
+//! broker, logs the dashboard URL and the broker address; an external Kafka client (kcat) produces
+//! to that broker; the readings are stored; SIGTERM stops the process cleanly and quickly.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+
+use crate::support::{count_rows, wait_for};
+
+/// The value of `key="..."` or `key=...` in a log line.
+fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
+    let start = line.find(&format!("{key}="))? + key.len() + 1;
+    let rest = line[start..].trim_start_matches('"');
+    Some(rest.split(|c: char| c == '"' || c.is_whitespace()).next().unwrap_or(rest))
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: PgPool) {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let database = pool.connect_options().get_database().expect("test database").to_owned();
+    // The same server, the test's own database: replace the URL's path.
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let server = base[host_start..].find('/').map_or(base.as_str(), |i| &base[..host_start + i]);
+    let url = format!("{server}/{database}");
+    let plugins = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/plugins");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iotstream"))
+        .args(["run", "--listen", "127.0.0.1:0", "--no-simulator", "--plugins", plugins, "--database-url", &url])
+        .env_remove("IOTSTREAM_BROKERS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start iotstream");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut dashboard, mut bootstrap) = (None, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dashboard.is_none() || bootstrap.is_none() {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("iotstream logs its addresses");
+        if line.contains("dashboard served") {
+            dashboard = field(&line, "url").map(str::to_owned);
+        }
+        if line.contains("embedded Kafka-protocol broker started") {
+            bootstrap = field(&line, "bootstrap").map(str::to_owned);
+        }
+    }
+    let (dashboard, bootstrap) = (dashboard.unwrap_or_default(), bootstrap.unwrap_or_default());
+    assert!(dashboard.starts_with("http://127.0.0.1:") && !dashboard.ends_with(":0/"), "{dashboard}");
+
+    // kcat: a real, external Kafka client, producing three seed-format readings and one bad message.
+    let messages = [
+        r#"{"sensor_id":"kc-1","sensor_type":"pressure","location":"lab_1","value":1012.5,"timestamp":"2026-11-25T10:00:00","anomaly":false,"unit":"hPa"}"#,
+        r#"{"sensor_id":"kc-1","sensor_type":"pressure","location":"lab_1","value":1012.75,"timestamp":"2026-11-25T10:00:01"}"#,
+        "definitely not a reading",
+        r#"{"sensor_id":"kc-2","sensor_type":"co2","location":"office_1","value":612,"timestamp":1795600802000}"#,
+    ];
+    let mut kcat = Command::new("kcat")
+        .args(["-P", "-b", &bootstrap, "-t", "iot_sensors"])
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("kcat is installed (cargo xtask test installs it)");
+    {
+        use std::io::Write;
+        let mut stdin = kcat.stdin.take().expect("kcat stdin");
+        for message in messages {
+            writeln!(stdin, "{message}").expect("write to kcat");
+        }
+    }
+    assert!(kcat.wait().expect("kcat").success(), "kcat failed to produce");
+    wait_for("sensor_readings", 3, || count_rows(&pool, "sensor_readings")).await;
+    wait_for("dead_letters", 1, || count_rows(&pool, "dead_letters")).await;
+    let sum: f64 = sqlx::query_scalar("SELECT sum(value) FROM sensor_readings").fetch_one(&pool).await.expect("sum");
+    assert_eq!(sum, 1012.5 + 1012.75 + 612.0);
+    let stats: serde_json::Value =
+        reqwest::get(format!("{dashboard}api/stats")).await.expect("api").json().await.expect("json");
+    assert_eq!(stats["readings_total"], 3);
+
+    // SIGTERM: a clean exit (status 0) within a few seconds.
+    let stopped = Instant::now();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(15), "iotstream still running 15 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+}
