@@ -28,8 +28,9 @@ async fn main() -> anyhow::Result<()> {
             let report = iotstream::bench::bench(&config).await?;
             println!("{}", serde_json::to_string(&report)?);
             eprintln!(
-                "{} readings in {:.1} s: {:.0} readings/s; latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms; peak RSS {:.0} MiB",
-                report.readings, report.seconds, report.readings_per_s, report.latency_ms_p50, report.latency_ms_p95,
+                "{} of {} readings stored in {:.1} s: {:.0} readings/s; latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms; peak RSS {:.0} MiB",
+                report.readings,
+                report.produced, report.seconds, report.readings_per_s, report.latency_ms_p50, report.latency_ms_p95,
                 report.latency_ms_p99, report.peak_rss_mib
             );
             Ok(())
