@@ -39,10 +39,21 @@ CREATE TABLE sensor_aggregates (
     stddev_value    DOUBLE PRECISION NOT NULL,
     count_readings  INTEGER      NOT NULL,
     anomaly_count   INTEGER      NOT NULL,
+    -- 0 for a window's first emission; late readings re-emit it with the next revision, which
+    -- supersedes the earlier ones (sensor_aggregates_latest keeps only the newest).
+    revision        INTEGER      NOT NULL DEFAULT 0,
+    -- Readings in count_readings that arrived after the watermark had passed the window's end.
+    late_count      INTEGER      NOT NULL DEFAULT 0,
     emitted_at      TIMESTAMPTZ  NOT NULL DEFAULT now()
 );
 CREATE INDEX sensor_aggregates_window_start ON sensor_aggregates (window_start);
 CREATE INDEX sensor_aggregates_group ON sensor_aggregates (location, sensor_type, window_start);
+
+-- Each window once, at its newest revision.
+CREATE VIEW sensor_aggregates_latest AS
+SELECT DISTINCT ON (stage, location, sensor_type, window_start) *
+FROM sensor_aggregates
+ORDER BY stage, location, sensor_type, window_start, revision DESC, id DESC;
 
 CREATE TABLE ml_anomaly_predictions (
     id                 BIGSERIAL PRIMARY KEY,

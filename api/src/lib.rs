@@ -73,6 +73,10 @@ pub struct AggregateRow {
     pub count_readings: i32,
     /// Readings a detector flagged.
     pub anomaly_count: i32,
+    /// 0 for the first emission; a higher revision (after late readings) supersedes it.
+    pub revision: i32,
+    /// Readings in `count_readings` that arrived late.
+    pub late_count: i32,
 }
 
 /// A message that could not be decoded, kept with its error.

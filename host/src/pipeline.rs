@@ -330,6 +330,8 @@ fn aggregate_row(stage: &str, a: WindowAggregate) -> AggregateRow {
         stddev_value: a.stddev,
         count_readings: i32::try_from(a.count).unwrap_or(i32::MAX),
         anomaly_count: i32::try_from(a.anomaly_count).unwrap_or(i32::MAX),
+        revision: i32::try_from(a.revision).unwrap_or(i32::MAX),
+        late_count: i32::try_from(a.late_count).unwrap_or(i32::MAX),
     }
 }
 

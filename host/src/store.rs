@@ -172,9 +172,9 @@ impl Store {
             let a = &batch.aggregates;
             sqlx::query(
                 "INSERT INTO sensor_aggregates (stage, window_start, window_end, location, sensor_type, avg_value, min_value, \
-                 max_value, stddev_value, count_readings, anomaly_count) \
+                 max_value, stddev_value, count_readings, anomaly_count, revision, late_count) \
                  SELECT * FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], \
-                 $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::int4[], $11::int4[])",
+                 $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::int4[], $11::int4[], $12::int4[], $13::int4[])",
             )
             .bind(a.iter().map(|a| a.stage.as_str()).collect::<Vec<_>>())
             .bind(a.iter().map(|a| a.window_start).collect::<Vec<_>>())
@@ -187,6 +187,8 @@ impl Store {
             .bind(a.iter().map(|a| a.stddev_value).collect::<Vec<_>>())
             .bind(a.iter().map(|a| a.count_readings).collect::<Vec<_>>())
             .bind(a.iter().map(|a| a.anomaly_count).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.revision).collect::<Vec<_>>())
+            .bind(a.iter().map(|a| a.late_count).collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
         }
@@ -257,7 +259,7 @@ impl Store {
     pub async fn recent_aggregates(&self, limit: i64) -> Result<Vec<AggregateRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT stage, window_start, window_end, location, sensor_type, avg_value, min_value, max_value, stddev_value, \
-             count_readings, anomaly_count FROM sensor_aggregates ORDER BY id DESC LIMIT $1",
+             count_readings, anomaly_count, revision, late_count FROM sensor_aggregates ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
         .fetch_all(&self.pool)
@@ -334,5 +336,7 @@ fn aggregate_row(row: &PgRow) -> Result<AggregateRow, sqlx::Error> {
         stddev_value: row.try_get(8)?,
         count_readings: row.try_get(9)?,
         anomaly_count: row.try_get(10)?,
+        revision: row.try_get(11)?,
+        late_count: row.try_get(12)?,
     })
 }

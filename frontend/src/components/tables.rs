@@ -75,7 +75,7 @@ pub fn AggregatesTable(
         <div class="panel">
             <h2>"Newest windows"</h2>
             <table id="aggregates">
-                <thead><tr><th>"window"</th><th>"location"</th><th>"type"</th><th>"count"</th><th>"avg"</th><th>"min"</th><th>"max"</th><th>"stddev"</th><th>"anomalies"</th></tr></thead>
+                <thead><tr><th>"window"</th><th>"location"</th><th>"type"</th><th>"count"</th><th>"avg"</th><th>"min"</th><th>"max"</th><th>"stddev"</th><th>"anomalies"</th><th>"late"</th><th>"rev"</th></tr></thead>
                 <tbody>
                     {move || rows.get().into_iter().map(|a| view! {
                         <tr>
@@ -88,6 +88,8 @@ pub fn AggregatesTable(
                             <td class="num">{format!("{:.2}", a.max_value)}</td>
                             <td class="num">{format!("{:.2}", a.stddev_value)}</td>
                             <td class="num">{a.anomaly_count}</td>
+                            <td class="num">{a.late_count}</td>
+                            <td class="num">{a.revision}</td>
                         </tr>
                     }).collect_view()}
                 </tbody>

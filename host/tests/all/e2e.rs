@@ -91,16 +91,46 @@ async fn readings_flow_to_all_three_tables_with_exact_windows(pool: PgPool) {
         }
     }
 
+    // Every first emission is revision 0 with no late reading.
+    let first: (i64, i64) = sqlx::query_as("SELECT max(revision)::int8, sum(late_count)::int8 FROM sensor_aggregates")
+        .fetch_one(&pool)
+        .await
+        .expect("revisions");
+    assert_eq!(first, (0, 0));
+
+    // A late reading for minute 1 (the watermark is at 5:20) is stored, and revises its window.
+    let late = reading("temp-1", SensorType::Temperature, "office_1", T0 + MINUTE + 30_000, 25.0);
+    host.produce(&[(late.sensor_id.clone(), encode(&late))]).await;
+    wait_for("sensor_aggregates", 7, || count_rows(&pool, "sensor_aggregates")).await;
+    assert_eq!(count_rows(&pool, "sensor_aggregates_latest").await, 6);
+    let mut minute_one: Vec<f64> = readings
+        .iter()
+        .filter(|r| r.sensor_id == "temp-1" && (r.timestamp.timestamp_millis() - T0) / MINUTE == 1)
+        .map(|r| r.value)
+        .collect();
+    minute_one.push(25.0);
+    let mean = minute_one.iter().sum::<f64>() / 13.0;
+    let revised: (f64, f64, i32, i32, i32) = sqlx::query_as(
+        "SELECT avg_value, max_value, count_readings, revision, late_count FROM sensor_aggregates_latest \
+         WHERE location = 'office_1' AND window_start = $1",
+    )
+    .bind(Utc.timestamp_millis_opt(T0 + MINUTE).single().expect("time"))
+    .fetch_one(&pool)
+    .await
+    .expect("revised window");
+    assert!((revised.0 - mean).abs() < 1e-9, "revised avg {} vs {mean}", revised.0);
+    assert_eq!((revised.1, revised.2, revised.3, revised.4), (25.0, 13, 1, 1));
+
     // The raw readings are exactly what was produced.
     let stored_sum: f64 = sqlx::query_scalar("SELECT sum(value) FROM sensor_readings").fetch_one(&pool).await.expect("sum");
-    let produced_sum: f64 = readings.iter().map(|r| r.value).sum::<f64>() + closer.value;
+    let produced_sum: f64 = readings.iter().map(|r| r.value).sum::<f64>() + closer.value + late.value;
     assert!((stored_sum - produced_sum).abs() < 1e-9, "stored {stored_sum}, produced {produced_sum}");
 
     // The API serves the same numbers.
     let stats: serde_json::Value =
         reqwest::get(format!("http://{}/api/stats", host.addr)).await.expect("api").json().await.expect("json");
-    assert_eq!(stats["readings_total"], 73);
-    assert_eq!(stats["aggregates_total"], 6);
+    assert_eq!(stats["readings_total"], 74);
+    assert_eq!(stats["aggregates_total"], 7);
     assert_eq!(stats["active_sensors"], 2);
     host.stop().await.expect("clean shutdown");
 }

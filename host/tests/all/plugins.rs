@@ -82,6 +82,14 @@ fn tumbling_window_aggregate_matches_hand_computation() {
     assert!((t.stddev - 5f64.sqrt()).abs() < 1e-12);
     let h = &out[1];
     assert_eq!((h.sensor_type, h.count, h.avg, h.stddev), (WitSensorType::Humidity, 1, 40.0, 0.0));
+    assert_eq!((t.revision, t.late_count, h.revision, h.late_count), (0, 0, 0, 0));
+    // A late reading (minute 0 ended before the watermark) comes back as revision 1 of its window.
+    let late = to_wit(&mut catalog, &[reading("t1", SensorType::Temperature, "office_1", 59_000, 33.0)]);
+    let revised = plugin.aggregate(&catalog, &late).expect("aggregates");
+    assert_eq!(revised.len(), 1);
+    let r = &revised[0];
+    assert_eq!((r.window_start_ms, r.count, r.revision, r.late_count, r.max), (0, 5, 1, 1, 33.0));
+    assert!((r.avg - 125.0 / 5.0).abs() < 1e-12);
 }
 
 #[test]

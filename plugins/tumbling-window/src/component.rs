@@ -84,6 +84,8 @@ fn to_wit(a: Aggregate) -> WindowAggregate {
         max: a.max,
         stddev: a.stddev,
         anomaly_count: a.anomaly_count,
+        revision: a.revision,
+        late_count: a.late_count,
     }
 }
 

@@ -1,11 +1,17 @@
-//! Event-time tumbling windows per (location, sensor type).
+//! Event-time tumbling windows per (location, sensor type), with revisions for late readings.
 //!
 //! A reading belongs to the window `[start, start + window)` that contains its own timestamp. The
 //! **watermark** is the highest event time seen so far minus the allowed lateness; a window is
-//! emitted once, when the watermark reaches its end. A reading whose window already ended by the
-//! watermark (or was closed for idleness) is **late**: it is counted, not aggregated (the host still
-//! stores it raw). A window that received nothing for `idle_timeout_ms` of processing time (measured
-//! by the host's ticks) is closed too, so a key that goes quiet does not hold its last window forever.
+//! emitted once, when the watermark reaches its end, as revision 0. A window that received nothing
+//! for `idle_timeout_ms` of processing time (measured by the host's ticks) is closed too, so a key
+//! that goes quiet does not hold its last window forever.
+//!
+//! A reading whose window has already closed is **late**. Late data is never silently dropped:
+//! the host stores every reading raw, and a late reading whose window closed less than
+//! `revision_horizon_ms` of event time ago updates that window, which is emitted again, as the next
+//! revision, at the end of the batch (its `late_count` says how many late readings it took in). Only
+//! a reading later than the horizon is left out of the aggregates; it is counted
+//! ([`TumblingWindows::late_beyond_horizon`]) and, like every reading, stored raw.
 //!
 //! Lateness is judged reading by reading against the watermark as it stood before that reading, so
 //! the windows that come out do not depend on how the stream was cut into batches.
@@ -28,11 +34,15 @@ pub struct WindowConfig {
     /// Processing time after which a window that received nothing is closed. Default 300 000
     /// (5 minutes): long enough that a live stream always closes windows by watermark first.
     pub idle_timeout_ms: i64,
+    /// How long (event time, past the watermark) a closed window still takes late readings as
+    /// revisions. Default 3 600 000 (1 hour): a sensor that reconnects after an hour's outage still
+    /// lands in its windows; 25 groups keep 60 closed windows each.
+    pub revision_horizon_ms: i64,
 }
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        WindowConfig { window_ms: 60_000, allowed_lateness_ms: 10_000, idle_timeout_ms: 300_000 }
+        WindowConfig { window_ms: 60_000, allowed_lateness_ms: 10_000, idle_timeout_ms: 300_000, revision_horizon_ms: 3_600_000 }
     }
 }
 
@@ -48,11 +58,14 @@ impl WindowConfig {
         if self.idle_timeout_ms <= 0 {
             return Err(format!("idle_timeout_ms must be positive, got {}", self.idle_timeout_ms));
         }
+        if self.revision_horizon_ms < 0 {
+            return Err(format!("revision_horizon_ms must not be negative, got {}", self.revision_horizon_ms));
+        }
         Ok(())
     }
 }
 
-/// One emitted window.
+/// One emitted window (or revision of a window).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Aggregate {
     /// Inclusive start, ms since the epoch.
@@ -63,7 +76,7 @@ pub struct Aggregate {
     pub location: Arc<str>,
     /// Sensor type of the readings.
     pub sensor_type: SensorType,
-    /// Number of readings.
+    /// Number of readings, late ones included.
     pub count: u32,
     /// Mean value.
     pub avg: f64,
@@ -75,6 +88,10 @@ pub struct Aggregate {
     pub stddev: f64,
     /// Readings a detector flagged.
     pub anomaly_count: u32,
+    /// 0 for the first emission; each later one (caused by late readings) counts up and supersedes it.
+    pub revision: u32,
+    /// Readings in `count` that arrived after the window first closed.
+    pub late_count: u32,
 }
 
 /// What happened to one reading.
@@ -82,11 +99,13 @@ pub struct Aggregate {
 pub enum Admission {
     /// Added to its open window.
     Added,
-    /// Its window had already closed: counted as late, not aggregated.
-    Late,
+    /// Its window had closed: added to it, to be emitted again as a revision.
+    Revised,
+    /// Its window closed longer than the revision horizon ago: counted, not aggregated.
+    BeyondHorizon,
 }
 
-/// Running statistics of one open window (Welford's algorithm: stable for values far from zero).
+/// Running statistics of one window (Welford's algorithm: stable for values far from zero).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Accumulator {
     count: u32,
@@ -95,6 +114,8 @@ struct Accumulator {
     min: f64,
     max: f64,
     anomalies: u32,
+    /// Readings that arrived after the watermark had passed the window's end.
+    late: u32,
     /// Processing time of the last reading added, when a tick had told the time by then.
     touched_ms: Option<i64>,
 }
@@ -108,6 +129,7 @@ impl Accumulator {
             min: f64::INFINITY,
             max: f64::NEG_INFINITY,
             anomalies: 0,
+            late: 0,
             touched_ms,
         }
     }
@@ -123,12 +145,24 @@ impl Accumulator {
     }
 }
 
-/// The open windows of one (location, sensor type).
+/// A window that has closed, kept for revisions until the horizon passes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Closed {
+    stats: Accumulator,
+    /// How many times it was emitted (the next emission's revision).
+    emitted: u32,
+    /// Changed since its last emission.
+    dirty: bool,
+}
+
+/// The windows of one (location, sensor type).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Group {
     /// Open windows by start time.
     open: BTreeMap<i64, Accumulator>,
-    /// Every window ending at or before this was emitted (by idleness); readings for them are late.
+    /// Closed windows within the revision horizon, by start time.
+    closed: BTreeMap<i64, Closed>,
+    /// Every window ending at or before this was closed by idleness; readings for them are late.
     closed_until_ms: Option<i64>,
 }
 
@@ -138,7 +172,7 @@ pub struct WindowState {
     groups: BTreeMap<(Arc<str>, SensorType), Group>,
     max_event_ms: Option<i64>,
     clock_ms: Option<i64>,
-    late_readings: u64,
+    late_beyond_horizon: u64,
 }
 
 /// The tumbling-window operator.
@@ -149,7 +183,7 @@ pub struct TumblingWindows {
 }
 
 impl TumblingWindows {
-    /// A stage with no open window.
+    /// A stage with no window.
     pub fn new(config: WindowConfig) -> Self {
         TumblingWindows { config, state: WindowState::default() }
     }
@@ -159,9 +193,9 @@ impl TumblingWindows {
         self.state.max_event_ms.map(|max| max.saturating_sub(self.config.allowed_lateness_ms))
     }
 
-    /// Readings counted late so far.
-    pub fn late_readings(&self) -> u64 {
-        self.state.late_readings
+    /// Late readings left out of the aggregates because their window was beyond the horizon.
+    pub fn late_beyond_horizon(&self) -> u64 {
+        self.state.late_beyond_horizon
     }
 
     /// The state, for export.
@@ -174,26 +208,43 @@ impl TumblingWindows {
         self.state = state;
     }
 
-    /// Adds one reading to its window, or counts it late.
+    /// Adds one reading to its window: open, or closed within the horizon (a revision).
     pub fn add(&mut self, location: &Arc<str>, sensor_type: SensorType, timestamp_ms: i64, value: f64, flagged: bool) -> Admission {
         let start = timestamp_ms.div_euclid(self.config.window_ms) * self.config.window_ms;
         let end = start.saturating_add(self.config.window_ms);
         let watermark = self.watermark();
+        let horizon = self.config.revision_horizon_ms;
+        self.state.max_event_ms = Some(self.state.max_event_ms.map_or(timestamp_ms, |m| m.max(timestamp_ms)));
+        let clock = self.state.clock_ms;
         let group = self.state.groups.entry((location.clone(), sensor_type)).or_default();
         let closed = watermark.is_some_and(|w| end <= w) || group.closed_until_ms.is_some_and(|c| end <= c);
-        self.state.max_event_ms = Some(self.state.max_event_ms.map_or(timestamp_ms, |m| m.max(timestamp_ms)));
-        if closed {
-            self.state.late_readings += 1;
-            return Admission::Late;
+        if !closed {
+            let window = group.open.entry(start).or_insert_with(|| Accumulator::new(clock));
+            window.add(value, flagged);
+            window.touched_ms = clock.or(window.touched_ms);
+            return Admission::Added;
         }
-        let clock = self.state.clock_ms;
-        let window = group.open.entry(start).or_insert_with(|| Accumulator::new(clock));
-        window.add(value, flagged);
-        window.touched_ms = clock.or(window.touched_ms);
-        Admission::Added
+        if watermark.is_some_and(|w| end.saturating_add(horizon) <= w) {
+            self.state.late_beyond_horizon += 1;
+            return Admission::BeyondHorizon;
+        }
+        let stats = match group.open.get_mut(&start) {
+            // Late, but its window has not been emitted yet (it closes at the end of this batch).
+            Some(open) => open,
+            None => {
+                // A window that closed empty is created closed: its first emission is revision 0.
+                let window = group.closed.entry(start).or_insert_with(|| Closed { stats: Accumulator::new(clock), emitted: 0, dirty: false });
+                window.dirty = true;
+                &mut window.stats
+            }
+        };
+        stats.add(value, flagged);
+        stats.late += 1;
+        Admission::Revised
     }
 
-    /// Emits every window whose end the watermark has reached, in (start, location, type) order.
+    /// Emits every window whose end the watermark has reached, and every revised window, in
+    /// (start, location, type, revision) order; forgets closed windows past the revision horizon.
     pub fn close_ready(&mut self) -> Vec<Aggregate> {
         let Some(watermark) = self.watermark() else { return Vec::new() };
         let window_ms = self.config.window_ms;
@@ -210,38 +261,56 @@ impl TumblingWindows {
         self.close_where(|_, window| window.touched_ms.is_some_and(|t| now_ms.saturating_sub(t) >= idle))
     }
 
-    /// Emits (and removes) every open window `ready` selects, plus, per group, every older window, so
-    /// that no open window ever lies below a group's `closed_until_ms`.
+    /// Closes (emits, and keeps for revisions) every open window `ready` selects, plus, per group,
+    /// every older open window, so that no open window lies below a group's `closed_until_ms`;
+    /// emits the revised windows; drops closed windows past the horizon.
     fn close_where(&mut self, ready: impl Fn(i64, &Accumulator) -> bool) -> Vec<Aggregate> {
         let window_ms = self.config.window_ms;
+        let forget_before = self.watermark().map(|w| w.saturating_sub(self.config.revision_horizon_ms));
         let mut emitted = Vec::new();
         for ((location, sensor_type), group) in &mut self.state.groups {
-            let Some(last_ready) = group.open.iter().filter(|(start, w)| ready(**start, w)).map(|(start, _)| *start).max()
-            else {
-                continue;
-            };
-            let still_open = group.open.split_off(&(last_ready + 1));
-            let closing = std::mem::replace(&mut group.open, still_open);
-            let end = last_ready.saturating_add(window_ms);
-            group.closed_until_ms = Some(group.closed_until_ms.map_or(end, |c| c.max(end)));
-            emitted.extend(closing.into_iter().map(|(start, w)| Aggregate {
-                window_start_ms: start,
-                window_end_ms: start.saturating_add(window_ms),
-                location: location.clone(),
-                sensor_type: *sensor_type,
-                count: w.count,
-                avg: w.mean,
-                min: w.min,
-                max: w.max,
-                stddev: (w.m2.max(0.0) / f64::from(w.count)).sqrt(),
-                anomaly_count: w.anomalies,
-            }));
+            let last_ready = group.open.iter().filter(|(start, w)| ready(**start, w)).map(|(start, _)| *start).max();
+            if let Some(last_ready) = last_ready {
+                let still_open = group.open.split_off(&(last_ready + 1));
+                let closing = std::mem::replace(&mut group.open, still_open);
+                let end = last_ready.saturating_add(window_ms);
+                group.closed_until_ms = Some(group.closed_until_ms.map_or(end, |c| c.max(end)));
+                for (start, stats) in closing {
+                    group.closed.insert(start, Closed { stats, emitted: 0, dirty: true });
+                }
+            }
+            for (start, window) in group.closed.iter_mut().filter(|(_, w)| w.dirty) {
+                emitted.push(aggregate(*start, window_ms, location, *sensor_type, window));
+                window.emitted += 1;
+                window.dirty = false;
+            }
+            if let Some(forget_before) = forget_before {
+                group.closed.retain(|start, _| start.saturating_add(window_ms) > forget_before);
+            }
         }
-        self.state.groups.retain(|_, group| !group.open.is_empty() || group.closed_until_ms.is_some());
+        self.state.groups.retain(|_, group| !group.open.is_empty() || !group.closed.is_empty() || group.closed_until_ms.is_some());
         emitted.sort_by(|a, b| {
-            (a.window_start_ms, &a.location, a.sensor_type).cmp(&(b.window_start_ms, &b.location, b.sensor_type))
+            (a.window_start_ms, &a.location, a.sensor_type, a.revision).cmp(&(b.window_start_ms, &b.location, b.sensor_type, b.revision))
         });
         emitted
+    }
+}
+
+fn aggregate(start: i64, window_ms: i64, location: &Arc<str>, sensor_type: SensorType, window: &Closed) -> Aggregate {
+    let w = &window.stats;
+    Aggregate {
+        window_start_ms: start,
+        window_end_ms: start.saturating_add(window_ms),
+        location: location.clone(),
+        sensor_type,
+        count: w.count,
+        avg: w.mean,
+        min: w.min,
+        max: w.max,
+        stddev: (w.m2.max(0.0) / f64::from(w.count)).sqrt(),
+        anomaly_count: w.anomalies,
+        revision: window.emitted,
+        late_count: w.late,
     }
 }
 
@@ -296,15 +365,35 @@ mod tests {
     }
 
     #[test]
-    fn late_readings_are_counted_not_aggregated() {
-        let mut w = TumblingWindows::new(WindowConfig::default());
+    fn late_readings_revise_their_window_and_beyond_the_horizon_are_counted() {
+        let config = WindowConfig { revision_horizon_ms: 5 * MIN, ..WindowConfig::default() };
+        let mut w = TumblingWindows::new(config);
         w.add(&office(), SensorType::Pressure, 1_000, 1000.0, false);
         w.add(&office(), SensorType::Pressure, MIN + 10_000, 1001.0, false);
-        assert_eq!(w.close_ready().len(), 1);
-        assert_eq!(w.add(&office(), SensorType::Pressure, 59_999, 5.0, false), Admission::Late);
-        // Within the allowed lateness for minute 1: still counted.
+        let first = w.close_ready();
+        assert_eq!((first.len(), first[0].revision, first[0].late_count, first[0].count), (1, 0, 0, 1));
+        // Late for minute 0: it takes the reading and comes out again as revision 1.
+        assert_eq!(w.add(&office(), SensorType::Pressure, 59_999, 1004.0, true), Admission::Revised);
+        // Within the allowed lateness for minute 1: an ordinary reading.
         assert_eq!(w.add(&office(), SensorType::Pressure, MIN + 1, 1003.0, false), Admission::Added);
-        assert_eq!(w.late_readings(), 1);
+        let revised = w.close_ready();
+        assert_eq!(revised.len(), 1);
+        let r = &revised[0];
+        assert_eq!((r.window_start_ms, r.revision, r.late_count, r.count, r.anomaly_count), (0, 1, 1, 2, 1));
+        assert_eq!((r.avg, r.min, r.max), (1002.0, 1000.0, 1004.0));
+        assert!(w.close_ready().is_empty(), "a revision is emitted once");
+        // A late reading for a minute that closed empty creates it, as revision 0 with one late reading.
+        w.add(&office(), SensorType::Pressure, 3 * MIN + 10_000, 1001.0, false);
+        assert_eq!(w.close_ready().len(), 1, "minute 1 closes");
+        assert_eq!(w.add(&office(), SensorType::Pressure, 2 * MIN + 5, 999.0, false), Admission::Revised);
+        let created = w.close_ready();
+        assert_eq!((created[0].window_start_ms, created[0].revision, created[0].late_count), (2 * MIN, 0, 1));
+        // Beyond the horizon (window end 1:00 + 5 min <= watermark 8:00): counted, not aggregated.
+        w.add(&office(), SensorType::Pressure, 8 * MIN + 10_000, 1001.0, false);
+        w.close_ready();
+        assert_eq!(w.add(&office(), SensorType::Pressure, 30_000, 1.0, false), Admission::BeyondHorizon);
+        assert_eq!(w.late_beyond_horizon(), 1);
+        assert!(w.close_ready().iter().all(|a| a.window_start_ms != 0));
     }
 
     #[test]
@@ -317,24 +406,66 @@ mod tests {
         let out = w.tick(1_030_000);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].count, 1);
-        assert_eq!(w.add(&office(), SensorType::Humidity, 1, 51.0, false), Admission::Late);
+        assert_eq!(w.add(&office(), SensorType::Humidity, 1, 51.0, false), Admission::Revised);
+        let revised = w.tick(1_030_001);
+        assert_eq!((revised.len(), revised[0].revision, revised[0].count), (1, 1, 2));
     }
 
     #[test]
-    fn batch_boundaries_do_not_change_results() {
+    fn a_window_split_across_a_restart_comes_out_identical() {
+        use iotstream_plugin_sdk::{decode_state, encode_state};
+        let stream: Vec<(i64, f64, bool)> =
+            (0..400).map(|i| ((i * 6133) % 240_000 + (i / 100) * 60_000, f64::from(i as i32 % 23) * 0.5, i % 11 == 0)).collect();
+        let config = WindowConfig { idle_timeout_ms: 30_000, ..WindowConfig::default() };
+        let run = |restart_at: Option<usize>| {
+            let mut w = TumblingWindows::new(config.clone());
+            let mut out = Vec::new();
+            for (i, (ts, v, flagged)) in stream.iter().enumerate() {
+                if restart_at == Some(i) {
+                    // Export, serialise to bytes, and continue in a brand-new instance.
+                    let bytes = encode_state(1, w.state());
+                    w = TumblingWindows::new(config.clone());
+                    w.restore(decode_state(1, &bytes).expect("state decodes"));
+                }
+                if i % 50 == 0 {
+                    out.extend(w.tick(1_000_000 + i as i64 * 100));
+                }
+                w.add(&office(), SensorType::Temperature, *ts, *v, *flagged);
+                out.extend(w.close_ready());
+            }
+            (out, w.state().clone())
+        };
+        let uninterrupted = run(None);
+        assert!(uninterrupted.0.len() > 5, "the stream closes windows");
+        for restart_at in [1, 137, 250, 399] {
+            assert_eq!(run(Some(restart_at)), uninterrupted, "restart before reading {restart_at}");
+        }
+    }
+
+    #[test]
+    fn batch_boundaries_do_not_change_the_final_windows() {
+        // Out-of-order stream: many readings are late and revise their windows. How the stream is
+        // cut into batches changes how many revisions are emitted, never the final content.
         let stream: Vec<(i64, f64)> = (0..500).map(|i| ((i * 7919) % 300_000, f64::from(i as i32 % 17))).collect();
         let run = |cut: usize| {
             let mut w = TumblingWindows::new(WindowConfig::default());
-            let mut out = Vec::new();
+            let mut last = std::collections::BTreeMap::new();
             for chunk in stream.chunks(cut) {
                 for (ts, v) in chunk {
                     w.add(&office(), SensorType::Co2, *ts, *v, false);
                 }
-                out.extend(w.close_ready());
+                for a in w.close_ready() {
+                    last.insert(a.window_start_ms, Aggregate { revision: 0, ..a });
+                }
             }
-            (out, w.late_readings())
+            (last, w.late_beyond_horizon())
         };
-        assert_eq!(run(1), run(500));
-        assert_eq!(run(7), run(500));
+        let whole = run(500);
+        assert_eq!(run(1), whole);
+        assert_eq!(run(7), whole);
+        // Every reading of a closed window is in its final revision.
+        let counted: u32 = whole.0.values().map(|a| a.count).sum();
+        let still_open = stream.iter().filter(|(ts, _)| *ts >= 240_000).count() as u32;
+        assert_eq!(counted + still_open, 500);
     }
 }
