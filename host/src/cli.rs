@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 
 use crate::bench::BenchConfig;
 use crate::config::RunConfig;
+use crate::replay::ReplayConfig;
 use crate::simulate::SimulateConfig;
 
 /// A real-time IoT monitoring pipeline: Kafka in, WebAssembly plugins, PostgreSQL out, live dashboard.
@@ -26,6 +27,8 @@ pub enum Command {
     Run(Box<RunConfig>),
     /// Measure the whole pipeline: embedded broker, simulator, plugins, a scratch database.
     Bench(Box<BenchConfig>),
+    /// Run one detector plugin over a recorded `timestamp,value` CSV and write its scores.
+    Replay(ReplayConfig),
     /// Produce simulated sensor readings to a Kafka topic.
     Simulate {
         /// Kafka bootstrap servers.

@@ -9,7 +9,8 @@
 //! * [`pipeline`]: the loop from a Kafka batch to a committed transaction.
 //! * [`store`]: PostgreSQL schema, writes and queries.
 //! * [`live`]: the in-memory live view; [`api`]: HTTP, the live stream and the dashboard.
-//! * [`simulate`]: the sensor fleet simulator; [`bench`]: the whole-pipeline benchmark.
+//! * [`simulate`]: the sensor fleet simulator; [`bench`]: the whole-pipeline benchmark;
+//!   [`replay`]: one detector over a recorded series.
 //! * [`cli`], [`config`] and [`app`]: the command line, `iotstream run`'s configuration, and wiring.
 
 pub mod api;
@@ -22,5 +23,6 @@ pub mod live;
 pub mod pipeline;
 pub mod plugins;
 pub mod reading;
+pub mod replay;
 pub mod simulate;
 pub mod store;

@@ -35,6 +35,16 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::Replay(config) => {
+            let summary = tokio::task::spawn_blocking(move || iotstream::replay::replay(&config)).await??;
+            eprintln!(
+                "replayed {} rows: {} anomalies{}",
+                summary.rows,
+                summary.anomalies,
+                if summary.rescaled { " (scores mapped through s / (1 + s))" } else { "" }
+            );
+            Ok(())
+        }
         Command::Simulate { brokers, topic, simulate } => {
             let report = iotstream::simulate::run(&simulate, &brokers, &topic, shutdown).await?;
             println!(

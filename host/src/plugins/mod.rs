@@ -163,6 +163,11 @@ impl PluginRuntime {
 
     /// Compiles and instantiates one plugin file, with the configuration beside it.
     pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
+        self.load_with_config(path, None)
+    }
+
+    /// Compiles and instantiates one plugin file with `config`, or (`None`) the configuration beside it.
+    pub fn load_with_config(&self, path: &Path, config: Option<String>) -> Result<Plugin, PluginError> {
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_owned(), source })?;
         let component = Component::new(&self.engine, &bytes)
             .map_err(|err| PluginError::Compile { path: path.to_owned(), message: format!("{err:#}") })?;
@@ -177,10 +182,13 @@ impl PluginRuntime {
         };
         let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let config_path = path.with_extension("json");
-        let config = match std::fs::read_to_string(&config_path) {
-            Ok(text) => text,
-            Err(err) if err.kind() == std::io::ErrorKind::NotFound => "{}".to_owned(),
-            Err(source) => return Err(PluginError::Read { path: config_path, source }),
+        let config = match config {
+            Some(config) => config,
+            None => match std::fs::read_to_string(&config_path) {
+                Ok(text) => text,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => "{}".to_owned(),
+                Err(source) => return Err(PluginError::Read { path: config_path, source }),
+            },
         };
         let mut plugin = Plugin {
             name,

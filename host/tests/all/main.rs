@@ -10,3 +10,4 @@ mod dead_letters;
 mod e2e;
 mod plugins;
 mod process;
+mod replay;
