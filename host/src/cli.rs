@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::bench::BenchConfig;
+use crate::bench_plugins::BenchPluginsConfig;
 use crate::config::RunConfig;
 use crate::replay::ReplayConfig;
 use crate::simulate::SimulateConfig;
@@ -27,6 +28,8 @@ pub enum Command {
     Run(Box<RunConfig>),
     /// Measure the whole pipeline: embedded broker, simulator, plugins, a scratch database.
     Bench(Box<BenchConfig>),
+    /// Measure each plugin alone: its algorithm natively and its `.wasm` through the host.
+    BenchPlugins(BenchPluginsConfig),
     /// Run one detector plugin over a recorded `timestamp,value` CSV and write its scores.
     Replay(ReplayConfig),
     /// Produce simulated sensor readings to a Kafka topic.

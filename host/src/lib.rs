@@ -10,12 +10,14 @@
 //! * [`store`]: PostgreSQL schema, writes and queries.
 //! * [`live`]: the in-memory live view; [`api`]: HTTP, the live stream and the dashboard.
 //! * [`simulate`]: the sensor fleet simulator; [`bench`]: the whole-pipeline benchmark;
+//!   [`bench_plugins`]: each plugin natively and as `.wasm`;
 //!   [`replay`]: one detector over a recorded series.
 //! * [`cli`], [`config`] and [`app`]: the command line, `iotstream run`'s configuration, and wiring.
 
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod bench_plugins;
 pub mod cli;
 pub mod config;
 pub mod kafka;

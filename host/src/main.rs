@@ -35,6 +35,20 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::BenchPlugins(config) => {
+            let results = tokio::task::spawn_blocking(move || iotstream::bench_plugins::bench_plugins(&config)).await??;
+            for r in &results {
+                println!("{}", serde_json::to_string(r)?);
+                eprintln!(
+                    "{:<17} native {:>12.0} readings/s   wasm {:>12.0} readings/s   ({:.2}x)",
+                    r.plugin,
+                    r.native_readings_per_s,
+                    r.wasm_readings_per_s,
+                    r.native_readings_per_s / r.wasm_readings_per_s
+                );
+            }
+            Ok(())
+        }
         Command::Replay(config) => {
             let summary = tokio::task::spawn_blocking(move || iotstream::replay::replay(&config)).await??;
             eprintln!(

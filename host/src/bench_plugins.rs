@@ -1,0 +1,120 @@
+//! `iotstream bench-plugins`: each plugin alone, its algorithm natively and its `.wasm` through the
+//! host, over the same simulated readings in one run: readings/s, and what the component boundary
+//! and the sandbox cost.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::{DateTime, Duration, TimeZone, Utc};
+use iotstream_plugin_sdk::detector::Detector;
+use iotstream_plugin_sdk::{SensorIdentity, SensorType as PluginSensorType};
+use serde::Serialize;
+
+use crate::plugins::bindings::Reading as WitReading;
+use crate::plugins::{PluginError, PluginRuntime, SensorCatalog};
+use crate::reading::{Reading, SensorType};
+use crate::simulate::Fleet;
+
+/// Readings per plugin call, as the pipeline's default batch.
+const BATCH: usize = 5000;
+
+/// `iotstream bench-plugins`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchPluginsConfig {
+    /// Readings through each plugin.
+    #[arg(long, default_value_t = 500_000)]
+    pub readings: usize,
+    /// Simulated sensors.
+    #[arg(long, default_value_t = 50)]
+    pub sensors: usize,
+    /// Folder of plugin components.
+    #[arg(long = "plugins", env = "IOTSTREAM_PLUGINS", default_value = "dist/plugins")]
+    pub plugins_dir: PathBuf,
+}
+
+/// One plugin's throughput, both ways.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginThroughput {
+    /// The plugin.
+    pub plugin: String,
+    /// Its algorithm compiled natively into this binary.
+    pub native_readings_per_s: f64,
+    /// Its `.wasm` through the host, in batches of 5000.
+    pub wasm_readings_per_s: f64,
+}
+
+fn plugin_type(t: SensorType) -> PluginSensorType {
+    match t {
+        SensorType::Temperature => PluginSensorType::Temperature,
+        SensorType::Humidity => PluginSensorType::Humidity,
+        SensorType::AirQuality => PluginSensorType::AirQuality,
+        SensorType::Pressure => PluginSensorType::Pressure,
+        SensorType::Co2 => PluginSensorType::Co2,
+    }
+}
+
+/// Runs every plugin both ways over the same readings.
+pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput>, PluginError> {
+    // One reading every 20 ms of event time: 500 000 readings span ~3 hours, so windows close and
+    // forests retrain as they would live.
+    let start: DateTime<Utc> = Utc.timestamp_millis_opt(1_767_225_600_000).single().unwrap_or_default();
+    let mut fleet = Fleet::new(config.sensors, 0.002, 7);
+    let readings: Vec<Reading> = (0..config.readings).map(|i| fleet.next_reading(start + Duration::milliseconds(i as i64 * 20))).collect();
+    let identities: Vec<SensorIdentity> = readings
+        .iter()
+        .map(|r| SensorIdentity {
+            sensor_id: Arc::from(r.sensor_id.as_str()),
+            sensor_type: plugin_type(r.sensor_type),
+            location: Arc::from(r.location.as_str()),
+        })
+        .collect();
+    let per_second = |n: usize, started: Instant| n as f64 / started.elapsed().as_secs_f64();
+    let runtime = PluginRuntime::new()?;
+    let mut catalog = SensorCatalog::default();
+    let wit: Vec<WitReading> = readings
+        .iter()
+        .map(|r| WitReading { sensor: catalog.key_for(r), timestamp_ms: r.timestamp.timestamp_millis(), value: r.value, flagged: false })
+        .collect();
+    let mut results = Vec::new();
+    for name in ["zscore", "isolation-forest", "tumbling-window"] {
+        let started = Instant::now();
+        match name {
+            "zscore" => {
+                let mut d = zscore::zscore::ZScore::create(Default::default()).unwrap_or_else(|_| unreachable!("defaults are valid"));
+                for (r, id) in readings.iter().zip(&identities) {
+                    std::hint::black_box(d.judge(id, r.timestamp.timestamp_millis(), r.value));
+                }
+            }
+            "isolation-forest" => {
+                let mut d = isolation_forest::detector::OnlineForest::create(Default::default())
+                    .unwrap_or_else(|_| unreachable!("defaults are valid"));
+                for (r, id) in readings.iter().zip(&identities) {
+                    std::hint::black_box(d.judge(id, r.timestamp.timestamp_millis(), r.value));
+                }
+            }
+            _ => {
+                let mut w = tumbling_window::window::TumblingWindows::new(Default::default());
+                for chunk in readings.chunks(BATCH).zip(identities.chunks(BATCH)) {
+                    for (r, id) in chunk.0.iter().zip(chunk.1) {
+                        w.add(&id.location, id.sensor_type, r.timestamp.timestamp_millis(), r.value, false);
+                    }
+                    std::hint::black_box(w.close_ready());
+                }
+            }
+        }
+        let native = per_second(readings.len(), started);
+        let mut plugin = runtime.load_with_config(&config.plugins_dir.join(format!("{name}.wasm")), Some("{}".into()))?;
+        let started = Instant::now();
+        for chunk in wit.chunks(BATCH) {
+            if name == "tumbling-window" {
+                std::hint::black_box(plugin.aggregate(&catalog, chunk)?);
+            } else {
+                std::hint::black_box(plugin.detect(&catalog, chunk)?);
+            }
+        }
+        let wasm = per_second(readings.len(), started);
+        results.push(PluginThroughput { plugin: name.to_owned(), native_readings_per_s: native, wasm_readings_per_s: wasm });
+    }
+    Ok(results)
+}
