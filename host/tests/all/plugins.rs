@@ -143,6 +143,37 @@ fn state_exported_from_one_instance_continues_in_another() {
 }
 
 #[test]
+fn aggregator_state_hand_off_gives_the_same_windows() {
+    let runtime = PluginRuntime::new().expect("runtime");
+    // Out of order across three locations: windows close by watermark and late readings revise them.
+    let readings: Vec<Reading> = (0..600)
+        .map(|i| {
+            let location = ["office_1", "lab_1", "warehouse_1"][i % 3];
+            reading(&format!("h-{location}"), SensorType::Humidity, location, ((i * 7919) % 400_000) as i64 + i as i64 * 500, (i % 13) as f64)
+        })
+        .collect();
+    let run = |split: Option<usize>| {
+        let mut plugin = runtime.load(&plugin_path("tumbling-window")).expect("loads");
+        let mut catalog = SensorCatalog::default();
+        let mut out = Vec::new();
+        for (i, chunk) in readings.chunks(50).enumerate() {
+            if split == Some(i) {
+                let state = plugin.export_state(&catalog).expect("exports");
+                plugin = runtime.load(&plugin_path("tumbling-window")).expect("loads");
+                catalog = SensorCatalog::default();
+                plugin.import_state(&catalog, &state).expect("imports");
+            }
+            let wit = to_wit(&mut catalog, chunk);
+            out.extend(plugin.aggregate(&catalog, &wit).expect("aggregates"));
+        }
+        out
+    };
+    let uninterrupted = run(None);
+    assert!(uninterrupted.iter().any(|a| a.revision > 0), "the stream revises windows");
+    assert_eq!(run(Some(5)), uninterrupted);
+}
+
+#[test]
 fn files_that_are_not_stage_components_are_refused_with_a_reason() {
     let runtime = PluginRuntime::new().expect("runtime");
     let dir = tempdir();
