@@ -2,11 +2,12 @@
 //!
 //! [`forest`] is the Isolation Forest itself (scikit-learn's semantics), [`detector`] the online
 //! detector built on it (the seed's features, one model per sensor type, periodic retraining); both
-//! are plain Rust tested natively. For wasm builds, `export_detector!` makes the detector a
+//! are plain Rust tested natively; [`metrics`] scores a detector against labels (ROC AUC). For wasm builds, `export_detector!` makes the detector a
 //! component exporting the WIT `detector` interface.
 
 pub mod detector;
 pub mod forest;
+pub mod metrics;
 
 #[cfg(target_arch = "wasm32")]
 iotstream_plugin_sdk::export_detector!(crate::detector::OnlineForest);
