@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 use crate::bench::BenchConfig;
 use crate::bench_plugins::BenchPluginsConfig;
 use crate::config::RunConfig;
+use crate::iforest::IforestConfig;
 use crate::replay::ReplayConfig;
 use crate::simulate::SimulateConfig;
 
@@ -30,6 +31,8 @@ pub enum Command {
     Bench(Box<BenchConfig>),
     /// Measure each plugin alone: its algorithm natively and its `.wasm` through the host.
     BenchPlugins(BenchPluginsConfig),
+    /// Fit the Isolation Forest on a tabular CSV and write one score per row (and the ROC AUC).
+    Iforest(IforestConfig),
     /// Run one detector plugin over a recorded `timestamp,value` CSV and write its scores.
     Replay(ReplayConfig),
     /// Produce simulated sensor readings to a Kafka topic.

@@ -11,7 +11,7 @@
 //! * [`live`]: the in-memory live view; [`api`]: HTTP, the live stream and the dashboard.
 //! * [`simulate`]: the sensor fleet simulator; [`bench`]: the whole-pipeline benchmark;
 //!   [`bench_plugins`]: each plugin natively and as `.wasm`;
-//!   [`replay`]: one detector over a recorded series.
+//!   [`replay`]: one detector over a recorded series; [`iforest`]: the forest on any tabular CSV.
 //! * [`cli`], [`config`] and [`app`]: the command line, `iotstream run`'s configuration, and wiring.
 
 pub mod api;
@@ -20,6 +20,7 @@ pub mod bench;
 pub mod bench_plugins;
 pub mod cli;
 pub mod config;
+pub mod iforest;
 pub mod kafka;
 pub mod live;
 pub mod pipeline;

@@ -49,6 +49,14 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Iforest(config) => {
+            let summary = tokio::task::spawn_blocking(move || iotstream::iforest::iforest(&config)).await??;
+            match summary.auc {
+                Some(auc) => println!("rows={} features={} auc={auc:.5}", summary.rows, summary.features),
+                None => println!("rows={} features={}", summary.rows, summary.features),
+            }
+            Ok(())
+        }
         Command::Replay(config) => {
             let summary = tokio::task::spawn_blocking(move || iotstream::replay::replay(&config)).await??;
             eprintln!(
