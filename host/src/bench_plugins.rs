@@ -42,6 +42,9 @@ pub struct PluginThroughput {
     pub native_readings_per_s: f64,
     /// Its `.wasm` through the host, in batches of 5000.
     pub wasm_readings_per_s: f64,
+    /// The forest's longest single reading natively, milliseconds: its longest retraining pause
+    /// (not timed for the other plugins, whose per-reading cost the timer itself would distort).
+    pub longest_native_call_ms: f64,
 }
 
 fn plugin_type(t: SensorType) -> PluginSensorType {
@@ -78,6 +81,7 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
         .collect();
     let mut results = Vec::new();
     for name in ["zscore", "isolation-forest", "tumbling-window"] {
+        let mut longest = 0.0_f64;
         let started = Instant::now();
         match name {
             "zscore" => {
@@ -90,7 +94,9 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
                 let mut d = isolation_forest::detector::OnlineForest::create(Default::default())
                     .unwrap_or_else(|_| unreachable!("defaults are valid"));
                 for (r, id) in readings.iter().zip(&identities) {
+                    let call = Instant::now();
                     std::hint::black_box(d.judge(id, r.timestamp.timestamp_millis(), r.value));
+                    longest = longest.max(call.elapsed().as_secs_f64() * 1000.0);
                 }
             }
             _ => {
@@ -114,7 +120,12 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
             }
         }
         let wasm = per_second(readings.len(), started);
-        results.push(PluginThroughput { plugin: name.to_owned(), native_readings_per_s: native, wasm_readings_per_s: wasm });
+        results.push(PluginThroughput {
+            plugin: name.to_owned(),
+            native_readings_per_s: native,
+            wasm_readings_per_s: wasm,
+            longest_native_call_ms: longest,
+        });
     }
     Ok(results)
 }

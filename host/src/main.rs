@@ -40,11 +40,12 @@ async fn main() -> anyhow::Result<()> {
             for r in &results {
                 println!("{}", serde_json::to_string(r)?);
                 eprintln!(
-                    "{:<17} native {:>12.0} readings/s   wasm {:>12.0} readings/s   ({:.2}x)",
+                    "{:<17} native {:>12.0} readings/s   wasm {:>12.0} readings/s   ({:.2}x)   longest call {:.2} ms",
                     r.plugin,
                     r.native_readings_per_s,
                     r.wasm_readings_per_s,
-                    r.native_readings_per_s / r.wasm_readings_per_s
+                    r.native_readings_per_s / r.wasm_readings_per_s,
+                    r.longest_native_call_ms
                 );
             }
             Ok(())
