@@ -75,6 +75,8 @@ CREATE TABLE ml_anomaly_predictions (
 CREATE INDEX ml_anomaly_predictions_timestamp ON ml_anomaly_predictions (timestamp);
 CREATE INDEX ml_anomaly_predictions_detector_timestamp ON ml_anomaly_predictions (detector, timestamp);
 CREATE INDEX ml_anomaly_predictions_anomalies ON ml_anomaly_predictions (timestamp) WHERE is_anomaly;
+-- Pairs the verdicts of different detectors on one reading (detector agreement).
+CREATE INDEX ml_anomaly_predictions_reading ON ml_anomaly_predictions (sensor_id, timestamp);
 
 -- Messages that did not decode or validate, with the reason: counted, kept, never silently dropped.
 CREATE TABLE dead_letters (

@@ -65,6 +65,7 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         .route("/api/aggregates", get(aggregates))
         .route("/api/dead-letters", get(dead_letters))
         .route("/api/plugins", get(plugins))
+        .route("/api/quality", get(quality))
         .route("/api/stream", get(stream))
         .with_state(state);
     let index = dashboard_dir.join("index.html");
@@ -114,6 +115,17 @@ async fn aggregates(State(state): State<ApiState>, Query(q): Query<ListQuery>) -
 
 async fn dead_letters(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(state.store.dead_letters(q.limit()).await?))
+}
+
+/// `?from=&to=` of `/api/quality` (RFC 3339; either may be left out).
+#[derive(Debug, Deserialize)]
+struct RangeQuery {
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+async fn quality(State(state): State<ApiState>, Query(q): Query<RangeQuery>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(state.store.quality(q.from, q.to).await?))
 }
 
 /// `GET /api/plugins`.

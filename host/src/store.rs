@@ -5,7 +5,7 @@
 //! row-by-row inserts), and its parameters are bound, never spliced into SQL.
 
 use chrono::{DateTime, Utc};
-use iotstream_api::{AggregateRow, DeadLetterRow, PredictionRow, ReadingRow};
+use iotstream_api::{AggregateRow, DeadLetterRow, DetectorAgreement, DetectorQuality, PredictionRow, QualityReport, ReadingRow};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
@@ -265,6 +265,71 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(aggregate_row).collect::<Result<_, _>>().map_err(StoreError::from)
+    }
+
+    /// Each detector against the source's labels (the simulator labels what it injects), and each
+    /// pair of detectors against each other, per sensor type, over readings with event time in
+    /// `[from, to)` (either end open when `None`). Warming-up verdicts are left out.
+    pub async fn quality(&self, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<QualityReport, StoreError> {
+        let detectors: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT detector, sensor_type, count(*), \
+             count(*) FILTER (WHERE is_anomaly AND rule_based_anomaly), \
+             count(*) FILTER (WHERE is_anomaly AND NOT rule_based_anomaly), \
+             count(*) FILTER (WHERE NOT is_anomaly AND rule_based_anomaly) \
+             FROM ml_anomaly_predictions \
+             WHERE verdict <> 'warming_up' AND ($1::timestamptz IS NULL OR timestamp >= $1) \
+             AND ($2::timestamptz IS NULL OR timestamp < $2) \
+             GROUP BY detector, sensor_type ORDER BY detector, sensor_type",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let agreement: Vec<(String, String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT a.sensor_type, a.detector, b.detector, count(*), count(*) FILTER (WHERE a.is_anomaly = b.is_anomaly), \
+             count(*) FILTER (WHERE a.is_anomaly AND b.is_anomaly) \
+             FROM ml_anomaly_predictions a JOIN ml_anomaly_predictions b \
+             ON a.sensor_id = b.sensor_id AND a.timestamp = b.timestamp AND a.kafka_partition = b.kafka_partition \
+             AND a.kafka_offset = b.kafka_offset AND a.detector < b.detector \
+             WHERE a.verdict <> 'warming_up' AND b.verdict <> 'warming_up' \
+             AND ($1::timestamptz IS NULL OR a.timestamp >= $1) AND ($2::timestamptz IS NULL OR a.timestamp < $2) \
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(QualityReport {
+            detectors: detectors
+                .into_iter()
+                .map(|(detector, sensor_type, judged, tp, fp, fn_)| {
+                    DetectorQuality {
+                        detector,
+                        sensor_type,
+                        judged,
+                        true_positives: tp,
+                        false_positives: fp,
+                        false_negatives: fn_,
+                        precision: None,
+                        recall: None,
+                        f1: None,
+                    }
+                    .with_rates()
+                })
+                .collect(),
+            agreement: agreement
+                .into_iter()
+                .map(|(sensor_type, detector_a, detector_b, both, agreed, both_anomalous)| DetectorAgreement {
+                    sensor_type,
+                    detector_a,
+                    detector_b,
+                    judged_by_both: both,
+                    agreed,
+                    both_anomalous,
+                    agreement: (both > 0).then(|| agreed as f64 / both as f64),
+                })
+                .collect(),
+        })
     }
 
     /// The newest dead letters.

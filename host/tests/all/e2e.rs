@@ -132,5 +132,17 @@ async fn readings_flow_to_all_three_tables_with_exact_windows(pool: PgPool) {
     assert_eq!(stats["readings_total"], 74);
     assert_eq!(stats["aggregates_total"], 7);
     assert_eq!(stats["active_sensors"], 2);
+    // The z-score judges each sensor's readings from the 31st on (30 warm it up): temp-1 sent 38
+    // (36, the closer and the late one), hum-1 36, so 8 + 6.
+    let quality: serde_json::Value =
+        reqwest::get(format!("http://{}/api/quality", host.addr)).await.expect("api").json().await.expect("json");
+    let judged: i64 = quality["detectors"]
+        .as_array()
+        .expect("detectors")
+        .iter()
+        .filter(|q| q["detector"] == "zscore")
+        .map(|q| q["judged"].as_i64().unwrap_or_default())
+        .sum();
+    assert_eq!(judged, 14);
     host.stop().await.expect("clean shutdown");
 }

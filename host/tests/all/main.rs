@@ -11,4 +11,5 @@ mod e2e;
 mod iforest;
 mod plugins;
 mod process;
+mod quality;
 mod replay;
