@@ -69,6 +69,12 @@ CREATE TABLE ml_anomaly_predictions (
     anomaly_score      DOUBLE PRECISION NOT NULL,
     -- The source's own anomaly flag of the reading (the seed's "original rule flag").
     rule_based_anomaly BOOLEAN      NOT NULL,
+    -- Lineage: the detector plugin's version, and for a detector that trains models, the model
+    -- (its generation, the event time of the newest reading it was trained with, its training rows).
+    detector_version    VARCHAR(50) NOT NULL DEFAULT '',
+    model_generation    INTEGER,
+    model_trained_at    TIMESTAMPTZ,
+    model_training_rows INTEGER,
     kafka_partition    INTEGER      NOT NULL,
     kafka_offset       BIGINT       NOT NULL
 );

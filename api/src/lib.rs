@@ -46,6 +46,10 @@ pub struct PredictionRow {
     pub anomaly_score: f64,
     /// The source's own anomaly flag for the reading.
     pub rule_based_anomaly: bool,
+    /// The detector plugin's version.
+    pub detector_version: String,
+    /// The generation of the model that judged it (detectors that train models).
+    pub model_generation: Option<i32>,
 }
 
 /// One closed window.

@@ -216,6 +216,8 @@ impl Pipeline {
                     is_anomaly: true,
                     anomaly_score: p.score,
                     rule_based_anomaly: stored.reading.anomaly,
+                    detector_version: p.detector_version.clone(),
+                    model_generation: p.model.as_ref().map(|m| i32::try_from(m.generation).unwrap_or(i32::MAX)),
                 }
             })
             .collect();
@@ -251,6 +253,8 @@ impl Stages {
                             reading: index,
                             verdict: verdict_name(detection.verdict),
                             score: detection.score,
+                            detector_version: detector.info().version.clone(),
+                            model: detection.model.clone(),
                         });
                     }
                 }

@@ -19,7 +19,7 @@ pub mod aggregator {
 }
 
 pub use aggregator::exports::iotstream::pipeline::aggregator::WindowAggregate;
-pub use detector::exports::iotstream::pipeline::detector::{Detection, Verdict};
+pub use detector::exports::iotstream::pipeline::detector::{Detection, ModelInfo, Verdict};
 pub use detector::iotstream::pipeline::types::{Reading, Sensor, SensorType, StageError, StageInfo};
 
 /// The WIT package every stage must export from; checked at load.

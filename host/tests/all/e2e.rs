@@ -46,6 +46,15 @@ async fn readings_flow_to_all_three_tables_with_exact_windows(pool: PgPool) {
             .await
             .expect("per detector");
     assert_eq!(detectors, [("isolation-forest".to_owned(), 73), ("zscore".to_owned(), 73)]);
+    // Lineage: every row names the plugin version; no forest was trained on 73 readings (it needs 256
+    // rows of a sensor type), so no row names a model.
+    let lineage: (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE detector_version = '0.1.0'), count(model_generation) FROM ml_anomaly_predictions",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("lineage");
+    assert_eq!(lineage, (146, 0));
 
     // The reference: every window's statistics computed here from what was produced.
     for (sensor, location, sensor_type) in [("temp-1", "office_1", "temperature"), ("hum-1", "lab_1", "humidity")] {

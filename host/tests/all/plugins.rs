@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use iotstream::plugins::bindings::{Reading as WitReading, SensorType as WitSensorType, Verdict};
+use iotstream::plugins::bindings::{ModelInfo, Reading as WitReading, SensorType as WitSensorType, Verdict};
 use iotstream::plugins::{Plugin, PluginError, PluginRuntime, SensorCatalog, StageKind};
 use iotstream::reading::{Reading, SensorType};
 
@@ -52,6 +52,7 @@ fn zscore_scores_match_hand_computation() {
     let verdicts: Vec<Verdict> = detections.iter().map(|d| d.verdict).collect();
     use Verdict::{Anomaly, Normal, WarmingUp};
     assert_eq!(verdicts, [WarmingUp, WarmingUp, WarmingUp, WarmingUp, Normal, Anomaly]);
+    assert!(detections.iter().all(|d| d.model.is_none()), "the z-score trains no model");
     // History 10, 12, 10, 12: mean 11, std 1, so 14 scores 3. Then 12, 10, 12, 14: mean 12, std sqrt 2.
     assert_eq!(detections[4].score, 3.0);
     assert!((detections[5].score - 5.0 / 2f64.sqrt()).abs() < 1e-12);
@@ -107,7 +108,11 @@ fn isolation_forest_warms_up_then_flags_a_spike() {
     // and the 73rd trains the first model and is the first one scored.
     assert!(detections[..72].iter().all(|d| d.verdict == Verdict::WarmingUp && d.score == 0.0));
     assert!(detections[72..].iter().all(|d| d.verdict != Verdict::WarmingUp && d.score > 0.0 && d.score <= 1.0));
-    let spike = detections[200];
+    // Lineage: the first model (generation 1) was trained at the 73rd reading (72 s) on 64 rows.
+    let first_model = ModelInfo { generation: 1, trained_at_ms: 72_000, training_rows: 64 };
+    assert_eq!(detections[72].model, Some(first_model));
+    assert!(detections[..72].iter().all(|d| d.model.is_none()));
+    let spike = &detections[200];
     assert_eq!(spike.verdict, Verdict::Anomaly, "spike score {}", spike.score);
     let normal = detections[72..200].iter().filter(|d| d.verdict == Verdict::Normal).count();
     assert!(normal >= 120, "only {normal} of 128 ordinary readings judged normal");

@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
-pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
+pub use iotstream_plugin_sdk::detector::{Detector, Judgement, ModelInfo};
 use iotstream_plugin_sdk::{SensorIdentity, SensorType};
 use serde::{Deserialize, Serialize};
 
@@ -187,6 +187,14 @@ impl Detector for OnlineForest {
 
     fn judge(&mut self, sensor: &SensorIdentity, timestamp_ms: i64, value: f64) -> Judgement {
         self.observe(&sensor.sensor_id, sensor.sensor_type, timestamp_ms, value)
+    }
+
+    fn model(&self, sensor: &SensorIdentity) -> Option<ModelInfo> {
+        OnlineForest::model(self, sensor.sensor_type).map(|m| ModelInfo {
+            generation: m.generation,
+            trained_at_ms: m.trained_at_ms,
+            training_rows: u32::try_from(m.training_rows).unwrap_or(u32::MAX),
+        })
     }
 
     fn state(&self) -> &DetectorState {

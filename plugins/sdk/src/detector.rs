@@ -24,6 +24,17 @@ pub enum Judgement {
     },
 }
 
+/// Which trained model judged a reading (the WIT `model-info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// 1 for the first model of its scope, counting up with each retraining.
+    pub generation: u32,
+    /// Event time of the newest reading it was trained with.
+    pub trained_at_ms: i64,
+    /// Rows it was trained on.
+    pub training_rows: u32,
+}
+
 /// The algorithm of a detector plugin.
 pub trait Detector: Sized {
     /// Its configuration (`#[serde(default, deny_unknown_fields)]`).
@@ -37,6 +48,11 @@ pub trait Detector: Sized {
     fn create(config: Self::Config) -> Result<Self, String>;
     /// Judges one reading of `sensor`, updating the state.
     fn judge(&mut self, sensor: &SensorIdentity, timestamp_ms: i64, value: f64) -> Judgement;
+    /// The model that judges `sensor`'s readings now, for a detector that trains models (asked right
+    /// after each `judge`, so it names the model that gave that judgement).
+    fn model(&self, _sensor: &SensorIdentity) -> Option<ModelInfo> {
+        None
+    }
     /// The state, for export.
     fn state(&self) -> &Self::State;
     /// Replaces the state.
@@ -65,15 +81,19 @@ impl<D: Detector> DetectorStage<D> {
         }
     }
 
-    /// Judges a batch of `(sensor key, timestamp ms, value)`, in order. An undeclared key refuses the
-    /// whole batch before any state changes.
-    pub fn detect(&self, readings: &[(u32, i64, f64)]) -> Result<Vec<Judgement>, PluginError> {
+    /// Judges a batch of `(sensor key, timestamp ms, value)`, in order, with the model behind each
+    /// judgement. An undeclared key refuses the whole batch before any state changes.
+    pub fn detect(&self, readings: &[(u32, i64, f64)]) -> Result<Vec<(Judgement, Option<ModelInfo>)>, PluginError> {
         let catalog = self.catalog.borrow();
         catalog.check_all(readings.iter().map(|r| r.0))?;
         let mut detector = self.detector.borrow_mut();
         readings
             .iter()
-            .map(|&(key, timestamp_ms, value)| Ok(detector.judge(catalog.get(key)?, timestamp_ms, value)))
+            .map(|&(key, timestamp_ms, value)| {
+                let sensor = catalog.get(key)?;
+                let judgement = detector.judge(sensor, timestamp_ms, value);
+                Ok((judgement, detector.model(sensor)))
+            })
             .collect()
     }
 
@@ -114,7 +134,7 @@ macro_rules! export_detector {
                 with: { "iotstream:pipeline/types@0.1.0": ::iotstream_plugin_sdk::wit::iotstream::pipeline::types },
             });
 
-            use exports::iotstream::pipeline::detector::{Detection, DetectorStage as Handle, Guest, GuestDetectorStage, Verdict};
+            use exports::iotstream::pipeline::detector::{Detection, DetectorStage as Handle, Guest, GuestDetectorStage, ModelInfo, Verdict};
 
             struct Component;
 
@@ -142,10 +162,19 @@ macro_rules! export_detector {
                     let judgements = self.0.detect(&batch)?;
                     Ok(judgements
                         .into_iter()
-                        .map(|judgement| match judgement {
-                            Judgement::WarmingUp => Detection { score: 0.0, verdict: Verdict::WarmingUp },
-                            Judgement::Scored { score, anomaly } => {
-                                Detection { score, verdict: if anomaly { Verdict::Anomaly } else { Verdict::Normal } }
+                        .map(|(judgement, model)| {
+                            let model = model.map(|m| ModelInfo {
+                                generation: m.generation,
+                                trained_at_ms: m.trained_at_ms,
+                                training_rows: m.training_rows,
+                            });
+                            match judgement {
+                                Judgement::WarmingUp => Detection { score: 0.0, verdict: Verdict::WarmingUp, model: None },
+                                Judgement::Scored { score, anomaly } => Detection {
+                                    score,
+                                    verdict: if anomaly { Verdict::Anomaly } else { Verdict::Normal },
+                                    model,
+                                },
                             }
                         })
                         .collect())
@@ -209,9 +238,9 @@ mod tests {
         let stage = DetectorStage::<Counter>::create("").expect("created");
         stage.declare([(0, sensor("a")), (1, sensor("b"))]);
         let out = stage.detect(&[(0, 0, 1.0), (0, 0, 1.0), (1, 0, 1.0), (0, 0, 1.0)]).expect("detects");
-        let scores: Vec<f64> = out.iter().map(|j| if let Judgement::Scored { score, .. } = j { *score } else { -1.0 }).collect();
+        let scores: Vec<f64> = out.iter().map(|j| if let (Judgement::Scored { score, .. }, _) = j { *score } else { -1.0 }).collect();
         assert_eq!(scores, [1.0, 2.0, 1.0, 3.0]);
-        assert!(matches!(out[3], Judgement::Scored { anomaly: true, .. }));
+        assert!(matches!(out[3], (Judgement::Scored { anomaly: true, .. }, None)));
         // A batch with an undeclared key changes nothing.
         assert!(stage.detect(&[(0, 0, 1.0), (5, 0, 1.0)]).is_err());
         let state = stage.export_state();
@@ -219,7 +248,7 @@ mod tests {
         other.import_state(&state).expect("imports");
         // Keys are per instance: after the import, "a" is declared under another key.
         other.declare([(9, sensor("a"))]);
-        assert_eq!(other.detect(&[(9, 0, 1.0)]).expect("detects"), [Judgement::Scored { score: 4.0, anomaly: false }]);
+        assert_eq!(other.detect(&[(9, 0, 1.0)]).expect("detects"), [(Judgement::Scored { score: 4.0, anomaly: false }, None)]);
         assert!(matches!(other.import_state(&[1, 0, 0, 0]), Err(PluginError::InvalidState(_))));
     }
 }
