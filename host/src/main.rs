@@ -52,10 +52,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Iforest(config) => {
             let summary = tokio::task::spawn_blocking(move || iotstream::iforest::iforest(&config)).await??;
-            match summary.auc {
-                Some(auc) => println!("rows={} features={} auc={auc:.5}", summary.rows, summary.features),
-                None => println!("rows={} features={}", summary.rows, summary.features),
-            }
+            let auc = summary.auc.map(|auc| format!(" auc={auc:.5}")).unwrap_or_default();
+            println!("rows={} features={} fit_score_ms={:.2}{auc}", summary.rows, summary.features, summary.fit_score_ms);
             Ok(())
         }
         Command::Replay(config) => {

@@ -21,6 +21,7 @@ fn scores_every_row_reports_auc_and_refuses_bad_cells() {
     let out = dir.join("scores.csv");
     let summary = iforest(&config(&input, &out)).expect("scores");
     assert_eq!((summary.rows, summary.features, summary.auc), (402, 2, Some(1.0)));
+    assert!(summary.fit_score_ms > 0.0);
     let written = std::fs::read_to_string(&out).expect("read");
     let lines: Vec<&str> = written.lines().collect();
     assert_eq!((lines.len(), lines[0], lines[401].ends_with(",1")), (403, "score,label", true));
