@@ -103,7 +103,7 @@ pub fn iforest(config: &IforestConfig) -> Result<IforestSummary, IforestError> {
     }
     let started = std::time::Instant::now();
     let params = ForestParams { n_estimators: config.trees, max_samples: config.max_samples, seed: config.seed };
-    let forest = params.fit(&rows).map_err(|err| IforestError::Fit(err.to_string()))?;
+    let forest = params.fit_rows(&rows).map_err(|err| IforestError::Fit(err.to_string()))?;
     let scores: Vec<f64> = rows.iter().map(|r| forest.score(r)).collect();
     let fit_score_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut writer = csv::Writer::from_path(&config.out).map_err(csv_error(&config.out))?;

@@ -17,6 +17,9 @@ pub use iotstream_plugin_sdk::detector::{Detector, Judgement, ModelInfo};
 use iotstream_plugin_sdk::{SensorIdentity, SensorType};
 use serde::{Deserialize, Serialize};
 
+use linfa::prelude::{Dataset, Fit, Predict};
+use ndarray::Array2;
+
 use crate::forest::{ForestParams, IsolationForest};
 
 /// Number of features per reading.
@@ -225,17 +228,18 @@ fn features(history: &mut SensorHistory, capacity: usize, timestamp_ms: i64, val
 /// Fits a forest on the training rows and sets its threshold; `None` if the rows cannot be fitted
 /// (they are finite by construction, so only an empty buffer would).
 fn train(config: &DetectorConfig, rows: &VecDeque<Features>, trained_at_ms: i64, generation: u32) -> Option<Model> {
-    let rows: Vec<Features> = rows.iter().copied().collect();
+    let records = Array2::from_shape_vec((rows.len(), N_FEATURES), rows.iter().flatten().copied().collect()).ok()?;
     let params = ForestParams {
         n_estimators: config.trees,
         max_samples: config.max_samples,
         seed: config.seed.wrapping_add(u64::from(generation)),
     };
-    let forest = params.fit(&rows).ok()?;
-    let mut scores: Vec<f64> = rows.iter().map(|r| forest.score(r)).collect();
+    // Fitted and scored through linfa, as any user of the forest would.
+    let forest = params.fit(&Dataset::from(records.clone())).ok()?;
+    let mut scores = forest.predict(&records).to_vec();
     scores.sort_by(f64::total_cmp);
     let rank = (((1.0 - config.contamination) * scores.len() as f64).ceil() as usize).clamp(1, scores.len()) - 1;
-    Some(Model { forest, threshold: scores[rank], trained_at_ms, training_rows: rows.len(), generation })
+    Some(Model { forest, threshold: scores[rank], trained_at_ms, training_rows: records.nrows(), generation })
 }
 
 #[cfg(test)]

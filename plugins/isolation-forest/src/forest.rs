@@ -48,6 +48,8 @@ pub enum FitError {
     BadParams(String),
 }
 
+impl std::error::Error for FitError {}
+
 impl std::fmt::Display for FitError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -92,8 +94,9 @@ pub fn average_path_length(n: usize) -> f64 {
 }
 
 impl ForestParams {
-    /// Fits a forest on `rows` (each of the same, non-zero length).
-    pub fn fit(&self, rows: &[impl AsRef<[f64]>]) -> Result<IsolationForest, FitError> {
+    /// Fits a forest on `rows` (each of the same, non-zero length). Through linfa, the same is
+    /// `Fit::fit` on a `Dataset` (see [`crate::linfa`]).
+    pub fn fit_rows(&self, rows: &[impl AsRef<[f64]>]) -> Result<IsolationForest, FitError> {
         if self.n_estimators == 0 || self.max_samples == 0 {
             return Err(FitError::BadParams("n_estimators and max_samples must be positive".into()));
         }
@@ -208,7 +211,7 @@ mod tests {
     fn isolated_point_scores_highest_and_scores_are_bounded() {
         let mut rows: Vec<[f64; 2]> = (0..200).map(|i| [f64::from(i % 10) * 0.1, f64::from(i / 10) * 0.1]).collect();
         rows.push([50.0, 50.0]);
-        let forest = ForestParams { seed: 7, ..ForestParams::default() }.fit(&rows).expect("fits");
+        let forest = ForestParams { seed: 7, ..ForestParams::default() }.fit_rows(&rows).expect("fits");
         let scores: Vec<f64> = rows.iter().map(|r| forest.score(r)).collect();
         let outlier = scores[200];
         assert!(scores[..200].iter().all(|s| *s < outlier), "outlier {outlier}");
@@ -220,7 +223,7 @@ mod tests {
     fn a_two_row_forest_has_the_hand_computed_score() {
         // Two distinct rows: every tree splits once (depth limit ceil(log2 2) = 1) into two leaves of
         // one row, so every path is 1 + c(1) = 1 and the score is 2^(-1 / c(2)) = 0.5.
-        let forest = ForestParams::default().fit(&[[0.0], [1.0]]).expect("fits");
+        let forest = ForestParams::default().fit_rows(&[[0.0], [1.0]]).expect("fits");
         assert_eq!(forest.score(&[0.0]), 0.5);
         assert_eq!(forest.score(&[7.0]), 0.5);
     }
@@ -229,19 +232,19 @@ mod tests {
     fn constant_data_is_one_leaf_and_fitting_is_deterministic() {
         // All rows equal: no feature can split, every path is c(256) and the score is exactly 0.5.
         let rows = vec![[3.0, 3.0]; 300];
-        let forest = ForestParams::default().fit(&rows).expect("fits");
+        let forest = ForestParams::default().fit_rows(&rows).expect("fits");
         assert!((forest.score(&[3.0, 3.0]) - 0.5).abs() < 1e-12);
         let data: Vec<[f64; 1]> = (0..500).map(|i| [f64::from(i).sin()]).collect();
-        let a = ForestParams { seed: 3, ..ForestParams::default() }.fit(&data).expect("fits");
-        let b = ForestParams { seed: 3, ..ForestParams::default() }.fit(&data).expect("fits");
+        let a = ForestParams { seed: 3, ..ForestParams::default() }.fit_rows(&data).expect("fits");
+        let b = ForestParams { seed: 3, ..ForestParams::default() }.fit_rows(&data).expect("fits");
         assert_eq!(a, b);
     }
 
     #[test]
     fn bad_input_is_refused() {
         let empty: [[f64; 1]; 0] = [];
-        assert!(matches!(ForestParams::default().fit(&empty), Err(FitError::BadShape(_))));
-        assert_eq!(ForestParams::default().fit(&[[1.0], [f64::NAN]]), Err(FitError::NotFinite { row: 1, feature: 0 }));
-        assert!(matches!(ForestParams::default().fit(&[vec![1.0], vec![1.0, 2.0]]), Err(FitError::BadShape(_))));
+        assert!(matches!(ForestParams::default().fit_rows(&empty), Err(FitError::BadShape(_))));
+        assert_eq!(ForestParams::default().fit_rows(&[[1.0], [f64::NAN]]), Err(FitError::NotFinite { row: 1, feature: 0 }));
+        assert!(matches!(ForestParams::default().fit_rows(&[vec![1.0], vec![1.0, 2.0]]), Err(FitError::BadShape(_))));
     }
 }

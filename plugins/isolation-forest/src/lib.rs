@@ -1,12 +1,14 @@
 //! The `isolation-forest` detector plugin.
 //!
-//! [`forest`] is the Isolation Forest itself (scikit-learn's semantics), [`detector`] the online
+//! [`forest`] is the Isolation Forest itself (scikit-learn's semantics), a linfa algorithm
+//! ([`linfa`]: `Fit` on a `Dataset`, `Predict` of scores); [`detector`] is the online
 //! detector built on it (the seed's features, one model per sensor type, periodic retraining); both
 //! are plain Rust tested natively; [`metrics`] scores a detector against labels (ROC AUC). For wasm builds, `export_detector!` makes the detector a
 //! component exporting the WIT `detector` interface.
 
 pub mod detector;
 pub mod forest;
+pub mod linfa;
 pub mod metrics;
 
 #[cfg(target_arch = "wasm32")]

@@ -6,6 +6,8 @@
 use std::path::PathBuf;
 
 use isolation_forest::forest::ForestParams;
+use linfa::prelude::{Dataset, Fit, Predict};
+use ndarray::Array2;
 use isolation_forest::metrics::roc_auc;
 
 fn data_dir() -> PathBuf {
@@ -35,12 +37,16 @@ fn auc_is_within_tolerance_of_scikit_learn_on_every_data_set() {
     let mut report = Vec::new();
     for (name, expected) in datasets {
         let (rows, labels) = read(expected["file"].as_str().expect("file"));
+        let width = rows[0].len();
+        let records = Array2::from_shape_vec((rows.len(), width), rows.iter().flatten().copied().collect()).expect("rectangular");
         assert_eq!(rows.len() as u64, expected["rows"].as_u64().expect("rows"), "{name}");
         assert_eq!(labels.iter().filter(|l| **l).count() as u64, expected["anomalies"].as_u64().expect("anomalies"));
         let aucs: Vec<f64> = (0..5)
             .map(|seed| {
-                let forest = ForestParams { n_estimators: 100, max_samples: 256, seed }.fit(&rows).expect("fits");
-                let scores: Vec<f64> = rows.iter().map(|r| forest.score(r)).collect();
+                // Through linfa: Fit on a Dataset, Predict one score per record.
+                let params = ForestParams { n_estimators: 100, max_samples: 256, seed };
+                let forest = params.fit(&Dataset::from(records.clone())).expect("fits");
+                let scores = forest.predict(&records).to_vec();
                 roc_auc(&scores, &labels).expect("both classes")
             })
             .collect();
