@@ -52,6 +52,29 @@ pub struct DetectorConfig {
     pub contamination: f64,
     /// Seed of the forests (each training adds its generation number).
     pub seed: u64,
+    /// What one model covers: `sensor_type` (default: one model per type, trained on all its
+    /// sensors) or `sensor` (one model per sensor).
+    pub model_scope: ModelScope,
+}
+
+/// What one model covers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelScope {
+    /// One model per sensor type: more training data, models ready sooner.
+    #[default]
+    SensorType,
+    /// One model per sensor: fits each sensor's own normal, needs `min_train` rows of each.
+    Sensor,
+}
+
+/// The key of one model's training rows.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum ScopeKey {
+    /// All sensors of a type.
+    Type(SensorType),
+    /// One sensor, by id.
+    Sensor(Arc<str>),
 }
 
 impl Default for DetectorConfig {
@@ -66,6 +89,7 @@ impl Default for DetectorConfig {
             retrain_interval_ms: 300_000,
             contamination: 0.01,
             seed: 0,
+            model_scope: ModelScope::SensorType,
         }
     }
 }
@@ -112,18 +136,18 @@ struct SensorHistory {
     values: VecDeque<f64>,
 }
 
-/// A sensor type's training rows and model.
+/// One model's training rows and the model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-struct TypeState {
+struct ModelState {
     training: VecDeque<Features>,
     model: Option<Model>,
 }
 
-/// The complete state: histories by sensor id, training rows and models by sensor type.
+/// The complete state: histories by sensor id, training rows and models by scope.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DetectorState {
     sensors: HashMap<Arc<str>, SensorHistory>,
-    types: BTreeMap<SensorType, TypeState>,
+    models: BTreeMap<ScopeKey, ModelState>,
 }
 
 /// The online detector.
@@ -139,9 +163,16 @@ impl OnlineForest {
         OnlineForest { config, state: DetectorState::default() }
     }
 
-    /// The current model of a sensor type.
-    pub fn model(&self, sensor_type: SensorType) -> Option<&Model> {
-        self.state.types.get(&sensor_type).and_then(|t| t.model.as_ref())
+    /// The current model that judges `sensor`'s readings.
+    pub fn model_for(&self, sensor: &Arc<str>, sensor_type: SensorType) -> Option<&Model> {
+        self.state.models.get(&self.scope(sensor, sensor_type)).and_then(|t| t.model.as_ref())
+    }
+
+    fn scope(&self, sensor: &Arc<str>, sensor_type: SensorType) -> ScopeKey {
+        match self.config.model_scope {
+            ModelScope::SensorType => ScopeKey::Type(sensor_type),
+            ModelScope::Sensor => ScopeKey::Sensor(sensor.clone()),
+        }
     }
 
     /// Updates the features and training rows with one reading, retrains if due, and scores it.
@@ -154,8 +185,9 @@ impl OnlineForest {
         if history.values.len() < self.config.min_history {
             return Judgement::WarmingUp;
         }
+        let scope = self.scope(sensor, sensor_type);
         let config = &self.config;
-        let state = self.state.types.entry(sensor_type).or_default();
+        let state = self.state.models.entry(scope).or_default();
         if state.training.len() == config.train_rows {
             state.training.pop_front();
         }
@@ -193,7 +225,7 @@ impl Detector for OnlineForest {
     }
 
     fn model(&self, sensor: &SensorIdentity) -> Option<ModelInfo> {
-        OnlineForest::model(self, sensor.sensor_type).map(|m| ModelInfo {
+        self.model_for(&sensor.sensor_id, sensor.sensor_type).map(|m| ModelInfo {
             generation: m.generation,
             trained_at_ms: m.trained_at_ms,
             training_rows: u32::try_from(m.training_rows).unwrap_or(u32::MAX),
@@ -258,6 +290,24 @@ mod tests {
     }
 
     #[test]
+    fn per_sensor_scope_keeps_one_model_per_sensor() {
+        let mut d = OnlineForest::new(DetectorConfig { model_scope: ModelScope::Sensor, ..small_config() });
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        for i in 0..64 {
+            d.observe(&a, SensorType::Co2, i * 1000, 400.0 + (i % 3) as f64);
+        }
+        for i in 0..63 {
+            d.observe(&b, SensorType::Co2, i * 1000, 800.0 + (i % 5) as f64);
+        }
+        // a has 64 rows of its own and a model; b, of the same type, has 63 and none yet.
+        assert_eq!(d.model_for(&a, SensorType::Co2).map(|m| (m.generation, m.training_rows)), Some((1, 64)));
+        assert!(d.model_for(&b, SensorType::Co2).is_none());
+        assert_eq!(d.observe(&b, SensorType::Co2, 99_000, 801.0) == Judgement::WarmingUp, false);
+        let by_type = OnlineForest::new(small_config());
+        assert!(by_type.model_for(&a, SensorType::Co2).is_none());
+    }
+
+    #[test]
     fn a_new_sensor_warms_up_and_does_not_train_until_it_has_min_history() {
         let mut d = OnlineForest::new(DetectorConfig { min_history: 5, ..small_config() });
         let s: Arc<str> = "t1".into();
@@ -266,7 +316,7 @@ mod tests {
             assert_eq!(d.observe(&s, SensorType::Co2, i * 1000, 400.0 + (i % 3) as f64), Judgement::WarmingUp);
         }
         assert!(matches!(d.observe(&s, SensorType::Co2, 67_000, 401.0), Judgement::Scored { .. }));
-        assert_eq!(d.model(SensorType::Co2).map(|m| m.training_rows), Some(64));
+        assert_eq!(d.model_for(&s, SensorType::Co2).map(|m| m.training_rows), Some(64));
     }
 
     #[test]
@@ -294,14 +344,14 @@ mod tests {
             assert_eq!(d.observe(&s, SensorType::Temperature, i * 1000, 20.0 + (i % 5) as f64 * 0.1), Judgement::WarmingUp);
         }
         assert!(matches!(d.observe(&s, SensorType::Temperature, 63_000, 20.2), Judgement::Scored { .. }));
-        let first = d.model(SensorType::Temperature).cloned().expect("trained");
+        let first = d.model_for(&s, SensorType::Temperature).cloned().expect("trained");
         assert_eq!((first.generation, first.training_rows, first.trained_at_ms), (1, 64, 63_000));
-        assert!(d.model(SensorType::Humidity).is_none());
+        assert!(d.model_for(&s, SensorType::Humidity).is_none());
         // 59 s of event time later: not yet due; 60 s later: retrained on the newer rows.
         d.observe(&s, SensorType::Temperature, 122_999, 20.1);
-        assert_eq!(d.model(SensorType::Temperature).map(|m| m.generation), Some(1));
+        assert_eq!(d.model_for(&s, SensorType::Temperature).map(|m| m.generation), Some(1));
         d.observe(&s, SensorType::Temperature, 123_000, 20.1);
-        let second = d.model(SensorType::Temperature).expect("retrained");
+        let second = d.model_for(&s, SensorType::Temperature).expect("retrained");
         assert_eq!((second.generation, second.training_rows, second.trained_at_ms), (2, 66, 123_000));
     }
 
@@ -314,9 +364,9 @@ mod tests {
         for i in 0..256 {
             d.observe(&s, SensorType::Humidity, i * 1000, 45.0 + ((i * 37) % 11) as f64 * 0.2);
         }
-        let model = d.model(SensorType::Humidity).expect("trained").clone();
+        let model = d.model_for(&s, SensorType::Humidity).expect("trained").clone();
         // The threshold is the 95% quantile of the training scores: at most 5% of them lie above it.
-        let rows: Vec<Features> = d.state.types[&SensorType::Humidity].training.iter().copied().collect();
+        let rows: Vec<Features> = d.state.models[&ScopeKey::Type(SensorType::Humidity)].training.iter().copied().collect();
         let above = rows.iter().filter(|r| model.forest.score(*r) > model.threshold).count();
         assert_eq!(model.training_rows, 256);
         assert!(above <= 12, "{above} of 256 above the threshold, at most 5% may be");
