@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Isolation Forest speed and accuracy: iotstream's forest (native, `iotstream iforest`) beside
-scikit-learn's `IsolationForest`, on the same CSVs, in the same run.
+"""Isolation Forest speed and accuracy: iotstream's forest, natively and as `.wasm`
+(`iotstream bench-forest`), beside scikit-learn's `IsolationForest`, on the same CSVs, in one run.
 
 The script creates its own virtual environment (bench/.venv) from bench/requirements.txt (PyPI)
 on first use, then re-runs itself inside it. Both sides fit on all rows and score all rows with
@@ -41,27 +41,29 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--iotstream", default=str(ROOT / "target/release/iotstream"))
     ap.add_argument("--data", default=str(ROOT / "plugins/isolation-forest/tests/data/odds"))
+    ap.add_argument("--wasm", default=str(ROOT / "dist/tools/forest-bench.wasm"))
     args = ap.parse_args()
-    print(f"{'data set':<12} {'rows':>6} {'ours ms':>9} {'sklearn ms':>11} {'speed-up':>9} {'ours AUC':>9} {'sklearn AUC':>12}")
+    import json
+    out = subprocess.run(
+        [args.iotstream, "bench-forest", "--data", args.data, "--wasm", args.wasm, "--log", "warn"],
+        check=True, capture_output=True, text=True, cwd=ROOT,
+    ).stdout
+    ours = {t["data"]: t for t in (json.loads(line) for line in out.splitlines() if line.startswith("{"))}
+    print(f"{'data set':<12} {'rows':>6} {'ours native':>12} {'ours wasm':>10} {'sklearn':>10}   (samples/s)  {'ours AUC':>9} {'sklearn AUC':>12}")
     for csv in sorted(pathlib.Path(args.data).glob("*.csv")):
         data = np.loadtxt(csv, delimiter=",", skiprows=1)
         x, y = data[:, :-1], data[:, -1]
-        ours_ms, ours_auc, theirs_ms, theirs_auc = [], [], [], []
+        theirs_ms, theirs_auc = [], []
         for seed in range(5):
-            out = subprocess.run(
-                [args.iotstream, "iforest", "--input", str(csv), "--seed", str(seed), "--out", os.devnull],
-                check=True, capture_output=True, text=True,
-            ).stdout
-            fields = dict(part.split("=") for part in out.split())
-            ours_ms.append(float(fields["fit_score_ms"]))
-            ours_auc.append(float(fields["auc"]))
             started = time.perf_counter()
             model = IsolationForest(n_estimators=100, random_state=seed, n_jobs=1).fit(x)
             scores = -model.score_samples(x)
             theirs_ms.append((time.perf_counter() - started) * 1000.0)
             theirs_auc.append(roc_auc_score(y, scores))
-        o, t = float(np.mean(ours_ms)), float(np.mean(theirs_ms))
-        print(f"{csv.stem:<12} {len(y):>6} {o:>9.1f} {t:>11.1f} {t / o:>8.1f}x {np.mean(ours_auc):>9.4f} {np.mean(theirs_auc):>12.4f}")
+        o = ours[csv.stem]
+        sklearn_rate = len(y) / (float(np.mean(theirs_ms)) / 1000.0)
+        print(f"{csv.stem:<12} {len(y):>6} {o['native_samples_per_s']:>12.0f} {o['wasm_samples_per_s']:>10.0f} {sklearn_rate:>10.0f}"
+              f"                {o['auc']:>9.4f} {np.mean(theirs_auc):>12.4f}")
 
 
 if __name__ == "__main__":

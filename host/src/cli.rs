@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 use crate::bench::BenchConfig;
+use crate::bench_forest::BenchForestConfig;
 use crate::bench_plugins::BenchPluginsConfig;
 use crate::config::RunConfig;
 use crate::iforest::IforestConfig;
@@ -29,6 +30,8 @@ pub enum Command {
     Run(Box<RunConfig>),
     /// Measure the whole pipeline: embedded broker, simulator, plugins, a scratch database.
     Bench(Box<BenchConfig>),
+    /// Time the Isolation Forest's fit and score on labelled CSVs, natively and as `.wasm`.
+    BenchForest(BenchForestConfig),
     /// Measure each plugin alone: its algorithm natively and its `.wasm` through the host.
     BenchPlugins(BenchPluginsConfig),
     /// Fit the Isolation Forest on a tabular CSV and write one score per row (and the ROC AUC).

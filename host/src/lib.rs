@@ -10,13 +10,14 @@
 //! * [`store`]: PostgreSQL schema, writes and queries.
 //! * [`live`]: the in-memory live view; [`api`]: HTTP, the live stream and the dashboard.
 //! * [`simulate`]: the sensor fleet simulator; [`bench`]: the whole-pipeline benchmark;
-//!   [`bench_plugins`]: each plugin natively and as `.wasm`;
+//!   [`bench_plugins`]: each plugin natively and as `.wasm`; [`bench_forest`]: the forest both ways;
 //!   [`replay`]: one detector over a recorded series; [`iforest`]: the forest on any tabular CSV.
 //! * [`cli`], [`config`] and [`app`]: the command line, `iotstream run`'s configuration, and wiring.
 
 pub mod api;
 pub mod app;
 pub mod bench;
+pub mod bench_forest;
 pub mod bench_plugins;
 pub mod cli;
 pub mod config;

@@ -35,6 +35,13 @@ async fn main() -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Command::BenchForest(config) => {
+            let timings = tokio::task::spawn_blocking(move || iotstream::bench_forest::bench_forest(&config)).await??;
+            for t in &timings {
+                println!("{}", serde_json::to_string(t)?);
+            }
+            Ok(())
+        }
         Command::BenchPlugins(config) => {
             let results = tokio::task::spawn_blocking(move || iotstream::bench_plugins::bench_plugins(&config)).await??;
             for r in &results {

@@ -135,6 +135,11 @@ fn build_plugins() -> Result<()> {
         let size = std::fs::metadata(&dest)?.len();
         eprintln!("xtask: {} ({} KiB)", dest.display(), size / 1024);
     }
+    // Tools built beside the plugins (WASI commands, not stages): kept out of the plugins folder.
+    let tools = Path::new("dist/tools");
+    std::fs::create_dir_all(tools)?;
+    let bench = target_dir().join("wasm32-wasip2/release/forest-bench.wasm");
+    std::fs::copy(&bench, tools.join("forest-bench.wasm")).with_context(|| format!("copy {}", bench.display()))?;
     Ok(())
 }
 

@@ -37,3 +37,23 @@ fn scores_every_row_reports_auc_and_refuses_bad_cells() {
     let err = iforest(&config(&unlabelled, &out)).err().map(|e| e.to_string()).unwrap_or_default();
     assert!(err.ends_with("row 2, column b: \"x\" is not a finite number"), "{err}");
 }
+
+#[test]
+fn the_forest_runs_the_same_natively_and_as_a_wasi_command() {
+    use iotstream::bench_forest::{BenchForestConfig, bench_forest};
+    let dir = std::env::temp_dir().join(format!("iotstream-forest-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let mut csv = String::from("f0,f1,label\n");
+    for i in 0..400 {
+        csv.push_str(&format!("{},{},0\n", i % 20, i / 20));
+    }
+    csv.push_str("90,90,1\n");
+    std::fs::write(dir.join("grid.csv"), csv).expect("write");
+    let wasm = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/tools/forest-bench.wasm");
+    assert!(wasm.exists(), "{} is missing: run `cargo xtask build` first", wasm.display());
+    let timings = bench_forest(&BenchForestConfig { data: dir, wasm }).expect("runs");
+    assert_eq!(timings.len(), 1);
+    let t = &timings[0];
+    assert_eq!((t.data.as_str(), t.rows, t.auc), ("grid", 401, 1.0));
+    assert!(t.native_ms > 0.0 && t.wasm_ms.is_finite() && t.wasm_ms > 0.0, "{t:?}");
+}
