@@ -113,7 +113,10 @@ async fn aggregates(State(state): State<ApiState>, Query(q): Query<ListQuery>) -
     Ok(Json(state.store.recent_aggregates(q.limit()).await?))
 }
 
-async fn dead_letters(State(state): State<ApiState>, Query(q): Query<ListQuery>) -> Result<impl IntoResponse, ApiError> {
+async fn dead_letters(
+    State(state): State<ApiState>,
+    Query(q): Query<ListQuery>,
+) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(state.store.dead_letters(q.limit()).await?))
 }
 
@@ -141,23 +144,23 @@ async fn plugins(State(state): State<ApiState>) -> Json<PluginsResponse> {
 
 async fn stream(State(state): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (snapshot, receiver) = state.live.subscribe();
-    let events = stream::unfold((state.live.clone(), receiver, Some(snapshot)), |(live, mut receiver, pending)| async move {
-        let event = match pending {
-            Some(event) => event,
-            None => loop {
-                match receiver.recv().await {
-                    Ok(event) => break event,
+    let events =
+        stream::unfold((state.live.clone(), receiver, Some(snapshot)), |(live, mut receiver, pending)| async move {
+            let event = match pending {
+                Some(event) => event,
+                None => match receiver.recv().await {
+                    Ok(event) => event,
+                    // Fell behind: skip to a fresh snapshot rather than replaying stale batches.
                     Err(broadcast::error::RecvError::Lagged(_)) => {
                         let (snapshot, fresh) = live.subscribe();
                         receiver = fresh;
-                        break snapshot;
+                        snapshot
                     }
                     Err(broadcast::error::RecvError::Closed) => return None,
-                }
-            },
-        };
-        Some((Ok(sse_event(&event)), (live, receiver, None)))
-    });
+                },
+            };
+            Some((Ok(sse_event(&event)), (live, receiver, None)))
+        });
     let events = events.take_until(state.shutdown.cancelled_owned());
     Sse::new(events).keep_alive(KeepAlive::default())
 }

@@ -63,8 +63,12 @@ pub async fn run(
     ));
     let source = Source::subscribe(brokers, &config.group, &config.topic)?;
     let failures = failures.iter().map(|f| PluginFailure { error: f.to_string() }).collect();
-    let state =
-        ApiState { store: store.clone(), live: live.clone(), plugin_failures: Arc::new(failures), shutdown: shutdown.clone() };
+    let state = ApiState {
+        store: store.clone(),
+        live: live.clone(),
+        plugin_failures: Arc::new(failures),
+        shutdown: shutdown.clone(),
+    };
     let app = router(state, config.dashboard_dir.clone());
     let address = listener.local_addr()?;
     info!(url = %format!("http://{address}/"), "dashboard served");
@@ -90,7 +94,8 @@ pub async fn start_embedded(config: &RunConfig, shutdown: CancellationToken) -> 
     let broker = EmbeddedBroker::start(&config.topic, config.embedded_partitions)?;
     info!(bootstrap = broker.bootstrap_servers(), topic = %config.topic, "embedded Kafka-protocol broker started");
     if !config.no_simulator {
-        let (simulate, brokers, topic) = (config.simulate.clone(), broker.bootstrap_servers().to_owned(), config.topic.clone());
+        let (simulate, brokers, topic) =
+            (config.simulate.clone(), broker.bootstrap_servers().to_owned(), config.topic.clone());
         tokio::spawn(async move {
             if let Err(err) = crate::simulate::run(&simulate, &brokers, &topic, shutdown).await {
                 error!(error = %err, "embedded simulator stopped");

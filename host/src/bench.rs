@@ -69,8 +69,15 @@ pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
     let mut conn = admin.connect().await.map_err(StoreError::from)?;
     let drop_sql = format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)");
     sqlx::query(sqlx::AssertSqlSafe(drop_sql)).execute(&mut conn).await.map_err(StoreError::from)?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {BENCH_DATABASE}"))).execute(&mut conn).await.map_err(StoreError::from)?;
-    let pool = PgPoolOptions::new().max_connections(8).connect_with(admin.clone().database(BENCH_DATABASE)).await.map_err(StoreError::from)?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {BENCH_DATABASE}")))
+        .execute(&mut conn)
+        .await
+        .map_err(StoreError::from)?;
+    let pool = PgPoolOptions::new()
+        .max_connections(8)
+        .connect_with(admin.clone().database(BENCH_DATABASE))
+        .await
+        .map_err(StoreError::from)?;
     let store = Store::new(pool.clone());
     store.migrate().await?;
 
@@ -92,7 +99,8 @@ pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
     simulate.count = config.readings;
     simulate.rate = config.producer_rate;
     let producer = {
-        let (brokers, topic, shutdown) = (broker.bootstrap_servers().to_owned(), config.run.topic.clone(), shutdown.clone());
+        let (brokers, topic, shutdown) =
+            (broker.bootstrap_servers().to_owned(), config.run.topic.clone(), shutdown.clone());
         tokio::spawn(async move { crate::simulate::run(&simulate, &brokers, &topic, shutdown).await })
     };
     info!(readings = config.readings, partitions, "benchmark running");
@@ -124,8 +132,14 @@ pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
     .fetch_one(&pool)
     .await
     .map_err(StoreError::from)?;
-    let predictions: i64 = sqlx::query_scalar("SELECT count(*) FROM ml_anomaly_predictions").fetch_one(&pool).await.map_err(StoreError::from)?;
-    let aggregates: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_aggregates").fetch_one(&pool).await.map_err(StoreError::from)?;
+    let predictions: i64 = sqlx::query_scalar("SELECT count(*) FROM ml_anomaly_predictions")
+        .fetch_one(&pool)
+        .await
+        .map_err(StoreError::from)?;
+    let aggregates: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_aggregates")
+        .fetch_one(&pool)
+        .await
+        .map_err(StoreError::from)?;
     shutdown.cancel();
     let produced = match producer.await {
         Ok(Ok(report)) => report.delivered,

@@ -63,7 +63,8 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
     // forests retrain as they would live.
     let start: DateTime<Utc> = Utc.timestamp_millis_opt(1_767_225_600_000).single().unwrap_or_default();
     let mut fleet = Fleet::new(config.sensors, 0.002, 7);
-    let readings: Vec<Reading> = (0..config.readings).map(|i| fleet.next_reading(start + Duration::milliseconds(i as i64 * 20))).collect();
+    let readings: Vec<Reading> =
+        (0..config.readings).map(|i| fleet.next_reading(start + Duration::milliseconds(i as i64 * 20))).collect();
     let identities: Vec<SensorIdentity> = readings
         .iter()
         .map(|r| SensorIdentity {
@@ -77,7 +78,12 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
     let mut catalog = SensorCatalog::default();
     let wit: Vec<WitReading> = readings
         .iter()
-        .map(|r| WitReading { sensor: catalog.key_for(r), timestamp_ms: r.timestamp.timestamp_millis(), value: r.value, flagged: false })
+        .map(|r| WitReading {
+            sensor: catalog.key_for(r),
+            timestamp_ms: r.timestamp.timestamp_millis(),
+            value: r.value,
+            flagged: false,
+        })
         .collect();
     let mut results = Vec::new();
     for name in ["zscore", "isolation-forest", "tumbling-window"] {
@@ -85,7 +91,8 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
         let started = Instant::now();
         match name {
             "zscore" => {
-                let mut d = zscore::zscore::ZScore::create(Default::default()).unwrap_or_else(|_| unreachable!("defaults are valid"));
+                let mut d = zscore::zscore::ZScore::create(Default::default())
+                    .unwrap_or_else(|_| unreachable!("defaults are valid"));
                 for (r, id) in readings.iter().zip(&identities) {
                     std::hint::black_box(d.judge(id, r.timestamp.timestamp_millis(), r.value));
                 }
@@ -110,7 +117,8 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
             }
         }
         let native = per_second(readings.len(), started);
-        let mut plugin = runtime.load_with_config(&config.plugins_dir.join(format!("{name}.wasm")), Some("{}".into()))?;
+        let mut plugin =
+            runtime.load_with_config(&config.plugins_dir.join(format!("{name}.wasm")), Some("{}".into()))?;
         let started = Instant::now();
         for chunk in wit.chunks(BATCH) {
             if name == "tumbling-window" {

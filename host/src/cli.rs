@@ -51,4 +51,3 @@ pub enum Command {
         simulate: SimulateConfig,
     },
 }
-

@@ -87,12 +87,13 @@ pub fn iforest(config: &IforestConfig) -> Result<IforestSummary, IforestError> {
         let record = record.map_err(csv_error(input))?;
         let mut features = Vec::with_capacity(record.len());
         for (column, cell) in record.iter().enumerate() {
-            let value: f64 = cell.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| IforestError::NotANumber {
-                path: input.clone(),
-                row: index + 1,
-                column: headers.get(column).unwrap_or_default().to_owned(),
-                value: cell.to_owned(),
-            })?;
+            let value: f64 =
+                cell.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| IforestError::NotANumber {
+                    path: input.clone(),
+                    row: index + 1,
+                    column: headers.get(column).unwrap_or_default().to_owned(),
+                    value: cell.to_owned(),
+                })?;
             if Some(column) == label_index {
                 labels.push(value == 1.0);
             } else {

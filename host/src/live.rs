@@ -63,7 +63,12 @@ pub struct Live {
 
 impl Live {
     /// Starts from the database's totals and newest rows.
-    pub fn new(totals: Totals, readings: Vec<ReadingRow>, detections: Vec<PredictionRow>, aggregates: Vec<AggregateRow>) -> Self {
+    pub fn new(
+        totals: Totals,
+        readings: Vec<ReadingRow>,
+        detections: Vec<PredictionRow>,
+        aggregates: Vec<AggregateRow>,
+    ) -> Self {
         let (events, _) = broadcast::channel(EVENT_BUFFER);
         Live {
             state: Mutex::new(State {
@@ -171,8 +176,13 @@ impl Live {
         }
         let aggregates: Vec<AggregateRow> = batch.aggregates.into_iter().rev().collect();
         let stats = self.stats_of(&mut state);
-        let event =
-            LiveEvent::Batch { stats, readings: batch.newest_readings, detections: batch.detections, aggregates, plugins };
+        let event = LiveEvent::Batch {
+            stats,
+            readings: batch.newest_readings,
+            detections: batch.detections,
+            aggregates,
+            plugins,
+        };
         state.view.apply(event.clone());
         drop(state);
         // No subscriber is not an error.

@@ -30,8 +30,13 @@ async fn main() -> anyhow::Result<()> {
             eprintln!(
                 "{} of {} readings stored in {:.1} s: {:.0} readings/s; latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms; peak RSS {:.0} MiB",
                 report.readings,
-                report.produced, report.seconds, report.readings_per_s, report.latency_ms_p50, report.latency_ms_p95,
-                report.latency_ms_p99, report.peak_rss_mib
+                report.produced,
+                report.seconds,
+                report.readings_per_s,
+                report.latency_ms_p50,
+                report.latency_ms_p95,
+                report.latency_ms_p99,
+                report.peak_rss_mib
             );
             Ok(())
         }
@@ -43,7 +48,8 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::BenchPlugins(config) => {
-            let results = tokio::task::spawn_blocking(move || iotstream::bench_plugins::bench_plugins(&config)).await??;
+            let results =
+                tokio::task::spawn_blocking(move || iotstream::bench_plugins::bench_plugins(&config)).await??;
             for r in &results {
                 println!("{}", serde_json::to_string(r)?);
                 eprintln!(
@@ -60,7 +66,10 @@ async fn main() -> anyhow::Result<()> {
         Command::Iforest(config) => {
             let summary = tokio::task::spawn_blocking(move || iotstream::iforest::iforest(&config)).await??;
             let auc = summary.auc.map(|auc| format!(" auc={auc:.5}")).unwrap_or_default();
-            println!("rows={} features={} fit_score_ms={:.2}{auc}", summary.rows, summary.features, summary.fit_score_ms);
+            println!(
+                "rows={} features={} fit_score_ms={:.2}{auc}",
+                summary.rows, summary.features, summary.fit_score_ms
+            );
             Ok(())
         }
         Command::Replay(config) => {
@@ -87,7 +96,8 @@ async fn main() -> anyhow::Result<()> {
 async fn run(config: RunConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Store::new(connect(&config.database_url).await?);
     store.migrate().await.context("migrating the database")?;
-    let listener = tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        tokio::net::TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let embedded;
     let brokers = match &config.brokers {
         Some(brokers) => brokers.clone(),

@@ -40,7 +40,11 @@ pub struct PipelineConfig {
 
 impl Default for PipelineConfig {
     fn default() -> Self {
-        PipelineConfig { batch_max: 5000, batch_linger: Duration::from_millis(50), tick_interval: Duration::from_secs(1) }
+        PipelineConfig {
+            batch_max: 5000,
+            batch_linger: Duration::from_millis(50),
+            tick_interval: Duration::from_secs(1),
+        }
     }
 }
 
@@ -108,7 +112,12 @@ impl Pipeline {
                         value: reading.value,
                         flagged: false,
                     });
-                    rows.readings.push(StoredReading { reading, flagged: false, partition: message.partition, offset: message.offset });
+                    rows.readings.push(StoredReading {
+                        reading,
+                        flagged: false,
+                        partition: message.partition,
+                        offset: message.offset,
+                    });
                 }
                 Err(err) => {
                     debug!(partition = message.partition, offset = message.offset, error = %err, "dead-lettering a message");
@@ -180,12 +189,10 @@ impl Pipeline {
             .with_max_delay(Duration::from_secs(10))
             .without_max_times();
         let write = || store.write(rows);
-        let retried = write
-            .retry(backoff)
-            .notify(|err, delay| {
-                live.set_database_ok(false);
-                warn!(error = %err, retry_in = ?delay, "batch not stored; retrying");
-            });
+        let retried = write.retry(backoff).notify(|err, delay| {
+            live.set_database_ok(false);
+            warn!(error = %err, retry_in = ?delay, "batch not stored; retrying");
+        });
         tokio::select! {
             result = retried => {
                 if result.is_ok() {
@@ -254,11 +261,13 @@ impl Stages {
                             verdict: verdict_name(detection.verdict),
                             score: detection.score,
                             detector_version: detector.info().version.clone(),
-                            model: detection.model.clone(),
+                            model: detection.model,
                         });
                     }
                 }
-                Err(err) => error!(plugin = detector.name(), error = %err, "detector failed; its verdicts for this batch are lost"),
+                Err(err) => {
+                    error!(plugin = detector.name(), error = %err, "detector failed; its verdicts for this batch are lost")
+                }
             }
         }
         for (reading, stored) in wit.iter_mut().zip(&rows.readings) {
@@ -266,7 +275,9 @@ impl Stages {
         }
         for aggregator in &mut self.aggregators {
             match aggregator.aggregate(&self.catalog, wit) {
-                Ok(aggregates) => rows.aggregates.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a))),
+                Ok(aggregates) => {
+                    rows.aggregates.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a)))
+                }
                 Err(err) => error!(plugin = aggregator.name(), error = %err, "aggregator failed on a batch"),
             }
         }

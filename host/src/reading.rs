@@ -66,10 +66,7 @@ impl FromStr for SensorType {
     type Err = DecodeError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SensorType::ALL
-            .into_iter()
-            .find(|t| t.as_str() == s)
-            .ok_or_else(|| DecodeError::UnknownSensorType(excerpt(s)))
+        SensorType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| DecodeError::UnknownSensorType(excerpt(s)))
     }
 }
 
@@ -153,7 +150,8 @@ struct WireReading<'a> {
 /// Decodes and validates one message payload.
 pub fn decode(payload: Option<&[u8]>) -> Result<Reading, DecodeError> {
     let payload = payload.filter(|p| !p.is_empty()).ok_or(DecodeError::Empty)?;
-    let wire: WireReading<'_> = serde_json::from_slice(payload).map_err(|err| DecodeError::Malformed(err.to_string()))?;
+    let wire: WireReading<'_> =
+        serde_json::from_slice(payload).map_err(|err| DecodeError::Malformed(err.to_string()))?;
     let sensor_type: SensorType = wire.sensor_type.parse()?;
     if !wire.value.is_finite() {
         return Err(DecodeError::NotFinite);
@@ -271,18 +269,39 @@ mod tests {
         let cases: [(&[u8], &str); 7] = [
             (b"", "empty message"),
             (b"not json", "malformed reading: expected ident at line 1 column 2"),
-            (br#"{"sensor_id":"a","sensor_type":"co2","location":"l","timestamp":1}"#, "malformed reading: missing field `value` at line 1 column 66"),
-            (br#"{"sensor_id":"a","sensor_type":"co2","location":"l","value":"1","timestamp":1}"#, "malformed reading: invalid type: string \"1\", expected f64 at line 1 column 63"),
-            (br#"{"sensor_id":"a","sensor_type":"co2","location":"l","value":NaN,"timestamp":1}"#, "malformed reading: expected value at line 1 column 61"),
-            (br#"{"sensor_id":"a","sensor_type":"radon","location":"l","value":1,"timestamp":1}"#, "unknown sensor type \"radon\""),
-            (br#"{"sensor_id":"","sensor_type":"co2","location":"l","value":1,"timestamp":"yesterday"}"#, "timestamp \"yesterday\" is not ISO 8601 or epoch milliseconds"),
+            (
+                br#"{"sensor_id":"a","sensor_type":"co2","location":"l","timestamp":1}"#,
+                "malformed reading: missing field `value` at line 1 column 66",
+            ),
+            (
+                br#"{"sensor_id":"a","sensor_type":"co2","location":"l","value":"1","timestamp":1}"#,
+                "malformed reading: invalid type: string \"1\", expected f64 at line 1 column 63",
+            ),
+            (
+                br#"{"sensor_id":"a","sensor_type":"co2","location":"l","value":NaN,"timestamp":1}"#,
+                "malformed reading: expected value at line 1 column 61",
+            ),
+            (
+                br#"{"sensor_id":"a","sensor_type":"radon","location":"l","value":1,"timestamp":1}"#,
+                "unknown sensor type \"radon\"",
+            ),
+            (
+                br#"{"sensor_id":"","sensor_type":"co2","location":"l","value":1,"timestamp":"yesterday"}"#,
+                "timestamp \"yesterday\" is not ISO 8601 or epoch milliseconds",
+            ),
         ];
         for (payload, expected) in cases {
             let err = decode(Some(payload)).expect_err("invalid");
             assert_eq!(err.to_string(), expected);
         }
-        let long_id = format!(r#"{{"sensor_id":"{}","sensor_type":"co2","location":"l","value":1,"timestamp":1}}"#, "x".repeat(101));
-        assert_eq!(decode(Some(long_id.as_bytes())), Err(DecodeError::FieldLength { field: "sensor_id", max: 100, len: 101 }));
+        let long_id = format!(
+            r#"{{"sensor_id":"{}","sensor_type":"co2","location":"l","value":1,"timestamp":1}}"#,
+            "x".repeat(101)
+        );
+        assert_eq!(
+            decode(Some(long_id.as_bytes())),
+            Err(DecodeError::FieldLength { field: "sensor_id", max: 100, len: 101 })
+        );
         assert_eq!(decode(None), Err(DecodeError::Empty));
         let nul = br#"{"sensor_id":"a\u0000b","sensor_type":"co2","location":"l","value":1,"timestamp":1}"#;
         assert_eq!(decode(Some(nul)), Err(DecodeError::NulCharacter("sensor_id")));

@@ -124,12 +124,18 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     for chunk in rows.chunks(BATCH) {
         let batch: Vec<WitReading> = chunk
             .iter()
-            .map(|r| WitReading { sensor: key, timestamp_ms: r.timestamp.timestamp_millis(), value: r.value, flagged: false })
+            .map(|r| WitReading {
+                sensor: key,
+                timestamp_ms: r.timestamp.timestamp_millis(),
+                value: r.value,
+                flagged: false,
+            })
             .collect();
         detections.extend(plugin.detect(&catalog, &batch)?);
     }
     let rescaled = detections.iter().any(|d| d.score > 1.0 || d.score < 0.0);
-    let mut writer = csv::Writer::from_path(&config.out).map_err(|source| ReplayError::Csv { path: config.out.clone(), source })?;
+    let mut writer =
+        csv::Writer::from_path(&config.out).map_err(|source| ReplayError::Csv { path: config.out.clone(), source })?;
     let csv_error = |source| ReplayError::Csv { path: config.out.clone(), source };
     writer.write_record(["timestamp", "value", "score", "is_anomaly"]).map_err(csv_error)?;
     let mut anomalies = 0;
@@ -138,7 +144,12 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplaySummary, ReplayError> {
         let anomaly = detection.verdict == Verdict::Anomaly;
         anomalies += usize::from(anomaly);
         writer
-            .write_record([row.raw_timestamp.clone(), row.value.to_string(), format!("{score:.6}"), u8::from(anomaly).to_string()])
+            .write_record([
+                row.raw_timestamp.clone(),
+                row.value.to_string(),
+                format!("{score:.6}"),
+                u8::from(anomaly).to_string(),
+            ])
             .map_err(csv_error)?;
     }
     writer.flush().map_err(|err| csv_error(err.into()))?;

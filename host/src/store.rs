@@ -5,7 +5,9 @@
 //! row-by-row inserts), and its parameters are bound, never spliced into SQL.
 
 use chrono::{DateTime, TimeZone, Utc};
-use iotstream_api::{AggregateRow, DeadLetterRow, DetectorAgreement, DetectorQuality, PredictionRow, QualityReport, ReadingRow};
+use iotstream_api::{
+    AggregateRow, DeadLetterRow, DetectorAgreement, DetectorQuality, PredictionRow, QualityReport, ReadingRow,
+};
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
@@ -280,7 +282,11 @@ impl Store {
     /// Each detector against the source's labels (the simulator labels what it injects), and each
     /// pair of detectors against each other, per sensor type, over readings with event time in
     /// `[from, to)` (either end open when `None`). Warming-up verdicts are left out.
-    pub async fn quality(&self, from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Result<QualityReport, StoreError> {
+    pub async fn quality(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<QualityReport, StoreError> {
         let detectors: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT detector, sensor_type, count(*), \
              count(*) FILTER (WHERE is_anomaly AND rule_based_anomaly), \

@@ -5,7 +5,8 @@
 //! * `plugins`: only the plugins.
 //! * `demo`: `build` in release, then `iotstream run` with the embedded broker and simulator.
 //! * `test`: everything CI runs, installing what is missing first (rustup targets, the pinned
-//!   `wasm-bindgen-cli`, apt packages), against the local PostgreSQL.
+//!   `wasm-bindgen-cli`, apt packages): formatting, the build, clippy with warnings denied, and every
+//!   test against the local PostgreSQL.
 //! * `bench`: the throughput benchmark of the whole pipeline.
 //!
 //! Every download comes from crates.io or Debian's apt: nothing is fetched from anywhere else.
@@ -161,7 +162,8 @@ fn build_dashboard(release: bool) -> Result<()> {
             .arg(&wasm),
     )?;
     for file in ["index.html", "style.css"] {
-        std::fs::copy(Path::new("frontend").join(file), out.join(file)).with_context(|| format!("copy frontend/{file}"))?;
+        std::fs::copy(Path::new("frontend").join(file), out.join(file))
+            .with_context(|| format!("copy frontend/{file}"))?;
     }
     Ok(())
 }
@@ -249,6 +251,8 @@ fn test() -> Result<()> {
     ensure_apt_packages()?;
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
     ensure_postgres(&database_url)?;
+    status(cargo(&["fmt", "--all", "--check"]))?;
     build(false)?;
+    status(cargo(&["clippy", "--workspace", "--exclude", DASHBOARD, "--all-targets", "--", "-D", "warnings"]))?;
     status(cargo(&["test", "--workspace", "--exclude", DASHBOARD]).env("DATABASE_URL", &database_url))
 }

@@ -50,9 +50,8 @@ impl EmbeddedBroker {
                 drop(cluster);
             })
             .map_err(|err| KafkaError::Embedded(format!("cannot start its thread: {err}")))?;
-        let bootstrap_servers = ready_rx
-            .recv()
-            .map_err(|_| KafkaError::Embedded("its thread ended before it was ready".into()))??;
+        let bootstrap_servers =
+            ready_rx.recv().map_err(|_| KafkaError::Embedded("its thread ended before it was ready".into()))??;
         Ok(EmbeddedBroker { bootstrap_servers, stop: Some(stop_tx), thread: Some(thread) })
     }
 

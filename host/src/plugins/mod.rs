@@ -21,9 +21,9 @@ use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
 use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use self::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT, Detection, Reading, StageInfo, WindowAggregate};
 use self::bindings::aggregator::AggregatorPlugin;
 use self::bindings::detector::DetectorPlugin;
+use self::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT, Detection, Reading, StageInfo, WindowAggregate};
 pub use self::catalog::SensorCatalog;
 
 /// Memory a stage instance may grow to. 256 MiB holds an Isolation Forest per sensor type with its
@@ -211,8 +211,8 @@ impl PluginRuntime {
     /// `/data`, and no other access; returns what it printed. For tools such as `forest-bench`,
     /// not for stages.
     pub fn run_command(&self, path: &Path, args: &[String], dir: &Path) -> Result<String, PluginError> {
-        use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
         use wasmtime_wasi::FsPerms;
+        use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
         let plugin = path.display().to_string();
         let trap = |err: wasmtime::Error| PluginError::Trap { plugin: plugin.clone(), message: format!("{err:#}") };
         let component = Component::from_file(&self.engine, path)
@@ -221,12 +221,17 @@ impl PluginRuntime {
         let mut wasi = WasiCtx::builder();
         wasi.args(args).stdout(stdout.clone()).inherit_stderr();
         wasi.preopened_dir(dir, "/data", FsPerms::ReadOnly).map_err(trap)?;
-        let ctx = StageCtx { wasi: wasi.build(), table: ResourceTable::new(), limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT_BYTES).build() };
+        let ctx = StageCtx {
+            wasi: wasi.build(),
+            table: ResourceTable::new(),
+            limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT_BYTES).build(),
+        };
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|ctx| &mut ctx.limits);
         // A tool may run for minutes: no CPU deadline.
         store.set_epoch_deadline(u64::MAX / 2);
-        let command = wasmtime_wasi::p2::bindings::sync::Command::instantiate(&mut store, &component, &self.linker).map_err(trap)?;
+        let command = wasmtime_wasi::p2::bindings::sync::Command::instantiate(&mut store, &component, &self.linker)
+            .map_err(trap)?;
         let outcome = command.wasi_cli_run().call_run(&mut store).map_err(trap)?;
         if outcome.is_err() {
             return Err(PluginError::Trap { plugin, message: "the command exited with a failure".into() });
@@ -323,7 +328,10 @@ impl Plugin {
         store.limiter(|ctx| &mut ctx.limits);
         store.set_epoch_deadline(CALL_DEADLINE_TICKS);
         let trap = |err: wasmtime::Error| PluginError::Trap { plugin: self.name.clone(), message: format!("{err:#}") };
-        let refused = |err: bindings::StageError| PluginError::Refused { plugin: self.name.clone(), message: bindings::describe(&err) };
+        let refused = |err: bindings::StageError| PluginError::Refused {
+            plugin: self.name.clone(),
+            message: bindings::describe(&err),
+        };
         let (bindings, info, created) = match self.kind {
             StageKind::Detector => {
                 let plugin = DetectorPlugin::instantiate(&mut store, &self.component, &self.linker).map_err(trap)?;
@@ -395,13 +403,16 @@ impl Plugin {
         if !new_sensors.is_empty() {
             let stage = instance.stage;
             match &instance.bindings {
-                Bindings::Detector(p) => {
-                    p.iotstream_pipeline_detector().detector_stage().call_declare_sensors(&mut instance.store, stage, new_sensors)
-                }
-                Bindings::Aggregator(p) => p
-                    .iotstream_pipeline_aggregator()
-                    .aggregator_stage()
-                    .call_declare_sensors(&mut instance.store, stage, new_sensors),
+                Bindings::Detector(p) => p.iotstream_pipeline_detector().detector_stage().call_declare_sensors(
+                    &mut instance.store,
+                    stage,
+                    new_sensors,
+                ),
+                Bindings::Aggregator(p) => p.iotstream_pipeline_aggregator().aggregator_stage().call_declare_sensors(
+                    &mut instance.store,
+                    stage,
+                    new_sensors,
+                ),
             }
             .map_err(&trap)?;
             instance.declared = catalog.len();
@@ -447,7 +458,11 @@ impl Plugin {
     }
 
     /// Runs an aggregator over a batch; returns the windows it closed.
-    pub fn aggregate(&mut self, catalog: &SensorCatalog, readings: &[Reading]) -> Result<Vec<WindowAggregate>, PluginError> {
+    pub fn aggregate(
+        &mut self,
+        catalog: &SensorCatalog,
+        readings: &[Reading],
+    ) -> Result<Vec<WindowAggregate>, PluginError> {
         let aggregates = self.call(
             catalog,
             readings.len(),
@@ -509,12 +524,14 @@ impl Plugin {
             |instance| {
                 let stage = instance.stage;
                 Ok(Ok(match &instance.bindings {
-                    Bindings::Detector(p) => {
-                        p.iotstream_pipeline_detector().detector_stage().call_export_state(&mut instance.store, stage)?
-                    }
-                    Bindings::Aggregator(p) => {
-                        p.iotstream_pipeline_aggregator().aggregator_stage().call_export_state(&mut instance.store, stage)?
-                    }
+                    Bindings::Detector(p) => p
+                        .iotstream_pipeline_detector()
+                        .detector_stage()
+                        .call_export_state(&mut instance.store, stage)?,
+                    Bindings::Aggregator(p) => p
+                        .iotstream_pipeline_aggregator()
+                        .aggregator_stage()
+                        .call_export_state(&mut instance.store, stage)?,
                 }))
             },
             |_| 0,
@@ -529,13 +546,16 @@ impl Plugin {
             |instance| {
                 let stage = instance.stage;
                 let result = match &instance.bindings {
-                    Bindings::Detector(p) => {
-                        p.iotstream_pipeline_detector().detector_stage().call_import_state(&mut instance.store, stage, state)?
-                    }
-                    Bindings::Aggregator(p) => p
-                        .iotstream_pipeline_aggregator()
-                        .aggregator_stage()
-                        .call_import_state(&mut instance.store, stage, state)?,
+                    Bindings::Detector(p) => p.iotstream_pipeline_detector().detector_stage().call_import_state(
+                        &mut instance.store,
+                        stage,
+                        state,
+                    )?,
+                    Bindings::Aggregator(p) => p.iotstream_pipeline_aggregator().aggregator_stage().call_import_state(
+                        &mut instance.store,
+                        stage,
+                        state,
+                    )?,
                 };
                 instance.declared = 0;
                 Ok(result)

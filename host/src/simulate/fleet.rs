@@ -113,7 +113,13 @@ impl Fleet {
                 }
             })
             .collect();
-        Fleet { sensors, rng: StdRng::seed_from_u64(seed), anomaly_rate: anomaly_rate.clamp(0.0, 1.0), next: 0, counts: FleetCounts::default() }
+        Fleet {
+            sensors,
+            rng: StdRng::seed_from_u64(seed),
+            anomaly_rate: anomaly_rate.clamp(0.0, 1.0),
+            next: 0,
+            counts: FleetCounts::default(),
+        }
     }
 
     /// What was produced so far.
@@ -225,10 +231,15 @@ mod tests {
     fn daily_cycle_peaks_in_the_afternoon_within_physical_units() {
         // The office CO2 sensor (index 9): mean 600 ppm, swing 250, noise 15.
         let mut fleet = Fleet::new(10, 0.0, 3);
-        let mut co2 = |hour| (0..200).map(|_| {
-            let r: Vec<Reading> = (0..10).map(|_| fleet.next_reading(at(hour))).collect();
-            r[9].value
-        }).sum::<f64>() / 200.0;
+        let mut co2 = |hour| {
+            (0..200)
+                .map(|_| {
+                    let r: Vec<Reading> = (0..10).map(|_| fleet.next_reading(at(hour))).collect();
+                    r[9].value
+                })
+                .sum::<f64>()
+                / 200.0
+        };
         let (afternoon, night) = (co2(15), co2(3));
         assert!((afternoon - 850.0).abs() < 10.0, "15:00 mean {afternoon}");
         assert!((night - 350.0).abs() < 10.0, "03:00 mean {night}");

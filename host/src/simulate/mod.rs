@@ -113,6 +113,11 @@ pub async fn run(
         }
     }
     report.fleet = fleet.counts();
-    info!(delivered = report.delivered, failed = report.failed, anomalous = report.fleet.anomalous, "simulator stopped");
+    info!(
+        delivered = report.delivered,
+        failed = report.failed,
+        anomalous = report.fleet.anomalous,
+        "simulator stopped"
+    );
     Ok(report)
 }

@@ -50,7 +50,9 @@ fn iotstream_services_set_only_variables_their_command_reads() {
         // Each variable becomes the flag it stands for, and the real parser checks every value.
         let mut args = vec!["iotstream".to_owned(), subcommand.to_owned()];
         for (key, value) in environment(service) {
-            let flag = known.get(&key).unwrap_or_else(|| panic!("service {name:?} sets {key}, which `iotstream {subcommand}` does not read"));
+            let flag = known
+                .get(&key)
+                .unwrap_or_else(|| panic!("service {name:?} sets {key}, which `iotstream {subcommand}` does not read"));
             args.extend([format!("--{flag}"), value]);
         }
         let parsed = Cli::try_parse_from(&args).map(|_| ());
@@ -64,7 +66,9 @@ fn iotstream_services_set_only_variables_their_command_reads() {
 fn database_url_and_plugin_folder_match_the_other_services() {
     let compose = compose();
     let postgres = environment(&compose["services"]["postgres"]);
-    let get = |vars: &[(String, String)], key: &str| vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_default();
+    let get = |vars: &[(String, String)], key: &str| {
+        vars.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_default()
+    };
     let iotstream = environment(&compose["services"]["iotstream"]);
     let expected = format!(
         "postgres://{}:{}@postgres:5432/{}",
@@ -75,6 +79,8 @@ fn database_url_and_plugin_folder_match_the_other_services() {
     assert_eq!(get(&iotstream, "DATABASE_URL"), expected);
     let volumes = compose["services"]["iotstream"]["volumes"].as_sequence().expect("volumes");
     let plugins = get(&iotstream, "IOTSTREAM_PLUGINS");
-    assert!(volumes.iter().any(|v| v.as_str().is_some_and(|v| v.split(':').nth(1) == Some(plugins.as_str()))), "plugins folder {plugins} is not mounted");
+    assert!(
+        volumes.iter().any(|v| v.as_str().is_some_and(|v| v.split(':').nth(1) == Some(plugins.as_str()))),
+        "plugins folder {plugins} is not mounted"
+    );
 }
-

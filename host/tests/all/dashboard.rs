@@ -59,7 +59,8 @@ impl Browser {
             .json()
             .await
             .expect("session json");
-        let session = created["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}")).to_owned();
+        let session =
+            created["value"]["sessionId"].as_str().unwrap_or_else(|| panic!("no session: {created}")).to_owned();
         Browser { driver, base, session, client, _profile: profile }
     }
 
@@ -125,7 +126,8 @@ const PAGE_STATE: &str = "return {
 async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool) {
     let host = Host::start(pool.clone(), None, &[]).await;
     let simulator = {
-        let (brokers, topic, stop) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone(), CancellationToken::new());
+        let (brokers, topic, stop) =
+            (host.broker.bootstrap_servers().to_owned(), host.topic.clone(), CancellationToken::new());
         let config = simulate_config(&["--rate", "300", "--sensors", "20"]);
         let task = tokio::spawn({
             let stop = stop.clone();
@@ -137,7 +139,9 @@ async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool)
     browser.goto(&format!("http://{}/", host.addr)).await;
     let first = browser
         .until("the page goes live with readings", PAGE_STATE, |s| {
-            s["connection"] == "live" && s["readings"].as_f64().is_some_and(|n| n > 0.0) && s["rows"].as_u64().is_some_and(|n| n > 0)
+            s["connection"] == "live"
+                && s["readings"].as_f64().is_some_and(|n| n > 0.0)
+                && s["rows"].as_u64().is_some_and(|n| n > 0)
         })
         .await;
     assert!(first["first_sensor"].as_str().is_some_and(|id| id.contains('_')), "{first}");

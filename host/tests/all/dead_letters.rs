@@ -11,10 +11,26 @@ async fn malformed_messages_are_dead_lettered_and_good_ones_stored(pool: PgPool)
     let host = Host::start(pool.clone(), None, &[]).await;
     let bad: Vec<(&str, &[u8], &str)> = vec![
         ("not-json", b"this is not json", "malformed reading: expected ident at line 1 column 2"),
-        ("missing", br#"{"sensor_id":"x","sensor_type":"co2","location":"l","timestamp":1}"#, "malformed reading: missing field `value` at line 1 column 66"),
-        ("wrong-type", br#"{"sensor_id":"x","sensor_type":"co2","location":"l","value":"hot","timestamp":1}"#, "malformed reading: invalid type: string \"hot\", expected f64 at line 1 column 65"),
-        ("nan", br#"{"sensor_id":"x","sensor_type":"co2","location":"l","value":NaN,"timestamp":1}"#, "malformed reading: expected value at line 1 column 61"),
-        ("unknown-type", br#"{"sensor_id":"x","sensor_type":"radon","location":"l","value":1,"timestamp":1}"#, "unknown sensor type \"radon\""),
+        (
+            "missing",
+            br#"{"sensor_id":"x","sensor_type":"co2","location":"l","timestamp":1}"#,
+            "malformed reading: missing field `value` at line 1 column 66",
+        ),
+        (
+            "wrong-type",
+            br#"{"sensor_id":"x","sensor_type":"co2","location":"l","value":"hot","timestamp":1}"#,
+            "malformed reading: invalid type: string \"hot\", expected f64 at line 1 column 65",
+        ),
+        (
+            "nan",
+            br#"{"sensor_id":"x","sensor_type":"co2","location":"l","value":NaN,"timestamp":1}"#,
+            "malformed reading: expected value at line 1 column 61",
+        ),
+        (
+            "unknown-type",
+            br#"{"sensor_id":"x","sensor_type":"radon","location":"l","value":1,"timestamp":1}"#,
+            "unknown sensor type \"radon\"",
+        ),
         ("empty", b"", "empty message"),
         ("binary", b"\xff\xfe\x00\x01", "malformed reading: expected value at line 1 column 1"),
     ];
@@ -22,7 +38,13 @@ async fn malformed_messages_are_dead_lettered_and_good_ones_stored(pool: PgPool)
     let mut good = Vec::new();
     for (i, (key, payload, _)) in bad.iter().enumerate() {
         for j in 0..3 {
-            let r = reading(&format!("co2-{j}"), SensorType::Co2, "office_1", 1_767_225_600_000 + (i * 3 + j) as i64 * 1000, 400.0 + (i * 3 + j) as f64);
+            let r = reading(
+                &format!("co2-{j}"),
+                SensorType::Co2,
+                "office_1",
+                1_767_225_600_000 + (i * 3 + j) as i64 * 1000,
+                400.0 + (i * 3 + j) as f64,
+            );
             payloads.push((r.sensor_id.clone(), encode(&r)));
             good.push(r);
         }
@@ -38,10 +60,15 @@ async fn malformed_messages_are_dead_lettered_and_good_ones_stored(pool: PgPool)
     let expected: Vec<(String, f64)> = good.iter().map(|r| (r.sensor_id.clone(), r.value)).collect();
     assert_eq!(stored, expected);
 
-    let letters: Vec<(Vec<u8>, Option<Vec<u8>>, String, String)> =
-        sqlx::query_as("SELECT message_key, payload, error, topic FROM dead_letters").fetch_all(&pool).await.expect("letters");
+    /// Key, payload, error, topic.
+    type Letter = (Vec<u8>, Option<Vec<u8>>, String, String);
+    let letters: Vec<Letter> = sqlx::query_as("SELECT message_key, payload, error, topic FROM dead_letters")
+        .fetch_all(&pool)
+        .await
+        .expect("letters");
     for (key, payload, error) in &bad {
-        let letter = letters.iter().find(|l| l.0 == key.as_bytes()).unwrap_or_else(|| panic!("no dead letter for {key}"));
+        let letter =
+            letters.iter().find(|l| l.0 == key.as_bytes()).unwrap_or_else(|| panic!("no dead letter for {key}"));
         assert_eq!(letter.2, *error, "error of {key}");
         assert_eq!(letter.1.as_deref().unwrap_or_default(), *payload, "payload of {key}");
         assert_eq!(letter.3, "iot_sensors");

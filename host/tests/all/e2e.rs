@@ -131,7 +131,8 @@ async fn readings_flow_to_all_three_tables_with_exact_windows(pool: PgPool) {
     assert_eq!((revised.1, revised.2, revised.3, revised.4), (25.0, 13, 1, 1));
 
     // The raw readings are exactly what was produced.
-    let stored_sum: f64 = sqlx::query_scalar("SELECT sum(value) FROM sensor_readings").fetch_one(&pool).await.expect("sum");
+    let stored_sum: f64 =
+        sqlx::query_scalar("SELECT sum(value) FROM sensor_readings").fetch_one(&pool).await.expect("sum");
     let produced_sum: f64 = readings.iter().map(|r| r.value).sum::<f64>() + closer.value + late.value;
     assert!((stored_sum - produced_sum).abs() < 1e-9, "stored {stored_sum}, produced {produced_sum}");
 

@@ -3,7 +3,14 @@
 use iotstream::iforest::{IforestConfig, iforest};
 
 fn config(input: &std::path::Path, out: &std::path::Path) -> IforestConfig {
-    IforestConfig { input: input.to_owned(), label_column: "label".into(), seed: 3, trees: 100, max_samples: 256, out: out.to_owned() }
+    IforestConfig {
+        input: input.to_owned(),
+        label_column: "label".into(),
+        seed: 3,
+        trees: 100,
+        max_samples: 256,
+        out: out.to_owned(),
+    }
 }
 
 #[test]

@@ -33,7 +33,12 @@ fn unique() -> u64 {
 fn to_wit(catalog: &mut SensorCatalog, readings: &[Reading]) -> Vec<WitReading> {
     readings
         .iter()
-        .map(|r| WitReading { sensor: catalog.key_for(r), timestamp_ms: r.timestamp.timestamp_millis(), value: r.value, flagged: false })
+        .map(|r| WitReading {
+            sensor: catalog.key_for(r),
+            timestamp_ms: r.timestamp.timestamp_millis(),
+            value: r.value,
+            flagged: false,
+        })
         .collect()
 }
 
@@ -45,8 +50,11 @@ fn zscore_scores_match_hand_computation() {
     assert_eq!((plugin.info().name.as_str(), plugin.info().state_version), ("zscore", 1));
     let mut catalog = SensorCatalog::default();
     let values = [10.0, 12.0, 10.0, 12.0, 14.0, 17.0];
-    let readings: Vec<Reading> =
-        values.iter().enumerate().map(|(i, v)| reading("t1", SensorType::Temperature, "lab_1", i as i64 * 1000, *v)).collect();
+    let readings: Vec<Reading> = values
+        .iter()
+        .enumerate()
+        .map(|(i, v)| reading("t1", SensorType::Temperature, "lab_1", i as i64 * 1000, *v))
+        .collect();
     let wit = to_wit(&mut catalog, &readings);
     let detections = plugin.detect(&catalog, &wit).expect("detects");
     let verdicts: Vec<Verdict> = detections.iter().map(|d| d.verdict).collect();
@@ -78,7 +86,10 @@ fn tumbling_window_aggregate_matches_hand_computation() {
     let out = plugin.aggregate(&catalog, &later).expect("aggregates");
     assert_eq!(out.len(), 2);
     let t = &out[0];
-    assert_eq!((t.sensor_type, t.location.as_str(), t.window_start_ms, t.window_end_ms), (WitSensorType::Temperature, "office_1", 0, 60_000));
+    assert_eq!(
+        (t.sensor_type, t.location.as_str(), t.window_start_ms, t.window_end_ms),
+        (WitSensorType::Temperature, "office_1", 0, 60_000)
+    );
     assert_eq!((t.count, t.avg, t.min, t.max, t.anomaly_count), (4, 23.0, 20.0, 26.0, 1));
     assert!((t.stddev - 5f64.sqrt()).abs() < 1e-12);
     let h = &out[1];
@@ -96,7 +107,8 @@ fn tumbling_window_aggregate_matches_hand_computation() {
 #[test]
 fn isolation_forest_warms_up_then_flags_a_spike() {
     let runtime = PluginRuntime::new().expect("runtime");
-    let mut plugin = load_with_config(&runtime, "isolation-forest", r#"{"trees": 50, "min_train": 64, "train_rows": 256}"#);
+    let mut plugin =
+        load_with_config(&runtime, "isolation-forest", r#"{"trees": 50, "min_train": 64, "train_rows": 256}"#);
     let mut catalog = SensorCatalog::default();
     let mut readings: Vec<Reading> = (0..200)
         .map(|i| reading("p1", SensorType::Pressure, "lab_1", i * 1000, 1013.0 + ((i * 37) % 11) as f64 * 0.1))
@@ -121,8 +133,9 @@ fn isolation_forest_warms_up_then_flags_a_spike() {
 #[test]
 fn state_exported_from_one_instance_continues_in_another() {
     let runtime = PluginRuntime::new().expect("runtime");
-    let readings: Vec<Reading> =
-        (0..300).map(|i| reading(&format!("s{}", i % 3), SensorType::Co2, "lab_1", i * 500, 400.0 + ((i * 13) % 29) as f64)).collect();
+    let readings: Vec<Reading> = (0..300)
+        .map(|i| reading(&format!("s{}", i % 3), SensorType::Co2, "lab_1", i * 500, 400.0 + ((i * 13) % 29) as f64))
+        .collect();
     let (first, second) = readings.split_at(170);
     for name in ["zscore", "isolation-forest"] {
         let config = r#"{"min_train": 64, "train_rows": 128}"#;
@@ -154,7 +167,13 @@ fn aggregator_state_hand_off_gives_the_same_windows() {
     let readings: Vec<Reading> = (0..600)
         .map(|i| {
             let location = ["office_1", "lab_1", "warehouse_1"][i % 3];
-            reading(&format!("h-{location}"), SensorType::Humidity, location, ((i * 7919) % 400_000) as i64 + i as i64 * 500, (i % 13) as f64)
+            reading(
+                &format!("h-{location}"),
+                SensorType::Humidity,
+                location,
+                ((i * 7919) % 400_000) as i64 + i as i64 * 500,
+                (i % 13) as f64,
+            )
         })
         .collect();
     let run = |split: Option<usize>| {
@@ -189,7 +208,10 @@ fn files_that_are_not_stage_components_are_refused_with_a_reason() {
     std::fs::copy(plugin_path("zscore"), &zscore).expect("copy");
     std::fs::write(dir.join("zscore.json"), r#"{"history": 1}"#).expect("write config");
     let err = runtime.load(&zscore).err().map(|e| e.to_string());
-    assert_eq!(err.as_deref(), Some("plugin zscore refused the call: invalid configuration: history must be at least 2, got 1"));
+    assert_eq!(
+        err.as_deref(),
+        Some("plugin zscore refused the call: invalid configuration: history must be at least 2, got 1")
+    );
     let (loaded, failed) = runtime.load_dir(Path::new(&dir)).expect("reads dir");
     assert!(loaded.is_empty());
     assert_eq!(failed.len(), 2);

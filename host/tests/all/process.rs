@@ -45,7 +45,8 @@ async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: Pg
     let (mut dashboard, mut bootstrap) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(60);
     while dashboard.is_none() || bootstrap.is_none() {
-        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("iotstream logs its addresses");
+        let line =
+            rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("iotstream logs its addresses");
         if line.contains("dashboard served") {
             dashboard = field(&line, "url").map(str::to_owned);
         }

@@ -8,8 +8,24 @@ use sqlx::PgPool;
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn precision_recall_and_agreement_match_hand_counts(pool: PgPool) {
     let labels = [true, true, true, false, true, true, false, false, false, false, true, true];
-    let zscore = ["anomaly", "anomaly", "anomaly", "anomaly", "normal", "normal", "normal", "normal", "normal", "normal", "warming_up", "warming_up"];
-    let forest = ["anomaly", "normal", "anomaly", "normal", "normal", "anomaly", "normal", "normal", "normal", "anomaly", "anomaly", "normal"];
+    let zscore = [
+        "anomaly",
+        "anomaly",
+        "anomaly",
+        "anomaly",
+        "normal",
+        "normal",
+        "normal",
+        "normal",
+        "normal",
+        "normal",
+        "warming_up",
+        "warming_up",
+    ];
+    let forest = [
+        "anomaly", "normal", "anomaly", "normal", "normal", "anomaly", "normal", "normal", "normal", "anomaly",
+        "anomaly", "normal",
+    ];
     let base = Utc.timestamp_millis_opt(1_767_225_600_000).single().expect("time");
     for i in 0..12 {
         for (detector, verdict) in [("zscore", zscore[i]), ("isolation-forest", forest[i])] {
@@ -29,7 +45,11 @@ async fn precision_recall_and_agreement_match_hand_counts(pool: PgPool) {
         }
     }
     let report = Store::new(pool).quality(None, None).await.expect("quality");
-    let d: Vec<_> = report.detectors.iter().map(|q| (q.detector.as_str(), q.judged, q.true_positives, q.false_positives, q.false_negatives)).collect();
+    let d: Vec<_> = report
+        .detectors
+        .iter()
+        .map(|q| (q.detector.as_str(), q.judged, q.true_positives, q.false_positives, q.false_negatives))
+        .collect();
     assert_eq!(d, [("isolation-forest", 12, 4, 1, 3), ("zscore", 10, 3, 1, 2)]);
     let z = &report.detectors[1];
     assert_eq!((z.precision, z.recall), (Some(0.75), Some(0.6)));
@@ -39,7 +59,14 @@ async fn precision_recall_and_agreement_match_hand_counts(pool: PgPool) {
     let a = &report.agreement;
     assert_eq!(a.len(), 1);
     assert_eq!(
-        (a[0].detector_a.as_str(), a[0].detector_b.as_str(), a[0].judged_by_both, a[0].agreed, a[0].both_anomalous, a[0].agreement),
+        (
+            a[0].detector_a.as_str(),
+            a[0].detector_b.as_str(),
+            a[0].judged_by_both,
+            a[0].agreed,
+            a[0].both_anomalous,
+            a[0].agreement
+        ),
         ("isolation-forest", "zscore", 10, 6, 2, Some(0.6))
     );
 }

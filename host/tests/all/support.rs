@@ -104,7 +104,9 @@ impl Host {
             .iter()
             .map(|(key, payload)| {
                 producer
-                    .send_result(rdkafka::producer::FutureRecord::to(&self.topic).partition(0).key(key).payload(payload))
+                    .send_result(
+                        rdkafka::producer::FutureRecord::to(&self.topic).partition(0).key(key).payload(payload),
+                    )
                     .map_err(|(err, _)| err)
                     .expect("enqueue")
             })

@@ -101,10 +101,16 @@ impl DetectorConfig {
             return Err("trees must be positive, max_samples and history at least 2".into());
         }
         if self.min_history == 0 || self.min_history > self.history {
-            return Err(format!("min_history must be between 1 and history ({}), got {}", self.history, self.min_history));
+            return Err(format!(
+                "min_history must be between 1 and history ({}), got {}",
+                self.history, self.min_history
+            ));
         }
         if self.min_train < 2 || self.min_train > self.train_rows {
-            return Err(format!("min_train must be between 2 and train_rows ({}), got {}", self.train_rows, self.min_train));
+            return Err(format!(
+                "min_train must be between 2 and train_rows ({}), got {}",
+                self.train_rows, self.min_train
+            ));
         }
         if self.retrain_interval_ms <= 0 {
             return Err(format!("retrain_interval_ms must be positive, got {}", self.retrain_interval_ms));
@@ -251,7 +257,8 @@ fn features(history: &mut SensorHistory, capacity: usize, timestamp_ms: i64, val
     let n = history.values.len() as f64;
     let mean = history.values.iter().sum::<f64>() / n;
     let std = (history.values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    let (lo, hi) = history.values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    let (lo, hi) =
+        history.values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
     let hour = timestamp_ms.rem_euclid(86_400_000) as f64 / 3_600_000.0;
     let angle = std::f64::consts::TAU * hour / 24.0;
     [value, angle.sin(), angle.cos(), change, mean, std, hi - lo]
@@ -302,7 +309,9 @@ mod tests {
         // a has 64 rows of its own and a model; b, of the same type, has 63 and none yet.
         assert_eq!(d.model_for(&a, SensorType::Co2).map(|m| (m.generation, m.training_rows)), Some((1, 64)));
         assert!(d.model_for(&b, SensorType::Co2).is_none());
-        assert_eq!(d.observe(&b, SensorType::Co2, 99_000, 801.0) == Judgement::WarmingUp, false);
+        // b's 64th row trains its own model, which scores that reading.
+        assert!(matches!(d.observe(&b, SensorType::Co2, 99_000, 801.0), Judgement::Scored { .. }));
+        assert_eq!(d.model_for(&b, SensorType::Co2).map(|m| m.training_rows), Some(64));
         let by_type = OnlineForest::new(small_config());
         assert!(by_type.model_for(&a, SensorType::Co2).is_none());
     }
@@ -328,7 +337,9 @@ mod tests {
         // 06:00 UTC: angle pi/2. History 20, 30, 60 (10 fell out): mean 110/3, range 40.
         let f = features(&mut h, 3, 6 * 3_600_000, 60.0);
         let mean = 110.0 / 3.0;
-        let std = (((20.0 - mean) * (20.0 - mean) + (30.0 - mean) * (30.0 - mean) + (60.0 - mean) * (60.0 - mean)) / 3.0_f64).sqrt();
+        let std = (((20.0 - mean) * (20.0 - mean) + (30.0 - mean) * (30.0 - mean) + (60.0 - mean) * (60.0 - mean))
+            / 3.0_f64)
+            .sqrt();
         assert_eq!(f[0], 60.0);
         assert!((f[1] - 1.0).abs() < 1e-12 && f[2].abs() < 1e-12);
         assert_eq!(f[3], 30.0);
@@ -341,7 +352,10 @@ mod tests {
         let mut d = OnlineForest::new(small_config());
         let s: Arc<str> = "t1".into();
         for i in 0..63 {
-            assert_eq!(d.observe(&s, SensorType::Temperature, i * 1000, 20.0 + (i % 5) as f64 * 0.1), Judgement::WarmingUp);
+            assert_eq!(
+                d.observe(&s, SensorType::Temperature, i * 1000, 20.0 + (i % 5) as f64 * 0.1),
+                Judgement::WarmingUp
+            );
         }
         assert!(matches!(d.observe(&s, SensorType::Temperature, 63_000, 20.2), Judgement::Scored { .. }));
         let first = d.model_for(&s, SensorType::Temperature).cloned().expect("trained");
@@ -358,7 +372,8 @@ mod tests {
     #[test]
     fn threshold_flags_the_contamination_share_of_training_rows_and_a_spike() {
         // One training, at the 256th reading, on exactly the 256 rows in the buffer.
-        let config = DetectorConfig { contamination: 0.05, min_train: 256, retrain_interval_ms: i64::MAX, ..small_config() };
+        let config =
+            DetectorConfig { contamination: 0.05, min_train: 256, retrain_interval_ms: i64::MAX, ..small_config() };
         let mut d = OnlineForest::new(config);
         let s: Arc<str> = "h1".into();
         for i in 0..256 {
@@ -366,7 +381,8 @@ mod tests {
         }
         let model = d.model_for(&s, SensorType::Humidity).expect("trained").clone();
         // The threshold is the 95% quantile of the training scores: at most 5% of them lie above it.
-        let rows: Vec<Features> = d.state.models[&ScopeKey::Type(SensorType::Humidity)].training.iter().copied().collect();
+        let rows: Vec<Features> =
+            d.state.models[&ScopeKey::Type(SensorType::Humidity)].training.iter().copied().collect();
         let above = rows.iter().filter(|r| model.forest.score(*r) > model.threshold).count();
         assert_eq!(model.training_rows, 256);
         assert!(above <= 12, "{above} of 256 above the threshold, at most 5% may be");

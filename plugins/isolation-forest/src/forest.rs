@@ -129,7 +129,14 @@ impl ForestParams {
 }
 
 /// Grows the subtree over `sample` at `depth`; returns its root's index in the arena.
-fn grow(tree: &mut Tree, rows: &[impl AsRef<[f64]>], sample: &mut [usize], depth: usize, limit: usize, rng: &mut StdRng) -> u32 {
+fn grow(
+    tree: &mut Tree,
+    rows: &[impl AsRef<[f64]>],
+    sample: &mut [usize],
+    depth: usize,
+    limit: usize,
+    rng: &mut StdRng,
+) -> u32 {
     let index = tree.nodes.len() as u32;
     tree.nodes.push(Node::Leaf { size: sample.len() as u32 });
     if depth >= limit || sample.len() <= 1 {
@@ -244,7 +251,10 @@ mod tests {
     fn bad_input_is_refused() {
         let empty: [[f64; 1]; 0] = [];
         assert!(matches!(ForestParams::default().fit_rows(&empty), Err(FitError::BadShape(_))));
-        assert_eq!(ForestParams::default().fit_rows(&[[1.0], [f64::NAN]]), Err(FitError::NotFinite { row: 1, feature: 0 }));
+        assert_eq!(
+            ForestParams::default().fit_rows(&[[1.0], [f64::NAN]]),
+            Err(FitError::NotFinite { row: 1, feature: 0 })
+        );
         assert!(matches!(ForestParams::default().fit_rows(&[vec![1.0], vec![1.0, 2.0]]), Err(FitError::BadShape(_))));
     }
 }

@@ -6,9 +6,9 @@
 use std::path::PathBuf;
 
 use isolation_forest::forest::ForestParams;
+use isolation_forest::metrics::roc_auc;
 use linfa::prelude::{Dataset, Fit, Predict};
 use ndarray::Array2;
-use isolation_forest::metrics::roc_auc;
 
 fn data_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/odds")
@@ -31,14 +31,16 @@ fn read(file: &str) -> (Vec<Vec<f64>>, Vec<bool>) {
 #[test]
 fn auc_is_within_tolerance_of_scikit_learn_on_every_data_set() {
     let reference: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(data_dir().join("reference.json")).expect("reference")).expect("json");
+        serde_json::from_str(&std::fs::read_to_string(data_dir().join("reference.json")).expect("reference"))
+            .expect("json");
     let datasets = reference["datasets"].as_object().expect("datasets");
     assert_eq!(datasets.len(), 6);
     let mut report = Vec::new();
     for (name, expected) in datasets {
         let (rows, labels) = read(expected["file"].as_str().expect("file"));
         let width = rows[0].len();
-        let records = Array2::from_shape_vec((rows.len(), width), rows.iter().flatten().copied().collect()).expect("rectangular");
+        let records =
+            Array2::from_shape_vec((rows.len(), width), rows.iter().flatten().copied().collect()).expect("rectangular");
         assert_eq!(rows.len() as u64, expected["rows"].as_u64().expect("rows"), "{name}");
         assert_eq!(labels.iter().filter(|l| **l).count() as u64, expected["anomalies"].as_u64().expect("anomalies"));
         let aucs: Vec<f64> = (0..5)
@@ -54,7 +56,10 @@ fn auc_is_within_tolerance_of_scikit_learn_on_every_data_set() {
         let theirs = expected["sklearn_auc_mean"].as_f64().expect("mean");
         let tolerance = expected["tolerance"].as_f64().expect("tolerance");
         report.push(format!("{name:<12} ours {ours:.4}  scikit-learn {theirs:.4}  tolerance {tolerance}"));
-        assert!((ours - theirs).abs() <= tolerance, "{name}: ours {ours:.4} vs scikit-learn {theirs:.4} (tolerance {tolerance}); {aucs:?}");
+        assert!(
+            (ours - theirs).abs() <= tolerance,
+            "{name}: ours {ours:.4} vs scikit-learn {theirs:.4} (tolerance {tolerance}); {aucs:?}"
+        );
     }
     println!("{}", report.join("\n"));
 }

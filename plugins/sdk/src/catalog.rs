@@ -28,13 +28,8 @@ pub enum SensorType {
 
 impl SensorType {
     /// Every sensor type, in WIT order.
-    pub const ALL: [SensorType; 5] = [
-        SensorType::Temperature,
-        SensorType::Humidity,
-        SensorType::AirQuality,
-        SensorType::Pressure,
-        SensorType::Co2,
-    ];
+    pub const ALL: [SensorType; 5] =
+        [SensorType::Temperature, SensorType::Humidity, SensorType::AirQuality, SensorType::Pressure, SensorType::Co2];
 }
 
 /// Who took a reading: the sensor's identity as declared by the host.

@@ -216,7 +216,7 @@ mod tests {
         fn judge(&mut self, sensor: &SensorIdentity, _: i64, _: f64) -> Judgement {
             let n = self.0.entry(sensor.sensor_id.to_string()).or_default();
             *n += 1;
-            Judgement::Scored { score: f64::from(*n), anomaly: *n % 3 == 0 }
+            Judgement::Scored { score: f64::from(*n), anomaly: n.is_multiple_of(3) }
         }
 
         fn state(&self) -> &Self::State {
@@ -234,11 +234,15 @@ mod tests {
 
     #[test]
     fn judges_by_identity_refuses_undeclared_keys_and_hands_state_over() {
-        assert_eq!(DetectorStage::<Counter>::create(r#"{"bad": 1}"#).err(), Some(PluginError::InvalidConfig("bad is not allowed".into())));
+        assert_eq!(
+            DetectorStage::<Counter>::create(r#"{"bad": 1}"#).err(),
+            Some(PluginError::InvalidConfig("bad is not allowed".into()))
+        );
         let stage = DetectorStage::<Counter>::create("").expect("created");
         stage.declare([(0, sensor("a")), (1, sensor("b"))]);
         let out = stage.detect(&[(0, 0, 1.0), (0, 0, 1.0), (1, 0, 1.0), (0, 0, 1.0)]).expect("detects");
-        let scores: Vec<f64> = out.iter().map(|j| if let (Judgement::Scored { score, .. }, _) = j { *score } else { -1.0 }).collect();
+        let scores: Vec<f64> =
+            out.iter().map(|j| if let (Judgement::Scored { score, .. }, _) = j { *score } else { -1.0 }).collect();
         assert_eq!(scores, [1.0, 2.0, 1.0, 3.0]);
         assert!(matches!(out[3], (Judgement::Scored { anomaly: true, .. }, None)));
         // A batch with an undeclared key changes nothing.
@@ -248,7 +252,10 @@ mod tests {
         other.import_state(&state).expect("imports");
         // Keys are per instance: after the import, "a" is declared under another key.
         other.declare([(9, sensor("a"))]);
-        assert_eq!(other.detect(&[(9, 0, 1.0)]).expect("detects"), [(Judgement::Scored { score: 4.0, anomaly: false }, None)]);
+        assert_eq!(
+            other.detect(&[(9, 0, 1.0)]).expect("detects"),
+            [(Judgement::Scored { score: 4.0, anomaly: false }, None)]
+        );
         assert!(matches!(other.import_state(&[1, 0, 0, 0]), Err(PluginError::InvalidState(_))));
     }
 }

@@ -38,7 +38,10 @@ impl GuestAggregatorStage for Stage {
     fn create(config: String) -> Result<AggregatorStage, StageError> {
         let config: WindowConfig = parse_config(&config)?;
         config.validate().map_err(StageError::InvalidConfig)?;
-        Ok(AggregatorStage::new(Stage { catalog: RefCell::default(), windows: RefCell::new(TumblingWindows::new(config)) }))
+        Ok(AggregatorStage::new(Stage {
+            catalog: RefCell::default(),
+            windows: RefCell::new(TumblingWindows::new(config)),
+        }))
     }
 
     fn declare_sensors(&self, sensors: Vec<Sensor>) {

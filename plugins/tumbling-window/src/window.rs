@@ -42,7 +42,12 @@ pub struct WindowConfig {
 
 impl Default for WindowConfig {
     fn default() -> Self {
-        WindowConfig { window_ms: 60_000, allowed_lateness_ms: 10_000, idle_timeout_ms: 300_000, revision_horizon_ms: 3_600_000 }
+        WindowConfig {
+            window_ms: 60_000,
+            allowed_lateness_ms: 10_000,
+            idle_timeout_ms: 300_000,
+            revision_horizon_ms: 3_600_000,
+        }
     }
 }
 
@@ -209,7 +214,14 @@ impl TumblingWindows {
     }
 
     /// Adds one reading to its window: open, or closed within the horizon (a revision).
-    pub fn add(&mut self, location: &Arc<str>, sensor_type: SensorType, timestamp_ms: i64, value: f64, flagged: bool) -> Admission {
+    pub fn add(
+        &mut self,
+        location: &Arc<str>,
+        sensor_type: SensorType,
+        timestamp_ms: i64,
+        value: f64,
+        flagged: bool,
+    ) -> Admission {
         let start = timestamp_ms.div_euclid(self.config.window_ms) * self.config.window_ms;
         let end = start.saturating_add(self.config.window_ms);
         let watermark = self.watermark();
@@ -233,7 +245,11 @@ impl TumblingWindows {
             Some(open) => open,
             None => {
                 // A window that closed empty is created closed: its first emission is revision 0.
-                let window = group.closed.entry(start).or_insert_with(|| Closed { stats: Accumulator::new(clock), emitted: 0, dirty: false });
+                let window = group.closed.entry(start).or_insert_with(|| Closed {
+                    stats: Accumulator::new(clock),
+                    emitted: 0,
+                    dirty: false,
+                });
                 window.dirty = true;
                 &mut window.stats
             }
@@ -288,9 +304,16 @@ impl TumblingWindows {
                 group.closed.retain(|start, _| start.saturating_add(window_ms) > forget_before);
             }
         }
-        self.state.groups.retain(|_, group| !group.open.is_empty() || !group.closed.is_empty() || group.closed_until_ms.is_some());
+        self.state
+            .groups
+            .retain(|_, group| !group.open.is_empty() || !group.closed.is_empty() || group.closed_until_ms.is_some());
         emitted.sort_by(|a, b| {
-            (a.window_start_ms, &a.location, a.sensor_type, a.revision).cmp(&(b.window_start_ms, &b.location, b.sensor_type, b.revision))
+            (a.window_start_ms, &a.location, a.sensor_type, a.revision).cmp(&(
+                b.window_start_ms,
+                &b.location,
+                b.sensor_type,
+                b.revision,
+            ))
         });
         emitted
     }
@@ -352,7 +375,8 @@ mod tests {
         w.add(&lab, SensorType::Humidity, MIN + 1, 41.0, false);
         w.add(&office(), SensorType::Co2, 2 * MIN, 410.0, false);
         let out = w.close_ready();
-        let keys: Vec<_> = out.iter().map(|a| (a.window_start_ms, a.location.to_string(), a.sensor_type, a.count)).collect();
+        let keys: Vec<_> =
+            out.iter().map(|a| (a.window_start_ms, a.location.to_string(), a.sensor_type, a.count)).collect();
         assert_eq!(
             keys,
             vec![
@@ -414,8 +438,9 @@ mod tests {
     #[test]
     fn a_window_split_across_a_restart_comes_out_identical() {
         use iotstream_plugin_sdk::{decode_state, encode_state};
-        let stream: Vec<(i64, f64, bool)> =
-            (0..400).map(|i| ((i * 6133) % 240_000 + (i / 100) * 60_000, f64::from(i as i32 % 23) * 0.5, i % 11 == 0)).collect();
+        let stream: Vec<(i64, f64, bool)> = (0..400)
+            .map(|i| ((i * 6133) % 240_000 + (i / 100) * 60_000, f64::from(i as i32 % 23) * 0.5, i % 11 == 0))
+            .collect();
         let config = WindowConfig { idle_timeout_ms: 30_000, ..WindowConfig::default() };
         let run = |restart_at: Option<usize>| {
             let mut w = TumblingWindows::new(config.clone());

@@ -48,7 +48,10 @@ impl ZScoreConfig {
             return Err(format!("threshold must be a positive number, got {}", self.threshold));
         }
         if self.min_history < 2 || self.min_history > self.history {
-            return Err(format!("min_history must be between 2 and history ({}), got {}", self.history, self.min_history));
+            return Err(format!(
+                "min_history must be between 2 and history ({}), got {}",
+                self.history, self.min_history
+            ));
         }
         Ok(())
     }

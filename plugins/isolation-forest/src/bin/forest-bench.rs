@@ -36,6 +36,11 @@ fn main() {
             aucs += roc_auc(&scores, &labels).unwrap_or(f64::NAN);
         }
         let name = path.rsplit('/').next().unwrap_or(&path).trim_end_matches(".csv");
-        println!(r#"{{"data":"{name}","rows":{},"fit_score_ms":{:.3},"auc":{:.5}}}"#, rows.len(), millis / 5.0, aucs / 5.0);
+        println!(
+            r#"{{"data":"{name}","rows":{},"fit_score_ms":{:.3},"auc":{:.5}}}"#,
+            rows.len(),
+            millis / 5.0,
+            aucs / 5.0
+        );
     }
 }
