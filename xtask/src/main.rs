@@ -251,8 +251,8 @@ fn test() -> Result<()> {
     ensure_apt_packages()?;
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
     ensure_postgres(&database_url)?;
-    status(cargo(&["fmt", "--all", "--check"]))?;
+    status(&mut cargo(&["fmt", "--all", "--check"]))?;
     build(false)?;
-    status(cargo(&["clippy", "--workspace", "--exclude", DASHBOARD, "--all-targets", "--", "-D", "warnings"]))?;
+    status(&mut cargo(&["clippy", "--workspace", "--exclude", DASHBOARD, "--all-targets", "--", "-D", "warnings"]))?;
     status(cargo(&["test", "--workspace", "--exclude", DASHBOARD]).env("DATABASE_URL", &database_url))
 }
