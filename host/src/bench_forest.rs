@@ -4,10 +4,8 @@
 //! prints these beside scikit-learn's.
 
 use std::path::PathBuf;
-use std::time::Instant;
 
-use isolation_forest::forest::ForestParams;
-use isolation_forest::metrics::roc_auc;
+use isolation_forest::metrics::{parse_labelled_csv, time_fit_and_score};
 use serde::{Deserialize, Serialize};
 
 use crate::plugins::{PluginError, PluginRuntime};
@@ -67,33 +65,18 @@ pub fn bench_forest(config: &BenchForestConfig) -> Result<Vec<ForestTiming>, Plu
     let mut timings = Vec::new();
     for file in &files {
         let text = std::fs::read_to_string(file).map_err(|source| PluginError::Read { path: file.clone(), source })?;
-        let mut rows = Vec::new();
-        let mut labels = Vec::new();
-        for line in text.lines().skip(1).filter(|l| !l.trim().is_empty()) {
-            let mut fields: Vec<f64> = line.split(',').filter_map(|f| f.trim().parse().ok()).collect();
-            labels.push(fields.pop() == Some(1.0));
-            rows.push(fields);
-        }
-        let (mut millis, mut auc) = (0.0, 0.0);
-        for seed in 0..5 {
-            let started = Instant::now();
-            let forest = ForestParams { n_estimators: 100, max_samples: 256, seed }
-                .fit_rows(&rows)
-                .map_err(|err| PluginError::Trap { plugin: "forest".into(), message: err.to_string() })?;
-            let scores: Vec<f64> = rows.iter().map(|r| forest.score(r)).collect();
-            millis += started.elapsed().as_secs_f64() * 1000.0;
-            auc += roc_auc(&scores, &labels).unwrap_or(f64::NAN);
-        }
+        let (rows, labels) = parse_labelled_csv(&text);
+        let (native_ms, auc) = time_fit_and_score(&rows, &labels, 0..5)
+            .map_err(|err| PluginError::Trap { plugin: "forest".into(), message: err.to_string() })?;
         let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let wasm_ms = wasm.iter().find(|w| w.data == name).map_or(f64::NAN, |w| w.fit_score_ms);
-        let native_ms = millis / 5.0;
         timings.push(ForestTiming {
             rows: rows.len(),
             native_samples_per_s: rows.len() as f64 / native_ms * 1000.0,
             wasm_samples_per_s: rows.len() as f64 / wasm_ms * 1000.0,
             native_ms,
             wasm_ms,
-            auc: auc / 5.0,
+            auc,
             data: name,
         });
     }
