@@ -7,13 +7,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use iotstream_plugin_sdk::SensorIdentity;
 use iotstream_plugin_sdk::detector::Detector;
-use iotstream_plugin_sdk::{SensorIdentity, SensorType as PluginSensorType};
 use serde::Serialize;
 
 use crate::plugins::bindings::Reading as WitReading;
 use crate::plugins::{PluginError, PluginRuntime, SensorCatalog};
-use crate::reading::{Reading, SensorType};
+use crate::reading::Reading;
 use crate::simulate::Fleet;
 
 /// Readings per plugin call, as the pipeline's default batch.
@@ -47,16 +47,6 @@ pub struct PluginThroughput {
     pub longest_native_call_ms: f64,
 }
 
-fn plugin_type(t: SensorType) -> PluginSensorType {
-    match t {
-        SensorType::Temperature => PluginSensorType::Temperature,
-        SensorType::Humidity => PluginSensorType::Humidity,
-        SensorType::AirQuality => PluginSensorType::AirQuality,
-        SensorType::Pressure => PluginSensorType::Pressure,
-        SensorType::Co2 => PluginSensorType::Co2,
-    }
-}
-
 /// Runs every plugin both ways over the same readings.
 pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput>, PluginError> {
     // One reading every 20 ms of event time: 500 000 readings span ~3 hours, so windows close and
@@ -69,7 +59,7 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
         .iter()
         .map(|r| SensorIdentity {
             sensor_id: Arc::from(r.sensor_id.as_str()),
-            sensor_type: plugin_type(r.sensor_type),
+            sensor_type: r.sensor_type,
             location: Arc::from(r.location.as_str()),
         })
         .collect();

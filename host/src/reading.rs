@@ -6,69 +6,14 @@
 //! or validate is a [`DecodeError`], which the pipeline dead-letters.
 
 use std::borrow::Cow;
-use std::fmt;
 use std::str::FromStr;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
 
-/// The kinds of sensor iotstream knows (the WIT `sensor-type`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum SensorType {
-    /// Degrees Celsius.
-    Temperature,
-    /// Percent relative humidity.
-    Humidity,
-    /// Air quality index.
-    AirQuality,
-    /// Hectopascals.
-    Pressure,
-    /// Parts per million.
-    Co2,
-}
-
-impl SensorType {
-    /// Every type, in WIT order.
-    pub const ALL: [SensorType; 5] =
-        [SensorType::Temperature, SensorType::Humidity, SensorType::AirQuality, SensorType::Pressure, SensorType::Co2];
-
-    /// The name used in messages and in the database.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SensorType::Temperature => "temperature",
-            SensorType::Humidity => "humidity",
-            SensorType::AirQuality => "air_quality",
-            SensorType::Pressure => "pressure",
-            SensorType::Co2 => "co2",
-        }
-    }
-
-    /// The unit readings of this type are in, when a message does not say.
-    pub fn default_unit(self) -> &'static str {
-        match self {
-            SensorType::Temperature => "°C",
-            SensorType::Humidity => "%",
-            SensorType::AirQuality => "AQI",
-            SensorType::Pressure => "hPa",
-            SensorType::Co2 => "ppm",
-        }
-    }
-}
-
-impl fmt::Display for SensorType {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for SensorType {
-    type Err = DecodeError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        SensorType::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| DecodeError::UnknownSensorType(excerpt(s)))
-    }
-}
+/// The kinds of sensor iotstream knows (the WIT `sensor-type`): one type for the host and the
+/// plugins, from the plugin SDK.
+pub use iotstream_plugin_sdk::SensorType;
 
 /// A decoded, valid reading.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,7 +97,8 @@ pub fn decode(payload: Option<&[u8]>) -> Result<Reading, DecodeError> {
     let payload = payload.filter(|p| !p.is_empty()).ok_or(DecodeError::Empty)?;
     let wire: WireReading<'_> =
         serde_json::from_slice(payload).map_err(|err| DecodeError::Malformed(err.to_string()))?;
-    let sensor_type: SensorType = wire.sensor_type.parse()?;
+    let sensor_type = SensorType::from_name(&wire.sensor_type)
+        .ok_or_else(|| DecodeError::UnknownSensorType(excerpt(&wire.sensor_type)))?;
     if !wire.value.is_finite() {
         return Err(DecodeError::NotFinite);
     }

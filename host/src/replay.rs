@@ -45,7 +45,7 @@ pub struct ReplayConfig {
 }
 
 fn parse_sensor_type(text: &str) -> Result<SensorType, String> {
-    text.parse().map_err(|err: crate::reading::DecodeError| err.to_string())
+    SensorType::from_name(text).ok_or_else(|| format!("unknown sensor type {text:?}"))
 }
 
 /// Why a replay failed.

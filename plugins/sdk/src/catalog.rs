@@ -11,8 +11,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::PluginError;
 
-/// What a sensor measures; mirrors the WIT `sensor-type` enum.
+/// What a sensor measures; mirrors the WIT `sensor-type` enum. Its text form (messages, database,
+/// JSON) is snake case: `temperature`, `humidity`, `air_quality`, `pressure`, `co2`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum SensorType {
     /// Degrees Celsius.
     Temperature,
@@ -30,6 +32,39 @@ impl SensorType {
     /// Every sensor type, in WIT order.
     pub const ALL: [SensorType; 5] =
         [SensorType::Temperature, SensorType::Humidity, SensorType::AirQuality, SensorType::Pressure, SensorType::Co2];
+
+    /// The name used in messages and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SensorType::Temperature => "temperature",
+            SensorType::Humidity => "humidity",
+            SensorType::AirQuality => "air_quality",
+            SensorType::Pressure => "pressure",
+            SensorType::Co2 => "co2",
+        }
+    }
+
+    /// The unit readings of this type are in, when a message does not say.
+    pub fn default_unit(self) -> &'static str {
+        match self {
+            SensorType::Temperature => "°C",
+            SensorType::Humidity => "%",
+            SensorType::AirQuality => "AQI",
+            SensorType::Pressure => "hPa",
+            SensorType::Co2 => "ppm",
+        }
+    }
+
+    /// The type named `name` (its [`SensorType::as_str`] form), if there is one.
+    pub fn from_name(name: &str) -> Option<SensorType> {
+        SensorType::ALL.into_iter().find(|t| t.as_str() == name)
+    }
+}
+
+impl std::fmt::Display for SensorType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Who took a reading: the sensor's identity as declared by the host.
@@ -84,6 +119,17 @@ mod tests {
 
     fn identity(id: &str) -> SensorIdentity {
         SensorIdentity { sensor_id: id.into(), sensor_type: SensorType::Co2, location: "lab_1".into() }
+    }
+
+    #[test]
+    fn type_names_round_trip_and_match_serde() {
+        let names: Vec<&str> = SensorType::ALL.iter().map(|t| t.as_str()).collect();
+        assert_eq!(names, ["temperature", "humidity", "air_quality", "pressure", "co2"]);
+        for t in SensorType::ALL {
+            assert_eq!(SensorType::from_name(t.as_str()), Some(t));
+            assert_eq!(serde_json::to_string(&t).ok(), Some(format!("\"{t}\"")));
+        }
+        assert_eq!(SensorType::from_name("radon"), None);
     }
 
     #[test]
