@@ -21,9 +21,11 @@ use clap::{Parser, Subcommand};
 const PLUGINS: [&str; 3] = ["tumbling-window", "zscore", "isolation-forest"];
 /// The dashboard crate.
 const DASHBOARD: &str = "iotstream-dashboard";
+/// Debian packages the build needs: the C toolchain pieces librdkafka's build uses.
+const BUILD_PACKAGES: [&str; 4] = ["pkg-config", "zlib1g-dev", "g++", "make"];
 /// Debian packages the tests need: a Kafka client for the broker checks and a browser for the
-/// dashboard test; the C toolchain pieces librdkafka's build needs.
-const APT_PACKAGES: [&str; 7] = ["kcat", "chromium", "chromium-driver", "pkg-config", "zlib1g-dev", "g++", "make"];
+/// dashboard test.
+const TEST_PACKAGES: [&str; 3] = ["kcat", "chromium", "chromium-driver"];
 /// Where the tests find PostgreSQL unless `DATABASE_URL` says otherwise.
 const DEFAULT_DATABASE_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
 
@@ -68,16 +70,20 @@ fn main() -> Result<()> {
         Task::Build { release } => build(release),
         Task::Plugins => build_plugins(),
         Task::Demo { args } => {
+            let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+            ensure_postgres(&database_url)?;
             build(true)?;
             let mut run = cargo(&["run", "--release", "--package", "iotstream", "--", "run"]);
-            run.args(args);
+            run.args(args).env("DATABASE_URL", &database_url);
             status(&mut run)
         }
         Task::Test => test(),
         Task::Bench { args } => {
+            let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+            ensure_postgres(&database_url)?;
             build(true)?;
             let mut bench = cargo(&["run", "--release", "--package", "iotstream", "--", "bench"]);
-            bench.args(args);
+            bench.args(args).env("DATABASE_URL", &database_url);
             status(&mut bench)
         }
     }
@@ -104,6 +110,7 @@ fn status(command: &mut Command) -> Result<()> {
 }
 
 fn build(release: bool) -> Result<()> {
+    ensure_apt_packages(&BUILD_PACKAGES)?;
     ensure_rust_targets()?;
     build_plugins()?;
     build_dashboard(release)?;
@@ -199,9 +206,10 @@ fn ensure_wasm_bindgen() -> Result<()> {
     status(&mut cargo(&["install", "wasm-bindgen-cli", "--version", &wanted]))
 }
 
-fn ensure_apt_packages() -> Result<()> {
-    let missing: Vec<&str> = APT_PACKAGES
-        .into_iter()
+fn ensure_apt_packages(packages: &[&'static str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
         .filter(|pkg| {
             let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", pkg]).output();
             !out.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
@@ -248,7 +256,7 @@ fn ensure_postgres(url: &str) -> Result<()> {
 }
 
 fn test() -> Result<()> {
-    ensure_apt_packages()?;
+    ensure_apt_packages(&TEST_PACKAGES)?;
     let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
     ensure_postgres(&database_url)?;
     status(&mut cargo(&["fmt", "--all", "--check"]))?;
