@@ -1,6 +1,8 @@
 //! Rolling z-score detection per sensor.
 //!
-//! Each sensor keeps its last `history` values. A new value is judged against the mean and the
+//! Each sensor keeps its last `history` values (and, with `history_ms` set, only those of the last
+//! `history_ms` of event time: the sliding variant over event time, for sensors that report at
+//! uneven rates). A new value is judged against the mean and the
 //! population standard deviation of the values before it: `score = |x - mean| / std`, an anomaly when
 //! the score exceeds `threshold`. Until a sensor has `min_history` values its readings are
 //! warming up. The mean and variance are kept with Welford's update and its reverse for the value
@@ -30,11 +32,15 @@ pub struct ZScoreConfig {
     /// Values a sensor needs before its readings are judged. Default 30: below that the sample
     /// standard deviation is too unstable for a 3-sigma rule.
     pub min_history: usize,
+    /// When set, values older than this much event time before the reading leave the history too
+    /// (a sliding window over event time, capped at `history` values). Default: none, the seed's
+    /// last-100-readings window.
+    pub history_ms: Option<i64>,
 }
 
 impl Default for ZScoreConfig {
     fn default() -> Self {
-        ZScoreConfig { history: 100, threshold: 3.0, min_history: 30 }
+        ZScoreConfig { history: 100, threshold: 3.0, min_history: 30, history_ms: None }
     }
 }
 
@@ -46,6 +52,9 @@ impl ZScoreConfig {
         }
         if !(self.threshold.is_finite() && self.threshold > 0.0) {
             return Err(format!("threshold must be a positive number, got {}", self.threshold));
+        }
+        if self.history_ms.is_some_and(|ms| ms <= 0) {
+            return Err(format!("history_ms must be positive, got {:?}", self.history_ms));
         }
         if self.min_history < 2 || self.min_history > self.history {
             return Err(format!(
@@ -61,6 +70,8 @@ impl ZScoreConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct History {
     values: VecDeque<f64>,
+    /// Event times of `values` (kept for the sliding variant).
+    times: VecDeque<i64>,
     mean: f64,
     m2: f64,
     updates_since_exact: usize,
@@ -72,21 +83,34 @@ impl History {
         (self.m2.max(0.0) / n).sqrt()
     }
 
-    fn push(&mut self, value: f64, capacity: usize) {
-        if self.values.len() == capacity
-            && let Some(old) = self.values.pop_front()
-        {
-            if self.values.is_empty() {
-                self.mean = 0.0;
-                self.m2 = 0.0;
-            } else {
-                let n = self.values.len() as f64;
-                let delta = old - self.mean;
-                self.mean -= delta / n;
-                self.m2 -= delta * (old - self.mean);
-            }
+    /// Removes the oldest value (Welford's update, reversed).
+    fn pop_oldest(&mut self) {
+        self.times.pop_front();
+        let Some(old) = self.values.pop_front() else { return };
+        if self.values.is_empty() {
+            self.mean = 0.0;
+            self.m2 = 0.0;
+        } else {
+            let n = self.values.len() as f64;
+            let delta = old - self.mean;
+            self.mean -= delta / n;
+            self.m2 -= delta * (old - self.mean);
+        }
+    }
+
+    /// Drops values at or before `cutoff_ms` of event time.
+    fn forget_before(&mut self, cutoff_ms: i64) {
+        while self.times.front().is_some_and(|t| *t <= cutoff_ms) {
+            self.pop_oldest();
+        }
+    }
+
+    fn push(&mut self, timestamp_ms: i64, value: f64, capacity: usize) {
+        if self.values.len() >= capacity {
+            self.pop_oldest();
         }
         self.values.push_back(value);
+        self.times.push_back(timestamp_ms);
         let n = self.values.len() as f64;
         let delta = value - self.mean;
         self.mean += delta / n;
@@ -124,10 +148,18 @@ impl ZScore {
 
     /// Judges `value` from `sensor` against its history, then adds it to the history.
     pub fn observe(&mut self, sensor: &Arc<str>, value: f64) -> Judgement {
+        self.observe_at(sensor, 0, value)
+    }
+
+    /// [`ZScore::observe`] at event time `timestamp_ms` (which matters only with `history_ms`).
+    pub fn observe_at(&mut self, sensor: &Arc<str>, timestamp_ms: i64, value: f64) -> Judgement {
         let history = match self.sensors.get_mut(sensor) {
             Some(history) => history,
             None => self.sensors.entry(sensor.clone()).or_default(),
         };
+        if let Some(window) = self.config.history_ms {
+            history.forget_before(timestamp_ms.saturating_sub(window));
+        }
         let judgement = if history.values.len() < self.config.min_history {
             Judgement::WarmingUp
         } else {
@@ -135,7 +167,7 @@ impl ZScore {
             let score = (value - history.mean).abs() / history.std().max(floor);
             Judgement::Scored { score, anomaly: score > self.config.threshold }
         };
-        history.push(value, self.config.history);
+        history.push(timestamp_ms, value, self.config.history);
         judgement
     }
 }
@@ -150,8 +182,8 @@ impl Detector for ZScore {
         Ok(ZScore::new(config))
     }
 
-    fn judge(&mut self, sensor: &SensorIdentity, _timestamp_ms: i64, value: f64) -> Judgement {
-        self.observe(&sensor.sensor_id, value)
+    fn judge(&mut self, sensor: &SensorIdentity, timestamp_ms: i64, value: f64) -> Judgement {
+        self.observe_at(&sensor.sensor_id, timestamp_ms, value)
     }
 
     fn state(&self) -> &ZScoreState {
@@ -168,7 +200,7 @@ mod tests {
     use super::*;
 
     fn detector(history: usize, min_history: usize) -> ZScore {
-        ZScore::new(ZScoreConfig { history, threshold: 3.0, min_history })
+        ZScore::new(ZScoreConfig { history, threshold: 3.0, min_history, history_ms: None })
     }
 
     #[test]
@@ -195,6 +227,23 @@ mod tests {
         assert_eq!(z.observe(&b, 100.0), Judgement::WarmingUp);
         // a: mean 2, std 1.
         assert_eq!(z.observe(&a, 5.0), Judgement::Scored { score: 3.0, anomaly: false });
+    }
+
+    #[test]
+    fn sliding_event_time_window_forgets_old_values() {
+        let config = ZScoreConfig { history: 100, threshold: 3.0, min_history: 2, history_ms: Some(10_000) };
+        let mut z = ZScore::new(config);
+        let s: Arc<str> = "t".into();
+        // 100 and 300 at 0 s and 1 s; then 10 and 12 at 20 s and 21 s: the first two are out of
+        // the 10 s window by then, so 14 at 22 s is judged against 10, 12 only (mean 11, std 1).
+        for (ts, v) in [(0, 100.0), (1_000, 300.0), (20_000, 10.0), (21_000, 12.0)] {
+            z.observe_at(&s, ts, v);
+        }
+        assert_eq!(z.observe_at(&s, 22_000, 14.0), Judgement::Scored { score: 3.0, anomaly: false });
+        // After a gap longer than the window, the history is empty again: warming up.
+        assert_eq!(z.observe_at(&s, 60_000, 14.0), Judgement::WarmingUp);
+        let err = ZScore::create(ZScoreConfig { history_ms: Some(0), ..ZScoreConfig::default() }).err();
+        assert_eq!(err.as_deref(), Some("history_ms must be positive, got Some(0)"));
     }
 
     #[test]

@@ -18,7 +18,7 @@ proptest! {
         threshold in 1.0_f64..5.0,
     ) {
         let min_history = min_seed.min(history);
-        let mut detector = ZScore::new(ZScoreConfig { history, threshold, min_history });
+        let mut detector = ZScore::new(ZScoreConfig { history, threshold, min_history, history_ms: None });
         let sensors: Vec<Arc<str>> = ["a", "b", "c"].iter().map(|s| Arc::from(*s)).collect();
         let mut seen: Vec<Vec<f64>> = vec![Vec::new(); 3];
         for (sensor, raw) in readings {
