@@ -8,6 +8,7 @@ use crate::bench_forest::BenchForestConfig;
 use crate::bench_plugins::BenchPluginsConfig;
 use crate::config::RunConfig;
 use crate::iforest::IforestConfig;
+use crate::plugin_check::CheckConfig;
 use crate::replay::ReplayConfig;
 use crate::simulate::SimulateConfig;
 
@@ -23,6 +24,14 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// `iotstream plugin ...`.
+#[derive(Subcommand)]
+pub enum PluginCommand {
+    /// Load a component as the host would, run it on simulated readings, check its output and its
+    /// state hand-off.
+    Check(CheckConfig),
+}
+
 /// The subcommands.
 #[derive(Subcommand)]
 pub enum Command {
@@ -34,6 +43,9 @@ pub enum Command {
     BenchForest(BenchForestConfig),
     /// Measure each plugin alone: its algorithm natively and its `.wasm` through the host.
     BenchPlugins(BenchPluginsConfig),
+    /// Tools for plugin authors.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
     /// Fit the Isolation Forest on a tabular CSV and write one score per row (and the ROC AUC).
     Iforest(IforestConfig),
     /// Run one detector plugin over a recorded `timestamp,value` CSV and write its scores.

@@ -11,7 +11,8 @@
 //! * [`live`]: the in-memory live view; [`api`]: HTTP, the live stream and the dashboard.
 //! * [`simulate`]: the sensor fleet simulator; [`bench`]: the whole-pipeline benchmark;
 //!   [`bench_plugins`]: each plugin natively and as `.wasm`; [`bench_forest`]: the forest both ways;
-//!   [`replay`]: one detector over a recorded series; [`iforest`]: the forest on any tabular CSV.
+//!   [`replay`]: one detector over a recorded series; [`iforest`]: the forest on any tabular CSV;
+//!   [`plugin_check`]: a plugin author's check of a component.
 //! * [`cli`], [`config`] and [`app`]: the command line, `iotstream run`'s configuration, and wiring.
 
 pub mod api;
@@ -25,6 +26,7 @@ pub mod iforest;
 pub mod kafka;
 pub mod live;
 pub mod pipeline;
+pub mod plugin_check;
 pub mod plugins;
 pub mod reading;
 pub mod replay;

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::Context;
 use backon::{ExponentialBuilder, Retryable};
 use clap::Parser;
-use iotstream::cli::{Cli, Command};
+use iotstream::cli::{Cli, Command, PluginCommand};
 use iotstream::config::RunConfig;
 use iotstream::store::Store;
 use sqlx::postgres::PgPoolOptions;
@@ -61,6 +61,22 @@ async fn main() -> anyhow::Result<()> {
                     r.longest_native_call_ms
                 );
             }
+            Ok(())
+        }
+        Command::Plugin(PluginCommand::Check(config)) => {
+            let report = tokio::task::spawn_blocking(move || iotstream::plugin_check::check(&config)).await??;
+            println!("{}", serde_json::to_string(&report)?);
+            eprintln!(
+                "ok: {} {} {} handled {} readings ({} anomalies, {} warming up, {} windows); its {}-byte state loads into a fresh instance",
+                report.kind,
+                report.name,
+                report.version,
+                report.readings,
+                report.anomalies,
+                report.warming_up,
+                report.windows,
+                report.state_bytes
+            );
             Ok(())
         }
         Command::Iforest(config) => {

@@ -216,3 +216,21 @@ fn files_that_are_not_stage_components_are_refused_with_a_reason() {
     assert!(loaded.is_empty());
     assert_eq!(failed.len(), 2);
 }
+
+#[test]
+fn plugin_check_runs_each_built_plugin_and_refuses_a_broken_config() {
+    use iotstream::plugin_check::{CheckConfig, check};
+    for (name, kind) in [("zscore", "detector"), ("isolation-forest", "detector"), ("tumbling-window", "aggregator")] {
+        let report = check(&CheckConfig { file: plugin_path(name), config: Some("{}".into()), readings: 2000 })
+            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        assert_eq!((report.kind.as_str(), report.name.as_str(), report.readings), (kind, name, 2000));
+        assert!(report.state_bytes > 4, "{name} exported only its header");
+    }
+    // The check simulates 10 sensors: the z-score warms up on the first 30 readings of each.
+    let zscore =
+        check(&CheckConfig { file: plugin_path("zscore"), config: Some("{}".into()), readings: 2000 }).expect("checks");
+    assert_eq!(zscore.warming_up, 300);
+    let broken =
+        check(&CheckConfig { file: plugin_path("zscore"), config: Some(r#"{"treshold": 2}"#.into()), readings: 10 });
+    assert!(matches!(broken, Err(PluginError::Refused { .. })), "{broken:?}");
+}
