@@ -6,7 +6,8 @@
 //! population standard deviation and range. Until a sensor has `min_history` values these rolling
 //! features mean little: its readings are warming up and do not train. After that each row joins
 //! its sensor type's training buffer (the last `train_rows` rows). A type's forest is (re)trained when it has `min_train` rows and no model
-//! yet, or when `retrain_interval_ms` of event time passed since the last training. Until a type has a
+//! yet, when its buffer has doubled since the last training (a young model matures quickly), or
+//! when `retrain_interval_ms` of event time passed since the last training. Until a type has a
 //! model its readings are warming up. A reading is an anomaly when its score exceeds the threshold:
 //! the `1 - contamination` quantile of the scores of the rows the model was trained on.
 
@@ -200,7 +201,12 @@ impl OnlineForest {
         state.training.push_back(features);
         let due = match &state.model {
             None => state.training.len() >= config.min_train,
-            Some(model) => timestamp_ms.saturating_sub(model.trained_at_ms) >= config.retrain_interval_ms,
+            // A young model, trained on a short stretch of the stream, is retrained each time its
+            // buffer has doubled (until full), so it does not judge the stream by its first seconds.
+            Some(model) => {
+                timestamp_ms.saturating_sub(model.trained_at_ms) >= config.retrain_interval_ms
+                    || (model.training_rows < config.train_rows && state.training.len() >= 2 * model.training_rows)
+            }
         };
         if due {
             let generation = state.model.as_ref().map_or(1, |m| m.generation + 1);
