@@ -66,15 +66,7 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
     let per_second = |n: usize, started: Instant| n as f64 / started.elapsed().as_secs_f64();
     let runtime = PluginRuntime::new()?;
     let mut catalog = SensorCatalog::default();
-    let wit: Vec<WitReading> = readings
-        .iter()
-        .map(|r| WitReading {
-            sensor: catalog.key_for(r),
-            timestamp_ms: r.timestamp.timestamp_millis(),
-            value: r.value,
-            flagged: false,
-        })
-        .collect();
+    let wit: Vec<WitReading> = readings.iter().map(|r| catalog.wit_reading(r)).collect();
     let mut results = Vec::new();
     for name in ["zscore", "isolation-forest", "tumbling-window"] {
         let mut longest = 0.0_f64;

@@ -106,12 +106,7 @@ impl Pipeline {
         for message in batch {
             match decode(message.payload.as_deref()) {
                 Ok(reading) => {
-                    wit.push(WitReading {
-                        sensor: self.stages.catalog.key_for(&reading),
-                        timestamp_ms: reading.timestamp.timestamp_millis(),
-                        value: reading.value,
-                        flagged: false,
-                    });
+                    wit.push(self.stages.catalog.wit_reading(&reading));
                     rows.readings.push(StoredReading {
                         reading,
                         flagged: false,

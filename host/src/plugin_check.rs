@@ -59,15 +59,7 @@ pub fn check(config: &CheckConfig) -> Result<CheckReport, PluginError> {
     let readings: Vec<Reading> =
         (0..config.readings).map(|i| fleet.next_reading(start + Duration::seconds(i as i64))).collect();
     let mut catalog = SensorCatalog::default();
-    let wit: Vec<WitReading> = readings
-        .iter()
-        .map(|r| WitReading {
-            sensor: catalog.key_for(r),
-            timestamp_ms: r.timestamp.timestamp_millis(),
-            value: r.value,
-            flagged: false,
-        })
-        .collect();
+    let wit: Vec<WitReading> = readings.iter().map(|r| catalog.wit_reading(r)).collect();
     let mut report = CheckReport {
         kind: String::new(),
         name: plugin.info().name.clone(),

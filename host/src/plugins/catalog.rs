@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use super::bindings::Sensor;
+use super::bindings::{Reading as WitReading, Sensor};
 use crate::reading::Reading;
 
 /// Every sensor seen by this process, by key.
@@ -35,6 +35,17 @@ impl SensorCatalog {
         });
         self.by_id.insert(reading.sensor_id.clone(), key);
         key
+    }
+
+    /// `reading` as it crosses the WIT boundary: its sensor's key (declared if new), event time and
+    /// value, not yet flagged.
+    pub fn wit_reading(&mut self, reading: &Reading) -> WitReading {
+        WitReading {
+            sensor: self.key_for(reading),
+            timestamp_ms: reading.timestamp.timestamp_millis(),
+            value: reading.value,
+            flagged: false,
+        }
     }
 
     /// The sensors from key `from` on (what a plugin that knows `from` keys has not been told).

@@ -31,15 +31,7 @@ fn unique() -> u64 {
 }
 
 fn to_wit(catalog: &mut SensorCatalog, readings: &[Reading]) -> Vec<WitReading> {
-    readings
-        .iter()
-        .map(|r| WitReading {
-            sensor: catalog.key_for(r),
-            timestamp_ms: r.timestamp.timestamp_millis(),
-            value: r.value,
-            flagged: false,
-        })
-        .collect()
+    readings.iter().map(|r| catalog.wit_reading(r)).collect()
 }
 
 #[test]
