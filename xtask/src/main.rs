@@ -69,24 +69,25 @@ fn main() -> Result<()> {
     match cli.command {
         Task::Build { release } => build(release),
         Task::Plugins => build_plugins(),
-        Task::Demo { args } => {
-            let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
-            ensure_postgres(&database_url)?;
-            build(true)?;
-            let mut run = cargo(&["run", "--release", "--package", "iotstream", "--", "run"]);
-            run.args(args).env("DATABASE_URL", &database_url);
-            status(&mut run)
-        }
+        Task::Demo { args } => run_release("run", &args),
         Task::Test => test(),
-        Task::Bench { args } => {
-            let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
-            ensure_postgres(&database_url)?;
-            build(true)?;
-            let mut bench = cargo(&["run", "--release", "--package", "iotstream", "--", "bench"]);
-            bench.args(args).env("DATABASE_URL", &database_url);
-            status(&mut bench)
-        }
+        Task::Bench { args } => run_release("bench", &args),
     }
+}
+
+/// Makes sure PostgreSQL is up, builds everything in release, and runs `iotstream SUBCOMMAND ARGS`.
+fn run_release(subcommand: &str, args: &[String]) -> Result<()> {
+    let database_url = database_url();
+    ensure_postgres(&database_url)?;
+    build(true)?;
+    let mut run = cargo(&["run", "--release", "--package", "iotstream", "--", subcommand]);
+    run.args(args).env("DATABASE_URL", &database_url);
+    status(&mut run)
+}
+
+/// `DATABASE_URL`, or the local default.
+fn database_url() -> String {
+    std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into())
 }
 
 fn workspace_root() -> Result<PathBuf> {
@@ -257,7 +258,7 @@ fn ensure_postgres(url: &str) -> Result<()> {
 
 fn test() -> Result<()> {
     ensure_apt_packages(&TEST_PACKAGES)?;
-    let database_url = std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into());
+    let database_url = database_url();
     ensure_postgres(&database_url)?;
     status(&mut cargo(&["fmt", "--all", "--check"]))?;
     build(false)?;
