@@ -98,8 +98,20 @@ pub struct DeadLetterRow {
     pub offset: i64,
     /// Why it was refused.
     pub error: String,
-    /// The payload, as text (invalid UTF-8 replaced), at most 64 KiB.
+    /// The kind of refusal (`malformed`, `out_of_range`, `too_old`, `oversized`, ...).
+    #[serde(default)]
+    pub reason: String,
+    /// The payload, as text (invalid UTF-8 replaced), at most 16 KiB.
     pub payload: String,
+}
+
+/// How many dead letters there are of one kind.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetterCount {
+    /// The kind of refusal.
+    pub reason: String,
+    /// Dead letters of that kind, all time.
+    pub count: i64,
 }
 
 /// The state of one plugin.
@@ -134,6 +146,10 @@ pub struct PluginFailure {
     pub error: String,
 }
 
+fn yes() -> bool {
+    true
+}
+
 /// Totals and rates of the whole pipeline.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
@@ -153,8 +169,20 @@ pub struct Stats {
     pub latency_ms_p50: f64,
     /// 99th percentile of the same.
     pub latency_ms_p99: f64,
-    /// Whether the last database write failed (the pipeline is retrying).
+    /// Whether the last database write succeeded (false: the pipeline is retrying it).
     pub database_ok: bool,
+    /// Why the last database write failed, while it is failing.
+    #[serde(default)]
+    pub database_error: Option<String>,
+    /// Whether the Kafka brokers answer (false: the consumer is reconnecting).
+    #[serde(default = "yes")]
+    pub broker_ok: bool,
+    /// The consumer's last error, while the brokers do not answer.
+    #[serde(default)]
+    pub broker_error: Option<String>,
+    /// When the stages' state was last checkpointed by this process.
+    #[serde(default)]
+    pub last_checkpoint: Option<DateTime<Utc>>,
     /// When this host process started.
     pub started_at: DateTime<Utc>,
 }

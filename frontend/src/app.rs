@@ -15,7 +15,17 @@ pub fn App() -> impl IntoView {
         Connection::Live => ("live", "status live"),
         Connection::Lost => ("reconnecting", "status lost"),
     };
-    let database = move || if view.get().stats.database_ok { "" } else { "database unavailable: retrying" };
+    let database = move || {
+        let stats = view.get().stats;
+        let mut warnings = Vec::new();
+        if !stats.database_ok {
+            warnings.push("database unavailable: retrying (nothing is lost; consuming is paused)");
+        }
+        if !stats.broker_ok {
+            warnings.push("Kafka brokers unreachable: reconnecting");
+        }
+        warnings.join(" · ")
+    };
     view! {
         <header>
             <h1>"iotstream"</h1>

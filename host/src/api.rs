@@ -58,12 +58,13 @@ impl IntoResponse for ApiError {
 /// The router: `/api/*`, and the dashboard from `dashboard_dir` for every other path.
 pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
     let api = Router::new()
-        .route("/api/health", get(|| async { Json(serde_json::json!({ "status": "ok" })) }))
+        .route("/api/health", get(health))
         .route("/api/stats", get(stats))
         .route("/api/readings", get(readings))
         .route("/api/predictions", get(predictions))
         .route("/api/aggregates", get(aggregates))
         .route("/api/dead-letters", get(dead_letters))
+        .route("/api/dead-letters/counts", get(dead_letter_counts))
         .route("/api/plugins", get(plugins))
         .route("/api/quality", get(quality))
         .route("/api/stream", get(stream))
@@ -79,6 +80,19 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         );
         api.fallback(move || async move { (StatusCode::NOT_FOUND, Html(message)) })
     }
+}
+
+/// `GET /api/health`: `ok`, or `degraded` with what is down (the database or the brokers; the
+/// pipeline retries either by itself). Always 200: the process is alive and serving.
+async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let stats = state.live.stats();
+    let status = if stats.database_ok && stats.broker_ok { "ok" } else { "degraded" };
+    Json(serde_json::json!({
+        "status": status,
+        "database": { "ok": stats.database_ok, "error": stats.database_error },
+        "broker": { "ok": stats.broker_ok, "error": stats.broker_error },
+        "last_checkpoint": stats.last_checkpoint,
+    }))
 }
 
 /// `?limit=` of the list endpoints: 1 to 1000, default 100.
@@ -118,6 +132,11 @@ async fn dead_letters(
     Query(q): Query<ListQuery>,
 ) -> Result<impl IntoResponse, ApiError> {
     Ok(Json(state.store.dead_letters(q.limit()).await?))
+}
+
+/// `GET /api/dead-letters/counts`: dead letters per kind of refusal.
+async fn dead_letter_counts(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    Ok(Json(state.store.dead_letter_counts().await?))
 }
 
 /// `?from=&to=` of `/api/quality` (RFC 3339; either may be left out).

@@ -11,7 +11,7 @@ use crate::api::{ApiState, router};
 use crate::config::RunConfig;
 use crate::kafka::{EmbeddedBroker, KafkaError, Source};
 use crate::live::Live;
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Pipeline, StartError};
 use crate::plugins::{PluginError, PluginRuntime};
 use crate::store::{Store, StoreError};
 
@@ -30,6 +30,9 @@ pub enum RunError {
     /// PostgreSQL.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Restoring the checkpoint or positioning the source.
+    #[error(transparent)]
+    Start(#[from] StartError),
     /// The HTTP server.
     #[error("http server: {0}")]
     Http(#[from] std::io::Error),
@@ -61,7 +64,6 @@ pub async fn run(
         store.recent_predictions(50, None, true).await?,
         store.recent_aggregates(50).await?,
     ));
-    let source = Source::subscribe(brokers, &config.group, &config.topic)?;
     let failures = failures.iter().map(|f| PluginFailure { error: f.to_string() }).collect();
     let state = ApiState {
         store: store.clone(),
@@ -76,16 +78,26 @@ pub async fn run(
     let server = tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(server_shutdown.cancelled_owned()).await
     });
-    let pipeline = Pipeline::new(config.pipeline(), source, plugins, store, live);
-    let result = pipeline.run(shutdown.clone()).await;
+    // The API serves while the brokers are still unreachable, and says so.
+    live.set_broker(false, Some(format!("connecting to {brokers}")));
+    let result = match Source::connect_retrying(brokers, &config.group, &config.topic, &shutdown).await {
+        Some(source) => {
+            live.set_broker(true, None);
+            info!(source = source.identity(), partitions = source.partitions().len(), "kafka source connected");
+            match Pipeline::start(config.pipeline(), source, plugins, store, live).await {
+                Ok(pipeline) => pipeline.run(shutdown.clone()).await.map_err(RunError::from),
+                Err(err) => Err(err.into()),
+            }
+        }
+        None => Ok(()),
+    };
     shutdown.cancel();
     match tokio::time::timeout(SERVER_DRAIN, server).await {
         Ok(Ok(served)) => served?,
         Ok(Err(join)) => error!(error = %join, "http server task failed"),
         Err(_) => warn!(after = ?SERVER_DRAIN, "http connections still open at shutdown; closing them"),
     }
-    result?;
-    Ok(())
+    result
 }
 
 /// The embedded default: an in-process broker with the topic, and (unless disabled) the simulator

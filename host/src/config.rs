@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::pipeline::PipelineConfig;
+use crate::reading::ReadingLimits;
 use crate::simulate::SimulateConfig;
 
 /// `iotstream run`.
@@ -39,6 +40,19 @@ pub struct RunConfig {
     /// How long a batch waits for more messages after its first, in milliseconds.
     #[arg(long, env = "IOTSTREAM_BATCH_LINGER_MS", default_value_t = 50)]
     pub batch_linger_ms: u64,
+    /// How often every stage's state is checkpointed with the offsets it includes ("0s": only at
+    /// shutdown). After a crash the host replays at most this much of the stream.
+    #[arg(long, env = "IOTSTREAM_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Largest message accepted as a reading, in bytes (larger ones are dead-lettered).
+    #[arg(long, env = "IOTSTREAM_MAX_MESSAGE_BYTES", default_value_t = ReadingLimits::default().max_bytes)]
+    pub max_message_bytes: usize,
+    /// How far ahead of this host's clock an event time may be.
+    #[arg(long, env = "IOTSTREAM_MAX_FUTURE", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub max_future: Duration,
+    /// How old an event time may be ("off": no limit, to backfill history).
+    #[arg(long, env = "IOTSTREAM_MAX_AGE", default_value = "30days", value_parser = parse_max_age)]
+    pub max_age: MaxAge,
     /// Partitions of the embedded broker's topic (each keeps ~5 MB: size for the data).
     #[arg(long, env = "IOTSTREAM_EMBEDDED_PARTITIONS", default_value_t = 12)]
     pub embedded_partitions: i32,
@@ -56,7 +70,21 @@ impl RunConfig {
         PipelineConfig {
             batch_max: self.batch_max.max(1),
             batch_linger: Duration::from_millis(self.batch_linger_ms),
+            checkpoint_interval: (!self.checkpoint_interval.is_zero()).then_some(self.checkpoint_interval),
+            limits: ReadingLimits {
+                max_bytes: self.max_message_bytes,
+                max_future: self.max_future,
+                max_age: self.max_age.0,
+            },
             ..PipelineConfig::default()
         }
     }
+}
+
+/// `--max-age`: a duration, or no limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MaxAge(pub Option<Duration>);
+
+fn parse_max_age(text: &str) -> Result<MaxAge, humantime::DurationError> {
+    if text == "off" { Ok(MaxAge(None)) } else { humantime::parse_duration(text).map(|d| MaxAge(Some(d))) }
 }

@@ -38,6 +38,8 @@ pub struct BatchSummary<'a> {
     pub detections: Vec<PredictionRow>,
     /// The windows it closed.
     pub aggregates: Vec<AggregateRow>,
+    /// Of those, the windows not stored before (the others replace an emission a replay repeated).
+    pub new_aggregates: u64,
     /// Messages dead-lettered.
     pub dead_letters: u64,
     /// Per message, ms from its Kafka timestamp to the database commit.
@@ -52,6 +54,10 @@ struct State {
     latencies: VecDeque<f64>,
     last_seen: HashMap<String, Instant>,
     database_ok: bool,
+    database_error: Option<String>,
+    broker_ok: bool,
+    broker_error: Option<String>,
+    last_checkpoint: Option<DateTime<Utc>>,
 }
 
 /// Shared between the pipeline (writer) and the API (readers).
@@ -78,6 +84,10 @@ impl Live {
                 latencies: VecDeque::new(),
                 last_seen: HashMap::new(),
                 database_ok: true,
+                database_error: None,
+                broker_ok: true,
+                broker_error: None,
+                last_checkpoint: None,
             }),
             events,
             started_at: Utc::now(),
@@ -118,6 +128,10 @@ impl Live {
             latency_ms_p50: percentile(0.5),
             latency_ms_p99: percentile(0.99),
             database_ok: state.database_ok,
+            database_error: state.database_error.clone(),
+            broker_ok: state.broker_ok,
+            broker_error: state.broker_error.clone(),
+            last_checkpoint: state.last_checkpoint,
             started_at: self.started_at,
         }
     }
@@ -141,9 +155,46 @@ impl Live {
         self.lock().view.plugins.clone()
     }
 
-    /// Records whether the last database write succeeded (shown on the dashboard while retrying).
-    pub fn set_database_ok(&self, ok: bool) {
-        self.lock().database_ok = ok;
+    /// Records whether the last database write succeeded, and why not; a change is pushed to
+    /// subscribers at once (a stalled pipeline sends no batch events).
+    pub fn set_database(&self, ok: bool, error: Option<String>) {
+        let mut state = self.lock();
+        let changed = state.database_ok != ok;
+        state.database_ok = ok;
+        state.database_error = error;
+        if changed {
+            self.push_status(state);
+        }
+    }
+
+    /// Records whether the brokers answer, and the consumer's last error; a change is pushed.
+    pub fn set_broker(&self, ok: bool, error: Option<String>) {
+        let mut state = self.lock();
+        if state.broker_ok == ok {
+            return;
+        }
+        state.broker_ok = ok;
+        state.broker_error = if ok { None } else { error };
+        self.push_status(state);
+    }
+
+    /// Records a stored checkpoint.
+    pub fn set_checkpoint(&self, at: DateTime<Utc>) {
+        self.lock().last_checkpoint = Some(at);
+    }
+
+    /// Pushes the current stats as an event with no rows.
+    fn push_status(&self, mut state: std::sync::MutexGuard<'_, State>) {
+        let event = LiveEvent::Batch {
+            stats: self.stats_of(&mut state),
+            readings: Vec::new(),
+            detections: Vec::new(),
+            aggregates: Vec::new(),
+            plugins: state.view.plugins.clone(),
+        };
+        state.view.apply(event.clone());
+        drop(state);
+        let _ = self.events.send(event);
     }
 
     /// Records the plugins' state without a batch (after loading, or after a tick).
@@ -157,7 +208,7 @@ impl Live {
         let mut state = self.lock();
         state.totals.readings += batch.stored;
         state.totals.flagged += batch.flagged;
-        state.totals.aggregates += batch.aggregates.len() as u64;
+        state.totals.aggregates += batch.new_aggregates;
         state.totals.dead_letters += batch.dead_letters;
         state.batches.push_back((now, batch.stored));
         for sensor_id in batch.sensor_ids {

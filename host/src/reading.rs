@@ -3,10 +3,14 @@
 //! A message is a JSON object with `sensor_id`, `sensor_type`, `location`, `value` and `timestamp`
 //! (ISO 8601, with or without an offset, taken as UTC without one; or milliseconds since the epoch),
 //! and optionally `anomaly` (the source's own flag) and `unit`. Anything else that does not decode
-//! or validate is a [`DecodeError`], which the pipeline dead-letters.
+//! or validate is a [`DecodeError`], which the pipeline dead-letters: [`decode`] checks the format
+//! and what holds whatever the time (field lengths, the sensor type, a finite value within the
+//! type's physical range); [`ReadingLimits::check`] adds what depends on the message and the clock
+//! (its size, and an event time neither far in the future nor far in the past).
 
 use std::borrow::Cow;
 use std::str::FromStr;
+use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 use serde::{Deserialize, Serialize};
@@ -49,6 +53,46 @@ pub enum DecodeError {
     /// `value` is NaN or infinite.
     #[error("value is not a finite number")]
     NotFinite,
+    /// `value` is outside what a sensor of its type can physically read.
+    #[error("value {value} is outside the physical range of {sensor_type} ({low} to {high})")]
+    OutOfRange {
+        /// The sensor type.
+        sensor_type: SensorType,
+        /// The value.
+        value: f64,
+        /// The lowest possible value.
+        low: f64,
+        /// The highest possible value.
+        high: f64,
+    },
+    /// The message is larger than any reading can be.
+    #[error("message of {len} bytes is larger than the {max}-byte limit")]
+    Oversized {
+        /// Its size.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The event time is further ahead of the host's clock than sensor clocks drift.
+    #[error("timestamp {timestamp} is {ahead_s} s in the future (more than {max_s} s)")]
+    FromTheFuture {
+        /// The event time (RFC 3339).
+        timestamp: String,
+        /// How far ahead, in seconds.
+        ahead_s: i64,
+        /// The limit, in seconds.
+        max_s: i64,
+    },
+    /// The event time is older than the host accepts.
+    #[error("timestamp {timestamp} is {age_s} s old (more than {max_s} s)")]
+    TooOld {
+        /// The event time (RFC 3339).
+        timestamp: String,
+        /// How old, in seconds.
+        age_s: i64,
+        /// The limit, in seconds.
+        max_s: i64,
+    },
     /// `timestamp` is neither ISO 8601 nor epoch milliseconds.
     #[error("timestamp {0:?} is not ISO 8601 or epoch milliseconds")]
     BadTimestamp(String),
@@ -102,6 +146,10 @@ pub fn decode(payload: Option<&[u8]>) -> Result<Reading, DecodeError> {
     if !wire.value.is_finite() {
         return Err(DecodeError::NotFinite);
     }
+    let (low, high) = sensor_type.physical_range();
+    if !(low..=high).contains(&wire.value) {
+        return Err(DecodeError::OutOfRange { sensor_type, value: wire.value, low, high });
+    }
     let timestamp = parse_timestamp(&wire.timestamp)?;
     let unit = wire.unit.map_or_else(|| sensor_type.default_unit().to_owned(), Cow::into_owned);
     check_length("sensor_id", &wire.sensor_id, 1, 100)?;
@@ -116,6 +164,84 @@ pub fn decode(payload: Option<&[u8]>) -> Result<Reading, DecodeError> {
         anomaly: wire.anomaly,
         unit,
     })
+}
+
+impl DecodeError {
+    /// A short name of the kind of refusal, to count dead letters by.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            DecodeError::Empty => "empty",
+            DecodeError::Malformed(_) => "malformed",
+            DecodeError::UnknownSensorType(_) => "unknown_sensor_type",
+            DecodeError::NotFinite => "not_finite",
+            DecodeError::OutOfRange { .. } => "out_of_range",
+            DecodeError::Oversized { .. } => "oversized",
+            DecodeError::FromTheFuture { .. } => "from_the_future",
+            DecodeError::TooOld { .. } => "too_old",
+            DecodeError::BadTimestamp(_) => "bad_timestamp",
+            DecodeError::NulCharacter(_) => "nul_character",
+            DecodeError::FieldLength { .. } => "field_length",
+        }
+    }
+}
+
+/// The limits a message is checked against besides its format: its size and how far its event
+/// time may be from the host's clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadingLimits {
+    /// Largest payload accepted, in bytes.
+    pub max_bytes: usize,
+    /// How far ahead of the host's clock an event time may be.
+    pub max_future: Duration,
+    /// How far behind it an event time may be (`None`: no limit, for backfills).
+    pub max_age: Option<Duration>,
+}
+
+impl Default for ReadingLimits {
+    /// 16 KiB (a reading is about 200 bytes; a message fifty times larger is not one), 5 minutes
+    /// ahead (sensor clocks drift seconds; minutes mean a wrong clock or time zone), 30 days old
+    /// (far beyond any reconnect buffer of a sensor gateway; set higher to backfill history).
+    fn default() -> Self {
+        ReadingLimits {
+            max_bytes: 16 * 1024,
+            max_future: Duration::from_secs(300),
+            max_age: Some(Duration::from_secs(30 * 24 * 3600)),
+        }
+    }
+}
+
+impl ReadingLimits {
+    /// Decodes and validates `payload` as received at `now`.
+    pub fn check(&self, payload: Option<&[u8]>, now: DateTime<Utc>) -> Result<Reading, DecodeError> {
+        let len = payload.map_or(0, <[u8]>::len);
+        if len > self.max_bytes {
+            return Err(DecodeError::Oversized { len, max: self.max_bytes });
+        }
+        let reading = decode(payload)?;
+        let ahead_ms = (reading.timestamp - now).num_milliseconds();
+        let timestamp = || reading.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+        if ahead_ms > millis(self.max_future) {
+            return Err(DecodeError::FromTheFuture {
+                timestamp: timestamp(),
+                ahead_s: ahead_ms / 1000,
+                max_s: self.max_future.as_secs() as i64,
+            });
+        }
+        if let Some(max_age) = self.max_age
+            && -ahead_ms > millis(max_age)
+        {
+            return Err(DecodeError::TooOld {
+                timestamp: timestamp(),
+                age_s: -ahead_ms / 1000,
+                max_s: max_age.as_secs() as i64,
+            });
+        }
+        Ok(reading)
+    }
+}
+
+fn millis(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
 
 fn check_length(field: &'static str, text: &str, min: usize, max: usize) -> Result<(), DecodeError> {
@@ -253,5 +379,41 @@ mod tests {
         assert_eq!(decode(Some(nul)), Err(DecodeError::NulCharacter("sensor_id")));
         let nul_type = br#"{"sensor_id":"a","sensor_type":"c\u0000o","location":"l","value":1,"timestamp":1}"#;
         assert_eq!(decode(Some(nul_type)).map_err(|e| e.to_string()), Err("unknown sensor type \"co\"".to_owned()));
+    }
+
+    #[test]
+    fn limits_refuse_out_of_range_oversized_future_and_old_readings() {
+        let now = Utc.timestamp_millis_opt(1_795_600_800_000).single().expect("valid");
+        let at = |ms: i64, value: f64| {
+            format!(r#"{{"sensor_id":"h","sensor_type":"humidity","location":"l","value":{value},"timestamp":{ms}}}"#)
+        };
+        let limits = ReadingLimits::default();
+        let check = |payload: &str| limits.check(Some(payload.as_bytes()), now).map_err(|e| e.to_string());
+        let now_ms = now.timestamp_millis();
+        assert_eq!(check(&at(now_ms, 100.0)).map(|r| r.value), Ok(100.0));
+        assert_eq!(
+            check(&at(now_ms, 100.5)),
+            Err("value 100.5 is outside the physical range of humidity (0 to 100)".to_owned())
+        );
+        assert!(check(&at(now_ms, -0.01)).is_err());
+        // 5 minutes ahead is accepted, a second more is not.
+        assert!(check(&at(now_ms + 300_000, 1.0)).is_ok());
+        assert_eq!(
+            check(&at(now_ms + 301_000, 1.0)),
+            Err("timestamp 2026-11-25T10:05:01.000Z is 301 s in the future (more than 300 s)".to_owned())
+        );
+        let thirty_days_ms = 30 * 24 * 3600 * 1000;
+        assert!(check(&at(now_ms - thirty_days_ms, 1.0)).is_ok());
+        assert_eq!(
+            check(&at(now_ms - thirty_days_ms - 1000, 1.0)),
+            Err("timestamp 2026-10-26T09:59:59.000Z is 2592001 s old (more than 2592000 s)".to_owned())
+        );
+        let backfill = ReadingLimits { max_age: None, ..limits };
+        assert!(backfill.check(Some(at(0, 1.0).as_bytes()), now).is_ok());
+        let padded = format!("{}{}", at(now_ms, 1.0), " ".repeat(16 * 1024));
+        assert_eq!(
+            check(&padded),
+            Err(format!("message of {} bytes is larger than the 16384-byte limit", padded.len()))
+        );
     }
 }

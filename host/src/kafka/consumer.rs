@@ -1,19 +1,35 @@
-//! The pipeline's Kafka source: a consumer-group member that hands out batches and advances its
-//! offsets only for messages whose results are durable.
+//! The pipeline's Kafka source: reads every partition of one topic from the positions the pipeline
+//! says (PostgreSQL is the truth of where it stands) and hands out batches.
 //!
-//! Offsets are stored explicitly (`enable.auto.offset.store=false`) after the pipeline committed a
-//! batch to PostgreSQL; librdkafka commits stored offsets to the group in the background and once
-//! more on close. A crash therefore replays the last uncommitted batches, never skips them.
+//! The source assigns itself all partitions (`assign`, not a group subscription): one host owns the
+//! topic's stateful stages, and where it resumes comes from PostgreSQL, not from the group. It still
+//! stores each durable batch's offsets with the group (committed in the background and on close),
+//! so Kafka tools show the consumer's lag. Broker outages are librdkafka's to reconnect from; the
+//! source records them in its [`SourceHealth`] for the API and dashboard.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::Message;
-use tracing::warn;
+use rdkafka::{Offset, TopicPartitionList};
+use tracing::{debug, warn};
 
 use super::KafkaError;
+
+/// A position that means "the partition's first message" (librdkafka's `OFFSET_BEGINNING`), for a
+/// partition nothing was read from yet.
+pub const BEGINNING: i64 = -2;
+
+/// How long the source waits after a consumer error before asking again.
+const ERROR_PAUSE: Duration = Duration::from_millis(250);
+/// How long one metadata request may take before it is retried.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A message detached from the consumer.
 #[derive(Debug, Clone)]
@@ -30,30 +46,133 @@ pub struct RawMessage {
     pub timestamp_ms: Option<i64>,
 }
 
+/// Whether the brokers are reachable, as the consumer last saw them.
+#[derive(Debug, Default)]
+pub struct SourceHealth {
+    down: AtomicBool,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SourceHealth {
+    /// Whether the brokers answer (false after an error until the next message arrives).
+    pub fn is_up(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
+    }
+
+    /// Client errors since start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The last client error.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    fn record_error(&self, error: String) {
+        self.down.store(true, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error);
+        }
+    }
+
+    fn record_message(&self) {
+        self.down.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Receives librdkafka's global errors (all brokers down, transport failures) into the health.
+struct SourceContext {
+    health: Arc<SourceHealth>,
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        if self.health.is_up() {
+            warn!(error = %error, reason, "kafka client error");
+        } else {
+            debug!(error = %error, reason, "kafka client error");
+        }
+        self.health.record_error(format!("{error}: {reason}"));
+    }
+
+    /// librdkafka's own log lines, at most at WARN (the errors they describe reach [`Self::error`],
+    /// which the health and the API report; an outage is not an ERROR of this host).
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as Level;
+        match level {
+            Level::Emerg | Level::Alert | Level::Critical | Level::Error | Level::Warning => {
+                debug!(target: "librdkafka", facility = fac, "{message}")
+            }
+            _ => tracing::trace!(target: "librdkafka", facility = fac, "{message}"),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 /// The consumer of one topic.
 pub struct Source {
-    consumer: StreamConsumer,
+    consumer: Arc<StreamConsumer<SourceContext>>,
     topic: String,
+    identity: String,
+    partitions: Vec<i32>,
+    health: Arc<SourceHealth>,
 }
 
 impl Source {
-    /// Joins consumer group `group` on `brokers` and subscribes to `topic`.
-    pub fn subscribe(brokers: &str, group: &str, topic: &str) -> Result<Self, KafkaError> {
-        let consumer: StreamConsumer = ClientConfig::new()
+    /// Connects to `brokers` as a member of `group` and looks up the cluster's identity and the
+    /// topic's partitions (one attempt: [`Source::connect_retrying`] waits for the brokers).
+    pub async fn connect(brokers: &str, group: &str, topic: &str) -> Result<Self, KafkaError> {
+        let health = Arc::new(SourceHealth::default());
+        let consumer: StreamConsumer<SourceContext> = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("group.id", group)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            .set("session.timeout.ms", "10000")
             .set("enable.partition.eof", "false")
             // The broker answers a fetch as soon as there is data, or after 100 ms (librdkafka's
             // default, 500 ms, is most of the end-to-end latency at moderate rates).
             .set("fetch.wait.max.ms", "100")
-            .create()?;
-        consumer.subscribe(&[topic])?;
-        Ok(Source { consumer, topic: topic.to_owned() })
+            // What librdkafka prefetches while the pipeline is blocked (a database outage): 16 MiB
+            // instead of 64, so memory stays bounded however long the outage lasts.
+            .set("queued.max.messages.kbytes", "16384")
+            .create_with_context(SourceContext { health: health.clone() })?;
+        let consumer = Arc::new(consumer);
+        let (lookup, topic_name) = (consumer.clone(), topic.to_owned());
+        // Metadata requests block: keep them off the async threads.
+        let (identity, partitions) = tokio::task::spawn_blocking(move || lookup_topic(&lookup, &topic_name))
+            .await
+            .map_err(|err| KafkaError::Lookup(err.to_string()))??;
+        let identity = source_identity(identity, brokers);
+        Ok(Source { consumer, topic: topic.to_owned(), identity, partitions, health })
+    }
+
+    /// [`Source::connect`], retried with backoff (0.5 s doubling to 10 s) until the brokers answer
+    /// and the topic exists; `None` if `shutdown` came first.
+    pub async fn connect_retrying(
+        brokers: &str,
+        group: &str,
+        topic: &str,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<Self> {
+        use backon::{ExponentialBuilder, Retryable};
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(500))
+            .with_max_delay(Duration::from_secs(10))
+            .without_max_times();
+        let attempt = || Self::connect(brokers, group, topic);
+        let retried = attempt.retry(backoff).notify(|err, delay| {
+            warn!(error = %err, retry_in = ?delay, brokers, topic, "kafka not reachable yet");
+        });
+        tokio::select! {
+            source = retried => source.ok(),
+            _ = shutdown.cancelled() => None,
+        }
     }
 
     /// The topic.
@@ -61,9 +180,41 @@ impl Source {
         &self.topic
     }
 
+    /// Which log the offsets belong to: the cluster id the brokers report (and, for librdkafka's
+    /// mock cluster, whose id is not unique across runs, its address too).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    /// The topic's partitions.
+    pub fn partitions(&self) -> &[i32] {
+        &self.partitions
+    }
+
+    /// Whether the brokers are reachable.
+    pub fn health(&self) -> Arc<SourceHealth> {
+        self.health.clone()
+    }
+
+    /// Starts reading every partition at `positions` (next offsets; a partition not in it, or at
+    /// [`BEGINNING`], from its first message).
+    pub fn start_at(&self, positions: &BTreeMap<i32, i64>) -> Result<(), KafkaError> {
+        let mut assignment = TopicPartitionList::new();
+        for &partition in &self.partitions {
+            let offset = match positions.get(&partition) {
+                Some(&next) if next >= 0 => Offset::Offset(next),
+                _ => Offset::Beginning,
+            };
+            assignment.add_partition_offset(&self.topic, partition, offset)?;
+        }
+        self.consumer.assign(&assignment)?;
+        Ok(())
+    }
+
     /// Waits up to `idle` for a first message, then collects more until `max` messages or until
     /// `linger` passed since the first. Returns an empty batch when nothing arrived within `idle`.
-    /// A consumer error is logged and ends the batch early (librdkafka reconnects by itself).
+    /// A consumer error is logged, recorded in the health and ends the batch early (librdkafka
+    /// reconnects by itself).
     pub async fn next_batch(&self, max: usize, linger: Duration, idle: Duration) -> Vec<RawMessage> {
         let mut batch = Vec::new();
         let first = match tokio::time::timeout(idle, self.consumer.recv()).await {
@@ -82,7 +233,17 @@ impl Source {
                     timestamp_ms: message.timestamp().to_millis(),
                 }),
                 Err(err) => {
-                    warn!(topic = %self.topic, error = %err, "kafka consumer error");
+                    // Once per outage at WARN: librdkafka repeats an error for as long as it lasts.
+                    if self.health.is_up() {
+                        warn!(topic = %self.topic, error = %err, "kafka consumer error; reconnecting");
+                    } else {
+                        debug!(topic = %self.topic, error = %err, "kafka consumer error");
+                    }
+                    self.health.record_error(err.to_string());
+                    if batch.is_empty() {
+                        // Not a busy loop while the brokers are away.
+                        tokio::time::sleep(ERROR_PAUSE).await;
+                    }
                     break;
                 }
             }
@@ -91,10 +252,14 @@ impl Source {
             }
             next = tokio::time::timeout_at(deadline, self.consumer.recv()).await.ok();
         }
+        if !batch.is_empty() {
+            self.health.record_message();
+        }
         batch
     }
 
-    /// Marks every message of `batch` as processed: the group commit will move past them.
+    /// Stores the offsets of a durable batch with the group (for lag monitoring; PostgreSQL holds
+    /// the positions the host resumes from).
     pub fn mark_processed(&self, batch: &[RawMessage]) -> Result<(), KafkaError> {
         let mut next_by_partition: HashMap<i32, i64> = HashMap::new();
         for message in batch {
@@ -108,12 +273,50 @@ impl Source {
         Ok(())
     }
 
-    /// Commits the stored offsets now, synchronously (at shutdown).
+    /// Commits the stored offsets to the group now, synchronously (at shutdown).
     pub fn commit_now(&self) -> Result<(), KafkaError> {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             // Nothing stored since the last commit.
-            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(RdKafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
             other => Ok(other?),
         }
+    }
+}
+
+/// The cluster id and the partitions of `topic` (an error if the topic does not exist yet).
+fn lookup_topic(consumer: &StreamConsumer<SourceContext>, topic: &str) -> Result<(String, Vec<i32>), KafkaError> {
+    let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
+    let found = metadata.topics().iter().find(|t| t.name() == topic);
+    let partitions: Vec<i32> = match found {
+        Some(t) if t.error().is_none() => t.partitions().iter().map(|p| p.id()).collect(),
+        _ => Vec::new(),
+    };
+    if partitions.is_empty() {
+        return Err(KafkaError::TopicMissing(topic.to_owned()));
+    }
+    let cluster = consumer.client().fetch_cluster_id(METADATA_TIMEOUT).unwrap_or_default();
+    Ok((cluster, partitions))
+}
+
+/// A Kafka cluster's id is a UUID, stable for the cluster's life. librdkafka's mock cluster derives
+/// its id from a memory address, so two runs could share one: its address (a fresh port each run)
+/// tells them apart.
+fn source_identity(cluster_id: String, brokers: &str) -> String {
+    if cluster_id.is_empty() || cluster_id.starts_with("mockCluster") {
+        format!("{cluster_id}@{brokers}")
+    } else {
+        cluster_id
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn real_clusters_are_known_by_id_and_mock_ones_by_address_too() {
+        assert_eq!(source_identity("vIG2dFxPS0mF3bbd5wT3cg".into(), "kafka:9092"), "vIG2dFxPS0mF3bbd5wT3cg");
+        assert_eq!(source_identity("mockCluster7f3a".into(), "127.0.0.1:40117"), "mockCluster7f3a@127.0.0.1:40117");
+        assert_eq!(source_identity(String::new(), "k:1"), "@k:1");
     }
 }

@@ -8,7 +8,8 @@
 //! from an empty topic.
 //!
 //! `MockCluster` holds a raw pointer and is neither `Send` nor `Sync`, so it lives on a thread of its
-//! own until [`EmbeddedBroker`] is dropped.
+//! own until [`EmbeddedBroker`] is dropped; [`EmbeddedBroker::set_up`] takes its broker down and
+//! back up from any thread, for fault drills (the fault-injection tests use it).
 
 use std::sync::mpsc;
 use std::thread::JoinHandle;
@@ -17,10 +18,16 @@ use rdkafka::mocking::MockCluster;
 
 use super::KafkaError;
 
+/// What the broker's thread is asked to do.
+enum Command {
+    /// Take the broker down (false) or bring it back (true), and answer.
+    SetUp(bool, mpsc::Sender<Result<(), KafkaError>>),
+}
+
 /// A running mock cluster with one topic.
 pub struct EmbeddedBroker {
     bootstrap_servers: String,
-    stop: Option<mpsc::Sender<()>>,
+    commands: Option<mpsc::Sender<Command>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -28,7 +35,7 @@ impl EmbeddedBroker {
     /// Starts a one-broker cluster and creates `topic` with `partitions` partitions.
     pub fn start(topic: &str, partitions: i32) -> Result<Self, KafkaError> {
         let (ready_tx, ready_rx) = mpsc::channel::<Result<String, KafkaError>>();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (command_tx, command_rx) = mpsc::channel::<Command>();
         let topic = topic.to_owned();
         let thread = std::thread::Builder::new()
             .name("iotstream-broker".into())
@@ -45,25 +52,41 @@ impl EmbeddedBroker {
                     return;
                 }
                 let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
-                // Hold the cluster until told to stop (or until the handle is gone).
-                let _ = stop_rx.recv();
+                // Hold the cluster until the handle is gone, doing what it asks.
+                while let Ok(command) = command_rx.recv() {
+                    match command {
+                        Command::SetUp(up, reply) => {
+                            let result = if up { cluster.broker_up(1) } else { cluster.broker_down(1) };
+                            let _ = reply.send(result.map_err(KafkaError::from));
+                        }
+                    }
+                }
                 drop(cluster);
             })
             .map_err(|err| KafkaError::Embedded(format!("cannot start its thread: {err}")))?;
         let bootstrap_servers =
             ready_rx.recv().map_err(|_| KafkaError::Embedded("its thread ended before it was ready".into()))??;
-        Ok(EmbeddedBroker { bootstrap_servers, stop: Some(stop_tx), thread: Some(thread) })
+        Ok(EmbeddedBroker { bootstrap_servers, commands: Some(command_tx), thread: Some(thread) })
     }
 
     /// The `host:port` list clients connect to.
     pub fn bootstrap_servers(&self) -> &str {
         &self.bootstrap_servers
     }
+
+    /// Takes the broker down (`false`: its connections close and new ones are refused, as when a
+    /// broker process dies) or brings it back (`true`), keeping its log.
+    pub fn set_up(&self, up: bool) -> Result<(), KafkaError> {
+        let gone = || KafkaError::Embedded("its thread has ended".into());
+        let (reply_tx, reply_rx) = mpsc::channel();
+        self.commands.as_ref().ok_or_else(gone)?.send(Command::SetUp(up, reply_tx)).map_err(|_| gone())?;
+        reply_rx.recv().map_err(|_| gone())?
+    }
 }
 
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
-        drop(self.stop.take());
+        drop(self.commands.take());
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }

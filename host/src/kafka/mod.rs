@@ -4,7 +4,7 @@
 mod consumer;
 mod embedded;
 
-pub use consumer::{RawMessage, Source};
+pub use consumer::{BEGINNING, RawMessage, Source, SourceHealth};
 pub use embedded::EmbeddedBroker;
 
 use rdkafka::ClientConfig;
@@ -16,6 +16,12 @@ pub enum KafkaError {
     /// librdkafka refused the configuration or the operation.
     #[error("kafka: {0}")]
     Client(#[from] rdkafka::error::KafkaError),
+    /// The topic is not on the brokers (yet).
+    #[error("topic {0} does not exist yet")]
+    TopicMissing(String),
+    /// The metadata lookup's thread failed.
+    #[error("kafka metadata lookup failed: {0}")]
+    Lookup(String),
     /// The embedded broker could not be started.
     #[error("embedded broker: {0}")]
     Embedded(String),

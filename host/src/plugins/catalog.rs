@@ -6,7 +6,8 @@
 use std::collections::HashMap;
 
 use super::bindings::{Reading as WitReading, Sensor};
-use crate::reading::Reading;
+use crate::reading::{Reading, SensorType};
+use crate::store::CatalogEntry;
 
 /// Every sensor seen by this process, by key.
 #[derive(Debug, Default)]
@@ -48,6 +49,34 @@ impl SensorCatalog {
         }
     }
 
+    /// A catalog with `entries` at keys 0, 1, ... (from a checkpoint: the keys its states use).
+    pub fn restore(entries: &[CatalogEntry]) -> Self {
+        let mut catalog = SensorCatalog::default();
+        for (key, entry) in entries.iter().enumerate() {
+            catalog.sensors.push(Sensor {
+                key: key as u32,
+                sensor_id: entry.sensor_id.clone(),
+                sensor_type: entry.sensor_type.into(),
+                location: entry.location.clone(),
+            });
+            // As in `key_for`: a sensor id maps to its newest key.
+            catalog.by_id.insert(entry.sensor_id.clone(), key as u32);
+        }
+        catalog
+    }
+
+    /// Every sensor, in key order, for a checkpoint.
+    pub fn entries(&self) -> Vec<CatalogEntry> {
+        self.sensors
+            .iter()
+            .map(|s| CatalogEntry {
+                sensor_id: s.sensor_id.clone(),
+                sensor_type: SensorType::from(s.sensor_type),
+                location: s.location.clone(),
+            })
+            .collect()
+    }
+
     /// The sensors from key `from` on (what a plugin that knows `from` keys has not been told).
     pub fn since(&self, from: usize) -> &[Sensor] {
         self.sensors.get(from..).unwrap_or_default()
@@ -66,5 +95,40 @@ impl SensorCatalog {
     /// Whether no sensor was seen yet.
     pub fn is_empty(&self) -> bool {
         self.sensors.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+
+    fn reading(sensor_id: &str, sensor_type: SensorType, location: &str) -> Reading {
+        Reading {
+            sensor_id: sensor_id.into(),
+            sensor_type,
+            location: location.into(),
+            value: 1.0,
+            timestamp: Utc.timestamp_millis_opt(0).single().expect("epoch"),
+            anomaly: false,
+            unit: String::new(),
+        }
+    }
+
+    #[test]
+    fn a_restored_catalog_gives_every_sensor_its_checkpointed_key() {
+        let mut catalog = SensorCatalog::default();
+        let a = reading("a", SensorType::Co2, "lab_1");
+        let b = reading("b", SensorType::Humidity, "office_1");
+        let moved = reading("a", SensorType::Co2, "lab_2");
+        assert_eq!([catalog.key_for(&a), catalog.key_for(&b), catalog.key_for(&moved)], [0, 1, 2]);
+        let mut restored = SensorCatalog::restore(&catalog.entries());
+        assert_eq!(restored.entries(), catalog.entries());
+        // Known sensors keep their keys (a moved sensor its newest one); a new one gets the next.
+        assert_eq!(restored.key_for(&b), 1);
+        assert_eq!(restored.key_for(&moved), 2);
+        assert_eq!(restored.key_for(&reading("c", SensorType::Pressure, "hall")), 3);
+        assert_eq!(restored.since(3).len(), 1);
     }
 }

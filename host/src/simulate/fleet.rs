@@ -40,12 +40,10 @@ fn profile(sensor_type: SensorType, location_kind: usize) -> (f64, f64, f64) {
 
 /// Physical bounds the simulator never crosses.
 fn clamp(sensor_type: SensorType, value: f64) -> f64 {
-    match sensor_type {
-        SensorType::Humidity => value.clamp(0.0, 100.0),
-        SensorType::AirQuality => value.clamp(0.0, 500.0),
-        SensorType::Co2 => value.max(250.0),
-        SensorType::Temperature | SensorType::Pressure => value,
-    }
+    let (low, high) = sensor_type.physical_range();
+    // Outdoor air holds about 420 ppm of CO2: no room reads much below it.
+    let low = if sensor_type == SensorType::Co2 { 250.0 } else { low };
+    value.clamp(low, high)
 }
 
 /// An anomaly in progress on one sensor.

@@ -8,6 +8,7 @@ mod compose;
 mod dashboard;
 mod dead_letters;
 mod e2e;
+mod faults;
 mod iforest;
 mod plugins;
 mod process;

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use sqlx::PgPool;
 
-use crate::support::{count_rows, wait_for};
+use crate::support::{count_rows, database_url, wait_for};
 
 /// The value of `key="..."` or `key=...` in a log line.
 fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
@@ -19,15 +19,12 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: PgPool) {
-    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
-    let database = pool.connect_options().get_database().expect("test database").to_owned();
-    // The same server, the test's own database: replace the URL's path.
-    let host_start = base.find("://").map_or(0, |i| i + 3);
-    let server = base[host_start..].find('/').map_or(base.as_str(), |i| &base[..host_start + i]);
-    let url = format!("{server}/{database}");
+    let url = database_url(&pool);
     let plugins = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/plugins");
     let mut child = Command::new(env!("CARGO_BIN_EXE_iotstream"))
         .args(["run", "--listen", "127.0.0.1:0", "--no-simulator", "--plugins", plugins, "--database-url", &url])
+        // The readings below have fixed dates.
+        .args(["--max-age", "off"])
         .env_remove("IOTSTREAM_BROKERS")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -80,6 +80,9 @@ impl Host {
             "500",
             "--batch-linger-ms",
             "20",
+            // The tests' readings have fixed dates.
+            "--max-age",
+            "off",
         ];
         flags.extend_from_slice(extra);
         let config = run_config(&flags);
@@ -160,4 +163,14 @@ struct SimulateFlags {
 pub fn simulate_config(flags: &[&str]) -> iotstream::simulate::SimulateConfig {
     use clap::Parser;
     SimulateFlags::try_parse_from(std::iter::once("simulate").chain(flags.iter().copied())).expect("valid flags").config
+}
+
+/// The URL of `pool`'s database (the test's own, on the server `DATABASE_URL` names), for a host
+/// process the test starts.
+pub fn database_url(pool: &sqlx::PgPool) -> String {
+    let base = std::env::var("DATABASE_URL").expect("DATABASE_URL");
+    let database = pool.connect_options().get_database().expect("test database").to_owned();
+    let host_start = base.find("://").map_or(0, |i| i + 3);
+    let server = base[host_start..].find('/').map_or(base.as_str(), |i| &base[..host_start + i]);
+    format!("{server}/{database}")
 }

@@ -44,6 +44,23 @@ impl SensorType {
         }
     }
 
+    /// The values a reading of this type can physically take on the ambient sensors iotstream
+    /// monitors (server rooms, offices, warehouses, laboratories, factory floors), inclusive, in
+    /// [`SensorType::default_unit`]: a value outside is a broken sensor or a corrupt message, not
+    /// an anomaly to detect. Temperature spans industrial ambient sensors (-60 to 150 °C); relative
+    /// humidity is a percentage; the air quality index is defined on 0 to 500; pressure spans
+    /// barometric sensors (300 to 1250 hPa: above Everest to well over any weather); CO2 stops at
+    /// 10% of the air (100 000 ppm), far beyond any room a person works in.
+    pub fn physical_range(self) -> (f64, f64) {
+        match self {
+            SensorType::Temperature => (-60.0, 150.0),
+            SensorType::Humidity => (0.0, 100.0),
+            SensorType::AirQuality => (0.0, 500.0),
+            SensorType::Pressure => (300.0, 1250.0),
+            SensorType::Co2 => (0.0, 100_000.0),
+        }
+    }
+
     /// The unit readings of this type are in, when a message does not say.
     pub fn default_unit(self) -> &'static str {
         match self {

@@ -1,0 +1,420 @@
+//! Fault injection: the host killed with SIGKILL again and again, its database cut off, its broker
+//! taken down, all while readings stream in. Every test asserts that each reading produced is
+//! stored exactly once (and, for the kills, that every window and every z-score verdict equals a
+//! reference computed here from the produced readings), and prints its figures.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use iotstream::kafka::EmbeddedBroker;
+use iotstream::reading::{Reading, SensorType, encode};
+use iotstream_plugin_sdk::SensorIdentity;
+use iotstream_plugin_sdk::detector::{Detector, Judgement};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::PgPool;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use crate::support::{Host, count_rows, database_url, plugin_path, reading, wait_for};
+
+const TOPIC: &str = "iot_sensors";
+const SENSORS: usize = 40;
+const MINUTE: i64 = 60_000;
+
+/// `n` readings of a fleet of [`SENSORS`] sensors, round after round, one second of event time
+/// apart, starting an hour ago: smooth signals with noise and, now and then, a spike for the
+/// z-score detector to flag. Seeded: the same every run.
+fn fleet(n: usize, seed: u64) -> Vec<Reading> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let start = Utc::now().timestamp_millis() / MINUTE * MINUTE - 60 * MINUTE;
+    (0..n)
+        .map(|i| {
+            let (round, sensor) = ((i / SENSORS) as i64, i % SENSORS);
+            let sensor_type = SensorType::ALL[sensor % 5];
+            let location = format!("room_{}", sensor / 10);
+            let base = [21.0, 45.0, 30.0, 1013.0, 600.0][sensor % 5];
+            let spike = if rng.random_bool(0.01) { 25.0 } else { 0.0 };
+            let value = base + (round as f64 / 30.0).sin() + rng.random_range(-0.5..0.5) + spike;
+            let value = (value * 100.0).round() / 100.0;
+            reading(&format!("s{sensor:02}"), sensor_type, &location, start + round * 1000, value)
+        })
+        .collect()
+}
+
+/// Produces `readings` keyed by sensor at about `per_second`, in order; returns how many the broker
+/// acknowledged (librdkafka retries through a broker outage).
+async fn produce(brokers: String, readings: Arc<Vec<Reading>>, per_second: usize) -> usize {
+    let producer: FutureProducer = iotstream::kafka::producer(&brokers).expect("producer");
+    let chunk = (per_second / 20).max(1);
+    let mut deliveries = Vec::with_capacity(readings.len());
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    for batch in readings.chunks(chunk) {
+        tick.tick().await;
+        for r in batch {
+            let payload = encode(r);
+            let delivery = producer
+                .send_result(FutureRecord::to(TOPIC).key(&r.sensor_id).payload(&payload))
+                .map_err(|(err, _)| err)
+                .expect("enqueue");
+            deliveries.push(delivery);
+        }
+    }
+    let mut acknowledged = 0;
+    for delivery in deliveries {
+        if matches!(delivery.await, Ok(Ok(_))) {
+            acknowledged += 1;
+        }
+    }
+    acknowledged
+}
+
+/// A folder holding copies of the built `plugins`, with their configurations.
+fn plugins_folder(name: &str, plugins: &[(&str, &str)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("iotstream-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("plugins folder");
+    for (plugin, config) in plugins {
+        std::fs::copy(plugin_path(plugin), dir.join(format!("{plugin}.wasm"))).expect("copy plugin");
+        std::fs::write(dir.join(format!("{plugin}.json")), config).expect("plugin config");
+    }
+    dir
+}
+
+/// A host process, killed if the test ends (or fails) with it still running.
+struct HostProcess(Option<Child>);
+
+impl HostProcess {
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    fn take(&mut self) -> Child {
+        self.0.take().expect("a running host")
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Starts the `iotstream` binary on `brokers` and the test's database.
+fn spawn_host(brokers: &str, url: &str, plugins: &Path) -> HostProcess {
+    let child = Command::new(env!("CARGO_BIN_EXE_iotstream"))
+        .args(["run", "--brokers", brokers, "--database-url", url, "--listen", "127.0.0.1:0"])
+        .args(["--plugins", &plugins.display().to_string(), "--checkpoint-interval", "1s"])
+        .args(["--batch-max", "500", "--batch-linger-ms", "20"])
+        .env("IOTSTREAM_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start iotstream");
+    HostProcess(Some(child))
+}
+
+/// (rows, distinct messages) of `sensor_readings`.
+async fn stored(pool: &PgPool) -> (i64, i64) {
+    sqlx::query_as("SELECT count(*), count(DISTINCT (kafka_partition, kafka_offset)) FROM sensor_readings")
+        .fetch_one(pool)
+        .await
+        .expect("count readings")
+}
+
+/// Asserts every produced reading is stored once (by its sensor and event time, which the test
+/// makes unique) and prints the figures.
+async fn assert_exactly_once(test: &str, pool: &PgPool, produced: &[Reading], extra: &str) {
+    let (rows, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT (sensor_id, timestamp)) FROM sensor_readings")
+            .fetch_one(pool)
+            .await
+            .expect("count readings");
+    let duplicates = rows - distinct;
+    let lost = produced.len() as i64 - distinct;
+    println!(
+        "FAULT {test}: produced {} stored {rows} distinct {distinct} duplicates {duplicates} lost {lost}{extra}",
+        produced.len()
+    );
+    assert_eq!((duplicates, lost), (0, 0), "{test}: every reading stored exactly once");
+    let by_message = stored(pool).await;
+    assert_eq!(by_message, (rows, rows), "{test}: one row per Kafka message");
+}
+
+/// (location, sensor type, window start in ms).
+type WindowKey = (String, String, i64);
+/// (count, mean, min, max, population stddev).
+type WindowStats = (i64, f64, f64, f64, f64);
+
+/// The window statistics of `readings` (count, mean, min, max, population stddev) per
+/// (location, type, window start), computed plainly.
+fn reference_windows(readings: &[Reading]) -> BTreeMap<WindowKey, WindowStats> {
+    let mut groups: BTreeMap<(String, String, i64), Vec<f64>> = BTreeMap::new();
+    for r in readings {
+        let start = r.timestamp.timestamp_millis().div_euclid(MINUTE) * MINUTE;
+        groups.entry((r.location.clone(), r.sensor_type.as_str().to_owned(), start)).or_default().push(r.value);
+    }
+    groups
+        .into_iter()
+        .map(|(key, values)| {
+            let n = values.len() as f64;
+            let mean = values.iter().sum::<f64>() / n;
+            let variance = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n;
+            let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+            let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            (key, (values.len() as i64, mean, min, max, variance.sqrt()))
+        })
+        .collect()
+}
+
+fn close(a: f64, b: f64) -> bool {
+    (a - b).abs() <= 1e-9 * (1.0 + a.abs().max(b.abs()))
+}
+
+/// SIGTERM, then wait for the exit code.
+fn terminate(mut child: Child) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill -TERM");
+    assert!(sent.success());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the host did not stop within 30 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn killed_again_and_again_the_host_stores_every_reading_once_with_reference_windows_and_verdicts(pool: PgPool) {
+    const READINGS: usize = 24_000;
+    const KILLS: usize = 6;
+    let broker = EmbeddedBroker::start(TOPIC, 3).expect("broker");
+    let brokers = broker.bootstrap_servers().to_owned();
+    let url = database_url(&pool);
+    let plugins = plugins_folder("kills", &[("zscore", "{}"), ("tumbling-window", "{}")]);
+    let mut readings = fleet(READINGS, 7);
+    // One reading far ahead moves the watermark past every window of the stream: all close.
+    let last = readings.last().map_or(0, |r| r.timestamp.timestamp_millis());
+    readings.push(reading("flush", SensorType::Pressure, "elsewhere", last + 10 * MINUTE, 1000.0));
+    let readings = Arc::new(readings);
+    // 2 000 readings/s: the stream lasts about 12 s, across which the host is killed 6 times.
+    let producer = tokio::spawn(produce(brokers.clone(), readings.clone(), 2000));
+
+    let mut rng = StdRng::seed_from_u64(11);
+    let mut recoveries = Vec::new();
+    let mut host = spawn_host(&brokers, &url, &plugins);
+    for _ in 0..KILLS {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(1200..2400))).await;
+        host.kill();
+        let at_kill = count_rows(&pool, "sensor_readings").await;
+        let restarted = Instant::now();
+        host = spawn_host(&brokers, &url, &plugins);
+        // Recovery: from the restart until the host stores readings beyond what was stored when it
+        // died (the stream is still running, so there always are some).
+        loop {
+            if count_rows(&pool, "sensor_readings").await > at_kill || producer.is_finished() {
+                recoveries.push(restarted.elapsed());
+                break;
+            }
+            assert!(restarted.elapsed() < Duration::from_secs(60), "no progress within 60 s of a restart");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let acknowledged = producer.await.expect("producer");
+    assert_eq!(acknowledged, readings.len(), "the broker acknowledged every reading");
+    wait_for("sensor_readings", readings.len() as i64, || count_rows(&pool, "sensor_readings")).await;
+    let windows = reference_windows(&readings[..READINGS]);
+    wait_for("closed windows", windows.len() as i64, || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM sensor_aggregates_latest")
+            .fetch_one(&pool)
+            .await
+            .expect("windows")
+    })
+    .await;
+    let status = terminate(host.take());
+    assert!(status.success(), "SIGTERM exits cleanly: {status}");
+
+    let mean_ms = recoveries.iter().map(Duration::as_millis).sum::<u128>() / recoveries.len().max(1) as u128;
+    let max_ms = recoveries.iter().map(Duration::as_millis).max().unwrap_or_default();
+    let extra = format!(" kills {KILLS} recovery mean {mean_ms} ms max {max_ms} ms");
+    assert_exactly_once("kill -9", &pool, &readings, &extra).await;
+
+    // Every window equals the reference, and counts the readings a detector flagged.
+    type Window = (String, String, DateTime<Utc>, i32, f64, f64, f64, f64, i32);
+    let stored_windows: Vec<Window> = sqlx::query_as(
+        "SELECT location, sensor_type, window_start, count_readings, avg_value, min_value, max_value, stddev_value, \
+         anomaly_count FROM sensor_aggregates_latest ORDER BY location, sensor_type, window_start",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("windows");
+    assert_eq!(stored_windows.len(), windows.len());
+    for ((location, sensor_type, start, count, avg, min, max, stddev, anomalies), (key, expected)) in
+        stored_windows.iter().zip(&windows)
+    {
+        assert_eq!((location, sensor_type, start.timestamp_millis()), (&key.0, &key.1, key.2));
+        assert_eq!(i64::from(*count), expected.0, "window {key:?}");
+        let stats = [*avg, *min, *max, *stddev];
+        let reference = [expected.1, expected.2, expected.3, expected.4];
+        assert!(stats.iter().zip(reference).all(|(a, b)| close(*a, b)), "window {key:?}: {stats:?} vs {reference:?}");
+        let flagged: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM sensor_readings WHERE flagged AND location = $1 AND sensor_type = $2 \
+             AND timestamp >= $3 AND timestamp < $3 + interval '1 minute'",
+        )
+        .bind(location)
+        .bind(sensor_type)
+        .bind(start)
+        .fetch_one(&pool)
+        .await
+        .expect("flagged");
+        assert_eq!(i64::from(*anomalies), flagged, "window {key:?}: anomaly count");
+    }
+
+    // Every z-score verdict equals the detector run once, uncrashed, over each sensor's readings.
+    let mut reference = zscore::zscore::ZScore::create(Default::default()).expect("default config");
+    let mut expected: BTreeMap<(String, i64), (String, f64)> = BTreeMap::new();
+    for r in readings.iter() {
+        let identity = SensorIdentity {
+            sensor_id: r.sensor_id.as_str().into(),
+            sensor_type: r.sensor_type,
+            location: r.location.as_str().into(),
+        };
+        let verdict = match reference.judge(&identity, r.timestamp.timestamp_millis(), r.value) {
+            Judgement::WarmingUp => ("warming_up".to_owned(), 0.0),
+            Judgement::Scored { score, anomaly } => ((if anomaly { "anomaly" } else { "normal" }).to_owned(), score),
+        };
+        expected.insert((r.sensor_id.clone(), r.timestamp.timestamp_millis()), verdict);
+    }
+    let verdicts: Vec<(String, DateTime<Utc>, String, f64)> = sqlx::query_as(
+        "SELECT sensor_id, timestamp, verdict, anomaly_score FROM ml_anomaly_predictions WHERE detector = 'zscore'",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("verdicts");
+    assert_eq!(verdicts.len(), expected.len(), "one z-score verdict per reading");
+    let anomalies = expected.values().filter(|(v, _)| v == "anomaly").count();
+    assert!(anomalies > 50, "the stream has spikes to flag ({anomalies})");
+    for (sensor, at, verdict, score) in verdicts {
+        let key = (sensor, at.timestamp_millis());
+        assert_eq!(Some(&(verdict, score)), expected.get(&key), "z-score verdict of {key:?}");
+    }
+    let _ = std::fs::remove_dir_all(plugins);
+}
+
+/// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones, as a
+/// stopped server does.
+struct DatabaseCut {
+    port: u16,
+    up: watch::Sender<bool>,
+}
+
+impl DatabaseCut {
+    async fn start(upstream: (String, u16)) -> DatabaseCut {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let port = listener.local_addr().expect("proxy address").port();
+        let (up, _) = watch::channel(true);
+        let state = up.clone();
+        tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                let mut up = state.subscribe();
+                if !*up.borrow() {
+                    continue; // refused: dropped at once
+                }
+                let upstream = upstream.clone();
+                tokio::spawn(async move {
+                    let Ok(mut server) = TcpStream::connect(upstream).await else { return };
+                    tokio::select! {
+                        _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                        _ = up.wait_for(|up| !*up) => {}
+                    }
+                });
+            }
+        });
+        DatabaseCut { port, up }
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.send_replace(up);
+    }
+}
+
+/// Polls `/api/health` until `part` ("database" or "broker") reports `ok`, or fails after 30 s.
+async fn wait_for_health(host: &Host, part: &str, ok: bool) -> serde_json::Value {
+    let url = format!("http://{}/api/health", host.addr);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let health: serde_json::Value = reqwest::get(&url).await.expect("health").json().await.expect("json");
+        if health[part]["ok"] == ok {
+            return health;
+        }
+        assert!(Instant::now() < deadline, "{part} never reported ok={ok}: {health}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_database_outage_pauses_the_pipeline_and_loses_nothing(pool: PgPool) {
+    let options = pool.connect_options();
+    let cut = DatabaseCut::start((options.get_host().to_owned(), options.get_port())).await;
+    let proxied = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect_with((*options).clone().port(cut.port))
+        .await
+        .expect("pool through the proxy");
+    let host = Host::start(proxied, None, &[]).await;
+    let readings = Arc::new(fleet(12_000, 3));
+    let producer = tokio::spawn(produce(host.broker.bootstrap_servers().to_owned(), readings.clone(), 2000));
+    wait_for_health(&host, "database", true).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cut.set_up(false);
+    let cut_at = Instant::now();
+    let down = wait_for_health(&host, "database", false).await;
+    assert_eq!(down["status"], "degraded");
+    let during = count_rows(&pool, "sensor_readings").await;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(count_rows(&pool, "sensor_readings").await, during, "nothing is stored while the database is cut off");
+    cut.set_up(true);
+    let restored_at = Instant::now();
+    wait_for_health(&host, "database", true).await;
+    let outage = restored_at - cut_at;
+    assert_eq!(producer.await.expect("producer"), readings.len());
+    wait_for("sensor_readings", readings.len() as i64, || count_rows(&pool, "sensor_readings")).await;
+    let caught_up = restored_at.elapsed();
+    host.stop().await.expect("clean stop");
+    let extra = format!(" outage {} ms caught up {} ms after", outage.as_millis(), caught_up.as_millis());
+    assert_exactly_once("database outage", &pool, &readings, &extra).await;
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_broker_outage_is_reported_and_the_stream_resumes_with_nothing_lost(pool: PgPool) {
+    let host = Host::start(pool.clone(), None, &[]).await;
+    let readings = Arc::new(fleet(12_000, 5));
+    let producer = tokio::spawn(produce(host.broker.bootstrap_servers().to_owned(), readings.clone(), 2000));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    host.broker.set_up(false).expect("broker down");
+    let down_at = Instant::now();
+    let down = wait_for_health(&host, "broker", false).await;
+    assert_eq!(down["status"], "degraded");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    host.broker.set_up(true).expect("broker up");
+    let up_at = Instant::now();
+    let outage = up_at - down_at;
+    assert_eq!(producer.await.expect("producer"), readings.len(), "the producer delivered everything after the outage");
+    wait_for("sensor_readings", readings.len() as i64, || count_rows(&pool, "sensor_readings")).await;
+    wait_for_health(&host, "broker", true).await;
+    let caught_up = up_at.elapsed();
+    host.stop().await.expect("clean stop");
+    let extra = format!(" outage {} ms caught up {} ms after", outage.as_millis(), caught_up.as_millis());
+    assert_exactly_once("broker outage", &pool, &readings, &extra).await;
+}
