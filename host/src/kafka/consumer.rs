@@ -141,6 +141,9 @@ impl Source {
             // What librdkafka prefetches while the pipeline is blocked (a database outage): 16 MiB
             // instead of 64, so memory stays bounded however long the outage lasts.
             .set("queued.max.messages.kbytes", "16384")
+            // After an outage, reconnect within 2 s of the broker's return (librdkafka's default
+            // backoff grows to 10 s).
+            .set("reconnect.backoff.max.ms", "2000")
             .create_with_context(SourceContext { health: health.clone() })?;
         let consumer = Arc::new(consumer);
         let (lookup, topic_name) = (consumer.clone(), topic.to_owned());

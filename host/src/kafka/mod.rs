@@ -35,5 +35,6 @@ pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
         .set("linger.ms", "10")
         .set("queue.buffering.max.messages", "1000000")
         .set("message.timeout.ms", "30000")
+        .set("reconnect.backoff.max.ms", "2000")
         .create()?)
 }
