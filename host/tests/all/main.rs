@@ -9,6 +9,7 @@ mod dashboard;
 mod dead_letters;
 mod e2e;
 mod iforest;
+mod isolation;
 mod plugins;
 mod process;
 mod quality;
