@@ -13,6 +13,7 @@
 //!   [`bench_plugins`]: each plugin natively and as `.wasm`; [`bench_forest`]: the forest both ways;
 //!   [`replay`]: one detector over a recorded series; [`iforest`]: the forest on any tabular CSV;
 //!   [`plugin_check`]: a plugin author's check of a component.
+//! * [`prometheus`]: the plugins' metrics in Prometheus's text format, for `GET /metrics`.
 //! * [`cli`], [`config`] and [`app`]: the command line, `iotstream run`'s configuration, and wiring.
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod live;
 pub mod pipeline;
 pub mod plugin_check;
 pub mod plugins;
+pub mod prometheus;
 pub mod reading;
 pub mod replay;
 pub mod simulate;

@@ -230,3 +230,59 @@ fn a_plugin_that_fails_on_another_thread_leaves_the_host_thread_running() {
     let outcome = worker.join().expect("the worker thread did not panic");
     assert!(outcome.is_err_and(|err| err.starts_with("plugin misbehaving trapped")));
 }
+
+#[tokio::test]
+async fn metrics_endpoint_serves_a_failing_plugins_counters_to_prometheus() {
+    use iotstream::api::{ApiState, router};
+    use iotstream::live::Live;
+    use iotstream::pipeline::plugin_status;
+    use iotstream::store::{Store, Totals};
+
+    // Plugin calls block (WASI's sync bindings refuse to run on an async thread), as in the pipeline.
+    let status = tokio::task::spawn_blocking(|| {
+        let clock = Clock::manual();
+        let runtime = runtime(&clock);
+        let mut catalog = SensorCatalog::default();
+        let batch = batches_for(&mut catalog);
+        let mut bad = misbehaving(&runtime, "trap", 0);
+        bad.detect(&catalog, &batch).expect_err("traps");
+        bad.detect(&catalog, &batch).expect_err("skipped");
+        plugin_status(&bad)
+    })
+    .await
+    .expect("plugin thread");
+    let live = std::sync::Arc::new(Live::new(Totals::default(), Vec::new(), Vec::new(), Vec::new()));
+    live.set_plugins(vec![status]);
+    // /metrics needs no database: a pool that never connects will do.
+    let pool =
+        sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://unused@127.0.0.1/unused").expect("lazy pool");
+    let state = ApiState {
+        store: Store::new(pool),
+        live,
+        plugin_failures: std::sync::Arc::new(Vec::new()),
+        shutdown: tokio_util::sync::CancellationToken::new(),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let app = router(state, "/nonexistent".into());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let response = reqwest::get(format!("http://{addr}/metrics")).await.expect("GET /metrics");
+    assert_eq!(response.status(), 200);
+    let content_type = response.headers()["content-type"].to_str().expect("ascii").to_owned();
+    assert_eq!(content_type, "text/plain; version=0.0.4; charset=utf-8");
+    let text = response.text().await.expect("body");
+    let labels = r#"{plugin="misbehaving",kind="detector"}"#;
+    for line in [
+        format!("iotstream_plugin_calls_total{labels} 1"),
+        format!("iotstream_plugin_readings_total{labels} 6"),
+        format!("iotstream_plugin_errors_total{labels} 1"),
+        format!("iotstream_plugin_restarts_total{labels} 0"),
+        format!("iotstream_plugin_skipped_readings_total{labels} 6"),
+        format!("iotstream_plugin_consecutive_failures{labels} 1"),
+        format!("iotstream_plugin_memory_bytes{labels} 0"),
+        r#"iotstream_plugin_state{plugin="misbehaving",kind="detector",state="backoff"} 1"#.into(),
+        format!("iotstream_plugin_call_duration_seconds_count{labels} 1"),
+    ] {
+        assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
+    }
+}
