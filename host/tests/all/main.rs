@@ -10,6 +10,7 @@ mod dead_letters;
 mod e2e;
 mod iforest;
 mod isolation;
+mod plugin_new;
 mod plugins;
 mod process;
 mod quality;
