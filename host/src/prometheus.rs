@@ -33,30 +33,22 @@ pub fn encode(plugins: Vec<PluginStatus>) -> Result<String, Error> {
 struct Plugins(Vec<PluginStatus>);
 
 impl Plugins {
-    fn counter(
+    /// One counter or gauge per plugin, `value` of its status.
+    fn series(
         &self,
         encoder: &mut DescriptorEncoder,
-        name: &str,
-        help: &str,
+        (name, help): (&str, &str),
+        metric_type: MetricType,
         value: fn(&PluginStatus) -> u64,
     ) -> Result<(), Error> {
-        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+        let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
         for plugin in &self.0 {
-            metric.encode_family(&labels(plugin))?.encode_counter::<NoLabelSet, _, f64>(&value(plugin), None)?;
-        }
-        Ok(())
-    }
-
-    fn gauge(
-        &self,
-        encoder: &mut DescriptorEncoder,
-        name: &str,
-        help: &str,
-        value: fn(&PluginStatus) -> u64,
-    ) -> Result<(), Error> {
-        let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for plugin in &self.0 {
-            metric.encode_family(&labels(plugin))?.encode_gauge(&value(plugin))?;
+            let labels = labels(plugin);
+            let mut series = metric.encode_family(&labels)?;
+            match metric_type {
+                MetricType::Counter => series.encode_counter::<NoLabelSet, _, f64>(&value(plugin), None)?,
+                _ => series.encode_gauge(&value(plugin))?,
+            }
         }
         Ok(())
     }
@@ -69,22 +61,21 @@ fn labels(plugin: &PluginStatus) -> [(&'static str, &str); 2] {
 impl Collector for Plugins {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), Error> {
         let e = &mut encoder;
-        self.counter(e, "calls", "Calls made to the plugin", |p| p.calls)?;
-        self.counter(e, "readings", "Readings passed to the plugin", |p| p.readings_in)?;
-        self.counter(e, "outputs", "Detections or windows the plugin returned", |p| p.outputs)?;
-        self.counter(e, "errors", "Calls that failed (trap, deadline, memory cap, refusal, malformed output)", |p| {
-            p.errors
-        })?;
-        self.counter(e, "restarts", "Instances re-created from the last good state after a failure", |p| p.restarts)?;
-        self.counter(
-            e,
-            "skipped_readings",
-            "Readings not passed in while the plugin backed off or was quarantined",
-            |p| p.skipped_readings,
-        )?;
-        self.gauge(e, "consecutive_failures", "Failed calls in a row", |p| u64::from(p.consecutive_failures))?;
-        self.gauge(e, "memory_bytes", "Linear memory of the live instance", |p| p.memory_bytes)?;
-        self.gauge(e, "exported_state_bytes", "Size of the last exported state, the restart point", |p| p.state_bytes)?;
+        use MetricType::{Counter, Gauge};
+        self.series(e, ("calls", "Calls made to the plugin"), Counter, |p| p.calls)?;
+        self.series(e, ("readings", "Readings passed to the plugin"), Counter, |p| p.readings_in)?;
+        self.series(e, ("outputs", "Detections or windows the plugin returned"), Counter, |p| p.outputs)?;
+        let errors = "Calls that failed (trap, deadline, memory cap, refusal, malformed output)";
+        self.series(e, ("errors", errors), Counter, |p| p.errors)?;
+        let restarts = "Instances re-created from the last good state after a failure";
+        self.series(e, ("restarts", restarts), Counter, |p| p.restarts)?;
+        let skipped = "Readings not passed in while the plugin backed off or was quarantined";
+        self.series(e, ("skipped_readings", skipped), Counter, |p| p.skipped_readings)?;
+        let failures = ("consecutive_failures", "Failed calls in a row");
+        self.series(e, failures, Gauge, |p| u64::from(p.consecutive_failures))?;
+        self.series(e, ("memory_bytes", "Linear memory of the live instance"), Gauge, |p| p.memory_bytes)?;
+        let state = ("exported_state_bytes", "Size of the last exported state, the restart point");
+        self.series(e, state, Gauge, |p| p.state_bytes)?;
 
         let mut metric = e.encode_descriptor(
             "state",
