@@ -137,6 +137,53 @@ pub struct PluginStatus {
     pub mean_call_micros: f64,
     /// The last failure.
     pub last_error: Option<String>,
+    /// `running`; `backoff` (it failed lately and its calls are skipped until the backoff ends); or
+    /// `quarantined` (it failed too often in a row and is not called until it is reloaded).
+    pub state: String,
+    /// Failed calls in a row (0 after a successful call).
+    pub consecutive_failures: u32,
+    /// Readings not passed to it because it was in backoff or quarantined.
+    pub skipped_readings: u64,
+    /// Linear memory of its live instance, bytes (0 while it has none).
+    pub memory_bytes: u64,
+    /// Size of its last exported state, the point it restarts from after a failure, bytes.
+    pub state_bytes: u64,
+    /// Median time per call, microseconds, estimated from `call_micros_buckets`.
+    pub p50_call_micros: f64,
+    /// 99th percentile time per call, microseconds, estimated from `call_micros_buckets`.
+    pub p99_call_micros: f64,
+    /// Total time in calls, microseconds.
+    pub busy_micros: u64,
+    /// Per bound of [`CALL_MICROS_BUCKETS`], the calls that took at most that long (cumulative; the
+    /// calls above the last bound are `calls` minus the last count).
+    pub call_micros_buckets: Vec<u64>,
+}
+
+/// Upper bounds of the call-time histogram, microseconds: 1-2-5 steps from 10 µs to 10 s (a call
+/// is stopped at its 5 s deadline), so any percentile is known within its bucket at every scale.
+pub const CALL_MICROS_BUCKETS: [u64; 19] = [
+    10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000,
+    2_000_000, 5_000_000, 10_000_000,
+];
+
+/// The `q` quantile (0 to 1) of a histogram of `count` observations with `cumulative` counts per
+/// bound of [`CALL_MICROS_BUCKETS`], interpolated linearly within its bucket (as Prometheus's
+/// `histogram_quantile` does); 0 without observations.
+pub fn call_micros_quantile(cumulative: &[u64], count: u64, q: f64) -> f64 {
+    if count == 0 {
+        return 0.0;
+    }
+    let rank = q.clamp(0.0, 1.0) * count as f64;
+    let (mut lower, mut below) = (0.0, 0);
+    for (&bound, &at_most) in CALL_MICROS_BUCKETS.iter().zip(cumulative) {
+        if at_most as f64 >= rank && at_most > below {
+            let within = (rank - below as f64) / (at_most - below) as f64;
+            return lower + (bound as f64 - lower) * within;
+        }
+        (lower, below) = (bound as f64, at_most);
+    }
+    // Above the last bound: report the bound, as Prometheus does for its +Inf bucket.
+    lower
 }
 
 /// A plugin file that could not be loaded.
@@ -398,5 +445,19 @@ mod tests {
         let json = serde_json::to_string(&event).expect("serialises");
         assert!(json.starts_with(r#"{"type":"batch""#), "{json}");
         assert_eq!(serde_json::from_str::<LiveEvent>(&json).expect("parses"), event);
+    }
+
+    #[test]
+    fn call_time_quantiles_interpolate_within_their_bucket() {
+        assert_eq!(call_micros_quantile(&[0; 19], 0, 0.5), 0.0);
+        // 4 calls of at most 10 µs, 5 in (10, 20], 1 in (20, 50].
+        let mut cumulative = [10; 19];
+        (cumulative[0], cumulative[1]) = (4, 9);
+        // p50: rank 5 is the first of the five in (10, 20]: 10 + 10 * 1/5.
+        assert!((call_micros_quantile(&cumulative, 10, 0.5) - 12.0).abs() < 1e-9);
+        // p99: rank 9.9 is 0.9 of the way through (20, 50].
+        assert!((call_micros_quantile(&cumulative, 10, 0.99) - 47.0).abs() < 1e-9);
+        // Calls slower than the last bound are reported at the bound.
+        assert_eq!(call_micros_quantile(&[0; 19], 3, 0.5), 10_000_000.0);
     }
 }

@@ -1,5 +1,6 @@
 //! The HTTP side: the JSON API, the live stream (server-sent events) and the built dashboard.
 //!
+//! `GET /metrics` serves the plugins' metrics to Prometheus ([`crate::prometheus`]).
 //! `GET /api/stream` sends a `snapshot` event on connection, then a `batch` event per processed
 //! batch; a subscriber that falls behind gets a fresh snapshot instead of the events it missed.
 //! Errors never leak internals: a database failure is logged and answered 503.
@@ -68,6 +69,7 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         .route("/api/plugins", get(plugins))
         .route("/api/quality", get(quality))
         .route("/api/stream", get(stream))
+        .route("/metrics", get(metrics))
         .with_state(state);
     let index = dashboard_dir.join("index.html");
     if index.exists() {
@@ -159,6 +161,18 @@ struct PluginsResponse {
 
 async fn plugins(State(state): State<ApiState>) -> Json<PluginsResponse> {
     Json(PluginsResponse { plugins: state.live.plugins(), failures: state.plugin_failures.as_ref().clone() })
+}
+
+/// `GET /metrics`.
+async fn metrics(State(state): State<ApiState>) -> Response {
+    match crate::prometheus::encode(state.live.plugins()) {
+        Ok(text) => ([(axum::http::header::CONTENT_TYPE, crate::prometheus::CONTENT_TYPE)], text).into_response(),
+        Err(err) => {
+            // Encoding into a String fails only through a bug in the encoder: say so, leak nothing.
+            error!(error = %err, "cannot encode the metrics");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
 }
 
 async fn stream(State(state): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {

@@ -9,6 +9,7 @@ use crate::bench_plugins::BenchPluginsConfig;
 use crate::config::RunConfig;
 use crate::iforest::IforestConfig;
 use crate::plugin_check::CheckConfig;
+use crate::plugin_new::NewConfig;
 use crate::replay::ReplayConfig;
 use crate::simulate::SimulateConfig;
 
@@ -30,6 +31,9 @@ pub enum PluginCommand {
     /// Load a component as the host would, run it on simulated readings, check its output and its
     /// state hand-off.
     Check(CheckConfig),
+    /// Scaffold a detector plugin crate (a documented moving-average detector with a unit test,
+    /// an example configuration and a README) that builds as it is.
+    New(NewConfig),
 }
 
 /// The subcommands.

@@ -12,7 +12,8 @@
 //! * [`simulate`]: the sensor fleet simulator; [`bench`]: the whole-pipeline benchmark;
 //!   [`bench_plugins`]: each plugin natively and as `.wasm`; [`bench_forest`]: the forest both ways;
 //!   [`replay`]: one detector over a recorded series; [`iforest`]: the forest on any tabular CSV;
-//!   [`plugin_check`]: a plugin author's check of a component.
+//!   [`plugin_check`]: a plugin author's check of a component; [`plugin_new`]: a new plugin crate.
+//! * [`prometheus`]: the plugins' metrics in Prometheus's text format, for `GET /metrics`.
 //! * [`cli`], [`config`] and [`app`]: the command line, `iotstream run`'s configuration, and wiring.
 
 pub mod api;
@@ -27,7 +28,9 @@ pub mod kafka;
 pub mod live;
 pub mod pipeline;
 pub mod plugin_check;
+pub mod plugin_new;
 pub mod plugins;
+pub mod prometheus;
 pub mod reading;
 pub mod replay;
 pub mod simulate;

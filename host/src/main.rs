@@ -63,6 +63,19 @@ async fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Plugin(PluginCommand::New(config)) => {
+            let (dir, files) = iotstream::plugin_new::scaffold(&config)?;
+            for file in &files {
+                println!("{}", file.display());
+            }
+            eprintln!(
+                "created plugin {} in {}: `cargo test` there runs its unit test, \
+                 `cargo build --target wasm32-wasip2 --release` builds it (see its README.md)",
+                config.name,
+                dir.display()
+            );
+            Ok(())
+        }
         Command::Plugin(PluginCommand::Check(config)) => {
             let report = tokio::task::spawn_blocking(move || iotstream::plugin_check::check(&config)).await??;
             println!("{}", serde_json::to_string(&report)?);

@@ -470,6 +470,15 @@ pub fn plugin_status(plugin: &Plugin) -> PluginStatus {
         restarts: m.restarts,
         mean_call_micros: if m.calls == 0 { 0.0 } else { m.busy_micros as f64 / m.calls as f64 },
         last_error: m.last_error.clone(),
+        state: m.state.as_str().into(),
+        consecutive_failures: m.consecutive_failures,
+        skipped_readings: m.skipped_readings,
+        memory_bytes: m.memory_bytes,
+        state_bytes: m.state_bytes,
+        p50_call_micros: m.call_times.quantile_micros(0.5),
+        p99_call_micros: m.call_times.quantile_micros(0.99),
+        busy_micros: m.busy_micros,
+        call_micros_buckets: m.call_times.cumulative(),
     }
 }
 

@@ -1,7 +1,8 @@
 //! `cargo xtask`: the build steps cargo alone cannot express.
 //!
-//! * `build`: the plugins to `dist/plugins/*.wasm` (wasm32-wasip2 components), the dashboard to
-//!   `dist/dashboard/` (wasm32-unknown-unknown + wasm-bindgen), and the host.
+//! * `build`: the plugins to `dist/plugins/*.wasm` (wasm32-wasip2 components; the test-only plugins
+//!   to `dist/test-plugins/`), the dashboard to `dist/dashboard/` (wasm32-unknown-unknown +
+//!   wasm-bindgen), and the host.
 //! * `plugins`: only the plugins.
 //! * `demo`: `build` in release, then `iotstream run` with the embedded broker and simulator.
 //! * `test`: everything CI runs, installing what is missing first (rustup targets, the pinned
@@ -19,6 +20,9 @@ use clap::{Parser, Subcommand};
 
 /// The plugin crates, built as components, named as their `.wasm` in `dist/plugins`.
 const PLUGINS: [&str; 3] = ["tumbling-window", "zscore", "isolation-forest"];
+/// Plugins only the tests load (the fault-isolation tests' `misbehaving` detector), written to
+/// `dist/test-plugins`: the demo and `iotstream run` load every file in `dist/plugins`.
+const TEST_PLUGINS: [&str; 1] = ["misbehaving"];
 /// The dashboard crate.
 const DASHBOARD: &str = "iotstream-dashboard";
 /// Debian packages the build needs: the C toolchain pieces librdkafka's build uses.
@@ -128,13 +132,24 @@ fn target_dir() -> PathBuf {
 
 fn build_plugins() -> Result<()> {
     let mut command = cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
-    for plugin in PLUGINS {
+    for plugin in PLUGINS.iter().chain(&TEST_PLUGINS) {
         command.args(["--package", plugin]);
     }
     status(&mut command)?;
-    let out = Path::new("dist/plugins");
+    install_plugins(&PLUGINS, Path::new("dist/plugins"))?;
+    install_plugins(&TEST_PLUGINS, Path::new("dist/test-plugins"))?;
+    // Tools built beside the plugins (WASI commands, not stages): kept out of the plugins folder.
+    let tools = Path::new("dist/tools");
+    std::fs::create_dir_all(tools)?;
+    let bench = target_dir().join("wasm32-wasip2/release/forest-bench.wasm");
+    std::fs::copy(&bench, tools.join("forest-bench.wasm")).with_context(|| format!("copy {}", bench.display()))?;
+    Ok(())
+}
+
+/// Copies the built components of `plugins` into `out` as `NAME.wasm`.
+fn install_plugins(plugins: &[&str], out: &Path) -> Result<()> {
     std::fs::create_dir_all(out)?;
-    for plugin in PLUGINS {
+    for plugin in plugins {
         let built = target_dir().join("wasm32-wasip2/release").join(format!("{}.wasm", plugin.replace('-', "_")));
         let dest = out.join(format!("{plugin}.wasm"));
         // Write beside, then rename: the host never sees a half-written plugin.
@@ -144,11 +159,6 @@ fn build_plugins() -> Result<()> {
         let size = std::fs::metadata(&dest)?.len();
         eprintln!("xtask: {} ({} KiB)", dest.display(), size / 1024);
     }
-    // Tools built beside the plugins (WASI commands, not stages): kept out of the plugins folder.
-    let tools = Path::new("dist/tools");
-    std::fs::create_dir_all(tools)?;
-    let bench = target_dir().join("wasm32-wasip2/release/forest-bench.wasm");
-    std::fs::copy(&bench, tools.join("forest-bench.wasm")).with_context(|| format!("copy {}", bench.display()))?;
     Ok(())
 }
 

@@ -98,7 +98,8 @@ pub fn AggregatesTable(
     }
 }
 
-/// Every loaded plugin with its counters.
+/// Every loaded plugin with its counters, its health (running, in backoff after failures, or
+/// quarantined) and its resources (linear memory, last exported state, call-time percentiles).
 #[component]
 pub fn PluginsTable(
     /// The plugins.
@@ -108,25 +109,46 @@ pub fn PluginsTable(
         <div class="panel">
             <h2>"Plugins"</h2>
             <table id="plugins">
-                <thead><tr><th>"name"</th><th>"kind"</th><th>"version"</th><th>"calls"</th><th>"readings"</th><th>"outputs"</th><th>"errors"</th><th>"µs/call"</th><th>"last error"</th></tr></thead>
+                <thead><tr>
+                    <th>"name"</th><th>"kind"</th><th>"version"</th><th>"state"</th><th>"calls"</th>
+                    <th>"readings"</th><th>"outputs"</th><th>"errors"</th><th>"in a row"</th><th>"restarts"</th>
+                    <th>"skipped"</th><th>"memory"</th><th>"state size"</th><th>"p50 µs"</th><th>"p99 µs"</th>
+                    <th>"last error"</th>
+                </tr></thead>
                 <tbody>
                     {move || rows.get().into_iter().map(|p| {
-                        let class = if p.errors > 0 { "failing" } else { "" };
+                        let class = if p.state != "running" || p.consecutive_failures > 0 { "failing" } else { "" };
                         view! {
                         <tr class=class>
                             <td>{p.name}</td>
                             <td>{p.kind}</td>
                             <td>{p.version}</td>
+                            <td>{p.state}</td>
                             <td class="num">{p.calls}</td>
                             <td class="num">{p.readings_in}</td>
                             <td class="num">{p.outputs}</td>
                             <td class="num">{p.errors}</td>
-                            <td class="num">{format!("{:.0}", p.mean_call_micros)}</td>
+                            <td class="num">{p.consecutive_failures}</td>
+                            <td class="num">{p.restarts}</td>
+                            <td class="num">{p.skipped_readings}</td>
+                            <td class="num">{bytes(p.memory_bytes)}</td>
+                            <td class="num">{bytes(p.state_bytes)}</td>
+                            <td class="num">{format!("{:.0}", p.p50_call_micros)}</td>
+                            <td class="num">{format!("{:.0}", p.p99_call_micros)}</td>
                             <td>{p.last_error.unwrap_or_default()}</td>
                         </tr>
                     }}).collect_view()}
                 </tbody>
             </table>
         </div>
+    }
+}
+
+/// A size in B, KiB or MiB, whichever keeps it short.
+fn bytes(n: u64) -> String {
+    match n {
+        0..1024 => format!("{n} B"),
+        1024..1_048_576 => format!("{:.1} KiB", n as f64 / 1024.0),
+        _ => format!("{:.1} MiB", n as f64 / 1_048_576.0),
     }
 }

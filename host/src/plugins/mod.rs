@@ -6,11 +6,22 @@
 //! progress and its metrics. Every call runs under a memory cap and a CPU deadline; a trap, a refused
 //! call or malformed output is a [`PluginError`] for that plugin alone, never a host crash.
 //!
-//! Layout: [`bindings`] (the one `bindgen!` per WIT world), [`catalog`] (sensor keys), this module
-//! (runtime, loading, calls).
+//! Fault isolation: [`Plugin::export_state`] (the pipeline's checkpoints, or [`Plugin::snapshot`])
+//! keeps the exported bytes as the plugin's last good state. A trap or malformed output drops the
+//! instance; the next call re-creates it and imports the last good state. Every failure extends the
+//! plugin's failure streak: it backs off (its calls are skipped, [`PluginError::BackingOff`]), and
+//! after [`QUARANTINE_AFTER`] failures in a row it is quarantined ([`PluginError::Quarantined`])
+//! until [`Plugin::release_quarantine`]. A successful call ends the streak.
+//!
+//! Layout: [`bindings`] (the one `bindgen!` per WIT world), [`catalog`] (sensor keys), `limits`
+//! ([`PluginLimits`], the memory meter), `health` (backoff and quarantine), `metrics`
+//! ([`PluginMetrics`], call-time histogram), this module (runtime, loading, calls).
 
 pub mod bindings;
 pub mod catalog;
+mod health;
+mod limits;
+mod metrics;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,22 +29,20 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use wasmtime::component::{Component, Linker, ResourceAny, ResourceTable};
-use wasmtime::{Config, Engine, Store, StoreLimits, StoreLimitsBuilder};
+use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use self::bindings::aggregator::AggregatorPlugin;
 use self::bindings::detector::DetectorPlugin;
 use self::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT, Detection, Reading, StageInfo, WindowAggregate};
 pub use self::catalog::SensorCatalog;
-
-/// Memory a stage instance may grow to. 256 MiB holds an Isolation Forest per sensor type with its
-/// training rows many times over, and keeps a runaway plugin from taking the host down.
-const MEMORY_LIMIT_BYTES: usize = 256 << 20;
-/// How often the engine's epoch advances; the unit of the CPU deadline.
-const EPOCH_TICK: Duration = Duration::from_millis(10);
-/// CPU deadline of one call, in epoch ticks (5 s): a batch of thousands of readings with a forest
-/// retraining takes well under a second, so only a stuck plugin reaches it.
-const CALL_DEADLINE_TICKS: u64 = 500;
+pub use self::health::{Clock, PluginState};
+use self::health::{Health, Refusal};
+pub use self::limits::{
+    BACKOFF_INITIAL, BACKOFF_MAX, CALL_DEADLINE, MEMORY_LIMIT_BYTES, PluginLimits, QUARANTINE_AFTER,
+};
+use self::limits::{EPOCH_TICK, MemoryMeter};
+pub use self::metrics::{CallTimes, PluginMetrics};
 
 /// Why a plugin could not be loaded or a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +69,32 @@ pub enum PluginError {
         /// The file.
         path: PathBuf,
     },
-    /// Instantiating, or a call, trapped or failed in the runtime (deadline, memory cap, panic).
+    /// Instantiating, or a call, trapped or failed in the runtime (a panic, `unreachable`, a host
+    /// error); the deadline and the memory cap have their own cases.
     #[error("plugin {plugin} trapped: {message}")]
     Trap {
         /// The plugin.
         plugin: String,
         /// What the runtime reported.
         message: String,
+    },
+    /// A call ran past its CPU deadline and was interrupted.
+    #[error("plugin {plugin} ran past its CPU deadline of {deadline:?} per call")]
+    Deadline {
+        /// The plugin.
+        plugin: String,
+        /// The deadline.
+        deadline: Duration,
+    },
+    /// The instance tried to grow a linear memory past the cap, which traps.
+    #[error("plugin {plugin} tried to grow its memory to {requested} bytes, past its cap of {limit} bytes")]
+    MemoryLimit {
+        /// The plugin.
+        plugin: String,
+        /// The size it asked for, bytes.
+        requested: usize,
+        /// The cap, bytes.
+        limit: usize,
     },
     /// The stage refused a call with a `stage-error`.
     #[error("plugin {plugin} refused the call: {message}")]
@@ -84,6 +112,32 @@ pub enum PluginError {
         /// What is wrong with it.
         message: String,
     },
+    /// The call was skipped: the plugin failed lately and is backing off.
+    #[error("plugin {plugin} is backing off after {failures} failures in a row; calls skipped for {retry_in:?} more")]
+    BackingOff {
+        /// The plugin.
+        plugin: String,
+        /// Its failures in a row.
+        failures: u32,
+        /// Time left until it is called again.
+        retry_in: Duration,
+    },
+    /// The call was skipped: the plugin failed too often in a row and is not called until released.
+    #[error("plugin {plugin} is quarantined after {failures} failures in a row; it is not called until reloaded")]
+    Quarantined {
+        /// The plugin.
+        plugin: String,
+        /// Its failures in a row.
+        failures: u32,
+    },
+}
+
+impl PluginError {
+    /// Whether the call was skipped rather than made (backoff or quarantine). Skips are counted in
+    /// the plugin's metrics; a caller logs the failure that caused them, not every skipped batch.
+    pub fn is_skip(&self) -> bool {
+        matches!(self, PluginError::BackingOff { .. } | PluginError::Quarantined { .. })
+    }
 }
 
 /// The kind of stage a plugin is, from the interface it exports.
@@ -96,11 +150,11 @@ pub enum StageKind {
     Aggregator,
 }
 
-/// Per-instance store data: WASI with nothing granted, and the memory cap.
+/// Per-instance store data: WASI with nothing granted, and the memory cap and meter.
 pub struct StageCtx {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    meter: MemoryMeter,
 }
 
 impl WasiView for StageCtx {
@@ -114,11 +168,18 @@ pub struct PluginRuntime {
     engine: Engine,
     linker: Linker<StageCtx>,
     ticker_stop: Arc<AtomicBool>,
+    limits: PluginLimits,
 }
 
 impl PluginRuntime {
-    /// Creates the engine (with epoch interruption) and the linker (WASI p2, nothing granted).
+    /// Creates the engine (with epoch interruption) and the linker (WASI p2, nothing granted), with
+    /// the default limits.
     pub fn new() -> Result<Self, PluginError> {
+        Self::with_limits(PluginLimits::default())
+    }
+
+    /// [`new`](Self::new), with `limits` for every plugin it loads (tests shorten them).
+    pub fn with_limits(limits: PluginLimits) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|err| runtime_error("engine", err))?;
@@ -138,7 +199,7 @@ impl PluginRuntime {
                 }
             })
             .map_err(|source| PluginError::Read { path: "epoch thread".into(), source })?;
-        Ok(PluginRuntime { engine, linker, ticker_stop })
+        Ok(PluginRuntime { engine, linker, ticker_stop, limits })
     }
 
     /// Loads every `*.wasm` in `dir`, in name order. A file that fails to load is reported in the
@@ -199,6 +260,9 @@ impl PluginRuntime {
             engine: self.engine.clone(),
             linker: self.linker.clone(),
             instance: None,
+            limits: self.limits.clone(),
+            health: Health::new(&self.limits),
+            last_good: None,
             metrics: PluginMetrics::default(),
         };
         plugin.instantiate()?;
@@ -224,10 +288,10 @@ impl PluginRuntime {
         let ctx = StageCtx {
             wasi: wasi.build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT_BYTES).build(),
+            meter: MemoryMeter::new(self.limits.memory_bytes),
         };
         let mut store = Store::new(&self.engine, ctx);
-        store.limiter(|ctx| &mut ctx.limits);
+        store.limiter(|ctx| &mut ctx.meter);
         // A tool may run for minutes: no CPU deadline.
         store.set_epoch_deadline(u64::MAX / 2);
         let command = wasmtime_wasi::p2::bindings::sync::Command::instantiate(&mut store, &component, &self.linker)
@@ -250,23 +314,17 @@ fn runtime_error(what: &str, err: wasmtime::Error) -> PluginError {
     PluginError::Trap { plugin: format!("<{what}>"), message: format!("{err:#}") }
 }
 
-/// Counters of one plugin, since it was loaded.
-#[derive(Debug, Default, Clone, serde::Serialize)]
-pub struct PluginMetrics {
-    /// Calls made (declare, detect, aggregate, tick).
-    pub calls: u64,
-    /// Readings passed in.
-    pub readings_in: u64,
-    /// Detections or aggregates returned.
-    pub outputs: u64,
-    /// Calls that failed.
-    pub errors: u64,
-    /// Times the instance was re-created after a trap.
-    pub restarts: u64,
-    /// Total time in calls, microseconds.
-    pub busy_micros: u64,
-    /// The last failure, if any.
-    pub last_error: Option<String>,
+/// Names a runtime failure of `plugin`: the memory cap when the limiter refused a growth during
+/// the call (`refused`, the size asked for), the deadline for an epoch interrupt, else a trap.
+fn fault(plugin: &str, limits: &PluginLimits, err: wasmtime::Error, refused: Option<usize>) -> PluginError {
+    let plugin = plugin.to_owned();
+    if let Some(requested) = refused {
+        PluginError::MemoryLimit { plugin, requested, limit: limits.memory_bytes }
+    } else if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        PluginError::Deadline { plugin, deadline: limits.call_deadline }
+    } else {
+        PluginError::Trap { plugin, message: format!("{err:#}") }
+    }
 }
 
 /// A running instance: its store and the handle of its stage resource.
@@ -276,6 +334,15 @@ struct Instance {
     bindings: Bindings,
     /// Keys of the host catalog this instance was told about.
     declared: usize,
+}
+
+/// What a call is, for the failure streak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    /// `detect` or `aggregate`: the stage's work; success ends a failure streak.
+    Batch,
+    /// `tick`, `export-state`, `import-state`.
+    Control,
 }
 
 enum Bindings {
@@ -293,6 +360,10 @@ pub struct Plugin {
     engine: Engine,
     linker: Linker<StageCtx>,
     instance: Option<Instance>,
+    limits: PluginLimits,
+    health: Health,
+    /// The state last exported or imported: what a re-created instance starts from.
+    last_good: Option<Vec<u8>>,
     metrics: PluginMetrics,
 }
 
@@ -312,9 +383,31 @@ impl Plugin {
         &self.info
     }
 
-    /// Its counters.
-    pub fn metrics(&self) -> &PluginMetrics {
-        &self.metrics
+    /// Its counters and gauges, now.
+    pub fn metrics(&self) -> PluginMetrics {
+        PluginMetrics {
+            consecutive_failures: self.health.failures(),
+            state: self.health.state(),
+            memory_bytes: self.instance.as_ref().map_or(0, |i| i.store.data().meter.bytes() as u64),
+            ..self.metrics.clone()
+        }
+    }
+
+    /// Running, in backoff or quarantined.
+    pub fn state(&self) -> PluginState {
+        self.health.state()
+    }
+
+    /// The state a re-created instance starts from: the last one exported or imported.
+    pub fn last_good_state(&self) -> Option<&[u8]> {
+        self.last_good.as_deref()
+    }
+
+    /// Lifts a quarantine (or a backoff) and forgets the failure streak; the next call runs on a
+    /// fresh instance that starts from the last good state, as after a reload.
+    pub fn release_quarantine(&mut self) {
+        self.health.release();
+        self.instance = None;
     }
 
     /// Creates a fresh store and stage instance from the configuration.
@@ -322,103 +415,143 @@ impl Plugin {
         let ctx = StageCtx {
             wasi: WasiCtx::builder().build(),
             table: ResourceTable::new(),
-            limits: StoreLimitsBuilder::new().memory_size(MEMORY_LIMIT_BYTES).trap_on_grow_failure(true).build(),
+            meter: MemoryMeter::new(self.limits.memory_bytes),
         };
         let mut store = Store::new(&self.engine, ctx);
-        store.limiter(|ctx| &mut ctx.limits);
-        store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-        let trap = |err: wasmtime::Error| PluginError::Trap { plugin: self.name.clone(), message: format!("{err:#}") };
-        let refused = |err: bindings::StageError| PluginError::Refused {
-            plugin: self.name.clone(),
-            message: bindings::describe(&err),
-        };
-        let (bindings, info, created) = match self.kind {
-            StageKind::Detector => {
-                let plugin = DetectorPlugin::instantiate(&mut store, &self.component, &self.linker).map_err(trap)?;
-                let guest = plugin.iotstream_pipeline_detector();
-                let info = guest.call_info(&mut store).map_err(trap)?;
-                let created = guest.detector_stage().call_create(&mut store, &self.config).map_err(trap)?;
-                (Bindings::Detector(plugin), info, created)
-            }
-            StageKind::Aggregator => {
-                let plugin = AggregatorPlugin::instantiate(&mut store, &self.component, &self.linker).map_err(trap)?;
-                let guest = plugin.iotstream_pipeline_aggregator();
-                let info = guest.call_info(&mut store).map_err(trap)?;
-                let created = guest.aggregator_stage().call_create(&mut store, &self.config).map_err(trap)?;
-                (Bindings::Aggregator(plugin), info, created)
-            }
-        };
-        let stage = created.map_err(refused)?;
+        store.limiter(|ctx| &mut ctx.meter);
+        store.set_epoch_deadline(self.limits.deadline_ticks());
+        let (component, linker, config) = (&self.component, &self.linker, &self.config);
+        let created = (|| -> wasmtime::Result<_> {
+            Ok(match self.kind {
+                StageKind::Detector => {
+                    let plugin = DetectorPlugin::instantiate(&mut store, component, linker)?;
+                    let guest = plugin.iotstream_pipeline_detector();
+                    let info = guest.call_info(&mut store)?;
+                    let created = guest.detector_stage().call_create(&mut store, config)?;
+                    (Bindings::Detector(plugin), info, created)
+                }
+                StageKind::Aggregator => {
+                    let plugin = AggregatorPlugin::instantiate(&mut store, component, linker)?;
+                    let guest = plugin.iotstream_pipeline_aggregator();
+                    let info = guest.call_info(&mut store)?;
+                    let created = guest.aggregator_stage().call_create(&mut store, config)?;
+                    (Bindings::Aggregator(plugin), info, created)
+                }
+            })
+        })();
+        let (bindings, info, created) =
+            created.map_err(|err| fault(&self.name, &self.limits, err, store.data_mut().meter.take_refused()))?;
+        let stage = created
+            .map_err(|err| PluginError::Refused { plugin: self.name.clone(), message: bindings::describe(&err) })?;
         self.info = info;
         self.instance = Some(Instance { store, stage, bindings, declared: 0 });
         Ok(())
     }
 
-    /// Runs `call` on the live instance (re-creating it first if a trap destroyed it), with a fresh
-    /// deadline, declaring new sensors first, and keeps the metrics.
+    /// Runs `invoke` on the live instance, unless the plugin is backing off or quarantined; checks
+    /// its answer with `check` (which counts the outputs or says what breaks the contract), and
+    /// keeps the metrics and the failure streak. An instance a trap or malformed output destroyed
+    /// is re-created first, from the last good state.
+    ///
+    /// Any failure extends the streak, but only a successful [`CallKind::Batch`] ends it: a plugin
+    /// whose batches always fail is quarantined even though its checkpoints or ticks succeed.
     fn call<T>(
         &mut self,
+        kind: CallKind,
         catalog: &SensorCatalog,
         readings: usize,
-        call: impl FnOnce(&mut Instance) -> wasmtime::Result<Result<T, bindings::StageError>>,
-        outputs: impl Fn(&T) -> usize,
+        invoke: impl FnOnce(&mut Instance) -> wasmtime::Result<Result<T, bindings::StageError>>,
+        check: impl FnOnce(&T) -> Result<usize, String>,
     ) -> Result<T, PluginError> {
-        if self.instance.is_none() {
-            self.metrics.restarts += 1;
-            self.instantiate().inspect_err(|err| self.record_error(err))?;
+        if let Err(refusal) = self.health.admit() {
+            self.metrics.skipped_readings += readings as u64;
+            let (plugin, failures) = (self.name.clone(), self.health.failures());
+            return Err(match refusal {
+                Refusal::Backoff(retry_in) => PluginError::BackingOff { plugin, failures, retry_in },
+                Refusal::Quarantined => PluginError::Quarantined { plugin, failures },
+            });
         }
-        let started = Instant::now();
-        let result = self.call_live(catalog, call);
-        self.metrics.calls += 1;
-        self.metrics.readings_in += readings as u64;
-        self.metrics.busy_micros += started.elapsed().as_micros() as u64;
+        let result = self.restart_if_needed().and_then(|()| self.call_measured(catalog, readings, invoke, check));
         match result {
             Ok(value) => {
-                self.metrics.outputs += outputs(&value) as u64;
+                if kind == CallKind::Batch {
+                    self.health.succeeded();
+                }
                 Ok(value)
             }
             Err(err) => {
-                if matches!(err, PluginError::Trap { .. }) {
-                    // A trapped instance may be in any state: drop it; the next call starts afresh.
+                if !matches!(err, PluginError::Refused { .. }) {
+                    // A trapped instance may be in any state, and one that broke the contract is not
+                    // trusted with its state: drop it; the next call starts from the last good state.
+                    // (A refusal leaves the state as it was, by contract.)
                     self.instance = None;
                 }
+                self.health.failed();
                 self.record_error(&err);
                 Err(err)
             }
         }
     }
 
+    /// Re-creates a destroyed instance and gives it the last good state.
+    fn restart_if_needed(&mut self) -> Result<(), PluginError> {
+        if self.instance.is_some() {
+            return Ok(());
+        }
+        self.metrics.restarts += 1;
+        self.instantiate()?;
+        let (Some(state), Some(instance)) = (&self.last_good, self.instance.as_mut()) else { return Ok(()) };
+        let failure = match import(instance, state) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) => PluginError::Refused {
+                plugin: self.name.clone(),
+                message: format!("its last good state: {}", bindings::describe(&err)),
+            },
+            Err(err) => fault(&self.name, &self.limits, err, instance.store.data_mut().meter.take_refused()),
+        };
+        self.instance = None;
+        Err(failure)
+    }
+
+    /// [`call_live`](Self::call_live), timed and counted, its answer checked.
+    fn call_measured<T>(
+        &mut self,
+        catalog: &SensorCatalog,
+        readings: usize,
+        invoke: impl FnOnce(&mut Instance) -> wasmtime::Result<Result<T, bindings::StageError>>,
+        check: impl FnOnce(&T) -> Result<usize, String>,
+    ) -> Result<T, PluginError> {
+        let started = Instant::now();
+        let result = self.call_live(catalog, invoke);
+        let took = started.elapsed();
+        self.metrics.calls += 1;
+        self.metrics.readings_in += readings as u64;
+        self.metrics.busy_micros += took.as_micros() as u64;
+        self.metrics.call_times.record(took);
+        let value = result?;
+        match check(&value) {
+            Ok(outputs) => {
+                self.metrics.outputs += outputs as u64;
+                Ok(value)
+            }
+            Err(message) => Err(PluginError::MalformedOutput { plugin: self.name.clone(), message }),
+        }
+    }
+
+    /// Runs `invoke` on the live instance with a fresh deadline, declaring new sensors first.
     fn call_live<T>(
         &mut self,
         catalog: &SensorCatalog,
-        call: impl FnOnce(&mut Instance) -> wasmtime::Result<Result<T, bindings::StageError>>,
+        invoke: impl FnOnce(&mut Instance) -> wasmtime::Result<Result<T, bindings::StageError>>,
     ) -> Result<T, PluginError> {
-        let name = self.name.clone();
-        let trap = |err: wasmtime::Error| PluginError::Trap { plugin: name.clone(), message: format!("{err:#}") };
         let Some(instance) = self.instance.as_mut() else {
             return Err(PluginError::Trap { plugin: self.name.clone(), message: "no live instance".into() });
         };
-        instance.store.set_epoch_deadline(CALL_DEADLINE_TICKS);
-        let new_sensors = catalog.since(instance.declared);
-        if !new_sensors.is_empty() {
-            let stage = instance.stage;
-            match &instance.bindings {
-                Bindings::Detector(p) => p.iotstream_pipeline_detector().detector_stage().call_declare_sensors(
-                    &mut instance.store,
-                    stage,
-                    new_sensors,
-                ),
-                Bindings::Aggregator(p) => p.iotstream_pipeline_aggregator().aggregator_stage().call_declare_sensors(
-                    &mut instance.store,
-                    stage,
-                    new_sensors,
-                ),
-            }
-            .map_err(&trap)?;
-            instance.declared = catalog.len();
-        }
-        call(instance)
-            .map_err(&trap)?
+        instance.store.set_epoch_deadline(self.limits.deadline_ticks());
+        let result = declare(instance, catalog).and_then(|()| invoke(instance));
+        let refused = instance.store.data_mut().meter.take_refused();
+        result
+            .map_err(|err| fault(&self.name, &self.limits, err, refused))?
             .map_err(|err| PluginError::Refused { plugin: self.name.clone(), message: bindings::describe(&err) })
     }
 
@@ -429,32 +562,28 @@ impl Plugin {
 
     /// Runs a detector over a batch: one detection per reading, every score finite.
     pub fn detect(&mut self, catalog: &SensorCatalog, readings: &[Reading]) -> Result<Vec<Detection>, PluginError> {
-        let detections = self.call(
+        self.call(
+            CallKind::Batch,
             catalog,
             readings.len(),
             |instance| match &instance.bindings {
-                Bindings::Detector(p) => Ok(p.iotstream_pipeline_detector().detector_stage().call_detect(
+                Bindings::Detector(p) => p.iotstream_pipeline_detector().detector_stage().call_detect(
                     &mut instance.store,
                     instance.stage,
                     readings,
-                )?),
+                ),
                 Bindings::Aggregator(_) => Ok(Err(bindings::StageError::InvalidInput("not a detector".into()))),
             },
-            Vec::len,
-        )?;
-        let problem = if detections.len() != readings.len() {
-            Some(format!("{} detections for {} readings", detections.len(), readings.len()))
-        } else {
-            detections.iter().position(|d| !d.score.is_finite()).map(|i| format!("score of reading {i} is not finite"))
-        };
-        match problem {
-            Some(message) => {
-                let err = PluginError::MalformedOutput { plugin: self.name.clone(), message };
-                self.record_error(&err);
-                Err(err)
-            }
-            None => Ok(detections),
-        }
+            |detections| {
+                if detections.len() != readings.len() {
+                    return Err(format!("{} detections for {} readings", detections.len(), readings.len()));
+                }
+                match detections.iter().position(|d| !d.score.is_finite()) {
+                    Some(i) => Err(format!("score of reading {i} is not finite")),
+                    None => Ok(detections.len()),
+                }
+            },
+        )
     }
 
     /// Runs an aggregator over a batch; returns the windows it closed.
@@ -463,25 +592,26 @@ impl Plugin {
         catalog: &SensorCatalog,
         readings: &[Reading],
     ) -> Result<Vec<WindowAggregate>, PluginError> {
-        let aggregates = self.call(
+        self.call(
+            CallKind::Batch,
             catalog,
             readings.len(),
             |instance| match &instance.bindings {
-                Bindings::Aggregator(p) => Ok(p.iotstream_pipeline_aggregator().aggregator_stage().call_aggregate(
+                Bindings::Aggregator(p) => p.iotstream_pipeline_aggregator().aggregator_stage().call_aggregate(
                     &mut instance.store,
                     instance.stage,
                     readings,
-                )?),
+                ),
                 Bindings::Detector(_) => Ok(Err(bindings::StageError::InvalidInput("not an aggregator".into()))),
             },
-            Vec::len,
-        )?;
-        self.check_aggregates(aggregates)
+            |aggregates| check_aggregates(aggregates),
+        )
     }
 
     /// Tells an aggregator the processing time; returns the windows it closed for idleness.
     pub fn tick(&mut self, catalog: &SensorCatalog, now_ms: i64) -> Result<Vec<WindowAggregate>, PluginError> {
-        let aggregates = self.call(
+        self.call(
+            CallKind::Control,
             catalog,
             0,
             |instance| match &instance.bindings {
@@ -492,33 +622,15 @@ impl Plugin {
                 )?)),
                 Bindings::Detector(_) => Ok(Ok(Vec::new())),
             },
-            Vec::len,
-        )?;
-        self.check_aggregates(aggregates)
+            |aggregates| check_aggregates(aggregates),
+        )
     }
 
-    fn check_aggregates(&mut self, aggregates: Vec<WindowAggregate>) -> Result<Vec<WindowAggregate>, PluginError> {
-        let bad = aggregates.iter().position(|a| {
-            a.count == 0
-                || a.window_end_ms <= a.window_start_ms
-                || ![a.avg, a.min, a.max, a.stddev].iter().all(|v| v.is_finite())
-        });
-        match bad {
-            Some(i) => {
-                let err = PluginError::MalformedOutput {
-                    plugin: self.name.clone(),
-                    message: format!("aggregate {i} has no readings, an empty window or a non-finite statistic"),
-                };
-                self.record_error(&err);
-                Err(err)
-            }
-            None => Ok(aggregates),
-        }
-    }
-
-    /// The stage's complete state.
+    /// The stage's complete state, which the plugin also keeps as its last good state: the point a
+    /// re-created instance starts from after a failure. The pipeline's checkpoints call it.
     pub fn export_state(&mut self, catalog: &SensorCatalog) -> Result<Vec<u8>, PluginError> {
-        self.call(
+        let state = self.call(
+            CallKind::Control,
             catalog,
             0,
             |instance| {
@@ -534,33 +646,79 @@ impl Plugin {
                         .call_export_state(&mut instance.store, stage)?,
                 }))
             },
-            |_| 0,
-        )
+            |_| Ok(0),
+        )?;
+        self.remember(state.clone());
+        Ok(state)
     }
 
-    /// Replaces the stage's state; every sensor is declared again before the next call.
+    /// Takes the stage's state now as its last good state (as [`export_state`](Self::export_state),
+    /// without handing the bytes out); returns its size.
+    pub fn snapshot(&mut self, catalog: &SensorCatalog) -> Result<usize, PluginError> {
+        self.export_state(catalog).map(|state| state.len())
+    }
+
+    /// Replaces the stage's state, which becomes its last good state; every sensor is declared
+    /// again before the next call.
     pub fn import_state(&mut self, catalog: &SensorCatalog, state: &[u8]) -> Result<(), PluginError> {
-        self.call(
-            catalog,
-            0,
-            |instance| {
-                let stage = instance.stage;
-                let result = match &instance.bindings {
-                    Bindings::Detector(p) => p.iotstream_pipeline_detector().detector_stage().call_import_state(
-                        &mut instance.store,
-                        stage,
-                        state,
-                    )?,
-                    Bindings::Aggregator(p) => p.iotstream_pipeline_aggregator().aggregator_stage().call_import_state(
-                        &mut instance.store,
-                        stage,
-                        state,
-                    )?,
-                };
-                instance.declared = 0;
-                Ok(result)
-            },
-            |_| 0,
-        )
+        self.call(CallKind::Control, catalog, 0, |instance| import(instance, state), |_| Ok(0))?;
+        self.remember(state.to_vec());
+        Ok(())
+    }
+
+    fn remember(&mut self, state: Vec<u8>) {
+        self.metrics.state_bytes = state.len() as u64;
+        self.last_good = Some(state);
+    }
+}
+
+/// Declares the catalog's sensors the instance has not been told about.
+fn declare(instance: &mut Instance, catalog: &SensorCatalog) -> wasmtime::Result<()> {
+    let new_sensors = catalog.since(instance.declared);
+    if new_sensors.is_empty() {
+        return Ok(());
+    }
+    let stage = instance.stage;
+    match &instance.bindings {
+        Bindings::Detector(p) => p.iotstream_pipeline_detector().detector_stage().call_declare_sensors(
+            &mut instance.store,
+            stage,
+            new_sensors,
+        ),
+        Bindings::Aggregator(p) => p.iotstream_pipeline_aggregator().aggregator_stage().call_declare_sensors(
+            &mut instance.store,
+            stage,
+            new_sensors,
+        ),
+    }?;
+    instance.declared = catalog.len();
+    Ok(())
+}
+
+/// Gives the instance `state`; after it, every sensor must be declared again.
+fn import(instance: &mut Instance, state: &[u8]) -> wasmtime::Result<Result<(), bindings::StageError>> {
+    let stage = instance.stage;
+    let result = match &instance.bindings {
+        Bindings::Detector(p) => {
+            p.iotstream_pipeline_detector().detector_stage().call_import_state(&mut instance.store, stage, state)?
+        }
+        Bindings::Aggregator(p) => {
+            p.iotstream_pipeline_aggregator().aggregator_stage().call_import_state(&mut instance.store, stage, state)?
+        }
+    };
+    instance.declared = 0;
+    Ok(result)
+}
+
+/// Counts an aggregator's windows, or names the first that breaks the contract.
+fn check_aggregates(aggregates: &[WindowAggregate]) -> Result<usize, String> {
+    let bad = aggregates.iter().position(|a| {
+        a.count == 0
+            || a.window_end_ms <= a.window_start_ms
+            || ![a.avg, a.min, a.max, a.stddev].iter().all(|v| v.is_finite())
+    });
+    match bad {
+        Some(i) => Err(format!("aggregate {i} has no readings, an empty window or a non-finite statistic")),
+        None => Ok(aggregates.len()),
     }
 }

@@ -10,6 +10,8 @@ mod dead_letters;
 mod e2e;
 mod faults;
 mod iforest;
+mod isolation;
+mod plugin_new;
 mod plugins;
 mod process;
 mod quality;

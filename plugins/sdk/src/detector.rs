@@ -53,6 +53,22 @@ pub trait Detector: Sized {
     fn model(&self, _sensor: &SensorIdentity) -> Option<ModelInfo> {
         None
     }
+    /// Judges a whole batch, in order: one judgement, with the model behind it, per reading. The
+    /// default asks [`judge`](Detector::judge) and [`model`](Detector::model) reading by reading;
+    /// override it for an algorithm that scores a batch at once, or that must refuse a batch (the
+    /// `Err` becomes the WIT `invalid-input`, and a refused batch must leave the state as it was).
+    fn judge_batch(
+        &mut self,
+        readings: &[(&SensorIdentity, i64, f64)],
+    ) -> Result<Vec<(Judgement, Option<ModelInfo>)>, String> {
+        Ok(readings
+            .iter()
+            .map(|&(sensor, timestamp_ms, value)| {
+                let judgement = self.judge(sensor, timestamp_ms, value);
+                (judgement, self.model(sensor))
+            })
+            .collect())
+    }
     /// The state, for export.
     fn state(&self) -> &Self::State;
     /// Replaces the state.
@@ -86,15 +102,11 @@ impl<D: Detector> DetectorStage<D> {
     pub fn detect(&self, readings: &[(u32, i64, f64)]) -> Result<Vec<(Judgement, Option<ModelInfo>)>, PluginError> {
         let catalog = self.catalog.borrow();
         catalog.check_all(readings.iter().map(|r| r.0))?;
-        let mut detector = self.detector.borrow_mut();
-        readings
+        let batch = readings
             .iter()
-            .map(|&(key, timestamp_ms, value)| {
-                let sensor = catalog.get(key)?;
-                let judgement = detector.judge(sensor, timestamp_ms, value);
-                Ok((judgement, detector.model(sensor)))
-            })
-            .collect()
+            .map(|&(key, timestamp_ms, value)| Ok((catalog.get(key)?.as_ref(), timestamp_ms, value)))
+            .collect::<Result<Vec<_>, PluginError>>()?;
+        self.detector.borrow_mut().judge_batch(&batch).map_err(PluginError::InvalidInput)
     }
 
     /// The state in the versioned byte format.
@@ -112,15 +124,23 @@ impl<D: Detector> DetectorStage<D> {
 }
 
 /// Exports a [`Detector`] as a component of the WIT `detector-plugin` world. Invoke it once, at
-/// the root of a plugin crate in `plugins/NAME` (the WIT is read from `../../wit`), for wasm builds:
+/// the root of a plugin crate, for wasm builds. The WIT folder is `../../wit` relative to the
+/// crate's manifest (a crate in `plugins/NAME` of this repository) unless given as a second
+/// argument (a crate elsewhere keeps a copy of the released `pipeline.wit`, as `iotstream plugin
+/// new` sets up):
 ///
 /// ```ignore
 /// #[cfg(target_arch = "wasm32")]
 /// iotstream_plugin_sdk::export_detector!(crate::zscore::ZScore);
+/// #[cfg(target_arch = "wasm32")]
+/// iotstream_plugin_sdk::export_detector!(crate::my_detector::MyDetector, "wit");
 /// ```
 #[macro_export]
 macro_rules! export_detector {
     ($detector:ty) => {
+        $crate::export_detector!($detector, "../../wit");
+    };
+    ($detector:ty, $wit:tt) => {
         /// The component glue `export_detector!` generated.
         #[allow(unsafe_code, missing_docs, reason = "wit-bindgen generates FFI code")]
         mod detector_component {
@@ -129,7 +149,7 @@ macro_rules! export_detector {
 
             wit_bindgen::generate!({
                 world: "detector-plugin",
-                path: "../../wit",
+                path: $wit,
                 // wit-bindgen cannot parse `$crate` here: plugins depend on the SDK by this name.
                 with: { "iotstream:pipeline/types@0.1.0": ::iotstream_plugin_sdk::wit::iotstream::pipeline::types },
             });
