@@ -105,6 +105,39 @@ pub struct DeadLetterRow {
     pub payload: String,
 }
 
+/// A shadow detector against the live detector it shadows (`GET /api/shadows`), over the readings
+/// both judged: how often they agree and how their scores are distributed, and how long their
+/// calls take, for the operator deciding to promote or discard the shadow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowComparison {
+    /// The shadow plugin.
+    pub shadow: String,
+    /// Its version.
+    pub shadow_version: String,
+    /// The live detector.
+    pub live_detector: String,
+    /// Readings both judged (warming-up verdicts left out).
+    pub judged_by_both: i64,
+    /// Readings with the same verdict.
+    pub agreed: i64,
+    /// Readings both flagged.
+    pub both_anomalous: i64,
+    /// Readings the shadow flagged.
+    pub shadow_anomalies: i64,
+    /// Readings the live detector flagged.
+    pub live_anomalies: i64,
+    /// `agreed / judged_by_both`.
+    pub agreement: Option<f64>,
+    /// The shadow's score at the 50th, 90th and 99th percentiles.
+    pub shadow_score_p50_p90_p99: Vec<f64>,
+    /// The live detector's, likewise.
+    pub live_score_p50_p90_p99: Vec<f64>,
+    /// Median time of the shadow's calls, microseconds (while it is loaded).
+    pub shadow_call_micros_p50: Option<f64>,
+    /// The live detector's, likewise.
+    pub live_call_micros_p50: Option<f64>,
+}
+
 /// How many dead letters there are of one kind.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DeadLetterCount {
@@ -189,8 +222,25 @@ pub fn call_micros_quantile(cumulative: &[u64], count: u64, q: f64) -> f64 {
 /// A plugin file that could not be loaded.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PluginFailure {
+    /// The plugin (its file name without `.wasm`).
+    #[serde(default)]
+    pub plugin: String,
     /// The error.
     pub error: String,
+}
+
+/// Something that happened to a plugin while the host ran: loaded, swapped, removed, refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PluginEvent {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The plugin.
+    pub plugin: String,
+    /// `loaded`, `swapped`, `removed` or `refused`.
+    pub action: String,
+    /// Details: the version, whether its state was handed over, how long the swap paused the
+    /// pipeline, or why the file was refused.
+    pub detail: String,
 }
 
 fn yes() -> bool {

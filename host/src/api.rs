@@ -16,7 +16,7 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use futures::stream::{self, Stream, StreamExt};
-use iotstream_api::{LiveEvent, PluginFailure, PluginStatus, Stats};
+use iotstream_api::{LiveEvent, PluginEvent, PluginFailure, PluginStatus, Stats};
 use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -34,7 +34,6 @@ pub struct ApiState {
     /// The live view.
     pub live: Arc<Live>,
     /// Plugin files that failed to load.
-    pub plugin_failures: Arc<Vec<PluginFailure>>,
     /// Cancelled at shutdown: ends every live stream, so a graceful shutdown does not wait on them.
     pub shutdown: CancellationToken,
 }
@@ -67,6 +66,7 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         .route("/api/dead-letters", get(dead_letters))
         .route("/api/dead-letters/counts", get(dead_letter_counts))
         .route("/api/plugins", get(plugins))
+        .route("/api/shadows", get(shadows))
         .route("/api/quality", get(quality))
         .route("/api/stream", get(stream))
         .route("/metrics", get(metrics))
@@ -156,11 +156,30 @@ async fn quality(State(state): State<ApiState>, Query(q): Query<RangeQuery>) -> 
 #[derive(Debug, Serialize)]
 struct PluginsResponse {
     plugins: Vec<PluginStatus>,
+    /// Plugin files refused (and not since fixed or removed).
     failures: Vec<PluginFailure>,
+    /// Loads, swaps, removals and refusals while the host ran, oldest first.
+    events: Vec<PluginEvent>,
 }
 
 async fn plugins(State(state): State<ApiState>) -> Json<PluginsResponse> {
-    Json(PluginsResponse { plugins: state.live.plugins(), failures: state.plugin_failures.as_ref().clone() })
+    Json(PluginsResponse {
+        plugins: state.live.plugins(),
+        failures: state.live.plugin_failures(),
+        events: state.live.plugin_events(),
+    })
+}
+
+/// `GET /api/shadows`: each shadow detector against its live detector, with both call times.
+async fn shadows(State(state): State<ApiState>) -> Result<impl IntoResponse, ApiError> {
+    let mut comparisons = state.store.shadow_comparisons().await?;
+    let plugins = state.live.plugins();
+    let p50 = |name: &str| plugins.iter().find(|p| p.name == name).map(|p| p.p50_call_micros);
+    for c in &mut comparisons {
+        c.shadow_call_micros_p50 = p50(&c.shadow);
+        c.live_call_micros_p50 = p50(&c.live_detector);
+    }
+    Ok(Json(comparisons))
 }
 
 /// `GET /metrics`.

@@ -2,7 +2,6 @@
 
 use std::sync::Arc;
 
-use iotstream_api::PluginFailure;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -11,7 +10,8 @@ use crate::api::{ApiState, router};
 use crate::config::RunConfig;
 use crate::kafka::{EmbeddedBroker, KafkaError, Source};
 use crate::live::Live;
-use crate::pipeline::{Pipeline, StartError};
+use crate::pipeline::{Pipeline, PluginReload, StartError};
+use crate::plugins::watch::PluginWatcher;
 use crate::plugins::{PluginError, PluginRuntime};
 use crate::store::{Store, StoreError};
 
@@ -47,10 +47,10 @@ pub async fn run(
     brokers: &str,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let runtime = PluginRuntime::new()?;
+    let runtime = Arc::new(PluginRuntime::new()?);
     let (plugins, failures) = runtime.load_dir(&config.plugins_dir)?;
-    for failure in &failures {
-        error!(error = %failure, "plugin not loaded");
+    for (plugin, failure) in &failures {
+        error!(plugin = %plugin, error = %failure, "plugin not loaded");
     }
     for plugin in &plugins {
         info!(plugin = plugin.name(), kind = ?plugin.kind(), version = %plugin.info().version, "plugin loaded");
@@ -58,19 +58,28 @@ pub async fn run(
     if plugins.is_empty() {
         warn!(dir = %config.plugins_dir.display(), "no plugin loaded: readings are stored raw only");
     }
+    // Plugins dropped into the folder, replaced or removed take effect while the host runs.
+    let reload = match PluginWatcher::start(&config.plugins_dir) {
+        Ok(watcher) => Some(PluginReload::new(runtime.clone(), watcher)),
+        Err(err) => {
+            warn!(error = %err, "cannot watch the plugins folder: plugins change only at restart");
+            None
+        }
+    };
     let live = Arc::new(Live::new(
         store.totals().await?,
         store.recent_readings(50, None).await?,
         store.recent_predictions(50, None, true).await?,
         store.recent_aggregates(50).await?,
     ));
-    let failures = failures.iter().map(|f| PluginFailure { error: f.to_string() }).collect();
-    let state = ApiState {
-        store: store.clone(),
-        live: live.clone(),
-        plugin_failures: Arc::new(failures),
-        shutdown: shutdown.clone(),
-    };
+    for plugin in &plugins {
+        live.plugin_event(plugin.name(), "loaded", format!("version {} at start", plugin.info().version));
+    }
+    for (plugin, failure) in &failures {
+        live.set_plugin_failure(plugin, Some(failure.to_string()));
+        live.plugin_event(plugin, "refused", failure.to_string());
+    }
+    let state = ApiState { store: store.clone(), live: live.clone(), shutdown: shutdown.clone() };
     let app = router(state, config.dashboard_dir.clone());
     let address = listener.local_addr()?;
     info!(url = %format!("http://{address}/"), "dashboard served");
@@ -84,7 +93,7 @@ pub async fn run(
         Some(source) => {
             live.set_broker(true, None);
             info!(source = source.identity(), partitions = source.partitions().len(), "kafka source connected");
-            match Pipeline::start(config.pipeline(), source, plugins, store, live).await {
+            match Pipeline::start(config.pipeline(), source, plugins, reload, store, live).await {
                 Ok(pipeline) => pipeline.run(shutdown.clone()).await.map_err(RunError::from),
                 Err(err) => Err(err.into()),
             }

@@ -6,7 +6,9 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use iotstream_api::{AggregateRow, LiveEvent, LiveView, PluginStatus, PredictionRow, ReadingRow, Stats};
+use iotstream_api::{
+    AggregateRow, LiveEvent, LiveView, PluginEvent, PluginFailure, PluginStatus, PredictionRow, ReadingRow, Stats,
+};
 use tokio::sync::broadcast;
 
 use crate::store::Totals;
@@ -19,6 +21,8 @@ const RATE_WINDOW: Duration = Duration::from_secs(10);
 const ACTIVE_WINDOW: Duration = Duration::from_secs(300);
 /// Latency samples kept for the percentiles.
 const LATENCY_SAMPLES: usize = 4096;
+/// Plugin events kept for the API: the recent history of loads, swaps and refusals.
+const PLUGIN_EVENTS: usize = 100;
 /// Events a slow subscriber may fall behind before it skips to a fresh snapshot.
 const EVENT_BUFFER: usize = 64;
 
@@ -58,6 +62,10 @@ struct State {
     broker_ok: bool,
     broker_error: Option<String>,
     last_checkpoint: Option<DateTime<Utc>>,
+    /// Plugin files refused, by plugin (cleared when a later version loads or the file goes).
+    plugin_failures: std::collections::BTreeMap<String, String>,
+    /// What happened to plugins while the host ran, oldest first (at most [`PLUGIN_EVENTS`]).
+    plugin_events: VecDeque<PluginEvent>,
 }
 
 /// Shared between the pipeline (writer) and the API (readers).
@@ -88,6 +96,8 @@ impl Live {
                 broker_ok: true,
                 broker_error: None,
                 last_checkpoint: None,
+                plugin_failures: Default::default(),
+                plugin_events: VecDeque::new(),
             }),
             events,
             started_at: Utc::now(),
@@ -176,6 +186,44 @@ impl Live {
         state.broker_ok = ok;
         state.broker_error = if ok { None } else { error };
         self.push_status(state);
+    }
+
+    /// Records that the file of `plugin` was refused (`Some`) or that it loaded (`None`).
+    pub fn set_plugin_failure(&self, plugin: &str, error: Option<String>) {
+        let mut state = self.lock();
+        match error {
+            Some(error) => state.plugin_failures.insert(plugin.to_owned(), error),
+            None => state.plugin_failures.remove(plugin),
+        };
+    }
+
+    /// The plugin files refused and not since fixed.
+    pub fn plugin_failures(&self) -> Vec<PluginFailure> {
+        let state = self.lock();
+        state
+            .plugin_failures
+            .iter()
+            .map(|(plugin, error)| PluginFailure { plugin: plugin.clone(), error: error.clone() })
+            .collect()
+    }
+
+    /// Records something that happened to a plugin.
+    pub fn plugin_event(&self, plugin: &str, action: &str, detail: String) {
+        let mut state = self.lock();
+        if state.plugin_events.len() == PLUGIN_EVENTS {
+            state.plugin_events.pop_front();
+        }
+        state.plugin_events.push_back(PluginEvent {
+            at: Utc::now(),
+            plugin: plugin.to_owned(),
+            action: action.to_owned(),
+            detail,
+        });
+    }
+
+    /// What happened to plugins, oldest first.
+    pub fn plugin_events(&self) -> Vec<PluginEvent> {
+        self.lock().plugin_events.iter().cloned().collect()
     }
 
     /// Records a stored checkpoint.

@@ -14,6 +14,8 @@ use tracing::{info, warn};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // First of all: a SIGTERM during start-up must stop the host gracefully, not kill it.
+    let signals = Signals::register();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         // Colours only for a terminal: logs piped to a file or a collector stay plain text.
@@ -21,7 +23,7 @@ async fn main() -> anyhow::Result<()> {
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?)
         .init();
     let shutdown = CancellationToken::new();
-    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
     match cli.command {
         Command::Run(config) => run(*config, shutdown).await,
         Command::Bench(config) => {
@@ -162,23 +164,50 @@ fn redact(url: &str) -> String {
     }
 }
 
-async fn cancel_on_signal(shutdown: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// The signals that stop the host, registered when created (so none is missed while it starts).
+struct Signals {
     #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut signal) => {
-                signal.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    interrupt: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn register() -> Self {
+        #[cfg(unix)]
+        let listen = |kind| tokio::signal::unix::signal(kind).ok();
+        Signals {
+            #[cfg(unix)]
+            interrupt: listen(tokio::signal::unix::SignalKind::interrupt()),
+            #[cfg(unix)]
+            terminate: listen(tokio::signal::unix::SignalKind::terminate()),
         }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = terminate => {},
     }
-    info!("shutdown requested");
-    shutdown.cancel();
+
+    /// Cancels `shutdown` on SIGINT (Ctrl-C) or SIGTERM.
+    #[cfg(unix)]
+    async fn cancel_on_signal(self, shutdown: CancellationToken) {
+        async fn received(signal: Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        }
+        tokio::select! {
+            _ = received(self.interrupt) => {},
+            _ = received(self.terminate) => {},
+        }
+        info!("shutdown requested");
+        shutdown.cancel();
+    }
+
+    /// Cancels `shutdown` on Ctrl-C.
+    #[cfg(not(unix))]
+    async fn cancel_on_signal(self, shutdown: CancellationToken) {
+        let _ = tokio::signal::ctrl_c().await;
+        info!("shutdown requested");
+        shutdown.cancel();
+    }
 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, TimeZone, Utc};
 use iotstream_api::{
     AggregateRow, DeadLetterCount, DeadLetterRow, DetectorAgreement, DetectorQuality, PredictionRow, QualityReport,
-    ReadingRow,
+    ReadingRow, ShadowComparison,
 };
 use sqlx::migrate::Migrator;
 use sqlx::postgres::PgRow;
@@ -72,6 +72,23 @@ pub struct Prediction {
     pub detector_version: String,
     /// The model behind the verdict, for a detector that trains models.
     pub model: Option<crate::plugins::bindings::ModelInfo>,
+}
+
+/// A shadow detector's verdict on one reading of the batch.
+#[derive(Debug, Clone)]
+pub struct ShadowPrediction {
+    /// The shadow plugin.
+    pub shadow: String,
+    /// The live detector it shadows.
+    pub live_detector: String,
+    /// The shadow plugin's version.
+    pub shadow_version: String,
+    /// Index of the reading in [`BatchRows::readings`].
+    pub reading: usize,
+    /// `warming_up`, `normal` or `anomaly`.
+    pub verdict: &'static str,
+    /// The shadow's score.
+    pub score: f64,
 }
 
 /// A message that did not decode.
@@ -157,6 +174,8 @@ pub struct BatchRows {
     pub readings: Vec<StoredReading>,
     /// Detector verdicts.
     pub predictions: Vec<Prediction>,
+    /// Shadow detectors' verdicts.
+    pub shadow_predictions: Vec<ShadowPrediction>,
     /// Closed windows.
     pub aggregates: Vec<AggregateRow>,
     /// Refused messages.
@@ -328,6 +347,32 @@ impl Store {
             .bind(p.iter().map(|p| p.model.as_ref().map(|m| i32::try_from(m.generation).unwrap_or(i32::MAX))).collect::<Vec<_>>())
             .bind(p.iter().map(|p| p.model.as_ref().and_then(|m| Utc.timestamp_millis_opt(m.trained_at_ms).single())).collect::<Vec<_>>())
             .bind(p.iter().map(|p| p.model.as_ref().map(|m| i32::try_from(m.training_rows).unwrap_or(i32::MAX))).collect::<Vec<_>>())
+            .bind(batch.source)
+            .execute(&mut *tx)
+            .await?;
+        }
+        if !batch.shadow_predictions.is_empty() {
+            let p = &batch.shadow_predictions;
+            let of = |i: usize| &batch.readings[i];
+            sqlx::query(
+                "INSERT INTO shadow_predictions (shadow, shadow_version, live_detector, sensor_id, sensor_type, value, \
+                 timestamp, verdict, is_anomaly, anomaly_score, kafka_partition, kafka_offset, source_id) \
+                 SELECT *, $13 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::float8[], \
+                 $7::timestamptz[], $8::text[], $9::bool[], $10::float8[], $11::int4[], $12::int8[]) \
+                 ON CONFLICT (source_id, kafka_partition, kafka_offset, shadow) WHERE source_id > 0 DO NOTHING",
+            )
+            .bind(p.iter().map(|p| p.shadow.as_str()).collect::<Vec<_>>())
+            .bind(p.iter().map(|p| p.shadow_version.as_str()).collect::<Vec<_>>())
+            .bind(p.iter().map(|p| p.live_detector.as_str()).collect::<Vec<_>>())
+            .bind(p.iter().map(|p| of(p.reading).reading.sensor_id.as_str()).collect::<Vec<_>>())
+            .bind(p.iter().map(|p| of(p.reading).reading.sensor_type.as_str()).collect::<Vec<_>>())
+            .bind(p.iter().map(|p| of(p.reading).reading.value).collect::<Vec<_>>())
+            .bind(p.iter().map(|p| of(p.reading).reading.timestamp).collect::<Vec<_>>())
+            .bind(p.iter().map(|p| p.verdict).collect::<Vec<_>>())
+            .bind(p.iter().map(|p| p.verdict == "anomaly").collect::<Vec<_>>())
+            .bind(p.iter().map(|p| p.score).collect::<Vec<_>>())
+            .bind(p.iter().map(|p| of(p.reading).partition).collect::<Vec<_>>())
+            .bind(p.iter().map(|p| of(p.reading).offset).collect::<Vec<_>>())
             .bind(batch.source)
             .execute(&mut *tx)
             .await?;
@@ -530,6 +575,47 @@ impl Store {
                 })
                 .collect(),
         })
+    }
+
+    /// Each shadow detector against the live detector it shadows, over the readings both judged
+    /// (warming-up verdicts left out): agreement and score distributions.
+    pub async fn shadow_comparisons(&self) -> Result<Vec<ShadowComparison>, StoreError> {
+        type Row = (String, String, String, i64, i64, i64, i64, i64, Option<Vec<f64>>, Option<Vec<f64>>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT s.shadow, max(s.shadow_version), s.live_detector, count(*), \
+             count(*) FILTER (WHERE s.is_anomaly = p.is_anomaly), \
+             count(*) FILTER (WHERE s.is_anomaly AND p.is_anomaly), \
+             count(*) FILTER (WHERE s.is_anomaly), count(*) FILTER (WHERE p.is_anomaly), \
+             percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY s.anomaly_score), \
+             percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY p.anomaly_score) \
+             FROM shadow_predictions s JOIN ml_anomaly_predictions p ON p.source_id = s.source_id \
+             AND p.kafka_partition = s.kafka_partition AND p.kafka_offset = s.kafka_offset \
+             AND p.detector = s.live_detector \
+             WHERE s.verdict <> 'warming_up' AND p.verdict <> 'warming_up' AND s.source_id > 0 \
+             GROUP BY s.shadow, s.live_detector ORDER BY s.shadow",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(shadow, shadow_version, live, judged, agreed, both, shadow_anomalies, live_anomalies, s, l)| {
+                ShadowComparison {
+                    shadow,
+                    shadow_version,
+                    live_detector: live,
+                    judged_by_both: judged,
+                    agreed,
+                    both_anomalous: both,
+                    shadow_anomalies,
+                    live_anomalies,
+                    agreement: (judged > 0).then(|| agreed as f64 / judged as f64),
+                    shadow_score_p50_p90_p99: s.unwrap_or_default(),
+                    live_score_p50_p90_p99: l.unwrap_or_default(),
+                    shadow_call_micros_p50: None,
+                    live_call_micros_p50: None,
+                }
+            })
+            .collect())
     }
 
     /// Dead letters per kind of refusal, most frequent first.

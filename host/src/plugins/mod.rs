@@ -21,7 +21,9 @@ pub mod bindings;
 pub mod catalog;
 mod health;
 mod limits;
+mod manifest;
 mod metrics;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +44,7 @@ pub use self::limits::{
     BACKOFF_INITIAL, BACKOFF_MAX, CALL_DEADLINE, MEMORY_LIMIT_BYTES, PluginLimits, QUARANTINE_AFTER,
 };
 use self::limits::{EPOCH_TICK, MemoryMeter};
+pub use self::manifest::{Grants, Manifest, ManifestLimits, PluginSpec};
 pub use self::metrics::{CallTimes, PluginMetrics};
 
 /// Why a plugin could not be loaded or a call failed.
@@ -68,6 +71,22 @@ pub enum PluginError {
     UnknownWorld {
         /// The file.
         path: PathBuf,
+    },
+    /// The component was built against a version of the contract this host does not run.
+    #[error("{path} was built against {found}; this host runs {DETECTOR_EXPORT} and {AGGREGATOR_EXPORT}")]
+    WitVersion {
+        /// The file.
+        path: PathBuf,
+        /// The stage interface it exports.
+        found: String,
+    },
+    /// The manifest beside the plugin is malformed, or the component is not what it expects.
+    #[error("plugin manifest {path}: {message}")]
+    Manifest {
+        /// The manifest (or configuration) file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
     },
     /// Instantiating, or a call, trapped or failed in the runtime (a panic, `unreachable`, a host
     /// error); the deadline and the memory cap have their own cases.
@@ -140,8 +159,14 @@ impl PluginError {
     }
 }
 
+/// The plugins of a folder that loaded, and the (name, error) of those that did not.
+pub type LoadedDir = (Vec<Plugin>, Vec<(String, PluginError)>);
+
+/// What every stage interface of this contract's package starts with, whatever its version.
+const CONTRACT_PREFIX: &str = "iotstream:pipeline/";
+
 /// The kind of stage a plugin is, from the interface it exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StageKind {
     /// Exports `detector`.
@@ -203,8 +228,8 @@ impl PluginRuntime {
     }
 
     /// Loads every `*.wasm` in `dir`, in name order. A file that fails to load is reported in the
-    /// second list and skipped; the others still load.
-    pub fn load_dir(&self, dir: &Path) -> Result<(Vec<Plugin>, Vec<PluginError>), PluginError> {
+    /// second list, by plugin name, and skipped; the others still load.
+    pub fn load_dir(&self, dir: &Path) -> Result<LoadedDir, PluginError> {
         let entries = std::fs::read_dir(dir).map_err(|source| PluginError::Read { path: dir.to_owned(), source })?;
         let mut paths: Vec<PathBuf> = entries
             .filter_map(Result::ok)
@@ -216,20 +241,31 @@ impl PluginRuntime {
         for path in paths {
             match self.load(&path) {
                 Ok(plugin) => loaded.push(plugin),
-                Err(err) => failed.push(err),
+                Err(err) => failed.push((plugin_name(&path), err)),
             }
         }
         Ok((loaded, failed))
     }
 
-    /// Compiles and instantiates one plugin file, with the configuration beside it.
+    /// Compiles and instantiates one plugin file, with the manifest (or configuration) beside it.
     pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
-        self.load_with_config(path, None)
+        self.load_spec(path, PluginSpec::beside(path)?)
     }
 
-    /// Compiles and instantiates one plugin file with `config`, or (`None`) the configuration beside it.
+    /// Compiles and instantiates one plugin file with `config`, or (`None`) the manifest or
+    /// configuration beside it.
     pub fn load_with_config(&self, path: &Path, config: Option<String>) -> Result<Plugin, PluginError> {
+        let spec = match config {
+            Some(config) => PluginSpec::with_config(config),
+            None => PluginSpec::beside(path)?,
+        };
+        self.load_spec(path, spec)
+    }
+
+    /// Compiles and instantiates one plugin file as `spec` says, checking it is what `spec` expects.
+    pub fn load_spec(&self, path: &Path, spec: PluginSpec) -> Result<Plugin, PluginError> {
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_owned(), source })?;
+        spec.check_digest(&bytes)?;
         let component = Component::new(&self.engine, &bytes)
             .map_err(|err| PluginError::Compile { path: path.to_owned(), message: format!("{err:#}") })?;
         let exports: Vec<String> =
@@ -238,34 +274,31 @@ impl PluginRuntime {
             StageKind::Detector
         } else if exports.iter().any(|e| e == AGGREGATOR_EXPORT) {
             StageKind::Aggregator
+        } else if let Some(found) = exports.iter().find(|e| e.starts_with(CONTRACT_PREFIX)) {
+            return Err(PluginError::WitVersion { path: path.to_owned(), found: found.clone() });
         } else {
             return Err(PluginError::UnknownWorld { path: path.to_owned() });
         };
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let config_path = path.with_extension("json");
-        let config = match config {
-            Some(config) => config,
-            None => match std::fs::read_to_string(&config_path) {
-                Ok(text) => text,
-                Err(err) if err.kind() == std::io::ErrorKind::NotFound => "{}".to_owned(),
-                Err(source) => return Err(PluginError::Read { path: config_path, source }),
-            },
-        };
+        let name = plugin_name(path);
+        let limits = spec.limits(&self.limits);
         let mut plugin = Plugin {
             name,
             kind,
             info: StageInfo { name: String::new(), version: String::new(), state_version: 0 },
-            config,
+            config: spec.config.clone(),
             component,
             engine: self.engine.clone(),
             linker: self.linker.clone(),
             instance: None,
-            limits: self.limits.clone(),
-            health: Health::new(&self.limits),
+            health: Health::new(&limits),
+            limits,
+            env: spec.env(),
+            shadow_of: spec.manifest.shadow_of.clone(),
             last_good: None,
             metrics: PluginMetrics::default(),
         };
         plugin.instantiate()?;
+        spec.check_component(plugin.kind, &plugin.info.version)?;
         Ok(plugin)
     }
 }
@@ -308,6 +341,11 @@ impl Drop for PluginRuntime {
     fn drop(&mut self) {
         self.ticker_stop.store(true, Ordering::Relaxed);
     }
+}
+
+/// A plugin's name: its file name without `.wasm`.
+pub fn plugin_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 fn runtime_error(what: &str, err: wasmtime::Error) -> PluginError {
@@ -361,6 +399,10 @@ pub struct Plugin {
     linker: Linker<StageCtx>,
     instance: Option<Instance>,
     limits: PluginLimits,
+    /// Environment variables the manifest grants.
+    env: Vec<(String, String)>,
+    /// The live detector this one shadows.
+    shadow_of: Option<String>,
     health: Health,
     /// The state last exported or imported: what a re-created instance starts from.
     last_good: Option<Vec<u8>>,
@@ -376,6 +418,11 @@ impl Plugin {
     /// Detector or aggregator.
     pub fn kind(&self) -> StageKind {
         self.kind
+    }
+
+    /// The live detector this one shadows (from its manifest), if it is a shadow.
+    pub fn shadow_of(&self) -> Option<&str> {
+        self.shadow_of.as_deref()
     }
 
     /// What the stage says about itself.
@@ -412,8 +459,10 @@ impl Plugin {
 
     /// Creates a fresh store and stage instance from the configuration.
     fn instantiate(&mut self) -> Result<(), PluginError> {
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&self.env);
         let ctx = StageCtx {
-            wasi: WasiCtx::builder().build(),
+            wasi: wasi.build(),
             table: ResourceTable::new(),
             meter: MemoryMeter::new(self.limits.memory_bytes),
         };

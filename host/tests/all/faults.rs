@@ -87,9 +87,21 @@ fn plugins_folder(name: &str, plugins: &[(&str, &str)]) -> PathBuf {
 }
 
 /// A host process, killed if the test ends (or fails) with it still running.
-struct HostProcess(Option<Child>);
+struct HostProcess(Option<Child>, std::sync::mpsc::Receiver<String>);
 
 impl HostProcess {
+    /// Waits until the host has connected to its source (it handles SIGTERM from its first
+    /// instant; this makes sure the final stop is a stop of a running pipeline).
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let line = self.1.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("host logs");
+            if line.contains("kafka source connected") {
+                return;
+            }
+        }
+    }
+
     fn kill(&mut self) {
         if let Some(mut child) = self.0.take() {
             child.kill().expect("kill -9");
@@ -110,16 +122,26 @@ impl Drop for HostProcess {
 
 /// Starts the `iotstream` binary on `brokers` and the test's database.
 fn spawn_host(brokers: &str, url: &str, plugins: &Path) -> HostProcess {
-    let child = Command::new(env!("CARGO_BIN_EXE_iotstream"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_iotstream"))
         .args(["run", "--brokers", brokers, "--database-url", url, "--listen", "127.0.0.1:0"])
         .args(["--plugins", &plugins.display().to_string(), "--checkpoint-interval", "1s"])
         .args(["--batch-max", "500", "--batch-linger-ms", "20"])
-        .env("IOTSTREAM_LOG", "warn")
-        .stdout(Stdio::null())
+        .env("IOTSTREAM_LOG", "warn,iotstream::app=info")
+        .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .expect("start iotstream");
-    HostProcess(Some(child))
+    let (tx, lines) = std::sync::mpsc::channel();
+    let stdout = child.stdout.take().expect("stdout");
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    HostProcess(Some(child), lines)
 }
 
 /// (rows, distinct messages) of `sensor_readings`.
@@ -241,6 +263,7 @@ async fn killed_again_and_again_the_host_stores_every_reading_once_with_referenc
             .expect("windows")
     })
     .await;
+    host.wait_ready();
     let status = terminate(host.take());
     assert!(status.success(), "SIGTERM exits cleanly: {status}");
 

@@ -9,6 +9,7 @@ mod dashboard;
 mod dead_letters;
 mod e2e;
 mod faults;
+mod hot_swap;
 mod iforest;
 mod isolation;
 mod plugin_new;

@@ -13,26 +13,35 @@
 //!   and the stream go on.
 //! * While PostgreSQL is unreachable the loop retries the same batch with backoff and consumes
 //!   nothing more (librdkafka's prefetch queue is bounded), so memory stays bounded.
+//! * Plugins change only between batches: a new version is installed, with the old one's state,
+//!   at a batch boundary, so no reading is judged by neither or both.
+//!
+//! Layout: this module (the loop), [`stages`] (running the plugins, checkpoints, installing),
+//! [`reload`] (the watched plugins folder).
+
+use self::reload::Change;
+pub use self::reload::PluginReload;
+pub use self::stages::plugin_status;
+use self::stages::{Installed, Stages};
+
+mod reload;
+mod stages;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use chrono::{DateTime, TimeZone, Utc};
-use iotstream_api::{AggregateRow, PluginStatus, PredictionRow, ReadingRow};
+use chrono::Utc;
+use iotstream_api::{PluginStatus, PredictionRow, ReadingRow};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use crate::kafka::{KafkaError, RawMessage, Source, SourceHealth};
 use crate::live::{BatchSummary, EVENT_ROWS, Live};
-use crate::plugins::bindings::{Reading as WitReading, Verdict, WindowAggregate};
-use crate::plugins::{Plugin, SensorCatalog, StageKind};
-use crate::reading::{ReadingLimits, SensorType};
-use crate::store::{
-    BatchRows, Checkpoint, DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, Prediction, StageState, Store, StoreError,
-    StoredReading, Written,
-};
+use crate::plugins::Plugin;
+use crate::reading::ReadingLimits;
+use crate::store::{BatchRows, DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, Store, StoreError, StoredReading, Written};
 
 /// How long the shutdown checkpoint may take before the host exits without it (the previous
 /// checkpoint and a replay then cover the difference).
@@ -65,15 +74,6 @@ impl Default for PipelineConfig {
     }
 }
 
-/// The plugins and the sensor keys they share. Plugin calls are blocking CPU work, so the stages
-/// move onto a blocking thread for each batch and come back with its results.
-#[derive(Default)]
-struct Stages {
-    detectors: Vec<Plugin>,
-    aggregators: Vec<Plugin>,
-    catalog: SensorCatalog,
-}
-
 /// The loop's parts.
 pub struct Pipeline {
     config: PipelineConfig,
@@ -83,8 +83,11 @@ pub struct Pipeline {
     source_id: i16,
     /// The next offset of each partition: what the stages' state includes.
     positions: BTreeMap<i32, i64>,
-    last_checkpoint: Instant,
+    /// When this process last checkpointed (`None`: not yet; the first batch always does, so
+    /// stored positions never run ahead of every checkpoint).
+    last_checkpoint: Option<Instant>,
     stages: Stages,
+    reload: Option<PluginReload>,
     store: Store,
     live: Arc<Live>,
 }
@@ -92,16 +95,17 @@ pub struct Pipeline {
 impl Pipeline {
     /// Assembles a pipeline (`plugins` may be of both kinds, in any order), restores the stages
     /// from the source's newest checkpoint, and points the source at the positions the restored
-    /// state includes (without a checkpoint: at the stored positions, with fresh stages).
+    /// state includes (without a checkpoint: at the start of every partition, with fresh stages).
+    /// With `reload`, plugins change while it runs as their folder does.
     pub async fn start(
         config: PipelineConfig,
         source: Source,
         plugins: Vec<Plugin>,
+        reload: Option<PluginReload>,
         store: Store,
         live: Arc<Live>,
     ) -> Result<Self, StartError> {
-        let (detectors, aggregators) = plugins.into_iter().partition(|p| p.kind() == StageKind::Detector);
-        let mut stages = Stages { detectors, aggregators, catalog: SensorCatalog::default() };
+        let mut stages = Stages::new(plugins);
         let source_id = store.source_id(source.identity(), source.topic()).await?;
         let stored = store.positions(source_id).await?;
         let positions = match store.latest_checkpoint(source_id).await? {
@@ -122,9 +126,19 @@ impl Pipeline {
                 );
                 checkpoint.positions
             }
+            // Every process checkpoints with its first batch, so stored positions without a
+            // checkpoint mean the checkpoints were deleted: rebuild the stages' state from the
+            // start of the log (the rows it replays are already stored and skipped).
+            None if !stored.is_empty() => {
+                warn!(
+                    source = source.identity(),
+                    "stored positions but no checkpoint: replaying the topic from its start to rebuild the stages' state"
+                );
+                BTreeMap::new()
+            }
             None => {
-                info!(source = source.identity(), partitions = stored.len(), "no checkpoint: stages start fresh");
-                stored
+                info!(source = source.identity(), "first start on this source: reading every partition from its start");
+                BTreeMap::new()
             }
         };
         source.start_at(&positions)?;
@@ -135,8 +149,9 @@ impl Pipeline {
             source_health,
             source_id,
             positions,
-            last_checkpoint: Instant::now(),
+            last_checkpoint: None,
             stages,
+            reload,
             store,
             live,
         };
@@ -166,6 +181,7 @@ impl Pipeline {
                     break;
                 }
             }
+            self.apply_plugin_changes();
         }
         if consistent {
             self.checkpoint_at_shutdown().await;
@@ -210,8 +226,11 @@ impl Pipeline {
             *next = (*next).max(message.offset + 1);
             rows.positions.insert(message.partition, *next);
         }
-        let checkpoint_due =
-            self.config.checkpoint_interval.is_some_and(|every| self.last_checkpoint.elapsed() >= every);
+        let checkpoint_due = match (self.last_checkpoint, self.config.checkpoint_interval) {
+            (None, _) => true,
+            (Some(last), Some(every)) => last.elapsed() >= every,
+            (Some(_), None) => false,
+        };
         if !wit.is_empty() || checkpoint_due {
             let mut stages = std::mem::take(&mut self.stages);
             let positions = checkpoint_due.then(|| self.positions.clone());
@@ -240,7 +259,7 @@ impl Pipeline {
             return false;
         };
         if rows.checkpoint.is_some() {
-            self.last_checkpoint = Instant::now();
+            self.last_checkpoint = Some(Instant::now());
             self.live.set_checkpoint(Utc::now());
         }
         if let Err(err) = self.source.mark_processed(batch) {
@@ -266,6 +285,59 @@ impl Pipeline {
         };
         self.publish(&rows, written, Vec::new());
         true
+    }
+
+    /// Installs the plugin versions that finished loading and stops the plugins whose files are
+    /// gone (between batches).
+    fn apply_plugin_changes(&mut self) {
+        let Some(reload) = self.reload.as_mut() else { return };
+        let changes = reload.poll();
+        if changes.is_empty() {
+            return;
+        }
+        for change in changes {
+            match change {
+                Change::Ready { plugin, load_ms } => {
+                    let (name, version) = (plugin.name().to_owned(), plugin.info().version.clone());
+                    let paused = Instant::now();
+                    let installed = self.stages.install(*plugin);
+                    let pause_ms = paused.elapsed().as_secs_f64() * 1000.0;
+                    let (action, detail) = match &installed {
+                        Installed::New => ("loaded", format!("version {version}, loaded in {load_ms} ms")),
+                        Installed::StateHandedOver { bytes } => (
+                            "swapped",
+                            format!(
+                                "version {version}: state handed over ({bytes} bytes); loaded in {load_ms} ms, pipeline paused {pause_ms:.1} ms"
+                            ),
+                        ),
+                        Installed::Fresh(why) => (
+                            "swapped",
+                            format!(
+                                "version {version}: starts fresh because {why}; loaded in {load_ms} ms, pipeline paused {pause_ms:.1} ms"
+                            ),
+                        ),
+                    };
+                    info!(plugin = %name, action, "{detail}");
+                    self.live.set_plugin_failure(&name, None);
+                    self.live.plugin_event(&name, action, detail);
+                }
+                Change::Refused { name, error } => {
+                    let running = self.stages.statuses().iter().any(|s| s.name == name);
+                    let detail = if running { format!("{error}; the running version keeps running") } else { error };
+                    error!(plugin = %name, "plugin file refused: {detail}");
+                    self.live.set_plugin_failure(&name, Some(detail.clone()));
+                    self.live.plugin_event(&name, "refused", detail);
+                }
+                Change::Removed { name } => {
+                    self.live.set_plugin_failure(&name, None);
+                    if self.stages.remove(&name) {
+                        info!(plugin = %name, "plugin file removed: plugin stopped");
+                        self.live.plugin_event(&name, "removed", "its file was removed; the plugin stopped".into());
+                    }
+                }
+            }
+        }
+        self.live.set_plugins(self.plugin_statuses());
     }
 
     /// Exports every stage's state with the current positions, within [`SHUTDOWN_CHECKPOINT_LIMIT`].
@@ -350,146 +422,6 @@ impl Pipeline {
     }
 }
 
-impl Stages {
-    /// Runs every detector, then every aggregator, over the batch, filling `rows`.
-    fn run(&mut self, wit: &mut [WitReading], rows: &mut BatchRows) {
-        for detector in &mut self.detectors {
-            match detector.detect(&self.catalog, wit) {
-                Ok(detections) => {
-                    for (index, detection) in detections.iter().enumerate() {
-                        let flagged = detection.verdict == Verdict::Anomaly;
-                        rows.readings[index].flagged |= flagged;
-                        rows.predictions.push(Prediction {
-                            detector: detector.name().to_owned(),
-                            reading: index,
-                            verdict: verdict_name(detection.verdict),
-                            score: detection.score,
-                            detector_version: detector.info().version.clone(),
-                            model: detection.model,
-                        });
-                    }
-                }
-                Err(err) => {
-                    error!(plugin = detector.name(), error = %err, "detector failed; its verdicts for this batch are lost")
-                }
-            }
-        }
-        for (reading, stored) in wit.iter_mut().zip(&rows.readings) {
-            reading.flagged = stored.flagged;
-        }
-        for aggregator in &mut self.aggregators {
-            match aggregator.aggregate(&self.catalog, wit) {
-                Ok(aggregates) => {
-                    rows.aggregates.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a)))
-                }
-                Err(err) => error!(plugin = aggregator.name(), error = %err, "aggregator failed on a batch"),
-            }
-        }
-    }
-
-    /// Tells every aggregator the processing time; returns the windows closed for idleness.
-    fn tick(&mut self, now_ms: i64) -> Vec<AggregateRow> {
-        let mut closed = Vec::new();
-        for aggregator in &mut self.aggregators {
-            match aggregator.tick(&self.catalog, now_ms) {
-                Ok(aggregates) => closed.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a))),
-                Err(err) => error!(plugin = aggregator.name(), error = %err, "aggregator failed on a tick"),
-            }
-        }
-        closed
-    }
-
-    /// Restores the catalog and every stage whose state is in `checkpoint` with the state format it
-    /// declares now; a stage with no state there, or another format, starts fresh.
-    fn restore(&mut self, checkpoint: &Checkpoint) {
-        self.catalog = SensorCatalog::restore(&checkpoint.catalog);
-        let catalog = &self.catalog;
-        for plugin in self.detectors.iter_mut().chain(&mut self.aggregators) {
-            let Some(saved) = checkpoint.states.iter().find(|s| s.stage == plugin.name()) else {
-                info!(plugin = plugin.name(), "no checkpointed state: the stage starts fresh");
-                continue;
-            };
-            if saved.state_version != plugin.info().state_version {
-                warn!(
-                    plugin = plugin.name(),
-                    checkpointed = saved.state_version,
-                    declared = plugin.info().state_version,
-                    "the stage's state format changed since its checkpoint: it starts fresh"
-                );
-                continue;
-            }
-            match plugin.import_state(catalog, &saved.state) {
-                Ok(()) => info!(plugin = plugin.name(), bytes = saved.state.len(), "stage state restored"),
-                Err(err) => {
-                    error!(plugin = plugin.name(), error = %err, "checkpointed state refused: the stage starts fresh")
-                }
-            }
-        }
-    }
-
-    /// Every stage's exported state with `positions` and the catalog. A stage whose export fails
-    /// is left out (it would restore fresh) and logged.
-    fn checkpoint(&mut self, reason: &'static str, positions: BTreeMap<i32, i64>) -> Checkpoint {
-        let catalog = &self.catalog;
-        let mut states = Vec::new();
-        for plugin in self.detectors.iter_mut().chain(&mut self.aggregators) {
-            match plugin.export_state(catalog) {
-                Ok(state) => states.push(StageState {
-                    stage: plugin.name().to_owned(),
-                    stage_version: plugin.info().version.clone(),
-                    state_version: plugin.info().state_version,
-                    state,
-                }),
-                Err(err) => {
-                    warn!(plugin = plugin.name(), error = %err, "stage state not exported: left out of the checkpoint")
-                }
-            }
-        }
-        Checkpoint { reason, positions, catalog: self.catalog.entries(), states }
-    }
-
-    fn statuses(&self) -> Vec<PluginStatus> {
-        self.detectors.iter().chain(&self.aggregators).map(plugin_status).collect()
-    }
-}
-
-/// The API's view of a plugin.
-pub fn plugin_status(plugin: &Plugin) -> PluginStatus {
-    let m = plugin.metrics();
-    PluginStatus {
-        name: plugin.name().to_owned(),
-        kind: match plugin.kind() {
-            StageKind::Detector => "detector".into(),
-            StageKind::Aggregator => "aggregator".into(),
-        },
-        version: plugin.info().version.clone(),
-        calls: m.calls,
-        readings_in: m.readings_in,
-        outputs: m.outputs,
-        errors: m.errors,
-        restarts: m.restarts,
-        mean_call_micros: if m.calls == 0 { 0.0 } else { m.busy_micros as f64 / m.calls as f64 },
-        last_error: m.last_error.clone(),
-        state: m.state.as_str().into(),
-        consecutive_failures: m.consecutive_failures,
-        skipped_readings: m.skipped_readings,
-        memory_bytes: m.memory_bytes,
-        state_bytes: m.state_bytes,
-        p50_call_micros: m.call_times.quantile_micros(0.5),
-        p99_call_micros: m.call_times.quantile_micros(0.99),
-        busy_micros: m.busy_micros,
-        call_micros_buckets: m.call_times.cumulative(),
-    }
-}
-
-fn verdict_name(verdict: Verdict) -> &'static str {
-    match verdict {
-        Verdict::WarmingUp => "warming_up",
-        Verdict::Normal => "normal",
-        Verdict::Anomaly => "anomaly",
-    }
-}
-
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -499,28 +431,6 @@ pub enum StartError {
     /// Assigning the partitions.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-}
-
-fn millis(ms: i64) -> DateTime<Utc> {
-    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
-}
-
-fn aggregate_row(stage: &str, a: WindowAggregate) -> AggregateRow {
-    AggregateRow {
-        stage: stage.to_owned(),
-        window_start: millis(a.window_start_ms),
-        window_end: millis(a.window_end_ms),
-        location: a.location,
-        sensor_type: SensorType::from(a.sensor_type).as_str().to_owned(),
-        avg_value: a.avg,
-        min_value: a.min,
-        max_value: a.max,
-        stddev_value: a.stddev,
-        count_readings: i32::try_from(a.count).unwrap_or(i32::MAX),
-        anomaly_count: i32::try_from(a.anomaly_count).unwrap_or(i32::MAX),
-        revision: i32::try_from(a.revision).unwrap_or(i32::MAX),
-        late_count: i32::try_from(a.late_count).unwrap_or(i32::MAX),
-    }
 }
 
 fn reading_row(stored: &StoredReading) -> ReadingRow {

@@ -1,0 +1,92 @@
+//! Hot swap: the plugins folder is watched while the pipeline runs. A changed plugin is compiled
+//! and instantiated on a blocking thread while batches go on, then installed at the next batch
+//! boundary (the old instance hands its state over); a refused file leaves the running version
+//! running and is reported on the API; a removed file stops its plugin.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::FutureExt;
+use tokio::task::JoinHandle;
+use tracing::debug;
+
+use crate::plugins::watch::PluginWatcher;
+use crate::plugins::{Plugin, PluginError, PluginRuntime};
+
+/// The runtime that loads plugins, the watch on their folder, and the loads in progress.
+pub struct PluginReload {
+    runtime: Arc<PluginRuntime>,
+    watcher: PluginWatcher,
+    loading: Vec<Loading>,
+}
+
+/// A plugin being compiled and instantiated.
+struct Loading {
+    name: String,
+    /// The load and how long it took, ms.
+    task: JoinHandle<(Result<Plugin, PluginError>, u128)>,
+}
+
+/// What the folder asks of the pipeline now.
+pub(super) enum Change {
+    /// A plugin's new version is ready to install (its load took `load_ms`).
+    Ready {
+        /// The plugin.
+        plugin: Box<Plugin>,
+        /// Compile and instantiate time, ms.
+        load_ms: u128,
+    },
+    /// A plugin's new file was refused.
+    Refused {
+        /// The plugin.
+        name: String,
+        /// Why.
+        error: String,
+    },
+    /// A plugin's file is gone.
+    Removed {
+        /// The plugin.
+        name: String,
+    },
+}
+
+impl PluginReload {
+    /// Reloads with `runtime` what `watcher` reports.
+    pub fn new(runtime: Arc<PluginRuntime>, watcher: PluginWatcher) -> Self {
+        PluginReload { runtime, watcher, loading: Vec::new() }
+    }
+
+    /// Starts loading what changed since the last call, and returns what is ready: loads that
+    /// finished, and removals. Never blocks.
+    pub(super) fn poll(&mut self) -> Vec<Change> {
+        let mut changes = Vec::new();
+        for name in self.watcher.changed() {
+            debug!(plugin = %name, "plugin files changed");
+            // A newer change of a plugin supersedes a load still in progress.
+            self.loading.retain(|l| l.name != name);
+            let path = self.watcher.dir().join(format!("{name}.wasm"));
+            if path.exists() {
+                let runtime = self.runtime.clone();
+                let task = tokio::task::spawn_blocking(move || {
+                    let started = Instant::now();
+                    (runtime.load(&path), started.elapsed().as_millis())
+                });
+                self.loading.push(Loading { name, task });
+            } else {
+                changes.push(Change::Removed { name });
+            }
+        }
+        let (done, pending): (Vec<Loading>, Vec<Loading>) =
+            std::mem::take(&mut self.loading).into_iter().partition(|l| l.task.is_finished());
+        self.loading = pending;
+        for Loading { name, task } in done {
+            changes.push(match task.now_or_never() {
+                Some(Ok((Ok(plugin), load_ms))) => Change::Ready { plugin: Box::new(plugin), load_ms },
+                Some(Ok((Err(err), _))) => Change::Refused { name, error: err.to_string() },
+                Some(Err(join)) => Change::Refused { name, error: format!("loading it failed: {join}") },
+                None => Change::Refused { name, error: "its load did not finish".into() },
+            });
+        }
+        changes
+    }
+}

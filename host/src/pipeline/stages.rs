@@ -1,0 +1,304 @@
+//! The plugins of a running pipeline and the sensor keys they share: running a batch through
+//! them (detectors, their shadows, then aggregators), ticks, checkpoints, and installing or
+//! removing a plugin at a batch boundary (hot swap with state hand-off).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use iotstream_api::{AggregateRow, PluginStatus};
+use tracing::{debug, error, info, warn};
+
+use crate::plugins::bindings::{Reading as WitReading, Verdict, WindowAggregate};
+use crate::plugins::{Plugin, PluginError, PluginState, SensorCatalog, StageKind};
+use crate::reading::SensorType;
+use crate::store::{BatchRows, Checkpoint, Prediction, ShadowPrediction, StageState};
+
+/// The plugins and the sensor keys they share. Plugin calls are blocking CPU work, so the stages
+/// move onto a blocking thread for each batch and come back with its results.
+#[derive(Default)]
+pub(super) struct Stages {
+    pub(super) detectors: Vec<Plugin>,
+    /// Detectors that judge the same readings as a live one, stored apart, flagging nothing.
+    pub(super) shadows: Vec<Plugin>,
+    pub(super) aggregators: Vec<Plugin>,
+    pub(super) catalog: SensorCatalog,
+}
+
+/// What installing a plugin did, for the log and the API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Installed {
+    /// A plugin of a new name.
+    New,
+    /// It replaced the running plugin of its name, whose state it continues.
+    StateHandedOver {
+        /// Bytes handed over.
+        bytes: usize,
+    },
+    /// It replaced the running plugin of its name and starts fresh, and why.
+    Fresh(String),
+}
+
+impl Stages {
+    /// The stages of `plugins` (any kinds, any order; a detector whose manifest names a live
+    /// detector is its shadow).
+    pub(super) fn new(plugins: Vec<Plugin>) -> Self {
+        let mut stages = Stages::default();
+        for plugin in plugins {
+            stages.slot_for(&plugin).push(plugin);
+        }
+        stages
+    }
+
+    fn slot_for(&mut self, plugin: &Plugin) -> &mut Vec<Plugin> {
+        match (plugin.kind(), plugin.shadow_of()) {
+            (StageKind::Detector, Some(_)) => &mut self.shadows,
+            (StageKind::Detector, None) => &mut self.detectors,
+            (StageKind::Aggregator, _) => &mut self.aggregators,
+        }
+    }
+
+    /// Takes the plugin named `name` out, with its place.
+    fn take(&mut self, name: &str) -> Option<(Plugin, usize)> {
+        for list in [&mut self.detectors, &mut self.shadows, &mut self.aggregators] {
+            if let Some(index) = list.iter().position(|p| p.name() == name) {
+                return Some((list.remove(index), index));
+            }
+        }
+        None
+    }
+
+    /// Removes the plugin named `name`; whether there was one.
+    pub(super) fn remove(&mut self, name: &str) -> bool {
+        self.take(name).is_some()
+    }
+
+    /// Installs `plugin` (at a batch boundary). A plugin of the same name is replaced: the old
+    /// instance exports its state and the new one imports it when both declare the same kind and
+    /// state format; otherwise the new one starts fresh.
+    pub(super) fn install(&mut self, mut plugin: Plugin) -> Installed {
+        let Some((mut old, index)) = self.take(plugin.name()) else {
+            self.slot_for(&plugin).push(plugin);
+            return Installed::New;
+        };
+        let outcome = if old.kind() != plugin.kind() {
+            Installed::Fresh(format!("it was a {:?} and is now a {:?}", old.kind(), plugin.kind()))
+        } else if old.info().state_version != plugin.info().state_version {
+            Installed::Fresh(format!(
+                "its state format changed from version {} to {}",
+                old.info().state_version,
+                plugin.info().state_version
+            ))
+        } else {
+            // A plugin in backoff or quarantine hands over its last good state.
+            let state = match old.export_state(&self.catalog) {
+                Ok(state) => Some(state),
+                Err(_) => old.last_good_state().map(<[u8]>::to_vec),
+            };
+            match state {
+                Some(state) => match plugin.import_state(&self.catalog, &state) {
+                    Ok(()) => Installed::StateHandedOver { bytes: state.len() },
+                    Err(err) => Installed::Fresh(format!("it refused the old state: {err}")),
+                },
+                None => Installed::Fresh("the old instance had no state to hand over".into()),
+            }
+        };
+        let slot = self.slot_for(&plugin);
+        let index = index.min(slot.len());
+        slot.insert(index, plugin);
+        outcome
+    }
+
+    /// Runs every detector, then every aggregator, over the batch, filling `rows`.
+    pub(super) fn run(&mut self, wit: &mut [WitReading], rows: &mut BatchRows) {
+        for detector in &mut self.detectors {
+            match detector.detect(&self.catalog, wit) {
+                Ok(detections) => {
+                    for (index, detection) in detections.iter().enumerate() {
+                        let flagged = detection.verdict == Verdict::Anomaly;
+                        rows.readings[index].flagged |= flagged;
+                        rows.predictions.push(Prediction {
+                            detector: detector.name().to_owned(),
+                            reading: index,
+                            verdict: verdict_name(detection.verdict),
+                            score: detection.score,
+                            detector_version: detector.info().version.clone(),
+                            model: detection.model,
+                        });
+                    }
+                }
+                Err(err) => report_failure(detector, &err, "its verdicts for this batch are lost"),
+            }
+        }
+        for shadow in &mut self.shadows {
+            let live = shadow.shadow_of().unwrap_or_default().to_owned();
+            match shadow.detect(&self.catalog, wit) {
+                Ok(detections) => {
+                    rows.shadow_predictions.extend(detections.iter().enumerate().map(|(index, d)| ShadowPrediction {
+                        shadow: shadow.name().to_owned(),
+                        live_detector: live.clone(),
+                        shadow_version: shadow.info().version.clone(),
+                        reading: index,
+                        verdict: verdict_name(d.verdict),
+                        score: d.score,
+                    }))
+                }
+                Err(err) => report_failure(shadow, &err, "its shadow verdicts for this batch are lost"),
+            }
+        }
+        for (reading, stored) in wit.iter_mut().zip(&rows.readings) {
+            reading.flagged = stored.flagged;
+        }
+        for aggregator in &mut self.aggregators {
+            match aggregator.aggregate(&self.catalog, wit) {
+                Ok(aggregates) => {
+                    rows.aggregates.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a)))
+                }
+                Err(err) => report_failure(aggregator, &err, "the batch's readings are missing from its windows"),
+            }
+        }
+    }
+
+    /// Tells every aggregator the processing time; returns the windows closed for idleness.
+    pub(super) fn tick(&mut self, now_ms: i64) -> Vec<AggregateRow> {
+        let mut closed = Vec::new();
+        for aggregator in &mut self.aggregators {
+            match aggregator.tick(&self.catalog, now_ms) {
+                Ok(aggregates) => closed.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a))),
+                Err(err) => report_failure(aggregator, &err, "its idle windows stay open"),
+            }
+        }
+        closed
+    }
+
+    /// Restores the catalog and every stage whose state is in `checkpoint` with the state format it
+    /// declares now; a stage with no state there, or another format, starts fresh.
+    pub(super) fn restore(&mut self, checkpoint: &Checkpoint) {
+        self.catalog = SensorCatalog::restore(&checkpoint.catalog);
+        let catalog = &self.catalog;
+        for plugin in self.detectors.iter_mut().chain(&mut self.shadows).chain(&mut self.aggregators) {
+            let Some(saved) = checkpoint.states.iter().find(|s| s.stage == plugin.name()) else {
+                info!(plugin = plugin.name(), "no checkpointed state: the stage starts fresh");
+                continue;
+            };
+            if saved.state_version != plugin.info().state_version {
+                warn!(
+                    plugin = plugin.name(),
+                    checkpointed = saved.state_version,
+                    declared = plugin.info().state_version,
+                    "the stage's state format changed since its checkpoint: it starts fresh"
+                );
+                continue;
+            }
+            match plugin.import_state(catalog, &saved.state) {
+                Ok(()) => info!(plugin = plugin.name(), bytes = saved.state.len(), "stage state restored"),
+                Err(err) => {
+                    error!(plugin = plugin.name(), error = %err, "checkpointed state refused: the stage starts fresh")
+                }
+            }
+        }
+    }
+
+    /// Every stage's exported state with `positions` and the catalog. A stage whose export fails
+    /// is left out (it would restore fresh) and logged.
+    pub(super) fn checkpoint(&mut self, reason: &'static str, positions: BTreeMap<i32, i64>) -> Checkpoint {
+        let catalog = &self.catalog;
+        let mut states = Vec::new();
+        for plugin in self.detectors.iter_mut().chain(&mut self.shadows).chain(&mut self.aggregators) {
+            match plugin.export_state(catalog) {
+                Ok(state) => states.push(StageState {
+                    stage: plugin.name().to_owned(),
+                    stage_version: plugin.info().version.clone(),
+                    state_version: plugin.info().state_version,
+                    state,
+                }),
+                // A plugin in backoff or quarantine is checkpointed at its last good state.
+                Err(err) if err.is_skip() && plugin.last_good_state().is_some() => states.push(StageState {
+                    stage: plugin.name().to_owned(),
+                    stage_version: plugin.info().version.clone(),
+                    state_version: plugin.info().state_version,
+                    state: plugin.last_good_state().unwrap_or_default().to_vec(),
+                }),
+                Err(err) => {
+                    warn!(plugin = plugin.name(), error = %err, "stage state not exported: left out of the checkpoint")
+                }
+            }
+        }
+        Checkpoint { reason, positions, catalog: self.catalog.entries(), states }
+    }
+
+    pub(super) fn statuses(&self) -> Vec<PluginStatus> {
+        self.detectors.iter().chain(&self.shadows).chain(&self.aggregators).map(plugin_status).collect()
+    }
+}
+
+/// The API's view of a plugin.
+pub fn plugin_status(plugin: &Plugin) -> PluginStatus {
+    let m = plugin.metrics();
+    PluginStatus {
+        name: plugin.name().to_owned(),
+        kind: match plugin.kind() {
+            StageKind::Detector => "detector".into(),
+            StageKind::Aggregator => "aggregator".into(),
+        },
+        version: plugin.info().version.clone(),
+        calls: m.calls,
+        readings_in: m.readings_in,
+        outputs: m.outputs,
+        errors: m.errors,
+        restarts: m.restarts,
+        mean_call_micros: if m.calls == 0 { 0.0 } else { m.busy_micros as f64 / m.calls as f64 },
+        last_error: m.last_error.clone(),
+        state: m.state.as_str().into(),
+        consecutive_failures: m.consecutive_failures,
+        skipped_readings: m.skipped_readings,
+        memory_bytes: m.memory_bytes,
+        state_bytes: m.state_bytes,
+        p50_call_micros: m.call_times.quantile_micros(0.5),
+        p99_call_micros: m.call_times.quantile_micros(0.99),
+        busy_micros: m.busy_micros,
+        call_micros_buckets: m.call_times.cumulative(),
+    }
+}
+
+/// Logs a plugin call's failure once, not once per batch: a skipped call (backoff, quarantine) is
+/// counted in the plugin's metrics only; the failure that quarantines a plugin is an ERROR (an
+/// operator must act), others a WARN (the plugin restarts from its last good state by itself).
+fn report_failure(plugin: &Plugin, err: &PluginError, consequence: &str) {
+    if err.is_skip() {
+        debug!(plugin = plugin.name(), error = %err, "plugin call skipped");
+    } else if plugin.state() == PluginState::Quarantined {
+        error!(plugin = plugin.name(), error = %err, "plugin quarantined after repeated failures: {consequence} until it is replaced");
+    } else {
+        warn!(plugin = plugin.name(), error = %err, "plugin call failed: {consequence}; it restarts from its last good state after a backoff");
+    }
+}
+
+fn verdict_name(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::WarmingUp => "warming_up",
+        Verdict::Normal => "normal",
+        Verdict::Anomaly => "anomaly",
+    }
+}
+
+fn millis(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn aggregate_row(stage: &str, a: WindowAggregate) -> AggregateRow {
+    AggregateRow {
+        stage: stage.to_owned(),
+        window_start: millis(a.window_start_ms),
+        window_end: millis(a.window_end_ms),
+        location: a.location,
+        sensor_type: SensorType::from(a.sensor_type).as_str().to_owned(),
+        avg_value: a.avg,
+        min_value: a.min,
+        max_value: a.max,
+        stddev_value: a.stddev,
+        count_readings: i32::try_from(a.count).unwrap_or(i32::MAX),
+        anomaly_count: i32::try_from(a.anomaly_count).unwrap_or(i32::MAX),
+        revision: i32::try_from(a.revision).unwrap_or(i32::MAX),
+        late_count: i32::try_from(a.late_count).unwrap_or(i32::MAX),
+    }
+}

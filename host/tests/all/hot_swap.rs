@@ -1,0 +1,244 @@
+//! The plugins folder while the host runs: a plugin replaced under load keeps its state and misses
+//! no reading; a configuration change takes effect without a restart; a broken or half-written file
+//! is refused while the running version goes on; a removed plugin stops; a shadow detector judges
+//! the same readings, stored apart, and is compared with its live detector on the API.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use iotstream::reading::{Reading, SensorType, encode};
+use iotstream_plugin_sdk::SensorIdentity;
+use iotstream_plugin_sdk::detector::{Detector, Judgement};
+use sqlx::PgPool;
+
+use crate::support::{Host, count_rows, plugin_path, reading, wait_for};
+
+/// A fresh folder for one test's plugins.
+fn folder(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("iotstream-swap-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("plugins folder");
+    dir
+}
+
+/// Writes `bytes` to `dir/name` the way a careful operator does: beside, then renamed.
+fn put(dir: &Path, name: &str, bytes: &[u8]) {
+    let partial = dir.join(format!(".{name}.partial"));
+    std::fs::write(&partial, bytes).expect("write");
+    std::fs::rename(&partial, dir.join(name)).expect("rename");
+}
+
+/// 20 sensors, one reading each per second of event time, a spike now and then.
+fn stream(rounds: usize, first_round: usize) -> Vec<Reading> {
+    let start = 1_767_225_600_000;
+    (first_round..first_round + rounds)
+        .flat_map(|round| {
+            (0..20).map(move |sensor| {
+                let noise = ((round * 7 + sensor * 13) % 11) as f64 / 10.0;
+                // Now and then a spike (far out) or a bump (about 1 to 4 standard deviations).
+                let spike = if (round * 31 + sensor) % 97 == 0 { 30.0 } else { 0.0 };
+                let bump = if (round * 17 + sensor * 5) % 23 == 0 { 0.8 } else { 0.0 };
+                reading(
+                    &format!("t{sensor:02}"),
+                    SensorType::Temperature,
+                    &format!("hall_{}", sensor / 5),
+                    start + round as i64 * 1000,
+                    20.0 + noise + spike + bump,
+                )
+            })
+        })
+        .collect()
+}
+
+async fn plugins_api(host: &Host) -> serde_json::Value {
+    reqwest::get(format!("http://{}/api/plugins", host.addr)).await.expect("api").json().await.expect("json")
+}
+
+/// Polls `/api/plugins` until `check` holds (or fails after 30 s).
+async fn wait_for_plugins(host: &Host, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let api = plugins_api(host).await;
+        if check(&api) {
+            return api;
+        }
+        assert!(std::time::Instant::now() < deadline, "{what}: {api:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn has_event(api: &serde_json::Value, plugin: &str, action: &str) -> bool {
+    api["events"].as_array().is_some_and(|e| e.iter().any(|e| e["plugin"] == plugin && e["action"] == action))
+}
+
+fn names(api: &serde_json::Value) -> Vec<String> {
+    api["plugins"]
+        .as_array()
+        .map_or_else(Vec::new, |p| p.iter().filter_map(|p| p["name"].as_str().map(str::to_owned)).collect())
+}
+
+async fn produce(host: &Host, readings: &[Reading]) {
+    let payloads: Vec<(String, Vec<u8>)> = readings.iter().map(|r| (r.sensor_id.clone(), encode(r))).collect();
+    host.produce(&payloads).await;
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_replaced_plugin_keeps_its_state_and_misses_no_reading(pool: PgPool) {
+    let dir = folder("replace");
+    put(&dir, "zscore.wasm", &std::fs::read(plugin_path("zscore")).expect("zscore"));
+    put(&dir, "tumbling-window.wasm", &std::fs::read(plugin_path("tumbling-window")).expect("window"));
+    let host = Host::start(pool.clone(), Some(&dir), &[]).await;
+    let first = stream(60, 0);
+    produce(&host, &first).await;
+    wait_for("readings before the swap", first.len() as i64, || count_rows(&pool, "sensor_readings")).await;
+
+    // A new version of the configuration: a stricter threshold, the same state format. The
+    // manifest names what it expects, so a wrong file would be refused.
+    let manifest = "name = \"zscore\"\nkind = \"detector\"\n[config]\nthreshold = 2.0\n";
+    put(&dir, "zscore.toml", manifest.as_bytes());
+    let api = wait_for_plugins(&host, "zscore swapped", |api| has_event(api, "zscore", "swapped")).await;
+    let event = api["events"].as_array().and_then(|e| e.iter().find(|e| e["action"] == "swapped")).cloned();
+    let detail = event.map(|e| e["detail"].to_string()).unwrap_or_default();
+    assert!(detail.contains("state handed over"), "{detail}");
+    println!("HOT SWAP zscore: {detail}");
+
+    // A broken file and a half-written one are refused; the running versions keep running.
+    put(&dir, "broken.wasm", b"\0asm not really");
+    let window = std::fs::read(plugin_path("tumbling-window")).expect("window");
+    put(&dir, "tumbling-window.wasm", &window[..window.len() / 2]);
+    let api = wait_for_plugins(&host, "refusals", |api| api["failures"].as_array().is_some_and(|f| f.len() == 2)).await;
+    let failures = api["failures"].to_string();
+    assert!(failures.contains("broken") && failures.contains("is not a valid component"), "{failures}");
+    assert!(failures.contains("the running version keeps running"), "{failures}");
+    assert_eq!(names(&api), ["zscore", "tumbling-window"]);
+
+    let second = stream(60, 60);
+    produce(&host, &second).await;
+    let all: Vec<Reading> = first.iter().chain(&second).cloned().collect();
+    wait_for("readings after the swap", all.len() as i64, || count_rows(&pool, "sensor_readings")).await;
+    wait_for("one z-score verdict per reading", all.len() as i64, || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM ml_anomaly_predictions WHERE detector = 'zscore'")
+            .fetch_one(&pool)
+            .await
+            .expect("count")
+    })
+    .await;
+
+    // The scores are those of one detector that saw every reading once: the swap carried the
+    // history over (a fresh detector would warm up again, and its scores would differ).
+    let mut reference = zscore::zscore::ZScore::create(Default::default()).expect("defaults");
+    let mut expected = BTreeMap::new();
+    for r in &all {
+        let identity = SensorIdentity {
+            sensor_id: r.sensor_id.as_str().into(),
+            sensor_type: r.sensor_type,
+            location: r.location.as_str().into(),
+        };
+        let score = match reference.judge(&identity, r.timestamp.timestamp_millis(), r.value) {
+            Judgement::WarmingUp => None,
+            Judgement::Scored { score, .. } => Some(score),
+        };
+        expected.insert((r.sensor_id.clone(), r.timestamp.timestamp_millis()), score);
+    }
+    let stored: Vec<(String, DateTime<Utc>, String, f64)> = sqlx::query_as(
+        "SELECT sensor_id, timestamp, verdict, anomaly_score FROM ml_anomaly_predictions WHERE detector = 'zscore'",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("verdicts");
+    let mut strict = 0;
+    for (sensor, at, verdict, score) in &stored {
+        let key = (sensor.clone(), at.timestamp_millis());
+        match expected.get(&key) {
+            Some(None) => assert_eq!(verdict, "warming_up", "{key:?}"),
+            Some(Some(reference)) => {
+                // Equal to the last bits or so (the reference runs natively); a detector that lost
+                // its history would warm up again or score from a different history entirely.
+                assert!(
+                    (score - reference).abs() <= 1e-12 * (1.0 + reference.abs()),
+                    "{key:?}: {score} vs {reference}"
+                );
+                strict += usize::from(verdict == "anomaly" && *score <= 3.0);
+            }
+            None => panic!("a verdict for a reading never produced: {key:?}"),
+        }
+    }
+    assert!(strict > 0, "the new threshold (2.0) flagged readings the old one (3.0) did not");
+
+    // Removing a plugin stops it; fixing the broken file clears its failure.
+    std::fs::remove_file(dir.join("broken.wasm")).expect("remove");
+    std::fs::remove_file(dir.join("tumbling-window.wasm")).expect("remove");
+    let api = wait_for_plugins(&host, "removal", |api| has_event(api, "tumbling-window", "removed")).await;
+    assert_eq!(names(&api), ["zscore"]);
+    assert_eq!(api["failures"].as_array().map(Vec::len), Some(0), "{api:#}");
+    host.stop().await.expect("clean stop");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_shadow_detector_judges_the_same_readings_apart_and_is_compared_with_the_live_one(pool: PgPool) {
+    let dir = folder("shadow");
+    let zscore = std::fs::read(plugin_path("zscore")).expect("zscore");
+    put(&dir, "zscore.wasm", &zscore);
+    let host = Host::start(pool.clone(), Some(&dir), &[]).await;
+    wait_for_plugins(&host, "host started", |api| has_event(api, "zscore", "loaded")).await;
+    // The shadow arrives while the host runs: the same detector with a stricter threshold.
+    put(&dir, "zscore-strict.toml", b"shadow_of = \"zscore\"\n[config]\nthreshold = 2.0\n");
+    put(&dir, "zscore-strict.wasm", &zscore);
+    let api = wait_for_plugins(&host, "shadow loaded", |api| has_event(api, "zscore-strict", "loaded")).await;
+    assert_eq!(names(&api), ["zscore", "zscore-strict"]);
+    let readings = stream(80, 0);
+    produce(&host, &readings).await;
+    wait_for("shadow verdicts", readings.len() as i64, || count_rows(&pool, "shadow_predictions")).await;
+    wait_for("live verdicts", readings.len() as i64, || count_rows(&pool, "ml_anomaly_predictions")).await;
+
+    // Stored apart: the live table holds only the live detector, and `flagged` is the live one's.
+    let detectors: Vec<String> = sqlx::query_scalar("SELECT DISTINCT detector FROM ml_anomaly_predictions")
+        .fetch_all(&pool)
+        .await
+        .expect("detectors");
+    assert_eq!(detectors, ["zscore"]);
+    let (flagged, live_anomalies): (i64, i64) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM sensor_readings WHERE flagged), \
+         (SELECT count(*) FROM ml_anomaly_predictions WHERE is_anomaly)",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("flags");
+    assert_eq!(flagged, live_anomalies);
+
+    // The comparison, against counts made here from both tables.
+    let (judged, agreed, shadow_anomalies): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE s.is_anomaly = p.is_anomaly), count(*) FILTER (WHERE s.is_anomaly) \
+         FROM shadow_predictions s JOIN ml_anomaly_predictions p USING (kafka_partition, kafka_offset) \
+         WHERE s.verdict <> 'warming_up'",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("counts");
+    // Same history, same scores: a verdict differs exactly where 2 < score <= 3.
+    let between: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ml_anomaly_predictions WHERE verdict <> 'warming_up' AND anomaly_score > 2 AND anomaly_score <= 3",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("between");
+    assert_eq!(judged - agreed, between);
+    assert!(shadow_anomalies > live_anomalies && between > 0);
+    let shadows: serde_json::Value =
+        reqwest::get(format!("http://{}/api/shadows", host.addr)).await.expect("api").json().await.expect("json");
+    let comparison = &shadows[0];
+    assert_eq!(comparison["shadow"], "zscore-strict");
+    assert_eq!(comparison["live_detector"], "zscore");
+    assert_eq!(comparison["judged_by_both"], judged);
+    assert_eq!(comparison["agreed"], agreed);
+    assert_eq!(comparison["shadow_anomalies"], shadow_anomalies);
+    assert_eq!(comparison["live_anomalies"], live_anomalies);
+    assert_eq!(comparison["shadow_score_p50_p90_p99"], comparison["live_score_p50_p90_p99"], "same scores");
+    assert!(comparison["shadow_call_micros_p50"].as_f64().is_some_and(|m| m > 0.0), "{comparison}");
+    println!("SHADOW {comparison}");
+    host.stop().await.expect("clean stop");
+    let _ = std::fs::remove_dir_all(dir);
+}
