@@ -32,6 +32,14 @@ pub struct BenchConfig {
     /// ceiling; a fixed rate measures latency under a sustained load).
     #[arg(long, default_value_t = 0.0)]
     pub producer_rate: f64,
+    /// Hot-swap this plugin (a fresh copy of its file, so its state is handed over) this many
+    /// seconds after the first reading is stored, and report the throughput around the swap
+    /// (the plugins are copied to a scratch folder first).
+    #[arg(long, requires = "swap_after_s")]
+    pub swap_plugin: Option<String>,
+    /// When to swap `--swap-plugin`, in seconds after the first stored reading.
+    #[arg(long)]
+    pub swap_after_s: Option<f64>,
     /// The pipeline under test (its --sensors, --plugins, --batch-max... apply; not --rate).
     #[command(flatten)]
     pub run: RunConfig,
@@ -61,6 +69,9 @@ pub struct BenchReport {
     pub predictions: i64,
     /// Windows stored.
     pub aggregates: i64,
+    /// With `--swap-plugin`: readings/s stored in the 2 s before the swap, in the slowest 250 ms
+    /// of the second after it, and in the 2 s from 1 s after it.
+    pub swap_readings_per_s: Option<[f64; 3]>,
 }
 
 /// Runs the benchmark. The scratch database is kept for inspection, and dropped by the next run.
@@ -88,11 +99,15 @@ pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
     let by_sensors = config.run.simulate.sensors as u64 * 4;
     let partitions = i32::try_from(by_volume.max(by_sensors).max(12)).unwrap_or(i32::MAX);
     let broker = EmbeddedBroker::start(&config.run.topic, partitions)?;
+    let mut run_config = config.run.clone();
+    if config.swap_plugin.is_some() {
+        run_config.plugins_dir = scratch_plugins(&config.run.plugins_dir)?;
+    }
     let shutdown = CancellationToken::new();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let pipeline = {
         let (run_config, store, brokers, shutdown) =
-            (config.run.clone(), store.clone(), broker.bootstrap_servers().to_owned(), shutdown.clone());
+            (run_config.clone(), store.clone(), broker.bootstrap_servers().to_owned(), shutdown.clone());
         tokio::spawn(async move { run(&run_config, store, listener, &brokers, shutdown).await })
     };
     let mut simulate = config.run.simulate.clone();
@@ -108,11 +123,20 @@ pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
     let mut first: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let mut stored = 0;
+    let mut swapped_at: Option<chrono::DateTime<chrono::Utc>> = None;
     while stored < config.readings {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = store.totals().await?.readings;
         if now > 0 && first.is_none() {
             first = Some(Instant::now());
+        }
+        if let (Some(plugin), Some(after), Some(first), None) =
+            (&config.swap_plugin, config.swap_after_s, first, swapped_at)
+            && first.elapsed().as_secs_f64() >= after
+        {
+            swap(&run_config.plugins_dir, plugin)?;
+            swapped_at = Some(chrono::Utc::now());
+            info!(plugin, "benchmark: plugin file replaced");
         }
         if now != stored {
             last_progress = Instant::now();
@@ -140,6 +164,10 @@ pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
         .fetch_one(&pool)
         .await
         .map_err(StoreError::from)?;
+    let swap_readings_per_s = match swapped_at {
+        Some(at) => Some(throughput_around(&pool, at).await.map_err(StoreError::from)?),
+        None => None,
+    };
     shutdown.cancel();
     let produced = match producer.await {
         Ok(Ok(report)) => report.delivered,
@@ -162,7 +190,54 @@ pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
         peak_rss_mib: peak_rss_mib(),
         predictions,
         aggregates,
+        swap_readings_per_s,
     })
+}
+
+/// A copy of the plugins folder in the temporary folder, for a benchmark that changes it.
+fn scratch_plugins(from: &std::path::Path) -> Result<std::path::PathBuf, RunError> {
+    let to = std::env::temp_dir().join(format!("iotstream-bench-plugins-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&to);
+    std::fs::create_dir_all(&to)?;
+    for entry in std::fs::read_dir(from)? {
+        let path = entry?.path();
+        if let Some(name) = path.file_name() {
+            std::fs::copy(&path, to.join(name))?;
+        }
+    }
+    Ok(to)
+}
+
+/// Replaces `dir/plugin.wasm` with a fresh copy of itself (written beside, then renamed): the host
+/// loads it again and hands the running instance's state over.
+fn swap(dir: &std::path::Path, plugin: &str) -> Result<(), RunError> {
+    let file = dir.join(format!("{plugin}.wasm"));
+    let partial = dir.join(format!(".{plugin}.wasm.partial"));
+    std::fs::copy(&file, &partial)?;
+    std::fs::rename(&partial, &file)?;
+    Ok(())
+}
+
+/// Readings/s stored before, right after and after `at` (see [`BenchReport::swap_readings_per_s`]).
+async fn throughput_around(pool: &sqlx::PgPool, at: chrono::DateTime<chrono::Utc>) -> Result<[f64; 3], sqlx::Error> {
+    let rate = |from: f64, to: f64| {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM sensor_readings WHERE ingested_at >= $1 + make_interval(secs => $2) \
+             AND ingested_at < $1 + make_interval(secs => $3)",
+        )
+        .bind(at)
+        .bind(from)
+        .bind(to)
+        .fetch_one(pool)
+    };
+    let before = rate(-2.0, 0.0).await? as f64 / 2.0;
+    let mut slowest = f64::INFINITY;
+    for quarter in 0..4 {
+        let from = f64::from(quarter) * 0.25;
+        slowest = slowest.min(rate(from, from + 0.25).await? as f64 * 4.0);
+    }
+    let after = rate(1.0, 3.0).await? as f64 / 2.0;
+    Ok([before, slowest, after])
 }
 
 /// `VmHWM` of this process (Linux), in MiB; 0 where unknown.
