@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use iotstream::kafka::EmbeddedBroker;
 use iotstream::reading::{Reading, SensorType, encode};
-use iotstream_plugin_sdk::SensorIdentity;
-use iotstream_plugin_sdk::detector::{Detector, Judgement};
+use iotstream_plugin_sdk::detector::Judgement;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -21,7 +20,9 @@ use sqlx::PgPool;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use crate::support::{Host, count_rows, database_url, plugin_path, reading, wait_for};
+use crate::support::{
+    Host, count_rows, database_url, plugin_path, reading, wait_for, zscore_reference, zscore_verdicts,
+};
 
 const TOPIC: &str = "iot_sensors";
 const SENSORS: usize = 40;
@@ -304,31 +305,22 @@ async fn killed_again_and_again_the_host_stores_every_reading_once_with_referenc
     }
 
     // Every z-score verdict equals the detector run once, uncrashed, over each sensor's readings.
-    let mut reference = zscore::zscore::ZScore::create(Default::default()).expect("default config");
-    let mut expected: BTreeMap<(String, i64), (String, f64)> = BTreeMap::new();
-    for r in readings.iter() {
-        let identity = SensorIdentity {
-            sensor_id: r.sensor_id.as_str().into(),
-            sensor_type: r.sensor_type,
-            location: r.location.as_str().into(),
-        };
-        let verdict = match reference.judge(&identity, r.timestamp.timestamp_millis(), r.value) {
-            Judgement::WarmingUp => ("warming_up".to_owned(), 0.0),
-            Judgement::Scored { score, anomaly } => ((if anomaly { "anomaly" } else { "normal" }).to_owned(), score),
-        };
-        expected.insert((r.sensor_id.clone(), r.timestamp.timestamp_millis()), verdict);
-    }
-    let verdicts: Vec<(String, DateTime<Utc>, String, f64)> = sqlx::query_as(
-        "SELECT sensor_id, timestamp, verdict, anomaly_score FROM ml_anomaly_predictions WHERE detector = 'zscore'",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("verdicts");
+    let expected: BTreeMap<(String, i64), (String, f64)> = zscore_reference(&readings)
+        .into_iter()
+        .map(|(key, judgement)| {
+            let verdict = match judgement {
+                Judgement::WarmingUp => ("warming_up", 0.0),
+                Judgement::Scored { score, anomaly } => (if anomaly { "anomaly" } else { "normal" }, score),
+            };
+            (key, (verdict.0.to_owned(), verdict.1))
+        })
+        .collect();
+    let verdicts = zscore_verdicts(&pool).await;
     assert_eq!(verdicts.len(), expected.len(), "one z-score verdict per reading");
     let anomalies = expected.values().filter(|(v, _)| v == "anomaly").count();
     assert!(anomalies > 50, "the stream has spikes to flag ({anomalies})");
     for (sensor, at, verdict, score) in verdicts {
-        let key = (sensor, at.timestamp_millis());
+        let key = (sensor, at);
         assert_eq!(Some(&(verdict, score)), expected.get(&key), "z-score verdict of {key:?}");
     }
     let _ = std::fs::remove_dir_all(plugins);

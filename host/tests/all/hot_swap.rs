@@ -3,17 +3,14 @@
 //! is refused while the running version goes on; a removed plugin stops; a shadow detector judges
 //! the same readings, stored apart, and is compared with its live detector on the API.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use iotstream::reading::{Reading, SensorType, encode};
-use iotstream_plugin_sdk::SensorIdentity;
-use iotstream_plugin_sdk::detector::{Detector, Judgement};
+use iotstream_plugin_sdk::detector::Judgement;
 use sqlx::PgPool;
 
-use crate::support::{Host, count_rows, plugin_path, reading, wait_for};
+use crate::support::{Host, count_rows, plugin_path, reading, wait_for, zscore_reference, zscore_verdicts};
 
 /// A fresh folder for one test's plugins.
 fn folder(name: &str) -> PathBuf {
@@ -128,32 +125,14 @@ async fn a_replaced_plugin_keeps_its_state_and_misses_no_reading(pool: PgPool) {
 
     // The scores are those of one detector that saw every reading once: the swap carried the
     // history over (a fresh detector would warm up again, and its scores would differ).
-    let mut reference = zscore::zscore::ZScore::create(Default::default()).expect("defaults");
-    let mut expected = BTreeMap::new();
-    for r in &all {
-        let identity = SensorIdentity {
-            sensor_id: r.sensor_id.as_str().into(),
-            sensor_type: r.sensor_type,
-            location: r.location.as_str().into(),
-        };
-        let score = match reference.judge(&identity, r.timestamp.timestamp_millis(), r.value) {
-            Judgement::WarmingUp => None,
-            Judgement::Scored { score, .. } => Some(score),
-        };
-        expected.insert((r.sensor_id.clone(), r.timestamp.timestamp_millis()), score);
-    }
-    let stored: Vec<(String, DateTime<Utc>, String, f64)> = sqlx::query_as(
-        "SELECT sensor_id, timestamp, verdict, anomaly_score FROM ml_anomaly_predictions WHERE detector = 'zscore'",
-    )
-    .fetch_all(&pool)
-    .await
-    .expect("verdicts");
+    let expected = zscore_reference(&all);
+    let stored = zscore_verdicts(&pool).await;
     let mut strict = 0;
     for (sensor, at, verdict, score) in &stored {
-        let key = (sensor.clone(), at.timestamp_millis());
+        let key = (sensor.clone(), *at);
         match expected.get(&key) {
-            Some(None) => assert_eq!(verdict, "warming_up", "{key:?}"),
-            Some(Some(reference)) => {
+            Some(Judgement::WarmingUp) => assert_eq!(verdict, "warming_up", "{key:?}"),
+            Some(Judgement::Scored { score: reference, .. }) => {
                 // Equal to the last bits or so (the reference runs natively); a detector that lost
                 // its history would warm up again or score from a different history entirely.
                 assert!(

@@ -175,3 +175,36 @@ pub fn database_url(pool: &sqlx::PgPool) -> String {
     let server = base[host_start..].find('/').map_or(base.as_str(), |i| &base[..host_start + i]);
     format!("{server}/{database}")
 }
+
+/// The z-score detector with its default configuration run natively, once, over `readings` in
+/// order: its judgement of each, by (sensor id, event time in ms). What an uncrashed host with the
+/// built `zscore` plugin must have stored.
+pub fn zscore_reference(
+    readings: &[Reading],
+) -> std::collections::BTreeMap<(String, i64), iotstream_plugin_sdk::detector::Judgement> {
+    use iotstream_plugin_sdk::detector::Detector;
+    let mut reference = zscore::zscore::ZScore::create(Default::default()).expect("default config");
+    readings
+        .iter()
+        .map(|r| {
+            let identity = iotstream_plugin_sdk::SensorIdentity {
+                sensor_id: r.sensor_id.as_str().into(),
+                sensor_type: r.sensor_type,
+                location: r.location.as_str().into(),
+            };
+            let judgement = reference.judge(&identity, r.timestamp.timestamp_millis(), r.value);
+            ((r.sensor_id.clone(), r.timestamp.timestamp_millis()), judgement)
+        })
+        .collect()
+}
+
+/// Every stored verdict of the `zscore` detector: (sensor id, event time in ms, verdict, score).
+pub async fn zscore_verdicts(pool: &sqlx::PgPool) -> Vec<(String, i64, String, f64)> {
+    let rows: Vec<(String, chrono::DateTime<Utc>, String, f64)> = sqlx::query_as(
+        "SELECT sensor_id, timestamp, verdict, anomaly_score FROM ml_anomaly_predictions WHERE detector = 'zscore'",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("verdicts");
+    rows.into_iter().map(|(sensor, at, verdict, score)| (sensor, at.timestamp_millis(), verdict, score)).collect()
+}
