@@ -12,5 +12,6 @@ mod faults;
 mod iforest;
 mod plugins;
 mod process;
+mod python;
 mod quality;
 mod replay;
