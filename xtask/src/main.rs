@@ -214,9 +214,7 @@ fn build_python_plugins() -> Result<()> {
                 .args(["--wit-path", "wit", "--world", "detector-plugin", "componentize", "app", "--python-path"])
                 .arg(&source)
                 .arg("--output")
-                .arg(&partial)
-                // Keep compiled bytecode out of the source folder.
-                .env("PYTHONDONTWRITEBYTECODE", "1"),
+                .arg(&partial),
         )?;
         std::fs::rename(&partial, &dest)?;
         let size = std::fs::metadata(&dest)?.len();
@@ -240,8 +238,7 @@ fn test_python_plugins() -> Result<()> {
         status(
             Command::new(bin.join("python"))
                 .args(["-m", "unittest", "--quiet"])
-                .current_dir(Path::new("plugins").join(plugin))
-                .env("PYTHONDONTWRITEBYTECODE", "1"),
+                .current_dir(Path::new("plugins").join(plugin)),
         )?;
     }
     Ok(())
