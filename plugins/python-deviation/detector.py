@@ -7,7 +7,7 @@ refused by raising ``Err(stage-error)``; any other exception is a trap, which th
 plugin fault and answers by re-creating the instance.
 """
 
-from typing import Dict, List
+from typing import Dict, List, Tuple
 
 from componentize_py_types import Err
 from wit_world.exports import detector
@@ -39,7 +39,7 @@ class DetectorStage(detector.DetectorStage):
     def __init__(self, config: Config) -> None:
         self.detector = MeanDeviation(config)
         #: Sensor key -> (sensor id, sensor type name). Keys are valid for this instance only.
-        self.sensors: Dict[int, tuple] = {}
+        self.sensors: Dict[int, Tuple[str, str]] = {}
 
     @classmethod
     def create(cls, config: str) -> "DetectorStage":
