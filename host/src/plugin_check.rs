@@ -89,7 +89,7 @@ pub fn check(config: &CheckConfig) -> Result<CheckReport, PluginError> {
     };
     let state = plugin.export_state(&catalog)?;
     report.state_bytes = state.len();
-    let mut fresh = runtime.load_with_config(&config.file, config.config.clone())?;
+    let mut fresh = plugin.new_instance(None)?;
     fresh.import_state(&SensorCatalog::default(), &state)?;
     Ok(report)
 }

@@ -1,16 +1,18 @@
 //! `cargo xtask`: the build steps cargo alone cannot express.
 //!
-//! * `build`: the plugins to `dist/plugins/*.wasm` (wasm32-wasip2 components; the test-only plugins
-//!   to `dist/test-plugins/`), the dashboard to `dist/dashboard/` (wasm32-unknown-unknown +
+//! * `build`: the plugins to `dist/plugins/*.wasm` (wasm32-wasip2 components; the Rust test-only
+//!   plugins to `dist/test-plugins/`), the dashboard to `dist/dashboard/` (wasm32-unknown-unknown +
 //!   wasm-bindgen), and the host.
-//! * `plugins`: only the plugins.
+//! * `plugins`: only the plugins, and the test plugins written in other languages (Python, built
+//!   with componentize-py into `dist/test-plugins/`, which the demo does not load).
 //! * `demo`: `build` in release, then `iotstream run` with the embedded broker and simulator.
 //! * `test`: everything CI runs, installing what is missing first (rustup targets, the pinned
-//!   `wasm-bindgen-cli`, apt packages): formatting, the build, clippy with warnings denied, and every
-//!   test against the local PostgreSQL.
+//!   `wasm-bindgen-cli`, the pinned `componentize-py`, apt packages): formatting, the build, the
+//!   test plugins, clippy with warnings denied, and every test against the local PostgreSQL.
 //! * `bench`: the throughput benchmark of the whole pipeline.
 //!
-//! Every download comes from crates.io or Debian's apt: nothing is fetched from anywhere else.
+//! Every download comes from crates.io, PyPI (componentize-py, into a virtual environment under the
+//! target folder) or Debian's apt: nothing is fetched from anywhere else.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +25,16 @@ const PLUGINS: [&str; 3] = ["tumbling-window", "zscore", "isolation-forest"];
 /// Plugins only the tests load (the fault-isolation tests' `misbehaving` detector), written to
 /// `dist/test-plugins`: the demo and `iotstream run` load every file in `dist/plugins`.
 const TEST_PLUGINS: [&str; 1] = ["misbehaving"];
+/// Detector plugins written in Python, one folder each in `plugins/`, built by componentize-py into
+/// `dist/test-plugins/NAME.wasm`: they prove the WIT contract is language-neutral. Not in
+/// `dist/plugins`, because a component that embeds CPython is ~18 MB and takes seconds to compile,
+/// which every start of the demo would pay.
+const PYTHON_PLUGINS: [&str; 1] = ["python-deviation"];
+/// The componentize-py release (PyPI) that builds them; its virtual environment is named after it,
+/// so changing the pin makes a fresh one.
+const COMPONENTIZE_PY: &str = "0.25.1";
+/// Debian packages the Python plugins need: an interpreter with `venv` (Debian splits it out).
+const PYTHON_PACKAGES: [&str; 2] = ["python3", "python3-venv"];
 /// The dashboard crate.
 const DASHBOARD: &str = "iotstream-dashboard";
 /// Debian packages the build needs: the C toolchain pieces librdkafka's build uses.
@@ -72,7 +84,7 @@ fn main() -> Result<()> {
     std::env::set_current_dir(&root)?;
     match cli.command {
         Task::Build { release } => build(release),
-        Task::Plugins => build_plugins(),
+        Task::Plugins => build_plugins().and_then(|()| build_python_plugins()),
         Task::Demo { args } => run_release("run", &args),
         Task::Test => test(),
         Task::Bench { args } => run_release("bench", &args),
@@ -158,6 +170,86 @@ fn install_plugins(plugins: &[&str], out: &Path) -> Result<()> {
         std::fs::rename(&partial, &dest)?;
         let size = std::fs::metadata(&dest)?.len();
         eprintln!("xtask: {} ({} KiB)", dest.display(), size / 1024);
+    }
+    Ok(())
+}
+
+/// A virtual environment under the target folder with the pinned componentize-py; returns its
+/// `bin` folder.
+fn ensure_componentize_py() -> Result<PathBuf> {
+    ensure_apt_packages(&PYTHON_PACKAGES)?;
+    let venv = target_dir().join(format!("componentize-py-{COMPONENTIZE_PY}"));
+    let bin = venv.join("bin");
+    let tool = bin.join("componentize-py");
+    let installed = Command::new(&tool).arg("--version").output().ok().filter(|o| o.status.success());
+    if installed
+        .is_some_and(|o| String::from_utf8_lossy(&o.stdout).trim() == format!("componentize-py {COMPONENTIZE_PY}"))
+    {
+        return Ok(bin);
+    }
+    eprintln!("xtask: installing componentize-py {COMPONENTIZE_PY} from PyPI into {}", venv.display());
+    status(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))?;
+    status(
+        Command::new(bin.join("python"))
+            .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check"])
+            .arg(format!("componentize-py=={COMPONENTIZE_PY}")),
+    )?;
+    Ok(bin)
+}
+
+/// Builds each of `PYTHON_PLUGINS` into `dist/test-plugins/NAME.wasm` (world `detector-plugin`),
+/// unless the file is newer than its sources, the WIT and the componentize-py install.
+fn build_python_plugins() -> Result<()> {
+    let bin = ensure_componentize_py()?;
+    let out = Path::new("dist/test-plugins");
+    std::fs::create_dir_all(out)?;
+    for plugin in PYTHON_PLUGINS {
+        let source = Path::new("plugins").join(plugin);
+        let dest = out.join(format!("{plugin}.wasm"));
+        let mut inputs = vec![PathBuf::from("wit/pipeline.wit"), bin.join("componentize-py")];
+        for entry in std::fs::read_dir(&source).with_context(|| format!("read {}", source.display()))? {
+            let path = entry?.path();
+            if path.extension().is_some_and(|ext| ext == "py") {
+                inputs.push(path);
+            }
+        }
+        if is_newer_than_all(&dest, &inputs) {
+            eprintln!("xtask: {} is up to date", dest.display());
+            continue;
+        }
+        let partial = out.join(format!(".{plugin}.wasm.partial"));
+        let started = std::time::Instant::now();
+        status(
+            Command::new(bin.join("componentize-py"))
+                .args(["--wit-path", "wit", "--world", "detector-plugin", "componentize", "app", "--python-path"])
+                .arg(&source)
+                .arg("--output")
+                .arg(&partial),
+        )?;
+        std::fs::rename(&partial, &dest)?;
+        let size = std::fs::metadata(&dest)?.len();
+        eprintln!("xtask: {} ({} KiB, built in {:.1?})", dest.display(), size / 1024, started.elapsed());
+    }
+    Ok(())
+}
+
+/// Whether `file` exists and was modified after every one of `inputs`.
+fn is_newer_than_all(file: &Path, inputs: &[PathBuf]) -> bool {
+    let modified = |path: &Path| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let Some(built) = modified(file) else { return false };
+    inputs.iter().all(|input| modified(input).is_some_and(|time| time < built))
+}
+
+/// Runs the Python plugins' unit tests (their algorithm, natively, with the standard library's
+/// `unittest`).
+fn test_python_plugins() -> Result<()> {
+    let bin = ensure_componentize_py()?;
+    for plugin in PYTHON_PLUGINS {
+        status(
+            Command::new(bin.join("python"))
+                .args(["-m", "unittest", "--quiet"])
+                .current_dir(Path::new("plugins").join(plugin)),
+        )?;
     }
     Ok(())
 }
@@ -272,6 +364,8 @@ fn test() -> Result<()> {
     ensure_postgres(&database_url)?;
     status(&mut cargo(&["fmt", "--all", "--check"]))?;
     build(false)?;
+    build_python_plugins()?;
+    test_python_plugins()?;
     status(&mut cargo(&["clippy", "--workspace", "--exclude", DASHBOARD, "--all-targets", "--", "-D", "warnings"]))?;
     status(cargo(&["test", "--workspace", "--exclude", DASHBOARD]).env("DATABASE_URL", &database_url))
 }

@@ -457,6 +457,26 @@ impl Plugin {
         self.instance = None;
     }
 
+    /// Another plugin from the same compiled component, with fresh state and `config` (`None`: this
+    /// plugin's configuration), for a state hand-off or a configuration change. It costs an
+    /// instantiation, not a second compile, which matters for a large component (one that embeds an
+    /// interpreter compiles for seconds).
+    pub fn new_instance(&self, config: Option<String>) -> Result<Plugin, PluginError> {
+        let mut plugin = Plugin {
+            name: self.name.clone(),
+            kind: self.kind,
+            info: StageInfo { name: String::new(), version: String::new(), state_version: 0 },
+            config: config.unwrap_or_else(|| self.config.clone()),
+            component: self.component.clone(),
+            engine: self.engine.clone(),
+            linker: self.linker.clone(),
+            instance: None,
+            metrics: PluginMetrics::default(),
+        };
+        plugin.instantiate()?;
+        Ok(plugin)
+    }
+
     /// Creates a fresh store and stage instance from the configuration.
     fn instantiate(&mut self) -> Result<(), PluginError> {
         let mut wasi = WasiCtx::builder();

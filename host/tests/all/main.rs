@@ -15,5 +15,6 @@ mod isolation;
 mod plugin_new;
 mod plugins;
 mod process;
+mod python;
 mod quality;
 mod replay;

@@ -12,6 +12,14 @@ pub fn plugin_path(name: &str) -> PathBuf {
     path
 }
 
+/// The built test plugin `name` (`dist/test-plugins/NAME.wasm`, a plugin in another language,
+/// written by `cargo xtask plugins` and `cargo xtask test`).
+pub fn test_plugin_path(name: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/test-plugins").join(format!("{name}.wasm"));
+    assert!(path.exists(), "{} is missing: run `cargo xtask plugins` first", path.display());
+    path
+}
+
 /// A reading of `sensor` (type and location fixed per call) at `ms` after the epoch.
 pub fn reading(sensor: &str, sensor_type: SensorType, location: &str, ms: i64, value: f64) -> Reading {
     Reading {
