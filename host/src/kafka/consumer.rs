@@ -7,7 +7,7 @@
 //! so Kafka tools show the consumer's lag. Broker outages are librdkafka's to reconnect from; the
 //! source records them in its [`SourceHealth`] for the API and dashboard.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -261,15 +261,10 @@ impl Source {
         batch
     }
 
-    /// Stores the offsets of a durable batch with the group (for lag monitoring; PostgreSQL holds
-    /// the positions the host resumes from).
-    pub fn mark_processed(&self, batch: &[RawMessage]) -> Result<(), KafkaError> {
-        let mut next_by_partition: HashMap<i32, i64> = HashMap::new();
-        for message in batch {
-            let next = next_by_partition.entry(message.partition).or_insert(message.offset + 1);
-            *next = (*next).max(message.offset + 1);
-        }
-        for (partition, next) in next_by_partition {
+    /// Stores the positions of a durable batch (next offset per partition) with the group, for lag
+    /// monitoring (PostgreSQL holds the positions the host resumes from).
+    pub fn mark_stored(&self, positions: &BTreeMap<i32, i64>) -> Result<(), KafkaError> {
+        for (&partition, &next) in positions {
             // store_offset takes the offset of the processed message; librdkafka commits it + 1.
             self.consumer.store_offset(&self.topic, partition, next - 1)?;
         }

@@ -88,6 +88,8 @@ pub struct Pipeline {
     last_checkpoint: Option<Instant>,
     stages: Stages,
     reload: Option<PluginReload>,
+    /// The previous batch's transaction, running while this batch is computed.
+    in_flight: Option<InFlight>,
     store: Store,
     live: Arc<Live>,
 }
@@ -152,6 +154,7 @@ impl Pipeline {
             last_checkpoint: None,
             stages,
             reload,
+            in_flight: None,
             store,
             live,
         };
@@ -170,6 +173,11 @@ impl Pipeline {
                 _ = shutdown.cancelled() => break,
             };
             self.live.set_broker(self.source_health.is_up(), self.source_health.last_error());
+            // Nothing to compute meanwhile: let the batch in flight finish.
+            if batch.is_empty() && !self.finish_in_flight().await {
+                consistent = false;
+                break;
+            }
             if !batch.is_empty() && !self.process(&batch, &shutdown).await {
                 consistent = false;
                 break;
@@ -183,6 +191,9 @@ impl Pipeline {
             }
             self.apply_plugin_changes();
         }
+        if consistent && !self.finish_in_flight().await {
+            consistent = false;
+        }
         if consistent {
             self.checkpoint_at_shutdown().await;
         } else {
@@ -192,8 +203,8 @@ impl Pipeline {
         self.source.commit_now()
     }
 
-    /// Processes one batch; false if shutdown interrupted the database retries (the batch is then
-    /// not stored, to be replayed).
+    /// Processes one batch and starts its transaction once the previous batch's has committed;
+    /// false if shutdown interrupted the database retries (what is not stored is replayed).
     async fn process(&mut self, batch: &[RawMessage], shutdown: &CancellationToken) -> bool {
         let mut rows = BatchRows { source: self.source_id, ..BatchRows::default() };
         let mut wit = Vec::with_capacity(batch.len());
@@ -255,24 +266,55 @@ impl Pipeline {
                 }
             }
         }
-        let Some(written) = Self::commit(&self.store, &self.live, &rows, shutdown).await else {
-            return false;
-        };
         if rows.checkpoint.is_some() {
             self.last_checkpoint = Some(Instant::now());
+        }
+        // One transaction at a time, in batch order: this batch's starts when the previous one's
+        // has committed, and runs while the next batch is computed.
+        if !self.finish_in_flight().await {
+            return false;
+        }
+        let sent_ms: Vec<i64> = batch.iter().filter_map(|m| m.timestamp_ms).collect();
+        let (store, live, shutdown, plugins) =
+            (self.store.clone(), self.live.clone(), shutdown.clone(), self.plugin_statuses());
+        let task = tokio::spawn(async move {
+            let written = Self::commit(&store, &live, &rows, &shutdown).await?;
+            // Published as soon as it is durable, not when the next batch comes.
+            let now_ms = Utc::now().timestamp_millis();
+            let latencies_ms = sent_ms.iter().map(|t| (now_ms - t).max(0) as f64).collect();
+            publish(&live, &rows, written, latencies_ms, plugins);
+            Some(Committed { positions: rows.positions, checkpoint: rows.checkpoint.is_some() })
+        });
+        self.in_flight = Some(task);
+        true
+    }
+
+    /// Waits for the batch in flight to commit, then stores its offsets with the consumer group;
+    /// false if it was not stored (shutdown during its retries).
+    async fn finish_in_flight(&mut self) -> bool {
+        let Some(task) = self.in_flight.take() else { return true };
+        let committed = match task.await {
+            Ok(Some(committed)) => committed,
+            Ok(None) => return false,
+            Err(panic) => {
+                error!(error = %panic, "the batch's transaction task failed; stopping (the batch will be replayed)");
+                return false;
+            }
+        };
+        if committed.checkpoint {
             self.live.set_checkpoint(Utc::now());
         }
-        if let Err(err) = self.source.mark_processed(batch) {
+        if let Err(err) = self.source.mark_stored(&committed.positions) {
             warn!(error = %err, "could not store offsets with the consumer group");
         }
-        let now_ms = Utc::now().timestamp_millis();
-        let latencies_ms = batch.iter().filter_map(|m| m.timestamp_ms).map(|t| (now_ms - t).max(0) as f64).collect();
-        self.publish(&rows, written, latencies_ms);
         true
     }
 
     /// Tells aggregators the time and stores the windows they close for idleness.
     async fn tick(&mut self, shutdown: &CancellationToken) -> bool {
+        if !self.finish_in_flight().await {
+            return false;
+        }
         let now_ms = Utc::now().timestamp_millis();
         // A tick is a few microseconds per aggregator: not worth a thread hop.
         let rows = BatchRows { source: self.source_id, aggregates: self.stages.tick(now_ms), ..BatchRows::default() };
@@ -283,7 +325,7 @@ impl Pipeline {
         let Some(written) = Self::commit(&self.store, &self.live, &rows, shutdown).await else {
             return false;
         };
-        self.publish(&rows, written, Vec::new());
+        publish(&self.live, &rows, written, Vec::new(), self.plugin_statuses());
         true
     }
 
@@ -379,47 +421,60 @@ impl Pipeline {
         }
     }
 
-    fn publish(&self, rows: &BatchRows, written: Written, latencies_ms: Vec<f64>) {
-        let detections = rows
-            .predictions
-            .iter()
-            .rev()
-            .filter(|p| p.verdict == "anomaly")
-            .take(EVENT_ROWS)
-            .map(|p| {
-                let stored = &rows.readings[p.reading];
-                PredictionRow {
-                    detector: p.detector.clone(),
-                    sensor_id: stored.reading.sensor_id.clone(),
-                    sensor_type: stored.reading.sensor_type.as_str().to_owned(),
-                    value: stored.reading.value,
-                    timestamp: stored.reading.timestamp,
-                    verdict: p.verdict.to_owned(),
-                    is_anomaly: true,
-                    anomaly_score: p.score,
-                    rule_based_anomaly: stored.reading.anomaly,
-                    detector_version: p.detector_version.clone(),
-                    model_generation: p.model.as_ref().map(|m| i32::try_from(m.generation).unwrap_or(i32::MAX)),
-                }
-            })
-            .collect();
-        let summary = BatchSummary {
-            sensor_ids: rows.readings.iter().map(|r| r.reading.sensor_id.as_str()).collect(),
-            stored: written.readings,
-            flagged: written.flagged,
-            newest_readings: rows.readings.iter().rev().take(EVENT_ROWS).map(reading_row).collect(),
-            detections,
-            aggregates: rows.aggregates.clone(),
-            new_aggregates: written.aggregates,
-            dead_letters: written.dead_letters,
-            latencies_ms,
-        };
-        self.live.record_batch(summary, self.plugin_statuses());
-    }
-
     fn plugin_statuses(&self) -> Vec<PluginStatus> {
         self.stages.statuses()
     }
+}
+
+/// Pushes a committed batch (what it `written`, its newest rows) to the live view.
+fn publish(live: &Live, rows: &BatchRows, written: Written, latencies_ms: Vec<f64>, plugins: Vec<PluginStatus>) {
+    let detections = rows
+        .predictions
+        .iter()
+        .rev()
+        .filter(|p| p.verdict == "anomaly")
+        .take(EVENT_ROWS)
+        .map(|p| {
+            let stored = &rows.readings[p.reading];
+            PredictionRow {
+                detector: p.detector.clone(),
+                sensor_id: stored.reading.sensor_id.clone(),
+                sensor_type: stored.reading.sensor_type.as_str().to_owned(),
+                value: stored.reading.value,
+                timestamp: stored.reading.timestamp,
+                verdict: p.verdict.to_owned(),
+                is_anomaly: true,
+                anomaly_score: p.score,
+                rule_based_anomaly: stored.reading.anomaly,
+                detector_version: p.detector_version.clone(),
+                model_generation: p.model.as_ref().map(|m| i32::try_from(m.generation).unwrap_or(i32::MAX)),
+            }
+        })
+        .collect();
+    let summary = BatchSummary {
+        sensor_ids: rows.readings.iter().map(|r| r.reading.sensor_id.as_str()).collect(),
+        stored: written.readings,
+        flagged: written.flagged,
+        newest_readings: rows.readings.iter().rev().take(EVENT_ROWS).map(reading_row).collect(),
+        detections,
+        aggregates: rows.aggregates.clone(),
+        new_aggregates: written.aggregates,
+        dead_letters: written.dead_letters,
+        latencies_ms,
+    };
+    live.record_batch(summary, plugins);
+}
+
+/// A batch's transaction in progress: it commits the rows (retrying) and publishes them; `None` if
+/// shutdown interrupted its retries.
+type InFlight = tokio::task::JoinHandle<Option<Committed>>;
+
+/// What a committed batch leaves for the loop.
+struct Committed {
+    /// The positions it stored.
+    positions: BTreeMap<i32, i64>,
+    /// Whether it carried a checkpoint.
+    checkpoint: bool,
 }
 
 /// Why the pipeline could not start.

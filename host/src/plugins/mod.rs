@@ -471,6 +471,11 @@ impl Plugin {
             engine: self.engine.clone(),
             linker: self.linker.clone(),
             instance: None,
+            limits: self.limits.clone(),
+            env: self.env.clone(),
+            shadow_of: self.shadow_of.clone(),
+            health: Health::new(&self.limits),
+            last_good: None,
             metrics: PluginMetrics::default(),
         };
         plugin.instantiate()?;

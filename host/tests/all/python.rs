@@ -109,6 +109,8 @@ fn python_detector_state_hand_off_continues_identically() {
     let refused = after.import_state(&catalog, br#"{"version":2,"sensors":{}}"#);
     let Err(PluginError::Refused { message, .. }) = refused else { panic!("accepted version 2: {refused:?}") };
     assert_eq!(message, "invalid state: state version 2 is not 1");
+    // The refusal put the plugin in backoff (see isolation.rs); the operator's retry lifts it.
+    after.release_quarantine();
     after.import_state(&catalog, &state).expect("imports");
     let resumed = after.detect(&catalog, &rest).expect("detects");
     assert_eq!(resumed, expected[170..], "the Python detector diverged after a state hand-off");
@@ -133,8 +135,10 @@ fn python_detector_refuses_bad_config_and_undeclared_keys() {
         panic!("an undeclared key was accepted")
     };
     assert_eq!(message, "invalid input: reading 0 names undeclared sensor key 7");
-    // A refusal is not a trap: the instance lives on.
+    // A refusal is not a trap: the instance lives on (in backoff, which a release lifts).
     assert_eq!(plugin.metrics().restarts, 0);
+    assert!(matches!(plugin.export_state(&catalog), Err(PluginError::BackingOff { .. })));
+    plugin.release_quarantine();
     assert!(plugin.export_state(&catalog).is_ok());
 }
 
