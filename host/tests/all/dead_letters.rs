@@ -113,13 +113,13 @@ async fn malformed_messages_are_dead_lettered_and_good_ones_stored(pool: PgPool)
     let malformed = counts.as_array().and_then(|c| c.iter().find(|c| c["reason"] == "malformed")).cloned();
     assert_eq!(malformed.map(|m| m["count"].clone()), Some(serde_json::json!(5)), "{counts}");
     let stored_count = count_rows(&pool, "sensor_readings").await;
-    println!(
+    crate::support::report(&format!(
         "FAULT mixed input: produced {} good + {} bad, stored {stored_count}, dead-lettered {}, lost {}",
         good.len(),
         bad.len(),
         letters.len(),
         (good.len() + bad.len()) as i64 - stored_count - letters.len() as i64
-    );
+    ));
     let api: serde_json::Value =
         reqwest::get(format!("http://{}/api/dead-letters", host.addr)).await.expect("api").json().await.expect("json");
     assert_eq!(api.as_array().map(Vec::len), Some(bad.len()));

@@ -163,10 +163,10 @@ async fn assert_exactly_once(test: &str, pool: &PgPool, produced: &[Reading], ex
             .expect("count readings");
     let duplicates = rows - distinct;
     let lost = produced.len() as i64 - distinct;
-    println!(
+    crate::support::report(&format!(
         "FAULT {test}: produced {} stored {rows} distinct {distinct} duplicates {duplicates} lost {lost}{extra}",
         produced.len()
-    );
+    ));
     assert_eq!((duplicates, lost), (0, 0), "{test}: every reading stored exactly once");
     let by_message = stored(pool).await;
     assert_eq!(by_message, (rows, rows), "{test}: one row per Kafka message");
@@ -432,4 +432,43 @@ async fn a_broker_outage_is_reported_and_the_stream_resumes_with_nothing_lost(po
     host.stop().await.expect("clean stop");
     let extra = format!(" outage {} ms caught up {} ms after", outage.as_millis(), caught_up.as_millis());
     assert_exactly_once("broker outage", &pool, &readings, &extra).await;
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn with_the_brokers_unreachable_at_start_the_api_serves_and_says_so(pool: PgPool) {
+    // A port nobody listens on.
+    let unused = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let brokers = unused.local_addr().expect("address").to_string();
+    drop(unused);
+    let empty = plugins_folder("unreachable", &[]);
+    let plugins = empty.display().to_string();
+    let config = crate::support::run_config(&["--brokers", &brokers, "--plugins", &plugins, "--listen", "127.0.0.1:0"]);
+    let store = iotstream::store::Store::new(pool);
+    store.migrate().await.expect("migrations");
+    let listener = TcpListener::bind(config.listen).await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let task = {
+        let (shutdown, brokers) = (shutdown.clone(), brokers.clone());
+        tokio::spawn(async move { iotstream::app::run(&config, store, listener, &brokers, shutdown).await })
+    };
+    let url = format!("http://{addr}/api/health");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let health = loop {
+        if let Ok(response) = reqwest::get(&url).await {
+            let health: serde_json::Value = response.json().await.expect("json");
+            if health["broker"]["ok"] == false {
+                break health;
+            }
+        }
+        assert!(Instant::now() < deadline, "the API never reported the brokers down");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(health["status"], "degraded");
+    assert_eq!(health["database"]["ok"], true);
+    assert_eq!(health["broker"]["error"], format!("connecting to {brokers}"));
+    shutdown.cancel();
+    let stopped = tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops within 10 s");
+    assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
+    let _ = std::fs::remove_dir_all(empty);
 }

@@ -99,7 +99,7 @@ async fn a_replaced_plugin_keeps_its_state_and_misses_no_reading(pool: PgPool) {
     let event = api["events"].as_array().and_then(|e| e.iter().find(|e| e["action"] == "swapped")).cloned();
     let detail = event.map(|e| e["detail"].to_string()).unwrap_or_default();
     assert!(detail.contains("state handed over"), "{detail}");
-    println!("HOT SWAP zscore: {detail}");
+    crate::support::report(&format!("HOT SWAP zscore: {detail}"));
 
     // A broken file and a half-written one are refused; the running versions keep running.
     put(&dir, "broken.wasm", b"\0asm not really");
@@ -217,7 +217,7 @@ async fn a_shadow_detector_judges_the_same_readings_apart_and_is_compared_with_t
     assert_eq!(comparison["live_anomalies"], live_anomalies);
     assert_eq!(comparison["shadow_score_p50_p90_p99"], comparison["live_score_p50_p90_p99"], "same scores");
     assert!(comparison["shadow_call_micros_p50"].as_f64().is_some_and(|m| m > 0.0), "{comparison}");
-    println!("SHADOW {comparison}");
+    crate::support::report(&format!("SHADOW {comparison}"));
     host.stop().await.expect("clean stop");
     let _ = std::fs::remove_dir_all(dir);
 }

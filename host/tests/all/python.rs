@@ -22,7 +22,10 @@ fn compiled() -> &'static Mutex<(PluginRuntime, Plugin)> {
         let runtime = PluginRuntime::new().expect("runtime");
         let started = Instant::now();
         let plugin = runtime.load(&test_plugin_path("python-deviation")).expect("the Python plugin loads");
-        println!("python-deviation: load (compile + instantiate + create) {:.2?}", started.elapsed());
+        crate::support::report(&format!(
+            "python-deviation: load (compile + instantiate + create) {:.2?}",
+            started.elapsed()
+        ));
         Mutex::new((runtime, plugin))
     })
 }
@@ -32,7 +35,7 @@ fn python_detector(config: &str) -> Result<Plugin, PluginError> {
     let compiled = compiled().lock().expect("no test panicked while holding the plugin");
     let started = Instant::now();
     let plugin = compiled.1.new_instance(Some(config.to_owned()));
-    println!("python-deviation: new instance {:.2?}", started.elapsed());
+    crate::support::report(&format!("python-deviation: new instance {:.2?}", started.elapsed()));
     plugin
 }
 
@@ -158,10 +161,10 @@ fn python_detector_timing() {
         let detections = plugin.detect(&catalog, &wit).expect("detects");
         let elapsed = started.elapsed();
         assert_eq!(detections.len(), batch.len());
-        println!(
+        crate::support::report(&format!(
             "python-deviation: batch {n} of {} readings {elapsed:.2?} ({:.1} µs a reading)",
             batch.len(),
             elapsed.as_secs_f64() * 1e6 / batch.len() as f64
-        );
+        ));
     }
 }

@@ -216,3 +216,10 @@ pub async fn zscore_verdicts(pool: &sqlx::PgPool) -> Vec<(String, i64, String, f
     .expect("verdicts");
     rows.into_iter().map(|(sensor, at, verdict, score)| (sensor, at.timestamp_millis(), verdict, score)).collect()
 }
+
+/// Prints a test's figures (`FAULT …`, swap times) past the test harness's output capture, so that
+/// CI logs show them for passing tests too.
+pub fn report(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{line}");
+}
