@@ -280,6 +280,9 @@ pub struct Stats {
     /// When the stages' state was last checkpointed by this process.
     #[serde(default)]
     pub last_checkpoint: Option<DateTime<Utc>>,
+    /// Plugin files refused and not since fixed (the running version, if any, keeps running).
+    #[serde(default)]
+    pub plugin_failures: Vec<PluginFailure>,
     /// When this host process started.
     pub started_at: DateTime<Utc>,
 }

@@ -19,10 +19,13 @@ pub fn App() -> impl IntoView {
         let stats = view.get().stats;
         let mut warnings = Vec::new();
         if !stats.database_ok {
-            warnings.push("database unavailable: retrying (nothing is lost; consuming is paused)");
+            warnings.push("database unavailable: retrying (nothing is lost; consuming is paused)".to_owned());
         }
         if !stats.broker_ok {
-            warnings.push("Kafka brokers unreachable: reconnecting");
+            warnings.push("Kafka brokers unreachable: reconnecting".to_owned());
+        }
+        for failure in &stats.plugin_failures {
+            warnings.push(format!("plugin {} refused: {}", failure.plugin, failure.error));
         }
         warnings.join(" · ")
     };

@@ -142,6 +142,11 @@ impl Live {
             broker_ok: state.broker_ok,
             broker_error: state.broker_error.clone(),
             last_checkpoint: state.last_checkpoint,
+            plugin_failures: state
+                .plugin_failures
+                .iter()
+                .map(|(plugin, error)| PluginFailure { plugin: plugin.clone(), error: error.clone() })
+                .collect(),
             started_at: self.started_at,
         }
     }
@@ -189,22 +194,22 @@ impl Live {
     }
 
     /// Records that the file of `plugin` was refused (`Some`) or that it loaded (`None`).
+    /// A change is pushed to subscribers at once.
     pub fn set_plugin_failure(&self, plugin: &str, error: Option<String>) {
         let mut state = self.lock();
-        match error {
-            Some(error) => state.plugin_failures.insert(plugin.to_owned(), error),
+        let before = state.plugin_failures.get(plugin).cloned();
+        match &error {
+            Some(error) => state.plugin_failures.insert(plugin.to_owned(), error.clone()),
             None => state.plugin_failures.remove(plugin),
         };
+        if before != error {
+            self.push_status(state);
+        }
     }
 
     /// The plugin files refused and not since fixed.
     pub fn plugin_failures(&self) -> Vec<PluginFailure> {
-        let state = self.lock();
-        state
-            .plugin_failures
-            .iter()
-            .map(|(plugin, error)| PluginFailure { plugin: plugin.clone(), error: error.clone() })
-            .collect()
+        self.stats().plugin_failures
     }
 
     /// Records something that happened to a plugin.

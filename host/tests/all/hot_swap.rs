@@ -110,6 +110,10 @@ async fn a_replaced_plugin_keeps_its_state_and_misses_no_reading(pool: PgPool) {
     assert!(failures.contains("broken") && failures.contains("is not a valid component"), "{failures}");
     assert!(failures.contains("the running version keeps running"), "{failures}");
     assert_eq!(names(&api), ["zscore", "tumbling-window"]);
+    // The dashboard shows them from the stats every live event carries.
+    let stats: serde_json::Value =
+        reqwest::get(format!("http://{}/api/stats", host.addr)).await.expect("api").json().await.expect("json");
+    assert_eq!(stats["plugin_failures"], api["failures"]);
 
     let second = stream(60, 60);
     produce(&host, &second).await;
