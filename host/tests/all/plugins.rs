@@ -226,3 +226,38 @@ fn plugin_check_runs_each_built_plugin_and_refuses_a_broken_config() {
         check(&CheckConfig { file: plugin_path("zscore"), config: Some(r#"{"treshold": 2}"#.into()), readings: 10 });
     assert!(matches!(broken, Err(PluginError::Refused { .. })), "{broken:?}");
 }
+
+#[test]
+fn a_component_built_against_another_contract_version_is_refused_by_name() {
+    // The built z-score with every `iotstream:pipeline/...@0.1.0` name turned into `@0.9.0`: the
+    // same length, so still a valid component, built (as far as the host can tell) against a
+    // contract version this host does not run.
+    let bytes = std::fs::read(plugin_path("zscore")).expect("zscore");
+    let (from, to) = (b"iotstream:pipeline/".as_slice(), b"@0.1.0".as_slice());
+    let mut renamed = bytes.clone();
+    let mut renames = 0;
+    let mut i = 0;
+    while let Some(at) = renamed[i..].windows(from.len()).position(|w| w == from) {
+        let start = i + at + from.len();
+        if let Some(end) = renamed[start..].iter().take(40).position(|&b| b == b'@').map(|p| start + p)
+            && renamed[end..].starts_with(to)
+        {
+            renamed[end..end + to.len()].copy_from_slice(b"@0.9.0");
+            renames += 1;
+        }
+        i = start;
+    }
+    assert!(renames > 0, "the component names its contract");
+    let dir = tempdir();
+    let path = dir.join("zscore-next.wasm");
+    std::fs::write(&path, &renamed).expect("write");
+    let err = PluginRuntime::new().expect("runtime").load(&path).err().map(|e| e.to_string()).unwrap_or_default();
+    assert_eq!(
+        err,
+        format!(
+            "{} was built against iotstream:pipeline/detector@0.9.0; this host runs \
+             iotstream:pipeline/detector@0.1.0 and iotstream:pipeline/aggregator@0.1.0",
+            path.display()
+        )
+    );
+}
