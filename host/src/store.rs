@@ -148,19 +148,6 @@ pub struct Checkpoint {
     pub states: Vec<StageState>,
 }
 
-/// What a write actually added (a replayed message adds nothing).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Written {
-    /// New `sensor_readings` rows.
-    pub readings: u64,
-    /// Of which a detector flagged.
-    pub flagged: u64,
-    /// New or replaced `sensor_aggregates` rows.
-    pub aggregates: u64,
-    /// New `dead_letters` rows.
-    pub dead_letters: u64,
-}
-
 /// Everything one batch writes.
 #[derive(Debug, Default)]
 pub struct BatchRows {
@@ -182,7 +169,7 @@ pub struct BatchRows {
     pub dead_letters: Vec<DeadLetter>,
 }
 
-/// All-time row counts.
+/// Row counts: all-time ones, or the rows one write added.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Totals {
     /// `sensor_readings` rows.
@@ -290,9 +277,10 @@ impl Store {
     }
 
     /// Writes a whole batch in one transaction: its rows (a replayed message's rows are no-ops),
-    /// the source's new positions and the checkpoint, if any. Returns what it added.
-    pub async fn write(&self, batch: &BatchRows) -> Result<Written, StoreError> {
-        let mut written = Written::default();
+    /// the source's new positions and the checkpoint, if any. Returns the rows it added (a
+    /// replayed message adds none), as counts like the all-time [`Totals`].
+    pub async fn write(&self, batch: &BatchRows) -> Result<Totals, StoreError> {
+        let mut written = Totals::default();
         let mut tx = self.pool.begin().await?;
         if !batch.readings.is_empty() {
             let r = &batch.readings;

@@ -41,7 +41,7 @@ use crate::kafka::{KafkaError, RawMessage, Source, SourceHealth};
 use crate::live::{BatchSummary, EVENT_ROWS, Live};
 use crate::plugins::Plugin;
 use crate::reading::ReadingLimits;
-use crate::store::{BatchRows, DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, Store, StoreError, StoredReading, Written};
+use crate::store::{BatchRows, DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, Store, StoreError, StoredReading, Totals};
 
 /// How long the shutdown checkpoint may take before the host exits without it (the previous
 /// checkpoint and a replay then cover the difference).
@@ -400,7 +400,7 @@ impl Pipeline {
     /// or shutdown is requested (`None`).
     /// (A free function of the store and live view: the plugin stores are not `Sync`, so no `&self`
     /// may live across an await.)
-    async fn commit(store: &Store, live: &Live, rows: &BatchRows, shutdown: &CancellationToken) -> Option<Written> {
+    async fn commit(store: &Store, live: &Live, rows: &BatchRows, shutdown: &CancellationToken) -> Option<Totals> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(10))
@@ -427,7 +427,7 @@ impl Pipeline {
 }
 
 /// Pushes a committed batch (what it `written`, its newest rows) to the live view.
-fn publish(live: &Live, rows: &BatchRows, written: Written, latencies_ms: Vec<f64>, plugins: Vec<PluginStatus>) {
+fn publish(live: &Live, rows: &BatchRows, written: Totals, latencies_ms: Vec<f64>, plugins: Vec<PluginStatus>) {
     let detections = rows
         .predictions
         .iter()
