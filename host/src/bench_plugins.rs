@@ -45,6 +45,14 @@ pub struct PluginThroughput {
     /// The forest's longest single reading natively, milliseconds: its longest retraining pause
     /// (not timed for the other plugins, whose per-reading cost the timer itself would distort).
     pub longest_native_call_ms: f64,
+    /// Loading the `.wasm` (compile, instantiate, `create`), milliseconds.
+    pub load_ms: f64,
+    /// Another instance of the compiled component (instantiate and `create`), milliseconds: what a
+    /// restart from the last good state costs before the state import.
+    pub instantiate_ms: f64,
+    /// Median time of a call with one reading, microseconds: the fixed cost of a call (deadline,
+    /// crossing into the sandbox, metrics), paid once per batch.
+    pub call_overhead_us: f64,
 }
 
 /// Runs every plugin both ways over the same readings.
@@ -99,8 +107,27 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
             }
         }
         let native = per_second(readings.len(), started);
+        let loading = Instant::now();
         let mut plugin =
             runtime.load_with_config(&config.plugins_dir.join(format!("{name}.wasm")), Some("{}".into()))?;
+        let load_ms = loading.elapsed().as_secs_f64() * 1000.0;
+        let instantiating = Instant::now();
+        let mut fresh = plugin.new_instance(None)?;
+        let instantiate_ms = instantiating.elapsed().as_secs_f64() * 1000.0;
+        let mut calls: Vec<f64> = wit[..wit.len().min(2000)]
+            .chunks(1)
+            .map(|one| {
+                let call = Instant::now();
+                let result = if name == "tumbling-window" {
+                    fresh.aggregate(&catalog, one).map(|_| ())
+                } else {
+                    fresh.detect(&catalog, one).map(|_| ())
+                };
+                result.map(|()| call.elapsed().as_secs_f64() * 1e6)
+            })
+            .collect::<Result<_, _>>()?;
+        calls.sort_by(f64::total_cmp);
+        let call_overhead_us = calls.get(calls.len() / 2).copied().unwrap_or_default();
         let started = Instant::now();
         for chunk in wit.chunks(BATCH) {
             if name == "tumbling-window" {
@@ -115,6 +142,9 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
             native_readings_per_s: native,
             wasm_readings_per_s: wasm,
             longest_native_call_ms: longest,
+            load_ms,
+            instantiate_ms,
+            call_overhead_us,
         });
     }
     Ok(results)

@@ -55,12 +55,16 @@ async fn main() -> anyhow::Result<()> {
             for r in &results {
                 println!("{}", serde_json::to_string(r)?);
                 eprintln!(
-                    "{:<17} native {:>12.0} readings/s   wasm {:>12.0} readings/s   ({:.2}x)   longest call {:.2} ms",
+                    "{:<17} native {:>12.0} readings/s   wasm {:>12.0} readings/s   ({:.2}x)   longest call {:.2} ms   \
+                     load {:.0} ms   new instance {:.2} ms   call overhead {:.1} us",
                     r.plugin,
                     r.native_readings_per_s,
                     r.wasm_readings_per_s,
                     r.native_readings_per_s / r.wasm_readings_per_s,
-                    r.longest_native_call_ms
+                    r.longest_native_call_ms,
+                    r.load_ms,
+                    r.instantiate_ms,
+                    r.call_overhead_us
                 );
             }
             Ok(())
