@@ -142,11 +142,7 @@ impl Live {
             broker_ok: state.broker_ok,
             broker_error: state.broker_error.clone(),
             last_checkpoint: state.last_checkpoint,
-            plugin_failures: state
-                .plugin_failures
-                .iter()
-                .map(|(plugin, error)| PluginFailure { plugin: plugin.clone(), error: error.clone() })
-                .collect(),
+            plugin_failures: failures_of(state),
             started_at: self.started_at,
         }
     }
@@ -209,7 +205,7 @@ impl Live {
 
     /// The plugin files refused and not since fixed.
     pub fn plugin_failures(&self) -> Vec<PluginFailure> {
-        self.stats().plugin_failures
+        failures_of(&self.lock())
     }
 
     /// Records something that happened to a plugin.
@@ -292,4 +288,12 @@ impl Live {
         // No subscriber is not an error.
         let _ = self.events.send(event);
     }
+}
+
+fn failures_of(state: &State) -> Vec<PluginFailure> {
+    state
+        .plugin_failures
+        .iter()
+        .map(|(plugin, error)| PluginFailure { plugin: plugin.clone(), error: error.clone() })
+        .collect()
 }

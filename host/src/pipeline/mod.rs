@@ -172,7 +172,8 @@ impl Pipeline {
                 batch = self.source.next_batch(self.config.batch_max, self.config.batch_linger, self.config.tick_interval) => batch,
                 _ = shutdown.cancelled() => break,
             };
-            self.live.set_broker(self.source_health.is_up(), self.source_health.last_error());
+            let broker_up = self.source_health.is_up();
+            self.live.set_broker(broker_up, if broker_up { None } else { self.source_health.last_error() });
             // Nothing to compute meanwhile: let the batch in flight finish.
             if batch.is_empty() && !self.finish_in_flight().await {
                 consistent = false;
@@ -364,7 +365,7 @@ impl Pipeline {
                     self.live.plugin_event(&name, action, detail);
                 }
                 Change::Refused { name, error } => {
-                    let running = self.stages.statuses().iter().any(|s| s.name == name);
+                    let running = self.stages.contains(&name);
                     let detail = if running { format!("{error}; the running version keeps running") } else { error };
                     error!(plugin = %name, "plugin file refused: {detail}");
                     self.live.set_plugin_failure(&name, Some(detail.clone()));

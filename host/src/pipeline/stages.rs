@@ -67,6 +67,11 @@ impl Stages {
         None
     }
 
+    /// Whether a plugin named `name` runs.
+    pub(super) fn contains(&self, name: &str) -> bool {
+        self.detectors.iter().chain(&self.shadows).chain(&self.aggregators).any(|p| p.name() == name)
+    }
+
     /// Removes the plugin named `name`; whether there was one.
     pub(super) fn remove(&mut self, name: &str) -> bool {
         self.take(name).is_some()
@@ -89,17 +94,12 @@ impl Stages {
                 plugin.info().state_version
             ))
         } else {
-            // A plugin in backoff or quarantine hands over its last good state.
-            let state = match old.export_state(&self.catalog) {
-                Ok(state) => Some(state),
-                Err(_) => old.last_good_state().map(<[u8]>::to_vec),
-            };
-            match state {
-                Some(state) => match plugin.import_state(&self.catalog, &state) {
+            match old.state_to_carry(&self.catalog) {
+                Ok(state) => match plugin.import_state(&self.catalog, &state) {
                     Ok(()) => Installed::StateHandedOver { bytes: state.len() },
                     Err(err) => Installed::Fresh(format!("it refused the old state: {err}")),
                 },
-                None => Installed::Fresh("the old instance had no state to hand over".into()),
+                Err(err) => Installed::Fresh(format!("the old instance had no state to hand over ({err})")),
             }
         };
         let slot = self.slot_for(&plugin);
@@ -204,19 +204,12 @@ impl Stages {
         let catalog = &self.catalog;
         let mut states = Vec::new();
         for plugin in self.detectors.iter_mut().chain(&mut self.shadows).chain(&mut self.aggregators) {
-            match plugin.export_state(catalog) {
+            match plugin.state_to_carry(catalog) {
                 Ok(state) => states.push(StageState {
                     stage: plugin.name().to_owned(),
                     stage_version: plugin.info().version.clone(),
                     state_version: plugin.info().state_version,
                     state,
-                }),
-                // A plugin in backoff or quarantine is checkpointed at its last good state.
-                Err(err) if err.is_skip() && plugin.last_good_state().is_some() => states.push(StageState {
-                    stage: plugin.name().to_owned(),
-                    stage_version: plugin.info().version.clone(),
-                    state_version: plugin.info().state_version,
-                    state: plugin.last_good_state().unwrap_or_default().to_vec(),
                 }),
                 Err(err) => {
                     warn!(plugin = plugin.name(), error = %err, "stage state not exported: left out of the checkpoint")

@@ -732,6 +732,15 @@ impl Plugin {
         self.export_state(catalog).map(|state| state.len())
     }
 
+    /// The state to carry forward (into a checkpoint, or to a successor at a hot swap): exported
+    /// now, or, while the plugin is in backoff or quarantine, its last good state.
+    pub fn state_to_carry(&mut self, catalog: &SensorCatalog) -> Result<Vec<u8>, PluginError> {
+        match self.export_state(catalog) {
+            Err(err) if err.is_skip() => self.last_good.clone().ok_or(err),
+            exported => exported,
+        }
+    }
+
     /// Replaces the stage's state, which becomes its last good state; every sensor is declared
     /// again before the next call.
     pub fn import_state(&mut self, catalog: &SensorCatalog, state: &[u8]) -> Result<(), PluginError> {
