@@ -21,7 +21,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::support::{
-    Host, count_rows, database_url, plugin_path, reading, wait_for, zscore_reference, zscore_verdicts,
+    Host, count_rows, database_url, plugin_path, reading, scratch_folder, wait_for, zscore_reference, zscore_verdicts,
 };
 
 const TOPIC: &str = "iot_sensors";
@@ -77,9 +77,7 @@ async fn produce(brokers: String, readings: Arc<Vec<Reading>>, per_second: usize
 
 /// A folder holding copies of the built `plugins`, with their configurations.
 fn plugins_folder(name: &str, plugins: &[(&str, &str)]) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("iotstream-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("plugins folder");
+    let dir = scratch_folder(name);
     for (plugin, config) in plugins {
         std::fs::copy(plugin_path(plugin), dir.join(format!("{plugin}.wasm"))).expect("copy plugin");
         std::fs::write(dir.join(format!("{plugin}.json")), config).expect("plugin config");

@@ -3,22 +3,16 @@
 //! is refused while the running version goes on; a removed plugin stops; a shadow detector judges
 //! the same readings, stored apart, and is compared with its live detector on the API.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use iotstream::reading::{Reading, SensorType, encode};
 use iotstream_plugin_sdk::detector::Judgement;
 use sqlx::PgPool;
 
-use crate::support::{Host, count_rows, plugin_path, reading, wait_for, zscore_reference, zscore_verdicts};
-
-/// A fresh folder for one test's plugins.
-fn folder(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("iotstream-swap-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("plugins folder");
-    dir
-}
+use crate::support::{
+    Host, count_rows, plugin_path, reading, scratch_folder, wait_for, zscore_reference, zscore_verdicts,
+};
 
 /// Writes `bytes` to `dir/name` the way a careful operator does: beside, then renamed.
 fn put(dir: &Path, name: &str, bytes: &[u8]) {
@@ -83,7 +77,7 @@ async fn produce(host: &Host, readings: &[Reading]) {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn a_replaced_plugin_keeps_its_state_and_misses_no_reading(pool: PgPool) {
-    let dir = folder("replace");
+    let dir = scratch_folder("swap-replace");
     put(&dir, "zscore.wasm", &std::fs::read(plugin_path("zscore")).expect("zscore"));
     put(&dir, "tumbling-window.wasm", &std::fs::read(plugin_path("tumbling-window")).expect("window"));
     let host = Host::start(pool.clone(), Some(&dir), &[]).await;
@@ -162,7 +156,7 @@ async fn a_replaced_plugin_keeps_its_state_and_misses_no_reading(pool: PgPool) {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn a_shadow_detector_judges_the_same_readings_apart_and_is_compared_with_the_live_one(pool: PgPool) {
-    let dir = folder("shadow");
+    let dir = scratch_folder("swap-shadow");
     let zscore = std::fs::read(plugin_path("zscore")).expect("zscore");
     put(&dir, "zscore.wasm", &zscore);
     let host = Host::start(pool.clone(), Some(&dir), &[]).await;

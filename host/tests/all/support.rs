@@ -223,3 +223,12 @@ pub fn report(line: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{line}");
 }
+
+/// An empty folder of this test process, `name` telling tests apart (emptied if a previous run
+/// left it behind).
+pub fn scratch_folder(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("iotstream-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch folder");
+    dir
+}
