@@ -138,8 +138,10 @@ fn build(release: bool) -> Result<()> {
     status(&mut host)
 }
 
+/// Cargo's target folder, absolute: tools installed under it are run from other folders.
 fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from)
+    let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 fn build_plugins() -> Result<()> {
