@@ -21,6 +21,7 @@ use sqlx::migrate::Migrator;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
+use crate::kafka::batches::Extent;
 use crate::reading::{Reading, SensorType};
 
 /// The schema, embedded from `migrations/` at build time.
@@ -140,6 +141,8 @@ pub struct StageState {
 pub struct Checkpoint {
     /// `interval` or `shutdown`.
     pub reason: &'static str,
+    /// The batch it follows (its `batch_seq`; `None` for a checkpoint older than the batch log).
+    pub after_batch: Option<i64>,
     /// Next offset per partition.
     pub positions: BTreeMap<i32, i64>,
     /// The sensor keys the states refer to.
@@ -153,7 +156,9 @@ pub struct Checkpoint {
 pub struct BatchRows {
     /// The `kafka_sources` id the messages came from.
     pub source: i16,
-    /// The next offset of each partition the batch read from.
+    /// The batch's number among the source's batches (logged with its extent, `positions`).
+    pub batch_seq: i64,
+    /// The next offset of each partition the batch read from: its extent.
     pub positions: BTreeMap<i32, i64>,
     /// A checkpoint to store with the batch.
     pub checkpoint: Option<Checkpoint>,
@@ -231,15 +236,15 @@ impl Store {
 
     /// The newest checkpoint of `source`.
     pub async fn latest_checkpoint(&self, source: i16) -> Result<Option<Checkpoint>, StoreError> {
-        type Head = (i64, String, Vec<i32>, Vec<i64>, Vec<String>, Vec<String>, Vec<String>);
+        type Head = (i64, String, Option<i64>, Vec<i32>, Vec<i64>, Vec<String>, Vec<String>, Vec<String>);
         let head: Option<Head> = sqlx::query_as(
-            "SELECT id, reason, partitions, offsets, sensor_ids, sensor_types, locations FROM stage_checkpoints \
+            "SELECT id, reason, after_batch, partitions, offsets, sensor_ids, sensor_types, locations FROM stage_checkpoints \
              WHERE source_id = $1 ORDER BY id DESC LIMIT 1",
         )
         .bind(source)
         .fetch_optional(&self.pool)
         .await?;
-        let Some((id, reason, partitions, offsets, sensor_ids, sensor_types, locations)) = head else {
+        let Some((id, reason, after_batch, partitions, offsets, sensor_ids, sensor_types, locations)) = head else {
             return Ok(None);
         };
         let states: Vec<(String, String, i32, Vec<u8>)> = sqlx::query_as(
@@ -262,6 +267,7 @@ impl Store {
             .collect::<Result<_, sqlx::Error>>()?;
         Ok(Some(Checkpoint {
             reason: if reason == "shutdown" { "shutdown" } else { "interval" },
+            after_batch,
             positions: partitions.into_iter().zip(offsets).collect(),
             catalog,
             states: states
@@ -274,6 +280,26 @@ impl Store {
                 })
                 .collect(),
         }))
+    }
+
+    /// The extents of the batches of `source` committed after batch `after`, oldest first.
+    pub async fn batches_after(&self, source: i16, after: i64) -> Result<Vec<Extent>, StoreError> {
+        let rows: Vec<(Vec<i32>, Vec<i64>)> = sqlx::query_as(
+            "SELECT partitions, offsets FROM kafka_batches WHERE source_id = $1 AND batch_seq > $2 ORDER BY batch_seq",
+        )
+        .bind(source)
+        .bind(after)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(partitions, offsets)| partitions.into_iter().zip(offsets).collect()).collect())
+    }
+
+    /// The number of the newest logged batch of `source` (0 when none is).
+    pub async fn last_batch(&self, source: i16) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT coalesce(max(batch_seq), 0) FROM kafka_batches WHERE source_id = $1")
+            .bind(source)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Writes a whole batch in one transaction: its rows (a replayed message's rows are no-ops),
@@ -427,6 +453,19 @@ impl Store {
                  SET next_offset = GREATEST(kafka_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()",
             )
             .bind(batch.source)
+            .bind(batch.positions.keys().copied().collect::<Vec<_>>())
+            .bind(batch.positions.values().copied().collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await?;
+        }
+        if batch.batch_seq > 0 {
+            // A batch formed again after a crash is logged already, with the same extent.
+            sqlx::query(
+                "INSERT INTO kafka_batches (source_id, batch_seq, partitions, offsets) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (source_id, batch_seq) DO NOTHING",
+            )
+            .bind(batch.source)
+            .bind(batch.batch_seq)
             .bind(batch.positions.keys().copied().collect::<Vec<_>>())
             .bind(batch.positions.values().copied().collect::<Vec<_>>())
             .execute(&mut *tx)
@@ -652,8 +691,8 @@ async fn write_checkpoint(
 ) -> Result<(), sqlx::Error> {
     let c = checkpoint;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO stage_checkpoints (source_id, reason, partitions, offsets, sensor_ids, sensor_types, locations) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+        "INSERT INTO stage_checkpoints (source_id, reason, partitions, offsets, sensor_ids, sensor_types, locations, \
+         after_batch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(source)
     .bind(c.reason)
@@ -662,6 +701,7 @@ async fn write_checkpoint(
     .bind(c.catalog.iter().map(|e| e.sensor_id.as_str()).collect::<Vec<_>>())
     .bind(c.catalog.iter().map(|e| e.sensor_type.as_str()).collect::<Vec<_>>())
     .bind(c.catalog.iter().map(|e| e.location.as_str()).collect::<Vec<_>>())
+    .bind(c.after_batch)
     .fetch_one(&mut **tx)
     .await?;
     sqlx::query(
@@ -681,6 +721,14 @@ async fn write_checkpoint(
     )
     .bind(source)
     .bind(CHECKPOINTS_KEPT)
+    .execute(&mut **tx)
+    .await?;
+    // The batches no kept checkpoint is followed by (a restart forms only those after its own).
+    sqlx::query(
+        "DELETE FROM kafka_batches WHERE source_id = $1 AND batch_seq < \
+         (SELECT min(after_batch) FROM stage_checkpoints WHERE source_id = $1)",
+    )
+    .bind(source)
     .execute(&mut **tx)
     .await?;
     Ok(())

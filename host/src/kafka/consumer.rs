@@ -1,5 +1,6 @@
 //! The pipeline's Kafka source: reads every partition of one topic from the positions the pipeline
-//! says (PostgreSQL is the truth of where it stands) and hands out batches.
+//! says (PostgreSQL is the truth of where it stands) and hands out batches, in the canonical order
+//! of [`super::batches`], forming the batches committed after the restored checkpoint again first.
 //!
 //! The source assigns itself all partitions (`assign`, not a group subscription): one host owns the
 //! topic's stateful stages, and where it resumes comes from PostgreSQL, not from the group. It still
@@ -7,7 +8,7 @@
 //! so Kafka tools show the consumer's lag. Broker outages are librdkafka's to reconnect from; the
 //! source records them in its [`SourceHealth`] for the API and dashboard.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -16,11 +17,12 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError as RdKafkaError;
-use rdkafka::message::Message;
+use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
 use super::KafkaError;
+use super::batches::{Extent, Pending};
 
 /// A position that means "the partition's first message" (librdkafka's `OFFSET_BEGINNING`), for a
 /// partition nothing was read from yet.
@@ -28,6 +30,11 @@ pub const BEGINNING: i64 = -2;
 
 /// How long the source waits after a consumer error before asking again.
 const ERROR_PAUSE: Duration = Duration::from_millis(250);
+/// Messages a replay may hold while it waits for the rest of a committed batch (a partition far
+/// behind the others) before it gives up forming batches again.
+const REPLAY_BUFFER_LIMIT: usize = 200_000;
+/// How long a replay waits for the messages of one committed batch before it gives up.
+const REPLAY_PATIENCE: Duration = Duration::from_secs(60);
 /// How long one metadata request may take before it is retried.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -120,6 +127,14 @@ pub struct Source {
     identity: String,
     partitions: Vec<i32>,
     health: Arc<SourceHealth>,
+    /// Received, not yet handed out.
+    pending: Pending,
+    /// Committed batches to form again before reading on, oldest first.
+    replay: VecDeque<Extent>,
+    /// Since when the replay waits for the messages of its next batch.
+    replay_waiting_since: Option<std::time::Instant>,
+    /// Whether a replay was given up since [`Source::take_replay_given_up`] last asked.
+    replay_given_up: bool,
 }
 
 impl Source {
@@ -152,7 +167,17 @@ impl Source {
             .await
             .map_err(|err| KafkaError::Lookup(err.to_string()))??;
         let identity = source_identity(identity, brokers);
-        Ok(Source { consumer, topic: topic.to_owned(), identity, partitions, health })
+        Ok(Source {
+            consumer,
+            topic: topic.to_owned(),
+            identity,
+            partitions,
+            health,
+            pending: Pending::default(),
+            replay: VecDeque::new(),
+            replay_waiting_since: None,
+            replay_given_up: false,
+        })
     }
 
     /// [`Source::connect`], retried with backoff (0.5 s doubling to 10 s) until the brokers answer
@@ -214,51 +239,121 @@ impl Source {
         Ok(())
     }
 
-    /// Waits up to `idle` for a first message, then collects more until `max` messages or until
-    /// `linger` passed since the first. Returns an empty batch when nothing arrived within `idle`.
-    /// A consumer error is logged, recorded in the health and ends the batch early (librdkafka
-    /// reconnects by itself).
-    pub async fn next_batch(&self, max: usize, linger: Duration, idle: Duration) -> Vec<RawMessage> {
-        let mut batch = Vec::new();
-        let first = match tokio::time::timeout(idle, self.consumer.recv()).await {
-            Err(_) => return batch,
-            Ok(first) => first,
-        };
-        let deadline = tokio::time::Instant::now() + linger;
-        let mut next = Some(first);
-        while let Some(received) = next.take() {
-            match received {
-                Ok(message) => batch.push(RawMessage {
+    /// Has the source form `extents` again (oldest first) before it reads on: the batches committed
+    /// after the checkpoint the pipeline restored, message for message (see [`super::batches`]).
+    pub fn replay(&mut self, extents: Vec<Extent>) {
+        self.replay = extents.into();
+        self.replay_waiting_since = None;
+    }
+
+    /// Whether the replay was given up since the last call: the batches after that did not form
+    /// the logged ones again.
+    pub fn take_replay_given_up(&mut self) -> bool {
+        std::mem::take(&mut self.replay_given_up)
+    }
+
+    /// The next batch, in canonical order. While batches are to be formed again, the next of them
+    /// once all its messages arrived (an empty batch after `idle` without progress). Otherwise:
+    /// waits up to `idle` for a first message, then collects more until `max` messages or until
+    /// `linger` passed. A consumer error is logged, recorded in the health and ends the batch early
+    /// (librdkafka reconnects by itself). Cancelling the call loses nothing: what was received
+    /// stays for the next call.
+    pub async fn next_batch(&mut self, max: usize, linger: Duration, idle: Duration) -> Vec<RawMessage> {
+        if !self.replay.is_empty() {
+            match self.next_replayed_batch(idle).await {
+                Some(batch) => return batch,
+                None if !self.replay.is_empty() => return Vec::new(),
+                None => {}
+            }
+        }
+        let consumer = Arc::clone(&self.consumer);
+        let idle_until = tokio::time::Instant::now() + idle;
+        let mut linger_until = None;
+        while self.pending.len() < max {
+            if linger_until.is_none() && !self.pending.is_empty() {
+                linger_until = Some(tokio::time::Instant::now() + linger);
+            }
+            let Ok(received) = tokio::time::timeout_at(linger_until.unwrap_or(idle_until), consumer.recv()).await
+            else {
+                break;
+            };
+            if !self.receive(received).await {
+                break;
+            }
+        }
+        let batch = self.pending.take_up_to(max);
+        if !batch.is_empty() {
+            self.health.record_message();
+        }
+        batch
+    }
+
+    /// The next batch to form again, once every message of its extent arrived; `None` when none
+    /// arrived within `idle` (or an error came), or when the replay was given up.
+    async fn next_replayed_batch(&mut self, idle: Duration) -> Option<Vec<RawMessage>> {
+        let consumer = Arc::clone(&self.consumer);
+        let waiting_since = *self.replay_waiting_since.get_or_insert_with(std::time::Instant::now);
+        loop {
+            let extent = self.replay.front()?;
+            if self.pending.covers(extent) {
+                let batch = self.pending.take_extent(extent);
+                self.replay.pop_front();
+                self.replay_waiting_since = None;
+                if batch.is_empty() {
+                    // Every message of it was deleted by retention.
+                    continue;
+                }
+                self.health.record_message();
+                return Some(batch);
+            }
+            if self.pending.len() > REPLAY_BUFFER_LIMIT || waiting_since.elapsed() > REPLAY_PATIENCE {
+                warn!(
+                    topic = %self.topic,
+                    batches_left = self.replay.len(),
+                    held = self.pending.len(),
+                    "could not form the committed batches again (their messages did not arrive); reading on in \
+                     arrival order: stages that span partitions may differ from an uncrashed run"
+                );
+                self.replay.clear();
+                self.replay_given_up = true;
+                return None;
+            }
+            let received = tokio::time::timeout(idle, consumer.recv()).await.ok()?;
+            if !self.receive(received).await {
+                return None;
+            }
+        }
+    }
+
+    /// Holds a received message; false on a consumer error (logged once per outage and recorded
+    /// in the health, after a pause when no batch can be handed out: not a busy loop while the
+    /// brokers are away).
+    async fn receive(&mut self, received: Result<BorrowedMessage<'_>, RdKafkaError>) -> bool {
+        match received {
+            Ok(message) => {
+                self.pending.push(RawMessage {
                     partition: message.partition(),
                     offset: message.offset(),
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().map(<[u8]>::to_vec),
                     timestamp_ms: message.timestamp().to_millis(),
-                }),
-                Err(err) => {
-                    // Once per outage at WARN: librdkafka repeats an error for as long as it lasts.
-                    if self.health.is_up() {
-                        warn!(topic = %self.topic, error = %err, "kafka consumer error; reconnecting");
-                    } else {
-                        debug!(topic = %self.topic, error = %err, "kafka consumer error");
-                    }
-                    self.health.record_error(err.to_string());
-                    if batch.is_empty() {
-                        // Not a busy loop while the brokers are away.
-                        tokio::time::sleep(ERROR_PAUSE).await;
-                    }
-                    break;
+                });
+                true
+            }
+            Err(err) => {
+                // Once per outage at WARN: librdkafka repeats an error for as long as it lasts.
+                if self.health.is_up() {
+                    warn!(topic = %self.topic, error = %err, "kafka consumer error; reconnecting");
+                } else {
+                    debug!(topic = %self.topic, error = %err, "kafka consumer error");
                 }
+                self.health.record_error(err.to_string());
+                if self.pending.is_empty() || !self.replay.is_empty() {
+                    tokio::time::sleep(ERROR_PAUSE).await;
+                }
+                false
             }
-            if batch.len() >= max {
-                break;
-            }
-            next = tokio::time::timeout_at(deadline, self.consumer.recv()).await.ok();
         }
-        if !batch.is_empty() {
-            self.health.record_message();
-        }
-        batch
     }
 
     /// Stores the positions of a durable batch (next offset per partition) with the group, for lag

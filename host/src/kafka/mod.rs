@@ -1,6 +1,7 @@
 //! Kafka: the consumer the pipeline reads batches from, the producer the simulator writes with,
 //! and the embedded broker (librdkafka's mock cluster) that runs when no broker is configured.
 
+pub mod batches;
 mod consumer;
 mod embedded;
 

@@ -83,6 +83,10 @@ pub struct Pipeline {
     source_id: i16,
     /// The next offset of each partition: what the stages' state includes.
     positions: BTreeMap<i32, i64>,
+    /// The number of the last batch the stages processed (batches are logged with their extents).
+    batch_seq: i64,
+    /// The newest batch logged when the pipeline started: a replay forms batches up to it again.
+    logged_until: i64,
     /// When this process last checkpointed (`None`: not yet; the first batch always does, so
     /// stored positions never run ahead of every checkpoint).
     last_checkpoint: Option<Instant>,
@@ -101,7 +105,7 @@ impl Pipeline {
     /// With `reload`, plugins change while it runs as their folder does.
     pub async fn start(
         config: PipelineConfig,
-        source: Source,
+        mut source: Source,
         plugins: Vec<Plugin>,
         reload: Option<PluginReload>,
         store: Store,
@@ -110,9 +114,13 @@ impl Pipeline {
         let mut stages = Stages::new(plugins);
         let source_id = store.source_id(source.identity(), source.topic()).await?;
         let stored = store.positions(source_id).await?;
+        // The batches to form again: those committed after the checkpoint restored (all logged
+        // ones when replaying from the start).
+        let mut after_batch = Some(0);
         let positions = match store.latest_checkpoint(source_id).await? {
             Some(checkpoint) => {
                 stages.restore(&checkpoint);
+                after_batch = checkpoint.after_batch;
                 let replay: i64 = checkpoint
                     .positions
                     .iter()
@@ -144,6 +152,19 @@ impl Pipeline {
             }
         };
         source.start_at(&positions)?;
+        let logged_until = store.last_batch(source_id).await?;
+        let batch_seq = match after_batch {
+            Some(after) => {
+                let extents = store.batches_after(source_id, after).await?;
+                if !extents.is_empty() {
+                    info!(batches = extents.len(), "forming the batches committed after the checkpoint again");
+                }
+                source.replay(extents);
+                after
+            }
+            // A checkpoint older than the batch log: read on in arrival order.
+            None => logged_until,
+        };
         let source_health = source.health();
         let pipeline = Pipeline {
             config,
@@ -151,6 +172,8 @@ impl Pipeline {
             source_health,
             source_id,
             positions,
+            batch_seq,
+            logged_until,
             last_checkpoint: None,
             stages,
             reload,
@@ -207,7 +230,13 @@ impl Pipeline {
     /// Processes one batch and starts its transaction once the previous batch's has committed;
     /// false if shutdown interrupted the database retries (what is not stored is replayed).
     async fn process(&mut self, batch: &[RawMessage], shutdown: &CancellationToken) -> bool {
-        let mut rows = BatchRows { source: self.source_id, ..BatchRows::default() };
+        if self.source.take_replay_given_up() {
+            // New batches must not take the numbers of the logged ones they did not form again.
+            self.batch_seq = self.batch_seq.max(self.logged_until);
+        }
+        self.batch_seq += 1;
+        let batch_seq = self.batch_seq;
+        let mut rows = BatchRows { source: self.source_id, batch_seq, ..BatchRows::default() };
         let mut wit = Vec::with_capacity(batch.len());
         let now = Utc::now();
         for message in batch {
@@ -251,7 +280,7 @@ impl Pipeline {
                     stages.run(&mut wit, &mut rows);
                 }
                 if let Some(positions) = positions {
-                    rows.checkpoint = Some(stages.checkpoint("interval", positions));
+                    rows.checkpoint = Some(stages.checkpoint("interval", positions, batch_seq));
                 }
                 (stages, rows)
             })
@@ -386,7 +415,7 @@ impl Pipeline {
     /// Exports every stage's state with the current positions, within [`SHUTDOWN_CHECKPOINT_LIMIT`].
     async fn checkpoint_at_shutdown(&mut self) {
         let started = Instant::now();
-        let checkpoint = self.stages.checkpoint("shutdown", self.positions.clone());
+        let checkpoint = self.stages.checkpoint("shutdown", self.positions.clone(), self.batch_seq);
         let rows = BatchRows { source: self.source_id, checkpoint: Some(checkpoint), ..BatchRows::default() };
         match tokio::time::timeout(SHUTDOWN_CHECKPOINT_LIMIT, self.store.write(&rows)).await {
             Ok(Ok(_)) => info!(took = ?started.elapsed(), "stages checkpointed at shutdown"),

@@ -198,9 +198,14 @@ impl Stages {
         }
     }
 
-    /// Every stage's exported state with `positions` and the catalog. A stage whose export fails
-    /// is left out (it would restore fresh) and logged.
-    pub(super) fn checkpoint(&mut self, reason: &'static str, positions: BTreeMap<i32, i64>) -> Checkpoint {
+    /// Every stage's exported state with `positions` and the catalog, following batch `after_batch`.
+    /// A stage whose export fails is left out (it would restore fresh) and logged.
+    pub(super) fn checkpoint(
+        &mut self,
+        reason: &'static str,
+        positions: BTreeMap<i32, i64>,
+        after_batch: i64,
+    ) -> Checkpoint {
         let catalog = &self.catalog;
         let mut states = Vec::new();
         for plugin in self.detectors.iter_mut().chain(&mut self.shadows).chain(&mut self.aggregators) {
@@ -216,7 +221,7 @@ impl Stages {
                 }
             }
         }
-        Checkpoint { reason, positions, catalog: self.catalog.entries(), states }
+        Checkpoint { reason, after_batch: Some(after_batch), positions, catalog: self.catalog.entries(), states }
     }
 
     pub(super) fn statuses(&self) -> Vec<PluginStatus> {

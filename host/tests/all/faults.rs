@@ -1,7 +1,9 @@
 //! Fault injection: the host killed with SIGKILL again and again, its database cut off, its broker
 //! taken down, all while readings stream in. Every test asserts that each reading produced is
 //! stored exactly once (and, for the kills, that every window and every z-score verdict equals a
-//! reference computed here from the produced readings), and prints its figures.
+//! reference computed here from the produced readings, and every Isolation Forest verdict and model
+//! equals one uncrashed forest fed the readings in the order the host committed them), and prints
+//! its figures.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -21,7 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::support::{
-    Host, count_rows, database_url, plugin_path, reading, scratch_folder, wait_for, zscore_reference, zscore_verdicts,
+    Host, count_rows, database_url, plugin_path, reading, report, scratch_folder, wait_for, zscore_reference,
+    zscore_verdicts,
 };
 
 const TOPIC: &str = "iot_sensors";
@@ -49,7 +52,8 @@ fn fleet(n: usize, seed: u64) -> Vec<Reading> {
 }
 
 /// Produces `readings` keyed by sensor at about `per_second`, in order; returns how many the broker
-/// acknowledged (librdkafka retries through a broker outage).
+/// acknowledged (librdkafka retries through a broker outage). Each sensor's gateway clock is off by
+/// up to 3 s, so the Kafka timestamps do not follow the order of arrival across partitions.
 async fn produce(brokers: String, readings: Arc<Vec<Reading>>, per_second: usize) -> usize {
     let producer: FutureProducer = iotstream::kafka::producer(&brokers).expect("producer");
     let chunk = (per_second / 20).max(1);
@@ -60,7 +64,9 @@ async fn produce(brokers: String, readings: Arc<Vec<Reading>>, per_second: usize
         for r in batch {
             let payload = encode(r);
             let delivery = producer
-                .send_result(FutureRecord::to(TOPIC).key(&r.sensor_id).payload(&payload))
+                .send_result(
+                    FutureRecord::to(TOPIC).key(&r.sensor_id).payload(&payload).timestamp(gateway_clock(&r.sensor_id)),
+                )
                 .map_err(|(err, _)| err)
                 .expect("enqueue");
             deliveries.push(delivery);
@@ -73,6 +79,12 @@ async fn produce(brokers: String, readings: Arc<Vec<Reading>>, per_second: usize
         }
     }
     acknowledged
+}
+
+/// Now, by the clock of `sensor`'s gateway: off by -3 s to +3 s, in whole seconds, per sensor.
+fn gateway_clock(sensor: &str) -> i64 {
+    let skew = sensor.bytes().map(i64::from).sum::<i64>() % 7 - 3;
+    Utc::now().timestamp_millis() + skew * 1000
 }
 
 /// A folder holding copies of the built `plugins`, with their configurations.
@@ -222,7 +234,7 @@ async fn killed_again_and_again_the_host_stores_every_reading_once_with_referenc
     let broker = EmbeddedBroker::start(TOPIC, 3).expect("broker");
     let brokers = broker.bootstrap_servers().to_owned();
     let url = database_url(&pool);
-    let plugins = plugins_folder("kills", &[("zscore", "{}"), ("tumbling-window", "{}")]);
+    let plugins = plugins_folder("kills", &[("zscore", "{}"), ("isolation-forest", "{}"), ("tumbling-window", "{}")]);
     let mut readings = fleet(READINGS, 7);
     // One reading far ahead moves the watermark past every window of the stream: all close.
     let last = readings.last().map_or(0, |r| r.timestamp.timestamp_millis());
@@ -321,7 +333,70 @@ async fn killed_again_and_again_the_host_stores_every_reading_once_with_referenc
         let key = (sensor, at);
         assert_eq!(Some(&(verdict, score)), expected.get(&key), "z-score verdict of {key:?}");
     }
+    let models = assert_forest_uncrashed(&pool, readings.len()).await;
+    report(&format!(
+        "FAULT kill -9: {} Isolation Forest verdicts and {models} models identical to an uncrashed forest's",
+        readings.len()
+    ));
     let _ = std::fs::remove_dir_all(plugins);
+}
+
+/// Asserts that every stored Isolation Forest verdict, score and model (generation, training time
+/// and rows) equals what one forest that never crashed gives when fed the readings in the order the
+/// host committed its verdicts. Its models span the partitions (one per sensor type), so this holds
+/// only if each restart replayed the committed batches in their original order. Returns how many
+/// models judged.
+async fn assert_forest_uncrashed(pool: &PgPool, readings: usize) -> usize {
+    use iotstream::plugins::bindings::Verdict;
+    use iotstream::plugins::{PluginRuntime, SensorCatalog};
+    type Row =
+        (String, String, String, DateTime<Utc>, f64, String, f64, Option<i32>, Option<DateTime<Utc>>, Option<i32>);
+    let stored: Vec<Row> = sqlx::query_as(
+        "SELECT p.sensor_id, p.sensor_type, r.location, p.timestamp, p.value, p.verdict, p.anomaly_score, \
+         p.model_generation, p.model_trained_at, p.model_training_rows FROM ml_anomaly_predictions p \
+         JOIN sensor_readings r USING (source_id, kafka_partition, kafka_offset) \
+         WHERE p.detector = 'isolation-forest' ORDER BY p.id",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("forest verdicts");
+    let runtime = PluginRuntime::new().expect("runtime");
+    let mut forest = runtime.load_with_config(&plugin_path("isolation-forest"), Some("{}".into())).expect("forest");
+    let mut catalog = SensorCatalog::default();
+    let (mut generations, mut anomalies) = (std::collections::BTreeSet::new(), 0);
+    for chunk in stored.chunks(500) {
+        let wit: Vec<_> = chunk
+            .iter()
+            .map(|(sensor, sensor_type, location, at, value, ..)| {
+                let sensor_type = SensorType::from_name(sensor_type).expect("sensor type");
+                catalog.wit_reading(&reading(sensor, sensor_type, location, at.timestamp_millis(), *value))
+            })
+            .collect();
+        let detections = forest.detect(&catalog, &wit).expect("reference forest");
+        for (row, detection) in chunk.iter().zip(detections) {
+            let verdict = match detection.verdict {
+                Verdict::WarmingUp => "warming_up",
+                Verdict::Normal => "normal",
+                Verdict::Anomaly => "anomaly",
+            };
+            let model = detection.model.map(|m| (m.generation as i32, m.trained_at_ms, m.training_rows as i32));
+            let stored_model = row
+                .7
+                .map(|generation| (generation, row.8.map_or(0, |t| t.timestamp_millis()), row.9.unwrap_or_default()));
+            let key = (&row.0, row.3.timestamp_millis());
+            assert_eq!((row.5.as_str(), row.6), (verdict, detection.score), "forest verdict of {key:?}");
+            assert_eq!(stored_model, model, "model behind the forest verdict of {key:?}");
+            if let Some((generation, ..)) = model {
+                generations.insert((row.1.clone(), generation));
+            }
+            anomalies += usize::from(verdict == "anomaly");
+        }
+    }
+    // The stream is long enough for each type's model to be retrained a few times.
+    assert_eq!(stored.len(), readings, "one forest verdict per reading");
+    assert!(generations.len() >= 5 * 3, "models trained: {generations:?}");
+    assert!(anomalies > 0, "the forest flagged something");
+    generations.len()
 }
 
 /// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones, as a
