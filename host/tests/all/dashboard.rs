@@ -29,7 +29,8 @@ impl Browser {
             .spawn()
             .expect("chromedriver is installed (cargo xtask test installs it)");
         let base = format!("http://127.0.0.1:{port}");
-        let client = reqwest::Client::new();
+        // A WebDriver command that never answers fails the test instead of hanging it.
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("http client");
         let deadline = Instant::now() + Duration::from_secs(20);
         while client.get(format!("{base}/status")).send().await.is_err() {
             assert!(Instant::now() < deadline, "chromedriver did not start");
@@ -124,6 +125,8 @@ const PAGE_STATE: &str = "return {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool) {
+    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/dashboard/index.html");
+    assert!(built.exists(), "{} is missing: run `cargo xtask build` first", built.display());
     let host = Host::start(pool.clone(), None, &[]).await;
     let simulator = {
         let (brokers, topic, stop) =
