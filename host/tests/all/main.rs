@@ -4,6 +4,7 @@
 
 mod support;
 
+mod batch_log;
 mod compose;
 mod dashboard;
 mod dead_letters;
