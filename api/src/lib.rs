@@ -303,6 +303,9 @@ pub enum LiveEvent {
         aggregates: Vec<AggregateRow>,
         /// The plugins.
         plugins: Vec<PluginStatus>,
+        /// What happened to plugins lately (loads, swaps, removals, refusals), newest first.
+        #[serde(default)]
+        plugin_events: Vec<PluginEvent>,
     },
     /// One processed batch.
     Batch {
@@ -316,6 +319,11 @@ pub enum LiveEvent {
         aggregates: Vec<AggregateRow>,
         /// The plugins.
         plugins: Vec<PluginStatus>,
+    },
+    /// Something happened to a plugin: loaded, swapped, removed or refused.
+    Plugin {
+        /// What happened.
+        event: PluginEvent,
     },
 }
 
@@ -401,15 +409,22 @@ pub struct LiveView {
     pub aggregates: Vec<AggregateRow>,
     /// The plugins.
     pub plugins: Vec<PluginStatus>,
+    /// What happened to plugins lately, newest first.
+    pub plugin_events: Vec<PluginEvent>,
 }
 
 impl LiveView {
     /// Folds one event in: a snapshot replaces everything, a batch prepends its rows (keeping at
-    /// most [`LIVE_ROWS`] of each kind) and replaces the stats and plugins.
+    /// most [`LIVE_ROWS`] of each kind) and replaces the stats and plugins, a plugin event is
+    /// prepended to the others.
     pub fn apply(&mut self, event: LiveEvent) {
         match event {
-            LiveEvent::Snapshot { stats, readings, detections, aggregates, plugins } => {
-                *self = LiveView { stats, readings, detections, aggregates, plugins };
+            LiveEvent::Snapshot { stats, readings, detections, aggregates, plugins, plugin_events } => {
+                *self = LiveView { stats, readings, detections, aggregates, plugins, plugin_events };
+                self.truncate();
+            }
+            LiveEvent::Plugin { event } => {
+                prepend(&mut self.plugin_events, vec![event]);
                 self.truncate();
             }
             LiveEvent::Batch { stats, readings, detections, aggregates, plugins } => {
@@ -427,6 +442,7 @@ impl LiveView {
         self.readings.truncate(LIVE_ROWS);
         self.detections.truncate(LIVE_ROWS);
         self.aggregates.truncate(LIVE_ROWS);
+        self.plugin_events.truncate(LIVE_ROWS);
     }
 }
 
@@ -486,10 +502,35 @@ mod tests {
             detections: Vec::new(),
             aggregates: Vec::new(),
             plugins: Vec::new(),
+            plugin_events: vec![plugin_event(1)],
         };
         view.apply(snapshot);
         assert_eq!(view.readings, vec![reading(9)]);
         assert_eq!(view.stats.readings_total, 9);
+        assert_eq!(view.plugin_events, vec![plugin_event(1)]);
+    }
+
+    fn plugin_event(n: usize) -> PluginEvent {
+        PluginEvent {
+            at: DateTime::<Utc>::UNIX_EPOCH,
+            plugin: format!("p{n}"),
+            action: "swapped".into(),
+            detail: String::new(),
+        }
+    }
+
+    #[test]
+    fn plugin_events_are_prepended_and_the_last_fifty_kept_through_batches() {
+        let mut view = LiveView::default();
+        for n in 0..60 {
+            view.apply(LiveEvent::Plugin { event: plugin_event(n) });
+        }
+        view.apply(batch(vec![reading(1)], 1));
+        let plugins: Vec<&str> = view.plugin_events.iter().map(|e| e.plugin.as_str()).collect();
+        assert_eq!(plugins.len(), LIVE_ROWS);
+        assert_eq!((plugins[0], plugins[49]), ("p59", "p10"));
+        let json = serde_json::to_string(&LiveEvent::Plugin { event: plugin_event(7) }).expect("serialises");
+        assert!(json.starts_with(r#"{"type":"plugin","event":{"#), "{json}");
     }
 
     #[test]

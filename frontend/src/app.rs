@@ -1,9 +1,10 @@
-//! The dashboard page: status, KPI cards, and live tables of readings, detections and windows.
+//! The dashboard page: status, KPI cards, and live tables of readings, detections, windows, the
+//! plugins and their events.
 
 use leptos::prelude::*;
 
 use crate::components::kpis::Kpis;
-use crate::components::tables::{AggregatesTable, DetectionsTable, PluginsTable, ReadingsTable};
+use crate::components::tables::{AggregatesTable, DetectionsTable, PluginEventsTable, PluginsTable, ReadingsTable};
 use crate::live::{Connection, connect};
 
 /// The whole page.
@@ -43,6 +44,7 @@ pub fn App() -> impl IntoView {
             </section>
             <AggregatesTable rows=Signal::derive(move || view.get().aggregates) />
             <PluginsTable rows=Signal::derive(move || view.get().plugins) />
+            <PluginEventsTable rows=Signal::derive(move || view.get().plugin_events) />
         </main>
     }
 }

@@ -1,5 +1,5 @@
-//! The live stream: an `EventSource` on `/api/stream` whose `snapshot` and `batch` events are
-//! folded into a [`LiveView`] signal. The browser reconnects by itself after an error, and the
+//! The live stream: an `EventSource` on `/api/stream` whose `snapshot`, `batch` and `plugin` events
+//! are folded into a [`LiveView`] signal. The browser reconnects by itself after an error, and the
 //! host answers every connection with a fresh snapshot, so nothing is ever stale for long.
 
 use iotstream_api::{LiveEvent, LiveView};
@@ -38,7 +38,7 @@ pub fn connect(url: &str) -> (ReadSignal<LiveView>, ReadSignal<Connection>) {
         }
     });
     let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| set_connection.set(Connection::Lost));
-    for name in ["snapshot", "batch"] {
+    for name in ["snapshot", "batch", "plugin"] {
         let _ = source.add_event_listener_with_callback(name, on_event.as_ref().unchecked_ref());
     }
     let _ = source.add_event_listener_with_callback("error", on_error.as_ref().unchecked_ref());

@@ -221,6 +221,7 @@ fn sse_event(event: &LiveEvent) -> Event {
     let name = match event {
         LiveEvent::Snapshot { .. } => "snapshot",
         LiveEvent::Batch { .. } => "batch",
+        LiveEvent::Plugin { .. } => "plugin",
     };
     // LiveEvent is plain data: serialisation cannot fail; an empty event would be harmless anyway.
     Event::default().event(name).data(serde_json::to_string(event).unwrap_or_default())

@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use iotstream_api::{
-    AggregateRow, LiveEvent, LiveView, PluginEvent, PluginFailure, PluginStatus, PredictionRow, ReadingRow, Stats,
+    AggregateRow, LIVE_ROWS, LiveEvent, LiveView, PluginEvent, PluginFailure, PluginStatus, PredictionRow, ReadingRow,
+    Stats,
 };
 use tokio::sync::broadcast;
 
@@ -87,7 +88,14 @@ impl Live {
         Live {
             state: Mutex::new(State {
                 totals,
-                view: LiveView { stats: Stats::default(), readings, detections, aggregates, plugins: Vec::new() },
+                view: LiveView {
+                    stats: Stats::default(),
+                    readings,
+                    detections,
+                    aggregates,
+                    plugins: Vec::new(),
+                    ..LiveView::default()
+                },
                 batches: VecDeque::new(),
                 latencies: VecDeque::new(),
                 last_seen: HashMap::new(),
@@ -157,6 +165,7 @@ impl Live {
             detections: state.view.detections.clone(),
             aggregates: state.view.aggregates.clone(),
             plugins: state.view.plugins.clone(),
+            plugin_events: state.plugin_events.iter().rev().take(LIVE_ROWS).cloned().collect(),
         };
         (snapshot, receiver)
     }
@@ -214,12 +223,10 @@ impl Live {
         if state.plugin_events.len() == PLUGIN_EVENTS {
             state.plugin_events.pop_front();
         }
-        state.plugin_events.push_back(PluginEvent {
-            at: Utc::now(),
-            plugin: plugin.to_owned(),
-            action: action.to_owned(),
-            detail,
-        });
+        let event = PluginEvent { at: Utc::now(), plugin: plugin.to_owned(), action: action.to_owned(), detail };
+        state.plugin_events.push_back(event.clone());
+        // No subscriber yet is fine: each new one gets the events in its snapshot.
+        let _ = self.events.send(LiveEvent::Plugin { event });
     }
 
     /// What happened to plugins, oldest first.

@@ -1,6 +1,6 @@
-//! Live tables: newest readings, detections, windows, and the plugins.
+//! Live tables: newest readings, detections, windows, the plugins and what happened to them.
 
-use iotstream_api::{AggregateRow, PluginStatus, PredictionRow, ReadingRow};
+use iotstream_api::{AggregateRow, PluginEvent, PluginStatus, PredictionRow, ReadingRow};
 use leptos::prelude::*;
 
 fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
@@ -136,6 +136,35 @@ pub fn PluginsTable(
                             <td class="num">{format!("{:.0}", p.p50_call_micros)}</td>
                             <td class="num">{format!("{:.0}", p.p99_call_micros)}</td>
                             <td>{p.last_error.unwrap_or_default()}</td>
+                        </tr>
+                    }}).collect_view()}
+                </tbody>
+            </table>
+        </div>
+    }
+}
+
+/// What happened to plugins while the host ran: loads, hot swaps (with the state hand-off and the
+/// pause), removals and refused files.
+#[component]
+pub fn PluginEventsTable(
+    /// Newest first.
+    rows: Signal<Vec<PluginEvent>>,
+) -> impl IntoView {
+    view! {
+        <div class="panel">
+            <h2>"Plugin events"</h2>
+            <table id="plugin-events">
+                <thead><tr><th>"time"</th><th>"plugin"</th><th>"event"</th><th>"detail"</th></tr></thead>
+                <tbody>
+                    {move || rows.get().into_iter().map(|e| {
+                        let class = if e.action == "refused" { "failing" } else { "" };
+                        view! {
+                        <tr class=class>
+                            <td>{time(&e.at)}</td>
+                            <td>{e.plugin}</td>
+                            <td>{e.action}</td>
+                            <td>{e.detail}</td>
                         </tr>
                     }}).collect_view()}
                 </tbody>

@@ -1,5 +1,6 @@
 //! The dashboard in a real browser (headless Chromium driven over WebDriver by chromedriver): it
-//! connects to the live stream, shows the KPIs and the newest readings, and updates without a reload.
+//! connects to the live stream, shows the KPIs and the newest readings, updates without a reload,
+//! and shows a plugin swapped and a file refused as they happen.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -8,7 +9,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Host, simulate_config};
+use crate::support::{Host, plugin_path, put, scratch_folder, simulate_config};
 
 /// A chromedriver process with one headless Chromium session.
 struct Browser {
@@ -121,13 +122,19 @@ const PAGE_STATE: &str = "return {
     rows: document.querySelectorAll('#readings tbody tr').length,
     first_sensor: document.querySelector('#readings tbody tr td:nth-child(2)')?.textContent ?? null,
     plugins: Array.from(document.querySelectorAll('#plugins tbody tr td:first-child')).map(td => td.textContent),
+    plugin_events: Array.from(document.querySelectorAll('#plugin-events tbody tr'))
+        .map(tr => tr.children[1].textContent + ' ' + tr.children[2].textContent),
 };";
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool) {
     let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/dashboard/index.html");
     assert!(built.exists(), "{} is missing: run `cargo xtask build` first", built.display());
-    let host = Host::start(pool.clone(), None, &[]).await;
+    let plugins = scratch_folder("dashboard-plugins");
+    for plugin in ["isolation-forest", "zscore", "tumbling-window"] {
+        put(&plugins, &format!("{plugin}.wasm"), &std::fs::read(plugin_path(plugin)).expect("built plugin"));
+    }
+    let host = Host::start(pool.clone(), Some(&plugins), &[]).await;
     let simulator = {
         let (brokers, topic, stop) =
             (host.broker.bootstrap_servers().to_owned(), host.topic.clone(), CancellationToken::new());
@@ -149,6 +156,10 @@ async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool)
         .await;
     assert!(first["first_sensor"].as_str().is_some_and(|id| id.contains('_')), "{first}");
     assert_eq!(first["plugins"], json!(["isolation-forest", "zscore", "tumbling-window"]));
+    let mut loaded: Vec<String> =
+        serde_json::from_value(first["plugin_events"].clone()).expect("plugin events are strings");
+    loaded.sort();
+    assert_eq!(loaded, ["isolation-forest loaded", "tumbling-window loaded", "zscore loaded"]);
     // Without a reload, the numbers move on as batches arrive, and all 20 sensors become active.
     let seen = first["readings"].as_f64().unwrap_or_default();
     let later = browser
@@ -160,9 +171,18 @@ async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool)
     // The page never shows more readings than the database holds.
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_readings").fetch_one(&pool).await.expect("count");
     assert!(later["readings"].as_f64().is_some_and(|n| n <= stored as f64), "{later} vs {stored} stored");
+    // A new configuration swaps the z-score; a broken file is refused. Both appear, newest first,
+    // pushed to the page as they happen.
+    put(&plugins, "zscore.toml", b"name = \"zscore\"\n[config]\nthreshold = 2.5\n");
+    browser.until("the swap shows", PAGE_STATE, |s| s["plugin_events"][0] == "zscore swapped").await;
+    put(&plugins, "broken.wasm", b"\0asm not really");
+    let after = browser.until("the refusal shows", PAGE_STATE, |s| s["plugin_events"][0] == "broken refused").await;
+    assert_eq!(after["plugin_events"][1], "zscore swapped", "{after}");
+    assert_eq!(after["plugin_events"].as_array().map(Vec::len), Some(5), "{after}");
     simulator.1.cancel();
     let report = simulator.0.await.expect("simulator task").expect("simulator");
     assert_eq!(report.failed, 0);
     browser.quit().await;
     host.stop().await.expect("clean shutdown");
+    let _ = std::fs::remove_dir_all(plugins);
 }

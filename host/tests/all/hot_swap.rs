@@ -3,7 +3,6 @@
 //! is refused while the running version goes on; a removed plugin stops; a shadow detector judges
 //! the same readings, stored apart, and is compared with its live detector on the API.
 
-use std::path::Path;
 use std::time::Duration;
 
 use iotstream::reading::{Reading, SensorType, encode};
@@ -11,15 +10,8 @@ use iotstream_plugin_sdk::detector::Judgement;
 use sqlx::PgPool;
 
 use crate::support::{
-    Host, count_rows, plugin_path, reading, scratch_folder, wait_for, zscore_reference, zscore_verdicts,
+    Host, count_rows, plugin_path, put, reading, scratch_folder, wait_for, zscore_reference, zscore_verdicts,
 };
-
-/// Writes `bytes` to `dir/name` the way a careful operator does: beside, then renamed.
-fn put(dir: &Path, name: &str, bytes: &[u8]) {
-    let partial = dir.join(format!(".{name}.partial"));
-    std::fs::write(&partial, bytes).expect("write");
-    std::fs::rename(&partial, dir.join(name)).expect("rename");
-}
 
 /// 20 sensors, one reading each per second of event time, a spike now and then.
 fn stream(rounds: usize, first_round: usize) -> Vec<Reading> {

@@ -224,6 +224,13 @@ pub fn report(line: &str) {
     let _ = writeln!(std::io::stderr(), "{line}");
 }
 
+/// Writes `bytes` to `dir/name` the way a careful operator does: beside, then renamed.
+pub fn put(dir: &std::path::Path, name: &str, bytes: &[u8]) {
+    let partial = dir.join(format!(".{name}.partial"));
+    std::fs::write(&partial, bytes).expect("write");
+    std::fs::rename(&partial, dir.join(name)).expect("rename");
+}
+
 /// An empty folder of this test process, `name` telling tests apart (emptied if a previous run
 /// left it behind).
 pub fn scratch_folder(name: &str) -> PathBuf {
