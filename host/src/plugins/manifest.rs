@@ -182,16 +182,15 @@ fn read_optional(path: &Path) -> Result<Option<String>, PluginError> {
 mod tests {
     use super::*;
 
-    fn folder(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("iotstream-manifest-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("folder");
-        dir
+    /// A new folder, deleted when dropped.
+    fn folder(name: &str) -> tempfile::TempDir {
+        tempfile::Builder::new().prefix(&format!("iotstream-manifest-{name}-")).tempdir().expect("folder")
     }
 
     #[test]
     fn a_manifest_gives_config_limits_grants_and_expectations() {
-        let dir = folder("full");
+        let scratch = folder("full");
+        let dir = scratch.path();
         let wasm = dir.join("zscore.wasm");
         std::fs::write(
             dir.join("zscore.toml"),
@@ -229,7 +228,8 @@ env = ["PATH", "IOTSTREAM_SURELY_UNSET"]
 
     #[test]
     fn without_a_manifest_the_json_is_the_config_and_a_wrong_one_is_refused() {
-        let dir = folder("json");
+        let scratch = folder("json");
+        let dir = scratch.path();
         let wasm = dir.join("window.wasm");
         assert_eq!(PluginSpec::beside(&wasm).expect("no files").config, "{}");
         std::fs::write(dir.join("window.json"), r#"{"window_ms":1000}"#).expect("json");

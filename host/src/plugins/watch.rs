@@ -91,10 +91,9 @@ mod tests {
 
     #[test]
     fn files_written_renamed_and_removed_are_reported_by_plugin() {
-        let dir = std::env::temp_dir().join(format!("iotstream-watch-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("folder");
-        let watcher = PluginWatcher::start(&dir).expect("watch");
+        let scratch = tempfile::Builder::new().prefix("iotstream-watch-").tempdir().expect("folder");
+        let dir = scratch.path();
+        let watcher = PluginWatcher::start(dir).expect("watch");
         std::fs::write(dir.join(".a.wasm.partial"), b"x").expect("write");
         std::fs::rename(dir.join(".a.wasm.partial"), dir.join("a.wasm")).expect("rename");
         std::fs::write(dir.join("b.toml"), b"x").expect("write");
@@ -113,6 +112,5 @@ mod tests {
             seen.extend(watcher.changed());
         }
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["a"]);
-        let _ = std::fs::remove_dir_all(dir);
     }
 }

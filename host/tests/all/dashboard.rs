@@ -17,7 +17,8 @@ struct Browser {
     base: String,
     session: String,
     client: reqwest::Client,
-    _profile: std::path::PathBuf,
+    /// Chromium's profile, deleted with the browser.
+    _profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -37,7 +38,7 @@ impl Browser {
             assert!(Instant::now() < deadline, "chromedriver did not start");
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let profile = std::env::temp_dir().join(format!("iotstream-chromium-{}", std::process::id()));
+        let profile = scratch_folder("chromium");
         let args = [
             "--headless",
             "--no-sandbox",
@@ -46,7 +47,7 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--no-first-run",
-            &format!("--user-data-dir={}", profile.display()),
+            &format!("--user-data-dir={}", profile.path().display()),
         ];
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
             "browserName": "chrome",
@@ -130,11 +131,12 @@ const PAGE_STATE: &str = "return {
 async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool) {
     let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/dashboard/index.html");
     assert!(built.exists(), "{} is missing: run `cargo xtask build` first", built.display());
-    let plugins = scratch_folder("dashboard-plugins");
+    let scratch = scratch_folder("dashboard-plugins");
+    let plugins = scratch.path();
     for plugin in ["isolation-forest", "zscore", "tumbling-window"] {
-        put(&plugins, &format!("{plugin}.wasm"), &std::fs::read(plugin_path(plugin)).expect("built plugin"));
+        put(plugins, &format!("{plugin}.wasm"), &std::fs::read(plugin_path(plugin)).expect("built plugin"));
     }
-    let host = Host::start(pool.clone(), Some(&plugins), &[]).await;
+    let host = Host::start(pool.clone(), Some(plugins), &[]).await;
     let simulator = {
         let (brokers, topic, stop) =
             (host.broker.bootstrap_servers().to_owned(), host.topic.clone(), CancellationToken::new());
@@ -173,9 +175,9 @@ async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool)
     assert!(later["readings"].as_f64().is_some_and(|n| n <= stored as f64), "{later} vs {stored} stored");
     // A new configuration swaps the z-score; a broken file is refused. Both appear, newest first,
     // pushed to the page as they happen.
-    put(&plugins, "zscore.toml", b"name = \"zscore\"\n[config]\nthreshold = 2.5\n");
+    put(plugins, "zscore.toml", b"name = \"zscore\"\n[config]\nthreshold = 2.5\n");
     browser.until("the swap shows", PAGE_STATE, |s| s["plugin_events"][0] == "zscore swapped").await;
-    put(&plugins, "broken.wasm", b"\0asm not really");
+    put(plugins, "broken.wasm", b"\0asm not really");
     let after = browser.until("the refusal shows", PAGE_STATE, |s| s["plugin_events"][0] == "broken refused").await;
     assert_eq!(after["plugin_events"][1], "zscore swapped", "{after}");
     assert_eq!(after["plugin_events"].as_array().map(Vec::len), Some(5), "{after}");
@@ -184,5 +186,4 @@ async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool)
     assert_eq!(report.failed, 0);
     browser.quit().await;
     host.stop().await.expect("clean shutdown");
-    let _ = std::fs::remove_dir_all(plugins);
 }

@@ -6,7 +6,7 @@
 //! its figures.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -88,11 +88,11 @@ fn gateway_clock(sensor: &str) -> i64 {
 }
 
 /// A folder holding copies of the built `plugins`, with their configurations.
-fn plugins_folder(name: &str, plugins: &[(&str, &str)]) -> PathBuf {
+fn plugins_folder(name: &str, plugins: &[(&str, &str)]) -> tempfile::TempDir {
     let dir = scratch_folder(name);
     for (plugin, config) in plugins {
-        std::fs::copy(plugin_path(plugin), dir.join(format!("{plugin}.wasm"))).expect("copy plugin");
-        std::fs::write(dir.join(format!("{plugin}.json")), config).expect("plugin config");
+        std::fs::copy(plugin_path(plugin), dir.path().join(format!("{plugin}.wasm"))).expect("copy plugin");
+        std::fs::write(dir.path().join(format!("{plugin}.json")), config).expect("plugin config");
     }
     dir
 }
@@ -245,13 +245,13 @@ async fn killed_again_and_again_the_host_stores_every_reading_once_with_referenc
 
     let mut rng = StdRng::seed_from_u64(11);
     let mut recoveries = Vec::new();
-    let mut host = spawn_host(&brokers, &url, &plugins);
+    let mut host = spawn_host(&brokers, &url, plugins.path());
     for _ in 0..KILLS {
         tokio::time::sleep(Duration::from_millis(rng.random_range(1200..2400))).await;
         host.kill();
         let at_kill = count_rows(&pool, "sensor_readings").await;
         let restarted = Instant::now();
-        host = spawn_host(&brokers, &url, &plugins);
+        host = spawn_host(&brokers, &url, plugins.path());
         // Recovery: from the restart until the host stores readings beyond what was stored when it
         // died (the stream is still running, so there always are some).
         loop {
@@ -338,7 +338,6 @@ async fn killed_again_and_again_the_host_stores_every_reading_once_with_referenc
         "FAULT kill -9: {} Isolation Forest verdicts and {models} models identical to an uncrashed forest's",
         readings.len()
     ));
-    let _ = std::fs::remove_dir_all(plugins);
 }
 
 /// Asserts that every stored Isolation Forest verdict, score and model (generation, training time
@@ -518,7 +517,7 @@ async fn with_the_brokers_unreachable_at_start_the_api_serves_and_says_so(pool: 
     let brokers = unused.local_addr().expect("address").to_string();
     drop(unused);
     let empty = plugins_folder("unreachable", &[]);
-    let plugins = empty.display().to_string();
+    let plugins = empty.path().display().to_string();
     let config = crate::support::run_config(&["--brokers", &brokers, "--plugins", &plugins, "--listen", "127.0.0.1:0"]);
     let store = iotstream::store::Store::new(pool);
     store.migrate().await.expect("migrations");
@@ -536,5 +535,4 @@ async fn with_the_brokers_unreachable_at_start_the_api_serves_and_says_so(pool: 
     shutdown.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops within 10 s");
     assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");
-    let _ = std::fs::remove_dir_all(empty);
 }

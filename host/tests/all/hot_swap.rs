@@ -69,10 +69,11 @@ async fn produce(host: &Host, readings: &[Reading]) {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn a_replaced_plugin_keeps_its_state_and_misses_no_reading(pool: PgPool) {
-    let dir = scratch_folder("swap-replace");
-    put(&dir, "zscore.wasm", &std::fs::read(plugin_path("zscore")).expect("zscore"));
-    put(&dir, "tumbling-window.wasm", &std::fs::read(plugin_path("tumbling-window")).expect("window"));
-    let host = Host::start(pool.clone(), Some(&dir), &[]).await;
+    let scratch = scratch_folder("swap-replace");
+    let dir = scratch.path();
+    put(dir, "zscore.wasm", &std::fs::read(plugin_path("zscore")).expect("zscore"));
+    put(dir, "tumbling-window.wasm", &std::fs::read(plugin_path("tumbling-window")).expect("window"));
+    let host = Host::start(pool.clone(), Some(dir), &[]).await;
     let first = stream(60, 0);
     produce(&host, &first).await;
     wait_for("readings before the swap", first.len() as i64, || count_rows(&pool, "sensor_readings")).await;
@@ -80,7 +81,7 @@ async fn a_replaced_plugin_keeps_its_state_and_misses_no_reading(pool: PgPool) {
     // A new version of the configuration: a stricter threshold, the same state format. The
     // manifest names what it expects, so a wrong file would be refused.
     let manifest = "name = \"zscore\"\nkind = \"detector\"\n[config]\nthreshold = 2.0\n";
-    put(&dir, "zscore.toml", manifest.as_bytes());
+    put(dir, "zscore.toml", manifest.as_bytes());
     let api = wait_for_plugins(&host, "zscore swapped", |api| has_event(api, "zscore", "swapped")).await;
     let event = api["events"].as_array().and_then(|e| e.iter().find(|e| e["action"] == "swapped")).cloned();
     let detail = event.map(|e| e["detail"].to_string()).unwrap_or_default();
@@ -88,9 +89,9 @@ async fn a_replaced_plugin_keeps_its_state_and_misses_no_reading(pool: PgPool) {
     crate::support::report(&format!("HOT SWAP zscore: {detail}"));
 
     // A broken file and a half-written one are refused; the running versions keep running.
-    put(&dir, "broken.wasm", b"\0asm not really");
+    put(dir, "broken.wasm", b"\0asm not really");
     let window = std::fs::read(plugin_path("tumbling-window")).expect("window");
-    put(&dir, "tumbling-window.wasm", &window[..window.len() / 2]);
+    put(dir, "tumbling-window.wasm", &window[..window.len() / 2]);
     let api = wait_for_plugins(&host, "refusals", |api| api["failures"].as_array().is_some_and(|f| f.len() == 2)).await;
     let failures = api["failures"].to_string();
     assert!(failures.contains("broken") && failures.contains("is not a valid component"), "{failures}");
@@ -143,19 +144,19 @@ async fn a_replaced_plugin_keeps_its_state_and_misses_no_reading(pool: PgPool) {
     assert_eq!(names(&api), ["zscore"]);
     assert_eq!(api["failures"].as_array().map(Vec::len), Some(0), "{api:#}");
     host.stop().await.expect("clean stop");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn a_shadow_detector_judges_the_same_readings_apart_and_is_compared_with_the_live_one(pool: PgPool) {
-    let dir = scratch_folder("swap-shadow");
+    let scratch = scratch_folder("swap-shadow");
+    let dir = scratch.path();
     let zscore = std::fs::read(plugin_path("zscore")).expect("zscore");
-    put(&dir, "zscore.wasm", &zscore);
-    let host = Host::start(pool.clone(), Some(&dir), &[]).await;
+    put(dir, "zscore.wasm", &zscore);
+    let host = Host::start(pool.clone(), Some(dir), &[]).await;
     wait_for_plugins(&host, "host started", |api| has_event(api, "zscore", "loaded")).await;
     // The shadow arrives while the host runs: the same detector with a stricter threshold.
-    put(&dir, "zscore-strict.toml", b"shadow_of = \"zscore\"\n[config]\nthreshold = 2.0\n");
-    put(&dir, "zscore-strict.wasm", &zscore);
+    put(dir, "zscore-strict.toml", b"shadow_of = \"zscore\"\n[config]\nthreshold = 2.0\n");
+    put(dir, "zscore-strict.wasm", &zscore);
     let api = wait_for_plugins(&host, "shadow loaded", |api| has_event(api, "zscore-strict", "loaded")).await;
     assert_eq!(names(&api), ["zscore", "zscore-strict"]);
     let readings = stream(80, 0);
@@ -209,5 +210,4 @@ async fn a_shadow_detector_judges_the_same_readings_apart_and_is_compared_with_t
     assert!(comparison["shadow_call_micros_p50"].as_f64().is_some_and(|m| m > 0.0), "{comparison}");
     crate::support::report(&format!("SHADOW {comparison}"));
     host.stop().await.expect("clean stop");
-    let _ = std::fs::remove_dir_all(dir);
 }

@@ -2,6 +2,8 @@
 
 use iotstream::iforest::{IforestConfig, iforest};
 
+use crate::support::scratch_folder;
+
 fn config(input: &std::path::Path, out: &std::path::Path) -> IforestConfig {
     IforestConfig {
         input: input.to_owned(),
@@ -15,8 +17,8 @@ fn config(input: &std::path::Path, out: &std::path::Path) -> IforestConfig {
 
 #[test]
 fn scores_every_row_reports_auc_and_refuses_bad_cells() {
-    let dir = std::env::temp_dir().join(format!("iotstream-iforest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let scratch = scratch_folder("iforest");
+    let dir = scratch.path();
     // A 20 x 20 grid and two far points, labelled: they isolate first, so the AUC is exactly 1.
     let mut csv = String::from("x,label,y\n");
     for i in 0..400 {
@@ -48,8 +50,8 @@ fn scores_every_row_reports_auc_and_refuses_bad_cells() {
 #[test]
 fn the_forest_runs_the_same_natively_and_as_a_wasi_command() {
     use iotstream::bench_forest::{BenchForestConfig, bench_forest};
-    let dir = std::env::temp_dir().join(format!("iotstream-forest-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let scratch = scratch_folder("forest-bench");
+    let dir = scratch.path();
     let mut csv = String::from("f0,f1,label\n");
     for i in 0..400 {
         csv.push_str(&format!("{},{},0\n", i % 20, i / 20));
@@ -58,7 +60,7 @@ fn the_forest_runs_the_same_natively_and_as_a_wasi_command() {
     std::fs::write(dir.join("grid.csv"), csv).expect("write");
     let wasm = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/tools/forest-bench.wasm");
     assert!(wasm.exists(), "{} is missing: run `cargo xtask build` first", wasm.display());
-    let timings = bench_forest(&BenchForestConfig { data: dir, wasm }).expect("runs");
+    let timings = bench_forest(&BenchForestConfig { data: dir.to_path_buf(), wasm }).expect("runs");
     assert_eq!(timings.len(), 1);
     let t = &timings[0];
     assert_eq!((t.data.as_str(), t.rows, t.auc), ("grid", 401, 1.0));

@@ -7,6 +7,8 @@ use std::process::Command;
 use iotstream::plugin_check::{CheckConfig, check};
 use iotstream::plugin_new::{NewConfig, NewError, scaffold};
 
+use crate::support::scratch_folder;
+
 fn new_config(name: &str, dir: &Path) -> NewConfig {
     NewConfig { name: name.into(), dir: Some(dir.to_owned()), sdk_path: None }
 }
@@ -27,9 +29,8 @@ fn cargo(dir: &Path, args: &[&str]) {
 
 #[test]
 fn a_scaffolded_plugin_builds_and_passes_the_check() {
-    let parent = std::env::temp_dir().join(format!("iotstream-plugin-new-{}", std::process::id()));
-    let dir = parent.join("my-detector");
-    let _ = std::fs::remove_dir_all(&parent);
+    let parent = scratch_folder("plugin-new");
+    let dir = parent.path().join("my-detector");
     let (root, files) = scaffold(&new_config("my-detector", &dir)).expect("scaffolds");
     assert_eq!(root, dir);
     let names: Vec<String> =
@@ -55,7 +56,10 @@ fn a_scaffolded_plugin_builds_and_passes_the_check() {
     std::fs::remove_dir_all(&dir).expect("clean");
     scaffold(&new_config("my-detector", &dir)).expect("scaffolds again");
     for bad in ["My", "9lives", "x_y", "trailing-", ""] {
-        assert!(matches!(scaffold(&new_config(bad, &parent.join("bad"))), Err(NewError::InvalidName(_))), "{bad}");
+        assert!(
+            matches!(scaffold(&new_config(bad, &parent.path().join("bad"))), Err(NewError::InvalidName(_))),
+            "{bad}"
+        );
     }
 
     // The workspace's lock file pins the versions already built; offline, nothing is fetched.
@@ -74,5 +78,4 @@ fn a_scaffolded_plugin_builds_and_passes_the_check() {
     assert_eq!((report.kind.as_str(), report.name.as_str(), report.readings), ("detector", "my-detector", 2000));
     // 10 simulated sensors, each warming up on its first 10 readings (min_readings).
     assert_eq!(report.warming_up, 100);
-    std::fs::remove_dir_all(&parent).expect("clean");
 }

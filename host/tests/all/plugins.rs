@@ -7,27 +7,16 @@ use iotstream::plugins::bindings::{ModelInfo, Reading as WitReading, SensorType 
 use iotstream::plugins::{Plugin, PluginError, PluginRuntime, SensorCatalog, StageKind};
 use iotstream::reading::{Reading, SensorType};
 
-use crate::support::{plugin_path, reading};
+use crate::support::{plugin_path, reading, scratch_folder};
 
 /// Copies plugin `name` into a fresh folder with `config` beside it, and loads it.
 fn load_with_config(runtime: &PluginRuntime, name: &str, config: &str) -> Plugin {
-    let dir = tempdir();
+    let scratch = scratch_folder("plugins");
+    let dir = scratch.path();
     let wasm = dir.join(format!("{name}.wasm"));
     std::fs::copy(plugin_path(name), &wasm).expect("copy plugin");
     std::fs::write(dir.join(format!("{name}.json")), config).expect("write config");
     runtime.load(&wasm).expect("plugin loads")
-}
-
-fn tempdir() -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("iotstream-test-{}-{}", std::process::id(), unique()));
-    std::fs::create_dir_all(&dir).expect("create temp dir");
-    dir
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 fn to_wit(catalog: &mut SensorCatalog, readings: &[Reading]) -> Vec<WitReading> {
@@ -192,7 +181,8 @@ fn aggregator_state_hand_off_gives_the_same_windows() {
 #[test]
 fn files_that_are_not_stage_components_are_refused_with_a_reason() {
     let runtime = PluginRuntime::new().expect("runtime");
-    let dir = tempdir();
+    let scratch = scratch_folder("plugins");
+    let dir = scratch.path();
     let garbage = dir.join("garbage.wasm");
     std::fs::write(&garbage, b"\0asm\x01\0\0\0 truncated").expect("write");
     assert!(matches!(runtime.load(&garbage), Err(PluginError::Compile { .. })));
@@ -248,7 +238,8 @@ fn a_component_built_against_another_contract_version_is_refused_by_name() {
         i = start;
     }
     assert!(renames > 0, "the component names its contract");
-    let dir = tempdir();
+    let scratch = scratch_folder("plugins");
+    let dir = scratch.path();
     let path = dir.join("zscore-next.wasm");
     std::fs::write(&path, &renamed).expect("write");
     let err = PluginRuntime::new().expect("runtime").load(&path).err().map(|e| e.to_string()).unwrap_or_default();

@@ -4,7 +4,7 @@
 use iotstream::reading::SensorType;
 use iotstream::replay::{ReplayConfig, replay};
 
-use crate::support::plugin_path;
+use crate::support::{plugin_path, scratch_folder};
 
 fn config(input: &std::path::Path, out: &std::path::Path, plugin: &str, json: &str) -> ReplayConfig {
     ReplayConfig {
@@ -19,8 +19,8 @@ fn config(input: &std::path::Path, out: &std::path::Path, plugin: &str, json: &s
 
 #[test]
 fn zscore_replay_sorts_by_event_time_and_normalises_scores() {
-    let dir = std::env::temp_dir().join(format!("iotstream-replay-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let scratch = scratch_folder("replay");
+    let dir = scratch.path();
     let input = dir.join("series.csv");
     // NAB's format, rows out of order: the replay must sort them.
     std::fs::write(
@@ -47,8 +47,8 @@ fn zscore_replay_sorts_by_event_time_and_normalises_scores() {
 
 #[test]
 fn forest_replay_is_deterministic_keeps_scores_and_refuses_bad_rows() {
-    let dir = std::env::temp_dir().join(format!("iotstream-replay-forest-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
+    let scratch = scratch_folder("replay-forest");
+    let dir = scratch.path();
     let input = dir.join("series.csv");
     let mut csv = String::from("timestamp,value\n");
     for i in 0..400 {

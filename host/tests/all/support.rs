@@ -231,11 +231,8 @@ pub fn put(dir: &std::path::Path, name: &str, bytes: &[u8]) {
     std::fs::rename(&partial, dir.join(name)).expect("rename");
 }
 
-/// An empty folder of this test process, `name` telling tests apart (emptied if a previous run
-/// left it behind).
-pub fn scratch_folder(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("iotstream-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("scratch folder");
-    dir
+/// A new, empty folder for one test, `name` telling tests apart; deleted when dropped, also when the
+/// test fails.
+pub fn scratch_folder(name: &str) -> tempfile::TempDir {
+    tempfile::Builder::new().prefix(&format!("iotstream-{name}-")).tempdir().expect("scratch folder")
 }
