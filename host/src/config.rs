@@ -44,6 +44,10 @@ pub struct RunConfig {
     /// shutdown). After a crash the host replays at most this much of the stream.
     #[arg(long, env = "IOTSTREAM_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub checkpoint_interval: Duration,
+    /// After a restart, how long the host waits for the messages of a batch it committed before
+    /// the crash, to form it again; then it reads on in arrival order (docs/guarantees.md).
+    #[arg(long, env = "IOTSTREAM_REPLAY_PATIENCE", default_value = "60s", value_parser = humantime::parse_duration)]
+    pub replay_patience: Duration,
     /// Largest message accepted as a reading, in bytes (larger ones are dead-lettered).
     #[arg(long, env = "IOTSTREAM_MAX_MESSAGE_BYTES", default_value_t = ReadingLimits::default().max_bytes)]
     pub max_message_bytes: usize,
@@ -71,6 +75,7 @@ impl RunConfig {
             batch_max: self.batch_max.max(1),
             batch_linger: Duration::from_millis(self.batch_linger_ms),
             checkpoint_interval: (!self.checkpoint_interval.is_zero()).then_some(self.checkpoint_interval),
+            replay_patience: self.replay_patience,
             limits: ReadingLimits {
                 max_bytes: self.max_message_bytes,
                 max_future: self.max_future,

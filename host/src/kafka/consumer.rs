@@ -33,8 +33,6 @@ const ERROR_PAUSE: Duration = Duration::from_millis(250);
 /// Messages a replay may hold while it waits for the rest of a committed batch (a partition far
 /// behind the others) before it gives up forming batches again.
 const REPLAY_BUFFER_LIMIT: usize = 200_000;
-/// How long a replay waits for the messages of one committed batch before it gives up.
-const REPLAY_PATIENCE: Duration = Duration::from_secs(60);
 /// How long one metadata request may take before it is retried.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -133,6 +131,8 @@ pub struct Source {
     replay: VecDeque<Extent>,
     /// Since when the replay waits for the messages of its next batch.
     replay_waiting_since: Option<std::time::Instant>,
+    /// How long it waits for them before it gives up.
+    replay_patience: Duration,
     /// Whether a replay was given up since [`Source::take_replay_given_up`] last asked.
     replay_given_up: bool,
 }
@@ -176,6 +176,7 @@ impl Source {
             pending: Pending::default(),
             replay: VecDeque::new(),
             replay_waiting_since: None,
+            replay_patience: Duration::ZERO,
             replay_given_up: false,
         })
     }
@@ -241,8 +242,10 @@ impl Source {
 
     /// Has the source form `extents` again (oldest first) before it reads on: the batches committed
     /// after the checkpoint the pipeline restored, message for message (see [`super::batches`]).
-    pub fn replay(&mut self, extents: Vec<Extent>) {
+    /// When the messages of one do not all arrive within `patience`, it gives the replay up.
+    pub fn replay(&mut self, extents: Vec<Extent>, patience: Duration) {
         self.replay = extents.into();
+        self.replay_patience = patience;
         self.replay_waiting_since = None;
     }
 
@@ -306,7 +309,7 @@ impl Source {
                 self.health.record_message();
                 return Some(batch);
             }
-            if self.pending.len() > REPLAY_BUFFER_LIMIT || waiting_since.elapsed() > REPLAY_PATIENCE {
+            if self.pending.len() > REPLAY_BUFFER_LIMIT || waiting_since.elapsed() > self.replay_patience {
                 warn!(
                     topic = %self.topic,
                     batches_left = self.replay.len(),

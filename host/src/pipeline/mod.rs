@@ -58,6 +58,8 @@ pub struct PipelineConfig {
     pub tick_interval: Duration,
     /// How often the stages' state is checkpointed (`None`: only at shutdown).
     pub checkpoint_interval: Option<Duration>,
+    /// How long a restart waits for the messages of a logged batch before it reads on without it.
+    pub replay_patience: Duration,
     /// What a message must satisfy besides its format.
     pub limits: ReadingLimits,
 }
@@ -69,6 +71,7 @@ impl Default for PipelineConfig {
             batch_linger: Duration::from_millis(50),
             tick_interval: Duration::from_secs(1),
             checkpoint_interval: Some(Duration::from_secs(10)),
+            replay_patience: Duration::from_secs(60),
             limits: ReadingLimits::default(),
         }
     }
@@ -159,7 +162,7 @@ impl Pipeline {
                 if !extents.is_empty() {
                     info!(batches = extents.len(), "forming the batches committed after the checkpoint again");
                 }
-                source.replay(extents);
+                source.replay(extents, config.replay_patience);
                 after
             }
             // A checkpoint older than the batch log: read on in arrival order.

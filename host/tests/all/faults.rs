@@ -398,6 +398,49 @@ async fn assert_forest_uncrashed(pool: &PgPool, readings: usize) -> usize {
     generations.len()
 }
 
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_logged_batch_whose_messages_never_come_is_given_up_and_the_stream_goes_on(pool: PgPool) {
+    let payloads = |from: i64| -> Vec<(String, Vec<u8>)> {
+        (from..from + 50)
+            .map(|i| ("s1".to_owned(), encode(&reading("s1", SensorType::Co2, "lab", i * 1000, 500.0))))
+            .collect()
+    };
+    let broker = EmbeddedBroker::start(TOPIC, 3).expect("broker");
+    let first = Host::start_on(broker, pool.clone(), None, &[]).await;
+    first.produce(&payloads(0)).await;
+    wait_for("readings", 50, || count_rows(&pool, "sensor_readings")).await;
+    let (stopped, broker) = first.stop_keeping_broker().await;
+    stopped.expect("clean stop");
+    // As if the host had committed one more batch before a crash, reaching past the end of the log.
+    let (source, after): (i16, i64) =
+        sqlx::query_as("SELECT source_id, after_batch FROM stage_checkpoints ORDER BY id DESC LIMIT 1")
+            .fetch_one(&pool)
+            .await
+            .expect("the shutdown checkpoint");
+    sqlx::query(
+        "INSERT INTO kafka_batches (source_id, batch_seq, partitions, offsets) VALUES ($1, $2, '{0}', '{1000000}')",
+    )
+    .bind(source)
+    .bind(after + 1)
+    .execute(&pool)
+    .await
+    .expect("log a batch");
+    // The next 50 are in the topic before the host starts: one live batch once the replay gives up.
+    crate::support::produce_to_partition_0(&broker, &payloads(50)).await;
+    let second = Host::start_on(broker, pool.clone(), None, &["--replay-patience", "1s"]).await;
+    wait_for("readings after the replay gave up", 100, || count_rows(&pool, "sensor_readings")).await;
+    second.stop().await.expect("clean stop");
+    // The batch that was never formed keeps its number and extent; the live one is numbered past it.
+    let logged: Vec<(i64, Vec<i32>, Vec<i64>)> = sqlx::query_as(
+        "SELECT batch_seq, partitions, offsets FROM kafka_batches WHERE batch_seq > $1 ORDER BY batch_seq",
+    )
+    .bind(after)
+    .fetch_all(&pool)
+    .await
+    .expect("log");
+    assert_eq!(logged, vec![(after + 1, vec![0], vec![1_000_000]), (after + 2, vec![0], vec![100])]);
+}
+
 /// A TCP proxy in front of PostgreSQL that can cut every connection and refuse new ones, as a
 /// stopped server does.
 struct DatabaseCut {

@@ -63,11 +63,22 @@ impl Host {
     /// Starts a host with the built plugins (or `plugins_dir`) on `pool`, consuming `iot_sensors`
     /// (3 partitions) from a fresh embedded broker, with no simulator.
     pub async fn start(pool: sqlx::PgPool, plugins_dir: Option<&std::path::Path>, extra: &[&str]) -> Host {
+        let broker = iotstream::kafka::EmbeddedBroker::start("iot_sensors", 3).expect("embedded broker");
+        Host::start_on(broker, pool, plugins_dir, extra).await
+    }
+
+    /// [`Host::start`] on a broker of the test's, whose topic is `iot_sensors` (a host restarted on
+    /// the broker of one stopped with [`Host::stop_keeping_broker`] finds its source again).
+    pub async fn start_on(
+        broker: iotstream::kafka::EmbeddedBroker,
+        pool: sqlx::PgPool,
+        plugins_dir: Option<&std::path::Path>,
+        extra: &[&str],
+    ) -> Host {
         // The host's logs, shown with a failing test's output (IOTSTREAM_LOG filters them).
         let filter = std::env::var("IOTSTREAM_LOG").unwrap_or_else(|_| "info".into());
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
         let topic = "iot_sensors".to_owned();
-        let broker = iotstream::kafka::EmbeddedBroker::start(&topic, 3).expect("embedded broker");
         let default_plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/plugins");
         let plugins = plugins_dir.map(std::path::Path::to_path_buf).unwrap_or(default_plugins);
         let dashboard = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/dashboard");
@@ -111,29 +122,36 @@ impl Host {
     /// Produces `payloads` (key, bytes) to partition 0 of the topic with a real Kafka client, waiting
     /// for each ack. One partition keeps production order, which event-time assertions rely on.
     pub async fn produce(&self, payloads: &[(String, Vec<u8>)]) {
-        let producer = iotstream::kafka::producer(self.broker.bootstrap_servers()).expect("producer");
-        let deliveries: Vec<_> = payloads
-            .iter()
-            .map(|(key, payload)| {
-                producer
-                    .send_result(
-                        rdkafka::producer::FutureRecord::to(&self.topic).partition(0).key(key).payload(payload),
-                    )
-                    .map_err(|(err, _)| err)
-                    .expect("enqueue")
-            })
-            .collect();
-        for delivery in deliveries {
-            delivery.await.expect("delivery future").map_err(|(err, _)| err).expect("broker acknowledged");
-        }
+        produce_to_partition_0(&self.broker, payloads).await;
     }
 
     /// Stops the host and returns how `run` ended.
     pub async fn stop(self) -> Result<(), iotstream::app::RunError> {
+        self.stop_keeping_broker().await.0
+    }
+
+    /// Stops the host and returns how `run` ended, and its broker, still running.
+    pub async fn stop_keeping_broker(self) -> (Result<(), iotstream::app::RunError>, iotstream::kafka::EmbeddedBroker) {
         self.shutdown.cancel();
-        let result = self.task.await.expect("host task");
-        drop(self.broker);
-        result
+        (self.task.await.expect("host task"), self.broker)
+    }
+}
+
+/// Produces `payloads` (key, bytes) to partition 0 of `iot_sensors` on `broker`, waiting for each
+/// ack.
+pub async fn produce_to_partition_0(broker: &iotstream::kafka::EmbeddedBroker, payloads: &[(String, Vec<u8>)]) {
+    let producer = iotstream::kafka::producer(broker.bootstrap_servers()).expect("producer");
+    let deliveries: Vec<_> = payloads
+        .iter()
+        .map(|(key, payload)| {
+            producer
+                .send_result(rdkafka::producer::FutureRecord::to("iot_sensors").partition(0).key(key).payload(payload))
+                .map_err(|(err, _)| err)
+                .expect("enqueue")
+        })
+        .collect();
+    for delivery in deliveries {
+        delivery.await.expect("delivery future").map_err(|(err, _)| err).expect("broker acknowledged");
     }
 }
 
