@@ -129,7 +129,7 @@ pub struct Source {
     pending: Pending,
     /// Committed batches to form again before reading on, oldest first.
     replay: VecDeque<Extent>,
-    /// Since when the replay waits for the messages of its next batch.
+    /// Since when the replay waits, with the brokers up, for any message.
     replay_waiting_since: Option<std::time::Instant>,
     /// How long it waits for them before it gives up.
     replay_patience: Duration,
@@ -242,7 +242,8 @@ impl Source {
 
     /// Has the source form `extents` again (oldest first) before it reads on: the batches committed
     /// after the checkpoint the pipeline restored, message for message (see [`super::batches`]).
-    /// When the messages of one do not all arrive within `patience`, it gives the replay up.
+    /// When no message at all arrives for `patience` while the brokers are up, it gives the replay
+    /// up.
     pub fn replay(&mut self, extents: Vec<Extent>, patience: Duration) {
         self.replay = extents.into();
         self.replay_patience = patience;
@@ -295,8 +296,12 @@ impl Source {
     /// arrived within `idle` (or an error came), or when the replay was given up.
     async fn next_replayed_batch(&mut self, idle: Duration) -> Option<Vec<RawMessage>> {
         let consumer = Arc::clone(&self.consumer);
-        let waiting_since = *self.replay_waiting_since.get_or_insert_with(std::time::Instant::now);
         loop {
+            if !self.health.is_up() {
+                // Waiting out a broker outage is not waiting for messages that do not exist.
+                self.replay_waiting_since = None;
+            }
+            let waiting_since = *self.replay_waiting_since.get_or_insert_with(std::time::Instant::now);
             let extent = self.replay.front()?;
             if self.pending.covers(extent) {
                 let batch = self.pending.take_extent(extent);
@@ -334,6 +339,9 @@ impl Source {
     async fn receive(&mut self, received: Result<BorrowedMessage<'_>, RdKafkaError>) -> bool {
         match received {
             Ok(message) => {
+                self.health.record_message();
+                // Progress: a replay's patience counts from the last message.
+                self.replay_waiting_since = None;
                 self.pending.push(RawMessage {
                     partition: message.partition(),
                     offset: message.offset(),

@@ -58,7 +58,8 @@ pub struct PipelineConfig {
     pub tick_interval: Duration,
     /// How often the stages' state is checkpointed (`None`: only at shutdown).
     pub checkpoint_interval: Option<Duration>,
-    /// How long a restart waits for the messages of a logged batch before it reads on without it.
+    /// How long a restart waits for the messages of a logged batch (with no message arriving while
+    /// the brokers are up) before it reads on without it.
     pub replay_patience: Duration,
     /// What a message must satisfy besides its format.
     pub limits: ReadingLimits,
