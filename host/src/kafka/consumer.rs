@@ -285,11 +285,7 @@ impl Source {
                 break;
             }
         }
-        let batch = self.pending.take_up_to(max);
-        if !batch.is_empty() {
-            self.health.record_message();
-        }
-        batch
+        self.pending.take_up_to(max)
     }
 
     /// The next batch to form again, once every message of its extent arrived; `None` when none
@@ -311,7 +307,6 @@ impl Source {
                     // Every message of it was deleted by retention.
                     continue;
                 }
-                self.health.record_message();
                 return Some(batch);
             }
             if self.pending.len() > REPLAY_BUFFER_LIMIT || waiting_since.elapsed() > self.replay_patience {
