@@ -44,9 +44,9 @@ pub struct RunConfig {
     /// shutdown). After a crash the host replays at most this much of the stream.
     #[arg(long, env = "IOTSTREAM_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     pub checkpoint_interval: Duration,
-    /// After a restart, how long the host waits, with no message arriving while the brokers are up,
-    /// for the rest of a batch it committed before the crash, to form it again; then it reads on in
-    /// arrival order (docs/guarantees.md).
+    /// After a restart, how long the host waits, with no message of it arriving while the brokers
+    /// are up, for the rest of a batch it committed before the crash, to form it again; then it
+    /// reads on in arrival order (docs/guarantees.md).
     #[arg(long, env = "IOTSTREAM_REPLAY_PATIENCE", default_value = "60s", value_parser = humantime::parse_duration)]
     pub replay_patience: Duration,
     /// Largest message accepted as a reading, in bytes (larger ones are dead-lettered).

@@ -158,6 +158,9 @@ pub struct BatchRows {
     pub source: i16,
     /// The batch's number among the source's batches (logged with its extent, `positions`).
     pub batch_seq: i64,
+    /// Logged batches to forget, numbers after the first and up to the second: those a restart
+    /// gave up forming again.
+    pub forget_batches: Option<(i64, i64)>,
     /// The next offset of each partition the batch read from: its extent.
     pub positions: BTreeMap<i32, i64>,
     /// A checkpoint to store with the batch.
@@ -282,16 +285,21 @@ impl Store {
         }))
     }
 
-    /// The extents of the batches of `source` committed after batch `after`, oldest first.
-    pub async fn batches_after(&self, source: i16, after: i64) -> Result<Vec<Extent>, StoreError> {
-        let rows: Vec<(Vec<i32>, Vec<i64>)> = sqlx::query_as(
-            "SELECT partitions, offsets FROM kafka_batches WHERE source_id = $1 AND batch_seq > $2 ORDER BY batch_seq",
+    /// The numbers and extents of the batches of `source` committed after batch `after`, oldest
+    /// first.
+    pub async fn batches_after(&self, source: i16, after: i64) -> Result<Vec<(i64, Extent)>, StoreError> {
+        let rows: Vec<(i64, Vec<i32>, Vec<i64>)> = sqlx::query_as(
+            "SELECT batch_seq, partitions, offsets FROM kafka_batches WHERE source_id = $1 AND batch_seq > $2 \
+             ORDER BY batch_seq",
         )
         .bind(source)
         .bind(after)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(partitions, offsets)| partitions.into_iter().zip(offsets).collect()).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(seq, partitions, offsets)| (seq, partitions.into_iter().zip(offsets).collect()))
+            .collect())
     }
 
     /// The number of the newest logged batch of `source` (0 when none is).
@@ -457,6 +465,14 @@ impl Store {
             .bind(batch.positions.values().copied().collect::<Vec<_>>())
             .execute(&mut *tx)
             .await?;
+        }
+        if let Some((after, until)) = batch.forget_batches {
+            sqlx::query("DELETE FROM kafka_batches WHERE source_id = $1 AND batch_seq > $2 AND batch_seq <= $3")
+                .bind(batch.source)
+                .bind(after)
+                .bind(until)
+                .execute(&mut *tx)
+                .await?;
         }
         if batch.batch_seq > 0 {
             // A batch formed again after a crash is logged already, with the same extent.

@@ -30,6 +30,7 @@ pub struct Pending {
     /// The highest offset received of each partition.
     received: BTreeMap<i32, i64>,
     len: usize,
+    bytes: usize,
 }
 
 impl Pending {
@@ -37,8 +38,14 @@ impl Pending {
     pub fn push(&mut self, message: RawMessage) {
         let received = self.received.entry(message.partition).or_insert(message.offset);
         *received = (*received).max(message.offset);
+        self.bytes += size(&message);
         self.by_partition.entry(message.partition).or_default().push_back(message);
         self.len += 1;
+    }
+
+    /// Bytes of keys and payloads held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Messages held.
@@ -66,16 +73,26 @@ impl Pending {
             taken.insert(*partition, queue.drain(..count).collect());
         }
         let batch = merge(&mut taken, usize::MAX);
-        self.len -= batch.len();
+        self.taken(&batch);
         batch
     }
 
     /// Takes up to `max` held messages, in canonical order (a prefix of each partition).
     pub fn take_up_to(&mut self, max: usize) -> Vec<RawMessage> {
         let batch = merge(&mut self.by_partition, max);
-        self.len -= batch.len();
+        self.taken(&batch);
         batch
     }
+
+    fn taken(&mut self, batch: &[RawMessage]) {
+        self.len -= batch.len();
+        self.bytes -= batch.iter().map(size).sum::<usize>();
+    }
+}
+
+/// What a held message weighs: its key and payload.
+fn size(message: &RawMessage) -> usize {
+    message.key.as_ref().map_or(0, Vec::len) + message.payload.as_ref().map_or(0, Vec::len)
 }
 
 /// The canonical order: repeatedly the partition whose next message has the lowest Kafka
@@ -164,6 +181,18 @@ mod tests {
         pending.push(message(0, 2, 20));
         assert_eq!(ids(&pending.take_extent(&[(0, 3)].into())), vec![(0, 2)]);
         assert_eq!(ids(&pending.take_up_to(10)), vec![(1, 1)]);
+    }
+
+    #[test]
+    fn held_bytes_count_keys_and_payloads_until_taken() {
+        let mut pending = Pending::default();
+        let mut with_payload = message(0, 0, 1);
+        (with_payload.key, with_payload.payload) = (Some(b"s1".to_vec()), Some(vec![0; 100]));
+        pending.push(with_payload);
+        pending.push(message(1, 0, 2));
+        assert_eq!((pending.len(), pending.bytes()), (2, 102));
+        pending.take_up_to(1);
+        assert_eq!((pending.len(), pending.bytes()), (1, 0));
     }
 
     #[test]

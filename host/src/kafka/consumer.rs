@@ -30,9 +30,10 @@ pub const BEGINNING: i64 = -2;
 
 /// How long the source waits after a consumer error before asking again.
 const ERROR_PAUSE: Duration = Duration::from_millis(250);
-/// Messages a replay may hold while it waits for the rest of a committed batch (a partition far
-/// behind the others) before it gives up forming batches again.
+/// Messages, and bytes, a replay may hold while it waits for the rest of a committed batch (a
+/// partition far behind the others) before it gives up forming batches again.
 const REPLAY_BUFFER_LIMIT: usize = 200_000;
+const REPLAY_BUFFER_BYTES: usize = 128 << 20;
 /// How long one metadata request may take before it is retried.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -127,8 +128,10 @@ pub struct Source {
     health: Arc<SourceHealth>,
     /// Received, not yet handed out.
     pending: Pending,
-    /// Committed batches to form again before reading on, oldest first.
-    replay: VecDeque<Extent>,
+    /// Committed batches to form again before reading on (their numbers and extents), oldest first.
+    replay: VecDeque<(i64, Extent)>,
+    /// The number of the logged batch the last call formed again, until taken.
+    replayed: Option<i64>,
     /// Since when the replay waits, with the brokers up, for any message.
     replay_waiting_since: Option<std::time::Instant>,
     /// How long it waits for them before it gives up.
@@ -175,6 +178,7 @@ impl Source {
             health,
             pending: Pending::default(),
             replay: VecDeque::new(),
+            replayed: None,
             replay_waiting_since: None,
             replay_patience: Duration::ZERO,
             replay_given_up: false,
@@ -242,9 +246,9 @@ impl Source {
 
     /// Has the source form `extents` again (oldest first) before it reads on: the batches committed
     /// after the checkpoint the pipeline restored, message for message (see [`super::batches`]).
-    /// When no message at all arrives for `patience` while the brokers are up, it gives the replay
-    /// up.
-    pub fn replay(&mut self, extents: Vec<Extent>, patience: Duration) {
+    /// When the batch waited for makes no progress (no message of it arrives) for `patience` while
+    /// the brokers are up, it gives the replay up.
+    pub fn replay(&mut self, extents: Vec<(i64, Extent)>, patience: Duration) {
         self.replay = extents.into();
         self.replay_patience = patience;
         self.replay_waiting_since = None;
@@ -254,6 +258,12 @@ impl Source {
     /// the logged ones again.
     pub fn take_replay_given_up(&mut self) -> bool {
         std::mem::take(&mut self.replay_given_up)
+    }
+
+    /// The logged number of the batch the last [`Source::next_batch`] formed again (`None` for a
+    /// batch read on, which the pipeline numbers past the log).
+    pub fn take_replayed(&mut self) -> Option<i64> {
+        self.replayed.take()
     }
 
     /// The next batch, in canonical order. While batches are to be formed again, the next of them
@@ -281,7 +291,7 @@ impl Source {
             else {
                 break;
             };
-            if !self.receive(received).await {
+            if self.receive(received).await.is_none() {
                 break;
             }
         }
@@ -298,18 +308,20 @@ impl Source {
                 self.replay_waiting_since = None;
             }
             let waiting_since = *self.replay_waiting_since.get_or_insert_with(std::time::Instant::now);
-            let extent = self.replay.front()?;
+            let (seq, extent) = self.replay.front()?;
             if self.pending.covers(extent) {
-                let batch = self.pending.take_extent(extent);
+                let (seq, batch) = (*seq, self.pending.take_extent(extent));
                 self.replay.pop_front();
                 self.replay_waiting_since = None;
                 if batch.is_empty() {
                     // Every message of it was deleted by retention.
                     continue;
                 }
+                self.replayed = Some(seq);
                 return Some(batch);
             }
-            if self.pending.len() > REPLAY_BUFFER_LIMIT || waiting_since.elapsed() > self.replay_patience {
+            let held_too_much = self.pending.len() > REPLAY_BUFFER_LIMIT || self.pending.bytes() > REPLAY_BUFFER_BYTES;
+            if held_too_much || waiting_since.elapsed() > self.replay_patience {
                 warn!(
                     topic = %self.topic,
                     batches_left = self.replay.len(),
@@ -322,29 +334,31 @@ impl Source {
                 return None;
             }
             let received = tokio::time::timeout(idle, consumer.recv()).await.ok()?;
-            if !self.receive(received).await {
-                return None;
+            let (partition, offset) = self.receive(received).await?;
+            let awaited = self.replay.front().and_then(|(_, extent)| extent.get(&partition));
+            if awaited.is_some_and(|&next| offset < next) {
+                // Progress on the batch waited for: patience counts from here.
+                self.replay_waiting_since = None;
             }
         }
     }
 
-    /// Holds a received message; false on a consumer error (logged once per outage and recorded
-    /// in the health, after a pause when no batch can be handed out: not a busy loop while the
-    /// brokers are away).
-    async fn receive(&mut self, received: Result<BorrowedMessage<'_>, RdKafkaError>) -> bool {
+    /// Holds a received message and returns its partition and offset; `None` on a consumer error
+    /// (logged once per outage and recorded in the health, after a pause when no batch can be
+    /// handed out: not a busy loop while the brokers are away).
+    async fn receive(&mut self, received: Result<BorrowedMessage<'_>, RdKafkaError>) -> Option<(i32, i64)> {
         match received {
             Ok(message) => {
                 self.health.record_message();
-                // Progress: a replay's patience counts from the last message.
-                self.replay_waiting_since = None;
+                let (partition, offset) = (message.partition(), message.offset());
                 self.pending.push(RawMessage {
-                    partition: message.partition(),
-                    offset: message.offset(),
+                    partition,
+                    offset,
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().map(<[u8]>::to_vec),
                     timestamp_ms: message.timestamp().to_millis(),
                 });
-                true
+                Some((partition, offset))
             }
             Err(err) => {
                 // Once per outage at WARN: librdkafka repeats an error for as long as it lasts.
@@ -357,7 +371,7 @@ impl Source {
                 if self.pending.is_empty() || !self.replay.is_empty() {
                     tokio::time::sleep(ERROR_PAUSE).await;
                 }
-                false
+                None
             }
         }
     }

@@ -58,8 +58,8 @@ pub struct PipelineConfig {
     pub tick_interval: Duration,
     /// How often the stages' state is checkpointed (`None`: only at shutdown).
     pub checkpoint_interval: Option<Duration>,
-    /// How long a restart waits for the messages of a logged batch (with no message arriving while
-    /// the brokers are up) before it reads on without it.
+    /// How long a restart waits for the messages of a logged batch (with no message of it arriving
+    /// while the brokers are up) before it reads on without it.
     pub replay_patience: Duration,
     /// What a message must satisfy besides its format.
     pub limits: ReadingLimits,
@@ -118,9 +118,9 @@ impl Pipeline {
         let mut stages = Stages::new(plugins);
         let source_id = store.source_id(source.identity(), source.topic()).await?;
         let stored = store.positions(source_id).await?;
-        // The batches to form again: those committed after the checkpoint restored (all logged
-        // ones when replaying from the start).
-        let mut after_batch = Some(0);
+        // The batches to form again: those committed after the checkpoint restored (none without a
+        // checkpoint, or with one older than the batch log).
+        let mut after_batch = None;
         let positions = match store.latest_checkpoint(source_id).await? {
             Some(checkpoint) => {
                 stages.restore(&checkpoint);
@@ -166,7 +166,6 @@ impl Pipeline {
                 source.replay(extents, config.replay_patience);
                 after
             }
-            // A checkpoint older than the batch log: read on in arrival order.
             None => logged_until,
         };
         let source_health = source.health();
@@ -234,13 +233,13 @@ impl Pipeline {
     /// Processes one batch and starts its transaction once the previous batch's has committed;
     /// false if shutdown interrupted the database retries (what is not stored is replayed).
     async fn process(&mut self, batch: &[RawMessage], shutdown: &CancellationToken) -> bool {
-        if self.source.take_replay_given_up() {
-            // New batches must not take the numbers of the logged ones they did not form again.
-            self.batch_seq = self.batch_seq.max(self.logged_until);
-        }
-        self.batch_seq += 1;
+        // The logged batches a given-up replay did not form again are forgotten with this batch, so
+        // that a later restart does not form batches this run never processed.
+        let forget_batches = self.source.take_replay_given_up().then_some((self.batch_seq, self.logged_until));
+        // A batch formed again keeps its logged number; one read on is numbered past the log.
+        self.batch_seq = self.source.take_replayed().unwrap_or(self.batch_seq.max(self.logged_until) + 1);
         let batch_seq = self.batch_seq;
-        let mut rows = BatchRows { source: self.source_id, batch_seq, ..BatchRows::default() };
+        let mut rows = BatchRows { source: self.source_id, batch_seq, forget_batches, ..BatchRows::default() };
         let mut wit = Vec::with_capacity(batch.len());
         let now = Utc::now();
         for message in batch {
@@ -396,6 +395,9 @@ impl Pipeline {
                     info!(plugin = %name, action, "{detail}");
                     self.live.set_plugin_failure(&name, None);
                     self.live.plugin_event(&name, action, detail);
+                    // Checkpoint with the next batch: a restart then replays nothing from before
+                    // the change with the changed plugins.
+                    self.last_checkpoint = None;
                 }
                 Change::Refused { name, error } => {
                     let running = self.stages.contains(&name);

@@ -1,6 +1,6 @@
 //! The batch log in PostgreSQL: each committed batch's extent is kept while a kept checkpoint may
-//! need it, a batch formed again keeps its first extent, and a restart gets the batches after its
-//! checkpoint, oldest first.
+//! need it, a batch formed again keeps its first extent, a restart gets the batches after its
+//! checkpoint, oldest first, and the batches a given-up replay did not form are forgotten.
 
 use std::collections::BTreeMap;
 
@@ -52,12 +52,16 @@ async fn the_batch_log_keeps_what_the_kept_checkpoints_need_and_hands_a_restart_
     let mut again = batch(source, 7, false);
     again.positions = [(0, 999)].into();
     store.write(&again).await.expect("write again");
-    assert_eq!(
-        store.batches_after(source, 5).await.expect("after 5"),
-        vec![BTreeMap::from([(0, 60), (1, 6)]), BTreeMap::from([(0, 70), (1, 7)]),]
-    );
-    assert_eq!(store.batches_after(source, 7).await.expect("after 7"), Vec::<BTreeMap<i32, i64>>::new());
+    type Logged = Vec<(i64, BTreeMap<i32, i64>)>;
+    let after_5: Logged = vec![(6, [(0, 60), (1, 6)].into()), (7, [(0, 70), (1, 7)].into())];
+    assert_eq!(store.batches_after(source, 5).await.expect("after 5"), after_5);
+    assert_eq!(store.batches_after(source, 7).await.expect("after 7"), Logged::new());
     // Another source's log is its own.
     let other = store.source_id("cluster", "other").await.expect("source");
-    assert_eq!(store.batches_after(other, 0).await.expect("other"), Vec::<BTreeMap<i32, i64>>::new());
+    assert_eq!(store.batches_after(other, 0).await.expect("other"), Logged::new());
+    // A batch after a given-up replay forgets the logged batches that were not formed again.
+    let mut after_giving_up = batch(source, 8, false);
+    after_giving_up.forget_batches = Some((6, 7));
+    store.write(&after_giving_up).await.expect("write");
+    assert_eq!(logged(&pool).await, vec![3, 4, 5, 6, 8]);
 }
