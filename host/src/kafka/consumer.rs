@@ -30,9 +30,10 @@ pub const BEGINNING: i64 = -2;
 
 /// How long the source waits after a consumer error before asking again.
 const ERROR_PAUSE: Duration = Duration::from_millis(250);
-/// Messages, and bytes, a replay may hold while it waits for the rest of a committed batch (a
-/// partition far behind the others) before it gives up forming batches again.
+/// Messages a replay may hold while it waits for the rest of a committed batch (a partition far
+/// behind the others) before it gives up forming batches again.
 const REPLAY_BUFFER_LIMIT: usize = 200_000;
+/// Bytes of keys and payloads a replay may hold likewise (messages may be up to 16 KiB).
 const REPLAY_BUFFER_BYTES: usize = 128 << 20;
 /// How long one metadata request may take before it is retried.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
