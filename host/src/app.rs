@@ -1,4 +1,9 @@
-//! Wiring: plugins, live view, HTTP server and processing loop, run until shutdown.
+//! `iotstream run`: the one start-up path (connect and migrate, bind, broker) and the wiring of
+//! plugins, live view, HTTP server and processing loop, run until shutdown.
+//!
+//! [`start`] is what the binary runs; [`serve`] takes an already connected [`Store`] (the benchmark
+//! hands it a scratch database); [`run`] takes every resource as an argument, so tests pass a test
+//! pool, a listener on `127.0.0.1:0` and a mock cluster's address.
 
 use std::sync::Arc;
 
@@ -6,10 +11,10 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::api::{ApiState, router};
 use crate::config::RunConfig;
+use crate::http::live::Live;
+use crate::http::{ApiState, router};
 use crate::kafka::{EmbeddedBroker, KafkaError, Source};
-use crate::live::Live;
 use crate::pipeline::{Pipeline, PluginReload, StartError};
 use crate::plugins::watch::PluginWatcher;
 use crate::plugins::{PluginError, PluginRuntime};
@@ -33,9 +38,41 @@ pub enum RunError {
     /// Restoring the checkpoint or positioning the source.
     #[error(transparent)]
     Start(#[from] StartError),
-    /// The HTTP server.
+    /// The HTTP address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The HTTP server failed while serving.
     #[error("http server: {0}")]
-    Http(#[from] std::io::Error),
+    Http(#[source] std::io::Error),
+}
+
+/// Connects to the database of `config` (retrying while it starts) and migrates it, then
+/// [`serve`]s.
+pub async fn start(config: &RunConfig, shutdown: CancellationToken) -> Result<(), RunError> {
+    let options = config.database_url.parse().map_err(StoreError::from)?;
+    let store = Store::connect(options).await?;
+    serve(config, store, shutdown).await
+}
+
+/// Binds the HTTP listener of `config`, starts the embedded broker (and simulator) when `config`
+/// names no brokers, and [`run`]s over `store` (migrated) until `shutdown`.
+pub async fn serve(config: &RunConfig, store: Store, shutdown: CancellationToken) -> Result<(), RunError> {
+    let listener =
+        TcpListener::bind(config.listen).await.map_err(|source| RunError::Bind { address: config.listen, source })?;
+    let embedded;
+    let brokers = match &config.brokers {
+        Some(brokers) => brokers.clone(),
+        None => {
+            embedded = start_embedded(config, shutdown.clone()).await?;
+            embedded.bootstrap_servers().to_owned()
+        }
+    };
+    run(config, store, listener, &brokers, shutdown).await
 }
 
 /// Runs the pipeline and the HTTP server over `store` (migrated), `listener` and `brokers` until
@@ -81,7 +118,7 @@ pub async fn run(
     }
     let state = ApiState { store: store.clone(), live: live.clone(), shutdown: shutdown.clone() };
     let app = router(state, config.dashboard_dir.clone());
-    let address = listener.local_addr()?;
+    let address = listener.local_addr().map_err(RunError::Http)?;
     info!(url = %format!("http://{address}/"), "dashboard served");
     let server_shutdown = shutdown.clone();
     let server = tokio::spawn(async move {
@@ -102,7 +139,7 @@ pub async fn run(
     };
     shutdown.cancel();
     match tokio::time::timeout(SERVER_DRAIN, server).await {
-        Ok(Ok(served)) => served?,
+        Ok(Ok(served)) => served.map_err(RunError::Http)?,
         Ok(Err(join)) => error!(error = %join, "http server task failed"),
         Err(_) => warn!(after = ?SERVER_DRAIN, "http connections still open at shutdown; closing them"),
     }

@@ -3,14 +3,14 @@
 
 use clap::{Parser, Subcommand};
 
-use crate::bench::BenchConfig;
-use crate::bench_forest::BenchForestConfig;
-use crate::bench_plugins::BenchPluginsConfig;
+use crate::commands::bench::BenchConfig;
+use crate::commands::bench_forest::BenchForestConfig;
+use crate::commands::bench_plugins::BenchPluginsConfig;
+use crate::commands::iforest::IforestConfig;
+use crate::commands::plugin_check::CheckConfig;
+use crate::commands::plugin_new::NewConfig;
+use crate::commands::replay::ReplayConfig;
 use crate::config::RunConfig;
-use crate::iforest::IforestConfig;
-use crate::plugin_check::CheckConfig;
-use crate::plugin_new::NewConfig;
-use crate::replay::ReplayConfig;
 use crate::simulate::SimulateConfig;
 
 /// A real-time IoT monitoring pipeline: Kafka in, WebAssembly plugins, PostgreSQL out, live dashboard.

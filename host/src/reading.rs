@@ -38,6 +38,18 @@ pub struct Reading {
     pub unit: String,
 }
 
+/// Who a sensor is: the three fields a reading names it by, and a sensor key stands for in the
+/// plugins' catalog (a checkpoint stores the catalog as these, in key order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SensorIdentity {
+    /// The sensor's identifier.
+    pub sensor_id: String,
+    /// What it measures.
+    pub sensor_type: SensorType,
+    /// Where it is.
+    pub location: String,
+}
+
 /// Why a message is not a valid reading.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum DecodeError {

@@ -37,11 +37,12 @@ use iotstream_api::{PluginStatus, PredictionRow, ReadingRow};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use crate::http::live::{BatchSummary, EVENT_ROWS, Live};
 use crate::kafka::{KafkaError, RawMessage, Source, SourceHealth};
-use crate::live::{BatchSummary, EVENT_ROWS, Live};
 use crate::plugins::Plugin;
 use crate::reading::ReadingLimits;
-use crate::store::{BatchRows, DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, Store, StoreError, StoredReading, Totals};
+use crate::store::rows::DEAD_LETTER_PAYLOAD_LIMIT;
+use crate::store::{BatchRows, CheckpointReason, DeadLetter, Store, StoreError, StoredReading, Totals};
 
 /// How long the shutdown checkpoint may take before the host exits without it (the previous
 /// checkpoint and a replay then cover the difference).
@@ -132,7 +133,7 @@ impl Pipeline {
                     .sum();
                 info!(
                     source = source.identity(),
-                    reason = checkpoint.reason,
+                    reason = checkpoint.reason.as_str(),
                     stages = checkpoint.states.len(),
                     sensors = checkpoint.catalog.len(),
                     replay_messages = replay,
@@ -283,7 +284,7 @@ impl Pipeline {
                     stages.run(&mut wit, &mut rows);
                 }
                 if let Some(positions) = positions {
-                    rows.checkpoint = Some(stages.checkpoint("interval", positions, batch_seq));
+                    rows.checkpoint = Some(stages.checkpoint(CheckpointReason::Interval, positions, batch_seq));
                 }
                 (stages, rows)
             })
@@ -421,7 +422,7 @@ impl Pipeline {
     /// Exports every stage's state with the current positions, within [`SHUTDOWN_CHECKPOINT_LIMIT`].
     async fn checkpoint_at_shutdown(&mut self) {
         let started = Instant::now();
-        let checkpoint = self.stages.checkpoint("shutdown", self.positions.clone(), self.batch_seq);
+        let checkpoint = self.stages.checkpoint(CheckpointReason::Shutdown, self.positions.clone(), self.batch_seq);
         let rows = BatchRows { source: self.source_id, checkpoint: Some(checkpoint), ..BatchRows::default() };
         match tokio::time::timeout(SHUTDOWN_CHECKPOINT_LIMIT, self.store.write(&rows)).await {
             Ok(Ok(_)) => info!(took = ?started.elapsed(), "stages checkpointed at shutdown"),

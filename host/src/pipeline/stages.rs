@@ -8,10 +8,10 @@ use chrono::{DateTime, TimeZone, Utc};
 use iotstream_api::{AggregateRow, PluginStatus};
 use tracing::{debug, error, info, warn};
 
-use crate::plugins::bindings::{Reading as WitReading, Verdict, WindowAggregate};
+use crate::plugins::bindings::{ModelInfo, Reading as WitReading, Verdict, WindowAggregate};
 use crate::plugins::{Plugin, PluginError, PluginState, SensorCatalog, StageKind};
 use crate::reading::SensorType;
-use crate::store::{BatchRows, Checkpoint, Prediction, ShadowPrediction, StageState};
+use crate::store::{BatchRows, Checkpoint, CheckpointReason, ModelLineage, Prediction, ShadowPrediction, StageState};
 
 /// The plugins and the sensor keys they share. Plugin calls are blocking CPU work, so the stages
 /// move onto a blocking thread for each batch and come back with its results.
@@ -122,7 +122,7 @@ impl Stages {
                             verdict: verdict_name(detection.verdict),
                             score: detection.score,
                             detector_version: detector.info().version.clone(),
-                            model: detection.model,
+                            model: detection.model.map(model_lineage),
                         });
                     }
                 }
@@ -202,7 +202,7 @@ impl Stages {
     /// A stage whose export fails is left out (it would restore fresh) and logged.
     pub(super) fn checkpoint(
         &mut self,
-        reason: &'static str,
+        reason: CheckpointReason,
         positions: BTreeMap<i32, i64>,
         after_batch: i64,
     ) -> Checkpoint {
@@ -276,6 +276,16 @@ fn verdict_name(verdict: Verdict) -> &'static str {
         Verdict::WarmingUp => "warming_up",
         Verdict::Normal => "normal",
         Verdict::Anomaly => "anomaly",
+    }
+}
+
+/// A detector's model, as the store keeps it (counts past `i32::MAX` are clamped; a training time
+/// outside chrono's range is unknown).
+fn model_lineage(model: ModelInfo) -> ModelLineage {
+    ModelLineage {
+        generation: i32::try_from(model.generation).unwrap_or(i32::MAX),
+        trained_at: Utc.timestamp_millis_opt(model.trained_at_ms).single(),
+        training_rows: i32::try_from(model.training_rows).unwrap_or(i32::MAX),
     }
 }
 

@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use super::bindings::{Reading as WitReading, Sensor};
+use crate::reading::SensorIdentity;
 use crate::reading::{Reading, SensorType};
-use crate::store::CatalogEntry;
 
 /// Every sensor seen by this process, by key.
 #[derive(Debug, Default)]
@@ -50,7 +50,7 @@ impl SensorCatalog {
     }
 
     /// A catalog with `entries` at keys 0, 1, ... (from a checkpoint: the keys its states use).
-    pub fn restore(entries: &[CatalogEntry]) -> Self {
+    pub fn restore(entries: &[SensorIdentity]) -> Self {
         let mut catalog = SensorCatalog::default();
         for (key, entry) in entries.iter().enumerate() {
             catalog.sensors.push(Sensor {
@@ -66,10 +66,10 @@ impl SensorCatalog {
     }
 
     /// Every sensor, in key order, for a checkpoint.
-    pub fn entries(&self) -> Vec<CatalogEntry> {
+    pub fn entries(&self) -> Vec<SensorIdentity> {
         self.sensors
             .iter()
-            .map(|s| CatalogEntry {
+            .map(|s| SensorIdentity {
                 sensor_id: s.sensor_id.clone(),
                 sensor_type: SensorType::from(s.sensor_type),
                 location: s.location.clone(),

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use iotstream::store::{BatchRows, Checkpoint, Store};
+use iotstream::store::{BatchRows, Checkpoint, CheckpointReason, Store};
 use sqlx::PgPool;
 
 /// Batch `seq` of the source: it read partition 0 up to `10 * seq` and partition 1 up to `seq`.
@@ -14,7 +14,7 @@ fn batch(source: i16, seq: i64, checkpoint: bool) -> BatchRows {
         source,
         batch_seq: seq,
         checkpoint: checkpoint.then(|| Checkpoint {
-            reason: "interval",
+            reason: CheckpointReason::Interval,
             after_batch: Some(seq),
             positions: positions.clone(),
             ..Checkpoint::default()

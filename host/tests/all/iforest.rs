@@ -1,6 +1,6 @@
 //! `iotstream iforest` on tabular CSVs: labelled (AUC reported) and unlabelled, and a bad cell.
 
-use iotstream::iforest::{IforestConfig, iforest};
+use iotstream::commands::iforest::{IforestConfig, iforest};
 
 use crate::support::scratch_folder;
 
@@ -49,7 +49,7 @@ fn scores_every_row_reports_auc_and_refuses_bad_cells() {
 
 #[test]
 fn the_forest_runs_the_same_natively_and_as_a_wasi_command() {
-    use iotstream::bench_forest::{BenchForestConfig, bench_forest};
+    use iotstream::commands::bench_forest::{BenchForestConfig, bench_forest};
     let scratch = scratch_folder("forest-bench");
     let dir = scratch.path();
     let mut csv = String::from("f0,f1,label\n");

@@ -233,8 +233,8 @@ fn a_plugin_that_fails_on_another_thread_leaves_the_host_thread_running() {
 
 #[tokio::test]
 async fn metrics_endpoint_serves_a_failing_plugins_counters_to_prometheus() {
-    use iotstream::api::{ApiState, router};
-    use iotstream::live::Live;
+    use iotstream::http::live::Live;
+    use iotstream::http::{ApiState, router};
     use iotstream::pipeline::plugin_status;
     use iotstream::store::{Store, Totals};
 

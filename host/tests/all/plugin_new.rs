@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use iotstream::plugin_check::{CheckConfig, check};
-use iotstream::plugin_new::{NewConfig, NewError, scaffold};
+use iotstream::commands::plugin_check::{CheckConfig, check};
+use iotstream::commands::plugin_new::{NewConfig, NewError, scaffold};
 
 use crate::support::scratch_folder;
 

@@ -201,7 +201,7 @@ fn files_that_are_not_stage_components_are_refused_with_a_reason() {
 
 #[test]
 fn plugin_check_runs_each_built_plugin_and_refuses_a_broken_config() {
-    use iotstream::plugin_check::{CheckConfig, check};
+    use iotstream::commands::plugin_check::{CheckConfig, check};
     for (name, kind) in [("zscore", "detector"), ("isolation-forest", "detector"), ("tumbling-window", "aggregator")] {
         let report = check(&CheckConfig { file: plugin_path(name), config: Some("{}".into()), readings: 2000 })
             .unwrap_or_else(|err| panic!("{name}: {err}"));

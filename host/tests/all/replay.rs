@@ -1,8 +1,8 @@
 //! `iotstream replay` over a recorded series: event-time order, the plugin's verdicts, and scores
 //! normalised to [0, 1], against values computed by hand.
 
+use iotstream::commands::replay::{ReplayConfig, replay};
 use iotstream::reading::SensorType;
-use iotstream::replay::{ReplayConfig, replay};
 
 use crate::support::{plugin_path, scratch_folder};
 

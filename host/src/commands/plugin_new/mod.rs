@@ -56,7 +56,7 @@ pub enum NewError {
 }
 
 /// The contract every scaffold carries a copy of.
-const WIT: &str = include_str!("../../../wit/pipeline.wit");
+const WIT: &str = include_str!("../../../../wit/pipeline.wit");
 
 /// Writes the crate; returns its folder and the files written, in order.
 pub fn scaffold(config: &NewConfig) -> Result<(PathBuf, Vec<PathBuf>), NewError> {
@@ -123,6 +123,20 @@ fn relative(from: &Path, to: &Path) -> Option<PathBuf> {
     let mut path: PathBuf = from[common..].iter().map(|_| Component::ParentDir).collect();
     path.extend(&to[common..]);
     Some(path)
+}
+
+/// Prints the files [`scaffold`] wrote (stdout) and what to do next (stderr).
+pub fn print(config: &NewConfig, (dir, files): (PathBuf, Vec<PathBuf>)) -> anyhow::Result<()> {
+    for file in &files {
+        println!("{}", file.display());
+    }
+    eprintln!(
+        "created plugin {} in {}: `cargo test` there runs its unit test, \
+         `cargo build --target wasm32-wasip2 --release` builds it (see its README.md)",
+        config.name,
+        dir.display()
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -1,29 +1,32 @@
 //! The HTTP side: the JSON API, the live stream (server-sent events) and the built dashboard.
 //!
-//! `GET /metrics` serves the plugins' metrics to Prometheus ([`crate::prometheus`]).
-//! `GET /api/stream` sends a `snapshot` event on connection, then a `batch` event per processed
-//! batch; a subscriber that falls behind gets a fresh snapshot instead of the events it missed.
 //! Errors never leak internals: a database failure is logged and answered 503.
+//!
+//! # Layout
+//! * this module: the router and the JSON endpoints, answered from PostgreSQL and the live view;
+//! * [`live`]: the live view, the fold of every committed batch the pipeline publishes;
+//! * [`sse`]: `GET /api/stream`, the live view as server-sent events;
+//! * [`prometheus`]: `GET /metrics` in Prometheus's text format.
 
-use std::convert::Infallible;
+pub mod live;
+pub mod prometheus;
+mod sse;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use futures::stream::{self, Stream, StreamExt};
-use iotstream_api::{LiveEvent, PluginEvent, PluginFailure, PluginStatus, Stats};
+use iotstream_api::{PluginEvent, PluginFailure, PluginStatus, Stats};
 use serde::{Deserialize, Serialize};
-use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tower_http::services::{ServeDir, ServeFile};
 use tracing::error;
 
-use crate::live::Live;
+use self::live::Live;
 use crate::store::{Store, StoreError};
 
 /// What the handlers share.
@@ -33,7 +36,6 @@ pub struct ApiState {
     pub store: Store,
     /// The live view.
     pub live: Arc<Live>,
-    /// Plugin files that failed to load.
     /// Cancelled at shutdown: ends every live stream, so a graceful shutdown does not wait on them.
     pub shutdown: CancellationToken,
 }
@@ -68,7 +70,7 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         .route("/api/plugins", get(plugins))
         .route("/api/shadows", get(shadows))
         .route("/api/quality", get(quality))
-        .route("/api/stream", get(stream))
+        .route("/api/stream", get(sse::stream))
         .route("/metrics", get(metrics))
         .with_state(state);
     let index = dashboard_dir.join("index.html");
@@ -184,45 +186,12 @@ async fn shadows(State(state): State<ApiState>) -> Result<impl IntoResponse, Api
 
 /// `GET /metrics`.
 async fn metrics(State(state): State<ApiState>) -> Response {
-    match crate::prometheus::encode(state.live.plugins()) {
-        Ok(text) => ([(axum::http::header::CONTENT_TYPE, crate::prometheus::CONTENT_TYPE)], text).into_response(),
+    match prometheus::encode(state.live.plugins()) {
+        Ok(text) => ([(axum::http::header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response(),
         Err(err) => {
             // Encoding into a String fails only through a bug in the encoder: say so, leak nothing.
             error!(error = %err, "cannot encode the metrics");
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
-}
-
-async fn stream(State(state): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    let (snapshot, receiver) = state.live.subscribe();
-    let events =
-        stream::unfold((state.live.clone(), receiver, Some(snapshot)), |(live, mut receiver, pending)| async move {
-            let event = match pending {
-                Some(event) => event,
-                None => match receiver.recv().await {
-                    Ok(event) => event,
-                    // Fell behind: skip to a fresh snapshot rather than replaying stale batches.
-                    Err(broadcast::error::RecvError::Lagged(_)) => {
-                        let (snapshot, fresh) = live.subscribe();
-                        receiver = fresh;
-                        snapshot
-                    }
-                    Err(broadcast::error::RecvError::Closed) => return None,
-                },
-            };
-            Some((Ok(sse_event(&event)), (live, receiver, None)))
-        });
-    let events = events.take_until(state.shutdown.cancelled_owned());
-    Sse::new(events).keep_alive(KeepAlive::default())
-}
-
-fn sse_event(event: &LiveEvent) -> Event {
-    let name = match event {
-        LiveEvent::Snapshot { .. } => "snapshot",
-        LiveEvent::Batch { .. } => "batch",
-        LiveEvent::Plugin { .. } => "plugin",
-    };
-    // LiveEvent is plain data: serialisation cannot fail; an empty event would be harmless anyway.
-    Event::default().event(name).data(serde_json::to_string(event).unwrap_or_default())
 }

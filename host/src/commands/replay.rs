@@ -198,3 +198,14 @@ fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
         .or_else(|| NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|n| Utc.from_utc_datetime(&n)))
         .or_else(|| text.parse::<i64>().ok().and_then(|ms| Utc.timestamp_millis_opt(ms).single()))
 }
+
+/// Prints `summary` on stderr (the scores went to stdout or the output file).
+pub fn print(summary: &ReplaySummary) -> anyhow::Result<()> {
+    eprintln!(
+        "replayed {} rows: {} anomalies{}",
+        summary.rows,
+        summary.anomalies,
+        if summary.rescaled { " (scores mapped through s / (1 + s))" } else { "" }
+    );
+    Ok(())
+}

@@ -149,3 +149,23 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
     }
     Ok(results)
 }
+
+/// Prints `results`: one JSON line each on stdout, a table on stderr.
+pub fn print(results: &[PluginThroughput]) -> anyhow::Result<()> {
+    for r in results {
+        super::print_json(r)?;
+        eprintln!(
+            "{:<17} native {:>12.0} readings/s   wasm {:>12.0} readings/s   ({:.2}x)   longest call {:.2} ms   \
+             load {:.0} ms   new instance {:.2} ms   call overhead {:.1} us",
+            r.plugin,
+            r.native_readings_per_s,
+            r.wasm_readings_per_s,
+            r.native_readings_per_s / r.wasm_readings_per_s,
+            r.longest_native_call_ms,
+            r.load_ms,
+            r.instantiate_ms,
+            r.call_overhead_us
+        );
+    }
+    Ok(())
+}

@@ -122,3 +122,10 @@ pub fn iforest(config: &IforestConfig) -> Result<IforestSummary, IforestError> {
     let auc = if labelled { roc_auc(&scores, &labels) } else { None };
     Ok(IforestSummary { rows: rows.len(), features: forest.n_features(), auc, fit_score_ms })
 }
+
+/// Prints `summary` on stdout (the scores went to the output file).
+pub fn print(summary: &IforestSummary) -> anyhow::Result<()> {
+    let auc = summary.auc.map(|auc| format!(" auc={auc:.5}")).unwrap_or_default();
+    println!("rows={} features={} fit_score_ms={:.2}{auc}", summary.rows, summary.features, summary.fit_score_ms);
+    Ok(())
+}

@@ -5,19 +5,20 @@
 //! transaction, for readings produced from 2 s after the first commit), and
 //! peak memory of the process. The scratch database, `iotstream_bench`, is recreated by every run.
 
+use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use serde::Serialize;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
-use crate::app::{RunError, run};
 use crate::config::RunConfig;
 use crate::kafka::EmbeddedBroker;
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 /// The scratch database the benchmark creates, fills and drops.
 const BENCH_DATABASE: &str = "iotstream_bench";
@@ -75,23 +76,8 @@ pub struct BenchReport {
 }
 
 /// Runs the benchmark. The scratch database is kept for inspection, and dropped by the next run.
-pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
-    let admin = PgConnectOptions::from_str(&config.run.database_url).map_err(StoreError::from)?;
-    let mut conn = admin.connect().await.map_err(StoreError::from)?;
-    let drop_sql = format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)");
-    sqlx::query(sqlx::AssertSqlSafe(drop_sql)).execute(&mut conn).await.map_err(StoreError::from)?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {BENCH_DATABASE}")))
-        .execute(&mut conn)
-        .await
-        .map_err(StoreError::from)?;
-    let pool = PgPoolOptions::new()
-        .max_connections(8)
-        .connect_with(admin.clone().database(BENCH_DATABASE))
-        .await
-        .map_err(StoreError::from)?;
-    let store = Store::new(pool.clone());
-    store.migrate().await?;
-
+pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
+    let store = scratch_store(&config.run.database_url).await?;
     // The mock cluster keeps ~5 MB a partition and the producer runs ahead while the consumer group
     // forms (~3 s). Messages are keyed by sensor, so partitions fill unevenly: give each sensor about
     // four partitions of its own, and the whole run (~230 bytes a message) twice the room it needs.
@@ -100,15 +86,15 @@ pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
     let partitions = i32::try_from(by_volume.max(by_sensors).max(12)).unwrap_or(i32::MAX);
     let broker = EmbeddedBroker::start(&config.run.topic, partitions)?;
     let mut run_config = config.run.clone();
+    run_config.brokers = Some(broker.bootstrap_servers().to_owned());
+    run_config.listen = ([127, 0, 0, 1], 0).into();
     if config.swap_plugin.is_some() {
         run_config.plugins_dir = scratch_plugins(&config.run.plugins_dir)?;
     }
     let shutdown = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let pipeline = {
-        let (run_config, store, brokers, shutdown) =
-            (run_config.clone(), store.clone(), broker.bootstrap_servers().to_owned(), shutdown.clone());
-        tokio::spawn(async move { run(&run_config, store, listener, &brokers, shutdown).await })
+        let (run_config, store, shutdown) = (run_config.clone(), store.clone(), shutdown.clone());
+        tokio::spawn(async move { crate::app::serve(&run_config, store, shutdown).await })
     };
     let mut simulate = config.run.simulate.clone();
     simulate.count = config.readings;
@@ -119,11 +105,53 @@ pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
         tokio::spawn(async move { crate::simulate::run(&simulate, &brokers, &topic, shutdown).await })
     };
     info!(readings = config.readings, partitions, "benchmark running");
+    let progress = watch_progress(config, &store, &run_config.plugins_dir).await?;
+    let report = measure(&store, progress).await?;
+    shutdown.cancel();
+    let produced = match producer.await {
+        Ok(Ok(report)) => report.delivered,
+        _ => 0,
+    };
+    if let Ok(result) = pipeline.await {
+        result?;
+    }
+    drop(broker);
+    store.pool().close().await;
+    Ok(BenchReport { produced, ..report })
+}
 
+/// The scratch database [`BENCH_DATABASE`] on the server of `database_url`, created anew and
+/// migrated.
+async fn scratch_store(database_url: &str) -> anyhow::Result<Store> {
+    let admin = PgConnectOptions::from_str(database_url).context("parsing the database URL")?;
+    let mut conn = admin.connect().await.context("connecting to PostgreSQL")?;
+    let drop_sql = format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)");
+    sqlx::query(sqlx::AssertSqlSafe(drop_sql)).execute(&mut conn).await.context("dropping the scratch database")?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {BENCH_DATABASE}")))
+        .execute(&mut conn)
+        .await
+        .context("creating the scratch database")?;
+    let _ = conn.close().await;
+    Ok(Store::connect(admin.database(BENCH_DATABASE)).await?)
+}
+
+/// How the stored count grew while the benchmark ran.
+struct Progress {
+    /// Readings stored.
+    stored: u64,
+    /// Seconds from the first stored reading to the last.
+    seconds: f64,
+    /// When `--swap-plugin` was swapped.
+    swapped_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// Polls the stored count until every reading is stored, or none is for 60 s; swaps the plugin
+/// on the way if asked to.
+async fn watch_progress(config: &BenchConfig, store: &Store, plugins_dir: &Path) -> anyhow::Result<Progress> {
     let mut first: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let mut stored = 0;
-    let mut swapped_at: Option<chrono::DateTime<chrono::Utc>> = None;
+    let mut swapped_at = None;
     while stored < config.readings {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = store.totals().await?.readings;
@@ -134,7 +162,7 @@ pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
             (&config.swap_plugin, config.swap_after_s, first, swapped_at)
             && first.elapsed().as_secs_f64() >= after
         {
-            swap(&run_config.plugins_dir, plugin)?;
+            swap(plugins_dir, plugin)?;
             swapped_at = Some(chrono::Utc::now());
             info!(plugin, "benchmark: plugin file replaced");
         }
@@ -147,40 +175,29 @@ pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
         }
     }
     let seconds = first.map_or(0.0, |f| last_progress.duration_since(f).as_secs_f64());
+    Ok(Progress { stored, seconds, swapped_at })
+}
+
+/// The report's figures from the scratch database (all but `produced`).
+async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchReport> {
+    let pool = store.pool();
     let latency: (f64, f64, f64) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.95) WITHIN GROUP (ORDER BY d), \
          percentile_cont(0.99) WITHIN GROUP (ORDER BY d) \
          FROM (SELECT extract(epoch FROM ingested_at - timestamp)::float8 * 1000 AS d FROM sensor_readings \
          WHERE timestamp > (SELECT min(ingested_at) FROM sensor_readings) + interval '2 seconds') AS l",
     )
-    .fetch_one(&pool)
-    .await
-    .map_err(StoreError::from)?;
-    let predictions: i64 = sqlx::query_scalar("SELECT count(*) FROM ml_anomaly_predictions")
-        .fetch_one(&pool)
-        .await
-        .map_err(StoreError::from)?;
-    let aggregates: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_aggregates")
-        .fetch_one(&pool)
-        .await
-        .map_err(StoreError::from)?;
-    let swap_readings_per_s = match swapped_at {
-        Some(at) => Some(throughput_around(&pool, at).await.map_err(StoreError::from)?),
+    .fetch_one(pool)
+    .await?;
+    let predictions: i64 = sqlx::query_scalar("SELECT count(*) FROM ml_anomaly_predictions").fetch_one(pool).await?;
+    let aggregates: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_aggregates").fetch_one(pool).await?;
+    let swap_readings_per_s = match progress.swapped_at {
+        Some(at) => Some(throughput_around(pool, at).await?),
         None => None,
     };
-    shutdown.cancel();
-    let produced = match producer.await {
-        Ok(Ok(report)) => report.delivered,
-        _ => 0,
-    };
-    if let Ok(result) = pipeline.await {
-        result?;
-    }
-    drop(broker);
-    pool.close().await;
-    let _ = conn.close().await;
+    let Progress { stored, seconds, .. } = progress;
     Ok(BenchReport {
-        produced,
+        produced: 0,
         readings: stored,
         seconds,
         readings_per_s: if seconds > 0.0 { stored as f64 / seconds } else { 0.0 },
@@ -195,7 +212,7 @@ pub async fn bench(config: &BenchConfig) -> Result<BenchReport, RunError> {
 }
 
 /// A copy of the plugins folder in the temporary folder, for a benchmark that changes it.
-fn scratch_plugins(from: &std::path::Path) -> Result<std::path::PathBuf, RunError> {
+fn scratch_plugins(from: &Path) -> std::io::Result<std::path::PathBuf> {
     let to = std::env::temp_dir().join(format!("iotstream-bench-plugins-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&to);
     std::fs::create_dir_all(&to)?;
@@ -210,7 +227,7 @@ fn scratch_plugins(from: &std::path::Path) -> Result<std::path::PathBuf, RunErro
 
 /// Replaces `dir/plugin.wasm` with a fresh copy of itself (written beside, then renamed): the host
 /// loads it again and hands the running instance's state over.
-fn swap(dir: &std::path::Path, plugin: &str) -> Result<(), RunError> {
+fn swap(dir: &Path, plugin: &str) -> std::io::Result<()> {
     let file = dir.join(format!("{plugin}.wasm"));
     let partial = dir.join(format!(".{plugin}.wasm.partial"));
     std::fs::copy(&file, &partial)?;
@@ -249,4 +266,21 @@ fn peak_rss_mib() -> f64 {
             line.split_whitespace().nth(1)?.parse::<f64>().ok()
         })
         .map_or(0.0, |kib| kib / 1024.0)
+}
+
+/// Prints `report`: JSON on stdout, a summary on stderr.
+pub fn print(report: &BenchReport) -> anyhow::Result<()> {
+    super::print_json(report)?;
+    eprintln!(
+        "{} of {} readings stored in {:.1} s: {:.0} readings/s; latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms; peak RSS {:.0} MiB",
+        report.readings,
+        report.produced,
+        report.seconds,
+        report.readings_per_s,
+        report.latency_ms_p50,
+        report.latency_ms_p95,
+        report.latency_ms_p99,
+        report.peak_rss_mib
+    );
+    Ok(())
 }

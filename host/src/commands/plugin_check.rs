@@ -93,3 +93,20 @@ pub fn check(config: &CheckConfig) -> Result<CheckReport, PluginError> {
     fresh.import_state(&SensorCatalog::default(), &state)?;
     Ok(report)
 }
+
+/// Prints `report`: JSON on stdout, a summary on stderr.
+pub fn print(report: &CheckReport) -> anyhow::Result<()> {
+    super::print_json(report)?;
+    eprintln!(
+        "ok: {} {} {} handled {} readings ({} anomalies, {} warming up, {} windows); its {}-byte state loads into a fresh instance",
+        report.kind,
+        report.name,
+        report.version,
+        report.readings,
+        report.anomalies,
+        report.warming_up,
+        report.windows,
+        report.state_bytes
+    );
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! PostgreSQL: the schema (`migrations/`), the batch writer, checkpoints and the queries the API
+//! serves.
+//!
+//! Effectively-once (docs/guarantees.md): one transaction per batch advances the source's offsets in
+//! `kafka_offsets` (and, on the checkpoint interval, stores every stage's state with the offsets it
+//! includes); every row carries its message's source, partition and offset, which a unique index
+//! makes a key, so a replayed message is a no-op (`ON CONFLICT DO NOTHING`), and a window revision
+//! emitted again replaces its earlier emission.
+//!
+//! The store knows rows, not plugins: what the pipeline hands it is plain data ([`rows`]).
+//!
+//! # Layout
+//! * this module: [`Store`] (the pool, connecting, migrating) and [`StoreError`];
+//! * [`rows`]: what one batch writes ([`BatchRows`]) and the row counts ([`Totals`]);
+//! * `writer`: [`Store::write`], the batch's one transaction;
+//! * [`checkpoints`]: every stage's state with the positions it includes, written and restored;
+//! * `sources`: the `kafka_sources` registry, stored positions and the batch log;
+//! * `queries`: what the API and the live view read.
+
+pub mod checkpoints;
+mod queries;
+pub mod rows;
+mod sources;
+mod writer;
+
+use std::time::Duration;
+
+use backon::{ExponentialBuilder, Retryable};
+use sqlx::PgPool;
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use tracing::warn;
+
+pub use self::checkpoints::{Checkpoint, CheckpointReason, StageState};
+pub use self::rows::{BatchRows, DeadLetter, ModelLineage, Prediction, ShadowPrediction, StoredReading, Totals};
+
+/// The schema, embedded from `migrations/` at build time.
+pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
+
+/// Connections in the pool: the pipeline holds one per batch in flight (at most two, a write and a
+/// start-up query), the API the rest.
+const POOL_CONNECTIONS: u32 = 8;
+/// How long a query waits for a free connection before it fails (and the pipeline retries).
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How many times [`Store::connect`] tries, backing off up to 5 s: about a minute, long enough for
+/// a database that docker-compose starts beside the host.
+const CONNECT_ATTEMPTS: usize = 15;
+
+/// Why a database operation failed. Every case is retryable from the pipeline's point of view.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be reached at start-up.
+    #[error("cannot connect to PostgreSQL at {server}: {source}")]
+    Connect {
+        /// Host, port and database (never the password).
+        server: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// A query or the connection failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+/// Writes batches and answers the API's queries.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects to the database `options` name, retrying for about a minute (in docker-compose the
+    /// database may start after iotstream), and brings its schema up to date: the start-up path of
+    /// every command that writes.
+    pub async fn connect(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let attempt = || {
+            PgPoolOptions::new()
+                .max_connections(POOL_CONNECTIONS)
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .connect_with(options.clone())
+        };
+        let backoff =
+            ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(CONNECT_ATTEMPTS);
+        let server =
+            format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or_default());
+        let pool = attempt
+            .retry(backoff)
+            .notify(|err, delay| warn!(error = %err, retry_in = ?delay, %server, "database not reachable yet"))
+            .await
+            .map_err(|source| StoreError::Connect { server, source })?;
+        let store = Store::new(pool);
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// A store over `pool`; call [`Store::migrate`] before the first write.
+    pub fn new(pool: PgPool) -> Self {
+        Store { pool }
+    }
+
+    /// The pool.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Brings the schema up to date.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,266 @@
+//! What the API and the live view read: totals, the newest rows, detection quality, shadows and
+//! dead letters. Every query is bounded by a `LIMIT` or an aggregate.
+
+use chrono::{DateTime, Utc};
+use iotstream_api::{
+    AggregateRow, DeadLetterCount, DeadLetterRow, DetectorAgreement, DetectorQuality, PredictionRow, QualityReport,
+    ReadingRow, ShadowComparison,
+};
+use sqlx::Row;
+use sqlx::postgres::PgRow;
+
+use crate::store::{Store, StoreError, Totals};
+
+impl Store {
+    /// All-time row counts (exact; run once at start, then kept by the pipeline).
+    pub async fn totals(&self) -> Result<Totals, StoreError> {
+        let row = sqlx::query(
+            "SELECT (SELECT count(*) FROM sensor_readings), (SELECT count(*) FROM sensor_readings WHERE flagged), \
+             (SELECT count(*) FROM sensor_aggregates), (SELECT count(*) FROM dead_letters)",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let count = |i: usize| row.try_get::<i64, _>(i).map(|n| n.max(0) as u64);
+        Ok(Totals { readings: count(0)?, flagged: count(1)?, aggregates: count(2)?, dead_letters: count(3)? })
+    }
+
+    /// The newest readings, optionally of one sensor.
+    pub async fn recent_readings(&self, limit: i64, sensor_id: Option<&str>) -> Result<Vec<ReadingRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT sensor_id, sensor_type, location, value, unit, timestamp, anomaly, flagged FROM sensor_readings \
+             WHERE ($2::text IS NULL OR sensor_id = $2) ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .bind(sensor_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(reading_row).collect::<Result<_, _>>().map_err(StoreError::from)
+    }
+
+    /// The newest predictions, optionally of one detector and only anomalies.
+    pub async fn recent_predictions(
+        &self,
+        limit: i64,
+        detector: Option<&str>,
+        anomalies_only: bool,
+    ) -> Result<Vec<PredictionRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT detector, sensor_id, sensor_type, value, timestamp, verdict, is_anomaly, anomaly_score, \
+             rule_based_anomaly, detector_version, model_generation FROM ml_anomaly_predictions \
+             WHERE ($2::text IS NULL OR detector = $2) AND (NOT $3 OR is_anomaly) ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .bind(detector)
+        .bind(anomalies_only)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(prediction_row).collect::<Result<_, _>>().map_err(StoreError::from)
+    }
+
+    /// The newest window aggregates.
+    pub async fn recent_aggregates(&self, limit: i64) -> Result<Vec<AggregateRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT stage, window_start, window_end, location, sensor_type, avg_value, min_value, max_value, stddev_value, \
+             count_readings, anomaly_count, revision, late_count FROM sensor_aggregates ORDER BY emission DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(aggregate_row).collect::<Result<_, _>>().map_err(StoreError::from)
+    }
+
+    /// Each detector against the source's labels (the simulator labels what it injects), and each
+    /// pair of detectors against each other, per sensor type, over readings with event time in
+    /// `[from, to)` (either end open when `None`). Warming-up verdicts are left out.
+    pub async fn quality(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<QualityReport, StoreError> {
+        let detectors: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
+            "SELECT detector, sensor_type, count(*), \
+             count(*) FILTER (WHERE is_anomaly AND rule_based_anomaly), \
+             count(*) FILTER (WHERE is_anomaly AND NOT rule_based_anomaly), \
+             count(*) FILTER (WHERE NOT is_anomaly AND rule_based_anomaly) \
+             FROM ml_anomaly_predictions \
+             WHERE verdict <> 'warming_up' AND ($1::timestamptz IS NULL OR timestamp >= $1) \
+             AND ($2::timestamptz IS NULL OR timestamp < $2) \
+             GROUP BY detector, sensor_type ORDER BY detector, sensor_type",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        let agreement: Vec<(String, String, String, i64, i64, i64)> = sqlx::query_as(
+            "SELECT a.sensor_type, a.detector, b.detector, count(*), count(*) FILTER (WHERE a.is_anomaly = b.is_anomaly), \
+             count(*) FILTER (WHERE a.is_anomaly AND b.is_anomaly) \
+             FROM ml_anomaly_predictions a JOIN ml_anomaly_predictions b \
+             ON a.sensor_id = b.sensor_id AND a.timestamp = b.timestamp AND a.kafka_partition = b.kafka_partition \
+             AND a.kafka_offset = b.kafka_offset AND a.detector < b.detector \
+             WHERE a.verdict <> 'warming_up' AND b.verdict <> 'warming_up' \
+             AND ($1::timestamptz IS NULL OR a.timestamp >= $1) AND ($2::timestamptz IS NULL OR a.timestamp < $2) \
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(QualityReport {
+            detectors: detectors
+                .into_iter()
+                .map(|(detector, sensor_type, judged, tp, fp, fn_)| {
+                    DetectorQuality {
+                        detector,
+                        sensor_type,
+                        judged,
+                        true_positives: tp,
+                        false_positives: fp,
+                        false_negatives: fn_,
+                        precision: None,
+                        recall: None,
+                        f1: None,
+                    }
+                    .with_rates()
+                })
+                .collect(),
+            agreement: agreement
+                .into_iter()
+                .map(|(sensor_type, detector_a, detector_b, both, agreed, both_anomalous)| DetectorAgreement {
+                    sensor_type,
+                    detector_a,
+                    detector_b,
+                    judged_by_both: both,
+                    agreed,
+                    both_anomalous,
+                    agreement: (both > 0).then(|| agreed as f64 / both as f64),
+                })
+                .collect(),
+        })
+    }
+
+    /// Each shadow detector against the live detector it shadows, over the readings both judged
+    /// (warming-up verdicts left out): agreement and score distributions.
+    pub async fn shadow_comparisons(&self) -> Result<Vec<ShadowComparison>, StoreError> {
+        type Row = (String, String, String, i64, i64, i64, i64, i64, Option<Vec<f64>>, Option<Vec<f64>>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT s.shadow, max(s.shadow_version), s.live_detector, count(*), \
+             count(*) FILTER (WHERE s.is_anomaly = p.is_anomaly), \
+             count(*) FILTER (WHERE s.is_anomaly AND p.is_anomaly), \
+             count(*) FILTER (WHERE s.is_anomaly), count(*) FILTER (WHERE p.is_anomaly), \
+             percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY s.anomaly_score), \
+             percentile_cont(ARRAY[0.5, 0.9, 0.99]) WITHIN GROUP (ORDER BY p.anomaly_score) \
+             FROM shadow_predictions s JOIN ml_anomaly_predictions p ON p.source_id = s.source_id \
+             AND p.kafka_partition = s.kafka_partition AND p.kafka_offset = s.kafka_offset \
+             AND p.detector = s.live_detector \
+             WHERE s.verdict <> 'warming_up' AND p.verdict <> 'warming_up' AND s.source_id > 0 \
+             GROUP BY s.shadow, s.live_detector ORDER BY s.shadow",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(shadow, shadow_version, live, judged, agreed, both, shadow_anomalies, live_anomalies, s, l)| {
+                ShadowComparison {
+                    shadow,
+                    shadow_version,
+                    live_detector: live,
+                    judged_by_both: judged,
+                    agreed,
+                    both_anomalous: both,
+                    shadow_anomalies,
+                    live_anomalies,
+                    agreement: (judged > 0).then(|| agreed as f64 / judged as f64),
+                    shadow_score_p50_p90_p99: s.unwrap_or_default(),
+                    live_score_p50_p90_p99: l.unwrap_or_default(),
+                    shadow_call_micros_p50: None,
+                    live_call_micros_p50: None,
+                }
+            })
+            .collect())
+    }
+
+    /// Dead letters per kind of refusal, most frequent first.
+    pub async fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, StoreError> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY 2 DESC, 1")
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(reason, count)| DeadLetterCount { reason, count }).collect())
+    }
+
+    /// The newest dead letters.
+    pub async fn dead_letters(&self, limit: i64) -> Result<Vec<DeadLetterRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, received_at, topic, kafka_partition, kafka_offset, error, payload, reason FROM dead_letters \
+             ORDER BY id DESC LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeadLetterRow {
+                    id: row.try_get(0)?,
+                    received_at: row.try_get(1)?,
+                    topic: row.try_get(2)?,
+                    partition: row.try_get(3)?,
+                    offset: row.try_get(4)?,
+                    error: row.try_get(5)?,
+                    payload: row
+                        .try_get::<Option<Vec<u8>>, _>(6)?
+                        .map(|p| String::from_utf8_lossy(&p).into_owned())
+                        .unwrap_or_default(),
+                    reason: row.try_get(7)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}
+
+fn reading_row(row: &PgRow) -> Result<ReadingRow, sqlx::Error> {
+    Ok(ReadingRow {
+        sensor_id: row.try_get(0)?,
+        sensor_type: row.try_get(1)?,
+        location: row.try_get(2)?,
+        value: row.try_get(3)?,
+        unit: row.try_get(4)?,
+        timestamp: row.try_get::<DateTime<Utc>, _>(5)?,
+        anomaly: row.try_get(6)?,
+        flagged: row.try_get(7)?,
+    })
+}
+
+fn prediction_row(row: &PgRow) -> Result<PredictionRow, sqlx::Error> {
+    Ok(PredictionRow {
+        detector: row.try_get(0)?,
+        sensor_id: row.try_get(1)?,
+        sensor_type: row.try_get(2)?,
+        value: row.try_get(3)?,
+        timestamp: row.try_get(4)?,
+        verdict: row.try_get(5)?,
+        is_anomaly: row.try_get(6)?,
+        anomaly_score: row.try_get(7)?,
+        rule_based_anomaly: row.try_get(8)?,
+        detector_version: row.try_get(9)?,
+        model_generation: row.try_get(10)?,
+    })
+}
+
+fn aggregate_row(row: &PgRow) -> Result<AggregateRow, sqlx::Error> {
+    Ok(AggregateRow {
+        stage: row.try_get(0)?,
+        window_start: row.try_get(1)?,
+        window_end: row.try_get(2)?,
+        location: row.try_get(3)?,
+        sensor_type: row.try_get(4)?,
+        avg_value: row.try_get(5)?,
+        min_value: row.try_get(6)?,
+        max_value: row.try_get(7)?,
+        stddev_value: row.try_get(8)?,
+        count_readings: row.try_get(9)?,
+        anomaly_count: row.try_get(10)?,
+        revision: row.try_get(11)?,
+        late_count: row.try_get(12)?,
+    })
+}

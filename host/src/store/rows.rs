@@ -1,0 +1,130 @@
+//! What the pipeline hands the store: the rows of one batch, as plain data. The store knows rows,
+//! not plugins: a detector's model lineage arrives as a [`ModelLineage`], not as a WIT binding.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use iotstream_api::AggregateRow;
+
+use crate::reading::Reading;
+use crate::store::checkpoints::Checkpoint;
+
+/// Longest payload prefix kept in a dead letter: a whole valid-sized message (see
+/// `ReadingLimits::max_bytes`), and a bounded piece of an oversized one.
+pub const DEAD_LETTER_PAYLOAD_LIMIT: usize = 16 * 1024;
+
+/// A reading with where it came from and what the detectors said.
+#[derive(Debug, Clone)]
+pub struct StoredReading {
+    /// The reading.
+    pub reading: Reading,
+    /// Whether any detector flagged it.
+    pub flagged: bool,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+}
+
+/// One detector's verdict on one reading of the batch.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// The detector plugin.
+    pub detector: String,
+    /// Index of the reading in [`BatchRows::readings`].
+    pub reading: usize,
+    /// `warming_up`, `normal` or `anomaly`.
+    pub verdict: &'static str,
+    /// The detector's score.
+    pub score: f64,
+    /// The detector plugin's version.
+    pub detector_version: String,
+    /// The model behind the verdict, for a detector that trains models.
+    pub model: Option<ModelLineage>,
+}
+
+/// A shadow detector's verdict on one reading of the batch.
+#[derive(Debug, Clone)]
+pub struct ShadowPrediction {
+    /// The shadow plugin.
+    pub shadow: String,
+    /// The live detector it shadows.
+    pub live_detector: String,
+    /// The shadow plugin's version.
+    pub shadow_version: String,
+    /// Index of the reading in [`BatchRows::readings`].
+    pub reading: usize,
+    /// `warming_up`, `normal` or `anomaly`.
+    pub verdict: &'static str,
+    /// The shadow's score.
+    pub score: f64,
+}
+
+/// A message that did not decode.
+#[derive(Debug, Clone)]
+pub struct DeadLetter {
+    /// Kafka topic.
+    pub topic: String,
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// The message key.
+    pub key: Option<Vec<u8>>,
+    /// The payload (at most [`DEAD_LETTER_PAYLOAD_LIMIT`] bytes).
+    pub payload: Option<Vec<u8>>,
+    /// Why it was refused.
+    pub error: String,
+    /// The kind of refusal (`DecodeError::kind`).
+    pub reason: &'static str,
+}
+
+/// The model behind a verdict, for a detector that trains models.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ModelLineage {
+    /// How many models the detector trained for this sensor type so far.
+    pub generation: i32,
+    /// When the model was trained (event time), if that is a valid time.
+    pub trained_at: Option<DateTime<Utc>>,
+    /// How many readings it was trained on.
+    pub training_rows: i32,
+}
+
+/// Everything one batch writes.
+#[derive(Debug, Default)]
+pub struct BatchRows {
+    /// The `kafka_sources` id the messages came from.
+    pub source: i16,
+    /// The batch's number among the source's batches (logged with its extent, `positions`).
+    pub batch_seq: i64,
+    /// Logged batches to forget, numbers after the first and up to the second: those a restart
+    /// gave up forming again.
+    pub forget_batches: Option<(i64, i64)>,
+    /// The next offset of each partition the batch read from: its extent.
+    pub positions: BTreeMap<i32, i64>,
+    /// A checkpoint to store with the batch.
+    pub checkpoint: Option<Checkpoint>,
+    /// Valid readings.
+    pub readings: Vec<StoredReading>,
+    /// Detector verdicts.
+    pub predictions: Vec<Prediction>,
+    /// Shadow detectors' verdicts.
+    pub shadow_predictions: Vec<ShadowPrediction>,
+    /// Closed windows.
+    pub aggregates: Vec<AggregateRow>,
+    /// Refused messages.
+    pub dead_letters: Vec<DeadLetter>,
+}
+
+/// Row counts: all-time ones, or the rows one write added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// `sensor_readings` rows.
+    pub readings: u64,
+    /// `sensor_readings` rows a detector flagged.
+    pub flagged: u64,
+    /// `sensor_aggregates` rows.
+    pub aggregates: u64,
+    /// `dead_letters` rows.
+    pub dead_letters: u64,
+}
