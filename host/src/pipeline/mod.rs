@@ -484,7 +484,7 @@ fn publish(live: &Live, rows: &BatchRows, written: Totals, latencies_ms: Vec<f64
                 anomaly_score: p.score,
                 rule_based_anomaly: stored.reading.anomaly,
                 detector_version: p.detector_version.clone(),
-                model_generation: p.model.as_ref().map(|m| i32::try_from(m.generation).unwrap_or(i32::MAX)),
+                model_generation: p.model.map(|m| m.generation),
             }
         })
         .collect();

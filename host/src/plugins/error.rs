@@ -1,0 +1,142 @@
+//! [`PluginError`]: why a plugin could not be loaded or a call failed, one case per thing an
+//! operator would do differently about it; and [`fault`], which names a runtime failure.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT};
+use super::limits::PluginLimits;
+
+/// Why a plugin could not be loaded or a call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The folder or file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// What could not be read.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The runtime itself could not be set up (the engine, the linker, the epoch thread): no plugin
+    /// is at fault.
+    #[error("plugin runtime: cannot set up the {what}: {message}")]
+    Runtime {
+        /// What could not be set up.
+        what: &'static str,
+        /// Why.
+        message: String,
+    },
+    /// The file is not a component wasmtime can compile.
+    #[error("{path} is not a valid component: {message}")]
+    Compile {
+        /// The file.
+        path: PathBuf,
+        /// The compiler's reason.
+        message: String,
+    },
+    /// The component exports neither stage interface of this contract version.
+    #[error("{path} exports neither {DETECTOR_EXPORT} nor {AGGREGATOR_EXPORT}")]
+    UnknownWorld {
+        /// The file.
+        path: PathBuf,
+    },
+    /// The component was built against a version of the contract this host does not run.
+    #[error("{path} was built against {found}; this host runs {DETECTOR_EXPORT} and {AGGREGATOR_EXPORT}")]
+    WitVersion {
+        /// The file.
+        path: PathBuf,
+        /// The stage interface it exports.
+        found: String,
+    },
+    /// The manifest beside the plugin is malformed, or the component is not what it expects.
+    #[error("plugin manifest {path}: {message}")]
+    Manifest {
+        /// The manifest (or configuration) file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Instantiating, or a call, trapped or failed in the runtime (a panic, `unreachable`, a host
+    /// error); the deadline and the memory cap have their own cases.
+    #[error("plugin {plugin} trapped: {message}")]
+    Trap {
+        /// The plugin.
+        plugin: String,
+        /// What the runtime reported.
+        message: String,
+    },
+    /// A call ran past its CPU deadline and was interrupted.
+    #[error("plugin {plugin} ran past its CPU deadline of {deadline:?} per call")]
+    Deadline {
+        /// The plugin.
+        plugin: String,
+        /// The deadline.
+        deadline: Duration,
+    },
+    /// The instance tried to grow a linear memory past the cap, which traps.
+    #[error("plugin {plugin} tried to grow its memory to {requested} bytes, past its cap of {limit} bytes")]
+    MemoryLimit {
+        /// The plugin.
+        plugin: String,
+        /// The size it asked for, bytes.
+        requested: usize,
+        /// The cap, bytes.
+        limit: usize,
+    },
+    /// The stage refused a call with a `stage-error`.
+    #[error("plugin {plugin} refused the call: {message}")]
+    Refused {
+        /// The plugin.
+        plugin: String,
+        /// The stage's reason.
+        message: String,
+    },
+    /// The stage answered with output that breaks the contract.
+    #[error("plugin {plugin} returned malformed output: {message}")]
+    MalformedOutput {
+        /// The plugin.
+        plugin: String,
+        /// What is wrong with it.
+        message: String,
+    },
+    /// The call was skipped: the plugin failed lately and is backing off.
+    #[error("plugin {plugin} is backing off after {failures} failures in a row; calls skipped for {retry_in:?} more")]
+    BackingOff {
+        /// The plugin.
+        plugin: String,
+        /// Its failures in a row.
+        failures: u32,
+        /// Time left until it is called again.
+        retry_in: Duration,
+    },
+    /// The call was skipped: the plugin failed too often in a row and is not called until released.
+    #[error("plugin {plugin} is quarantined after {failures} failures in a row; it is not called until reloaded")]
+    Quarantined {
+        /// The plugin.
+        plugin: String,
+        /// Its failures in a row.
+        failures: u32,
+    },
+}
+
+impl PluginError {
+    /// Whether the call was skipped rather than made (backoff or quarantine). Skips are counted in
+    /// the plugin's metrics; a caller logs the failure that caused them, not every skipped batch.
+    pub fn is_skip(&self) -> bool {
+        matches!(self, PluginError::BackingOff { .. } | PluginError::Quarantined { .. })
+    }
+}
+
+/// Names a runtime failure of `plugin`: the memory cap when the limiter refused a growth during
+/// the call (`refused`, the size asked for), the deadline for an epoch interrupt, else a trap.
+pub(super) fn fault(plugin: &str, limits: &PluginLimits, err: wasmtime::Error, refused: Option<usize>) -> PluginError {
+    let plugin = plugin.to_owned();
+    if let Some(requested) = refused {
+        PluginError::MemoryLimit { plugin, requested, limit: limits.memory_bytes }
+    } else if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
+        PluginError::Deadline { plugin, deadline: limits.call_deadline }
+    } else {
+        PluginError::Trap { plugin, message: format!("{err:#}") }
+    }
+}

@@ -1,0 +1,410 @@
+//! [`Plugin`]: one loaded plugin, its long-lived store and stage instance, and every call to it.
+//!
+//! Every call runs under a memory cap and a CPU deadline, declares new sensors first, is timed and
+//! counted, and has its answer checked against the contract. A trap or malformed output drops the
+//! instance; the next call re-creates it from the [`Blueprint`] and imports the last good state.
+//! Every failure extends the failure streak (backoff, then quarantine); a successful batch ends it.
+
+use std::time::Instant;
+
+use wasmtime::Engine;
+use wasmtime::Store;
+use wasmtime::component::{Component, Linker, ResourceAny};
+use wasmtime_wasi::WasiCtx;
+
+use super::bindings::{self, Detection, Reading, StageInfo, WindowAggregate};
+use super::error::fault;
+use super::health::{Health, PluginState, Refusal};
+use super::limits::PluginLimits;
+use super::metrics::PluginMetrics;
+use super::runtime::StageCtx;
+use super::stage::{self, Call, StageBindings};
+use super::{PluginError, SensorCatalog, StageKind};
+
+/// What every instance of a plugin is made from: the compiled component, its kind, configuration
+/// and limits. A restart, a new instance for a hot swap and the first load all start from one.
+#[derive(Clone)]
+pub(super) struct Blueprint {
+    /// The plugin's name (its file name without `.wasm`).
+    pub(super) name: String,
+    /// The stage interface it exports.
+    pub(super) kind: StageKind,
+    /// The configuration handed to `create`.
+    pub(super) config: String,
+    /// The compiled component.
+    pub(super) component: Component,
+    /// The process's engine.
+    pub(super) engine: Engine,
+    /// The process's linker.
+    pub(super) linker: Linker<StageCtx>,
+    /// Memory cap, deadline, backoff and quarantine.
+    pub(super) limits: PluginLimits,
+    /// Environment variables the manifest grants.
+    pub(super) env: Vec<(String, String)>,
+    /// The live detector this one shadows.
+    pub(super) shadow_of: Option<String>,
+}
+
+/// A running instance: its store and the handle of its stage resource.
+struct Instance {
+    store: Store<StageCtx>,
+    stage: ResourceAny,
+    bindings: Box<dyn StageBindings>,
+    /// Keys of the host catalog this instance was told about.
+    declared: usize,
+}
+
+/// What a call is, for the failure streak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    /// `detect` or `aggregate`: the stage's work; success ends a failure streak.
+    Batch,
+    /// `tick`, `export-state`, `import-state`.
+    Control,
+}
+
+/// One loaded plugin.
+pub struct Plugin {
+    blueprint: Blueprint,
+    info: StageInfo,
+    instance: Option<Instance>,
+    health: Health,
+    /// The state last exported or imported: what a re-created instance starts from.
+    last_good: Option<Vec<u8>>,
+    metrics: PluginMetrics,
+}
+
+impl Plugin {
+    /// A plugin made from `blueprint`, its first instance created.
+    pub(super) fn create(blueprint: Blueprint) -> Result<Plugin, PluginError> {
+        let mut plugin = Plugin {
+            health: Health::new(&blueprint.limits),
+            blueprint,
+            info: StageInfo { name: String::new(), version: String::new(), state_version: 0 },
+            instance: None,
+            last_good: None,
+            metrics: PluginMetrics::default(),
+        };
+        plugin.instantiate()?;
+        Ok(plugin)
+    }
+
+    /// The plugin's name (its file name without `.wasm`).
+    pub fn name(&self) -> &str {
+        &self.blueprint.name
+    }
+
+    /// Detector or aggregator.
+    pub fn kind(&self) -> StageKind {
+        self.blueprint.kind
+    }
+
+    /// The live detector this one shadows (from its manifest), if it is a shadow.
+    pub fn shadow_of(&self) -> Option<&str> {
+        self.blueprint.shadow_of.as_deref()
+    }
+
+    /// What the stage says about itself.
+    pub fn info(&self) -> &StageInfo {
+        &self.info
+    }
+
+    /// Its counters and gauges, now.
+    pub fn metrics(&self) -> PluginMetrics {
+        PluginMetrics {
+            consecutive_failures: self.health.failures(),
+            state: self.health.state(),
+            memory_bytes: self.instance.as_ref().map_or(0, |i| i.store.data().memory_bytes() as u64),
+            ..self.metrics.clone()
+        }
+    }
+
+    /// Running, in backoff or quarantined.
+    pub fn state(&self) -> PluginState {
+        self.health.state()
+    }
+
+    /// The state a re-created instance starts from: the last one exported or imported.
+    pub fn last_good_state(&self) -> Option<&[u8]> {
+        self.last_good.as_deref()
+    }
+
+    /// Lifts a quarantine (or a backoff) and forgets the failure streak; the next call runs on a
+    /// fresh instance that starts from the last good state, as after a reload.
+    pub fn release_quarantine(&mut self) {
+        self.health.release();
+        self.instance = None;
+    }
+
+    /// Another plugin from the same compiled component, with fresh state and `config` (`None`: this
+    /// plugin's configuration), for a state hand-off or a configuration change. It costs an
+    /// instantiation, not a second compile, which matters for a large component (one that embeds an
+    /// interpreter compiles for seconds).
+    pub fn new_instance(&self, config: Option<String>) -> Result<Plugin, PluginError> {
+        let mut blueprint = self.blueprint.clone();
+        if let Some(config) = config {
+            blueprint.config = config;
+        }
+        Plugin::create(blueprint)
+    }
+
+    /// Creates a fresh store and stage instance from the configuration.
+    fn instantiate(&mut self) -> Result<(), PluginError> {
+        let blueprint = &self.blueprint;
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&blueprint.env);
+        let mut store = Store::new(&blueprint.engine, StageCtx::new(wasi.build(), blueprint.limits.memory_bytes));
+        store.limiter(|ctx| ctx.meter());
+        store.set_epoch_deadline(blueprint.limits.deadline_ticks());
+        let created = (|| -> wasmtime::Result<_> {
+            let bindings = stage::instantiate(blueprint.kind, &mut store, &blueprint.component, &blueprint.linker)?;
+            let info = bindings.info(&mut store)?;
+            let created = bindings.create(&mut store, &blueprint.config)?;
+            Ok((bindings, info, created))
+        })();
+        let (bindings, info, created) = created
+            .map_err(|err| fault(&blueprint.name, &blueprint.limits, err, store.data_mut().meter().take_refused()))?;
+        let stage = created.map_err(|err| PluginError::Refused {
+            plugin: blueprint.name.clone(),
+            message: bindings::describe(&err),
+        })?;
+        self.info = info;
+        self.instance = Some(Instance { store, stage, bindings, declared: 0 });
+        Ok(())
+    }
+
+    /// Runs `invoke` on the live instance, unless the plugin is backing off or quarantined; checks
+    /// its answer with `check` (which counts the outputs or says what breaks the contract), and
+    /// keeps the metrics and the failure streak. An instance a trap or malformed output destroyed
+    /// is re-created first, from the last good state.
+    ///
+    /// Any failure extends the streak, but only a successful [`CallKind::Batch`] ends it: a plugin
+    /// whose batches always fail is quarantined even though its checkpoints or ticks succeed.
+    fn call<T>(
+        &mut self,
+        kind: CallKind,
+        catalog: &SensorCatalog,
+        readings: usize,
+        invoke: impl FnOnce(&mut Instance) -> Call<T>,
+        check: impl FnOnce(&T) -> Result<usize, String>,
+    ) -> Result<T, PluginError> {
+        if let Err(refusal) = self.health.admit() {
+            self.metrics.skipped_readings += readings as u64;
+            let (plugin, failures) = (self.blueprint.name.clone(), self.health.failures());
+            return Err(match refusal {
+                Refusal::Backoff(retry_in) => PluginError::BackingOff { plugin, failures, retry_in },
+                Refusal::Quarantined => PluginError::Quarantined { plugin, failures },
+            });
+        }
+        let result = self.restart_if_needed().and_then(|()| self.call_measured(catalog, readings, invoke, check));
+        match result {
+            Ok(value) => {
+                if kind == CallKind::Batch {
+                    self.health.succeeded();
+                }
+                Ok(value)
+            }
+            Err(err) => {
+                if !matches!(err, PluginError::Refused { .. }) {
+                    // A trapped instance may be in any state, and one that broke the contract is not
+                    // trusted with its state: drop it; the next call starts from the last good state.
+                    // (A refusal leaves the state as it was, by contract.)
+                    self.instance = None;
+                }
+                self.health.failed();
+                self.record_error(&err);
+                Err(err)
+            }
+        }
+    }
+
+    /// Re-creates a destroyed instance and gives it the last good state.
+    fn restart_if_needed(&mut self) -> Result<(), PluginError> {
+        if self.instance.is_some() {
+            return Ok(());
+        }
+        self.metrics.restarts += 1;
+        self.instantiate()?;
+        let (Some(state), Some(instance)) = (&self.last_good, self.instance.as_mut()) else { return Ok(()) };
+        let failure = match import(instance, state) {
+            Ok(Ok(())) => return Ok(()),
+            Ok(Err(err)) => PluginError::Refused {
+                plugin: self.blueprint.name.clone(),
+                message: format!("its last good state: {}", bindings::describe(&err)),
+            },
+            Err(err) => fault(
+                &self.blueprint.name,
+                &self.blueprint.limits,
+                err,
+                instance.store.data_mut().meter().take_refused(),
+            ),
+        };
+        self.instance = None;
+        Err(failure)
+    }
+
+    /// [`call_live`](Self::call_live), timed and counted, its answer checked.
+    fn call_measured<T>(
+        &mut self,
+        catalog: &SensorCatalog,
+        readings: usize,
+        invoke: impl FnOnce(&mut Instance) -> Call<T>,
+        check: impl FnOnce(&T) -> Result<usize, String>,
+    ) -> Result<T, PluginError> {
+        let started = Instant::now();
+        let result = self.call_live(catalog, invoke);
+        let took = started.elapsed();
+        self.metrics.calls += 1;
+        self.metrics.readings_in += readings as u64;
+        self.metrics.busy_micros += took.as_micros() as u64;
+        self.metrics.call_times.record(took);
+        let value = result?;
+        match check(&value) {
+            Ok(outputs) => {
+                self.metrics.outputs += outputs as u64;
+                Ok(value)
+            }
+            Err(message) => Err(PluginError::MalformedOutput { plugin: self.blueprint.name.clone(), message }),
+        }
+    }
+
+    /// Runs `invoke` on the live instance with a fresh deadline, declaring new sensors first.
+    fn call_live<T>(
+        &mut self,
+        catalog: &SensorCatalog,
+        invoke: impl FnOnce(&mut Instance) -> Call<T>,
+    ) -> Result<T, PluginError> {
+        let Some(instance) = self.instance.as_mut() else {
+            return Err(PluginError::Trap { plugin: self.blueprint.name.clone(), message: "no live instance".into() });
+        };
+        instance.store.set_epoch_deadline(self.blueprint.limits.deadline_ticks());
+        let result = declare(instance, catalog).and_then(|()| invoke(instance));
+        let refused = instance.store.data_mut().meter().take_refused();
+        result.map_err(|err| fault(&self.blueprint.name, &self.blueprint.limits, err, refused))?.map_err(|err| {
+            PluginError::Refused { plugin: self.blueprint.name.clone(), message: bindings::describe(&err) }
+        })
+    }
+
+    fn record_error(&mut self, err: &PluginError) {
+        self.metrics.errors += 1;
+        self.metrics.last_error = Some(err.to_string());
+    }
+
+    /// Runs a detector over a batch: one detection per reading, every score finite.
+    pub fn detect(&mut self, catalog: &SensorCatalog, readings: &[Reading]) -> Result<Vec<Detection>, PluginError> {
+        self.call(
+            CallKind::Batch,
+            catalog,
+            readings.len(),
+            |instance| instance.bindings.detect(&mut instance.store, instance.stage, readings),
+            |detections| {
+                if detections.len() != readings.len() {
+                    return Err(format!("{} detections for {} readings", detections.len(), readings.len()));
+                }
+                match detections.iter().position(|d| !d.score.is_finite()) {
+                    Some(i) => Err(format!("score of reading {i} is not finite")),
+                    None => Ok(detections.len()),
+                }
+            },
+        )
+    }
+
+    /// Runs an aggregator over a batch; returns the windows it closed.
+    pub fn aggregate(
+        &mut self,
+        catalog: &SensorCatalog,
+        readings: &[Reading],
+    ) -> Result<Vec<WindowAggregate>, PluginError> {
+        self.call(
+            CallKind::Batch,
+            catalog,
+            readings.len(),
+            |instance| instance.bindings.aggregate(&mut instance.store, instance.stage, readings),
+            |aggregates| check_aggregates(aggregates),
+        )
+    }
+
+    /// Tells an aggregator the processing time; returns the windows it closed for idleness.
+    pub fn tick(&mut self, catalog: &SensorCatalog, now_ms: i64) -> Result<Vec<WindowAggregate>, PluginError> {
+        self.call(
+            CallKind::Control,
+            catalog,
+            0,
+            |instance| instance.bindings.tick(&mut instance.store, instance.stage, now_ms),
+            |aggregates| check_aggregates(aggregates),
+        )
+    }
+
+    /// The stage's complete state, which the plugin also keeps as its last good state: the point a
+    /// re-created instance starts from after a failure. The pipeline's checkpoints call it.
+    pub fn export_state(&mut self, catalog: &SensorCatalog) -> Result<Vec<u8>, PluginError> {
+        let state = self.call(
+            CallKind::Control,
+            catalog,
+            0,
+            |instance| Ok(Ok(instance.bindings.export_state(&mut instance.store, instance.stage)?)),
+            |_| Ok(0),
+        )?;
+        self.remember(state.clone());
+        Ok(state)
+    }
+
+    /// Takes the stage's state now as its last good state (as [`export_state`](Self::export_state),
+    /// without handing the bytes out); returns its size.
+    pub fn snapshot(&mut self, catalog: &SensorCatalog) -> Result<usize, PluginError> {
+        self.export_state(catalog).map(|state| state.len())
+    }
+
+    /// The state to carry forward (into a checkpoint, or to a successor at a hot swap): exported
+    /// now, or, while the plugin is in backoff or quarantine, its last good state.
+    pub fn state_to_carry(&mut self, catalog: &SensorCatalog) -> Result<Vec<u8>, PluginError> {
+        match self.export_state(catalog) {
+            Err(err) if err.is_skip() => self.last_good.clone().ok_or(err),
+            exported => exported,
+        }
+    }
+
+    /// Replaces the stage's state, which becomes its last good state; every sensor is declared
+    /// again before the next call.
+    pub fn import_state(&mut self, catalog: &SensorCatalog, state: &[u8]) -> Result<(), PluginError> {
+        self.call(CallKind::Control, catalog, 0, |instance| import(instance, state), |_| Ok(0))?;
+        self.remember(state.to_vec());
+        Ok(())
+    }
+
+    fn remember(&mut self, state: Vec<u8>) {
+        self.metrics.state_bytes = state.len() as u64;
+        self.last_good = Some(state);
+    }
+}
+
+/// Declares the catalog's sensors the instance has not been told about.
+fn declare(instance: &mut Instance, catalog: &SensorCatalog) -> wasmtime::Result<()> {
+    let new_sensors = catalog.since(instance.declared);
+    if new_sensors.is_empty() {
+        return Ok(());
+    }
+    instance.bindings.declare_sensors(&mut instance.store, instance.stage, new_sensors)?;
+    instance.declared = catalog.len();
+    Ok(())
+}
+
+/// Gives the instance `state`; after it, every sensor must be declared again.
+fn import(instance: &mut Instance, state: &[u8]) -> Call<()> {
+    let result = instance.bindings.import_state(&mut instance.store, instance.stage, state)?;
+    instance.declared = 0;
+    Ok(result)
+}
+
+/// Counts an aggregator's windows, or names the first that breaks the contract.
+fn check_aggregates(aggregates: &[WindowAggregate]) -> Result<usize, String> {
+    let bad = aggregates.iter().position(|a| {
+        a.count == 0
+            || a.window_end_ms <= a.window_start_ms
+            || ![a.avg, a.min, a.max, a.stddev].iter().all(|v| v.is_finite())
+    });
+    match bad {
+        Some(i) => Err(format!("aggregate {i} has no readings, an empty window or a non-finite statistic")),
+        None => Ok(aggregates.len()),
+    }
+}

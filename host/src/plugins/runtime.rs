@@ -1,0 +1,174 @@
+//! [`PluginRuntime`]: the process's one wasmtime `Engine` and `Linker`, the thread that advances
+//! the epoch (the CPU deadline's clock), and loading: a file (with its manifest) becomes a
+//! [`Plugin`] of the kind the component exports, or a [`PluginError`] that says why not.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use wasmtime::component::{Component, Linker, ResourceTable};
+use wasmtime::{Config, Engine};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT};
+use super::limits::{EPOCH_TICK, MemoryMeter, PluginLimits};
+use super::plugin::{Blueprint, Plugin};
+use super::{PluginError, PluginSpec, StageKind};
+
+/// The plugins of a folder that loaded, and the (name, error) of those that did not.
+pub type LoadedDir = (Vec<Plugin>, Vec<(String, PluginError)>);
+
+/// What every stage interface of this contract's package starts with, whatever its version.
+const CONTRACT_PREFIX: &str = "iotstream:pipeline/";
+
+/// Per-instance store data: WASI with nothing granted, and the memory cap and meter.
+pub struct StageCtx {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    meter: MemoryMeter,
+}
+
+impl WasiView for StageCtx {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView { ctx: &mut self.wasi, table: &mut self.table }
+    }
+}
+
+impl StageCtx {
+    /// Store data with `wasi` and a memory cap of `memory_bytes`.
+    pub(super) fn new(wasi: WasiCtx, memory_bytes: usize) -> Self {
+        StageCtx { wasi, table: ResourceTable::new(), meter: MemoryMeter::new(memory_bytes) }
+    }
+
+    /// The memory meter (the store's resource limiter).
+    pub(super) fn meter(&mut self) -> &mut MemoryMeter {
+        &mut self.meter
+    }
+
+    /// Linear memory in use, bytes.
+    pub(super) fn memory_bytes(&self) -> usize {
+        self.meter.bytes()
+    }
+}
+
+/// The process-wide engine and linker, and the thread that advances the epoch.
+pub struct PluginRuntime {
+    pub(super) engine: Engine,
+    pub(super) linker: Linker<StageCtx>,
+    ticker_stop: Arc<AtomicBool>,
+    pub(super) limits: PluginLimits,
+}
+
+impl PluginRuntime {
+    /// Creates the engine (with epoch interruption) and the linker (WASI p2, nothing granted), with
+    /// the default limits.
+    pub fn new() -> Result<Self, PluginError> {
+        Self::with_limits(PluginLimits::default())
+    }
+
+    /// [`new`](Self::new), with `limits` for every plugin it loads (tests shorten them).
+    pub fn with_limits(limits: PluginLimits) -> Result<Self, PluginError> {
+        let mut config = Config::new();
+        config.epoch_interruption(true);
+        let engine = Engine::new(&config).map_err(|err| runtime_error("engine", err))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| runtime_error("linker", err))?;
+        let ticker_stop = Arc::new(AtomicBool::new(false));
+        let (ticker_engine, stop) = (engine.weak(), ticker_stop.clone());
+        std::thread::Builder::new()
+            .name("iotstream-epoch".into())
+            .spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match ticker_engine.upgrade() {
+                        Some(engine) => engine.increment_epoch(),
+                        None => return,
+                    }
+                }
+            })
+            .map_err(|err| PluginError::Runtime { what: "epoch thread", message: err.to_string() })?;
+        Ok(PluginRuntime { engine, linker, ticker_stop, limits })
+    }
+
+    /// Loads every `*.wasm` in `dir`, in name order. A file that fails to load is reported in the
+    /// second list, by plugin name, and skipped; the others still load.
+    pub fn load_dir(&self, dir: &Path) -> Result<LoadedDir, PluginError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| PluginError::Read { path: dir.to_owned(), source })?;
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(Result::ok)
+            .map(|entry| entry.path())
+            .filter(|path| path.extension().is_some_and(|ext| ext == "wasm"))
+            .collect();
+        paths.sort();
+        let (mut loaded, mut failed) = (Vec::new(), Vec::new());
+        for path in paths {
+            match self.load(&path) {
+                Ok(plugin) => loaded.push(plugin),
+                Err(err) => failed.push((plugin_name(&path), err)),
+            }
+        }
+        Ok((loaded, failed))
+    }
+
+    /// Compiles and instantiates one plugin file, with the manifest (or configuration) beside it.
+    pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
+        self.load_spec(path, PluginSpec::beside(path)?)
+    }
+
+    /// Compiles and instantiates one plugin file with `config`, or (`None`) the manifest or
+    /// configuration beside it.
+    pub fn load_with_config(&self, path: &Path, config: Option<String>) -> Result<Plugin, PluginError> {
+        let spec = match config {
+            Some(config) => PluginSpec::with_config(config),
+            None => PluginSpec::beside(path)?,
+        };
+        self.load_spec(path, spec)
+    }
+
+    /// Compiles and instantiates one plugin file as `spec` says, checking it is what `spec` expects.
+    pub fn load_spec(&self, path: &Path, spec: PluginSpec) -> Result<Plugin, PluginError> {
+        let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_owned(), source })?;
+        spec.check_digest(&bytes)?;
+        let component = Component::new(&self.engine, &bytes)
+            .map_err(|err| PluginError::Compile { path: path.to_owned(), message: format!("{err:#}") })?;
+        let exports: Vec<String> =
+            component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
+        let kind = if exports.iter().any(|e| e == DETECTOR_EXPORT) {
+            StageKind::Detector
+        } else if exports.iter().any(|e| e == AGGREGATOR_EXPORT) {
+            StageKind::Aggregator
+        } else if let Some(found) = exports.iter().find(|e| e.starts_with(CONTRACT_PREFIX)) {
+            return Err(PluginError::WitVersion { path: path.to_owned(), found: found.clone() });
+        } else {
+            return Err(PluginError::UnknownWorld { path: path.to_owned() });
+        };
+        let plugin = Plugin::create(Blueprint {
+            name: plugin_name(path),
+            kind,
+            config: spec.config.clone(),
+            component,
+            engine: self.engine.clone(),
+            linker: self.linker.clone(),
+            limits: spec.limits(&self.limits),
+            env: spec.env(),
+            shadow_of: spec.manifest.shadow_of.clone(),
+        })?;
+        spec.check_component(plugin.kind(), &plugin.info().version)?;
+        Ok(plugin)
+    }
+}
+
+impl Drop for PluginRuntime {
+    fn drop(&mut self) {
+        self.ticker_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// A plugin's name: its file name without `.wasm`.
+pub fn plugin_name(path: &Path) -> String {
+    path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+fn runtime_error(what: &'static str, err: wasmtime::Error) -> PluginError {
+    PluginError::Runtime { what, message: format!("{err:#}") }
+}
