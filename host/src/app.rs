@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use iotstream_api::PluginAction;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
@@ -110,11 +111,11 @@ pub async fn run(
         store.recent_aggregates(50).await?,
     ));
     for plugin in &plugins {
-        live.plugin_event(plugin.name(), "loaded", format!("version {} at start", plugin.info().version));
+        live.plugin_event(plugin.name(), PluginAction::Loaded, format!("version {} at start", plugin.info().version));
     }
     for (plugin, failure) in &failures {
         live.set_plugin_failure(plugin, Some(failure.to_string()));
-        live.plugin_event(plugin, "refused", failure.to_string());
+        live.plugin_event(plugin, PluginAction::Refused, failure.to_string());
     }
     let state = ApiState { store: store.clone(), live: live.clone(), shutdown: shutdown.clone() };
     let app = router(state, config.dashboard_dir.clone());

@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use iotstream_api::DeadLetterReason;
 use serde::{Deserialize, Serialize};
 
 /// The kinds of sensor iotstream knows (the WIT `sensor-type`): one type for the host and the
@@ -179,20 +180,20 @@ pub fn decode(payload: Option<&[u8]>) -> Result<Reading, DecodeError> {
 }
 
 impl DecodeError {
-    /// A short name of the kind of refusal, to count dead letters by.
-    pub fn kind(&self) -> &'static str {
+    /// The kind of refusal, to count dead letters by.
+    pub fn kind(&self) -> DeadLetterReason {
         match self {
-            DecodeError::Empty => "empty",
-            DecodeError::Malformed(_) => "malformed",
-            DecodeError::UnknownSensorType(_) => "unknown_sensor_type",
-            DecodeError::NotFinite => "not_finite",
-            DecodeError::OutOfRange { .. } => "out_of_range",
-            DecodeError::Oversized { .. } => "oversized",
-            DecodeError::FromTheFuture { .. } => "from_the_future",
-            DecodeError::TooOld { .. } => "too_old",
-            DecodeError::BadTimestamp(_) => "bad_timestamp",
-            DecodeError::NulCharacter(_) => "nul_character",
-            DecodeError::FieldLength { .. } => "field_length",
+            DecodeError::Empty => DeadLetterReason::Empty,
+            DecodeError::Malformed(_) => DeadLetterReason::Malformed,
+            DecodeError::UnknownSensorType(_) => DeadLetterReason::UnknownSensorType,
+            DecodeError::NotFinite => DeadLetterReason::NotFinite,
+            DecodeError::OutOfRange { .. } => DeadLetterReason::OutOfRange,
+            DecodeError::Oversized { .. } => DeadLetterReason::Oversized,
+            DecodeError::FromTheFuture { .. } => DeadLetterReason::FromTheFuture,
+            DecodeError::TooOld { .. } => DeadLetterReason::TooOld,
+            DecodeError::BadTimestamp(_) => DeadLetterReason::BadTimestamp,
+            DecodeError::NulCharacter(_) => DeadLetterReason::NulCharacter,
+            DecodeError::FieldLength { .. } => DeadLetterReason::FieldLength,
         }
     }
 }

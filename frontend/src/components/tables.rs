@@ -1,6 +1,8 @@
 //! Live tables: newest readings, detections, windows, the plugins and what happened to them.
 
-use iotstream_api::{AggregateRow, PluginEvent, PluginStatus, PredictionRow, ReadingRow};
+use iotstream_api::{
+    AggregateRow, Named, PluginAction, PluginEvent, PluginState, PluginStatus, PredictionRow, ReadingRow,
+};
 use leptos::prelude::*;
 
 fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
@@ -26,7 +28,7 @@ pub fn ReadingsTable(
                             <td>{time(&r.timestamp)}</td>
                             <td>{r.sensor_id}</td>
                             <td>{r.location}</td>
-                            <td>{r.sensor_type}</td>
+                            <td>{r.sensor_type.as_str()}</td>
                             <td class="num">{format!("{:.2} {}", r.value, r.unit)}</td>
                             <td>{if r.flagged { "anomaly" } else { "" }}</td>
                         </tr>
@@ -81,7 +83,7 @@ pub fn AggregatesTable(
                         <tr>
                             <td>{format!("{} – {}", a.window_start.format("%H:%M"), a.window_end.format("%H:%M"))}</td>
                             <td>{a.location}</td>
-                            <td>{a.sensor_type}</td>
+                            <td>{a.sensor_type.as_str()}</td>
                             <td class="num">{a.count_readings}</td>
                             <td class="num">{format!("{:.2}", a.avg_value)}</td>
                             <td class="num">{format!("{:.2}", a.min_value)}</td>
@@ -117,13 +119,13 @@ pub fn PluginsTable(
                 </tr></thead>
                 <tbody>
                     {move || rows.get().into_iter().map(|p| {
-                        let class = if p.state != "running" || p.consecutive_failures > 0 { "failing" } else { "" };
+                        let class = if p.state != PluginState::Running || p.consecutive_failures > 0 { "failing" } else { "" };
                         view! {
                         <tr class=class>
                             <td>{p.name}</td>
-                            <td>{p.kind}</td>
+                            <td>{p.kind.as_str()}</td>
                             <td>{p.version}</td>
-                            <td>{p.state}</td>
+                            <td>{p.state.as_str()}</td>
                             <td class="num">{p.calls}</td>
                             <td class="num">{p.readings_in}</td>
                             <td class="num">{p.outputs}</td>
@@ -158,12 +160,12 @@ pub fn PluginEventsTable(
                 <thead><tr><th>"time"</th><th>"plugin"</th><th>"event"</th><th>"detail"</th></tr></thead>
                 <tbody>
                     {move || rows.get().into_iter().map(|e| {
-                        let class = if e.action == "refused" { "failing" } else { "" };
+                        let class = if e.action == PluginAction::Refused { "failing" } else { "" };
                         view! {
                         <tr class=class>
                             <td>{time(&e.at)}</td>
                             <td>{e.plugin}</td>
-                            <td>{e.action}</td>
+                            <td>{e.action.as_str()}</td>
                             <td>{e.detail}</td>
                         </tr>
                     }}).collect_view()}

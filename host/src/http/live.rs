@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use iotstream_api::{
-    AggregateRow, LIVE_ROWS, LiveEvent, LiveView, PluginEvent, PluginFailure, PluginStatus, PredictionRow, ReadingRow,
-    Stats,
+    AggregateRow, LIVE_ROWS, LiveEvent, LiveView, PluginAction, PluginEvent, PluginFailure, PluginStatus,
+    PredictionRow, ReadingRow, Stats,
 };
 use tokio::sync::broadcast;
 
@@ -218,12 +218,12 @@ impl Live {
     }
 
     /// Records something that happened to a plugin.
-    pub fn plugin_event(&self, plugin: &str, action: &str, detail: String) {
+    pub fn plugin_event(&self, plugin: &str, action: PluginAction, detail: String) {
         let mut state = self.lock();
         if state.plugin_events.len() == PLUGIN_EVENTS {
             state.plugin_events.pop_front();
         }
-        let event = PluginEvent { at: Utc::now(), plugin: plugin.to_owned(), action: action.to_owned(), detail };
+        let event = PluginEvent { at: Utc::now(), plugin: plugin.to_owned(), action, detail };
         state.plugin_events.push_back(event.clone());
         // No subscriber yet is fine: each new one gets the events in its snapshot.
         let _ = self.events.send(LiveEvent::Plugin { event });

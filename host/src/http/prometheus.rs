@@ -7,7 +7,7 @@
 
 use std::fmt::Error;
 
-use iotstream_api::{CALL_MICROS_BUCKETS, PluginStatus};
+use iotstream_api::{CALL_MICROS_BUCKETS, Named, PluginState, PluginStatus};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
@@ -15,9 +15,6 @@ use prometheus_client::registry::Registry;
 
 /// The `Content-Type` of the text format.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
-
-/// The plugin states, as `iotstream_plugin_state` labels them.
-const STATES: [&str; 3] = ["running", "backoff", "quarantined"];
 
 /// Encodes the plugins' metrics in the text format.
 pub fn encode(plugins: Vec<PluginStatus>) -> Result<String, Error> {
@@ -84,8 +81,9 @@ impl Collector for Plugins {
             MetricType::Gauge,
         )?;
         for plugin in &self.0 {
-            for state in STATES {
-                let labels = [("plugin", plugin.name.as_str()), ("kind", plugin.kind.as_str()), ("state", state)];
+            for &state in PluginState::ALL {
+                let labels =
+                    [("plugin", plugin.name.as_str()), ("kind", plugin.kind.as_str()), ("state", state.as_str())];
                 metric.encode_family(&labels)?.encode_gauge(&u64::from(plugin.state == state))?;
             }
         }
@@ -118,6 +116,7 @@ impl Collector for Plugins {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iotstream_api::StageKind;
 
     #[test]
     fn known_counters_encode_exactly() {
@@ -127,7 +126,7 @@ mod tests {
         call_micros_buckets[8..].fill(3);
         let plugin = PluginStatus {
             name: "zscore".into(),
-            kind: "detector".into(),
+            kind: StageKind::Detector,
             version: "0.1.0".into(),
             calls: 3,
             readings_in: 1500,
@@ -136,7 +135,7 @@ mod tests {
             restarts: 1,
             mean_call_micros: 1010.0,
             last_error: Some("plugin zscore trapped: wasm trap".into()),
-            state: "backoff".into(),
+            state: PluginState::Backoff,
             consecutive_failures: 1,
             skipped_readings: 500,
             memory_bytes: 1_179_648,

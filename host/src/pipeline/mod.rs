@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use chrono::Utc;
-use iotstream_api::{PluginStatus, PredictionRow, ReadingRow};
+use iotstream_api::{Named, PluginAction, PluginStatus, PredictionRow, ReadingRow};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
@@ -379,21 +379,21 @@ impl Pipeline {
                     let installed = self.stages.install(*plugin);
                     let pause_ms = paused.elapsed().as_secs_f64() * 1000.0;
                     let (action, detail) = match &installed {
-                        Installed::New => ("loaded", format!("version {version}, loaded in {load_ms} ms")),
+                        Installed::New => (PluginAction::Loaded, format!("version {version}, loaded in {load_ms} ms")),
                         Installed::StateHandedOver { bytes } => (
-                            "swapped",
+                            PluginAction::Swapped,
                             format!(
                                 "version {version}: state handed over ({bytes} bytes); loaded in {load_ms} ms, pipeline paused {pause_ms:.1} ms"
                             ),
                         ),
                         Installed::Fresh(why) => (
-                            "swapped",
+                            PluginAction::Swapped,
                             format!(
                                 "version {version}: starts fresh because {why}; loaded in {load_ms} ms, pipeline paused {pause_ms:.1} ms"
                             ),
                         ),
                     };
-                    info!(plugin = %name, action, "{detail}");
+                    info!(plugin = %name, action = action.as_str(), "{detail}");
                     self.live.set_plugin_failure(&name, None);
                     self.live.plugin_event(&name, action, detail);
                     // Checkpoint with the next batch: a restart then replays nothing from before
@@ -405,13 +405,17 @@ impl Pipeline {
                     let detail = if running { format!("{error}; the running version keeps running") } else { error };
                     error!(plugin = %name, "plugin file refused: {detail}");
                     self.live.set_plugin_failure(&name, Some(detail.clone()));
-                    self.live.plugin_event(&name, "refused", detail);
+                    self.live.plugin_event(&name, PluginAction::Refused, detail);
                 }
                 Change::Removed { name } => {
                     self.live.set_plugin_failure(&name, None);
                     if self.stages.remove(&name) {
                         info!(plugin = %name, "plugin file removed: plugin stopped");
-                        self.live.plugin_event(&name, "removed", "its file was removed; the plugin stopped".into());
+                        self.live.plugin_event(
+                            &name,
+                            PluginAction::Removed,
+                            "its file was removed; the plugin stopped".into(),
+                        );
                     }
                 }
             }
@@ -469,17 +473,17 @@ fn publish(live: &Live, rows: &BatchRows, written: Totals, latencies_ms: Vec<f64
         .predictions
         .iter()
         .rev()
-        .filter(|p| p.verdict == "anomaly")
+        .filter(|p| p.verdict.is_anomaly())
         .take(EVENT_ROWS)
         .map(|p| {
             let stored = &rows.readings[p.reading];
             PredictionRow {
                 detector: p.detector.clone(),
                 sensor_id: stored.reading.sensor_id.clone(),
-                sensor_type: stored.reading.sensor_type.as_str().to_owned(),
+                sensor_type: stored.reading.sensor_type,
                 value: stored.reading.value,
                 timestamp: stored.reading.timestamp,
-                verdict: p.verdict.to_owned(),
+                verdict: p.verdict,
                 is_anomaly: true,
                 anomaly_score: p.score,
                 rule_based_anomaly: stored.reading.anomaly,
@@ -529,7 +533,7 @@ fn reading_row(stored: &StoredReading) -> ReadingRow {
     let r = &stored.reading;
     ReadingRow {
         sensor_id: r.sensor_id.clone(),
-        sensor_type: r.sensor_type.as_str().to_owned(),
+        sensor_type: r.sensor_type,
         location: r.location.clone(),
         value: r.value,
         unit: r.unit.clone(),

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use iotstream_api::{AggregateRow, PluginStatus};
+use iotstream_api::{AggregateRow, PluginStatus, Verdict};
 use tracing::{debug, error, info, warn};
 
-use crate::plugins::bindings::{ModelInfo, Reading as WitReading, Verdict, WindowAggregate};
+use crate::plugins::bindings::{ModelInfo, Reading as WitReading, Verdict as WitVerdict, WindowAggregate};
 use crate::plugins::{Plugin, PluginError, PluginState, SensorCatalog, StageKind};
 use crate::reading::SensorType;
 use crate::store::{BatchRows, Checkpoint, CheckpointReason, ModelLineage, Prediction, ShadowPrediction, StageState};
@@ -114,12 +114,12 @@ impl Stages {
             match detector.detect(&self.catalog, wit) {
                 Ok(detections) => {
                     for (index, detection) in detections.iter().enumerate() {
-                        let flagged = detection.verdict == Verdict::Anomaly;
+                        let flagged = detection.verdict == WitVerdict::Anomaly;
                         rows.readings[index].flagged |= flagged;
                         rows.predictions.push(Prediction {
                             detector: detector.name().to_owned(),
                             reading: index,
-                            verdict: verdict_name(detection.verdict),
+                            verdict: verdict(detection.verdict),
                             score: detection.score,
                             detector_version: detector.info().version.clone(),
                             model: detection.model.map(model_lineage),
@@ -138,7 +138,7 @@ impl Stages {
                         live_detector: live.clone(),
                         shadow_version: shadow.info().version.clone(),
                         reading: index,
-                        verdict: verdict_name(d.verdict),
+                        verdict: verdict(d.verdict),
                         score: d.score,
                     }))
                 }
@@ -234,10 +234,7 @@ pub fn plugin_status(plugin: &Plugin) -> PluginStatus {
     let m = plugin.metrics();
     PluginStatus {
         name: plugin.name().to_owned(),
-        kind: match plugin.kind() {
-            StageKind::Detector => "detector".into(),
-            StageKind::Aggregator => "aggregator".into(),
-        },
+        kind: plugin.kind(),
         version: plugin.info().version.clone(),
         calls: m.calls,
         readings_in: m.readings_in,
@@ -246,7 +243,7 @@ pub fn plugin_status(plugin: &Plugin) -> PluginStatus {
         restarts: m.restarts,
         mean_call_micros: if m.calls == 0 { 0.0 } else { m.busy_micros as f64 / m.calls as f64 },
         last_error: m.last_error.clone(),
-        state: m.state.as_str().into(),
+        state: m.state,
         consecutive_failures: m.consecutive_failures,
         skipped_readings: m.skipped_readings,
         memory_bytes: m.memory_bytes,
@@ -271,11 +268,12 @@ fn report_failure(plugin: &Plugin, err: &PluginError, consequence: &str) {
     }
 }
 
-fn verdict_name(verdict: Verdict) -> &'static str {
+/// A verdict as it crossed the WIT boundary, as the host's rows carry it.
+fn verdict(verdict: WitVerdict) -> Verdict {
     match verdict {
-        Verdict::WarmingUp => "warming_up",
-        Verdict::Normal => "normal",
-        Verdict::Anomaly => "anomaly",
+        WitVerdict::WarmingUp => Verdict::WarmingUp,
+        WitVerdict::Normal => Verdict::Normal,
+        WitVerdict::Anomaly => Verdict::Anomaly,
     }
 }
 
@@ -299,7 +297,7 @@ fn aggregate_row(stage: &str, a: WindowAggregate) -> AggregateRow {
         window_start: millis(a.window_start_ms),
         window_end: millis(a.window_end_ms),
         location: a.location,
-        sensor_type: SensorType::from(a.sensor_type).as_str().to_owned(),
+        sensor_type: SensorType::from(a.sensor_type),
         avg_value: a.avg,
         min_value: a.min,
         max_value: a.max,

@@ -7,6 +7,8 @@
 //! plugin, nothing to spread out). The failure that reaches [`PluginLimits::quarantine_after`]
 //! quarantines it: it is not called again until released. A successful call ends the streak.
 
+pub use iotstream_api::PluginState;
+
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -42,30 +44,6 @@ impl Clock {
         match &self.0 {
             Some(now) => *now.lock().unwrap_or_else(PoisonError::into_inner),
             None => Instant::now(),
-        }
-    }
-}
-
-/// Whether a plugin is called.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PluginState {
-    /// Called on every batch.
-    #[default]
-    Running,
-    /// Failed lately: calls are skipped until its backoff ends.
-    Backoff,
-    /// Failed [`PluginLimits::quarantine_after`] times in a row: not called until released.
-    Quarantined,
-}
-
-impl PluginState {
-    /// `running`, `backoff` or `quarantined`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PluginState::Running => "running",
-            PluginState::Backoff => "backoff",
-            PluginState::Quarantined => "quarantined",
         }
     }
 }

@@ -48,11 +48,4 @@ pub use self::plugin::Plugin;
 pub use self::runtime::{LoadedDir, PluginRuntime, StageCtx, plugin_name};
 
 /// The kind of stage a plugin is, from the interface it exports.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum StageKind {
-    /// Exports `detector`.
-    Detector,
-    /// Exports `aggregator`.
-    Aggregator,
-}
+pub use iotstream_api::StageKind;

@@ -3,13 +3,23 @@
 
 use chrono::{DateTime, Utc};
 use iotstream_api::{
-    AggregateRow, DeadLetterCount, DeadLetterRow, DetectorAgreement, DetectorQuality, PredictionRow, QualityReport,
-    ReadingRow, ShadowComparison,
+    AggregateRow, DeadLetterCount, DeadLetterRow, DetectorAgreement, DetectorQuality, Named, PredictionRow,
+    QualityReport, ReadingRow, ShadowComparison,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
 
 use crate::store::{Store, StoreError, Totals};
+
+/// The value of a closed set named `text`; a name outside the set is a decode error that says so.
+fn named<T: Named>(text: &str) -> Result<T, sqlx::Error> {
+    T::from_name(text).ok_or_else(|| sqlx::Error::Decode(format!("{text:?} is not a known value of its column").into()))
+}
+
+/// Column `index` of `row`, a closed-set value stored as its name.
+fn named_column<T: Named>(row: &PgRow, index: usize) -> Result<T, sqlx::Error> {
+    named(&row.try_get::<String, _>(index)?)
+}
 
 impl Store {
     /// All-time row counts (exact; run once at start, then kept by the pipeline).
@@ -109,9 +119,9 @@ impl Store {
             detectors: detectors
                 .into_iter()
                 .map(|(detector, sensor_type, judged, tp, fp, fn_)| {
-                    DetectorQuality {
+                    Ok(DetectorQuality {
                         detector,
-                        sensor_type,
+                        sensor_type: named(&sensor_type)?,
                         judged,
                         true_positives: tp,
                         false_positives: fp,
@@ -120,21 +130,23 @@ impl Store {
                         recall: None,
                         f1: None,
                     }
-                    .with_rates()
+                    .with_rates())
                 })
-                .collect(),
+                .collect::<Result<_, sqlx::Error>>()?,
             agreement: agreement
                 .into_iter()
-                .map(|(sensor_type, detector_a, detector_b, both, agreed, both_anomalous)| DetectorAgreement {
-                    sensor_type,
-                    detector_a,
-                    detector_b,
-                    judged_by_both: both,
-                    agreed,
-                    both_anomalous,
-                    agreement: (both > 0).then(|| agreed as f64 / both as f64),
+                .map(|(sensor_type, detector_a, detector_b, both, agreed, both_anomalous)| {
+                    Ok(DetectorAgreement {
+                        sensor_type: named(&sensor_type)?,
+                        detector_a,
+                        detector_b,
+                        judged_by_both: both,
+                        agreed,
+                        both_anomalous,
+                        agreement: (both > 0).then(|| agreed as f64 / both as f64),
+                    })
                 })
-                .collect(),
+                .collect::<Result<_, sqlx::Error>>()?,
         })
     }
 
@@ -185,7 +197,8 @@ impl Store {
             sqlx::query_as("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY 2 DESC, 1")
                 .fetch_all(&self.pool)
                 .await?;
-        Ok(rows.into_iter().map(|(reason, count)| DeadLetterCount { reason, count }).collect())
+        let counts = rows.into_iter().map(|(reason, count)| Ok(DeadLetterCount { reason: named(&reason)?, count }));
+        Ok(counts.collect::<Result<_, sqlx::Error>>()?)
     }
 
     /// The newest dead letters.
@@ -210,7 +223,7 @@ impl Store {
                         .try_get::<Option<Vec<u8>>, _>(6)?
                         .map(|p| String::from_utf8_lossy(&p).into_owned())
                         .unwrap_or_default(),
-                    reason: row.try_get(7)?,
+                    reason: named_column(row, 7)?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -221,7 +234,7 @@ impl Store {
 fn reading_row(row: &PgRow) -> Result<ReadingRow, sqlx::Error> {
     Ok(ReadingRow {
         sensor_id: row.try_get(0)?,
-        sensor_type: row.try_get(1)?,
+        sensor_type: named_column(row, 1)?,
         location: row.try_get(2)?,
         value: row.try_get(3)?,
         unit: row.try_get(4)?,
@@ -235,10 +248,10 @@ fn prediction_row(row: &PgRow) -> Result<PredictionRow, sqlx::Error> {
     Ok(PredictionRow {
         detector: row.try_get(0)?,
         sensor_id: row.try_get(1)?,
-        sensor_type: row.try_get(2)?,
+        sensor_type: named_column(row, 2)?,
         value: row.try_get(3)?,
         timestamp: row.try_get(4)?,
-        verdict: row.try_get(5)?,
+        verdict: named_column(row, 5)?,
         is_anomaly: row.try_get(6)?,
         anomaly_score: row.try_get(7)?,
         rule_based_anomaly: row.try_get(8)?,
@@ -253,7 +266,7 @@ fn aggregate_row(row: &PgRow) -> Result<AggregateRow, sqlx::Error> {
         window_start: row.try_get(1)?,
         window_end: row.try_get(2)?,
         location: row.try_get(3)?,
-        sensor_type: row.try_get(4)?,
+        sensor_type: named_column(row, 4)?,
         avg_value: row.try_get(5)?,
         min_value: row.try_get(6)?,
         max_value: row.try_get(7)?,

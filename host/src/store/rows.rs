@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use iotstream_api::AggregateRow;
+use iotstream_api::{AggregateRow, DeadLetterReason, Verdict};
 
 use crate::reading::Reading;
 use crate::store::checkpoints::Checkpoint;
@@ -33,8 +33,8 @@ pub struct Prediction {
     pub detector: String,
     /// Index of the reading in [`BatchRows::readings`].
     pub reading: usize,
-    /// `warming_up`, `normal` or `anomaly`.
-    pub verdict: &'static str,
+    /// The verdict.
+    pub verdict: Verdict,
     /// The detector's score.
     pub score: f64,
     /// The detector plugin's version.
@@ -54,8 +54,8 @@ pub struct ShadowPrediction {
     pub shadow_version: String,
     /// Index of the reading in [`BatchRows::readings`].
     pub reading: usize,
-    /// `warming_up`, `normal` or `anomaly`.
-    pub verdict: &'static str,
+    /// The verdict.
+    pub verdict: Verdict,
     /// The shadow's score.
     pub score: f64,
 }
@@ -76,7 +76,7 @@ pub struct DeadLetter {
     /// Why it was refused.
     pub error: String,
     /// The kind of refusal (`DecodeError::kind`).
-    pub reason: &'static str,
+    pub reason: DeadLetterReason,
 }
 
 /// The model behind a verdict, for a detector that trains models.

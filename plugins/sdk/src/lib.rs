@@ -16,7 +16,7 @@ pub mod catalog;
 pub mod config;
 pub mod detector;
 pub mod state;
-#[cfg(target_arch = "wasm32")]
+#[cfg(target_os = "wasi")]
 #[allow(unsafe_code, missing_docs, reason = "wit-bindgen generates FFI code without docs")]
 pub mod wit;
 

@@ -1,0 +1,71 @@
+//! `GET /api/quality`: each detector against the source's labels, and against each other.
+
+use serde::{Deserialize, Serialize};
+
+use crate::vocabulary::SensorType;
+
+/// How one detector did against the source's labels on one sensor type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectorQuality {
+    /// The detector.
+    pub detector: String,
+    /// The sensor type.
+    pub sensor_type: SensorType,
+    /// Readings it judged (warming-up ones excluded).
+    pub judged: i64,
+    /// Judged anomalous and labelled anomalous.
+    pub true_positives: i64,
+    /// Judged anomalous, labelled normal.
+    pub false_positives: i64,
+    /// Judged normal, labelled anomalous.
+    pub false_negatives: i64,
+    /// `tp / (tp + fp)`, when defined.
+    pub precision: Option<f64>,
+    /// `tp / (tp + fn)`, when defined.
+    pub recall: Option<f64>,
+    /// Harmonic mean of precision and recall, when defined.
+    pub f1: Option<f64>,
+}
+
+/// How often two detectors agreed on the readings both judged, per sensor type.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectorAgreement {
+    /// The sensor type.
+    pub sensor_type: SensorType,
+    /// One detector (the alphabetically first).
+    pub detector_a: String,
+    /// The other.
+    pub detector_b: String,
+    /// Readings both judged.
+    pub judged_by_both: i64,
+    /// Readings where both said the same.
+    pub agreed: i64,
+    /// Readings both called anomalous.
+    pub both_anomalous: i64,
+    /// `agreed / judged_by_both`, when defined.
+    pub agreement: Option<f64>,
+}
+
+/// `GET /api/quality`: detectors against the labels, and against each other.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct QualityReport {
+    /// Per detector and sensor type.
+    pub detectors: Vec<DetectorQuality>,
+    /// Per pair of detectors and sensor type.
+    pub agreement: Vec<DetectorAgreement>,
+}
+
+impl DetectorQuality {
+    /// Fills precision, recall and F1 from the counts.
+    pub fn with_rates(mut self) -> Self {
+        let ratio = |num: i64, den: i64| (den > 0).then(|| num as f64 / den as f64);
+        self.precision = ratio(self.true_positives, self.true_positives + self.false_positives);
+        self.recall = ratio(self.true_positives, self.true_positives + self.false_negatives);
+        self.f1 = match (self.precision, self.recall) {
+            (Some(p), Some(r)) if p + r > 0.0 => Some(2.0 * p * r / (p + r)),
+            (Some(_), Some(_)) => Some(0.0),
+            _ => None,
+        };
+        self
+    }
+}
