@@ -5,6 +5,8 @@
 //!
 //! * [`catalog`]: the per-instance map from the sensor keys readings carry to the sensors' identities,
 //! * [`config`]: strict JSON configuration (unknown keys are errors),
+//! * [`contract`]: the version of the WIT contract, where Rust names it ([`CONTRACT_VERSION`],
+//!   `contract_version!`) for the host and the plugins,
 //! * [`detector`]: the [`Detector`](detector::Detector) trait a detector plugin implements, and the
 //!   `export_detector!` macro that makes it a component,
 //! * [`state`]: the versioned byte format of exported state,
@@ -14,6 +16,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod contract;
 pub mod detector;
 pub mod state;
 #[cfg(target_arch = "wasm32")]
@@ -22,6 +25,7 @@ pub mod wit;
 
 pub use catalog::{Catalog, SensorIdentity, SensorType};
 pub use config::parse_config;
+pub use contract::CONTRACT_VERSION;
 pub use state::{decode_state, encode_state};
 
 /// Why a plugin refused its configuration, its state or an input. Plugins map it onto the WIT

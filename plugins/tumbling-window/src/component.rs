@@ -7,11 +7,7 @@ use iotstream_plugin_sdk::{Catalog, decode_state, encode_state, parse_config, st
 
 use crate::window::{Aggregate, TumblingWindows, WindowConfig};
 
-wit_bindgen::generate!({
-    world: "aggregator-plugin",
-    path: "../../wit",
-    with: { "iotstream:pipeline/types@0.1.0": iotstream_plugin_sdk::wit::iotstream::pipeline::types },
-});
+iotstream_plugin_sdk::__contract_bindings!("aggregator-plugin", "../../wit");
 
 use exports::iotstream::pipeline::aggregator::{AggregatorStage, Guest, GuestAggregatorStage, WindowAggregate};
 
