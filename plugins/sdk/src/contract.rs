@@ -7,7 +7,7 @@
 //!   `concat!` (the host builds the export names it checks plugins against from it), and
 //!   [`CONTRACT_VERSION`] is the same as a constant;
 //! * `__contract_bindings!` runs `wit_bindgen::generate!` for the SDK's own `types` bindings and
-//!   for each plugin's stage world (through `export_detector!`).
+//!   for each plugin's stage world (through `export_detector!` and `export_aggregator!`).
 //!   wit-bindgen reads its `with:` keys and its inline WIT as string literal tokens, before any macro
 //!   inside them would expand, so those two literals repeat the version. They cannot drift: a
 //!   version the WIT does not declare fails to compile, and a test holds [`CONTRACT_VERSION`] to
