@@ -22,12 +22,15 @@ pub use aggregator::exports::iotstream::pipeline::aggregator::WindowAggregate;
 pub use detector::exports::iotstream::pipeline::detector::{Detection, ModelInfo, Verdict};
 pub use detector::iotstream::pipeline::types::{Reading, Sensor, SensorType, StageError, StageInfo};
 
+// The contract's names, with the version the SDK names (`iotstream_plugin_sdk::contract`): the
+// bindings above are generated from the same WIT, and the SDK's tests hold that version to it.
 /// The WIT package every stage must export from; checked at load.
-pub const PACKAGE: &str = "iotstream:pipeline@0.1.0";
+pub const PACKAGE: &str = concat!("iotstream:pipeline@", iotstream_plugin_sdk::contract_version!());
 /// Export name of the detector interface.
-pub const DETECTOR_EXPORT: &str = "iotstream:pipeline/detector@0.1.0";
+pub const DETECTOR_EXPORT: &str = concat!("iotstream:pipeline/detector@", iotstream_plugin_sdk::contract_version!());
 /// Export name of the aggregator interface.
-pub const AGGREGATOR_EXPORT: &str = "iotstream:pipeline/aggregator@0.1.0";
+pub const AGGREGATOR_EXPORT: &str =
+    concat!("iotstream:pipeline/aggregator@", iotstream_plugin_sdk::contract_version!());
 
 impl From<crate::reading::SensorType> for SensorType {
     fn from(t: crate::reading::SensorType) -> Self {

@@ -3,9 +3,12 @@
 
 use std::path::Path;
 
-use iotstream::plugins::bindings::{ModelInfo, Reading as WitReading, SensorType as WitSensorType, Verdict};
+use iotstream::plugins::bindings::{
+    AGGREGATOR_EXPORT, DETECTOR_EXPORT, ModelInfo, Reading as WitReading, SensorType as WitSensorType, Verdict,
+};
 use iotstream::plugins::{Plugin, PluginError, PluginRuntime, SensorCatalog, StageKind};
 use iotstream::reading::{Reading, SensorType};
+use iotstream_plugin_sdk::CONTRACT_VERSION;
 
 use crate::support::{plugin_path, reading, scratch_folder};
 
@@ -219,11 +222,15 @@ fn plugin_check_runs_each_built_plugin_and_refuses_a_broken_config() {
 
 #[test]
 fn a_component_built_against_another_contract_version_is_refused_by_name() {
-    // The built z-score with every `iotstream:pipeline/...@0.1.0` name turned into `@0.9.0`: the
-    // same length, so still a valid component, built (as far as the host can tell) against a
-    // contract version this host does not run.
+    // The built z-score with every `iotstream:pipeline/...@VERSION` name (VERSION the contract's)
+    // turned into another version of the same length (each digit one up, so 0.1.0 becomes 1.2.1):
+    // still a valid component, built (as far as the host can tell) against a contract version this
+    // host does not run.
+    let version = format!("@{CONTRACT_VERSION}");
+    let other: String =
+        version.chars().map(|c| c.to_digit(10).and_then(|d| char::from_digit((d + 1) % 10, 10)).unwrap_or(c)).collect();
     let bytes = std::fs::read(plugin_path("zscore")).expect("zscore");
-    let (from, to) = (b"iotstream:pipeline/".as_slice(), b"@0.1.0".as_slice());
+    let (from, to) = (b"iotstream:pipeline/".as_slice(), version.as_bytes());
     let mut renamed = bytes.clone();
     let mut renames = 0;
     let mut i = 0;
@@ -232,7 +239,7 @@ fn a_component_built_against_another_contract_version_is_refused_by_name() {
         if let Some(end) = renamed[start..].iter().take(40).position(|&b| b == b'@').map(|p| start + p)
             && renamed[end..].starts_with(to)
         {
-            renamed[end..end + to.len()].copy_from_slice(b"@0.9.0");
+            renamed[end..end + to.len()].copy_from_slice(other.as_bytes());
             renames += 1;
         }
         i = start;
@@ -246,8 +253,8 @@ fn a_component_built_against_another_contract_version_is_refused_by_name() {
     assert_eq!(
         err,
         format!(
-            "{} was built against iotstream:pipeline/detector@0.9.0; this host runs \
-             iotstream:pipeline/detector@0.1.0 and iotstream:pipeline/aggregator@0.1.0",
+            "{} was built against iotstream:pipeline/detector{other}; this host runs {DETECTOR_EXPORT} and \
+             {AGGREGATOR_EXPORT}",
             path.display()
         )
     );

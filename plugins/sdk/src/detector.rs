@@ -147,14 +147,11 @@ macro_rules! export_detector {
             use $crate::detector::{Detector as _, DetectorStage, Judgement};
             use $crate::wit::{Reading, Sensor, StageError, StageInfo};
 
-            wit_bindgen::generate!({
-                world: "detector-plugin",
-                path: $wit,
-                // wit-bindgen cannot parse `$crate` here: plugins depend on the SDK by this name.
-                with: { "iotstream:pipeline/types@0.1.0": ::iotstream_plugin_sdk::wit::iotstream::pipeline::types },
-            });
+            $crate::__contract_bindings!("detector-plugin", $wit);
 
-            use exports::iotstream::pipeline::detector::{Detection, DetectorStage as Handle, Guest, GuestDetectorStage, ModelInfo, Verdict};
+            use exports::iotstream::pipeline::detector::{
+                Detection, DetectorStage as Handle, Guest, GuestDetectorStage, ModelInfo, Verdict,
+            };
 
             struct Component;
 
@@ -178,7 +175,8 @@ macro_rules! export_detector {
                 }
 
                 fn detect(&self, readings: Vec<Reading>) -> Result<Vec<Detection>, StageError> {
-                    let batch: Vec<(u32, i64, f64)> = readings.iter().map(|r| (r.sensor, r.timestamp_ms, r.value)).collect();
+                    let batch: Vec<(u32, i64, f64)> =
+                        readings.iter().map(|r| (r.sensor, r.timestamp_ms, r.value)).collect();
                     let judgements = self.0.detect(&batch)?;
                     Ok(judgements
                         .into_iter()
@@ -189,7 +187,9 @@ macro_rules! export_detector {
                                 training_rows: m.training_rows,
                             });
                             match judgement {
-                                Judgement::WarmingUp => Detection { score: 0.0, verdict: Verdict::WarmingUp, model: None },
+                                Judgement::WarmingUp => {
+                                    Detection { score: 0.0, verdict: Verdict::WarmingUp, model: None }
+                                }
                                 Judgement::Scored { score, anomaly } => Detection {
                                     score,
                                     verdict: if anomaly { Verdict::Anomaly } else { Verdict::Normal },

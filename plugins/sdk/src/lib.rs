@@ -1,10 +1,16 @@
 //! Guest-side building blocks shared by every iotstream plugin.
 //!
-//! A plugin crate keeps its algorithm in plain Rust and its `lib.rs` converts WIT types; this crate
-//! holds what every plugin needs between the two and is tested natively:
+//! A plugin crate keeps its algorithm in plain Rust and implements [`Detector`](detector::Detector)
+//! or [`Aggregator`](aggregator::Aggregator) for it; `export_detector!` or `export_aggregator!`
+//! makes it a component converting WIT types. This crate holds what every plugin needs between the
+//! two and is tested natively:
 //!
+//! * [`aggregator`]: the [`Aggregator`](aggregator::Aggregator) trait an aggregator plugin
+//!   implements, and the `export_aggregator!` macro that makes it a component,
 //! * [`catalog`]: the per-instance map from the sensor keys readings carry to the sensors' identities,
 //! * [`config`]: strict JSON configuration (unknown keys are errors),
+//! * [`contract`]: the version of the WIT contract, where Rust names it ([`CONTRACT_VERSION`],
+//!   `contract_version!`) for the host and the plugins,
 //! * [`detector`]: the [`Detector`](detector::Detector) trait a detector plugin implements, and the
 //!   `export_detector!` macro that makes it a component,
 //! * [`state`]: the versioned byte format of exported state,
@@ -12,8 +18,10 @@
 //!   shared by every plugin's own bindings (`with:` in `wit_bindgen::generate!`), with the conversions
 //!   between them and this crate's types.
 
+pub mod aggregator;
 pub mod catalog;
 pub mod config;
+pub mod contract;
 pub mod detector;
 pub mod state;
 #[cfg(target_os = "wasi")]
@@ -22,6 +30,7 @@ pub mod wit;
 
 pub use catalog::{Catalog, SensorIdentity, SensorType};
 pub use config::parse_config;
+pub use contract::CONTRACT_VERSION;
 pub use state::{decode_state, encode_state};
 
 /// Why a plugin refused its configuration, its state or an input. Plugins map it onto the WIT

@@ -1,11 +1,7 @@
 //! Bindings of the WIT `iotstream:pipeline/types` interface, shared by every plugin, and the
 //! conversions between them and this crate's plain Rust types.
 
-wit_bindgen::generate!({
-    path: "../../wit",
-    inline: "package iotstream:sdk; world types-only { import iotstream:pipeline/types@0.1.0; }",
-    generate_all,
-});
+crate::__contract_bindings!(types);
 
 pub use self::iotstream::pipeline::types::{Reading, Sensor, SensorType as WitSensorType, StageError, StageInfo};
 

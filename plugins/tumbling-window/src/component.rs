@@ -1,86 +1,50 @@
-//! The WIT `aggregator-plugin` world over [`crate::window`].
+//! [`crate::window`] as the SDK's [`Aggregator`]; for wasm builds, `export_aggregator!` makes it a
+//! component of the WIT `aggregator-plugin` world.
 
-use std::cell::RefCell;
+use iotstream_plugin_sdk::SensorIdentity;
+use iotstream_plugin_sdk::aggregator::{Aggregator, WindowAggregate};
 
-use iotstream_plugin_sdk::wit::{Reading, Sensor, StageError, StageInfo};
-use iotstream_plugin_sdk::{Catalog, decode_state, encode_state, parse_config, stage_info};
+use crate::window::{Aggregate, TumblingWindows, WindowConfig, WindowState};
 
-use crate::window::{Aggregate, TumblingWindows, WindowConfig};
+impl Aggregator for TumblingWindows {
+    type Config = WindowConfig;
+    type State = WindowState;
+    /// Bumped whenever [`WindowState`] changes shape.
+    const STATE_VERSION: u32 = 1;
 
-wit_bindgen::generate!({
-    world: "aggregator-plugin",
-    path: "../../wit",
-    with: { "iotstream:pipeline/types@0.1.0": iotstream_plugin_sdk::wit::iotstream::pipeline::types },
-});
+    fn create(config: WindowConfig) -> Result<Self, String> {
+        config.validate()?;
+        Ok(TumblingWindows::new(config))
+    }
 
-use exports::iotstream::pipeline::aggregator::{AggregatorStage, Guest, GuestAggregatorStage, WindowAggregate};
+    fn add(&mut self, sensor: &SensorIdentity, timestamp_ms: i64, value: f64, flagged: bool) {
+        // Readings beyond the revision horizon are counted in the state; the admission is not output.
+        TumblingWindows::add(self, &sensor.location, sensor.sensor_type, timestamp_ms, value, flagged);
+    }
 
-/// Bumped whenever [`crate::window::WindowState`] changes shape.
-const STATE_VERSION: u32 = 1;
+    fn close_ready(&mut self) -> Vec<WindowAggregate> {
+        TumblingWindows::close_ready(self).into_iter().map(window_aggregate).collect()
+    }
 
-struct Component;
+    fn tick(&mut self, now_ms: i64) -> Vec<WindowAggregate> {
+        TumblingWindows::tick(self, now_ms).into_iter().map(window_aggregate).collect()
+    }
 
-impl Guest for Component {
-    type AggregatorStage = Stage;
+    fn state(&self) -> &WindowState {
+        TumblingWindows::state(self)
+    }
 
-    fn info() -> StageInfo {
-        stage_info!(STATE_VERSION)
+    fn restore(&mut self, state: WindowState) {
+        TumblingWindows::restore(self, state);
     }
 }
 
-/// One running stage: its sensor catalog and its windows.
-struct Stage {
-    catalog: RefCell<Catalog>,
-    windows: RefCell<TumblingWindows>,
-}
-
-impl GuestAggregatorStage for Stage {
-    fn create(config: String) -> Result<AggregatorStage, StageError> {
-        let config: WindowConfig = parse_config(&config)?;
-        config.validate().map_err(StageError::InvalidConfig)?;
-        Ok(AggregatorStage::new(Stage {
-            catalog: RefCell::default(),
-            windows: RefCell::new(TumblingWindows::new(config)),
-        }))
-    }
-
-    fn declare_sensors(&self, sensors: Vec<Sensor>) {
-        self.catalog.borrow_mut().declare_all(sensors);
-    }
-
-    fn aggregate(&self, readings: Vec<Reading>) -> Result<Vec<WindowAggregate>, StageError> {
-        let catalog = self.catalog.borrow();
-        catalog.check_all(readings.iter().map(|r| r.sensor))?;
-        let mut windows = self.windows.borrow_mut();
-        for reading in &readings {
-            let sensor = catalog.get(reading.sensor)?;
-            windows.add(&sensor.location, sensor.sensor_type, reading.timestamp_ms, reading.value, reading.flagged);
-        }
-        Ok(windows.close_ready().into_iter().map(to_wit).collect())
-    }
-
-    fn tick(&self, now_ms: i64) -> Vec<WindowAggregate> {
-        self.windows.borrow_mut().tick(now_ms).into_iter().map(to_wit).collect()
-    }
-
-    fn export_state(&self) -> Vec<u8> {
-        encode_state(STATE_VERSION, self.windows.borrow().state())
-    }
-
-    fn import_state(&self, state: Vec<u8>) -> Result<(), StageError> {
-        let state = decode_state(STATE_VERSION, &state)?;
-        self.windows.borrow_mut().restore(state);
-        self.catalog.borrow_mut().clear();
-        Ok(())
-    }
-}
-
-fn to_wit(a: Aggregate) -> WindowAggregate {
+fn window_aggregate(a: Aggregate) -> WindowAggregate {
     WindowAggregate {
         window_start_ms: a.window_start_ms,
         window_end_ms: a.window_end_ms,
-        location: a.location.to_string(),
-        sensor_type: a.sensor_type.into(),
+        location: a.location,
+        sensor_type: a.sensor_type,
         count: a.count,
         avg: a.avg,
         min: a.min,
@@ -92,4 +56,39 @@ fn to_wit(a: Aggregate) -> WindowAggregate {
     }
 }
 
-export!(Component);
+#[cfg(target_arch = "wasm32")]
+iotstream_plugin_sdk::export_aggregator!(crate::window::TumblingWindows);
+
+#[cfg(test)]
+mod tests {
+    use iotstream_plugin_sdk::aggregator::AggregatorStage;
+    use iotstream_plugin_sdk::{PluginError, SensorType};
+
+    use super::*;
+
+    fn sensor(id: &str) -> SensorIdentity {
+        SensorIdentity { sensor_id: id.into(), sensor_type: SensorType::Co2, location: "lab_1".into() }
+    }
+
+    #[test]
+    fn the_stage_validates_its_config_refuses_undeclared_keys_and_hands_windows_over() {
+        let refused = AggregatorStage::<TumblingWindows>::create(r#"{"window_ms": 0}"#).err();
+        assert_eq!(refused, Some(PluginError::InvalidConfig("window_ms must be positive, got 0".into())));
+        assert!(matches!(
+            AggregatorStage::<TumblingWindows>::create(r#"{"windowms": 1}"#),
+            Err(PluginError::InvalidConfig(msg)) if msg.contains("windowms")
+        ));
+        let stage = AggregatorStage::<TumblingWindows>::create(r#"{"allowed_lateness_ms": 0}"#).expect("created");
+        stage.declare([(0, sensor("c1")), (1, sensor("c2"))]);
+        assert_eq!(stage.aggregate(&[(0, 1_000, 400.0, false), (1, 2_000, 600.0, true)]).expect("adds"), []);
+        assert!(stage.aggregate(&[(0, 70_000, 1.0, false), (4, 70_000, 1.0, false)]).is_err());
+        // The refused batch moved nothing: minute 0 is still open, and an instance that imports the
+        // state closes it as this one would have.
+        let other = AggregatorStage::<TumblingWindows>::create(r#"{"allowed_lateness_ms": 0}"#).expect("created");
+        other.import_state(&stage.export_state()).expect("imports");
+        other.declare([(3, sensor("c1"))]);
+        let closed = other.aggregate(&[(3, 60_000, 500.0, false)]).expect("closes minute 0");
+        let summary: Vec<_> = closed.iter().map(|a| (a.window_start_ms, a.count, a.avg, a.anomaly_count)).collect();
+        assert_eq!(summary, [(0, 2, 500.0, 1)]);
+    }
+}

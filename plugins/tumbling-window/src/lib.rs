@@ -1,10 +1,9 @@
 //! The `tumbling-window` aggregator plugin.
 //!
-//! The algorithm is [`window`], plain Rust tested natively; [`component`] (built only for wasm)
-//! converts between it and the WIT `aggregator` interface.
+//! The algorithm is [`window`], plain Rust tested natively; `component` implements the SDK's
+//! `Aggregator` trait for it, and for wasm builds `export_aggregator!` makes it a component
+//! exporting the WIT `aggregator` interface.
 
 pub mod window;
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code, reason = "the exports wit-bindgen generates are FFI")]
 mod component;
