@@ -7,8 +7,11 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::FutureExt;
+use iotstream_api::{Named, PluginAction};
 use tokio::task::JoinHandle;
-use tracing::debug;
+use tracing::{debug, error, info};
+
+use super::stages::Installed;
 
 use crate::plugins::watch::PluginWatcher;
 use crate::plugins::{Plugin, PluginError, PluginRuntime};
@@ -88,5 +91,67 @@ impl PluginReload {
             });
         }
         changes
+    }
+}
+
+impl super::Pipeline {
+    /// Installs the plugin versions that finished loading and stops the plugins whose files are
+    /// gone (between batches).
+    pub(super) fn apply_plugin_changes(&mut self) {
+        let Some(reload) = self.reload.as_mut() else { return };
+        let changes = reload.poll();
+        if changes.is_empty() {
+            return;
+        }
+        for change in changes {
+            match change {
+                Change::Ready { plugin, load_ms } => {
+                    let (name, version) = (plugin.name().to_owned(), plugin.info().version.clone());
+                    let paused = Instant::now();
+                    let installed = self.stages.install(*plugin);
+                    let pause_ms = paused.elapsed().as_secs_f64() * 1000.0;
+                    let (action, detail) = match &installed {
+                        Installed::New => (PluginAction::Loaded, format!("version {version}, loaded in {load_ms} ms")),
+                        Installed::StateHandedOver { bytes } => (
+                            PluginAction::Swapped,
+                            format!(
+                                "version {version}: state handed over ({bytes} bytes); loaded in {load_ms} ms, pipeline paused {pause_ms:.1} ms"
+                            ),
+                        ),
+                        Installed::Fresh(why) => (
+                            PluginAction::Swapped,
+                            format!(
+                                "version {version}: starts fresh because {why}; loaded in {load_ms} ms, pipeline paused {pause_ms:.1} ms"
+                            ),
+                        ),
+                    };
+                    info!(plugin = %name, action = action.as_str(), "{detail}");
+                    self.live.set_plugin_failure(&name, None);
+                    self.live.plugin_event(&name, action, detail);
+                    // Checkpoint with the next batch: a restart then replays nothing from before
+                    // the change with the changed plugins.
+                    self.last_checkpoint = None;
+                }
+                Change::Refused { name, error } => {
+                    let running = self.stages.contains(&name);
+                    let detail = if running { format!("{error}; the running version keeps running") } else { error };
+                    error!(plugin = %name, "plugin file refused: {detail}");
+                    self.live.set_plugin_failure(&name, Some(detail.clone()));
+                    self.live.plugin_event(&name, PluginAction::Refused, detail);
+                }
+                Change::Removed { name } => {
+                    self.live.set_plugin_failure(&name, None);
+                    if self.stages.remove(&name) {
+                        info!(plugin = %name, "plugin file removed: plugin stopped");
+                        self.live.plugin_event(
+                            &name,
+                            PluginAction::Removed,
+                            "its file was removed; the plugin stopped".into(),
+                        );
+                    }
+                }
+            }
+        }
+        self.live.set_plugins(self.plugin_statuses());
     }
 }

@@ -151,7 +151,7 @@ impl Stages {
         for aggregator in &mut self.aggregators {
             match aggregator.aggregate(&self.catalog, wit) {
                 Ok(aggregates) => {
-                    rows.aggregates.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a)))
+                    rows.aggregates.extend(aggregates.into_iter().map(|a| window_row(aggregator.name(), a)))
                 }
                 Err(err) => report_failure(aggregator, &err, "the batch's readings are missing from its windows"),
             }
@@ -163,7 +163,7 @@ impl Stages {
         let mut closed = Vec::new();
         for aggregator in &mut self.aggregators {
             match aggregator.tick(&self.catalog, now_ms) {
-                Ok(aggregates) => closed.extend(aggregates.into_iter().map(|a| aggregate_row(aggregator.name(), a))),
+                Ok(aggregates) => closed.extend(aggregates.into_iter().map(|a| window_row(aggregator.name(), a))),
                 Err(err) => report_failure(aggregator, &err, "its idle windows stay open"),
             }
         }
@@ -291,7 +291,7 @@ fn millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-fn aggregate_row(stage: &str, a: WindowAggregate) -> AggregateRow {
+fn window_row(stage: &str, a: WindowAggregate) -> AggregateRow {
     AggregateRow {
         stage: stage.to_owned(),
         window_start: millis(a.window_start_ms),

@@ -44,7 +44,7 @@ impl Store {
         .bind(sensor_id)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(reading_row).collect::<Result<_, _>>().map_err(StoreError::from)
+        rows.iter().map(decode_reading).collect::<Result<_, _>>().map_err(StoreError::from)
     }
 
     /// The newest predictions, optionally of one detector and only anomalies.
@@ -64,7 +64,7 @@ impl Store {
         .bind(anomalies_only)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(prediction_row).collect::<Result<_, _>>().map_err(StoreError::from)
+        rows.iter().map(decode_prediction).collect::<Result<_, _>>().map_err(StoreError::from)
     }
 
     /// The newest window aggregates.
@@ -76,7 +76,7 @@ impl Store {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        rows.iter().map(aggregate_row).collect::<Result<_, _>>().map_err(StoreError::from)
+        rows.iter().map(decode_aggregate).collect::<Result<_, _>>().map_err(StoreError::from)
     }
 
     /// Each detector against the source's labels (the simulator labels what it injects), and each
@@ -231,7 +231,7 @@ impl Store {
     }
 }
 
-fn reading_row(row: &PgRow) -> Result<ReadingRow, sqlx::Error> {
+fn decode_reading(row: &PgRow) -> Result<ReadingRow, sqlx::Error> {
     Ok(ReadingRow {
         sensor_id: row.try_get(0)?,
         sensor_type: named_column(row, 1)?,
@@ -244,7 +244,7 @@ fn reading_row(row: &PgRow) -> Result<ReadingRow, sqlx::Error> {
     })
 }
 
-fn prediction_row(row: &PgRow) -> Result<PredictionRow, sqlx::Error> {
+fn decode_prediction(row: &PgRow) -> Result<PredictionRow, sqlx::Error> {
     Ok(PredictionRow {
         detector: row.try_get(0)?,
         sensor_id: row.try_get(1)?,
@@ -260,7 +260,7 @@ fn prediction_row(row: &PgRow) -> Result<PredictionRow, sqlx::Error> {
     })
 }
 
-fn aggregate_row(row: &PgRow) -> Result<AggregateRow, sqlx::Error> {
+fn decode_aggregate(row: &PgRow) -> Result<AggregateRow, sqlx::Error> {
     Ok(AggregateRow {
         stage: row.try_get(0)?,
         window_start: row.try_get(1)?,

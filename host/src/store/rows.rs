@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use iotstream_api::{AggregateRow, DeadLetterReason, Verdict};
+use iotstream_api::{AggregateRow, DeadLetterReason, ReadingRow, Verdict};
 
 use crate::reading::Reading;
 use crate::store::checkpoints::Checkpoint;
@@ -24,6 +24,23 @@ pub struct StoredReading {
     pub partition: i32,
     /// Kafka offset.
     pub offset: i64,
+}
+
+impl StoredReading {
+    /// The reading as the API and the live view show it.
+    pub fn api_row(&self) -> ReadingRow {
+        let r = &self.reading;
+        ReadingRow {
+            sensor_id: r.sensor_id.clone(),
+            sensor_type: r.sensor_type,
+            location: r.location.clone(),
+            value: r.value,
+            unit: r.unit.clone(),
+            timestamp: r.timestamp,
+            anomaly: r.anomaly,
+            flagged: self.flagged,
+        }
+    }
 }
 
 /// One detector's verdict on one reading of the batch.

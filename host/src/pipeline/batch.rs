@@ -1,0 +1,213 @@
+//! One batch through the loop: validate every message (a reading, or a dead letter with its
+//! reason), run the stages over the readings on a blocking thread (with a checkpoint when one is
+//! due), and start the batch's transaction once the previous one has committed; the committed batch
+//! is published to the live view.
+
+use std::time::{Duration, Instant};
+
+use backon::{ExponentialBuilder, Retryable};
+use chrono::Utc;
+use iotstream_api::{PluginStatus, PredictionRow};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, error, warn};
+
+use super::stages::Stages;
+use super::{Committed, Pipeline};
+use crate::http::live::{BatchSummary, EVENT_ROWS, Live};
+use crate::kafka::RawMessage;
+use crate::plugins::bindings::Reading as WitReading;
+use crate::store::rows::DEAD_LETTER_PAYLOAD_LIMIT;
+use crate::store::{BatchRows, CheckpointReason, DeadLetter, Store, StoredReading, Totals};
+
+impl Pipeline {
+    /// Processes one batch and starts its transaction once the previous batch's has committed;
+    /// false if shutdown interrupted the database retries (what is not stored is replayed).
+    pub(super) async fn process(&mut self, batch: &[RawMessage], shutdown: &CancellationToken) -> bool {
+        // The logged batches a given-up replay did not form again are forgotten with this batch, so
+        // that a later restart does not form batches this run never processed.
+        let forget_batches = self.source.take_replay_given_up().then_some((self.batch_seq, self.logged_until));
+        // A batch formed again keeps its logged number; one read on is numbered past the log.
+        self.batch_seq = self.source.take_replayed().unwrap_or(self.batch_seq.max(self.logged_until) + 1);
+        let batch_seq = self.batch_seq;
+        let mut rows = BatchRows { source: self.source_id, batch_seq, forget_batches, ..BatchRows::default() };
+        let wit = self.validate(batch, &mut rows);
+        let checkpoint_due = match (self.last_checkpoint, self.config.checkpoint_interval) {
+            (None, _) => true,
+            (Some(last), Some(every)) => last.elapsed() >= every,
+            (Some(_), None) => false,
+        };
+        if !wit.is_empty() || checkpoint_due {
+            let positions = checkpoint_due.then(|| self.positions.clone());
+            let Some(processed) = self.run_stages(wit, rows, positions).await else { return false };
+            rows = processed;
+        }
+        if rows.checkpoint.is_some() {
+            self.last_checkpoint = Some(Instant::now());
+        }
+        // One transaction at a time, in batch order: this batch's starts when the previous one's
+        // has committed, and runs while the next batch is computed.
+        if !self.finish_in_flight().await {
+            return false;
+        }
+        self.in_flight = Some(self.start_commit(batch, rows, shutdown));
+        true
+    }
+
+    /// Validates each message of `batch` into `rows` (a reading, or a dead letter with its reason)
+    /// and advances the positions; returns the readings as they cross the WIT boundary.
+    fn validate(&mut self, batch: &[RawMessage], rows: &mut BatchRows) -> Vec<WitReading> {
+        let mut wit = Vec::with_capacity(batch.len());
+        let now = Utc::now();
+        for message in batch {
+            match self.config.limits.check(message.payload.as_deref(), now) {
+                Ok(reading) => {
+                    wit.push(self.stages.catalog.wit_reading(&reading));
+                    rows.readings.push(StoredReading {
+                        reading,
+                        flagged: false,
+                        partition: message.partition,
+                        offset: message.offset,
+                    });
+                }
+                Err(err) => {
+                    debug!(partition = message.partition, offset = message.offset, error = %err, "dead-lettering a message");
+                    rows.dead_letters.push(DeadLetter {
+                        topic: self.source.topic().to_owned(),
+                        partition: message.partition,
+                        offset: message.offset,
+                        key: message.key.clone(),
+                        payload: message.payload.as_ref().map(|p| p[..p.len().min(DEAD_LETTER_PAYLOAD_LIMIT)].to_vec()),
+                        error: err.to_string(),
+                        reason: err.kind(),
+                    });
+                }
+            }
+            let next = self.positions.entry(message.partition).or_insert(message.offset + 1);
+            *next = (*next).max(message.offset + 1);
+            rows.positions.insert(message.partition, *next);
+        }
+        wit
+    }
+
+    /// Runs the stages over `wit` on a blocking thread, filling `rows`, and checkpoints them with
+    /// `positions` when given; `None` if the stages panicked (the batch will be replayed).
+    async fn run_stages(
+        &mut self,
+        mut wit: Vec<WitReading>,
+        mut rows: BatchRows,
+        positions: Option<std::collections::BTreeMap<i32, i64>>,
+    ) -> Option<BatchRows> {
+        let mut stages: Stages = std::mem::take(&mut self.stages);
+        let batch_seq = rows.batch_seq;
+        let ran = tokio::task::spawn_blocking(move || {
+            if !wit.is_empty() {
+                stages.run(&mut wit, &mut rows);
+            }
+            if let Some(positions) = positions {
+                rows.checkpoint = Some(stages.checkpoint(CheckpointReason::Interval, positions, batch_seq));
+            }
+            (stages, rows)
+        })
+        .await;
+        match ran {
+            Ok((stages, processed)) => {
+                self.stages = stages;
+                Some(processed)
+            }
+            Err(panic) => {
+                error!(error = %panic, "plugin stages panicked; stopping the pipeline (the batch will be replayed)");
+                None
+            }
+        }
+    }
+
+    /// Starts `rows`' transaction: it commits (retrying), then publishes the batch to the live view.
+    fn start_commit(&self, batch: &[RawMessage], rows: BatchRows, shutdown: &CancellationToken) -> super::InFlight {
+        let sent_ms: Vec<i64> = batch.iter().filter_map(|m| m.timestamp_ms).collect();
+        let (store, live, shutdown, plugins) =
+            (self.store.clone(), self.live.clone(), shutdown.clone(), self.plugin_statuses());
+        tokio::spawn(async move {
+            let written = Self::commit(&store, &live, &rows, &shutdown).await?;
+            // Published as soon as it is durable, not when the next batch comes.
+            let now_ms = Utc::now().timestamp_millis();
+            let latencies_ms = sent_ms.iter().map(|t| (now_ms - t).max(0) as f64).collect();
+            publish(&live, &rows, written, latencies_ms, plugins);
+            Some(Committed { positions: rows.positions, checkpoint: rows.checkpoint.is_some() })
+        })
+    }
+
+    /// Writes `rows`, retrying with exponential backoff (0.1 s doubling to 10 s) until it succeeds
+    /// or shutdown is requested (`None`).
+    /// (A free function of the store and live view: the plugin stores are not `Sync`, so no `&self`
+    /// may live across an await.)
+    pub(super) async fn commit(
+        store: &Store,
+        live: &Live,
+        rows: &BatchRows,
+        shutdown: &CancellationToken,
+    ) -> Option<Totals> {
+        let backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_secs(10))
+            .without_max_times();
+        let write = || store.write(rows);
+        let retried = write.retry(backoff).notify(|err, delay| {
+            live.set_database(false, Some(err.to_string()));
+            warn!(error = %err, retry_in = ?delay, "batch not stored; retrying");
+        });
+        tokio::select! {
+            result = retried => {
+                if result.is_ok() {
+                    live.set_database(true, None);
+                }
+                result.ok()
+            }
+            _ = shutdown.cancelled() => None,
+        }
+    }
+}
+
+/// Pushes a committed batch (what it `written`, its newest rows) to the live view.
+pub(super) fn publish(
+    live: &Live,
+    rows: &BatchRows,
+    written: Totals,
+    latencies_ms: Vec<f64>,
+    plugins: Vec<PluginStatus>,
+) {
+    let detections = rows
+        .predictions
+        .iter()
+        .rev()
+        .filter(|p| p.verdict.is_anomaly())
+        .take(EVENT_ROWS)
+        .map(|p| {
+            let stored = &rows.readings[p.reading];
+            PredictionRow {
+                detector: p.detector.clone(),
+                sensor_id: stored.reading.sensor_id.clone(),
+                sensor_type: stored.reading.sensor_type,
+                value: stored.reading.value,
+                timestamp: stored.reading.timestamp,
+                verdict: p.verdict,
+                is_anomaly: true,
+                anomaly_score: p.score,
+                rule_based_anomaly: stored.reading.anomaly,
+                detector_version: p.detector_version.clone(),
+                model_generation: p.model.map(|m| m.generation),
+            }
+        })
+        .collect();
+    let summary = BatchSummary {
+        sensor_ids: rows.readings.iter().map(|r| r.reading.sensor_id.as_str()).collect(),
+        stored: written.readings,
+        flagged: written.flagged,
+        newest_readings: rows.readings.iter().rev().take(EVENT_ROWS).map(StoredReading::api_row).collect(),
+        detections,
+        aggregates: rows.aggregates.clone(),
+        new_aggregates: written.aggregates,
+        dead_letters: written.dead_letters,
+        latencies_ms,
+    };
+    live.record_batch(summary, plugins);
+}
