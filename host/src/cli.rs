@@ -1,7 +1,9 @@
-//! The command line of the `iotstream` binary (here, in the library, so tests can check that
-//! `docker-compose.yml` sets only variables it knows).
+//! The command line of the `iotstream` binary and the dispatch of a parsed command to the module that
+//! does it (here, in the library, so tests can check that `docker-compose.yml` sets only variables it
+//! knows).
 
 use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
 use crate::commands::bench::BenchConfig;
 use crate::commands::bench_forest::BenchForestConfig;
@@ -10,6 +12,9 @@ use crate::commands::iforest::IforestConfig;
 use crate::commands::plugin_check::CheckConfig;
 use crate::commands::plugin_new::NewConfig;
 use crate::commands::replay::ReplayConfig;
+use crate::commands::{
+    bench, bench_forest, bench_plugins, blocking, iforest, plugin_check, plugin_new, print_json, replay,
+};
 use crate::config::RunConfig;
 use crate::simulate::SimulateConfig;
 
@@ -66,4 +71,35 @@ pub enum Command {
         #[command(flatten)]
         simulate: SimulateConfig,
     },
+}
+
+impl Command {
+    /// Runs the command until it is done or `shutdown` is cancelled, printing its report.
+    pub async fn execute(self, shutdown: CancellationToken) -> anyhow::Result<()> {
+        match self {
+            Command::Run(config) => Ok(crate::app::start(&config, shutdown).await?),
+            Command::Bench(config) => bench::print(&bench::bench(&config).await?),
+            Command::BenchForest(config) => {
+                let timings = blocking(move || bench_forest::bench_forest(&config)).await?;
+                timings.iter().try_for_each(print_json)
+            }
+            Command::BenchPlugins(config) => {
+                bench_plugins::print(&blocking(move || bench_plugins::bench_plugins(&config)).await?)
+            }
+            Command::Plugin(PluginCommand::New(config)) => plugin_new::print(&config, plugin_new::scaffold(&config)?),
+            Command::Plugin(PluginCommand::Check(config)) => {
+                plugin_check::print(&blocking(move || plugin_check::check(&config)).await?)
+            }
+            Command::Iforest(config) => iforest::print(&blocking(move || iforest::iforest(&config)).await?),
+            Command::Replay(config) => replay::print(&blocking(move || replay::replay(&config)).await?),
+            Command::Simulate { brokers, topic, simulate } => {
+                let report = crate::simulate::run(&simulate, &brokers, &topic, shutdown).await?;
+                println!(
+                    "produced {} readings ({} delivered, {} failed, {} labelled anomalous)",
+                    report.fleet.readings, report.delivered, report.failed, report.fleet.anomalous
+                );
+                Ok(())
+            }
+        }
+    }
 }

@@ -35,28 +35,28 @@ pub struct RunConfig {
     #[arg(long, env = "IOTSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Most messages per batch.
-    #[arg(long, env = "IOTSTREAM_BATCH_MAX", default_value_t = 5000)]
+    #[arg(long, env = "IOTSTREAM_BATCH_MAX", default_value_t = PipelineConfig::BATCH_MAX)]
     pub batch_max: usize,
     /// How long a batch waits for more messages after its first, in milliseconds.
-    #[arg(long, env = "IOTSTREAM_BATCH_LINGER_MS", default_value_t = 50)]
+    #[arg(long, env = "IOTSTREAM_BATCH_LINGER_MS", default_value_t = PipelineConfig::BATCH_LINGER.as_millis() as u64)]
     pub batch_linger_ms: u64,
     /// How often every stage's state is checkpointed with the offsets it includes ("0s": only at
     /// shutdown). After a crash the host replays at most this much of the stream.
-    #[arg(long, env = "IOTSTREAM_CHECKPOINT_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
-    pub checkpoint_interval: Duration,
+    #[arg(long, env = "IOTSTREAM_CHECKPOINT_INTERVAL", default_value_t = PipelineConfig::CHECKPOINT_INTERVAL.into())]
+    pub checkpoint_interval: humantime::Duration,
     /// After a restart, how long the host waits, with no message of it arriving while the brokers
     /// are up, for the rest of a batch it committed before the crash, to form it again; then it
     /// reads on in arrival order (docs/guarantees.md).
-    #[arg(long, env = "IOTSTREAM_REPLAY_PATIENCE", default_value = "60s", value_parser = humantime::parse_duration)]
-    pub replay_patience: Duration,
+    #[arg(long, env = "IOTSTREAM_REPLAY_PATIENCE", default_value_t = PipelineConfig::REPLAY_PATIENCE.into())]
+    pub replay_patience: humantime::Duration,
     /// Largest message accepted as a reading, in bytes (larger ones are dead-lettered).
     #[arg(long, env = "IOTSTREAM_MAX_MESSAGE_BYTES", default_value_t = ReadingLimits::default().max_bytes)]
     pub max_message_bytes: usize,
     /// How far ahead of this host's clock an event time may be.
-    #[arg(long, env = "IOTSTREAM_MAX_FUTURE", default_value = "5m", value_parser = humantime::parse_duration)]
-    pub max_future: Duration,
+    #[arg(long, env = "IOTSTREAM_MAX_FUTURE", default_value_t = ReadingLimits::default().max_future.into())]
+    pub max_future: humantime::Duration,
     /// How old an event time may be ("off": no limit, to backfill history).
-    #[arg(long, env = "IOTSTREAM_MAX_AGE", default_value = "30days", value_parser = parse_max_age)]
+    #[arg(long, env = "IOTSTREAM_MAX_AGE", default_value_t = MaxAge(ReadingLimits::default().max_age))]
     pub max_age: MaxAge,
     /// Partitions of the embedded broker's topic (each keeps ~5 MB: size for the data).
     #[arg(long, env = "IOTSTREAM_EMBEDDED_PARTITIONS", default_value_t = 12)]
@@ -75,11 +75,11 @@ impl RunConfig {
         PipelineConfig {
             batch_max: self.batch_max.max(1),
             batch_linger: Duration::from_millis(self.batch_linger_ms),
-            checkpoint_interval: (!self.checkpoint_interval.is_zero()).then_some(self.checkpoint_interval),
-            replay_patience: self.replay_patience,
+            checkpoint_interval: (!self.checkpoint_interval.is_zero()).then_some(*self.checkpoint_interval),
+            replay_patience: *self.replay_patience,
             limits: ReadingLimits {
                 max_bytes: self.max_message_bytes,
-                max_future: self.max_future,
+                max_future: *self.max_future,
                 max_age: self.max_age.0,
             },
             ..PipelineConfig::default()
@@ -91,6 +91,19 @@ impl RunConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MaxAge(pub Option<Duration>);
 
-fn parse_max_age(text: &str) -> Result<MaxAge, humantime::DurationError> {
-    if text == "off" { Ok(MaxAge(None)) } else { humantime::parse_duration(text).map(|d| MaxAge(Some(d))) }
+impl std::str::FromStr for MaxAge {
+    type Err = humantime::DurationError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        if text == "off" { Ok(MaxAge(None)) } else { humantime::parse_duration(text).map(|d| MaxAge(Some(d))) }
+    }
+}
+
+impl std::fmt::Display for MaxAge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(age) => write!(f, "{}", humantime::format_duration(age)),
+            None => f.write_str("off"),
+        }
+    }
 }

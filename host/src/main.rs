@@ -18,5 +18,5 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let shutdown = CancellationToken::new();
     tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
-    iotstream::commands::execute(cli.command, shutdown).await
+    cli.command.execute(shutdown).await
 }

@@ -12,7 +12,7 @@ use iotstream_plugin_sdk::detector::Detector;
 use serde::Serialize;
 
 use crate::plugins::bindings::Reading as WitReading;
-use crate::plugins::{PluginError, PluginRuntime, SensorCatalog};
+use crate::plugins::{Plugin, PluginError, PluginRuntime, SensorCatalog};
 use crate::reading::Reading;
 use crate::simulate::Fleet;
 
@@ -55,48 +55,48 @@ pub struct PluginThroughput {
     pub call_overhead_us: f64,
 }
 
-/// Runs every plugin both ways over the same readings.
-pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput>, PluginError> {
-    // One reading every 20 ms of event time: 500 000 readings span ~3 hours, so windows close and
-    // forests retrain as they would live.
-    let start: DateTime<Utc> = Utc.timestamp_millis_opt(1_767_225_600_000).single().unwrap_or_default();
-    let mut fleet = Fleet::new(config.sensors, 0.002, 7);
-    let readings: Vec<Reading> =
-        (0..config.readings).map(|i| fleet.next_reading(start + Duration::milliseconds(i as i64 * 20))).collect();
-    let identities: Vec<SensorIdentity> = readings
-        .iter()
-        .map(|r| SensorIdentity {
-            sensor_id: Arc::from(r.sensor_id.as_str()),
-            sensor_type: r.sensor_type,
-            location: Arc::from(r.location.as_str()),
-        })
-        .collect();
-    let per_second = |n: usize, started: Instant| n as f64 / started.elapsed().as_secs_f64();
-    let runtime = PluginRuntime::new()?;
-    let mut catalog = SensorCatalog::default();
-    let wit: Vec<WitReading> = readings.iter().map(|r| catalog.wit_reading(r)).collect();
-    let mut results = Vec::new();
-    for name in ["zscore", "isolation-forest", "tumbling-window"] {
+/// The shipped plugins this command measures.
+#[derive(Debug, Clone, Copy)]
+enum Shipped {
+    ZScore,
+    IsolationForest,
+    TumblingWindow,
+}
+
+impl Shipped {
+    const ALL: [Shipped; 3] = [Shipped::ZScore, Shipped::IsolationForest, Shipped::TumblingWindow];
+
+    /// Its plugin name (its `.wasm` file's stem).
+    fn name(self) -> &'static str {
+        match self {
+            Shipped::ZScore => "zscore",
+            Shipped::IsolationForest => "isolation-forest",
+            Shipped::TumblingWindow => "tumbling-window",
+        }
+    }
+
+    /// Runs the algorithm natively over `readings`; returns the longest single call, ms (measured
+    /// for the forest, whose retraining makes some calls long; 0 for the others).
+    fn run_native(self, readings: &[Reading], identities: &[SensorIdentity]) -> f64 {
         let mut longest = 0.0_f64;
-        let started = Instant::now();
-        match name {
-            "zscore" => {
+        match self {
+            Shipped::ZScore => {
                 let mut d = zscore::zscore::ZScore::create(Default::default())
                     .unwrap_or_else(|_| unreachable!("defaults are valid"));
-                for (r, id) in readings.iter().zip(&identities) {
+                for (r, id) in readings.iter().zip(identities) {
                     std::hint::black_box(d.judge(id, r.timestamp.timestamp_millis(), r.value));
                 }
             }
-            "isolation-forest" => {
+            Shipped::IsolationForest => {
                 let mut d = isolation_forest::detector::OnlineForest::create(Default::default())
                     .unwrap_or_else(|_| unreachable!("defaults are valid"));
-                for (r, id) in readings.iter().zip(&identities) {
+                for (r, id) in readings.iter().zip(identities) {
                     let call = Instant::now();
                     std::hint::black_box(d.judge(id, r.timestamp.timestamp_millis(), r.value));
                     longest = longest.max(call.elapsed().as_secs_f64() * 1000.0);
                 }
             }
-            _ => {
+            Shipped::TumblingWindow => {
                 let mut w = tumbling_window::window::TumblingWindows::new(Default::default());
                 for chunk in readings.chunks(BATCH).zip(identities.chunks(BATCH)) {
                     for (r, id) in chunk.0.iter().zip(chunk.1) {
@@ -106,48 +106,101 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
                 }
             }
         }
-        let native = per_second(readings.len(), started);
-        let loading = Instant::now();
-        let mut plugin =
-            runtime.load_with_config(&config.plugins_dir.join(format!("{name}.wasm")), Some("{}".into()))?;
-        let load_ms = loading.elapsed().as_secs_f64() * 1000.0;
-        let instantiating = Instant::now();
-        let mut fresh = plugin.new_instance(None)?;
-        let instantiate_ms = instantiating.elapsed().as_secs_f64() * 1000.0;
-        let mut calls: Vec<f64> = wit[..wit.len().min(2000)]
-            .chunks(1)
-            .map(|one| {
-                let call = Instant::now();
-                let result = if name == "tumbling-window" {
-                    fresh.aggregate(&catalog, one).map(|_| ())
-                } else {
-                    fresh.detect(&catalog, one).map(|_| ())
-                };
-                result.map(|()| call.elapsed().as_secs_f64() * 1e6)
-            })
-            .collect::<Result<_, _>>()?;
-        calls.sort_by(f64::total_cmp);
-        let call_overhead_us = calls.get(calls.len() / 2).copied().unwrap_or_default();
-        let started = Instant::now();
-        for chunk in wit.chunks(BATCH) {
-            if name == "tumbling-window" {
-                std::hint::black_box(plugin.aggregate(&catalog, chunk)?);
-            } else {
-                std::hint::black_box(plugin.detect(&catalog, chunk)?);
+        longest
+    }
+
+    /// One call of the plugin's stage over `readings` (its outputs dropped).
+    fn call(self, plugin: &mut Plugin, catalog: &SensorCatalog, readings: &[WitReading]) -> Result<(), PluginError> {
+        match self {
+            Shipped::TumblingWindow => std::hint::black_box(plugin.aggregate(catalog, readings)).map(|_| ()),
+            Shipped::ZScore | Shipped::IsolationForest => {
+                std::hint::black_box(plugin.detect(catalog, readings)).map(|_| ())
             }
         }
-        let wasm = per_second(readings.len(), started);
-        results.push(PluginThroughput {
-            plugin: name.to_owned(),
-            native_readings_per_s: native,
-            wasm_readings_per_s: wasm,
-            longest_native_call_ms: longest,
-            load_ms,
-            instantiate_ms,
-            call_overhead_us,
-        });
+    }
+}
+
+/// The readings every plugin is measured on, with their sensors' identities.
+fn simulated(config: &BenchPluginsConfig) -> (Vec<Reading>, Vec<SensorIdentity>) {
+    // One reading every 20 ms of event time: 500 000 readings span ~3 hours, so windows close and
+    // forests retrain as they would live.
+    let start: DateTime<Utc> = Utc.timestamp_millis_opt(1_767_225_600_000).single().unwrap_or_default();
+    let mut fleet = Fleet::new(config.sensors, 0.002, 7);
+    let readings: Vec<Reading> =
+        (0..config.readings).map(|i| fleet.next_reading(start + Duration::milliseconds(i as i64 * 20))).collect();
+    let identities = readings
+        .iter()
+        .map(|r| SensorIdentity {
+            sensor_id: Arc::from(r.sensor_id.as_str()),
+            sensor_type: r.sensor_type,
+            location: Arc::from(r.location.as_str()),
+        })
+        .collect();
+    (readings, identities)
+}
+
+/// Readings per second of `n` readings handled since `started`.
+fn per_second(n: usize, started: Instant) -> f64 {
+    n as f64 / started.elapsed().as_secs_f64()
+}
+
+/// Runs every plugin both ways over the same readings.
+pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput>, PluginError> {
+    let (readings, identities) = simulated(config);
+    let runtime = PluginRuntime::new()?;
+    let mut catalog = SensorCatalog::default();
+    let wit: Vec<WitReading> = readings.iter().map(|r| catalog.wit_reading(r)).collect();
+    let mut results = Vec::new();
+    for shipped in Shipped::ALL {
+        let started = Instant::now();
+        let longest_native_call_ms = shipped.run_native(&readings, &identities);
+        let native_readings_per_s = per_second(readings.len(), started);
+        let mut measured = measure_wasm(config, &runtime, shipped, &catalog, &wit)?;
+        measured.native_readings_per_s = native_readings_per_s;
+        measured.longest_native_call_ms = longest_native_call_ms;
+        results.push(measured);
     }
     Ok(results)
+}
+
+/// The plugin's `.wasm` through the host: load and instantiation times, the median cost of a
+/// one-reading call (the boundary's fixed cost), and readings/s over `wit` in batches.
+fn measure_wasm(
+    config: &BenchPluginsConfig,
+    runtime: &PluginRuntime,
+    shipped: Shipped,
+    catalog: &SensorCatalog,
+    wit: &[WitReading],
+) -> Result<PluginThroughput, PluginError> {
+    let loading = Instant::now();
+    let path = config.plugins_dir.join(format!("{}.wasm", shipped.name()));
+    let mut plugin = runtime.load_with_config(&path, Some("{}".into()))?;
+    let load_ms = loading.elapsed().as_secs_f64() * 1000.0;
+    let instantiating = Instant::now();
+    let mut fresh = plugin.new_instance(None)?;
+    let instantiate_ms = instantiating.elapsed().as_secs_f64() * 1000.0;
+    let mut calls: Vec<f64> = wit[..wit.len().min(2000)]
+        .chunks(1)
+        .map(|one| {
+            let call = Instant::now();
+            shipped.call(&mut fresh, catalog, one).map(|()| call.elapsed().as_secs_f64() * 1e6)
+        })
+        .collect::<Result<_, _>>()?;
+    calls.sort_by(f64::total_cmp);
+    let call_overhead_us = calls.get(calls.len() / 2).copied().unwrap_or_default();
+    let started = Instant::now();
+    for chunk in wit.chunks(BATCH) {
+        shipped.call(&mut plugin, catalog, chunk)?;
+    }
+    Ok(PluginThroughput {
+        plugin: shipped.name().to_owned(),
+        native_readings_per_s: 0.0,
+        wasm_readings_per_s: per_second(wit.len(), started),
+        longest_native_call_ms: 0.0,
+        load_ms,
+        instantiate_ms,
+        call_overhead_us,
+    })
 }
 
 /// Prints `results`: one JSON line each on stdout, a table on stderr.

@@ -8,21 +8,21 @@
 //! so Kafka tools show the consumer's lag. Broker outages are librdkafka's to reconnect from; the
 //! source records them in its [`SourceHealth`] for the API and dashboard.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
 use super::KafkaError;
-use super::batches::{Extent, Pending};
+use super::batches::Pending;
+use super::health::{SourceContext, SourceHealth};
+use super::replay::Replay;
 
 /// A position that means "the partition's first message" (librdkafka's `OFFSET_BEGINNING`), for a
 /// partition nothing was read from yet.
@@ -30,11 +30,6 @@ pub const BEGINNING: i64 = -2;
 
 /// How long the source waits after a consumer error before asking again.
 const ERROR_PAUSE: Duration = Duration::from_millis(250);
-/// Messages a replay may hold while it waits for the rest of a committed batch (a partition far
-/// behind the others) before it gives up forming batches again.
-const REPLAY_BUFFER_LIMIT: usize = 200_000;
-/// Bytes of keys and payloads a replay may hold likewise (messages may be up to 16 KiB).
-const REPLAY_BUFFER_BYTES: usize = 128 << 20;
 /// How long one metadata request may take before it is retried.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -53,92 +48,17 @@ pub struct RawMessage {
     pub timestamp_ms: Option<i64>,
 }
 
-/// Whether the brokers are reachable, as the consumer last saw them.
-#[derive(Debug, Default)]
-pub struct SourceHealth {
-    down: AtomicBool,
-    errors: AtomicU64,
-    last_error: Mutex<Option<String>>,
-}
-
-impl SourceHealth {
-    /// Whether the brokers answer (false after an error until the next message arrives).
-    pub fn is_up(&self) -> bool {
-        !self.down.load(Ordering::Relaxed)
-    }
-
-    /// Client errors since start.
-    pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
-    }
-
-    /// The last client error.
-    pub fn last_error(&self) -> Option<String> {
-        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
-    }
-
-    fn record_error(&self, error: String) {
-        self.down.store(true, Ordering::Relaxed);
-        self.errors.fetch_add(1, Ordering::Relaxed);
-        if let Ok(mut last) = self.last_error.lock() {
-            *last = Some(error);
-        }
-    }
-
-    fn record_message(&self) {
-        self.down.store(false, Ordering::Relaxed);
-    }
-}
-
-/// Receives librdkafka's global errors (all brokers down, transport failures) into the health.
-struct SourceContext {
-    health: Arc<SourceHealth>,
-}
-
-impl ClientContext for SourceContext {
-    fn error(&self, error: RdKafkaError, reason: &str) {
-        if self.health.is_up() {
-            warn!(error = %error, reason, "kafka client error");
-        } else {
-            debug!(error = %error, reason, "kafka client error");
-        }
-        self.health.record_error(format!("{error}: {reason}"));
-    }
-
-    /// librdkafka's own log lines, at most at WARN (the errors they describe reach [`Self::error`],
-    /// which the health and the API report; an outage is not an ERROR of this host).
-    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
-        use rdkafka::config::RDKafkaLogLevel as Level;
-        match level {
-            Level::Emerg | Level::Alert | Level::Critical | Level::Error | Level::Warning => {
-                debug!(target: "librdkafka", facility = fac, "{message}")
-            }
-            _ => tracing::trace!(target: "librdkafka", facility = fac, "{message}"),
-        }
-    }
-}
-
-impl ConsumerContext for SourceContext {}
-
 /// The consumer of one topic.
 pub struct Source {
-    consumer: Arc<StreamConsumer<SourceContext>>,
-    topic: String,
+    pub(super) consumer: Arc<StreamConsumer<SourceContext>>,
+    pub(super) topic: String,
     identity: String,
     partitions: Vec<i32>,
-    health: Arc<SourceHealth>,
+    pub(super) health: Arc<SourceHealth>,
     /// Received, not yet handed out.
-    pending: Pending,
-    /// Committed batches to form again before reading on (their numbers and extents), oldest first.
-    replay: VecDeque<(i64, Extent)>,
-    /// The number of the logged batch the last call formed again, until taken.
-    replayed: Option<i64>,
-    /// Since when the replay waits, with the brokers up, for any message.
-    replay_waiting_since: Option<std::time::Instant>,
-    /// How long it waits for them before it gives up.
-    replay_patience: Duration,
-    /// Whether a replay was given up since [`Source::take_replay_given_up`] last asked.
-    replay_given_up: bool,
+    pub(super) pending: Pending,
+    /// The committed batches to form again before reading on.
+    pub(super) replay: Replay,
 }
 
 impl Source {
@@ -178,11 +98,7 @@ impl Source {
             partitions,
             health,
             pending: Pending::default(),
-            replay: VecDeque::new(),
-            replayed: None,
-            replay_waiting_since: None,
-            replay_patience: Duration::ZERO,
-            replay_given_up: false,
+            replay: Replay::default(),
         })
     }
 
@@ -245,28 +161,6 @@ impl Source {
         Ok(())
     }
 
-    /// Has the source form `extents` again (oldest first) before it reads on: the batches committed
-    /// after the checkpoint the pipeline restored, message for message (see [`super::batches`]).
-    /// When the batch waited for makes no progress (no message of it arrives) for `patience` while
-    /// the brokers are up, it gives the replay up.
-    pub fn replay(&mut self, extents: Vec<(i64, Extent)>, patience: Duration) {
-        self.replay = extents.into();
-        self.replay_patience = patience;
-        self.replay_waiting_since = None;
-    }
-
-    /// Whether the replay was given up since the last call: the batches after that did not form
-    /// the logged ones again.
-    pub fn take_replay_given_up(&mut self) -> bool {
-        std::mem::take(&mut self.replay_given_up)
-    }
-
-    /// The logged number of the batch the last [`Source::next_batch`] formed again (`None` for a
-    /// batch read on, which the pipeline numbers past the log).
-    pub fn take_replayed(&mut self) -> Option<i64> {
-        self.replayed.take()
-    }
-
     /// The next batch, in canonical order. While batches are to be formed again, the next of them
     /// once all its messages arrived (an empty batch after `idle` without progress). Otherwise:
     /// waits up to `idle` for a first message, then collects more until `max` messages or until
@@ -274,10 +168,10 @@ impl Source {
     /// (librdkafka reconnects by itself). Cancelling the call loses nothing: what was received
     /// stays for the next call.
     pub async fn next_batch(&mut self, max: usize, linger: Duration, idle: Duration) -> Vec<RawMessage> {
-        if !self.replay.is_empty() {
+        if self.replay.is_pending() {
             match self.next_replayed_batch(idle).await {
                 Some(batch) => return batch,
-                None if !self.replay.is_empty() => return Vec::new(),
+                None if self.replay.is_pending() => return Vec::new(),
                 None => {}
             }
         }
@@ -299,55 +193,10 @@ impl Source {
         self.pending.take_up_to(max)
     }
 
-    /// The next batch to form again, once every message of its extent arrived; `None` when none
-    /// arrived within `idle` (or an error came), or when the replay was given up.
-    async fn next_replayed_batch(&mut self, idle: Duration) -> Option<Vec<RawMessage>> {
-        let consumer = Arc::clone(&self.consumer);
-        loop {
-            if !self.health.is_up() {
-                // Waiting out a broker outage is not waiting for messages that do not exist.
-                self.replay_waiting_since = None;
-            }
-            let waiting_since = *self.replay_waiting_since.get_or_insert_with(std::time::Instant::now);
-            let (seq, extent) = self.replay.front()?;
-            if self.pending.covers(extent) {
-                let (seq, batch) = (*seq, self.pending.take_extent(extent));
-                self.replay.pop_front();
-                self.replay_waiting_since = None;
-                if batch.is_empty() {
-                    // Every message of it was deleted by retention.
-                    continue;
-                }
-                self.replayed = Some(seq);
-                return Some(batch);
-            }
-            let held_too_much = self.pending.len() > REPLAY_BUFFER_LIMIT || self.pending.bytes() > REPLAY_BUFFER_BYTES;
-            if held_too_much || waiting_since.elapsed() > self.replay_patience {
-                warn!(
-                    topic = %self.topic,
-                    batches_left = self.replay.len(),
-                    held = self.pending.len(),
-                    "could not form the committed batches again (their messages did not arrive); reading on in \
-                     arrival order: stages that span partitions may differ from an uncrashed run"
-                );
-                self.replay.clear();
-                self.replay_given_up = true;
-                return None;
-            }
-            let received = tokio::time::timeout(idle, consumer.recv()).await.ok()?;
-            let (partition, offset) = self.receive(received).await?;
-            let awaited = self.replay.front().and_then(|(_, extent)| extent.get(&partition));
-            if awaited.is_some_and(|&next| offset < next) {
-                // Progress on the batch waited for: patience counts from here.
-                self.replay_waiting_since = None;
-            }
-        }
-    }
-
     /// Holds a received message and returns its partition and offset; `None` on a consumer error
     /// (logged once per outage and recorded in the health, after a pause when no batch can be
     /// handed out: not a busy loop while the brokers are away).
-    async fn receive(&mut self, received: Result<BorrowedMessage<'_>, RdKafkaError>) -> Option<(i32, i64)> {
+    pub(super) async fn receive(&mut self, received: Result<BorrowedMessage<'_>, RdKafkaError>) -> Option<(i32, i64)> {
         match received {
             Ok(message) => {
                 self.health.record_message();
@@ -369,7 +218,7 @@ impl Source {
                     debug!(topic = %self.topic, error = %err, "kafka consumer error");
                 }
                 self.health.record_error(err.to_string());
-                if self.pending.is_empty() || !self.replay.is_empty() {
+                if self.pending.is_empty() || self.replay.is_pending() {
                     tokio::time::sleep(ERROR_PAUSE).await;
                 }
                 None

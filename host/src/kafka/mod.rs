@@ -1,12 +1,21 @@
 //! Kafka: the consumer the pipeline reads batches from, the producer the simulator writes with,
 //! and the embedded broker (librdkafka's mock cluster) that runs when no broker is configured.
+//!
+//! # Layout
+//! * `consumer`: [`Source`], connecting, assigning, batching, the group offsets for monitoring;
+//! * [`batches`]: the canonical order within a batch and extents; `replay`: forming the committed
+//!   batches again after a restart; `health`: [`SourceHealth`], whether the brokers answer;
+//! * `embedded`: [`EmbeddedBroker`]; [`producer`] here.
 
 pub mod batches;
 mod consumer;
 mod embedded;
+mod health;
+mod replay;
 
-pub use consumer::{BEGINNING, RawMessage, Source, SourceHealth};
+pub use consumer::{BEGINNING, RawMessage, Source};
 pub use embedded::EmbeddedBroker;
+pub use health::SourceHealth;
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::FutureProducer;

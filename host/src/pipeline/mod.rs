@@ -68,14 +68,31 @@ pub struct PipelineConfig {
     pub limits: ReadingLimits,
 }
 
+impl PipelineConfig {
+    /// Most messages in a batch: large enough that a batch's fixed costs (a transaction, a thread
+    /// hop, one call per plugin) vanish per reading, small enough that a batch commits in tens of
+    /// milliseconds.
+    pub const BATCH_MAX: usize = 5000;
+    /// How long a batch waits for more messages after its first: bounds the latency a quiet stream
+    /// adds, while a busy one fills batches long before.
+    pub const BATCH_LINGER: Duration = Duration::from_millis(50);
+    /// How often aggregators are told the time: windows close for idleness within a second.
+    pub const TICK_INTERVAL: Duration = Duration::from_secs(1);
+    /// How often the stages are checkpointed: a crash replays at most this much of the stream, and
+    /// a checkpoint (about 1.2 MB with the three plugins) costs nothing measurable this often.
+    pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
+    /// How long a restart waits for a logged batch's messages (docs/guarantees.md).
+    pub const REPLAY_PATIENCE: Duration = Duration::from_secs(60);
+}
+
 impl Default for PipelineConfig {
     fn default() -> Self {
         PipelineConfig {
-            batch_max: 5000,
-            batch_linger: Duration::from_millis(50),
-            tick_interval: Duration::from_secs(1),
-            checkpoint_interval: Some(Duration::from_secs(10)),
-            replay_patience: Duration::from_secs(60),
+            batch_max: Self::BATCH_MAX,
+            batch_linger: Self::BATCH_LINGER,
+            tick_interval: Self::TICK_INTERVAL,
+            checkpoint_interval: Some(Self::CHECKPOINT_INTERVAL),
+            replay_patience: Self::REPLAY_PATIENCE,
             limits: ReadingLimits::default(),
         }
     }

@@ -1,0 +1,78 @@
+//! Whether the brokers answer, as the consumer sees them: [`SourceHealth`], fed by every message
+//! received and by librdkafka's errors (through [`SourceContext`]), read by the API and the
+//! dashboard, and by a replay that must not count a broker outage as waiting for messages.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::KafkaError as RdKafkaError;
+use tracing::{debug, warn};
+
+/// Whether the brokers are reachable, as the consumer last saw them.
+#[derive(Debug, Default)]
+pub struct SourceHealth {
+    down: AtomicBool,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl SourceHealth {
+    /// Whether the brokers answer (false after an error until the next message arrives).
+    pub fn is_up(&self) -> bool {
+        !self.down.load(Ordering::Relaxed)
+    }
+
+    /// Client errors since start.
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// The last client error.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().map(|e| e.clone()).unwrap_or_default()
+    }
+
+    pub(super) fn record_error(&self, error: String) {
+        self.down.store(true, Ordering::Relaxed);
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = Some(error);
+        }
+    }
+
+    pub(super) fn record_message(&self) {
+        self.down.store(false, Ordering::Relaxed);
+    }
+}
+
+/// Receives librdkafka's global errors (all brokers down, transport failures) into the health.
+pub(super) struct SourceContext {
+    pub(super) health: Arc<SourceHealth>,
+}
+
+impl ClientContext for SourceContext {
+    fn error(&self, error: RdKafkaError, reason: &str) {
+        if self.health.is_up() {
+            warn!(error = %error, reason, "kafka client error");
+        } else {
+            debug!(error = %error, reason, "kafka client error");
+        }
+        self.health.record_error(format!("{error}: {reason}"));
+    }
+
+    /// librdkafka's own log lines, at most at WARN (the errors they describe reach [`Self::error`],
+    /// which the health and the API report; an outage is not an ERROR of this host).
+    fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
+        use rdkafka::config::RDKafkaLogLevel as Level;
+        match level {
+            Level::Emerg | Level::Alert | Level::Critical | Level::Error | Level::Warning => {
+                debug!(target: "librdkafka", facility = fac, "{message}")
+            }
+            _ => tracing::trace!(target: "librdkafka", facility = fac, "{message}"),
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
