@@ -7,8 +7,9 @@
 
 use std::sync::Arc;
 
-use iotstream_api::PluginAction;
+use iotstream_api::{LIVE_ROWS, Named, PluginAction};
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -18,7 +19,7 @@ use crate::http::{ApiState, router};
 use crate::kafka::{EmbeddedBroker, KafkaError, Source};
 use crate::pipeline::{Pipeline, PluginReload, StartError};
 use crate::plugins::watch::PluginWatcher;
-use crate::plugins::{PluginError, PluginRuntime};
+use crate::plugins::{LoadedDir, Plugin, PluginError, PluginRuntime};
 use crate::store::{Store, StoreError};
 
 /// How long a shutdown waits for HTTP requests in flight (live streams end at once).
@@ -85,46 +86,18 @@ pub async fn run(
     brokers: &str,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let runtime = Arc::new(PluginRuntime::new()?);
-    let (plugins, failures) = runtime.load_dir(&config.plugins_dir)?;
-    for (plugin, failure) in &failures {
-        error!(plugin = %plugin, error = %failure, "plugin not loaded");
-    }
-    for plugin in &plugins {
-        info!(plugin = plugin.name(), kind = ?plugin.kind(), version = %plugin.info().version, "plugin loaded");
-    }
-    if plugins.is_empty() {
-        warn!(dir = %config.plugins_dir.display(), "no plugin loaded: readings are stored raw only");
-    }
+    let (runtime, (plugins, failures)) = load_plugins(config)?;
     // Plugins dropped into the folder, replaced or removed take effect while the host runs.
     let reload = match PluginWatcher::start(&config.plugins_dir) {
-        Ok(watcher) => Some(PluginReload::new(runtime.clone(), watcher)),
+        Ok(watcher) => Some(PluginReload::new(runtime, watcher)),
         Err(err) => {
             warn!(error = %err, "cannot watch the plugins folder: plugins change only at restart");
             None
         }
     };
-    let live = Arc::new(Live::new(
-        store.totals().await?,
-        store.recent_readings(50, None).await?,
-        store.recent_predictions(50, None, true).await?,
-        store.recent_aggregates(50).await?,
-    ));
-    for plugin in &plugins {
-        live.plugin_event(plugin.name(), PluginAction::Loaded, format!("version {} at start", plugin.info().version));
-    }
-    for (plugin, failure) in &failures {
-        live.set_plugin_failure(plugin, Some(failure.to_string()));
-        live.plugin_event(plugin, PluginAction::Refused, failure.to_string());
-    }
-    let state = ApiState { store: store.clone(), live: live.clone(), shutdown: shutdown.clone() };
-    let app = router(state, config.dashboard_dir.clone());
-    let address = listener.local_addr().map_err(RunError::Http)?;
-    info!(url = %format!("http://{address}/"), "dashboard served");
-    let server_shutdown = shutdown.clone();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app).with_graceful_shutdown(server_shutdown.cancelled_owned()).await
-    });
+    let live = start_live_view(&store).await?;
+    announce_plugins(&live, &plugins, &failures);
+    let server = serve_http(config, &store, &live, listener, &shutdown)?;
     // The API serves while the brokers are still unreachable, and says so.
     live.set_broker(false, Some(format!("connecting to {brokers}")));
     let result = match Source::connect_retrying(brokers, &config.group, &config.topic, &shutdown).await {
@@ -145,6 +118,62 @@ pub async fn run(
         Err(_) => warn!(after = ?SERVER_DRAIN, "http connections still open at shutdown; closing them"),
     }
     result
+}
+
+/// The plugin runtime and the plugins of the configured folder, those that loaded and those that
+/// did not (each logged).
+fn load_plugins(config: &RunConfig) -> Result<(Arc<PluginRuntime>, LoadedDir), RunError> {
+    let runtime = Arc::new(PluginRuntime::new()?);
+    let (plugins, failures) = runtime.load_dir(&config.plugins_dir)?;
+    for (plugin, failure) in &failures {
+        error!(plugin = %plugin, error = %failure, "plugin not loaded");
+    }
+    for plugin in &plugins {
+        info!(plugin = plugin.name(), kind = plugin.kind().as_str(), version = %plugin.info().version, "plugin loaded");
+    }
+    if plugins.is_empty() {
+        warn!(dir = %config.plugins_dir.display(), "no plugin loaded: readings are stored raw only");
+    }
+    Ok((runtime, (plugins, failures)))
+}
+
+/// The live view, filled from the database.
+async fn start_live_view(store: &Store) -> Result<Arc<Live>, RunError> {
+    Ok(Arc::new(Live::new(
+        store.totals().await?,
+        store.recent_readings(LIVE_ROWS as i64, None).await?,
+        store.recent_predictions(LIVE_ROWS as i64, None, true).await?,
+        store.recent_aggregates(LIVE_ROWS as i64).await?,
+    )))
+}
+
+/// Tells the live view which plugins loaded at start and which files were refused.
+fn announce_plugins(live: &Live, plugins: &[Plugin], failures: &[(String, PluginError)]) {
+    for plugin in plugins {
+        live.plugin_event(plugin.name(), PluginAction::Loaded, format!("version {} at start", plugin.info().version));
+    }
+    for (plugin, failure) in failures {
+        live.set_plugin_failure(plugin, Some(failure.to_string()));
+        live.plugin_event(plugin, PluginAction::Refused, failure.to_string());
+    }
+}
+
+/// Serves the API and the dashboard on `listener` until `shutdown`.
+fn serve_http(
+    config: &RunConfig,
+    store: &Store,
+    live: &Arc<Live>,
+    listener: TcpListener,
+    shutdown: &CancellationToken,
+) -> Result<JoinHandle<std::io::Result<()>>, RunError> {
+    let state = ApiState { store: store.clone(), live: live.clone(), shutdown: shutdown.clone() };
+    let app = router(state, config.dashboard_dir.clone());
+    let address = listener.local_addr().map_err(RunError::Http)?;
+    info!(url = %format!("http://{address}/"), "dashboard served");
+    let server_shutdown = shutdown.clone();
+    Ok(tokio::spawn(async move {
+        axum::serve(listener, app).with_graceful_shutdown(server_shutdown.cancelled_owned()).await
+    }))
 }
 
 /// The embedded default: an in-process broker with the topic, and (unless disabled) the simulator

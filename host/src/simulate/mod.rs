@@ -8,7 +8,7 @@ pub use fleet::{Fleet, FleetCounts, LOCATION_KINDS};
 use std::time::Duration;
 
 use chrono::Utc;
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -63,9 +63,7 @@ pub async fn run(
     let mut fleet = Fleet::new(config.sensors, config.anomaly_rate, config.seed);
     let mut report = SimulationReport::default();
     let started = tokio::time::Instant::now();
-    let mut ticker = tokio::time::interval(TICK);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut budget = 0.0_f64;
+    let mut pacer = Pacer::new(config.rate);
     info!(brokers, topic, rate = config.rate, sensors = fleet.len(), "simulator producing");
     loop {
         if shutdown.is_cancelled()
@@ -74,43 +72,9 @@ pub async fn run(
         {
             break;
         }
-        let burst = if config.rate > 0.0 {
-            tokio::select! {
-                _ = ticker.tick() => {},
-                _ = shutdown.cancelled() => break,
-            }
-            budget += config.rate * TICK.as_secs_f64();
-            let whole = budget.floor();
-            budget -= whole;
-            whole as u64
-        } else {
-            1000
-        };
+        let Some(burst) = pacer.next_burst(&shutdown).await else { break };
         let burst = if config.count > 0 { burst.min(config.count - fleet.counts().readings) } else { burst };
-        let mut deliveries = Vec::with_capacity(burst as usize);
-        for _ in 0..burst {
-            let reading = fleet.next_reading(Utc::now());
-            let payload = encode(&reading);
-            let record = FutureRecord::to(topic).key(&reading.sensor_id).payload(&payload);
-            match producer.send_result(record) {
-                Ok(delivery) => deliveries.push(delivery),
-                Err((err, _)) => {
-                    report.failed += 1;
-                    warn!(error = %err, "simulator could not enqueue a reading");
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-            }
-        }
-        for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(_)) => report.delivered += 1,
-                Ok(Err((err, _))) => {
-                    report.failed += 1;
-                    warn!(error = %err, "broker refused a reading");
-                }
-                Err(_) => report.failed += 1,
-            }
-        }
+        send_burst(&producer, topic, &mut fleet, burst, &mut report).await;
     }
     report.fleet = fleet.counts();
     info!(
@@ -120,4 +84,70 @@ pub async fn run(
         "simulator stopped"
     );
     Ok(report)
+}
+
+/// Paces the producer: `rate` readings/s in bursts every [`TICK`], or (rate 0) bursts of 1000 as
+/// fast as the broker takes them.
+struct Pacer {
+    rate: f64,
+    ticker: tokio::time::Interval,
+    /// Readings owed: the fractional part carried from tick to tick.
+    budget: f64,
+}
+
+impl Pacer {
+    fn new(rate: f64) -> Self {
+        let mut ticker = tokio::time::interval(TICK);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Pacer { rate, ticker, budget: 0.0 }
+    }
+
+    /// How many readings to send now; `None` once `shutdown` is cancelled.
+    async fn next_burst(&mut self, shutdown: &CancellationToken) -> Option<u64> {
+        if self.rate <= 0.0 {
+            return Some(1000);
+        }
+        tokio::select! {
+            _ = self.ticker.tick() => {},
+            _ = shutdown.cancelled() => return None,
+        }
+        self.budget += self.rate * TICK.as_secs_f64();
+        let whole = self.budget.floor();
+        self.budget -= whole;
+        Some(whole as u64)
+    }
+}
+
+/// Produces `burst` readings of `fleet` and waits for their deliveries, counting them in `report`.
+async fn send_burst(
+    producer: &FutureProducer,
+    topic: &str,
+    fleet: &mut Fleet,
+    burst: u64,
+    report: &mut SimulationReport,
+) {
+    let mut deliveries = Vec::with_capacity(burst as usize);
+    for _ in 0..burst {
+        let reading = fleet.next_reading(Utc::now());
+        let payload = encode(&reading);
+        let record = FutureRecord::to(topic).key(&reading.sensor_id).payload(&payload);
+        match producer.send_result(record) {
+            Ok(delivery) => deliveries.push(delivery),
+            Err((err, _)) => {
+                report.failed += 1;
+                warn!(error = %err, "simulator could not enqueue a reading");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    }
+    for delivery in deliveries {
+        match delivery.await {
+            Ok(Ok(_)) => report.delivered += 1,
+            Ok(Err((err, _))) => {
+                report.failed += 1;
+                warn!(error = %err, "broker refused a reading");
+            }
+            Err(_) => report.failed += 1,
+        }
+    }
 }

@@ -87,6 +87,18 @@ impl Store {
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<QualityReport, StoreError> {
+        Ok(QualityReport {
+            detectors: self.detector_quality(from, to).await?,
+            agreement: self.detector_agreement(from, to).await?,
+        })
+    }
+
+    /// Each detector against the labels, per sensor type (see [`Store::quality`]).
+    async fn detector_quality(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<DetectorQuality>, StoreError> {
         let detectors: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT detector, sensor_type, count(*), \
              count(*) FILTER (WHERE is_anomaly AND rule_based_anomaly), \
@@ -101,6 +113,31 @@ impl Store {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
+        Ok(detectors
+            .into_iter()
+            .map(|(detector, sensor_type, judged, tp, fp, fn_)| {
+                Ok(DetectorQuality {
+                    detector,
+                    sensor_type: named(&sensor_type)?,
+                    judged,
+                    true_positives: tp,
+                    false_positives: fp,
+                    false_negatives: fn_,
+                    precision: None,
+                    recall: None,
+                    f1: None,
+                }
+                .with_rates())
+            })
+            .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    /// Each pair of detectors against each other, per sensor type (see [`Store::quality`]).
+    async fn detector_agreement(
+        &self,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+    ) -> Result<Vec<DetectorAgreement>, StoreError> {
         let agreement: Vec<(String, String, String, i64, i64, i64)> = sqlx::query_as(
             "SELECT a.sensor_type, a.detector, b.detector, count(*), count(*) FILTER (WHERE a.is_anomaly = b.is_anomaly), \
              count(*) FILTER (WHERE a.is_anomaly AND b.is_anomaly) \
@@ -115,39 +152,20 @@ impl Store {
         .bind(to)
         .fetch_all(&self.pool)
         .await?;
-        Ok(QualityReport {
-            detectors: detectors
-                .into_iter()
-                .map(|(detector, sensor_type, judged, tp, fp, fn_)| {
-                    Ok(DetectorQuality {
-                        detector,
-                        sensor_type: named(&sensor_type)?,
-                        judged,
-                        true_positives: tp,
-                        false_positives: fp,
-                        false_negatives: fn_,
-                        precision: None,
-                        recall: None,
-                        f1: None,
-                    }
-                    .with_rates())
+        Ok(agreement
+            .into_iter()
+            .map(|(sensor_type, detector_a, detector_b, both, agreed, both_anomalous)| {
+                Ok(DetectorAgreement {
+                    sensor_type: named(&sensor_type)?,
+                    detector_a,
+                    detector_b,
+                    judged_by_both: both,
+                    agreed,
+                    both_anomalous,
+                    agreement: (both > 0).then(|| agreed as f64 / both as f64),
                 })
-                .collect::<Result<_, sqlx::Error>>()?,
-            agreement: agreement
-                .into_iter()
-                .map(|(sensor_type, detector_a, detector_b, both, agreed, both_anomalous)| {
-                    Ok(DetectorAgreement {
-                        sensor_type: named(&sensor_type)?,
-                        detector_a,
-                        detector_b,
-                        judged_by_both: both,
-                        agreed,
-                        both_anomalous,
-                        agreement: (both > 0).then(|| agreed as f64 / both as f64),
-                    })
-                })
-                .collect::<Result<_, sqlx::Error>>()?,
-        })
+            })
+            .collect::<Result<_, sqlx::Error>>()?)
     }
 
     /// Each shadow detector against the live detector it shadows, over the readings both judged
