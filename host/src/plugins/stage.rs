@@ -66,53 +66,44 @@ pub(super) fn instantiate(
     })
 }
 
+/// The calls both worlds have, for the generated type whose interface accessor is `$interface` and
+/// whose stage resource accessor is `$resource`.
+macro_rules! common_calls {
+    ($interface:ident, $resource:ident) => {
+        fn info(&self, store: &mut Store<StageCtx>) -> wasmtime::Result<StageInfo> {
+            self.$interface().call_info(store)
+        }
+        fn create(&self, store: &mut Store<StageCtx>, config: &str) -> Call<ResourceAny> {
+            self.$interface().$resource().call_create(store, config)
+        }
+        fn declare_sensors(
+            &self,
+            store: &mut Store<StageCtx>,
+            stage: ResourceAny,
+            sensors: &[Sensor],
+        ) -> wasmtime::Result<()> {
+            self.$interface().$resource().call_declare_sensors(store, stage, sensors)
+        }
+        fn export_state(&self, store: &mut Store<StageCtx>, stage: ResourceAny) -> wasmtime::Result<Vec<u8>> {
+            self.$interface().$resource().call_export_state(store, stage)
+        }
+        fn import_state(&self, store: &mut Store<StageCtx>, stage: ResourceAny, state: &[u8]) -> Call<()> {
+            self.$interface().$resource().call_import_state(store, stage, state)
+        }
+    };
+}
+
 impl StageBindings for DetectorPlugin {
-    fn info(&self, store: &mut Store<StageCtx>) -> wasmtime::Result<StageInfo> {
-        self.iotstream_pipeline_detector().call_info(store)
-    }
-    fn create(&self, store: &mut Store<StageCtx>, config: &str) -> Call<ResourceAny> {
-        self.iotstream_pipeline_detector().detector_stage().call_create(store, config)
-    }
-    fn declare_sensors(
-        &self,
-        store: &mut Store<StageCtx>,
-        stage: ResourceAny,
-        sensors: &[Sensor],
-    ) -> wasmtime::Result<()> {
-        self.iotstream_pipeline_detector().detector_stage().call_declare_sensors(store, stage, sensors)
-    }
-    fn export_state(&self, store: &mut Store<StageCtx>, stage: ResourceAny) -> wasmtime::Result<Vec<u8>> {
-        self.iotstream_pipeline_detector().detector_stage().call_export_state(store, stage)
-    }
-    fn import_state(&self, store: &mut Store<StageCtx>, stage: ResourceAny, state: &[u8]) -> Call<()> {
-        self.iotstream_pipeline_detector().detector_stage().call_import_state(store, stage, state)
-    }
+    common_calls!(iotstream_pipeline_detector, detector_stage);
+
     fn detect(&self, store: &mut Store<StageCtx>, stage: ResourceAny, readings: &[Reading]) -> Call<Vec<Detection>> {
         self.iotstream_pipeline_detector().detector_stage().call_detect(store, stage, readings)
     }
 }
 
 impl StageBindings for AggregatorPlugin {
-    fn info(&self, store: &mut Store<StageCtx>) -> wasmtime::Result<StageInfo> {
-        self.iotstream_pipeline_aggregator().call_info(store)
-    }
-    fn create(&self, store: &mut Store<StageCtx>, config: &str) -> Call<ResourceAny> {
-        self.iotstream_pipeline_aggregator().aggregator_stage().call_create(store, config)
-    }
-    fn declare_sensors(
-        &self,
-        store: &mut Store<StageCtx>,
-        stage: ResourceAny,
-        sensors: &[Sensor],
-    ) -> wasmtime::Result<()> {
-        self.iotstream_pipeline_aggregator().aggregator_stage().call_declare_sensors(store, stage, sensors)
-    }
-    fn export_state(&self, store: &mut Store<StageCtx>, stage: ResourceAny) -> wasmtime::Result<Vec<u8>> {
-        self.iotstream_pipeline_aggregator().aggregator_stage().call_export_state(store, stage)
-    }
-    fn import_state(&self, store: &mut Store<StageCtx>, stage: ResourceAny, state: &[u8]) -> Call<()> {
-        self.iotstream_pipeline_aggregator().aggregator_stage().call_import_state(store, stage, state)
-    }
+    common_calls!(iotstream_pipeline_aggregator, aggregator_stage);
+
     fn aggregate(
         &self,
         store: &mut Store<StageCtx>,

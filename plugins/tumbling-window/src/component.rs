@@ -4,7 +4,7 @@
 use iotstream_plugin_sdk::SensorIdentity;
 use iotstream_plugin_sdk::aggregator::{Aggregator, WindowAggregate};
 
-use crate::window::{Aggregate, TumblingWindows, WindowConfig, WindowState};
+use crate::window::{TumblingWindows, WindowConfig, WindowState};
 
 impl Aggregator for TumblingWindows {
     type Config = WindowConfig;
@@ -23,11 +23,11 @@ impl Aggregator for TumblingWindows {
     }
 
     fn close_ready(&mut self) -> Vec<WindowAggregate> {
-        TumblingWindows::close_ready(self).into_iter().map(window_aggregate).collect()
+        TumblingWindows::close_ready(self)
     }
 
     fn tick(&mut self, now_ms: i64) -> Vec<WindowAggregate> {
-        TumblingWindows::tick(self, now_ms).into_iter().map(window_aggregate).collect()
+        TumblingWindows::tick(self, now_ms)
     }
 
     fn state(&self) -> &WindowState {
@@ -36,23 +36,6 @@ impl Aggregator for TumblingWindows {
 
     fn restore(&mut self, state: WindowState) {
         TumblingWindows::restore(self, state);
-    }
-}
-
-fn window_aggregate(a: Aggregate) -> WindowAggregate {
-    WindowAggregate {
-        window_start_ms: a.window_start_ms,
-        window_end_ms: a.window_end_ms,
-        location: a.location,
-        sensor_type: a.sensor_type,
-        count: a.count,
-        avg: a.avg,
-        min: a.min,
-        max: a.max,
-        stddev: a.stddev,
-        anomaly_count: a.anomaly_count,
-        revision: a.revision,
-        late_count: a.late_count,
     }
 }
 

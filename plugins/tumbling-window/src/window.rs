@@ -20,6 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use iotstream_plugin_sdk::SensorType;
+use iotstream_plugin_sdk::aggregator::WindowAggregate;
 use serde::{Deserialize, Serialize};
 
 /// Configuration of the tumbling-window stage.
@@ -68,35 +69,6 @@ impl WindowConfig {
         }
         Ok(())
     }
-}
-
-/// One emitted window (or revision of a window).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Aggregate {
-    /// Inclusive start, ms since the epoch.
-    pub window_start_ms: i64,
-    /// Exclusive end, ms since the epoch.
-    pub window_end_ms: i64,
-    /// Location of the readings.
-    pub location: Arc<str>,
-    /// Sensor type of the readings.
-    pub sensor_type: SensorType,
-    /// Number of readings, late ones included.
-    pub count: u32,
-    /// Mean value.
-    pub avg: f64,
-    /// Smallest value.
-    pub min: f64,
-    /// Largest value.
-    pub max: f64,
-    /// Population standard deviation.
-    pub stddev: f64,
-    /// Readings a detector flagged.
-    pub anomaly_count: u32,
-    /// 0 for the first emission; each later one (caused by late readings) counts up and supersedes it.
-    pub revision: u32,
-    /// Readings in `count` that arrived after the window first closed.
-    pub late_count: u32,
 }
 
 /// What happened to one reading.
@@ -261,14 +233,14 @@ impl TumblingWindows {
 
     /// Emits every window whose end the watermark has reached, and every revised window, in
     /// (start, location, type, revision) order; forgets closed windows past the revision horizon.
-    pub fn close_ready(&mut self) -> Vec<Aggregate> {
+    pub fn close_ready(&mut self) -> Vec<WindowAggregate> {
         let Some(watermark) = self.watermark() else { return Vec::new() };
         let window_ms = self.config.window_ms;
         self.close_where(|start, _| start.saturating_add(window_ms) <= watermark)
     }
 
     /// Advances processing time to `now_ms` and emits the windows idle for the idle timeout.
-    pub fn tick(&mut self, now_ms: i64) -> Vec<Aggregate> {
+    pub fn tick(&mut self, now_ms: i64) -> Vec<WindowAggregate> {
         self.state.clock_ms = Some(self.state.clock_ms.map_or(now_ms, |c| c.max(now_ms)));
         let idle = self.config.idle_timeout_ms;
         for window in self.state.groups.values_mut().flat_map(|g| g.open.values_mut()) {
@@ -280,7 +252,7 @@ impl TumblingWindows {
     /// Closes (emits, and keeps for revisions) every open window `ready` selects, plus, per group,
     /// every older open window, so that no open window lies below a group's `closed_until_ms`;
     /// emits the revised windows; drops closed windows past the horizon.
-    fn close_where(&mut self, ready: impl Fn(i64, &Accumulator) -> bool) -> Vec<Aggregate> {
+    fn close_where(&mut self, ready: impl Fn(i64, &Accumulator) -> bool) -> Vec<WindowAggregate> {
         let window_ms = self.config.window_ms;
         let forget_before = self.watermark().map(|w| w.saturating_sub(self.config.revision_horizon_ms));
         let mut emitted = Vec::new();
@@ -319,9 +291,15 @@ impl TumblingWindows {
     }
 }
 
-fn aggregate(start: i64, window_ms: i64, location: &Arc<str>, sensor_type: SensorType, window: &Closed) -> Aggregate {
+fn aggregate(
+    start: i64,
+    window_ms: i64,
+    location: &Arc<str>,
+    sensor_type: SensorType,
+    window: &Closed,
+) -> WindowAggregate {
     let w = &window.stats;
-    Aggregate {
+    WindowAggregate {
         window_start_ms: start,
         window_end_ms: start.saturating_add(window_ms),
         location: location.clone(),
@@ -480,7 +458,7 @@ mod tests {
                     w.add(&office(), SensorType::Co2, *ts, *v, false);
                 }
                 for a in w.close_ready() {
-                    last.insert(a.window_start_ms, Aggregate { revision: 0, ..a });
+                    last.insert(a.window_start_ms, WindowAggregate { revision: 0, ..a });
                 }
             }
             (last, w.late_beyond_horizon())

@@ -6,8 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use iotstream_plugin_sdk::SensorType;
+use iotstream_plugin_sdk::aggregator::WindowAggregate;
 use proptest::prelude::*;
-use tumbling_window::window::{Aggregate, TumblingWindows, WindowConfig};
+use tumbling_window::window::{TumblingWindows, WindowConfig};
 
 const GROUPS: [(&str, SensorType); 3] =
     [("office_1", SensorType::Co2), ("office_1", SensorType::Humidity), ("lab_1", SensorType::Co2)];
@@ -41,7 +42,7 @@ proptest! {
         // Under test, with the stream cut into batches of random sizes.
         let locations: Vec<Arc<str>> = GROUPS.iter().map(|(l, _)| Arc::from(*l)).collect();
         let mut windows = TumblingWindows::new(config);
-        let mut latest: BTreeMap<(i64, usize), Aggregate> = BTreeMap::new();
+        let mut latest: BTreeMap<(i64, usize), WindowAggregate> = BTreeMap::new();
         let mut at = 0;
         let mut cut = cuts.iter().cycle();
         while at < stream.len() {
