@@ -9,10 +9,18 @@
 //! that leaves the window (stable where a naive sum of squares cancels catastrophically), and are
 //! recomputed exactly from the window every `history` updates so rounding cannot accumulate.
 //!
-//! A constant history (std = 0) is handled without dividing by zero: the standard deviation is
-//! floored at 1e-12 of the mean's magnitude (at least 1e-12), far below any real sensor's noise but
-//! above rounding error, so a value equal to the constant scores 0 and any change from it scores
-//! very high (and finite).
+//! # Flat histories
+//!
+//! A constant history (a sensor at rest, a counter at zero, a square wave between its edges) has a
+//! standard deviation of 0, and the seed divided by it: any change scored infinity, the top score
+//! for the most ordinary event. Here the standard deviation is floored at `std_floor` (default 1%)
+//! of the **signal's scale**: the range of every value the sensor has sent (kept as its lowest and
+//! highest value; not the mean's magnitude, which says nothing of how far a signal moves: pressure
+//! sits at 1013 hPa and moves by tenths), and never below 1e-12. So on a flat
+//! stretch a value must move more than `threshold x std_floor` of the signal's scale (3% by default)
+//! to be an anomaly, and the score of a change is `|change| / floor`: finite, proportional to the
+//! change. A signal that has never moved at all (range 0, mean 0) keeps the 1e-12 floor: its first
+//! move is news. The preset `"seed"` restores the seed's floor (`std_floor` 1e-12) for comparison.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,9 +29,54 @@ use iotstream_plugin_sdk::SensorIdentity;
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
 use serde::{Deserialize, Serialize};
 
-/// Configuration of the z-score stage.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The smallest standard deviation a score divides by, whatever the signal's scale: above rounding
+/// error of any f64 a sensor sends, so a score stays finite.
+const MIN_STD: f64 = 1e-12;
+
+/// A named set of defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// The fixed detector: `std_floor` 0.01.
+    #[default]
+    Default,
+    /// The seed's semantics: 3 sigma over the last 100 readings, the standard deviation floored at
+    /// 1e-12 of the signal's range (any change of a flat signal scores about 1e12).
+    Seed,
+}
+
+/// The configuration as written: a preset, and any key that overrides it.
+#[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+struct RawConfig {
+    preset: Preset,
+    history: Option<usize>,
+    threshold: Option<f64>,
+    min_history: Option<usize>,
+    history_ms: Option<i64>,
+    std_floor: Option<f64>,
+}
+
+impl From<RawConfig> for ZScoreConfig {
+    fn from(raw: RawConfig) -> Self {
+        let base = match raw.preset {
+            Preset::Default => ZScoreConfig::default(),
+            Preset::Seed => ZScoreConfig::seed(),
+        };
+        ZScoreConfig {
+            history: raw.history.unwrap_or(base.history),
+            threshold: raw.threshold.unwrap_or(base.threshold),
+            min_history: raw.min_history.unwrap_or(base.min_history),
+            history_ms: raw.history_ms.or(base.history_ms),
+            std_floor: raw.std_floor.unwrap_or(base.std_floor),
+        }
+    }
+}
+
+/// Configuration of the z-score stage (JSON: these keys and `preset`, `"default"` or `"seed"`, whose
+/// values the other keys override).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "RawConfig")]
 pub struct ZScoreConfig {
     /// Values kept per sensor. Default 100, as the seed.
     pub history: usize,
@@ -36,15 +89,25 @@ pub struct ZScoreConfig {
     /// (a sliding window over event time, capped at `history` values). Default: none, the seed's
     /// last-100-readings window.
     pub history_ms: Option<i64>,
+    /// The standard deviation's floor, as a share of the signal's range (module docs). Default 0.01:
+    /// below the noise of every sensor the simulator models (their noise is 5% or more of the range
+    /// they cover), yet a flat signal needs a move of 3% of its range to alarm. A large excursion
+    /// widens the range for good, so it raises the floor: the price of a memory of two numbers.
+    pub std_floor: f64,
 }
 
 impl Default for ZScoreConfig {
     fn default() -> Self {
-        ZScoreConfig { history: 100, threshold: 3.0, min_history: 30, history_ms: None }
+        ZScoreConfig { history: 100, threshold: 3.0, min_history: 30, history_ms: None, std_floor: 0.01 }
     }
 }
 
 impl ZScoreConfig {
+    /// The seed's configuration (preset `"seed"`).
+    pub fn seed() -> Self {
+        ZScoreConfig { std_floor: MIN_STD, ..ZScoreConfig::default() }
+    }
+
     /// Checks the values, naming the first one that is wrong.
     pub fn validate(&self) -> Result<(), String> {
         if self.history < 2 {
@@ -52,6 +115,9 @@ impl ZScoreConfig {
         }
         if !(self.threshold.is_finite() && self.threshold > 0.0) {
             return Err(format!("threshold must be a positive number, got {}", self.threshold));
+        }
+        if !(self.std_floor.is_finite() && self.std_floor > 0.0 && self.std_floor < 1.0) {
+            return Err(format!("std_floor must be in (0, 1), got {}", self.std_floor));
         }
         if self.history_ms.is_some_and(|ms| ms <= 0) {
             return Err(format!("history_ms must be positive, got {:?}", self.history_ms));
@@ -67,7 +133,7 @@ impl ZScoreConfig {
 }
 
 /// The rolling window of one sensor.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct History {
     values: VecDeque<f64>,
     /// Event times of `values` (kept for the sliding variant).
@@ -75,9 +141,34 @@ pub struct History {
     mean: f64,
     m2: f64,
     updates_since_exact: usize,
+    /// The lowest and highest value the sensor ever sent: its range, the signal's scale.
+    low: f64,
+    high: f64,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            values: VecDeque::new(),
+            times: VecDeque::new(),
+            mean: 0.0,
+            m2: 0.0,
+            updates_since_exact: 0,
+            // No value yet: an empty range (high < low), widened by the first value.
+            low: f64::INFINITY,
+            high: f64::NEG_INFINITY,
+        }
+    }
 }
 
 impl History {
+    /// The standard deviation a score divides by: the window's, floored at `std_floor` of the
+    /// signal's scale (module docs).
+    fn floored_std(&self, std_floor: f64) -> f64 {
+        let range = if self.high >= self.low { self.high - self.low } else { 0.0 };
+        self.std().max(std_floor * range).max(MIN_STD)
+    }
+
     fn std(&self) -> f64 {
         let n = self.values.len() as f64;
         (self.m2.max(0.0) / n).sqrt()
@@ -109,6 +200,8 @@ impl History {
         if self.values.len() >= capacity {
             self.pop_oldest();
         }
+        self.low = self.low.min(value);
+        self.high = self.high.max(value);
         self.values.push_back(value);
         self.times.push_back(timestamp_ms);
         let n = self.values.len() as f64;
@@ -163,8 +256,7 @@ impl ZScore {
         let judgement = if history.values.len() < self.config.min_history {
             Judgement::WarmingUp
         } else {
-            let floor = (history.mean.abs() * 1e-12).max(1e-12);
-            let score = (value - history.mean).abs() / history.std().max(floor);
+            let score = (value - history.mean).abs() / history.floored_std(self.config.std_floor);
             Judgement::Scored { score, anomaly: score > self.config.threshold }
         };
         history.push(timestamp_ms, value, self.config.history);
@@ -175,7 +267,7 @@ impl ZScore {
 impl Detector for ZScore {
     type Config = ZScoreConfig;
     type State = ZScoreState;
-    const STATE_VERSION: u32 = 1;
+    const STATE_VERSION: u32 = 2;
 
     fn create(config: ZScoreConfig) -> Result<Self, String> {
         config.validate()?;
@@ -200,7 +292,7 @@ mod tests {
     use super::*;
 
     fn detector(history: usize, min_history: usize) -> ZScore {
-        ZScore::new(ZScoreConfig { history, threshold: 3.0, min_history, history_ms: None })
+        ZScore::new(ZScoreConfig { history, min_history, ..ZScoreConfig::default() })
     }
 
     #[test]
@@ -231,7 +323,9 @@ mod tests {
 
     #[test]
     fn sliding_event_time_window_forgets_old_values() {
-        let config = ZScoreConfig { history: 100, threshold: 3.0, min_history: 2, history_ms: Some(10_000) };
+        // A tiny floor: this test is about the window, not the floor.
+        let config =
+            ZScoreConfig { min_history: 2, history_ms: Some(10_000), std_floor: 1e-9, ..ZScoreConfig::default() };
         let mut z = ZScore::new(config);
         let s: Arc<str> = "t".into();
         // 100 and 300 at 0 s and 1 s; then 10 and 12 at 20 s and 21 s: the first two are out of
@@ -247,15 +341,59 @@ mod tests {
     }
 
     #[test]
-    fn constant_signal_gives_finite_scores() {
+    fn a_flat_history_is_judged_against_the_signal_scale() {
         let mut z = detector(10, 5);
-        let s: Arc<str> = "stuck".into();
-        for _ in 0..10 {
-            z.observe(&s, 21.5);
+        let s: Arc<str> = "at_rest".into();
+        // The sensor once moved between 10 and 30, then rests at 20 for ten readings.
+        for v in [10.0, 30.0].into_iter().chain(std::iter::repeat_n(20.0, 10)) {
+            z.observe(&s, v);
         }
-        assert_eq!(z.observe(&s, 21.5), Judgement::Scored { score: 0.0, anomaly: false });
-        let Judgement::Scored { score, anomaly } = z.observe(&s, 21.6) else { panic!("expected a score") };
-        assert!(score.is_finite() && anomaly, "score {score}");
+        assert_eq!(z.observe(&s, 20.0), Judgement::Scored { score: 0.0, anomaly: false });
+        // Range 20: the floor is 1% of 20 = 0.2; a 0.4 step scores 2 (the seed: 2e11).
+        let Judgement::Scored { score, anomaly } = z.observe(&s, 20.4) else { panic!("expected a score") };
+        assert!((score - 2.0).abs() < 1e-9 && !anomaly, "score {score}");
+        // History 9 x 20 and 20.4: mean 20.04, std 0.12, floored at 0.2: 0.96 / 0.2 = 4.8.
+        let Judgement::Scored { score, anomaly } = z.observe(&s, 21.0) else { panic!("expected a score") };
+        assert!((score - 4.8).abs() < 1e-9 && anomaly, "score {score}");
+        // A signal that never moved keeps the 1e-12 floor: its first move is news.
+        let fresh: Arc<str> = "never_moved".into();
+        for _ in 0..10 {
+            z.observe(&fresh, 0.0);
+        }
+        assert_eq!(z.observe(&fresh, 0.5), Judgement::Scored { score: 0.5e12, anomaly: true });
+    }
+
+    #[test]
+    fn a_square_wave_flips_are_scored_by_its_range_not_infinity() {
+        // 0 for 20 readings, 10 for 20, then 0 again: the history before the flip back is all 10s.
+        let mut z = detector(20, 10);
+        let s: Arc<str> = "square".into();
+        for v in std::iter::repeat_n(0.0, 20).chain(std::iter::repeat_n(10.0, 20)) {
+            z.observe(&s, v);
+        }
+        // Range 10: floor 0.1; a change of 10 scores 100, finite and proportional.
+        assert_eq!(z.observe(&s, 0.0), Judgement::Scored { score: 100.0, anomaly: true });
+        // The seed preset divides by 1e-12 of the scale: 1e12.
+        let mut seed = ZScore::create(
+            serde_json::from_str(r#"{"preset": "seed", "history": 20, "min_history": 10}"#).expect("config"),
+        )
+        .expect("valid");
+        for v in std::iter::repeat_n(0.0, 20).chain(std::iter::repeat_n(10.0, 20)) {
+            seed.observe(&s, v);
+        }
+        let Judgement::Scored { score, .. } = seed.observe(&s, 0.0) else { panic!("expected a score") };
+        assert!((score - 1e12).abs() < 1.0, "seed score {score}");
+    }
+
+    #[test]
+    fn presets_set_defaults_that_keys_override_and_unknown_keys_are_refused() {
+        let parse = |json: &str| serde_json::from_str::<ZScoreConfig>(json).map_err(|e| e.to_string());
+        assert_eq!(parse("{}"), Ok(ZScoreConfig::default()));
+        assert_eq!(parse(r#"{"preset": "seed"}"#).map(|c| c.std_floor), Ok(1e-12));
+        assert_eq!(parse(r#"{"preset": "seed", "std_floor": 0.5}"#).map(|c| c.std_floor), Ok(0.5));
+        assert!(parse(r#"{"floor": 1}"#).is_err_and(|e| e.contains("unknown field `floor`")));
+        let err = ZScore::create(ZScoreConfig { std_floor: 0.0, ..ZScoreConfig::default() }).err();
+        assert_eq!(err.as_deref(), Some("std_floor must be in (0, 1), got 0"));
     }
 
     #[test]
