@@ -1,0 +1,107 @@
+//! The novelty detector against hand-computed cases.
+
+use super::*;
+
+/// 500 distinct values in [20, 21): noise with no repeated value.
+fn noise(i: u32) -> f64 {
+    20.0 + f64::from((i * 7919) % 1000) / 1000.0
+}
+
+fn feed(d: &mut Novelty, s: &Arc<str>, values: impl IntoIterator<Item = f64>, from_ms: i64) -> Vec<Judgement> {
+    values.into_iter().enumerate().map(|(i, v)| d.observe(s, from_ms + i as i64 * 1000, v)).collect()
+}
+
+#[test]
+fn warms_up_then_flags_a_spike_but_not_the_noise() {
+    let mut d = Novelty::new(NoveltyConfig::default());
+    let s: Arc<str> = "t".into();
+    let judgements = feed(&mut d, &s, (0..500).map(noise), 0);
+    assert!(judgements[..50].iter().all(|j| *j == Judgement::WarmingUp));
+    assert!(judgements[50..].iter().all(|j| matches!(j, Judgement::Scored { .. })));
+    // Uniform noise: a record of the residual is set within the first hundreds; later readings
+    // rarely pass it by 20%.
+    let late = judgements[300..].iter().filter(|j| matches!(j, Judgement::Scored { anomaly: true, .. })).count();
+    assert_eq!(late, 0, "noise flagged");
+    // A spike of 5 (five times the range of the noise) is far past every record.
+    let Judgement::Scored { score, anomaly } = d.observe(&s, 500_000, 25.0) else { panic!("scored") };
+    assert!(anomaly && score > 2.0, "spike scored {score}");
+}
+
+#[test]
+fn a_stuck_sensor_alarms_when_its_run_is_rarer_than_one_in_a_million() {
+    let mut d = Novelty::new(NoveltyConfig::default());
+    let s: Arc<str> = "h".into();
+    feed(&mut d, &s, (0..500).map(noise), 0);
+    let stuck = noise(499);
+    // 499 intervals, no repeat. Repeat k has p = k / (500 + k) (Laplace's rule over the counts
+    // before it) and evidence k ln(1/p); the score is 1.2 x evidence / ln(1e6).
+    let expected = |k: f64| 1.2 * k * ((500.0 + k) / k).ln() / 1e6_f64.ln();
+    let judgements = feed(&mut d, &s, [stuck; 3], 500_000);
+    for (k, j) in judgements.iter().enumerate() {
+        let Judgement::Scored { score, anomaly } = *j else { panic!("scored") };
+        let stuck_score = expected(k as f64 + 1.0);
+        assert!(score >= stuck_score - 1e-12, "repeat {k}: {score} < {stuck_score}");
+        assert_eq!(anomaly, k == 2, "repeat {}: score {score}", k + 1);
+    }
+    assert!((expected(3.0) - 1.3347).abs() < 1e-4);
+}
+
+#[test]
+fn a_counter_at_rest_does_not_alarm_for_repeating() {
+    let mut d = Novelty::new(NoveltyConfig::default());
+    let s: Arc<str> = "counter".into();
+    // Mostly 0, a 1 every 10th reading: repeats are its normal.
+    let judgements = feed(&mut d, &s, (0..1000).map(|i| if i % 10 == 9 { 1.0 } else { 0.0 }), 0);
+    let flagged = judgements[200..].iter().filter(|j| matches!(j, Judgement::Scored { anomaly: true, .. })).count();
+    assert_eq!(flagged, 0);
+}
+
+#[test]
+fn a_changed_daily_pattern_is_caught_by_the_season_stream() {
+    // 5-minute readings, 288 a day: high from 08:00 to 16:00, low otherwise, with noise; on day 6
+    // the high comes 4 hours early (00:00-04:00 is high, a shape never seen at that hour) at the
+    // same levels the series always has: only the season stream can tell.
+    let day = |shifted: bool, d: u32| {
+        (0..288).map(move |i| {
+            let hour = i / 12;
+            let high = if shifted { (4..12).contains(&hour) } else { (8..16).contains(&hour) };
+            f64::from(u8::from(high)) * 10.0 + noise(i + 288 * d) - 20.0
+        })
+    };
+    let run = |season_ms| {
+        let mut d = Novelty::new(NoveltyConfig { season_ms, ..NoveltyConfig::default() });
+        let s: Arc<str> = "occupancy".into();
+        let normal: Vec<f64> = (0..5).flat_map(|d| day(false, d)).collect();
+        let mut ms = 0;
+        for v in normal {
+            d.observe(&s, ms, v);
+            ms += 300_000;
+        }
+        day(true, 5)
+            .filter_map(|v| {
+                ms += 300_000;
+                match d.observe(&s, ms, v) {
+                    Judgement::Scored { anomaly: true, .. } => Some(ms),
+                    _ => None,
+                }
+            })
+            .count()
+    };
+    assert!(run(86_400_000) > 0, "the season stream flags the early high");
+    assert_eq!(run(0), 0, "without it, the same levels at another hour look normal");
+}
+
+#[test]
+fn state_moves_between_instances_and_configuration_is_checked() {
+    let mut a = Novelty::new(NoveltyConfig::default());
+    let s: Arc<str> = "p".into();
+    feed(&mut a, &s, (0..300).map(noise), 0);
+    let mut b = Novelty::create(NoveltyConfig::default()).expect("valid");
+    b.restore(a.state().clone());
+    let next: Vec<f64> = (300..400).map(noise).chain([30.0]).collect();
+    assert_eq!(feed(&mut a, &s, next.clone(), 300_000), feed(&mut b, &s, next, 300_000));
+    let err = Novelty::create(NoveltyConfig { record_cap: 1.0, ..NoveltyConfig::default() }).err();
+    assert_eq!(err.as_deref(), Some("record_cap must be above 1, got 1"));
+    let parsed: Result<NoveltyConfig, _> = serde_json::from_str(r#"{"alpha": 0.1}"#);
+    assert!(parsed.is_err_and(|e| e.to_string().contains("unknown field `alpha`")));
+}
