@@ -40,6 +40,11 @@ pub struct ResidualParams {
 }
 
 impl Residual {
+    /// The forecast: the exponentially weighted mean.
+    pub fn forecast(&self) -> f64 {
+        self.mean
+    }
+
     /// The novelty of `x` (0 until the record exists), then `x` joins the forecast. `floor` is the
     /// smallest standard deviation to divide by; `judged` says whether the reading is past the
     /// detector's warm-up (before it, the record follows every residual uncapped).
@@ -62,28 +67,49 @@ impl Residual {
 }
 
 /// The evidence that a sensor is stuck: how improbable its current run of identical values is,
-/// given how often it repeated a value before.
+/// given how often it repeated a value before, against the bar of the runs it had before.
+///
+/// A run alarms once, on the reading whose evidence passes the bar (the larger of the
+/// configured minimum and the record of earlier runs); its later readings add nothing, so a stuck
+/// sensor is one alarm, not one per reading. An ended run raises the record to at most `cap`
+/// times the bar, as residuals do: a sensor whose flat stretches are its normal stops alarming
+/// for them, and one stuck episode does not hide the next.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Flat {
     previous: Option<f64>,
     run: u32,
+    evidence: f64,
+    alarmed: bool,
+    record: f64,
     repeats: u64,
     readings: u64,
 }
 
 impl Flat {
-    /// `-ln P(run)` of the run `x` ends (0 if `x` differs from the previous value), then counts `x`.
-    /// With `p` the sensor's share of repeated values (Laplace's rule: (repeats + 1) / (n + 2)), a
-    /// run of `k` repeats has probability `p^k`.
-    pub fn observe(&mut self, x: f64) -> f64 {
+    /// The evidence of the run `x` continues over the bar (0 if `x` ends a run, or its run has
+    /// alarmed already), then counts `x`. With `p` the sensor's share of repeated values (Laplace's
+    /// rule: (repeats + 1) / (n + 2)), each repeat adds `-ln p` (a run of `k` has probability
+    /// `p^k`). `min_bar` is the smallest bar in nats; `params` the record's decay and cap.
+    pub fn observe(&mut self, x: f64, min_bar: f64, params: ResidualParams) -> f64 {
         let repeated = self.previous == Some(x);
-        self.run = if repeated { self.run.saturating_add(1) } else { 0 };
-        let p = (self.repeats as f64 + 1.0) / (self.readings as f64 + 2.0);
-        let evidence = f64::from(self.run) * -p.ln();
+        let bar = self.record.max(min_bar);
+        if repeated {
+            let p = (self.repeats as f64 + 1.0) / (self.readings as f64 + 2.0);
+            self.run = self.run.saturating_add(1);
+            self.evidence += -p.ln();
+        } else {
+            if self.run > 0 {
+                self.record = self.record.max(self.evidence.min(params.cap * bar));
+            }
+            (self.run, self.evidence, self.alarmed) = (0, 0.0, false);
+        }
+        let ratio = if self.alarmed { 0.0 } else { self.evidence / bar };
+        self.alarmed |= ratio > 1.0;
+        self.record *= 1.0 - params.decay;
         self.repeats += u64::from(repeated);
         self.readings += u64::from(self.previous.is_some());
         self.previous = Some(x);
-        evidence
+        ratio
     }
 }
 
@@ -149,18 +175,33 @@ mod tests {
     }
 
     #[test]
-    fn a_run_of_repeats_is_as_improbable_as_the_sensor_rarely_repeats() {
+    fn a_run_alarms_once_when_rarer_than_the_bar_and_raises_the_bar_for_the_next() {
         let mut f = Flat::default();
-        // 98 distinct values: 97 intervals, no repeat; p = 1 / 99.
+        let params = ResidualParams { alpha: 0.5, decay: 0.0, cap: 2.0 };
+        // 98 distinct values: 97 intervals, no repeat.
         for i in 0..98 {
-            assert_eq!(f.observe(f64::from(i)), 0.0);
+            assert_eq!(f.observe(f64::from(i), 8.0, params), 0.0);
         }
-        let p: f64 = 1.0 / 99.0;
-        assert!((f.observe(97.0) - -p.ln()).abs() < 1e-12);
-        // Second repeat: p = 2 / 100, run 2.
-        let p2: f64 = 2.0 / 100.0;
-        assert!((f.observe(97.0) - 2.0 * -p2.ln()).abs() < 1e-12);
-        assert_eq!(f.observe(1.0), 0.0);
+        // Repeat 1: p = 1/99; repeat 2: p = 2/100. Bar 8 nats: ln 99 = 4.60, + ln 50 = 8.51 > 8.
+        let first = 99_f64.ln() / 8.0;
+        assert!((f.observe(97.0, 8.0, params) - first).abs() < 1e-12);
+        let second = (99_f64.ln() + 50_f64.ln()) / 8.0;
+        assert!((f.observe(97.0, 8.0, params) - second).abs() < 1e-12 && second > 1.0);
+        // The run has alarmed: its later readings add nothing.
+        assert_eq!(f.observe(97.0, 8.0, params), 0.0);
+        // The run ends; its evidence (ln 99 + ln 50 + ln(101/3) = 12.02, under twice the bar)
+        // becomes the record, and the next run is judged against it.
+        assert_eq!(f.observe(1.0, 8.0, params), 0.0);
+        let record = 99_f64.ln() + 50_f64.ln() + (101.0_f64 / 3.0).ln();
+        assert!((f.record - record).abs() < 1e-12);
+        let p = 4.0 / 103.0_f64; // 3 repeats in 101 intervals
+        assert!((f.observe(1.0, 8.0, params) - -p.ln() / record).abs() < 1e-12);
+        // A run far longer than twice the bar raises the record to twice the bar only.
+        for _ in 0..40 {
+            f.observe(1.0, 8.0, params);
+        }
+        f.observe(2.0, 8.0, params);
+        assert!((f.record - 2.0 * record).abs() < 1e-12);
     }
 
     #[test]
