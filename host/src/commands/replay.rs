@@ -102,7 +102,9 @@ pub struct Row {
 pub fn replay(config: &ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     let mut rows = read_series(&config.input)?;
     rows.sort_by_key(|r| r.timestamp);
-    let mut plugin = open_detector(&config.plugins_dir, &config.plugin, config.config.clone())?;
+    // The runtime outlives the plugin's calls: its epoch thread is the CPU deadline's clock.
+    let runtime = PluginRuntime::new()?;
+    let mut plugin = open_detector(&runtime, &config.plugins_dir, &config.plugin, config.config.clone())?;
     let detections = detect_series(&mut plugin, config.sensor_type, &rows)?;
     let rescaled = detections.iter().any(|d| d.score > 1.0 || d.score < 0.0);
     let mut writer =
@@ -127,11 +129,16 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     Ok(ReplaySummary { rows: rows.len(), anomalies, rescaled })
 }
 
-/// Loads a detector plugin: `plugin` is a name in `plugins_dir` or a path to a `.wasm`.
-pub(crate) fn open_detector(plugins_dir: &Path, plugin: &str, config: Option<String>) -> Result<Plugin, ReplayError> {
+/// Loads a detector plugin: `plugin` is a name in `plugins_dir` or a path to a `.wasm`. Keep
+/// `runtime` alive while the plugin runs: its epoch thread enforces the CPU deadline.
+pub(crate) fn open_detector(
+    runtime: &PluginRuntime,
+    plugins_dir: &Path,
+    plugin: &str,
+    config: Option<String>,
+) -> Result<Plugin, ReplayError> {
     let path =
         if plugin.ends_with(".wasm") { PathBuf::from(plugin) } else { plugins_dir.join(format!("{plugin}.wasm")) };
-    let runtime = PluginRuntime::new()?;
     let plugin = runtime.load_with_config(&path, config)?;
     if plugin.kind() != StageKind::Detector {
         return Err(ReplayError::NotADetector(plugin.name().to_owned()));

@@ -18,8 +18,8 @@ use std::path::PathBuf;
 use self::nab::{Events, Scored};
 use self::simulated::{SimulatedReport, SimulatedStream};
 use crate::commands::replay::{ReplayError, detect_series, open_detector};
-use crate::plugins::PluginError;
 use crate::plugins::bindings::Verdict;
+use crate::plugins::{PluginError, PluginRuntime};
 use crate::reading::SensorType;
 
 /// `iotstream evaluate`.
@@ -102,13 +102,15 @@ pub fn evaluate(config: &EvaluateConfig) -> Result<Evaluation, EvaluateError> {
     }
     let corpus = config.corpus.as_deref().map(corpus::load).transpose()?;
     let stream = config.simulated.then(|| simulated::stream(&config.stream));
+    // One runtime for every plugin, alive while they run: its epoch thread enforces the deadline.
+    let runtime = PluginRuntime::new().map_err(ReplayError::from)?;
     let mut evaluation = Evaluation::default();
     for spec in &config.plugins {
         let (name, plugin_config) = match spec.split_once('=') {
             Some((name, json)) => (name, Some(json.to_owned())),
             None => (spec.as_str(), None),
         };
-        let plugin = open_detector(&config.plugins_dir, name, plugin_config.clone())?;
+        let plugin = open_detector(&runtime, &config.plugins_dir, name, plugin_config.clone())?;
         if let Some(corpus) = &corpus {
             let mut scored = Vec::with_capacity(corpus.series.len());
             for series in &corpus.series {

@@ -65,6 +65,9 @@ pub struct SimulatedReport {
     pub f1: f64,
 }
 
+/// One sensor's labels and the detector's flags, reading by reading.
+type LabelsAndFlags = (Vec<bool>, Vec<bool>);
+
 /// The stream, in order, with its labels.
 pub fn stream(config: &SimulatedStream) -> Vec<Reading> {
     let mut fleet = Fleet::new(config.sensors, config.anomaly_rate, config.seed);
@@ -87,7 +90,7 @@ pub fn detect(plugin: &mut Plugin, readings: &[Reading]) -> Result<Vec<Detection
 
 /// The report of `detections` against the labels of `readings`: overall, then per sensor type.
 pub fn report(detector: &str, readings: &[Reading], detections: &[Detection]) -> Vec<SimulatedReport> {
-    let mut by_type: BTreeMap<Option<SensorType>, BTreeMap<&str, (Vec<bool>, Vec<bool>)>> = BTreeMap::new();
+    let mut by_type: BTreeMap<Option<SensorType>, BTreeMap<&str, LabelsAndFlags>> = BTreeMap::new();
     for (reading, detection) in readings.iter().zip(detections) {
         let flagged = detection.verdict == Verdict::Anomaly;
         for key in [None, Some(reading.sensor_type)] {
@@ -108,7 +111,7 @@ pub fn report(detector: &str, readings: &[Reading], detections: &[Detection]) ->
 fn summarise<'a>(
     detector: &str,
     sensor_type: &str,
-    sensors: impl Iterator<Item = &'a (Vec<bool>, Vec<bool>)>,
+    sensors: impl Iterator<Item = &'a LabelsAndFlags>,
 ) -> SimulatedReport {
     let mut report = SimulatedReport {
         detector: detector.to_owned(),
