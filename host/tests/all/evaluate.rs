@@ -123,3 +123,24 @@ fn the_simulated_stream_is_reported_per_sensor_type_against_its_labels() {
     assert!(evaluation.simulated[1..].iter().all(|r| r.readings == 1000));
     assert_eq!(evaluation.simulated[1..].iter().map(|r| r.labelled).sum::<usize>(), labelled);
 }
+
+#[test]
+fn the_forest_flags_near_its_budget_on_the_simulated_stream_where_the_seed_flagged_seven_percent() {
+    // The demo's stream, 30 000 readings (6000 per sensor type, so every type's forest retrains
+    // on a full buffer). The budget is 1% (contamination 0.01); the seed's forest, with its hour
+    // features and a threshold from its own training rows, flags about 7% (the issue's 7.2%).
+    let forest = plugin_path("isolation-forest").display().to_string();
+    let detectors = [forest.clone(), format!(r#"{forest}={{"preset":"seed"}}"#)];
+    let mut config = config(&detectors, None, true);
+    config.stream.readings = 30_000;
+    config.stream.sensors = 50;
+    let evaluation = evaluate(&config).expect("evaluates");
+    let share = |detector: &str| {
+        let all = evaluation.simulated.iter().find(|r| r.detector == detector && r.sensor_type == "all");
+        all.map(|r| r.flagged as f64 / r.readings as f64).expect("reported")
+    };
+    let (fixed, seed) = (share(&detectors[0]), share(&detectors[1]));
+    eprintln!("FOREST flagged {:.2}% (seed preset {:.2}%)", 100.0 * fixed, 100.0 * seed);
+    assert!(fixed <= 0.02, "the forest flags {:.2}%, over twice its 1% budget", 100.0 * fixed);
+    assert!(seed > 0.05, "the seed preset flags {:.2}%", 100.0 * seed);
+}

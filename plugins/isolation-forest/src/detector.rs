@@ -2,9 +2,10 @@
 //! recent history as event time passes, within a bound on fits per reading.
 //!
 //! For each reading, from its sensor's last `history` values (the reading included): the value, the
-//! change from the sensor's previous value, and the rolling mean, population standard deviation
-//! and range (the `stationary` features, the default; the seed's set adds the hour of day as sine
-//! and cosine, see [`FeatureSet`]). Until a sensor has `min_history` values these rolling features
+//! change from the sensor's previous value, the rolling median, the median absolute deviation and
+//! the value's distance from the median (the `robust` features, the default; see [`FeatureSet`]
+//! for the seed's, which add the hour of day). The features are 7 slots; a set with fewer holds 0
+//! in the rest, and a constant feature is never split on. Until a sensor has `min_history` values these rolling features
 //! mean little: its readings are warming up and do not train. After that each row joins its
 //! scope's training buffer (the last `train_rows` rows). A scope's forest is (re)trained when it
 //! has `min_train` rows and no model yet, when its buffer has doubled since the last training (a
@@ -14,7 +15,8 @@
 //! reading. Until a scope has a model its readings are warming up. A reading is an anomaly when its
 //! score exceeds the threshold: the `1 - contamination` quantile of the scores of the newest
 //! `validation_share` of the buffer, held out of the fit (the alarm budget, measured on rows the
-//! model has not seen).
+//! model has not seen), and above the same quantile of the scope's last `budget_window` scores
+//! ([`crate::budget`]: the budget holds while the stream drifts from what the model saw).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -26,6 +28,7 @@ use serde::{Deserialize, Serialize};
 use linfa::prelude::{Dataset, Fit, Predict};
 use ndarray::Array2;
 
+use crate::budget::Budget;
 pub use crate::config::{DetectorConfig, FeatureSet, ModelScope, Preset};
 use crate::forest::{ForestParams, IsolationForest};
 
@@ -73,6 +76,8 @@ struct ModelState {
     /// Rows added since the last training.
     rows_since_fit: usize,
     model: Option<Model>,
+    /// The alarm budget over the scope's recent scores.
+    budget: Budget,
 }
 
 /// The complete state: histories by sensor id, training rows and models by scope.
@@ -145,7 +150,8 @@ impl OnlineForest {
             None => Judgement::WarmingUp,
             Some(model) => {
                 let score = model.forest.score(&features);
-                Judgement::Scored { score, anomaly: score > model.threshold }
+                let budget = state.budget.observe(score, config.budget_window, config.contamination);
+                Judgement::Scored { score, anomaly: score > model.threshold && score > budget }
             }
         }
     }
@@ -189,14 +195,24 @@ fn features(history: &mut SensorHistory, capacity: usize, set: FeatureSet, times
         history.values.pop_front();
     }
     history.values.push_back(value);
+    if set == FeatureSet::Robust {
+        let mut sorted: Vec<f64> = history.values.iter().copied().collect();
+        let mid = sorted.len() / 2;
+        let median = *sorted.select_nth_unstable_by(mid, f64::total_cmp).1;
+        for v in &mut sorted {
+            *v = (*v - median).abs();
+        }
+        let mad = *sorted.select_nth_unstable_by(mid, f64::total_cmp).1;
+        return [value, 0.0, 0.0, change, median, mad, value - median];
+    }
     let n = history.values.len() as f64;
     let mean = history.values.iter().sum::<f64>() / n;
     let std = (history.values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
     let (lo, hi) =
         history.values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
+    // The hour slots of the other sets hold 0: a constant feature is never split on.
     let (sin, cos) = match set {
-        // Constant: never split on, so not a feature.
-        FeatureSet::Stationary => (0.0, 0.0),
+        FeatureSet::Stationary | FeatureSet::Robust => (0.0, 0.0),
         FeatureSet::Seed => {
             let hour = timestamp_ms.rem_euclid(86_400_000) as f64 / 3_600_000.0;
             (std::f64::consts::TAU * hour / 24.0).sin_cos()

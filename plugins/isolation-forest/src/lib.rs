@@ -7,6 +7,7 @@
 //! are plain Rust tested natively; [`metrics`] scores a detector against labels (ROC AUC). For wasm builds, `export_detector!` makes the detector a
 //! component exporting the WIT `detector` interface.
 
+pub mod budget;
 pub mod config;
 pub mod detector;
 pub mod forest;

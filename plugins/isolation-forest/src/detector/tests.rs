@@ -59,9 +59,12 @@ fn features_match_hand_computed_values() {
     let mut stationary = h.clone();
     let f = features(&mut h, 3, FeatureSet::Seed, 6 * 3_600_000, 60.0);
     // The stationary set: the same, with constant hour slots.
+    let mut robust = stationary.clone();
     let g = features(&mut stationary, 3, FeatureSet::Stationary, 6 * 3_600_000, 60.0);
     assert_eq!((g[1], g[2]), (0.0, 0.0));
     assert_eq!([g[0], g[3], g[4], g[5], g[6]], [f[0], f[3], f[4], f[5], f[6]]);
+    // The robust set over 20, 30, 60: median 30, deviations 10, 0, 30 so MAD 10; 60 - 30 = 30.
+    assert_eq!(features(&mut robust, 3, FeatureSet::Robust, 0, 60.0), [60.0, 0.0, 0.0, 30.0, 30.0, 10.0, 30.0]);
     let mean = 110.0 / 3.0;
     let std = (((20.0 - mean) * (20.0 - mean) + (30.0 - mean) * (30.0 - mean) + (60.0 - mean) * (60.0 - mean))
         / 3.0_f64)
@@ -187,9 +190,9 @@ fn a_new_time_of_day_is_no_cliff_without_the_hour_features() {
             })
             .count()
     };
-    let (stationary, seed) = (run(FeatureSet::Stationary), run(FeatureSet::Seed));
+    let (robust, stationary, seed) = (run(FeatureSet::Robust), run(FeatureSet::Stationary), run(FeatureSet::Seed));
     // The budget is 1%: under one reading of 60. The seed's features flag 18 of them (30%).
-    assert_eq!(stationary, 0, "ordinary values at a new hour");
+    assert_eq!((robust, stationary), (0, 0), "ordinary values at a new hour");
     assert!(seed > 10, "the seed's features flag the new hour: {seed} of 60");
 }
 
