@@ -23,8 +23,7 @@ fn main() {
         let sensor = (i % SENSORS) as usize;
         let noise = f64::from((i.wrapping_mul(2_654_435_761)) % 1000) / 1000.0;
         let call = Instant::now();
-        let judgement =
-            forest.observe(&sensors[sensor], SensorType::ALL[sensor % 5], i64::from(i) * 20, 20.0 + noise);
+        let judgement = forest.observe(&sensors[sensor], SensorType::ALL[sensor % 5], i64::from(i) * 20, 20.0 + noise);
         longest = longest.max(call.elapsed().as_secs_f64());
         anomalies += u64::from(matches!(judgement, Judgement::Scored { anomaly: true, .. }));
     }
