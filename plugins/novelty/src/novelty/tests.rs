@@ -120,3 +120,22 @@ fn state_moves_between_instances_and_configuration_is_checked() {
     let parsed: Result<NoveltyConfig, _> = serde_json::from_str(r#"{"alpha": 0.1}"#);
     assert!(parsed.is_err_and(|e| e.to_string().contains("unknown field `alpha`")));
 }
+
+#[test]
+fn the_season_stream_expects_a_blend_of_the_earlier_days() {
+    // A season of 16 s at one reading a second: 16 readings, decided at the 16th (after 15
+    // intervals), from which on each reading is remembered. Reading 31 meets reading 15's slot:
+    // with season_memory 0.5 the slot becomes 0.5 x v15 + 0.5 x v31; with 0, v31.
+    let value = |i: i64| 20.0 + (i * 7 % 5) as f64;
+    for (memory, expected) in [(0.5, 0.5 * value(15) + 0.5 * value(31)), (0.0, value(31))] {
+        let mut d =
+            Novelty::new(NoveltyConfig { season_ms: 16_000, season_memory: memory, ..NoveltyConfig::default() });
+        let s: Arc<str> = "s".into();
+        for i in 0..32 {
+            d.observe(&s, i * 1000, value(i));
+        }
+        let state = &d.sensors[&s];
+        assert_eq!((state.period.readings, state.past.len()), (Some(16), 16));
+        assert_eq!(state.past.back().copied(), Some(expected), "season_memory {memory}");
+    }
+}
