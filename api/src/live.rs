@@ -22,6 +22,10 @@ pub struct Stats {
     pub aggregates_total: u64,
     /// Dead-lettered messages, all time.
     pub dead_letters_total: u64,
+    /// Rows the database refused for good and the pipeline committed its batches without, since
+    /// this host started (a plugin's output, or readings kept as dead letters instead).
+    #[serde(default)]
+    pub storage_refused_total: u64,
     /// Sensors heard from in the last 5 minutes.
     pub active_sensors: u64,
     /// Readings per second over the last 10 seconds.

@@ -147,6 +147,9 @@ closed_set! {
         NulCharacter = "nul_character",
         /// A text field is empty or longer than its column.
         FieldLength = "field_length",
+        /// Decoded as a reading, but the database refused to store it (a value outside what its
+        /// column holds): kept here instead, so the batch and the stream go on.
+        StorageRefused = "storage_refused",
     }
 }
 

@@ -17,7 +17,7 @@ use crate::config::RunConfig;
 use crate::http::live::Live;
 use crate::http::{ApiState, router};
 use crate::kafka::{EmbeddedBroker, KafkaError, Source};
-use crate::pipeline::{Pipeline, PluginReload, StartError};
+use crate::pipeline::{Pipeline, PipelineError, PluginReload, StartError};
 use crate::plugins::watch::PluginWatcher;
 use crate::plugins::{LoadedDir, Plugin, PluginError, PluginRuntime};
 use crate::store::{Store, StoreError};
@@ -40,6 +40,9 @@ pub enum RunError {
     /// Restoring the checkpoint or positioning the source.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The loop stopped short of a clean shutdown.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
     /// The HTTP address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {

@@ -11,8 +11,9 @@ use iotstream_api::{
     PredictionRow, ReadingRow, Stats,
 };
 use tokio::sync::broadcast;
+use tracing::error;
 
-use crate::store::Totals;
+use crate::store::{Refused, RefusedOrigin, Totals};
 
 /// Rows of each kind sent with one batch event: enough for a live table, small for the browser.
 pub const EVENT_ROWS: usize = 25;
@@ -53,6 +54,8 @@ pub struct BatchSummary<'a> {
 
 struct State {
     totals: Totals,
+    /// Rows the database refused since start.
+    storage_refused: u64,
     /// The newest rows and the plugins, exactly as a subscriber folds them from the events.
     view: LiveView,
     batches: VecDeque<(Instant, u64)>,
@@ -88,6 +91,7 @@ impl Live {
         Live {
             state: Mutex::new(State {
                 totals,
+                storage_refused: 0,
                 view: LiveView {
                     stats: Stats::default(),
                     readings,
@@ -141,6 +145,7 @@ impl Live {
             anomalies_total: state.totals.flagged,
             aggregates_total: state.totals.aggregates,
             dead_letters_total: state.totals.dead_letters,
+            storage_refused_total: state.storage_refused,
             active_sensors: state.last_seen.len() as u64,
             readings_per_second: recent as f64 / RATE_WINDOW.as_secs_f64(),
             latency_ms_p50: percentile(0.5),
@@ -259,6 +264,24 @@ impl Live {
     }
 
     /// Records a committed batch and pushes it to subscribers.
+    /// Records rows the database refused for good (logged as an ERROR: that output is lost, or the
+    /// reading is kept only as a dead letter).
+    pub fn record_refused(&self, refused: &Refused) {
+        match &refused.origin {
+            RefusedOrigin::Plugin(plugin) => {
+                error!(plugin = %plugin, rows = refused.rows, error = %refused.error, "the database refused a plugin's output; the batch was stored without it")
+            }
+            RefusedOrigin::Readings => {
+                error!(rows = refused.rows, error = %refused.error, "the database refused readings; they are kept as dead letters")
+            }
+            RefusedOrigin::DeadLetters => {
+                error!(rows = refused.rows, error = %refused.error, "the database refused dead letters; they are lost")
+            }
+        }
+        self.lock().storage_refused += refused.rows as u64;
+    }
+
+    /// Folds a committed batch into the view and pushes it to every subscriber.
     pub fn record_batch(&self, batch: BatchSummary<'_>, plugins: Vec<PluginStatus>) {
         let now = Instant::now();
         let mut state = self.lock();

@@ -12,24 +12,29 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use super::stages::Stages;
-use super::{Committed, Pipeline};
+use super::{Committed, Pipeline, PipelineError, SHUTDOWN_WRITE_GRACE};
 use crate::http::live::{BatchSummary, EVENT_ROWS, Live};
 use crate::kafka::RawMessage;
 use crate::plugins::bindings::Reading as WitReading;
 use crate::store::rows::DEAD_LETTER_PAYLOAD_LIMIT;
-use crate::store::{BatchRows, CheckpointReason, DeadLetter, Store, StoredReading, Totals};
+use crate::store::{BatchRows, CheckpointReason, DeadLetter, Store, StoredReading, Written};
 
 impl Pipeline {
     /// Processes one batch and starts its transaction once the previous batch's has committed;
     /// false if shutdown interrupted the database retries (what is not stored is replayed).
-    pub(super) async fn process(&mut self, batch: &[RawMessage], shutdown: &CancellationToken) -> bool {
+    pub(super) async fn process(
+        &mut self,
+        batch: &[RawMessage],
+        shutdown: &CancellationToken,
+    ) -> Result<(), PipelineError> {
         // The logged batches a given-up replay did not form again are forgotten with this batch, so
         // that a later restart does not form batches this run never processed.
         let forget_batches = self.source.take_replay_given_up().then_some((self.batch_seq, self.logged_until));
         // A batch formed again keeps its logged number; one read on is numbered past the log.
         self.batch_seq = self.source.take_replayed().unwrap_or(self.batch_seq.max(self.logged_until) + 1);
         let batch_seq = self.batch_seq;
-        let mut rows = BatchRows { source: self.source_id, batch_seq, forget_batches, ..BatchRows::default() };
+        let topic = self.source.topic().to_owned();
+        let mut rows = BatchRows { source: self.source_id, topic, batch_seq, forget_batches, ..BatchRows::default() };
         let wit = self.validate(batch, &mut rows);
         let checkpoint_due = match (self.last_checkpoint, self.config.checkpoint_interval) {
             (None, _) => true,
@@ -38,7 +43,9 @@ impl Pipeline {
         };
         if !wit.is_empty() || checkpoint_due {
             let positions = checkpoint_due.then(|| self.positions.clone());
-            let Some(processed) = self.run_stages(wit, rows, positions).await else { return false };
+            let Some(processed) = self.run_stages(wit, rows, positions).await else {
+                return Err(PipelineError::StagesPanicked);
+            };
             rows = processed;
         }
         if rows.checkpoint.is_some() {
@@ -46,11 +53,9 @@ impl Pipeline {
         }
         // One transaction at a time, in batch order: this batch's starts when the previous one's
         // has committed, and runs while the next batch is computed.
-        if !self.finish_in_flight().await {
-            return false;
-        }
+        self.finish_in_flight().await?;
         self.in_flight = Some(self.start_commit(batch, rows, shutdown));
-        true
+        Ok(())
     }
 
     /// Validates each message of `batch` into `rows` (a reading, or a dead letter with its reason)
@@ -136,8 +141,9 @@ impl Pipeline {
         })
     }
 
-    /// Writes `rows`, retrying with exponential backoff (0.1 s doubling to 10 s) until it succeeds
-    /// or shutdown is requested (`None`).
+    /// Writes `rows`, retrying with exponential backoff (0.1 s doubling to 10 s) until it succeeds,
+    /// or (`None`) until [`SHUTDOWN_WRITE_GRACE`] after shutdown was requested: a write in
+    /// progress at shutdown finishes, an outage does not hold the shutdown.
     /// (A free function of the store and live view: the plugin stores are not `Sync`, so no `&self`
     /// may live across an await.)
     pub(super) async fn commit(
@@ -145,7 +151,7 @@ impl Pipeline {
         live: &Live,
         rows: &BatchRows,
         shutdown: &CancellationToken,
-    ) -> Option<Totals> {
+    ) -> Option<Written> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(10))
@@ -162,7 +168,10 @@ impl Pipeline {
                 }
                 result.ok()
             }
-            _ = shutdown.cancelled() => None,
+            _ = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_WRITE_GRACE).await;
+            } => None,
         }
     }
 }
@@ -171,10 +180,14 @@ impl Pipeline {
 pub(super) fn publish(
     live: &Live,
     rows: &BatchRows,
-    written: Totals,
+    written: Written,
     latencies_ms: Vec<f64>,
     plugins: Vec<PluginStatus>,
 ) {
+    for refused in &written.refused {
+        live.record_refused(refused);
+    }
+    let written = written.totals;
     let detections = rows
         .predictions
         .iter()

@@ -12,12 +12,14 @@
 //! # Layout
 //! * this module: [`Store`] (the pool, connecting, migrating) and [`StoreError`];
 //! * [`rows`]: what one batch writes ([`BatchRows`]) and the row counts ([`Totals`]);
-//! * `writer`: [`Store::write`], the batch's one transaction;
+//! * `writer`: [`Store::write`], the batch's one transaction; `isolate`: the same when the database
+//!   refuses part of it for good (a poison row costs only itself);
 //! * [`checkpoints`]: every stage's state with the positions it includes, written and restored;
 //! * `sources`: the `kafka_sources` registry, stored positions and the batch log;
 //! * `queries`: what the API and the live view read.
 
 pub mod checkpoints;
+mod isolate;
 mod queries;
 pub mod rows;
 mod sources;
@@ -32,6 +34,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tracing::warn;
 
 pub use self::checkpoints::{Checkpoint, CheckpointReason, StageState};
+pub use self::isolate::{Refused, RefusedOrigin, Written, is_permanent};
 pub use self::rows::{BatchRows, DeadLetter, ModelLineage, Prediction, ShadowPrediction, StoredReading, Totals};
 
 /// The schema, embedded from `migrations/` at build time.
@@ -46,7 +49,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// a database that docker-compose starts beside the host.
 const CONNECT_ATTEMPTS: usize = 15;
 
-/// Why a database operation failed. Every case is retryable from the pipeline's point of view.
+/// Why a database operation failed. Every case is retryable from the pipeline's point of view: a
+/// write the database refuses for good is isolated by [`Store::write`] instead of returned.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached at start-up.

@@ -112,6 +112,8 @@ pub struct ModelLineage {
 pub struct BatchRows {
     /// The `kafka_sources` id the messages came from.
     pub source: i16,
+    /// The topic they came from (for the dead letters of readings the database refuses).
+    pub topic: String,
     /// The batch's number among the source's batches (logged with its extent, `positions`).
     pub batch_seq: i64,
     /// Logged batches to forget, numbers after the first and up to the second: those a restart
