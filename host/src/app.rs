@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use iotstream_api::{LIVE_ROWS, Named, PluginAction};
+use iotstream_api::{LIVE_ROWS, Named, OutageCode, PluginAction};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -102,10 +102,10 @@ pub async fn run(
     announce_plugins(&live, &plugins, &failures);
     let server = serve_http(config, &store, &live, listener, &shutdown)?;
     // The API serves while the brokers are still unreachable, and says so.
-    live.set_broker(false, Some(format!("connecting to {brokers}")));
+    live.set_broker(Some(OutageCode::BrokersConnecting));
     let result = match Source::connect_retrying(brokers, &config.group, &config.topic, &shutdown).await {
         Some(source) => {
-            live.set_broker(true, None);
+            live.set_broker(None);
             info!(source = source.identity(), partitions = source.partitions().len(), "kafka source connected");
             match Pipeline::start(config.pipeline(), source, plugins, reload, store, live).await {
                 Ok(pipeline) => pipeline.run(shutdown.clone()).await.map_err(RunError::from),

@@ -23,7 +23,12 @@ pub struct RunConfig {
     #[arg(long, env = "IOTSTREAM_GROUP", default_value = "iotstream")]
     pub group: String,
     /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
     pub database_url: String,
     /// Folder of plugin components (`*.wasm`, each with an optional `NAME.json` configuration).
     #[arg(long = "plugins", env = "IOTSTREAM_PLUGINS", default_value = "dist/plugins")]

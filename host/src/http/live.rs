@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use iotstream_api::{
-    AggregateRow, LIVE_ROWS, LiveEvent, LiveView, PluginAction, PluginEvent, PluginFailure, PluginStatus,
+    AggregateRow, LIVE_ROWS, LiveEvent, LiveView, OutageCode, PluginAction, PluginEvent, PluginFailure, PluginStatus,
     PredictionRow, ReadingRow, Stats,
 };
 use tokio::sync::broadcast;
@@ -61,10 +61,10 @@ struct State {
     batches: VecDeque<(Instant, u64)>,
     latencies: VecDeque<f64>,
     last_seen: HashMap<String, Instant>,
-    database_ok: bool,
-    database_error: Option<String>,
-    broker_ok: bool,
-    broker_error: Option<String>,
+    /// Why the database is unavailable (`None`: it took the last write).
+    database_down: Option<OutageCode>,
+    /// Why the brokers are unavailable (`None`: they answer).
+    broker_down: Option<OutageCode>,
     last_checkpoint: Option<DateTime<Utc>>,
     /// Plugin files refused, by plugin (cleared when a later version loads or the file goes).
     plugin_failures: std::collections::BTreeMap<String, String>,
@@ -103,10 +103,8 @@ impl Live {
                 batches: VecDeque::new(),
                 latencies: VecDeque::new(),
                 last_seen: HashMap::new(),
-                database_ok: true,
-                database_error: None,
-                broker_ok: true,
-                broker_error: None,
+                database_down: None,
+                broker_down: None,
                 last_checkpoint: None,
                 plugin_failures: Default::default(),
                 plugin_events: VecDeque::new(),
@@ -150,10 +148,12 @@ impl Live {
             readings_per_second: recent as f64 / RATE_WINDOW.as_secs_f64(),
             latency_ms_p50: percentile(0.5),
             latency_ms_p99: percentile(0.99),
-            database_ok: state.database_ok,
-            database_error: state.database_error.clone(),
-            broker_ok: state.broker_ok,
-            broker_error: state.broker_error.clone(),
+            database_ok: state.database_down.is_none(),
+            database_error: state.database_down.map(|code| code.message().to_owned()),
+            database_code: state.database_down,
+            broker_ok: state.broker_down.is_none(),
+            broker_error: state.broker_down.map(|code| code.message().to_owned()),
+            broker_code: state.broker_down,
             last_checkpoint: state.last_checkpoint,
             plugin_failures: failures_of(state),
             started_at: self.started_at,
@@ -180,27 +180,23 @@ impl Live {
         self.lock().view.plugins.clone()
     }
 
-    /// Records whether the last database write succeeded, and why not; a change is pushed to
-    /// subscribers at once (a stalled pipeline sends no batch events).
-    pub fn set_database(&self, ok: bool, error: Option<String>) {
+    /// Records whether the last database write succeeded (`None`) or why not; a change is pushed
+    /// to subscribers at once (a stalled pipeline sends no batch events).
+    pub fn set_database(&self, down: Option<OutageCode>) {
         let mut state = self.lock();
-        let changed = state.database_ok != ok;
-        state.database_ok = ok;
-        state.database_error = error;
-        if changed {
+        if state.database_down != down {
+            state.database_down = down;
             self.push_status(state);
         }
     }
 
-    /// Records whether the brokers answer, and the consumer's last error; a change is pushed.
-    pub fn set_broker(&self, ok: bool, error: Option<String>) {
+    /// Records whether the brokers answer (`None`) or why not; a change is pushed.
+    pub fn set_broker(&self, down: Option<OutageCode>) {
         let mut state = self.lock();
-        if state.broker_ok == ok {
-            return;
+        if state.broker_down != down {
+            state.broker_down = down;
+            self.push_status(state);
         }
-        state.broker_ok = ok;
-        state.broker_error = if ok { None } else { error };
-        self.push_status(state);
     }
 
     /// Records that the file of `plugin` was refused (`Some`) or that it loaded (`None`).

@@ -93,8 +93,8 @@ async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
     let status = if stats.database_ok && stats.broker_ok { "ok" } else { "degraded" };
     Json(serde_json::json!({
         "status": status,
-        "database": { "ok": stats.database_ok, "error": stats.database_error },
-        "broker": { "ok": stats.broker_ok, "error": stats.broker_error },
+        "database": { "ok": stats.database_ok, "code": stats.database_code, "error": stats.database_error },
+        "broker": { "ok": stats.broker_ok, "code": stats.broker_code, "error": stats.broker_error },
         "last_checkpoint": stats.last_checkpoint,
     }))
 }

@@ -158,13 +158,13 @@ impl Pipeline {
             .without_max_times();
         let write = || store.write(rows);
         let retried = write.retry(backoff).notify(|err, delay| {
-            live.set_database(false, Some(err.to_string()));
+            live.set_database(Some(err.outage()));
             warn!(error = %err, retry_in = ?delay, "batch not stored; retrying");
         });
         tokio::select! {
             result = retried => {
                 if result.is_ok() {
-                    live.set_database(true, None);
+                    live.set_database(None);
                 }
                 result.ok()
             }

@@ -37,7 +37,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use iotstream_api::PluginStatus;
+use iotstream_api::{OutageCode, PluginStatus};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
@@ -141,7 +141,7 @@ impl Pipeline {
                 _ = shutdown.cancelled() => break,
             };
             let broker_up = self.source_health.is_up();
-            self.live.set_broker(broker_up, if broker_up { None } else { self.source_health.last_error() });
+            self.live.set_broker((!broker_up).then_some(OutageCode::BrokersUnreachable));
             // Nothing to compute meanwhile: let the batch in flight finish.
             let step =
                 if batch.is_empty() { self.finish_in_flight().await } else { self.process(&batch, &shutdown).await };

@@ -28,6 +28,7 @@ mod writer;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use iotstream_api::OutageCode;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -69,6 +70,25 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
+impl StoreError {
+    /// The outage the API reports for this error (the error itself is logged, never served).
+    pub fn outage(&self) -> OutageCode {
+        match self {
+            StoreError::Connect { .. }
+            | StoreError::Database(
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_),
+            ) => OutageCode::DatabaseUnreachable,
+            _ => OutageCode::DatabaseError,
+        }
+    }
+}
+
+/// The server `options` name, for messages: host, port and database, never the user's password
+/// (whether the URL carried it as `user:password@` or as `?password=`).
+fn server_name(options: &PgConnectOptions) -> String {
+    format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or_default())
+}
+
 /// Writes batches and answers the API's queries.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -88,8 +108,7 @@ impl Store {
         };
         let backoff =
             ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(CONNECT_ATTEMPTS);
-        let server =
-            format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or_default());
+        let server = server_name(&options);
         let pool = attempt
             .retry(backoff)
             .notify(|err, delay| warn!(error = %err, retry_in = ?delay, %server, "database not reachable yet"))
@@ -114,5 +133,20 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_server_without_the_password() {
+        for url in
+            ["postgres://iot:s3cret@db.example:6543/iot_db", "postgres://iot@db.example:6543/iot_db?password=s3cret"]
+        {
+            let options: PgConnectOptions = url.parse().expect("valid URL");
+            assert_eq!(server_name(&options), "db.example:6543/iot_db", "{url}");
+        }
     }
 }

@@ -9,6 +9,7 @@ mod compose;
 mod dashboard;
 mod dead_letters;
 mod e2e;
+mod exposure;
 mod faults;
 mod hot_swap;
 mod iforest;
