@@ -169,7 +169,7 @@ fn serve_http(
     listener: TcpListener,
     shutdown: &CancellationToken,
 ) -> Result<JoinHandle<std::io::Result<()>>, RunError> {
-    let state = ApiState { store: store.clone(), live: live.clone(), shutdown: shutdown.clone() };
+    let state = ApiState::with_max_streams(store.clone(), live.clone(), shutdown.clone(), config.max_streams);
     let app = router(state, config.dashboard_dir.clone());
     let address = listener.local_addr().map_err(RunError::Http)?;
     info!(url = %format!("http://{address}/"), "dashboard served");

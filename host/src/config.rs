@@ -39,6 +39,9 @@ pub struct RunConfig {
     /// HTTP address of the API and dashboard (port 0 picks a free port).
     #[arg(long, env = "IOTSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Live streams (`/api/stream`, one per open dashboard) served at once; more are refused (503).
+    #[arg(long, env = "IOTSTREAM_MAX_STREAMS", default_value_t = crate::http::MAX_STREAMS)]
+    pub max_streams: usize,
     /// Most messages per batch.
     #[arg(long, env = "IOTSTREAM_BATCH_MAX", default_value_t = PipelineConfig::BATCH_MAX)]
     pub batch_max: usize,

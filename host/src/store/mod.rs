@@ -41,9 +41,15 @@ pub use self::rows::{BatchRows, DeadLetter, ModelLineage, Prediction, ShadowPred
 /// The schema, embedded from `migrations/` at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Connections in the pool: the pipeline holds one per batch in flight (at most two, a write and a
-/// start-up query), the API the rest.
-const POOL_CONNECTIONS: u32 = 8;
+/// Connections of the pipeline's own pool: one write in flight, one start-up or checkpoint query,
+/// and room for a reconnect. The API has a pool of its own, so no query can starve the pipeline.
+const PIPELINE_CONNECTIONS: u32 = 3;
+/// Connections of the API's pool: concurrent queries beyond it wait for one (bounded by
+/// [`ACQUIRE_TIMEOUT`], then answered 503).
+const API_CONNECTIONS: u32 = 4;
+/// How long one API query may run before PostgreSQL cancels it: the dashboard's queries take
+/// milliseconds; a query this slow is one nobody should wait for.
+pub const API_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a query waits for a free connection before it fails (and the pipeline retries).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times [`Store::connect`] tries, backing off up to 5 s: about a minute, long enough for
@@ -92,7 +98,10 @@ fn server_name(options: &PgConnectOptions) -> String {
 /// Writes batches and answers the API's queries.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// The pipeline's connections: batch writes, checkpoints, positions.
     pool: PgPool,
+    /// The API's connections, each with [`API_STATEMENT_TIMEOUT`].
+    api_pool: PgPool,
 }
 
 impl Store {
@@ -102,7 +111,7 @@ impl Store {
     pub async fn connect(options: PgConnectOptions) -> Result<Self, StoreError> {
         let attempt = || {
             PgPoolOptions::new()
-                .max_connections(POOL_CONNECTIONS)
+                .max_connections(PIPELINE_CONNECTIONS)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options.clone())
         };
@@ -114,14 +123,26 @@ impl Store {
             .notify(|err, delay| warn!(error = %err, retry_in = ?delay, %server, "database not reachable yet"))
             .await
             .map_err(|source| StoreError::Connect { server, source })?;
-        let store = Store::new(pool);
+        let timeout = format!("{}ms", API_STATEMENT_TIMEOUT.as_millis());
+        // Lazy: the API's connections open as it is queried.
+        let api_pool = PgPoolOptions::new()
+            .max_connections(API_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.options([("statement_timeout", timeout.as_str())]));
+        let store = Store { pool, api_pool };
         store.migrate().await?;
         Ok(store)
     }
 
-    /// A store over `pool`; call [`Store::migrate`] before the first write.
+    /// A store whose pipeline and API share `pool` (tests; [`Store::connect`] gives each its own);
+    /// call [`Store::migrate`] before the first write.
     pub fn new(pool: PgPool) -> Self {
-        Store { pool }
+        Store { api_pool: pool.clone(), pool }
+    }
+
+    /// The API's pool.
+    pub fn api_pool(&self) -> &PgPool {
+        &self.api_pool
     }
 
     /// The pool.

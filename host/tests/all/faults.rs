@@ -574,7 +574,11 @@ async fn with_the_brokers_unreachable_at_start_the_api_serves_and_says_so(pool: 
     let health = wait_for_health(addr, "broker", false).await;
     assert_eq!(health["status"], "degraded");
     assert_eq!(health["database"]["ok"], true);
-    assert_eq!(health["broker"]["error"], format!("connecting to {brokers}"));
+    let connecting = iotstream_api::OutageCode::BrokersConnecting;
+    assert_eq!(
+        (health["broker"]["code"].clone(), health["broker"]["error"].clone()),
+        (connecting.to_string().into(), connecting.message().into())
+    );
     shutdown.cancel();
     let stopped = tokio::time::timeout(Duration::from_secs(10), task).await.expect("stops within 10 s");
     assert!(matches!(stopped, Ok(Ok(()))), "{stopped:?}");

@@ -256,7 +256,7 @@ async fn metrics_endpoint_serves_a_failing_plugins_counters_to_prometheus() {
     // /metrics needs no database: a pool that never connects will do.
     let pool =
         sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://unused@127.0.0.1/unused").expect("lazy pool");
-    let state = ApiState { store: Store::new(pool), live, shutdown: tokio_util::sync::CancellationToken::new() };
+    let state = ApiState::new(Store::new(pool), live, tokio_util::sync::CancellationToken::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let app = router(state, "/nonexistent".into());

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod api_limits;
 mod batch_log;
 mod compose;
 mod dashboard;
