@@ -30,6 +30,10 @@ pub const BEGINNING: i64 = -2;
 
 /// How long the source waits after a consumer error before asking again.
 const ERROR_PAUSE: Duration = Duration::from_millis(250);
+/// Keys and payloads one batch may hold: a batch of the default 5000 seed-format readings is about
+/// 1 MB, so this only splits batches of unusually large messages (a topic of 1 MB messages would
+/// otherwise make one batch of gigabytes).
+pub const BATCH_MAX_BYTES: usize = 32 << 20;
 /// How long one metadata request may take before it is retried.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -178,7 +182,7 @@ impl Source {
         let consumer = Arc::clone(&self.consumer);
         let idle_until = tokio::time::Instant::now() + idle;
         let mut linger_until = None;
-        while self.pending.len() < max {
+        while self.pending.len() < max && self.pending.bytes() < BATCH_MAX_BYTES {
             if linger_until.is_none() && !self.pending.is_empty() {
                 linger_until = Some(tokio::time::Instant::now() + linger);
             }
@@ -190,7 +194,7 @@ impl Source {
                 break;
             }
         }
-        self.pending.take_up_to(max)
+        self.pending.take_bounded(max, BATCH_MAX_BYTES)
     }
 
     /// Holds a received message and returns its partition and offset; `None` on a consumer error

@@ -16,7 +16,8 @@ use super::{Committed, Pipeline, PipelineError, SHUTDOWN_WRITE_GRACE};
 use crate::http::live::{BatchSummary, EVENT_ROWS, Live};
 use crate::kafka::RawMessage;
 use crate::plugins::bindings::Reading as WitReading;
-use crate::store::rows::DEAD_LETTER_PAYLOAD_LIMIT;
+use crate::reading::DecodeError;
+use crate::store::rows::{DEAD_LETTER_KEY_LIMIT, DEAD_LETTER_PAYLOAD_LIMIT};
 use crate::store::{BatchRows, CheckpointReason, DeadLetter, Store, StoredReading, Written};
 
 impl Pipeline {
@@ -76,15 +77,7 @@ impl Pipeline {
                 }
                 Err(err) => {
                     debug!(partition = message.partition, offset = message.offset, error = %err, "dead-lettering a message");
-                    rows.dead_letters.push(DeadLetter {
-                        topic: self.source.topic().to_owned(),
-                        partition: message.partition,
-                        offset: message.offset,
-                        key: message.key.clone(),
-                        payload: message.payload.as_ref().map(|p| p[..p.len().min(DEAD_LETTER_PAYLOAD_LIMIT)].to_vec()),
-                        error: err.to_string(),
-                        reason: err.kind(),
-                    });
+                    rows.dead_letters.push(dead_letter(self.source.topic(), message, &err));
                 }
             }
             let next = self.positions.entry(message.partition).or_insert(message.offset + 1);
@@ -223,4 +216,24 @@ pub(super) fn publish(
         latencies_ms,
     };
     live.record_batch(summary, plugins);
+}
+
+/// A message that did not decode or validate, as its dead letter: the payload up to
+/// [`DEAD_LETTER_PAYLOAD_LIMIT`] and the key up to [`DEAD_LETTER_KEY_LIMIT`] bytes (a cut is said
+/// in the error).
+fn dead_letter(topic: &str, message: &RawMessage, err: &DecodeError) -> DeadLetter {
+    let key_len = message.key.as_ref().map_or(0, Vec::len);
+    let mut error = err.to_string();
+    if key_len > DEAD_LETTER_KEY_LIMIT {
+        error.push_str(&format!(" (key cut from {key_len} to {DEAD_LETTER_KEY_LIMIT} bytes)"));
+    }
+    DeadLetter {
+        topic: topic.to_owned(),
+        partition: message.partition,
+        offset: message.offset,
+        key: message.key.as_ref().map(|k| k[..k.len().min(DEAD_LETTER_KEY_LIMIT)].to_vec()),
+        payload: message.payload.as_ref().map(|p| p[..p.len().min(DEAD_LETTER_PAYLOAD_LIMIT)].to_vec()),
+        error,
+        reason: err.kind(),
+    }
 }
