@@ -206,6 +206,9 @@ impl Stages {
         positions: BTreeMap<i32, i64>,
         after_batch: i64,
     ) -> Checkpoint {
+        if self.catalog.needs_compaction() {
+            self.compact_catalog();
+        }
         let catalog = &self.catalog;
         let mut states = Vec::new();
         for plugin in self.detectors.iter_mut().chain(&mut self.shadows).chain(&mut self.aggregators) {
@@ -222,6 +225,19 @@ impl Stages {
             }
         }
         Checkpoint { reason, after_batch: Some(after_batch), positions, catalog: self.catalog.entries(), states }
+    }
+
+    /// Replaces the catalog with its compaction and hands every plugin its state under the new
+    /// keys (at a checkpoint, so the checkpoint records the compacted catalog).
+    fn compact_catalog(&mut self) {
+        let compacted = self.catalog.compacted();
+        for plugin in self.detectors.iter_mut().chain(&mut self.shadows).chain(&mut self.aggregators) {
+            if let Err(err) = plugin.renumber(&self.catalog, &compacted) {
+                warn!(plugin = plugin.name(), error = %err, "state not handed to the compacted catalog now; the plugin restarts from it");
+            }
+        }
+        info!(keys_before = self.catalog.len(), keys_after = compacted.len(), "sensor catalog compacted");
+        self.catalog = compacted;
     }
 
     pub(super) fn statuses(&self) -> Vec<PluginStatus> {

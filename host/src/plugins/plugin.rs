@@ -372,6 +372,25 @@ impl Plugin {
         Ok(())
     }
 
+    /// Moves the stage from catalog `from` to `to`, which numbers the sensors anew (the host
+    /// compacted its keys): its state, keyed by identity, is exported against `from` and imported
+    /// against `to`. When the plugin cannot take it now (backing off, quarantined or failing), its
+    /// instance is dropped so that the next call re-creates it from that state and declares every
+    /// sensor anew: no instance keeps the old keys either way.
+    pub fn renumber(&mut self, from: &SensorCatalog, to: &SensorCatalog) -> Result<(), PluginError> {
+        let state = match self.state_to_carry(from) {
+            Ok(state) => state,
+            Err(err) => {
+                self.instance = None;
+                return Err(err);
+            }
+        };
+        self.import_state(to, &state).inspect_err(|_| {
+            self.last_good = Some(state);
+            self.instance = None;
+        })
+    }
+
     fn remember(&mut self, state: Vec<u8>) {
         self.metrics.state_bytes = state.len() as u64;
         self.last_good = Some(state);

@@ -71,3 +71,44 @@ async fn a_stop_while_batches_are_written_finishes_them_and_checkpoints(pool: Pg
     // Every stored reading is covered by the stored position (one partition: offsets 0..n).
     assert_eq!(positions, Some(stored));
 }
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_sensor_that_keeps_moving_does_not_grow_the_catalog_without_end(pool: PgPool) {
+    let host = Host::start(pool.clone(), None, &["--checkpoint-interval", "0s"]).await;
+    // One sensor reporting from a new location with every reading: a key each.
+    let moves: Vec<(String, Vec<u8>)> = (0..1500)
+        .map(|i| {
+            let at = 1_764_064_800_000 + i * 1000;
+            ("mover".to_owned(), encode(&reading("mover", SensorType::Co2, &format!("room_{i}"), at, 400.0)))
+        })
+        .collect();
+    host.produce(&moves).await;
+    wait_for("sensor_readings", 1500, || count_rows(&pool, "sensor_readings")).await;
+    // The shutdown checkpoint compacts the catalog: the mover's current identity only.
+    let (stopped, broker) = host.stop_keeping_broker().await;
+    stopped.expect("clean stop");
+    let (ids, locations): (Vec<String>, Vec<String>) =
+        sqlx::query_as("SELECT sensor_ids, locations FROM stage_checkpoints WHERE reason = 'shutdown'")
+            .fetch_one(&pool)
+            .await
+            .expect("checkpoint");
+    assert_eq!((ids, locations), (vec!["mover".to_owned()], vec!["room_1499".to_owned()]));
+    // A host restored from it carries on: every plugin judges the next readings.
+    let host = Host::start_on(broker, pool.clone(), None, &[]).await;
+    let more: Vec<(String, Vec<u8>)> = (1500..1540)
+        .map(|i| {
+            let at = 1_764_064_800_000 + i * 1000;
+            ("mover".to_owned(), encode(&reading("mover", SensorType::Co2, "room_1499", at, 400.0 + (i % 3) as f64)))
+        })
+        .collect();
+    host.produce(&more).await;
+    wait_for("sensor_readings", 1540, || count_rows(&pool, "sensor_readings")).await;
+    host.stop().await.expect("clean stop");
+    let judged: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT detector, count(*) FROM ml_anomaly_predictions WHERE kafka_offset >= 1500 AND detector IN ('zscore', 'isolation-forest') GROUP BY 1 ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("verdicts");
+    assert_eq!(judged, vec![("isolation-forest".to_owned(), 40), ("zscore".to_owned(), 40)]);
+}
