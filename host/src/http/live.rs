@@ -63,6 +63,8 @@ struct State {
     broker_ok: bool,
     broker_error: Option<String>,
     last_checkpoint: Option<DateTime<Utc>>,
+    /// While another host owns the source: what this one waits for.
+    standby: Option<String>,
     /// Plugin files refused, by plugin (cleared when a later version loads or the file goes).
     plugin_failures: std::collections::BTreeMap<String, String>,
     /// What happened to plugins while the host ran, oldest first (at most [`PLUGIN_EVENTS`]).
@@ -104,6 +106,7 @@ impl Live {
                 broker_ok: true,
                 broker_error: None,
                 last_checkpoint: None,
+                standby: None,
                 plugin_failures: Default::default(),
                 plugin_events: VecDeque::new(),
             }),
@@ -196,6 +199,18 @@ impl Live {
         state.broker_ok = ok;
         state.broker_error = if ok { None } else { error };
         self.push_status(state);
+    }
+
+    /// Records that this host waits for a source another host owns (`Some`: what it waits for) or
+    /// that it owns it (`None`).
+    pub fn set_standby(&self, waiting: Option<String>) {
+        self.lock().standby = waiting;
+    }
+
+    /// What this host waits for while another owns its source (`None`: it owns it, or is not
+    /// connected yet).
+    pub fn standby(&self) -> Option<String> {
+        self.lock().standby.clone()
     }
 
     /// Records that the file of `plugin` was refused (`Some`) or that it loaded (`None`).

@@ -14,10 +14,13 @@
 //! * [`rows`]: what one batch writes ([`BatchRows`]) and the row counts ([`Totals`]);
 //! * `writer`: [`Store::write`], the batch's one transaction;
 //! * [`checkpoints`]: every stage's state with the positions it includes, written and restored;
-//! * `sources`: the `kafka_sources` registry, stored positions and the batch log;
+//! * `sources`: the `kafka_sources` registry (a source's epochs), stored positions and the batch log;
+//! * [`ownership`]: one host per source (an advisory lock held while its pipeline runs, and the
+//!   fence its batch transactions check);
 //! * `queries`: what the API and the live view read.
 
 pub mod checkpoints;
+pub mod ownership;
 mod queries;
 pub mod rows;
 mod sources;
@@ -32,6 +35,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tracing::warn;
 
 pub use self::checkpoints::{Checkpoint, CheckpointReason, StageState};
+pub use self::ownership::{Fence, Holder, Ownership, SourceLock};
 pub use self::rows::{BatchRows, DeadLetter, ModelLineage, Prediction, ShadowPrediction, StoredReading, Totals};
 
 /// The schema, embedded from `migrations/` at build time.
@@ -63,12 +67,23 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A batch transaction found that this host's lock on its source is gone (its database
+    /// session ended): another host may own the source now. Not retried: the pipeline stops.
+    #[error("this host no longer owns source {lineage}: the database session {pid} holding its lock has ended")]
+    NotOwner {
+        /// The source's first id.
+        lineage: i16,
+        /// The backend pid that held the lock.
+        pid: i32,
+    },
 }
 
 /// Writes batches and answers the API's queries.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// What every batch transaction checks: the pipeline's store is fenced by its source's lock.
+    fence: Option<Fence>,
 }
 
 impl Store {
@@ -98,7 +113,12 @@ impl Store {
 
     /// A store over `pool`; call [`Store::migrate`] before the first write.
     pub fn new(pool: PgPool) -> Self {
-        Store { pool }
+        Store { pool, fence: None }
+    }
+
+    /// This store, whose every batch transaction checks `fence` (the owner's lock is still held).
+    pub fn fenced(&self, fence: Fence) -> Self {
+        Store { pool: self.pool.clone(), fence: Some(fence) }
     }
 
     /// The pool.
