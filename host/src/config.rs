@@ -66,6 +66,11 @@ pub struct RunConfig {
     /// How old an event time may be ("off": no limit, to backfill history).
     #[arg(long, env = "IOTSTREAM_MAX_AGE", default_value_t = MaxAge(ReadingLimits::default().max_age))]
     pub max_age: MaxAge,
+    /// Start even though the stored positions are past the end of the broker's log (a topic
+    /// created again, a broker's log wiped): store the new log as a new epoch of the source, from
+    /// its start, with fresh stages (docs/guarantees.md). Without it the host refuses to start.
+    #[arg(long, env = "IOTSTREAM_ACCEPT_NEW_LOG")]
+    pub accept_new_log: bool,
     /// Partitions of the embedded broker's topic (each keeps ~5 MB: size for the data).
     #[arg(long, env = "IOTSTREAM_EMBEDDED_PARTITIONS", default_value_t = 12)]
     pub embedded_partitions: i32,
@@ -90,6 +95,7 @@ impl RunConfig {
                 max_future: *self.max_future,
                 max_age: self.max_age.0,
             },
+            accept_new_log: self.accept_new_log,
             ..PipelineConfig::default()
         }
     }

@@ -66,6 +66,8 @@ struct State {
     /// Why the brokers are unavailable (`None`: they answer).
     broker_down: Option<OutageCode>,
     last_checkpoint: Option<DateTime<Utc>>,
+    /// While another host owns the source: what this one waits for.
+    standby: Option<String>,
     /// Plugin files refused, by plugin (cleared when a later version loads or the file goes).
     plugin_failures: std::collections::BTreeMap<String, String>,
     /// What happened to plugins while the host ran, oldest first (at most [`PLUGIN_EVENTS`]).
@@ -106,6 +108,7 @@ impl Live {
                 database_down: None,
                 broker_down: None,
                 last_checkpoint: None,
+                standby: None,
                 plugin_failures: Default::default(),
                 plugin_events: VecDeque::new(),
             }),
@@ -197,6 +200,18 @@ impl Live {
             state.broker_down = down;
             self.push_status(state);
         }
+    }
+
+    /// Records that this host waits for a source another host owns (`Some`: what it waits for) or
+    /// that it owns it (`None`).
+    pub fn set_standby(&self, waiting: Option<String>) {
+        self.lock().standby = waiting;
+    }
+
+    /// What this host waits for while another owns its source (`None`: it owns it, or is not
+    /// connected yet).
+    pub fn standby(&self) -> Option<String> {
+        self.lock().standby.clone()
     }
 
     /// Records that the file of `plugin` was refused (`Some`) or that it loaded (`None`).

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use chrono::Utc;
+use chrono::{DateTime, TimeZone, Utc};
 use iotstream_api::{PluginStatus, PredictionRow};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
@@ -18,7 +18,7 @@ use crate::kafka::RawMessage;
 use crate::plugins::bindings::Reading as WitReading;
 use crate::reading::DecodeError;
 use crate::store::rows::{DEAD_LETTER_KEY_LIMIT, DEAD_LETTER_PAYLOAD_LIMIT};
-use crate::store::{BatchRows, CheckpointReason, DeadLetter, Store, StoredReading, Written};
+use crate::store::{BatchRows, CheckpointReason, DeadLetter, Store, StoreError, StoredReading, Written};
 
 impl Pipeline {
     /// Processes one batch and starts its transaction once the previous batch's has committed;
@@ -65,7 +65,7 @@ impl Pipeline {
         let mut wit = Vec::with_capacity(batch.len());
         let now = Utc::now();
         for message in batch {
-            match self.config.limits.check(message.payload.as_deref(), now) {
+            match self.config.limits.check(message.payload.as_deref(), judged_at(message, now)) {
                 Ok(reading) => {
                     wit.push(self.stages.catalog.wit_reading(&reading));
                     rows.readings.push(StoredReading {
@@ -137,6 +137,8 @@ impl Pipeline {
     /// Writes `rows`, retrying with exponential backoff (0.1 s doubling to 10 s) until it succeeds,
     /// or (`None`) until [`SHUTDOWN_WRITE_GRACE`] after shutdown was requested: a write in
     /// progress at shutdown finishes, an outage does not hold the shutdown.
+    /// A lost source ([`StoreError::NotOwner`]) is not retried: it stops the host (`None`, ERROR
+    /// logged).
     /// (A free function of the store and live view: the plugin stores are not `Sync`, so no `&self`
     /// may live across an await.)
     pub(super) async fn commit(
@@ -150,23 +152,38 @@ impl Pipeline {
             .with_max_delay(Duration::from_secs(10))
             .without_max_times();
         let write = || store.write(rows);
-        let retried = write.retry(backoff).notify(|err, delay| {
-            live.set_database(Some(err.outage()));
-            warn!(error = %err, retry_in = ?delay, "batch not stored; retrying");
-        });
+        let retried =
+            write.retry(backoff).when(|err| !matches!(err, StoreError::NotOwner { .. })).notify(|err, delay| {
+                live.set_database(Some(err.outage()));
+                warn!(error = %err, retry_in = ?delay, "batch not stored; retrying");
+            });
         tokio::select! {
-            result = retried => {
-                if result.is_ok() {
+            result = retried => match result {
+                Ok(written) => {
                     live.set_database(None);
+                    Some(written)
                 }
-                result.ok()
-            }
+                Err(err) => {
+                    // Another host may own the source now: writing on would overwrite its batch
+                    // log and checkpoints. Stop; a restart waits for the source again.
+                    error!(error = %err, "batch not stored: this host lost its source; stopping (restart it to wait for the source again)");
+                    shutdown.cancel();
+                    None
+                }
+            },
             _ = async {
                 shutdown.cancelled().await;
                 tokio::time::sleep(SHUTDOWN_WRITE_GRACE).await;
             } => None,
         }
     }
+}
+
+/// The time a message's event time is judged against: its Kafka timestamp (when it was produced or
+/// appended), the same however late it is processed, so a replay long after a crash judges it as
+/// the first run did; the host's clock `now` only for a message without one.
+fn judged_at(message: &RawMessage, now: DateTime<Utc>) -> DateTime<Utc> {
+    message.timestamp_ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single()).unwrap_or(now)
 }
 
 /// Pushes a committed batch (what it `written`, its newest rows) to the live view.

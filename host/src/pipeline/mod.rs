@@ -44,7 +44,7 @@ use tracing::{error, info, warn};
 use crate::http::live::Live;
 use crate::kafka::{KafkaError, Source, SourceHealth};
 use crate::reading::ReadingLimits;
-use crate::store::{BatchRows, CheckpointReason, Store, StoreError};
+use crate::store::{BatchRows, CheckpointReason, SourceLock, Store, StoreError};
 
 /// How long the shutdown checkpoint may take before the host exits without it (the previous
 /// checkpoint and a replay then cover the difference).
@@ -69,6 +69,9 @@ pub struct PipelineConfig {
     pub replay_patience: Duration,
     /// What a message must satisfy besides its format.
     pub limits: ReadingLimits,
+    /// Whether a log that started again (stored positions past the broker's end) is stored as a
+    /// new epoch of the source; without it the host refuses to start.
+    pub accept_new_log: bool,
 }
 
 impl PipelineConfig {
@@ -97,6 +100,7 @@ impl Default for PipelineConfig {
             checkpoint_interval: Some(Self::CHECKPOINT_INTERVAL),
             replay_patience: Self::REPLAY_PATIENCE,
             limits: ReadingLimits::default(),
+            accept_new_log: false,
         }
     }
 }
@@ -123,6 +127,8 @@ pub struct Pipeline {
     in_flight: Option<InFlight>,
     store: Store,
     live: Arc<Live>,
+    /// This host's ownership of the source, released when the pipeline ends.
+    _owner: SourceLock,
 }
 
 impl Pipeline {
@@ -264,7 +270,23 @@ pub enum StartError {
     /// Reading the positions or the checkpoint.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Assigning the partitions.
+    /// Assigning the partitions, or reading their offset ranges.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    /// The stored positions are past the end of the broker's log: the topic was created again or
+    /// the broker's log wiped, and its offsets name other messages now.
+    #[error(
+        "the log of topic {topic} on {identity} started again ({rewound}): its offsets now name other messages, which \
+         would be dropped as replays of the stored ones. Check the broker (a topic deleted and created again, a log \
+         wiped), then start with --accept-new-log (IOTSTREAM_ACCEPT_NEW_LOG=true) to store it as a new epoch of the \
+         source"
+    )]
+    LogRewound {
+        /// The topic.
+        topic: String,
+        /// The source's identity (the cluster).
+        identity: String,
+        /// Each partition: stored next offset and the broker's end.
+        rewound: String,
+    },
 }

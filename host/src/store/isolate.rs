@@ -96,6 +96,9 @@ impl Store {
     /// The slow path of [`Store::write`]: every part behind its own savepoint.
     pub(super) async fn write_isolating(&self, batch: &BatchRows) -> Result<Written, StoreError> {
         let mut tx = self.pool.begin().await?;
+        if let Some(fence) = &self.fence {
+            fence.check(&mut tx).await?;
+        }
         let mut written = Written::default();
         let source = batch.source;
         let kept = readings_apart(&mut tx, batch, &mut written).await?;

@@ -15,11 +15,14 @@
 //! * `writer`: [`Store::write`], the batch's one transaction; `isolate`: the same when the database
 //!   refuses part of it for good (a poison row costs only itself);
 //! * [`checkpoints`]: every stage's state with the positions it includes, written and restored;
-//! * `sources`: the `kafka_sources` registry, stored positions and the batch log;
+//! * `sources`: the `kafka_sources` registry (a source's epochs), stored positions and the batch log;
+//! * [`ownership`]: one host per source (an advisory lock held while its pipeline runs, and the
+//!   fence its batch transactions check);
 //! * `queries`: what the API and the live view read.
 
 pub mod checkpoints;
 mod isolate;
+pub mod ownership;
 mod queries;
 pub mod rows;
 mod sources;
@@ -36,6 +39,7 @@ use tracing::warn;
 
 pub use self::checkpoints::{Checkpoint, CheckpointReason, StageState};
 pub use self::isolate::{Refused, RefusedOrigin, Written, is_permanent};
+pub use self::ownership::{Fence, Holder, Ownership, SourceLock};
 pub use self::rows::{BatchRows, DeadLetter, ModelLineage, Prediction, ShadowPrediction, StoredReading, Totals};
 
 /// The schema, embedded from `migrations/` at build time.
@@ -74,6 +78,15 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A batch transaction found that this host's lock on its source is gone (its database
+    /// session ended): another host may own the source now. Not retried: the pipeline stops.
+    #[error("this host no longer owns source {lineage}: the database session {pid} holding its lock has ended")]
+    NotOwner {
+        /// The source's first id.
+        lineage: i16,
+        /// The backend pid that held the lock.
+        pid: i32,
+    },
 }
 
 impl StoreError {
@@ -102,6 +115,8 @@ pub struct Store {
     pool: PgPool,
     /// The API's connections, each with [`API_STATEMENT_TIMEOUT`].
     api_pool: PgPool,
+    /// What every batch transaction checks: the pipeline's store is fenced by its source's lock.
+    fence: Option<Fence>,
 }
 
 impl Store {
@@ -129,7 +144,7 @@ impl Store {
             .max_connections(API_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options.options([("statement_timeout", timeout.as_str())]));
-        let store = Store { pool, api_pool };
+        let store = Store { pool, api_pool, fence: None };
         store.migrate().await?;
         Ok(store)
     }
@@ -137,12 +152,17 @@ impl Store {
     /// A store whose pipeline and API share `pool` (tests; [`Store::connect`] gives each its own);
     /// call [`Store::migrate`] before the first write.
     pub fn new(pool: PgPool) -> Self {
-        Store { api_pool: pool.clone(), pool }
+        Store { api_pool: pool.clone(), pool, fence: None }
     }
 
     /// The API's pool.
     pub fn api_pool(&self) -> &PgPool {
         &self.api_pool
+    }
+
+    /// This store, whose every batch transaction checks `fence` (the owner's lock is still held).
+    pub fn fenced(&self, fence: Fence) -> Self {
+        Store { pool: self.pool.clone(), api_pool: self.api_pool.clone(), fence: Some(fence) }
     }
 
     /// The pool.

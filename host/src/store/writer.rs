@@ -17,7 +17,8 @@ use crate::store::{BatchRows, Store, StoreError, Totals};
 pub(super) type Tx<'a> = Transaction<'a, Postgres>;
 
 impl Store {
-    /// Writes a whole batch in one transaction: its rows (a replayed message's rows are no-ops),
+    /// Writes a whole batch in one transaction (fenced: only while this host owns the source, see
+    /// [`super::ownership`]): its rows (a replayed message's rows are no-ops),
     /// the source's new positions and the checkpoint, if any. Returns the rows it added (a
     /// replayed message adds none), as counts like the all-time [`Totals`], and what the database
     /// refused.
@@ -42,6 +43,9 @@ impl Store {
     async fn write_whole(&self, batch: &BatchRows) -> Result<Totals, StoreError> {
         let mut written = Totals::default();
         let mut tx = self.pool.begin().await?;
+        if let Some(fence) = &self.fence {
+            fence.check(&mut tx).await?;
+        }
         let source = batch.source;
         if !batch.readings.is_empty() {
             (written.readings, written.flagged) = insert_readings(&mut tx, source, &batch.readings).await?;

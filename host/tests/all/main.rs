@@ -23,3 +23,4 @@ mod python;
 mod quality;
 mod replay;
 mod shutdown;
+mod source;
