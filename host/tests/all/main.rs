@@ -19,3 +19,4 @@ mod process;
 mod python;
 mod quality;
 mod replay;
+mod sandbox;
