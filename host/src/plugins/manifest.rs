@@ -33,6 +33,7 @@ use serde::Deserialize;
 
 #[cfg(doc)]
 use super::PluginCeilings;
+use super::output::display_text;
 use super::{PluginError, PluginLimits, StageKind};
 
 /// `NAME.toml`.
@@ -96,8 +97,10 @@ impl PluginSpec {
     pub fn beside(wasm: &Path) -> Result<PluginSpec, PluginError> {
         let toml_path = wasm.with_extension("toml");
         if let Some(text) = read_optional(&toml_path)? {
-            let manifest: Manifest = toml::from_str(&text)
-                .map_err(|err| PluginError::Manifest { path: toml_path.clone(), message: err.message().to_owned() })?;
+            let manifest: Manifest = toml::from_str(&text).map_err(|err| PluginError::Manifest {
+                path: toml_path.clone(),
+                message: display_text(err.message()),
+            })?;
             let config = serde_json::to_string(&manifest.config)
                 .map_err(|err| PluginError::Manifest { path: toml_path.clone(), message: err.to_string() })?;
             let spec = PluginSpec { manifest, config, source: Some(toml_path) };
@@ -193,8 +196,9 @@ impl PluginSpec {
         Ok(grants.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))).collect())
     }
 
+    /// A refusal of the manifest; its message, which may quote the manifest, shown fit.
     fn refused(&self, message: String) -> PluginError {
-        PluginError::Manifest { path: self.source.clone().unwrap_or_default(), message }
+        PluginError::Manifest { path: self.source.clone().unwrap_or_default(), message: display_text(&message) }
     }
 }
 

@@ -118,7 +118,7 @@ impl PluginRuntime {
         for path in paths {
             match self.load(&path) {
                 Ok(plugin) => loaded.push(plugin),
-                Err(err) => failed.push((plugin_name(&path), err)),
+                Err(err) => failed.push((output::display_text(&plugin_name(&path)), err)),
             }
         }
         Ok((loaded, failed))

@@ -173,3 +173,53 @@ fn a_traps_message_is_fit_to_show() {
     assert_eq!((message.chars().count(), message.ends_with('…')), (200, true), "{message}");
     assert!(!message.contains('\n'), "{message}");
 }
+
+#[test]
+fn the_operator_raises_the_ceilings_and_allows_variables_with_run_flags() {
+    use iotstream::plugins::PluginCeilings;
+    let defaults = crate::support::run_config(&[]).plugin_limits().ceilings;
+    assert_eq!(
+        defaults,
+        PluginCeilings { memory_bytes: 256 << 20, call_deadline: Duration::from_secs(5), env_allowed: vec![] }
+    );
+    let flags = [
+        "--plugin-max-memory-mib",
+        "1024",
+        "--plugin-max-call-deadline",
+        "30s",
+        "--plugin-env-allow",
+        "TZ,IOTSTREAM_SANDBOX_TEST_UNSET",
+    ];
+    let limits = crate::support::run_config(&flags).plugin_limits();
+    let expected = PluginCeilings {
+        memory_bytes: 1 << 30,
+        call_deadline: Duration::from_secs(30),
+        env_allowed: vec!["TZ".into(), "IOTSTREAM_SANDBOX_TEST_UNSET".into()],
+    };
+    assert_eq!(limits.ceilings, expected);
+    // Under those ceilings the manifest the defaults refuse loads.
+    let scratch = scratch_folder("raised");
+    let wasm = scratch.path().join("zscore.wasm");
+    std::fs::copy(plugin_path("zscore"), &wasm).expect("copy");
+    let manifest =
+        "[limits]\nmemory_mib = 1024\ncall_deadline_ms = 30000\n[grants]\nenv = [\"IOTSTREAM_SANDBOX_TEST_UNSET\"]\n";
+    std::fs::write(scratch.path().join("zscore.toml"), manifest).expect("manifest");
+    assert!(PluginRuntime::new().expect("runtime").load(&wasm).is_err(), "refused under the defaults");
+    PluginRuntime::with_limits(limits).expect("runtime").load(&wasm).expect("loads under the raised ceilings");
+}
+
+#[test]
+fn plugin_text_published_to_the_api_is_cut_and_stripped_of_control_characters() {
+    use iotstream::http::live::Live;
+    use iotstream::store::Totals;
+    use iotstream_api::PluginAction;
+    let live = Live::new(Totals::default(), Vec::new(), Vec::new(), Vec::new());
+    let error = format!("refused: {}\u{1b}[2J", "x".repeat(300));
+    live.set_plugin_failure("evil\nname", Some(error.clone()));
+    live.plugin_event("evil\nname", PluginAction::Refused, error);
+    let expected_error = format!("refused: {}…", "x".repeat(200 - "refused: ".len() - 1));
+    let failures = live.plugin_failures();
+    assert_eq!((failures[0].plugin.as_str(), failures[0].error.as_str()), ("evil name", expected_error.as_str()));
+    let events = live.plugin_events();
+    assert_eq!((events[0].plugin.as_str(), events[0].detail.as_str()), ("evil name", expected_error.as_str()));
+}
