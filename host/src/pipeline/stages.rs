@@ -9,7 +9,7 @@ use iotstream_api::{AggregateRow, PluginStatus, Verdict};
 use tracing::{debug, error, info, warn};
 
 use crate::plugins::bindings::{ModelInfo, Reading as WitReading, Verdict as WitVerdict, WindowAggregate};
-use crate::plugins::output::display_text;
+use crate::plugins::output::{display_detail, display_text};
 use crate::plugins::{Plugin, PluginError, PluginState, SensorCatalog, StageKind};
 use crate::reading::SensorType;
 use crate::store::{BatchRows, Checkpoint, CheckpointReason, ModelLineage, Prediction, ShadowPrediction, StageState};
@@ -244,7 +244,7 @@ pub fn plugin_status(plugin: &Plugin) -> PluginStatus {
         errors: m.errors,
         restarts: m.restarts,
         mean_call_micros: if m.calls == 0 { 0.0 } else { m.busy_micros as f64 / m.calls as f64 },
-        last_error: m.last_error.as_deref().map(display_text),
+        last_error: m.last_error.as_deref().map(display_detail),
         state: m.state,
         consecutive_failures: m.consecutive_failures,
         skipped_readings: m.skipped_readings,

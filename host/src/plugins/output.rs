@@ -30,6 +30,9 @@ pub const WINDOW_TIME_MAX_MS: i64 = 253_402_300_799_999;
 /// Characters of plugin text shown on `/api/plugins` and in errors: a sentence's worth, enough to
 /// say what went wrong, short enough that a plugin cannot fill the page or the log.
 pub const DISPLAY_MAX_CHARS: usize = 200;
+/// Characters of a host message about a plugin (an error, an event's detail): the host's sentence
+/// with a path and a few plugin texts of [`DISPLAY_MAX_CHARS`] in it.
+pub const DETAIL_MAX_CHARS: usize = 1000;
 
 /// Checks a `stage-info` the host will store and show: a name and version that fit their columns
 /// and hold no control character.
@@ -38,9 +41,10 @@ pub(super) fn check_info(info: &StageInfo) -> Result<(), String> {
     check_text("its version", &info.version, VERSION_MAX_CHARS)
 }
 
-/// Checks a plugin's (file) name, which is stored as the stage of every row it produces.
-pub(super) fn check_name(name: &str) -> Result<(), String> {
-    check_text("the plugin's file name", name, STAGE_NAME_MAX_CHARS)
+/// Checks a plugin's (file) name, which is stored as the stage of every row it produces, or
+/// another stage name (`what`: a shadow's live detector).
+pub(super) fn check_name(what: &str, name: &str) -> Result<(), String> {
+    check_text(what, name, STAGE_NAME_MAX_CHARS)
 }
 
 /// `text` is at most `max` characters and holds no control character (NUL among them, which
@@ -112,11 +116,21 @@ fn storable_time(ms: i64) -> bool {
 /// Plugin text made fit to show: control characters (line breaks, escapes, NUL) replaced by
 /// spaces, and cut to [`DISPLAY_MAX_CHARS`] characters with `…` when longer.
 pub fn display_text(text: &str) -> String {
+    fit(text, DISPLAY_MAX_CHARS)
+}
+
+/// A host message about a plugin made fit to show: as [`display_text`], cut at
+/// [`DETAIL_MAX_CHARS`] (the plugin text in it was cut at [`DISPLAY_MAX_CHARS`] already).
+pub fn display_detail(text: &str) -> String {
+    fit(text, DETAIL_MAX_CHARS)
+}
+
+fn fit(text: &str, max: usize) -> String {
     let cleaned = text.chars().map(|c| if c.is_control() { ' ' } else { c });
-    if text.chars().count() <= DISPLAY_MAX_CHARS {
+    if text.chars().count() <= max {
         return cleaned.collect();
     }
-    cleaned.take(DISPLAY_MAX_CHARS - 1).chain(std::iter::once('…')).collect()
+    cleaned.take(max - 1).chain(std::iter::once('…')).collect()
 }
 
 #[cfg(test)]
@@ -193,7 +207,7 @@ mod tests {
         );
         assert_eq!(check_info(&info("z\u{1b}[31m", "0.1.0")), Err("its name holds a control character at 1".into()));
         assert_eq!(
-            check_name(&"n".repeat(STAGE_NAME_MAX_CHARS + 1)),
+            check_name("the plugin's file name", &"n".repeat(STAGE_NAME_MAX_CHARS + 1)),
             Err("the plugin's file name is 101 characters, more than the 100 the host stores".into())
         );
     }
@@ -206,5 +220,7 @@ mod tests {
         assert_eq!(shown.chars().count(), DISPLAY_MAX_CHARS);
         assert_eq!(shown, format!("{}…", "a".repeat(DISPLAY_MAX_CHARS - 1)));
         assert_eq!(display_text(&"b".repeat(DISPLAY_MAX_CHARS)), "b".repeat(DISPLAY_MAX_CHARS));
+        assert_eq!(display_detail(&"c\n".repeat(600)).chars().count(), DETAIL_MAX_CHARS);
+        assert_eq!(display_detail("c\nd"), "c d");
     }
 }

@@ -142,8 +142,12 @@ impl PluginRuntime {
     /// Compiles and instantiates one plugin file as `spec` says, checking it is what `spec` expects.
     pub fn load_spec(&self, path: &Path, spec: PluginSpec) -> Result<Plugin, PluginError> {
         let name = plugin_name(path);
-        output::check_name(&name)
+        output::check_name("the plugin's file name", &name)
             .map_err(|message| PluginError::Unstorable { plugin: output::display_text(&name), message })?;
+        if let Some(live) = &spec.manifest.shadow_of {
+            output::check_name("its shadow_of", live)
+                .map_err(|message| PluginError::Unstorable { plugin: name.clone(), message })?;
+        }
         let limits = spec.limits(&self.limits)?;
         let env = spec.env(&self.limits.ceilings.env_allowed)?;
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_owned(), source })?;

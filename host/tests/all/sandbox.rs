@@ -156,6 +156,11 @@ fn a_manifest_past_the_hosts_ceilings_or_granting_its_environment_is_refused() {
             "{prefix}grants the environment variable \"DATABASE_URL\", which the host does not allow plugins (allowed: none)"
         )
     );
+    // The live detector a shadow names is stored beside each of its verdicts: it must fit too.
+    assert_eq!(
+        refusal(&format!("shadow_of = \"{}\"\n", "z".repeat(101))),
+        "plugin zscore cannot be loaded: its shadow_of is 101 characters, more than the 100 the host stores"
+    );
     std::fs::write(&manifest, "[limits]\nmemory_mib = 128\ncall_deadline_ms = 1000\n").expect("manifest");
     runtime.load(&wasm).expect("lower limits are always allowed");
 }
@@ -214,12 +219,14 @@ fn plugin_text_published_to_the_api_is_cut_and_stripped_of_control_characters() 
     use iotstream::store::Totals;
     use iotstream_api::PluginAction;
     let live = Live::new(Totals::default(), Vec::new(), Vec::new(), Vec::new());
-    let error = format!("refused: {}\u{1b}[2J", "x".repeat(300));
-    live.set_plugin_failure("evil\nname", Some(error.clone()));
-    live.plugin_event("evil\nname", PluginAction::Refused, error);
-    let expected_error = format!("refused: {}…", "x".repeat(200 - "refused: ".len() - 1));
+    // A name is cut at 200 characters; a detail (the host's sentence quoting plugin text) at 1000.
+    let error = format!("refused:\u{1b}[2J{}", "x".repeat(1500));
+    live.set_plugin_failure(&format!("evil\n{}", "n".repeat(300)), Some(error.clone()));
+    live.plugin_event(&format!("evil\n{}", "n".repeat(300)), PluginAction::Refused, error);
+    let expected_error = format!("refused: [2J{}…", "x".repeat(1000 - "refused: [2J".len() - 1));
+    let expected_name = format!("evil {}…", "n".repeat(200 - "evil ".len() - 1));
     let failures = live.plugin_failures();
-    assert_eq!((failures[0].plugin.as_str(), failures[0].error.as_str()), ("evil name", expected_error.as_str()));
+    assert_eq!((&failures[0].plugin, &failures[0].error), (&expected_name, &expected_error));
     let events = live.plugin_events();
-    assert_eq!((events[0].plugin.as_str(), events[0].detail.as_str()), ("evil name", expected_error.as_str()));
+    assert_eq!((&events[0].plugin, &events[0].detail), (&expected_name, &expected_error));
 }
