@@ -302,6 +302,7 @@ fn a_plugin_that_sleeps_costs_at_most_its_deadline_and_backs_off_like_the_others
     let err = bad.detect(&catalog, &batches[1]).expect_err("call 2 sleeps");
     let took = started.elapsed();
     assert!(took < DEADLINE, "the sleep blocked the caller for {took:?}");
+    crate::support::report(&format!("SANDBOX a 60 s sleep under a {DEADLINE:?} deadline failed the call in {took:?}"));
     assert_failure("sleep", &err);
     assert_eq!((bad.metrics().consecutive_failures, bad.state()), (1, PluginState::Backoff));
     assert!(bad.detect(&catalog, &batches[2]).expect_err("skipped").is_skip());
