@@ -128,7 +128,7 @@ pub async fn run(
 /// The plugin runtime and the plugins of the configured folder, those that loaded and those that
 /// did not (each logged).
 fn load_plugins(config: &RunConfig) -> Result<(Arc<PluginRuntime>, LoadedDir), RunError> {
-    let runtime = Arc::new(PluginRuntime::new()?);
+    let runtime = Arc::new(PluginRuntime::with_limits(config.plugin_limits())?);
     let (plugins, failures) = runtime.load_dir(&config.plugins_dir)?;
     for (plugin, failure) in &failures {
         error!(plugin = %plugin, error = %failure, "plugin not loaded");

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::pipeline::PipelineConfig;
+use crate::plugins::{PluginCeilings, PluginLimits};
 use crate::reading::ReadingLimits;
 use crate::simulate::SimulateConfig;
 
@@ -71,6 +72,20 @@ pub struct RunConfig {
     /// its start, with fresh stages (docs/guarantees.md). Without it the host refuses to start.
     #[arg(long, env = "IOTSTREAM_ACCEPT_NEW_LOG")]
     pub accept_new_log: bool,
+    /// The largest memory cap, in MiB, a plugin's manifest (`[limits] memory_mib`) may ask for; a
+    /// manifest asking for more is refused. The default is the default cap: a manifest may only
+    /// lower it.
+    #[arg(long, env = "IOTSTREAM_PLUGIN_MAX_MEMORY_MIB", default_value_t = PluginCeilings::default().memory_bytes >> 20)]
+    pub plugin_max_memory_mib: usize,
+    /// The longest call deadline a plugin's manifest (`[limits] call_deadline_ms`) may ask for; a
+    /// manifest asking for more is refused. The default is the default deadline.
+    #[arg(long, env = "IOTSTREAM_PLUGIN_MAX_CALL_DEADLINE", default_value_t = PluginCeilings::default().call_deadline.into())]
+    pub plugin_max_call_deadline: humantime::Duration,
+    /// Environment variables a plugin's manifest (`[grants] env`) may grant, comma-separated (none
+    /// by default: the host's environment holds its database URL). A manifest granting another is
+    /// refused.
+    #[arg(long, env = "IOTSTREAM_PLUGIN_ENV_ALLOW", value_delimiter = ',')]
+    pub plugin_env_allow: Vec<String>,
     /// Partitions of the embedded broker's topic (each keeps ~5 MB: size for the data).
     #[arg(long, env = "IOTSTREAM_EMBEDDED_PARTITIONS", default_value_t = 12)]
     pub embedded_partitions: i32,
@@ -97,6 +112,20 @@ impl RunConfig {
             },
             accept_new_log: self.accept_new_log,
             ..PipelineConfig::default()
+        }
+    }
+}
+
+impl RunConfig {
+    /// The limits every plugin runs under, with the ceilings its manifest may not pass.
+    pub fn plugin_limits(&self) -> PluginLimits {
+        PluginLimits {
+            ceilings: PluginCeilings {
+                memory_bytes: self.plugin_max_memory_mib.saturating_mul(1 << 20),
+                call_deadline: *self.plugin_max_call_deadline,
+                env_allowed: self.plugin_env_allow.iter().filter(|k| !k.is_empty()).cloned().collect(),
+            },
+            ..PluginLimits::default()
         }
     }
 }

@@ -13,6 +13,7 @@ use iotstream_api::{
 use tokio::sync::broadcast;
 use tracing::error;
 
+use crate::plugins::output::{display_detail, display_text};
 use crate::store::{Refused, RefusedOrigin, Totals};
 
 /// Rows of each kind sent with one batch event: enough for a live table, small for the browser.
@@ -215,8 +216,11 @@ impl Live {
     }
 
     /// Records that the file of `plugin` was refused (`Some`) or that it loaded (`None`).
-    /// A change is pushed to subscribers at once.
+    /// A change is pushed to subscribers at once. Both texts may quote the plugin's files: they are
+    /// shown fit ([`display_text`], [`display_detail`]).
     pub fn set_plugin_failure(&self, plugin: &str, error: Option<String>) {
+        let (plugin, error) = (display_text(plugin), error.as_deref().map(display_detail));
+        let plugin = plugin.as_str();
         let mut state = self.lock();
         let before = state.plugin_failures.get(plugin).cloned();
         match &error {
@@ -233,13 +237,15 @@ impl Live {
         failures_of(&self.lock())
     }
 
-    /// Records something that happened to a plugin.
+    /// Records something that happened to a plugin (its name and the detail shown fit, as
+    /// [`display_text`] and [`display_detail`] make them).
     pub fn plugin_event(&self, plugin: &str, action: PluginAction, detail: String) {
         let mut state = self.lock();
         if state.plugin_events.len() == PLUGIN_EVENTS {
             state.plugin_events.pop_front();
         }
-        let event = PluginEvent { at: Utc::now(), plugin: plugin.to_owned(), action, detail };
+        let event =
+            PluginEvent { at: Utc::now(), plugin: display_text(plugin), action, detail: display_detail(&detail) };
         state.plugin_events.push_back(event.clone());
         // No subscriber yet is fine: each new one gets the events in its snapshot.
         let _ = self.events.send(LiveEvent::Plugin { event });

@@ -204,8 +204,25 @@ impl Pipeline {
     async fn tick(&mut self, shutdown: &CancellationToken) -> Result<(), PipelineError> {
         self.finish_in_flight().await?;
         let now_ms = Utc::now().timestamp_millis();
-        // A tick is a few microseconds per aggregator: not worth a thread hop.
-        let rows = BatchRows { source: self.source_id, aggregates: self.stages.tick(now_ms), ..BatchRows::default() };
+        // A tick runs plugin code, which may take up to its call deadline: on a blocking thread, as
+        // a batch does, never on the async workers that serve the API and the live streams.
+        let mut stages = std::mem::take(&mut self.stages);
+        let ticked = tokio::task::spawn_blocking(move || {
+            let closed = stages.tick(now_ms);
+            (stages, closed)
+        })
+        .await;
+        let aggregates = match ticked {
+            Ok((stages, closed)) => {
+                self.stages = stages;
+                closed
+            }
+            Err(panic) => {
+                error!(error = %panic, "plugin stages panicked in a tick; stopping the pipeline");
+                return Err(PipelineError::StagesPanicked);
+            }
+        };
+        let rows = BatchRows { source: self.source_id, aggregates, ..BatchRows::default() };
         if rows.aggregates.is_empty() {
             self.live.set_plugins(self.plugin_statuses());
             return Ok(());

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT};
 use super::limits::PluginLimits;
+use super::output::display_text;
+use super::sandbox::SleptPastDeadline;
 
 /// Why a plugin could not be loaded or a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,15 +76,37 @@ pub enum PluginError {
         /// The deadline.
         deadline: Duration,
     },
-    /// The instance tried to grow a linear memory past the cap, which traps.
+    /// A call slept (a blocking WASI call, which the CPU deadline does not interrupt) for longer in
+    /// total than its deadline. The host's clock lets no sleep block, so this cost no time.
+    #[error(
+        "plugin {plugin} blocked in a WASI call (a sleep of {asked:?} in one call) past its deadline of {deadline:?} per call"
+    )]
+    Blocked {
+        /// The plugin.
+        plugin: String,
+        /// The sleeps of the call, added up.
+        asked: Duration,
+        /// The deadline.
+        deadline: Duration,
+    },
+    /// The instance tried to grow its linear memories past the cap, which traps.
     #[error("plugin {plugin} tried to grow its memory to {requested} bytes, past its cap of {limit} bytes")]
     MemoryLimit {
         /// The plugin.
         plugin: String,
-        /// The size it asked for, bytes.
+        /// The size it asked for, all its memories together, bytes.
         requested: usize,
         /// The cap, bytes.
         limit: usize,
+    },
+    /// The plugin's name, or the name or version its `stage-info` reports, cannot be stored: too
+    /// long for its column, or holding a control character. It is not loaded.
+    #[error("plugin {plugin} cannot be loaded: {message}")]
+    Unstorable {
+        /// The plugin.
+        plugin: String,
+        /// What does not fit.
+        message: String,
     },
     /// The stage refused a call with a `stage-error`.
     #[error("plugin {plugin} refused the call: {message}")]
@@ -128,15 +152,25 @@ impl PluginError {
     }
 }
 
-/// Names a runtime failure of `plugin`: the memory cap when the limiter refused a growth during
-/// the call (`refused`, the size asked for), the deadline for an epoch interrupt, else a trap.
+/// Names a runtime failure of `plugin`: a sleep past the deadline, the memory cap when the limiter
+/// refused a growth during the call (`refused`, the size asked for), the deadline for an epoch
+/// interrupt, else a trap (whose message, which may quote the plugin, is made fit to show).
 pub(super) fn fault(plugin: &str, limits: &PluginLimits, err: wasmtime::Error, refused: Option<usize>) -> PluginError {
     let plugin = plugin.to_owned();
-    if let Some(requested) = refused {
+    if let Some(slept) = err.downcast_ref::<SleptPastDeadline>() {
+        PluginError::Blocked { plugin, asked: slept.asked, deadline: limits.call_deadline }
+    } else if let Some(requested) = refused {
         PluginError::MemoryLimit { plugin, requested, limit: limits.memory_bytes }
     } else if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
         PluginError::Deadline { plugin, deadline: limits.call_deadline }
     } else {
-        PluginError::Trap { plugin, message: format!("{err:#}") }
+        PluginError::Trap { plugin, message: trap_message(&err) }
     }
+}
+
+/// A trap's message fit to show: its cause first (a trap code, a host error), then what wraps it
+/// (the wasm backtrace, which names the plugin's functions), control characters out, shortened.
+fn trap_message(err: &wasmtime::Error) -> String {
+    let cause = err.root_cause().to_string();
+    if err.chain().count() > 1 { display_text(&format!("{cause}; {err}")) } else { display_text(&cause) }
 }

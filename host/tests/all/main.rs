@@ -22,5 +22,6 @@ mod process;
 mod python;
 mod quality;
 mod replay;
+mod sandbox;
 mod shutdown;
 mod source;
