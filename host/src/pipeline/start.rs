@@ -39,9 +39,8 @@ impl Pipeline {
         shutdown: &CancellationToken,
     ) -> Result<Option<Self>, StartError> {
         let Some(owner) = own_source(&store, &source, &live, shutdown).await? else { return Ok(None) };
-        // Not `store.fenced(owner.fence())` yet: a database outage also ends the lock's session, and
-        // a fenced pipeline would then stop instead of resuming (faults::a_database_outage_…) until
-        // it can take the lock again after an outage (docs/guarantees.md, "One host per source").
+        // Every batch transaction checks no other host took the source over since.
+        let store = store.fenced(owner.fence());
         let mut stages = Stages::new(plugins);
         let source_id = check_log(&config, &store, &source).await?;
         // The batches to form again: those committed after the checkpoint restored (none without a

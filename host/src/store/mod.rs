@@ -78,14 +78,16 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// A batch transaction found that this host's lock on its source is gone (its database
-    /// session ended): another host may own the source now. Not retried: the pipeline stops.
-    #[error("this host no longer owns source {lineage}: the database session {pid} holding its lock has ended")]
+    /// A batch transaction found that another host took this host's source over (its lock session
+    /// had ended). Not retried: the pipeline stops.
+    #[error("another host took source {lineage} over (ownership {current}; this host's was {generation})")]
     NotOwner {
         /// The source's first id.
         lineage: i16,
-        /// The backend pid that held the lock.
-        pid: i32,
+        /// The ownership count this host set.
+        generation: i64,
+        /// The count found: the new owner's.
+        current: i64,
     },
 }
 

@@ -5,10 +5,12 @@
 //! connection of its own for as long as its pipeline runs; another host on the same source waits.
 //!
 //! The lock alone is no fence: its connection can end (the server restarted, a session killed by
-//! an administrator) while the old owner's pool goes on writing. So every batch transaction of an
-//! owner takes the source's fence key shared and checks that its lock connection still holds the
-//! lock ([`Fence`]); a new owner, once it holds the lock, takes the fence key exclusively once,
-//! which waits for every transaction the old owner started under its lock, before it restores.
+//! an administrator, a database outage) while the old owner goes on writing. So an owner counts its
+//! ownership up once it holds the lock (`kafka_sources.owner_generation` of the source's first row),
+//! and every batch transaction takes the source's fence key shared and checks the count is still
+//! its own ([`Fence`]); a new owner, once it holds the lock, takes the fence key exclusively once,
+//! which waits for every transaction the old owner started, then counts up. An owner whose lock
+//! session merely ended (an outage) writes on; one that another host took over from is refused.
 
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -39,14 +41,16 @@ impl SourceLock {
     }
 }
 
-/// A source's owner as its batch transactions prove it: the source's lock key and the database
-/// session (backend pid) holding the lock.
+/// A source's owner as its batch transactions prove it: the source's lock key, the database
+/// session (backend pid) that took the lock, and the ownership count it set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fence {
     /// The source's first id (the lock's second key).
     pub source: i16,
     /// The backend pid of the lock's connection.
     pub pid: i32,
+    /// The source's `owner_generation` this owner set when it took the source.
+    pub generation: i64,
 }
 
 /// The database session holding a source's lock, as `pg_stat_activity` shows it.
@@ -95,10 +99,25 @@ impl Store {
         }
         // The lock's session lives as long as the lock: out of the pool, never handed to a query.
         let mut connection = connection.detach();
-        for wait_for_old_owner in ["SELECT pg_advisory_lock($1, $2)", "SELECT pg_advisory_unlock($1, $2)"] {
-            sqlx::query(wait_for_old_owner).bind(FENCE_CLASS).bind(i32::from(source)).execute(&mut connection).await?;
-        }
-        Ok(Ownership::Owned(SourceLock { _connection: connection, fence: Fence { source, pid } }))
+        // The fence key exclusively: waits for every batch transaction an old owner started; the
+        // count goes up (committed) before any transaction started later can read it.
+        sqlx::query("SELECT pg_advisory_lock($1, $2)")
+            .bind(FENCE_CLASS)
+            .bind(i32::from(source))
+            .execute(&mut connection)
+            .await?;
+        let generation: i64 = sqlx::query_scalar(
+            "UPDATE kafka_sources SET owner_generation = owner_generation + 1 WHERE id = $1 RETURNING owner_generation",
+        )
+        .bind(source)
+        .fetch_one(&mut connection)
+        .await?;
+        sqlx::query("SELECT pg_advisory_unlock($1, $2)")
+            .bind(FENCE_CLASS)
+            .bind(i32::from(source))
+            .execute(&mut connection)
+            .await?;
+        Ok(Ownership::Owned(SourceLock { _connection: connection, fence: Fence { source, pid, generation } }))
     }
 
     /// The session holding the lock of the source whose first id is `source`, if any.
@@ -119,24 +138,22 @@ impl Store {
 
 impl Fence {
     /// Within a batch transaction: takes the fence key shared (a new owner waits for this
-    /// transaction before it restores) and checks that this host's lock session still holds the
-    /// source's lock; [`StoreError::NotOwner`] if it does not.
+    /// transaction before it counts up) and checks the source's ownership count is still this
+    /// owner's; [`StoreError::NotOwner`] if another host took the source over since.
     pub(super) async fn check(&self, tx: &mut PgConnection) -> Result<(), StoreError> {
         sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
             .bind(FENCE_CLASS)
             .bind(i32::from(self.source))
             .execute(&mut *tx)
             .await?;
-        let held: bool = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid = $3 \
-             AND database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
-             AND classid = $1::int8::oid AND objid = $2::int8::oid AND objsubid = 2)",
-        )
-        .bind(i64::from(OWNER_CLASS))
-        .bind(i64::from(self.source))
-        .bind(self.pid)
-        .fetch_one(&mut *tx)
-        .await?;
-        if held { Ok(()) } else { Err(StoreError::NotOwner { lineage: self.source, pid: self.pid }) }
+        let current: i64 = sqlx::query_scalar("SELECT owner_generation FROM kafka_sources WHERE id = $1")
+            .bind(self.source)
+            .fetch_one(&mut *tx)
+            .await?;
+        if current == self.generation {
+            Ok(())
+        } else {
+            Err(StoreError::NotOwner { lineage: self.source, generation: self.generation, current })
+        }
     }
 }
