@@ -158,8 +158,8 @@ fn announce_plugins(live: &Live, plugins: &[Plugin], failures: &[(String, Plugin
         live.plugin_event(plugin.name(), PluginAction::Loaded, format!("version {} at start", plugin.info().version));
     }
     for (plugin, failure) in failures {
-        live.set_plugin_failure(plugin, Some(failure.to_string()));
-        live.plugin_event(plugin, PluginAction::Refused, failure.to_string());
+        live.set_plugin_failure(plugin, Some(failure.public()));
+        live.plugin_event(plugin, PluginAction::Refused, failure.public());
     }
 }
 

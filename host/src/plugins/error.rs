@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT};
 use super::limits::PluginLimits;
-use super::output::display_text;
+use super::output::{display_detail, display_text};
 use super::sandbox::SleptPastDeadline;
 
 /// Why a plugin could not be loaded or a call failed.
@@ -150,6 +150,35 @@ impl PluginError {
     pub fn is_skip(&self) -> bool {
         matches!(self, PluginError::BackingOff { .. } | PluginError::Quarantined { .. })
     }
+
+    /// The error as the API shows it: what happened, without the host's file paths (a file is
+    /// named by its name) or a trap's wasm backtrace (its cause only). The full error goes to the
+    /// log.
+    pub fn public(&self) -> String {
+        let file =
+            |path: &PathBuf| path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+        let first_line = |text: &str| text.lines().next().unwrap_or_default().to_owned();
+        let shown = match self {
+            PluginError::Read { path, source } => format!("cannot read {}: {}", file(path), source.kind()),
+            PluginError::Compile { path, message } => {
+                format!("{} is not a valid component: {}", file(path), first_line(message))
+            }
+            PluginError::UnknownWorld { path } => {
+                format!("{} exports neither {DETECTOR_EXPORT} nor {AGGREGATOR_EXPORT}", file(path))
+            }
+            PluginError::WitVersion { path, found } => format!(
+                "{} was built against {found}; this host runs {DETECTOR_EXPORT} and {AGGREGATOR_EXPORT}",
+                file(path)
+            ),
+            PluginError::Manifest { path, message } => format!("plugin manifest {}: {message}", file(path)),
+            // The cause comes first, then "; " and what wraps it (the wasm backtrace).
+            PluginError::Trap { plugin, message } => {
+                format!("plugin {plugin} trapped: {}", message.split("; ").next().unwrap_or_default())
+            }
+            other => other.to_string(),
+        };
+        display_detail(&shown)
+    }
 }
 
 /// Names a runtime failure of `plugin`: a sleep past the deadline, the memory cap when the limiter
@@ -173,4 +202,30 @@ pub(super) fn fault(plugin: &str, limits: &PluginLimits, err: wasmtime::Error, r
 fn trap_message(err: &wasmtime::Error) -> String {
     let cause = err.root_cause().to_string();
     if err.chain().count() > 1 { display_text(&format!("{cause}; {err}")) } else { display_text(&cause) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_form_names_files_not_paths_and_traps_by_their_cause() {
+        let compile = PluginError::Compile {
+            path: "/srv/iotstream/plugins/broken.wasm".into(),
+            message: "failed to parse WebAssembly module\n\nCaused by: magic header not detected".into(),
+        };
+        assert_eq!(compile.public(), "broken.wasm is not a valid component: failed to parse WebAssembly module");
+        let trap = PluginError::Trap {
+            plugin: "misbehaving".into(),
+            message: "wasm trap: wasm `unreachable` instruction executed; error while executing at wasm backtrace: \
+                      0: 0x1f2 - misbehaving::detect"
+                .into(),
+        };
+        assert_eq!(trap.public(), "plugin misbehaving trapped: wasm trap: wasm `unreachable` instruction executed");
+        let read = PluginError::Read {
+            path: "/srv/iotstream/plugins/gone.wasm".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(read.public(), "cannot read gone.wasm: entity not found");
+    }
 }

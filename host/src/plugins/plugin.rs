@@ -291,7 +291,7 @@ impl Plugin {
 
     fn record_error(&mut self, err: &PluginError) {
         self.metrics.errors += 1;
-        self.metrics.last_error = Some(err.to_string());
+        self.metrics.last_error = Some(err.public());
     }
 
     /// Runs a detector over a batch: one detection per reading, every score finite.

@@ -72,3 +72,19 @@ async fn health_names_outages_by_code_without_internals(pool: PgPool) {
     host.broker.set_up(true).expect("broker up");
     host.stop().await.expect("clean stop");
 }
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn refused_plugin_files_are_named_without_the_hosts_paths(pool: PgPool) {
+    let dir = crate::support::scratch_folder("exposure");
+    let zscore = std::fs::read(crate::support::plugin_path("zscore")).expect("zscore");
+    crate::support::put(dir.path(), "zscore.wasm", &zscore);
+    crate::support::put(dir.path(), "broken.wasm", b"\0asm not really");
+    let host = Host::start(pool, Some(dir.path()), &[]).await;
+    let api: serde_json::Value =
+        reqwest::get(format!("http://{}/api/plugins", host.addr)).await.expect("api").json().await.expect("json");
+    let failures = api["failures"].to_string();
+    assert!(failures.contains("broken.wasm is not a valid component"), "{failures}");
+    let folder = dir.path().display().to_string();
+    assert!(!api.to_string().contains(&folder), "/api/plugins shows the plugins folder {folder}: {api}");
+    host.stop().await.expect("clean stop");
+}

@@ -128,7 +128,7 @@ fn each_misbehaviour_costs_only_its_plugin_which_restarts_from_its_last_good_sta
         assert_failure(mode, &err);
         let m = bad.metrics();
         assert_eq!((m.errors, m.consecutive_failures, m.state, m.memory_bytes), (1, 1, PluginState::Backoff, 0));
-        assert_eq!(m.last_error, Some(err.to_string()));
+        assert_eq!(m.last_error, Some(err.public()));
 
         // During the backoff its calls are skipped, and counted.
         run_good(3);
