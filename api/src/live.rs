@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::plugins::{PluginEvent, PluginFailure, PluginStatus};
 use crate::rows::{AggregateRow, PredictionRow, ReadingRow};
+use crate::vocabulary::OutageCode;
 
 fn yes() -> bool {
     true
@@ -22,6 +23,10 @@ pub struct Stats {
     pub aggregates_total: u64,
     /// Dead-lettered messages, all time.
     pub dead_letters_total: u64,
+    /// Rows the database refused for good and the pipeline committed its batches without, since
+    /// this host started (a plugin's output, or readings kept as dead letters instead).
+    #[serde(default)]
+    pub storage_refused_total: u64,
     /// Sensors heard from in the last 5 minutes.
     pub active_sensors: u64,
     /// Readings per second over the last 10 seconds.
@@ -32,15 +37,21 @@ pub struct Stats {
     pub latency_ms_p99: f64,
     /// Whether the last database write succeeded (false: the pipeline is retrying it).
     pub database_ok: bool,
-    /// Why the last database write failed, while it is failing.
+    /// Why the last database write failed, while it is failing: the code's short message.
     #[serde(default)]
     pub database_error: Option<String>,
+    /// The same as a stable code.
+    #[serde(default)]
+    pub database_code: Option<OutageCode>,
     /// Whether the Kafka brokers answer (false: the consumer is reconnecting).
     #[serde(default = "yes")]
     pub broker_ok: bool,
-    /// The consumer's last error, while the brokers do not answer.
+    /// Why the brokers are not available, while they are not: the code's short message.
     #[serde(default)]
     pub broker_error: Option<String>,
+    /// The same as a stable code.
+    #[serde(default)]
+    pub broker_code: Option<OutageCode>,
     /// When the stages' state was last checkpointed by this process.
     #[serde(default)]
     pub last_checkpoint: Option<DateTime<Utc>>,

@@ -147,6 +147,36 @@ closed_set! {
         NulCharacter = "nul_character",
         /// A text field is empty or longer than its column.
         FieldLength = "field_length",
+        /// Decoded as a reading, but the database refused to store it (a value outside what its
+        /// column holds): kept here instead, so the batch and the stream go on.
+        StorageRefused = "storage_refused",
+    }
+}
+
+closed_set! {
+    /// Why a dependency is down, as the API and dashboard say it: a stable code and a short message
+    /// (no addresses, paths or driver errors: those are in the host's log).
+    OutageCode {
+        /// PostgreSQL does not answer (refused, reset or timed out); the pipeline retries the batch.
+        DatabaseUnreachable = "database_unreachable",
+        /// PostgreSQL answered a write with an error; the pipeline retries the batch.
+        DatabaseError = "database_error",
+        /// The host is still connecting to the Kafka brokers.
+        BrokersConnecting = "brokers_connecting",
+        /// The Kafka brokers do not answer; the consumer reconnects by itself.
+        BrokersUnreachable = "brokers_unreachable",
+    }
+}
+
+impl OutageCode {
+    /// The short message shown beside the code.
+    pub fn message(self) -> &'static str {
+        match self {
+            OutageCode::DatabaseUnreachable => "PostgreSQL does not answer; the pipeline retries the batch",
+            OutageCode::DatabaseError => "PostgreSQL refused a write; the pipeline retries the batch",
+            OutageCode::BrokersConnecting => "connecting to the Kafka brokers",
+            OutageCode::BrokersUnreachable => "the Kafka brokers do not answer; the consumer reconnects",
+        }
     }
 }
 
@@ -172,6 +202,7 @@ mod tests {
         agree::<PluginState>();
         agree::<PluginAction>();
         agree::<DeadLetterReason>();
+        agree::<OutageCode>();
     }
 
     #[test]

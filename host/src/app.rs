@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use iotstream_api::{LIVE_ROWS, Named, PluginAction};
+use iotstream_api::{LIVE_ROWS, Named, OutageCode, PluginAction};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -17,7 +17,7 @@ use crate::config::RunConfig;
 use crate::http::live::Live;
 use crate::http::{ApiState, router};
 use crate::kafka::{EmbeddedBroker, KafkaError, Source};
-use crate::pipeline::{Pipeline, PluginReload, StartError};
+use crate::pipeline::{Pipeline, PipelineError, PluginReload, StartError};
 use crate::plugins::watch::PluginWatcher;
 use crate::plugins::{LoadedDir, Plugin, PluginError, PluginRuntime};
 use crate::store::{Store, StoreError};
@@ -40,6 +40,9 @@ pub enum RunError {
     /// Restoring the checkpoint or positioning the source.
     #[error(transparent)]
     Start(#[from] StartError),
+    /// The loop stopped short of a clean shutdown.
+    #[error(transparent)]
+    Pipeline(#[from] PipelineError),
     /// The HTTP address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -99,13 +102,15 @@ pub async fn run(
     announce_plugins(&live, &plugins, &failures);
     let server = serve_http(config, &store, &live, listener, &shutdown)?;
     // The API serves while the brokers are still unreachable, and says so.
-    live.set_broker(false, Some(format!("connecting to {brokers}")));
+    live.set_broker(Some(OutageCode::BrokersConnecting));
     let result = match Source::connect_retrying(brokers, &config.group, &config.topic, &shutdown).await {
         Some(source) => {
-            live.set_broker(true, None);
+            live.set_broker(None);
             info!(source = source.identity(), partitions = source.partitions().len(), "kafka source connected");
-            match Pipeline::start(config.pipeline(), source, plugins, reload, store, live).await {
-                Ok(pipeline) => pipeline.run(shutdown.clone()).await.map_err(RunError::from),
+            match Pipeline::start(config.pipeline(), source, plugins, reload, store, live, &shutdown).await {
+                Ok(Some(pipeline)) => pipeline.run(shutdown.clone()).await.map_err(RunError::from),
+                // Stopped while another host owned the source.
+                Ok(None) => Ok(()),
                 Err(err) => Err(err.into()),
             }
         }
@@ -123,7 +128,7 @@ pub async fn run(
 /// The plugin runtime and the plugins of the configured folder, those that loaded and those that
 /// did not (each logged).
 fn load_plugins(config: &RunConfig) -> Result<(Arc<PluginRuntime>, LoadedDir), RunError> {
-    let runtime = Arc::new(PluginRuntime::new()?);
+    let runtime = Arc::new(PluginRuntime::with_limits(config.plugin_limits())?);
     let (plugins, failures) = runtime.load_dir(&config.plugins_dir)?;
     for (plugin, failure) in &failures {
         error!(plugin = %plugin, error = %failure, "plugin not loaded");
@@ -153,8 +158,8 @@ fn announce_plugins(live: &Live, plugins: &[Plugin], failures: &[(String, Plugin
         live.plugin_event(plugin.name(), PluginAction::Loaded, format!("version {} at start", plugin.info().version));
     }
     for (plugin, failure) in failures {
-        live.set_plugin_failure(plugin, Some(failure.to_string()));
-        live.plugin_event(plugin, PluginAction::Refused, failure.to_string());
+        live.set_plugin_failure(plugin, Some(failure.public()));
+        live.plugin_event(plugin, PluginAction::Refused, failure.public());
     }
 }
 
@@ -166,7 +171,7 @@ fn serve_http(
     listener: TcpListener,
     shutdown: &CancellationToken,
 ) -> Result<JoinHandle<std::io::Result<()>>, RunError> {
-    let state = ApiState { store: store.clone(), live: live.clone(), shutdown: shutdown.clone() };
+    let state = ApiState::with_max_streams(store.clone(), live.clone(), shutdown.clone(), config.max_streams);
     let app = router(state, config.dashboard_dir.clone());
     let address = listener.local_addr().map_err(RunError::Http)?;
     info!(url = %format!("http://{address}/"), "dashboard served");

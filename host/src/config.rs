@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::pipeline::PipelineConfig;
+use crate::plugins::{PluginCeilings, PluginLimits};
 use crate::reading::ReadingLimits;
 use crate::simulate::SimulateConfig;
 
@@ -23,7 +24,12 @@ pub struct RunConfig {
     #[arg(long, env = "IOTSTREAM_GROUP", default_value = "iotstream")]
     pub group: String,
     /// PostgreSQL URL.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/test")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        hide_env_values = true,
+        default_value = "postgres://postgres@127.0.0.1:5432/test"
+    )]
     pub database_url: String,
     /// Folder of plugin components (`*.wasm`, each with an optional `NAME.json` configuration).
     #[arg(long = "plugins", env = "IOTSTREAM_PLUGINS", default_value = "dist/plugins")]
@@ -34,6 +40,9 @@ pub struct RunConfig {
     /// HTTP address of the API and dashboard (port 0 picks a free port).
     #[arg(long, env = "IOTSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
+    /// Live streams (`/api/stream`, one per open dashboard) served at once; more are refused (503).
+    #[arg(long, env = "IOTSTREAM_MAX_STREAMS", default_value_t = crate::http::MAX_STREAMS)]
+    pub max_streams: usize,
     /// Most messages per batch.
     #[arg(long, env = "IOTSTREAM_BATCH_MAX", default_value_t = PipelineConfig::BATCH_MAX)]
     pub batch_max: usize,
@@ -58,6 +67,25 @@ pub struct RunConfig {
     /// How old an event time may be ("off": no limit, to backfill history).
     #[arg(long, env = "IOTSTREAM_MAX_AGE", default_value_t = MaxAge(ReadingLimits::default().max_age))]
     pub max_age: MaxAge,
+    /// Start even though the stored positions are past the end of the broker's log (a topic
+    /// created again, a broker's log wiped): store the new log as a new epoch of the source, from
+    /// its start, with fresh stages (docs/guarantees.md). Without it the host refuses to start.
+    #[arg(long, env = "IOTSTREAM_ACCEPT_NEW_LOG")]
+    pub accept_new_log: bool,
+    /// The largest memory cap, in MiB, a plugin's manifest (`[limits] memory_mib`) may ask for; a
+    /// manifest asking for more is refused. The default is the default cap: a manifest may only
+    /// lower it.
+    #[arg(long, env = "IOTSTREAM_PLUGIN_MAX_MEMORY_MIB", default_value_t = PluginCeilings::default().memory_bytes >> 20)]
+    pub plugin_max_memory_mib: usize,
+    /// The longest call deadline a plugin's manifest (`[limits] call_deadline_ms`) may ask for; a
+    /// manifest asking for more is refused. The default is the default deadline.
+    #[arg(long, env = "IOTSTREAM_PLUGIN_MAX_CALL_DEADLINE", default_value_t = PluginCeilings::default().call_deadline.into())]
+    pub plugin_max_call_deadline: humantime::Duration,
+    /// Environment variables a plugin's manifest (`[grants] env`) may grant, comma-separated (none
+    /// by default: the host's environment holds its database URL). A manifest granting another is
+    /// refused.
+    #[arg(long, env = "IOTSTREAM_PLUGIN_ENV_ALLOW", value_delimiter = ',')]
+    pub plugin_env_allow: Vec<String>,
     /// Partitions of the embedded broker's topic (each keeps ~5 MB: size for the data).
     #[arg(long, env = "IOTSTREAM_EMBEDDED_PARTITIONS", default_value_t = 12)]
     pub embedded_partitions: i32,
@@ -82,7 +110,22 @@ impl RunConfig {
                 max_future: *self.max_future,
                 max_age: self.max_age.0,
             },
+            accept_new_log: self.accept_new_log,
             ..PipelineConfig::default()
+        }
+    }
+}
+
+impl RunConfig {
+    /// The limits every plugin runs under, with the ceilings its manifest may not pass.
+    pub fn plugin_limits(&self) -> PluginLimits {
+        PluginLimits {
+            ceilings: PluginCeilings {
+                memory_bytes: self.plugin_max_memory_mib.saturating_mul(1 << 20),
+                call_deadline: *self.plugin_max_call_deadline,
+                env_allowed: self.plugin_env_allow.iter().filter(|k| !k.is_empty()).cloned().collect(),
+            },
+            ..PluginLimits::default()
         }
     }
 }

@@ -6,7 +6,7 @@
 //! or validate is a [`DecodeError`], which the pipeline dead-letters: [`decode`] checks the format
 //! and what holds whatever the time (field lengths, the sensor type, a finite value within the
 //! type's physical range); [`ReadingLimits::check`] adds what depends on the message and the clock
-//! (its size, and an event time neither far in the future nor far in the past).
+//! (its size, and an event time neither far ahead of nor far behind the message's Kafka timestamp).
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -86,7 +86,7 @@ pub enum DecodeError {
         /// The limit.
         max: usize,
     },
-    /// The event time is further ahead of the host's clock than sensor clocks drift.
+    /// The event time is further ahead of its Kafka timestamp than sensor clocks drift.
     #[error("timestamp {timestamp} is {ahead_s} s in the future (more than {max_s} s)")]
     FromTheFuture {
         /// The event time (RFC 3339).
@@ -199,12 +199,13 @@ impl DecodeError {
 }
 
 /// The limits a message is checked against besides its format: its size and how far its event
-/// time may be from the host's clock.
+/// time may be from the time it is judged at (the pipeline passes the message's Kafka timestamp,
+/// so that a replay judges it as the first run did).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadingLimits {
     /// Largest payload accepted, in bytes.
     pub max_bytes: usize,
-    /// How far ahead of the host's clock an event time may be.
+    /// How far ahead of the time judged at an event time may be.
     pub max_future: Duration,
     /// How far behind it an event time may be (`None`: no limit, for backfills).
     pub max_age: Option<Duration>,
@@ -224,7 +225,7 @@ impl Default for ReadingLimits {
 }
 
 impl ReadingLimits {
-    /// Decodes and validates `payload` as received at `now`.
+    /// Decodes and validates `payload` as judged at `now` (its Kafka timestamp, in the pipeline).
     pub fn check(&self, payload: Option<&[u8]>, now: DateTime<Utc>) -> Result<Reading, DecodeError> {
         let len = payload.map_or(0, <[u8]>::len);
         if len > self.max_bytes {

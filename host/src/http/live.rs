@@ -7,12 +7,14 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use iotstream_api::{
-    AggregateRow, LIVE_ROWS, LiveEvent, LiveView, PluginAction, PluginEvent, PluginFailure, PluginStatus,
+    AggregateRow, LIVE_ROWS, LiveEvent, LiveView, OutageCode, PluginAction, PluginEvent, PluginFailure, PluginStatus,
     PredictionRow, ReadingRow, Stats,
 };
 use tokio::sync::broadcast;
+use tracing::error;
 
-use crate::store::Totals;
+use crate::plugins::output::{display_detail, display_text};
+use crate::store::{Refused, RefusedOrigin, Totals};
 
 /// Rows of each kind sent with one batch event: enough for a live table, small for the browser.
 pub const EVENT_ROWS: usize = 25;
@@ -53,16 +55,20 @@ pub struct BatchSummary<'a> {
 
 struct State {
     totals: Totals,
+    /// Rows the database refused since start.
+    storage_refused: u64,
     /// The newest rows and the plugins, exactly as a subscriber folds them from the events.
     view: LiveView,
     batches: VecDeque<(Instant, u64)>,
     latencies: VecDeque<f64>,
     last_seen: HashMap<String, Instant>,
-    database_ok: bool,
-    database_error: Option<String>,
-    broker_ok: bool,
-    broker_error: Option<String>,
+    /// Why the database is unavailable (`None`: it took the last write).
+    database_down: Option<OutageCode>,
+    /// Why the brokers are unavailable (`None`: they answer).
+    broker_down: Option<OutageCode>,
     last_checkpoint: Option<DateTime<Utc>>,
+    /// While another host owns the source: what this one waits for.
+    standby: Option<String>,
     /// Plugin files refused, by plugin (cleared when a later version loads or the file goes).
     plugin_failures: std::collections::BTreeMap<String, String>,
     /// What happened to plugins while the host ran, oldest first (at most [`PLUGIN_EVENTS`]).
@@ -88,6 +94,7 @@ impl Live {
         Live {
             state: Mutex::new(State {
                 totals,
+                storage_refused: 0,
                 view: LiveView {
                     stats: Stats::default(),
                     readings,
@@ -99,11 +106,10 @@ impl Live {
                 batches: VecDeque::new(),
                 latencies: VecDeque::new(),
                 last_seen: HashMap::new(),
-                database_ok: true,
-                database_error: None,
-                broker_ok: true,
-                broker_error: None,
+                database_down: None,
+                broker_down: None,
                 last_checkpoint: None,
+                standby: None,
                 plugin_failures: Default::default(),
                 plugin_events: VecDeque::new(),
             }),
@@ -141,14 +147,17 @@ impl Live {
             anomalies_total: state.totals.flagged,
             aggregates_total: state.totals.aggregates,
             dead_letters_total: state.totals.dead_letters,
+            storage_refused_total: state.storage_refused,
             active_sensors: state.last_seen.len() as u64,
             readings_per_second: recent as f64 / RATE_WINDOW.as_secs_f64(),
             latency_ms_p50: percentile(0.5),
             latency_ms_p99: percentile(0.99),
-            database_ok: state.database_ok,
-            database_error: state.database_error.clone(),
-            broker_ok: state.broker_ok,
-            broker_error: state.broker_error.clone(),
+            database_ok: state.database_down.is_none(),
+            database_error: state.database_down.map(|code| code.message().to_owned()),
+            database_code: state.database_down,
+            broker_ok: state.broker_down.is_none(),
+            broker_error: state.broker_down.map(|code| code.message().to_owned()),
+            broker_code: state.broker_down,
             last_checkpoint: state.last_checkpoint,
             plugin_failures: failures_of(state),
             started_at: self.started_at,
@@ -175,32 +184,43 @@ impl Live {
         self.lock().view.plugins.clone()
     }
 
-    /// Records whether the last database write succeeded, and why not; a change is pushed to
-    /// subscribers at once (a stalled pipeline sends no batch events).
-    pub fn set_database(&self, ok: bool, error: Option<String>) {
+    /// Records whether the last database write succeeded (`None`) or why not; a change is pushed
+    /// to subscribers at once (a stalled pipeline sends no batch events).
+    pub fn set_database(&self, down: Option<OutageCode>) {
         let mut state = self.lock();
-        let changed = state.database_ok != ok;
-        state.database_ok = ok;
-        state.database_error = error;
-        if changed {
+        if state.database_down != down {
+            state.database_down = down;
             self.push_status(state);
         }
     }
 
-    /// Records whether the brokers answer, and the consumer's last error; a change is pushed.
-    pub fn set_broker(&self, ok: bool, error: Option<String>) {
+    /// Records whether the brokers answer (`None`) or why not; a change is pushed.
+    pub fn set_broker(&self, down: Option<OutageCode>) {
         let mut state = self.lock();
-        if state.broker_ok == ok {
-            return;
+        if state.broker_down != down {
+            state.broker_down = down;
+            self.push_status(state);
         }
-        state.broker_ok = ok;
-        state.broker_error = if ok { None } else { error };
-        self.push_status(state);
+    }
+
+    /// Records that this host waits for a source another host owns (`Some`: what it waits for) or
+    /// that it owns it (`None`).
+    pub fn set_standby(&self, waiting: Option<String>) {
+        self.lock().standby = waiting;
+    }
+
+    /// What this host waits for while another owns its source (`None`: it owns it, or is not
+    /// connected yet).
+    pub fn standby(&self) -> Option<String> {
+        self.lock().standby.clone()
     }
 
     /// Records that the file of `plugin` was refused (`Some`) or that it loaded (`None`).
-    /// A change is pushed to subscribers at once.
+    /// A change is pushed to subscribers at once. Both texts may quote the plugin's files: they are
+    /// shown fit ([`display_text`], [`display_detail`]).
     pub fn set_plugin_failure(&self, plugin: &str, error: Option<String>) {
+        let (plugin, error) = (display_text(plugin), error.as_deref().map(display_detail));
+        let plugin = plugin.as_str();
         let mut state = self.lock();
         let before = state.plugin_failures.get(plugin).cloned();
         match &error {
@@ -217,13 +237,15 @@ impl Live {
         failures_of(&self.lock())
     }
 
-    /// Records something that happened to a plugin.
+    /// Records something that happened to a plugin (its name and the detail shown fit, as
+    /// [`display_text`] and [`display_detail`] make them).
     pub fn plugin_event(&self, plugin: &str, action: PluginAction, detail: String) {
         let mut state = self.lock();
         if state.plugin_events.len() == PLUGIN_EVENTS {
             state.plugin_events.pop_front();
         }
-        let event = PluginEvent { at: Utc::now(), plugin: plugin.to_owned(), action, detail };
+        let event =
+            PluginEvent { at: Utc::now(), plugin: display_text(plugin), action, detail: display_detail(&detail) };
         state.plugin_events.push_back(event.clone());
         // No subscriber yet is fine: each new one gets the events in its snapshot.
         let _ = self.events.send(LiveEvent::Plugin { event });
@@ -259,6 +281,24 @@ impl Live {
     }
 
     /// Records a committed batch and pushes it to subscribers.
+    /// Records rows the database refused for good (logged as an ERROR: that output is lost, or the
+    /// reading is kept only as a dead letter).
+    pub fn record_refused(&self, refused: &Refused) {
+        match &refused.origin {
+            RefusedOrigin::Plugin(plugin) => {
+                error!(plugin = %plugin, rows = refused.rows, error = %refused.error, "the database refused a plugin's output; the batch was stored without it")
+            }
+            RefusedOrigin::Readings => {
+                error!(rows = refused.rows, error = %refused.error, "the database refused readings; they are kept as dead letters")
+            }
+            RefusedOrigin::DeadLetters => {
+                error!(rows = refused.rows, error = %refused.error, "the database refused dead letters; they are lost")
+            }
+        }
+        self.lock().storage_refused += refused.rows as u64;
+    }
+
+    /// Folds a committed batch into the view and pushes it to every subscriber.
     pub fn record_batch(&self, batch: BatchSummary<'_>, plugins: Vec<PluginStatus>) {
         let now = Instant::now();
         let mut state = self.lock();

@@ -23,6 +23,7 @@ use axum::{Json, Router};
 use iotstream_api::{PluginEvent, PluginFailure, PluginStatus, Stats};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
+use tower::limit::ConcurrencyLimitLayer;
 use tower_http::services::{ServeDir, ServeFile};
 use tracing::error;
 
@@ -38,22 +39,64 @@ pub struct ApiState {
     pub live: Arc<Live>,
     /// Cancelled at shutdown: ends every live stream, so a graceful shutdown does not wait on them.
     pub shutdown: CancellationToken,
+    /// A permit per live stream that may be open.
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
-/// The API's error: what went wrong, without internals.
+/// Live streams served at once by default: a dashboard holds one; beyond this many, a new one is
+/// answered 503 rather than letting clients hold the host's memory and tasks without bound.
+pub const MAX_STREAMS: usize = 64;
+/// JSON requests handled at once; more wait for a slot (each holds at most one of the API's
+/// database connections, and those are fewer still).
+const MAX_CONCURRENT_REQUESTS: usize = 32;
+/// The longest event-time range `/api/quality` compares detectors over: its join is quadratic in
+/// the verdicts per reading and linear in the range, so a bound keeps it to a dashboard's query.
+const QUALITY_MAX_RANGE: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// The range `/api/quality` covers without `from`: the day up to `to` (or the newest verdict).
+const QUALITY_DEFAULT_RANGE: chrono::TimeDelta = chrono::TimeDelta::days(1);
+
+impl ApiState {
+    /// The handlers' state, serving at most [`MAX_STREAMS`] live streams at once.
+    pub fn new(store: Store, live: Arc<Live>, shutdown: CancellationToken) -> Self {
+        Self::with_max_streams(store, live, shutdown, MAX_STREAMS)
+    }
+
+    /// [`ApiState::new`] with at most `max_streams` live streams at once.
+    pub fn with_max_streams(store: Store, live: Arc<Live>, shutdown: CancellationToken, max_streams: usize) -> Self {
+        ApiState { store, live, shutdown, streams: Arc::new(tokio::sync::Semaphore::new(max_streams)) }
+    }
+}
+
+/// The API's error: a stable code and a short message, without internals (those are logged).
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The database did not answer.
-    #[error("database unavailable")]
+    #[error("the database is unavailable; try again")]
     Database(#[from] StoreError),
+    /// The request asks for something the API does not serve.
+    #[error("{message}")]
+    BadRequest {
+        /// The stable code.
+        code: &'static str,
+        /// What is wrong, for a person.
+        message: String,
+    },
+    /// Every live stream slot is taken.
+    #[error("too many live streams are open; close one or try again later")]
+    TooManyStreams,
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        match &self {
-            ApiError::Database(err) => error!(error = %err, "api query failed"),
-        }
-        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "error": self.to_string() }))).into_response()
+        let (status, code) = match &self {
+            ApiError::Database(err) => {
+                error!(error = %err, "api query failed");
+                (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable")
+            }
+            ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code),
+            ApiError::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
+        };
+        (status, Json(serde_json::json!({ "error": code, "message": self.to_string() }))).into_response()
     }
 }
 
@@ -70,8 +113,10 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         .route("/api/plugins", get(plugins))
         .route("/api/shadows", get(shadows))
         .route("/api/quality", get(quality))
-        .route("/api/stream", get(sse::stream))
         .route("/metrics", get(metrics))
+        // Live streams are bounded by their own permits, not by the request slots they would hold.
+        .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
+        .route("/api/stream", get(sse::stream))
         .with_state(state);
     let index = dashboard_dir.join("index.html");
     if index.exists() {
@@ -86,15 +131,22 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
     }
 }
 
-/// `GET /api/health`: `ok`, or `degraded` with what is down (the database or the brokers; the
-/// pipeline retries either by itself). Always 200: the process is alive and serving.
+/// `GET /api/health`: `ok`, `degraded` with what is down (the database or the brokers; the
+/// pipeline retries either by itself), or `standby` while another host owns the source (with what
+/// this one waits for). Always 200: the process is alive and serving.
 async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
     let stats = state.live.stats();
-    let status = if stats.database_ok && stats.broker_ok { "ok" } else { "degraded" };
+    let standby = state.live.standby();
+    let status = match (stats.database_ok && stats.broker_ok, &standby) {
+        (false, _) => "degraded",
+        (true, Some(_)) => "standby",
+        (true, None) => "ok",
+    };
     Json(serde_json::json!({
         "status": status,
-        "database": { "ok": stats.database_ok, "error": stats.database_error },
-        "broker": { "ok": stats.broker_ok, "error": stats.broker_error },
+        "database": { "ok": stats.database_ok, "code": stats.database_code, "error": stats.database_error },
+        "broker": { "ok": stats.broker_ok, "code": stats.broker_code, "error": stats.broker_error },
+        "source": { "owned": standby.is_none(), "waiting": standby },
         "last_checkpoint": stats.last_checkpoint,
     }))
 }
@@ -150,8 +202,30 @@ struct RangeQuery {
     to: Option<chrono::DateTime<chrono::Utc>>,
 }
 
+/// `GET /api/quality?from=&to=`: over event times in `[from, to)`, at most [`QUALITY_MAX_RANGE`];
+/// `to` defaults to just after the newest verdict, `from` to [`QUALITY_DEFAULT_RANGE`] before `to`.
 async fn quality(State(state): State<ApiState>, Query(q): Query<RangeQuery>) -> Result<impl IntoResponse, ApiError> {
-    Ok(Json(state.store.quality(q.from, q.to).await?))
+    let to = match q.to {
+        Some(to) => to,
+        None => match state.store.newest_verdict().await? {
+            Some(newest) => newest + chrono::TimeDelta::milliseconds(1),
+            None => chrono::Utc::now(),
+        },
+    };
+    let from = q.from.unwrap_or(to - QUALITY_DEFAULT_RANGE);
+    if from >= to {
+        return Err(ApiError::BadRequest {
+            code: "empty_range",
+            message: format!("from ({from}) is not before to ({to})"),
+        });
+    }
+    if to - from > QUALITY_MAX_RANGE {
+        return Err(ApiError::BadRequest {
+            code: "range_too_long",
+            message: format!("the range may span at most {} days", QUALITY_MAX_RANGE.num_days()),
+        });
+    }
+    Ok(Json(state.store.quality(Some(from), Some(to)).await?))
 }
 
 /// `GET /api/plugins`.

@@ -11,10 +11,15 @@ use futures::stream::{self, Stream, StreamExt};
 use iotstream_api::LiveEvent;
 use tokio::sync::broadcast;
 
-use super::ApiState;
+use super::{ApiError, ApiState};
 
 /// The handler: one stream per connected dashboard.
-pub(super) async fn stream(State(state): State<ApiState>) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+/// Refused (503, `too_many_streams`) while every stream slot is taken; the slot is given back
+/// when the stream ends.
+pub(super) async fn stream(
+    State(state): State<ApiState>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let permit = state.streams.clone().try_acquire_owned().map_err(|_| ApiError::TooManyStreams)?;
     let (snapshot, receiver) = state.live.subscribe();
     let events =
         stream::unfold((state.live.clone(), receiver, Some(snapshot)), |(live, mut receiver, pending)| async move {
@@ -33,8 +38,12 @@ pub(super) async fn stream(State(state): State<ApiState>) -> Sse<impl Stream<Ite
             };
             Some((Ok(sse_event(&event)), (live, receiver, None)))
         });
-    let events = events.take_until(state.shutdown.cancelled_owned());
-    Sse::new(events).keep_alive(KeepAlive::default())
+    // The permit lives as long as the stream.
+    let events = events.take_until(state.shutdown.cancelled_owned()).map(move |event| {
+        let _held = &permit;
+        event
+    });
+    Ok(Sse::new(events).keep_alive(KeepAlive::default()))
 }
 
 fn sse_event(event: &LiveEvent) -> Event {

@@ -72,14 +72,20 @@ impl Pending {
             let count = queue.iter().take_while(|m| m.offset < next).count();
             taken.insert(*partition, queue.drain(..count).collect());
         }
-        let batch = merge(&mut taken, usize::MAX);
+        let batch = merge(&mut taken, usize::MAX, usize::MAX);
         self.taken(&batch);
         batch
     }
 
     /// Takes up to `max` held messages, in canonical order (a prefix of each partition).
     pub fn take_up_to(&mut self, max: usize) -> Vec<RawMessage> {
-        let batch = merge(&mut self.by_partition, max);
+        self.take_bounded(max, usize::MAX)
+    }
+
+    /// [`Pending::take_up_to`], also stopping before the batch's keys and payloads would pass
+    /// `max_bytes` (a batch always takes its first message, however large).
+    pub fn take_bounded(&mut self, max: usize, max_bytes: usize) -> Vec<RawMessage> {
+        let batch = merge(&mut self.by_partition, max, max_bytes);
         self.taken(&batch);
         batch
     }
@@ -97,19 +103,24 @@ fn size(message: &RawMessage) -> usize {
 
 /// The canonical order: repeatedly the partition whose next message has the lowest Kafka
 /// timestamp (a message without one first), the lower partition on a tie. Each partition keeps its
-/// offset order. Takes at most `max` messages off the queues.
-fn merge(queues: &mut BTreeMap<i32, VecDeque<RawMessage>>, max: usize) -> Vec<RawMessage> {
+/// offset order. Takes at most `max` messages off the queues, and no message that would take the
+/// batch past `max_bytes` (but always a first one).
+fn merge(queues: &mut BTreeMap<i32, VecDeque<RawMessage>>, max: usize, max_bytes: usize) -> Vec<RawMessage> {
     let total: usize = queues.values().map(VecDeque::len).sum();
     let mut merged = Vec::with_capacity(total.min(max));
+    let mut bytes = 0;
     while merged.len() < max {
         let next = queues
             .iter()
             .filter_map(|(&partition, queue)| queue.front().map(|m| (m.timestamp_ms.unwrap_or(i64::MIN), partition)))
             .min();
-        let Some(message) = next.and_then(|(_, partition)| queues.get_mut(&partition)).and_then(VecDeque::pop_front)
-        else {
+        let Some(queue) = next.and_then(|(_, partition)| queues.get_mut(&partition)) else { break };
+        let weight = queue.front().map_or(0, size);
+        if !merged.is_empty() && bytes + weight > max_bytes {
             break;
-        };
+        }
+        let Some(message) = queue.pop_front() else { break };
+        bytes += weight;
         merged.push(message);
     }
     merged
@@ -193,6 +204,20 @@ mod tests {
         assert_eq!((pending.len(), pending.bytes()), (2, 102));
         pending.take_up_to(1);
         assert_eq!((pending.len(), pending.bytes()), (1, 0));
+    }
+
+    #[test]
+    fn a_batch_stops_before_its_bytes_pass_the_cap_but_takes_a_first_message_however_large() {
+        let sized =
+            |offset: i64, bytes: usize| RawMessage { payload: Some(vec![b'x'; bytes]), ..message(0, offset, offset) };
+        let mut pending = Pending::default();
+        for (offset, bytes) in [(0, 1000), (1, 1000), (2, 1000), (3, 5000), (4, 10)] {
+            pending.push(sized(offset, bytes));
+        }
+        assert_eq!(ids(&pending.take_bounded(10, 2500)), vec![(0, 0), (0, 1)]);
+        assert_eq!(ids(&pending.take_bounded(10, 2500)), vec![(0, 2)]);
+        assert_eq!(ids(&pending.take_bounded(10, 2500)), vec![(0, 3)]);
+        assert_eq!((ids(&pending.take_bounded(10, 2500)), pending.bytes()), (vec![(0, 4)], 0));
     }
 
     #[test]

@@ -30,6 +30,10 @@ pub const BEGINNING: i64 = -2;
 
 /// How long the source waits after a consumer error before asking again.
 const ERROR_PAUSE: Duration = Duration::from_millis(250);
+/// Keys and payloads one batch may hold: a batch of the default 5000 seed-format readings is about
+/// 1 MB, so this only splits batches of unusually large messages (a topic of 1 MB messages would
+/// otherwise make one batch of gigabytes).
+pub const BATCH_MAX_BYTES: usize = 32 << 20;
 /// How long one metadata request may take before it is retried.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -90,7 +94,7 @@ impl Source {
         let (identity, partitions) = tokio::task::spawn_blocking(move || lookup_topic(&lookup, &topic_name))
             .await
             .map_err(|err| KafkaError::Lookup(err.to_string()))??;
-        let identity = source_identity(identity, brokers);
+        let identity = source_identity(&identity, brokers);
         Ok(Source {
             consumer,
             topic: topic.to_owned(),
@@ -146,6 +150,21 @@ impl Source {
         self.health.clone()
     }
 
+    /// Each partition's (low, high) watermarks: the offset of its oldest message and the offset its
+    /// next message will get, as the brokers report them now.
+    pub async fn watermarks(&self) -> Result<BTreeMap<i32, (i64, i64)>, KafkaError> {
+        let (consumer, topic, partitions) = (self.consumer.clone(), self.topic.clone(), self.partitions.clone());
+        // Offset requests block: keep them off the async threads.
+        tokio::task::spawn_blocking(move || {
+            partitions
+                .iter()
+                .map(|&partition| Ok((partition, consumer.fetch_watermarks(&topic, partition, METADATA_TIMEOUT)?)))
+                .collect()
+        })
+        .await
+        .map_err(|err| KafkaError::Lookup(err.to_string()))?
+    }
+
     /// Starts reading every partition at `positions` (next offsets; a partition not in it, or at
     /// [`BEGINNING`], from its first message).
     pub fn start_at(&self, positions: &BTreeMap<i32, i64>) -> Result<(), KafkaError> {
@@ -178,7 +197,7 @@ impl Source {
         let consumer = Arc::clone(&self.consumer);
         let idle_until = tokio::time::Instant::now() + idle;
         let mut linger_until = None;
-        while self.pending.len() < max {
+        while self.pending.len() < max && self.pending.bytes() < BATCH_MAX_BYTES {
             if linger_until.is_none() && !self.pending.is_empty() {
                 linger_until = Some(tokio::time::Instant::now() + linger);
             }
@@ -190,7 +209,7 @@ impl Source {
                 break;
             }
         }
-        self.pending.take_up_to(max)
+        self.pending.take_bounded(max, BATCH_MAX_BYTES)
     }
 
     /// Holds a received message and returns its partition and offset; `None` on a consumer error
@@ -257,19 +276,25 @@ fn lookup_topic(consumer: &StreamConsumer<SourceContext>, topic: &str) -> Result
     if partitions.is_empty() {
         return Err(KafkaError::TopicMissing(topic.to_owned()));
     }
-    let cluster = consumer.client().fetch_cluster_id(METADATA_TIMEOUT).unwrap_or_default();
+    let cluster = cluster_id(consumer.client().fetch_cluster_id(METADATA_TIMEOUT))?;
     Ok((cluster, partitions))
+}
+
+/// The cluster id a lookup returned, or the retryable error that none came: a slow or starting
+/// broker answers without one (or not in time), and an empty id would name a new source whose
+/// offsets start at zero: the whole retained topic stored again, every stage started empty.
+fn cluster_id(looked_up: Option<String>) -> Result<String, KafkaError> {
+    match looked_up {
+        Some(id) if !id.trim().is_empty() => Ok(id),
+        _ => Err(KafkaError::ClusterIdMissing),
+    }
 }
 
 /// A Kafka cluster's id is a UUID, stable for the cluster's life. librdkafka's mock cluster derives
 /// its id from a memory address, so two runs could share one: its address (a fresh port each run)
 /// tells them apart.
-fn source_identity(cluster_id: String, brokers: &str) -> String {
-    if cluster_id.is_empty() || cluster_id.starts_with("mockCluster") {
-        format!("{cluster_id}@{brokers}")
-    } else {
-        cluster_id
-    }
+fn source_identity(cluster_id: &str, brokers: &str) -> String {
+    if cluster_id.starts_with("mockCluster") { format!("{cluster_id}@{brokers}") } else { cluster_id.to_owned() }
 }
 
 #[cfg(test)]
@@ -278,8 +303,20 @@ mod tests {
 
     #[test]
     fn real_clusters_are_known_by_id_and_mock_ones_by_address_too() {
-        assert_eq!(source_identity("vIG2dFxPS0mF3bbd5wT3cg".into(), "kafka:9092"), "vIG2dFxPS0mF3bbd5wT3cg");
-        assert_eq!(source_identity("mockCluster7f3a".into(), "127.0.0.1:40117"), "mockCluster7f3a@127.0.0.1:40117");
-        assert_eq!(source_identity(String::new(), "k:1"), "@k:1");
+        assert_eq!(source_identity("vIG2dFxPS0mF3bbd5wT3cg", "kafka:9092"), "vIG2dFxPS0mF3bbd5wT3cg");
+        assert_eq!(source_identity("mockCluster7f3a", "127.0.0.1:40117"), "mockCluster7f3a@127.0.0.1:40117");
+    }
+
+    /// A lookup that timed out (`None`) or answered without an id is an error `connect_retrying`
+    /// retries, never an empty identity (the mock cluster cannot be made slow to answer, so the
+    /// lookup's outcomes are fed here directly).
+    #[test]
+    fn a_missing_cluster_id_is_a_retryable_error_not_a_new_identity() {
+        assert_eq!(cluster_id(Some("vIG2dFxPS0mF3bbd5wT3cg".into())).ok().as_deref(), Some("vIG2dFxPS0mF3bbd5wT3cg"));
+        for missing in [None, Some(String::new()), Some("  ".into())] {
+            let err = cluster_id(missing.clone()).expect_err("no identity");
+            assert!(matches!(err, KafkaError::ClusterIdMissing), "{missing:?}: {err}");
+            assert_eq!(err.to_string(), "the brokers did not report their cluster id (yet)");
+        }
     }
 }

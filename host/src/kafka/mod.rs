@@ -5,12 +5,15 @@
 //! * `consumer`: [`Source`], connecting, assigning, batching, the group offsets for monitoring;
 //! * [`batches`]: the canonical order within a batch and extents; `replay`: forming the committed
 //!   batches again after a restart; `health`: [`SourceHealth`], whether the brokers answer;
+//! * [`log_check`]: whether stored positions still mean the same messages (a log that started
+//!   again, messages retention deleted unread);
 //! * `embedded`: [`EmbeddedBroker`]; [`producer`] here.
 
 pub mod batches;
 mod consumer;
 mod embedded;
 mod health;
+pub mod log_check;
 mod replay;
 
 pub use consumer::{BEGINNING, RawMessage, Source};
@@ -29,6 +32,10 @@ pub enum KafkaError {
     /// The topic is not on the brokers (yet).
     #[error("topic {0} does not exist yet")]
     TopicMissing(String),
+    /// The brokers answered the metadata request without their cluster id, or not in time: the
+    /// source's identity is unknown, so connecting is retried (never an empty identity).
+    #[error("the brokers did not report their cluster id (yet)")]
+    ClusterIdMissing,
     /// The metadata lookup's thread failed.
     #[error("kafka metadata lookup failed: {0}")]
     Lookup(String),

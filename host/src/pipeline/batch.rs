@@ -6,30 +6,36 @@
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
-use chrono::Utc;
+use chrono::{DateTime, TimeZone, Utc};
 use iotstream_api::{PluginStatus, PredictionRow};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
 use super::stages::Stages;
-use super::{Committed, Pipeline};
+use super::{Committed, Pipeline, PipelineError, SHUTDOWN_WRITE_GRACE};
 use crate::http::live::{BatchSummary, EVENT_ROWS, Live};
 use crate::kafka::RawMessage;
 use crate::plugins::bindings::Reading as WitReading;
-use crate::store::rows::DEAD_LETTER_PAYLOAD_LIMIT;
-use crate::store::{BatchRows, CheckpointReason, DeadLetter, Store, StoredReading, Totals};
+use crate::reading::DecodeError;
+use crate::store::rows::{DEAD_LETTER_KEY_LIMIT, DEAD_LETTER_PAYLOAD_LIMIT};
+use crate::store::{BatchRows, CheckpointReason, DeadLetter, Store, StoreError, StoredReading, Written};
 
 impl Pipeline {
     /// Processes one batch and starts its transaction once the previous batch's has committed;
     /// false if shutdown interrupted the database retries (what is not stored is replayed).
-    pub(super) async fn process(&mut self, batch: &[RawMessage], shutdown: &CancellationToken) -> bool {
+    pub(super) async fn process(
+        &mut self,
+        batch: &[RawMessage],
+        shutdown: &CancellationToken,
+    ) -> Result<(), PipelineError> {
         // The logged batches a given-up replay did not form again are forgotten with this batch, so
         // that a later restart does not form batches this run never processed.
         let forget_batches = self.source.take_replay_given_up().then_some((self.batch_seq, self.logged_until));
         // A batch formed again keeps its logged number; one read on is numbered past the log.
         self.batch_seq = self.source.take_replayed().unwrap_or(self.batch_seq.max(self.logged_until) + 1);
         let batch_seq = self.batch_seq;
-        let mut rows = BatchRows { source: self.source_id, batch_seq, forget_batches, ..BatchRows::default() };
+        let topic = self.source.topic().to_owned();
+        let mut rows = BatchRows { source: self.source_id, topic, batch_seq, forget_batches, ..BatchRows::default() };
         let wit = self.validate(batch, &mut rows);
         let checkpoint_due = match (self.last_checkpoint, self.config.checkpoint_interval) {
             (None, _) => true,
@@ -38,7 +44,9 @@ impl Pipeline {
         };
         if !wit.is_empty() || checkpoint_due {
             let positions = checkpoint_due.then(|| self.positions.clone());
-            let Some(processed) = self.run_stages(wit, rows, positions).await else { return false };
+            let Some(processed) = self.run_stages(wit, rows, positions).await else {
+                return Err(PipelineError::StagesPanicked);
+            };
             rows = processed;
         }
         if rows.checkpoint.is_some() {
@@ -46,11 +54,9 @@ impl Pipeline {
         }
         // One transaction at a time, in batch order: this batch's starts when the previous one's
         // has committed, and runs while the next batch is computed.
-        if !self.finish_in_flight().await {
-            return false;
-        }
+        self.finish_in_flight().await?;
         self.in_flight = Some(self.start_commit(batch, rows, shutdown));
-        true
+        Ok(())
     }
 
     /// Validates each message of `batch` into `rows` (a reading, or a dead letter with its reason)
@@ -59,7 +65,7 @@ impl Pipeline {
         let mut wit = Vec::with_capacity(batch.len());
         let now = Utc::now();
         for message in batch {
-            match self.config.limits.check(message.payload.as_deref(), now) {
+            match self.config.limits.check(message.payload.as_deref(), judged_at(message, now)) {
                 Ok(reading) => {
                     wit.push(self.stages.catalog.wit_reading(&reading));
                     rows.readings.push(StoredReading {
@@ -71,15 +77,7 @@ impl Pipeline {
                 }
                 Err(err) => {
                     debug!(partition = message.partition, offset = message.offset, error = %err, "dead-lettering a message");
-                    rows.dead_letters.push(DeadLetter {
-                        topic: self.source.topic().to_owned(),
-                        partition: message.partition,
-                        offset: message.offset,
-                        key: message.key.clone(),
-                        payload: message.payload.as_ref().map(|p| p[..p.len().min(DEAD_LETTER_PAYLOAD_LIMIT)].to_vec()),
-                        error: err.to_string(),
-                        reason: err.kind(),
-                    });
+                    rows.dead_letters.push(dead_letter(self.source.topic(), message, &err));
                 }
             }
             let next = self.positions.entry(message.partition).or_insert(message.offset + 1);
@@ -136,8 +134,11 @@ impl Pipeline {
         })
     }
 
-    /// Writes `rows`, retrying with exponential backoff (0.1 s doubling to 10 s) until it succeeds
-    /// or shutdown is requested (`None`).
+    /// Writes `rows`, retrying with exponential backoff (0.1 s doubling to 10 s) until it succeeds,
+    /// or (`None`) until [`SHUTDOWN_WRITE_GRACE`] after shutdown was requested: a write in
+    /// progress at shutdown finishes, an outage does not hold the shutdown.
+    /// A lost source ([`StoreError::NotOwner`]) is not retried: it stops the host (`None`, ERROR
+    /// logged).
     /// (A free function of the store and live view: the plugin stores are not `Sync`, so no `&self`
     /// may live across an await.)
     pub(super) async fn commit(
@@ -145,36 +146,58 @@ impl Pipeline {
         live: &Live,
         rows: &BatchRows,
         shutdown: &CancellationToken,
-    ) -> Option<Totals> {
+    ) -> Option<Written> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(10))
             .without_max_times();
         let write = || store.write(rows);
-        let retried = write.retry(backoff).notify(|err, delay| {
-            live.set_database(false, Some(err.to_string()));
-            warn!(error = %err, retry_in = ?delay, "batch not stored; retrying");
-        });
+        let retried =
+            write.retry(backoff).when(|err| !matches!(err, StoreError::NotOwner { .. })).notify(|err, delay| {
+                live.set_database(Some(err.outage()));
+                warn!(error = %err, retry_in = ?delay, "batch not stored; retrying");
+            });
         tokio::select! {
-            result = retried => {
-                if result.is_ok() {
-                    live.set_database(true, None);
+            result = retried => match result {
+                Ok(written) => {
+                    live.set_database(None);
+                    Some(written)
                 }
-                result.ok()
-            }
-            _ = shutdown.cancelled() => None,
+                Err(err) => {
+                    // Another host may own the source now: writing on would overwrite its batch
+                    // log and checkpoints. Stop; a restart waits for the source again.
+                    error!(error = %err, "batch not stored: this host lost its source; stopping (restart it to wait for the source again)");
+                    shutdown.cancel();
+                    None
+                }
+            },
+            _ = async {
+                shutdown.cancelled().await;
+                tokio::time::sleep(SHUTDOWN_WRITE_GRACE).await;
+            } => None,
         }
     }
+}
+
+/// The time a message's event time is judged against: its Kafka timestamp (when it was produced or
+/// appended), the same however late it is processed, so a replay long after a crash judges it as
+/// the first run did; the host's clock `now` only for a message without one.
+fn judged_at(message: &RawMessage, now: DateTime<Utc>) -> DateTime<Utc> {
+    message.timestamp_ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single()).unwrap_or(now)
 }
 
 /// Pushes a committed batch (what it `written`, its newest rows) to the live view.
 pub(super) fn publish(
     live: &Live,
     rows: &BatchRows,
-    written: Totals,
+    written: Written,
     latencies_ms: Vec<f64>,
     plugins: Vec<PluginStatus>,
 ) {
+    for refused in &written.refused {
+        live.record_refused(refused);
+    }
+    let written = written.totals;
     let detections = rows
         .predictions
         .iter()
@@ -210,4 +233,24 @@ pub(super) fn publish(
         latencies_ms,
     };
     live.record_batch(summary, plugins);
+}
+
+/// A message that did not decode or validate, as its dead letter: the payload up to
+/// [`DEAD_LETTER_PAYLOAD_LIMIT`] and the key up to [`DEAD_LETTER_KEY_LIMIT`] bytes (a cut is said
+/// in the error).
+fn dead_letter(topic: &str, message: &RawMessage, err: &DecodeError) -> DeadLetter {
+    let key_len = message.key.as_ref().map_or(0, Vec::len);
+    let mut error = err.to_string();
+    if key_len > DEAD_LETTER_KEY_LIMIT {
+        error.push_str(&format!(" (key cut from {key_len} to {DEAD_LETTER_KEY_LIMIT} bytes)"));
+    }
+    DeadLetter {
+        topic: topic.to_owned(),
+        partition: message.partition,
+        offset: message.offset,
+        key: message.key.as_ref().map(|k| k[..k.len().min(DEAD_LETTER_KEY_LIMIT)].to_vec()),
+        payload: message.payload.as_ref().map(|p| p[..p.len().min(DEAD_LETTER_PAYLOAD_LIMIT)].to_vec()),
+        error,
+        reason: err.kind(),
+    }
 }

@@ -37,18 +37,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use iotstream_api::PluginStatus;
+use iotstream_api::{OutageCode, PluginStatus};
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::http::live::Live;
 use crate::kafka::{KafkaError, Source, SourceHealth};
 use crate::reading::ReadingLimits;
-use crate::store::{BatchRows, CheckpointReason, Store, StoreError};
+use crate::store::{BatchRows, CheckpointReason, SourceLock, Store, StoreError};
 
 /// How long the shutdown checkpoint may take before the host exits without it (the previous
 /// checkpoint and a replay then cover the difference).
 const SHUTDOWN_CHECKPOINT_LIMIT: Duration = Duration::from_secs(5);
+/// How long a write in progress at shutdown may still take (retries included) before the host
+/// stops without it: a healthy write takes milliseconds, so this only cuts short an outage.
+const SHUTDOWN_WRITE_GRACE: Duration = Duration::from_secs(5);
 
 /// How the loop batches, ticks, validates and checkpoints.
 #[derive(Debug, Clone)]
@@ -66,6 +69,9 @@ pub struct PipelineConfig {
     pub replay_patience: Duration,
     /// What a message must satisfy besides its format.
     pub limits: ReadingLimits,
+    /// Whether a log that started again (stored positions past the broker's end) is stored as a
+    /// new epoch of the source; without it the host refuses to start.
+    pub accept_new_log: bool,
 }
 
 impl PipelineConfig {
@@ -94,6 +100,7 @@ impl Default for PipelineConfig {
             checkpoint_interval: Some(Self::CHECKPOINT_INTERVAL),
             replay_patience: Self::REPLAY_PATIENCE,
             limits: ReadingLimits::default(),
+            accept_new_log: false,
         }
     }
 }
@@ -120,62 +127,69 @@ pub struct Pipeline {
     in_flight: Option<InFlight>,
     store: Store,
     live: Arc<Live>,
+    /// This host's ownership of the source, released when the pipeline ends.
+    _owner: SourceLock,
 }
 
 impl Pipeline {
     /// Runs until `shutdown`, then checkpoints the stages (if everything they processed is stored)
     /// and commits the group offsets.
-    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), KafkaError> {
+    ///
+    /// A stop short of that (the stages panicked, a transaction task failed, or a batch was not
+    /// stored before the shutdown grace ended) is an error, so the process exits non-zero and a
+    /// supervisor restarts it; what was not stored is replayed then.
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), PipelineError> {
         let mut last_tick = Instant::now();
-        let mut consistent = true;
+        let mut failure = None;
         loop {
             let batch = tokio::select! {
                 batch = self.source.next_batch(self.config.batch_max, self.config.batch_linger, self.config.tick_interval) => batch,
                 _ = shutdown.cancelled() => break,
             };
             let broker_up = self.source_health.is_up();
-            self.live.set_broker(broker_up, if broker_up { None } else { self.source_health.last_error() });
+            self.live.set_broker((!broker_up).then_some(OutageCode::BrokersUnreachable));
             // Nothing to compute meanwhile: let the batch in flight finish.
-            if batch.is_empty() && !self.finish_in_flight().await {
-                consistent = false;
-                break;
-            }
-            if !batch.is_empty() && !self.process(&batch, &shutdown).await {
-                consistent = false;
-                break;
-            }
-            if last_tick.elapsed() >= self.config.tick_interval {
-                last_tick = Instant::now();
-                if !self.tick(&shutdown).await {
-                    consistent = false;
-                    break;
+            let step =
+                if batch.is_empty() { self.finish_in_flight().await } else { self.process(&batch, &shutdown).await };
+            let step = match step {
+                Ok(()) if last_tick.elapsed() >= self.config.tick_interval => {
+                    last_tick = Instant::now();
+                    self.tick(&shutdown).await
                 }
+                other => other,
+            };
+            if let Err(err) = step {
+                failure = Some(err);
+                break;
             }
             self.apply_plugin_changes();
         }
-        if consistent && !self.finish_in_flight().await {
-            consistent = false;
+        if failure.is_none() {
+            failure = self.finish_in_flight().await.err();
         }
-        if consistent {
-            self.checkpoint_at_shutdown().await;
-        } else {
-            info!("stopping with a batch not stored: no shutdown checkpoint (the last one and a replay cover it)");
+        match &failure {
+            None => self.checkpoint_at_shutdown().await,
+            Some(err) => {
+                error!(error = %err, "stopping with a batch not stored: no shutdown checkpoint (the last one and a replay cover it)")
+            }
         }
         info!("pipeline stopping: committing group offsets");
-        self.source.commit_now()
+        let committed = self.source.commit_now();
+        match failure {
+            Some(err) => Err(err),
+            None => Ok(committed?),
+        }
     }
 
     /// Waits for the batch in flight to commit, then stores its offsets with the consumer group;
-    /// false if it was not stored (shutdown during its retries).
-    async fn finish_in_flight(&mut self) -> bool {
-        let Some(task) = self.in_flight.take() else { return true };
+    /// an error if it was not stored (the shutdown grace ended during its retries) or its task
+    /// failed.
+    async fn finish_in_flight(&mut self) -> Result<(), PipelineError> {
+        let Some(task) = self.in_flight.take() else { return Ok(()) };
         let committed = match task.await {
             Ok(Some(committed)) => committed,
-            Ok(None) => return false,
-            Err(panic) => {
-                error!(error = %panic, "the batch's transaction task failed; stopping (the batch will be replayed)");
-                return false;
-            }
+            Ok(None) => return Err(PipelineError::NotStored),
+            Err(panic) => return Err(PipelineError::CommitTask(panic.to_string())),
         };
         if committed.checkpoint {
             self.live.set_checkpoint(Utc::now());
@@ -183,26 +197,39 @@ impl Pipeline {
         if let Err(err) = self.source.mark_stored(&committed.positions) {
             warn!(error = %err, "could not store offsets with the consumer group");
         }
-        true
+        Ok(())
     }
 
     /// Tells aggregators the time and stores the windows they close for idleness.
-    async fn tick(&mut self, shutdown: &CancellationToken) -> bool {
-        if !self.finish_in_flight().await {
-            return false;
-        }
+    async fn tick(&mut self, shutdown: &CancellationToken) -> Result<(), PipelineError> {
+        self.finish_in_flight().await?;
         let now_ms = Utc::now().timestamp_millis();
-        // A tick is a few microseconds per aggregator: not worth a thread hop.
-        let rows = BatchRows { source: self.source_id, aggregates: self.stages.tick(now_ms), ..BatchRows::default() };
+        // A tick runs plugin code, which may take up to its call deadline: on a blocking thread, as
+        // a batch does, never on the async workers that serve the API and the live streams.
+        let mut stages = std::mem::take(&mut self.stages);
+        let ticked = tokio::task::spawn_blocking(move || {
+            let closed = stages.tick(now_ms);
+            (stages, closed)
+        })
+        .await;
+        let aggregates = match ticked {
+            Ok((stages, closed)) => {
+                self.stages = stages;
+                closed
+            }
+            Err(panic) => {
+                error!(error = %panic, "plugin stages panicked in a tick; stopping the pipeline");
+                return Err(PipelineError::StagesPanicked);
+            }
+        };
+        let rows = BatchRows { source: self.source_id, aggregates, ..BatchRows::default() };
         if rows.aggregates.is_empty() {
             self.live.set_plugins(self.plugin_statuses());
-            return true;
+            return Ok(());
         }
-        let Some(written) = Self::commit(&self.store, &self.live, &rows, shutdown).await else {
-            return false;
-        };
+        let written = Self::commit(&self.store, &self.live, &rows, shutdown).await.ok_or(PipelineError::NotStored)?;
         batch::publish(&self.live, &rows, written, Vec::new(), self.plugin_statuses());
-        true
+        Ok(())
     }
 
     /// Exports every stage's state with the current positions, within [`SHUTDOWN_CHECKPOINT_LIMIT`].
@@ -236,13 +263,47 @@ struct Committed {
     checkpoint: bool,
 }
 
+/// Why the loop stopped short of a clean shutdown (nothing is lost: what was not stored is
+/// replayed at the next start).
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// The plugin stages' thread panicked (a host bug: plugin faults are caught).
+    #[error("the plugin stages panicked")]
+    StagesPanicked,
+    /// A batch's transaction task failed.
+    #[error("a batch's transaction task failed: {0}")]
+    CommitTask(String),
+    /// A batch was not stored before the shutdown grace ended (the database was unreachable).
+    #[error("a batch was not stored before the shutdown grace ended; it is replayed at the next start")]
+    NotStored,
+    /// Committing the group offsets at the end.
+    #[error(transparent)]
+    Kafka(#[from] KafkaError),
+}
+
 /// Why the pipeline could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     /// Reading the positions or the checkpoint.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Assigning the partitions.
+    /// Assigning the partitions, or reading their offset ranges.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    /// The stored positions are past the end of the broker's log: the topic was created again or
+    /// the broker's log wiped, and its offsets name other messages now.
+    #[error(
+        "the log of topic {topic} on {identity} started again ({rewound}): its offsets now name other messages, which \
+         would be dropped as replays of the stored ones. Check the broker (a topic deleted and created again, a log \
+         wiped), then start with --accept-new-log (IOTSTREAM_ACCEPT_NEW_LOG=true) to store it as a new epoch of the \
+         source"
+    )]
+    LogRewound {
+        /// The topic.
+        topic: String,
+        /// The source's identity (the cluster).
+        identity: String,
+        /// Each partition: stored next offset and the broker's end.
+        rewound: String,
+    },
 }

@@ -44,7 +44,7 @@ pub(super) enum Change {
         /// The plugin.
         name: String,
         /// Why.
-        error: String,
+        error: PluginError,
     },
     /// A plugin's file is gone.
     Removed {
@@ -85,9 +85,9 @@ impl PluginReload {
         for Loading { name, task } in done {
             changes.push(match task.now_or_never() {
                 Some(Ok((Ok(plugin), load_ms))) => Change::Ready { plugin: Box::new(plugin), load_ms },
-                Some(Ok((Err(err), _))) => Change::Refused { name, error: err.to_string() },
-                Some(Err(join)) => Change::Refused { name, error: format!("loading it failed: {join}") },
-                None => Change::Refused { name, error: "its load did not finish".into() },
+                Some(Ok((Err(err), _))) => Change::Refused { name, error: err },
+                Some(Err(join)) => Change::Refused { name, error: load_failed(&join.to_string()) },
+                None => Change::Refused { name, error: load_failed("its load did not finish") },
             });
         }
         changes
@@ -134,8 +134,9 @@ impl super::Pipeline {
                 }
                 Change::Refused { name, error } => {
                     let running = self.stages.contains(&name);
+                    error!(plugin = %name, error = %error, running, "plugin file refused");
+                    let error = error.public();
                     let detail = if running { format!("{error}; the running version keeps running") } else { error };
-                    error!(plugin = %name, "plugin file refused: {detail}");
                     self.live.set_plugin_failure(&name, Some(detail.clone()));
                     self.live.plugin_event(&name, PluginAction::Refused, detail);
                 }
@@ -154,4 +155,9 @@ impl super::Pipeline {
         }
         self.live.set_plugins(self.plugin_statuses());
     }
+}
+
+/// A load that ended without a plugin or an error of its own (its task failed or vanished).
+fn load_failed(why: &str) -> PluginError {
+    PluginError::Runtime { what: "plugin load", message: why.to_owned() }
 }

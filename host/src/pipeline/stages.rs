@@ -9,6 +9,7 @@ use iotstream_api::{AggregateRow, PluginStatus, Verdict};
 use tracing::{debug, error, info, warn};
 
 use crate::plugins::bindings::{ModelInfo, Reading as WitReading, Verdict as WitVerdict, WindowAggregate};
+use crate::plugins::output::{display_detail, display_text};
 use crate::plugins::{Plugin, PluginError, PluginState, SensorCatalog, StageKind};
 use crate::reading::SensorType;
 use crate::store::{BatchRows, Checkpoint, CheckpointReason, ModelLineage, Prediction, ShadowPrediction, StageState};
@@ -206,6 +207,9 @@ impl Stages {
         positions: BTreeMap<i32, i64>,
         after_batch: i64,
     ) -> Checkpoint {
+        if self.catalog.needs_compaction() {
+            self.compact_catalog();
+        }
         let catalog = &self.catalog;
         let mut states = Vec::new();
         for plugin in self.detectors.iter_mut().chain(&mut self.shadows).chain(&mut self.aggregators) {
@@ -224,25 +228,39 @@ impl Stages {
         Checkpoint { reason, after_batch: Some(after_batch), positions, catalog: self.catalog.entries(), states }
     }
 
+    /// Replaces the catalog with its compaction and hands every plugin its state under the new
+    /// keys (at a checkpoint, so the checkpoint records the compacted catalog).
+    fn compact_catalog(&mut self) {
+        let compacted = self.catalog.compacted();
+        for plugin in self.detectors.iter_mut().chain(&mut self.shadows).chain(&mut self.aggregators) {
+            if let Err(err) = plugin.renumber(&self.catalog, &compacted) {
+                warn!(plugin = plugin.name(), error = %err, "state not handed to the compacted catalog now; the plugin restarts from it");
+            }
+        }
+        info!(keys_before = self.catalog.len(), keys_after = compacted.len(), "sensor catalog compacted");
+        self.catalog = compacted;
+    }
+
     pub(super) fn statuses(&self) -> Vec<PluginStatus> {
         self.detectors.iter().chain(&self.shadows).chain(&self.aggregators).map(plugin_status).collect()
     }
 }
 
-/// The API's view of a plugin.
+/// The API's view of a plugin, its texts shown fit ([`display_text`]: the name and version were
+/// checked at load, errors may quote the plugin).
 pub fn plugin_status(plugin: &Plugin) -> PluginStatus {
     let m = plugin.metrics();
     PluginStatus {
-        name: plugin.name().to_owned(),
+        name: display_text(plugin.name()),
         kind: plugin.kind(),
-        version: plugin.info().version.clone(),
+        version: display_text(&plugin.info().version),
         calls: m.calls,
         readings_in: m.readings_in,
         outputs: m.outputs,
         errors: m.errors,
         restarts: m.restarts,
         mean_call_micros: if m.calls == 0 { 0.0 } else { m.busy_micros as f64 / m.calls as f64 },
-        last_error: m.last_error.clone(),
+        last_error: m.last_error.as_deref().map(display_detail),
         state: m.state,
         consecutive_failures: m.consecutive_failures,
         skipped_readings: m.skipped_readings,

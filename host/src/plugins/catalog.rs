@@ -9,6 +9,11 @@ use super::bindings::{Reading as WitReading, Sensor};
 use crate::reading::SensorIdentity;
 use crate::reading::{Reading, SensorType};
 
+/// Keys a catalog may hold beyond two per sensor id before it is compacted: a sensor that moves or
+/// changes type now and then costs a few keys; one that flips on every reading (or a producer
+/// that cycles locations) would otherwise grow the catalog, and every checkpoint, without end.
+const COMPACTION_SLACK: usize = 1024;
+
 /// Every sensor seen by this process, by key.
 #[derive(Debug, Default)]
 pub struct SensorCatalog {
@@ -87,6 +92,30 @@ impl SensorCatalog {
         self.sensors.get(key as usize)
     }
 
+    /// Whether the catalog holds so many keys of past identities (sensors that moved or changed
+    /// type) that it should be compacted.
+    pub fn needs_compaction(&self) -> bool {
+        self.sensors.len() > 2 * self.by_id.len() + COMPACTION_SLACK
+    }
+
+    /// This catalog with only each sensor id's current identity, keyed again from 0 in the order
+    /// of their current keys. Every plugin must then be told the new keys (the pipeline hands each
+    /// its state over, see `Plugin::renumber`).
+    pub fn compacted(&self) -> SensorCatalog {
+        let mut current: Vec<u32> = self.by_id.values().copied().collect();
+        current.sort_unstable();
+        let entries: Vec<SensorIdentity> = current
+            .into_iter()
+            .filter_map(|key| self.get(key))
+            .map(|s| SensorIdentity {
+                sensor_id: s.sensor_id.clone(),
+                sensor_type: SensorType::from(s.sensor_type),
+                location: s.location.clone(),
+            })
+            .collect();
+        SensorCatalog::restore(&entries)
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.sensors.len()
@@ -130,5 +159,25 @@ mod tests {
         assert_eq!(restored.key_for(&moved), 2);
         assert_eq!(restored.key_for(&reading("c", SensorType::Pressure, "hall")), 3);
         assert_eq!(restored.since(3).len(), 1);
+    }
+
+    #[test]
+    fn compaction_keeps_each_sensors_current_identity_in_key_order() {
+        let mut catalog = SensorCatalog::default();
+        catalog.key_for(&reading("steady", SensorType::Humidity, "office_1"));
+        let mut moves = 0;
+        while !catalog.needs_compaction() {
+            catalog.key_for(&reading("mover", SensorType::Co2, &format!("room_{moves}")));
+            moves += 1;
+        }
+        // Two sensor ids: compacted once their keys pass two each plus the slack.
+        assert_eq!(catalog.len(), 2 * 2 + COMPACTION_SLACK + 1);
+        let compacted = catalog.compacted();
+        let ids: Vec<(String, String)> = compacted.entries().into_iter().map(|e| (e.sensor_id, e.location)).collect();
+        let last = format!("room_{}", moves - 1);
+        assert_eq!(ids, vec![("steady".into(), "office_1".into()), ("mover".into(), last.clone())]);
+        let mut compacted = compacted;
+        assert_eq!(compacted.key_for(&reading("mover", SensorType::Co2, &last)), 1);
+        assert!(!compacted.needs_compaction());
     }
 }

@@ -2,12 +2,14 @@
 //! stages: `main` with arguments, one read-only folder, stdout captured, no CPU deadline.
 
 use std::path::Path;
+use std::time::Duration;
 
 use wasmtime::Store;
 use wasmtime::component::Component;
 use wasmtime_wasi::WasiCtx;
 
 use super::runtime::StageCtx;
+use super::sandbox::GuestClock;
 use super::{PluginError, PluginRuntime};
 
 impl PluginRuntime {
@@ -25,7 +27,9 @@ impl PluginRuntime {
         let mut wasi = WasiCtx::builder();
         wasi.args(args).stdout(stdout.clone()).inherit_stderr();
         wasi.preopened_dir(dir, "/data", FsPerms::ReadOnly).map_err(trap)?;
-        let ctx = StageCtx::new(wasi.build(), self.limits.memory_bytes);
+        // A tool keeps the real clocks (forest-bench times itself); its sleeps, should it have any,
+        // go through the host's clock waits like a stage's, with no deadline.
+        let ctx = StageCtx::new(wasi.build(), self.limits.memory_bytes, GuestClock::new(Duration::MAX));
         let mut store = Store::new(&self.engine, ctx);
         store.limiter(|ctx| ctx.meter());
         // A tool may run for minutes: no CPU deadline.

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use super::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT};
 use super::limits::PluginLimits;
+use super::output::{display_detail, display_text};
+use super::sandbox::SleptPastDeadline;
 
 /// Why a plugin could not be loaded or a call failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,15 +76,37 @@ pub enum PluginError {
         /// The deadline.
         deadline: Duration,
     },
-    /// The instance tried to grow a linear memory past the cap, which traps.
+    /// A call slept (a blocking WASI call, which the CPU deadline does not interrupt) for longer in
+    /// total than its deadline. The host's clock lets no sleep block, so this cost no time.
+    #[error(
+        "plugin {plugin} blocked in a WASI call (a sleep of {asked:?} in one call) past its deadline of {deadline:?} per call"
+    )]
+    Blocked {
+        /// The plugin.
+        plugin: String,
+        /// The sleeps of the call, added up.
+        asked: Duration,
+        /// The deadline.
+        deadline: Duration,
+    },
+    /// The instance tried to grow its linear memories past the cap, which traps.
     #[error("plugin {plugin} tried to grow its memory to {requested} bytes, past its cap of {limit} bytes")]
     MemoryLimit {
         /// The plugin.
         plugin: String,
-        /// The size it asked for, bytes.
+        /// The size it asked for, all its memories together, bytes.
         requested: usize,
         /// The cap, bytes.
         limit: usize,
+    },
+    /// The plugin's name, or the name or version its `stage-info` reports, cannot be stored: too
+    /// long for its column, or holding a control character. It is not loaded.
+    #[error("plugin {plugin} cannot be loaded: {message}")]
+    Unstorable {
+        /// The plugin.
+        plugin: String,
+        /// What does not fit.
+        message: String,
     },
     /// The stage refused a call with a `stage-error`.
     #[error("plugin {plugin} refused the call: {message}")]
@@ -126,17 +150,82 @@ impl PluginError {
     pub fn is_skip(&self) -> bool {
         matches!(self, PluginError::BackingOff { .. } | PluginError::Quarantined { .. })
     }
+
+    /// The error as the API shows it: what happened, without the host's file paths (a file is
+    /// named by its name) or a trap's wasm backtrace (its cause only). The full error goes to the
+    /// log.
+    pub fn public(&self) -> String {
+        let file =
+            |path: &PathBuf| path.file_name().map_or_else(String::new, |name| name.to_string_lossy().into_owned());
+        let first_line = |text: &str| text.lines().next().unwrap_or_default().to_owned();
+        let shown = match self {
+            PluginError::Read { path, source } => format!("cannot read {}: {}", file(path), source.kind()),
+            PluginError::Compile { path, message } => {
+                format!("{} is not a valid component: {}", file(path), first_line(message))
+            }
+            PluginError::UnknownWorld { path } => {
+                format!("{} exports neither {DETECTOR_EXPORT} nor {AGGREGATOR_EXPORT}", file(path))
+            }
+            PluginError::WitVersion { path, found } => format!(
+                "{} was built against {found}; this host runs {DETECTOR_EXPORT} and {AGGREGATOR_EXPORT}",
+                file(path)
+            ),
+            PluginError::Manifest { path, message } => format!("plugin manifest {}: {message}", file(path)),
+            // The cause comes first, then "; " and what wraps it (the wasm backtrace).
+            PluginError::Trap { plugin, message } => {
+                format!("plugin {plugin} trapped: {}", message.split("; ").next().unwrap_or_default())
+            }
+            other => other.to_string(),
+        };
+        display_detail(&shown)
+    }
 }
 
-/// Names a runtime failure of `plugin`: the memory cap when the limiter refused a growth during
-/// the call (`refused`, the size asked for), the deadline for an epoch interrupt, else a trap.
+/// Names a runtime failure of `plugin`: a sleep past the deadline, the memory cap when the limiter
+/// refused a growth during the call (`refused`, the size asked for), the deadline for an epoch
+/// interrupt, else a trap (whose message, which may quote the plugin, is made fit to show).
 pub(super) fn fault(plugin: &str, limits: &PluginLimits, err: wasmtime::Error, refused: Option<usize>) -> PluginError {
     let plugin = plugin.to_owned();
-    if let Some(requested) = refused {
+    if let Some(slept) = err.downcast_ref::<SleptPastDeadline>() {
+        PluginError::Blocked { plugin, asked: slept.asked, deadline: limits.call_deadline }
+    } else if let Some(requested) = refused {
         PluginError::MemoryLimit { plugin, requested, limit: limits.memory_bytes }
     } else if err.downcast_ref::<wasmtime::Trap>() == Some(&wasmtime::Trap::Interrupt) {
         PluginError::Deadline { plugin, deadline: limits.call_deadline }
     } else {
-        PluginError::Trap { plugin, message: format!("{err:#}") }
+        PluginError::Trap { plugin, message: trap_message(&err) }
+    }
+}
+
+/// A trap's message fit to show: its cause first (a trap code, a host error), then what wraps it
+/// (the wasm backtrace, which names the plugin's functions), control characters out, shortened.
+fn trap_message(err: &wasmtime::Error) -> String {
+    let cause = err.root_cause().to_string();
+    if err.chain().count() > 1 { display_text(&format!("{cause}; {err}")) } else { display_text(&cause) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_form_names_files_not_paths_and_traps_by_their_cause() {
+        let compile = PluginError::Compile {
+            path: "/srv/iotstream/plugins/broken.wasm".into(),
+            message: "failed to parse WebAssembly module\n\nCaused by: magic header not detected".into(),
+        };
+        assert_eq!(compile.public(), "broken.wasm is not a valid component: failed to parse WebAssembly module");
+        let trap = PluginError::Trap {
+            plugin: "misbehaving".into(),
+            message: "wasm trap: wasm `unreachable` instruction executed; error while executing at wasm backtrace: \
+                      0: 0x1f2 - misbehaving::detect"
+                .into(),
+        };
+        assert_eq!(trap.public(), "plugin misbehaving trapped: wasm trap: wasm `unreachable` instruction executed");
+        let read = PluginError::Read {
+            path: "/srv/iotstream/plugins/gone.wasm".into(),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        };
+        assert_eq!(read.public(), "cannot read gone.wasm: entity not found");
     }
 }

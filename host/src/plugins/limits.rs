@@ -1,15 +1,28 @@
-//! What one stage instance may use and how a failing plugin is held back: [`PluginLimits`], and
-//! [`MemoryMeter`], the store's resource limiter that enforces the memory cap and measures memory.
+//! What one stage instance may use and how a failing plugin is held back: [`PluginLimits`] (with
+//! the [`PluginCeilings`] no manifest may pass), and [`MemoryMeter`], the store's resource limiter
+//! that enforces the memory cap over the whole instance, bounds its tables and counts, and
+//! measures its memory.
 
 use std::time::Duration;
 
-use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
-
 use super::health::Clock;
 
-/// Memory a stage instance may grow to. 256 MiB holds an Isolation Forest per sensor type with its
-/// training rows many times over, and keeps a runaway plugin from taking the host down.
+/// Memory a stage instance may grow to, all its linear memories together. 256 MiB holds an
+/// Isolation Forest per sensor type with its training rows many times over, and keeps a runaway
+/// plugin from taking the host down.
 pub const MEMORY_LIMIT_BYTES: usize = 256 << 20;
+/// Table elements an instance may hold, all its tables together. A Rust plugin's function table
+/// has a few thousand entries and CPython's tens of thousands; a million (8 MiB of host memory)
+/// leaves room for both and still stops a plugin growing tables without end.
+pub const TABLE_ELEMENTS_MAX: usize = 1 << 20;
+/// Core instances one stage instance may create. A Rust component has a handful (its module and
+/// wit-component's shims); one built by componentize-py a few dozen (CPython and its libraries).
+pub const INSTANCES_MAX: usize = 100;
+/// Tables one stage instance may create (each core module usually has at most one or two).
+pub const TABLES_MAX: usize = 100;
+/// Linear memories one stage instance may create. Components share one memory between their core
+/// modules; a few more leave room for toolchains that do not, and the cap counts them all.
+pub const MEMORIES_MAX: usize = 8;
 /// How often the engine's epoch advances; the unit of the CPU deadline.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 /// CPU deadline of one call: a batch of thousands of readings with a forest retraining takes well
@@ -26,10 +39,31 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// would only spend up to the 5 s deadline a batch on it. An operator reloads it.
 pub const QUARANTINE_AFTER: u32 = 5;
 
+/// The most a manifest may raise a plugin's limits to, and the environment it may be granted. The
+/// host's operator sets them (`iotstream run --plugin-max-memory-mib` and the rest); a manifest is
+/// text beside a plugin file, so by default it may lower its limits but not raise them, and be
+/// granted no environment variable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PluginCeilings {
+    /// The largest memory cap a manifest may ask for, bytes.
+    pub memory_bytes: usize,
+    /// The longest call deadline a manifest may ask for.
+    pub call_deadline: Duration,
+    /// The environment variables a manifest may grant (none by default: the host's environment
+    /// holds its database URL and credentials).
+    pub env_allowed: Vec<String>,
+}
+
+impl Default for PluginCeilings {
+    fn default() -> Self {
+        PluginCeilings { memory_bytes: MEMORY_LIMIT_BYTES, call_deadline: CALL_DEADLINE, env_allowed: Vec::new() }
+    }
+}
+
 /// The limits every stage instance of a runtime runs under, and its plugins' failure policy.
 #[derive(Debug, Clone)]
 pub struct PluginLimits {
-    /// Linear memory one instance may grow to (each memory of it), bytes.
+    /// Linear memory one instance may grow to (all its memories together), bytes.
     pub memory_bytes: usize,
     /// CPU time one call may take; counted in epoch ticks of [`EPOCH_TICK`], rounded up.
     pub call_deadline: Duration,
@@ -41,6 +75,8 @@ pub struct PluginLimits {
     pub quarantine_after: u32,
     /// The clock backoffs are measured with.
     pub clock: Clock,
+    /// What a manifest may raise these limits to, and grant.
+    pub ceilings: PluginCeilings,
 }
 
 impl Default for PluginLimits {
@@ -52,6 +88,7 @@ impl Default for PluginLimits {
             backoff_max: BACKOFF_MAX,
             quarantine_after: QUARANTINE_AFTER,
             clock: Clock::system(),
+            ceilings: PluginCeilings::default(),
         }
     }
 }
@@ -63,24 +100,36 @@ impl PluginLimits {
     }
 }
 
-/// The resource limiter of a stage's store: wasmtime's [`StoreLimits`] (the memory cap, a trap on
-/// a refused growth), plus the linear memory the instance holds, and whether a growth was refused,
-/// so that the trap that follows is reported as the memory cap it is.
+/// The resource limiter of a stage's store: the memory cap over all the instance's linear memories
+/// together (a refused growth traps, and is remembered so that the trap is reported as the memory
+/// cap it is), the bound on table elements, the counts of instances, tables and memories, and the
+/// linear memory the instance holds.
 pub(crate) struct MemoryMeter {
-    limits: StoreLimits,
+    /// The cap, bytes, over every memory of the instance.
+    cap: usize,
     /// Bytes of every linear memory of the instance (memories only grow).
     bytes: usize,
+    /// Elements of every table of the instance.
+    table_elements: usize,
     /// The last growth allowed, taken back if wasmtime then fails to grow.
     last_growth: usize,
-    /// The size a refused growth asked for.
+    /// The last table growth allowed, taken back likewise.
+    last_table_growth: usize,
+    /// The total a refused growth asked for.
     refused: Option<usize>,
 }
 
 impl MemoryMeter {
-    /// A meter with a cap of `memory_bytes` per memory; a growth past it traps.
+    /// A meter with a cap of `memory_bytes` over the instance's memories; a growth past it traps.
     pub(crate) fn new(memory_bytes: usize) -> Self {
-        let limits = StoreLimitsBuilder::new().memory_size(memory_bytes).trap_on_grow_failure(true).build();
-        MemoryMeter { limits, bytes: 0, last_growth: 0, refused: None }
+        MemoryMeter {
+            cap: memory_bytes,
+            bytes: 0,
+            table_elements: 0,
+            last_growth: 0,
+            last_table_growth: 0,
+            refused: None,
+        }
     }
 
     /// Linear memory held, bytes.
@@ -88,53 +137,69 @@ impl MemoryMeter {
         self.bytes
     }
 
-    /// The size a refused growth asked for, since the last call to this; clears it.
+    /// The total a refused growth asked for, since the last call to this; clears it.
     pub(crate) fn take_refused(&mut self) -> Option<usize> {
         self.refused.take()
     }
 }
 
-impl ResourceLimiter for MemoryMeter {
+impl wasmtime::ResourceLimiter for MemoryMeter {
     fn memory_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        let allowed = self.limits.memory_growing(current, desired, maximum);
-        if matches!(allowed, Ok(true)) {
-            self.last_growth = desired.saturating_sub(current);
-            self.bytes += self.last_growth;
-        } else {
-            self.refused = Some(desired);
+        let growth = desired.saturating_sub(current);
+        let total = self.bytes.saturating_add(growth);
+        if total > self.cap || maximum.is_some_and(|max| desired > max) {
+            self.refused = Some(total);
+            return Err(wasmtime::Error::msg(format!(
+                "memory growth to {total} bytes in all refused: past the cap of {} bytes",
+                self.cap
+            )));
         }
-        allowed
+        self.last_growth = growth;
+        self.bytes = total;
+        Ok(true)
     }
 
     fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
         self.bytes -= std::mem::take(&mut self.last_growth);
-        self.limits.memory_grow_failed(error)
+        Err(error)
     }
 
     fn table_growing(&mut self, current: usize, desired: usize, maximum: Option<usize>) -> wasmtime::Result<bool> {
-        self.limits.table_growing(current, desired, maximum)
+        let growth = desired.saturating_sub(current);
+        let total = self.table_elements.saturating_add(growth);
+        if total > TABLE_ELEMENTS_MAX || maximum.is_some_and(|max| desired > max) {
+            return Err(wasmtime::Error::msg(format!(
+                "table growth to {total} elements in all refused: past the bound of {TABLE_ELEMENTS_MAX}"
+            )));
+        }
+        self.last_table_growth = growth;
+        self.table_elements = total;
+        Ok(true)
     }
 
     fn table_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
-        self.limits.table_grow_failed(error)
+        self.table_elements -= std::mem::take(&mut self.last_table_growth);
+        Err(error)
     }
 
     fn instances(&self) -> usize {
-        self.limits.instances()
+        INSTANCES_MAX
     }
 
     fn tables(&self) -> usize {
-        self.limits.tables()
+        TABLES_MAX
     }
 
     fn memories(&self) -> usize {
-        self.limits.memories()
+        MEMORIES_MAX
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    use wasmtime::ResourceLimiter;
 
     #[test]
     fn meter_counts_allowed_growth_and_remembers_a_refusal() {
@@ -148,6 +213,37 @@ mod tests {
         assert_eq!(meter.bytes(), 128 << 10);
         assert!(meter.memory_growing(128 << 10, 2 << 20, None).is_err(), "past the cap traps");
         assert_eq!((meter.bytes(), meter.take_refused(), meter.take_refused()), (128 << 10, Some(2 << 20), None));
+    }
+
+    #[test]
+    fn the_cap_holds_over_every_memory_of_the_instance_together() {
+        let mut meter = MemoryMeter::new(1 << 20);
+        // Two memories of 512 KiB each fill the 1 MiB cap exactly...
+        assert!(meter.memory_growing(0, 512 << 10, None).expect("first memory"));
+        assert!(meter.memory_growing(0, 512 << 10, None).expect("second memory"));
+        assert_eq!(meter.bytes(), 1 << 20);
+        // ...so a third memory of one 64 KiB page is past it, though each alone is under the cap.
+        let err = meter.memory_growing(0, 64 << 10, None).expect_err("a third memory");
+        assert_eq!(err.to_string(), "memory growth to 1114112 bytes in all refused: past the cap of 1048576 bytes");
+        assert_eq!((meter.bytes(), meter.take_refused()), (1 << 20, Some((1 << 20) + (64 << 10))));
+        // A memory's own maximum holds too.
+        let mut meter = MemoryMeter::new(1 << 20);
+        assert!(meter.memory_growing(0, 128 << 10, Some(64 << 10)).is_err());
+    }
+
+    #[test]
+    fn tables_are_bounded_over_the_instance_and_counts_are_limited() {
+        let mut meter = MemoryMeter::new(1 << 20);
+        assert!(meter.table_growing(0, TABLE_ELEMENTS_MAX - 10, None).expect("first table"));
+        assert!(meter.table_growing(0, 10, None).expect("second table, up to the bound"));
+        let err = meter.table_growing(10, 11, None).expect_err("one past the bound");
+        assert_eq!(err.to_string(), "table growth to 1048577 elements in all refused: past the bound of 1048576");
+        // A failed growth is taken back: room for one element again after it.
+        let mut meter = MemoryMeter::new(1 << 20);
+        assert!(meter.table_growing(0, TABLE_ELEMENTS_MAX, None).expect("to the bound"));
+        assert!(meter.table_grow_failed(wasmtime::Error::msg("no memory")).is_err());
+        assert!(meter.table_growing(0, 1, None).expect("the failed growth was taken back"));
+        assert_eq!((meter.instances(), meter.tables(), meter.memories()), (100, 100, 8));
     }
 
     #[test]

@@ -13,21 +13,27 @@
 //! history = 200
 //!
 //! [limits]
-//! memory_mib = 128              # linear memory cap (default 256)
-//! call_deadline_ms = 2000       # CPU deadline of one call (default 5000)
+//! memory_mib = 128              # linear memory cap (default 256; at most the host's ceiling)
+//! call_deadline_ms = 2000       # CPU deadline of one call (default 5000; at most the ceiling)
 //!
 //! [grants]
-//! env = ["TZ"]                  # environment variables the plugin may read (default none)
+//! env = ["TZ"]                  # environment variables the plugin may read (default none; only
+//!                               # those the host allows, none by default)
 //! ```
 //!
 //! Every key is optional; an unknown key is an error. Without a manifest, `NAME.json` (if any) is
 //! the configuration and everything else is the default: no file system, network or environment.
+//! The manifest is text beside a plugin file, so it is held to the host's [`PluginCeilings`]: a
+//! limit above its ceiling, or a grant the host does not allow, refuses the plugin.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
+#[cfg(doc)]
+use super::PluginCeilings;
+use super::output::display_text;
 use super::{PluginError, PluginLimits, StageKind};
 
 /// `NAME.toml`.
@@ -91,8 +97,10 @@ impl PluginSpec {
     pub fn beside(wasm: &Path) -> Result<PluginSpec, PluginError> {
         let toml_path = wasm.with_extension("toml");
         if let Some(text) = read_optional(&toml_path)? {
-            let manifest: Manifest = toml::from_str(&text)
-                .map_err(|err| PluginError::Manifest { path: toml_path.clone(), message: err.message().to_owned() })?;
+            let manifest: Manifest = toml::from_str(&text).map_err(|err| PluginError::Manifest {
+                path: toml_path.clone(),
+                message: display_text(err.message()),
+            })?;
             let config = serde_json::to_string(&manifest.config)
                 .map_err(|err| PluginError::Manifest { path: toml_path.clone(), message: err.to_string() })?;
             let spec = PluginSpec { manifest, config, source: Some(toml_path) };
@@ -148,25 +156,49 @@ impl PluginSpec {
         }
     }
 
-    /// `base` with the manifest's limits applied.
-    pub fn limits(&self, base: &PluginLimits) -> PluginLimits {
+    /// `base` with the manifest's limits applied; refused past `base.ceilings`.
+    pub fn limits(&self, base: &PluginLimits) -> Result<PluginLimits, PluginError> {
         let mut limits = base.clone();
+        let ceilings = &base.ceilings;
         if let Some(mib) = self.manifest.limits.memory_mib {
-            limits.memory_bytes = usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+            let bytes = usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX);
+            if bytes > ceilings.memory_bytes {
+                return Err(self.refused(format!(
+                    "asks for memory_mib = {mib}, past the host's ceiling of {} MiB",
+                    ceilings.memory_bytes >> 20
+                )));
+            }
+            limits.memory_bytes = bytes;
         }
         if let Some(ms) = self.manifest.limits.call_deadline_ms {
-            limits.call_deadline = Duration::from_millis(ms.max(1));
+            let deadline = Duration::from_millis(ms.max(1));
+            if deadline > ceilings.call_deadline {
+                return Err(self.refused(format!(
+                    "asks for call_deadline_ms = {ms}, past the host's ceiling of {} ms",
+                    ceilings.call_deadline.as_millis()
+                )));
+            }
+            limits.call_deadline = deadline;
         }
-        limits
+        Ok(limits)
     }
 
-    /// The granted environment variables with the host's values.
-    pub fn env(&self) -> Vec<(String, String)> {
-        self.manifest.grants.env.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))).collect()
+    /// The granted environment variables with the host's values; refused if the manifest grants a
+    /// variable that `allowed` (the host's [`PluginCeilings::env_allowed`]) does not name.
+    pub fn env(&self, allowed: &[String]) -> Result<Vec<(String, String)>, PluginError> {
+        let grants = &self.manifest.grants.env;
+        if let Some(denied) = grants.iter().find(|k| !allowed.contains(k)) {
+            let allowed = if allowed.is_empty() { "none".to_owned() } else { allowed.join(", ") };
+            return Err(self.refused(format!(
+                "grants the environment variable {denied:?}, which the host does not allow plugins (allowed: {allowed})"
+            )));
+        }
+        Ok(grants.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v))).collect())
     }
 
+    /// A refusal of the manifest; its message, which may quote the manifest, shown fit.
     fn refused(&self, message: String) -> PluginError {
-        PluginError::Manifest { path: self.source.clone().unwrap_or_default(), message }
+        PluginError::Manifest { path: self.source.clone().unwrap_or_default(), message: display_text(&message) }
     }
 }
 
@@ -181,6 +213,7 @@ fn read_optional(path: &Path) -> Result<Option<String>, PluginError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::plugins::PluginCeilings;
 
     /// A new folder, deleted when dropped.
     fn folder(name: &str) -> tempfile::TempDir {
@@ -212,9 +245,10 @@ env = ["PATH", "IOTSTREAM_SURELY_UNSET"]
         let spec = PluginSpec::beside(&wasm).expect("valid");
         assert_eq!(spec.config, r#"{"history":200,"threshold":2.5}"#);
         assert_eq!(spec.manifest.shadow_of.as_deref(), Some("zscore-live"));
-        let limits = spec.limits(&PluginLimits::default());
+        let limits = spec.limits(&PluginLimits::default()).expect("under the ceilings");
         assert_eq!((limits.memory_bytes, limits.call_deadline), (64 << 20, Duration::from_millis(250)));
-        assert_eq!(spec.env().iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["PATH"]);
+        let allowed = ["PATH".to_owned(), "IOTSTREAM_SURELY_UNSET".to_owned()];
+        assert_eq!(spec.env(&allowed).expect("allowed").iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(), ["PATH"]);
         assert!(spec.check_component(StageKind::Detector, "0.1.0").is_ok());
         assert_eq!(
             spec.check_component(StageKind::Aggregator, "0.1.0").map_err(|e| e.to_string()),
@@ -224,6 +258,60 @@ env = ["PATH", "IOTSTREAM_SURELY_UNSET"]
             ))
         );
         assert!(spec.check_component(StageKind::Detector, "0.2.0").is_err());
+    }
+
+    /// A spec whose manifest says `limits` and `grants`.
+    fn asking(memory_mib: Option<u64>, call_deadline_ms: Option<u64>, env: &[&str]) -> PluginSpec {
+        PluginSpec {
+            manifest: Manifest {
+                limits: ManifestLimits { memory_mib, call_deadline_ms },
+                grants: Grants { env: env.iter().map(|k| (*k).to_owned()).collect() },
+                ..Manifest::default()
+            },
+            source: Some(PathBuf::from("p.toml")),
+            ..PluginSpec::default()
+        }
+    }
+
+    #[test]
+    fn a_manifest_cannot_raise_its_limits_past_the_hosts_ceilings() {
+        let base = PluginLimits::default();
+        let refused = |spec: PluginSpec| spec.limits(&base).map(|_| ()).map_err(|e| e.to_string());
+        assert_eq!(
+            refused(asking(Some(257), None, &[])),
+            Err("plugin manifest p.toml: asks for memory_mib = 257, past the host's ceiling of 256 MiB".into())
+        );
+        assert_eq!(
+            refused(asking(None, Some(5_001), &[])),
+            Err("plugin manifest p.toml: asks for call_deadline_ms = 5001, past the host's ceiling of 5000 ms".into())
+        );
+        assert_eq!(refused(asking(Some(u64::MAX), None, &[])).map_err(|e| e.contains("memory_mib")), Err(true));
+        let at_ceiling = asking(Some(256), Some(5_000), &[]).limits(&base).expect("at the ceilings");
+        assert_eq!((at_ceiling.memory_bytes, at_ceiling.call_deadline), (256 << 20, Duration::from_secs(5)));
+        // An operator who raises the ceilings lets a manifest ask for more.
+        let raised = PluginLimits {
+            ceilings: PluginCeilings {
+                memory_bytes: 1 << 30,
+                call_deadline: Duration::from_secs(30),
+                env_allowed: vec![],
+            },
+            ..PluginLimits::default()
+        };
+        let limits = asking(Some(1024), Some(30_000), &[]).limits(&raised).expect("under the raised ceilings");
+        assert_eq!((limits.memory_bytes, limits.call_deadline), (1 << 30, Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn only_allowed_environment_variables_can_be_granted() {
+        let database = asking(None, None, &["DATABASE_URL"]);
+        assert_eq!(
+            database.env(&[]).map_err(|e| e.to_string()),
+            Err("plugin manifest p.toml: grants the environment variable \"DATABASE_URL\", which the host does not allow plugins (allowed: none)".into())
+        );
+        let allowed = ["TZ".to_owned(), "LANG".to_owned()];
+        let err = database.env(&allowed).expect_err("not on the list").to_string();
+        assert!(err.ends_with("(allowed: TZ, LANG)"), "{err}");
+        assert_eq!(asking(None, None, &[]).env(&[]).expect("nothing asked"), Vec::<(String, String)>::new());
     }
 
     #[test]

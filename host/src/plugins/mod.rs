@@ -18,6 +18,8 @@
 //! * `runtime`: [`PluginRuntime`] (engine, linker, epoch thread) and loading a file;
 //! * `plugin`: [`Plugin`], its instance and every call, checked and counted;
 //! * `stage`: one trait over the two generated stage worlds, so the kind is matched once;
+//! * `sandbox`: the host's clock and seeded random numbers for plugins, and clock waits that never
+//!   block; [`output`]: what a plugin's answers must be to be stored and shown;
 //! * `error`: [`PluginError`]; `command`: WASI commands (tools, not stages);
 //! * [`bindings`] (the one `bindgen!` per WIT world), [`catalog`] (sensor keys), [`manifest`
 //!   ](PluginSpec) (`NAME.toml`), [`watch`] (the plugins folder), `limits` ([`PluginLimits`], the
@@ -31,8 +33,10 @@ mod health;
 mod limits;
 mod manifest;
 mod metrics;
+pub mod output;
 mod plugin;
 mod runtime;
+mod sandbox;
 mod stage;
 pub mod watch;
 
@@ -40,7 +44,8 @@ pub use self::catalog::SensorCatalog;
 pub use self::error::PluginError;
 pub use self::health::{Clock, PluginState};
 pub use self::limits::{
-    BACKOFF_INITIAL, BACKOFF_MAX, CALL_DEADLINE, MEMORY_LIMIT_BYTES, PluginLimits, QUARANTINE_AFTER,
+    BACKOFF_INITIAL, BACKOFF_MAX, CALL_DEADLINE, INSTANCES_MAX, MEMORIES_MAX, MEMORY_LIMIT_BYTES, PluginCeilings,
+    PluginLimits, QUARANTINE_AFTER, TABLE_ELEMENTS_MAX, TABLES_MAX,
 };
 pub use self::manifest::{Grants, Manifest, ManifestLimits, PluginSpec};
 pub use self::metrics::{CallTimes, PluginMetrics};

@@ -10,14 +10,15 @@ use std::time::Instant;
 use wasmtime::Engine;
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceAny};
-use wasmtime_wasi::WasiCtx;
 
-use super::bindings::{self, Detection, Reading, StageInfo, WindowAggregate};
+use super::bindings::{self, Detection, Reading, StageError, StageInfo, WindowAggregate};
 use super::error::fault;
 use super::health::{Health, PluginState, Refusal};
 use super::limits::PluginLimits;
 use super::metrics::PluginMetrics;
+use super::output::{self, check_aggregates, check_detections, display_text};
 use super::runtime::StageCtx;
+use super::sandbox::{self, GuestClock};
 use super::stage::{self, Call, StageBindings};
 use super::{PluginError, SensorCatalog, StageKind};
 
@@ -148,12 +149,13 @@ impl Plugin {
         Plugin::create(blueprint)
     }
 
-    /// Creates a fresh store and stage instance from the configuration.
+    /// Creates a fresh store and stage instance from the configuration; refuses a `stage-info` the
+    /// host could not store.
     fn instantiate(&mut self) -> Result<(), PluginError> {
         let blueprint = &self.blueprint;
-        let mut wasi = WasiCtx::builder();
-        wasi.envs(&blueprint.env);
-        let mut store = Store::new(&blueprint.engine, StageCtx::new(wasi.build(), blueprint.limits.memory_bytes));
+        let clock = GuestClock::new(blueprint.limits.call_deadline);
+        let wasi = sandbox::wasi_ctx(&blueprint.name, &blueprint.env, &clock);
+        let mut store = Store::new(&blueprint.engine, StageCtx::new(wasi, blueprint.limits.memory_bytes, clock));
         store.limiter(|ctx| ctx.meter());
         store.set_epoch_deadline(blueprint.limits.deadline_ticks());
         let created = (|| -> wasmtime::Result<_> {
@@ -164,10 +166,9 @@ impl Plugin {
         })();
         let (bindings, info, created) = created
             .map_err(|err| fault(&blueprint.name, &blueprint.limits, err, store.data_mut().meter().take_refused()))?;
-        let stage = created.map_err(|err| PluginError::Refused {
-            plugin: blueprint.name.clone(),
-            message: bindings::describe(&err),
-        })?;
+        let stage = created.map_err(|err| refused_call(&blueprint.name, &err))?;
+        output::check_info(&info)
+            .map_err(|message| PluginError::Unstorable { plugin: blueprint.name.clone(), message })?;
         self.info = info;
         self.instance = Some(Instance { store, stage, bindings, declared: 0 });
         Ok(())
@@ -184,7 +185,7 @@ impl Plugin {
         &mut self,
         kind: CallKind,
         catalog: &SensorCatalog,
-        readings: usize,
+        (readings, at): (usize, Option<i64>),
         invoke: impl FnOnce(&mut Instance) -> Call<T>,
         check: impl FnOnce(&T) -> Result<usize, String>,
     ) -> Result<T, PluginError> {
@@ -196,7 +197,7 @@ impl Plugin {
                 Refusal::Quarantined => PluginError::Quarantined { plugin, failures },
             });
         }
-        let result = self.restart_if_needed().and_then(|()| self.call_measured(catalog, readings, invoke, check));
+        let result = self.restart_if_needed().and_then(|()| self.call_measured(catalog, (readings, at), invoke, check));
         match result {
             Ok(value) => {
                 if kind == CallKind::Batch {
@@ -230,7 +231,7 @@ impl Plugin {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(err)) => PluginError::Refused {
                 plugin: self.blueprint.name.clone(),
-                message: format!("its last good state: {}", bindings::describe(&err)),
+                message: format!("its last good state: {}", display_text(&bindings::describe(&err))),
             },
             Err(err) => fault(
                 &self.blueprint.name,
@@ -247,12 +248,12 @@ impl Plugin {
     fn call_measured<T>(
         &mut self,
         catalog: &SensorCatalog,
-        readings: usize,
+        (readings, at): (usize, Option<i64>),
         invoke: impl FnOnce(&mut Instance) -> Call<T>,
         check: impl FnOnce(&T) -> Result<usize, String>,
     ) -> Result<T, PluginError> {
         let started = Instant::now();
-        let result = self.call_live(catalog, invoke);
+        let result = self.call_live(catalog, at, invoke);
         let took = started.elapsed();
         self.metrics.calls += 1;
         self.metrics.readings_in += readings as u64;
@@ -268,26 +269,29 @@ impl Plugin {
         }
     }
 
-    /// Runs `invoke` on the live instance with a fresh deadline, declaring new sensors first.
+    /// Runs `invoke` on the live instance with a fresh deadline and the instance's clock at `at`
+    /// (ms since the Unix epoch; `None`: where the last call left it), declaring new sensors first.
     fn call_live<T>(
         &mut self,
         catalog: &SensorCatalog,
+        at: Option<i64>,
         invoke: impl FnOnce(&mut Instance) -> Call<T>,
     ) -> Result<T, PluginError> {
         let Some(instance) = self.instance.as_mut() else {
             return Err(PluginError::Trap { plugin: self.blueprint.name.clone(), message: "no live instance".into() });
         };
         instance.store.set_epoch_deadline(self.blueprint.limits.deadline_ticks());
+        instance.store.data().clock().begin_call(at);
         let result = declare(instance, catalog).and_then(|()| invoke(instance));
         let refused = instance.store.data_mut().meter().take_refused();
-        result.map_err(|err| fault(&self.blueprint.name, &self.blueprint.limits, err, refused))?.map_err(|err| {
-            PluginError::Refused { plugin: self.blueprint.name.clone(), message: bindings::describe(&err) }
-        })
+        result
+            .map_err(|err| fault(&self.blueprint.name, &self.blueprint.limits, err, refused))?
+            .map_err(|err| refused_call(&self.blueprint.name, &err))
     }
 
     fn record_error(&mut self, err: &PluginError) {
         self.metrics.errors += 1;
-        self.metrics.last_error = Some(err.to_string());
+        self.metrics.last_error = Some(err.public());
     }
 
     /// Runs a detector over a batch: one detection per reading, every score finite.
@@ -295,17 +299,9 @@ impl Plugin {
         self.call(
             CallKind::Batch,
             catalog,
-            readings.len(),
+            (readings.len(), newest(readings)),
             |instance| instance.bindings.detect(&mut instance.store, instance.stage, readings),
-            |detections| {
-                if detections.len() != readings.len() {
-                    return Err(format!("{} detections for {} readings", detections.len(), readings.len()));
-                }
-                match detections.iter().position(|d| !d.score.is_finite()) {
-                    Some(i) => Err(format!("score of reading {i} is not finite")),
-                    None => Ok(detections.len()),
-                }
-            },
+            |detections| check_detections(detections, readings.len()),
         )
     }
 
@@ -318,7 +314,7 @@ impl Plugin {
         self.call(
             CallKind::Batch,
             catalog,
-            readings.len(),
+            (readings.len(), newest(readings)),
             |instance| instance.bindings.aggregate(&mut instance.store, instance.stage, readings),
             |aggregates| check_aggregates(aggregates),
         )
@@ -329,7 +325,7 @@ impl Plugin {
         self.call(
             CallKind::Control,
             catalog,
-            0,
+            (0, Some(now_ms)),
             |instance| instance.bindings.tick(&mut instance.store, instance.stage, now_ms),
             |aggregates| check_aggregates(aggregates),
         )
@@ -341,7 +337,7 @@ impl Plugin {
         let state = self.call(
             CallKind::Control,
             catalog,
-            0,
+            (0, None),
             |instance| Ok(Ok(instance.bindings.export_state(&mut instance.store, instance.stage)?)),
             |_| Ok(0),
         )?;
@@ -367,9 +363,28 @@ impl Plugin {
     /// Replaces the stage's state, which becomes its last good state; every sensor is declared
     /// again before the next call.
     pub fn import_state(&mut self, catalog: &SensorCatalog, state: &[u8]) -> Result<(), PluginError> {
-        self.call(CallKind::Control, catalog, 0, |instance| import(instance, state), |_| Ok(0))?;
+        self.call(CallKind::Control, catalog, (0, None), |instance| import(instance, state), |_| Ok(0))?;
         self.remember(state.to_vec());
         Ok(())
+    }
+
+    /// Moves the stage from catalog `from` to `to`, which numbers the sensors anew (the host
+    /// compacted its keys): its state, keyed by identity, is exported against `from` and imported
+    /// against `to`. When the plugin cannot take it now (backing off, quarantined or failing), its
+    /// instance is dropped so that the next call re-creates it from that state and declares every
+    /// sensor anew: no instance keeps the old keys either way.
+    pub fn renumber(&mut self, from: &SensorCatalog, to: &SensorCatalog) -> Result<(), PluginError> {
+        let state = match self.state_to_carry(from) {
+            Ok(state) => state,
+            Err(err) => {
+                self.instance = None;
+                return Err(err);
+            }
+        };
+        self.import_state(to, &state).inspect_err(|_| {
+            self.last_good = Some(state);
+            self.instance = None;
+        })
     }
 
     fn remember(&mut self, state: Vec<u8>) {
@@ -396,15 +411,12 @@ fn import(instance: &mut Instance, state: &[u8]) -> Call<()> {
     Ok(result)
 }
 
-/// Counts an aggregator's windows, or names the first that breaks the contract.
-fn check_aggregates(aggregates: &[WindowAggregate]) -> Result<usize, String> {
-    let bad = aggregates.iter().position(|a| {
-        a.count == 0
-            || a.window_end_ms <= a.window_start_ms
-            || ![a.avg, a.min, a.max, a.stddev].iter().all(|v| v.is_finite())
-    });
-    match bad {
-        Some(i) => Err(format!("aggregate {i} has no readings, an empty window or a non-finite statistic")),
-        None => Ok(aggregates.len()),
-    }
+/// The newest event time of `readings`: the time a batch call's clock reads.
+fn newest(readings: &[Reading]) -> Option<i64> {
+    readings.iter().map(|r| r.timestamp_ms).max()
+}
+
+/// A stage's refusal of a call, its reason made fit to show.
+fn refused_call(plugin: &str, err: &StageError) -> PluginError {
+    PluginError::Refused { plugin: plugin.to_owned(), message: display_text(&bindings::describe(err)) }
 }

@@ -13,7 +13,8 @@ use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use super::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT};
 use super::limits::{EPOCH_TICK, MemoryMeter, PluginLimits};
 use super::plugin::{Blueprint, Plugin};
-use super::{PluginError, PluginSpec, StageKind};
+use super::sandbox::{self, GuestClock};
+use super::{PluginError, PluginSpec, StageKind, output};
 
 /// The plugins of a folder that loaded, and the (name, error) of those that did not.
 pub type LoadedDir = (Vec<Plugin>, Vec<(String, PluginError)>);
@@ -21,11 +22,13 @@ pub type LoadedDir = (Vec<Plugin>, Vec<(String, PluginError)>);
 /// What every stage interface of this contract's package starts with, whatever its version.
 const CONTRACT_PREFIX: &str = "iotstream:pipeline/";
 
-/// Per-instance store data: WASI with nothing granted, and the memory cap and meter.
+/// Per-instance store data: WASI with nothing granted but the host's clock and seeded random
+/// numbers, and the memory cap and meter.
 pub struct StageCtx {
     wasi: WasiCtx,
     table: ResourceTable,
     meter: MemoryMeter,
+    clock: GuestClock,
 }
 
 impl WasiView for StageCtx {
@@ -35,9 +38,19 @@ impl WasiView for StageCtx {
 }
 
 impl StageCtx {
-    /// Store data with `wasi` and a memory cap of `memory_bytes`.
-    pub(super) fn new(wasi: WasiCtx, memory_bytes: usize) -> Self {
-        StageCtx { wasi, table: ResourceTable::new(), meter: MemoryMeter::new(memory_bytes) }
+    /// Store data with `wasi` (whose clocks are `clock`) and a memory cap of `memory_bytes`.
+    pub(super) fn new(wasi: WasiCtx, memory_bytes: usize, clock: GuestClock) -> Self {
+        StageCtx { wasi, table: ResourceTable::new(), meter: MemoryMeter::new(memory_bytes), clock }
+    }
+
+    /// The instance's clock.
+    pub(super) fn clock(&self) -> &GuestClock {
+        &self.clock
+    }
+
+    /// The instance's WASI resources.
+    pub(super) fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
     }
 
     /// The memory meter (the store's resource limiter).
@@ -60,8 +73,8 @@ pub struct PluginRuntime {
 }
 
 impl PluginRuntime {
-    /// Creates the engine (with epoch interruption) and the linker (WASI p2, nothing granted), with
-    /// the default limits.
+    /// Creates the engine (with epoch interruption) and the linker (WASI p2, nothing granted, clock
+    /// waits that never block), with the default limits.
     pub fn new() -> Result<Self, PluginError> {
         Self::with_limits(PluginLimits::default())
     }
@@ -73,6 +86,7 @@ impl PluginRuntime {
         let engine = Engine::new(&config).map_err(|err| runtime_error("engine", err))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| runtime_error("linker", err))?;
+        sandbox::link_clock_waits(&mut linker).map_err(|err| runtime_error("linker", err))?;
         let ticker_stop = Arc::new(AtomicBool::new(false));
         let (ticker_engine, stop) = (engine.weak(), ticker_stop.clone());
         std::thread::Builder::new()
@@ -104,7 +118,7 @@ impl PluginRuntime {
         for path in paths {
             match self.load(&path) {
                 Ok(plugin) => loaded.push(plugin),
-                Err(err) => failed.push((plugin_name(&path), err)),
+                Err(err) => failed.push((output::display_text(&plugin_name(&path)), err)),
             }
         }
         Ok((loaded, failed))
@@ -127,10 +141,21 @@ impl PluginRuntime {
 
     /// Compiles and instantiates one plugin file as `spec` says, checking it is what `spec` expects.
     pub fn load_spec(&self, path: &Path, spec: PluginSpec) -> Result<Plugin, PluginError> {
+        let name = plugin_name(path);
+        output::check_name("the plugin's file name", &name)
+            .map_err(|message| PluginError::Unstorable { plugin: output::display_text(&name), message })?;
+        if let Some(live) = &spec.manifest.shadow_of {
+            output::check_name("its shadow_of", live)
+                .map_err(|message| PluginError::Unstorable { plugin: name.clone(), message })?;
+        }
+        let limits = spec.limits(&self.limits)?;
+        let env = spec.env(&self.limits.ceilings.env_allowed)?;
         let bytes = std::fs::read(path).map_err(|source| PluginError::Read { path: path.to_owned(), source })?;
         spec.check_digest(&bytes)?;
-        let component = Component::new(&self.engine, &bytes)
-            .map_err(|err| PluginError::Compile { path: path.to_owned(), message: format!("{err:#}") })?;
+        let component = Component::new(&self.engine, &bytes).map_err(|err| PluginError::Compile {
+            path: path.to_owned(),
+            message: output::display_text(&format!("{err:#}")),
+        })?;
         let exports: Vec<String> =
             component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
         let kind = if exports.iter().any(|e| e == DETECTOR_EXPORT) {
@@ -143,14 +168,14 @@ impl PluginRuntime {
             return Err(PluginError::UnknownWorld { path: path.to_owned() });
         };
         let plugin = Plugin::create(Blueprint {
-            name: plugin_name(path),
+            name,
             kind,
             config: spec.config.clone(),
             component,
             engine: self.engine.clone(),
             linker: self.linker.clone(),
-            limits: spec.limits(&self.limits),
-            env: spec.env(),
+            limits,
+            env,
             shadow_of: spec.manifest.shadow_of.clone(),
         })?;
         spec.check_component(plugin.kind(), &plugin.info().version)?;

@@ -12,12 +12,17 @@
 //! # Layout
 //! * this module: [`Store`] (the pool, connecting, migrating) and [`StoreError`];
 //! * [`rows`]: what one batch writes ([`BatchRows`]) and the row counts ([`Totals`]);
-//! * `writer`: [`Store::write`], the batch's one transaction;
+//! * `writer`: [`Store::write`], the batch's one transaction; `isolate`: the same when the database
+//!   refuses part of it for good (a poison row costs only itself);
 //! * [`checkpoints`]: every stage's state with the positions it includes, written and restored;
-//! * `sources`: the `kafka_sources` registry, stored positions and the batch log;
+//! * `sources`: the `kafka_sources` registry (a source's epochs), stored positions and the batch log;
+//! * [`ownership`]: one host per source (an advisory lock held while its pipeline runs, and the
+//!   fence its batch transactions check);
 //! * `queries`: what the API and the live view read.
 
 pub mod checkpoints;
+mod isolate;
+pub mod ownership;
 mod queries;
 pub mod rows;
 mod sources;
@@ -26,27 +31,37 @@ mod writer;
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
+use iotstream_api::OutageCode;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tracing::warn;
 
 pub use self::checkpoints::{Checkpoint, CheckpointReason, StageState};
+pub use self::isolate::{Refused, RefusedOrigin, Written, is_permanent};
+pub use self::ownership::{Fence, Holder, Ownership, SourceLock};
 pub use self::rows::{BatchRows, DeadLetter, ModelLineage, Prediction, ShadowPrediction, StoredReading, Totals};
 
 /// The schema, embedded from `migrations/` at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Connections in the pool: the pipeline holds one per batch in flight (at most two, a write and a
-/// start-up query), the API the rest.
-const POOL_CONNECTIONS: u32 = 8;
+/// Connections of the pipeline's own pool: one write in flight, one start-up or checkpoint query,
+/// and room for a reconnect. The API has a pool of its own, so no query can starve the pipeline.
+const PIPELINE_CONNECTIONS: u32 = 3;
+/// Connections of the API's pool: concurrent queries beyond it wait for one (bounded by
+/// [`ACQUIRE_TIMEOUT`], then answered 503).
+const API_CONNECTIONS: u32 = 4;
+/// How long one API query may run before PostgreSQL cancels it: the dashboard's queries take
+/// milliseconds; a query this slow is one nobody should wait for.
+pub const API_STATEMENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a query waits for a free connection before it fails (and the pipeline retries).
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How many times [`Store::connect`] tries, backing off up to 5 s: about a minute, long enough for
 /// a database that docker-compose starts beside the host.
 const CONNECT_ATTEMPTS: usize = 15;
 
-/// Why a database operation failed. Every case is retryable from the pipeline's point of view.
+/// Why a database operation failed. Every case is retryable from the pipeline's point of view: a
+/// write the database refuses for good is isolated by [`Store::write`] instead of returned.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database could not be reached at start-up.
@@ -63,12 +78,47 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A batch transaction found that another host took this host's source over (its lock session
+    /// had ended). Not retried: the pipeline stops.
+    #[error("another host took source {lineage} over (ownership {current}; this host's was {generation})")]
+    NotOwner {
+        /// The source's first id.
+        lineage: i16,
+        /// The ownership count this host set.
+        generation: i64,
+        /// The count found: the new owner's.
+        current: i64,
+    },
+}
+
+impl StoreError {
+    /// The outage the API reports for this error (the error itself is logged, never served).
+    pub fn outage(&self) -> OutageCode {
+        match self {
+            StoreError::Connect { .. }
+            | StoreError::Database(
+                sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_),
+            ) => OutageCode::DatabaseUnreachable,
+            _ => OutageCode::DatabaseError,
+        }
+    }
+}
+
+/// The server `options` name, for messages: host, port and database, never the user's password
+/// (whether the URL carried it as `user:password@` or as `?password=`).
+fn server_name(options: &PgConnectOptions) -> String {
+    format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or_default())
 }
 
 /// Writes batches and answers the API's queries.
 #[derive(Debug, Clone)]
 pub struct Store {
+    /// The pipeline's connections: batch writes, checkpoints, positions.
     pool: PgPool,
+    /// The API's connections, each with [`API_STATEMENT_TIMEOUT`].
+    api_pool: PgPool,
+    /// What every batch transaction checks: the pipeline's store is fenced by its source's lock.
+    fence: Option<Fence>,
 }
 
 impl Store {
@@ -78,27 +128,43 @@ impl Store {
     pub async fn connect(options: PgConnectOptions) -> Result<Self, StoreError> {
         let attempt = || {
             PgPoolOptions::new()
-                .max_connections(POOL_CONNECTIONS)
+                .max_connections(PIPELINE_CONNECTIONS)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options.clone())
         };
         let backoff =
             ExponentialBuilder::default().with_max_delay(Duration::from_secs(5)).with_max_times(CONNECT_ATTEMPTS);
-        let server =
-            format!("{}:{}/{}", options.get_host(), options.get_port(), options.get_database().unwrap_or_default());
+        let server = server_name(&options);
         let pool = attempt
             .retry(backoff)
             .notify(|err, delay| warn!(error = %err, retry_in = ?delay, %server, "database not reachable yet"))
             .await
             .map_err(|source| StoreError::Connect { server, source })?;
-        let store = Store::new(pool);
+        let timeout = format!("{}ms", API_STATEMENT_TIMEOUT.as_millis());
+        // Lazy: the API's connections open as it is queried.
+        let api_pool = PgPoolOptions::new()
+            .max_connections(API_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_lazy_with(options.options([("statement_timeout", timeout.as_str())]));
+        let store = Store { pool, api_pool, fence: None };
         store.migrate().await?;
         Ok(store)
     }
 
-    /// A store over `pool`; call [`Store::migrate`] before the first write.
+    /// A store whose pipeline and API share `pool` (tests; [`Store::connect`] gives each its own);
+    /// call [`Store::migrate`] before the first write.
     pub fn new(pool: PgPool) -> Self {
-        Store { pool }
+        Store { api_pool: pool.clone(), pool, fence: None }
+    }
+
+    /// The API's pool.
+    pub fn api_pool(&self) -> &PgPool {
+        &self.api_pool
+    }
+
+    /// This store, whose every batch transaction checks `fence` (the owner's lock is still held).
+    pub fn fenced(&self, fence: Fence) -> Self {
+        Store { pool: self.pool.clone(), api_pool: self.api_pool.clone(), fence: Some(fence) }
     }
 
     /// The pool.
@@ -110,5 +176,20 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_name_the_server_without_the_password() {
+        for url in
+            ["postgres://iot:s3cret@db.example:6543/iot_db", "postgres://iot@db.example:6543/iot_db?password=s3cret"]
+        {
+            let options: PgConnectOptions = url.parse().expect("valid URL");
+            assert_eq!(server_name(&options), "db.example:6543/iot_db", "{url}");
+        }
     }
 }

@@ -28,6 +28,7 @@ impl Store {
             "SELECT (SELECT count(*) FROM sensor_readings), (SELECT count(*) FROM sensor_readings WHERE flagged), \
              (SELECT count(*) FROM sensor_aggregates), (SELECT count(*) FROM dead_letters)",
         )
+        // The pipeline's pool: counting a large table may take longer than an API query may.
         .fetch_one(&self.pool)
         .await?;
         let count = |i: usize| row.try_get::<i64, _>(i).map(|n| n.max(0) as u64);
@@ -42,7 +43,7 @@ impl Store {
         )
         .bind(limit)
         .bind(sensor_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.api_pool)
         .await?;
         rows.iter().map(decode_reading).collect::<Result<_, _>>().map_err(StoreError::from)
     }
@@ -62,7 +63,7 @@ impl Store {
         .bind(limit)
         .bind(detector)
         .bind(anomalies_only)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.api_pool)
         .await?;
         rows.iter().map(decode_prediction).collect::<Result<_, _>>().map_err(StoreError::from)
     }
@@ -74,9 +75,14 @@ impl Store {
              count_readings, anomaly_count, revision, late_count FROM sensor_aggregates ORDER BY emission DESC LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.api_pool)
         .await?;
         rows.iter().map(decode_aggregate).collect::<Result<_, _>>().map_err(StoreError::from)
+    }
+
+    /// The event time of the newest verdict (an index lookup), if there is any.
+    pub async fn newest_verdict(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        Ok(sqlx::query_scalar("SELECT max(timestamp) FROM ml_anomaly_predictions").fetch_one(&self.api_pool).await?)
     }
 
     /// Each detector against the source's labels (the simulator labels what it injects), and each
@@ -112,7 +118,7 @@ impl Store {
         )
         .bind(from)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.api_pool)
         .await?;
         Ok(detectors
             .into_iter()
@@ -153,7 +159,7 @@ impl Store {
         )
         .bind(from)
         .bind(to)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.api_pool)
         .await?;
         Ok(agreement
             .into_iter()
@@ -188,7 +194,7 @@ impl Store {
              WHERE s.verdict <> 'warming_up' AND p.verdict <> 'warming_up' AND s.source_id > 0 \
              GROUP BY s.shadow, s.live_detector ORDER BY s.shadow",
         )
-        .fetch_all(&self.pool)
+        .fetch_all(&self.api_pool)
         .await?;
         Ok(rows
             .into_iter()
@@ -216,7 +222,7 @@ impl Store {
     pub async fn dead_letter_counts(&self) -> Result<Vec<DeadLetterCount>, StoreError> {
         let rows: Vec<(String, i64)> =
             sqlx::query_as("SELECT reason, count(*) FROM dead_letters GROUP BY reason ORDER BY 2 DESC, 1")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.api_pool)
                 .await?;
         let counts = rows.into_iter().map(|(reason, count)| Ok(DeadLetterCount { reason: named(&reason)?, count }));
         Ok(counts.collect::<Result<_, sqlx::Error>>()?)
@@ -229,7 +235,7 @@ impl Store {
              ORDER BY id DESC LIMIT $1",
         )
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&self.api_pool)
         .await?;
         rows.iter()
             .map(|row| {

@@ -12,6 +12,9 @@ use crate::store::checkpoints::Checkpoint;
 /// Longest payload prefix kept in a dead letter: a whole valid-sized message (see
 /// `ReadingLimits::max_bytes`), and a bounded piece of an oversized one.
 pub const DEAD_LETTER_PAYLOAD_LIMIT: usize = 16 * 1024;
+/// Longest message key kept in a dead letter: producers key readings by sensor id (at most 100
+/// characters); a longer key is kept in part, never whole (a key can be as large as a message).
+pub const DEAD_LETTER_KEY_LIMIT: usize = 1024;
 
 /// A reading with where it came from and what the detectors said.
 #[derive(Debug, Clone)]
@@ -112,6 +115,8 @@ pub struct ModelLineage {
 pub struct BatchRows {
     /// The `kafka_sources` id the messages came from.
     pub source: i16,
+    /// The topic they came from (for the dead letters of readings the database refuses).
+    pub topic: String,
     /// The batch's number among the source's batches (logged with its extent, `positions`).
     pub batch_seq: i64,
     /// Logged batches to forget, numbers after the first and up to the second: those a restart

@@ -6,32 +6,61 @@ use iotstream_api::Named;
 use sqlx::{Postgres, Transaction};
 
 use crate::store::checkpoints::write_checkpoint;
+use iotstream_api::AggregateRow;
+use tracing::warn;
+
+use crate::store::isolate::{Written, is_permanent};
+use crate::store::rows::{DeadLetter, Prediction, ShadowPrediction, StoredReading};
 use crate::store::{BatchRows, Store, StoreError, Totals};
 
 /// The batch's transaction.
-type Tx<'a> = Transaction<'a, Postgres>;
+pub(super) type Tx<'a> = Transaction<'a, Postgres>;
 
 impl Store {
-    /// Writes a whole batch in one transaction: its rows (a replayed message's rows are no-ops),
+    /// Writes a whole batch in one transaction (fenced: only while this host owns the source, see
+    /// [`super::ownership`]): its rows (a replayed message's rows are no-ops),
     /// the source's new positions and the checkpoint, if any. Returns the rows it added (a
-    /// replayed message adds none), as counts like the all-time [`Totals`].
-    pub async fn write(&self, batch: &BatchRows) -> Result<Totals, StoreError> {
+    /// replayed message adds none), as counts like the all-time [`Totals`], and what the database
+    /// refused.
+    ///
+    /// A transient failure (the connection, a timeout, a serialization conflict) is returned, for
+    /// the caller to retry the same batch. A permanent one (data the database will refuse however
+    /// often it is sent: SQLSTATE classes 22, 23, 54) must not stop ingestion: the batch is written
+    /// again with each plugin's output and then each reading apart, behind savepoints, and what is
+    /// still refused is left out and reported ([`crate::store::Refused`]); a refused reading becomes a dead letter,
+    /// so nothing is lost silently.
+    pub async fn write(&self, batch: &BatchRows) -> Result<Written, StoreError> {
+        match self.write_whole(batch).await {
+            Err(StoreError::Database(err)) if is_permanent(&err) => {
+                warn!(error = %err, "the database refused the batch; writing it again, isolating what it refuses");
+                self.write_isolating(batch).await
+            }
+            other => other.map(|totals| Written { totals, refused: Vec::new() }),
+        }
+    }
+
+    /// The fast path: one statement per table.
+    async fn write_whole(&self, batch: &BatchRows) -> Result<Totals, StoreError> {
         let mut written = Totals::default();
         let mut tx = self.pool.begin().await?;
+        if let Some(fence) = &self.fence {
+            fence.check(&mut tx).await?;
+        }
+        let source = batch.source;
         if !batch.readings.is_empty() {
-            (written.readings, written.flagged) = insert_readings(&mut tx, batch).await?;
+            (written.readings, written.flagged) = insert_readings(&mut tx, source, &batch.readings).await?;
         }
         if !batch.predictions.is_empty() {
-            insert_predictions(&mut tx, batch).await?;
+            insert_predictions(&mut tx, source, &batch.readings, &batch.predictions).await?;
         }
         if !batch.shadow_predictions.is_empty() {
-            insert_shadow_predictions(&mut tx, batch).await?;
+            insert_shadow_predictions(&mut tx, source, &batch.readings, &batch.shadow_predictions).await?;
         }
         if !batch.aggregates.is_empty() {
-            written.aggregates = upsert_aggregates(&mut tx, batch).await?;
+            written.aggregates = upsert_aggregates(&mut tx, source, &batch.aggregates).await?;
         }
         if !batch.dead_letters.is_empty() {
-            written.dead_letters = insert_dead_letters(&mut tx, batch).await?;
+            written.dead_letters = insert_dead_letters(&mut tx, source, &batch.dead_letters).await?;
         }
         advance_positions(&mut tx, batch).await?;
         if let Some(checkpoint) = &batch.checkpoint {
@@ -43,8 +72,11 @@ impl Store {
 }
 
 /// `sensor_readings`; returns the rows added and how many of them are flagged.
-async fn insert_readings(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(u64, u64), sqlx::Error> {
-    let r = &batch.readings;
+pub(super) async fn insert_readings(
+    tx: &mut Tx<'_>,
+    source: i16,
+    r: &[StoredReading],
+) -> Result<(u64, u64), sqlx::Error> {
     let (inserted, flagged): (i64, i64) = sqlx::query_as(
             "WITH inserted AS (INSERT INTO sensor_readings (sensor_id, sensor_type, location, value, timestamp, anomaly, \
              unit, flagged, kafka_partition, kafka_offset, source_id) \
@@ -63,16 +95,20 @@ async fn insert_readings(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(u64, u64
         .bind(r.iter().map(|s| s.flagged).collect::<Vec<_>>())
         .bind(r.iter().map(|s| s.partition).collect::<Vec<_>>())
         .bind(r.iter().map(|s| s.offset).collect::<Vec<_>>())
-        .bind(batch.source)
+        .bind(source)
         .fetch_one(&mut **tx)
         .await?;
     Ok((inserted.max(0) as u64, flagged.max(0) as u64))
 }
 
 /// `ml_anomaly_predictions`: every detector's verdict on every reading it judged.
-async fn insert_predictions(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(), sqlx::Error> {
-    let p = &batch.predictions;
-    let of = |i: usize| &batch.readings[i];
+pub(super) async fn insert_predictions(
+    tx: &mut Tx<'_>,
+    source: i16,
+    readings: &[StoredReading],
+    p: &[Prediction],
+) -> Result<(), sqlx::Error> {
+    let of = |i: usize| &readings[i];
     sqlx::query(
             "INSERT INTO ml_anomaly_predictions (detector, sensor_id, sensor_type, value, timestamp, verdict, is_anomaly, \
              anomaly_score, rule_based_anomaly, kafka_partition, kafka_offset, detector_version, model_generation, \
@@ -97,16 +133,20 @@ async fn insert_predictions(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(), sq
         .bind(p.iter().map(|p| p.model.map(|m| m.generation)).collect::<Vec<_>>())
         .bind(p.iter().map(|p| p.model.and_then(|m| m.trained_at)).collect::<Vec<_>>())
         .bind(p.iter().map(|p| p.model.map(|m| m.training_rows)).collect::<Vec<_>>())
-        .bind(batch.source)
+        .bind(source)
         .execute(&mut **tx)
         .await?;
     Ok(())
 }
 
 /// `shadow_predictions`: the shadows' verdicts, which flag nothing.
-async fn insert_shadow_predictions(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(), sqlx::Error> {
-    let p = &batch.shadow_predictions;
-    let of = |i: usize| &batch.readings[i];
+pub(super) async fn insert_shadow_predictions(
+    tx: &mut Tx<'_>,
+    source: i16,
+    readings: &[StoredReading],
+    p: &[ShadowPrediction],
+) -> Result<(), sqlx::Error> {
+    let of = |i: usize| &readings[i];
     sqlx::query(
         "INSERT INTO shadow_predictions (shadow, shadow_version, live_detector, sensor_id, sensor_type, value, \
              timestamp, verdict, is_anomaly, anomaly_score, kafka_partition, kafka_offset, source_id) \
@@ -126,7 +166,7 @@ async fn insert_shadow_predictions(tx: &mut Tx<'_>, batch: &BatchRows) -> Result
     .bind(p.iter().map(|p| p.score).collect::<Vec<_>>())
     .bind(p.iter().map(|p| of(p.reading).partition).collect::<Vec<_>>())
     .bind(p.iter().map(|p| of(p.reading).offset).collect::<Vec<_>>())
-    .bind(batch.source)
+    .bind(source)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -134,8 +174,7 @@ async fn insert_shadow_predictions(tx: &mut Tx<'_>, batch: &BatchRows) -> Result
 
 /// `sensor_aggregates`: closed windows; a revision emitted again replaces its earlier emission.
 /// Returns the windows added (not replaced).
-async fn upsert_aggregates(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<u64, sqlx::Error> {
-    let a = &batch.aggregates;
+pub(super) async fn upsert_aggregates(tx: &mut Tx<'_>, source: i16, a: &[AggregateRow]) -> Result<u64, sqlx::Error> {
     // `xmax = 0` tells a new row from a replaced emission.
     let inserted: i64 = sqlx::query_scalar(
             "WITH upserted AS (INSERT INTO sensor_aggregates (stage, window_start, window_end, location, sensor_type, avg_value, min_value, \
@@ -162,15 +201,14 @@ async fn upsert_aggregates(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<u64, sq
         .bind(a.iter().map(|a| a.anomaly_count).collect::<Vec<_>>())
         .bind(a.iter().map(|a| a.revision).collect::<Vec<_>>())
         .bind(a.iter().map(|a| a.late_count).collect::<Vec<_>>())
-        .bind(batch.source)
+        .bind(source)
         .fetch_one(&mut **tx)
         .await?;
     Ok(inserted.max(0) as u64)
 }
 
 /// `dead_letters`; returns the rows added.
-async fn insert_dead_letters(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<u64, sqlx::Error> {
-    let d = &batch.dead_letters;
+pub(super) async fn insert_dead_letters(tx: &mut Tx<'_>, source: i16, d: &[DeadLetter]) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
             "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, message_key, payload, error, reason, source_id) \
              SELECT *, $8 FROM UNNEST($1::text[], $2::int4[], $3::int8[], $4::bytea[], $5::bytea[], $6::text[], \
@@ -184,7 +222,7 @@ async fn insert_dead_letters(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<u64, 
         .bind(d.iter().map(|l| l.payload.as_deref()).collect::<Vec<_>>())
         .bind(d.iter().map(|l| l.error.as_str()).collect::<Vec<_>>())
         .bind(d.iter().map(|l| l.reason.as_str()).collect::<Vec<_>>())
-        .bind(batch.source)
+        .bind(source)
         .execute(&mut **tx)
         .await?
         .rows_affected())
@@ -192,7 +230,7 @@ async fn insert_dead_letters(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<u64, 
 
 /// The batch's extent: each partition's stored position moves forward, logged batches a restart
 /// gave up are forgotten, and the batch is logged under its number.
-async fn advance_positions(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(), sqlx::Error> {
+pub(super) async fn advance_positions(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(), sqlx::Error> {
     if !batch.positions.is_empty() {
         // A replay after a crash re-reads offsets already stored: never move a position back.
         sqlx::query(

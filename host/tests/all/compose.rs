@@ -14,13 +14,16 @@ fn compose() -> Value {
 }
 
 /// The environment variables subcommand `name` reads (its own and the global ones), with the
-/// long flag each one stands for.
-fn known_variables(name: &str) -> BTreeMap<String, String> {
+/// long flag each one stands for and whether that flag takes a value (false: a switch).
+fn known_variables(name: &str) -> BTreeMap<String, (String, bool)> {
     let cli = Cli::command();
     let sub = cli.find_subcommand(name).unwrap_or_else(|| panic!("no subcommand {name}"));
     sub.get_arguments()
         .chain(cli.get_arguments())
-        .filter_map(|arg| Some((arg.get_env()?.to_string_lossy().into_owned(), arg.get_long()?.to_owned())))
+        .filter_map(|arg| {
+            let flag = (arg.get_long()?.to_owned(), arg.get_action().takes_values());
+            Some((arg.get_env()?.to_string_lossy().into_owned(), flag))
+        })
         .collect()
 }
 
@@ -50,10 +53,17 @@ fn iotstream_services_set_only_variables_their_command_reads() {
         // Each variable becomes the flag it stands for, and the real parser checks every value.
         let mut args = vec!["iotstream".to_owned(), subcommand.to_owned()];
         for (key, value) in environment(service) {
-            let flag = known
+            let (flag, takes_value) = known
                 .get(&key)
                 .unwrap_or_else(|| panic!("service {name:?} sets {key}, which `iotstream {subcommand}` does not read"));
-            args.extend([format!("--{flag}"), value]);
+            match (*takes_value, value.as_str()) {
+                (true, _) => args.extend([format!("--{flag}"), value]),
+                // A switch's variable: "true" sets it, "false" leaves it off; anything else is a
+                // value the operator may misread.
+                (false, "true") => args.push(format!("--{flag}")),
+                (false, "false") => {}
+                (false, other) => panic!("service {name:?} sets the switch {key} to {other:?}, not true or false"),
+            }
         }
         let parsed = Cli::try_parse_from(&args).map(|_| ());
         assert!(parsed.is_ok(), "service {name:?}: {parsed:?}");

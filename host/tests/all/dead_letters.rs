@@ -128,3 +128,18 @@ async fn malformed_messages_are_dead_lettered_and_good_ones_stored(pool: PgPool)
     assert_eq!(stats["dead_letters_total"], bad.len());
     host.stop().await.expect("clean shutdown");
 }
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_huge_key_is_kept_in_part_and_the_cut_is_said(pool: PgPool) {
+    let host = Host::start(pool.clone(), None, &[]).await;
+    let key = "k".repeat(100_000);
+    let good = encode(&reading("s1", SensorType::Co2, "lab_1", 1_764_064_800_000, 420.0));
+    host.produce(&[(key.clone(), b"not a reading".to_vec()), (key, good)]).await;
+    wait_for("dead_letters", 1, || count_rows(&pool, "dead_letters")).await;
+    wait_for("sensor_readings", 1, || count_rows(&pool, "sensor_readings")).await;
+    let (key_len, error): (i32, String) =
+        sqlx::query_as("SELECT length(message_key), error FROM dead_letters").fetch_one(&pool).await.expect("letter");
+    assert_eq!(key_len, 1024);
+    assert!(error.ends_with("(key cut from 100000 to 1024 bytes)"), "{error}");
+    host.stop().await.expect("clean stop");
+}

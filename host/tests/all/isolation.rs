@@ -34,6 +34,7 @@ fn runtime(clock: &Clock) -> PluginRuntime {
         backoff_max: Duration::from_secs(60),
         quarantine_after: QUARANTINE_AFTER,
         clock: clock.clone(),
+        ..PluginLimits::default()
     })
     .expect("runtime")
 }
@@ -84,6 +85,11 @@ fn assert_failure(mode: &str, err: &PluginError) {
         "short" => {
             matches!(err, PluginError::MalformedOutput { message, .. } if message == "5 detections for 6 readings")
         }
+        "sleep" => {
+            matches!(err, PluginError::Blocked { asked, deadline, .. } if *asked == Duration::from_secs(60) && *deadline == DEADLINE)
+                && text
+                    == "plugin misbehaving blocked in a WASI call (a sleep of 60s in one call) past its deadline of 200ms per call"
+        }
         "refuse" => matches!(err, PluginError::Refused { message, .. }
             if message == "invalid input: misbehaving detector refuses call 3"),
         _ => false,
@@ -101,7 +107,7 @@ fn each_misbehaviour_costs_only_its_plugin_which_restarts_from_its_last_good_sta
     let expected: Vec<Vec<Detection>> = batches.iter().map(|b| alone.detect(&catalog, b).expect("detects")).collect();
     assert!(expected[3].iter().any(|d| d.score > 3.0), "the spike in batch 3 scores high");
 
-    for mode in ["spin", "allocate", "trap", "nan", "short"] {
+    for mode in ["spin", "allocate", "trap", "nan", "short", "sleep"] {
         let mut good = zscore(&runtime);
         let mut bad = misbehaving(&runtime, mode, 2);
         let mut run_good = |i: usize| assert_eq!(good.detect(&catalog, &batches[i]).expect("good"), expected[i]);
@@ -122,7 +128,7 @@ fn each_misbehaviour_costs_only_its_plugin_which_restarts_from_its_last_good_sta
         assert_failure(mode, &err);
         let m = bad.metrics();
         assert_eq!((m.errors, m.consecutive_failures, m.state, m.memory_bytes), (1, 1, PluginState::Backoff, 0));
-        assert_eq!(m.last_error, Some(err.to_string()));
+        assert_eq!(m.last_error, Some(err.public()));
 
         // During the backoff its calls are skipped, and counted.
         run_good(3);
@@ -256,7 +262,7 @@ async fn metrics_endpoint_serves_a_failing_plugins_counters_to_prometheus() {
     // /metrics needs no database: a pool that never connects will do.
     let pool =
         sqlx::postgres::PgPoolOptions::new().connect_lazy("postgres://unused@127.0.0.1/unused").expect("lazy pool");
-    let state = ApiState { store: Store::new(pool), live, shutdown: tokio_util::sync::CancellationToken::new() };
+    let state = ApiState::new(Store::new(pool), live, tokio_util::sync::CancellationToken::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     let app = router(state, "/nonexistent".into());
@@ -280,4 +286,24 @@ async fn metrics_endpoint_serves_a_failing_plugins_counters_to_prometheus() {
     ] {
         assert!(text.lines().any(|l| l == line), "no line {line:?} in:\n{text}");
     }
+}
+
+#[test]
+fn a_plugin_that_sleeps_costs_at_most_its_deadline_and_backs_off_like_the_others() {
+    let clock = Clock::manual();
+    let runtime = runtime(&clock);
+    let mut catalog = SensorCatalog::default();
+    let batches = batches(&mut catalog, 3);
+    let mut bad = misbehaving(&runtime, "sleep", 1);
+    assert_eq!(scores(&bad.detect(&catalog, &batches[0]).expect("call 1")), [1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+    bad.snapshot(&catalog).expect("snapshot");
+    // Call 2 sleeps 60 s: a blocking WASI call, which the epoch deadline alone would not stop.
+    let started = std::time::Instant::now();
+    let err = bad.detect(&catalog, &batches[1]).expect_err("call 2 sleeps");
+    let took = started.elapsed();
+    assert!(took < DEADLINE, "the sleep blocked the caller for {took:?}");
+    crate::support::report(&format!("SANDBOX a 60 s sleep under a {DEADLINE:?} deadline failed the call in {took:?}"));
+    assert_failure("sleep", &err);
+    assert_eq!((bad.metrics().consecutive_failures, bad.state()), (1, PluginState::Backoff));
+    assert!(bad.detect(&catalog, &batches[2]).expect_err("skipped").is_skip());
 }

@@ -4,19 +4,25 @@
 
 mod support;
 
+mod api_limits;
 mod batch_log;
 mod compose;
 mod dashboard;
 mod dead_letters;
 mod e2e;
 mod evaluate;
+mod exposure;
 mod faults;
 mod hot_swap;
 mod iforest;
 mod isolation;
 mod plugin_new;
 mod plugins;
+mod poison;
 mod process;
 mod python;
 mod quality;
 mod replay;
+mod sandbox;
+mod shutdown;
+mod source;

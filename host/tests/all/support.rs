@@ -130,6 +130,13 @@ impl Host {
         self.stop_keeping_broker().await.0
     }
 
+    /// Waits (at most 60 s) for the host to end by itself, without asking it to, and returns how
+    /// `run` ended and its broker, still running.
+    pub async fn ended(self) -> (Result<(), iotstream::app::RunError>, iotstream::kafka::EmbeddedBroker) {
+        let ended = tokio::time::timeout(std::time::Duration::from_secs(60), self.task).await;
+        (ended.expect("the host ended by itself within 60 s").expect("host task"), self.broker)
+    }
+
     /// Stops the host and returns how `run` ended, and its broker, still running.
     pub async fn stop_keeping_broker(self) -> (Result<(), iotstream::app::RunError>, iotstream::kafka::EmbeddedBroker) {
         self.shutdown.cancel();

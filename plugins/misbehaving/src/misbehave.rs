@@ -33,7 +33,19 @@ pub enum Mode {
     Short,
     /// Refuses the call with a stage error, leaving the state as it was.
     Refuse,
+    /// Sleeps for [`SLEEP`] (a blocking WASI call, not wasm code), then answers as it would have:
+    /// the host must not let a plugin block the pipeline for as long as it likes.
+    Sleep,
+    /// Behaves, but scores every reading with the wall-clock time it reads, ms since the epoch:
+    /// the host's clock for the call, not the machine's.
+    Clock,
+    /// Behaves, but scores every reading with a hash keyed by the random seed it is given (what
+    /// `HashMap` uses): the host's seed for the plugin, the same for every instance.
+    Random,
 }
+
+/// How long `sleep` sleeps: far past any call deadline the host would set.
+pub const SLEEP: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Configuration: `{"mode": "spin", "after_calls": 2}`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
@@ -58,6 +70,15 @@ impl Misbehaving {
         let count = self.counts.entry(sensor.sensor_id.to_string()).or_default();
         *count += 1;
         *count
+    }
+
+    /// Counts `readings`, scoring each `score`.
+    fn scored(&mut self, readings: &[(&SensorIdentity, i64, f64)], score: f64) -> Vec<(Judgement, Option<ModelInfo>)> {
+        let mut judgements = self.counted(readings);
+        for (judgement, _) in &mut judgements {
+            *judgement = Judgement::Scored { score, anomaly: false };
+        }
+        judgements
     }
 
     fn counted(&mut self, readings: &[(&SensorIdentity, i64, f64)]) -> Vec<(Judgement, Option<ModelInfo>)> {
@@ -94,19 +115,19 @@ impl Detector for Misbehaving {
             Mode::Spin => spin(),
             Mode::Allocate => allocate(),
             Mode::Trap => panic!("misbehaving detector: trap on call {}", self.calls),
-            Mode::Nan => {
-                let mut judgements = self.counted(readings);
-                for (judgement, _) in &mut judgements {
-                    *judgement = Judgement::Scored { score: f64::NAN, anomaly: false };
-                }
-                Ok(judgements)
-            }
+            Mode::Nan => Ok(self.scored(readings, f64::NAN)),
             Mode::Short => {
                 let mut judgements = self.counted(readings);
                 judgements.pop();
                 Ok(judgements)
             }
             Mode::Refuse => Err(format!("misbehaving detector refuses call {}", self.calls)),
+            Mode::Sleep => {
+                std::thread::sleep(SLEEP);
+                Ok(self.counted(readings))
+            }
+            Mode::Clock => Ok(self.scored(readings, wall_clock_ms())),
+            Mode::Random => Ok(self.scored(readings, seeded_hash())),
         }
     }
 
@@ -117,6 +138,18 @@ impl Detector for Misbehaving {
     fn restore(&mut self, state: Self::State) {
         self.counts = state;
     }
+}
+
+/// The wall clock as the plugin reads it, ms since the Unix epoch (0 before it).
+fn wall_clock_ms() -> f64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0.0, |d| d.as_millis() as f64)
+}
+
+/// A hash of 0 keyed by a fresh `RandomState` (seeded from the WASI random seed), to 53 bits so
+/// that it is exact as a score.
+fn seeded_hash() -> f64 {
+    use std::hash::BuildHasher;
+    (std::collections::hash_map::RandomState::new().hash_one(0u8) >> 11) as f64
 }
 
 /// Never returns; `black_box` keeps the optimiser from proving the loop useless.

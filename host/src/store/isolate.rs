@@ -1,0 +1,222 @@
+//! What a batch write does when the database refuses the batch permanently: a poison row must cost
+//! only itself, never the stream (docs/guarantees.md, "Poison rows").
+//!
+//! The database refuses some data however often it is sent (SQLSTATE classes 22 "data exception",
+//! 23 "integrity constraint violation", 54 "program limit exceeded"): retrying such a batch would
+//! stall ingestion forever. [`Store::write`] then writes the batch again in one transaction with
+//! every part behind its own savepoint: the readings (and, if refused, each reading apart), each
+//! plugin's output, the dead letters. What is still refused is rolled back to its savepoint, left
+//! out and reported as [`Refused`]; a refused reading becomes a dead letter
+//! ([`DeadLetterReason::StorageRefused`]) so the message is kept. Positions, the batch log and the
+//! checkpoint commit with the rest, so the stream goes on.
+
+use std::collections::BTreeMap;
+
+use iotstream_api::DeadLetterReason;
+use sqlx::Acquire;
+
+use crate::reading::encode;
+use crate::store::checkpoints::write_checkpoint;
+use crate::store::rows::{DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, StoredReading};
+use crate::store::writer::{
+    Tx, advance_positions, insert_dead_letters, insert_predictions, insert_readings, insert_shadow_predictions,
+    upsert_aggregates,
+};
+use crate::store::{BatchRows, Store, StoreError, Totals};
+
+/// What one write stored, and what the database refused.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Written {
+    /// The rows it added.
+    pub totals: Totals,
+    /// What was left out because the database refused it (empty on the fast path).
+    pub refused: Vec<Refused>,
+}
+
+/// Rows the database refused permanently and the batch was committed without.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Refused {
+    /// Whose rows they were.
+    pub origin: RefusedOrigin,
+    /// How many rows were left out.
+    pub rows: usize,
+    /// The database's reason (SQLSTATE and message) for the first of them.
+    pub error: String,
+}
+
+/// Whose rows the database refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefusedOrigin {
+    /// A plugin's output (verdicts, shadow verdicts or windows) for the batch: the plugin's alone.
+    Plugin(String),
+    /// Readings: each is kept as a dead letter instead.
+    Readings,
+    /// Dead letters themselves (counted and logged; there is nowhere else to keep them).
+    DeadLetters,
+}
+
+/// Whether the database will refuse `err`'s statement however often it is sent.
+pub fn is_permanent(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| matches!(code.get(..2), Some("22" | "23" | "54"))),
+        sqlx::Error::Encode(_) => true,
+        _ => false,
+    }
+}
+
+/// The database's reason, one line.
+fn reason(err: &sqlx::Error) -> String {
+    match err {
+        sqlx::Error::Database(db) => format!("{} ({})", db.message(), db.code().unwrap_or_default()),
+        other => other.to_string(),
+    }
+}
+
+/// Runs `work` behind a savepoint: `Ok(Ok(_))` when it succeeded, `Ok(Err(_))` when the database
+/// refused it permanently (rolled back to the savepoint), `Err(_)` for a transient failure.
+async fn in_savepoint<T>(
+    tx: &mut Tx<'_>,
+    work: impl AsyncFnOnce(&mut Tx<'_>) -> Result<T, sqlx::Error>,
+) -> Result<Result<T, sqlx::Error>, sqlx::Error> {
+    let mut savepoint = tx.begin().await?;
+    match work(&mut savepoint).await {
+        Ok(value) => {
+            savepoint.commit().await?;
+            Ok(Ok(value))
+        }
+        Err(err) if is_permanent(&err) => {
+            savepoint.rollback().await?;
+            Ok(Err(err))
+        }
+        Err(err) => Err(err),
+    }
+}
+
+impl Store {
+    /// The slow path of [`Store::write`]: every part behind its own savepoint.
+    pub(super) async fn write_isolating(&self, batch: &BatchRows) -> Result<Written, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        if let Some(fence) = &self.fence {
+            fence.check(&mut tx).await?;
+        }
+        let mut written = Written::default();
+        let source = batch.source;
+        let kept = readings_apart(&mut tx, batch, &mut written).await?;
+        written.totals.aggregates = plugin_outputs_apart(&mut tx, batch, &kept, &mut written.refused).await?;
+        let mut letters = batch.dead_letters.clone();
+        letters.extend(kept.iter().zip(&batch.readings).filter(|(keep, _)| !**keep).map(|(_, r)| {
+            let refusal = written.refused.iter().find(|r| r.origin == RefusedOrigin::Readings);
+            refused_reading(batch, r, refusal.map_or("", |r| r.error.as_str()))
+        }));
+        if !letters.is_empty() {
+            match in_savepoint(&mut tx, async |tx| insert_dead_letters(tx, source, &letters).await).await? {
+                Ok(added) => written.totals.dead_letters = added,
+                Err(err) => written.refused.push(Refused {
+                    origin: RefusedOrigin::DeadLetters,
+                    rows: letters.len(),
+                    error: reason(&err),
+                }),
+            }
+        }
+        advance_positions(&mut tx, batch).await?;
+        if let Some(checkpoint) = &batch.checkpoint {
+            write_checkpoint(&mut tx, source, checkpoint).await?;
+        }
+        tx.commit().await?;
+        Ok(written)
+    }
+}
+
+/// Inserts the readings, all at once or, if refused, each apart; returns which were stored.
+async fn readings_apart(tx: &mut Tx<'_>, batch: &BatchRows, written: &mut Written) -> Result<Vec<bool>, StoreError> {
+    let source = batch.source;
+    if batch.readings.is_empty() {
+        return Ok(Vec::new());
+    }
+    if let Ok(counts) = in_savepoint(tx, async |tx| insert_readings(tx, source, &batch.readings).await).await? {
+        (written.totals.readings, written.totals.flagged) = counts;
+        return Ok(vec![true; batch.readings.len()]);
+    }
+    let mut kept = Vec::with_capacity(batch.readings.len());
+    let mut first_error = None;
+    for reading in &batch.readings {
+        match in_savepoint(tx, async |tx| insert_readings(tx, source, std::slice::from_ref(reading)).await).await? {
+            Ok((added, flagged)) => {
+                written.totals.readings += added;
+                written.totals.flagged += flagged;
+                kept.push(true);
+            }
+            Err(err) => {
+                first_error.get_or_insert_with(|| reason(&err));
+                kept.push(false);
+            }
+        }
+    }
+    let rows = kept.iter().filter(|k| !**k).count();
+    if let Some(error) = first_error {
+        written.refused.push(Refused { origin: RefusedOrigin::Readings, rows, error });
+    }
+    Ok(kept)
+}
+
+/// Inserts each plugin's output apart (only for the readings that were stored); a refused one is
+/// left out and reported. Returns the windows added.
+async fn plugin_outputs_apart(
+    tx: &mut Tx<'_>,
+    batch: &BatchRows,
+    kept: &[bool],
+    refused: &mut Vec<Refused>,
+) -> Result<u64, StoreError> {
+    let (source, readings) = (batch.source, batch.readings.as_slice());
+    let mut predictions: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+    for p in batch.predictions.iter().filter(|p| kept[p.reading]) {
+        predictions.entry(p.detector.as_str()).or_default().push(p.clone());
+    }
+    for (plugin, rows) in predictions {
+        let outcome = in_savepoint(tx, async |tx| insert_predictions(tx, source, readings, &rows).await).await?;
+        note(refused, plugin, rows.len(), outcome.err());
+    }
+    let mut shadows: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+    for p in batch.shadow_predictions.iter().filter(|p| kept[p.reading]) {
+        shadows.entry(p.shadow.as_str()).or_default().push(p.clone());
+    }
+    for (plugin, rows) in shadows {
+        let outcome = in_savepoint(tx, async |tx| insert_shadow_predictions(tx, source, readings, &rows).await).await?;
+        note(refused, plugin, rows.len(), outcome.err());
+    }
+    let mut windows: BTreeMap<&str, Vec<_>> = BTreeMap::new();
+    for a in &batch.aggregates {
+        windows.entry(a.stage.as_str()).or_default().push(a.clone());
+    }
+    let mut added = 0;
+    for (plugin, rows) in windows {
+        match in_savepoint(tx, async |tx| upsert_aggregates(tx, source, &rows).await).await? {
+            Ok(new) => added += new,
+            Err(err) => note(refused, plugin, rows.len(), Some(err)),
+        }
+    }
+    Ok(added)
+}
+
+/// Records `plugin`'s `rows` as refused when `err` is set.
+fn note(refused: &mut Vec<Refused>, plugin: &str, rows: usize, err: Option<sqlx::Error>) {
+    if let Some(err) = err {
+        refused.push(Refused { origin: RefusedOrigin::Plugin(plugin.to_owned()), rows, error: reason(&err) });
+    }
+}
+
+/// A reading the database refused, as a dead letter: its message re-encoded in the seed's format
+/// (the decoded fields, not the original bytes), keyed by its sensor id as producers key them.
+fn refused_reading(batch: &BatchRows, stored: &StoredReading, error: &str) -> DeadLetter {
+    let mut payload = encode(&stored.reading);
+    payload.truncate(DEAD_LETTER_PAYLOAD_LIMIT);
+    DeadLetter {
+        topic: batch.topic.clone(),
+        partition: stored.partition,
+        offset: stored.offset,
+        key: Some(stored.reading.sensor_id.as_bytes().to_vec()),
+        payload: Some(payload),
+        error: format!("the database refused the reading: {error}"),
+        reason: DeadLetterReason::StorageRefused,
+    }
+}
