@@ -12,6 +12,7 @@ mod dead_letters;
 mod e2e;
 mod exposure;
 mod faults;
+mod history;
 mod hot_swap;
 mod iforest;
 mod isolation;
