@@ -24,6 +24,11 @@ extern "C" {
     fn dispose(this: &EChartsInstance);
 }
 
+/// The page's clock in milliseconds (sub-millisecond where the browser allows).
+fn now_millis() -> f64 {
+    web_sys::window().and_then(|w| w.performance()).map_or(0.0, |p| p.now())
+}
+
 /// Whether the browser prefers a dark scheme: charts follow the page's theme (see `style.css`).
 pub fn prefers_dark() -> bool {
     web_sys::window()
@@ -60,12 +65,15 @@ pub fn Chart(
                 Err(_) => return set_failure.set(Some("charts unavailable: echarts.min.js did not load".into())),
             }
         }
+        let started = now_millis();
         let parsed = js_sys::JSON::parse(&option.to_string());
         if let (Some(chart), Ok(parsed)) = (slot.as_ref(), parsed)
             && chart.set_option(&parsed, true).is_err()
         {
             set_failure.set(Some("this chart's data could not be drawn".into()));
         }
+        // What one redraw cost (ECharts draws within `setOption`), for the browser test's figures.
+        let _ = element.set_attribute("data-draw-ms", &format!("{:.2}", now_millis() - started));
     });
     let resize = instance.clone();
     let listener = window_event_listener(leptos::ev::resize, move |_| {

@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::dashboard::Browser;
-use crate::support::{Host, plugin_path, put, reading, scratch_folder, simulate_config, test_plugin_path};
+use crate::support::{Host, plugin_path, put, reading, report, scratch_folder, simulate_config, test_plugin_path};
 
 /// The names of the series an ECharts chart draws (`null` before it draws).
 fn chart_series(id: &str) -> String {
@@ -81,6 +81,21 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
         .await;
     assert!(series.as_array().is_some_and(|s| s.len() >= 2), "the simulator's sensors too: {series}");
     browser.until("anomalies by type are drawn", &chart_series("anomalies-by-type"), Value::is_array).await;
+    // What a live redraw costs: the slowest of the temperature chart's redraws seen over 5 s.
+    let mut slowest = 0.0_f64;
+    let mut points = 0;
+    for _ in 0..20 {
+        let seen = browser
+            .script(
+                "const e = document.getElementById('live-temperature'); const c = echarts.getInstanceByDom(e); \
+                     return [Number(e.dataset.drawMs), c.getOption().series.reduce((n, s) => n + s.data.length, 0)];",
+            )
+            .await;
+        slowest = slowest.max(seen[0].as_f64().unwrap_or_default());
+        points = points.max(seen[1].as_u64().unwrap_or_default());
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    report(&format!("DASHBOARD live temperature chart: slowest redraw {slowest:.1} ms with {points} points"));
     browser.screenshot("realtime").await;
 
     // Windows: the first 1-minute windows close once event time passes the minute and lateness.
