@@ -38,6 +38,10 @@ fn tarball(cache: &Path) -> Result<PathBuf> {
         return Ok(file);
     }
     std::fs::create_dir_all(cache).with_context(|| format!("create {}", cache.display()))?;
+    if !Command::new("npm").arg("--version").output().is_ok_and(|o| o.status.success()) {
+        // npm only as the registry's client; Debian's package is enough.
+        crate::ensure_apt_packages(&["npm"])?;
+    }
     eprintln!("xtask: fetching echarts@{VERSION} from the npm registry");
     crate::status(
         Command::new("npm").args(["pack", &format!("echarts@{VERSION}"), "--silent", "--pack-destination"]).arg(cache),

@@ -2,7 +2,8 @@
 //! embedded broker: a reading produced to Kafka reaches the real-time chart within seconds, the
 //! windows and detection quality fill in, a time range on the analytics tab returns history
 //! written before the page opened (aggregated by the host), and a quarantined plugin shows on the
-//! plugins tab. Each tab is photographed to `docs/screenshots/` for README.
+//! plugins tab; the filter bar's choices go into the URL and apply across tabs. Each tab is
+//! photographed to `docs/screenshots/` for README.
 
 use std::time::Duration;
 
@@ -146,6 +147,28 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
         })
         .await;
     browser.screenshot("plugins").await;
+
+    // The filter bar lives in the URL and applies on every tab: humidity only, then one location.
+    browser.goto(&format!("{base}/?type=humidity")).await;
+    browser.until("the humidity chart is drawn", &chart_series("live-humidity"), Value::is_array).await;
+    let others =
+        browser.script("return ['temperature', 'co2'].map(t => !!document.getElementById('live-' + t));").await;
+    assert_eq!(others, serde_json::json!([false, false]));
+    browser.click("nav.tabs a[href^='/windows']").await;
+    let picked = browser
+        .script(
+            "const s = document.getElementById('filter-location'); s.value = 'office_1'; \
+             s.dispatchEvent(new Event('change')); return location.pathname + location.search;",
+        )
+        .await;
+    assert_eq!(picked, "/windows?type=humidity&location=office_1");
+    let filtered = browser
+        .until("only humidity windows of office_1", &table("windows"), |rows| {
+            rows.as_array()
+                .is_some_and(|r| !r.is_empty() && r.iter().all(|row| row[1] == "office_1" && row[2] == "humidity"))
+        })
+        .await;
+    assert!(filtered.as_array().is_some_and(|r| !r.is_empty()), "{filtered}");
 
     stop.cancel();
     let report = simulator.await.expect("simulator task").expect("simulator");
