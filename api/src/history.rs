@@ -36,6 +36,9 @@ pub struct HistoryPoint {
     pub min: f64,
     /// Their largest value.
     pub max: f64,
+    /// Their sample standard deviation; `None` for a bucket of one reading. With `count` and `avg`
+    /// it lets a client pool buckets into the statistics of the whole range.
+    pub stddev: Option<f64>,
     /// Readings a detector flagged.
     pub flagged: i64,
     /// Readings the source labelled anomalous.

@@ -21,6 +21,8 @@ extern "C" {
     #[wasm_bindgen(method)]
     fn resize(this: &EChartsInstance);
     #[wasm_bindgen(method)]
+    fn on(this: &EChartsInstance, event: &str, handler: &js_sys::Function);
+    #[wasm_bindgen(method)]
     fn dispose(this: &EChartsInstance);
 }
 
@@ -49,10 +51,22 @@ pub fn Chart(
     /// What to say while there is nothing to draw.
     #[prop(default = "waiting for data…")]
     empty: &'static str,
+    /// Set to the name of the series clicked, when given.
+    #[prop(optional)]
+    picked: Option<WriteSignal<Option<String>>>,
 ) -> impl IntoView {
     let node = NodeRef::<leptos::html::Div>::new();
     let instance: Rc<RefCell<Option<EChartsInstance>>> = Rc::new(RefCell::new(None));
     let (failure, set_failure) = signal(None::<String>);
+    // The click handler lives as long as the chart: dropped with it below.
+    let on_click = picked.map(|picked| {
+        Closure::<dyn FnMut(JsValue)>::new(move |params: JsValue| {
+            let name = js_sys::Reflect::get(&params, &JsValue::from_str("seriesName")).ok().and_then(|n| n.as_string());
+            picked.set(name);
+        })
+    });
+    let handler: Option<js_sys::Function> =
+        on_click.as_ref().map(|c| c.as_ref().unchecked_ref::<js_sys::Function>().clone());
     let drawn = instance.clone();
     Effect::new(move |_| {
         let option = option.get();
@@ -61,7 +75,12 @@ pub fn Chart(
         if slot.is_none() {
             let theme = if prefers_dark() { JsValue::from_str("dark") } else { JsValue::NULL };
             match echarts_init(&element, theme) {
-                Ok(chart) => *slot = Some(chart),
+                Ok(chart) => {
+                    if let Some(handler) = &handler {
+                        chart.on("click", handler);
+                    }
+                    *slot = Some(chart);
+                }
                 Err(_) => return set_failure.set(Some("charts unavailable: echarts.min.js did not load".into())),
             }
         }
@@ -81,10 +100,10 @@ pub fn Chart(
             chart.resize();
         }
     });
-    let disposed = SendWrapper::new(instance);
+    let disposed = SendWrapper::new((instance, on_click));
     on_cleanup(move || {
         listener.remove();
-        let chart = disposed.borrow_mut().take();
+        let chart = disposed.0.borrow_mut().take();
         if let Some(chart) = chart {
             chart.dispose();
         }

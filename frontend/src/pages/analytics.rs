@@ -1,11 +1,12 @@
 //! Analytics: history from PostgreSQL over a chosen range (last 15 min, 1 h, 24 h or custom, in
 //! the URL), downsampled by the host (`/api/history`): averages per location for each sensor
-//! type, statistics by location, and a correlation heatmap of the sensor types at one location.
+//! type, statistics by location and type (pooled from the buckets), and a correlation heatmap of
+//! the sensor types at one location.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
-use iotstream_api::{History, SensorType};
+use iotstream_api::{History, HistoryPoint, SensorType};
 use leptos::prelude::*;
 use leptos_router::NavigateOptions;
 use leptos_router::hooks::{use_navigate, use_query_map};
@@ -39,16 +40,42 @@ fn range(query: &leptos_router::params::ParamsMap) -> Result<(DateTime<Utc>, Dat
     Ok((parse("from")?, parse("to")?))
 }
 
-/// Count, mean and anomaly rate of each location, from the buckets (`(count, sum, flagged)`).
-fn by_location(history: &History) -> BTreeMap<String, (i64, f64, i64)> {
-    let mut stats: BTreeMap<String, (i64, f64, i64)> = BTreeMap::new();
-    for series in &history.series {
-        let entry = stats.entry(series.location.clone()).or_default();
-        for p in &series.points {
-            *entry = (entry.0 + p.count, entry.1 + p.avg * p.count as f64, entry.2 + p.flagged);
-        }
+/// One group's statistics over the range, pooled from its buckets.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Pooled {
+    /// Readings.
+    count: i64,
+    /// Their mean.
+    mean: f64,
+    /// Their sample standard deviation, when there are two or more.
+    stddev: Option<f64>,
+    /// Readings a detector flagged.
+    flagged: i64,
+}
+
+/// The statistics of all the readings of `points`, from each bucket's count, mean and sample
+/// standard deviation: the within-bucket sums of squares plus each bucket's offset from the mean.
+fn pooled(points: &[&HistoryPoint]) -> Pooled {
+    let count: i64 = points.iter().map(|p| p.count).sum();
+    if count == 0 {
+        return Pooled::default();
     }
-    stats
+    let mean = points.iter().map(|p| p.avg * p.count as f64).sum::<f64>() / count as f64;
+    let squares: f64 = points
+        .iter()
+        .map(|p| (p.count - 1) as f64 * p.stddev.unwrap_or(0.0).powi(2) + p.count as f64 * (p.avg - mean).powi(2))
+        .sum();
+    let stddev = (count > 1).then(|| (squares / (count - 1) as f64).sqrt());
+    Pooled { count, mean, stddev, flagged: points.iter().map(|p| p.flagged).sum() }
+}
+
+/// Statistics per location and sensor type (means of different quantities are not mixed).
+fn by_location(history: &History) -> Vec<(String, SensorType, Pooled)> {
+    history
+        .series
+        .iter()
+        .map(|s| (s.location.clone(), s.sensor_type, pooled(&s.points.iter().collect::<Vec<_>>())))
+        .collect()
 }
 
 /// The correlation of each pair of sensor types at `location`, over the buckets both have.
@@ -140,10 +167,11 @@ pub fn Analytics() -> impl IntoView {
                 h.from.format("%Y-%m-%d %H:%M:%S"), h.to.format("%Y-%m-%d %H:%M:%S"))}</p>
             <div class="panel">
                 <h2>"Statistics by location"</h2>
-                <table id="location-stats"><thead><tr><th>"location"</th><th>"readings"</th><th>"mean"</th><th>"anomaly rate"</th></tr></thead><tbody>
-                    {by_location(&h).into_iter().map(|(l, (n, sum, flagged))| view! { <tr><td>{l}</td><td class="num">{n}</td>
-                        <td class="num">{format!("{:.2}", sum / n.max(1) as f64)}</td>
-                        <td class="num">{format!("{:.2} %", 100.0 * flagged as f64 / n.max(1) as f64)}</td></tr> }).collect_view()}
+                <table id="location-stats"><thead><tr><th>"location"</th><th>"type"</th><th>"readings"</th><th>"mean"</th><th>"stddev"</th><th>"anomaly rate"</th></tr></thead><tbody>
+                    {by_location(&h).into_iter().map(|(l, t, p)| view! { <tr><td>{l}</td><td>{t.as_str()}</td><td class="num">{p.count}</td>
+                        <td class="num">{format!("{:.2}", p.mean)}</td>
+                        <td class="num">{p.stddev.map_or_else(|| "–".to_owned(), |s| format!("{s:.2}"))}</td>
+                        <td class="num">{format!("{:.2} %", 100.0 * p.flagged as f64 / p.count.max(1) as f64)}</td></tr> }).collect_view()}
                 </tbody></table>
             </div>
         })}
@@ -155,5 +183,26 @@ pub fn Analytics() -> impl IntoView {
         </section>
         <Chart id="correlation" title=Signal::derive(move || format!("Sensor-type correlation at {}", heat_location().unwrap_or_default()))
             option=heat empty="no readings in this range" />
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn point(count: i64, avg: f64, stddev: Option<f64>, flagged: i64) -> HistoryPoint {
+        HistoryPoint { start: DateTime::default(), count, avg, min: 0.0, max: 0.0, stddev, flagged, labelled: 0 }
+    }
+
+    #[test]
+    fn buckets_pool_into_the_statistics_of_all_their_readings() {
+        // Buckets {10, 20} (mean 15, sd sqrt(50)) and {30}: the readings 10, 20, 30 have mean 20 and
+        // sample sd sqrt(((-10)^2 + 0 + 10^2) / 2) = 10.
+        let (a, b) = (point(2, 15.0, Some(50f64.sqrt()), 1), point(1, 30.0, None, 0));
+        let stats = pooled(&[&a, &b]);
+        assert_eq!((stats.count, stats.mean, stats.flagged), (3, 20.0, 1));
+        assert!((stats.stddev.unwrap_or_default() - 10.0).abs() < 1e-12, "{stats:?}");
+        assert_eq!(pooled(&[&b]).stddev, None);
+        assert_eq!(pooled(&[]), Pooled::default());
     }
 }

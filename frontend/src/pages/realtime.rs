@@ -15,11 +15,19 @@ use crate::options::{self, Points};
 
 /// The live chart of one sensor type: a line per sensor that passes the filter, flagged readings
 /// as red dots.
-fn live_lines(sensor_type: SensorType, points: &[&ReadingRow], filter: &Filter) -> Option<serde_json::Value> {
+fn live_lines(
+    sensor_type: SensorType,
+    points: &[&ReadingRow],
+    filter: &Filter,
+    sensor: Option<&str>,
+) -> Option<serde_json::Value> {
     let mut lines: BTreeMap<String, Points> = BTreeMap::new();
     let mut marks = Vec::new();
     let mut unit = String::new();
-    for r in points.iter().filter(|r| r.sensor_type == sensor_type && filter.admits_reading(r)) {
+    let shown = |r: &&&ReadingRow| {
+        r.sensor_type == sensor_type && filter.admits_reading(r) && sensor.is_none_or(|s| s == r.sensor_id)
+    };
+    for r in points.iter().filter(shown) {
         let point = (r.timestamp.timestamp_millis(), r.value);
         lines.entry(r.sensor_id.clone()).or_default().push(point);
         if r.flagged {
@@ -44,6 +52,9 @@ fn anomaly_counts(points: &[&ReadingRow], filter: &Filter, key: fn(&ReadingRow) 
 pub fn Realtime() -> impl IntoView {
     let feed = expect_context::<LiveFeed>();
     let filter = use_filter();
+    // One sensor, picked by clicking its line (the anomaly dots are not a sensor).
+    let (sensor, pick_sensor) = signal(None::<String>);
+    let single = move || sensor.get().filter(|s| s != "anomaly");
     let types = move || filter.get().sensor_type.map_or_else(|| SensorType::ALL.to_vec(), |t| vec![t]);
     let counts = move |key: fn(&ReadingRow) -> String| {
         Signal::derive(move || {
@@ -66,13 +77,18 @@ pub fn Realtime() -> impl IntoView {
     });
     view! {
         <Kpis stats=Signal::derive(move || feed.view.get().stats) />
+        <Show when=move || single().is_some()>
+            <p class="filters" id="single-sensor">"showing sensor " {single} " "
+                <button on:click=move |_| pick_sensor.set(None)>"show all"</button></p>
+        </Show>
         <section class="charts">
             {move || types().into_iter().map(|t| {
                 let option = Signal::derive(move || {
                     let points = feed.points.get();
-                    live_lines(t, &points.iter().collect::<Vec<_>>(), &filter.get())
+                    live_lines(t, &points.iter().collect::<Vec<_>>(), &filter.get(), single().as_deref())
                 });
-                view! { <Chart id=format!("live-{}", t.as_str()) title=Signal::stored(format!("{} (live)", t.as_str())) option=option /> }
+                let title = format!("{} (live; click a line for one sensor)", t.as_str());
+                view! { <Chart id=format!("live-{}", t.as_str()) title=Signal::stored(title) option=option picked=pick_sensor /> }
             }).collect_view()}
         </section>
         <section class="grid">

@@ -101,11 +101,11 @@ impl Store {
         filter: &HistoryFilter,
     ) -> Result<History, StoreError> {
         let width = iotstream_api::bucket_width(from, to);
-        type Row = (String, String, i64, i64, f64, f64, f64, i64, i64);
+        type Row = (String, String, i64, i64, f64, f64, f64, Option<f64>, i64, i64);
         // The bucket index from the exact (numeric) epoch difference: no float rounding at an edge.
         let rows: Vec<Row> = sqlx::query_as(
             "SELECT sensor_type, location, floor(extract(epoch FROM timestamp - $1) * 1000 / $3)::bigint AS bucket, \
-             count(*), avg(value), min(value), max(value), count(*) FILTER (WHERE flagged), count(*) FILTER (WHERE anomaly) \
+             count(*), avg(value), min(value), max(value), stddev_samp(value), count(*) FILTER (WHERE flagged), count(*) FILTER (WHERE anomaly) \
              FROM sensor_readings WHERE timestamp >= $1 AND timestamp < $2 \
              AND ($4::text IS NULL OR sensor_type = $4) AND ($5::text IS NULL OR location = $5) \
              AND ($6::text IS NULL OR sensor_id = $6) \
@@ -120,7 +120,7 @@ impl Store {
         .fetch_all(&self.api_pool)
         .await?;
         let mut series: Vec<HistorySeries> = Vec::new();
-        for (sensor_type, location, bucket, count, avg, min, max, flagged, labelled) in rows {
+        for (sensor_type, location, bucket, count, avg, min, max, stddev, flagged, labelled) in rows {
             let sensor_type = named(&sensor_type)?;
             let point = HistoryPoint {
                 start: from + TimeDelta::milliseconds(width.num_milliseconds() * bucket),
@@ -128,6 +128,7 @@ impl Store {
                 avg,
                 min,
                 max,
+                stddev,
                 flagged,
                 labelled,
             };

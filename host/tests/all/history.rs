@@ -87,6 +87,10 @@ async fn history_is_bucketed_on_the_server_exactly(pool: PgPool) {
         points(&body),
         [("humidity/lab".to_owned(), lab.clone()), ("temperature/hall".to_owned(), hall.clone())]
     );
+    // Sample standard deviation of 10 and 20: sqrt((5^2 + 5^2) / 1) = sqrt(50); none for one reading.
+    let stddev = body["series"][1]["points"][0]["stddev"].as_f64().unwrap_or_default();
+    assert!((stddev - 50f64.sqrt()).abs() < 1e-12, "{stddev}");
+    assert_eq!(body["series"][1]["points"][1]["stddev"], Value::Null);
     // Filters: a type, a location, one sensor.
     let (_, body) = get(format!("?{hour}&sensor_type=humidity")).await;
     assert_eq!(points(&body), [("humidity/lab".to_owned(), lab)]);
