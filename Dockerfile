@@ -1,7 +1,8 @@
 # Builds iotstream (host, plugins, dashboard) with the project's own xtask, then ships the binary
 # with the plugins and the dashboard on a slim Debian.
 FROM rust:1.95-bookworm AS build
-RUN apt-get update && apt-get install -y --no-install-recommends g++ make pkg-config zlib1g-dev \
+# npm: the xtask takes the dashboard's chart library (ECharts) from the npm registry, pinned and checked.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ make pkg-config zlib1g-dev npm \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .

@@ -5,15 +5,18 @@
 //! # Layout
 //! * [`vocabulary`]: the closed sets (sensor types, verdicts, stage kinds, plugin states and
 //!   actions, dead-letter reasons), one enum each, with one text form for JSON and the database;
+//! * [`history`]: readings over a time range, downsampled by the host;
 //! * [`rows`]: stored rows as served; [`plugins`]: plugin status and events; [`quality`]: detection
 //!   quality; [`live`]: the live stream and its fold.
 
+pub mod history;
 pub mod live;
 pub mod plugins;
 pub mod quality;
 pub mod rows;
 pub mod vocabulary;
 
+pub use history::{HISTORY_MAX_POINTS, HISTORY_MIN_BUCKET, History, HistoryPoint, HistorySeries, bucket_width};
 pub use live::{LIVE_ROWS, LiveEvent, LiveView, Stats};
 pub use plugins::{CALL_MICROS_BUCKETS, PluginEvent, PluginFailure, PluginStatus, call_micros_quantile};
 pub use quality::{DetectorAgreement, DetectorQuality, QualityReport};

@@ -13,9 +13,11 @@
 //! * `bench`: the throughput benchmark of the whole pipeline.
 //!
 //! Every download comes from crates.io, PyPI (componentize-py, into a virtual environment under the
-//! target folder) or Debian's apt: nothing is fetched from anywhere else.
+//! target folder), the npm registry (ECharts for the dashboard, pinned and integrity-checked: see
+//! [`echarts`]) or Debian's apt: nothing is fetched from anywhere else.
 
 mod conflicts;
+mod echarts;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -281,7 +283,7 @@ fn build_dashboard(release: bool) -> Result<()> {
         std::fs::copy(Path::new("frontend").join(file), out.join(file))
             .with_context(|| format!("copy frontend/{file}"))?;
     }
-    Ok(())
+    echarts::install(&target_dir().join("npm"), out)
 }
 
 fn ensure_rust_targets() -> Result<()> {
@@ -374,5 +376,17 @@ fn test() -> Result<()> {
     build_python_plugins()?;
     test_python_plugins()?;
     status(&mut cargo(&["clippy", "--workspace", "--exclude", DASHBOARD, "--all-targets", "--", "-D", "warnings"]))?;
+    status(&mut cargo(&[
+        "clippy",
+        "--package",
+        DASHBOARD,
+        "--target",
+        "wasm32-unknown-unknown",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    // The dashboard's pure logic (chart options, outage wording) is tested natively: fast, no browser.
+    status(&mut cargo(&["test", "--package", DASHBOARD]))?;
     status(cargo(&["test", "--workspace", "--exclude", DASHBOARD]).env("DATABASE_URL", &database_url))
 }

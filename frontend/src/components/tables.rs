@@ -1,8 +1,6 @@
-//! Live tables: newest readings, detections, windows, the plugins and what happened to them.
+//! Live tables: newest readings, detections, the plugins and what happened to them.
 
-use iotstream_api::{
-    AggregateRow, Named, PluginAction, PluginEvent, PluginState, PluginStatus, PredictionRow, ReadingRow,
-};
+use iotstream_api::{Named, PluginAction, PluginEvent, PluginState, PluginStatus, PredictionRow, ReadingRow};
 use leptos::prelude::*;
 
 fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
@@ -59,39 +57,6 @@ pub fn DetectionsTable(
                             <td class="num">{format!("{:.2}", d.value)}</td>
                             <td class="num">{format!("{:.3}", d.anomaly_score)}</td>
                             <td>{if d.rule_based_anomaly { "yes" } else { "no" }}</td>
-                        </tr>
-                    }).collect_view()}
-                </tbody>
-            </table>
-        </div>
-    }
-}
-
-/// The newest closed windows.
-#[component]
-pub fn AggregatesTable(
-    /// Newest first.
-    rows: Signal<Vec<AggregateRow>>,
-) -> impl IntoView {
-    view! {
-        <div class="panel">
-            <h2>"Newest windows"</h2>
-            <table id="aggregates">
-                <thead><tr><th>"window"</th><th>"location"</th><th>"type"</th><th>"count"</th><th>"avg"</th><th>"min"</th><th>"max"</th><th>"stddev"</th><th>"anomalies"</th><th>"late"</th><th>"rev"</th></tr></thead>
-                <tbody>
-                    {move || rows.get().into_iter().map(|a| view! {
-                        <tr>
-                            <td>{format!("{} – {}", a.window_start.format("%H:%M"), a.window_end.format("%H:%M"))}</td>
-                            <td>{a.location}</td>
-                            <td>{a.sensor_type.as_str()}</td>
-                            <td class="num">{a.count_readings}</td>
-                            <td class="num">{format!("{:.2}", a.avg_value)}</td>
-                            <td class="num">{format!("{:.2}", a.min_value)}</td>
-                            <td class="num">{format!("{:.2}", a.max_value)}</td>
-                            <td class="num">{format!("{:.2}", a.stddev_value)}</td>
-                            <td class="num">{a.anomaly_count}</td>
-                            <td class="num">{a.late_count}</td>
-                            <td class="num">{a.revision}</td>
                         </tr>
                     }).collect_view()}
                 </tbody>

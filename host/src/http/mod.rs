@@ -20,7 +20,7 @@ use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use iotstream_api::{PluginEvent, PluginFailure, PluginStatus, Stats};
+use iotstream_api::{Named, PluginEvent, PluginFailure, PluginStatus, SensorType, Stats};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tower::limit::ConcurrencyLimitLayer;
@@ -28,7 +28,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use tracing::error;
 
 use self::live::Live;
-use crate::store::{Store, StoreError};
+use crate::store::{HistoryFilter, Store, StoreError};
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -52,6 +52,12 @@ const MAX_CONCURRENT_REQUESTS: usize = 32;
 /// The longest event-time range `/api/quality` compares detectors over: its join is quadratic in
 /// the verdicts per reading and linear in the range, so a bound keeps it to a dashboard's query.
 const QUALITY_MAX_RANGE: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// The longest event-time range `/api/history` aggregates: the answer stays at most
+/// [`iotstream_api::HISTORY_MAX_POINTS`] a series whatever the range, but the scan grows with it; a
+/// week is the longest the dashboard's picker offers past its presets.
+const HISTORY_MAX_RANGE: chrono::TimeDelta = chrono::TimeDelta::days(7);
+/// The range `/api/history` covers without `from`: the dashboard's default, the last hour.
+const HISTORY_DEFAULT_RANGE: chrono::TimeDelta = chrono::TimeDelta::hours(1);
 /// The range `/api/quality` covers without `from`: the day up to `to` (or the newest verdict).
 const QUALITY_DEFAULT_RANGE: chrono::TimeDelta = chrono::TimeDelta::days(1);
 
@@ -113,6 +119,7 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         .route("/api/plugins", get(plugins))
         .route("/api/shadows", get(shadows))
         .route("/api/quality", get(quality))
+        .route("/api/history", get(history))
         .route("/metrics", get(metrics))
         // Live streams are bounded by their own permits, not by the request slots they would hold.
         .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
@@ -202,30 +209,75 @@ struct RangeQuery {
     to: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// `GET /api/quality?from=&to=`: over event times in `[from, to)`, at most [`QUALITY_MAX_RANGE`];
-/// `to` defaults to just after the newest verdict, `from` to [`QUALITY_DEFAULT_RANGE`] before `to`.
-async fn quality(State(state): State<ApiState>, Query(q): Query<RangeQuery>) -> Result<impl IntoResponse, ApiError> {
-    let to = match q.to {
-        Some(to) => to,
-        None => match state.store.newest_verdict().await? {
-            Some(newest) => newest + chrono::TimeDelta::milliseconds(1),
-            None => chrono::Utc::now(),
-        },
-    };
-    let from = q.from.unwrap_or(to - QUALITY_DEFAULT_RANGE);
+/// `[from, to)` from a query's ends: `to` given or `default_to`, `from` given or `default_range`
+/// before `to`; refused when empty or longer than `max_range`.
+fn bounded_range(
+    q: &RangeQuery,
+    default_to: chrono::DateTime<chrono::Utc>,
+    default_range: chrono::TimeDelta,
+    max_range: chrono::TimeDelta,
+) -> Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>), ApiError> {
+    let to = q.to.unwrap_or(default_to);
+    let from = q.from.unwrap_or(to - default_range);
     if from >= to {
         return Err(ApiError::BadRequest {
             code: "empty_range",
             message: format!("from ({from}) is not before to ({to})"),
         });
     }
-    if to - from > QUALITY_MAX_RANGE {
+    if to - from > max_range {
         return Err(ApiError::BadRequest {
             code: "range_too_long",
-            message: format!("the range may span at most {} days", QUALITY_MAX_RANGE.num_days()),
+            message: format!("the range may span at most {} days", max_range.num_days()),
         });
     }
+    Ok((from, to))
+}
+
+/// `GET /api/quality?from=&to=`: over event times in `[from, to)`, at most [`QUALITY_MAX_RANGE`];
+/// `to` defaults to just after the newest verdict, `from` to [`QUALITY_DEFAULT_RANGE`] before `to`.
+async fn quality(State(state): State<ApiState>, Query(q): Query<RangeQuery>) -> Result<impl IntoResponse, ApiError> {
+    let default_to = match q.to {
+        Some(to) => to,
+        None => match state.store.newest_verdict().await? {
+            Some(newest) => newest + chrono::TimeDelta::milliseconds(1),
+            None => chrono::Utc::now(),
+        },
+    };
+    let (from, to) = bounded_range(&q, default_to, QUALITY_DEFAULT_RANGE, QUALITY_MAX_RANGE)?;
     Ok(Json(state.store.quality(Some(from), Some(to)).await?))
+}
+
+/// `?from=&to=&sensor_type=&location=&sensor_id=` of `/api/history`.
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    sensor_type: Option<String>,
+    location: Option<String>,
+    sensor_id: Option<String>,
+}
+
+/// `GET /api/history`: readings with event time in `[from, to)` (at most [`HISTORY_MAX_RANGE`];
+/// `to` defaults to now, `from` to [`HISTORY_DEFAULT_RANGE`] before `to`), per sensor type and
+/// location, in at most [`iotstream_api::HISTORY_MAX_POINTS`] buckets a series.
+async fn history(State(state): State<ApiState>, Query(q): Query<HistoryQuery>) -> Result<impl IntoResponse, ApiError> {
+    let (from, to) = bounded_range(
+        &RangeQuery { from: q.from, to: q.to },
+        chrono::Utc::now(),
+        HISTORY_DEFAULT_RANGE,
+        HISTORY_MAX_RANGE,
+    )?;
+    let sensor_type = match q.sensor_type.as_deref() {
+        None | Some("") => None,
+        Some(name) => Some(<SensorType as Named>::from_name(name).ok_or_else(|| ApiError::BadRequest {
+            code: "unknown_sensor_type",
+            message: format!("{name:?} is not a sensor type"),
+        })?),
+    };
+    let nonempty = |text: Option<String>| text.filter(|t| !t.is_empty());
+    let filter = HistoryFilter { sensor_type, location: nonempty(q.location), sensor_id: nonempty(q.sensor_id) };
+    Ok(Json(state.store.history(from, to, &filter).await?))
 }
 
 /// `GET /api/plugins`.

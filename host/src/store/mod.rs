@@ -40,6 +40,7 @@ use tracing::warn;
 pub use self::checkpoints::{Checkpoint, CheckpointReason, StageState};
 pub use self::isolate::{Refused, RefusedOrigin, Written, is_permanent};
 pub use self::ownership::{Fence, Holder, Ownership, SourceLock};
+pub use self::queries::HistoryFilter;
 pub use self::rows::{BatchRows, DeadLetter, ModelLineage, Prediction, ShadowPrediction, StoredReading, Totals};
 
 /// The schema, embedded from `migrations/` at build time.

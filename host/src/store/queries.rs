@@ -1,10 +1,10 @@
-//! What the API and the live view read: totals, the newest rows, detection quality, shadows and
-//! dead letters. Every query is bounded by a `LIMIT` or an aggregate.
+//! What the API and the live view read: totals, the newest rows, history downsampled into buckets,
+//! detection quality, shadows and dead letters. Every query is bounded by a `LIMIT` or an aggregate.
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, TimeDelta, Utc};
 use iotstream_api::{
-    AggregateRow, DeadLetterCount, DeadLetterRow, DetectorAgreement, DetectorQuality, Named, PredictionRow,
-    QualityReport, ReadingRow, ShadowComparison,
+    AggregateRow, DeadLetterCount, DeadLetterRow, DetectorAgreement, DetectorQuality, History, HistoryPoint,
+    HistorySeries, Named, PredictionRow, QualityReport, ReadingRow, SensorType, ShadowComparison,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -19,6 +19,17 @@ fn named<T: Named>(text: &str) -> Result<T, sqlx::Error> {
 /// Column `index` of `row`, a closed-set value stored as its name.
 fn named_column<T: Named>(row: &PgRow, index: usize) -> Result<T, sqlx::Error> {
     named(&row.try_get::<String, _>(index)?)
+}
+
+/// Which readings `/api/history` aggregates; a field left `None` does not filter.
+#[derive(Debug, Clone, Default)]
+pub struct HistoryFilter {
+    /// Only this sensor type.
+    pub sensor_type: Option<SensorType>,
+    /// Only this location.
+    pub location: Option<String>,
+    /// Only this sensor.
+    pub sensor_id: Option<String>,
 }
 
 impl Store {
@@ -78,6 +89,55 @@ impl Store {
         .fetch_all(&self.api_pool)
         .await?;
         rows.iter().map(decode_aggregate).collect::<Result<_, _>>().map_err(StoreError::from)
+    }
+
+    /// Readings with event time in `[from, to)`, per sensor type and location, in buckets of
+    /// [`iotstream_api::bucket_width`] aligned on `from` (so at most
+    /// [`iotstream_api::HISTORY_MAX_POINTS`] a series), optionally of one type, location or sensor.
+    pub async fn history(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        filter: &HistoryFilter,
+    ) -> Result<History, StoreError> {
+        let width = iotstream_api::bucket_width(from, to);
+        type Row = (String, String, i64, i64, f64, f64, f64, Option<f64>, i64, i64);
+        // The bucket index from the exact (numeric) epoch difference: no float rounding at an edge.
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT sensor_type, location, floor(extract(epoch FROM timestamp - $1) * 1000 / $3)::bigint AS bucket, \
+             count(*), avg(value), min(value), max(value), stddev_samp(value), count(*) FILTER (WHERE flagged), count(*) FILTER (WHERE anomaly) \
+             FROM sensor_readings WHERE timestamp >= $1 AND timestamp < $2 \
+             AND ($4::text IS NULL OR sensor_type = $4) AND ($5::text IS NULL OR location = $5) \
+             AND ($6::text IS NULL OR sensor_id = $6) \
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        )
+        .bind(from)
+        .bind(to)
+        .bind(width.num_milliseconds())
+        .bind(filter.sensor_type.map(Named::as_str))
+        .bind(filter.location.as_deref())
+        .bind(filter.sensor_id.as_deref())
+        .fetch_all(&self.api_pool)
+        .await?;
+        let mut series: Vec<HistorySeries> = Vec::new();
+        for (sensor_type, location, bucket, count, avg, min, max, stddev, flagged, labelled) in rows {
+            let sensor_type = named(&sensor_type)?;
+            let point = HistoryPoint {
+                start: from + TimeDelta::milliseconds(width.num_milliseconds() * bucket),
+                count,
+                avg,
+                min,
+                max,
+                stddev,
+                flagged,
+                labelled,
+            };
+            match series.last_mut() {
+                Some(last) if last.sensor_type == sensor_type && last.location == location => last.points.push(point),
+                _ => series.push(HistorySeries { sensor_type, location, points: vec![point] }),
+            }
+        }
+        Ok(History { from, to, bucket_millis: width.num_milliseconds(), series })
     }
 
     /// The event time of the newest verdict (an index lookup), if there is any.

@@ -14,7 +14,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 /// Serves the API of `store` with at most `max_streams` live streams on a free port.
-async fn serve(store: Store, max_streams: usize) -> std::net::SocketAddr {
+pub(crate) async fn serve(store: Store, max_streams: usize) -> std::net::SocketAddr {
     let live = Arc::new(Live::new(Totals::default(), Vec::new(), Vec::new(), Vec::new()));
     let state = ApiState::with_max_streams(store, live, CancellationToken::new(), max_streams);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

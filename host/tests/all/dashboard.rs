@@ -1,6 +1,7 @@
 //! The dashboard in a real browser (headless Chromium driven over WebDriver by chromedriver): it
 //! connects to the live stream, shows the KPIs and the newest readings, updates without a reload,
-//! and shows a plugin swapped and a file refused as they happen.
+//! and shows, on the plugins tab reached without a reload, a plugin swapped and a file refused as
+//! they happen. `dashboard_tabs.rs` visits every tab.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::support::{Host, plugin_path, put, scratch_folder, simulate_config};
 
 /// A chromedriver process with one headless Chromium session.
-struct Browser {
+pub(crate) struct Browser {
     driver: Child,
     base: String,
     session: String,
@@ -22,7 +23,7 @@ struct Browser {
 }
 
 impl Browser {
-    async fn start() -> Browser {
+    pub(crate) async fn start() -> Browser {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let driver = Command::new("chromedriver")
             .arg(format!("--port={port}"))
@@ -47,6 +48,8 @@ impl Browser {
             "--disable-component-update",
             "--disable-sync",
             "--no-first-run",
+            // A laptop-sized window: the screenshots show what a user sees.
+            "--window-size=1366,1700",
             &format!("--user-data-dir={}", profile.path().display()),
         ];
         let capabilities = json!({ "capabilities": { "alwaysMatch": {
@@ -68,11 +71,11 @@ impl Browser {
     }
 
     /// Ends the session (closing Chromium), then chromedriver.
-    async fn quit(self) {
+    pub(crate) async fn quit(self) {
         let _ = self.client.delete(format!("{}/session/{}", self.base, self.session)).send().await;
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.client
             .post(format!("{}/session/{}/url", self.base, self.session))
             .json(&json!({ "url": url }))
@@ -81,7 +84,7 @@ impl Browser {
             .expect("navigate");
     }
 
-    async fn script(&self, script: &str) -> Value {
+    pub(crate) async fn script(&self, script: &str) -> Value {
         let answer: Value = self
             .client
             .post(format!("{}/session/{}/execute/sync", self.base, self.session))
@@ -96,8 +99,19 @@ impl Browser {
     }
 
     /// Polls `script` until `done` accepts its value; fails after 30 s with the last value.
-    async fn until(&self, what: &str, script: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(30);
+    pub(crate) async fn until(&self, what: &str, script: &str, done: impl Fn(&Value) -> bool) -> Value {
+        self.until_within(Duration::from_secs(30), what, script, done).await
+    }
+
+    /// [`Browser::until`] with its own time limit.
+    pub(crate) async fn until_within(
+        &self,
+        limit: Duration,
+        what: &str,
+        script: &str,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + limit;
         loop {
             let value = self.script(script).await;
             if done(&value) {
@@ -106,6 +120,36 @@ impl Browser {
             assert!(Instant::now() < deadline, "{what}: last seen {value}");
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
+    }
+}
+
+impl Browser {
+    /// Clicks the first element matching `selector` (a tab link: the router handles it in place).
+    pub(crate) async fn click(&self, selector: &str) {
+        let clicked = self
+            .script(&format!("const e = document.querySelector({selector:?}); if (e) {{ e.click(); }} return !!e;"))
+            .await;
+        assert_eq!(clicked, Value::Bool(true), "nothing matches {selector}");
+    }
+
+    /// Writes a PNG of the window to `docs/screenshots/NAME.png` (shown in README).
+    pub(crate) async fn screenshot(&self, name: &str) {
+        use base64::Engine;
+        let answer: Value = self
+            .client
+            .get(format!("{}/session/{}/screenshot", self.base, self.session))
+            .send()
+            .await
+            .expect("screenshot")
+            .json()
+            .await
+            .expect("screenshot json");
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(answer["value"].as_str().unwrap_or_default())
+            .expect("screenshot is base64");
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/screenshots");
+        std::fs::create_dir_all(&folder).expect("screenshots folder");
+        std::fs::write(folder.join(format!("{name}.png")), png).expect("write screenshot");
     }
 }
 
@@ -157,11 +201,6 @@ async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool)
         })
         .await;
     assert!(first["first_sensor"].as_str().is_some_and(|id| id.contains('_')), "{first}");
-    assert_eq!(first["plugins"], json!(["isolation-forest", "zscore", "tumbling-window"]));
-    let mut loaded: Vec<String> =
-        serde_json::from_value(first["plugin_events"].clone()).expect("plugin events are strings");
-    loaded.sort();
-    assert_eq!(loaded, ["isolation-forest loaded", "tumbling-window loaded", "zscore loaded"]);
     // Without a reload, the numbers move on as batches arrive, and all 20 sensors become active.
     let seen = first["readings"].as_f64().unwrap_or_default();
     let later = browser
@@ -173,6 +212,19 @@ async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool)
     // The page never shows more readings than the database holds.
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_readings").fetch_one(&pool).await.expect("count");
     assert!(later["readings"].as_f64().is_some_and(|n| n <= stored as f64), "{later} vs {stored} stored");
+    // The plugins are on their own tab, reached without a reload (the stream stays open).
+    browser.click("nav.tabs a[href^='/plugins']").await;
+    let tab = browser
+        .until("the plugins tab shows the plugins", PAGE_STATE, |s| {
+            s["plugins"].as_array().is_some_and(|p| p.len() == 3)
+        })
+        .await;
+    assert_eq!(tab["plugins"], json!(["isolation-forest", "zscore", "tumbling-window"]));
+    assert_eq!(tab["connection"], "live", "{tab}");
+    let mut loaded: Vec<String> =
+        serde_json::from_value(tab["plugin_events"].clone()).expect("plugin events are strings");
+    loaded.sort();
+    assert_eq!(loaded, ["isolation-forest loaded", "tumbling-window loaded", "zscore loaded"]);
     // A new configuration swaps the z-score; a broken file is refused. Both appear, newest first,
     // pushed to the page as they happen.
     put(plugins, "zscore.toml", b"name = \"zscore\"\n[config]\nthreshold = 2.5\n");
