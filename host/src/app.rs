@@ -107,8 +107,13 @@ pub async fn run(
         Some(source) => {
             live.set_broker(None);
             info!(source = source.identity(), partitions = source.partitions().len(), "kafka source connected");
-            match Pipeline::start(config.pipeline(), source, plugins, reload, store, live, &shutdown).await {
-                Ok(Some(pipeline)) => pipeline.run(shutdown.clone()).await.map_err(RunError::from),
+            match Pipeline::start(config.pipeline(), source, plugins, reload, store, live.clone(), &shutdown).await {
+                Ok(Some(pipeline)) => {
+                    live.set_processing(true);
+                    let ran = pipeline.run(shutdown.clone()).await.map_err(RunError::from);
+                    live.set_processing(false);
+                    ran
+                }
                 // Stopped while another host owned the source.
                 Ok(None) => Ok(()),
                 Err(err) => Err(err.into()),

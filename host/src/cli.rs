@@ -8,12 +8,13 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::bench::BenchConfig;
 use crate::commands::bench_forest::BenchForestConfig;
 use crate::commands::bench_plugins::BenchPluginsConfig;
+use crate::commands::health::HealthConfig;
 use crate::commands::iforest::IforestConfig;
 use crate::commands::plugin_check::CheckConfig;
 use crate::commands::plugin_new::NewConfig;
 use crate::commands::replay::ReplayConfig;
 use crate::commands::{
-    bench, bench_forest, bench_plugins, blocking, iforest, plugin_check, plugin_new, print_json, replay,
+    bench, bench_forest, bench_plugins, blocking, health, iforest, plugin_check, plugin_new, print_json, replay,
 };
 use crate::config::RunConfig;
 use crate::simulate::SimulateConfig;
@@ -52,6 +53,8 @@ pub enum Command {
     BenchForest(BenchForestConfig),
     /// Measure each plugin alone: its algorithm natively and its `.wasm` through the host.
     BenchPlugins(BenchPluginsConfig),
+    /// Ask a running host's probe (`/readyz`, or `/healthz`): exit 0 when it passes, 1 when not.
+    Health(HealthConfig),
     /// Tools for plugin authors.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -85,6 +88,10 @@ impl Command {
             }
             Command::BenchPlugins(config) => {
                 bench_plugins::print(&blocking(move || bench_plugins::bench_plugins(&config)).await?)
+            }
+            Command::Health(config) => {
+                println!("{}", health::check(&config).await?);
+                Ok(())
             }
             Command::Plugin(PluginCommand::New(config)) => plugin_new::print(&config, plugin_new::scaffold(&config)?),
             Command::Plugin(PluginCommand::Check(config)) => {

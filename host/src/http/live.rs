@@ -69,6 +69,8 @@ struct State {
     last_checkpoint: Option<DateTime<Utc>>,
     /// While another host owns the source: what this one waits for.
     standby: Option<String>,
+    /// Whether the pipeline runs: it owns the source, its plugins are installed and it consumes.
+    processing: bool,
     /// Plugin files refused, by plugin (cleared when a later version loads or the file goes).
     plugin_failures: std::collections::BTreeMap<String, String>,
     /// What happened to plugins while the host ran, oldest first (at most [`PLUGIN_EVENTS`]).
@@ -110,6 +112,7 @@ impl Live {
                 broker_down: None,
                 last_checkpoint: None,
                 standby: None,
+                processing: false,
                 plugin_failures: Default::default(),
                 plugin_events: VecDeque::new(),
             }),
@@ -213,6 +216,17 @@ impl Live {
     /// connected yet).
     pub fn standby(&self) -> Option<String> {
         self.lock().standby.clone()
+    }
+
+    /// Records that the pipeline runs (`true`: it owns the source with its plugins installed and
+    /// consumes) or has stopped; `/readyz` answers from it.
+    pub fn set_processing(&self, processing: bool) {
+        self.lock().processing = processing;
+    }
+
+    /// Whether the pipeline runs (see [`Live::set_processing`]).
+    pub fn processing(&self) -> bool {
+        self.lock().processing
     }
 
     /// Records that the file of `plugin` was refused (`Some`) or that it loaded (`None`).

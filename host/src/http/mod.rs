@@ -6,9 +6,11 @@
 //! * this module: the router and the JSON endpoints, answered from PostgreSQL and the live view;
 //! * [`live`]: the live view, the fold of every committed batch the pipeline publishes;
 //! * [`sse`]: `GET /api/stream`, the live view as server-sent events;
-//! * [`prometheus`]: `GET /metrics` in Prometheus's text format.
+//! * [`prometheus`]: `GET /metrics` in Prometheus's text format;
+//! * [`probes`]: `GET /healthz` and `GET /readyz`, answered by status code.
 
 pub mod live;
+pub mod probes;
 pub mod prometheus;
 mod sse;
 
@@ -117,6 +119,9 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         // Live streams are bounded by their own permits, not by the request slots they would hold.
         .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         .route("/api/stream", get(sse::stream))
+        // Probes never wait behind the API's requests: a busy host is not a dead one.
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
         .with_state(state);
     let index = dashboard_dir.join("index.html");
     if index.exists() {

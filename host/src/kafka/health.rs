@@ -1,5 +1,7 @@
 //! Whether the brokers answer, as the consumer sees them: [`SourceHealth`], fed by every message
-//! received and by librdkafka's errors (through [`SourceContext`]), read by the API and the
+//! received, by librdkafka's errors and by its statistics' broker states (through
+//! [`SourceContext`]: a connected broker marks them up again on an idle topic, where no message
+//! would), read by the API and the
 //! dashboard, and by a replay that must not count a broker outage as waiting for messages.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -8,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::ConsumerContext;
 use rdkafka::error::KafkaError as RdKafkaError;
+use rdkafka::statistics::Statistics;
 use tracing::{debug, warn};
 
 /// Whether the brokers are reachable, as the consumer last saw them.
@@ -45,6 +48,14 @@ impl SourceHealth {
     pub(super) fn record_message(&self) {
         self.down.store(false, Ordering::Relaxed);
     }
+
+    /// librdkafka's statistics report a broker connected.
+    fn record_connected(&self) {
+        if !self.is_up() {
+            debug!("a kafka broker is connected again");
+        }
+        self.down.store(false, Ordering::Relaxed);
+    }
 }
 
 /// Receives librdkafka's global errors (all brokers down, transport failures) into the health.
@@ -62,6 +73,14 @@ impl ClientContext for SourceContext {
         self.health.record_error(format!("{error}: {reason}"));
     }
 
+    /// Every `statistics.interval.ms`: a broker connected means the brokers answer, even while no
+    /// message arrives to say so (an idle topic after a passing error).
+    fn stats(&self, statistics: Statistics) {
+        if any_broker_up(&statistics) {
+            self.health.record_connected();
+        }
+    }
+
     /// librdkafka's own log lines, at most at WARN (the errors they describe reach [`Self::error`],
     /// which the health and the API report; an outage is not an ERROR of this host).
     fn log(&self, level: rdkafka::config::RDKafkaLogLevel, fac: &str, message: &str) {
@@ -73,6 +92,12 @@ impl ClientContext for SourceContext {
             _ => tracing::trace!(target: "librdkafka", facility = fac, "{message}"),
         }
     }
+}
+
+/// Whether a statistics report shows a real broker (not librdkafka's internal or logical ones)
+/// connected.
+fn any_broker_up(statistics: &Statistics) -> bool {
+    statistics.brokers.values().any(|b| matches!(b.source.as_str(), "learned" | "configured") && b.state == "UP")
 }
 
 impl ConsumerContext for SourceContext {}
