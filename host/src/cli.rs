@@ -26,9 +26,36 @@ pub struct Cli {
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, env = "IOTSTREAM_LOG", default_value = "info", global = true)]
     pub log: String,
+    /// Log lines as text (for people) or JSON objects (for a log collector). Logs go to stderr;
+    /// stdout carries only the commands' reports.
+    #[arg(long, env = "IOTSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event (coloured on a terminal).
+    Text,
+    /// One JSON object per line: timestamp, level, target, the message and fields, the spans.
+    Json,
+}
+
+impl Cli {
+    /// Starts logging to stderr in the chosen format, filtered by `--log`.
+    pub fn init_logging(&self) -> Result<(), tracing_subscriber::filter::ParseError> {
+        let filter = tracing_subscriber::EnvFilter::try_new(&self.log)?;
+        let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+        match self.log_format {
+            // Colours only for a terminal: logs piped to a file or a collector stay plain text.
+            LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+            LogFormat::Json => builder.json().with_current_span(false).init(),
+        }
+        Ok(())
+    }
 }
 
 /// `iotstream plugin ...`.
