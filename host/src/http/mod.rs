@@ -6,10 +6,12 @@
 //! * this module: the router and the JSON endpoints, answered from PostgreSQL and the live view;
 //! * [`live`]: the live view, the fold of every committed batch the pipeline publishes;
 //! * [`sse`]: `GET /api/stream`, the live view as server-sent events;
+//! * [`metrics`]: the pipeline's and the API's own metrics;
 //! * [`prometheus`]: `GET /metrics` in Prometheus's text format;
 //! * [`probes`]: `GET /healthz` and `GET /readyz`, answered by status code.
 
 pub mod live;
+pub mod metrics;
 pub mod probes;
 pub mod prometheus;
 mod sse;
@@ -122,6 +124,7 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         // Probes never wait behind the API's requests: a busy host is not a dead one.
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state);
     let index = dashboard_dir.join("index.html");
     if index.exists() {
@@ -265,7 +268,8 @@ async fn shadows(State(state): State<ApiState>) -> Result<impl IntoResponse, Api
 
 /// `GET /metrics`.
 async fn metrics(State(state): State<ApiState>) -> Response {
-    match prometheus::encode(state.live.plugins()) {
+    let snapshot = state.live.snapshot();
+    match prometheus::encode_all(state.live.plugins(), state.live.metrics(), &snapshot) {
         Ok(text) => ([(axum::http::header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response(),
         Err(err) => {
             // Encoding into a String fails only through a bug in the encoder: say so, leak nothing.
@@ -273,4 +277,17 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// Counts each request by the route it matched and its status (`iotstream_http_requests_total`).
+async fn count_request(
+    State(state): State<ApiState>,
+    route: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = route.as_str().to_owned();
+    let response = next.run(request).await;
+    state.live.metrics().record_request(&route, response.status().as_u16());
+    response
 }

@@ -4,6 +4,7 @@
 //! would), read by the API and the
 //! dashboard, and by a replay that must not count a broker outage as waiting for messages.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -19,6 +20,8 @@ pub struct SourceHealth {
     down: AtomicBool,
     errors: AtomicU64,
     last_error: Mutex<Option<String>>,
+    /// Messages behind each partition's end, from librdkafka's statistics.
+    consumer_lag: Mutex<BTreeMap<i32, i64>>,
 }
 
 impl SourceHealth {
@@ -47,6 +50,18 @@ impl SourceHealth {
 
     pub(super) fn record_message(&self) {
         self.down.store(false, Ordering::Relaxed);
+    }
+
+    /// Messages behind each partition's end, as librdkafka last reported (partitions it does not
+    /// know the lag of yet are left out).
+    pub fn consumer_lag(&self) -> BTreeMap<i32, i64> {
+        self.consumer_lag.lock().map(|lag| lag.clone()).unwrap_or_default()
+    }
+
+    fn record_lag(&self, lag: BTreeMap<i32, i64>) {
+        if let Ok(mut stored) = self.consumer_lag.lock() {
+            *stored = lag;
+        }
     }
 
     /// librdkafka's statistics report a broker connected.
@@ -79,6 +94,7 @@ impl ClientContext for SourceContext {
         if any_broker_up(&statistics) {
             self.health.record_connected();
         }
+        self.health.record_lag(consumer_lag(&statistics));
     }
 
     /// librdkafka's own log lines, at most at WARN (the errors they describe reach [`Self::error`],
@@ -98,6 +114,13 @@ impl ClientContext for SourceContext {
 /// connected.
 fn any_broker_up(statistics: &Statistics) -> bool {
     statistics.brokers.values().any(|b| matches!(b.source.as_str(), "learned" | "configured") && b.state == "UP")
+}
+
+/// Each partition's consumer lag in a statistics report: librdkafka's internal partition (-1) and
+/// partitions whose lag is not known yet (-1) are left out.
+fn consumer_lag(statistics: &Statistics) -> BTreeMap<i32, i64> {
+    let partitions = statistics.topics.values().flat_map(|t| t.partitions.values());
+    partitions.filter(|p| p.partition >= 0 && p.consumer_lag >= 0).map(|p| (p.partition, p.consumer_lag)).collect()
 }
 
 impl ConsumerContext for SourceContext {}

@@ -148,6 +148,7 @@ impl Pipeline {
             };
             let broker_up = self.source_health.is_up();
             self.live.set_broker((!broker_up).then_some(OutageCode::BrokersUnreachable));
+            self.live.set_consumer_lag(self.source_health.consumer_lag());
             // Nothing to compute meanwhile: let the batch in flight finish.
             let step =
                 if batch.is_empty() { self.finish_in_flight().await } else { self.process(&batch, &shutdown).await };

@@ -23,7 +23,7 @@ async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: Pg
     let mut child = Command::new(env!("CARGO_BIN_EXE_iotstream"))
         .args(["run", "--listen", "127.0.0.1:0", "--no-simulator", "--plugins", plugins, "--database-url", &url])
         // The readings below have fixed dates.
-        .args(["--max-age", "off", "--log-format", "json"])
+        .args(["--max-age", "off", "--log-format", "json", "--summary-interval", "1s"])
         .env_remove("IOTSTREAM_BROKERS")
         .env("IOTSTREAM_LOG", "info")
         .stdout(Stdio::piped())
@@ -85,6 +85,43 @@ async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: Pg
     let stats: serde_json::Value =
         reqwest::get(format!("{dashboard}api/stats")).await.expect("api").json().await.expect("json");
     assert_eq!(stats["readings_total"], 3);
+    // The periodic summary (every second here) counts the four messages and the three readings.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let summary = loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("a throughput line");
+        if field(&line, "message").as_deref() == Some("throughput") && line["fields"]["stored_total"] == 3 {
+            break line;
+        }
+    };
+    assert_eq!(summary["fields"]["received_total"], 4, "{summary}");
+    // /metrics: the pipeline's counters, the dead letter by its reason, the request just made.
+    let metrics = reqwest::get(format!("{dashboard}metrics")).await.expect("metrics").text().await.expect("text");
+    for expected in [
+        "iotstream_messages_received_total 4",
+        "iotstream_readings_stored_total 3",
+        r#"iotstream_dead_letters_total{reason="malformed"} 1"#,
+        r#"iotstream_http_requests_total{route="/api/stats",status="200"} 1"#,
+        "iotstream_database_up 1",
+        "iotstream_broker_up 1",
+        "iotstream_pipeline_running 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == expected), "{expected} missing from:\n{metrics}");
+    }
+    // The consumer lag, from librdkafka's statistics: every message read and committed, nothing
+    // behind on any partition it reports.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = reqwest::get(format!("{dashboard}metrics")).await.expect("metrics").text().await.expect("text");
+        let lag: Vec<i64> = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("iotstream_consumer_lag_messages{")?.rsplit(' ').next()?.parse().ok())
+            .collect();
+        if !lag.is_empty() && lag.iter().all(|&behind| behind == 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "consumer lag never 0: {lag:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // SIGTERM: a clean exit (status 0) within a few seconds.
     let stopped = Instant::now();
