@@ -180,7 +180,8 @@ fn serve_http(
     listener: TcpListener,
     shutdown: &CancellationToken,
 ) -> Result<JoinHandle<std::io::Result<()>>, RunError> {
-    let state = ApiState::with_max_streams(store.clone(), live.clone(), shutdown.clone(), config.max_streams);
+    let state = ApiState::with_max_streams(store.clone(), live.clone(), shutdown.clone(), config.max_streams)
+        .with_admin_token(config.admin_token.as_deref());
     let app = router(state, config.dashboard_dir.clone());
     let address = listener.local_addr().map_err(RunError::Http)?;
     info!(url = %format!("http://{address}/"), "dashboard served");

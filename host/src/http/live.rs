@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 use tracing::error;
 
 use super::metrics::{PipelineMetrics, Snapshot};
+use crate::pipeline::AdminChannel;
 use crate::plugins::output::{display_detail, display_text};
 use crate::store::{Refused, RefusedOrigin, Totals};
 
@@ -86,6 +87,7 @@ pub struct Live {
     events: broadcast::Sender<LiveEvent>,
     started_at: DateTime<Utc>,
     metrics: PipelineMetrics,
+    admin: AdminChannel,
 }
 
 impl Live {
@@ -124,6 +126,7 @@ impl Live {
             events,
             started_at: Utc::now(),
             metrics: PipelineMetrics::default(),
+            admin: AdminChannel::default(),
         }
     }
 
@@ -238,6 +241,11 @@ impl Live {
     /// Records each partition's consumer lag.
     pub fn set_consumer_lag(&self, lag: std::collections::BTreeMap<i32, i64>) {
         self.lock().consumer_lag = lag;
+    }
+
+    /// The channel of admin requests to the pipeline.
+    pub fn admin(&self) -> &AdminChannel {
+        &self.admin
     }
 
     /// The pipeline's counters and histograms.

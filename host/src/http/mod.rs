@@ -6,10 +6,12 @@
 //! * this module: the router and the JSON endpoints, answered from PostgreSQL and the live view;
 //! * [`live`]: the live view, the fold of every committed batch the pipeline publishes;
 //! * [`sse`]: `GET /api/stream`, the live view as server-sent events;
+//! * [`admin`]: the admin actions, behind a bearer token;
 //! * [`metrics`]: the pipeline's and the API's own metrics;
 //! * [`prometheus`]: `GET /metrics` in Prometheus's text format;
 //! * [`probes`]: `GET /healthz` and `GET /readyz`, answered by status code.
 
+pub mod admin;
 pub mod live;
 pub mod metrics;
 pub mod probes;
@@ -45,6 +47,8 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// A permit per live stream that may be open.
     streams: Arc<tokio::sync::Semaphore>,
+    /// The admin endpoints' token (`None`: they are off).
+    admin_token: Option<admin::AdminToken>,
 }
 
 /// Live streams served at once by default: a dashboard holds one; beyond this many, a new one is
@@ -67,7 +71,13 @@ impl ApiState {
 
     /// [`ApiState::new`] with at most `max_streams` live streams at once.
     pub fn with_max_streams(store: Store, live: Arc<Live>, shutdown: CancellationToken, max_streams: usize) -> Self {
-        ApiState { store, live, shutdown, streams: Arc::new(tokio::sync::Semaphore::new(max_streams)) }
+        let streams = Arc::new(tokio::sync::Semaphore::new(max_streams));
+        ApiState { store, live, shutdown, streams, admin_token: None }
+    }
+
+    /// The same state with the admin endpoints behind `token` (`None`, or an empty token: off).
+    pub fn with_admin_token(self, token: Option<&str>) -> Self {
+        ApiState { admin_token: token.and_then(admin::AdminToken::new), ..self }
     }
 }
 
@@ -124,6 +134,7 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         // Probes never wait behind the API's requests: a busy host is not a dead one.
         .route("/healthz", get(probes::healthz))
         .route("/readyz", get(probes::readyz))
+        .merge(admin::routes(state.clone()))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state);
     let index = dashboard_dir.join("index.html");

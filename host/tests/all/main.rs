@@ -4,6 +4,7 @@
 
 mod support;
 
+mod admin;
 mod api_limits;
 mod batch_log;
 mod compose;

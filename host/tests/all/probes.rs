@@ -25,7 +25,7 @@ async fn health(args: &[&str]) -> Output {
 }
 
 /// Polls `url` (at most 30 s) until it answers `status`; its JSON body.
-async fn wait_for_status(url: &str, status: u16) -> serde_json::Value {
+pub(crate) async fn wait_for_status(url: &str, status: u16) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut last = None;
     loop {
