@@ -86,8 +86,8 @@ pub struct RunConfig {
     /// refused.
     #[arg(long, env = "IOTSTREAM_PLUGIN_ENV_ALLOW", value_delimiter = ',')]
     pub plugin_env_allow: Vec<String>,
-    /// The bearer token the admin endpoints (`/api/admin/*`: release a quarantined plugin, discard
-    /// a shadow, reload) require. Unset: they are off (403).
+    /// The bearer token the admin endpoints (`/api/admin/*`: release a quarantined plugin, promote
+    /// or discard a shadow, reload) require. Unset: they are off (403).
     #[arg(long, env = "IOTSTREAM_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// How often a one-line throughput summary is logged ("0s": never). A minute keeps the log

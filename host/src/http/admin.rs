@@ -1,5 +1,5 @@
 //! The admin endpoints: `POST /api/admin/plugins/{name}/release`, `POST
-//! /api/admin/shadows/{name}/discard`, `POST /api/admin/reload`. They change what the host runs,
+//! /api/admin/shadows/{name}/promote` and `.../discard`, `POST /api/admin/reload`. They change what the host runs,
 //! so each needs `Authorization: Bearer TOKEN` with the token of `--admin-token`: without one
 //! configured they are off (403 `admin_disabled`), and a request without the token, or with
 //! another, is refused (401 `unauthorized`) before anything is asked of the pipeline. The
@@ -49,6 +49,7 @@ pub fn routes(state: ApiState) -> Router<ApiState> {
     Router::new()
         .route("/api/admin/plugins/{name}/release", post(release))
         .route("/api/admin/shadows/{name}/discard", post(discard))
+        .route("/api/admin/shadows/{name}/promote", post(promote))
         .route("/api/admin/reload", post(reload))
         .route_layer(axum::middleware::from_fn_with_state(state, require_token))
 }
@@ -90,6 +91,10 @@ async fn discard(State(state): State<ApiState>, Path(name): Path<String>) -> Res
     answer(&state, AdminAction::Discard { shadow: name }).await
 }
 
+async fn promote(State(state): State<ApiState>, Path(name): Path<String>) -> Response {
+    answer(&state, AdminAction::Promote { shadow: name }).await
+}
+
 async fn reload(State(state): State<ApiState>) -> Response {
     answer(&state, AdminAction::Reload).await
 }
@@ -106,6 +111,7 @@ async fn answer(state: &ApiState, action: AdminAction) -> Response {
                 AdminError::NotHeld(_) => (StatusCode::CONFLICT, "not_held"),
                 AdminError::NotAShadow(_) => (StatusCode::CONFLICT, "not_a_shadow"),
                 AdminError::NoFolder => (StatusCode::CONFLICT, "no_plugins_folder"),
+                AdminError::Manifest { .. } => (StatusCode::CONFLICT, "bad_manifest"),
                 AdminError::Files { .. } => {
                     error!(error = %err, "admin action failed on the plugins folder");
                     (StatusCode::INTERNAL_SERVER_ERROR, "plugin_files")

@@ -3,9 +3,13 @@
 //! request does not touch them: it goes through a channel the pipeline drains at batch boundaries,
 //! as the folder's changes do ([`super::reload`]), and the answer comes back on a oneshot.
 //!
-//! What must survive a restart is done to the folder as well: a discarded shadow's files are
-//! deleted, so it does not come back at the next start (the watch then finds it gone and stopped).
+//! What must survive a restart is done to the folder, as an operator would do it by hand
+//! (docs/plugins.md): a discarded shadow's files are deleted (the watch then finds it gone); a
+//! promoted shadow's files become the live detector's (its manifest without `shadow_of`, named
+//! for the live one) and its own are deleted, so the watch swaps the live detector for it, with the
+//! live detector's state handed over, at a batch boundary, and the next start runs the same.
 
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -34,6 +38,11 @@ pub enum AdminAction {
         /// The shadow.
         shadow: String,
     },
+    /// Make a shadow detector the live detector it shadows (through the folder).
+    Promote {
+        /// The shadow.
+        shadow: String,
+    },
     /// Load every plugin of the folder again (each swaps with its state handed over).
     Reload,
 }
@@ -53,8 +62,16 @@ pub enum AdminError {
     /// The host watches no plugins folder, so files cannot be changed or loaded again.
     #[error("this host watches no plugins folder")]
     NoFolder,
-    /// Deleting a plugin's file failed.
-    #[error("cannot delete {file}: {source}")]
+    /// The shadow's manifest could not be rewritten for the live detector.
+    #[error("cannot rewrite {file}: {message}")]
+    Manifest {
+        /// The file, by name.
+        file: String,
+        /// Why.
+        message: String,
+    },
+    /// Changing a plugin's file failed.
+    #[error("cannot change {file}: {source}")]
     Files {
         /// The file, by name (never the host's path).
         file: String,
@@ -145,19 +162,23 @@ impl super::Pipeline {
                 }
                 let dir = self.reload.as_ref().ok_or(AdminError::NoFolder)?.dir().to_owned();
                 for extension in ["wasm", "toml", "json"] {
-                    let file = format!("{shadow}.{extension}");
-                    match std::fs::remove_file(dir.join(&file)) {
-                        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
-                            return Err(AdminError::Files { file, source: err });
-                        }
-                        _ => {}
-                    }
+                    remove_if_there(&dir, &format!("{shadow}.{extension}"))?;
                 }
                 self.stages.remove(shadow);
                 let detail = "discarded by an admin request; its files were deleted".to_owned();
                 info!(plugin = %shadow, "{detail}");
                 self.live.plugin_event(shadow, PluginAction::Removed, detail.clone());
                 Ok(format!("shadow {shadow} {detail}"))
+            }
+            AdminAction::Promote { shadow } => {
+                let found = self.stages.get_mut(shadow).ok_or_else(|| AdminError::NoSuchPlugin(shadow.clone()))?;
+                let live = found.shadow_of().ok_or_else(|| AdminError::NotAShadow(shadow.clone()))?.to_owned();
+                let dir = self.reload.as_ref().ok_or(AdminError::NoFolder)?.dir().to_owned();
+                promote_files(&dir, shadow, &live)?;
+                info!(plugin = %shadow, live = %live, "shadow promoted by an admin request");
+                Ok(format!(
+                    "shadow {shadow} promoted: its files are now {live}'s; the swap happens at a batch boundary"
+                ))
             }
             AdminAction::Reload => {
                 let reload = self.reload.as_mut().ok_or(AdminError::NoFolder)?;
@@ -166,5 +187,80 @@ impl super::Pipeline {
                 Ok(format!("{loading} plugins reloading; each is installed at a batch boundary once loaded"))
             }
         }
+    }
+}
+
+/// Makes `shadow`'s files in `dir` those of `live`: its configuration and manifest (without
+/// `shadow_of`, its `name` made `live`'s) first, its component last, each written beside and
+/// renamed (the watch never reads half a file), then deletes the shadow's files.
+fn promote_files(dir: &Path, shadow: &str, live: &str) -> Result<(), AdminError> {
+    let files = |file: String| move |source| AdminError::Files { file: file.clone(), source };
+    let manifest = dir.join(format!("{shadow}.toml"));
+    let manifest = match std::fs::read_to_string(&manifest) {
+        Ok(text) => Some(
+            live_manifest(&text, live)
+                .map_err(|message| AdminError::Manifest { file: format!("{shadow}.toml"), message })?,
+        ),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => return Err(files(format!("{shadow}.toml"))(err)),
+    };
+    let config = match std::fs::read(dir.join(format!("{shadow}.json"))) {
+        Ok(bytes) => Some(bytes),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => None,
+        Err(err) => return Err(files(format!("{shadow}.json"))(err)),
+    };
+    let component = std::fs::read(dir.join(format!("{shadow}.wasm"))).map_err(files(format!("{shadow}.wasm")))?;
+    for (extension, bytes) in [("toml", manifest.map(String::into_bytes)), ("json", config), ("wasm", Some(component))]
+    {
+        let file = format!("{live}.{extension}");
+        match bytes {
+            Some(bytes) => {
+                let partial = dir.join(format!(".{file}.partial"));
+                std::fs::write(&partial, bytes).map_err(files(file.clone()))?;
+                std::fs::rename(&partial, dir.join(&file)).map_err(files(file))?;
+            }
+            None => remove_if_there(dir, &file)?,
+        }
+    }
+    for extension in ["wasm", "toml", "json"] {
+        remove_if_there(dir, &format!("{shadow}.{extension}"))?;
+    }
+    Ok(())
+}
+
+/// Deletes `file` of `dir`; one already gone is fine.
+fn remove_if_there(dir: &Path, file: &str) -> Result<(), AdminError> {
+    match std::fs::remove_file(dir.join(file)) {
+        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+            Err(AdminError::Files { file: file.to_owned(), source: err })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A shadow's manifest as the live detector's: no `shadow_of`, and a `name` (if it has one) of
+/// `live`. The rest (version, digest, configuration, limits, grants) is the shadow's.
+fn live_manifest(text: &str, live: &str) -> Result<String, String> {
+    let mut manifest: toml::Table = text.parse().map_err(|err: toml::de::Error| err.message().to_owned())?;
+    manifest.remove("shadow_of");
+    if manifest.contains_key("name") {
+        manifest.insert("name".to_owned(), toml::Value::String(live.to_owned()));
+    }
+    toml::to_string(&manifest).map_err(|err| err.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::live_manifest;
+
+    #[test]
+    fn a_promoted_manifest_loses_shadow_of_and_takes_the_live_name() {
+        let shadow =
+            "name = \"zscore-next\"\nversion = \"0.2.0\"\nshadow_of = \"zscore\"\n\n[config]\nthreshold = 2.0\n";
+        let promoted: toml::Table = live_manifest(shadow, "zscore").expect("rewrites").parse().expect("toml");
+        let expected: toml::Table =
+            "name = \"zscore\"\nversion = \"0.2.0\"\n[config]\nthreshold = 2.0\n".parse().expect("toml");
+        assert_eq!(promoted, expected);
+        assert!(live_manifest("shadow_of = [", "zscore").is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! The admin endpoints of a running host: each refused without the configured bearer token (401)
 //! or when none is configured (403), while the read-only API stays open and CORS closed; with the
-//! token, a quarantined plugin released, a shadow discarded with its files, every plugin reloaded,
+//! token, a quarantined plugin released, a shadow promoted or discarded through its files, every
+//! plugin reloaded,
 //! and what cannot be done answered by a stable code.
 
 use std::time::{Duration, Instant};
@@ -11,8 +12,12 @@ use sqlx::PgPool;
 use crate::support::{Host, plugin_path, put, reading, scratch_folder, test_plugin_path};
 
 const TOKEN: &str = "admin-s3cret";
-const ADMIN_PATHS: [&str; 3] =
-    ["/api/admin/plugins/zscore/release", "/api/admin/shadows/zscore-next/discard", "/api/admin/reload"];
+const ADMIN_PATHS: [&str; 4] = [
+    "/api/admin/plugins/zscore/release",
+    "/api/admin/shadows/zscore-next/discard",
+    "/api/admin/shadows/zscore-next/promote",
+    "/api/admin/reload",
+];
 
 /// `POST path` with `token` as the bearer (none: no header); the status and JSON body.
 async fn post(host: &Host, path: &str, token: Option<&str>) -> (u16, serde_json::Value) {
@@ -105,12 +110,7 @@ async fn a_shadow_is_discarded_with_its_files_and_the_folder_reloaded(pool: PgPo
     let (status, body) = post(&host, "/api/admin/shadows/zscore-next/discard", Some(TOKEN)).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["done"], "shadow zscore-next discarded by an admin request; its files were deleted");
-    let mut left: Vec<String> = std::fs::read_dir(folder.path())
-        .expect("folder")
-        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
-        .collect();
-    left.sort();
-    assert_eq!(left, ["zscore.wasm"]);
+    assert_eq!(files(folder.path()), ["zscore.wasm"]);
     let after = plugins(&host).await;
     assert!(plugin(&after, "zscore-next").is_none() && plugin(&after, "zscore").is_some(), "{after}");
 
@@ -174,4 +174,48 @@ fn the_token_is_never_printed_and_the_server_binds_to_loopback_by_default() {
     assert!(!help.contains(TOKEN), "--help shows the admin token:\n{help}");
     let config = crate::support::run_config(&[]);
     assert!(config.listen.ip().is_loopback(), "{}", config.listen);
+}
+
+/// The plugins folder's file names, sorted.
+fn files(folder: &std::path::Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(folder)
+        .expect("folder")
+        .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_promoted_shadow_takes_the_live_detectors_place(pool: PgPool) {
+    let folder = scratch_folder("admin-promote");
+    let zscore = std::fs::read(plugin_path("zscore")).expect("zscore.wasm");
+    put(folder.path(), "zscore.wasm", &zscore);
+    put(folder.path(), "zscore-next.wasm", &zscore);
+    put(folder.path(), "zscore-next.toml", b"shadow_of = \"zscore\"\n[config]\nthreshold = 2.0\n");
+    let host = Host::start(pool, Some(folder.path()), &["--admin-token", TOKEN]).await;
+    crate::probes::wait_for_status(&format!("http://{}/readyz", host.addr), 200).await;
+    let (status, body) = post(&host, "/api/admin/shadows/zscore/promote", Some(TOKEN)).await;
+    assert_eq!((status, body["error"].clone()), (409, "not_a_shadow".into()), "{body}");
+
+    let (status, body) = post(&host, "/api/admin/shadows/zscore-next/promote", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    // The folder says what runs now, so a restart runs the same.
+    assert_eq!(files(folder.path()), ["zscore.toml", "zscore.wasm"]);
+    let manifest: toml::Table =
+        std::fs::read_to_string(folder.path().join("zscore.toml")).expect("toml").parse().expect("toml");
+    assert_eq!(manifest, "[config]\nthreshold = 2.0\n".parse::<toml::Table>().expect("toml"));
+    // The watch swaps the live detector for the shadow's component and stops the shadow.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let now = plugins(&host).await;
+        let events = now["events"].as_array().expect("events").clone();
+        let swapped = events.iter().any(|e| e["plugin"] == "zscore" && e["action"] == "swapped");
+        if swapped && plugin(&now, "zscore-next").is_none() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the promotion never took effect: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    host.stop().await.expect("clean stop");
 }
