@@ -85,6 +85,29 @@ async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: Pg
     let stats: serde_json::Value =
         reqwest::get(format!("{dashboard}api/stats")).await.expect("api").json().await.expect("json");
     assert_eq!(stats["readings_total"], 3);
+    assert_summary_and_metrics(&dashboard, &rx).await;
+
+    // SIGTERM: a clean exit (status 0) within a few seconds.
+    let stopped = Instant::now();
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(15), "iotstream still running 15 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+    // `run` reports nothing on stdout: the logs are all on stderr.
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout).expect("read stdout");
+    assert_eq!(stdout, "");
+}
+
+/// The periodic summary (every second here) and `/metrics` of the host at `dashboard`, after it
+/// stored three readings and dead-lettered one message; `rx` carries its JSON log lines.
+async fn assert_summary_and_metrics(dashboard: &str, rx: &std::sync::mpsc::Receiver<serde_json::Value>) {
     // The periodic summary (every second here) counts the four messages and the three readings.
     let deadline = Instant::now() + Duration::from_secs(10);
     let summary = loop {
@@ -122,21 +145,4 @@ async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: Pg
         assert!(Instant::now() < deadline, "consumer lag never 0: {lag:?}");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-
-    // SIGTERM: a clean exit (status 0) within a few seconds.
-    let stopped = Instant::now();
-    let pid = child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(stopped.elapsed() < Duration::from_secs(15), "iotstream still running 15 s after SIGTERM");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    assert!(status.success(), "exit status {status}");
-    // `run` reports nothing on stdout: the logs are all on stderr.
-    let mut stdout = String::new();
-    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout).expect("read stdout");
-    assert_eq!(stdout, "");
 }
