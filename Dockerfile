@@ -16,7 +16,9 @@ RUN cargo install cargo-chef --version 0.1.78 --locked
 RUN cargo install wasm-bindgen-cli --version 0.2.130
 WORKDIR /src
 COPY rust-toolchain.toml ./
-RUN rustup show active-toolchain && rustup target add wasm32-wasip2 wasm32-unknown-unknown
+# The toolchain the file names, with its targets and components (rustup 1.28 installs it on request
+# only, not on first use).
+RUN rustup toolchain install && rustup show active-toolchain
 
 FROM toolchain AS planner
 COPY . .
