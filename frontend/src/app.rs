@@ -3,6 +3,7 @@
 
 use leptos::prelude::*;
 
+use crate::admin::{Admin, AdminBar};
 use crate::components::kpis::Kpis;
 use crate::components::tables::{AggregatesTable, DetectionsTable, PluginEventsTable, PluginsTable, ReadingsTable};
 use crate::live::{Connection, connect};
@@ -11,6 +12,7 @@ use crate::live::{Connection, connect};
 #[component]
 pub fn App() -> impl IntoView {
     let (view, connection) = connect("/api/stream");
+    let admin = Admin::new();
     let status = move || match connection.get() {
         Connection::Connecting => ("connecting", "status connecting"),
         Connection::Live => ("live", "status live"),
@@ -43,7 +45,8 @@ pub fn App() -> impl IntoView {
                 <DetectionsTable rows=Signal::derive(move || view.get().detections) />
             </section>
             <AggregatesTable rows=Signal::derive(move || view.get().aggregates) />
-            <PluginsTable rows=Signal::derive(move || view.get().plugins) />
+            <AdminBar admin=admin />
+            <PluginsTable rows=Signal::derive(move || view.get().plugins) admin=admin />
             <PluginEventsTable rows=Signal::derive(move || view.get().plugin_events) />
         </main>
     }
