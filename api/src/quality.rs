@@ -25,6 +25,11 @@ pub struct DetectorQuality {
     pub recall: Option<f64>,
     /// Harmonic mean of precision and recall, when defined.
     pub f1: Option<f64>,
+    /// Event time from its first to its last judged reading, seconds.
+    pub span_s: f64,
+    /// Readings it flagged per hour of that event time, when the span is not empty: what an
+    /// operator watching it would see.
+    pub alarms_per_hour: Option<f64>,
 }
 
 /// How often two detectors agreed on the readings both judged, per sensor type.
@@ -56,7 +61,7 @@ pub struct QualityReport {
 }
 
 impl DetectorQuality {
-    /// Fills precision, recall and F1 from the counts.
+    /// Fills precision, recall, F1 and alarms per hour from the counts and the span.
     pub fn with_rates(mut self) -> Self {
         let ratio = |num: i64, den: i64| (den > 0).then(|| num as f64 / den as f64);
         self.precision = ratio(self.true_positives, self.true_positives + self.false_positives);
@@ -66,6 +71,8 @@ impl DetectorQuality {
             (Some(_), Some(_)) => Some(0.0),
             _ => None,
         };
+        let flagged = (self.true_positives + self.false_positives) as f64;
+        self.alarms_per_hour = (self.span_s > 0.0).then(|| flagged * 3600.0 / self.span_s);
         self
     }
 }

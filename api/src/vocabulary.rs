@@ -133,7 +133,8 @@ closed_set! {
         UnknownSensorType = "unknown_sensor_type",
         /// The value is NaN or infinite.
         NotFinite = "not_finite",
-        /// The value is outside what a sensor of its type can physically read.
+        /// The value is outside what a sensor of its type can physically read. No longer given:
+        /// such a reading is stored as a sensor fault (kept for dead letters written before).
         OutOfRange = "out_of_range",
         /// Larger than any reading can be.
         Oversized = "oversized",

@@ -8,13 +8,15 @@ use tokio_util::sync::CancellationToken;
 use crate::commands::bench::BenchConfig;
 use crate::commands::bench_forest::BenchForestConfig;
 use crate::commands::bench_plugins::BenchPluginsConfig;
+use crate::commands::evaluate::EvaluateConfig;
 use crate::commands::health::HealthConfig;
 use crate::commands::iforest::IforestConfig;
 use crate::commands::plugin_check::CheckConfig;
 use crate::commands::plugin_new::NewConfig;
 use crate::commands::replay::ReplayConfig;
 use crate::commands::{
-    bench, bench_forest, bench_plugins, blocking, health, iforest, plugin_check, plugin_new, print_json, replay,
+    bench, bench_forest, bench_plugins, blocking, evaluate, health, iforest, plugin_check, plugin_new, print_json,
+    replay,
 };
 use crate::config::RunConfig;
 use crate::simulate::SimulateConfig;
@@ -89,6 +91,9 @@ pub enum Command {
     Iforest(IforestConfig),
     /// Run one detector plugin over a recorded `timestamp,value` CSV and write its scores.
     Replay(ReplayConfig),
+    /// Score detector plugins against labels: a corpus in NAB's layout (NAB's standard, low-FP and
+    /// low-FN scores, per category) and the simulator's labelled stream.
+    Evaluate(EvaluateConfig),
     /// Produce simulated sensor readings to a Kafka topic.
     Simulate {
         /// Kafka bootstrap servers.
@@ -126,6 +131,7 @@ impl Command {
             }
             Command::Iforest(config) => iforest::print(&blocking(move || iforest::iforest(&config)).await?),
             Command::Replay(config) => replay::print(&blocking(move || replay::replay(&config)).await?),
+            Command::Evaluate(config) => evaluate::print(&blocking(move || evaluate::evaluate(&config)).await?),
             Command::Simulate { brokers, topic, simulate } => {
                 let report = crate::simulate::run(&simulate, &brokers, &topic, shutdown).await?;
                 println!(

@@ -39,6 +39,16 @@ pub struct Reading {
     pub unit: String,
 }
 
+impl Reading {
+    /// Whether the value is one a sensor of its type can physically read
+    /// ([`SensorType::physical_range`]). A reading outside is stored all the same, as a sensor
+    /// fault: a broken or miscalibrated sensor is an alarm for the operator, not a message to drop.
+    pub fn is_plausible(&self) -> bool {
+        let (low, high) = self.sensor_type.physical_range();
+        (low..=high).contains(&self.value)
+    }
+}
+
 /// Who a sensor is: the three fields a reading names it by, and a sensor key stands for in the
 /// plugins' catalog (a checkpoint stores the catalog as these, in key order).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,18 +76,6 @@ pub enum DecodeError {
     /// `value` is NaN or infinite.
     #[error("value is not a finite number")]
     NotFinite,
-    /// `value` is outside what a sensor of its type can physically read.
-    #[error("value {value} is outside the physical range of {sensor_type} ({low} to {high})")]
-    OutOfRange {
-        /// The sensor type.
-        sensor_type: SensorType,
-        /// The value.
-        value: f64,
-        /// The lowest possible value.
-        low: f64,
-        /// The highest possible value.
-        high: f64,
-    },
     /// The message is larger than any reading can be.
     #[error("message of {len} bytes is larger than the {max}-byte limit")]
     Oversized {
@@ -159,10 +157,6 @@ pub fn decode(payload: Option<&[u8]>) -> Result<Reading, DecodeError> {
     if !wire.value.is_finite() {
         return Err(DecodeError::NotFinite);
     }
-    let (low, high) = sensor_type.physical_range();
-    if !(low..=high).contains(&wire.value) {
-        return Err(DecodeError::OutOfRange { sensor_type, value: wire.value, low, high });
-    }
     let timestamp = parse_timestamp(&wire.timestamp)?;
     let unit = wire.unit.map_or_else(|| sensor_type.default_unit().to_owned(), Cow::into_owned);
     check_length("sensor_id", &wire.sensor_id, 1, 100)?;
@@ -187,7 +181,6 @@ impl DecodeError {
             DecodeError::Malformed(_) => DeadLetterReason::Malformed,
             DecodeError::UnknownSensorType(_) => DeadLetterReason::UnknownSensorType,
             DecodeError::NotFinite => DeadLetterReason::NotFinite,
-            DecodeError::OutOfRange { .. } => DeadLetterReason::OutOfRange,
             DecodeError::Oversized { .. } => DeadLetterReason::Oversized,
             DecodeError::FromTheFuture { .. } => DeadLetterReason::FromTheFuture,
             DecodeError::TooOld { .. } => DeadLetterReason::TooOld,
@@ -405,11 +398,11 @@ mod tests {
         let check = |payload: &str| limits.check(Some(payload.as_bytes()), now).map_err(|e| e.to_string());
         let now_ms = now.timestamp_millis();
         assert_eq!(check(&at(now_ms, 100.0)).map(|r| r.value), Ok(100.0));
-        assert_eq!(
-            check(&at(now_ms, 100.5)),
-            Err("value 100.5 is outside the physical range of humidity (0 to 100)".to_owned())
-        );
-        assert!(check(&at(now_ms, -0.01)).is_err());
+        // Outside the physical range: a reading all the same (a sensor fault, not a bad message).
+        let fault = limits.check(Some(at(now_ms, 100.5).as_bytes()), now).expect("a reading");
+        assert_eq!((fault.value, fault.is_plausible()), (100.5, false));
+        assert!(!limits.check(Some(at(now_ms, -0.01).as_bytes()), now).expect("a reading").is_plausible());
+        assert!(check(&at(now_ms, 100.0)).is_ok_and(|r| r.is_plausible()));
         // 5 minutes ahead is accepted, a second more is not.
         assert!(check(&at(now_ms + 300_000, 1.0)).is_ok());
         assert_eq!(

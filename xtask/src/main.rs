@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 
 /// The plugin crates, built as components, named as their `.wasm` in `dist/plugins`.
-const PLUGINS: [&str; 3] = ["tumbling-window", "zscore", "isolation-forest"];
+const PLUGINS: [&str; 4] = ["tumbling-window", "zscore", "isolation-forest", "novelty"];
 /// Plugins only the tests load (the fault-isolation tests' `misbehaving` detector and
 /// `misbehaving-windows` aggregator; `long-version`, whose version is longer than the host stores),
 /// written to `dist/test-plugins`: the demo and `iotstream run` load every file in `dist/plugins`.

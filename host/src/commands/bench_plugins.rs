@@ -60,17 +60,19 @@ pub struct PluginThroughput {
 enum Shipped {
     ZScore,
     IsolationForest,
+    Novelty,
     TumblingWindow,
 }
 
 impl Shipped {
-    const ALL: [Shipped; 3] = [Shipped::ZScore, Shipped::IsolationForest, Shipped::TumblingWindow];
+    const ALL: [Shipped; 4] = [Shipped::ZScore, Shipped::IsolationForest, Shipped::Novelty, Shipped::TumblingWindow];
 
     /// Its plugin name (its `.wasm` file's stem).
     fn name(self) -> &'static str {
         match self {
             Shipped::ZScore => "zscore",
             Shipped::IsolationForest => "isolation-forest",
+            Shipped::Novelty => "novelty",
             Shipped::TumblingWindow => "tumbling-window",
         }
     }
@@ -96,6 +98,13 @@ impl Shipped {
                     longest = longest.max(call.elapsed().as_secs_f64() * 1000.0);
                 }
             }
+            Shipped::Novelty => {
+                let mut d = novelty::novelty::Novelty::create(Default::default())
+                    .unwrap_or_else(|_| unreachable!("defaults are valid"));
+                for (r, id) in readings.iter().zip(identities) {
+                    std::hint::black_box(d.judge(id, r.timestamp.timestamp_millis(), r.value));
+                }
+            }
             Shipped::TumblingWindow => {
                 let mut w = tumbling_window::window::TumblingWindows::new(Default::default());
                 for chunk in readings.chunks(BATCH).zip(identities.chunks(BATCH)) {
@@ -113,7 +122,7 @@ impl Shipped {
     fn call(self, plugin: &mut Plugin, catalog: &SensorCatalog, readings: &[WitReading]) -> Result<(), PluginError> {
         match self {
             Shipped::TumblingWindow => std::hint::black_box(plugin.aggregate(catalog, readings)).map(|_| ()),
-            Shipped::ZScore | Shipped::IsolationForest => {
+            Shipped::ZScore | Shipped::IsolationForest | Shipped::Novelty => {
                 std::hint::black_box(plugin.detect(catalog, readings)).map(|_| ())
             }
         }

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
-use crate::plugins::bindings::{Reading as WitReading, Verdict};
-use crate::plugins::{PluginError, PluginRuntime, SensorCatalog, StageKind};
+use crate::plugins::bindings::{Detection, Reading as WitReading, Verdict};
+use crate::plugins::{Plugin, PluginError, PluginRuntime, SensorCatalog, StageKind};
 use crate::reading::{Reading, SensorType};
 
 /// Readings per detector call: large enough that the boundary costs nothing.
@@ -89,50 +89,23 @@ pub struct ReplaySummary {
 }
 
 /// One input row.
-struct Row {
-    raw_timestamp: String,
-    timestamp: DateTime<Utc>,
-    value: f64,
+pub struct Row {
+    /// The timestamp as written.
+    pub raw_timestamp: String,
+    /// The timestamp, parsed.
+    pub timestamp: DateTime<Utc>,
+    /// The value.
+    pub value: f64,
 }
 
 /// Replays the series through the plugin and writes the scores.
 pub fn replay(config: &ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     let mut rows = read_series(&config.input)?;
     rows.sort_by_key(|r| r.timestamp);
-    let path = if config.plugin.ends_with(".wasm") {
-        PathBuf::from(&config.plugin)
-    } else {
-        config.plugins_dir.join(format!("{}.wasm", config.plugin))
-    };
+    // The runtime outlives the plugin's calls: its epoch thread is the CPU deadline's clock.
     let runtime = PluginRuntime::new()?;
-    let mut plugin = runtime.load_with_config(&path, config.config.clone())?;
-    if plugin.kind() != StageKind::Detector {
-        return Err(ReplayError::NotADetector(plugin.name().to_owned()));
-    }
-    let mut catalog = SensorCatalog::default();
-    let template = Reading {
-        sensor_id: "replay".into(),
-        sensor_type: config.sensor_type,
-        location: "replay".into(),
-        value: 0.0,
-        timestamp: DateTime::<Utc>::UNIX_EPOCH,
-        anomaly: false,
-        unit: config.sensor_type.default_unit().into(),
-    };
-    let key = catalog.key_for(&template);
-    let mut detections = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(BATCH) {
-        let batch: Vec<WitReading> = chunk
-            .iter()
-            .map(|r| WitReading {
-                sensor: key,
-                timestamp_ms: r.timestamp.timestamp_millis(),
-                value: r.value,
-                flagged: false,
-            })
-            .collect();
-        detections.extend(plugin.detect(&catalog, &batch)?);
-    }
+    let mut plugin = open_detector(&runtime, &config.plugins_dir, &config.plugin, config.config.clone())?;
+    let detections = detect_series(&mut plugin, config.sensor_type, &rows)?;
     let rescaled = detections.iter().any(|d| d.score > 1.0 || d.score < 0.0);
     let mut writer =
         csv::Writer::from_path(&config.out).map_err(|source| ReplayError::Csv { path: config.out.clone(), source })?;
@@ -156,13 +129,64 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     Ok(ReplaySummary { rows: rows.len(), anomalies, rescaled })
 }
 
+/// Loads a detector plugin: `plugin` is a name in `plugins_dir` or a path to a `.wasm`. Keep
+/// `runtime` alive while the plugin runs: its epoch thread enforces the CPU deadline.
+pub(crate) fn open_detector(
+    runtime: &PluginRuntime,
+    plugins_dir: &Path,
+    plugin: &str,
+    config: Option<String>,
+) -> Result<Plugin, ReplayError> {
+    let path =
+        if plugin.ends_with(".wasm") { PathBuf::from(plugin) } else { plugins_dir.join(format!("{plugin}.wasm")) };
+    let plugin = runtime.load_with_config(&path, config)?;
+    if plugin.kind() != StageKind::Detector {
+        return Err(ReplayError::NotADetector(plugin.name().to_owned()));
+    }
+    Ok(plugin)
+}
+
+/// Feeds `rows` (in order) to the detector as one sensor of `sensor_type`, in batches; one
+/// detection per row.
+pub(crate) fn detect_series(
+    plugin: &mut Plugin,
+    sensor_type: SensorType,
+    rows: &[Row],
+) -> Result<Vec<Detection>, ReplayError> {
+    let mut catalog = SensorCatalog::default();
+    let template = Reading {
+        sensor_id: "replay".into(),
+        sensor_type,
+        location: "replay".into(),
+        value: 0.0,
+        timestamp: DateTime::<Utc>::UNIX_EPOCH,
+        anomaly: false,
+        unit: sensor_type.default_unit().into(),
+    };
+    let key = catalog.key_for(&template);
+    let mut detections = Vec::with_capacity(rows.len());
+    for chunk in rows.chunks(BATCH) {
+        let batch: Vec<WitReading> = chunk
+            .iter()
+            .map(|r| WitReading {
+                sensor: key,
+                timestamp_ms: r.timestamp.timestamp_millis(),
+                value: r.value,
+                flagged: false,
+            })
+            .collect();
+        detections.extend(plugin.detect(&catalog, &batch)?);
+    }
+    Ok(detections)
+}
+
 /// Maps a non-negative unbounded score onto [0, 1), monotonically.
 fn normalise(score: f64) -> f64 {
     let s = score.max(0.0);
     s / (1.0 + s)
 }
 
-fn read_series(path: &Path) -> Result<Vec<Row>, ReplayError> {
+pub(crate) fn read_series(path: &Path) -> Result<Vec<Row>, ReplayError> {
     let mut reader = csv::ReaderBuilder::new()
         .has_headers(false)
         .trim(csv::Trim::All)
@@ -190,7 +214,7 @@ fn read_series(path: &Path) -> Result<Vec<Row>, ReplayError> {
     Ok(rows)
 }
 
-fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(text)
         .map(|t| t.with_timezone(&Utc))
         .ok()

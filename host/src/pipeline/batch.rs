@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
 use chrono::{DateTime, TimeZone, Utc};
-use iotstream_api::{PluginStatus, PredictionRow};
+use iotstream_api::{PluginStatus, PredictionRow, Verdict};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
@@ -18,7 +18,7 @@ use crate::kafka::RawMessage;
 use crate::plugins::bindings::Reading as WitReading;
 use crate::reading::DecodeError;
 use crate::store::rows::{DEAD_LETTER_KEY_LIMIT, DEAD_LETTER_PAYLOAD_LIMIT};
-use crate::store::{BatchRows, CheckpointReason, DeadLetter, Store, StoreError, StoredReading, Written};
+use crate::store::{BatchRows, CheckpointReason, DeadLetter, Prediction, Store, StoreError, StoredReading, Written};
 
 impl Pipeline {
     /// Processes one batch and starts its transaction once the previous batch's has committed;
@@ -36,7 +36,7 @@ impl Pipeline {
         let batch_seq = self.batch_seq;
         let topic = self.source.topic().to_owned();
         let mut rows = BatchRows { source: self.source_id, topic, batch_seq, forget_batches, ..BatchRows::default() };
-        let wit = self.validate(batch, &mut rows);
+        let (wit, faults) = self.validate(batch, &mut rows);
         let checkpoint_due = match (self.last_checkpoint, self.config.checkpoint_interval) {
             (None, _) => true,
             (Some(last), Some(every)) => last.elapsed() >= every,
@@ -49,6 +49,7 @@ impl Pipeline {
             };
             rows = processed;
         }
+        add_sensor_faults(&mut rows, faults);
         if rows.checkpoint.is_some() {
             self.last_checkpoint = Some(Instant::now());
         }
@@ -60,12 +61,20 @@ impl Pipeline {
     }
 
     /// Validates each message of `batch` into `rows` (a reading, or a dead letter with its reason)
-    /// and advances the positions; returns the readings as they cross the WIT boundary.
-    fn validate(&mut self, batch: &[RawMessage], rows: &mut BatchRows) -> Vec<WitReading> {
+    /// and advances the positions; returns the readings as they cross the WIT boundary, and the
+    /// sensor faults (readings outside their type's physical range), which no plugin sees.
+    fn validate(&mut self, batch: &[RawMessage], rows: &mut BatchRows) -> (Vec<WitReading>, Vec<StoredReading>) {
         let mut wit = Vec::with_capacity(batch.len());
+        let mut faults = Vec::new();
         let now = Utc::now();
         for message in batch {
             match self.config.limits.check(message.payload.as_deref(), judged_at(message, now)) {
+                Ok(reading) if !reading.is_plausible() => faults.push(StoredReading {
+                    reading,
+                    flagged: true,
+                    partition: message.partition,
+                    offset: message.offset,
+                }),
                 Ok(reading) => {
                     wit.push(self.stages.catalog.wit_reading(&reading));
                     rows.readings.push(StoredReading {
@@ -84,7 +93,7 @@ impl Pipeline {
             *next = (*next).max(message.offset + 1);
             rows.positions.insert(message.partition, *next);
         }
-        wit
+        (wit, faults)
     }
 
     /// Runs the stages over `wit` on a blocking thread, filling `rows`, and checkpoints them with
@@ -256,5 +265,26 @@ fn dead_letter(topic: &str, message: &RawMessage, err: &DecodeError) -> DeadLett
         payload: message.payload.as_ref().map(|p| p[..p.len().min(DEAD_LETTER_PAYLOAD_LIMIT)].to_vec()),
         error,
         reason: err.kind(),
+    }
+}
+
+/// The rule-based detector that judges every reading outside its type's physical range: a sensor
+/// fault, an alarm the operator sees beside the plugins' (docs/detectors.md).
+pub const SENSOR_FAULT_DETECTOR: &str = "sensor-fault";
+
+/// Adds the batch's sensor faults to `rows` after the plugins' readings (whose verdicts index
+/// them by position): each stored flagged, with an `anomaly` verdict of [`SENSOR_FAULT_DETECTOR`]
+/// (score 1). No plugin judges them: a broken sensor's values would skew every statistic.
+fn add_sensor_faults(rows: &mut BatchRows, faults: Vec<StoredReading>) {
+    for fault in faults {
+        rows.predictions.push(Prediction {
+            detector: SENSOR_FAULT_DETECTOR.to_owned(),
+            reading: rows.readings.len(),
+            verdict: Verdict::Anomaly,
+            score: 1.0,
+            detector_version: env!("CARGO_PKG_VERSION").to_owned(),
+            model: None,
+        });
+        rows.readings.push(fault);
     }
 }

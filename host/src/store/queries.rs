@@ -105,11 +105,12 @@ impl Store {
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<Vec<DetectorQuality>, StoreError> {
-        let detectors: Vec<(String, String, i64, i64, i64, i64)> = sqlx::query_as(
+        let detectors: Vec<(String, String, i64, i64, i64, i64, f64)> = sqlx::query_as(
             "SELECT detector, sensor_type, count(*), \
              count(*) FILTER (WHERE is_anomaly AND rule_based_anomaly), \
              count(*) FILTER (WHERE is_anomaly AND NOT rule_based_anomaly), \
-             count(*) FILTER (WHERE NOT is_anomaly AND rule_based_anomaly) \
+             count(*) FILTER (WHERE NOT is_anomaly AND rule_based_anomaly), \
+             extract(epoch FROM max(timestamp) - min(timestamp))::float8 \
              FROM ml_anomaly_predictions \
              WHERE verdict <> 'warming_up' AND ($1::timestamptz IS NULL OR timestamp >= $1) \
              AND ($2::timestamptz IS NULL OR timestamp < $2) \
@@ -121,7 +122,7 @@ impl Store {
         .await?;
         Ok(detectors
             .into_iter()
-            .map(|(detector, sensor_type, judged, tp, fp, fn_)| {
+            .map(|(detector, sensor_type, judged, tp, fp, fn_, span_s)| {
                 Ok(DetectorQuality {
                     detector,
                     sensor_type: named(&sensor_type)?,
@@ -132,6 +133,8 @@ impl Store {
                     precision: None,
                     recall: None,
                     f1: None,
+                    span_s,
+                    alarms_per_hour: None,
                 }
                 .with_rates())
             })

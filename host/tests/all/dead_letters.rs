@@ -39,11 +39,6 @@ async fn malformed_messages_are_dead_lettered_and_good_ones_stored(pool: PgPool)
         ("empty", b"", "empty message"),
         ("binary", b"\xff\xfe\x00\x01", "malformed reading: expected value at line 1 column 1"),
         (
-            "out-of-range",
-            br#"{"sensor_id":"x","sensor_type":"humidity","location":"l","value":150,"timestamp":1767225600000}"#,
-            "value 150 is outside the physical range of humidity (0 to 100)",
-        ),
-        (
             "too-old",
             br#"{"sensor_id":"x","sensor_type":"co2","location":"l","value":400,"timestamp":"2001-01-01T00:00:00Z"}"#,
             "too_old",
@@ -142,4 +137,39 @@ async fn a_huge_key_is_kept_in_part_and_the_cut_is_said(pool: PgPool) {
     assert_eq!(key_len, 1024);
     assert!(error.ends_with("(key cut from 100000 to 1024 bytes)"), "{error}");
     host.stop().await.expect("clean stop");
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_reading_outside_its_physical_range_is_a_sensor_fault_alarm_not_a_dead_letter(pool: PgPool) {
+    let host = Host::start(pool.clone(), None, &[]).await;
+    let ok = |ms: i64, value: f64| encode(&reading("h1", SensorType::Humidity, "lab_1", ms, value));
+    // Humidity above 100 %: a broken sensor, between two ordinary readings.
+    let fault =
+        br#"{"sensor_id":"h1","sensor_type":"humidity","location":"lab_1","value":150,"timestamp":1764064801000}"#;
+    host.produce(&[
+        ("h1".into(), ok(1_764_064_800_000, 40.0)),
+        ("h1".into(), fault.to_vec()),
+        ("h1".into(), ok(1_764_064_802_000, 41.0)),
+    ])
+    .await;
+    wait_for("sensor_readings", 3, || count_rows(&pool, "sensor_readings")).await;
+    assert_eq!(count_rows(&pool, "dead_letters").await, 0, "a sensor fault is not a dead letter");
+    let stored: Vec<(i64, f64, bool)> =
+        sqlx::query_as("SELECT kafka_offset, value, flagged FROM sensor_readings ORDER BY kafka_offset")
+            .fetch_all(&pool)
+            .await
+            .expect("readings");
+    assert_eq!(stored, vec![(0, 40.0, false), (1, 150.0, true), (2, 41.0, false)]);
+    // Its alarm is the rule's, and no plugin judged it.
+    let verdicts: Vec<(String, String, f64)> = sqlx::query_as(
+        "SELECT detector, verdict, anomaly_score FROM ml_anomaly_predictions WHERE kafka_offset = 1 ORDER BY detector",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("verdicts");
+    assert_eq!(verdicts, vec![("sensor-fault".to_owned(), "anomaly".to_owned(), 1.0)]);
+    let live: serde_json::Value =
+        reqwest::get(format!("http://{}/api/stats", host.addr)).await.expect("api").json().await.expect("json");
+    assert_eq!(live["anomalies_total"], 1);
+    host.stop().await.expect("clean shutdown");
 }

@@ -38,14 +38,14 @@ async fn readings_flow_to_all_three_tables_with_exact_windows(pool: PgPool) {
     host.produce(&[(closer.sensor_id.clone(), encode(&closer))]).await;
     wait_for("sensor_aggregates", 6, || count_rows(&pool, "sensor_aggregates")).await;
     wait_for("sensor_readings", 73, || count_rows(&pool, "sensor_readings")).await;
-    // Every reading judged by both detectors (warming up included).
-    wait_for("ml_anomaly_predictions", 146, || count_rows(&pool, "ml_anomaly_predictions")).await;
+    // Every reading judged by the three detectors (warming up included).
+    wait_for("ml_anomaly_predictions", 219, || count_rows(&pool, "ml_anomaly_predictions")).await;
     let detectors: Vec<(String, i64)> =
         sqlx::query_as("SELECT detector, count(*) FROM ml_anomaly_predictions GROUP BY detector ORDER BY detector")
             .fetch_all(&pool)
             .await
             .expect("per detector");
-    assert_eq!(detectors, [("isolation-forest".to_owned(), 73), ("zscore".to_owned(), 73)]);
+    assert_eq!(detectors, [("isolation-forest".to_owned(), 73), ("novelty".to_owned(), 73), ("zscore".to_owned(), 73)]);
     // Lineage: every row names the plugin version; no forest was trained on 73 readings (it needs 256
     // rows of a sensor type), so no row names a model.
     let lineage: (i64, i64) = sqlx::query_as(
@@ -54,7 +54,7 @@ async fn readings_flow_to_all_three_tables_with_exact_windows(pool: PgPool) {
     .fetch_one(&pool)
     .await
     .expect("lineage");
-    assert_eq!(lineage, (146, 0));
+    assert_eq!(lineage, (219, 0));
 
     // The reference: every window's statistics computed here from what was produced.
     for (sensor, location, sensor_type) in [("temp-1", "office_1", "temperature"), ("hum-1", "lab_1", "humidity")] {

@@ -11,6 +11,7 @@ mod compose;
 mod dashboard;
 mod dead_letters;
 mod e2e;
+mod evaluate;
 mod exposure;
 mod faults;
 mod hot_swap;

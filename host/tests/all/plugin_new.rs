@@ -73,6 +73,7 @@ fn a_scaffolded_plugin_builds_and_passes_the_check() {
         file: target.join("wasm32-wasip2/release/my_detector.wasm"),
         config: Some(config),
         readings: 2000,
+        max_flagged_share: 0.1,
     })
     .expect("the scaffold passes the check");
     assert_eq!((report.kind.as_str(), report.name.as_str(), report.readings), ("detector", "my-detector", 2000));

@@ -31,7 +31,7 @@ fn zscore_scores_match_hand_computation() {
     let runtime = PluginRuntime::new().expect("runtime");
     let mut plugin = load_with_config(&runtime, "zscore", r#"{"history": 4, "min_history": 4}"#);
     assert_eq!(plugin.kind(), StageKind::Detector);
-    assert_eq!((plugin.info().name.as_str(), plugin.info().state_version), ("zscore", 1));
+    assert_eq!((plugin.info().name.as_str(), plugin.info().state_version), ("zscore", 2));
     let mut catalog = SensorCatalog::default();
     let values = [10.0, 12.0, 10.0, 12.0, 14.0, 17.0];
     let readings: Vec<Reading> = values
@@ -104,14 +104,42 @@ fn isolation_forest_warms_up_then_flags_a_spike() {
     // and the 73rd trains the first model and is the first one scored.
     assert!(detections[..72].iter().all(|d| d.verdict == Verdict::WarmingUp && d.score == 0.0));
     assert!(detections[72..].iter().all(|d| d.verdict != Verdict::WarmingUp && d.score > 0.0 && d.score <= 1.0));
-    // Lineage: the first model (generation 1) was trained at the 73rd reading (72 s) on 64 rows.
-    let first_model = ModelInfo { generation: 1, trained_at_ms: 72_000, training_rows: 64 };
+    // Lineage: the first model (generation 1) was trained at the 73rd reading (72 s) on the older 48
+    // of its 64 rows (the newest 16, a quarter, are held out to set its threshold).
+    let first_model = ModelInfo { generation: 1, trained_at_ms: 72_000, training_rows: 48 };
     assert_eq!(detections[72].model, Some(first_model));
     assert!(detections[..72].iter().all(|d| d.model.is_none()));
     let spike = &detections[200];
     assert_eq!(spike.verdict, Verdict::Anomaly, "spike score {}", spike.score);
     let normal = detections[72..200].iter().filter(|d| d.verdict == Verdict::Normal).count();
     assert!(normal >= 120, "only {normal} of 128 ordinary readings judged normal");
+}
+
+#[test]
+fn plugin_check_warns_when_a_detector_flags_more_than_its_share() {
+    use iotstream::commands::plugin_check::{CheckConfig, check};
+    let check_with = |config: &str| {
+        check(&CheckConfig {
+            file: plugin_path("isolation-forest"),
+            config: Some(config.into()),
+            readings: 5000,
+            max_flagged_share: 0.1,
+        })
+        .expect("checks")
+    };
+    // The seed's forest flags a quarter of the check's simulated readings (its hour features see a
+    // new time of day every reading); the fixed one stays within the share.
+    let seed = check_with(r#"{"preset": "seed"}"#);
+    eprintln!("CHECK seed forest: {} of 5000 flagged, warnings {:?}", seed.anomalies, seed.warnings);
+    assert_eq!(seed.warnings.len(), 1);
+    let expected = format!(
+        "flagged {:.1}% of the simulated readings, more than --max-flagged-share 10.0%: an operator would see more alarms than events",
+        100.0 * seed.anomalies as f64 / 5000.0
+    );
+    assert_eq!(seed.warnings[0], expected);
+    let fixed = check_with("{}");
+    eprintln!("CHECK forest: {} of 5000 flagged", fixed.anomalies);
+    assert!(fixed.anomalies <= 500 && fixed.warnings.is_empty(), "{fixed:?}");
 }
 
 #[test]
@@ -206,17 +234,31 @@ fn files_that_are_not_stage_components_are_refused_with_a_reason() {
 fn plugin_check_runs_each_built_plugin_and_refuses_a_broken_config() {
     use iotstream::commands::plugin_check::{CheckConfig, check};
     for (name, kind) in [("zscore", "detector"), ("isolation-forest", "detector"), ("tumbling-window", "aggregator")] {
-        let report = check(&CheckConfig { file: plugin_path(name), config: Some("{}".into()), readings: 2000 })
-            .unwrap_or_else(|err| panic!("{name}: {err}"));
+        let report = check(&CheckConfig {
+            file: plugin_path(name),
+            config: Some("{}".into()),
+            readings: 2000,
+            max_flagged_share: 0.1,
+        })
+        .unwrap_or_else(|err| panic!("{name}: {err}"));
         assert_eq!((report.kind.as_str(), report.name.as_str(), report.readings), (kind, name, 2000));
         assert!(report.state_bytes > 4, "{name} exported only its header");
     }
     // The check simulates 10 sensors: the z-score warms up on the first 30 readings of each.
-    let zscore =
-        check(&CheckConfig { file: plugin_path("zscore"), config: Some("{}".into()), readings: 2000 }).expect("checks");
+    let zscore = check(&CheckConfig {
+        file: plugin_path("zscore"),
+        config: Some("{}".into()),
+        readings: 2000,
+        max_flagged_share: 0.1,
+    })
+    .expect("checks");
     assert_eq!(zscore.warming_up, 300);
-    let broken =
-        check(&CheckConfig { file: plugin_path("zscore"), config: Some(r#"{"treshold": 2}"#.into()), readings: 10 });
+    let broken = check(&CheckConfig {
+        file: plugin_path("zscore"),
+        config: Some(r#"{"treshold": 2}"#.into()),
+        readings: 10,
+        max_flagged_share: 0.1,
+    });
     assert!(matches!(broken, Err(PluginError::Refused { .. })), "{broken:?}");
 }
 

@@ -56,6 +56,10 @@ async fn precision_recall_and_agreement_match_hand_counts(pool: PgPool) {
     assert!((z.f1.unwrap_or_default() - 2.0 / 3.0).abs() < 1e-12);
     let f = &report.detectors[0];
     assert_eq!((f.precision, f.recall), (Some(0.8), Some(4.0 / 7.0)));
+    // Alarms per hour of event time: the z-score judged readings 0-9 (9 s) and flagged 4, so
+    // 4 x 3600 / 9 = 1600; the forest judged 0-11 (11 s) and flagged 5: 5 x 3600 / 11.
+    assert_eq!((z.span_s, z.alarms_per_hour), (9.0, Some(1600.0)));
+    assert_eq!((f.span_s, f.alarms_per_hour), (11.0, Some(5.0 * 3600.0 / 11.0)));
     let a = &report.agreement;
     assert_eq!(a.len(), 1);
     assert_eq!(

@@ -114,13 +114,19 @@ fn a_version_the_host_cannot_store_is_refused_at_load_and_by_plugin_check() {
         "plugin long-version cannot be loaded: its version is 76 characters, more than the 50 the host stores";
     let err = PluginRuntime::new().expect("runtime").load(&test_plugin_path("long-version")).err();
     assert_eq!(err.map(|e| e.to_string()).as_deref(), Some(expected));
-    let checked = check(&CheckConfig { file: test_plugin_path("long-version"), config: None, readings: 10 });
+    let checked = check(&CheckConfig {
+        file: test_plugin_path("long-version"),
+        config: None,
+        readings: 10,
+        max_flagged_share: 0.1,
+    });
     assert_eq!(checked.map_err(|e| e.to_string()), Err(expected.to_owned()));
     // And an aggregator whose windows the host would refuse fails the check, naming why.
     let duplicate = check(&CheckConfig {
         file: test_plugin_path("misbehaving-windows"),
         config: Some(r#"{"mode": "duplicate"}"#.into()),
         readings: 2000,
+        max_flagged_share: 0.1,
     });
     assert_eq!(
         duplicate.map_err(|e| e.to_string()),

@@ -1,15 +1,22 @@
-//! The online Isolation Forest detector: the seed's features, one forest per sensor type, retrained
-//! on recent history as event time passes.
+//! The online Isolation Forest detector: one forest per sensor type (or per sensor), retrained on
+//! recent history as event time passes, within a bound on fits per reading.
 //!
 //! For each reading, from its sensor's last `history` values (the reading included): the value, the
-//! hour of day as sine and cosine, the change from the sensor's previous value, and the rolling mean,
-//! population standard deviation and range. Until a sensor has `min_history` values these rolling
-//! features mean little: its readings are warming up and do not train. After that each row joins
-//! its sensor type's training buffer (the last `train_rows` rows). A type's forest is (re)trained when it has `min_train` rows and no model
-//! yet, when its buffer has doubled since the last training (a young model matures quickly), or
-//! when `retrain_interval_ms` of event time passed since the last training. Until a type has a
-//! model its readings are warming up. A reading is an anomaly when its score exceeds the threshold:
-//! the `1 - contamination` quantile of the scores of the rows the model was trained on.
+//! change from the sensor's previous value, the rolling median, the median absolute deviation and
+//! the value's distance from the median (the `robust` features, the default; see [`FeatureSet`]
+//! for the seed's, which add the hour of day). The features are 7 slots; a set with fewer holds 0
+//! in the rest, and a constant feature is never split on. Until a sensor has `min_history` values these rolling features
+//! mean little: its readings are warming up and do not train. After that each row joins its
+//! scope's training buffer (the last `train_rows` rows). A scope's forest is (re)trained when it
+//! has `min_train` rows and no model yet, when its buffer has doubled since the last training (a
+//! young model matures quickly), or when `retrain_interval_ms` of event time passed since the last
+//! training **and** the scope added `min_rows_between_fits` rows since: fitting is bounded by the
+//! data, so a backfill that spans weeks of event time in one batch fits a few times, not once per
+//! reading. Until a scope has a model its readings are warming up. A reading is an anomaly when its
+//! score exceeds the threshold: the `1 - contamination` quantile of the scores of the newest
+//! `validation_share` of the buffer, held out of the fit (the alarm budget, measured on rows the
+//! model has not seen), and above the same quantile of the scope's last `budget_window` scores
+//! ([`crate::budget`]: the budget holds while the stream drifts from what the model saw).
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use linfa::prelude::{Dataset, Fit, Predict};
 use ndarray::Array2;
 
+use crate::budget::Budget;
+pub use crate::config::{DetectorConfig, FeatureSet, ModelScope, Preset};
 use crate::forest::{ForestParams, IsolationForest};
 
 /// Number of features per reading.
@@ -28,46 +37,6 @@ pub const N_FEATURES: usize = 7;
 
 /// One reading's features.
 pub type Features = [f64; N_FEATURES];
-
-/// Configuration of the isolation-forest stage.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct DetectorConfig {
-    /// Trees per forest. Default 100, scikit-learn's.
-    pub trees: usize,
-    /// Rows per tree. Default 256, scikit-learn's `auto`.
-    pub max_samples: usize,
-    /// Values per sensor for the rolling features. Default 100, as the seed.
-    pub history: usize,
-    /// Values a sensor needs before its readings train or are judged. Default 10: with fewer, a
-    /// rolling standard deviation or range is mostly noise, and a fresh sensor would look anomalous.
-    pub min_history: usize,
-    /// Newest rows per sensor type kept for training. Default 2048: eight trees' worth of sub-samples.
-    pub train_rows: usize,
-    /// Rows a type needs before its first model. Default 256: one full sub-sample.
-    pub min_train: usize,
-    /// Event time between retrainings, in ms. Default 300 000: the seed's 5 minutes.
-    pub retrain_interval_ms: i64,
-    /// Share of training rows above the threshold. Default 0.01: scikit-learn's `auto` (score > 0.5)
-    /// flags far too much on sensor data.
-    pub contamination: f64,
-    /// Seed of the forests (each training adds its generation number).
-    pub seed: u64,
-    /// What one model covers: `sensor_type` (default: one model per type, trained on all its
-    /// sensors) or `sensor` (one model per sensor).
-    pub model_scope: ModelScope,
-}
-
-/// What one model covers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ModelScope {
-    /// One model per sensor type: more training data, models ready sooner.
-    #[default]
-    SensorType,
-    /// One model per sensor: fits each sensor's own normal, needs `min_train` rows of each.
-    Sensor,
-}
 
 /// The key of one model's training rows.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -78,51 +47,6 @@ pub enum ScopeKey {
     Sensor(Arc<str>),
 }
 
-impl Default for DetectorConfig {
-    fn default() -> Self {
-        DetectorConfig {
-            trees: 100,
-            max_samples: 256,
-            history: 100,
-            min_history: 10,
-            train_rows: 2048,
-            min_train: 256,
-            retrain_interval_ms: 300_000,
-            contamination: 0.01,
-            seed: 0,
-            model_scope: ModelScope::SensorType,
-        }
-    }
-}
-
-impl DetectorConfig {
-    /// Checks the values, naming the first one that is wrong.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.trees == 0 || self.max_samples < 2 || self.history < 2 {
-            return Err("trees must be positive, max_samples and history at least 2".into());
-        }
-        if self.min_history == 0 || self.min_history > self.history {
-            return Err(format!(
-                "min_history must be between 1 and history ({}), got {}",
-                self.history, self.min_history
-            ));
-        }
-        if self.min_train < 2 || self.min_train > self.train_rows {
-            return Err(format!(
-                "min_train must be between 2 and train_rows ({}), got {}",
-                self.train_rows, self.min_train
-            ));
-        }
-        if self.retrain_interval_ms <= 0 {
-            return Err(format!("retrain_interval_ms must be positive, got {}", self.retrain_interval_ms));
-        }
-        if !(self.contamination > 0.0 && self.contamination < 0.5) {
-            return Err(format!("contamination must be in (0, 0.5), got {}", self.contamination));
-        }
-        Ok(())
-    }
-}
-
 /// A trained model and where it came from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Model {
@@ -131,8 +55,10 @@ pub struct Model {
     pub threshold: f64,
     /// Event time of the newest reading it was trained with.
     pub trained_at_ms: i64,
-    /// Rows it was trained on.
+    /// Rows it was trained on (fitted; the validation rows are not among them).
     pub training_rows: usize,
+    /// Rows in the buffer when it was trained (fitted and held out).
+    pub buffer_rows: usize,
     /// 1 for a type's first model, then counting up.
     pub generation: u32,
 }
@@ -147,7 +73,11 @@ struct SensorHistory {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct ModelState {
     training: VecDeque<Features>,
+    /// Rows added since the last training.
+    rows_since_fit: usize,
     model: Option<Model>,
+    /// The alarm budget over the scope's recent scores.
+    budget: Budget,
 }
 
 /// The complete state: histories by sensor id, training rows and models by scope.
@@ -188,7 +118,7 @@ impl OnlineForest {
             Some(history) => history,
             None => self.state.sensors.entry(sensor.clone()).or_default(),
         };
-        let features = features(history, self.config.history, timestamp_ms, value);
+        let features = features(history, self.config.history, self.config.features, timestamp_ms, value);
         if history.values.len() < self.config.min_history {
             return Judgement::WarmingUp;
         }
@@ -199,24 +129,29 @@ impl OnlineForest {
             state.training.pop_front();
         }
         state.training.push_back(features);
+        state.rows_since_fit += 1;
         let due = match &state.model {
             None => state.training.len() >= config.min_train,
             // A young model, trained on a short stretch of the stream, is retrained each time its
-            // buffer has doubled (until full), so it does not judge the stream by its first seconds.
+            // buffer has doubled (until full), so it does not judge the stream by its first seconds:
+            // at most log2(train_rows / min_train) fits.
             Some(model) => {
-                timestamp_ms.saturating_sub(model.trained_at_ms) >= config.retrain_interval_ms
-                    || (model.training_rows < config.train_rows && state.training.len() >= 2 * model.training_rows)
+                (model.buffer_rows < config.train_rows && state.training.len() >= 2 * model.buffer_rows)
+                    || (timestamp_ms.saturating_sub(model.trained_at_ms) >= config.retrain_interval_ms
+                        && state.rows_since_fit >= config.min_rows_between_fits)
             }
         };
         if due {
             let generation = state.model.as_ref().map_or(1, |m| m.generation + 1);
             state.model = train(config, &state.training, timestamp_ms, generation);
+            state.rows_since_fit = 0;
         }
         match &state.model {
             None => Judgement::WarmingUp,
             Some(model) => {
                 let score = model.forest.score(&features);
-                Judgement::Scored { score, anomaly: score > model.threshold }
+                let budget = state.budget.observe(score, config.budget_window, config.contamination);
+                Judgement::Scored { score, anomaly: score > model.threshold && score > budget }
             }
         }
     }
@@ -225,7 +160,7 @@ impl OnlineForest {
 impl Detector for OnlineForest {
     type Config = DetectorConfig;
     type State = DetectorState;
-    const STATE_VERSION: u32 = 1;
+    const STATE_VERSION: u32 = 2;
 
     fn create(config: DetectorConfig) -> Result<Self, String> {
         config.validate()?;
@@ -254,26 +189,48 @@ impl Detector for OnlineForest {
 }
 
 /// Pushes `value` into the sensor's history and computes the reading's features.
-fn features(history: &mut SensorHistory, capacity: usize, timestamp_ms: i64, value: f64) -> Features {
+fn features(history: &mut SensorHistory, capacity: usize, set: FeatureSet, timestamp_ms: i64, value: f64) -> Features {
     let change = history.values.back().map_or(0.0, |prev| value - prev);
     if history.values.len() == capacity {
         history.values.pop_front();
     }
     history.values.push_back(value);
+    if set == FeatureSet::Robust {
+        let mut sorted: Vec<f64> = history.values.iter().copied().collect();
+        let mid = sorted.len() / 2;
+        let median = *sorted.select_nth_unstable_by(mid, f64::total_cmp).1;
+        for v in &mut sorted {
+            *v = (*v - median).abs();
+        }
+        let mad = *sorted.select_nth_unstable_by(mid, f64::total_cmp).1;
+        return [value, 0.0, 0.0, change, median, mad, value - median];
+    }
     let n = history.values.len() as f64;
     let mean = history.values.iter().sum::<f64>() / n;
     let std = (history.values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
     let (lo, hi) =
         history.values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
-    let hour = timestamp_ms.rem_euclid(86_400_000) as f64 / 3_600_000.0;
-    let angle = std::f64::consts::TAU * hour / 24.0;
-    [value, angle.sin(), angle.cos(), change, mean, std, hi - lo]
+    // The hour slots of the other sets hold 0: a constant feature is never split on.
+    let (sin, cos) = match set {
+        FeatureSet::Stationary | FeatureSet::Robust => (0.0, 0.0),
+        FeatureSet::Seed => {
+            let hour = timestamp_ms.rem_euclid(86_400_000) as f64 / 3_600_000.0;
+            (std::f64::consts::TAU * hour / 24.0).sin_cos()
+        }
+    };
+    [value, sin, cos, change, mean, std, hi - lo]
 }
 
-/// Fits a forest on the training rows and sets its threshold; `None` if the rows cannot be fitted
-/// (they are finite by construction, so only an empty buffer would).
+/// Fits a forest on the buffer's older rows and sets its threshold from the newest
+/// `validation_share` (or, with none held out, from the fitted rows); `None` if the rows cannot be
+/// fitted (they are finite by construction, so only an empty buffer would).
 fn train(config: &DetectorConfig, rows: &VecDeque<Features>, trained_at_ms: i64, generation: u32) -> Option<Model> {
-    let records = Array2::from_shape_vec((rows.len(), N_FEATURES), rows.iter().flatten().copied().collect()).ok()?;
+    let held_out = (rows.len() as f64 * config.validation_share) as usize;
+    let fitted = rows.len() - held_out;
+    let matrix = |rows: &mut dyn Iterator<Item = &Features>, n: usize| {
+        Array2::from_shape_vec((n, N_FEATURES), rows.flatten().copied().collect()).ok()
+    };
+    let records = matrix(&mut rows.iter().take(fitted), fitted)?;
     let params = ForestParams {
         n_estimators: config.trees,
         max_samples: config.max_samples,
@@ -281,120 +238,19 @@ fn train(config: &DetectorConfig, rows: &VecDeque<Features>, trained_at_ms: i64,
     };
     // Fitted and scored through linfa, as any user of the forest would.
     let forest = params.fit(&Dataset::from(records.clone())).ok()?;
-    let mut scores = forest.predict(&records).to_vec();
+    let validation = if held_out > 0 { matrix(&mut rows.iter().skip(fitted), held_out)? } else { records };
+    let mut scores = forest.predict(&validation).to_vec();
     scores.sort_by(f64::total_cmp);
     let rank = (((1.0 - config.contamination) * scores.len() as f64).ceil() as usize).clamp(1, scores.len()) - 1;
-    Some(Model { forest, threshold: scores[rank], trained_at_ms, training_rows: records.nrows(), generation })
+    Some(Model {
+        forest,
+        threshold: scores[rank],
+        trained_at_ms,
+        training_rows: fitted,
+        buffer_rows: rows.len(),
+        generation,
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn small_config() -> DetectorConfig {
-        DetectorConfig {
-            trees: 50,
-            min_history: 1,
-            min_train: 64,
-            train_rows: 256,
-            retrain_interval_ms: 60_000,
-            ..DetectorConfig::default()
-        }
-    }
-
-    #[test]
-    fn per_sensor_scope_keeps_one_model_per_sensor() {
-        let mut d = OnlineForest::new(DetectorConfig { model_scope: ModelScope::Sensor, ..small_config() });
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
-        for i in 0..64 {
-            d.observe(&a, SensorType::Co2, i * 1000, 400.0 + (i % 3) as f64);
-        }
-        for i in 0..63 {
-            d.observe(&b, SensorType::Co2, i * 1000, 800.0 + (i % 5) as f64);
-        }
-        // a has 64 rows of its own and a model; b, of the same type, has 63 and none yet.
-        assert_eq!(d.model_for(&a, SensorType::Co2).map(|m| (m.generation, m.training_rows)), Some((1, 64)));
-        assert!(d.model_for(&b, SensorType::Co2).is_none());
-        // b's 64th row trains its own model, which scores that reading.
-        assert!(matches!(d.observe(&b, SensorType::Co2, 99_000, 801.0), Judgement::Scored { .. }));
-        assert_eq!(d.model_for(&b, SensorType::Co2).map(|m| m.training_rows), Some(64));
-        let by_type = OnlineForest::new(small_config());
-        assert!(by_type.model_for(&a, SensorType::Co2).is_none());
-    }
-
-    #[test]
-    fn a_new_sensor_warms_up_and_does_not_train_until_it_has_min_history() {
-        let mut d = OnlineForest::new(DetectorConfig { min_history: 5, ..small_config() });
-        let s: Arc<str> = "t1".into();
-        // Readings 1-4 of the sensor neither train nor get judged; reading 5 + 63 more fill min_train.
-        for i in 0..67 {
-            assert_eq!(d.observe(&s, SensorType::Co2, i * 1000, 400.0 + (i % 3) as f64), Judgement::WarmingUp);
-        }
-        assert!(matches!(d.observe(&s, SensorType::Co2, 67_000, 401.0), Judgement::Scored { .. }));
-        assert_eq!(d.model_for(&s, SensorType::Co2).map(|m| m.training_rows), Some(64));
-    }
-
-    #[test]
-    fn features_match_hand_computed_values() {
-        let mut h = SensorHistory::default();
-        features(&mut h, 3, 0, 10.0);
-        features(&mut h, 3, 0, 20.0);
-        features(&mut h, 3, 0, 30.0);
-        // 06:00 UTC: angle pi/2. History 20, 30, 60 (10 fell out): mean 110/3, range 40.
-        let f = features(&mut h, 3, 6 * 3_600_000, 60.0);
-        let mean = 110.0 / 3.0;
-        let std = (((20.0 - mean) * (20.0 - mean) + (30.0 - mean) * (30.0 - mean) + (60.0 - mean) * (60.0 - mean))
-            / 3.0_f64)
-            .sqrt();
-        assert_eq!(f[0], 60.0);
-        assert!((f[1] - 1.0).abs() < 1e-12 && f[2].abs() < 1e-12);
-        assert_eq!(f[3], 30.0);
-        assert!((f[4] - mean).abs() < 1e-12 && (f[5] - std).abs() < 1e-12);
-        assert_eq!(f[6], 40.0);
-    }
-
-    #[test]
-    fn warms_up_then_trains_then_retrains_on_event_time() {
-        let mut d = OnlineForest::new(small_config());
-        let s: Arc<str> = "t1".into();
-        for i in 0..63 {
-            assert_eq!(
-                d.observe(&s, SensorType::Temperature, i * 1000, 20.0 + (i % 5) as f64 * 0.1),
-                Judgement::WarmingUp
-            );
-        }
-        assert!(matches!(d.observe(&s, SensorType::Temperature, 63_000, 20.2), Judgement::Scored { .. }));
-        let first = d.model_for(&s, SensorType::Temperature).cloned().expect("trained");
-        assert_eq!((first.generation, first.training_rows, first.trained_at_ms), (1, 64, 63_000));
-        assert!(d.model_for(&s, SensorType::Humidity).is_none());
-        // 59 s of event time later: not yet due; 60 s later: retrained on the newer rows.
-        d.observe(&s, SensorType::Temperature, 122_999, 20.1);
-        assert_eq!(d.model_for(&s, SensorType::Temperature).map(|m| m.generation), Some(1));
-        d.observe(&s, SensorType::Temperature, 123_000, 20.1);
-        let second = d.model_for(&s, SensorType::Temperature).expect("retrained");
-        assert_eq!((second.generation, second.training_rows, second.trained_at_ms), (2, 66, 123_000));
-    }
-
-    #[test]
-    fn threshold_flags_the_contamination_share_of_training_rows_and_a_spike() {
-        // One training, at the 256th reading, on exactly the 256 rows in the buffer.
-        let config =
-            DetectorConfig { contamination: 0.05, min_train: 256, retrain_interval_ms: i64::MAX, ..small_config() };
-        let mut d = OnlineForest::new(config);
-        let s: Arc<str> = "h1".into();
-        for i in 0..256 {
-            d.observe(&s, SensorType::Humidity, i * 1000, 45.0 + ((i * 37) % 11) as f64 * 0.2);
-        }
-        let model = d.model_for(&s, SensorType::Humidity).expect("trained").clone();
-        // The threshold is the 95% quantile of the training scores: at most 5% of them lie above it.
-        let rows: Vec<Features> =
-            d.state.models[&ScopeKey::Type(SensorType::Humidity)].training.iter().copied().collect();
-        let above = rows.iter().filter(|r| model.forest.score(*r) > model.threshold).count();
-        assert_eq!(model.training_rows, 256);
-        assert!(above <= 12, "{above} of 256 above the threshold, at most 5% may be");
-        let Judgement::Scored { anomaly, score } = d.observe(&s, SensorType::Humidity, 256_000, 95.0) else {
-            panic!("expected a score")
-        };
-        assert!(anomaly, "spike scored {score}, threshold {}", model.threshold);
-    }
-}
+mod tests;

@@ -9,10 +9,18 @@
 //! that leaves the window (stable where a naive sum of squares cancels catastrophically), and are
 //! recomputed exactly from the window every `history` updates so rounding cannot accumulate.
 //!
-//! A constant history (std = 0) is handled without dividing by zero: the standard deviation is
-//! floored at 1e-12 of the mean's magnitude (at least 1e-12), far below any real sensor's noise but
-//! above rounding error, so a value equal to the constant scores 0 and any change from it scores
-//! very high (and finite).
+//! # Flat histories
+//!
+//! A constant history (a sensor at rest, a counter at zero, a square wave between its edges) has a
+//! standard deviation of 0, and the seed divided by it: any change scored infinity, the top score
+//! for the most ordinary event. Here the standard deviation is floored at `std_floor` (default 1%)
+//! of the **signal's scale**: the range of every value the sensor has sent (kept as its lowest and
+//! highest value; not the mean's magnitude, which says nothing of how far a signal moves: pressure
+//! sits at 1013 hPa and moves by tenths), and never below 1e-12. So on a flat
+//! stretch a value must move more than `threshold x std_floor` of the signal's scale (3% by default)
+//! to be an anomaly, and the score of a change is `|change| / floor`: finite, proportional to the
+//! change. A signal that has never moved at all (range 0, mean 0) keeps the 1e-12 floor: its first
+//! move is news. The preset `"seed"` restores the seed's floor (`std_floor` 1e-12) for comparison.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
@@ -21,9 +29,54 @@ use iotstream_plugin_sdk::SensorIdentity;
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
 use serde::{Deserialize, Serialize};
 
-/// Configuration of the z-score stage.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+/// The smallest standard deviation a score divides by, whatever the signal's scale: above rounding
+/// error of any f64 a sensor sends, so a score stays finite.
+const MIN_STD: f64 = 1e-12;
+
+/// A named set of defaults.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Preset {
+    /// The fixed detector: `std_floor` 0.01.
+    #[default]
+    Default,
+    /// The seed's semantics: 3 sigma over the last 100 readings, the standard deviation floored at
+    /// 1e-12 of the signal's range (any change of a flat signal scores about 1e12).
+    Seed,
+}
+
+/// The configuration as written: a preset, and any key that overrides it.
+#[derive(Debug, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+struct RawConfig {
+    preset: Preset,
+    history: Option<usize>,
+    threshold: Option<f64>,
+    min_history: Option<usize>,
+    history_ms: Option<i64>,
+    std_floor: Option<f64>,
+}
+
+impl From<RawConfig> for ZScoreConfig {
+    fn from(raw: RawConfig) -> Self {
+        let base = match raw.preset {
+            Preset::Default => ZScoreConfig::default(),
+            Preset::Seed => ZScoreConfig::seed(),
+        };
+        ZScoreConfig {
+            history: raw.history.unwrap_or(base.history),
+            threshold: raw.threshold.unwrap_or(base.threshold),
+            min_history: raw.min_history.unwrap_or(base.min_history),
+            history_ms: raw.history_ms.or(base.history_ms),
+            std_floor: raw.std_floor.unwrap_or(base.std_floor),
+        }
+    }
+}
+
+/// Configuration of the z-score stage (JSON: these keys and `preset`, `"default"` or `"seed"`, whose
+/// values the other keys override).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "RawConfig")]
 pub struct ZScoreConfig {
     /// Values kept per sensor. Default 100, as the seed.
     pub history: usize,
@@ -36,15 +89,25 @@ pub struct ZScoreConfig {
     /// (a sliding window over event time, capped at `history` values). Default: none, the seed's
     /// last-100-readings window.
     pub history_ms: Option<i64>,
+    /// The standard deviation's floor, as a share of the signal's range (module docs). Default 0.01:
+    /// below the noise of every sensor the simulator models (their noise is 5% or more of the range
+    /// they cover), yet a flat signal needs a move of 3% of its range to alarm. A large excursion
+    /// widens the range for good, so it raises the floor: the price of a memory of two numbers.
+    pub std_floor: f64,
 }
 
 impl Default for ZScoreConfig {
     fn default() -> Self {
-        ZScoreConfig { history: 100, threshold: 3.0, min_history: 30, history_ms: None }
+        ZScoreConfig { history: 100, threshold: 3.0, min_history: 30, history_ms: None, std_floor: 0.01 }
     }
 }
 
 impl ZScoreConfig {
+    /// The seed's configuration (preset `"seed"`).
+    pub fn seed() -> Self {
+        ZScoreConfig { std_floor: MIN_STD, ..ZScoreConfig::default() }
+    }
+
     /// Checks the values, naming the first one that is wrong.
     pub fn validate(&self) -> Result<(), String> {
         if self.history < 2 {
@@ -52,6 +115,9 @@ impl ZScoreConfig {
         }
         if !(self.threshold.is_finite() && self.threshold > 0.0) {
             return Err(format!("threshold must be a positive number, got {}", self.threshold));
+        }
+        if !(self.std_floor.is_finite() && self.std_floor > 0.0 && self.std_floor < 1.0) {
+            return Err(format!("std_floor must be in (0, 1), got {}", self.std_floor));
         }
         if self.history_ms.is_some_and(|ms| ms <= 0) {
             return Err(format!("history_ms must be positive, got {:?}", self.history_ms));
@@ -67,7 +133,7 @@ impl ZScoreConfig {
 }
 
 /// The rolling window of one sensor.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct History {
     values: VecDeque<f64>,
     /// Event times of `values` (kept for the sliding variant).
@@ -75,9 +141,34 @@ pub struct History {
     mean: f64,
     m2: f64,
     updates_since_exact: usize,
+    /// The lowest and highest value the sensor ever sent: its range, the signal's scale.
+    low: f64,
+    high: f64,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            values: VecDeque::new(),
+            times: VecDeque::new(),
+            mean: 0.0,
+            m2: 0.0,
+            updates_since_exact: 0,
+            // No value yet: an empty range (high < low), widened by the first value.
+            low: f64::INFINITY,
+            high: f64::NEG_INFINITY,
+        }
+    }
 }
 
 impl History {
+    /// The standard deviation a score divides by: the window's, floored at `std_floor` of the
+    /// signal's scale (module docs).
+    fn floored_std(&self, std_floor: f64) -> f64 {
+        let range = if self.high >= self.low { self.high - self.low } else { 0.0 };
+        self.std().max(std_floor * range).max(MIN_STD)
+    }
+
     fn std(&self) -> f64 {
         let n = self.values.len() as f64;
         (self.m2.max(0.0) / n).sqrt()
@@ -109,6 +200,8 @@ impl History {
         if self.values.len() >= capacity {
             self.pop_oldest();
         }
+        self.low = self.low.min(value);
+        self.high = self.high.max(value);
         self.values.push_back(value);
         self.times.push_back(timestamp_ms);
         let n = self.values.len() as f64;
@@ -163,8 +256,7 @@ impl ZScore {
         let judgement = if history.values.len() < self.config.min_history {
             Judgement::WarmingUp
         } else {
-            let floor = (history.mean.abs() * 1e-12).max(1e-12);
-            let score = (value - history.mean).abs() / history.std().max(floor);
+            let score = (value - history.mean).abs() / history.floored_std(self.config.std_floor);
             Judgement::Scored { score, anomaly: score > self.config.threshold }
         };
         history.push(timestamp_ms, value, self.config.history);
@@ -175,7 +267,7 @@ impl ZScore {
 impl Detector for ZScore {
     type Config = ZScoreConfig;
     type State = ZScoreState;
-    const STATE_VERSION: u32 = 1;
+    const STATE_VERSION: u32 = 2;
 
     fn create(config: ZScoreConfig) -> Result<Self, String> {
         config.validate()?;
@@ -196,82 +288,4 @@ impl Detector for ZScore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn detector(history: usize, min_history: usize) -> ZScore {
-        ZScore::new(ZScoreConfig { history, threshold: 3.0, min_history, history_ms: None })
-    }
-
-    #[test]
-    fn scores_against_the_values_before_and_warms_up_first() {
-        let mut z = detector(4, 4);
-        let s: Arc<str> = "t1".into();
-        for v in [10.0, 12.0, 10.0, 12.0] {
-            assert_eq!(z.observe(&s, v), Judgement::WarmingUp);
-        }
-        // History 10, 12, 10, 12: mean 11, population std 1; |14 - 11| / 1 = 3, not above 3.
-        assert_eq!(z.observe(&s, 14.0), Judgement::Scored { score: 3.0, anomaly: false });
-        // History is now 12, 10, 12, 14: mean 12, variance (0+4+0+4)/4 = 2.
-        let Judgement::Scored { score, anomaly } = z.observe(&s, 17.0) else { panic!("expected a score") };
-        assert!((score - 5.0 / 2.0_f64.sqrt()).abs() < 1e-12);
-        assert!(anomaly);
-    }
-
-    #[test]
-    fn sensors_are_independent() {
-        let mut z = detector(3, 2);
-        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
-        z.observe(&a, 1.0);
-        z.observe(&a, 3.0);
-        assert_eq!(z.observe(&b, 100.0), Judgement::WarmingUp);
-        // a: mean 2, std 1.
-        assert_eq!(z.observe(&a, 5.0), Judgement::Scored { score: 3.0, anomaly: false });
-    }
-
-    #[test]
-    fn sliding_event_time_window_forgets_old_values() {
-        let config = ZScoreConfig { history: 100, threshold: 3.0, min_history: 2, history_ms: Some(10_000) };
-        let mut z = ZScore::new(config);
-        let s: Arc<str> = "t".into();
-        // 100 and 300 at 0 s and 1 s; then 10 and 12 at 20 s and 21 s: the first two are out of
-        // the 10 s window by then, so 14 at 22 s is judged against 10, 12 only (mean 11, std 1).
-        for (ts, v) in [(0, 100.0), (1_000, 300.0), (20_000, 10.0), (21_000, 12.0)] {
-            z.observe_at(&s, ts, v);
-        }
-        assert_eq!(z.observe_at(&s, 22_000, 14.0), Judgement::Scored { score: 3.0, anomaly: false });
-        // After a gap longer than the window, the history is empty again: warming up.
-        assert_eq!(z.observe_at(&s, 60_000, 14.0), Judgement::WarmingUp);
-        let err = ZScore::create(ZScoreConfig { history_ms: Some(0), ..ZScoreConfig::default() }).err();
-        assert_eq!(err.as_deref(), Some("history_ms must be positive, got Some(0)"));
-    }
-
-    #[test]
-    fn constant_signal_gives_finite_scores() {
-        let mut z = detector(10, 5);
-        let s: Arc<str> = "stuck".into();
-        for _ in 0..10 {
-            z.observe(&s, 21.5);
-        }
-        assert_eq!(z.observe(&s, 21.5), Judgement::Scored { score: 0.0, anomaly: false });
-        let Judgement::Scored { score, anomaly } = z.observe(&s, 21.6) else { panic!("expected a score") };
-        assert!(score.is_finite() && anomaly, "score {score}");
-    }
-
-    #[test]
-    fn rolling_statistics_stay_exact_far_from_zero() {
-        // Values near 1e9 with unit spread: a naive sum of squares loses every digit here.
-        let mut z = detector(100, 30);
-        let s: Arc<str> = "p".into();
-        let values: Vec<f64> = (0..1000).map(|i| 1e9 + f64::from(i % 7)).collect();
-        for v in &values {
-            z.observe(&s, *v);
-        }
-        let window = &values[values.len() - 100..];
-        let mean = window.iter().sum::<f64>() / 100.0;
-        let std = (window.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / 100.0).sqrt();
-        let Judgement::Scored { score, .. } = z.observe(&s, 1e9 + 10.0) else { panic!("expected a score") };
-        let expected = (1e9 + 10.0 - mean).abs() / std;
-        assert!((score - expected).abs() < 1e-6 * expected, "{score} vs {expected}");
-    }
-}
+mod tests;

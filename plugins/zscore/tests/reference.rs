@@ -18,7 +18,7 @@ proptest! {
         threshold in 1.0_f64..5.0,
     ) {
         let min_history = min_seed.min(history);
-        let mut detector = ZScore::new(ZScoreConfig { history, threshold, min_history, history_ms: None });
+        let mut detector = ZScore::new(ZScoreConfig { history, threshold, min_history, ..ZScoreConfig::default() });
         let sensors: Vec<Arc<str>> = ["a", "b", "c"].iter().map(|s| Arc::from(*s)).collect();
         let mut seen: Vec<Vec<f64>> = vec![Vec::new(); 3];
         for (sensor, raw) in readings {
@@ -32,7 +32,8 @@ proptest! {
                 let n = window.len() as f64;
                 let mean = window.iter().sum::<f64>() / n;
                 let std = (window.iter().map(|v| (v - mean) * (v - mean)).sum::<f64>() / n).sqrt();
-                let floor = (mean.abs() * 1e-12).max(1e-12);
+                let (lo, hi) = past.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(l, h), v| (l.min(*v), h.max(*v)));
+                let floor = (0.01 * (hi - lo)).max(1e-12);
                 let expected = (value - mean).abs() / std.max(floor);
                 let Judgement::Scored { score, anomaly } = judgement else {
                     return Err(TestCaseError::fail("expected a score"));

@@ -1,0 +1,207 @@
+//! The online forest against hand-computed cases.
+
+use super::*;
+
+fn small_config() -> DetectorConfig {
+    DetectorConfig {
+        trees: 50,
+        min_history: 1,
+        min_train: 64,
+        train_rows: 256,
+        retrain_interval_ms: 60_000,
+        // The tests below are about training and thresholds as such: fit whenever due, threshold
+        // from the training rows (the bound and the validation rows have tests of their own).
+        min_rows_between_fits: 1,
+        validation_share: 0.0,
+        ..DetectorConfig::default()
+    }
+}
+
+#[test]
+fn per_sensor_scope_keeps_one_model_per_sensor() {
+    let mut d = OnlineForest::new(DetectorConfig { model_scope: ModelScope::Sensor, ..small_config() });
+    let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+    for i in 0..64 {
+        d.observe(&a, SensorType::Co2, i * 1000, 400.0 + (i % 3) as f64);
+    }
+    for i in 0..63 {
+        d.observe(&b, SensorType::Co2, i * 1000, 800.0 + (i % 5) as f64);
+    }
+    // a has 64 rows of its own and a model; b, of the same type, has 63 and none yet.
+    assert_eq!(d.model_for(&a, SensorType::Co2).map(|m| (m.generation, m.training_rows)), Some((1, 64)));
+    assert!(d.model_for(&b, SensorType::Co2).is_none());
+    // b's 64th row trains its own model, which scores that reading.
+    assert!(matches!(d.observe(&b, SensorType::Co2, 99_000, 801.0), Judgement::Scored { .. }));
+    assert_eq!(d.model_for(&b, SensorType::Co2).map(|m| m.training_rows), Some(64));
+    let by_type = OnlineForest::new(small_config());
+    assert!(by_type.model_for(&a, SensorType::Co2).is_none());
+}
+
+#[test]
+fn a_new_sensor_warms_up_and_does_not_train_until_it_has_min_history() {
+    let mut d = OnlineForest::new(DetectorConfig { min_history: 5, ..small_config() });
+    let s: Arc<str> = "t1".into();
+    // Readings 1-4 of the sensor neither train nor get judged; reading 5 + 63 more fill min_train.
+    for i in 0..67 {
+        assert_eq!(d.observe(&s, SensorType::Co2, i * 1000, 400.0 + (i % 3) as f64), Judgement::WarmingUp);
+    }
+    assert!(matches!(d.observe(&s, SensorType::Co2, 67_000, 401.0), Judgement::Scored { .. }));
+    assert_eq!(d.model_for(&s, SensorType::Co2).map(|m| m.training_rows), Some(64));
+}
+
+#[test]
+fn features_match_hand_computed_values() {
+    let mut h = SensorHistory::default();
+    features(&mut h, 3, FeatureSet::Seed, 0, 10.0);
+    features(&mut h, 3, FeatureSet::Seed, 0, 20.0);
+    features(&mut h, 3, FeatureSet::Seed, 0, 30.0);
+    // 06:00 UTC: angle pi/2. History 20, 30, 60 (10 fell out): mean 110/3, range 40.
+    let mut stationary = h.clone();
+    let f = features(&mut h, 3, FeatureSet::Seed, 6 * 3_600_000, 60.0);
+    // The stationary set: the same, with constant hour slots.
+    let mut robust = stationary.clone();
+    let g = features(&mut stationary, 3, FeatureSet::Stationary, 6 * 3_600_000, 60.0);
+    assert_eq!((g[1], g[2]), (0.0, 0.0));
+    assert_eq!([g[0], g[3], g[4], g[5], g[6]], [f[0], f[3], f[4], f[5], f[6]]);
+    // The robust set over 20, 30, 60: median 30, deviations 10, 0, 30 so MAD 10; 60 - 30 = 30.
+    assert_eq!(features(&mut robust, 3, FeatureSet::Robust, 0, 60.0), [60.0, 0.0, 0.0, 30.0, 30.0, 10.0, 30.0]);
+    let mean = 110.0 / 3.0;
+    let std = (((20.0 - mean) * (20.0 - mean) + (30.0 - mean) * (30.0 - mean) + (60.0 - mean) * (60.0 - mean))
+        / 3.0_f64)
+        .sqrt();
+    assert_eq!(f[0], 60.0);
+    assert!((f[1] - 1.0).abs() < 1e-12 && f[2].abs() < 1e-12);
+    assert_eq!(f[3], 30.0);
+    assert!((f[4] - mean).abs() < 1e-12 && (f[5] - std).abs() < 1e-12);
+    assert_eq!(f[6], 40.0);
+}
+
+#[test]
+fn warms_up_then_trains_then_retrains_on_event_time() {
+    let mut d = OnlineForest::new(small_config());
+    let s: Arc<str> = "t1".into();
+    for i in 0..63 {
+        assert_eq!(d.observe(&s, SensorType::Temperature, i * 1000, 20.0 + (i % 5) as f64 * 0.1), Judgement::WarmingUp);
+    }
+    assert!(matches!(d.observe(&s, SensorType::Temperature, 63_000, 20.2), Judgement::Scored { .. }));
+    let first = d.model_for(&s, SensorType::Temperature).cloned().expect("trained");
+    assert_eq!((first.generation, first.training_rows, first.trained_at_ms), (1, 64, 63_000));
+    assert!(d.model_for(&s, SensorType::Humidity).is_none());
+    // 59 s of event time later: not yet due; 60 s later: retrained on the newer rows.
+    d.observe(&s, SensorType::Temperature, 122_999, 20.1);
+    assert_eq!(d.model_for(&s, SensorType::Temperature).map(|m| m.generation), Some(1));
+    d.observe(&s, SensorType::Temperature, 123_000, 20.1);
+    let second = d.model_for(&s, SensorType::Temperature).expect("retrained");
+    assert_eq!((second.generation, second.training_rows, second.trained_at_ms), (2, 66, 123_000));
+}
+
+#[test]
+fn threshold_flags_the_contamination_share_of_training_rows_and_a_spike() {
+    // One training, at the 256th reading, on exactly the 256 rows in the buffer.
+    let config =
+        DetectorConfig { contamination: 0.05, min_train: 256, retrain_interval_ms: i64::MAX, ..small_config() };
+    let mut d = OnlineForest::new(config);
+    let s: Arc<str> = "h1".into();
+    for i in 0..256 {
+        d.observe(&s, SensorType::Humidity, i * 1000, 45.0 + ((i * 37) % 11) as f64 * 0.2);
+    }
+    let model = d.model_for(&s, SensorType::Humidity).expect("trained").clone();
+    // The threshold is the 95% quantile of the training scores: at most 5% of them lie above it.
+    let rows: Vec<Features> = d.state.models[&ScopeKey::Type(SensorType::Humidity)].training.iter().copied().collect();
+    let above = rows.iter().filter(|r| model.forest.score(*r) > model.threshold).count();
+    assert_eq!(model.training_rows, 256);
+    assert!(above <= 12, "{above} of 256 above the threshold, at most 5% may be");
+    let Judgement::Scored { anomaly, score } = d.observe(&s, SensorType::Humidity, 256_000, 95.0) else {
+        panic!("expected a score")
+    };
+    assert!(anomaly, "spike scored {score}, threshold {}", model.threshold);
+}
+
+#[test]
+fn a_backfill_spanning_weeks_fits_a_bounded_number_of_times() {
+    // 4000 readings 5 minutes apart (two weeks) in one batch, the defaults: the interval passes at
+    // every reading. Rows start at the 10th reading (min_history): 3991 rows. Fits: the first at
+    // 256 rows, then on doubling at 512, 1024 and 2048 (the buffer's size), then every 1024 rows
+    // (min_rows_between_fits) at 3072: 5. The seed's rule fitted at every reading from the 256th.
+    let mut d = OnlineForest::new(DetectorConfig { trees: 10, ..DetectorConfig::default() });
+    let s: Arc<str> = "t".into();
+    let identity = iotstream_plugin_sdk::SensorIdentity {
+        sensor_id: s.clone(),
+        sensor_type: SensorType::Temperature,
+        location: "l".into(),
+    };
+    let batch: Vec<(&iotstream_plugin_sdk::SensorIdentity, i64, f64)> =
+        (0..4000).map(|i| (&identity, i * 300_000, 20.0 + f64::from((i * 37 % 11) as i32) * 0.1)).collect();
+    let judgements = d.judge_batch(&batch).expect("judged");
+    let model = d.model_for(&s, SensorType::Temperature).expect("trained");
+    // Row 3072 is reading 3080 (0-based: readings 0-8 warm up, row 1 is reading 9).
+    assert_eq!((model.generation, model.buffer_rows, model.trained_at_ms), (5, 2048, 3080 * 300_000));
+    let generations: std::collections::BTreeSet<u32> =
+        judgements.iter().filter_map(|(_, m)| m.map(|m| m.generation)).collect();
+    assert_eq!(generations.into_iter().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+}
+
+#[test]
+fn the_threshold_is_the_budget_quantile_of_held_out_rows() {
+    let config = DetectorConfig {
+        contamination: 0.05,
+        min_train: 256,
+        train_rows: 256,
+        retrain_interval_ms: i64::MAX,
+        validation_share: 0.25,
+        ..small_config()
+    };
+    let mut d = OnlineForest::new(config);
+    let s: Arc<str> = "h".into();
+    for i in 0..256 {
+        d.observe(&s, SensorType::Humidity, i * 1000, 45.0 + ((i * 37) % 11) as f64 * 0.2);
+    }
+    let model = d.model_for(&s, SensorType::Humidity).expect("trained").clone();
+    // Fitted on the older 192 rows; the threshold is the ceil(0.95 x 64) = 61st smallest score of
+    // the newest 64.
+    assert_eq!((model.training_rows, model.buffer_rows), (192, 256));
+    let rows: Vec<Features> = d.state.models[&ScopeKey::Type(SensorType::Humidity)].training.iter().copied().collect();
+    let mut held: Vec<f64> = rows[192..].iter().map(|r| model.forest.score(r)).collect();
+    held.sort_by(f64::total_cmp);
+    assert_eq!(model.threshold, held[60]);
+}
+
+#[test]
+fn a_new_time_of_day_is_no_cliff_without_the_hour_features() {
+    // One sensor, one reading a minute from 00:00 to 06:00 (a model per sensor, trained on those
+    // hours), then the same kind of values at 18:00, an hour the model never saw.
+    let run = |features| {
+        let config = DetectorConfig {
+            features,
+            model_scope: ModelScope::Sensor,
+            retrain_interval_ms: i64::MAX,
+            ..DetectorConfig::default()
+        };
+        let mut d = OnlineForest::new(config);
+        let s: Arc<str> = "t".into();
+        let value = |i: i64| 21.0 + ((i * 37) % 11) as f64 * 0.05;
+        for i in 0..360 {
+            d.observe(&s, SensorType::Temperature, i * 60_000, value(i));
+        }
+        (360..420)
+            .filter(|i| {
+                let at = 18 * 3_600_000 + (i - 360) * 60_000;
+                matches!(d.observe(&s, SensorType::Temperature, at, value(*i)), Judgement::Scored { anomaly: true, .. })
+            })
+            .count()
+    };
+    let (robust, stationary, seed) = (run(FeatureSet::Robust), run(FeatureSet::Stationary), run(FeatureSet::Seed));
+    // The budget is 1%: under one reading of 60. The seed's features flag 18 of them (30%).
+    assert_eq!((robust, stationary), (0, 0), "ordinary values at a new hour");
+    assert!(seed > 10, "the seed's features flag the new hour: {seed} of 60");
+}
+
+#[test]
+fn the_seed_preset_restores_the_seed_and_keys_override_it() {
+    let parse = |json: &str| serde_json::from_str::<DetectorConfig>(json).map_err(|e| e.to_string());
+    assert_eq!(parse("{}"), Ok(DetectorConfig::default()));
+    let seed = parse(r#"{"preset": "seed"}"#).expect("seed");
+    assert_eq!((seed.features, seed.validation_share, seed.retrain_interval_ms), (FeatureSet::Seed, 0.0, 300_000));
+    assert_eq!(parse(r#"{"preset": "seed", "trees": 7}"#).map(|c| (c.trees, c.features)), Ok((7, FeatureSet::Seed)));
+    assert!(parse(r#"{"hour_features": true}"#).is_err_and(|e| e.contains("unknown field")));
+}
