@@ -7,6 +7,7 @@ use leptos_router::components::{A, Route, Router, Routes};
 use leptos_router::hooks::use_location;
 use leptos_router::path;
 
+use crate::admin::Admin;
 use crate::filters::FilterBar;
 use crate::live::{Connection, LiveFeed, connect};
 use crate::pages::{analytics::Analytics, ml::Ml, plugins::Plugins, realtime::Realtime, windows::Windows};
@@ -60,6 +61,8 @@ fn Tabs() -> impl IntoView {
 pub fn App() -> impl IntoView {
     let feed: LiveFeed = connect("/api/stream");
     provide_context(feed);
+    // The admin token, typed in on the plugins tab and kept in the page's memory only.
+    provide_context(Admin::new());
     let status = move || match feed.connection.get() {
         Connection::Connecting => ("connecting", "status connecting"),
         Connection::Live => ("live", "status live"),

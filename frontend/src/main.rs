@@ -5,8 +5,9 @@
 //! Layout: [`live`] (the event source, the bounded live points), [`fetch`] (API reads),
 //! [`filters`] (the filter bar, in the URL), [`chart`] and [`options`] (ECharts and the options
 //! built for it), [`app`] (the shell and routes), [`pages`] (one module per tab), [`components`]
-//! (KPI cards and tables).
+//! (KPI cards and tables), [`admin`] (the admin token and actions).
 
+mod admin;
 mod app;
 mod chart;
 mod components;

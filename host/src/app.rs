@@ -15,6 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::config::RunConfig;
 use crate::http::live::Live;
+use crate::http::metrics::Throughput;
 use crate::http::{ApiState, router};
 use crate::kafka::{EmbeddedBroker, KafkaError, Source};
 use crate::pipeline::{Pipeline, PipelineError, PluginReload, StartError};
@@ -101,14 +102,22 @@ pub async fn run(
     let live = start_live_view(&store).await?;
     announce_plugins(&live, &plugins, &failures);
     let server = serve_http(config, &store, &live, listener, &shutdown)?;
+    if !config.summary_interval.is_zero() {
+        tokio::spawn(log_summaries(live.clone(), *config.summary_interval, shutdown.clone()));
+    }
     // The API serves while the brokers are still unreachable, and says so.
     live.set_broker(Some(OutageCode::BrokersConnecting));
     let result = match Source::connect_retrying(brokers, &config.group, &config.topic, &shutdown).await {
         Some(source) => {
             live.set_broker(None);
             info!(source = source.identity(), partitions = source.partitions().len(), "kafka source connected");
-            match Pipeline::start(config.pipeline(), source, plugins, reload, store, live, &shutdown).await {
-                Ok(Some(pipeline)) => pipeline.run(shutdown.clone()).await.map_err(RunError::from),
+            match Pipeline::start(config.pipeline(), source, plugins, reload, store, live.clone(), &shutdown).await {
+                Ok(Some(pipeline)) => {
+                    live.set_processing(true);
+                    let ran = pipeline.run(shutdown.clone()).await.map_err(RunError::from);
+                    live.set_processing(false);
+                    ran
+                }
                 // Stopped while another host owned the source.
                 Ok(None) => Ok(()),
                 Err(err) => Err(err.into()),
@@ -171,7 +180,8 @@ fn serve_http(
     listener: TcpListener,
     shutdown: &CancellationToken,
 ) -> Result<JoinHandle<std::io::Result<()>>, RunError> {
-    let state = ApiState::with_max_streams(store.clone(), live.clone(), shutdown.clone(), config.max_streams);
+    let state = ApiState::with_max_streams(store.clone(), live.clone(), shutdown.clone(), config.max_streams)
+        .with_admin_token(config.admin_token.as_deref());
     let app = router(state, config.dashboard_dir.clone());
     let address = listener.local_addr().map_err(RunError::Http)?;
     info!(url = %format!("http://{address}/"), "dashboard served");
@@ -179,6 +189,33 @@ fn serve_http(
     Ok(tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(server_shutdown.cancelled_owned()).await
     }))
+}
+
+/// Logs one throughput line every `every` until `shutdown`: what was consumed and stored in the
+/// interval, the totals, the consumer lag and whether database and brokers answer.
+async fn log_summaries(live: Arc<Live>, every: std::time::Duration, shutdown: CancellationToken) {
+    let (mut before, mut at) = (live.metrics().totals(), tokio::time::Instant::now());
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let (now, totals) = (tokio::time::Instant::now(), live.metrics().totals());
+        let throughput = Throughput::between(before, totals, now - at);
+        let snapshot = live.snapshot();
+        info!(
+            received = throughput.received,
+            stored = throughput.stored,
+            stored_per_second = format!("{:.1}", throughput.stored_per_second),
+            received_total = totals.0,
+            stored_total = totals.1,
+            lag = snapshot.consumer_lag.values().sum::<i64>(),
+            database_up = snapshot.database_up,
+            broker_up = snapshot.broker_up,
+            "throughput"
+        );
+        (before, at) = (totals, now);
+    }
 }
 
 /// The embedded default: an in-process broker with the topic, and (unless disabled) the simulator

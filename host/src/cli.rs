@@ -9,12 +9,14 @@ use crate::commands::bench::BenchConfig;
 use crate::commands::bench_forest::BenchForestConfig;
 use crate::commands::bench_plugins::BenchPluginsConfig;
 use crate::commands::evaluate::EvaluateConfig;
+use crate::commands::health::HealthConfig;
 use crate::commands::iforest::IforestConfig;
 use crate::commands::plugin_check::CheckConfig;
 use crate::commands::plugin_new::NewConfig;
 use crate::commands::replay::ReplayConfig;
 use crate::commands::{
-    bench, bench_forest, bench_plugins, blocking, evaluate, iforest, plugin_check, plugin_new, print_json, replay,
+    bench, bench_forest, bench_plugins, blocking, evaluate, health, iforest, plugin_check, plugin_new, print_json,
+    replay,
 };
 use crate::config::RunConfig;
 use crate::simulate::SimulateConfig;
@@ -26,9 +28,36 @@ pub struct Cli {
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, env = "IOTSTREAM_LOG", default_value = "info", global = true)]
     pub log: String,
+    /// Log lines as text (for people) or JSON objects (for a log collector). Logs go to stderr;
+    /// stdout carries only the commands' reports.
+    #[arg(long, env = "IOTSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One line of text per event (coloured on a terminal).
+    Text,
+    /// One JSON object per line: timestamp, level, target, the message and fields, the spans.
+    Json,
+}
+
+impl Cli {
+    /// Starts logging to stderr in the chosen format, filtered by `--log`.
+    pub fn init_logging(&self) -> Result<(), tracing_subscriber::filter::ParseError> {
+        let filter = tracing_subscriber::EnvFilter::try_new(&self.log)?;
+        let builder = tracing_subscriber::fmt().with_writer(std::io::stderr).with_env_filter(filter);
+        match self.log_format {
+            // Colours only for a terminal: logs piped to a file or a collector stay plain text.
+            LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init(),
+            LogFormat::Json => builder.json().with_current_span(false).init(),
+        }
+        Ok(())
+    }
 }
 
 /// `iotstream plugin ...`.
@@ -53,6 +82,8 @@ pub enum Command {
     BenchForest(BenchForestConfig),
     /// Measure each plugin alone: its algorithm natively and its `.wasm` through the host.
     BenchPlugins(BenchPluginsConfig),
+    /// Ask a running host's probe (`/readyz`, or `/healthz`): exit 0 when it passes, 1 when not.
+    Health(HealthConfig),
     /// Tools for plugin authors.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -89,6 +120,10 @@ impl Command {
             }
             Command::BenchPlugins(config) => {
                 bench_plugins::print(&blocking(move || bench_plugins::bench_plugins(&config)).await?)
+            }
+            Command::Health(config) => {
+                println!("{}", health::check(&config).await?);
+                Ok(())
             }
             Command::Plugin(PluginCommand::New(config)) => plugin_new::print(&config, plugin_new::scaffold(&config)?),
             Command::Plugin(PluginCommand::Check(config)) => {

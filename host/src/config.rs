@@ -86,6 +86,14 @@ pub struct RunConfig {
     /// refused.
     #[arg(long, env = "IOTSTREAM_PLUGIN_ENV_ALLOW", value_delimiter = ',')]
     pub plugin_env_allow: Vec<String>,
+    /// The bearer token the admin endpoints (`/api/admin/*`: release a quarantined plugin, promote
+    /// or discard a shadow, reload) require. Unset: they are off (403).
+    #[arg(long, env = "IOTSTREAM_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// How often a one-line throughput summary is logged ("0s": never). A minute keeps the log
+    /// readable at any rate while an operator still sees a stall within one.
+    #[arg(long, env = "IOTSTREAM_SUMMARY_INTERVAL", default_value = "1m")]
+    pub summary_interval: humantime::Duration,
     /// Partitions of the embedded broker's topic (each keeps ~5 MB: size for the data).
     #[arg(long, env = "IOTSTREAM_EMBEDDED_PARTITIONS", default_value_t = 12)]
     pub embedded_partitions: i32,

@@ -11,11 +11,7 @@ async fn main() -> anyhow::Result<()> {
     // First of all: a SIGTERM during start-up must stop the host gracefully, not kill it.
     let signals = Signals::register();
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        // Colours only for a terminal: logs piped to a file or a collector stay plain text.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&cli.log).context("invalid --log filter")?)
-        .init();
+    cli.init_logging().context("invalid --log filter")?;
     let shutdown = CancellationToken::new();
     tokio::spawn(signals.cancel_on_signal(shutdown.clone()));
     cli.command.execute(shutdown).await

@@ -3,6 +3,8 @@
 use iotstream_api::{Named, PluginAction, PluginEvent, PluginState, PluginStatus, PredictionRow, ReadingRow};
 use leptos::prelude::*;
 
+use crate::admin::Admin;
+
 fn time(t: &chrono::DateTime<chrono::Utc>) -> String {
     t.format("%H:%M:%S%.3f").to_string()
 }
@@ -71,6 +73,8 @@ pub fn DetectionsTable(
 pub fn PluginsTable(
     /// The plugins.
     rows: Signal<Vec<PluginStatus>>,
+    /// The admin token: with one, a plugin in backoff or quarantine gets a release button.
+    admin: Admin,
 ) -> impl IntoView {
     view! {
         <div class="panel">
@@ -80,11 +84,12 @@ pub fn PluginsTable(
                     <th>"name"</th><th>"kind"</th><th>"version"</th><th>"state"</th><th>"calls"</th>
                     <th>"readings"</th><th>"outputs"</th><th>"errors"</th><th>"in a row"</th><th>"restarts"</th>
                     <th>"skipped"</th><th>"memory"</th><th>"state size"</th><th>"p50 µs"</th><th>"p99 µs"</th>
-                    <th>"last error"</th>
+                    <th>"last error"</th><th></th>
                 </tr></thead>
                 <tbody>
                     {move || rows.get().into_iter().map(|p| {
                         let class = if p.state != PluginState::Running || p.consecutive_failures > 0 { "failing" } else { "" };
+                        let release = release_button(admin, &p.name, p.state);
                         view! {
                         <tr class=class>
                             <td>{p.name}</td>
@@ -103,12 +108,21 @@ pub fn PluginsTable(
                             <td class="num">{format!("{:.0}", p.p50_call_micros)}</td>
                             <td class="num">{format!("{:.0}", p.p99_call_micros)}</td>
                             <td>{p.last_error.unwrap_or_default()}</td>
+                            <td>{release}</td>
                         </tr>
                     }}).collect_view()}
                 </tbody>
             </table>
         </div>
     }
+}
+
+/// A release button for a held plugin, when an admin token was typed in.
+fn release_button(admin: Admin, name: &str, state: PluginState) -> impl IntoView + use<> {
+    let path = format!("/api/admin/plugins/{name}/release");
+    let id = format!("release-{name}");
+    (admin.enabled() && state != PluginState::Running)
+        .then(|| view! { <button id=id on:click=move |_| admin.act(path.clone())>"release"</button> })
 }
 
 /// What happened to plugins while the host ran: loads, hot swaps (with the state hand-off and the

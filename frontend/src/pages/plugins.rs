@@ -1,9 +1,11 @@
-//! Plugins: every plugin's health and resources and what happened to them (live), and the dead
-//! letters by reason with the newest entries (read from the API every few seconds).
+//! Plugins: every plugin's health and resources and what happened to them (live), the admin
+//! actions (with the host's admin token), and the dead letters by reason with the newest entries
+//! (read from the API every few seconds).
 
 use iotstream_api::{DeadLetterCount, DeadLetterRow, Named};
 use leptos::prelude::*;
 
+use crate::admin::{Admin, AdminBar};
 use crate::components::tables::{PluginEventsTable, PluginsTable};
 use crate::fetch::{get_json, loaded, refresh_tick};
 use crate::live::LiveFeed;
@@ -12,6 +14,7 @@ use crate::live::LiveFeed;
 #[component]
 pub fn Plugins() -> impl IntoView {
     let feed = expect_context::<LiveFeed>();
+    let admin = expect_context::<Admin>();
     let tick = refresh_tick();
     let counts = LocalResource::new(move || {
         tick.track();
@@ -22,7 +25,8 @@ pub fn Plugins() -> impl IntoView {
         get_json::<Vec<DeadLetterRow>>("/api/dead-letters?limit=20")
     });
     view! {
-        <PluginsTable rows=Signal::derive(move || feed.view.get().plugins) />
+        <AdminBar admin=admin />
+        <PluginsTable rows=Signal::derive(move || feed.view.get().plugins) admin=admin />
         <PluginEventsTable rows=Signal::derive(move || feed.view.get().plugin_events) />
         <section class="grid">
             <div class="panel">

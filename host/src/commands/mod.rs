@@ -12,11 +12,13 @@
 //! * [`replay`]: one detector over a recorded series; [`evaluate`]: detectors scored against labels
 //!   (NAB's method, the simulator's episodes); [`iforest`]: the forest on any tabular CSV.
 //! * [`plugin_check`]: a plugin author's check of a component; [`plugin_new`]: a new plugin crate.
+//! * [`health`]: a running host's probe, for healthchecks.
 
 pub mod bench;
 pub mod bench_forest;
 pub mod bench_plugins;
 pub mod evaluate;
+pub mod health;
 pub mod iforest;
 pub mod plugin_check;
 pub mod plugin_new;

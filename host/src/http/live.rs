@@ -13,6 +13,8 @@ use iotstream_api::{
 use tokio::sync::broadcast;
 use tracing::error;
 
+use super::metrics::{PipelineMetrics, Snapshot};
+use crate::pipeline::AdminChannel;
 use crate::plugins::output::{display_detail, display_text};
 use crate::store::{Refused, RefusedOrigin, Totals};
 
@@ -69,6 +71,10 @@ struct State {
     last_checkpoint: Option<DateTime<Utc>>,
     /// While another host owns the source: what this one waits for.
     standby: Option<String>,
+    /// Whether the pipeline runs: it owns the source, its plugins are installed and it consumes.
+    processing: bool,
+    /// Messages behind each partition's end, as librdkafka last reported.
+    consumer_lag: std::collections::BTreeMap<i32, i64>,
     /// Plugin files refused, by plugin (cleared when a later version loads or the file goes).
     plugin_failures: std::collections::BTreeMap<String, String>,
     /// What happened to plugins while the host ran, oldest first (at most [`PLUGIN_EVENTS`]).
@@ -80,6 +86,8 @@ pub struct Live {
     state: Mutex<State>,
     events: broadcast::Sender<LiveEvent>,
     started_at: DateTime<Utc>,
+    metrics: PipelineMetrics,
+    admin: AdminChannel,
 }
 
 impl Live {
@@ -110,11 +118,15 @@ impl Live {
                 broker_down: None,
                 last_checkpoint: None,
                 standby: None,
+                processing: false,
+                consumer_lag: Default::default(),
                 plugin_failures: Default::default(),
                 plugin_events: VecDeque::new(),
             }),
             events,
             started_at: Utc::now(),
+            metrics: PipelineMetrics::default(),
+            admin: AdminChannel::default(),
         }
     }
 
@@ -213,6 +225,45 @@ impl Live {
     /// connected yet).
     pub fn standby(&self) -> Option<String> {
         self.lock().standby.clone()
+    }
+
+    /// Records that the pipeline runs (`true`: it owns the source with its plugins installed and
+    /// consumes) or has stopped; `/readyz` answers from it.
+    pub fn set_processing(&self, processing: bool) {
+        self.lock().processing = processing;
+    }
+
+    /// Whether the pipeline runs (see [`Live::set_processing`]).
+    pub fn processing(&self) -> bool {
+        self.lock().processing
+    }
+
+    /// Records each partition's consumer lag.
+    pub fn set_consumer_lag(&self, lag: std::collections::BTreeMap<i32, i64>) {
+        self.lock().consumer_lag = lag;
+    }
+
+    /// The channel of admin requests to the pipeline.
+    pub fn admin(&self) -> &AdminChannel {
+        &self.admin
+    }
+
+    /// The pipeline's counters and histograms.
+    pub fn metrics(&self) -> &PipelineMetrics {
+        &self.metrics
+    }
+
+    /// What `/metrics` reads off the view at a scrape.
+    pub fn snapshot(&self) -> Snapshot {
+        let mut state = self.lock();
+        let stats = self.stats_of(&mut state);
+        Snapshot {
+            database_up: stats.database_ok,
+            broker_up: stats.broker_ok,
+            pipeline_running: state.processing && state.standby.is_none(),
+            checkpoint_age: state.last_checkpoint.and_then(|at| (Utc::now() - at).to_std().ok()),
+            consumer_lag: state.consumer_lag.clone(),
+        }
     }
 
     /// Records that the file of `plugin` was refused (`Some`) or that it loaded (`None`).

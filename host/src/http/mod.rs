@@ -6,9 +6,15 @@
 //! * this module: the router and the JSON endpoints, answered from PostgreSQL and the live view;
 //! * [`live`]: the live view, the fold of every committed batch the pipeline publishes;
 //! * [`sse`]: `GET /api/stream`, the live view as server-sent events;
-//! * [`prometheus`]: `GET /metrics` in Prometheus's text format.
+//! * [`admin`]: the admin actions, behind a bearer token;
+//! * [`metrics`]: the pipeline's and the API's own metrics;
+//! * [`prometheus`]: `GET /metrics` in Prometheus's text format;
+//! * [`probes`]: `GET /healthz` and `GET /readyz`, answered by status code.
 
+pub mod admin;
 pub mod live;
+pub mod metrics;
+pub mod probes;
 pub mod prometheus;
 mod sse;
 
@@ -41,6 +47,8 @@ pub struct ApiState {
     pub shutdown: CancellationToken,
     /// A permit per live stream that may be open.
     streams: Arc<tokio::sync::Semaphore>,
+    /// The admin endpoints' token (`None`: they are off).
+    admin_token: Option<admin::AdminToken>,
 }
 
 /// Live streams served at once by default: a dashboard holds one; beyond this many, a new one is
@@ -69,7 +77,13 @@ impl ApiState {
 
     /// [`ApiState::new`] with at most `max_streams` live streams at once.
     pub fn with_max_streams(store: Store, live: Arc<Live>, shutdown: CancellationToken, max_streams: usize) -> Self {
-        ApiState { store, live, shutdown, streams: Arc::new(tokio::sync::Semaphore::new(max_streams)) }
+        let streams = Arc::new(tokio::sync::Semaphore::new(max_streams));
+        ApiState { store, live, shutdown, streams, admin_token: None }
+    }
+
+    /// The same state with the admin endpoints behind `token` (`None`, or an empty token: off).
+    pub fn with_admin_token(self, token: Option<&str>) -> Self {
+        ApiState { admin_token: token.and_then(admin::AdminToken::new), ..self }
     }
 }
 
@@ -124,6 +138,11 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         // Live streams are bounded by their own permits, not by the request slots they would hold.
         .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
         .route("/api/stream", get(sse::stream))
+        // Probes never wait behind the API's requests: a busy host is not a dead one.
+        .route("/healthz", get(probes::healthz))
+        .route("/readyz", get(probes::readyz))
+        .merge(admin::routes(state.clone()))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), count_request))
         .with_state(state);
     let index = dashboard_dir.join("index.html");
     if index.exists() {
@@ -312,7 +331,8 @@ async fn shadows(State(state): State<ApiState>) -> Result<impl IntoResponse, Api
 
 /// `GET /metrics`.
 async fn metrics(State(state): State<ApiState>) -> Response {
-    match prometheus::encode(state.live.plugins()) {
+    let snapshot = state.live.snapshot();
+    match prometheus::encode_all(state.live.plugins(), state.live.metrics(), &snapshot) {
         Ok(text) => ([(axum::http::header::CONTENT_TYPE, prometheus::CONTENT_TYPE)], text).into_response(),
         Err(err) => {
             // Encoding into a String fails only through a bug in the encoder: say so, leak nothing.
@@ -320,4 +340,17 @@ async fn metrics(State(state): State<ApiState>) -> Response {
             StatusCode::INTERNAL_SERVER_ERROR.into_response()
         }
     }
+}
+
+/// Counts each request by the route it matched and its status (`iotstream_http_requests_total`).
+async fn count_request(
+    State(state): State<ApiState>,
+    route: axum::extract::MatchedPath,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = route.as_str().to_owned();
+    let response = next.run(request).await;
+    state.live.metrics().record_request(&route, response.status().as_u16());
+    response
 }

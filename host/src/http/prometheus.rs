@@ -2,6 +2,8 @@
 //! exposition format (version 0.0.4), encoded by `prometheus-client` from the plugin statuses the
 //! live view holds, so they are the numbers `GET /api/plugins` shows.
 //!
+//! The pipeline's own metrics ([`super::metrics`]) are encoded beside them, as `iotstream_*`.
+//!
 //! Each series is labelled `plugin` (the file name) and `kind`; `iotstream_plugin_state` has one
 //! series per state, 1 for the plugin's current one (the usual encoding of an enum as a gauge).
 
@@ -13,6 +15,8 @@ use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
+use super::metrics::{PipelineMetrics, Snapshot};
+
 /// The `Content-Type` of the text format.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
 
@@ -20,8 +24,25 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 pub fn encode(plugins: Vec<PluginStatus>) -> Result<String, Error> {
     let mut registry = Registry::with_prefix("iotstream_plugin");
     registry.register_collector(Box::new(Plugins(plugins)));
+    to_text(&registry)
+}
+
+/// Encodes the pipeline's metrics (`iotstream_*`, with `snapshot`'s gauges) and the plugins'
+/// (`iotstream_plugin_*`) in the text format.
+pub fn encode_all(
+    plugins: Vec<PluginStatus>,
+    pipeline: &PipelineMetrics,
+    snapshot: &Snapshot,
+) -> Result<String, Error> {
+    let mut registry = Registry::with_prefix("iotstream");
+    pipeline.register(&mut registry, snapshot);
+    registry.sub_registry_with_prefix("plugin").register_collector(Box::new(Plugins(plugins)));
+    to_text(&registry)
+}
+
+fn to_text(registry: &Registry) -> Result<String, Error> {
     let mut text = String::new();
-    prometheus_client::encoding::prometheus_text::encode(&mut text, &registry)?;
+    prometheus_client::encoding::prometheus_text::encode(&mut text, registry)?;
     Ok(text)
 }
 

@@ -87,6 +87,10 @@ impl Source {
             // After an outage, reconnect within 2 s of the broker's return (librdkafka's default
             // backoff grows to 10 s).
             .set("reconnect.backoff.max.ms", "2000")
+            // Broker states every second (SourceHealth): a broker back, or a passing error on an
+            // idle topic, is seen within a second without waiting for a message; a report is a
+            // few KB of JSON, parsed once a second.
+            .set("statistics.interval.ms", "1000")
             .create_with_context(SourceContext { health: health.clone() })?;
         let consumer = Arc::new(consumer);
         let (lookup, topic_name) = (consumer.clone(), topic.to_owned());

@@ -160,6 +160,7 @@ impl Pipeline {
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(10))
             .without_max_times();
+        let started = std::time::Instant::now();
         let write = || store.write(rows);
         let retried =
             write.retry(backoff).when(|err| !matches!(err, StoreError::NotOwner { .. })).notify(|err, delay| {
@@ -170,6 +171,7 @@ impl Pipeline {
             result = retried => match result {
                 Ok(written) => {
                     live.set_database(None);
+                    live.metrics().record_write(started.elapsed());
                     Some(written)
                 }
                 Err(err) => {
@@ -207,6 +209,8 @@ pub(super) fn publish(
         live.record_refused(refused);
     }
     let written = written.totals;
+    let messages = rows.readings.len() + rows.dead_letters.len();
+    live.metrics().record_batch(messages, written.readings, rows.dead_letters.iter().map(|d| d.reason));
     let detections = rows
         .predictions
         .iter()

@@ -22,11 +22,14 @@
 //! * `batch`: one batch: validate, run the stages, start its transaction, publish it;
 //! * `stages`: the plugins and the sensor catalog they share (run, restore, checkpoint, install);
 //! * `reload`: the watched plugins folder, changes applied at batch boundaries.
+//! * `admin`: admin actions from the API, through a channel drained at batch boundaries.
 
+pub use self::admin::{ANSWER_WITHIN, AdminAction, AdminChannel, AdminError};
 pub use self::reload::PluginReload;
 use self::stages::Stages;
 pub use self::stages::plugin_status;
 
+mod admin;
 mod batch;
 mod reload;
 mod stages;
@@ -123,6 +126,9 @@ pub struct Pipeline {
     last_checkpoint: Option<Instant>,
     stages: Stages,
     reload: Option<PluginReload>,
+    /// Admin requests from the API, done at batch boundaries (`None`: another pipeline of this
+    /// process took them).
+    admin: Option<tokio::sync::mpsc::Receiver<admin::AdminRequest>>,
     /// The previous batch's transaction, running while this batch is computed.
     in_flight: Option<InFlight>,
     store: Store,
@@ -148,6 +154,7 @@ impl Pipeline {
             };
             let broker_up = self.source_health.is_up();
             self.live.set_broker((!broker_up).then_some(OutageCode::BrokersUnreachable));
+            self.live.set_consumer_lag(self.source_health.consumer_lag());
             // Nothing to compute meanwhile: let the batch in flight finish.
             let step =
                 if batch.is_empty() { self.finish_in_flight().await } else { self.process(&batch, &shutdown).await };
@@ -163,6 +170,7 @@ impl Pipeline {
                 break;
             }
             self.apply_plugin_changes();
+            self.apply_admin_requests();
         }
         if failure.is_none() {
             failure = self.finish_in_flight().await.err();

@@ -59,23 +59,49 @@ impl PluginReload {
         PluginReload { runtime, watcher, loading: Vec::new() }
     }
 
+    /// The watched folder.
+    pub(super) fn dir(&self) -> &std::path::Path {
+        self.watcher.dir()
+    }
+
+    /// Starts loading `name` from the folder, superseding a load of it still in progress; false
+    /// if its file is gone.
+    fn start_load(&mut self, name: String) -> bool {
+        self.loading.retain(|l| l.name != name);
+        let path = self.watcher.dir().join(format!("{name}.wasm"));
+        if !path.exists() {
+            return false;
+        }
+        let runtime = self.runtime.clone();
+        let task = tokio::task::spawn_blocking(move || {
+            let started = Instant::now();
+            (runtime.load(&path), started.elapsed().as_millis())
+        });
+        self.loading.push(Loading { name, task });
+        true
+    }
+
+    /// Starts loading every plugin of the folder again (an admin's reload); how many.
+    pub(super) fn reload_all(&mut self) -> usize {
+        let names: Vec<String> = std::fs::read_dir(self.watcher.dir())
+            .map(|entries| {
+                entries
+                    .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                    .filter(|f| !f.starts_with('.'))
+                    .filter_map(|f| f.strip_suffix(".wasm").map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.into_iter().filter(|name| self.start_load(name.clone())).count()
+    }
+
     /// Starts loading what changed since the last call, and returns what is ready: loads that
     /// finished, and removals. Never blocks.
     pub(super) fn poll(&mut self) -> Vec<Change> {
         let mut changes = Vec::new();
         for name in self.watcher.changed() {
             debug!(plugin = %name, "plugin files changed");
-            // A newer change of a plugin supersedes a load still in progress.
-            self.loading.retain(|l| l.name != name);
-            let path = self.watcher.dir().join(format!("{name}.wasm"));
-            if path.exists() {
-                let runtime = self.runtime.clone();
-                let task = tokio::task::spawn_blocking(move || {
-                    let started = Instant::now();
-                    (runtime.load(&path), started.elapsed().as_millis())
-                });
-                self.loading.push(Loading { name, task });
-            } else {
+            if !self.start_load(name.clone()) {
                 changes.push(Change::Removed { name });
             }
         }

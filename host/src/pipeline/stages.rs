@@ -68,6 +68,11 @@ impl Stages {
         None
     }
 
+    /// The running plugin named `name`.
+    pub(super) fn get_mut(&mut self, name: &str) -> Option<&mut Plugin> {
+        self.detectors.iter_mut().chain(&mut self.shadows).chain(&mut self.aggregators).find(|p| p.name() == name)
+    }
+
     /// Whether a plugin named `name` runs.
     pub(super) fn contains(&self, name: &str) -> bool {
         self.detectors.iter().chain(&self.shadows).chain(&self.aggregators).any(|p| p.name() == name)

@@ -71,6 +71,7 @@ impl Pipeline {
             last_checkpoint: None,
             stages,
             reload,
+            admin: live.admin().take_receiver(),
             in_flight: None,
             store,
             live,

@@ -2,6 +2,7 @@
 //! connects to the live stream, shows the KPIs and the newest readings, updates without a reload,
 //! and shows, on the plugins tab reached without a reload, a plugin swapped and a file refused as
 //! they happen. `dashboard_tabs.rs` visits every tab.
+//! Its admin actions need the token.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -236,6 +237,47 @@ async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool)
     simulator.1.cancel();
     let report = simulator.0.await.expect("simulator task").expect("simulator");
     assert_eq!(report.failed, 0);
+    browser.quit().await;
+    host.stop().await.expect("clean shutdown");
+}
+
+/// Types `text` into the input `id` as a person would (the page listens for `input` events).
+fn type_into(id: &str, text: &str) -> String {
+    format!(
+        "const input = document.getElementById('{id}'); input.value = '{text}'; \
+         input.dispatchEvent(new Event('input', {{ bubbles: true }})); return input.value;"
+    )
+}
+
+const ADMIN_STATE: &str = "return {
+    connection: document.getElementById('connection')?.textContent ?? null,
+    reload_disabled: document.getElementById('admin-reload')?.disabled ?? null,
+    answer: document.getElementById('admin-answer')?.textContent ?? null,
+    release_buttons: document.querySelectorAll('#plugins button').length,
+    first_event: document.querySelector('#plugin-events tbody tr')?.children[1].textContent + ' '
+        + document.querySelector('#plugin-events tbody tr')?.children[2].textContent,
+};";
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn dashboard_admin_actions_need_the_token(pool: PgPool) {
+    let scratch = scratch_folder("dashboard-admin");
+    put(scratch.path(), "zscore.wasm", &std::fs::read(plugin_path("zscore")).expect("built plugin"));
+    let host = Host::start(pool, Some(scratch.path()), &["--admin-token", "dash-s3cret"]).await;
+    crate::probes::wait_for_status(&format!("http://{}/readyz", host.addr), 200).await;
+    let browser = Browser::start().await;
+    // The admin actions are on the plugins tab.
+    browser.goto(&format!("http://{}/plugins", host.addr)).await;
+    let start = browser.until("the page goes live", ADMIN_STATE, |s| s["connection"] == "live").await;
+    // No token typed: nothing to click; a running plugin has no release button.
+    assert_eq!((start["reload_disabled"].clone(), start["release_buttons"].clone()), (json!(true), json!(0)));
+    assert_eq!(browser.script(&type_into("admin-token", "wrong")).await, "wrong");
+    browser.script("document.getElementById('admin-reload').click(); return null;").await;
+    browser.until("the refusal shows", ADMIN_STATE, |s| s["answer"] == "a valid bearer token is required").await;
+    browser.script(&type_into("admin-token", "dash-s3cret")).await;
+    browser.script("document.getElementById('admin-reload').click(); return null;").await;
+    let reloading = "1 plugins reloading; each is installed at a batch boundary once loaded";
+    browser.until("the host's answer shows", ADMIN_STATE, |s| s["answer"] == reloading).await;
+    browser.until("the swap shows", ADMIN_STATE, |s| s["first_event"] == "zscore swapped").await;
     browser.quit().await;
     host.stop().await.expect("clean shutdown");
 }

@@ -138,15 +138,16 @@ fn spawn_host(brokers: &str, url: &str, plugins: &Path) -> HostProcess {
         .args(["--plugins", &plugins.display().to_string(), "--checkpoint-interval", "1s"])
         .args(["--batch-max", "500", "--batch-linger-ms", "20"])
         .env("IOTSTREAM_LOG", "warn,iotstream::app=info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        // The logs are on stderr.
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start iotstream");
     let (tx, lines) = std::sync::mpsc::channel();
-    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
     std::thread::spawn(move || {
         use std::io::BufRead;
-        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
             if tx.send(line).is_err() {
                 break;
             }

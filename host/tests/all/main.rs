@@ -4,6 +4,7 @@
 
 mod support;
 
+mod admin;
 mod api_limits;
 mod batch_log;
 mod compose;
@@ -17,10 +18,12 @@ mod faults;
 mod history;
 mod hot_swap;
 mod iforest;
+mod image;
 mod isolation;
 mod plugin_new;
 mod plugins;
 mod poison;
+mod probes;
 mod process;
 mod python;
 mod quality;

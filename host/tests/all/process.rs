@@ -1,6 +1,7 @@
 //! The `iotstream` binary as an operator runs it: `iotstream run` with no broker starts the embedded
 //! broker, logs the dashboard URL and the broker address; an external Kafka client (kcat) produces
-//! to that broker; the readings are stored; SIGTERM stops the process cleanly and quickly.
+//! to that broker; the readings are stored; SIGTERM stops the process cleanly and quickly. Its logs
+//! go to stderr (here as JSON, `--log-format json`), never to stdout.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -10,11 +11,9 @@ use sqlx::PgPool;
 
 use crate::support::{count_rows, database_url, wait_for};
 
-/// The value of `key="..."` or `key=...` in a log line.
-fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
-    let start = line.find(&format!("{key}="))? + key.len() + 1;
-    let rest = line[start..].trim_start_matches('"');
-    Some(rest.split(|c: char| c == '"' || c.is_whitespace()).next().unwrap_or(rest))
+/// A JSON log line's field `key` (`--log-format json` puts an event's fields under `fields`).
+fn field(line: &serde_json::Value, key: &str) -> Option<String> {
+    line["fields"][key].as_str().map(str::to_owned)
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
@@ -24,17 +23,20 @@ async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: Pg
     let mut child = Command::new(env!("CARGO_BIN_EXE_iotstream"))
         .args(["run", "--listen", "127.0.0.1:0", "--no-simulator", "--plugins", plugins, "--database-url", &url])
         // The readings below have fixed dates.
-        .args(["--max-age", "off"])
+        .args(["--max-age", "off", "--log-format", "json", "--summary-interval", "1s"])
         .env_remove("IOTSTREAM_BROKERS")
+        .env("IOTSTREAM_LOG", "info")
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::piped())
         .spawn()
         .expect("start iotstream");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let stderr = child.stderr.take().expect("stderr");
+    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            // Every line is one JSON object.
+            let parsed = serde_json::from_str(&line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+            if tx.send(parsed).is_err() {
                 break;
             }
         }
@@ -44,11 +46,13 @@ async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: Pg
     while dashboard.is_none() || bootstrap.is_none() {
         let line =
             rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("iotstream logs its addresses");
-        if line.contains("dashboard served") {
-            dashboard = field(&line, "url").map(str::to_owned);
+        let message = field(&line, "message").unwrap_or_default();
+        if message == "dashboard served" {
+            dashboard = field(&line, "url");
         }
-        if line.contains("embedded Kafka-protocol broker started") {
-            bootstrap = field(&line, "bootstrap").map(str::to_owned);
+        if message == "embedded Kafka-protocol broker started" {
+            bootstrap = field(&line, "bootstrap");
+            assert_eq!(line["level"], "INFO", "{line}");
         }
     }
     let (dashboard, bootstrap) = (dashboard.unwrap_or_default(), bootstrap.unwrap_or_default());
@@ -81,6 +85,7 @@ async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: Pg
     let stats: serde_json::Value =
         reqwest::get(format!("{dashboard}api/stats")).await.expect("api").json().await.expect("json");
     assert_eq!(stats["readings_total"], 3);
+    assert_summary_and_metrics(&dashboard, &rx).await;
 
     // SIGTERM: a clean exit (status 0) within a few seconds.
     let stopped = Instant::now();
@@ -94,4 +99,50 @@ async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: Pg
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert!(status.success(), "exit status {status}");
+    // `run` reports nothing on stdout: the logs are all on stderr.
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().expect("stdout"), &mut stdout).expect("read stdout");
+    assert_eq!(stdout, "");
+}
+
+/// The periodic summary (every second here) and `/metrics` of the host at `dashboard`, after it
+/// stored three readings and dead-lettered one message; `rx` carries its JSON log lines.
+async fn assert_summary_and_metrics(dashboard: &str, rx: &std::sync::mpsc::Receiver<serde_json::Value>) {
+    // The periodic summary (every second here) counts the four messages and the three readings.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let summary = loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("a throughput line");
+        if field(&line, "message").as_deref() == Some("throughput") && line["fields"]["stored_total"] == 3 {
+            break line;
+        }
+    };
+    assert_eq!(summary["fields"]["received_total"], 4, "{summary}");
+    // /metrics: the pipeline's counters, the dead letter by its reason, the request just made.
+    let metrics = reqwest::get(format!("{dashboard}metrics")).await.expect("metrics").text().await.expect("text");
+    for expected in [
+        "iotstream_messages_received_total 4",
+        "iotstream_readings_stored_total 3",
+        r#"iotstream_dead_letters_total{reason="malformed"} 1"#,
+        r#"iotstream_http_requests_total{route="/api/stats",status="200"} 1"#,
+        "iotstream_database_up 1",
+        "iotstream_broker_up 1",
+        "iotstream_pipeline_running 1",
+    ] {
+        assert!(metrics.lines().any(|l| l == expected), "{expected} missing from:\n{metrics}");
+    }
+    // The consumer lag, from librdkafka's statistics: every message read and committed, nothing
+    // behind on any partition it reports.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let metrics = reqwest::get(format!("{dashboard}metrics")).await.expect("metrics").text().await.expect("text");
+        let lag: Vec<i64> = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("iotstream_consumer_lag_messages{")?.rsplit(' ').next()?.parse().ok())
+            .collect();
+        if !lag.is_empty() && lag.iter().all(|&behind| behind == 0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "consumer lag never 0: {lag:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -1,0 +1,225 @@
+//! The pipeline's own metrics, beside the plugins' ([`super::prometheus`] encodes both): what came
+//! in and what was stored, dead letters by reason, batch sizes and write times, API requests
+//! (counted as they happen, in `prometheus-client`'s atomic types), and what is read off the live
+//! view at each scrape (database, brokers and pipeline up, checkpoint age, consumer lag).
+//!
+//! The pipeline records into [`PipelineMetrics`] at the point it publishes a committed batch, so
+//! every figure here is of committed work; the API's middleware records each request.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use iotstream_api::{DeadLetterReason, Named};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Batch-size buckets: 1 message doubling to 8192, past the default `--batch-max` of 5000, so a
+/// full batch and a trickle of single messages land in different buckets.
+const BATCH_MESSAGE_BUCKETS: (f64, f64, u16) = (1.0, 2.0, 14);
+/// Write-time buckets: 1 ms doubling to about 33 s; a healthy commit takes milliseconds, a write
+/// retried through an outage (backoff up to 10 s a try) tens of seconds.
+const WRITE_SECONDS_BUCKETS: (f64, f64, u16) = (0.001, 2.0, 16);
+
+/// A dead letter's reason.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: &'static str,
+}
+
+/// An API request: the route it matched (a bounded set, never the raw path) and its status.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: String,
+    status: u16,
+}
+
+/// A Kafka partition.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartitionLabels {
+    partition: i32,
+}
+
+/// Counters and histograms of the pipeline and the API, shared (every type is atomic inside).
+#[derive(Debug, Clone)]
+pub struct PipelineMetrics {
+    received: Counter,
+    stored: Counter,
+    dead_letters: Family<ReasonLabels, Counter>,
+    batch_messages: Histogram,
+    write_seconds: Histogram,
+    requests: Family<RequestLabels, Counter>,
+}
+
+impl Default for PipelineMetrics {
+    fn default() -> Self {
+        let buckets = |(start, factor, length)| exponential_buckets(start, factor, length);
+        PipelineMetrics {
+            received: Counter::default(),
+            stored: Counter::default(),
+            dead_letters: Family::default(),
+            batch_messages: Histogram::new(buckets(BATCH_MESSAGE_BUCKETS)),
+            write_seconds: Histogram::new(buckets(WRITE_SECONDS_BUCKETS)),
+            requests: Family::default(),
+        }
+    }
+}
+
+/// What changed between two readings of [`PipelineMetrics::totals`]: the periodic summary line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Throughput {
+    /// Messages consumed into committed batches in the interval.
+    pub received: u64,
+    /// Readings stored in the interval.
+    pub stored: u64,
+    /// Stored readings per second over the interval.
+    pub stored_per_second: f64,
+}
+
+impl Throughput {
+    /// Between totals `before` and `after` (each: received, stored), `elapsed` apart.
+    pub fn between(before: (u64, u64), after: (u64, u64), elapsed: Duration) -> Throughput {
+        let stored = after.1.saturating_sub(before.1);
+        let seconds = elapsed.as_secs_f64();
+        Throughput {
+            received: after.0.saturating_sub(before.0),
+            stored,
+            stored_per_second: if seconds > 0.0 { stored as f64 / seconds } else { 0.0 },
+        }
+    }
+}
+
+/// What a scrape reads off the live view.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// The last database write succeeded.
+    pub database_up: bool,
+    /// The brokers answer.
+    pub broker_up: bool,
+    /// The pipeline runs (owns the source, consumes).
+    pub pipeline_running: bool,
+    /// Since the last checkpoint of this process (`None`: none yet).
+    pub checkpoint_age: Option<Duration>,
+    /// Messages behind the partition's end, per partition, as librdkafka last reported.
+    pub consumer_lag: BTreeMap<i32, i64>,
+}
+
+impl PipelineMetrics {
+    /// A committed batch: `messages` consumed, `stored` readings new to the database, and the
+    /// reason of each message dead-lettered.
+    pub fn record_batch(&self, messages: usize, stored: u64, dead_letters: impl Iterator<Item = DeadLetterReason>) {
+        self.received.inc_by(messages as u64);
+        self.stored.inc_by(stored);
+        self.batch_messages.observe(messages as f64);
+        for reason in dead_letters {
+            self.dead_letters.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
+        }
+    }
+
+    /// A batch's write, from its start to the commit (retries included).
+    pub fn record_write(&self, took: Duration) {
+        self.write_seconds.observe(took.as_secs_f64());
+    }
+
+    /// An API request on `route` answered `status`.
+    pub fn record_request(&self, route: &str, status: u16) {
+        self.requests.get_or_create(&RequestLabels { route: route.to_owned(), status }).inc();
+    }
+
+    /// Messages consumed into committed batches, and readings stored, since start.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.received.get(), self.stored.get())
+    }
+
+    /// Registers every metric, with `snapshot`'s gauges, in `registry`.
+    pub fn register(&self, registry: &mut Registry, snapshot: &Snapshot) {
+        let received = "Messages consumed into committed batches (a batch replayed after a restart counts again)";
+        registry.register("messages_received", received, self.received.clone());
+        registry.register("readings_stored", "Readings new to the database", self.stored.clone());
+        let dead = "Messages dead-lettered, by reason (a batch replayed after a restart counts again)";
+        registry.register("dead_letters", dead, self.dead_letters.clone());
+        registry.register("batch_messages", "Messages per committed batch", self.batch_messages.clone());
+        let write = "Time from a batch's write to its commit, retries included";
+        registry.register("batch_write_seconds", write, self.write_seconds.clone());
+        registry.register("http_requests", "API requests by route and status", self.requests.clone());
+        let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
+            let gauge = Gauge::<i64>::default();
+            gauge.set(value);
+            registry.register(name, help, gauge);
+        };
+        gauge(registry, "database_up", "1 when the last database write succeeded", snapshot.database_up.into());
+        gauge(registry, "broker_up", "1 when the Kafka brokers answer", snapshot.broker_up.into());
+        gauge(
+            registry,
+            "pipeline_running",
+            "1 while the pipeline owns the source and consumes",
+            snapshot.pipeline_running.into(),
+        );
+        if let Some(age) = snapshot.checkpoint_age {
+            let seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            seconds.set(age.as_secs_f64());
+            registry.register("checkpoint_age_seconds", "Since this process's last checkpoint", seconds);
+        }
+        let lag = Family::<PartitionLabels, Gauge>::default();
+        for (&partition, &behind) in &snapshot.consumer_lag {
+            lag.get_or_create(&PartitionLabels { partition }).set(behind);
+        }
+        registry.register("consumer_lag_messages", "Messages behind each partition's end", lag);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn throughput_is_the_difference_over_the_interval() {
+        let t = Throughput::between((100, 90), (1100, 1040), Duration::from_secs(10));
+        assert_eq!(t, Throughput { received: 1000, stored: 950, stored_per_second: 95.0 });
+        assert_eq!(Throughput::between((5, 5), (5, 5), Duration::ZERO).stored_per_second, 0.0);
+    }
+
+    #[test]
+    fn a_batch_and_a_request_encode_exactly() {
+        let metrics = PipelineMetrics::default();
+        let reasons = [DeadLetterReason::Malformed, DeadLetterReason::Malformed];
+        metrics.record_batch(5, 3, reasons.into_iter());
+        metrics.record_write(Duration::from_millis(3));
+        metrics.record_request("/api/stats", 200);
+        let snapshot = Snapshot {
+            database_up: true,
+            broker_up: false,
+            pipeline_running: true,
+            checkpoint_age: Some(Duration::from_millis(2500)),
+            consumer_lag: BTreeMap::from([(0, 7), (2, 0)]),
+        };
+        let mut registry = Registry::with_prefix("iotstream");
+        metrics.register(&mut registry, &snapshot);
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).expect("encodes");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        for expected in [
+            "iotstream_messages_received_total 5",
+            "iotstream_readings_stored_total 3",
+            r#"iotstream_dead_letters_total{reason="malformed"} 2"#,
+            r#"iotstream_batch_messages_bucket{le="4"} 0"#,
+            r#"iotstream_batch_messages_bucket{le="8"} 1"#,
+            "iotstream_batch_messages_sum 5.0",
+            "iotstream_batch_messages_count 1",
+            r#"iotstream_batch_write_seconds_bucket{le="0.002"} 0"#,
+            r#"iotstream_batch_write_seconds_bucket{le="0.004"} 1"#,
+            r#"iotstream_http_requests_total{route="/api/stats",status="200"} 1"#,
+            "iotstream_database_up 1",
+            "iotstream_broker_up 0",
+            "iotstream_pipeline_running 1",
+            "iotstream_checkpoint_age_seconds 2.5",
+            r#"iotstream_consumer_lag_messages{partition="0"} 7"#,
+            r#"iotstream_consumer_lag_messages{partition="2"} 0"#,
+        ] {
+            assert!(lines.contains(&expected), "{expected} missing from:\n{text}");
+        }
+    }
+}
