@@ -89,9 +89,10 @@ pub fn Ml() -> impl IntoView {
                 let agreement: Vec<_> = q.agreement.into_iter().filter(|d| f.sensor_type.is_none_or(|t| t == d.sensor_type)).collect();
                 if detectors.is_empty() { return view! { <p class="empty">"no judged verdicts yet"</p> }.into_any() }
                 view! {
-                    <table id="quality"><thead><tr><th>"detector"</th><th>"type"</th><th>"judged"</th><th>"precision"</th><th>"recall"</th><th>"F1"</th></tr></thead><tbody>
+                    <table id="quality"><thead><tr><th>"detector"</th><th>"type"</th><th>"judged"</th><th>"precision"</th><th>"recall"</th><th>"F1"</th><th>"alarms/h"</th></tr></thead><tbody>
                         {detectors.into_iter().map(|d| view! { <tr><td>{d.detector}</td><td>{d.sensor_type.as_str()}</td><td class="num">{d.judged}</td>
-                            <td class="num">{percent(d.precision)}</td><td class="num">{percent(d.recall)}</td><td class="num">{percent(d.f1)}</td></tr> }).collect_view()}
+                            <td class="num">{percent(d.precision)}</td><td class="num">{percent(d.recall)}</td><td class="num">{percent(d.f1)}</td>
+                            <td class="num">{d.alarms_per_hour.map_or_else(|| "–".to_owned(), |a| format!("{a:.1}"))}</td></tr> }).collect_view()}
                     </tbody></table>
                     <h2>"Detection method agreement"</h2>
                     <table id="agreement"><thead><tr><th>"detectors"</th><th>"type"</th><th>"both anomaly"</th><th>"both normal"</th><th>"disagree"</th><th>"agreement"</th></tr></thead><tbody>
