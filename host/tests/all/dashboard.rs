@@ -172,73 +172,91 @@ const PAGE_STATE: &str = "return {
         .map(tr => tr.children[1].textContent + ' ' + tr.children[2].textContent),
 };";
 
+/// The longest a browser test may take before it fails instead of holding the suite (a WebDriver
+/// call has its own 60 s limit; this bounds everything else: the host, the simulator, Chromium).
+pub(crate) const BROWSER_TEST_LIMIT: Duration = Duration::from_secs(300);
+
+/// One browser test at a time: each runs Chromium, a host and a simulator, which two cores cannot
+/// carry twice over beside the rest of the suite (run together, a page's main thread starved and
+/// WebDriver calls timed out).
+pub(crate) async fn one_browser_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static SLOT: std::sync::OnceLock<tokio::sync::Mutex<()>> = std::sync::OnceLock::new();
+    SLOT.get_or_init(|| tokio::sync::Mutex::new(())).lock().await
+}
+
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool) {
-    let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/dashboard/index.html");
-    assert!(built.exists(), "{} is missing: run `cargo xtask build` first", built.display());
-    let scratch = scratch_folder("dashboard-plugins");
-    let plugins = scratch.path();
-    for plugin in ["isolation-forest", "zscore", "tumbling-window"] {
-        put(plugins, &format!("{plugin}.wasm"), &std::fs::read(plugin_path(plugin)).expect("built plugin"));
-    }
-    let host = Host::start(pool.clone(), Some(plugins), &[]).await;
-    let simulator = {
-        let (brokers, topic, stop) =
-            (host.broker.bootstrap_servers().to_owned(), host.topic.clone(), CancellationToken::new());
-        let config = simulate_config(&["--rate", "300", "--sensors", "20"]);
-        let task = tokio::spawn({
-            let stop = stop.clone();
-            async move { iotstream::simulate::run(&config, &brokers, &topic, stop).await }
-        });
-        (task, stop)
-    };
-    let browser = Browser::start().await;
-    browser.goto(&format!("http://{}/", host.addr)).await;
-    let first = browser
-        .until("the page goes live with readings", PAGE_STATE, |s| {
-            s["connection"] == "live"
-                && s["readings"].as_f64().is_some_and(|n| n > 0.0)
-                && s["rows"].as_u64().is_some_and(|n| n > 0)
-        })
-        .await;
-    assert!(first["first_sensor"].as_str().is_some_and(|id| id.contains('_')), "{first}");
-    // Without a reload, the numbers move on as batches arrive, and all 20 sensors become active.
-    let seen = first["readings"].as_f64().unwrap_or_default();
-    let later = browser
-        .until("the readings KPI grows and all sensors are active", PAGE_STATE, |s| {
-            s["readings"].as_f64().is_some_and(|n| n > seen) && s["sensors"] == "20"
-        })
-        .await;
-    assert!(later["rows"].as_u64().is_some_and(|n| n <= 50), "{later}");
-    // The page never shows more readings than the database holds.
-    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_readings").fetch_one(&pool).await.expect("count");
-    assert!(later["readings"].as_f64().is_some_and(|n| n <= stored as f64), "{later} vs {stored} stored");
-    // The plugins are on their own tab, reached without a reload (the stream stays open).
-    browser.click("nav.tabs a[href^='/plugins']").await;
-    let tab = browser
-        .until("the plugins tab shows the plugins", PAGE_STATE, |s| {
-            s["plugins"].as_array().is_some_and(|p| p.len() == 3)
-        })
-        .await;
-    assert_eq!(tab["plugins"], json!(["isolation-forest", "zscore", "tumbling-window"]));
-    assert_eq!(tab["connection"], "live", "{tab}");
-    let mut loaded: Vec<String> =
-        serde_json::from_value(tab["plugin_events"].clone()).expect("plugin events are strings");
-    loaded.sort();
-    assert_eq!(loaded, ["isolation-forest loaded", "tumbling-window loaded", "zscore loaded"]);
-    // A new configuration swaps the z-score; a broken file is refused. Both appear, newest first,
-    // pushed to the page as they happen.
-    put(plugins, "zscore.toml", b"name = \"zscore\"\n[config]\nthreshold = 2.5\n");
-    browser.until("the swap shows", PAGE_STATE, |s| s["plugin_events"][0] == "zscore swapped").await;
-    put(plugins, "broken.wasm", b"\0asm not really");
-    let after = browser.until("the refusal shows", PAGE_STATE, |s| s["plugin_events"][0] == "broken refused").await;
-    assert_eq!(after["plugin_events"][1], "zscore swapped", "{after}");
-    assert_eq!(after["plugin_events"].as_array().map(Vec::len), Some(5), "{after}");
-    simulator.1.cancel();
-    let report = simulator.0.await.expect("simulator task").expect("simulator");
-    assert_eq!(report.failed, 0);
-    browser.quit().await;
-    host.stop().await.expect("clean shutdown");
+    let _slot = crate::dashboard::one_browser_at_a_time().await;
+    tokio::time::timeout(crate::dashboard::BROWSER_TEST_LIMIT, async move {
+        let built = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../dist/dashboard/index.html");
+        assert!(built.exists(), "{} is missing: run `cargo xtask build` first", built.display());
+        let scratch = scratch_folder("dashboard-plugins");
+        let plugins = scratch.path();
+        for plugin in ["isolation-forest", "zscore", "tumbling-window"] {
+            put(plugins, &format!("{plugin}.wasm"), &std::fs::read(plugin_path(plugin)).expect("built plugin"));
+        }
+        let host = Host::start(pool.clone(), Some(plugins), &[]).await;
+        let simulator = {
+            let (brokers, topic, stop) =
+                (host.broker.bootstrap_servers().to_owned(), host.topic.clone(), CancellationToken::new());
+            let config = simulate_config(&["--rate", "300", "--sensors", "20"]);
+            let task = tokio::spawn({
+                let stop = stop.clone();
+                async move { iotstream::simulate::run(&config, &brokers, &topic, stop).await }
+            });
+            (task, stop)
+        };
+        let browser = Browser::start().await;
+        browser.goto(&format!("http://{}/", host.addr)).await;
+        let first = browser
+            .until("the page goes live with readings", PAGE_STATE, |s| {
+                s["connection"] == "live"
+                    && s["readings"].as_f64().is_some_and(|n| n > 0.0)
+                    && s["rows"].as_u64().is_some_and(|n| n > 0)
+            })
+            .await;
+        assert!(first["first_sensor"].as_str().is_some_and(|id| id.contains('_')), "{first}");
+        // Without a reload, the numbers move on as batches arrive, and all 20 sensors become active.
+        let seen = first["readings"].as_f64().unwrap_or_default();
+        let later = browser
+            .until("the readings KPI grows and all sensors are active", PAGE_STATE, |s| {
+                s["readings"].as_f64().is_some_and(|n| n > seen) && s["sensors"] == "20"
+            })
+            .await;
+        assert!(later["rows"].as_u64().is_some_and(|n| n <= 50), "{later}");
+        // The page never shows more readings than the database holds.
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM sensor_readings").fetch_one(&pool).await.expect("count");
+        assert!(later["readings"].as_f64().is_some_and(|n| n <= stored as f64), "{later} vs {stored} stored");
+        // The plugins are on their own tab, reached without a reload (the stream stays open).
+        browser.click("nav.tabs a[href^='/plugins']").await;
+        let tab = browser
+            .until("the plugins tab shows the plugins", PAGE_STATE, |s| {
+                s["plugins"].as_array().is_some_and(|p| p.len() == 3)
+            })
+            .await;
+        assert_eq!(tab["plugins"], json!(["isolation-forest", "zscore", "tumbling-window"]));
+        assert_eq!(tab["connection"], "live", "{tab}");
+        let mut loaded: Vec<String> =
+            serde_json::from_value(tab["plugin_events"].clone()).expect("plugin events are strings");
+        loaded.sort();
+        assert_eq!(loaded, ["isolation-forest loaded", "tumbling-window loaded", "zscore loaded"]);
+        // A new configuration swaps the z-score; a broken file is refused. Both appear, newest first,
+        // pushed to the page as they happen.
+        put(plugins, "zscore.toml", b"name = \"zscore\"\n[config]\nthreshold = 2.5\n");
+        browser.until("the swap shows", PAGE_STATE, |s| s["plugin_events"][0] == "zscore swapped").await;
+        put(plugins, "broken.wasm", b"\0asm not really");
+        let after = browser.until("the refusal shows", PAGE_STATE, |s| s["plugin_events"][0] == "broken refused").await;
+        assert_eq!(after["plugin_events"][1], "zscore swapped", "{after}");
+        assert_eq!(after["plugin_events"].as_array().map(Vec::len), Some(5), "{after}");
+        simulator.1.cancel();
+        let report = simulator.0.await.expect("simulator task").expect("simulator");
+        assert_eq!(report.failed, 0);
+        browser.quit().await;
+        host.stop().await.expect("clean shutdown");
+    })
+    .await
+    .expect("the browser test finishes within its time limit");
 }
 
 /// Types `text` into the input `id` as a person would (the page listens for `input` events).
@@ -260,24 +278,29 @@ const ADMIN_STATE: &str = "return {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn dashboard_admin_actions_need_the_token(pool: PgPool) {
-    let scratch = scratch_folder("dashboard-admin");
-    put(scratch.path(), "zscore.wasm", &std::fs::read(plugin_path("zscore")).expect("built plugin"));
-    let host = Host::start(pool, Some(scratch.path()), &["--admin-token", "dash-s3cret"]).await;
-    crate::probes::wait_for_status(&format!("http://{}/readyz", host.addr), 200).await;
-    let browser = Browser::start().await;
-    // The admin actions are on the plugins tab.
-    browser.goto(&format!("http://{}/plugins", host.addr)).await;
-    let start = browser.until("the page goes live", ADMIN_STATE, |s| s["connection"] == "live").await;
-    // No token typed: nothing to click; a running plugin has no release button.
-    assert_eq!((start["reload_disabled"].clone(), start["release_buttons"].clone()), (json!(true), json!(0)));
-    assert_eq!(browser.script(&type_into("admin-token", "wrong")).await, "wrong");
-    browser.script("document.getElementById('admin-reload').click(); return null;").await;
-    browser.until("the refusal shows", ADMIN_STATE, |s| s["answer"] == "a valid bearer token is required").await;
-    browser.script(&type_into("admin-token", "dash-s3cret")).await;
-    browser.script("document.getElementById('admin-reload').click(); return null;").await;
-    let reloading = "1 plugins reloading; each is installed at a batch boundary once loaded";
-    browser.until("the host's answer shows", ADMIN_STATE, |s| s["answer"] == reloading).await;
-    browser.until("the swap shows", ADMIN_STATE, |s| s["first_event"] == "zscore swapped").await;
-    browser.quit().await;
-    host.stop().await.expect("clean shutdown");
+    let _slot = crate::dashboard::one_browser_at_a_time().await;
+    tokio::time::timeout(crate::dashboard::BROWSER_TEST_LIMIT, async move {
+        let scratch = scratch_folder("dashboard-admin");
+        put(scratch.path(), "zscore.wasm", &std::fs::read(plugin_path("zscore")).expect("built plugin"));
+        let host = Host::start(pool, Some(scratch.path()), &["--admin-token", "dash-s3cret"]).await;
+        crate::probes::wait_for_status(&format!("http://{}/readyz", host.addr), 200).await;
+        let browser = Browser::start().await;
+        // The admin actions are on the plugins tab.
+        browser.goto(&format!("http://{}/plugins", host.addr)).await;
+        let start = browser.until("the page goes live", ADMIN_STATE, |s| s["connection"] == "live").await;
+        // No token typed: nothing to click; a running plugin has no release button.
+        assert_eq!((start["reload_disabled"].clone(), start["release_buttons"].clone()), (json!(true), json!(0)));
+        assert_eq!(browser.script(&type_into("admin-token", "wrong")).await, "wrong");
+        browser.script("document.getElementById('admin-reload').click(); return null;").await;
+        browser.until("the refusal shows", ADMIN_STATE, |s| s["answer"] == "a valid bearer token is required").await;
+        browser.script(&type_into("admin-token", "dash-s3cret")).await;
+        browser.script("document.getElementById('admin-reload').click(); return null;").await;
+        let reloading = "1 plugins reloading; each is installed at a batch boundary once loaded";
+        browser.until("the host's answer shows", ADMIN_STATE, |s| s["answer"] == reloading).await;
+        browser.until("the swap shows", ADMIN_STATE, |s| s["first_event"] == "zscore swapped").await;
+        browser.quit().await;
+        host.stop().await.expect("clean shutdown");
+    })
+    .await
+    .expect("the browser test finishes within its time limit");
 }

@@ -47,146 +47,151 @@ async fn write_history(pool: &PgPool) {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
-    write_history(&pool).await;
-    let scratch = scratch_folder("dashboard-tabs-plugins");
-    let plugins = scratch.path();
-    for plugin in ["isolation-forest", "zscore", "tumbling-window"] {
-        put(plugins, &format!("{plugin}.wasm"), &std::fs::read(plugin_path(plugin)).expect("built plugin"));
-    }
-    // A detector that traps on every call: five failures in a row (after 1+2+4+8 s of backoff)
-    // quarantine it.
-    put(plugins, "misbehaving.wasm", &std::fs::read(test_plugin_path("misbehaving")).expect("built test plugin"));
-    put(plugins, "misbehaving.toml", b"name = \"misbehaving\"\n[config]\nmode = \"trap\"\nafter_calls = 0\n");
-    let host = Host::start(pool.clone(), Some(plugins), &[]).await;
-    let stop = CancellationToken::new();
-    let simulator = {
-        let (brokers, topic) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone());
-        let config = simulate_config(&["--rate", "300", "--sensors", "20"]);
-        let stop = stop.clone();
-        tokio::spawn(async move { iotstream::simulate::run(&config, &brokers, &topic, stop).await })
-    };
-    let browser = Browser::start().await;
-    let base = format!("http://{}", host.addr);
+    let _slot = crate::dashboard::one_browser_at_a_time().await;
+    tokio::time::timeout(crate::dashboard::BROWSER_TEST_LIMIT, async move {
+        write_history(&pool).await;
+        let scratch = scratch_folder("dashboard-tabs-plugins");
+        let plugins = scratch.path();
+        for plugin in ["isolation-forest", "zscore", "tumbling-window"] {
+            put(plugins, &format!("{plugin}.wasm"), &std::fs::read(plugin_path(plugin)).expect("built plugin"));
+        }
+        // A detector that traps on every call: five failures in a row (after 1+2+4+8 s of backoff)
+        // quarantine it.
+        put(plugins, "misbehaving.wasm", &std::fs::read(test_plugin_path("misbehaving")).expect("built test plugin"));
+        put(plugins, "misbehaving.toml", b"name = \"misbehaving\"\n[config]\nmode = \"trap\"\nafter_calls = 0\n");
+        let host = Host::start(pool.clone(), Some(plugins), &[]).await;
+        let stop = CancellationToken::new();
+        let simulator = {
+            let (brokers, topic) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone());
+            let config = simulate_config(&["--rate", "300", "--sensors", "20"]);
+            let stop = stop.clone();
+            tokio::spawn(async move { iotstream::simulate::run(&config, &brokers, &topic, stop).await })
+        };
+        let browser = Browser::start().await;
+        let base = format!("http://{}", host.addr);
 
-    // Real-time: a reading produced now, of a sensor of its own, is drawn on the temperature chart.
-    browser.goto(&format!("{base}/")).await;
-    browser
-        .until("the page goes live", "return document.getElementById('connection')?.textContent;", |s| s == "live")
-        .await;
-    let probe = reading("probe-1", SensorType::Temperature, "probe_lab", Utc::now().timestamp_millis(), 21.5);
-    host.produce(&[(probe.sensor_id.clone(), encode(&probe))]).await;
-    let series = browser
-        .until("the probe's reading is on the live chart", &chart_series("live-temperature"), |s| {
-            s.as_array().is_some_and(|names| names.iter().any(|n| n == "probe-1"))
-        })
-        .await;
-    assert!(series.as_array().is_some_and(|s| s.len() >= 2), "the simulator's sensors too: {series}");
-    // Clicking a sensor's line shows that sensor alone (ECharts' own click event, raised on the
-    // instance as a click on the line raises it); "show all" brings the others back.
-    browser.script("echarts.getInstanceByDom(document.getElementById('live-temperature')).trigger('click', { seriesName: 'probe-1' }); return null;").await;
-    let alone = browser
-        .until("only the probe is drawn", &chart_series("live-temperature"), |s| s == &serde_json::json!(["probe-1"]))
-        .await;
-    assert_eq!(alone, serde_json::json!(["probe-1"]));
-    browser.click("#single-sensor button").await;
-    browser
-        .until("every sensor is back", &chart_series("live-temperature"), |s| {
-            s.as_array().is_some_and(|n| n.len() >= 2)
-        })
-        .await;
-    browser.until("anomalies by type are drawn", &chart_series("anomalies-by-type"), Value::is_array).await;
-    // What a live redraw costs: the slowest of the temperature chart's redraws seen over 5 s.
-    let mut slowest = 0.0_f64;
-    let mut points = 0;
-    for _ in 0..20 {
-        let seen = browser
+        // Real-time: a reading produced now, of a sensor of its own, is drawn on the temperature chart.
+        browser.goto(&format!("{base}/")).await;
+        browser
+            .until("the page goes live", "return document.getElementById('connection')?.textContent;", |s| s == "live")
+            .await;
+        let probe = reading("probe-1", SensorType::Temperature, "probe_lab", Utc::now().timestamp_millis(), 21.5);
+        host.produce(&[(probe.sensor_id.clone(), encode(&probe))]).await;
+        let series = browser
+            .until("the probe's reading is on the live chart", &chart_series("live-temperature"), |s| {
+                s.as_array().is_some_and(|names| names.iter().any(|n| n == "probe-1"))
+            })
+            .await;
+        assert!(series.as_array().is_some_and(|s| s.len() >= 2), "the simulator's sensors too: {series}");
+        // Clicking a sensor's line shows that sensor alone (ECharts' own click event, raised on the
+        // instance as a click on the line raises it); "show all" brings the others back.
+        browser.script("echarts.getInstanceByDom(document.getElementById('live-temperature')).trigger('click', { seriesName: 'probe-1' }); return null;").await;
+        let alone = browser
+            .until("only the probe is drawn", &chart_series("live-temperature"), |s| s == &serde_json::json!(["probe-1"]))
+            .await;
+        assert_eq!(alone, serde_json::json!(["probe-1"]));
+        browser.click("#single-sensor button").await;
+        browser
+            .until("every sensor is back", &chart_series("live-temperature"), |s| {
+                s.as_array().is_some_and(|n| n.len() >= 2)
+            })
+            .await;
+        browser.until("anomalies by type are drawn", &chart_series("anomalies-by-type"), Value::is_array).await;
+        // What a live redraw costs: the slowest of the temperature chart's redraws seen over 5 s.
+        let mut slowest = 0.0_f64;
+        let mut points = 0;
+        for _ in 0..20 {
+            let seen = browser
+                .script(
+                    "const e = document.getElementById('live-temperature'); const c = echarts.getInstanceByDom(e); \
+                         return [Number(e.dataset.drawMs), c.getOption().series.reduce((n, s) => n + s.data.length, 0)];",
+                )
+                .await;
+            slowest = slowest.max(seen[0].as_f64().unwrap_or_default());
+            points = points.max(seen[1].as_u64().unwrap_or_default());
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        report(&format!("DASHBOARD live temperature chart: slowest redraw {slowest:.1} ms with {points} points"));
+        browser.screenshot("realtime").await;
+
+        // Windows: the first 1-minute windows close once event time passes the minute and lateness.
+        browser.click("nav.tabs a[href^='/windows']").await;
+        let windows = browser
+            .until_within(Duration::from_secs(150), "closed windows are listed", &table("windows"), |rows| {
+                rows.as_array().is_some_and(|r| !r.is_empty())
+            })
+            .await;
+        assert_eq!(windows[0].as_array().map(Vec::len), Some(11), "{windows}");
+        browser.until("the window trend is drawn", &chart_series("window-temperature"), Value::is_array).await;
+        browser.screenshot("windows").await;
+
+        // ML: detection quality against the simulator's labels, per detector and sensor type.
+        browser.click("nav.tabs a[href^='/ml']").await;
+        let quality = browser
+            .until("quality is listed for both detectors", &table("quality"), |rows| {
+                let detectors: std::collections::BTreeSet<_> =
+                    rows.as_array().into_iter().flatten().filter_map(|r| r[0].as_str()).collect();
+                detectors.contains("zscore") && detectors.contains("isolation-forest")
+            })
+            .await;
+        assert!(quality.as_array().is_some_and(|r| r.len() >= 2), "{quality}");
+        browser.until("scores are drawn", &chart_series("ml-scores"), Value::is_array).await;
+        browser.screenshot("ml").await;
+
+        // Analytics: the last hour from PostgreSQL holds the archive written before the page opened.
+        browser.click("nav.tabs a[href^='/analytics']").await;
+        let stats = browser
+            .until("the archive's statistics", &table("location-stats"), |rows| {
+                rows.as_array().is_some_and(|r| r.iter().any(|row| row[0] == "archive"))
+            })
+            .await;
+        let archive = stats.as_array().into_iter().flatten().find(|row| row[0] == "archive").cloned().unwrap_or_default();
+        // 10..=39: mean 24.5, sample standard deviation sqrt(30 * 31 / 12) = 8.80.
+        assert_eq!(archive, serde_json::json!(["archive", "temperature", "30", "24.50", "8.80", "10.00 %"]));
+        browser
+            .until("history is drawn", &chart_series("history-temperature"), |s| {
+                s.as_array().is_some_and(|names| names.iter().any(|n| n == "archive"))
+            })
+            .await;
+        browser.screenshot("analytics").await;
+
+        // Plugins: the trapping detector is quarantined, and the page says so.
+        browser.click("nav.tabs a[href^='/plugins']").await;
+        browser
+            .until_within(Duration::from_secs(60), "the misbehaving plugin is quarantined", &table("plugins"), |rows| {
+                rows.as_array().into_iter().flatten().any(|r| r[0] == "misbehaving" && r[3] == "quarantined")
+            })
+            .await;
+        browser.screenshot("plugins").await;
+
+        // The filter bar lives in the URL and applies on every tab: humidity only, then one location.
+        browser.goto(&format!("{base}/?type=humidity")).await;
+        browser.until("the humidity chart is drawn", &chart_series("live-humidity"), Value::is_array).await;
+        let others =
+            browser.script("return ['temperature', 'co2'].map(t => !!document.getElementById('live-' + t));").await;
+        assert_eq!(others, serde_json::json!([false, false]));
+        browser.click("nav.tabs a[href^='/windows']").await;
+        let picked = browser
             .script(
-                "const e = document.getElementById('live-temperature'); const c = echarts.getInstanceByDom(e); \
-                     return [Number(e.dataset.drawMs), c.getOption().series.reduce((n, s) => n + s.data.length, 0)];",
+                "const s = document.getElementById('filter-location'); s.value = 'office_1'; \
+                 s.dispatchEvent(new Event('change')); return location.pathname + location.search;",
             )
             .await;
-        slowest = slowest.max(seen[0].as_f64().unwrap_or_default());
-        points = points.max(seen[1].as_u64().unwrap_or_default());
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    report(&format!("DASHBOARD live temperature chart: slowest redraw {slowest:.1} ms with {points} points"));
-    browser.screenshot("realtime").await;
+        assert_eq!(picked, "/windows?type=humidity&location=office_1");
+        let filtered = browser
+            .until("only humidity windows of office_1", &table("windows"), |rows| {
+                rows.as_array()
+                    .is_some_and(|r| !r.is_empty() && r.iter().all(|row| row[1] == "office_1" && row[2] == "humidity"))
+            })
+            .await;
+        assert!(filtered.as_array().is_some_and(|r| !r.is_empty()), "{filtered}");
 
-    // Windows: the first 1-minute windows close once event time passes the minute and lateness.
-    browser.click("nav.tabs a[href^='/windows']").await;
-    let windows = browser
-        .until_within(Duration::from_secs(150), "closed windows are listed", &table("windows"), |rows| {
-            rows.as_array().is_some_and(|r| !r.is_empty())
-        })
-        .await;
-    assert_eq!(windows[0].as_array().map(Vec::len), Some(11), "{windows}");
-    browser.until("the window trend is drawn", &chart_series("window-temperature"), Value::is_array).await;
-    browser.screenshot("windows").await;
-
-    // ML: detection quality against the simulator's labels, per detector and sensor type.
-    browser.click("nav.tabs a[href^='/ml']").await;
-    let quality = browser
-        .until("quality is listed for both detectors", &table("quality"), |rows| {
-            let detectors: std::collections::BTreeSet<_> =
-                rows.as_array().into_iter().flatten().filter_map(|r| r[0].as_str()).collect();
-            detectors.contains("zscore") && detectors.contains("isolation-forest")
-        })
-        .await;
-    assert!(quality.as_array().is_some_and(|r| r.len() >= 2), "{quality}");
-    browser.until("scores are drawn", &chart_series("ml-scores"), Value::is_array).await;
-    browser.screenshot("ml").await;
-
-    // Analytics: the last hour from PostgreSQL holds the archive written before the page opened.
-    browser.click("nav.tabs a[href^='/analytics']").await;
-    let stats = browser
-        .until("the archive's statistics", &table("location-stats"), |rows| {
-            rows.as_array().is_some_and(|r| r.iter().any(|row| row[0] == "archive"))
-        })
-        .await;
-    let archive = stats.as_array().into_iter().flatten().find(|row| row[0] == "archive").cloned().unwrap_or_default();
-    // 10..=39: mean 24.5, sample standard deviation sqrt(30 * 31 / 12) = 8.80.
-    assert_eq!(archive, serde_json::json!(["archive", "temperature", "30", "24.50", "8.80", "10.00 %"]));
-    browser
-        .until("history is drawn", &chart_series("history-temperature"), |s| {
-            s.as_array().is_some_and(|names| names.iter().any(|n| n == "archive"))
-        })
-        .await;
-    browser.screenshot("analytics").await;
-
-    // Plugins: the trapping detector is quarantined, and the page says so.
-    browser.click("nav.tabs a[href^='/plugins']").await;
-    browser
-        .until_within(Duration::from_secs(60), "the misbehaving plugin is quarantined", &table("plugins"), |rows| {
-            rows.as_array().into_iter().flatten().any(|r| r[0] == "misbehaving" && r[3] == "quarantined")
-        })
-        .await;
-    browser.screenshot("plugins").await;
-
-    // The filter bar lives in the URL and applies on every tab: humidity only, then one location.
-    browser.goto(&format!("{base}/?type=humidity")).await;
-    browser.until("the humidity chart is drawn", &chart_series("live-humidity"), Value::is_array).await;
-    let others =
-        browser.script("return ['temperature', 'co2'].map(t => !!document.getElementById('live-' + t));").await;
-    assert_eq!(others, serde_json::json!([false, false]));
-    browser.click("nav.tabs a[href^='/windows']").await;
-    let picked = browser
-        .script(
-            "const s = document.getElementById('filter-location'); s.value = 'office_1'; \
-             s.dispatchEvent(new Event('change')); return location.pathname + location.search;",
-        )
-        .await;
-    assert_eq!(picked, "/windows?type=humidity&location=office_1");
-    let filtered = browser
-        .until("only humidity windows of office_1", &table("windows"), |rows| {
-            rows.as_array()
-                .is_some_and(|r| !r.is_empty() && r.iter().all(|row| row[1] == "office_1" && row[2] == "humidity"))
-        })
-        .await;
-    assert!(filtered.as_array().is_some_and(|r| !r.is_empty()), "{filtered}");
-
-    stop.cancel();
-    let report = simulator.await.expect("simulator task").expect("simulator");
-    assert_eq!(report.failed, 0);
-    browser.quit().await;
-    host.stop().await.expect("clean shutdown");
+        stop.cancel();
+        let report = simulator.await.expect("simulator task").expect("simulator");
+        assert_eq!(report.failed, 0);
+        browser.quit().await;
+        host.stop().await.expect("clean shutdown");
+    })
+    .await
+    .expect("the browser test finishes within its time limit");
 }
