@@ -388,5 +388,11 @@ fn test() -> Result<()> {
     ]))?;
     // The dashboard's pure logic (chart options, outage wording) is tested natively: fast, no browser.
     status(&mut cargo(&["test", "--package", DASHBOARD]))?;
-    status(cargo(&["test", "--workspace", "--exclude", DASHBOARD]).env("DATABASE_URL", &database_url))
+    status(cargo(&["test", "--workspace", "--exclude", DASHBOARD]).env("DATABASE_URL", &database_url))?;
+    // The browser tests (Chromium, a host and a simulator each) run after the suite, one at a time:
+    // beside the rest of the suite on two cores a page's main thread starves and WebDriver times out.
+    status(
+        cargo(&["test", "--package", "iotstream", "--test", "all", "--", "--ignored", "--test-threads", "1"])
+            .env("DATABASE_URL", &database_url),
+    )
 }

@@ -46,6 +46,7 @@ async fn write_history(pool: &PgPool) {
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+#[ignore = "a browser test: `cargo xtask test` runs it after the suite, alone"]
 async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
     let _slot = crate::dashboard::one_browser_at_a_time().await;
     tokio::time::timeout(crate::dashboard::BROWSER_TEST_LIMIT, async move {
