@@ -3,7 +3,6 @@
 //! message while the detail goes to the log.
 
 use std::process::Command;
-use std::time::Duration;
 
 use iotstream_api::OutageCode;
 use sqlx::PgPool;
@@ -25,14 +24,7 @@ fn run_help_does_not_print_the_database_password() {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn health_names_outages_by_code_without_internals(pool: PgPool) {
-    let options = pool.connect_options();
-    let cut = DatabaseCut::start((options.get_host().to_owned(), options.get_port())).await;
-    let proxied = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect_with((*options).clone().port(cut.port))
-        .await
-        .expect("pool through the proxy");
+    let (cut, proxied) = DatabaseCut::in_front_of(&pool).await;
     let host = Host::start(proxied, None, &[]).await;
     let reading = |ms| {
         let reading = crate::support::reading("s1", iotstream::reading::SensorType::Co2, "lab_1", ms, 420.0);

@@ -474,6 +474,19 @@ impl DatabaseCut {
         DatabaseCut { port, up }
     }
 
+    /// A cut in front of the database of `pool`, and a pool that connects through it.
+    pub(crate) async fn in_front_of(pool: &PgPool) -> (DatabaseCut, PgPool) {
+        let options = pool.connect_options();
+        let cut = DatabaseCut::start((options.get_host().to_owned(), options.get_port())).await;
+        let proxied = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_with((*options).clone().port(cut.port))
+            .await
+            .expect("pool through the proxy");
+        (cut, proxied)
+    }
+
     pub(crate) fn set_up(&self, up: bool) {
         self.up.send_replace(up);
     }
@@ -499,14 +512,7 @@ pub(crate) async fn wait_for_health(addr: std::net::SocketAddr, part: &str, ok: 
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn a_database_outage_pauses_the_pipeline_and_loses_nothing(pool: PgPool) {
-    let options = pool.connect_options();
-    let cut = DatabaseCut::start((options.get_host().to_owned(), options.get_port())).await;
-    let proxied = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect_with((*options).clone().port(cut.port))
-        .await
-        .expect("pool through the proxy");
+    let (cut, proxied) = DatabaseCut::in_front_of(&pool).await;
     let host = Host::start(proxied, None, &[]).await;
     let readings = Arc::new(fleet(12_000, 3));
     let producer = tokio::spawn(produce(host.broker.bootstrap_servers().to_owned(), readings.clone(), 2000));

@@ -23,14 +23,7 @@ fn payloads(count: i64, first_ms: i64) -> Vec<(String, Vec<u8>)> {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn a_stop_with_a_batch_not_stored_is_an_error(pool: PgPool) {
-    let options = pool.connect_options();
-    let cut = DatabaseCut::start((options.get_host().to_owned(), options.get_port())).await;
-    let proxied = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(4)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect_with((*options).clone().port(cut.port))
-        .await
-        .expect("pool through the proxy");
+    let (cut, proxied) = DatabaseCut::in_front_of(&pool).await;
     let host = Host::start(proxied, None, &[]).await;
     host.produce(&payloads(20, 1_764_064_800_000)).await;
     wait_for("sensor_readings", 20, || count_rows(&pool, "sensor_readings")).await;
