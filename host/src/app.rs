@@ -17,7 +17,7 @@ use crate::config::RunConfig;
 use crate::http::live::Live;
 use crate::http::metrics::Throughput;
 use crate::http::{ApiState, router};
-use crate::kafka::{EmbeddedBroker, KafkaError, Source};
+use crate::kafka::{Brokers, EmbeddedBroker, KafkaError, Source};
 use crate::pipeline::{Pipeline, PipelineError, PluginReload, StartError};
 use crate::plugins::watch::PluginWatcher;
 use crate::plugins::{LoadedDir, Plugin, PluginError, PluginRuntime};
@@ -72,10 +72,10 @@ pub async fn serve(config: &RunConfig, store: Store, shutdown: CancellationToken
         TcpListener::bind(config.listen).await.map_err(|source| RunError::Bind { address: config.listen, source })?;
     let embedded;
     let brokers = match &config.brokers {
-        Some(brokers) => brokers.clone(),
+        Some(brokers) => config.kafka.brokers(brokers),
         None => {
             embedded = start_embedded(config, shutdown.clone()).await?;
-            embedded.bootstrap_servers().to_owned()
+            config.kafka.brokers(embedded.bootstrap_servers())
         }
     };
     run(config, store, listener, &brokers, shutdown).await
@@ -87,7 +87,7 @@ pub async fn run(
     config: &RunConfig,
     store: Store,
     listener: TcpListener,
-    brokers: &str,
+    brokers: &Brokers,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
     let (runtime, (plugins, failures)) = load_plugins(config)?;
@@ -225,7 +225,7 @@ pub async fn start_embedded(config: &RunConfig, shutdown: CancellationToken) -> 
     info!(bootstrap = broker.bootstrap_servers(), topic = %config.topic, "embedded Kafka-protocol broker started");
     if !config.no_simulator {
         let (simulate, brokers, topic) =
-            (config.simulate.clone(), broker.bootstrap_servers().to_owned(), config.topic.clone());
+            (config.simulate.clone(), config.kafka.brokers(broker.bootstrap_servers()), config.topic.clone());
         tokio::spawn(async move {
             if let Err(err) = crate::simulate::run(&simulate, &brokers, &topic, shutdown).await {
                 error!(error = %err, "embedded simulator stopped");

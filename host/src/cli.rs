@@ -18,19 +18,31 @@ use crate::commands::{
     bench, bench_forest, bench_plugins, blocking, evaluate, health, iforest, plugin_check, plugin_new, print_json,
     replay,
 };
-use crate::config::RunConfig;
+use crate::config::{KafkaOptions, RunConfig, heading};
+use crate::kafka::KafkaOption;
 use crate::simulate::SimulateConfig;
 
 /// A real-time IoT monitoring pipeline: Kafka in, WebAssembly plugins, PostgreSQL out, live dashboard.
 #[derive(Parser)]
-#[command(name = "iotstream", version)]
+#[command(name = "iotstream", version, after_help = ROOT_EXAMPLES)]
 pub struct Cli {
+    /// A TOML file of `run`'s settings (keys: the long flag names, `[kafka]`: librdkafka options);
+    /// environment variables and flags override it. `iotstream config` prints the effective result.
+    #[arg(long, env = crate::config_file::CONFIG_ENV, value_name = "FILE", global = true)]
+    pub config: Option<std::path::PathBuf>,
     /// Log filter (tracing's env-filter syntax).
-    #[arg(long, env = "IOTSTREAM_LOG", default_value = "info", global = true)]
+    #[arg(long, env = "IOTSTREAM_LOG", default_value = "info", global = true, help_heading = heading::LOGGING)]
     pub log: String,
     /// Log lines as text (for people) or JSON objects (for a log collector). Logs go to stderr;
     /// stdout carries only the commands' reports.
-    #[arg(long, env = "IOTSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text, global = true)]
+    #[arg(
+        long,
+        env = "IOTSTREAM_LOG_FORMAT",
+        value_enum,
+        default_value_t = LogFormat::Text,
+        global = true,
+        help_heading = heading::LOGGING
+    )]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
@@ -65,9 +77,11 @@ impl Cli {
 pub enum PluginCommand {
     /// Load a component as the host would, run it on simulated readings, check its output and its
     /// state hand-off.
+    #[command(after_help = PLUGIN_CHECK_EXAMPLES)]
     Check(CheckConfig),
     /// Scaffold a detector plugin crate (a documented moving-average detector with a unit test,
     /// an example configuration and a README) that builds as it is.
+    #[command(after_help = PLUGIN_NEW_EXAMPLES)]
     New(NewConfig),
 }
 
@@ -75,14 +89,20 @@ pub enum PluginCommand {
 #[derive(Subcommand)]
 pub enum Command {
     /// Run the pipeline, the API and the dashboard (with no --brokers: an embedded broker and simulator too).
+    #[command(after_help = RUN_EXAMPLES)]
     Run(Box<RunConfig>),
+    /// Print the effective configuration of `run` (defaults, config file, environment, flags) as a
+    /// TOML config file, each value with its source, secrets masked.
+    #[command(after_help = CONFIG_EXAMPLES)]
+    Config(Box<ShowConfig>),
     /// Measure the whole pipeline: embedded broker, simulator, plugins, a scratch database.
+    #[command(after_help = BENCH_EXAMPLES)]
     Bench(Box<BenchConfig>),
     /// Time the Isolation Forest's fit and score on labelled CSVs, natively and as `.wasm`.
     BenchForest(BenchForestConfig),
     /// Measure each plugin alone: its algorithm natively and its `.wasm` through the host.
     BenchPlugins(BenchPluginsConfig),
-    /// Ask a running host's probe (`/readyz`, or `/healthz`): exit 0 when it passes, 1 when not.
+    /// Ask a running host's probe (`/readyz`, or `/healthz`): exit 0 when it passes, 3 when not.
     Health(HealthConfig),
     /// Tools for plugin authors.
     #[command(subcommand)]
@@ -90,29 +110,162 @@ pub enum Command {
     /// Fit the Isolation Forest on a tabular CSV and write one score per row (and the ROC AUC).
     Iforest(IforestConfig),
     /// Run one detector plugin over a recorded `timestamp,value` CSV and write its scores.
+    #[command(after_help = REPLAY_EXAMPLES)]
     Replay(ReplayConfig),
     /// Score detector plugins against labels: a corpus in NAB's layout (NAB's standard, low-FP and
     /// low-FN scores, per category) and the simulator's labelled stream.
     Evaluate(EvaluateConfig),
     /// Produce simulated sensor readings to a Kafka topic.
+    #[command(after_help = SIMULATE_EXAMPLES)]
     Simulate {
         /// Kafka bootstrap servers.
-        #[arg(long, env = "IOTSTREAM_BROKERS", default_value = "127.0.0.1:9092")]
+        #[arg(long, env = "IOTSTREAM_BROKERS", default_value = "127.0.0.1:9092", help_heading = heading::KAFKA)]
         brokers: String,
         /// Topic to produce to.
-        #[arg(long, env = "IOTSTREAM_TOPIC", default_value = "iot_sensors")]
+        #[arg(long, env = "IOTSTREAM_TOPIC", default_value = "iot_sensors", help_heading = heading::KAFKA)]
         topic: String,
-        /// The fleet and its pace.
+        /// Options of the producer (TLS, SASL...).
         #[command(flatten)]
+        kafka: KafkaOptions,
+        /// The fleet and its pace.
+        #[command(flatten, next_help_heading = heading::SIMULATOR)]
         simulate: SimulateConfig,
     },
 }
 
+/// `iotstream config`: `run`'s settings, and what is printed.
+#[derive(Debug, clap::Args)]
+pub struct ShowConfig {
+    /// The settings, parsed as `run` parses them.
+    #[command(flatten)]
+    pub run: RunConfig,
+    /// The effective configuration as a TOML file ([`crate::config_file`] renders it from what
+    /// clap parsed, with each value's source).
+    #[arg(skip)]
+    pub rendered: String,
+}
+
+/// How the process ends: one code per kind of outcome, documented in `--help` and the README.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// The command did its job (`run` and `simulate` stopped by a signal included: that is how
+    /// they end).
+    Success,
+    /// It failed while running: a database, broker, file or plugin error.
+    Failure,
+    /// The command line, the config file or a Kafka option is wrong (clap's own code for usage).
+    Usage,
+    /// `iotstream health`: the probe answered, but not ready (or did not answer).
+    NotReady,
+    /// A command with a job to finish (`bench`, `replay`, `iforest`...) was stopped by SIGINT or
+    /// SIGTERM before it finished (128 + SIGINT, as shells report it).
+    Interrupted,
+}
+
+impl ExitStatus {
+    /// Every status, in code order.
+    pub const ALL: [ExitStatus; 5] =
+        [ExitStatus::Success, ExitStatus::Failure, ExitStatus::Usage, ExitStatus::NotReady, ExitStatus::Interrupted];
+
+    /// The process's exit code.
+    pub fn code(self) -> u8 {
+        match self {
+            ExitStatus::Success => 0,
+            ExitStatus::Failure => 1,
+            ExitStatus::Usage => 2,
+            ExitStatus::NotReady => 3,
+            ExitStatus::Interrupted => 130,
+        }
+    }
+
+    /// What it means, for `--help`.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            ExitStatus::Success => "done (`run` and `simulate` stopped by SIGINT/SIGTERM included)",
+            ExitStatus::Failure => "failed while running (database, broker, file or plugin error)",
+            ExitStatus::Usage => "usage error: bad flag, config file or Kafka option",
+            ExitStatus::NotReady => "`health`: the probe is not ready or did not answer",
+            ExitStatus::Interrupted => "interrupted (SIGINT/SIGTERM) before a bounded job finished",
+        }
+    }
+
+    /// The status of a command that failed with `err`.
+    pub fn of_error(err: &anyhow::Error) -> ExitStatus {
+        if err.downcast_ref::<health::HealthError>().is_some() { ExitStatus::NotReady } else { ExitStatus::Failure }
+    }
+
+    /// The `Exit codes:` section of `--help`.
+    pub fn help() -> String {
+        let lines: Vec<String> =
+            ExitStatus::ALL.iter().map(|status| format!("  {:>3}  {}", status.code(), status.meaning())).collect();
+        format!("{ROOT_EXAMPLES}\n\nExit codes:\n{}", lines.join("\n"))
+    }
+}
+
+impl From<ExitStatus> for std::process::ExitCode {
+    fn from(status: ExitStatus) -> Self {
+        std::process::ExitCode::from(status.code())
+    }
+}
+
+const ROOT_EXAMPLES: &str = "Examples:
+  iotstream run                                  # embedded broker and simulator: a demo
+  iotstream run --brokers kafka:9092 --database-url postgres://u:pw@db/iot
+  iotstream --config iotstream.toml config       # the effective configuration
+  iotstream health                               # is the host on :8080 ready?";
+const RUN_EXAMPLES: &str = "Examples:
+  iotstream run                                  # embedded broker and simulator, dashboard on :8080
+  iotstream run --config iotstream.toml          # settings from a file (see `iotstream config`)
+  iotstream run --brokers kafka:9092 --kafka-option security.protocol=SASL_SSL \\
+      --kafka-option sasl.mechanism=SCRAM-SHA-512 --kafka-option sasl.username=iot \\
+      --kafka-option sasl.password=secret
+  IOTSTREAM_BATCH_MAX=10000 iotstream run --listen 0.0.0.0:8080";
+const CONFIG_EXAMPLES: &str = "Examples:
+  iotstream config                               # the defaults, as a config file to start from
+  iotstream config --config iotstream.toml --batch-max 100
+  iotstream config > iotstream.toml              # save it (secrets are masked: fill them in)";
+const BENCH_EXAMPLES: &str = "Examples:
+  iotstream bench --readings 1000000             # as fast as it goes; JSON report on stdout
+  iotstream bench --producer-rate 20000 --sensors 500
+  iotstream bench --swap-plugin zscore --swap-after-s 5";
+const REPLAY_EXAMPLES: &str = "Examples:
+  iotstream replay --plugin dist/plugins/zscore.wasm --input machine_temperature.csv --output scores.csv";
+const SIMULATE_EXAMPLES: &str = "Examples:
+  iotstream simulate --brokers localhost:29092 --rate 1000
+  iotstream simulate --count 100000 --rate 0     # as fast as the broker takes them, then stop";
+const PLUGIN_NEW_EXAMPLES: &str = "Examples:
+  iotstream plugin new my-detector               # a crate in ./my-detector that builds as it is";
+const PLUGIN_CHECK_EXAMPLES: &str = "Examples:
+  iotstream plugin check dist/plugins/zscore.wasm
+  iotstream plugin check target/wasm32-wasip2/release/my_detector.wasm";
+
 impl Command {
+    /// The Kafka options the command's clients get, if it makes any.
+    pub fn kafka_options(&self) -> Option<&[KafkaOption]> {
+        match self {
+            Command::Run(config) => Some(&config.kafka.options),
+            Command::Config(show) => Some(&show.run.kafka.options),
+            Command::Bench(config) => Some(&config.run.kafka.options),
+            Command::Simulate { kafka, .. } => Some(&kafka.options),
+            Command::Health(config) => Some(&config.kafka.options),
+            _ => None,
+        }
+    }
+
+    /// Whether SIGINT or SIGTERM is how the command ends (it stops gracefully and succeeds), rather
+    /// than an interruption of a job it would finish by itself.
+    pub fn ends_on_signal(&self) -> bool {
+        matches!(self, Command::Run(_) | Command::Simulate { .. })
+    }
+
     /// Runs the command until it is done or `shutdown` is cancelled, printing its report.
     pub async fn execute(self, shutdown: CancellationToken) -> anyhow::Result<()> {
         match self {
             Command::Run(config) => Ok(crate::app::start(&config, shutdown).await?),
+            Command::Config(show) => {
+                print!("{}", show.rendered);
+                Ok(())
+            }
             Command::Bench(config) => bench::print(&bench::bench(&config).await?),
             Command::BenchForest(config) => {
                 let timings = blocking(move || bench_forest::bench_forest(&config)).await?;
@@ -132,8 +285,8 @@ impl Command {
             Command::Iforest(config) => iforest::print(&blocking(move || iforest::iforest(&config)).await?),
             Command::Replay(config) => replay::print(&blocking(move || replay::replay(&config)).await?),
             Command::Evaluate(config) => evaluate::print(&blocking(move || evaluate::evaluate(&config)).await?),
-            Command::Simulate { brokers, topic, simulate } => {
-                let report = crate::simulate::run(&simulate, &brokers, &topic, shutdown).await?;
+            Command::Simulate { brokers, topic, kafka, simulate } => {
+                let report = crate::simulate::run(&simulate, &kafka.brokers(&brokers), &topic, shutdown).await?;
                 println!(
                     "produced {} readings ({} delivered, {} failed, {} labelled anomalous)",
                     report.fleet.readings, report.delivered, report.failed, report.fleet.anomalous

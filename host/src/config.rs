@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::kafka::{Brokers, KafkaOption};
 use crate::pipeline::PipelineConfig;
 use crate::plugins::{PluginCeilings, PluginLimits};
 use crate::reading::ReadingLimits;
@@ -15,16 +16,16 @@ use crate::simulate::SimulateConfig;
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunConfig {
     /// Kafka bootstrap servers. Without it, an embedded broker and simulator start in-process.
-    #[arg(long, env = "IOTSTREAM_BROKERS")]
+    #[arg(help_heading = heading::KAFKA, long, env = "IOTSTREAM_BROKERS")]
     pub brokers: Option<String>,
     /// Topic of the readings.
-    #[arg(long, env = "IOTSTREAM_TOPIC", default_value = "iot_sensors")]
+    #[arg(help_heading = heading::KAFKA, long, env = "IOTSTREAM_TOPIC", default_value = "iot_sensors")]
     pub topic: String,
     /// Kafka consumer group.
-    #[arg(long, env = "IOTSTREAM_GROUP", default_value = "iotstream")]
+    #[arg(help_heading = heading::KAFKA, long, env = "IOTSTREAM_GROUP", default_value = "iotstream")]
     pub group: String,
     /// PostgreSQL URL.
-    #[arg(
+    #[arg(help_heading = heading::POSTGRES, 
         long,
         env = "DATABASE_URL",
         hide_env_values = true,
@@ -32,77 +33,127 @@ pub struct RunConfig {
     )]
     pub database_url: String,
     /// Folder of plugin components (`*.wasm`, each with an optional `NAME.json` configuration).
-    #[arg(long = "plugins", env = "IOTSTREAM_PLUGINS", default_value = "dist/plugins")]
+    #[arg(help_heading = heading::PLUGINS, long = "plugins", env = "IOTSTREAM_PLUGINS", default_value = "dist/plugins")]
     pub plugins_dir: PathBuf,
     /// Folder of the built dashboard.
-    #[arg(long = "dashboard", env = "IOTSTREAM_DASHBOARD", default_value = "dist/dashboard")]
+    #[arg(help_heading = heading::HTTP, long = "dashboard", env = "IOTSTREAM_DASHBOARD", default_value = "dist/dashboard")]
     pub dashboard_dir: PathBuf,
     /// HTTP address of the API and dashboard (port 0 picks a free port).
-    #[arg(long, env = "IOTSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(help_heading = heading::HTTP, long, env = "IOTSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Live streams (`/api/stream`, one per open dashboard) served at once; more are refused (503).
-    #[arg(long, env = "IOTSTREAM_MAX_STREAMS", default_value_t = crate::http::MAX_STREAMS)]
+    #[arg(help_heading = heading::HTTP, long, env = "IOTSTREAM_MAX_STREAMS", default_value_t = crate::http::MAX_STREAMS)]
     pub max_streams: usize,
     /// Most messages per batch.
-    #[arg(long, env = "IOTSTREAM_BATCH_MAX", default_value_t = PipelineConfig::BATCH_MAX)]
+    #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_BATCH_MAX", default_value_t = PipelineConfig::BATCH_MAX)]
     pub batch_max: usize,
     /// How long a batch waits for more messages after its first, in milliseconds.
-    #[arg(long, env = "IOTSTREAM_BATCH_LINGER_MS", default_value_t = PipelineConfig::BATCH_LINGER.as_millis() as u64)]
+    #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_BATCH_LINGER_MS", default_value_t = PipelineConfig::BATCH_LINGER.as_millis() as u64)]
     pub batch_linger_ms: u64,
     /// How often every stage's state is checkpointed with the offsets it includes ("0s": only at
     /// shutdown). After a crash the host replays at most this much of the stream.
-    #[arg(long, env = "IOTSTREAM_CHECKPOINT_INTERVAL", default_value_t = PipelineConfig::CHECKPOINT_INTERVAL.into())]
+    #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_CHECKPOINT_INTERVAL", default_value_t = PipelineConfig::CHECKPOINT_INTERVAL.into())]
     pub checkpoint_interval: humantime::Duration,
     /// After a restart, how long the host waits, with no message of it arriving while the brokers
     /// are up, for the rest of a batch it committed before the crash, to form it again; then it
     /// reads on in arrival order (docs/guarantees.md).
-    #[arg(long, env = "IOTSTREAM_REPLAY_PATIENCE", default_value_t = PipelineConfig::REPLAY_PATIENCE.into())]
+    #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_REPLAY_PATIENCE", default_value_t = PipelineConfig::REPLAY_PATIENCE.into())]
     pub replay_patience: humantime::Duration,
     /// Largest message accepted as a reading, in bytes (larger ones are dead-lettered).
-    #[arg(long, env = "IOTSTREAM_MAX_MESSAGE_BYTES", default_value_t = ReadingLimits::default().max_bytes)]
+    #[arg(help_heading = heading::LIMITS, long, env = "IOTSTREAM_MAX_MESSAGE_BYTES", default_value_t = ReadingLimits::default().max_bytes)]
     pub max_message_bytes: usize,
     /// How far ahead of this host's clock an event time may be.
-    #[arg(long, env = "IOTSTREAM_MAX_FUTURE", default_value_t = ReadingLimits::default().max_future.into())]
+    #[arg(help_heading = heading::LIMITS, long, env = "IOTSTREAM_MAX_FUTURE", default_value_t = ReadingLimits::default().max_future.into())]
     pub max_future: humantime::Duration,
     /// How old an event time may be ("off": no limit, to backfill history).
-    #[arg(long, env = "IOTSTREAM_MAX_AGE", default_value_t = MaxAge(ReadingLimits::default().max_age))]
+    #[arg(help_heading = heading::LIMITS, long, env = "IOTSTREAM_MAX_AGE", default_value_t = MaxAge(ReadingLimits::default().max_age))]
     pub max_age: MaxAge,
     /// Start even though the stored positions are past the end of the broker's log (a topic
     /// created again, a broker's log wiped): store the new log as a new epoch of the source, from
     /// its start, with fresh stages (docs/guarantees.md). Without it the host refuses to start.
-    #[arg(long, env = "IOTSTREAM_ACCEPT_NEW_LOG")]
+    #[arg(help_heading = heading::KAFKA, long, env = "IOTSTREAM_ACCEPT_NEW_LOG")]
     pub accept_new_log: bool,
     /// The largest memory cap, in MiB, a plugin's manifest (`[limits] memory_mib`) may ask for; a
     /// manifest asking for more is refused. The default is the default cap: a manifest may only
     /// lower it.
-    #[arg(long, env = "IOTSTREAM_PLUGIN_MAX_MEMORY_MIB", default_value_t = PluginCeilings::default().memory_bytes >> 20)]
+    #[arg(help_heading = heading::PLUGINS, long, env = "IOTSTREAM_PLUGIN_MAX_MEMORY_MIB", default_value_t = PluginCeilings::default().memory_bytes >> 20)]
     pub plugin_max_memory_mib: usize,
     /// The longest call deadline a plugin's manifest (`[limits] call_deadline_ms`) may ask for; a
     /// manifest asking for more is refused. The default is the default deadline.
-    #[arg(long, env = "IOTSTREAM_PLUGIN_MAX_CALL_DEADLINE", default_value_t = PluginCeilings::default().call_deadline.into())]
+    #[arg(help_heading = heading::PLUGINS, long, env = "IOTSTREAM_PLUGIN_MAX_CALL_DEADLINE", default_value_t = PluginCeilings::default().call_deadline.into())]
     pub plugin_max_call_deadline: humantime::Duration,
     /// Environment variables a plugin's manifest (`[grants] env`) may grant, comma-separated (none
     /// by default: the host's environment holds its database URL). A manifest granting another is
     /// refused.
-    #[arg(long, env = "IOTSTREAM_PLUGIN_ENV_ALLOW", value_delimiter = ',')]
+    #[arg(help_heading = heading::PLUGINS, long, env = "IOTSTREAM_PLUGIN_ENV_ALLOW", value_delimiter = ',')]
     pub plugin_env_allow: Vec<String>,
     /// The bearer token the admin endpoints (`/api/admin/*`: release a quarantined plugin, promote
     /// or discard a shadow, reload) require. Unset: they are off (403).
-    #[arg(long, env = "IOTSTREAM_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(help_heading = heading::HTTP, long, env = "IOTSTREAM_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
     /// How often a one-line throughput summary is logged ("0s": never). A minute keeps the log
     /// readable at any rate while an operator still sees a stall within one.
-    #[arg(long, env = "IOTSTREAM_SUMMARY_INTERVAL", default_value = "1m")]
+    #[arg(help_heading = heading::LOGGING, long, env = "IOTSTREAM_SUMMARY_INTERVAL", default_value = "1m")]
     pub summary_interval: humantime::Duration,
     /// Partitions of the embedded broker's topic (each keeps ~5 MB: size for the data).
-    #[arg(long, env = "IOTSTREAM_EMBEDDED_PARTITIONS", default_value_t = 12)]
+    #[arg(help_heading = heading::EMBEDDED, long, env = "IOTSTREAM_EMBEDDED_PARTITIONS", default_value_t = 12)]
     pub embedded_partitions: i32,
     /// With the embedded broker, do not start the simulator (produce with your own client).
-    #[arg(long, env = "IOTSTREAM_NO_SIMULATOR")]
+    #[arg(help_heading = heading::EMBEDDED, long, env = "IOTSTREAM_NO_SIMULATOR")]
     pub no_simulator: bool,
-    /// The embedded simulator.
+    /// Options of every Kafka client the host makes.
     #[command(flatten)]
+    pub kafka: KafkaOptions,
+    /// The embedded simulator.
+    #[command(flatten, next_help_heading = heading::SIMULATOR)]
     pub simulate: SimulateConfig,
+}
+
+/// The sections of `--help` (and of `iotstream config`'s output): one constant each, so every
+/// command that takes a setting files it under the same heading.
+pub mod heading {
+    /// Brokers, topic, group, client options.
+    pub const KAFKA: &str = "Kafka";
+    /// The database.
+    pub const POSTGRES: &str = "PostgreSQL";
+    /// The plugins folder and the limits plugins run under.
+    pub const PLUGINS: &str = "Plugins";
+    /// The API, the dashboard and the admin actions.
+    pub const HTTP: &str = "HTTP";
+    /// Batches, checkpoints and replay after a restart.
+    pub const BATCHING: &str = "Batching";
+    /// What a message may be to count as a reading.
+    pub const LIMITS: &str = "Limits";
+    /// Logs and the periodic summary.
+    pub const LOGGING: &str = "Logging";
+    /// The in-process broker used when no brokers are given.
+    pub const EMBEDDED: &str = "Embedded broker";
+    /// The simulated sensor fleet.
+    pub const SIMULATOR: &str = "Simulator";
+}
+
+/// `--kafka-option KEY=VALUE`: librdkafka properties for every Kafka client the host makes.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct KafkaOptions {
+    /// A librdkafka property for every Kafka client (TLS, SASL, timeouts...), set after the host's
+    /// own. Repeat the flag for more; in the variable, separate them with `;`; in the config file,
+    /// use the `[kafka]` table.
+    #[arg(
+        long = "kafka-option",
+        env = "IOTSTREAM_KAFKA_OPTIONS",
+        value_name = "KEY=VALUE",
+        value_delimiter = ';',
+        hide_env_values = true,
+        help_heading = heading::KAFKA
+    )]
+    pub options: Vec<KafkaOption>,
+}
+
+impl KafkaOptions {
+    /// `servers` with these options.
+    pub fn brokers(&self, servers: &str) -> Brokers {
+        Brokers::with_options(servers, &self.options)
+    }
 }
 
 impl RunConfig {

@@ -17,12 +17,14 @@
 //!   [`shutdown`]: the signals that stop it.
 //! * [`simulate`]: the sensor fleet simulator (also the embedded demo's producer).
 //! * [`commands`]: every other subcommand (benchmarks, replay, plugin tools).
-//! * [`cli`] and [`config`]: the command line and `iotstream run`'s configuration.
+//! * [`cli`] and [`config`]: the command line and `iotstream run`'s configuration;
+//!   [`config_file`]: the TOML file under the environment and the flags, and `iotstream config`.
 
 pub mod app;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod config_file;
 pub mod http;
 pub mod kafka;
 pub mod pipeline;

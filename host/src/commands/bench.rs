@@ -101,7 +101,7 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     simulate.rate = config.producer_rate;
     let producer = {
         let (brokers, topic, shutdown) =
-            (broker.bootstrap_servers().to_owned(), config.run.topic.clone(), shutdown.clone());
+            (config.run.kafka.brokers(broker.bootstrap_servers()), config.run.topic.clone(), shutdown.clone());
         tokio::spawn(async move { crate::simulate::run(&simulate, &brokers, &topic, shutdown).await })
     };
     info!(readings = config.readings, partitions, "benchmark running");

@@ -1,5 +1,5 @@
 //! `iotstream health`: asks a running host's probe (`/readyz` by default, or `/healthz`) and exits
-//! 0 when it answers 2xx, 1 otherwise. It is the image's `HEALTHCHECK` and the compose service's
+//! 0 when it answers 2xx, 3 (`ExitStatus::NotReady`) otherwise. It is the image's `HEALTHCHECK` and the compose service's
 //! healthcheck: the image has no `curl`, and the binary already speaks HTTP.
 //!
 //! The probe's body goes to stdout either way, so `docker inspect` shows which check failed.
@@ -9,10 +9,10 @@
 
 use std::time::Duration;
 
-use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
-use crate::kafka::KafkaError;
+use crate::config::KafkaOptions;
+use crate::kafka::{Brokers, KafkaError};
 
 /// The default probe: `/readyz` at `iotstream run`'s default port, on loopback (a healthcheck runs
 /// inside the host's container). A test holds its port to `run --listen`'s default.
@@ -34,6 +34,9 @@ pub struct HealthConfig {
     /// The topic that must exist on `--brokers`.
     #[arg(long, default_value = "iot_sensors", requires = "brokers")]
     pub topic: String,
+    /// Options of the Kafka client that asks `--brokers` (the host's TLS and SASL settings).
+    #[command(flatten)]
+    pub kafka: KafkaOptions,
 }
 
 /// Why the probe did not pass.
@@ -67,7 +70,8 @@ pub enum HealthError {
 pub async fn check(config: &HealthConfig) -> Result<String, HealthError> {
     match &config.brokers {
         Some(brokers) => {
-            let (brokers, topic, timeout) = (brokers.clone(), config.topic.clone(), Duration::from(config.timeout));
+            let (brokers, topic, timeout) =
+                (config.kafka.brokers(brokers), config.topic.clone(), Duration::from(config.timeout));
             let partitions = tokio::task::spawn_blocking(move || topic_partitions(&brokers, &topic, timeout))
                 .await
                 .map_err(|join| KafkaError::Lookup(join.to_string()))??;
@@ -88,10 +92,9 @@ async fn probe(config: &HealthConfig) -> Result<String, HealthError> {
 }
 
 /// The partitions of `topic` on `brokers`, asked within `timeout` (blocking).
-fn topic_partitions(brokers: &str, topic: &str, timeout: Duration) -> Result<usize, KafkaError> {
+fn topic_partitions(brokers: &Brokers, topic: &str, timeout: Duration) -> Result<usize, KafkaError> {
     // A consumer that may not create topics: asking for a missing topic must not create it.
-    let client: BaseConsumer =
-        ClientConfig::new().set("bootstrap.servers", brokers).set("allow.auto.create.topics", "false").create()?;
+    let client: BaseConsumer = brokers.client_config(&[("allow.auto.create.topics", "false")]).create()?;
     let metadata = client.fetch_metadata(Some(topic), timeout)?;
     match metadata.topics().iter().find(|t| t.name() == topic) {
         Some(found) if found.error().is_none() && !found.partitions().is_empty() => Ok(found.partitions().len()),

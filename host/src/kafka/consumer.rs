@@ -12,14 +12,13 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError as RdKafkaError;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
-use super::KafkaError;
+use super::{Brokers, KafkaError};
 use super::batches::Pending;
 use super::health::{SourceContext, SourceHealth};
 use super::replay::Replay;
@@ -68,29 +67,30 @@ pub struct Source {
 impl Source {
     /// Connects to `brokers` as a member of `group` and looks up the cluster's identity and the
     /// topic's partitions (one attempt: [`Source::connect_retrying`] waits for the brokers).
-    pub async fn connect(brokers: &str, group: &str, topic: &str) -> Result<Self, KafkaError> {
+    pub async fn connect(brokers: &Brokers, group: &str, topic: &str) -> Result<Self, KafkaError> {
         let health = Arc::new(SourceHealth::default());
-        let consumer: StreamConsumer<SourceContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .set("group.id", group)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("enable.partition.eof", "false")
-            // The broker answers a fetch as soon as there is data, or after 100 ms (librdkafka's
-            // default, 500 ms, is most of the end-to-end latency at moderate rates).
-            .set("fetch.wait.max.ms", "100")
-            // What librdkafka prefetches while the pipeline is blocked (a database outage): 16 MiB
-            // instead of 64, so memory stays bounded however long the outage lasts.
-            .set("queued.max.messages.kbytes", "16384")
-            // After an outage, reconnect within 2 s of the broker's return (librdkafka's default
-            // backoff grows to 10 s).
-            .set("reconnect.backoff.max.ms", "2000")
-            // Broker states every second (SourceHealth): a broker back, or a passing error on an
-            // idle topic, is seen within a second without waiting for a message; a report is a
-            // few KB of JSON, parsed once a second.
-            .set("statistics.interval.ms", "1000")
+        let consumer: StreamConsumer<SourceContext> = brokers
+            .client_config(&[
+                ("group.id", group),
+                ("enable.auto.commit", "true"),
+                ("auto.commit.interval.ms", "1000"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("enable.partition.eof", "false"),
+                // The broker answers a fetch as soon as there is data, or after 100 ms (librdkafka's
+                // default, 500 ms, is most of the end-to-end latency at moderate rates).
+                ("fetch.wait.max.ms", "100"),
+                // What librdkafka prefetches while the pipeline is blocked (a database outage): 16 MiB
+                // instead of 64, so memory stays bounded however long the outage lasts.
+                ("queued.max.messages.kbytes", "16384"),
+                // After an outage, reconnect within 2 s of the broker's return (librdkafka's default
+                // backoff grows to 10 s).
+                ("reconnect.backoff.max.ms", "2000"),
+                // Broker states every second (SourceHealth): a broker back, or a passing error on an
+                // idle topic, is seen within a second without waiting for a message; a report is a
+                // few KB of JSON, parsed once a second.
+                ("statistics.interval.ms", "1000"),
+            ])
             .create_with_context(SourceContext { health: health.clone() })?;
         let consumer = Arc::new(consumer);
         let (lookup, topic_name) = (consumer.clone(), topic.to_owned());
@@ -98,7 +98,7 @@ impl Source {
         let (identity, partitions) = tokio::task::spawn_blocking(move || lookup_topic(&lookup, &topic_name))
             .await
             .map_err(|err| KafkaError::Lookup(err.to_string()))??;
-        let identity = source_identity(&identity, brokers);
+        let identity = source_identity(&identity, &brokers.servers);
         Ok(Source {
             consumer,
             topic: topic.to_owned(),
@@ -113,7 +113,7 @@ impl Source {
     /// [`Source::connect`], retried with backoff (0.5 s doubling to 10 s) until the brokers answer
     /// and the topic exists; `None` if `shutdown` came first.
     pub async fn connect_retrying(
-        brokers: &str,
+        brokers: &Brokers,
         group: &str,
         topic: &str,
         shutdown: &tokio_util::sync::CancellationToken,
@@ -125,7 +125,7 @@ impl Source {
             .without_max_times();
         let attempt = || Self::connect(brokers, group, topic);
         let retried = attempt.retry(backoff).notify(|err, delay| {
-            warn!(error = %err, retry_in = ?delay, brokers, topic, "kafka not reachable yet");
+            warn!(error = %err, retry_in = ?delay, brokers = %brokers.servers, topic, "kafka not reachable yet");
         });
         tokio::select! {
             source = retried => source.ok(),

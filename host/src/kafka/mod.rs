@@ -7,20 +7,23 @@
 //!   batches again after a restart; `health`: [`SourceHealth`], whether the brokers answer;
 //! * [`log_check`]: whether stored positions still mean the same messages (a log that started
 //!   again, messages retention deleted unread);
+//! * `client`: [`Brokers`], the bootstrap servers and the operator's librdkafka options every
+//!   client gets (`--kafka-option`);
 //! * `embedded`: [`EmbeddedBroker`]; [`producer`] here.
 
 pub mod batches;
+mod client;
 mod consumer;
 mod embedded;
 mod health;
 pub mod log_check;
 mod replay;
 
+pub use client::{Brokers, KafkaOption, KafkaOptionError};
 pub use consumer::{BEGINNING, RawMessage, Source};
 pub use embedded::EmbeddedBroker;
 pub use health::SourceHealth;
 
-use rdkafka::ClientConfig;
 use rdkafka::producer::FutureProducer;
 
 /// Why a Kafka client could not be created or used.
@@ -46,12 +49,13 @@ pub enum KafkaError {
 
 /// A producer for `brokers`, tuned for throughput (batches of up to 10 ms, lz4 off: readings are
 /// small and the broker is usually near).
-pub fn producer(brokers: &str) -> Result<FutureProducer, KafkaError> {
-    Ok(ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("linger.ms", "10")
-        .set("queue.buffering.max.messages", "1000000")
-        .set("message.timeout.ms", "30000")
-        .set("reconnect.backoff.max.ms", "2000")
+pub fn producer(brokers: &Brokers) -> Result<FutureProducer, KafkaError> {
+    Ok(brokers
+        .client_config(&[
+            ("linger.ms", "10"),
+            ("queue.buffering.max.messages", "1000000"),
+            ("message.timeout.ms", "30000"),
+            ("reconnect.backoff.max.ms", "2000"),
+        ])
         .create()?)
 }

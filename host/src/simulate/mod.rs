@@ -12,7 +12,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::kafka::{KafkaError, producer};
+use crate::kafka::{Brokers, KafkaError, producer};
 use crate::reading::encode;
 
 /// What to simulate.
@@ -55,7 +55,7 @@ const TICK: Duration = Duration::from_millis(10);
 /// Produces readings to `topic` on `brokers` until the duration or count is reached or `shutdown`.
 pub async fn run(
     config: &SimulateConfig,
-    brokers: &str,
+    brokers: &Brokers,
     topic: &str,
     shutdown: CancellationToken,
 ) -> Result<SimulationReport, KafkaError> {
@@ -64,7 +64,7 @@ pub async fn run(
     let mut report = SimulationReport::default();
     let started = tokio::time::Instant::now();
     let mut pacer = Pacer::new(config.rate);
-    info!(brokers, topic, rate = config.rate, sensors = fleet.len(), "simulator producing");
+    info!(brokers = %brokers.servers, topic, rate = config.rate, sensors = fleet.len(), "simulator producing");
     loop {
         if shutdown.is_cancelled()
             || (config.duration_s > 0 && started.elapsed() >= Duration::from_secs(config.duration_s))

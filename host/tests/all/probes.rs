@@ -1,6 +1,6 @@
 //! The probes (`/healthz`, `/readyz`) of a running host and `iotstream health`, the binary a
 //! healthcheck runs: ready only while database, brokers and pipeline are, alive regardless; the
-//! command's exit status follows the probe's answer, and with `--brokers` the topic's presence.
+//! command's exit status follows the probe's answer (0 ready, 3 not), and with `--brokers` the topic's presence.
 
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -59,7 +59,7 @@ async fn readyz_follows_the_brokers_and_health_exits_by_it(pool: PgPool) {
     assert_eq!(down["checks"], serde_json::json!({ "database": true, "broker": false, "pipeline": true }));
     assert_eq!(reqwest::get(&healthz).await.expect("healthz").status().as_u16(), 200, "alive though not ready");
     let failed = health(&["--url", &readyz]).await;
-    assert_eq!(failed.status.code(), Some(1), "{failed:?}");
+    assert_eq!(failed.status.code(), Some(3), "{failed:?}");
     assert!(String::from_utf8_lossy(&failed.stderr).contains("503"), "{failed:?}");
     assert_eq!(health(&["--url", &healthz]).await.status.code(), Some(0));
 
@@ -68,7 +68,7 @@ async fn readyz_follows_the_brokers_and_health_exits_by_it(pool: PgPool) {
     host.stop().await.expect("clean stop");
     // Nothing listens there any more.
     let gone = health(&["--url", &readyz, "--timeout", "2s"]).await;
-    assert_eq!(gone.status.code(), Some(1), "{gone:?}");
+    assert_eq!(gone.status.code(), Some(3), "{gone:?}");
     assert!(String::from_utf8_lossy(&gone.stderr).contains("no answer from"), "{gone:?}");
 }
 
@@ -91,6 +91,6 @@ async fn health_with_brokers_checks_the_topic() {
     assert_eq!(found.status.code(), Some(0), "{found:?}");
     assert_eq!(String::from_utf8_lossy(&found.stdout).trim(), "topic iot_sensors has 3 partitions");
     let missing = health(&["--brokers", &brokers, "--topic", "absent_topic"]).await;
-    assert_eq!(missing.status.code(), Some(1), "{missing:?}");
+    assert_eq!(missing.status.code(), Some(3), "{missing:?}");
     assert!(String::from_utf8_lossy(&missing.stderr).contains("topic absent_topic does not exist"), "{missing:?}");
 }
