@@ -8,7 +8,7 @@
 #    only when a manifest or Cargo.lock changes), then the sources and `cargo xtask build`.
 # host/tests/all/image.rs checks this file against the CLI, .dockerignore and docker-compose.yml.
 FROM rust:1.95-bookworm AS toolchain
-RUN apt-get update && apt-get install -y --no-install-recommends g++ make pkg-config zlib1g-dev npm \
+RUN apt-get update && apt-get install -y --no-install-recommends g++ make pkg-config zlib1g-dev libssl-dev npm \
     && rm -rf /var/lib/apt/lists/*
 # Pinned: the same tools on every build. wasm-bindgen-cli must equal Cargo.lock's wasm-bindgen (the
 # build checks it); it does not build with --locked (docs: TOOLCHAIN).
@@ -31,7 +31,8 @@ COPY . .
 RUN cargo xtask build --release
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+# libssl3: librdkafka's TLS and SASL; ca-certificates: the roots `ssl.ca.location` defaults to.
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin iotstream
 COPY --from=build /src/target/release/iotstream /usr/local/bin/iotstream

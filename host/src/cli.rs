@@ -26,10 +26,6 @@ use crate::simulate::SimulateConfig;
 #[derive(Parser)]
 #[command(name = "iotstream", version, after_help = ROOT_EXAMPLES)]
 pub struct Cli {
-    /// A TOML file of `run`'s settings (keys: the long flag names, `[kafka]`: librdkafka options);
-    /// environment variables and flags override it. `iotstream config` prints the effective result.
-    #[arg(long, env = crate::config_file::CONFIG_ENV, value_name = "FILE", global = true)]
-    pub config: Option<std::path::PathBuf>,
     /// Log filter (tracing's env-filter syntax).
     #[arg(long, env = "IOTSTREAM_LOG", default_value = "info", global = true, help_heading = heading::LOGGING)]
     pub log: String,
@@ -211,7 +207,7 @@ impl From<ExitStatus> for std::process::ExitCode {
 const ROOT_EXAMPLES: &str = "Examples:
   iotstream run                                  # embedded broker and simulator: a demo
   iotstream run --brokers kafka:9092 --database-url postgres://u:pw@db/iot
-  iotstream --config iotstream.toml config       # the effective configuration
+  iotstream config --config iotstream.toml       # the effective configuration
   iotstream health                               # is the host on :8080 ready?";
 const RUN_EXAMPLES: &str = "Examples:
   iotstream run                                  # embedded broker and simulator, dashboard on :8080
@@ -229,7 +225,8 @@ const BENCH_EXAMPLES: &str = "Examples:
   iotstream bench --producer-rate 20000 --sensors 500
   iotstream bench --swap-plugin zscore --swap-after-s 5";
 const REPLAY_EXAMPLES: &str = "Examples:
-  iotstream replay --plugin dist/plugins/zscore.wasm --input machine_temperature.csv --output scores.csv";
+  iotstream replay --input machine_temperature.csv --plugin zscore --out scores.csv
+  iotstream replay --input series.csv --plugin my_detector.wasm --config '{\"window\": 30}' --out scores.csv";
 const SIMULATE_EXAMPLES: &str = "Examples:
   iotstream simulate --brokers localhost:29092 --rate 1000
   iotstream simulate --count 100000 --rate 0     # as fast as the broker takes them, then stop";
@@ -241,13 +238,13 @@ const PLUGIN_CHECK_EXAMPLES: &str = "Examples:
 
 impl Command {
     /// The Kafka options the command's clients get, if it makes any.
-    pub fn kafka_options(&self) -> Option<&[KafkaOption]> {
+    pub fn kafka_options_mut(&mut self) -> Option<&mut Vec<KafkaOption>> {
         match self {
-            Command::Run(config) => Some(&config.kafka.options),
-            Command::Config(show) => Some(&show.run.kafka.options),
-            Command::Bench(config) => Some(&config.run.kafka.options),
-            Command::Simulate { kafka, .. } => Some(&kafka.options),
-            Command::Health(config) => Some(&config.kafka.options),
+            Command::Run(config) => Some(&mut config.kafka.options),
+            Command::Config(show) => Some(&mut show.run.kafka.options),
+            Command::Bench(config) => Some(&mut config.run.kafka.options),
+            Command::Simulate { kafka, .. } => Some(&mut kafka.options),
+            Command::Health(config) => Some(&mut config.kafka.options),
             _ => None,
         }
     }
@@ -286,7 +283,11 @@ impl Command {
             Command::Replay(config) => replay::print(&blocking(move || replay::replay(&config)).await?),
             Command::Evaluate(config) => evaluate::print(&blocking(move || evaluate::evaluate(&config)).await?),
             Command::Simulate { brokers, topic, kafka, simulate } => {
-                let report = crate::simulate::run(&simulate, &kafka.brokers(&brokers), &topic, shutdown).await?;
+                let progress = crate::commands::progress::bar_or_counter(simulate.count, "readings")
+                    .with_message(format!("producing to {topic}"));
+                let brokers = kafka.brokers(&brokers);
+                let report =
+                    crate::simulate::run_with_progress(&simulate, &brokers, &topic, shutdown, &progress).await?;
                 println!(
                     "produced {} readings ({} delivered, {} failed, {} labelled anomalous)",
                     report.fleet.readings, report.delivered, report.failed, report.fleet.anomalous

@@ -15,6 +15,11 @@ use crate::simulate::SimulateConfig;
 /// `iotstream run`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct RunConfig {
+    /// A TOML file of these settings: keys are the long flag names (`batch-max = 1000`), the
+    /// `[kafka]` table holds librdkafka options. Environment variables and flags override it;
+    /// `iotstream config` prints the result.
+    #[arg(long = "config", env = crate::config_file::CONFIG_ENV, value_name = "FILE")]
+    pub config_file: Option<PathBuf>,
     /// Kafka bootstrap servers. Without it, an embedded broker and simulator start in-process.
     #[arg(help_heading = heading::KAFKA, long, env = "IOTSTREAM_BROKERS")]
     pub brokers: Option<String>,

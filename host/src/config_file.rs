@@ -95,22 +95,86 @@ where
     }
     let matches = command.try_get_matches_from_mut(&args)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
-    if let Some(options) = cli.command.kafka_options() {
-        Brokers::validate(options).map_err(ConfigError::from)?;
+    let Some((name, sub_matches)) = matches.subcommand() else { return Ok(cli) };
+    let sub = command.find_subcommand(name).expect("the matched subcommand");
+    let mut kafka = Vec::new();
+    if let Some(options) = cli.command.kafka_options_mut() {
+        kafka = layered_kafka_options(sub, sub_matches, file.as_ref(), std::mem::take(options))?;
+        Brokers::validate(&kafka.iter().map(|(option, _)| option.clone()).collect::<Vec<_>>())
+            .map_err(ConfigError::from)?;
+        *options = kafka.iter().map(|(option, _)| option.clone()).collect();
     }
-    if let (Command::Config(show), Some(("config", sub))) = (&mut cli.command, matches.subcommand()) {
-        let config = command.find_subcommand("config").expect("config is a subcommand");
-        show.rendered = render(config, sub, file.as_ref());
+    if let Command::Config(show) = &mut cli.command {
+        show.rendered = render(sub, sub_matches, file.as_ref(), &kafka);
     }
     Ok(cli)
 }
 
-/// The config file `--config FILE` (or `--config=FILE`) names, before any `--`, or else
-/// `IOTSTREAM_CONFIG`. Read before clap parses, since the file supplies clap's defaults; clap
-/// parses `--config` again as a global argument, so it is in `--help` and a missing value is a
-/// usage error.
+/// The Kafka options of every layer, merged by key, each with the layer it came from: the file's,
+/// then the environment's, then the flags'. A later layer's value for a key wins and the other
+/// keys stay, as with any other setting; clap alone would let `IOTSTREAM_KAFKA_OPTIONS` (say, a
+/// password kept out of the file) replace the file's whole `[kafka]` table. `parsed` are the
+/// options clap parsed, from the highest layer that had any.
+fn layered_kafka_options(
+    command: &clap::Command,
+    matches: &ArgMatches,
+    file: Option<&ConfigFile>,
+    parsed: Vec<KafkaOption>,
+) -> Result<Vec<(KafkaOption, &'static str)>, ConfigError> {
+    let Some(arg) = command.get_arguments().find(|arg| arg.get_long() == Some(KAFKA_OPTION_FLAG)) else {
+        return Ok(Vec::new());
+    };
+    let of_file = || -> Vec<KafkaOption> {
+        let table = file.and_then(|file| file.table.get(KAFKA_TABLE));
+        let options = table.and_then(|table| kafka_table(table).ok()).unwrap_or_default();
+        options.iter().filter_map(|text| text.parse().ok()).collect()
+    };
+    let of_environment = || -> Result<Vec<KafkaOption>, KafkaOptionError> {
+        let text = arg.get_env().and_then(std::env::var_os).unwrap_or_default();
+        let text = text.to_string_lossy();
+        text.split(';').filter(|part| !part.is_empty()).map(str::parse).collect()
+    };
+    let layers: Vec<(Vec<KafkaOption>, &'static str)> =
+        match matches.value_source(arg.get_id().as_str()) {
+            Some(ValueSource::CommandLine) => vec![(of_file(), "file"), (of_environment()?, "env"), (parsed, "flag")],
+            Some(ValueSource::EnvVariable) => vec![(of_file(), "file"), (parsed, "env")],
+            _ => vec![(parsed, "file")],
+        };
+    let mut merged: Vec<(KafkaOption, &'static str)> = Vec::new();
+    for (options, layer) in layers {
+        for option in options {
+            match merged.iter_mut().find(|(held, _)| held.key == option.key) {
+                Some(held) => *held = (option, layer),
+                None => merged.push((option, layer)),
+            }
+        }
+    }
+    Ok(merged)
+}
+
+/// The config file of a command the file configures: the one `--config FILE` (or
+/// `--config=FILE`) names, before any `--`, or else `IOTSTREAM_CONFIG`. Read before clap parses,
+/// since the file supplies clap's defaults; clap parses `--config` again (`RunConfig`), so it is in
+/// `--help` and a missing value is a usage error. Other commands have a `--config` of their own
+/// (a plugin's configuration) or none.
 fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let root = Cli::command();
+    let root_takes_value = |word: &str| {
+        root.get_arguments().any(|arg| arg.get_action().takes_values() && arg.get_long().is_some_and(|long| word == format!("--{long}")))
+    };
     let mut words = args.iter().skip(1).map(|word| word.to_string_lossy());
+    // The subcommand: the first word that is not a global option or its value.
+    let command = loop {
+        let word = words.next()?;
+        if root_takes_value(&word) {
+            words.next();
+        } else if !word.starts_with('-') {
+            break word;
+        }
+    };
+    if !CONFIGURED_COMMANDS.contains(&command.as_ref()) {
+        return None;
+    }
     while let Some(word) = words.next() {
         if word == "--" {
             break;
@@ -305,14 +369,18 @@ fn kafka_table(value: &toml::Value) -> Result<Vec<String>, String> {
 /// The effective configuration of `config` (the `iotstream config` subcommand, built, which takes
 /// `run`'s settings) as parsed into `matches`: a TOML file, by section, each value with its source,
 /// secrets masked.
-fn render(config: &clap::Command, matches: &ArgMatches, file: Option<&ConfigFile>) -> String {
+fn render(
+    config: &clap::Command,
+    matches: &ArgMatches,
+    file: Option<&ConfigFile>,
+    kafka_options: &[(KafkaOption, &str)],
+) -> String {
     let from_file = file.map(ConfigFile::keys).unwrap_or_default();
     let source = |arg: &Arg, key: &str| match matches.value_source(arg.get_id().as_str()) {
         Some(ValueSource::CommandLine) => "flag".to_owned(),
-        Some(ValueSource::EnvVariable) => {
-            format!("env {}", arg.get_env().map(|name| name.to_string_lossy()).unwrap_or_default())
-        }
-        Some(ValueSource::DefaultValue) if from_file.contains(key) => "file".to_owned(),
+        Some(ValueSource::EnvVariable) => format!("env {}", env_name(arg)),
+        // An empty list from the file is no value to clap: still the file's.
+        Some(ValueSource::DefaultValue) | None if from_file.contains(key) => "file".to_owned(),
         _ => "default".to_owned(),
     };
     let mut out = String::from(
@@ -338,13 +406,10 @@ fn render(config: &clap::Command, matches: &ArgMatches, file: Option<&ConfigFile
             .map(|raw| raw.map(|value| value.to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
         if key == KAFKA_OPTION_FLAG {
-            let from = if from_file.contains(KAFKA_TABLE) && values.is_empty() { "default".into() } else {
-                source(arg, KAFKA_TABLE)
-            };
-            kafka = format!("\n[{KAFKA_TABLE}]  # {from}\n");
-            for option in values.iter().filter_map(|text| text.parse::<KafkaOption>().ok()) {
+            kafka = format!("\n# librdkafka options: file < env {} < flags, by key\n[{KAFKA_TABLE}]\n", env_name(arg));
+            for (option, layer) in kafka_options {
                 let shown = if option.is_secret() { MASK.to_owned() } else { option.value.clone() };
-                kafka += &format!("{} = {}\n", toml_string(&option.key), toml_string(&shown));
+                kafka += &format!("{} = {}  # {layer}\n", toml_string(&option.key), toml_string(&shown));
             }
             continue;
         }
@@ -369,6 +434,11 @@ fn render(config: &clap::Command, matches: &ArgMatches, file: Option<&ConfigFile
         out += &format!("\n# {heading}\n{}\n", lines.join("\n"));
     }
     out + &kafka
+}
+
+/// The variable of `arg` (empty when it has none).
+fn env_name(arg: &Arg) -> String {
+    arg.get_env().map(|name| name.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 /// `value` as a TOML value: a boolean for a flag, a number when the argument parses numbers and
@@ -434,7 +504,10 @@ mod tests {
     fn the_config_path_comes_from_the_flag_before_a_double_dash() {
         let args = |words: &[&str]| words.iter().map(OsString::from).collect::<Vec<_>>();
         assert_eq!(config_path(&args(&["iotstream", "run", "--config", "a.toml"])), Some("a.toml".into()));
-        assert_eq!(config_path(&args(&["iotstream", "--config=b.toml", "run"])), Some("b.toml".into()));
+        assert_eq!(config_path(&args(&["iotstream", "--log", "debug", "config", "--config=b.toml"])), Some("b.toml".into()));
+        assert_eq!(config_path(&args(&["iotstream", "bench", "--", "--config", "c.toml"])), None);
+        // `replay --config` is a plugin's configuration, not a config file.
+        assert_eq!(config_path(&args(&["iotstream", "replay", "--config", "{\"window\": 3}"])), None);
     }
 
     #[test]

@@ -43,8 +43,9 @@ const COMPONENTIZE_PY: &str = "0.25.1";
 const PYTHON_PACKAGES: [&str; 2] = ["python3", "python3-venv"];
 /// The dashboard crate.
 const DASHBOARD: &str = "iotstream-dashboard";
-/// Debian packages the build needs: the C toolchain pieces librdkafka's build uses.
-const BUILD_PACKAGES: [&str; 4] = ["pkg-config", "zlib1g-dev", "g++", "make"];
+/// Debian packages the build needs: the C toolchain pieces librdkafka's build uses, and OpenSSL's
+/// headers for its TLS and SASL (SCRAM) support.
+const BUILD_PACKAGES: [&str; 5] = ["pkg-config", "zlib1g-dev", "libssl-dev", "g++", "make"];
 /// Debian packages the tests need: a Kafka client for the broker checks and a browser for the
 /// dashboard test.
 const TEST_PACKAGES: [&str; 3] = ["kcat", "chromium", "chromium-driver"];

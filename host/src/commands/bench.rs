@@ -152,6 +152,7 @@ async fn watch_progress(config: &BenchConfig, store: &Store, plugins_dir: &Path)
     let mut last_progress = Instant::now();
     let mut stored = 0;
     let mut swapped_at = None;
+    let bar = super::progress::bar(config.readings, "readings").with_message("stored");
     while stored < config.readings {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = store.totals().await?.readings;
@@ -170,10 +171,12 @@ async fn watch_progress(config: &BenchConfig, store: &Store, plugins_dir: &Path)
             last_progress = Instant::now();
         }
         stored = now;
+        bar.set_position(stored);
         if last_progress.elapsed() > Duration::from_secs(60) {
             break;
         }
     }
+    bar.finish_and_clear();
     let seconds = first.map_or(0.0, |f| last_progress.duration_since(f).as_secs_f64());
     Ok(Progress { stored, seconds, swapped_at })
 }

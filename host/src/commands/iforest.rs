@@ -104,8 +104,13 @@ pub fn iforest(config: &IforestConfig) -> Result<IforestSummary, IforestError> {
     }
     let started = std::time::Instant::now();
     let params = ForestParams { n_estimators: config.trees, max_samples: config.max_samples, seed: config.seed };
+    let fitting = super::progress::counter("rows").with_message(format!("fitting {} trees on", config.trees));
+    fitting.set_position(rows.len() as u64);
     let forest = params.fit_rows(&rows).map_err(|err| IforestError::Fit(err.to_string()))?;
-    let scores: Vec<f64> = rows.iter().map(|r| forest.score(r)).collect();
+    fitting.finish_and_clear();
+    let scoring = super::progress::bar(rows.len() as u64, "rows").with_message("scoring");
+    let scores: Vec<f64> = rows.iter().map(|r| forest.score(r)).inspect(|_| scoring.inc(1)).collect();
+    scoring.finish_and_clear();
     let fit_score_ms = started.elapsed().as_secs_f64() * 1000.0;
     let mut writer = csv::Writer::from_path(&config.out).map_err(csv_error(&config.out))?;
     let labelled = label_index.is_some();

@@ -13,6 +13,7 @@
 //!   (NAB's method, the simulator's episodes); [`iforest`]: the forest on any tabular CSV.
 //! * [`plugin_check`]: a plugin author's check of a component; [`plugin_new`]: a new plugin crate.
 //! * [`health`]: a running host's probe, for healthchecks.
+//! * [`progress`]: the progress bars of the long commands (stderr, terminals only).
 
 pub mod bench;
 pub mod bench_forest;
@@ -22,6 +23,7 @@ pub mod health;
 pub mod iforest;
 pub mod plugin_check;
 pub mod plugin_new;
+pub mod progress;
 pub mod replay;
 
 use anyhow::Context;

@@ -105,7 +105,9 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     // The runtime outlives the plugin's calls: its epoch thread is the CPU deadline's clock.
     let runtime = PluginRuntime::new()?;
     let mut plugin = open_detector(&runtime, &config.plugins_dir, &config.plugin, config.config.clone())?;
-    let detections = detect_series(&mut plugin, config.sensor_type, &rows)?;
+    let progress = super::progress::bar(rows.len() as u64, "rows").with_message("replaying");
+    let detections = detect_series(&mut plugin, config.sensor_type, &rows, &progress)?;
+    progress.finish_and_clear();
     let rescaled = detections.iter().any(|d| d.score > 1.0 || d.score < 0.0);
     let mut writer =
         csv::Writer::from_path(&config.out).map_err(|source| ReplayError::Csv { path: config.out.clone(), source })?;
@@ -147,11 +149,12 @@ pub(crate) fn open_detector(
 }
 
 /// Feeds `rows` (in order) to the detector as one sensor of `sensor_type`, in batches; one
-/// detection per row.
+/// detection per row. `progress` counts the rows done.
 pub(crate) fn detect_series(
     plugin: &mut Plugin,
     sensor_type: SensorType,
     rows: &[Row],
+    progress: &indicatif::ProgressBar,
 ) -> Result<Vec<Detection>, ReplayError> {
     let mut catalog = SensorCatalog::default();
     let template = Reading {
@@ -176,6 +179,7 @@ pub(crate) fn detect_series(
             })
             .collect();
         detections.extend(plugin.detect(&catalog, &batch)?);
+        progress.inc(chunk.len() as u64);
     }
     Ok(detections)
 }

@@ -59,6 +59,17 @@ pub async fn run(
     topic: &str,
     shutdown: CancellationToken,
 ) -> Result<SimulationReport, KafkaError> {
+    run_with_progress(config, brokers, topic, shutdown, &indicatif::ProgressBar::hidden()).await
+}
+
+/// [`run`], counting the readings produced on `progress` (`iotstream simulate`'s bar).
+pub async fn run_with_progress(
+    config: &SimulateConfig,
+    brokers: &Brokers,
+    topic: &str,
+    shutdown: CancellationToken,
+    progress: &indicatif::ProgressBar,
+) -> Result<SimulationReport, KafkaError> {
     let producer = producer(brokers)?;
     let mut fleet = Fleet::new(config.sensors, config.anomaly_rate, config.seed);
     let mut report = SimulationReport::default();
@@ -75,7 +86,9 @@ pub async fn run(
         let Some(burst) = pacer.next_burst(&shutdown).await else { break };
         let burst = if config.count > 0 { burst.min(config.count - fleet.counts().readings) } else { burst };
         send_burst(&producer, topic, &mut fleet, burst, &mut report).await;
+        progress.set_position(fleet.counts().readings);
     }
+    progress.finish_and_clear();
     report.fleet = fleet.counts();
     info!(
         delivered = report.delivered,

@@ -66,7 +66,7 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
             let (brokers, topic) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone());
             let config = simulate_config(&["--rate", "300", "--sensors", "20"]);
             let stop = stop.clone();
-            tokio::spawn(async move { iotstream::simulate::run(&config, &brokers, &topic, stop).await })
+            tokio::spawn(async move { iotstream::simulate::run(&config, &iotstream::kafka::Brokers::new(brokers), &topic, stop).await })
         };
         let browser = Browser::start().await;
         let base = format!("http://{}", host.addr);

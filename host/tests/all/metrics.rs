@@ -1,0 +1,125 @@
+//! `/metrics` of a running host covers the pipeline, not only the plugins: after a known input
+//! (20 readings and 2 malformed messages, one API request) every family docs/metrics.md lists is
+//! there, with its type, and with the value that input must give.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use iotstream::reading::{SensorType, encode};
+use sqlx::PgPool;
+
+use crate::support::{Host, count_rows, reading, wait_for};
+
+/// A scrape: each sample (`name{labels}`) with its value, and each family's `# TYPE`.
+struct Scrape {
+    samples: BTreeMap<String, f64>,
+    types: BTreeMap<String, String>,
+}
+
+impl Scrape {
+    async fn of(host: &Host) -> Scrape {
+        let text = reqwest::get(format!("http://{}/metrics", host.addr)).await.expect("scrape").text().await.expect("text");
+        let mut samples = BTreeMap::new();
+        let mut types = BTreeMap::new();
+        for line in text.lines() {
+            if let Some(declared) = line.strip_prefix("# TYPE ") {
+                let (family, kind) = declared.split_once(' ').expect("# TYPE name kind");
+                types.insert(family.to_owned(), kind.to_owned());
+            } else if !line.starts_with('#') && !line.is_empty() {
+                let (sample, value) = line.rsplit_once(' ').expect("sample value");
+                samples.insert(sample.to_owned(), value.parse().unwrap_or_else(|_| panic!("value of {line}")));
+            }
+        }
+        Scrape { samples, types }
+    }
+
+    fn value(&self, sample: &str) -> f64 {
+        *self.samples.get(sample).unwrap_or_else(|| panic!("{sample} missing from {:#?}", self.samples.keys()))
+    }
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn every_family_is_scraped_with_the_value_the_input_gives(pool: PgPool) {
+    let host = Host::start(pool.clone(), None, &["--checkpoint-interval", "1s"]).await;
+    let mut payloads = Vec::new();
+    for i in 0..20 {
+        let r = reading("co2-1", SensorType::Co2, "office_1", 1_767_225_600_000 + i * 1000, 400.0 + i as f64);
+        payloads.push((r.sensor_id.clone(), encode(&r)));
+    }
+    payloads.push(("bad-1".to_owned(), b"not json".to_vec()));
+    payloads.push(("bad-2".to_owned(), b"{".to_vec()));
+    host.produce(&payloads).await;
+    wait_for("sensor_readings", 20, || count_rows(&pool, "sensor_readings")).await;
+    wait_for("dead_letters", 2, || count_rows(&pool, "dead_letters")).await;
+    let stats = reqwest::get(format!("http://{}/api/stats", host.addr)).await.expect("stats");
+    assert_eq!(stats.status().as_u16(), 200);
+
+    // The lag and the checkpoint age come from the live view: wait until both are reported.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let scrape = loop {
+        let scrape = Scrape::of(&host).await;
+        let lag = scrape.samples.get(r#"iotstream_consumer_lag_messages{partition="0"}"#);
+        if lag == Some(&0.0) && scrape.samples.contains_key("iotstream_checkpoint_age_seconds") {
+            break scrape;
+        }
+        assert!(Instant::now() < deadline, "no lag 0 and checkpoint age: {:#?}", scrape.samples);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    let families = [
+        ("iotstream_messages_received", "counter"),
+        ("iotstream_readings_stored", "counter"),
+        ("iotstream_dead_letters", "counter"),
+        ("iotstream_batch_messages", "histogram"),
+        ("iotstream_batch_write_seconds", "histogram"),
+        ("iotstream_http_requests", "counter"),
+        ("iotstream_database_up", "gauge"),
+        ("iotstream_broker_up", "gauge"),
+        ("iotstream_pipeline_running", "gauge"),
+        ("iotstream_checkpoint_age_seconds", "gauge"),
+        ("iotstream_consumer_lag_messages", "gauge"),
+        ("iotstream_plugin_calls", "counter"),
+        ("iotstream_plugin_readings", "counter"),
+        ("iotstream_plugin_outputs", "counter"),
+        ("iotstream_plugin_errors", "counter"),
+        ("iotstream_plugin_restarts", "counter"),
+        ("iotstream_plugin_skipped_readings", "counter"),
+        ("iotstream_plugin_consecutive_failures", "gauge"),
+        ("iotstream_plugin_memory_bytes", "gauge"),
+        ("iotstream_plugin_exported_state_bytes", "gauge"),
+        ("iotstream_plugin_state", "gauge"),
+        ("iotstream_plugin_call_duration_seconds", "histogram"),
+    ];
+    for (family, kind) in families {
+        // The 0.0.4 text format declares a counter by its sample's name, `_total` included.
+        let declared = if kind == "counter" { format!("{family}_total") } else { family.to_owned() };
+        assert_eq!(scrape.types.get(&declared).map(String::as_str), Some(kind), "{declared}: {:?}", scrape.types);
+    }
+
+    assert_eq!(scrape.value("iotstream_messages_received_total"), 22.0);
+    assert_eq!(scrape.value("iotstream_readings_stored_total"), 20.0);
+    assert_eq!(scrape.value(r#"iotstream_dead_letters_total{reason="malformed"}"#), 2.0);
+    // Every message was in exactly one batch, and every batch was written once.
+    assert_eq!(scrape.value("iotstream_batch_messages_sum"), 22.0);
+    let batches = scrape.value("iotstream_batch_messages_count");
+    assert!((1.0..=22.0).contains(&batches), "{batches} batches");
+    assert_eq!(scrape.value("iotstream_batch_write_seconds_count"), batches);
+    let written = scrape.value("iotstream_batch_write_seconds_sum");
+    assert!(written > 0.0 && written < 10.0, "{written} s writing");
+    assert_eq!(scrape.value(r#"iotstream_http_requests_total{route="/api/stats",status="200"}"#), 1.0);
+    for up in ["iotstream_database_up", "iotstream_broker_up", "iotstream_pipeline_running"] {
+        assert_eq!(scrape.value(up), 1.0, "{up}");
+    }
+    let age = scrape.value("iotstream_checkpoint_age_seconds");
+    assert!((0.0..5.0).contains(&age), "checkpoint {age} s ago with a 1 s interval");
+    // The z-score detector saw every reading, in calls it timed.
+    let zscore = r#"{plugin="zscore",kind="detector"}"#;
+    assert_eq!(scrape.value(&format!("iotstream_plugin_readings_total{zscore}")), 20.0);
+    let calls = scrape.value(&format!("iotstream_plugin_calls_total{zscore}"));
+    assert!(calls >= 1.0, "{calls} calls");
+    assert_eq!(scrape.value(&format!("iotstream_plugin_call_duration_seconds_count{zscore}")), calls);
+    assert_eq!(scrape.value(&format!("iotstream_plugin_errors_total{zscore}")), 0.0);
+    assert_eq!(scrape.value(r#"iotstream_plugin_state{plugin="zscore",kind="detector",state="running"}"#), 1.0);
+    assert!(scrape.value(&format!("iotstream_plugin_memory_bytes{zscore}")) >= 65536.0, "one wasm page at least");
+    host.stop().await.expect("clean stop");
+}
