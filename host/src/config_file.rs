@@ -134,12 +134,11 @@ fn layered_kafka_options(
         let text = text.to_string_lossy();
         text.split(';').filter(|part| !part.is_empty()).map(str::parse).collect()
     };
-    let layers: Vec<(Vec<KafkaOption>, &'static str)> =
-        match matches.value_source(arg.get_id().as_str()) {
-            Some(ValueSource::CommandLine) => vec![(of_file(), "file"), (of_environment()?, "env"), (parsed, "flag")],
-            Some(ValueSource::EnvVariable) => vec![(of_file(), "file"), (parsed, "env")],
-            _ => vec![(parsed, "file")],
-        };
+    let layers: Vec<(Vec<KafkaOption>, &'static str)> = match matches.value_source(arg.get_id().as_str()) {
+        Some(ValueSource::CommandLine) => vec![(of_file(), "file"), (of_environment()?, "env"), (parsed, "flag")],
+        Some(ValueSource::EnvVariable) => vec![(of_file(), "file"), (parsed, "env")],
+        _ => vec![(parsed, "file")],
+    };
     let mut merged: Vec<(KafkaOption, &'static str)> = Vec::new();
     for (options, layer) in layers {
         for option in options {
@@ -160,7 +159,9 @@ fn layered_kafka_options(
 fn config_path(args: &[OsString]) -> Option<PathBuf> {
     let root = Cli::command();
     let root_takes_value = |word: &str| {
-        root.get_arguments().any(|arg| arg.get_action().takes_values() && arg.get_long().is_some_and(|long| word == format!("--{long}")))
+        root.get_arguments().any(|arg| {
+            arg.get_action().takes_values() && arg.get_long().is_some_and(|long| word == format!("--{long}"))
+        })
     };
     let mut words = args.iter().skip(1).map(|word| word.to_string_lossy());
     // The subcommand: the first word that is not a global option or its value.
@@ -258,7 +259,13 @@ impl ConfigFile {
     }
 
     /// The argument `key` sets and its values; or the problem, naming the key.
-    fn setting(&self, root: &clap::Command, run: &clap::Command, key: &str, value: &toml::Value) -> Result<Setting, String> {
+    fn setting(
+        &self,
+        root: &clap::Command,
+        run: &clap::Command,
+        key: &str,
+        value: &toml::Value,
+    ) -> Result<Setting, String> {
         if key == KAFKA_TABLE {
             let arg = run.get_arguments().find(|arg| arg.get_long() == Some(KAFKA_OPTION_FLAG));
             let arg = arg.expect("run takes --kafka-option");
@@ -496,7 +503,10 @@ mod tests {
             "postgres://iot_user:********@db:5432/iot_db?sslmode=require"
         );
         assert_eq!(mask("postgres://postgres@127.0.0.1:5432/test"), "postgres://postgres@127.0.0.1:5432/test");
-        assert_eq!(mask("postgres://u@h/db?password=pw&sslmode=require"), "postgres://u@h/db?password=********&sslmode=require");
+        assert_eq!(
+            mask("postgres://u@h/db?password=pw&sslmode=require"),
+            "postgres://u@h/db?password=********&sslmode=require"
+        );
         assert_eq!(mask("a-bearer-token"), MASK);
     }
 
@@ -504,7 +514,10 @@ mod tests {
     fn the_config_path_comes_from_the_flag_before_a_double_dash() {
         let args = |words: &[&str]| words.iter().map(OsString::from).collect::<Vec<_>>();
         assert_eq!(config_path(&args(&["iotstream", "run", "--config", "a.toml"])), Some("a.toml".into()));
-        assert_eq!(config_path(&args(&["iotstream", "--log", "debug", "config", "--config=b.toml"])), Some("b.toml".into()));
+        assert_eq!(
+            config_path(&args(&["iotstream", "--log", "debug", "config", "--config=b.toml"])),
+            Some("b.toml".into())
+        );
         assert_eq!(config_path(&args(&["iotstream", "bench", "--", "--config", "c.toml"])), None);
         // `replay --config` is a plugin's configuration, not a config file.
         assert_eq!(config_path(&args(&["iotstream", "replay", "--config", "{\"window\": 3}"])), None);
@@ -525,6 +538,9 @@ mod tests {
             ])
         );
         let reserved: toml::Table = "[kafka]\n\"group.id\" = \"x\"".parse().expect("toml");
-        assert_eq!(kafka_table(&reserved["kafka"]), Err("[kafka]: kafka option `group.id` is set by --group, not as an option".to_owned()));
+        assert_eq!(
+            kafka_table(&reserved["kafka"]),
+            Err("[kafka]: kafka option `group.id` is set by --group, not as an option".to_owned())
+        );
     }
 }

@@ -155,11 +155,16 @@ mod tests {
     #[test]
     fn librdkafka_refuses_an_unknown_key_by_name_and_takes_a_known_one() {
         let err = Brokers::validate(&[option("client.id=x"), option("sasl.pasword=hunter2")]).expect_err("typo");
-        assert_eq!(err, KafkaOptionError::Refused {
-            key: "sasl.pasword".into(),
-            reason: "No such configuration property: \"sasl.pasword\"".into()
-        });
-        assert!(Brokers::validate(&[option("security.protocol=sasl_ssl"), option("sasl.mechanism=SCRAM-SHA-512")]).is_ok());
+        assert_eq!(
+            err,
+            KafkaOptionError::Refused {
+                key: "sasl.pasword".into(),
+                reason: "No such configuration property: \"sasl.pasword\"".into()
+            }
+        );
+        assert!(
+            Brokers::validate(&[option("security.protocol=sasl_ssl"), option("sasl.mechanism=SCRAM-SHA-512")]).is_ok()
+        );
         let err = Brokers::validate(&[option("security.protocol=carrier-pigeon")]).expect_err("bad value");
         assert!(err.to_string().starts_with("kafka option `security.protocol`: "), "{err}");
     }

@@ -18,10 +18,10 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, warn};
 
-use super::{Brokers, KafkaError};
 use super::batches::Pending;
 use super::health::{SourceContext, SourceHealth};
 use super::replay::Replay;
+use super::{Brokers, KafkaError};
 
 /// A position that means "the partition's first message" (librdkafka's `OFFSET_BEGINNING`), for a
 /// partition nothing was read from yet.

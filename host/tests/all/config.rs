@@ -117,7 +117,8 @@ security.protocol = "SASL_SSL"
 #[test]
 fn the_file_can_come_from_the_environment_and_the_output_is_a_config_file_again() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let file = write(&dir, "a.toml", "batch-max = 123\nmax-age = \"off\"\nrate = 12.5\n[kafka]\n\"client.id\" = \"x\"\n");
+    let file =
+        write(&dir, "a.toml", "batch-max = 123\nmax-age = \"off\"\nrate = 12.5\n[kafka]\n\"client.id\" = \"x\"\n");
     let first = iotstream(&["config"], &[("IOTSTREAM_CONFIG", &file)]);
     assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
     let printed = stdout(&first);
@@ -166,18 +167,32 @@ fn unknown_keys_and_wrong_types_are_usage_errors_naming_each_key() {
     assert!(stderr(&output).starts_with(&format!("error: config file {syntax} is not valid TOML: ")), "{output:?}");
     let missing = iotstream(&["config", "--config", "/nonexistent/iotstream.toml"], &[]);
     assert_eq!(missing.status.code(), Some(2), "{missing:?}");
-    assert!(stderr(&missing).starts_with("error: cannot read config file /nonexistent/iotstream.toml: "), "{missing:?}");
+    assert!(
+        stderr(&missing).starts_with("error: cannot read config file /nonexistent/iotstream.toml: "),
+        "{missing:?}"
+    );
 }
 
 #[test]
 fn an_unknown_kafka_option_is_refused_at_start_by_name() {
     // From a flag, before anything connects or opens (the database URL points nowhere).
     let output = iotstream(
-        &["run", "--kafka-option", "client.id=x", "--kafka-option", "sasl.pasword=x", "--database-url", "postgres://nowhere:1/x"],
+        &[
+            "run",
+            "--kafka-option",
+            "client.id=x",
+            "--kafka-option",
+            "sasl.pasword=x",
+            "--database-url",
+            "postgres://nowhere:1/x",
+        ],
         &[],
     );
     assert_eq!(output.status.code(), Some(2), "{output:?}");
-    assert_eq!(stderr(&output), "error: kafka option `sasl.pasword`: No such configuration property: \"sasl.pasword\"\n");
+    assert_eq!(
+        stderr(&output),
+        "error: kafka option `sasl.pasword`: No such configuration property: \"sasl.pasword\"\n"
+    );
     // From the environment, `;`-separated, and for `simulate` too.
     let output = iotstream(&["simulate"], &[("IOTSTREAM_KAFKA_OPTIONS", "client.id=x;fetch.wait.max.mss=5")]);
     assert_eq!(output.status.code(), Some(2), "{output:?}");

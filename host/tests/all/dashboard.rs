@@ -203,7 +203,9 @@ async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool)
             let config = simulate_config(&["--rate", "300", "--sensors", "20"]);
             let task = tokio::spawn({
                 let stop = stop.clone();
-                async move { iotstream::simulate::run(&config, &iotstream::kafka::Brokers::new(brokers), &topic, stop).await }
+                async move {
+                    iotstream::simulate::run(&config, &iotstream::kafka::Brokers::new(brokers), &topic, stop).await
+                }
             });
             (task, stop)
         };

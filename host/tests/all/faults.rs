@@ -55,7 +55,8 @@ fn fleet(n: usize, seed: u64) -> Vec<Reading> {
 /// acknowledged (librdkafka retries through a broker outage). Each sensor's gateway clock is off by
 /// up to 3 s, so the Kafka timestamps do not follow the order of arrival across partitions.
 async fn produce(brokers: String, readings: Arc<Vec<Reading>>, per_second: usize) -> usize {
-    let producer: FutureProducer = iotstream::kafka::producer(&iotstream::kafka::Brokers::new(brokers.as_str())).expect("producer");
+    let producer: FutureProducer =
+        iotstream::kafka::producer(&iotstream::kafka::Brokers::new(brokers.as_str())).expect("producer");
     let chunk = (per_second / 20).max(1);
     let mut deliveries = Vec::with_capacity(readings.len());
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -576,7 +577,9 @@ async fn with_the_brokers_unreachable_at_start_the_api_serves_and_says_so(pool: 
     let shutdown = tokio_util::sync::CancellationToken::new();
     let task = {
         let (shutdown, brokers) = (shutdown.clone(), brokers.clone());
-        tokio::spawn(async move { iotstream::app::run(&config, store, listener, &iotstream::kafka::Brokers::new(brokers), shutdown).await })
+        tokio::spawn(async move {
+            iotstream::app::run(&config, store, listener, &iotstream::kafka::Brokers::new(brokers), shutdown).await
+        })
     };
     let health = wait_for_health(addr, "broker", false).await;
     assert_eq!(health["status"], "degraded");

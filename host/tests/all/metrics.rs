@@ -18,7 +18,8 @@ struct Scrape {
 
 impl Scrape {
     async fn of(host: &Host) -> Scrape {
-        let text = reqwest::get(format!("http://{}/metrics", host.addr)).await.expect("scrape").text().await.expect("text");
+        let text =
+            reqwest::get(format!("http://{}/metrics", host.addr)).await.expect("scrape").text().await.expect("text");
         let mut samples = BTreeMap::new();
         let mut types = BTreeMap::new();
         for line in text.lines() {

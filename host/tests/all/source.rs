@@ -20,7 +20,8 @@ const LONG_AGO_MS: i64 = 1_590_969_600_000;
 
 /// Produces `payloads` to partition 0 with the Kafka timestamp `timestamp_ms` each.
 async fn produce_at(broker: &EmbeddedBroker, payloads: &[(&str, Vec<u8>, i64)]) {
-    let producer = iotstream::kafka::producer(&iotstream::kafka::Brokers::new(broker.bootstrap_servers())).expect("producer");
+    let producer =
+        iotstream::kafka::producer(&iotstream::kafka::Brokers::new(broker.bootstrap_servers())).expect("producer");
     for (key, payload, timestamp_ms) in payloads {
         let record = FutureRecord::to("iot_sensors").partition(0).key(*key).payload(payload).timestamp(*timestamp_ms);
         producer.send(record, Duration::from_secs(10)).await.map_err(|(err, _)| err).expect("broker acknowledged");
@@ -86,7 +87,10 @@ async fn event_times_are_judged_against_the_kafka_timestamp(pool: PgPool) {
 /// created again (or a wiped broker) under the same cluster id looks like to the host. The mock
 /// cluster's identity is unique per run, so the test writes them under this run's identity.
 async fn positions_of_an_earlier_log(broker: &EmbeddedBroker, store: &Store, positions: &[(i32, i64)]) -> i16 {
-    let source = Source::connect(&iotstream::kafka::Brokers::new(broker.bootstrap_servers()), "iotstream-test", "iot_sensors").await.expect("source");
+    let source =
+        Source::connect(&iotstream::kafka::Brokers::new(broker.bootstrap_servers()), "iotstream-test", "iot_sensors")
+            .await
+            .expect("source");
     let id = store.source_id(source.identity(), "iot_sensors").await.expect("source id");
     for (partition, next) in positions {
         sqlx::query("INSERT INTO kafka_offsets (source_id, kafka_partition, next_offset) VALUES ($1, $2, $3)")
@@ -204,7 +208,9 @@ async fn a_second_host_on_a_source_waits_then_takes_over(pool: PgPool) {
     let second_shutdown = tokio_util::sync::CancellationToken::new();
     let second = {
         let (store, shutdown) = (Store::new(second_pool), second_shutdown.clone());
-        tokio::spawn(async move { iotstream::app::run(&config, store, listener, &iotstream::kafka::Brokers::new(brokers), shutdown).await })
+        tokio::spawn(async move {
+            iotstream::app::run(&config, store, listener, &iotstream::kafka::Brokers::new(brokers), shutdown).await
+        })
     };
     let standby = wait_for_status(second_addr, "standby").await;
     let waiting = standby["source"]["waiting"].as_str().expect("what it waits for").to_owned();

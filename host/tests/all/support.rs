@@ -114,7 +114,9 @@ impl Host {
         let brokers = broker.bootstrap_servers().to_owned();
         let task = {
             let shutdown = shutdown.clone();
-            tokio::spawn(async move { iotstream::app::run(&config, store, listener, &iotstream::kafka::Brokers::new(brokers), shutdown).await })
+            tokio::spawn(async move {
+                iotstream::app::run(&config, store, listener, &iotstream::kafka::Brokers::new(brokers), shutdown).await
+            })
         };
         Host { broker, addr, topic, shutdown, task }
     }
@@ -147,7 +149,8 @@ impl Host {
 /// Produces `payloads` (key, bytes) to partition 0 of `iot_sensors` on `broker`, waiting for each
 /// ack.
 pub async fn produce_to_partition_0(broker: &iotstream::kafka::EmbeddedBroker, payloads: &[(String, Vec<u8>)]) {
-    let producer = iotstream::kafka::producer(&iotstream::kafka::Brokers::new(broker.bootstrap_servers())).expect("producer");
+    let producer =
+        iotstream::kafka::producer(&iotstream::kafka::Brokers::new(broker.bootstrap_servers())).expect("producer");
     let deliveries: Vec<_> = payloads
         .iter()
         .map(|(key, payload)| {

@@ -115,7 +115,8 @@ pub fn evaluate(config: &EvaluateConfig) -> Result<Evaluation, EvaluateError> {
             let mut scored = Vec::with_capacity(corpus.series.len());
             for series in &corpus.series {
                 let mut instance = plugin.new_instance(plugin_config.clone())?;
-                let detections = detect_series(&mut instance, config.sensor_type, &series.rows, &indicatif::ProgressBar::hidden())?;
+                let detections =
+                    detect_series(&mut instance, config.sensor_type, &series.rows, &indicatif::ProgressBar::hidden())?;
                 let scores = detections
                     .iter()
                     .map(|d| if d.verdict == Verdict::WarmingUp { f64::NEG_INFINITY } else { d.score })
