@@ -8,6 +8,8 @@
 //! * `demo`: `build` in release, then `iotstream run` with the embedded broker and simulator; with
 //!   no `DATABASE_URL` and no PostgreSQL answering at the default address, on a private PostgreSQL
 //!   it runs for the demo and stops after it (see [`postgres`]).
+//! * `install`: `build` in release, then the binary into `PREFIX/bin` and the built-in plugins and
+//!   dashboard into `PREFIX/share/iotstream/`, where the binary finds them from any folder.
 //! * `test`: everything CI runs, installing what is missing first (rustup targets, the pinned
 //!   `wasm-bindgen-cli`, the pinned `componentize-py`, apt packages): no merge-conflict markers
 //!   left in tracked files, formatting, the build, the test plugins, clippy with warnings denied,
@@ -81,6 +83,15 @@ enum Task {
         #[arg(last = true)]
         args: Vec<String>,
     },
+    /// Build in release and install `iotstream` with its built-in plugins and dashboard:
+    /// `PREFIX/bin/iotstream`, `PREFIX/share/iotstream/{plugins,dashboard}`, where the binary finds
+    /// them from any folder.
+    Install {
+        /// Where to install (default: cargo's own folder, `$CARGO_HOME` or `~/.cargo`, whose `bin`
+        /// rustup puts on PATH).
+        #[arg(long)]
+        prefix: Option<PathBuf>,
+    },
     /// Install what is missing, build, and run every test.
     Test,
     /// Build in release and run the pipeline benchmark.
@@ -99,6 +110,7 @@ fn main() -> Result<()> {
         Task::Build { release } => build(release),
         Task::Plugins => build_plugins().and_then(|()| build_python_plugins()),
         Task::Demo { args } => demo(&args),
+        Task::Install { prefix } => install(prefix),
         Task::Test => test(),
         Task::Bench { args } => run_release("bench", &args),
     }
@@ -195,6 +207,53 @@ impl HostSignals {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
     }
+}
+
+/// `cargo xtask install`: the release build, laid out as the binary looks for it (see
+/// `default_dist_folder` in the host's `config.rs`). Every file is written beside its place, then
+/// renamed over it: a running installed host never reads a half-written plugin or binary.
+fn install(prefix: Option<PathBuf>) -> Result<()> {
+    let prefix = match prefix {
+        Some(prefix) => prefix,
+        None => match std::env::var_os("CARGO_HOME") {
+            Some(home) => PathBuf::from(home),
+            None => PathBuf::from(std::env::var_os("HOME").context("neither --prefix, CARGO_HOME nor HOME is set")?)
+                .join(".cargo"),
+        },
+    };
+    build(true)?;
+    let share = prefix.join("share/iotstream");
+    let copy_folder = |from: &Path, to: &Path| -> Result<()> {
+        std::fs::create_dir_all(to).with_context(|| format!("create {}", to.display()))?;
+        for entry in std::fs::read_dir(from).with_context(|| format!("read {}", from.display()))? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                replace_file(&entry.path(), &to.join(entry.file_name()))?;
+            }
+        }
+        Ok(())
+    };
+    copy_folder(Path::new("dist/plugins"), &share.join("plugins"))?;
+    copy_folder(Path::new("dist/dashboard"), &share.join("dashboard"))?;
+    let bin = prefix.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    replace_file(&target_dir().join("release/iotstream"), &bin.join("iotstream"))?;
+    eprintln!(
+        "xtask: installed {} (plugins and dashboard in {}); `iotstream run` works from any folder once {} is on PATH",
+        bin.join("iotstream").display(),
+        share.display(),
+        bin.display()
+    );
+    Ok(())
+}
+
+/// Copies `from` to `to` through a hidden file beside `to`, renamed over it.
+fn replace_file(from: &Path, to: &Path) -> Result<()> {
+    let name = to.file_name().context("a destination without a name")?.to_string_lossy();
+    let partial = to.with_file_name(format!(".{name}.partial"));
+    std::fs::copy(from, &partial).with_context(|| format!("copy {} to {}", from.display(), partial.display()))?;
+    std::fs::rename(&partial, to).with_context(|| format!("rename to {}", to.display()))?;
+    Ok(())
 }
 
 /// `DATABASE_URL`, or the local default.

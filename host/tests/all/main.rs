@@ -19,6 +19,7 @@ mod history;
 mod hot_swap;
 mod iforest;
 mod image;
+mod installed;
 mod isolation;
 mod plugin_new;
 mod plugins;
