@@ -79,6 +79,14 @@ enum Task {
     /// Build in release, then run the whole pipeline with the embedded broker and simulator (on a
     /// private PostgreSQL when DATABASE_URL is unset and none answers at the default address).
     Demo {
+        /// Run on a private PostgreSQL of the demo's own even when DATABASE_URL is set or a server
+        /// answers at the default address.
+        #[arg(long)]
+        private_postgres: bool,
+        /// Run the private PostgreSQL with the npm registry's pinned server even where the
+        /// distribution's is installed.
+        #[arg(long)]
+        registry_postgres: bool,
         /// Extra arguments for `iotstream run`.
         #[arg(last = true)]
         args: Vec<String>,
@@ -109,7 +117,11 @@ fn main() -> Result<()> {
     match cli.command {
         Task::Build { release } => build(release),
         Task::Plugins => build_plugins().and_then(|()| build_python_plugins()),
-        Task::Demo { args } => demo(&args),
+        Task::Demo { private_postgres, registry_postgres, args } => {
+            let source =
+                if registry_postgres { postgres::BinarySource::Registry } else { postgres::BinarySource::Installed };
+            demo(private_postgres, source, &args)
+        }
         Task::Install { prefix } => install(prefix),
         Task::Test => test(),
         Task::Bench { args } => run_release("bench", &args),
@@ -129,14 +141,15 @@ fn run_release(subcommand: &str, args: &[String]) -> Result<()> {
 /// `cargo xtask demo`: builds in release, then runs the host with the embedded broker and
 /// simulator on `DATABASE_URL`, the default server when one answers there, or a private
 /// PostgreSQL of its own, which is stopped when the host exits, however it exits.
-fn demo(args: &[String]) -> Result<()> {
+fn demo(private_postgres: bool, source: postgres::BinarySource, args: &[String]) -> Result<()> {
     // From here on a Ctrl-C (which the terminal sends to the host too), SIGTERM or SIGHUP does not
     // kill xtask: the host is asked to stop and xtask stops the database after it.
     let signals = HostSignals::register()?;
     build(true)?;
     signals.bail_if_received()?;
-    let given = std::env::var("DATABASE_URL").ok();
-    let default_answers = postgres::url_address(DEFAULT_DATABASE_URL).is_some_and(postgres::answers);
+    let given = std::env::var("DATABASE_URL").ok().filter(|_| !private_postgres);
+    let default_answers =
+        !private_postgres && postgres::url_address(DEFAULT_DATABASE_URL).is_some_and(postgres::answers);
     let (database_url, _cluster) = match given {
         Some(url) => {
             ensure_postgres(&url)?;
@@ -144,9 +157,13 @@ fn demo(args: &[String]) -> Result<()> {
         }
         None if default_answers => (DEFAULT_DATABASE_URL.to_owned(), None),
         None => {
-            eprintln!("xtask: no DATABASE_URL and no PostgreSQL at {DEFAULT_DATABASE_URL}: starting one for the demo");
+            if !private_postgres {
+                eprintln!(
+                    "xtask: no DATABASE_URL and no PostgreSQL at {DEFAULT_DATABASE_URL}: starting one for the demo"
+                );
+            }
             let folder = postgres::demo_folder(&target_dir())?;
-            let bin = postgres::binaries(postgres::BinarySource::Installed, &folder)?;
+            let bin = postgres::binaries(source, &folder)?;
             let cluster = postgres::RunningCluster::start(&bin, &folder)?;
             (cluster.url(), Some(cluster))
         }

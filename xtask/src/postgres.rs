@@ -171,11 +171,22 @@ fn is_root() -> bool {
     Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0")
 }
 
-/// `command`, run as [`UNPRIVILEGED_USER`] when xtask runs as root.
+/// The primary group of [`UNPRIVILEGED_USER`] (`nogroup` on Debian, `nobody` elsewhere), by number.
+fn unprivileged_group() -> String {
+    let out = Command::new("id").args(["-g", UNPRIVILEGED_USER]).output();
+    out.ok()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|gid| !gid.is_empty())
+        .unwrap_or_else(|| "65534".into())
+}
+
+/// `program`, run as [`UNPRIVILEGED_USER`] (through util-linux's `setpriv`) when xtask runs as root.
 fn as_server_user(root: bool, program: &Path) -> Command {
     if root {
         let mut command = Command::new("setpriv");
-        command.args(["--reuid", UNPRIVILEGED_USER, "--regid", "nogroup", "--clear-groups", "--"]).arg(program);
+        command
+            .args(["--reuid", UNPRIVILEGED_USER, "--regid", &unprivileged_group(), "--clear-groups", "--"])
+            .arg(program);
         command
     } else {
         Command::new(program)
@@ -184,11 +195,7 @@ fn as_server_user(root: bool, program: &Path) -> Command {
 
 /// Whether [`UNPRIVILEGED_USER`] can create files in `folder` (which must exist).
 fn unprivileged_can_write(folder: &Path) -> bool {
-    Command::new("setpriv")
-        .args(["--reuid", UNPRIVILEGED_USER, "--regid", "nogroup", "--clear-groups", "--", "test", "-w"])
-        .arg(folder)
-        .status()
-        .is_ok_and(|s| s.success())
+    as_server_user(true, Path::new("test")).arg("-w").arg(folder).status().is_ok_and(|s| s.success())
 }
 
 /// The folder of the demo's cluster and downloaded server: `demo-postgres` under `target`, or,
