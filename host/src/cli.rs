@@ -66,8 +66,9 @@ pub enum PluginCommand {
     /// Load a component as the host would, run it on simulated readings, check its output and its
     /// state hand-off.
     Check(CheckConfig),
-    /// Scaffold a detector plugin crate (a documented moving-average detector with a unit test,
-    /// an example configuration and a README) that builds as it is.
+    /// Scaffold a plugin crate that builds as it is, in any folder (a documented detector, or with
+    /// --kind aggregator an aggregator, with a unit test, a manifest, the SDK and the WIT contract
+    /// of this binary, and a README).
     New(NewConfig),
 }
 
