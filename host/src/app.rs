@@ -44,6 +44,12 @@ pub enum RunError {
     /// The loop stopped short of a clean shutdown.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
+    /// The plugins folder does not exist.
+    #[error(
+        "no plugins folder {0}: give one with --plugins (IOTSTREAM_PLUGINS), install iotstream with \
+         its built-in plugins (`cargo xtask install`), or build them in a checkout (`cargo xtask build`)"
+    )]
+    NoPluginsFolder(std::path::PathBuf),
     /// The HTTP address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -138,7 +144,12 @@ pub async fn run(
 /// did not (each logged).
 fn load_plugins(config: &RunConfig) -> Result<(Arc<PluginRuntime>, LoadedDir), RunError> {
     let runtime = Arc::new(PluginRuntime::with_limits(config.plugin_limits())?);
-    let (plugins, failures) = runtime.load_dir(&config.plugins_dir)?;
+    let (plugins, failures) = runtime.load_dir(&config.plugins_dir).map_err(|err| match err {
+        PluginError::Read { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
+            RunError::NoPluginsFolder(path)
+        }
+        other => other.into(),
+    })?;
     for (plugin, failure) in &failures {
         error!(plugin = %plugin, error = %failure, "plugin not loaded");
     }

@@ -75,8 +75,9 @@ pub enum PluginCommand {
     /// state hand-off.
     #[command(after_help = PLUGIN_CHECK_EXAMPLES)]
     Check(CheckConfig),
-    /// Scaffold a detector plugin crate (a documented moving-average detector with a unit test,
-    /// an example configuration and a README) that builds as it is.
+    /// Scaffold a plugin crate that builds as it is, in any folder (a documented detector, or with
+    /// --kind aggregator an aggregator, with a unit test, a manifest, the SDK and the WIT contract
+    /// of this binary, and a README).
     #[command(after_help = PLUGIN_NEW_EXAMPLES)]
     New(NewConfig),
 }

@@ -37,11 +37,15 @@ pub struct RunConfig {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     pub database_url: String,
-    /// Folder of plugin components (`*.wasm`, each with an optional `NAME.json` configuration).
-    #[arg(help_heading = heading::PLUGINS, long = "plugins", env = "IOTSTREAM_PLUGINS", default_value = "dist/plugins")]
+    /// Folder of plugin components (`*.wasm`, each with an optional `NAME.toml` manifest), watched
+    /// for drop-ins. Default: the built-in plugins installed beside the binary
+    /// (`PREFIX/share/iotstream/plugins` for `PREFIX/bin/iotstream`), else `dist/plugins` of the
+    /// checkout it runs in.
+    #[arg(help_heading = heading::PLUGINS, long = "plugins", env = "IOTSTREAM_PLUGINS", default_value_os_t = default_dist_folder("plugins"))]
     pub plugins_dir: PathBuf,
-    /// Folder of the built dashboard.
-    #[arg(help_heading = heading::HTTP, long = "dashboard", env = "IOTSTREAM_DASHBOARD", default_value = "dist/dashboard")]
+    /// Folder of the built dashboard. Default: `PREFIX/share/iotstream/dashboard` beside the
+    /// installed binary, else `dist/dashboard` of the checkout it runs in.
+    #[arg(help_heading = heading::HTTP, long = "dashboard", env = "IOTSTREAM_DASHBOARD", default_value_os_t = default_dist_folder("dashboard"))]
     pub dashboard_dir: PathBuf,
     /// HTTP address of the API and dashboard (port 0 picks a free port).
     #[arg(help_heading = heading::HTTP, long, env = "IOTSTREAM_LISTEN", default_value = "127.0.0.1:8080")]
@@ -159,6 +163,16 @@ impl KafkaOptions {
     pub fn brokers(&self, servers: &str) -> Brokers {
         Brokers::with_options(servers, &self.options)
     }
+}
+
+/// The default folder of `what` (`plugins` or `dashboard`): `PREFIX/share/iotstream/WHAT` when the
+/// binary is `PREFIX/bin/iotstream` and that folder exists (the layout `cargo xtask install` writes),
+/// else `dist/WHAT`, relative to the working folder (a checkout, where `cargo xtask build` writes
+/// them).
+pub fn default_dist_folder(what: &str) -> PathBuf {
+    let exe = std::env::current_exe().ok();
+    let installed = exe.as_deref().and_then(|exe| Some(exe.parent()?.parent()?.join("share/iotstream").join(what)));
+    installed.filter(|dir| dir.is_dir()).unwrap_or_else(|| PathBuf::from("dist").join(what))
 }
 
 impl RunConfig {

