@@ -30,7 +30,8 @@ pub struct RunConfig {
     #[arg(help_heading = heading::KAFKA, long, env = "IOTSTREAM_GROUP", default_value = "iotstream")]
     pub group: String,
     /// PostgreSQL URL.
-    #[arg(help_heading = heading::POSTGRES, 
+    #[arg(
+        help_heading = heading::POSTGRES,
         long,
         env = "DATABASE_URL",
         hide_env_values = true,
