@@ -91,8 +91,12 @@ pub fn Chart(
         {
             set_failure.set(Some("this chart's data could not be drawn".into()));
         }
-        // What one redraw cost (ECharts draws within `setOption`), for the browser test's figures.
+        // What one redraw cost (ECharts draws within `setOption`), and when the chart first drew
+        // (milliseconds since the page's navigation started), for the browser tests' figures.
         let _ = element.set_attribute("data-draw-ms", &format!("{:.2}", now_millis() - started));
+        if !element.has_attribute("data-first-draw-at") {
+            let _ = element.set_attribute("data-first-draw-at", &format!("{:.0}", now_millis()));
+        }
     });
     let resize = instance.clone();
     let listener = window_event_listener(leptos::ev::resize, move |_| {
