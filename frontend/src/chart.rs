@@ -20,6 +20,8 @@ extern "C" {
     fn set_option(this: &EChartsInstance, option: &JsValue, not_merge: bool) -> Result<(), JsValue>;
     #[wasm_bindgen(method)]
     fn resize(this: &EChartsInstance);
+    #[wasm_bindgen(method, js_name = getWidth)]
+    fn get_width(this: &EChartsInstance) -> f64;
     #[wasm_bindgen(method)]
     fn on(this: &EChartsInstance, event: &str, handler: &js_sys::Function);
     #[wasm_bindgen(method)]
@@ -90,6 +92,18 @@ pub fn Chart(
             && chart.set_option(&parsed, true).is_err()
         {
             set_failure.set(Some("this chart's data could not be drawn".into()));
+        }
+        // A chart first drawn while its element was still hidden (the "waiting" text showing) took
+        // a default size: fit it to the element once the page has laid the element out.
+        if let Some(chart) = slot.as_ref()
+            && (chart.get_width() - f64::from(element.client_width())).abs() > 1.0
+        {
+            let later = drawn.clone();
+            request_animation_frame(move || {
+                if let Some(chart) = later.borrow().as_ref() {
+                    chart.resize();
+                }
+            });
         }
         // What one redraw cost (ECharts draws within `setOption`), and when the chart first drew
         // (milliseconds since the page's navigation started), for the browser tests' figures.

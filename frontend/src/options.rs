@@ -121,9 +121,9 @@ pub fn histograms(values: &BTreeMap<String, Vec<f64>>, bins: usize) -> Option<Va
     Some(option)
 }
 
-/// A heatmap of `matrix[i][j]` over `names` × `names`, from -1 to 1.
+/// A heatmap of `matrix[i][j]` over `names` × `names`, from -1 to 1; `None` when no cell is defined.
 pub fn heatmap(names: &[String], matrix: &[Vec<Option<f64>>]) -> Option<Value> {
-    if names.is_empty() {
+    if matrix.iter().flatten().all(Option::is_none) {
         return None;
     }
     let mut data = Vec::new();

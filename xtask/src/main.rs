@@ -283,7 +283,7 @@ fn build_dashboard(release: bool) -> Result<()> {
             .arg(&wasm),
     )?;
     if release {
-        // Only the release build pays the optimiser's minute: debug builds stay quick to iterate.
+        // Only the release build pays the optimiser's 40 s (on two cores): debug builds stay quick.
         binaryen::optimize(&target_dir().join("npm"), &out.join("dashboard_bg.wasm"))?;
     }
     for file in ["index.html", "style.css"] {

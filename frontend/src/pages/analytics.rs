@@ -162,7 +162,7 @@ pub fn Analytics() -> impl IntoView {
         </section>
         <Chart id="correlation"
             title=Signal::derive(move || format!("Sensor-type correlation at {} (1-minute window averages)", heat_location().unwrap_or_default()))
-            option=heat empty="no windows in this range" />
+            option=heat empty="fewer than two 1-minute windows of two sensor types here in this range" />
         {move || match correlations.get() {
             Some(Err(error)) => view! { <p class="error">{error}</p> }.into_any(),
             _ => ().into_any(),

@@ -9,6 +9,7 @@ mod api_limits;
 mod batch_log;
 mod compose;
 mod dashboard;
+mod dashboard_live;
 mod dashboard_tabs;
 mod dead_letters;
 mod e2e;
