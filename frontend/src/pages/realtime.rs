@@ -90,11 +90,13 @@ pub fn Realtime() -> impl IntoView {
     let (sensor, pick_sensor) = signal(None::<String>);
     let single = move || sensor.get().filter(|s| s != "anomaly");
     let types = move || filter.get().sensor_type.map_or_else(|| SensorType::ALL.to_vec(), |t| vec![t]);
+    // A memo: the bars are redrawn only when a count changes, not on every batch.
     let counts = move |key: fn(&ReadingRow) -> String| {
-        Signal::derive(move || {
+        let counted = Memo::new(move |_| {
             let points = feed.points.get();
             options::bars(&anomaly_counts(&points.iter().collect::<Vec<_>>(), &filter.get(), key), "anomalies")
-        })
+        });
+        Signal::from(counted)
     };
     let readings = Signal::derive(move || {
         let filter = filter.get();
