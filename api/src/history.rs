@@ -69,6 +69,35 @@ pub struct History {
     pub series: Vec<HistorySeries>,
 }
 
+/// The correlation of two sensor types at one location over the 1-minute windows both have (the
+/// newest revision of each window, paired by window start).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TypeCorrelation {
+    /// The aggregator plugin whose windows were paired.
+    pub stage: String,
+    /// One sensor type (the alphabetically first; equal to `sensor_type_b` on the diagonal).
+    pub sensor_type_a: SensorType,
+    /// The other.
+    pub sensor_type_b: SensorType,
+    /// Windows both types have.
+    pub windows: i64,
+    /// Pearson's correlation of their window averages; `None` under two windows or for a constant.
+    pub correlation: Option<f64>,
+}
+
+/// `GET /api/correlations`: every pair of sensor types at a location over a range.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Correlations {
+    /// The location.
+    pub location: String,
+    /// Windows starting at or after this.
+    pub from: DateTime<Utc>,
+    /// And before this.
+    pub to: DateTime<Utc>,
+    /// Each pair once (and each type with itself), ordered by stage and types.
+    pub pairs: Vec<TypeCorrelation>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

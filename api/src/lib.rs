@@ -16,9 +16,12 @@ pub mod quality;
 pub mod rows;
 pub mod vocabulary;
 
-pub use history::{HISTORY_MAX_POINTS, HISTORY_MIN_BUCKET, History, HistoryPoint, HistorySeries, bucket_width};
+pub use history::{
+    Correlations, HISTORY_MAX_POINTS, HISTORY_MIN_BUCKET, History, HistoryPoint, HistorySeries, TypeCorrelation,
+    bucket_width,
+};
 pub use live::{LIVE_ROWS, LiveEvent, LiveView, Stats};
 pub use plugins::{CALL_MICROS_BUCKETS, PluginEvent, PluginFailure, PluginStatus, call_micros_quantile};
-pub use quality::{DetectorAgreement, DetectorQuality, QualityReport};
+pub use quality::{DetectorAgreement, DetectorQuality, ModelGeneration, QualityReport};
 pub use rows::{AggregateRow, DeadLetterCount, DeadLetterRow, PredictionRow, ReadingRow, ShadowComparison};
 pub use vocabulary::{DeadLetterReason, Named, OutageCode, PluginAction, PluginState, SensorType, StageKind, Verdict};

@@ -31,6 +31,10 @@ pub struct Stats {
     pub active_sensors: u64,
     /// Readings per second over the last 10 seconds.
     pub readings_per_second: f64,
+    /// Messages the consumer is behind the ends of its partitions, summed over them, as librdkafka
+    /// last reported (`None` until it has: no partition assigned yet, or no statistics report).
+    #[serde(default)]
+    pub consumer_lag: Option<u64>,
     /// Batch latency percentiles (Kafka timestamp to database commit), milliseconds, recent batches.
     pub latency_ms_p50: f64,
     /// 99th percentile of the same.

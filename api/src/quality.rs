@@ -1,5 +1,6 @@
 //! `GET /api/quality`: each detector against the source's labels, and against each other.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::vocabulary::SensorType;
@@ -47,8 +48,45 @@ pub struct DetectorAgreement {
     pub agreed: i64,
     /// Readings both called anomalous.
     pub both_anomalous: i64,
+    /// Readings only `detector_a` called anomalous (`detector_b` normal).
+    pub only_a_anomalous: i64,
+    /// Readings only `detector_b` called anomalous (`detector_a` normal).
+    pub only_b_anomalous: i64,
     /// `agreed / judged_by_both`, when defined.
     pub agreement: Option<f64>,
+}
+
+impl DetectorAgreement {
+    /// Readings both called normal: the fourth cell of the 2×2 confusion of their verdicts.
+    pub fn both_normal(&self) -> i64 {
+        self.judged_by_both - self.both_anomalous - self.only_a_anomalous - self.only_b_anomalous
+    }
+}
+
+/// One model a detector trained, as its verdicts record it (`GET /api/models`): for a detector
+/// that retrains online (the Isolation Forest), its generations are its retrain history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelGeneration {
+    /// The detector plugin.
+    pub detector: String,
+    /// The sensor type the model judges (a detector trains one model per type).
+    pub sensor_type: SensorType,
+    /// How many models the detector had trained for the type when it trained this one.
+    pub generation: i32,
+    /// The detector plugin's version that used it.
+    pub detector_version: String,
+    /// When it was trained: the event time of the newest reading it learned from.
+    pub trained_at: Option<DateTime<Utc>>,
+    /// Readings it was trained on.
+    pub training_rows: Option<i32>,
+    /// Verdicts it gave in the range asked for.
+    pub verdicts: i64,
+    /// Of those, anomalies.
+    pub anomalies: i64,
+    /// Event time of its first verdict in the range.
+    pub first_verdict: DateTime<Utc>,
+    /// Event time of its last verdict in the range.
+    pub last_verdict: DateTime<Utc>,
 }
 
 /// `GET /api/quality`: detectors against the labels, and against each other.

@@ -20,6 +20,8 @@ extern "C" {
     fn set_option(this: &EChartsInstance, option: &JsValue, not_merge: bool) -> Result<(), JsValue>;
     #[wasm_bindgen(method)]
     fn resize(this: &EChartsInstance);
+    #[wasm_bindgen(method, js_name = getWidth)]
+    fn get_width(this: &EChartsInstance) -> f64;
     #[wasm_bindgen(method)]
     fn on(this: &EChartsInstance, event: &str, handler: &js_sys::Function);
     #[wasm_bindgen(method)]
@@ -91,8 +93,24 @@ pub fn Chart(
         {
             set_failure.set(Some("this chart's data could not be drawn".into()));
         }
-        // What one redraw cost (ECharts draws within `setOption`), for the browser test's figures.
+        // A chart first drawn while its element was still hidden (the "waiting" text showing) took
+        // a default size: fit it to the element once the page has laid the element out.
+        if let Some(chart) = slot.as_ref()
+            && (chart.get_width() - f64::from(element.client_width())).abs() > 1.0
+        {
+            let later = drawn.clone();
+            request_animation_frame(move || {
+                if let Some(chart) = later.borrow().as_ref() {
+                    chart.resize();
+                }
+            });
+        }
+        // What one redraw cost (ECharts draws within `setOption`), and when the chart first drew
+        // (milliseconds since the page's navigation started), for the browser tests' figures.
         let _ = element.set_attribute("data-draw-ms", &format!("{:.2}", now_millis() - started));
+        if !element.has_attribute("data-first-draw-at") {
+            let _ = element.set_attribute("data-first-draw-at", &format!("{:.0}", now_millis()));
+        }
     });
     let resize = instance.clone();
     let listener = window_event_listener(leptos::ev::resize, move |_| {

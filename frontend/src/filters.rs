@@ -84,7 +84,11 @@ pub fn FilterBar(
             <label>"type "
                 <select id="filter-type" prop:value=selected_type on:change=move |ev| set_type(event_target_value(&ev))>
                     <option value="">"all"</option>
-                    {SensorType::ALL.iter().map(|t| view! { <option value=t.as_str()>{t.as_str()}</option> }).collect_view()}
+                    // Each option says whether it is chosen: the select's own value is set before
+                    // its options exist, and would otherwise show the first one.
+                    {SensorType::ALL.iter().map(|t| view! {
+                        <option value=t.as_str() selected=move || selected_type() == t.as_str()>{t.as_str()}</option>
+                    }).collect_view()}
                 </select>
             </label>
             <label>"location "
@@ -95,7 +99,11 @@ pub fn FilterBar(
                         if let Some(chosen) = filter.get().location.filter(|l| !all.contains(l)) {
                             all.push(chosen);
                         }
-                        all.into_iter().map(|l| { let label = l.clone(); view! { <option value=l>{label}</option> } }).collect_view()
+                        let chosen = selected_location();
+                        all.into_iter().map(|l| {
+                            let (label, selected) = (l.clone(), l == chosen);
+                            view! { <option value=l selected=selected>{label}</option> }
+                        }).collect_view()
                     }}
                 </select>
             </label>

@@ -5,7 +5,8 @@
 //! Layout: [`live`] (the event source, the bounded live points), [`fetch`] (API reads),
 //! [`filters`] (the filter bar, in the URL), [`chart`] and [`options`] (ECharts and the options
 //! built for it), [`app`] (the shell and routes), [`pages`] (one module per tab), [`components`]
-//! (KPI cards and tables), [`admin`] (the admin token and actions).
+//! (KPI cards and tables), [`admin`] (the admin token and actions), [`range`] (the time-range
+//! picker of the history-backed tabs).
 
 mod admin;
 mod app;
@@ -16,6 +17,7 @@ mod filters;
 mod live;
 mod options;
 mod pages;
+mod range;
 
 fn main() {
     leptos::mount::mount_to_body(app::App);

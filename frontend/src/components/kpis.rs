@@ -21,7 +21,12 @@ fn Card(
     }
 }
 
-/// Readings, anomalies, active sensors, rate, latency and dead letters.
+/// The consumer lag as a card shows it: a dash until librdkafka has reported it.
+fn lag(stats: &Stats) -> String {
+    stats.consumer_lag.map_or_else(|| "–".to_owned(), |lag| lag.to_string())
+}
+
+/// Readings, anomalies, active sensors, rate, latency, consumer lag and dead letters.
 #[component]
 pub fn Kpis(
     /// The current stats.
@@ -35,8 +40,21 @@ pub fn Kpis(
             <Card id="kpi-sensors" label="active sensors" value=field(|s| s.active_sensors.to_string()) />
             <Card id="kpi-rate" label="readings/s" value=field(|s| format!("{:.0}", s.readings_per_second)) />
             <Card id="kpi-latency" label="latency p50 / p99 (ms)" value=field(|s| format!("{:.0} / {:.0}", s.latency_ms_p50, s.latency_ms_p99)) />
+            <Card id="kpi-lag" label="consumer lag (messages)" value=field(lag) />
             <Card id="kpi-windows" label="windows" value=field(|s| s.aggregates_total.to_string()) />
             <Card id="kpi-dead-letters" label="dead letters" value=field(|s| s.dead_letters_total.to_string()) />
         </section>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_lag_is_a_dash_not_zero() {
+        assert_eq!(lag(&Stats::default()), "–");
+        assert_eq!(lag(&Stats { consumer_lag: Some(0), ..Stats::default() }), "0");
+        assert_eq!(lag(&Stats { consumer_lag: Some(1234), ..Stats::default() }), "1234");
     }
 }

@@ -1,44 +1,20 @@
 //! Analytics: history from PostgreSQL over a chosen range (last 15 min, 1 h, 24 h or custom, in
 //! the URL), downsampled by the host (`/api/history`): averages per location for each sensor
 //! type, statistics by location and type (pooled from the buckets), and a correlation heatmap of
-//! the sensor types at one location.
+//! the sensor types at one location, computed by PostgreSQL over their 1-minute windows paired by
+//! start (`/api/correlations`).
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, NaiveDateTime, TimeDelta, Utc};
-use iotstream_api::{History, HistoryPoint, SensorType};
+use iotstream_api::{Correlations, History, HistoryPoint, SensorType};
 use leptos::prelude::*;
-use leptos_router::NavigateOptions;
-use leptos_router::hooks::{use_navigate, use_query_map};
+use leptos_router::hooks::use_query_map;
 
 use crate::chart::Chart;
 use crate::fetch::{get_json, loaded};
 use crate::filters::use_filter;
 use crate::options::{self, Points};
-
-/// The range presets: their URL name, label and length.
-const PRESETS: [(&str, &str, TimeDelta); 3] = [
-    ("15m", "last 15 min", TimeDelta::minutes(15)),
-    ("1h", "last hour", TimeDelta::hours(1)),
-    ("24h", "last 24 h", TimeDelta::hours(24)),
-];
-
-/// `[from, to)` from the URL: a preset ending now, or `from` and `to` for a custom range (as the
-/// `datetime-local` inputs give them, read as UTC).
-fn range(query: &leptos_router::params::ParamsMap) -> Result<(DateTime<Utc>, DateTime<Utc>), String> {
-    let name = query.get("range").unwrap_or_else(|| "1h".to_owned());
-    if let Some((_, _, length)) = PRESETS.iter().find(|p| p.0 == name) {
-        let to = Utc::now();
-        return Ok((to - *length, to));
-    }
-    let parse = |key: &str| {
-        let text = query.get(key).ok_or_else(|| format!("a custom range needs {key}"))?;
-        NaiveDateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M")
-            .map(|t| t.and_utc())
-            .map_err(|_| format!("{key} {text:?} is not a date and time"))
-    };
-    Ok((parse("from")?, parse("to")?))
-}
+use crate::range::{RangePicker, api_range, range_of};
 
 /// One group's statistics over the range, pooled from its buckets.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -78,24 +54,38 @@ fn by_location(history: &History) -> Vec<(String, SensorType, Pooled)> {
         .collect()
 }
 
-/// The correlation of each pair of sensor types at `location`, over the buckets both have.
-fn correlations(history: &History, location: &str) -> (Vec<String>, Vec<Vec<Option<f64>>>) {
-    let series: Vec<_> = history.series.iter().filter(|s| s.location == location).collect();
-    let names = series.iter().map(|s| s.sensor_type.as_str().to_owned()).collect();
-    let by_start: Vec<BTreeMap<i64, f64>> =
-        series.iter().map(|s| s.points.iter().map(|p| (p.start.timestamp_millis(), p.avg)).collect()).collect();
-    let matrix = by_start
-        .iter()
-        .map(|a| {
-            by_start
-                .iter()
-                .map(|b| {
-                    options::pearson(&a.iter().filter_map(|(t, x)| b.get(t).map(|y| (*x, *y))).collect::<Vec<_>>())
-                })
-                .collect()
-        })
-        .collect();
-    (names, matrix)
+/// The location with the most readings in `history` (the first by name among equals).
+fn busiest_location(history: &History) -> Option<String> {
+    let mut readings: BTreeMap<&str, i64> = BTreeMap::new();
+    for s in &history.series {
+        *readings.entry(s.location.as_str()).or_default() += s.points.iter().map(|p| p.count).sum::<i64>();
+    }
+    let most = readings.values().copied().max()?;
+    readings.into_iter().find(|(_, n)| *n == most).map(|(l, _)| l.to_owned())
+}
+
+/// The heatmap's labels and matrix from the server's pairs: the sensor types present, and each
+/// pair's correlation both ways round (the stage with the most windows, when several aggregate).
+fn correlation_matrix(correlations: &Correlations) -> (Vec<String>, Vec<Vec<Option<f64>>>) {
+    let mut windows_by_stage: BTreeMap<&str, i64> = BTreeMap::new();
+    for p in &correlations.pairs {
+        *windows_by_stage.entry(p.stage.as_str()).or_default() += p.windows;
+    }
+    let Some(stage) = windows_by_stage.iter().max_by_key(|(_, n)| **n).map(|(s, _)| *s) else {
+        return (Vec::new(), Vec::new());
+    };
+    let pairs: Vec<_> = correlations.pairs.iter().filter(|p| p.stage == stage).collect();
+    let mut types: Vec<SensorType> = pairs.iter().flat_map(|p| [p.sensor_type_a, p.sensor_type_b]).collect();
+    types.sort_by_key(|t| t.as_str());
+    types.dedup();
+    let cell = |a: SensorType, b: SensorType| {
+        pairs
+            .iter()
+            .find(|p| (p.sensor_type_a, p.sensor_type_b) == (a, b) || (p.sensor_type_a, p.sensor_type_b) == (b, a))
+            .and_then(|p| p.correlation)
+    };
+    let matrix = types.iter().map(|&a| types.iter().map(|&b| cell(a, b)).collect()).collect();
+    (types.iter().map(|t| t.as_str().to_owned()).collect(), matrix)
 }
 
 /// The analytics tab.
@@ -103,31 +93,11 @@ fn correlations(history: &History, location: &str) -> (Vec<String>, Vec<Vec<Opti
 pub fn Analytics() -> impl IntoView {
     let filter = use_filter();
     let query = use_query_map();
-    let navigate = use_navigate();
     let history = LocalResource::new(move || {
-        let asked = range(&query.get()).map(|(from, to)| {
-            let f = filter.get();
-            format!("/api/history?from={}&to={}{}", from.to_rfc3339(), to.to_rfc3339(), f.api_query())
-                .replace('+', "%2B")
-        });
+        let asked = range_of(&query.get())
+            .map(|range| format!("/api/history?{}{}", api_range(range), filter.get().api_query()));
         async move { get_json::<History>(&asked?).await }
     });
-    let pick = move |name: &str, from: Option<String>, to: Option<String>| {
-        let mut params = query.get_untracked();
-        params.replace("range", name.to_owned());
-        for (key, value) in [("from", from), ("to", to)] {
-            match value {
-                Some(v) => params.replace(key, v),
-                None => {
-                    params.remove(key);
-                }
-            }
-        }
-        navigate(&format!("/analytics{}", params.to_query_string()), NavigateOptions::default());
-    };
-    let (custom_from, set_custom_from) = signal(String::new());
-    let (custom_to, set_custom_to) = signal(String::new());
-    let chosen = move || query.get().get("range").unwrap_or_else(|| "1h".to_owned());
     let types = move || filter.get().sensor_type.map_or_else(|| SensorType::ALL.to_vec(), |t| vec![t]);
     let line = move |t: SensorType| {
         Signal::derive(move || {
@@ -141,26 +111,35 @@ pub fn Analytics() -> impl IntoView {
             options::time_lines(&lines, &Vec::new(), "")
         })
     };
+    // The heatmap's location: the one filtered for, else the busiest in the range.
     let heat_location = move || {
         let h = history.get().and_then(Result::ok)?;
-        filter.get().location.or_else(|| h.series.first().map(|s| s.location.clone()))
+        filter.get().location.or_else(|| busiest_location(&h))
     };
+    let correlations = LocalResource::new(move || {
+        let asked = match (range_of(&query.get()), heat_location()) {
+            (Ok(range), Some(location)) => Ok(Some(format!(
+                "/api/correlations?{}&location={}",
+                api_range(range),
+                js_sys::encode_uri_component(&location)
+            ))),
+            (Ok(_), None) => Ok(None),
+            (Err(e), _) => Err(e),
+        };
+        async move {
+            match asked? {
+                Some(url) => get_json::<Correlations>(&url).await.map(Some),
+                None => Ok(None),
+            }
+        }
+    });
     let heat = Signal::derive(move || {
-        let h = history.get().and_then(Result::ok)?;
-        let (names, matrix) = correlations(&h, &heat_location()?);
+        let correlations = correlations.get().and_then(Result::ok).flatten()?;
+        let (names, matrix) = correlation_matrix(&correlations);
         options::heatmap(&names, &matrix)
     });
-    let pick_preset = pick.clone();
     view! {
-        <div class="filters" id="range">
-            {PRESETS.iter().map(|(name, label, _)| {
-                let pick = pick_preset.clone();
-                view! { <button class:chosen=move || chosen() == *name on:click=move |_| pick(name, None, None)>{*label}</button> }
-            }).collect_view()}
-            <label>"from " <input type="datetime-local" on:change=move |ev| set_custom_from.set(event_target_value(&ev)) /></label>
-            <label>"to (UTC) " <input type="datetime-local" on:change=move |ev| set_custom_to.set(event_target_value(&ev)) /></label>
-            <button on:click=move |_| pick("custom", Some(custom_from.get()), Some(custom_to.get()))>"apply"</button>
-        </div>
+        <RangePicker />
         {move || loaded(history.get(), |h| view! {
             <p class="muted" id="history-summary">{format!("{} series, {} points, buckets of {:.1} s, {} to {}",
                 h.series.len(), h.series.iter().map(|s| s.points.len()).sum::<usize>(), h.bucket_millis as f64 / 1000.0,
@@ -181,14 +160,21 @@ pub fn Analytics() -> impl IntoView {
                     empty="no readings in this range" />
             }).collect_view()}
         </section>
-        <Chart id="correlation" title=Signal::derive(move || format!("Sensor-type correlation at {}", heat_location().unwrap_or_default()))
-            option=heat empty="no readings in this range" />
+        <Chart id="correlation"
+            title=Signal::derive(move || format!("Sensor-type correlation at {} (1-minute window averages)", heat_location().unwrap_or_default()))
+            option=heat empty="fewer than two 1-minute windows of two sensor types here in this range" />
+        {move || match correlations.get() {
+            Some(Err(error)) => view! { <p class="error">{error}</p> }.into_any(),
+            _ => ().into_any(),
+        }}
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::DateTime;
+    use iotstream_api::TypeCorrelation;
 
     fn point(count: i64, avg: f64, stddev: Option<f64>, flagged: i64) -> HistoryPoint {
         HistoryPoint { start: DateTime::default(), count, avg, min: 0.0, max: 0.0, stddev, flagged, labelled: 0 }
@@ -204,5 +190,32 @@ mod tests {
         assert!((stats.stddev.unwrap_or_default() - 10.0).abs() < 1e-12, "{stats:?}");
         assert_eq!(pooled(&[&b]).stddev, None);
         assert_eq!(pooled(&[]), Pooled::default());
+    }
+
+    #[test]
+    fn the_heatmap_mirrors_each_pair_and_takes_the_stage_with_most_windows() {
+        let pair = |stage: &str, a, b, windows, correlation| TypeCorrelation {
+            stage: stage.to_owned(),
+            sensor_type_a: a,
+            sensor_type_b: b,
+            windows,
+            correlation,
+        };
+        use SensorType::{Co2, Humidity};
+        let correlations = Correlations {
+            location: "hall".into(),
+            from: DateTime::default(),
+            to: DateTime::default(),
+            pairs: vec![
+                pair("other", Co2, Co2, 1, None),
+                pair("windows", Co2, Co2, 5, Some(1.0)),
+                pair("windows", Co2, Humidity, 5, Some(-0.5)),
+                pair("windows", Humidity, Humidity, 5, Some(1.0)),
+            ],
+        };
+        let (names, matrix) = correlation_matrix(&correlations);
+        assert_eq!(names, ["co2", "humidity"]);
+        assert_eq!(matrix, [[Some(1.0), Some(-0.5)], [Some(-0.5), Some(1.0)]]);
+        assert_eq!(correlation_matrix(&Correlations { pairs: Vec::new(), ..correlations }), (Vec::new(), Vec::new()));
     }
 }

@@ -1,23 +1,100 @@
 //! ML anomaly detection: each detector's score over time and its distribution, quality against
 //! the simulator's labels (precision, recall, F1), how often detectors agree (the seed's
-//! "detection method agreement", as a confusion of verdicts), the model generations in use, and
-//! shadows beside their live detectors.
+//! "detection method agreement": the 2×2 confusion of two detectors' verdicts on the same
+//! readings, counted by PostgreSQL), the models the detectors trained (generation, training rows,
+//! retrain times), and shadows beside their live detectors. Quality, agreement and models cover
+//! the range picked (in the URL, as on the analytics tab).
 
 use std::collections::BTreeMap;
 
-use iotstream_api::{PredictionRow, QualityReport, ShadowComparison, Verdict};
+use iotstream_api::{DetectorAgreement, ModelGeneration, PredictionRow, QualityReport, ShadowComparison, Verdict};
 use leptos::prelude::*;
+use leptos_router::hooks::use_query_map;
 
 use crate::chart::Chart;
 use crate::fetch::{get_json, loaded, refresh_tick};
 use crate::filters::use_filter;
 use crate::options::{self, Points};
+use crate::range::{RangePicker, api_range, range_of};
 
 /// Verdicts the charts read: the API's most; at the simulator's rate, the last few seconds of
 /// every detector.
 const VERDICTS: usize = 1000;
 /// Bins of the score histograms: enough to see two modes, few enough to stay readable on a phone.
 const BINS: usize = 20;
+/// Model generations listed in the table (newest first per detector and type); the chart draws all.
+const GENERATION_ROWS: usize = 40;
+
+/// Two detectors' verdicts on the readings both judged, summed over sensor types: the 2×2
+/// confusion (`[[both anomalous, only a], [only b, both normal]]`) and their agreement.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Confusion {
+    /// One detector (rows).
+    detector_a: String,
+    /// The other (columns).
+    detector_b: String,
+    /// Both anomalous, only `a` anomalous, only `b` anomalous, both normal.
+    cells: [i64; 4],
+}
+
+impl Confusion {
+    /// Readings both judged.
+    fn judged(&self) -> i64 {
+        self.cells.iter().sum()
+    }
+
+    /// The share of readings with the same verdict, when any were judged by both.
+    fn agreement(&self) -> Option<f64> {
+        let judged = self.judged();
+        (judged > 0).then(|| (self.cells[0] + self.cells[3]) as f64 / judged as f64)
+    }
+}
+
+/// One confusion per pair of detectors, over the sensor types given.
+fn confusions<'a>(agreement: impl IntoIterator<Item = &'a DetectorAgreement>) -> Vec<Confusion> {
+    let mut pairs: BTreeMap<(String, String), [i64; 4]> = BTreeMap::new();
+    for a in agreement {
+        let cells = pairs.entry((a.detector_a.clone(), a.detector_b.clone())).or_default();
+        let counts = [a.both_anomalous, a.only_a_anomalous, a.only_b_anomalous, a.both_normal()];
+        for (cell, n) in cells.iter_mut().zip(counts) {
+            *cell += n;
+        }
+    }
+    pairs.into_iter().map(|((detector_a, detector_b), cells)| Confusion { detector_a, detector_b, cells }).collect()
+}
+
+/// A confusion as a 2×2 table, with its agreement rate.
+fn confusion_table(c: Confusion) -> impl IntoView {
+    let id = format!("confusion-{}-{}", c.detector_a, c.detector_b);
+    let caption =
+        format!("{} vs {}: {} readings, agreement {}", c.detector_a, c.detector_b, c.judged(), percent(c.agreement()));
+    let [both, only_a, only_b, neither] = c.cells;
+    view! {
+        <table class="confusion" id=id>
+            <caption>{caption}</caption>
+            <thead><tr><th></th><th>{format!("{} anomaly", c.detector_b)}</th><th>{format!("{} normal", c.detector_b)}</th></tr></thead>
+            <tbody>
+                <tr><th>{format!("{} anomaly", c.detector_a)}</th><td class="num agree">{both}</td><td class="num">{only_a}</td></tr>
+                <tr><th>{format!("{} normal", c.detector_a)}</th><td class="num">{only_b}</td><td class="num agree">{neither}</td></tr>
+            </tbody>
+        </table>
+    }
+}
+
+/// Retrains over time: per detector and sensor type, each generation at its training time.
+fn retrains(models: &[ModelGeneration]) -> Option<serde_json::Value> {
+    let mut lines: BTreeMap<String, Points> = BTreeMap::new();
+    for m in models {
+        if let Some(trained_at) = m.trained_at {
+            lines
+                .entry(format!("{} {}", m.detector, m.sensor_type.as_str()))
+                .or_default()
+                .push((trained_at.timestamp_millis(), f64::from(m.generation)));
+        }
+    }
+    lines.values_mut().for_each(|l| l.sort_by_key(|p| p.0));
+    options::time_lines(&lines, &Vec::new(), "generation")
+}
 
 /// A rate as a percentage, or a dash when undefined.
 fn percent(rate: Option<f64>) -> String {
@@ -34,9 +111,19 @@ pub fn Ml() -> impl IntoView {
         let url = format!("/api/predictions?limit={VERDICTS}");
         async move { get_json::<Vec<PredictionRow>>(&url).await }
     });
-    let quality = LocalResource::new(move || {
+    let query = use_query_map();
+    // Quality, agreement and models over the range picked; presets slide with the refresh tick.
+    let ranged = move |path: &'static str| {
         tick.track();
-        get_json::<QualityReport>("/api/quality")
+        range_of(&query.get()).map(|range| format!("{path}?{}", api_range(range)))
+    };
+    let quality = LocalResource::new(move || {
+        let url = ranged("/api/quality");
+        async move { get_json::<QualityReport>(&url?).await }
+    });
+    let models = LocalResource::new(move || {
+        let url = ranged("/api/models");
+        async move { get_json::<Vec<ModelGeneration>>(&url?).await }
     });
     let shadows = LocalResource::new(move || {
         tick.track();
@@ -69,20 +156,21 @@ pub fn Ml() -> impl IntoView {
         }
         options::histograms(&values, BINS)
     });
-    let generations = move || {
-        let mut newest: BTreeMap<String, (String, Option<i32>)> = BTreeMap::new();
-        for p in verdicts.get().and_then(Result::ok).unwrap_or_default() {
-            newest.entry(p.detector).or_insert((p.detector_version, p.model_generation));
-        }
-        newest
+    let models_shown = move || {
+        let f = filter.get();
+        models.get().map(|r| {
+            r.map(|m| m.into_iter().filter(|m| f.sensor_type.is_none_or(|t| t == m.sensor_type)).collect::<Vec<_>>())
+        })
     };
+    let retrain_chart = Signal::derive(move || retrains(&models_shown().and_then(Result::ok).unwrap_or_default()));
     view! {
+        <RangePicker />
         <section class="grid">
-            <Chart id="ml-scores" title=Signal::stored("Score over time (anomalies in red)".to_owned()) option=scores />
+            <Chart id="ml-scores" title=Signal::stored("Score over time, newest verdicts (anomalies in red)".to_owned()) option=scores />
             <Chart id="ml-histograms" title=Signal::stored("Score distribution per detector".to_owned()) option=distributions />
         </section>
         <div class="panel">
-            <h2>"Quality against the simulator's labels"</h2>
+            <h2>"Quality against the simulator's labels (range picked)"</h2>
             {move || loaded(quality.get(), move |q| {
                 let f = filter.get();
                 let detectors: Vec<_> = q.detectors.into_iter().filter(|d| f.sensor_type.is_none_or(|t| t == d.sensor_type)).collect();
@@ -94,23 +182,39 @@ pub fn Ml() -> impl IntoView {
                             <td class="num">{percent(d.precision)}</td><td class="num">{percent(d.recall)}</td><td class="num">{percent(d.f1)}</td>
                             <td class="num">{d.alarms_per_hour.map_or_else(|| "–".to_owned(), |a| format!("{a:.1}"))}</td></tr> }).collect_view()}
                     </tbody></table>
-                    <h2>"Detection method agreement"</h2>
-                    <table id="agreement"><thead><tr><th>"detectors"</th><th>"type"</th><th>"both anomaly"</th><th>"both normal"</th><th>"disagree"</th><th>"agreement"</th></tr></thead><tbody>
+                    <h2>"Detection method agreement (verdicts on the same readings)"</h2>
+                    <div class="confusions">{confusions(&agreement).into_iter().map(confusion_table).collect_view()}</div>
+                    <table id="agreement"><thead><tr><th>"detectors"</th><th>"type"</th><th>"both anomaly"</th><th>"only first"</th><th>"only second"</th><th>"both normal"</th><th>"agreement"</th></tr></thead><tbody>
                         {agreement.into_iter().map(|a| view! { <tr><td>{format!("{} vs {}", a.detector_a, a.detector_b)}</td><td>{a.sensor_type.as_str()}</td>
-                            <td class="num">{a.both_anomalous}</td><td class="num">{a.agreed - a.both_anomalous}</td>
-                            <td class="num">{a.judged_by_both - a.agreed}</td><td class="num">{percent(a.agreement)}</td></tr> }).collect_view()}
+                            <td class="num">{a.both_anomalous}</td><td class="num">{a.only_a_anomalous}</td><td class="num">{a.only_b_anomalous}</td>
+                            <td class="num">{a.both_normal()}</td><td class="num">{percent(a.agreement)}</td></tr> }).collect_view()}
                     </tbody></table>
                 }.into_any()
             })}
         </div>
         <section class="grid">
             <div class="panel">
-                <h2>"Models in use"</h2>
-                <table id="models"><thead><tr><th>"detector"</th><th>"version"</th><th>"model generation"</th></tr></thead><tbody>
-                    {move || generations().into_iter().map(|(d, (v, g))| view! { <tr><td>{d}</td><td>{v}</td>
-                        <td class="num">{g.map_or_else(|| "–".to_owned(), |g| g.to_string())}</td></tr> }).collect_view()}
-                </tbody></table>
+                <h2>"Models trained (newest generation first)"</h2>
+                {move || loaded(models_shown(), |rows| if rows.is_empty() {
+                    view! { <p class="empty">"no detector trained a model in this range"</p> }.into_any()
+                } else {
+                    let more = rows.len().saturating_sub(GENERATION_ROWS);
+                    view! {
+                        <table id="models"><thead><tr><th>"detector"</th><th>"type"</th><th>"generation"</th><th>"version"</th>
+                            <th>"trained at"</th><th>"training rows"</th><th>"verdicts"</th><th>"anomalies"</th><th>"judged"</th></tr></thead><tbody>
+                            {rows.into_iter().take(GENERATION_ROWS).map(|m| view! { <tr><td>{m.detector}</td><td>{m.sensor_type.as_str()}</td>
+                                <td class="num">{m.generation}</td><td>{m.detector_version}</td>
+                                <td>{m.trained_at.map_or_else(|| "–".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())}</td>
+                                <td class="num">{m.training_rows.map_or_else(|| "–".to_owned(), |n| n.to_string())}</td>
+                                <td class="num">{m.verdicts}</td><td class="num">{m.anomalies}</td>
+                                <td>{format!("{} – {}", m.first_verdict.format("%H:%M:%S"), m.last_verdict.format("%H:%M:%S"))}</td></tr> }).collect_view()}
+                        </tbody></table>
+                        {(more > 0).then(|| view! { <p class="muted">{format!("{more} older generations not listed")}</p> })}
+                    }.into_any()
+                })}
             </div>
+            <Chart id="ml-retrains" title=Signal::stored("Retrains: model generation at its training time".to_owned())
+                option=retrain_chart empty="no retrain in this range" />
             <div class="panel">
                 <h2>"Shadows beside their live detectors"</h2>
                 {move || loaded(shadows.get(), |rows| if rows.is_empty() {
@@ -124,5 +228,37 @@ pub fn Ml() -> impl IntoView {
                 })}
             </div>
         </section>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use iotstream_api::SensorType;
+
+    fn pair(sensor_type: SensorType, cells: [i64; 4]) -> DetectorAgreement {
+        DetectorAgreement {
+            sensor_type,
+            detector_a: "isolation-forest".into(),
+            detector_b: "zscore".into(),
+            judged_by_both: cells.iter().sum(),
+            agreed: cells[0] + cells[3],
+            both_anomalous: cells[0],
+            only_a_anomalous: cells[1],
+            only_b_anomalous: cells[2],
+            agreement: None,
+        }
+    }
+
+    #[test]
+    fn confusions_sum_the_four_cells_over_sensor_types() {
+        let rows = [pair(SensorType::Co2, [2, 2, 2, 4]), pair(SensorType::Humidity, [1, 0, 3, 16])];
+        let all = confusions(&rows);
+        assert_eq!(all.len(), 1);
+        assert_eq!(all[0].cells, [3, 2, 5, 20]);
+        assert_eq!(all[0].judged(), 30);
+        // (3 + 20) of 30 agree.
+        assert_eq!(all[0].agreement(), Some(23.0 / 30.0));
+        assert_eq!(Confusion::default().agreement(), None);
     }
 }

@@ -1,5 +1,7 @@
 //! Windowed aggregates: the 1-minute windows as trends (average with its min-max band, stddev,
 //! readings and anomalies per window) and a sortable table where revised and late windows show.
+//! The windows read from the API are merged with those the live stream carries as they close (or
+//! are revised by late readings), so a window appears the moment it closes, without a reload.
 
 use std::collections::BTreeMap;
 
@@ -9,10 +11,27 @@ use leptos::prelude::*;
 use crate::chart::Chart;
 use crate::fetch::{get_json, loaded, refresh_tick};
 use crate::filters::use_filter;
+use crate::live::LiveFeed;
 use crate::options::{self, Points};
 
 /// Windows the tab reads: the API's most, about 3 hours of 5 types at 4 locations.
 const WINDOWS: usize = 1000;
+
+/// Each window once, at its newest revision: the API's rows and the live stream's may both hold a
+/// window, and a revision after late readings supersedes the emission before it.
+fn newest_revisions(rows: impl IntoIterator<Item = AggregateRow>) -> Vec<AggregateRow> {
+    let mut newest: BTreeMap<(String, String, SensorType, i64), AggregateRow> = BTreeMap::new();
+    for row in rows {
+        let key = (row.stage.clone(), row.location.clone(), row.sensor_type, row.window_start.timestamp_millis());
+        match newest.get(&key) {
+            Some(kept) if kept.revision >= row.revision => {}
+            _ => {
+                newest.insert(key, row);
+            }
+        }
+    }
+    newest.into_values().collect()
+}
 
 /// A column the table sorts by.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +72,19 @@ pub fn Windows() -> impl IntoView {
         let url = format!("/api/aggregates?limit={WINDOWS}");
         async move { get_json::<Vec<AggregateRow>>(&url).await }
     });
-    let rows = move || {
+    let feed = expect_context::<LiveFeed>();
+    // The API's windows and those closed since (the live stream's), each at its newest revision.
+    let merged = Memo::new(move |_| {
         let filter = filter.get();
+        let live = feed.view.with(|v| v.aggregates.clone());
         windows.get().map(|r| {
-            r.map(|rows| rows.into_iter().filter(|a| filter.admits(a.sensor_type, &a.location)).collect::<Vec<_>>())
+            r.map(|rows| {
+                let all = newest_revisions(rows.into_iter().chain(live));
+                all.into_iter().filter(|a| filter.admits(a.sensor_type, &a.location)).collect::<Vec<_>>()
+            })
         })
-    };
+    });
+    let rows = move || merged.get();
     let band = move |t: SensorType| {
         Signal::derive(move || {
             let mut lines: BTreeMap<String, Vec<(i64, f64, f64, f64)>> = BTreeMap::new();
@@ -130,5 +156,53 @@ pub fn Windows() -> impl IntoView {
                 </table>
             })}
         </div>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{DateTime, Utc};
+
+    fn window(minute: i64, location: &str, revision: i32, count: i32) -> AggregateRow {
+        let start = DateTime::<Utc>::from_timestamp(minute * 60, 0).unwrap_or_default();
+        AggregateRow {
+            stage: "tumbling-window".into(),
+            window_start: start,
+            window_end: start + chrono::TimeDelta::minutes(1),
+            location: location.into(),
+            sensor_type: SensorType::Co2,
+            avg_value: 0.0,
+            min_value: 0.0,
+            max_value: 0.0,
+            stddev_value: 0.0,
+            count_readings: count,
+            anomaly_count: 0,
+            revision,
+            late_count: 0,
+        }
+    }
+
+    #[test]
+    fn a_window_is_kept_once_at_its_newest_revision() {
+        // The API read minute 1 at revision 0; the stream then carried its revision 1 and minute 2.
+        let api = vec![window(0, "hall", 0, 10), window(1, "hall", 0, 10)];
+        let live = vec![window(2, "hall", 0, 7), window(1, "hall", 1, 11), window(1, "lab", 0, 3)];
+        let kept: Vec<_> = newest_revisions(api.into_iter().chain(live))
+            .into_iter()
+            .map(|a| (a.location, a.window_start.timestamp() / 60, a.revision, a.count_readings))
+            .collect();
+        assert_eq!(
+            kept,
+            [
+                (String::from("hall"), 0, 0, 10),
+                (String::from("hall"), 1, 1, 11),
+                (String::from("hall"), 2, 0, 7),
+                (String::from("lab"), 1, 0, 3)
+            ]
+        );
+        // A stale emission arriving after its revision does not undo it.
+        let kept = newest_revisions([window(1, "hall", 2, 12), window(1, "hall", 1, 11)]);
+        assert_eq!(kept.iter().map(|a| a.revision).collect::<Vec<_>>(), [2]);
     }
 }

@@ -162,6 +162,8 @@ impl Live {
             storage_refused_total: state.storage_refused,
             active_sensors: state.last_seen.len() as u64,
             readings_per_second: recent as f64 / RATE_WINDOW.as_secs_f64(),
+            consumer_lag: (!state.consumer_lag.is_empty())
+                .then(|| state.consumer_lag.values().map(|&behind| behind.max(0).unsigned_abs()).sum()),
             latency_ms_p50: percentile(0.5),
             latency_ms_p99: percentile(0.99),
             database_ok: state.database_down.is_none(),
@@ -394,4 +396,20 @@ fn failures_of(state: &State) -> Vec<PluginFailure> {
         .iter()
         .map(|(plugin, error)| PluginFailure { plugin: plugin.clone(), error: error.clone() })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_lag_is_the_sum_over_partitions_once_reported() {
+        let live = Live::new(Totals::default(), Vec::new(), Vec::new(), Vec::new());
+        // Before librdkafka's first statistics report the lag is unknown, not zero.
+        assert_eq!(live.stats().consumer_lag, None);
+        live.set_consumer_lag(std::collections::BTreeMap::from([(0, 7), (1, 0), (2, 35)]));
+        assert_eq!(live.stats().consumer_lag, Some(42));
+        live.set_consumer_lag(std::collections::BTreeMap::from([(0, 0)]));
+        assert_eq!(live.stats().consumer_lag, Some(0));
+    }
 }

@@ -134,6 +134,8 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         .route("/api/shadows", get(shadows))
         .route("/api/quality", get(quality))
         .route("/api/history", get(history))
+        .route("/api/correlations", get(correlations))
+        .route("/api/models", get(models))
         .route("/metrics", get(metrics))
         // Live streams are bounded by their own permits, not by the request slots they would hold.
         .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))
@@ -146,7 +148,9 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         .with_state(state);
     let index = dashboard_dir.join("index.html");
     if index.exists() {
-        api.fallback_service(ServeDir::new(&dashboard_dir).fallback(ServeFile::new(index)))
+        // `cargo xtask build` writes a gzipped copy beside each file: served to browsers that take it.
+        let page = ServeFile::new(index).precompressed_gzip();
+        api.fallback_service(ServeDir::new(&dashboard_dir).precompressed_gzip().fallback(page))
     } else {
         let message = format!(
             "<h1>iotstream</h1><p>The dashboard is not built ({} is missing): run <code>cargo xtask build</code>. \
@@ -253,9 +257,12 @@ fn bounded_range(
     Ok((from, to))
 }
 
-/// `GET /api/quality?from=&to=`: over event times in `[from, to)`, at most [`QUALITY_MAX_RANGE`];
-/// `to` defaults to just after the newest verdict, `from` to [`QUALITY_DEFAULT_RANGE`] before `to`.
-async fn quality(State(state): State<ApiState>, Query(q): Query<RangeQuery>) -> Result<impl IntoResponse, ApiError> {
+/// The range of a query over verdicts: at most [`QUALITY_MAX_RANGE`]; `to` defaults to just
+/// after the newest verdict, `from` to [`QUALITY_DEFAULT_RANGE`] before `to`.
+async fn verdict_range(
+    state: &ApiState,
+    q: &RangeQuery,
+) -> Result<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>), ApiError> {
     let default_to = match q.to {
         Some(to) => to,
         None => match state.store.newest_verdict().await? {
@@ -263,8 +270,49 @@ async fn quality(State(state): State<ApiState>, Query(q): Query<RangeQuery>) -> 
             None => chrono::Utc::now(),
         },
     };
-    let (from, to) = bounded_range(&q, default_to, QUALITY_DEFAULT_RANGE, QUALITY_MAX_RANGE)?;
+    bounded_range(q, default_to, QUALITY_DEFAULT_RANGE, QUALITY_MAX_RANGE)
+}
+
+/// `GET /api/quality?from=&to=`: over event times in `[from, to)` (see [`verdict_range`]).
+async fn quality(State(state): State<ApiState>, Query(q): Query<RangeQuery>) -> Result<impl IntoResponse, ApiError> {
+    let (from, to) = verdict_range(&state, &q).await?;
     Ok(Json(state.store.quality(Some(from), Some(to)).await?))
+}
+
+/// `GET /api/models?from=&to=`: the models that judged readings with event time in `[from, to)`
+/// (see [`verdict_range`]), their generations, training times and rows.
+async fn models(State(state): State<ApiState>, Query(q): Query<RangeQuery>) -> Result<impl IntoResponse, ApiError> {
+    let (from, to) = verdict_range(&state, &q).await?;
+    Ok(Json(state.store.model_generations(from, to).await?))
+}
+
+/// `?location=&from=&to=` of `/api/correlations`.
+#[derive(Debug, Deserialize)]
+struct CorrelationQuery {
+    location: Option<String>,
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// `GET /api/correlations?location=&from=&to=`: each pair of sensor types at `location` (required),
+/// correlated over the 1-minute windows starting in `[from, to)` (ranged as `/api/history`).
+async fn correlations(
+    State(state): State<ApiState>,
+    Query(q): Query<CorrelationQuery>,
+) -> Result<impl IntoResponse, ApiError> {
+    let Some(location) = q.location.filter(|l| !l.is_empty()) else {
+        return Err(ApiError::BadRequest {
+            code: "location_required",
+            message: "correlations are per location: give ?location=".to_owned(),
+        });
+    };
+    let (from, to) = bounded_range(
+        &RangeQuery { from: q.from, to: q.to },
+        chrono::Utc::now(),
+        HISTORY_DEFAULT_RANGE,
+        HISTORY_MAX_RANGE,
+    )?;
+    Ok(Json(state.store.type_correlations(&location, from, to).await?))
 }
 
 /// `?from=&to=&sensor_type=&location=&sensor_id=` of `/api/history`.

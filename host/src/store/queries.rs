@@ -3,8 +3,9 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use iotstream_api::{
-    AggregateRow, DeadLetterCount, DeadLetterRow, DetectorAgreement, DetectorQuality, History, HistoryPoint,
-    HistorySeries, Named, PredictionRow, QualityReport, ReadingRow, SensorType, ShadowComparison,
+    AggregateRow, Correlations, DeadLetterCount, DeadLetterRow, DetectorAgreement, DetectorQuality, History,
+    HistoryPoint, HistorySeries, ModelGeneration, Named, PredictionRow, QualityReport, ReadingRow, SensorType,
+    ShadowComparison, TypeCorrelation,
 };
 use sqlx::Row;
 use sqlx::postgres::PgRow;
@@ -207,9 +208,11 @@ impl Store {
         from: Option<DateTime<Utc>>,
         to: Option<DateTime<Utc>>,
     ) -> Result<Vec<DetectorAgreement>, StoreError> {
-        let agreement: Vec<(String, String, String, i64, i64, i64)> = sqlx::query_as(
+        type Row = (String, String, String, i64, i64, i64, i64, i64);
+        let agreement: Vec<Row> = sqlx::query_as(
             "SELECT a.sensor_type, a.detector, b.detector, count(*), count(*) FILTER (WHERE a.is_anomaly = b.is_anomaly), \
-             count(*) FILTER (WHERE a.is_anomaly AND b.is_anomaly) \
+             count(*) FILTER (WHERE a.is_anomaly AND b.is_anomaly), count(*) FILTER (WHERE a.is_anomaly AND NOT b.is_anomaly), \
+             count(*) FILTER (WHERE b.is_anomaly AND NOT a.is_anomaly) \
              FROM ml_anomaly_predictions a JOIN ml_anomaly_predictions b \
              ON a.sensor_id = b.sensor_id AND a.timestamp = b.timestamp AND a.kafka_partition = b.kafka_partition \
              AND a.kafka_offset = b.kafka_offset AND a.detector < b.detector \
@@ -223,7 +226,7 @@ impl Store {
         .await?;
         Ok(agreement
             .into_iter()
-            .map(|(sensor_type, detector_a, detector_b, both, agreed, both_anomalous)| {
+            .map(|(sensor_type, detector_a, detector_b, both, agreed, both_anomalous, only_a, only_b)| {
                 Ok(DetectorAgreement {
                     sensor_type: named(&sensor_type)?,
                     detector_a,
@@ -231,10 +234,97 @@ impl Store {
                     judged_by_both: both,
                     agreed,
                     both_anomalous,
+                    only_a_anomalous: only_a,
+                    only_b_anomalous: only_b,
                     agreement: (both > 0).then(|| agreed as f64 / both as f64),
                 })
             })
             .collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    /// Each model the detectors that train models used for verdicts with event time in `[from, to)`:
+    /// its generation, training time and rows, and the verdicts it gave, newest generation first
+    /// per detector and sensor type.
+    pub async fn model_generations(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<ModelGeneration>, StoreError> {
+        type Row =
+            (String, String, i32, String, Option<DateTime<Utc>>, Option<i32>, i64, i64, DateTime<Utc>, DateTime<Utc>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT detector, sensor_type, model_generation, max(detector_version), max(model_trained_at), \
+             max(model_training_rows), count(*), count(*) FILTER (WHERE is_anomaly), min(timestamp), max(timestamp) \
+             FROM ml_anomaly_predictions \
+             WHERE model_generation IS NOT NULL AND timestamp >= $1 AND timestamp < $2 \
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 DESC",
+        )
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.api_pool)
+        .await?;
+        let generations = rows.into_iter().map(
+            |(
+                detector,
+                sensor_type,
+                generation,
+                version,
+                trained_at,
+                training_rows,
+                verdicts,
+                anomalies,
+                first,
+                last,
+            )| {
+                Ok(ModelGeneration {
+                    detector,
+                    sensor_type: named(&sensor_type)?,
+                    generation,
+                    detector_version: version,
+                    trained_at,
+                    training_rows,
+                    verdicts,
+                    anomalies,
+                    first_verdict: first,
+                    last_verdict: last,
+                })
+            },
+        );
+        Ok(generations.collect::<Result<_, sqlx::Error>>()?)
+    }
+
+    /// The correlation of each pair of sensor types at `location` over the 1-minute windows that
+    /// start in `[from, to)`: each window at its newest revision, the two types' windows paired by
+    /// stage and window start, Pearson's `corr()` of their averages.
+    pub async fn type_correlations(
+        &self,
+        location: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Correlations, StoreError> {
+        let rows: Vec<(String, String, String, i64, Option<f64>)> = sqlx::query_as(
+            "WITH w AS (SELECT stage, sensor_type, window_start, avg_value FROM sensor_aggregates_latest \
+             WHERE location = $1 AND window_start >= $2 AND window_start < $3) \
+             SELECT a.stage, a.sensor_type, b.sensor_type, count(*), corr(a.avg_value, b.avg_value) \
+             FROM w a JOIN w b ON a.stage = b.stage AND a.window_start = b.window_start AND a.sensor_type <= b.sensor_type \
+             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
+        )
+        .bind(location)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.api_pool)
+        .await?;
+        let pairs = rows.into_iter().map(|(stage, a, b, windows, correlation)| {
+            Ok(TypeCorrelation {
+                stage,
+                sensor_type_a: named(&a)?,
+                sensor_type_b: named(&b)?,
+                windows,
+                // A float's rounding can put a perfect correlation a hair outside [-1, 1].
+                correlation: correlation.map(|r| r.clamp(-1.0, 1.0)),
+            })
+        });
+        Ok(Correlations { location: location.to_owned(), from, to, pairs: pairs.collect::<Result<_, sqlx::Error>>()? })
     }
 
     /// Each shadow detector against the live detector it shadows, over the readings both judged

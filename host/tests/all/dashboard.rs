@@ -2,7 +2,7 @@
 //! connects to the live stream, shows the KPIs and the newest readings, updates without a reload,
 //! and shows, on the plugins tab reached without a reload, a plugin swapped and a file refused as
 //! they happen. `dashboard_tabs.rs` visits every tab.
-//! Its admin actions need the token.
+//! Its admin actions need the token: reload, and promote or discard a shadow detector.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -131,6 +131,22 @@ impl Browser {
             .script(&format!("const e = document.querySelector({selector:?}); if (e) {{ e.click(); }} return !!e;"))
             .await;
         assert_eq!(clicked, Value::Bool(true), "nothing matches {selector}");
+    }
+
+    /// Sends a Chrome DevTools Protocol command through chromedriver (`goog/cdp/execute`) and
+    /// returns its result: media emulation, performance metrics.
+    pub(crate) async fn cdp(&self, command: &str, params: Value) -> Value {
+        let answer: Value = self
+            .client
+            .post(format!("{}/session/{}/goog/cdp/execute", self.base, self.session))
+            .json(&json!({ "cmd": command, "params": params }))
+            .send()
+            .await
+            .expect("cdp command")
+            .json()
+            .await
+            .expect("cdp json");
+        answer["value"].clone()
     }
 
     /// Writes a PNG of the window to `docs/screenshots/NAME.png` (shown in README).
@@ -275,6 +291,7 @@ const ADMIN_STATE: &str = "return {
     reload_disabled: document.getElementById('admin-reload')?.disabled ?? null,
     answer: document.getElementById('admin-answer')?.textContent ?? null,
     release_buttons: document.querySelectorAll('#plugins button').length,
+    shadow_buttons: Array.from(document.querySelectorAll('#shadow-actions button')).map(b => b.id),
     first_event: document.querySelector('#plugin-events tbody tr')?.children[1].textContent + ' '
         + document.querySelector('#plugin-events tbody tr')?.children[2].textContent,
 };";
@@ -285,9 +302,21 @@ async fn dashboard_admin_actions_need_the_token(pool: PgPool) {
     let _slot = crate::dashboard::one_browser_at_a_time().await;
     tokio::time::timeout(crate::dashboard::BROWSER_TEST_LIMIT, async move {
         let scratch = scratch_folder("dashboard-admin");
-        put(scratch.path(), "zscore.wasm", &std::fs::read(plugin_path("zscore")).expect("built plugin"));
+        let zscore = std::fs::read(plugin_path("zscore")).expect("built plugin");
+        put(scratch.path(), "zscore.wasm", &zscore);
+        // A shadow of the z-score, stricter, for the promote and discard buttons.
+        put(scratch.path(), "zscore-next.wasm", &zscore);
+        put(scratch.path(), "zscore-next.toml", b"shadow_of = \"zscore\"\n[config]\nthreshold = 2.0\n");
         let host = Host::start(pool, Some(scratch.path()), &["--admin-token", "dash-s3cret"]).await;
         crate::probes::wait_for_status(&format!("http://{}/readyz", host.addr), 200).await;
+        // Readings, so that the shadow judges beside the live detector and is listed with it.
+        let stop = CancellationToken::new();
+        let simulator = {
+            let (brokers, topic) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone());
+            let config = simulate_config(&["--rate", "200", "--sensors", "10"]);
+            let stop = stop.clone();
+            tokio::spawn(async move { iotstream::simulate::run(&config, &brokers, &topic, stop).await })
+        };
         let browser = Browser::start().await;
         // The admin actions are on the plugins tab.
         browser.goto(&format!("http://{}/plugins", host.addr)).await;
@@ -298,10 +327,23 @@ async fn dashboard_admin_actions_need_the_token(pool: PgPool) {
         browser.script("document.getElementById('admin-reload').click(); return null;").await;
         browser.until("the refusal shows", ADMIN_STATE, |s| s["answer"] == "a valid bearer token is required").await;
         browser.script(&type_into("admin-token", "dash-s3cret")).await;
+        // With the token, the shadow gets its buttons once it has judged readings beside the live
+        // detector; discarding it stops it and deletes its files.
+        browser
+            .until_within(Duration::from_secs(60), "the shadow's buttons show", ADMIN_STATE, |s| {
+                s["shadow_buttons"] == json!(["promote-zscore-next", "discard-zscore-next"])
+            })
+            .await;
+        browser.script("document.getElementById('discard-zscore-next').click(); return null;").await;
+        browser.until("the discard shows", ADMIN_STATE, |s| s["first_event"] == "zscore-next removed").await;
+        assert!(!scratch.path().join("zscore-next.wasm").exists(), "the shadow's files are deleted");
         browser.script("document.getElementById('admin-reload').click(); return null;").await;
         let reloading = "1 plugins reloading; each is installed at a batch boundary once loaded";
         browser.until("the host's answer shows", ADMIN_STATE, |s| s["answer"] == reloading).await;
         browser.until("the swap shows", ADMIN_STATE, |s| s["first_event"] == "zscore swapped").await;
+        stop.cancel();
+        let report = simulator.await.expect("simulator task").expect("simulator");
+        assert_eq!(report.failed, 0);
         browser.quit().await;
         host.stop().await.expect("clean shutdown");
     })

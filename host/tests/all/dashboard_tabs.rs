@@ -1,6 +1,8 @@
 //! Every tab of the dashboard in a real browser, on real data from a real host fed through the
 //! embedded broker: a reading produced to Kafka reaches the real-time chart within seconds (and a
-//! click on its line shows that sensor alone), the windows and detection quality fill in, a time
+//! click on its line shows that sensor alone), the consumer lag is reported, the windows and
+//! detection quality fill in (with the 2x2 confusion of two detectors' verdicts, the forest's
+//! model generations and a correlation heatmap from the windows), a time
 //! range on the analytics tab returns history written before the page opened (aggregated by the
 //! host), and a quarantined plugin shows on the plugins tab; the filter bar's choices go into the
 //! URL and apply across tabs. Each tab is photographed to `docs/screenshots/` for README.
@@ -43,6 +45,20 @@ async fn write_history(pool: &PgPool) {
     .execute(pool)
     .await
     .expect("history written before the page opens");
+    // Five 1-minute windows of three types at `archive`, 20 to 16 minutes before now: temperature
+    // rises 20..24, humidity falls 50..42 (correlation -1 with it) and CO2 alternates 400/410/400/
+    // 410/400 (centred -4, 6, -4, 6, -4: its products with either centred line sum to 0).
+    sqlx::query(
+        "INSERT INTO sensor_aggregates (stage, window_start, window_end, location, sensor_type, avg_value, min_value, \
+         max_value, stddev_value, count_readings, anomaly_count) \
+         SELECT 'tumbling-window', w, w + interval '1 minute', 'archive', t, v, v, v, 0, 6, 0 \
+         FROM generate_series(0, 4) AS i, \
+         LATERAL (SELECT date_trunc('minute', now()) - interval '20 minutes' + i * interval '1 minute' AS w) AS start, \
+         LATERAL (VALUES ('temperature', 20.0 + i), ('humidity', 50.0 - 2 * i), ('co2', 400.0 + 10 * (i % 2))) AS kv(t, v)",
+    )
+    .execute(pool)
+    .await
+    .expect("windows written before the page opens");
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
@@ -98,6 +114,12 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
             })
             .await;
         browser.until("anomalies by type are drawn", &chart_series("anomalies-by-type"), Value::is_array).await;
+        // The consumer lag, once librdkafka has reported it: a count of messages, not a dash.
+        browser
+            .until("the consumer lag is reported", "return document.getElementById('kpi-lag')?.textContent ?? null;", |lag| {
+                lag.as_str().is_some_and(|l| l.parse::<u64>().is_ok())
+            })
+            .await;
         // What a live redraw costs: the slowest of the temperature chart's redraws seen over 5 s.
         let mut slowest = 0.0_f64;
         let mut points = 0;
@@ -117,9 +139,11 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
 
         // Windows: the first 1-minute windows close once event time passes the minute and lateness.
         browser.click("nav.tabs a[href^='/windows']").await;
+        // (The archive's windows, written before the page opened, are listed at once: wait for the
+        // simulator's, closed while the page is open.)
         let windows = browser
             .until_within(Duration::from_secs(150), "closed windows are listed", &table("windows"), |rows| {
-                rows.as_array().is_some_and(|r| !r.is_empty())
+                rows.as_array().is_some_and(|r| r.iter().any(|row| row[1] != "archive"))
             })
             .await;
         assert_eq!(windows[0].as_array().map(Vec::len), Some(11), "{windows}");
@@ -137,6 +161,34 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
             .await;
         assert!(quality.as_array().is_some_and(|r| r.len() >= 2), "{quality}");
         browser.until("scores are drawn", &chart_series("ml-scores"), Value::is_array).await;
+        // The 2x2 confusion of the forest's and the z-score's verdicts on the same readings, counted
+        // by PostgreSQL: its four cells add up to the readings its caption says both judged.
+        let confusion = browser
+            .until(
+                "the confusion matrix is shown",
+                "const t = document.getElementById('confusion-isolation-forest-zscore'); \
+                 return t ? [t.querySelector('caption').textContent, Array.from(t.querySelectorAll('tbody td')).map(td => Number(td.textContent))] : null;",
+                |c| c.is_array(),
+            )
+            .await;
+        let judged: i64 = confusion[0]
+            .as_str()
+            .and_then(|c| c.split(": ").nth(1))
+            .and_then(|c| c.split(' ').next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(-1);
+        let cells: i64 = confusion[1].as_array().into_iter().flatten().filter_map(Value::as_i64).sum();
+        assert!(judged > 0 && cells == judged, "{confusion}");
+        // The forest's models: generation, training rows and when each was trained.
+        let models = browser
+            .until("the forest's models are listed", &table("models"), |rows| {
+                rows.as_array().into_iter().flatten().any(|r| r[0] == "isolation-forest")
+            })
+            .await;
+        let forest = models.as_array().into_iter().flatten().find(|r| r[0] == "isolation-forest").cloned().unwrap_or_default();
+        assert!(forest[2].as_str().is_some_and(|g| g.parse::<u32>().is_ok_and(|g| g >= 1)), "{forest}");
+        assert!(forest[5].as_str().is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0)), "training rows: {forest}");
+        browser.until("retrains are drawn", &chart_series("ml-retrains"), Value::is_array).await;
         browser.screenshot("ml").await;
 
         // Analytics: the last hour from PostgreSQL holds the archive written before the page opened.
@@ -154,6 +206,27 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
                 s.as_array().is_some_and(|names| names.iter().any(|n| n == "archive"))
             })
             .await;
+        // The correlation heatmap of one location, from its 1-minute windows (PostgreSQL's corr()).
+        browser.goto(&format!("{base}/analytics?location=archive")).await;
+        let heat = browser
+            .until(
+                "the archive's correlation heatmap is drawn",
+                "const e = document.getElementById('correlation'); const c = e && echarts.getInstanceByDom(e); \
+                 return c ? [c.getOption().xAxis[0].data, c.getOption().series[0].data] : null;",
+                |h| h[1].as_array().is_some_and(|cells| cells.len() == 9),
+            )
+            .await;
+        assert_eq!(heat[0], serde_json::json!(["co2", "humidity", "temperature"]), "{heat}");
+        // Cells are [column, row, r]: 1 on the diagonal, -1 between humidity and temperature, 0 for CO2.
+        let expected = |i: u64, j: u64| match (i, j) {
+            _ if i == j => 1.0,
+            (1, 2) | (2, 1) => -1.0,
+            _ => 0.0,
+        };
+        for cell in heat[1].as_array().into_iter().flatten() {
+            let (j, i, r) = (cell[0].as_u64().unwrap_or(9), cell[1].as_u64().unwrap_or(9), cell[2].as_f64().unwrap_or(9.0));
+            assert!((r - expected(i, j)).abs() < 1e-9, "cell {cell} of {heat}");
+        }
         browser.screenshot("analytics").await;
 
         // Plugins: the trapping detector is quarantined, and the page says so.

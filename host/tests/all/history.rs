@@ -142,3 +142,102 @@ async fn a_week_of_history_is_at_most_a_thousand_points_a_series(pool: PgPool) {
         (json!("2026-01-01T00:10:04.800Z"), json!(10), json!(11.0))
     );
 }
+
+/// Inserts a window of `kind` at `location` starting `minute` minutes after [`BASE`], with its
+/// average and revision.
+async fn insert_window(pool: &PgPool, (location, kind): (&str, &str), minute: i64, avg: f64, revision: i32) {
+    sqlx::query(
+        "INSERT INTO sensor_aggregates (stage, window_start, window_end, location, sensor_type, avg_value, min_value, \
+         max_value, stddev_value, count_readings, anomaly_count, revision) \
+         VALUES ('tumbling-window', to_timestamp($1::double precision / 1000), \
+         to_timestamp($1::double precision / 1000) + interval '1 minute', $2, $3, $4, $4, $4, 0, 10, 0, $5)",
+    )
+    .bind(BASE + minute * 60_000)
+    .bind(location)
+    .bind(kind)
+    .bind(avg)
+    .bind(revision)
+    .execute(pool)
+    .await
+    .expect("insert window");
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn correlations_pair_the_newest_windows_of_two_types_by_start(pool: PgPool) {
+    // Minutes 0-3 at the hall: temperature rises 20..23, humidity falls 50..44, CO2 alternates
+    // 400/410; pressure has minute 0 only.
+    for (minute, (t, h, c)) in
+        [(20.0, 50.0, 400.0), (21.0, 48.0, 410.0), (22.0, 46.0, 400.0), (23.0, 44.0, 410.0)].into_iter().enumerate()
+    {
+        let minute = minute as i64;
+        // Temperature's minute 3 was first emitted at 99, then revised to 23: only the revision counts.
+        if minute == 3 {
+            insert_window(&pool, ("hall", "temperature"), minute, 99.0, 0).await;
+        }
+        insert_window(&pool, ("hall", "temperature"), minute, t, if minute == 3 { 1 } else { 0 }).await;
+        insert_window(&pool, ("hall", "humidity"), minute, h, 0).await;
+        insert_window(&pool, ("hall", "co2"), minute, c, 0).await;
+        // Another location's windows are not paired with the hall's.
+        insert_window(&pool, ("lab", "humidity"), minute, 100.0 - h * h, 0).await;
+    }
+    insert_window(&pool, ("hall", "pressure"), 0, 1013.0, 0).await;
+    // Outside [from, to): a window starting exactly at `to`.
+    insert_window(&pool, ("hall", "humidity"), 60, 0.0, 0).await;
+    insert_window(&pool, ("hall", "temperature"), 60, 1000.0, 0).await;
+    let addr = serve(Store::new(pool.clone()), 4).await;
+    let get = |query: &str| {
+        let url = format!("http://{addr}/api/correlations?{query}");
+        async move {
+            let response = reqwest::get(url).await.expect("api");
+            (response.status().as_u16(), response.json::<Value>().await.expect("json"))
+        }
+    };
+    let (status, body) = get("location=hall&from=2026-01-01T00:00:00Z&to=2026-01-01T01:00:00Z").await;
+    assert_eq!(status, 200, "{body}");
+    let pairs: Vec<(String, String, i64, Option<f64>)> = body["pairs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["stage"], "tumbling-window");
+            let name = |key: &str| p[key].as_str().unwrap_or("?").to_owned();
+            (
+                name("sensor_type_a"),
+                name("sensor_type_b"),
+                p["windows"].as_i64().unwrap_or(-1),
+                p["correlation"].as_f64(),
+            )
+        })
+        .collect();
+    // By hand: temperature minus its mean is (-1.5, -0.5, 0.5, 1.5), humidity's (3, 1, -1, -3) and
+    // CO2's (-5, 5, -5, 5). Temperature-CO2: sxy = 10, sxx = 5, syy = 100, r = 10 / sqrt(500) =
+    // 1 / sqrt(5); humidity-CO2: sxy = -20, sxx = 20, syy = 100, r = -1 / sqrt(5); temperature and
+    // humidity fall on a line: -1. One window (pressure) has no correlation.
+    let fifth = 1.0 / 5f64.sqrt();
+    let expected: [(&str, &str, i64, Option<f64>); 10] = [
+        ("co2", "co2", 4, Some(1.0)),
+        ("co2", "humidity", 4, Some(-fifth)),
+        ("co2", "pressure", 1, None),
+        ("co2", "temperature", 4, Some(fifth)),
+        ("humidity", "humidity", 4, Some(1.0)),
+        ("humidity", "pressure", 1, None),
+        ("humidity", "temperature", 4, Some(-1.0)),
+        ("pressure", "pressure", 1, None),
+        ("pressure", "temperature", 1, None),
+        ("temperature", "temperature", 4, Some(1.0)),
+    ];
+    assert_eq!(pairs.len(), expected.len(), "{body}");
+    for (got, want) in pairs.iter().zip(expected) {
+        assert_eq!((got.0.as_str(), got.1.as_str(), got.2), (want.0, want.1, want.2), "{body}");
+        match (got.3, want.3) {
+            (Some(g), Some(w)) => assert!((g - w).abs() < 1e-9, "{got:?} against {want:?}"),
+            (g, w) => assert_eq!(g, w, "{got:?}"),
+        }
+    }
+    // The location is required; a bad range is refused as /api/history refuses it.
+    let (status, body) = get("from=2026-01-01T00:00:00Z&to=2026-01-01T01:00:00Z").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("location_required")), "{body}");
+    let (status, body) = get("location=hall&from=2026-01-01T01:00:00Z&to=2026-01-01T00:00:00Z").await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("empty_range")), "{body}");
+}

@@ -10,6 +10,7 @@ mod batch_log;
 mod compose;
 mod config;
 mod dashboard;
+mod dashboard_live;
 mod dashboard_tabs;
 mod dead_letters;
 mod e2e;

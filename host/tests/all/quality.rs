@@ -73,4 +73,119 @@ async fn precision_recall_and_agreement_match_hand_counts(pool: PgPool) {
         ),
         ("isolation-forest", "zscore", 10, 6, 2, Some(0.6))
     );
+    // The 2x2 confusion of the verdicts both gave (readings 0-9; the z-score warmed up on 10-11):
+    // both anomalous on 0 and 2, only the forest on 5 and 9, only the z-score on 1 and 3, both
+    // normal on 4, 6, 7 and 8.
+    assert_eq!((a[0].only_a_anomalous, a[0].only_b_anomalous, a[0].both_normal()), (2, 2, 4));
+}
+
+/// Inserts one verdict `seconds` after 2026-01-01T00:00:00Z, with its model's lineage when given
+/// (`(generation, trained seconds after the same time, training rows)`).
+async fn insert_verdict(
+    pool: &PgPool,
+    (detector, sensor_type): (&str, &str),
+    seconds: i64,
+    anomaly: bool,
+    model: Option<(i32, i64, i32)>,
+) {
+    let base = Utc.timestamp_millis_opt(1_767_225_600_000).single().expect("time");
+    sqlx::query(
+        "INSERT INTO ml_anomaly_predictions (detector, sensor_id, sensor_type, value, timestamp, verdict, is_anomaly, \
+         anomaly_score, rule_based_anomaly, detector_version, model_generation, model_trained_at, model_training_rows, \
+         kafka_partition, kafka_offset) VALUES ($1, 's', $2, 1, $3, $4, $5, 0, false, '0.3.0', $6, $7, $8, 0, $9)",
+    )
+    .bind(detector)
+    .bind(sensor_type)
+    .bind(base + chrono::Duration::seconds(seconds))
+    .bind(if anomaly { "anomaly" } else { "normal" })
+    .bind(anomaly)
+    .bind(model.map(|m| m.0))
+    .bind(model.map(|m| base + chrono::Duration::seconds(m.1)))
+    .bind(model.map(|m| m.2))
+    .bind(seconds)
+    .execute(pool)
+    .await
+    .expect("insert verdict");
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn models_list_each_generation_with_its_training_and_verdicts(pool: PgPool) {
+    let forest_co2 = ("isolation-forest", "co2");
+    // Generation 1 (trained a minute before, on 256 rows) judged 0-2 s, one anomaly; generation 2
+    // (trained at 2 s, on 512 rows) judged 3 and 4 s, both anomalies.
+    for (second, anomaly) in [(0, false), (1, true), (2, false)] {
+        insert_verdict(&pool, forest_co2, second, anomaly, Some((1, -60, 256))).await;
+    }
+    for second in [3, 4] {
+        insert_verdict(&pool, forest_co2, second, true, Some((2, 2, 512))).await;
+    }
+    insert_verdict(&pool, ("isolation-forest", "temperature"), 5, false, Some((1, 1, 300))).await;
+    // A detector without models is not listed; a verdict at the range's end (exclusive) is not counted.
+    insert_verdict(&pool, ("zscore", "co2"), 1, true, None).await;
+    insert_verdict(&pool, forest_co2, 3600, false, Some((3, 3000, 1024))).await;
+    let addr = crate::api_limits::serve(Store::new(pool), 4).await;
+    let url = format!("http://{addr}/api/models?from=2026-01-01T00:00:00Z&to=2026-01-01T01:00:00Z");
+    let body: serde_json::Value = reqwest::get(url).await.expect("api").json().await.expect("json");
+    let rows: Vec<_> = body
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|m| {
+            serde_json::json!([
+                m["sensor_type"],
+                m["generation"],
+                m["trained_at"],
+                m["training_rows"],
+                m["verdicts"],
+                m["anomalies"],
+                m["first_verdict"],
+                m["last_verdict"],
+                m["detector"],
+                m["detector_version"]
+            ])
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            serde_json::json!([
+                "co2",
+                2,
+                "2026-01-01T00:00:02Z",
+                512,
+                2,
+                2,
+                "2026-01-01T00:00:03Z",
+                "2026-01-01T00:00:04Z",
+                "isolation-forest",
+                "0.3.0"
+            ]),
+            serde_json::json!([
+                "co2",
+                1,
+                "2025-12-31T23:59:00Z",
+                256,
+                3,
+                1,
+                "2026-01-01T00:00:00Z",
+                "2026-01-01T00:00:02Z",
+                "isolation-forest",
+                "0.3.0"
+            ]),
+            serde_json::json!([
+                "temperature",
+                1,
+                "2026-01-01T00:00:01Z",
+                300,
+                1,
+                0,
+                "2026-01-01T00:00:05Z",
+                "2026-01-01T00:00:05Z",
+                "isolation-forest",
+                "0.3.0"
+            ]),
+        ],
+        "{body}"
+    );
 }

@@ -93,13 +93,15 @@ impl Host {
             &plugins_flag,
             "--dashboard",
             &dashboard_flag,
-            "--listen",
-            "127.0.0.1:0",
             "--batch-max",
             "500",
             "--batch-linger-ms",
             "20",
         ];
+        if !extra.contains(&"--listen") {
+            // Any free port, unless the test restarts a host where its page expects it.
+            flags.extend_from_slice(&["--listen", "127.0.0.1:0"]);
+        }
         if !extra.contains(&"--max-age") {
             // The tests' readings have fixed dates.
             flags.extend_from_slice(&["--max-age", "off"]);
