@@ -11,7 +11,10 @@ either, so they say how much of a pipeline's time is its own.
         `sensor_readings` (the schema the files in DIR create in the fresh database URL, indexes
         included), then times one COPY of all the rows and the commit.
 
-Each prints one JSON line with the fields the harness reads from every system (readings, seconds,
+    ceilings.py topic --brokers ADDR --topic T --partitions P
+        creates the topic the harness fills (setup, not a measurement; an existing topic is an error).
+
+Each measurement prints one JSON line with the fields the harness reads from every system (readings, seconds,
 readings_per_s, peak_rss_mib, cpu_s over the timed span).
 """
 import argparse
@@ -118,17 +121,29 @@ def copy(args):
     return {"readings": stored, "seconds": round(seconds, 3), "cpu_s": round(cpu, 3)}
 
 
+def create_topic(args):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": args.brokers})
+    futures = admin.create_topics([NewTopic(args.topic, num_partitions=args.partitions, replication_factor=1)])
+    futures[args.topic].result(timeout=60)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("what", choices=["consume", "copy"])
+    parser.add_argument("what", choices=["consume", "copy", "topic"])
     parser.add_argument("--brokers", required=True)
     parser.add_argument("--topic", default="iot_sensors")
-    parser.add_argument("--expect", type=int, required=True)
+    parser.add_argument("--expect", type=int, default=0)
+    parser.add_argument("--partitions", type=int, default=4, help="topic: its partitions")
     parser.add_argument("--dsn", help="copy: the fresh database to write into")
     parser.add_argument("--migrations", help="copy: the folder of iotstream's schema migrations")
     args = parser.parse_args()
     if args.what == "copy" and not (args.dsn and args.migrations):
         parser.error("copy needs --dsn and --migrations")
+    if args.what == "topic":
+        create_topic(args)
+        return
     result = consume(args) if args.what == "consume" else copy(args)
     result["readings_per_s"] = round(result["readings"] / result["seconds"], 1) if result["seconds"] > 0 else 0.0
     result["peak_rss_mib"] = round(peak_rss_mib(), 1)

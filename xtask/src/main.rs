@@ -10,12 +10,14 @@
 //!   `wasm-bindgen-cli`, the pinned `componentize-py`, apt packages): no merge-conflict markers
 //!   left in tracked files, formatting, the build, the test plugins, clippy with warnings denied,
 //!   and every test against the local PostgreSQL.
-//! * `bench`: the throughput benchmark of the whole pipeline.
+//! * `bench`: iotstream beside the seed's Python design and the broker's and database's ceilings,
+//!   on tansu or a given broker (see [`bench`]).
 //!
-//! Every download comes from crates.io, PyPI (componentize-py, into a virtual environment under the
-//! target folder), the npm registry (ECharts for the dashboard, pinned and integrity-checked: see
+//! Every download comes from crates.io, PyPI (componentize-py and the benchmark's Python side, into
+//! virtual environments under the target folder; tansu's wheel), the npm registry (ECharts for the dashboard, pinned and integrity-checked: see
 //! [`echarts`]) or Debian's apt: nothing is fetched from anywhere else.
 
+mod bench;
 mod conflicts;
 mod echarts;
 
@@ -40,7 +42,7 @@ const PYTHON_PLUGINS: [&str; 1] = ["python-deviation"];
 /// so changing the pin makes a fresh one.
 const COMPONENTIZE_PY: &str = "0.25.1";
 /// Debian packages the Python plugins need: an interpreter with `venv` (Debian splits it out).
-const PYTHON_PACKAGES: [&str; 2] = ["python3", "python3-venv"];
+pub(crate) const PYTHON_PACKAGES: [&str; 2] = ["python3", "python3-venv"];
 /// The dashboard crate.
 const DASHBOARD: &str = "iotstream-dashboard";
 /// Debian packages the build needs: the C toolchain pieces librdkafka's build uses.
@@ -76,12 +78,9 @@ enum Task {
     },
     /// Install what is missing, build, and run every test.
     Test,
-    /// Build in release and run the pipeline benchmark.
-    Bench {
-        /// Extra arguments for `iotstream bench`.
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
+    /// Build in release, then run iotstream, the seed's design in Python and the ceilings on one
+    /// broker and the same readings, and print one table (and `target/bench/<time>.json`).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -93,7 +92,7 @@ fn main() -> Result<()> {
         Task::Plugins => build_plugins().and_then(|()| build_python_plugins()),
         Task::Demo { args } => run_release("run", &args),
         Task::Test => test(),
-        Task::Bench { args } => run_release("bench", &args),
+        Task::Bench(args) => bench::bench(&args),
     }
 }
 
@@ -108,7 +107,7 @@ fn run_release(subcommand: &str, args: &[String]) -> Result<()> {
 }
 
 /// `DATABASE_URL`, or the local default.
-fn database_url() -> String {
+pub(crate) fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into())
 }
 
@@ -123,7 +122,7 @@ fn cargo(args: &[&str]) -> Command {
     command
 }
 
-fn status(command: &mut Command) -> Result<()> {
+pub(crate) fn status(command: &mut Command) -> Result<()> {
     eprintln!("xtask: {command:?}");
     let status = command.status().with_context(|| format!("cannot start {command:?}"))?;
     if !status.success() {
@@ -133,10 +132,15 @@ fn status(command: &mut Command) -> Result<()> {
 }
 
 fn build(release: bool) -> Result<()> {
+    build_pipeline(release)?;
+    build_dashboard(release)
+}
+
+/// The plugins and the host, not the dashboard (which the host serves from disk when it is there).
+pub(crate) fn build_pipeline(release: bool) -> Result<()> {
     ensure_apt_packages(&BUILD_PACKAGES)?;
     ensure_rust_targets()?;
     build_plugins()?;
-    build_dashboard(release)?;
     let mut host = cargo(&["build", "--package", "iotstream"]);
     if release {
         host.arg("--release");
@@ -145,7 +149,7 @@ fn build(release: bool) -> Result<()> {
 }
 
 /// Cargo's target folder, absolute: tools installed under it are run from other folders.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     std::path::absolute(&dir).unwrap_or(dir)
 }
@@ -317,7 +321,7 @@ fn ensure_wasm_bindgen() -> Result<()> {
     status(&mut cargo(&["install", "wasm-bindgen-cli", "--version", &wanted]))
 }
 
-fn ensure_apt_packages(packages: &[&'static str]) -> Result<()> {
+pub(crate) fn ensure_apt_packages(packages: &[&'static str]) -> Result<()> {
     let missing: Vec<&str> = packages
         .iter()
         .copied()
@@ -347,7 +351,7 @@ fn ensure_apt_packages(packages: &[&'static str]) -> Result<()> {
     status(&mut install)
 }
 
-fn ensure_postgres(url: &str) -> Result<()> {
+pub(crate) fn ensure_postgres(url: &str) -> Result<()> {
     let ready = || Command::new("pg_isready").args(["-d", url]).output().is_ok_and(|o| o.status.success());
     if ready() {
         return Ok(());
