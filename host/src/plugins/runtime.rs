@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use wasmtime::component::{Component, Linker, ResourceTable};
-use wasmtime::{Config, Engine};
+use wasmtime::{Config, Engine, ProfilingStrategy};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT};
@@ -64,6 +64,10 @@ impl StageCtx {
     }
 }
 
+/// Set (to anything but `0`), the engine writes `/tmp/perf-PID.map` naming the JIT-compiled plugin
+/// functions, so that `perf record` profiles of the host show plugin code by name.
+pub const PERF_MAP_ENV: &str = "IOTSTREAM_PERF_MAP";
+
 /// The process-wide engine and linker, and the thread that advances the epoch.
 pub struct PluginRuntime {
     pub(super) engine: Engine,
@@ -83,6 +87,10 @@ impl PluginRuntime {
     pub fn with_limits(limits: PluginLimits) -> Result<Self, PluginError> {
         let mut config = Config::new();
         config.epoch_interruption(true);
+        if std::env::var_os(PERF_MAP_ENV).is_some_and(|v| !v.is_empty() && v != "0") {
+            // `perf report` then names the plugins' compiled functions (docs/performance.md).
+            config.profiler(ProfilingStrategy::PerfMap);
+        }
         let engine = Engine::new(&config).map_err(|err| runtime_error("engine", err))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|err| runtime_error("linker", err))?;

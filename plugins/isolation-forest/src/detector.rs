@@ -92,12 +92,15 @@ pub struct DetectorState {
 pub struct OnlineForest {
     config: DetectorConfig,
     state: DetectorState,
+    /// Room for the robust features' selections, kept between readings so that computing them
+    /// allocates nothing.
+    scratch: Vec<f64>,
 }
 
 impl OnlineForest {
     /// A detector with no history and no model.
     pub fn new(config: DetectorConfig) -> Self {
-        OnlineForest { config, state: DetectorState::default() }
+        OnlineForest { config, state: DetectorState::default(), scratch: Vec::new() }
     }
 
     /// The current model that judges `sensor`'s readings.
@@ -118,7 +121,8 @@ impl OnlineForest {
             Some(history) => history,
             None => self.state.sensors.entry(sensor.clone()).or_default(),
         };
-        let features = features(history, self.config.history, self.config.features, timestamp_ms, value);
+        let features =
+            features(history, &mut self.scratch, self.config.history, self.config.features, timestamp_ms, value);
         if history.values.len() < self.config.min_history {
             return Judgement::WarmingUp;
         }
@@ -188,21 +192,30 @@ impl Detector for OnlineForest {
     }
 }
 
-/// Pushes `value` into the sensor's history and computes the reading's features.
-fn features(history: &mut SensorHistory, capacity: usize, set: FeatureSet, timestamp_ms: i64, value: f64) -> Features {
+/// Pushes `value` into the sensor's history and computes the reading's features (`scratch`: room
+/// for the robust set's selections).
+fn features(
+    history: &mut SensorHistory,
+    scratch: &mut Vec<f64>,
+    capacity: usize,
+    set: FeatureSet,
+    timestamp_ms: i64,
+    value: f64,
+) -> Features {
     let change = history.values.back().map_or(0.0, |prev| value - prev);
     if history.values.len() == capacity {
         history.values.pop_front();
     }
     history.values.push_back(value);
     if set == FeatureSet::Robust {
-        let mut sorted: Vec<f64> = history.values.iter().copied().collect();
-        let mid = sorted.len() / 2;
-        let median = *sorted.select_nth_unstable_by(mid, f64::total_cmp).1;
-        for v in &mut sorted {
+        scratch.clear();
+        scratch.extend(history.values.iter().copied());
+        let mid = scratch.len() / 2;
+        let median = *scratch.select_nth_unstable_by(mid, f64::total_cmp).1;
+        for v in scratch.iter_mut() {
             *v = (*v - median).abs();
         }
-        let mad = *sorted.select_nth_unstable_by(mid, f64::total_cmp).1;
+        let mad = *scratch.select_nth_unstable_by(mid, f64::total_cmp).1;
         return [value, 0.0, 0.0, change, median, mad, value - median];
     }
     let n = history.values.len() as f64;

