@@ -315,7 +315,9 @@ async fn dashboard_admin_actions_need_the_token(pool: PgPool) {
             let (brokers, topic) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone());
             let config = simulate_config(&["--rate", "200", "--sensors", "10"]);
             let stop = stop.clone();
-            tokio::spawn(async move { iotstream::simulate::run(&config, &brokers, &topic, stop).await })
+            tokio::spawn(async move {
+                iotstream::simulate::run(&config, &iotstream::kafka::Brokers::new(brokers), &topic, stop).await
+            })
         };
         let browser = Browser::start().await;
         // The admin actions are on the plugins tab.

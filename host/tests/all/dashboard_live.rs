@@ -78,7 +78,9 @@ async fn the_dark_theme_follows_the_browsers_preference(pool: PgPool) {
             let (brokers, topic) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone());
             let config = simulate_config(&["--rate", "100", "--sensors", "10"]);
             let stop = stop.clone();
-            tokio::spawn(async move { iotstream::simulate::run(&config, &brokers, &topic, stop).await })
+            tokio::spawn(async move {
+                iotstream::simulate::run(&config, &iotstream::kafka::Brokers::new(brokers), &topic, stop).await
+            })
         };
         let browser = Browser::start().await;
         // The operating system's dark preference, as Chromium would pass it on to the page.
@@ -180,7 +182,9 @@ async fn measure_dashboard_under_load(pool: PgPool) {
         let (brokers, topic) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone());
         let config = simulate_config(&["--rate", "5000", "--sensors", "5000"]);
         let stop = stop.clone();
-        tokio::spawn(async move { iotstream::simulate::run(&config, &brokers, &topic, stop).await })
+        tokio::spawn(async move {
+            iotstream::simulate::run(&config, &iotstream::kafka::Brokers::new(brokers), &topic, stop).await
+        })
     });
     browser.cdp("Performance.enable", json!({ "timeDomain": "timeTicks" })).await;
     // Let the stream and the charts reach their steady state (the live points fill up) first.
