@@ -100,6 +100,12 @@ impl StoreError {
             | StoreError::Database(
                 sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_),
             ) => OutageCode::DatabaseUnreachable,
+            // With TLS built in, a connection (`sslmode=prefer`, the default) opens with an
+            // SSLRequest: a server gone away answers it with nothing, which sqlx reports as a
+            // protocol error. That is an unreachable server, not a database error.
+            StoreError::Database(sqlx::Error::Protocol(message)) if message.contains("SSLRequest") => {
+                OutageCode::DatabaseUnreachable
+            }
             _ => OutageCode::DatabaseError,
         }
     }
