@@ -126,13 +126,19 @@ impl AdminChannel {
 }
 
 impl super::Pipeline {
-    /// Does every admin request waiting (between batches), answering each.
-    pub(super) fn apply_admin_requests(&mut self) {
-        let Some(requests) = self.admin.as_mut() else { return };
+    /// Does every admin request waiting (between batches), answering each. The batch in flight is
+    /// committed first: its publication carries the plugins' state from before the request, and
+    /// must not land after the answer and undo, in the live view, what the request did.
+    pub(super) async fn apply_admin_requests(&mut self) -> Result<(), super::PipelineError> {
+        let Some(requests) = self.admin.as_mut() else { return Ok(()) };
         let mut waiting = Vec::new();
         while let Ok(request) = requests.try_recv() {
             waiting.push(request);
         }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        self.finish_in_flight().await?;
         for AdminRequest { action, reply } in waiting {
             let done = self.admin_action(&action);
             if done.is_ok() {
@@ -141,6 +147,7 @@ impl super::Pipeline {
             // The asker may have given up waiting; the action is done either way.
             let _ = reply.send(done);
         }
+        Ok(())
     }
 
     fn admin_action(&mut self, action: &AdminAction) -> Result<String, AdminError> {

@@ -170,7 +170,10 @@ impl Pipeline {
                 break;
             }
             self.apply_plugin_changes();
-            self.apply_admin_requests();
+            if let Err(err) = self.apply_admin_requests().await {
+                failure = Some(err);
+                break;
+            }
         }
         if failure.is_none() {
             failure = self.finish_in_flight().await.err();
