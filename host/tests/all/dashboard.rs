@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{Host, plugin_path, put, scratch_folder, simulate_config};
+use crate::support::{Host, plugin_path, put, scratch_folder};
 
 /// A chromedriver process with one headless Chromium session.
 pub(crate) struct Browser {
@@ -214,16 +214,8 @@ async fn dashboard_shows_live_kpis_and_readings_and_updates_itself(pool: PgPool)
         }
         let host = Host::start(pool.clone(), Some(plugins), &[]).await;
         let simulator = {
-            let (brokers, topic, stop) =
-                (host.broker.bootstrap_servers().to_owned(), host.topic.clone(), CancellationToken::new());
-            let config = simulate_config(&["--rate", "300", "--sensors", "20"]);
-            let task = tokio::spawn({
-                let stop = stop.clone();
-                async move {
-                    iotstream::simulate::run(&config, &iotstream::kafka::Brokers::new(brokers), &topic, stop).await
-                }
-            });
-            (task, stop)
+            let stop = CancellationToken::new();
+            (host.simulate(&["--rate", "300", "--sensors", "20"], &stop), stop)
         };
         let browser = Browser::start().await;
         browser.goto(&format!("http://{}/", host.addr)).await;
@@ -311,14 +303,7 @@ async fn dashboard_admin_actions_need_the_token(pool: PgPool) {
         crate::probes::wait_for_status(&format!("http://{}/readyz", host.addr), 200).await;
         // Readings, so that the shadow judges beside the live detector and is listed with it.
         let stop = CancellationToken::new();
-        let simulator = {
-            let (brokers, topic) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone());
-            let config = simulate_config(&["--rate", "200", "--sensors", "10"]);
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                iotstream::simulate::run(&config, &iotstream::kafka::Brokers::new(brokers), &topic, stop).await
-            })
-        };
+        let simulator = host.simulate(&["--rate", "200", "--sensors", "10"], &stop);
         let browser = Browser::start().await;
         // The admin actions are on the plugins tab.
         browser.goto(&format!("http://{}/plugins", host.addr)).await;

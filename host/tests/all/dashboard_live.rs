@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::dashboard::Browser;
-use crate::support::{Host, reading, report, simulate_config};
+use crate::support::{Host, reading, report};
 
 /// The header's connection badge.
 const CONNECTION: &str = "return document.getElementById('connection')?.textContent ?? null;";
@@ -74,14 +74,7 @@ async fn the_dark_theme_follows_the_browsers_preference(pool: PgPool) {
     tokio::time::timeout(crate::dashboard::BROWSER_TEST_LIMIT, async move {
         let host = Host::start(pool, None, &[]).await;
         let stop = CancellationToken::new();
-        let simulator = {
-            let (brokers, topic) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone());
-            let config = simulate_config(&["--rate", "100", "--sensors", "10"]);
-            let stop = stop.clone();
-            tokio::spawn(async move {
-                iotstream::simulate::run(&config, &iotstream::kafka::Brokers::new(brokers), &topic, stop).await
-            })
-        };
+        let simulator = host.simulate(&["--rate", "100", "--sensors", "10"], &stop);
         let browser = Browser::start().await;
         // The operating system's dark preference, as Chromium would pass it on to the page.
         browser
@@ -178,14 +171,7 @@ async fn measure_dashboard_under_load(pool: PgPool) {
     ));
     // Load: 5,000 sensors at 5,000 readings/s (the external host's own simulator), the real-time tab open.
     let stop = CancellationToken::new();
-    let simulator = host.as_ref().map(|host| {
-        let (brokers, topic) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone());
-        let config = simulate_config(&["--rate", "5000", "--sensors", "5000"]);
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            iotstream::simulate::run(&config, &iotstream::kafka::Brokers::new(brokers), &topic, stop).await
-        })
-    });
+    let simulator = host.as_ref().map(|host| host.simulate(&["--rate", "5000", "--sensors", "5000"], &stop));
     browser.cdp("Performance.enable", json!({ "timeDomain": "timeTicks" })).await;
     // Let the stream and the charts reach their steady state (the live points fill up) first.
     tokio::time::sleep(Duration::from_secs(20)).await;

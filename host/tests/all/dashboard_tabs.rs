@@ -16,7 +16,7 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::dashboard::Browser;
-use crate::support::{Host, plugin_path, put, reading, report, scratch_folder, simulate_config, test_plugin_path};
+use crate::support::{Host, plugin_path, put, reading, report, scratch_folder, test_plugin_path};
 
 /// The names of the series an ECharts chart draws (`null` before it draws).
 fn chart_series(id: &str) -> String {
@@ -78,12 +78,7 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
         put(plugins, "misbehaving.toml", b"name = \"misbehaving\"\n[config]\nmode = \"trap\"\nafter_calls = 0\n");
         let host = Host::start(pool.clone(), Some(plugins), &[]).await;
         let stop = CancellationToken::new();
-        let simulator = {
-            let (brokers, topic) = (host.broker.bootstrap_servers().to_owned(), host.topic.clone());
-            let config = simulate_config(&["--rate", "300", "--sensors", "20"]);
-            let stop = stop.clone();
-            tokio::spawn(async move { iotstream::simulate::run(&config, &iotstream::kafka::Brokers::new(brokers), &topic, stop).await })
-        };
+        let simulator = host.simulate(&["--rate", "300", "--sensors", "20"], &stop);
         let browser = Browser::start().await;
         let base = format!("http://{}", host.addr);
 

@@ -60,6 +60,18 @@ pub fn run_config(flags: &[&str]) -> iotstream::config::RunConfig {
 }
 
 impl Host {
+    /// The simulator producing to this host's embedded broker with `flags` (`--rate`,
+    /// `--sensors`...) until its count is reached or `stop` is cancelled.
+    pub fn simulate(
+        &self,
+        flags: &[&str],
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> tokio::task::JoinHandle<Result<iotstream::simulate::SimulationReport, iotstream::kafka::KafkaError>> {
+        let brokers = iotstream::kafka::Brokers::new(self.broker.bootstrap_servers());
+        let (config, topic, stop) = (simulate_config(flags), self.topic.clone(), stop.clone());
+        tokio::spawn(async move { iotstream::simulate::run(&config, &brokers, &topic, stop).await })
+    }
+
     /// Starts a host with the built plugins (or `plugins_dir`) on `pool`, consuming `iot_sensors`
     /// (3 partitions) from a fresh embedded broker, with no simulator.
     pub async fn start(pool: sqlx::PgPool, plugins_dir: Option<&std::path::Path>, extra: &[&str]) -> Host {
