@@ -3,7 +3,6 @@
 //! `--plugins` or `--dashboard`: it loads every built-in plugin and serves the dashboard at `/`.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -55,16 +54,7 @@ async fn an_installed_binary_runs_anywhere_with_its_plugins_and_dashboard(pool: 
         .stderr(Stdio::piped())
         .spawn()
         .expect("start the installed iotstream");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let parsed = serde_json::from_str(&line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
-            if tx.send(parsed).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::support::json_log_lines(child.stderr.take().expect("stderr"));
     let (mut loaded, mut dashboard) = (BTreeSet::new(), None);
     let deadline = Instant::now() + Duration::from_secs(90);
     while dashboard.is_none() {

@@ -3,7 +3,6 @@
 //! to that broker; the readings are stored; SIGTERM stops the process cleanly and quickly. Its logs
 //! go to stderr (here as JSON, `--log-format json`), never to stdout.
 
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -30,17 +29,7 @@ async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: Pg
         .stderr(Stdio::piped())
         .spawn()
         .expect("start iotstream");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = std::sync::mpsc::channel::<serde_json::Value>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            // Every line is one JSON object.
-            let parsed = serde_json::from_str(&line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
-            if tx.send(parsed).is_err() {
-                break;
-            }
-        }
-    });
+    let rx = crate::support::json_log_lines(child.stderr.take().expect("stderr"));
     let (mut dashboard, mut bootstrap) = (None, None);
     let deadline = Instant::now() + Duration::from_secs(60);
     while dashboard.is_none() || bootstrap.is_none() {

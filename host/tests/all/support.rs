@@ -278,3 +278,20 @@ pub fn put(dir: &std::path::Path, name: &str, bytes: &[u8]) {
 pub fn scratch_folder(name: &str) -> tempfile::TempDir {
     tempfile::Builder::new().prefix(&format!("iotstream-{name}-")).tempdir().expect("scratch folder")
 }
+
+/// Each line a host process writes to `stderr` with `--log-format json`, parsed, on a channel. A
+/// line that is not one JSON object stops the reader (the channel closes, and the test waiting on
+/// it fails) with the line in the panic message.
+pub fn json_log_lines(stderr: std::process::ChildStderr) -> std::sync::mpsc::Receiver<serde_json::Value> {
+    use std::io::BufRead;
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let parsed = serde_json::from_str(&line).unwrap_or_else(|err| panic!("not JSON ({err}): {line}"));
+            if tx.send(parsed).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
