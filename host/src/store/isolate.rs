@@ -4,8 +4,8 @@
 //! The database refuses some data however often it is sent (SQLSTATE classes 22 "data exception",
 //! 23 "integrity constraint violation", 54 "program limit exceeded"): retrying such a batch would
 //! stall ingestion forever. [`Store::write`] then writes the batch again in one transaction with
-//! every part behind its own savepoint: the readings (and, if refused, each reading apart), each
-//! plugin's output, the dead letters. What is still refused is rolled back to its savepoint, left
+//! every part behind its own savepoint: the readings with their verdicts (and, if refused, each
+//! reading apart), each other plugin output (shadow verdicts, windows), the dead letters. What is still refused is rolled back to its savepoint, left
 //! out and reported as [`Refused`]; a refused reading becomes a dead letter
 //! ([`DeadLetterReason::StorageRefused`]) so the message is kept. Positions, the batch log and the
 //! checkpoint commit with the rest, so the stream goes on.
@@ -17,10 +17,9 @@ use sqlx::Acquire;
 
 use crate::reading::encode;
 use crate::store::checkpoints::write_checkpoint;
-use crate::store::rows::{DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, StoredReading};
+use crate::store::rows::{DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, StoredReading, verdicts_json};
 use crate::store::writer::{
-    Tx, advance_positions, insert_dead_letters, insert_predictions, insert_readings, insert_shadow_predictions,
-    upsert_aggregates,
+    Tx, advance_positions, insert_dead_letters, insert_readings, insert_shadow_predictions, upsert_aggregates,
 };
 use crate::store::{BatchRows, Store, StoreError, Totals};
 
@@ -133,14 +132,18 @@ async fn readings_apart(tx: &mut Tx<'_>, batch: &BatchRows, written: &mut Writte
     if batch.readings.is_empty() {
         return Ok(Vec::new());
     }
-    if let Ok(counts) = in_savepoint(tx, async |tx| insert_readings(tx, source, &batch.readings).await).await? {
+    let verdicts = verdicts_json(batch.readings.len(), &batch.predictions);
+    if let Ok(counts) =
+        in_savepoint(tx, async |tx| insert_readings(tx, source, &batch.readings, &verdicts).await).await?
+    {
         (written.totals.readings, written.totals.flagged) = counts;
         return Ok(vec![true; batch.readings.len()]);
     }
     let mut kept = Vec::with_capacity(batch.readings.len());
     let mut first_error = None;
-    for reading in &batch.readings {
-        match in_savepoint(tx, async |tx| insert_readings(tx, source, std::slice::from_ref(reading)).await).await? {
+    for (reading, verdicts) in batch.readings.iter().zip(&verdicts) {
+        let (reading, verdicts) = (std::slice::from_ref(reading), std::slice::from_ref(verdicts));
+        match in_savepoint(tx, async |tx| insert_readings(tx, source, reading, verdicts).await).await? {
             Ok((added, flagged)) => {
                 written.totals.readings += added;
                 written.totals.flagged += flagged;
@@ -160,7 +163,9 @@ async fn readings_apart(tx: &mut Tx<'_>, batch: &BatchRows, written: &mut Writte
 }
 
 /// Inserts each plugin's output apart (only for the readings that were stored); a refused one is
-/// left out and reported. Returns the windows added.
+/// left out and reported. Returns the windows added. (Detectors' verdicts are not among them: they
+/// are written with their readings, in a form the database always takes, see
+/// [`verdicts_json`].)
 async fn plugin_outputs_apart(
     tx: &mut Tx<'_>,
     batch: &BatchRows,
@@ -168,14 +173,6 @@ async fn plugin_outputs_apart(
     refused: &mut Vec<Refused>,
 ) -> Result<u64, StoreError> {
     let (source, readings) = (batch.source, batch.readings.as_slice());
-    let mut predictions: BTreeMap<&str, Vec<_>> = BTreeMap::new();
-    for p in batch.predictions.iter().filter(|p| kept[p.reading]) {
-        predictions.entry(p.detector.as_str()).or_default().push(p.clone());
-    }
-    for (plugin, rows) in predictions {
-        let outcome = in_savepoint(tx, async |tx| insert_predictions(tx, source, readings, &rows).await).await?;
-        note(refused, plugin, rows.len(), outcome.err());
-    }
     let mut shadows: BTreeMap<&str, Vec<_>> = BTreeMap::new();
     for p in batch.shadow_predictions.iter().filter(|p| kept[p.reading]) {
         shadows.entry(p.shadow.as_str()).or_default().push(p.clone());

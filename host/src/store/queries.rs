@@ -70,7 +70,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT detector, sensor_id, sensor_type, value, timestamp, verdict, is_anomaly, anomaly_score, \
              rule_based_anomaly, detector_version, model_generation FROM ml_anomaly_predictions \
-             WHERE ($2::text IS NULL OR detector = $2) AND (NOT $3 OR is_anomaly) ORDER BY id DESC LIMIT $1",
+             WHERE ($2::text IS NULL OR detector = $2) AND (NOT $3 OR is_anomaly) ORDER BY id DESC, detector LIMIT $1",
         )
         .bind(limit)
         .bind(detector)
@@ -141,9 +141,12 @@ impl Store {
         Ok(History { from, to, bucket_millis: width.num_milliseconds(), series })
     }
 
-    /// The event time of the newest verdict (an index lookup), if there is any.
+    /// The event time of the newest verdict (a backward scan of the time index, stopping at the
+    /// first judged reading), if there is any.
     pub async fn newest_verdict(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT max(timestamp) FROM ml_anomaly_predictions").fetch_one(&self.api_pool).await?)
+        Ok(sqlx::query_scalar("SELECT max(timestamp) FROM sensor_readings WHERE verdicts <> '[]'::jsonb")
+            .fetch_one(&self.api_pool)
+            .await?)
     }
 
     /// Each detector against the source's labels (the simulator labels what it injects), and each
@@ -209,15 +212,16 @@ impl Store {
         to: Option<DateTime<Utc>>,
     ) -> Result<Vec<DetectorAgreement>, StoreError> {
         type Row = (String, String, String, i64, i64, i64, i64, i64);
+        // A reading's verdicts are one row's array (migration 0008): pairs come from the row itself.
         let agreement: Vec<Row> = sqlx::query_as(
-            "SELECT a.sensor_type, a.detector, b.detector, count(*), count(*) FILTER (WHERE a.is_anomaly = b.is_anomaly), \
-             count(*) FILTER (WHERE a.is_anomaly AND b.is_anomaly), count(*) FILTER (WHERE a.is_anomaly AND NOT b.is_anomaly), \
-             count(*) FILTER (WHERE b.is_anomaly AND NOT a.is_anomaly) \
-             FROM ml_anomaly_predictions a JOIN ml_anomaly_predictions b \
-             ON a.sensor_id = b.sensor_id AND a.timestamp = b.timestamp AND a.kafka_partition = b.kafka_partition \
-             AND a.kafka_offset = b.kafka_offset AND a.detector < b.detector \
-             WHERE a.verdict <> 'warming_up' AND b.verdict <> 'warming_up' \
-             AND ($1::timestamptz IS NULL OR a.timestamp >= $1) AND ($2::timestamptz IS NULL OR a.timestamp < $2) \
+            "SELECT r.sensor_type, a.d, b.d, count(*), count(*) FILTER (WHERE (a.v = 'anomaly') = (b.v = 'anomaly')), \
+             count(*) FILTER (WHERE a.v = 'anomaly' AND b.v = 'anomaly'), \
+             count(*) FILTER (WHERE a.v = 'anomaly' AND b.v <> 'anomaly'), \
+             count(*) FILTER (WHERE b.v = 'anomaly' AND a.v <> 'anomaly') \
+             FROM sensor_readings r, jsonb_to_recordset(r.verdicts) AS a (d text, v text), \
+             jsonb_to_recordset(r.verdicts) AS b (d text, v text) \
+             WHERE a.d < b.d AND a.v <> 'warming_up' AND b.v <> 'warming_up' \
+             AND ($1::timestamptz IS NULL OR r.timestamp >= $1) AND ($2::timestamptz IS NULL OR r.timestamp < $2) \
              GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
         )
         .bind(from)

@@ -1,6 +1,7 @@
 //! What the pipeline hands the store: the rows of one batch, as plain data. The store knows rows,
 //! not plugins: a detector's model lineage arrives as a [`ModelLineage`], not as a WIT binding.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -149,4 +150,60 @@ pub struct Totals {
     pub aggregates: u64,
     /// `dead_letters` rows.
     pub dead_letters: u64,
+}
+
+/// One verdict as `sensor_readings.verdicts` keeps it (migration 0008): short keys, since every
+/// reading carries one object per detector.
+#[derive(serde::Serialize)]
+struct StoredVerdict<'a> {
+    d: Cow<'a, str>,
+    ver: Cow<'a, str>,
+    v: &'static str,
+    /// A score that is not a number is kept as JSON `null` (JSON has no NaN).
+    s: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    g: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    t: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    n: Option<i32>,
+}
+
+/// Each reading's verdicts as the JSON array its `sensor_readings.verdicts` holds (`[]` for a
+/// reading no detector judged), in the order of `readings`.
+///
+/// The array is always one PostgreSQL takes (a verdict can never make the database refuse its
+/// reading): a verdict is one of three words, a score that is not finite becomes `null`, and a NUL
+/// in a detector's name or version (which `jsonb` refuses; the host refuses such plugins at load)
+/// becomes U+FFFD.
+pub fn verdicts_json(readings: usize, predictions: &[Prediction]) -> Vec<String> {
+    let mut per_reading: Vec<Vec<StoredVerdict<'_>>> = (0..readings).map(|_| Vec::new()).collect();
+    for p in predictions {
+        let Some(verdicts) = per_reading.get_mut(p.reading) else { continue };
+        verdicts.push(StoredVerdict {
+            d: without_nul(&p.detector),
+            ver: without_nul(&p.detector_version),
+            v: iotstream_api::Named::as_str(p.verdict),
+            s: p.score.is_finite().then_some(p.score),
+            g: p.model.map(|m| m.generation),
+            t: p.model.and_then(|m| m.trained_at),
+            n: p.model.map(|m| m.training_rows),
+        });
+    }
+    per_reading
+        .iter()
+        .map(|verdicts| {
+            if verdicts.is_empty() {
+                "[]".to_owned()
+            } else {
+                // Serializing borrowed strings, numbers and times into a String cannot fail.
+                serde_json::to_string(verdicts).unwrap_or_else(|_| "[]".to_owned())
+            }
+        })
+        .collect()
+}
+
+/// `text` with any NUL replaced by U+FFFD: PostgreSQL's `jsonb` refuses `\u0000`.
+fn without_nul(text: &str) -> Cow<'_, str> {
+    if text.contains('\0') { Cow::Owned(text.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(text) }
 }

@@ -28,21 +28,12 @@ async fn precision_recall_and_agreement_match_hand_counts(pool: PgPool) {
     ];
     let base = Utc.timestamp_millis_opt(1_767_225_600_000).single().expect("time");
     for i in 0..12 {
-        for (detector, verdict) in [("zscore", zscore[i]), ("isolation-forest", forest[i])] {
-            sqlx::query(
-                "INSERT INTO ml_anomaly_predictions (detector, sensor_id, sensor_type, value, timestamp, verdict, is_anomaly, \
-                 anomaly_score, rule_based_anomaly, kafka_partition, kafka_offset) VALUES ($1, 'c', 'co2', 1, $2, $3, $4, 0, $5, 0, $6)",
-            )
-            .bind(detector)
-            .bind(base + chrono::Duration::seconds(i as i64))
-            .bind(verdict)
-            .bind(verdict == "anomaly")
-            .bind(labels[i])
-            .bind(i as i64)
-            .execute(&pool)
-            .await
-            .expect("insert");
-        }
+        let verdicts = serde_json::json!([
+            {"d": "zscore", "ver": "0.3.0", "v": zscore[i], "s": 0.0},
+            {"d": "isolation-forest", "ver": "0.3.0", "v": forest[i], "s": 0.0},
+        ]);
+        insert_judged_reading(&pool, "co2", base + chrono::Duration::seconds(i as i64), labels[i], i as i64, verdicts)
+            .await;
     }
     let report = Store::new(pool).quality(None, None).await.expect("quality");
     let d: Vec<_> = report
@@ -79,8 +70,32 @@ async fn precision_recall_and_agreement_match_hand_counts(pool: PgPool) {
     assert_eq!((a[0].only_a_anomalous, a[0].only_b_anomalous, a[0].both_normal()), (2, 2, 4));
 }
 
-/// Inserts one verdict `seconds` after 2026-01-01T00:00:00Z, with its model's lineage when given
-/// (`(generation, trained seconds after the same time, training rows)`).
+/// Inserts a reading of `sensor_type` with its verdicts as the pipeline stores them
+/// (`sensor_readings.verdicts`, migration 0008).
+async fn insert_judged_reading(
+    pool: &PgPool,
+    sensor_type: &str,
+    at: chrono::DateTime<Utc>,
+    label: bool,
+    offset: i64,
+    verdicts: serde_json::Value,
+) {
+    sqlx::query(
+        "INSERT INTO sensor_readings (sensor_id, sensor_type, location, value, timestamp, anomaly, unit, \
+         kafka_partition, kafka_offset, verdicts) VALUES ('s', $1, 'lab', 1, $2, $3, 'ppm', 0, $4, $5::jsonb)",
+    )
+    .bind(sensor_type)
+    .bind(at)
+    .bind(label)
+    .bind(offset)
+    .bind(verdicts.to_string())
+    .execute(pool)
+    .await
+    .expect("insert a judged reading");
+}
+
+/// Inserts one verdict `seconds` after 2026-01-01T00:00:00Z (a reading of its own), with its
+/// model's lineage when given (`(generation, trained seconds after the same time, training rows)`).
 async fn insert_verdict(
     pool: &PgPool,
     (detector, sensor_type): (&str, &str),
@@ -89,23 +104,23 @@ async fn insert_verdict(
     model: Option<(i32, i64, i32)>,
 ) {
     let base = Utc.timestamp_millis_opt(1_767_225_600_000).single().expect("time");
-    sqlx::query(
-        "INSERT INTO ml_anomaly_predictions (detector, sensor_id, sensor_type, value, timestamp, verdict, is_anomaly, \
-         anomaly_score, rule_based_anomaly, detector_version, model_generation, model_trained_at, model_training_rows, \
-         kafka_partition, kafka_offset) VALUES ($1, 's', $2, 1, $3, $4, $5, 0, false, '0.3.0', $6, $7, $8, 0, $9)",
+    let mut verdict =
+        serde_json::json!({"d": detector, "ver": "0.3.0", "v": if anomaly { "anomaly" } else { "normal" }, "s": 0.0});
+    if let Some((generation, trained, rows)) = model {
+        let trained_at = base + chrono::Duration::seconds(trained);
+        verdict["g"] = generation.into();
+        verdict["t"] = trained_at.to_rfc3339().into();
+        verdict["n"] = rows.into();
+    }
+    insert_judged_reading(
+        pool,
+        sensor_type,
+        base + chrono::Duration::seconds(seconds),
+        false,
+        seconds,
+        serde_json::json!([verdict]),
     )
-    .bind(detector)
-    .bind(sensor_type)
-    .bind(base + chrono::Duration::seconds(seconds))
-    .bind(if anomaly { "anomaly" } else { "normal" })
-    .bind(anomaly)
-    .bind(model.map(|m| m.0))
-    .bind(model.map(|m| base + chrono::Duration::seconds(m.1)))
-    .bind(model.map(|m| m.2))
-    .bind(seconds)
-    .execute(pool)
-    .await
-    .expect("insert verdict");
+    .await;
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
