@@ -21,6 +21,7 @@ use crate::kafka::{Brokers, EmbeddedBroker, KafkaError, Source};
 use crate::pipeline::{Pipeline, PipelineError, PluginReload, StartError};
 use crate::plugins::watch::PluginWatcher;
 use crate::plugins::{LoadedDir, Plugin, PluginError, PluginRuntime};
+use crate::store::partitions::{MAINTENANCE_INTERVAL, Retention};
 use crate::store::{Store, StoreError};
 
 /// How long a shutdown waits for HTTP requests in flight (live streams end at once).
@@ -107,6 +108,7 @@ pub async fn run(
     };
     let live = start_live_view(&store).await?;
     announce_plugins(&live, &plugins, &failures);
+    tokio::spawn(maintain_partitions(store.clone(), config.retention(), shutdown.clone()));
     let server = serve_http(config, &store, &live, listener, &shutdown)?;
     if !config.summary_interval.is_zero() {
         tokio::spawn(log_summaries(live.clone(), *config.summary_interval, shutdown.clone()));
@@ -200,6 +202,21 @@ fn serve_http(
     Ok(tokio::spawn(async move {
         axum::serve(listener, app).with_graceful_shutdown(server_shutdown.cancelled_owned()).await
     }))
+}
+
+/// Makes the coming days' partitions and drops those past `retention`, now and then every
+/// [`MAINTENANCE_INTERVAL`] until `shutdown` (see [`crate::store::partitions`]). A failed pass is
+/// logged and tried again: each batch also makes the partitions it needs.
+async fn maintain_partitions(store: Store, retention: Retention, shutdown: CancellationToken) {
+    loop {
+        if let Err(err) = store.maintain_partitions(&retention, chrono::Utc::now()).await {
+            warn!(error = %err, "partition maintenance failed; trying again in 10 minutes");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Logs one throughput line every `every` until `shutdown`: what was consumed and stored in the

@@ -11,6 +11,7 @@ use crate::pipeline::PipelineConfig;
 use crate::plugins::{PluginCeilings, PluginLimits};
 use crate::reading::ReadingLimits;
 use crate::simulate::SimulateConfig;
+use crate::store::partitions::Retention;
 
 /// `iotstream run`.
 #[derive(Debug, Clone, clap::Args)]
@@ -76,8 +77,8 @@ pub struct RunConfig {
     #[arg(help_heading = heading::LIMITS, long, env = "IOTSTREAM_MAX_FUTURE", default_value_t = ReadingLimits::default().max_future.into())]
     pub max_future: humantime::Duration,
     /// How old an event time may be ("off": no limit, to backfill history).
-    #[arg(help_heading = heading::LIMITS, long, env = "IOTSTREAM_MAX_AGE", default_value_t = MaxAge(ReadingLimits::default().max_age))]
-    pub max_age: MaxAge,
+    #[arg(help_heading = heading::LIMITS, long, env = "IOTSTREAM_MAX_AGE", default_value_t = OptionalDuration(ReadingLimits::default().max_age))]
+    pub max_age: OptionalDuration,
     /// Start even though the stored positions are past the end of the broker's log (a topic
     /// created again, a broker's log wiped): store the new log as a new epoch of the source, from
     /// its start, with fresh stages (docs/guarantees.md). Without it the host refuses to start.
@@ -101,6 +102,15 @@ pub struct RunConfig {
     /// or discard a shadow, reload) require. Unset: they are off (403).
     #[arg(help_heading = heading::HTTP, long, env = "IOTSTREAM_ADMIN_TOKEN", hide_env_values = true)]
     pub admin_token: Option<String>,
+    /// How long `sensor_readings` (and so every verdict) keeps a day: the days that ended longer
+    /// ago than this before the newest stored reading (or now, if that is earlier) are dropped
+    /// whole, one partition each, every 10 minutes. `off`: kept for ever.
+    #[arg(help_heading = heading::POSTGRES, long, env = "IOTSTREAM_KEEP_READINGS", default_value = "30days")]
+    pub keep_readings: OptionalDuration,
+    /// How long `dead_letters` keeps a day of refused messages (by when they arrived); `off`: for
+    /// ever. Windows (`sensor_aggregates`) are always kept.
+    #[arg(help_heading = heading::POSTGRES, long, env = "IOTSTREAM_KEEP_DEAD_LETTERS", default_value = "30days")]
+    pub keep_dead_letters: OptionalDuration,
     /// How often a one-line throughput summary is logged ("0s": never). A minute keeps the log
     /// readable at any rate while an operator still sees a stall within one.
     #[arg(help_heading = heading::LOGGING, long, env = "IOTSTREAM_SUMMARY_INTERVAL", default_value = "1m")]
@@ -196,6 +206,11 @@ impl RunConfig {
 }
 
 impl RunConfig {
+    /// How long the partitioned tables keep their rows.
+    pub fn retention(&self) -> Retention {
+        Retention { readings: self.keep_readings.0, dead_letters: self.keep_dead_letters.0 }
+    }
+
     /// The limits every plugin runs under, with the ceilings its manifest may not pass.
     pub fn plugin_limits(&self) -> PluginLimits {
         PluginLimits {
@@ -209,19 +224,23 @@ impl RunConfig {
     }
 }
 
-/// `--max-age`: a duration, or no limit.
+/// A duration, or `off` (no limit): `--max-age`, `--keep-readings`, `--keep-dead-letters`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct MaxAge(pub Option<Duration>);
+pub struct OptionalDuration(pub Option<Duration>);
 
-impl std::str::FromStr for MaxAge {
+impl std::str::FromStr for OptionalDuration {
     type Err = humantime::DurationError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        if text == "off" { Ok(MaxAge(None)) } else { humantime::parse_duration(text).map(|d| MaxAge(Some(d))) }
+        if text == "off" {
+            Ok(OptionalDuration(None))
+        } else {
+            humantime::parse_duration(text).map(|d| OptionalDuration(Some(d)))
+        }
     }
 }
 
-impl std::fmt::Display for MaxAge {
+impl std::fmt::Display for OptionalDuration {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.0 {
             Some(age) => write!(f, "{}", humantime::format_duration(age)),

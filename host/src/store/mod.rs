@@ -16,6 +16,8 @@
 //!   refuses part of it for good (a poison row costs only itself);
 //! * [`checkpoints`]: every stage's state with the positions it includes, written and restored;
 //! * `sources`: the `kafka_sources` registry (a source's epochs), stored positions and the batch log;
+//! * [`partitions`]: the day partitions of `sensor_readings` and `dead_letters`, made ahead and
+//!   dropped past retention;
 //! * [`ownership`]: one host per source (an advisory lock held while its pipeline runs, and the
 //!   fence its batch transactions check);
 //! * `queries`: what the API and the live view read.
@@ -23,6 +25,7 @@
 pub mod checkpoints;
 mod isolate;
 pub mod ownership;
+pub mod partitions;
 mod queries;
 pub mod rows;
 mod sources;
@@ -126,6 +129,8 @@ pub struct Store {
     api_pool: PgPool,
     /// What every batch transaction checks: the pipeline's store is fenced by its source's lock.
     fence: Option<Fence>,
+    /// The day partitions known to exist (shared by this store's clones).
+    known_partitions: partitions::KnownPartitions,
 }
 
 impl Store {
@@ -153,7 +158,7 @@ impl Store {
             .max_connections(API_CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .connect_lazy_with(options.options([("statement_timeout", timeout.as_str())]));
-        let store = Store { pool, api_pool, fence: None };
+        let store = Store { pool, api_pool, fence: None, known_partitions: Default::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -161,7 +166,7 @@ impl Store {
     /// A store whose pipeline and API share `pool` (tests; [`Store::connect`] gives each its own);
     /// call [`Store::migrate`] before the first write.
     pub fn new(pool: PgPool) -> Self {
-        Store { api_pool: pool.clone(), pool, fence: None }
+        Store { api_pool: pool.clone(), pool, fence: None, known_partitions: Default::default() }
     }
 
     /// The API's pool.
@@ -171,7 +176,7 @@ impl Store {
 
     /// This store, whose every batch transaction checks `fence` (the owner's lock is still held).
     pub fn fenced(&self, fence: Fence) -> Self {
-        Store { pool: self.pool.clone(), api_pool: self.api_pool.clone(), fence: Some(fence) }
+        Store { fence: Some(fence), ..self.clone() }
     }
 
     /// The pool.

@@ -3,6 +3,9 @@
 //! for row-by-row inserts), and its parameters are bound, never spliced into SQL. A reading and
 //! its detectors' verdicts are one row (migration 0008): the verdicts are the row's JSONB array.
 
+use std::collections::BTreeSet;
+
+use chrono::{NaiveDate, Utc};
 use iotstream_api::Named;
 use sqlx::{Postgres, Transaction};
 
@@ -11,6 +14,7 @@ use iotstream_api::AggregateRow;
 use tracing::warn;
 
 use crate::store::isolate::{Written, is_permanent};
+use crate::store::partitions::PartitionedTable;
 use crate::store::rows::{DeadLetter, ShadowPrediction, StoredReading, verdicts_json};
 use crate::store::{BatchRows, Store, StoreError, Totals};
 
@@ -31,6 +35,7 @@ impl Store {
     /// still refused is left out and reported ([`crate::store::Refused`]); a refused reading becomes a dead letter,
     /// so nothing is lost silently.
     pub async fn write(&self, batch: &BatchRows) -> Result<Written, StoreError> {
+        self.ensure_partitions_for(batch).await?;
         match self.write_whole(batch).await {
             Err(StoreError::Database(err)) if is_permanent(&err) => {
                 warn!(error = %err, "the database refused the batch; writing it again, isolating what it refuses");
@@ -38,6 +43,18 @@ impl Store {
             }
             other => other.map(|totals| Written { totals, refused: Vec::new() }),
         }
+    }
+
+    /// Makes the day partitions the batch's rows need (see [`super::partitions`]): its readings'
+    /// days, and today's for its dead letters (made ahead by maintenance; this covers a host whose
+    /// maintenance could not run).
+    async fn ensure_partitions_for(&self, batch: &BatchRows) -> Result<(), StoreError> {
+        let days: BTreeSet<NaiveDate> = batch.readings.iter().map(|r| r.reading.timestamp.date_naive()).collect();
+        self.ensure_partitions(PartitionedTable::Readings, days).await?;
+        if !batch.dead_letters.is_empty() || !batch.readings.is_empty() {
+            self.ensure_partitions(PartitionedTable::DeadLetters, [Utc::now().date_naive()]).await?;
+        }
+        Ok(())
     }
 
     /// The fast path: one statement per table.
@@ -84,7 +101,8 @@ pub(super) async fn insert_readings(
              SELECT s, t, l, v, ts, a, u, f, p, o, j::jsonb, $12 FROM UNNEST($1::text[], $2::text[], $3::text[], \
              $4::float8[], $5::timestamptz[], $6::bool[], $7::text[], $8::bool[], $9::int4[], $10::int8[], $11::text[]) \
              AS batch (s, t, l, v, ts, a, u, f, p, o, j) \
-             ON CONFLICT (source_id, kafka_partition, kafka_offset) WHERE source_id > 0 DO NOTHING RETURNING flagged) \
+             ON CONFLICT (source_id, kafka_partition, kafka_offset, timestamp) WHERE source_id > 0 DO NOTHING \
+             RETURNING flagged) \
              SELECT count(*), count(*) FILTER (WHERE flagged) FROM inserted",
         )
         .bind(r.iter().map(|s| s.reading.sensor_id.as_str()).collect::<Vec<_>>())
@@ -172,25 +190,28 @@ pub(super) async fn upsert_aggregates(tx: &mut Tx<'_>, source: i16, a: &[Aggrega
     Ok(inserted.max(0) as u64)
 }
 
-/// `dead_letters`; returns the rows added.
+/// `dead_letters`; returns the rows added. A message already dead-lettered is not added again (a
+/// replay): `dead_letters` is partitioned by arrival, so its message index cannot be unique and
+/// the check is this statement's (one writer per source: it cannot race).
 pub(super) async fn insert_dead_letters(tx: &mut Tx<'_>, source: i16, d: &[DeadLetter]) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query(
-            "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, message_key, payload, error, reason, source_id) \
-             SELECT *, $8 FROM UNNEST($1::text[], $2::int4[], $3::int8[], $4::bytea[], $5::bytea[], $6::text[], \
-             $7::text[]) \
-             ON CONFLICT (source_id, kafka_partition, kafka_offset) WHERE source_id > 0 DO NOTHING",
-        )
-        .bind(d.iter().map(|l| l.topic.as_str()).collect::<Vec<_>>())
-        .bind(d.iter().map(|l| l.partition).collect::<Vec<_>>())
-        .bind(d.iter().map(|l| l.offset).collect::<Vec<_>>())
-        .bind(d.iter().map(|l| l.key.as_deref()).collect::<Vec<_>>())
-        .bind(d.iter().map(|l| l.payload.as_deref()).collect::<Vec<_>>())
-        .bind(d.iter().map(|l| l.error.as_str()).collect::<Vec<_>>())
-        .bind(d.iter().map(|l| l.reason.as_str()).collect::<Vec<_>>())
-        .bind(source)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected())
+        "INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, message_key, payload, error, reason, source_id) \
+             SELECT t, p, o, k, m, e, r, $8 FROM UNNEST($1::text[], $2::int4[], $3::int8[], $4::bytea[], $5::bytea[], \
+             $6::text[], $7::text[]) AS batch (t, p, o, k, m, e, r) \
+             WHERE $8 = 0 OR NOT EXISTS (SELECT 1 FROM dead_letters d WHERE d.source_id = $8 \
+             AND d.kafka_partition = batch.p AND d.kafka_offset = batch.o)",
+    )
+    .bind(d.iter().map(|l| l.topic.as_str()).collect::<Vec<_>>())
+    .bind(d.iter().map(|l| l.partition).collect::<Vec<_>>())
+    .bind(d.iter().map(|l| l.offset).collect::<Vec<_>>())
+    .bind(d.iter().map(|l| l.key.as_deref()).collect::<Vec<_>>())
+    .bind(d.iter().map(|l| l.payload.as_deref()).collect::<Vec<_>>())
+    .bind(d.iter().map(|l| l.error.as_str()).collect::<Vec<_>>())
+    .bind(d.iter().map(|l| l.reason.as_str()).collect::<Vec<_>>())
+    .bind(source)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected())
 }
 
 /// The batch's extent: each partition's stored position moves forward, logged batches a restart

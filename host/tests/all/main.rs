@@ -24,6 +24,7 @@ mod image;
 mod installed;
 mod isolation;
 mod metrics;
+mod partitions;
 mod plugin_new;
 mod plugins;
 mod poison;

@@ -1,0 +1,171 @@
+//! Tables that stay small (migration 0009): `sensor_readings` and `dead_letters` are partitioned by
+//! day; a batch makes the days it needs, a replay into them stores nothing twice, and retention
+//! drops whole days, never rows of the days it keeps.
+
+use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
+use iotstream::reading::{Reading, SensorType};
+use iotstream::store::partitions::{PartitionedTable, Retention};
+use iotstream::store::{BatchRows, DeadLetter, Store, StoredReading};
+use iotstream_api::DeadLetterReason;
+use sqlx::PgPool;
+
+fn stored(offset: i64, timestamp: DateTime<Utc>) -> StoredReading {
+    StoredReading {
+        reading: Reading {
+            sensor_id: format!("t{}", offset % 3),
+            sensor_type: SensorType::Temperature,
+            location: "lab_1".into(),
+            value: 20.0 + offset as f64,
+            timestamp,
+            anomaly: false,
+            unit: "C".into(),
+        },
+        flagged: false,
+        partition: 0,
+        offset,
+    }
+}
+
+fn letter(offset: i64) -> DeadLetter {
+    DeadLetter {
+        topic: "iot_sensors".into(),
+        partition: 0,
+        offset,
+        key: None,
+        payload: Some(b"not a reading".to_vec()),
+        error: "malformed reading".into(),
+        reason: DeadLetterReason::Malformed,
+    }
+}
+
+fn day(y: i32, m: u32, d: u32) -> NaiveDate {
+    NaiveDate::from_ymd_opt(y, m, d).expect("date")
+}
+
+/// The stored messages' offsets of `table` (a fixed table name from the test).
+async fn offsets(pool: &PgPool, table: &'static str) -> Vec<i64> {
+    sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT kafka_offset FROM {table} ORDER BY kafka_offset")))
+        .fetch_all(pool)
+        .await
+        .expect("offsets")
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_batch_makes_its_days_and_a_replay_stores_nothing_twice(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let source = store.source_id("partitions-test", "iot_sensors").await.expect("source");
+    let at = |d: u32, h: u32| Utc.with_ymd_and_hms(2025, 3, d, h, 0, 0).single().expect("time");
+    // Three days, the last reading a second before midnight and the next at midnight (UTC).
+    let readings = vec![
+        stored(0, at(1, 10)),
+        stored(1, at(1, 23) + Duration::seconds(3599)),
+        stored(2, at(2, 0)),
+        stored(3, at(9, 12)),
+    ];
+    let batch = BatchRows {
+        source,
+        topic: "iot_sensors".into(),
+        batch_seq: 1,
+        positions: [(0, 6)].into(),
+        readings,
+        dead_letters: vec![letter(4), letter(5)],
+        ..BatchRows::default()
+    };
+    let written = store.write(&batch).await.expect("written");
+    assert_eq!((written.totals.readings, written.totals.dead_letters), (4, 2));
+    assert_eq!(
+        store.partition_days(PartitionedTable::Readings).await.expect("days"),
+        vec![day(2025, 3, 1), day(2025, 3, 2), day(2025, 3, 9)]
+    );
+    // Each reading is in its own day's partition.
+    let placed: Vec<(String, i64)> =
+        sqlx::query_as("SELECT tableoid::regclass::text, kafka_offset FROM sensor_readings ORDER BY kafka_offset")
+            .fetch_all(&pool)
+            .await
+            .expect("placed");
+    let expected = [("20250301", 0), ("20250301", 1), ("20250302", 2), ("20250309", 3)]
+        .map(|(d, o)| (format!("sensor_readings_{d}"), o));
+    assert_eq!(placed, expected);
+    // The same batch again (a replay): nothing added, in either table.
+    let again = store.write(&batch).await.expect("written again");
+    assert_eq!((again.totals.readings, again.totals.dead_letters), (0, 0));
+    assert_eq!(offsets(&pool, "sensor_readings").await, vec![0, 1, 2, 3]);
+    assert_eq!(offsets(&pool, "dead_letters").await, vec![4, 5]);
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn retention_drops_whole_days_past_the_newest_reading_and_keeps_the_rest(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let source = store.source_id("partitions-test", "iot_sensors").await.expect("source");
+    // The newest reading is 2025-06-30 12:00: with 30 days kept, the cutoff is 2025-05-31 12:00;
+    // the days that ended by then (up to 2025-05-30) go, 2025-05-31 (partly newer) stays.
+    let at = |m: u32, d: u32| Utc.with_ymd_and_hms(2025, m, d, 12, 0, 0).single().expect("time");
+    let readings = vec![stored(0, at(5, 1)), stored(1, at(5, 30)), stored(2, at(5, 31)), stored(3, at(6, 30))];
+    let batch = BatchRows {
+        source,
+        topic: "iot_sensors".into(),
+        batch_seq: 1,
+        positions: [(0, 5)].into(),
+        readings,
+        dead_letters: vec![letter(4)],
+        ..BatchRows::default()
+    };
+    store.write(&batch).await.expect("written");
+    let now = Utc::now();
+    let retention = Retention { readings: Some(std::time::Duration::from_secs(30 * 86_400)), dead_letters: None };
+    let report = store.maintain_partitions(&retention, now).await.expect("maintained");
+    assert_eq!(report.dropped, vec!["sensor_readings_20250501".to_owned(), "sensor_readings_20250530".to_owned()]);
+    assert_eq!(offsets(&pool, "sensor_readings").await, vec![2, 3]);
+    // Today's and the next two days' partitions are made ahead, for both tables.
+    let today = now.date_naive();
+    let ahead: Vec<NaiveDate> = today.iter_days().take(3).collect();
+    for table in PartitionedTable::ALL {
+        let days = store.partition_days(table).await.expect("days");
+        assert!(ahead.iter().all(|d| days.contains(d)), "{table:?}: {days:?} lacks some of {ahead:?}");
+    }
+    // Dead letters by arrival: kept with no retention, dropped with theirs once their day ended
+    // longer ago than it (seen from three days on).
+    assert_eq!(offsets(&pool, "dead_letters").await, vec![4]);
+    let later = now + Duration::days(3);
+    let one_day = Retention { readings: None, dead_letters: Some(std::time::Duration::from_secs(86_400)) };
+    let report = store.maintain_partitions(&one_day, later).await.expect("maintained later");
+    assert!(report.dropped.contains(&format!("dead_letters_{}", today.format("%Y%m%d"))), "{report:?}");
+    assert_eq!(offsets(&pool, "dead_letters").await, Vec::<i64>::new());
+    // A day dropped is made again when a batch needs it (a replay of old data): nothing is lost.
+    let replay = BatchRows {
+        source,
+        topic: "iot_sensors".into(),
+        batch_seq: 2,
+        positions: [(0, 6)].into(),
+        readings: vec![stored(5, at(5, 1))],
+        ..BatchRows::default()
+    };
+    assert_eq!(store.write(&replay).await.expect("replayed").totals.readings, 1);
+    assert_eq!(offsets(&pool, "sensor_readings").await, vec![2, 3, 5]);
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_row_inserted_by_hand_is_never_refused_and_moves_into_its_day(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    // A day with no partition: the row goes to the default partition.
+    sqlx::query(
+        "INSERT INTO sensor_readings (sensor_id, sensor_type, location, value, timestamp, unit, kafka_partition, \
+         kafka_offset) VALUES ('s', 'co2', 'lab', 400, '2024-02-29 23:59:59.5+00', 'ppm', 0, 7)",
+    )
+    .execute(&pool)
+    .await
+    .expect("inserted by hand");
+    let table: String = sqlx::query_scalar("SELECT tableoid::regclass::text FROM sensor_readings")
+        .fetch_one(&pool)
+        .await
+        .expect("table");
+    assert_eq!(table, "sensor_readings_default");
+    let report = store.maintain_partitions(&Retention::default(), Utc::now()).await.expect("maintained");
+    assert!(report.created.contains(&"sensor_readings_20240229".to_owned()), "{report:?}");
+    let (table, offset): (String, i64) =
+        sqlx::query_as("SELECT tableoid::regclass::text, kafka_offset FROM sensor_readings")
+            .fetch_one(&pool)
+            .await
+            .expect("moved");
+    assert_eq!((table.as_str(), offset), ("sensor_readings_20240229", 7));
+}
