@@ -1,4 +1,4 @@
-//! Day partitions of the tables that grow with the stream (migration 0009): `sensor_readings` by
+//! Day partitions of the tables that grow with the stream (migration 0008): `sensor_readings` by
 //! event time, `dead_letters` by arrival. At 10,000 readings/s a table gains close to a billion
 //! rows a day; partitions by day let retention drop a whole day at once (`DROP TABLE`: no
 //! `DELETE`, no vacuum, no bloat) and let a query over a time range read only its days.

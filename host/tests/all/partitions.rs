@@ -1,4 +1,4 @@
-//! Tables that stay small (migration 0009): `sensor_readings` and `dead_letters` are partitioned by
+//! Tables that stay small (migration 0008): `sensor_readings` and `dead_letters` are partitioned by
 //! day; a batch makes the days it needs, a replay into them stores nothing twice, and retention
 //! drops whole days, never rows of the days it keeps.
 
@@ -168,4 +168,77 @@ async fn a_row_inserted_by_hand_is_never_refused_and_moves_into_its_day(pool: Pg
             .await
             .expect("moved");
     assert_eq!((table.as_str(), offset), ("sensor_readings_20240229", 7));
+}
+
+/// Runs a migration file of the repository on `pool`, as the migrator would.
+async fn run_migration(pool: &PgPool, file: &str) {
+    let path = format!("{}/../migrations/{file}", env!("CARGO_MANIFEST_DIR"));
+    let sql = std::fs::read_to_string(&path).expect("migration file");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.unwrap_or_else(|err| panic!("{file}: {err}"));
+}
+
+#[sqlx::test(migrations = false)]
+async fn a_database_of_the_old_layout_keeps_every_reading_verdict_and_dead_letter(pool: PgPool) {
+    let mut files: Vec<String> = std::fs::read_dir(format!("{}/../migrations", env!("CARGO_MANIFEST_DIR")))
+        .expect("migrations")
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .collect();
+    files.sort();
+    let (before, after): (Vec<_>, Vec<_>) = files.iter().partition(|f| f.as_str() < "0008");
+    for file in &before {
+        run_migration(&pool, file).await;
+    }
+    // The old layout: two readings, three verdict rows (two of one reading), a dead letter.
+    sqlx::raw_sql(
+        "INSERT INTO kafka_sources (cluster_id, topic) VALUES ('old', 'iot_sensors'); \
+         INSERT INTO sensor_readings (sensor_id, sensor_type, location, value, timestamp, unit, flagged, kafka_partition, \
+         kafka_offset, source_id) VALUES ('a', 'co2', 'lab', 400, '2025-01-01 10:00Z', 'ppm', true, 0, 0, 1), \
+         ('b', 'co2', 'lab', 410, '2025-01-02 10:00Z', 'ppm', false, 0, 1, 1); \
+         INSERT INTO ml_anomaly_predictions (detector, sensor_id, sensor_type, value, timestamp, verdict, is_anomaly, \
+         anomaly_score, rule_based_anomaly, detector_version, model_generation, model_trained_at, model_training_rows, \
+         kafka_partition, kafka_offset, source_id) VALUES \
+         ('zscore', 'a', 'co2', 400, '2025-01-01 10:00Z', 'anomaly', true, 4.5, false, '0.1.0', NULL, NULL, NULL, 0, 0, 1), \
+         ('isolation-forest', 'a', 'co2', 400, '2025-01-01 10:00Z', 'normal', false, 0.41, false, '0.3.0', 2, \
+          '2025-01-01 09:00Z', 512, 0, 0, 1), \
+         ('zscore', 'b', 'co2', 410, '2025-01-02 10:00Z', 'normal', false, 0.5, false, '0.1.0', NULL, NULL, NULL, 0, 1, 1); \
+         INSERT INTO dead_letters (topic, kafka_partition, kafka_offset, error, reason, source_id) \
+         VALUES ('iot_sensors', 0, 2, 'malformed reading', 'malformed', 1);",
+    )
+    .execute(&pool)
+    .await
+    .expect("old rows");
+    for file in &after {
+        run_migration(&pool, file).await;
+    }
+    type Verdict = (i64, String, String, Option<f64>, String, Option<i32>, Option<DateTime<Utc>>, Option<i32>);
+    let verdicts: Vec<Verdict> = sqlx::query_as(
+        "SELECT kafka_offset, detector, verdict, anomaly_score, detector_version, model_generation, model_trained_at, \
+         model_training_rows FROM ml_anomaly_predictions ORDER BY kafka_offset, detector",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("verdicts");
+    let trained = Utc.with_ymd_and_hms(2025, 1, 1, 9, 0, 0).single();
+    assert_eq!(
+        verdicts,
+        vec![
+            (0, "isolation-forest".into(), "normal".into(), Some(0.41), "0.3.0".into(), Some(2), trained, Some(512)),
+            (0, "zscore".into(), "anomaly".into(), Some(4.5), "0.1.0".into(), None, None, None),
+            (1, "zscore".into(), "normal".into(), Some(0.5), "0.1.0".into(), None, None, None),
+        ]
+    );
+    let placed: Vec<(String, i64, bool)> = sqlx::query_as(
+        "SELECT tableoid::regclass::text, kafka_offset, flagged FROM sensor_readings ORDER BY kafka_offset",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("readings");
+    assert_eq!(
+        placed,
+        vec![("sensor_readings_20250101".into(), 0, true), ("sensor_readings_20250102".into(), 1, false)]
+    );
+    assert_eq!(offsets(&pool, "dead_letters").await, vec![2]);
+    // New rows take ids after the old ones (the sequences moved with the tables).
+    let next: i64 = sqlx::query_scalar("SELECT nextval('sensor_readings_id_seq')").fetch_one(&pool).await.expect("seq");
+    assert_eq!(next, 3);
 }
