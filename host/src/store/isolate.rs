@@ -19,7 +19,8 @@ use crate::reading::encode;
 use crate::store::checkpoints::write_checkpoint;
 use crate::store::rows::{DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, StoredReading, verdicts_json};
 use crate::store::writer::{
-    Tx, advance_positions, insert_dead_letters, insert_readings, insert_shadow_predictions, upsert_aggregates,
+    Tx, add_to_totals, advance_positions, insert_dead_letters, insert_readings, insert_shadow_predictions,
+    upsert_aggregates,
 };
 use crate::store::{BatchRows, Store, StoreError, Totals};
 
@@ -117,6 +118,7 @@ impl Store {
                 }),
             }
         }
+        add_to_totals(&mut tx, source, &written.totals).await?;
         advance_positions(&mut tx, batch).await?;
         if let Some(checkpoint) = &batch.checkpoint {
             write_checkpoint(&mut tx, source, checkpoint).await?;

@@ -34,13 +34,15 @@ pub struct HistoryFilter {
 }
 
 impl Store {
-    /// All-time row counts (exact; run once at start, then kept by the pipeline).
+    /// All-time row counts: what the batch transactions stored, summed over the sources (read
+    /// once at start, then kept by the pipeline). Exact for what hosts stored, and O(sources)
+    /// however large the tables; rows inserted by hand are not counted, rows retention dropped
+    /// still are.
     pub async fn totals(&self) -> Result<Totals, StoreError> {
         let row = sqlx::query(
-            "SELECT (SELECT count(*) FROM sensor_readings), (SELECT count(*) FROM sensor_readings WHERE flagged), \
-             (SELECT count(*) FROM sensor_aggregates), (SELECT count(*) FROM dead_letters)",
+            "SELECT COALESCE(sum(readings), 0)::int8, COALESCE(sum(flagged), 0)::int8, \
+             COALESCE(sum(aggregates), 0)::int8, COALESCE(sum(dead_letters), 0)::int8 FROM stored_totals",
         )
-        // The pipeline's pool: counting a large table may take longer than an API query may.
         .fetch_one(&self.pool)
         .await?;
         let count = |i: usize| row.try_get::<i64, _>(i).map(|n| n.max(0) as u64);

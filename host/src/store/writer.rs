@@ -78,6 +78,7 @@ impl Store {
         if !batch.dead_letters.is_empty() {
             written.dead_letters = insert_dead_letters(&mut tx, source, &batch.dead_letters).await?;
         }
+        add_to_totals(&mut tx, source, &written).await?;
         advance_positions(&mut tx, batch).await?;
         if let Some(checkpoint) = &batch.checkpoint {
             write_checkpoint(&mut tx, batch.source, checkpoint).await?;
@@ -212,6 +213,29 @@ pub(super) async fn insert_dead_letters(tx: &mut Tx<'_>, source: i16, d: &[DeadL
     .execute(&mut **tx)
     .await?
     .rows_affected())
+}
+
+/// Adds the rows a batch added to the source's all-time counts (`stored_totals`, which
+/// [`Store::totals`] sums), in the batch's transaction.
+pub(super) async fn add_to_totals(tx: &mut Tx<'_>, source: i16, added: &Totals) -> Result<(), sqlx::Error> {
+    if *added == Totals::default() {
+        return Ok(());
+    }
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    sqlx::query(
+        "INSERT INTO stored_totals (source_id, readings, flagged, aggregates, dead_letters) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (source_id) DO UPDATE SET readings = stored_totals.readings + EXCLUDED.readings, \
+         flagged = stored_totals.flagged + EXCLUDED.flagged, aggregates = stored_totals.aggregates + EXCLUDED.aggregates, \
+         dead_letters = stored_totals.dead_letters + EXCLUDED.dead_letters",
+    )
+    .bind(source)
+    .bind(count(added.readings))
+    .bind(count(added.flagged))
+    .bind(count(added.aggregates))
+    .bind(count(added.dead_letters))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
 
 /// The batch's extent: each partition's stored position moves forward, logged batches a restart

@@ -91,6 +91,9 @@ async fn a_batch_makes_its_days_and_a_replay_stores_nothing_twice(pool: PgPool) 
     assert_eq!((again.totals.readings, again.totals.dead_letters), (0, 0));
     assert_eq!(offsets(&pool, "sensor_readings").await, vec![0, 1, 2, 3]);
     assert_eq!(offsets(&pool, "dead_letters").await, vec![4, 5]);
+    // The all-time counts the dashboard starts from count each row once.
+    let totals = store.totals().await.expect("totals");
+    assert_eq!((totals.readings, totals.flagged, totals.dead_letters), (4, 0, 2));
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
@@ -238,6 +241,9 @@ async fn a_database_of_the_old_layout_keeps_every_reading_verdict_and_dead_lette
         vec![("sensor_readings_20250101".into(), 0, true), ("sensor_readings_20250102".into(), 1, false)]
     );
     assert_eq!(offsets(&pool, "dead_letters").await, vec![2]);
+    // The all-time counts start from the rows there were.
+    let totals = Store::new(pool.clone()).totals().await.expect("totals");
+    assert_eq!((totals.readings, totals.flagged, totals.aggregates, totals.dead_letters), (2, 1, 0, 1));
     // New rows take ids after the old ones (the sequences moved with the tables).
     let next: i64 = sqlx::query_scalar("SELECT nextval('sensor_readings_id_seq')").fetch_one(&pool).await.expect("seq");
     assert_eq!(next, 3);
