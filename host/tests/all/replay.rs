@@ -11,7 +11,11 @@ fn config(input: &std::path::Path, out: &std::path::Path, plugin: &str, json: &s
         input: input.to_owned(),
         plugin: plugin_path(plugin).display().to_string(),
         out: out.to_owned(),
-        plugins_dir: "unused".into(),
+        plugin_folders: iotstream::config::PluginFolderArgs {
+            builtin_plugins: "unused".into(),
+            no_builtin_plugins: true,
+            dropin_plugins: None,
+        },
         config: Some(json.to_owned()),
         sensor_type: SensorType::Temperature,
     }
