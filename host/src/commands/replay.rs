@@ -78,7 +78,7 @@ pub enum ReplayError {
     #[error("{0} is not a detector")]
     NotADetector(String),
     /// No plugins folder holds a plugin of that name.
-    #[error("no plugin {plugin}.wasm in {folders} (the drop-in folder, --plugins, then the built-ins)")]
+    #[error("no plugin {plugin}.wasm in {folders}")]
     NoSuchPlugin {
         /// The name.
         plugin: String,
@@ -153,9 +153,12 @@ pub(crate) fn open_detector(
     let path = if plugin.ends_with(".wasm") {
         PathBuf::from(plugin)
     } else {
-        folders.locate(plugin).map(|file| file.path).ok_or_else(|| ReplayError::NoSuchPlugin {
-            plugin: plugin.to_owned(),
-            folders: folders.layers().map(|(_, dir)| dir.display().to_string()).collect::<Vec<_>>().join(", "),
+        folders.locate(plugin).map(|file| file.path).ok_or_else(|| {
+            // In the order they are looked in: the drop-ins first.
+            let mut looked: Vec<String> =
+                folders.layers().map(|(layer, dir)| format!("{} ({layer})", dir.display())).collect();
+            looked.reverse();
+            ReplayError::NoSuchPlugin { plugin: plugin.to_owned(), folders: looked.join(", ") }
         })?
     };
     let plugin = runtime.load_with_config(&path, config)?;
