@@ -83,10 +83,10 @@ impl PluginReload {
         self.loading.retain(|l| l.name != name);
         let Some(file) = self.folders.locate(&name) else { return false };
         let runtime = self.runtime.clone();
-        let path = file.path;
+        let (path, layer) = (file.path, file.layer);
         let task = tokio::task::spawn_blocking(move || {
             let started = Instant::now();
-            (runtime.load(&path), started.elapsed().as_millis())
+            (runtime.load(&path).map(|plugin| plugin.with_layer(layer)), started.elapsed().as_millis())
         });
         self.loading.push(Loading { name, layer: file.layer, task });
         true

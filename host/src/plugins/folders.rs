@@ -7,35 +7,12 @@
 //! name) and the commands that open a plugin by name (`replay`, `evaluate`, `bench-plugins`).
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use super::PluginError;
 
-/// Which folder a plugin file is in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum PluginLayer {
-    /// The built-in plugins folder (`--builtin-plugins`).
-    BuiltIn,
-    /// The drop-in folder (`--plugins`): overrides a built-in of the same name.
-    DropIn,
-}
-
-impl PluginLayer {
-    /// The layer as the logs and the API's events name it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PluginLayer::BuiltIn => "built-in",
-            PluginLayer::DropIn => "drop-in",
-        }
-    }
-}
-
-impl fmt::Display for PluginLayer {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// Which folder a plugin file is in (the API shows it for each plugin).
+pub use iotstream_api::PluginLayer;
 
 /// A plugin's file and the folder it was found in.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -152,12 +152,12 @@ impl PluginRuntime {
         let mut loaded = LoadedFolders::default();
         for (name, file) in folders.resolve()? {
             match self.load(&file.path) {
-                Ok(plugin) => loaded.plugins.push((plugin, file.layer)),
+                Ok(plugin) => loaded.plugins.push((plugin.with_layer(file.layer), file.layer)),
                 Err(err) => {
                     loaded.failures.push((output::display_text(&name), err));
                     let builtin = folders.builtin().filter(|_| file.overrides_builtin);
                     if let Some(Ok(plugin)) = builtin.map(|dir| self.load(&dir.join(format!("{name}.wasm")))) {
-                        loaded.plugins.push((plugin, PluginLayer::BuiltIn));
+                        loaded.plugins.push((plugin.with_layer(PluginLayer::BuiltIn), PluginLayer::BuiltIn));
                     }
                 }
             }
@@ -218,6 +218,7 @@ impl PluginRuntime {
             limits,
             env,
             shadow_of: spec.manifest.shadow_of.clone(),
+            layer: None,
         })?;
         spec.check_component(plugin.kind(), &plugin.info().version)?;
         Ok(plugin)

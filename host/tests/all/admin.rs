@@ -259,7 +259,7 @@ async fn the_builtins_are_never_written_and_a_dropin_shadow_is_promoted_over_its
         let swapped = events.iter().any(|e| {
             e["plugin"] == "zscore"
                 && e["action"] == "swapped"
-                && e["detail"].as_str().is_some_and(|d| d.contains("(drop-in): state handed over"))
+                && e["detail"].as_str().is_some_and(|d| d.contains("(drop_in): state handed over"))
         });
         if swapped && plugin(&after, "zscore-strict").is_none() {
             assert!(plugin(&after, "zscore-next").is_some(), "{after}");

@@ -65,6 +65,13 @@ fn names(api: &serde_json::Value) -> BTreeSet<String> {
     plugins.iter().filter_map(|p| p["name"].as_str().map(str::to_owned)).collect()
 }
 
+/// The folder `plugin` runs from, as `/api/plugins` says.
+fn layer(api: &serde_json::Value, plugin: &str) -> String {
+    let plugins = api["plugins"].as_array().cloned().unwrap_or_default();
+    let found = plugins.iter().find(|p| p["name"] == plugin).unwrap_or_else(|| panic!("no {plugin}: {api:#}"));
+    found["layer"].as_str().unwrap_or_default().to_owned()
+}
+
 /// The details of `plugin`'s events of `action`, oldest first.
 fn details(api: &serde_json::Value, plugin: &str, action: &str) -> Vec<String> {
     let events = api["events"].as_array().cloned().unwrap_or_default();
@@ -107,7 +114,8 @@ async fn a_missing_dropin_folder_is_created_hides_no_builtin_and_takes_new_plugi
     for name in &expected {
         let loaded = details(&api, name, "loaded");
         assert_eq!(loaded.len(), 1, "{name}: {api:#}");
-        assert!(loaded[0].ends_with("(built-in) at start"), "{name}: {}", loaded[0]);
+        assert!(loaded[0].ends_with("(built_in) at start"), "{name}: {}", loaded[0]);
+        assert_eq!(layer(&api, name), "built_in");
     }
 
     // A plugin of a new name dropped into the (created, watched) folder is added to the built-ins.
@@ -117,7 +125,8 @@ async fn a_missing_dropin_folder_is_created_hides_no_builtin_and_takes_new_plugi
     with_mine.insert("zscore-mine".to_owned());
     assert_eq!(names(&api), with_mine);
     let added = details(&api, "zscore-mine", "loaded");
-    assert!(added.len() == 1 && added[0].contains("(drop-in), loaded in"), "{added:?}");
+    assert!(added.len() == 1 && added[0].contains("(drop_in), loaded in"), "{added:?}");
+    assert_eq!(layer(&api, "zscore-mine"), "drop_in");
     let readings = stream(40, 0);
     produce(&host, &readings).await;
     wait_for("the drop-in's verdicts", readings.len() as i64, || async {
@@ -152,8 +161,9 @@ async fn a_dropin_overrides_its_builtin_and_its_removal_brings_the_builtin_back(
     let api =
         wait_for_plugins(&host, "the drop-in swapped in", |api| !details(api, "zscore", "swapped").is_empty()).await;
     let swapped = details(&api, "zscore", "swapped");
-    assert!(swapped[0].contains("(drop-in): state handed over"), "{swapped:?}");
+    assert!(swapped[0].contains("(drop_in): state handed over"), "{swapped:?}");
     assert_eq!(names(&api), BTreeSet::from(["zscore".to_owned()]));
+    assert_eq!(layer(&api, "zscore"), "drop_in");
     let during = stream(60, 60);
     produce(&host, &during).await;
     let total = (before.len() + during.len()) as i64;
@@ -163,10 +173,11 @@ async fn a_dropin_overrides_its_builtin_and_its_removal_brings_the_builtin_back(
     std::fs::remove_file(dropin.join("zscore.wasm")).expect("remove");
     std::fs::remove_file(dropin.join("zscore.toml")).expect("remove");
     let api = wait_for_plugins(&host, "the built-in swapped back", |api| {
-        details(api, "zscore", "swapped").iter().any(|d| d.contains("(built-in): state handed over"))
+        details(api, "zscore", "swapped").iter().any(|d| d.contains("(built_in): state handed over"))
     })
     .await;
     assert_eq!(names(&api), BTreeSet::from(["zscore".to_owned()]));
+    assert_eq!(layer(&api, "zscore"), "built_in");
     let after = stream(60, 120);
     produce(&host, &after).await;
     let all: Vec<Reading> = before.iter().chain(&during).chain(&after).cloned().collect();
@@ -212,7 +223,7 @@ async fn a_dropin_refused_at_start_leaves_its_builtin_running(pool: PgPool) {
     let refused = details(&api, "zscore", "refused");
     assert!(refused[0].contains("zscore.wasm is not a valid component"), "{refused:?}");
     assert!(refused[0].ends_with("; the built-in version runs instead"), "{refused:?}");
-    assert_eq!(details(&api, "zscore", "loaded"), [format!("version {} (built-in) at start", version(&api, "zscore"))]);
+    assert_eq!(details(&api, "zscore", "loaded"), [format!("version {} (built_in) at start", version(&api, "zscore"))]);
     host.stop().await.expect("clean stop");
 }
 
@@ -233,7 +244,7 @@ async fn without_builtins_only_the_dropins_load(pool: PgPool) {
     let host = Host::start(pool, None, &flags).await;
     let api = wait_for_plugins(&host, "the drop-in loaded", |api| !names(api).is_empty()).await;
     assert_eq!(names(&api), BTreeSet::from(["zscore".to_owned()]));
-    assert!(details(&api, "zscore", "loaded")[0].ends_with("(drop-in) at start"), "{api:#}");
+    assert!(details(&api, "zscore", "loaded")[0].ends_with("(drop_in) at start"), "{api:#}");
     host.stop().await.expect("clean stop");
 }
 

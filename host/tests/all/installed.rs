@@ -84,10 +84,10 @@ async fn an_installed_binary_runs_anywhere_with_its_plugins_and_dashboard(pool: 
     let mut expected: BTreeSet<(String, String, String)> = built_in
         .iter()
         .filter(|name| *name != "zscore")
-        .map(|name| (quoted(name), quoted("built-in"), "false".to_owned()))
+        .map(|name| (quoted(name), quoted("built_in"), "false".to_owned()))
         .collect();
-    expected.insert((quoted("mine"), quoted("drop-in"), "false".to_owned()));
-    expected.insert((quoted("zscore"), quoted("drop-in"), "true".to_owned()));
+    expected.insert((quoted("mine"), quoted("drop_in"), "false".to_owned()));
+    expected.insert((quoted("zscore"), quoted("drop_in"), "true".to_owned()));
     assert_eq!(loaded, expected, "the built-ins, with the drop-ins on top");
     let dashboard = dashboard.unwrap_or_default();
     let page = reqwest::get(&dashboard).await.expect("GET /");

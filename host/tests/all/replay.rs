@@ -76,7 +76,7 @@ fn a_plugin_named_is_the_dropin_of_that_name_else_the_builtin() {
     // Neither folder holds it: both are named, the drop-ins first.
     let missing = replay(&named("nope")).map(|_| ()).expect_err("no such plugin");
     let expected = format!(
-        "no plugin nope.wasm in {} (drop-in), {} (built-in)",
+        "no plugin nope.wasm in {} (drop_in), {} (built_in)",
         dropin.display(),
         crate::support::built_plugins().display()
     );
