@@ -123,7 +123,6 @@ pub async fn run(
     let reload = (!watchers.is_empty()).then(|| PluginReload::new(runtime, folders, watchers));
     let live = start_live_view(&store).await?;
     announce_plugins(&live, &loaded);
-    let plugins = loaded.plugins.into_iter().map(|(plugin, _)| plugin).collect();
     let server = serve_http(config, &store, &live, listener, &shutdown)?;
     if !config.summary_interval.is_zero() {
         tokio::spawn(log_summaries(live.clone(), *config.summary_interval, shutdown.clone()));
@@ -134,7 +133,9 @@ pub async fn run(
         Some(source) => {
             live.set_broker(None);
             info!(source = source.identity(), partitions = source.partitions().len(), "kafka source connected");
-            match Pipeline::start(config.pipeline(), source, plugins, reload, store, live.clone(), &shutdown).await {
+            match Pipeline::start(config.pipeline(), source, loaded.plugins, reload, store, live.clone(), &shutdown)
+                .await
+            {
                 Ok(Some(pipeline)) => {
                     live.set_processing(true);
                     let ran = pipeline.run(shutdown.clone()).await.map_err(RunError::from);
@@ -180,14 +181,14 @@ fn load_plugins(config: &RunConfig, folders: &PluginFolders) -> Result<(Arc<Plug
     for (plugin, failure) in &loaded.failures {
         error!(plugin = %plugin, error = %failure, "plugin not loaded");
     }
-    for (plugin, layer) in &loaded.plugins {
-        let overrides = *layer == PluginLayer::DropIn
+    for plugin in &loaded.plugins {
+        let overrides = plugin.layer() == Some(PluginLayer::DropIn)
             && folders.builtin().is_some_and(|dir| dir.join(format!("{}.wasm", plugin.name())).is_file());
         info!(
             plugin = plugin.name(),
             kind = plugin.kind().as_str(),
             version = %plugin.info().version,
-            layer = layer.as_str(),
+            layer = plugin.layer().map(Named::as_str),
             overrides_builtin = overrides,
             "plugin loaded"
         );
@@ -212,12 +213,13 @@ async fn start_live_view(store: &Store) -> Result<Arc<Live>, RunError> {
 /// Tells the live view which plugins loaded at start (and from which folder) and which files were
 /// refused.
 fn announce_plugins(live: &Live, loaded: &LoadedFolders) {
-    for (plugin, layer) in &loaded.plugins {
+    for plugin in &loaded.plugins {
+        let layer = plugin.layer().map_or("", Named::as_str);
         let detail = format!("version {} ({layer}) at start", plugin.info().version);
         live.plugin_event(plugin.name(), PluginAction::Loaded, detail);
     }
     for (plugin, failure) in &loaded.failures {
-        let running = loaded.plugins.iter().any(|(p, _)| p.name() == plugin);
+        let running = loaded.plugins.iter().any(|p| p.name() == plugin);
         let detail =
             if running { format!("{}; the built-in version runs instead", failure.public()) } else { failure.public() };
         live.set_plugin_failure(plugin, Some(detail.clone()));

@@ -20,12 +20,12 @@ use super::{PluginError, PluginSpec, StageKind, output};
 /// The plugins of a folder that loaded, and the (name, error) of those that did not.
 pub type LoadedDir = (Vec<Plugin>, Vec<(String, PluginError)>);
 
-/// The plugins of the built-in and drop-in folders that loaded, each with the folder its file is
-/// in, and the (name, error) of those that did not.
+/// The plugins of the built-in and drop-in folders that loaded (each knows its [`Plugin::layer`]),
+/// and the (name, error) of those that did not.
 #[derive(Default)]
 pub struct LoadedFolders {
     /// The plugins, in name order.
-    pub plugins: Vec<(Plugin, PluginLayer)>,
+    pub plugins: Vec<Plugin>,
     /// The files refused. A drop-in refused in place of a built-in is here while the built-in of
     /// its name runs (in `plugins`), as a refused file leaves the running version running.
     pub failures: Vec<(String, PluginError)>,
@@ -152,12 +152,12 @@ impl PluginRuntime {
         let mut loaded = LoadedFolders::default();
         for (name, file) in folders.resolve()? {
             match self.load(&file.path) {
-                Ok(plugin) => loaded.plugins.push((plugin.with_layer(file.layer), file.layer)),
+                Ok(plugin) => loaded.plugins.push(plugin.with_layer(file.layer)),
                 Err(err) => {
                     loaded.failures.push((output::display_text(&name), err));
                     let builtin = folders.builtin().filter(|_| file.overrides_builtin);
                     if let Some(Ok(plugin)) = builtin.map(|dir| self.load(&dir.join(format!("{name}.wasm")))) {
-                        loaded.plugins.push((plugin.with_layer(PluginLayer::BuiltIn), PluginLayer::BuiltIn));
+                        loaded.plugins.push(plugin.with_layer(PluginLayer::BuiltIn));
                     }
                 }
             }
