@@ -1,5 +1,6 @@
 # Builds iotstream (host, plugins, dashboard) with the project's own xtask, then ships the binary
-# with the plugins and the dashboard on a slim Debian, as a user that is not root.
+# with its built-in plugins and the dashboard on a slim Debian, as a user that is not root, with an
+# empty drop-in plugins folder (/plugins) for the operator's own.
 #
 # Layers, slowest-changing first, so an edit to the code rebuilds only the last build step:
 # 1. toolchain: apt packages, the Rust targets and the pinned tools (cargo-chef, wasm-bindgen-cli);
@@ -32,15 +33,21 @@ RUN cargo xtask build --release
 
 FROM debian:bookworm-slim
 # libssl3: librdkafka's TLS and SASL; ca-certificates: the roots `ssl.ca.location` defaults to.
+# /plugins: the drop-in plugins folder, empty and owned by the host's user (docker-compose.yml's
+# volume there starts empty with this owner; plugins dropped in, and admin promotions, are written
+# by that user).
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 \
     && rm -rf /var/lib/apt/lists/* \
-    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin iotstream
+    && useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin iotstream \
+    && install -d -o iotstream -g iotstream -m 0755 /plugins
 COPY --from=build /src/target/release/iotstream /usr/local/bin/iotstream
-# Owned by the host's user: docker-compose.yml's plugins volume is filled from here (with this
-# owner), and plugins dropped into it are written by that user.
-COPY --from=build --chown=iotstream:iotstream /src/dist/plugins /plugins
-COPY --from=build /src/dist/dashboard /dashboard
-ENV IOTSTREAM_PLUGINS=/plugins IOTSTREAM_DASHBOARD=/dashboard IOTSTREAM_LISTEN=0.0.0.0:8080
+# The layout `cargo xtask install --prefix /usr/local` writes, where the binary finds them: the
+# built-in plugins and the dashboard, owned by root, replaced by every new image (never in a volume,
+# where an old copy would outlive an upgrade).
+COPY --from=build /src/dist/plugins /usr/local/share/iotstream/plugins
+COPY --from=build /src/dist/dashboard /usr/local/share/iotstream/dashboard
+ENV IOTSTREAM_BUILTIN_PLUGINS=/usr/local/share/iotstream/plugins IOTSTREAM_PLUGINS=/plugins \
+    IOTSTREAM_DASHBOARD=/usr/local/share/iotstream/dashboard IOTSTREAM_LISTEN=0.0.0.0:8080
 USER iotstream
 EXPOSE 8080
 # /readyz of the host in this container (`iotstream health`'s default).

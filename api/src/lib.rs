@@ -24,4 +24,6 @@ pub use live::{LIVE_ROWS, LiveEvent, LiveView, Stats};
 pub use plugins::{CALL_MICROS_BUCKETS, PluginEvent, PluginFailure, PluginStatus, call_micros_quantile};
 pub use quality::{DetectorAgreement, DetectorQuality, ModelGeneration, QualityReport};
 pub use rows::{AggregateRow, DeadLetterCount, DeadLetterRow, PredictionRow, ReadingRow, ShadowComparison};
-pub use vocabulary::{DeadLetterReason, Named, OutageCode, PluginAction, PluginState, SensorType, StageKind, Verdict};
+pub use vocabulary::{
+    DeadLetterReason, Named, OutageCode, PluginAction, PluginLayer, PluginState, SensorType, StageKind, Verdict,
+};

@@ -3,7 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::vocabulary::{PluginAction, PluginState, StageKind};
+use crate::vocabulary::{PluginAction, PluginLayer, PluginState, StageKind};
 
 /// The state of one plugin.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -14,6 +14,10 @@ pub struct PluginStatus {
     pub kind: StageKind,
     /// The version the plugin reports.
     pub version: String,
+    /// The folder its file is in: `built_in`, or `drop_in` (added to the built-ins, or replacing
+    /// the built-in of its name). None for a plugin not loaded from the folders.
+    #[serde(default)]
+    pub layer: Option<PluginLayer>,
     /// Calls made.
     pub calls: u64,
     /// Readings passed in.

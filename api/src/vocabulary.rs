@@ -123,6 +123,18 @@ closed_set! {
 }
 
 closed_set! {
+    /// Which plugins folder a plugin's file is in.
+    PluginLayer {
+        /// The built-in plugins folder (`--builtin-plugins`): the installation's, replaced by an
+        /// upgrade.
+        BuiltIn = "built_in",
+        /// The drop-in folder (`--plugins`): the operator's; a plugin there replaces the built-in of
+        /// the same name.
+        DropIn = "drop_in",
+    }
+}
+
+closed_set! {
     /// Why a message was dead-lettered instead of stored as a reading.
     DeadLetterReason {
         /// The message had no payload.
@@ -202,6 +214,7 @@ mod tests {
         agree::<StageKind>();
         agree::<PluginState>();
         agree::<PluginAction>();
+        agree::<PluginLayer>();
         agree::<DeadLetterReason>();
         agree::<OutageCode>();
     }

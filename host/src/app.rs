@@ -20,7 +20,7 @@ use crate::http::{ApiState, router};
 use crate::kafka::{Brokers, EmbeddedBroker, KafkaError, Source};
 use crate::pipeline::{Pipeline, PipelineError, PluginReload, StartError};
 use crate::plugins::watch::PluginWatcher;
-use crate::plugins::{LoadedDir, Plugin, PluginError, PluginRuntime};
+use crate::plugins::{LoadedFolders, PluginError, PluginFolders, PluginLayer, PluginRuntime};
 use crate::store::partitions::{MAINTENANCE_INTERVAL, Retention};
 use crate::store::{Store, StoreError};
 
@@ -45,12 +45,21 @@ pub enum RunError {
     /// The loop stopped short of a clean shutdown.
     #[error(transparent)]
     Pipeline(#[from] PipelineError),
-    /// The plugins folder does not exist.
+    /// The built-in plugins folder does not exist.
     #[error(
-        "no plugins folder {0}: give one with --plugins (IOTSTREAM_PLUGINS), install iotstream with \
-         its built-in plugins (`cargo xtask install`), or build them in a checkout (`cargo xtask build`)"
+        "no built-in plugins folder {0}: install iotstream with its built-in plugins (`cargo xtask \
+         install`), build them in a checkout (`cargo xtask build`), name their folder with \
+         --builtin-plugins (IOTSTREAM_BUILTIN_PLUGINS), or run without them (--no-builtin-plugins)"
     )]
-    NoPluginsFolder(std::path::PathBuf),
+    NoBuiltinPlugins(std::path::PathBuf),
+    /// The drop-in plugins folder does not exist and cannot be created.
+    #[error("cannot create the drop-in plugins folder {} (--plugins): {source}", path.display())]
+    DropinFolder {
+        /// The folder.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The HTTP address could not be bound.
     #[error("cannot listen on {address}: {source}")]
     Bind {
@@ -97,17 +106,24 @@ pub async fn run(
     brokers: &Brokers,
     shutdown: CancellationToken,
 ) -> Result<(), RunError> {
-    let (runtime, (plugins, failures)) = load_plugins(config)?;
-    // Plugins dropped into the folder, replaced or removed take effect while the host runs.
-    let reload = match PluginWatcher::start(&config.plugins_dir) {
-        Ok(watcher) => Some(PluginReload::new(runtime, watcher)),
-        Err(err) => {
-            warn!(error = %err, "cannot watch the plugins folder: plugins change only at restart");
-            None
+    let folders = config.plugin_folders.folders();
+    let (runtime, loaded) = load_plugins(config, &folders)?;
+    // Plugins dropped into either folder, replaced or removed take effect while the host runs.
+    let mut watchers = Vec::new();
+    for (layer, dir) in folders.layers() {
+        match PluginWatcher::start(dir) {
+            Ok(watcher) => watchers.push((layer, watcher)),
+            Err(err) => warn!(
+                dir = %dir.display(),
+                layer = layer.as_str(),
+                error = %err,
+                "cannot watch a plugins folder: its plugins change only at restart"
+            ),
         }
-    };
+    }
+    let reload = (!watchers.is_empty()).then(|| PluginReload::new(runtime, folders, watchers));
     let live = start_live_view(&store).await?;
-    announce_plugins(&live, &plugins, &failures);
+    announce_plugins(&live, &loaded);
     tokio::spawn(maintain_partitions(store.clone(), config.retention(), shutdown.clone()));
     let server = serve_http(config, &store, &live, listener, &shutdown)?;
     if !config.summary_interval.is_zero() {
@@ -119,7 +135,9 @@ pub async fn run(
         Some(source) => {
             live.set_broker(None);
             info!(source = source.identity(), partitions = source.partitions().len(), "kafka source connected");
-            match Pipeline::start(config.pipeline(), source, plugins, reload, store, live.clone(), &shutdown).await {
+            match Pipeline::start(config.pipeline(), source, loaded.plugins, reload, store, live.clone(), &shutdown)
+                .await
+            {
                 Ok(Some(pipeline)) => {
                     live.set_processing(true);
                     let ran = pipeline.run(shutdown.clone()).await.map_err(RunError::from);
@@ -142,26 +160,46 @@ pub async fn run(
     result
 }
 
-/// The plugin runtime and the plugins of the configured folder, those that loaded and those that
-/// did not (each logged).
-fn load_plugins(config: &RunConfig) -> Result<(Arc<PluginRuntime>, LoadedDir), RunError> {
+/// The plugin runtime and the plugins of the configured folders, those that loaded and those that
+/// did not (each logged). The built-in folder must exist; the drop-in folder is created if missing
+/// (an operator names the folder they will drop plugins into, as with Grafana's plugins path).
+fn load_plugins(config: &RunConfig, folders: &PluginFolders) -> Result<(Arc<PluginRuntime>, LoadedFolders), RunError> {
+    if let Some(builtin) = folders.builtin().filter(|dir| !dir.is_dir()) {
+        return Err(RunError::NoBuiltinPlugins(builtin.to_owned()));
+    }
+    if let Some(dropin) = folders.dropin().filter(|dir| !dir.is_dir()) {
+        std::fs::create_dir_all(dropin).map_err(|source| RunError::DropinFolder { path: dropin.to_owned(), source })?;
+        info!(dir = %dropin.display(), "drop-in plugins folder created");
+    }
+    for name in folders.lone_dropin_settings() {
+        warn!(
+            plugin = %name,
+            "a drop-in manifest or configuration without its .wasm is ignored: copy the built-in's .wasm \
+             beside it to override the built-in"
+        );
+    }
     let runtime = Arc::new(PluginRuntime::with_limits(config.plugin_limits())?);
-    let (plugins, failures) = runtime.load_dir(&config.plugins_dir).map_err(|err| match err {
-        PluginError::Read { path, source } if source.kind() == std::io::ErrorKind::NotFound => {
-            RunError::NoPluginsFolder(path)
-        }
-        other => other.into(),
-    })?;
-    for (plugin, failure) in &failures {
+    let loaded = runtime.load_folders(folders)?;
+    for (plugin, failure) in &loaded.failures {
         error!(plugin = %plugin, error = %failure, "plugin not loaded");
     }
-    for plugin in &plugins {
-        info!(plugin = plugin.name(), kind = plugin.kind().as_str(), version = %plugin.info().version, "plugin loaded");
+    for plugin in &loaded.plugins {
+        let overrides = plugin.layer() == Some(PluginLayer::DropIn)
+            && folders.builtin().is_some_and(|dir| dir.join(format!("{}.wasm", plugin.name())).is_file());
+        info!(
+            plugin = plugin.name(),
+            kind = plugin.kind().as_str(),
+            version = %plugin.info().version,
+            layer = plugin.layer().map(Named::as_str),
+            overrides_builtin = overrides,
+            "plugin loaded"
+        );
     }
-    if plugins.is_empty() {
-        warn!(dir = %config.plugins_dir.display(), "no plugin loaded: readings are stored raw only");
+    if loaded.plugins.is_empty() {
+        let dirs: Vec<String> = folders.layers().map(|(_, dir)| dir.display().to_string()).collect();
+        warn!(dirs = %dirs.join(", "), "no plugin loaded: readings are stored raw only");
     }
-    Ok((runtime, (plugins, failures)))
+    Ok((runtime, loaded))
 }
 
 /// The live view, filled from the database.
@@ -174,14 +212,20 @@ async fn start_live_view(store: &Store) -> Result<Arc<Live>, RunError> {
     )))
 }
 
-/// Tells the live view which plugins loaded at start and which files were refused.
-fn announce_plugins(live: &Live, plugins: &[Plugin], failures: &[(String, PluginError)]) {
-    for plugin in plugins {
-        live.plugin_event(plugin.name(), PluginAction::Loaded, format!("version {} at start", plugin.info().version));
+/// Tells the live view which plugins loaded at start (and from which folder) and which files were
+/// refused.
+fn announce_plugins(live: &Live, loaded: &LoadedFolders) {
+    for plugin in &loaded.plugins {
+        let layer = plugin.layer().map_or("", Named::as_str);
+        let detail = format!("version {} ({layer}) at start", plugin.info().version);
+        live.plugin_event(plugin.name(), PluginAction::Loaded, detail);
     }
-    for (plugin, failure) in failures {
-        live.set_plugin_failure(plugin, Some(failure.public()));
-        live.plugin_event(plugin, PluginAction::Refused, failure.public());
+    for (plugin, failure) in &loaded.failures {
+        let running = loaded.plugins.iter().any(|p| p.name() == plugin);
+        let detail =
+            if running { format!("{}; the built-in version runs instead", failure.public()) } else { failure.public() };
+        live.set_plugin_failure(plugin, Some(detail.clone()));
+        live.plugin_event(plugin, PluginAction::Refused, detail);
     }
 }
 

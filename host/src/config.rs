@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::kafka::{Brokers, KafkaOption};
 use crate::pipeline::PipelineConfig;
-use crate::plugins::{PluginCeilings, PluginLimits};
+use crate::plugins::{PluginCeilings, PluginFolders, PluginLimits};
 use crate::reading::ReadingLimits;
 use crate::simulate::SimulateConfig;
 use crate::store::partitions::Retention;
@@ -39,12 +39,9 @@ pub struct RunConfig {
         default_value = "postgres://postgres@127.0.0.1:5432/test"
     )]
     pub database_url: String,
-    /// Folder of plugin components (`*.wasm`, each with an optional `NAME.toml` manifest), watched
-    /// for drop-ins. Default: the built-in plugins installed beside the binary
-    /// (`PREFIX/share/iotstream/plugins` for `PREFIX/bin/iotstream`), else `dist/plugins` of the
-    /// checkout it runs in.
-    #[arg(help_heading = heading::PLUGINS, long = "plugins", env = "IOTSTREAM_PLUGINS", default_value_os_t = default_dist_folder("plugins"))]
-    pub plugins_dir: PathBuf,
+    /// The built-in and drop-in plugins folders.
+    #[command(flatten)]
+    pub plugin_folders: PluginFolderArgs,
     /// Folder of the built dashboard. Default: `PREFIX/share/iotstream/dashboard` beside the
     /// installed binary, else `dist/dashboard` of the checkout it runs in.
     #[arg(help_heading = heading::HTTP, long = "dashboard", env = "IOTSTREAM_DASHBOARD", default_value_os_t = default_dist_folder("dashboard"))]
@@ -136,7 +133,7 @@ pub mod heading {
     pub const KAFKA: &str = "Kafka";
     /// The database.
     pub const POSTGRES: &str = "PostgreSQL";
-    /// The plugins folder and the limits plugins run under.
+    /// The plugins folders and the limits plugins run under.
     pub const PLUGINS: &str = "Plugins";
     /// The API, the dashboard and the admin actions.
     pub const HTTP: &str = "HTTP";
@@ -150,6 +147,41 @@ pub mod heading {
     pub const EMBEDDED: &str = "Embedded broker";
     /// The simulated sensor fleet.
     pub const SIMULATOR: &str = "Simulator";
+}
+
+/// The plugins folders, as `iotstream run` and every command that opens a plugin by name take
+/// them: the built-ins (shipped with the binary) under the drop-in folder (the operator's).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PluginFolderArgs {
+    /// Folder of the built-in plugins (`*.wasm`, each with an optional `NAME.toml` manifest); an
+    /// upgrade replaces them, so put yours in `--plugins`. Default: the ones installed beside the binary (`PREFIX/share/iotstream/plugins` for
+    /// `PREFIX/bin/iotstream`), else `dist/plugins` of the checkout it runs in.
+    #[arg(
+        help_heading = heading::PLUGINS,
+        long = "builtin-plugins",
+        env = "IOTSTREAM_BUILTIN_PLUGINS",
+        value_name = "DIR",
+        default_value_os_t = default_dist_folder("plugins")
+    )]
+    pub builtin_plugins: PathBuf,
+    /// Load no built-in plugin: only those of the drop-in folder.
+    #[arg(help_heading = heading::PLUGINS, long = "no-builtin-plugins", env = "IOTSTREAM_NO_BUILTIN_PLUGINS")]
+    pub no_builtin_plugins: bool,
+    /// The drop-in plugins folder, yours: each `NAME.wasm` (with its `NAME.toml` manifest or
+    /// `NAME.json`) is added to the built-ins, or replaces the built-in of the same name; removing
+    /// it brings the built-in back. `iotstream run` creates it if missing and watches it (and the
+    /// built-ins): files dropped, replaced or removed take effect while it runs. Default: none, the
+    /// built-ins only.
+    #[arg(help_heading = heading::PLUGINS, long = "plugins", env = "IOTSTREAM_PLUGINS", value_name = "DIR")]
+    pub dropin_plugins: Option<PathBuf>,
+}
+
+impl PluginFolderArgs {
+    /// The folders these flags name.
+    pub fn folders(&self) -> PluginFolders {
+        let builtin = (!self.no_builtin_plugins).then(|| self.builtin_plugins.clone());
+        PluginFolders::new(builtin, self.dropin_plugins.clone())
+    }
 }
 
 /// `--kafka-option KEY=VALUE`: librdkafka properties for every Kafka client the host makes.

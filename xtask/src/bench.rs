@@ -112,23 +112,24 @@ fn run_systems(args: &BenchArgs, python: &Path, iotstream: &Path, brokers: &str,
     )?;
     eprintln!("xtask: produced in {:.1?}", started.elapsed());
     let wanted = |system: &str| args.only.is_empty() || args.only.iter().any(|s| s == system);
-    let empty_plugins = target_dir().join("bench/no-plugins");
-    std::fs::create_dir_all(&empty_plugins)?;
     let readings = args.readings.to_string();
     let mut measured = Vec::new();
-    let iotstream_bench = |system: &str, plugins: &Path| -> Result<Value> {
+    // `plugins`: the built-in plugins folder, or none (`--no-builtin-plugins`, no drop-in folder).
+    let iotstream_bench = |system: &str, plugins: Option<&Path>| -> Result<Value> {
         let mut command = Command::new(iotstream);
         command
             .args(["bench", "--prefilled", "--brokers", brokers, "--topic", &topic, "--readings", &readings])
             .args(["--group", &format!("{topic}_{system}"), "--database", &format!("iotstream_bench_{system}")])
-            .arg("--plugins")
-            .arg(plugins)
+            .args(match plugins {
+                Some(folder) => vec![std::ffi::OsStr::new("--builtin-plugins"), folder.as_os_str()],
+                None => vec![std::ffi::OsStr::new("--no-builtin-plugins")],
+            })
             .args(&args.iotstream_args)
             .env("DATABASE_URL", database_url);
         json_line(&mut command)
     };
     if wanted("iotstream") {
-        let report = iotstream_bench("iotstream", Path::new("dist/plugins"))?;
+        let report = iotstream_bench("iotstream", Some(Path::new("dist/plugins")))?;
         measured.push(Measured { system: "iotstream", what: "every plugin in dist/plugins", report });
     }
     if wanted("seed") {
@@ -140,7 +141,7 @@ fn run_systems(args: &BenchArgs, python: &Path, iotstream: &Path, brokers: &str,
         measured.push(Measured { system: "seed", what: "the seed's design in Python", report });
     }
     if wanted("bare") {
-        let report = iotstream_bench("bare", &empty_plugins)?;
+        let report = iotstream_bench("bare", None)?;
         measured.push(Measured { system: "iotstream-bare", what: "iotstream, no plugins", report });
     }
     if wanted("consume") {

@@ -5,7 +5,8 @@
 //!   wasm-bindgen), and the host.
 //! * `plugins`: only the plugins, and the test plugins written in other languages (Python, built
 //!   with componentize-py into `dist/test-plugins/`, which the demo does not load).
-//! * `demo`: `build` in release, then `iotstream run` with the embedded broker and simulator; with
+//! * `demo`: `build` in release, then `iotstream run` with the embedded broker and simulator and
+//!   `dist/plugins` as its built-in plugins (`-- --plugins FOLDER` adds a drop-in folder); with
 //!   no `DATABASE_URL` and no PostgreSQL answering at the default address, on a private PostgreSQL
 //!   it runs for the demo and stops after it (see [`postgres`]).
 //! * `install`: `build` in release, then the binary into `PREFIX/bin` and the built-in plugins and
@@ -162,7 +163,13 @@ fn demo(private_postgres: bool, source: postgres::BinarySource, args: &[String])
     };
     signals.bail_if_received()?;
     let mut host = Command::new(target_dir().join("release/iotstream"));
-    host.arg("run").args(args).env("DATABASE_URL", &database_url);
+    host.arg("run");
+    // The plugins just built are the built-ins (named, so the host need not guess from its working
+    // folder); `cargo xtask demo -- --plugins FOLDER` adds a drop-in folder on top.
+    if !args.iter().any(|arg| arg.starts_with("--builtin-plugins") || arg == "--no-builtin-plugins") {
+        host.arg("--builtin-plugins").arg(std::env::current_dir()?.join("dist/plugins"));
+    }
+    host.args(args).env("DATABASE_URL", &database_url);
     eprintln!("xtask: {host:?}");
     let mut child = host.spawn().context("cannot start target/release/iotstream")?;
     let exit = signals.wait_forwarding(&mut child)?;

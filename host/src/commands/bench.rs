@@ -7,7 +7,7 @@
 //! span and peak memory of the process. The scratch database (`--database`, `iotstream_bench` by
 //! default) is recreated by every run. `cargo xtask bench` runs it beside the seed's Python design.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use tracing::info;
 
 use crate::config::RunConfig;
 use crate::kafka::EmbeddedBroker;
+use crate::plugins::PluginFolders;
 use crate::store::Store;
 
 /// `iotstream bench`.
@@ -39,15 +40,16 @@ pub struct BenchConfig {
     /// ceiling; a fixed rate measures latency under a sustained load).
     #[arg(long, default_value_t = 0.0)]
     pub producer_rate: f64,
-    /// Hot-swap this plugin (a fresh copy of its file, so its state is handed over) this many
-    /// seconds after the first reading is stored, and report the throughput around the swap
-    /// (the plugins are copied to a scratch folder first).
+    /// Hot-swap this plugin (a fresh copy of its files, so its state is handed over) this many
+    /// seconds after the first reading is stored, and report the throughput around the swap (the
+    /// drop-in folder is copied to a scratch folder first, and the copy is dropped in there).
     #[arg(long, requires = "swap_after_s")]
     pub swap_plugin: Option<String>,
     /// When to swap `--swap-plugin`, in seconds after the first stored reading.
     #[arg(long)]
     pub swap_after_s: Option<f64>,
-    /// The pipeline under test (its --sensors, --plugins, --batch-max... apply; not --rate).
+    /// The pipeline under test (its --sensors, --plugins, --builtin-plugins, --batch-max... apply;
+    /// not --rate).
     #[command(flatten)]
     pub run: RunConfig,
 }
@@ -107,7 +109,8 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     run_config.brokers = Some(brokers.clone());
     run_config.listen = ([127, 0, 0, 1], 0).into();
     if config.swap_plugin.is_some() {
-        run_config.plugins_dir = scratch_plugins(&config.run.plugins_dir)?;
+        run_config.plugin_folders.dropin_plugins =
+            Some(scratch_plugins(config.run.plugin_folders.dropin_plugins.as_deref())?);
     }
     let shutdown = CancellationToken::new();
     let pipeline = {
@@ -123,7 +126,7 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         tokio::spawn(async move { crate::simulate::run(&simulate, &brokers, &topic, shutdown).await })
     });
     info!(readings = config.readings, prefilled = config.prefilled, "benchmark running");
-    let progress = watch_progress(config, &store, &run_config.plugins_dir).await?;
+    let progress = watch_progress(config, &store, &run_config.plugin_folders.folders()).await?;
     let report = measure(&store, progress).await?;
     shutdown.cancel();
     let produced = match producer {
@@ -178,7 +181,7 @@ struct Progress {
 /// `count(*)` of `sensor_readings`: ten counts a second of a table growing to hundreds of thousands
 /// of rows took most of a core from the database the pipeline writes to, and the benchmark measured
 /// itself.
-async fn watch_progress(config: &BenchConfig, store: &Store, plugins_dir: &Path) -> anyhow::Result<Progress> {
+async fn watch_progress(config: &BenchConfig, store: &Store, folders: &PluginFolders) -> anyhow::Result<Progress> {
     let mut first: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let mut stored = 0;
@@ -199,7 +202,7 @@ async fn watch_progress(config: &BenchConfig, store: &Store, plugins_dir: &Path)
             (&config.swap_plugin, config.swap_after_s, first, swapped_at)
             && first.elapsed().as_secs_f64() >= after
         {
-            swap(plugins_dir, plugin)?;
+            swap(folders, plugin)?;
             swapped_at = Some(chrono::Utc::now());
             info!(plugin, "benchmark: plugin file replaced");
         }
@@ -253,27 +256,37 @@ async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchRepor
     })
 }
 
-/// A copy of the plugins folder in the temporary folder, for a benchmark that changes it.
-fn scratch_plugins(from: &Path) -> std::io::Result<std::path::PathBuf> {
+/// A scratch drop-in folder in the temporary folder, for a benchmark that changes it: a copy of
+/// `from` (the configured drop-in folder), or empty.
+fn scratch_plugins(from: Option<&Path>) -> std::io::Result<PathBuf> {
     let to = std::env::temp_dir().join(format!("iotstream-bench-plugins-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&to);
     std::fs::create_dir_all(&to)?;
-    for entry in std::fs::read_dir(from)? {
+    for entry in from.map(std::fs::read_dir).transpose()?.into_iter().flatten() {
         let path = entry?.path();
-        if let Some(name) = path.file_name() {
+        if let (true, Some(name)) = (path.is_file(), path.file_name()) {
             std::fs::copy(&path, to.join(name))?;
         }
     }
     Ok(to)
 }
 
-/// Replaces `dir/plugin.wasm` with a fresh copy of itself (written beside, then renamed): the host
-/// loads it again and hands the running instance's state over.
-fn swap(dir: &Path, plugin: &str) -> std::io::Result<()> {
-    let file = dir.join(format!("{plugin}.wasm"));
-    let partial = dir.join(format!(".{plugin}.wasm.partial"));
-    std::fs::copy(&file, &partial)?;
-    std::fs::rename(&partial, &file)?;
+/// Drops a fresh copy of `plugin` (its manifest and configuration, then its `.wasm`, each written
+/// beside and renamed) into the drop-in folder of `folders`, from the folder it runs from: the
+/// host loads it again and hands the running instance's state over.
+fn swap(folders: &PluginFolders, plugin: &str) -> anyhow::Result<()> {
+    let file = folders.locate(plugin).with_context(|| format!("no plugin {plugin} to swap"))?;
+    let dropin = folders.dropin().context("no drop-in folder to swap a plugin in")?;
+    let from = file.path.parent().context("a plugin file is in a folder")?;
+    for extension in ["toml", "json", "wasm"] {
+        let name = format!("{plugin}.{extension}");
+        if !from.join(&name).is_file() {
+            continue;
+        }
+        let partial = dropin.join(format!(".{name}.partial"));
+        std::fs::copy(from.join(&name), &partial).with_context(|| format!("copying {name}"))?;
+        std::fs::rename(&partial, dropin.join(&name)).with_context(|| format!("dropping in {name}"))?;
+    }
     Ok(())
 }
 

@@ -28,9 +28,16 @@ pub struct BenchPluginsConfig {
     /// Simulated sensors.
     #[arg(long, default_value_t = 50)]
     pub sensors: usize,
-    /// Folder of plugin components.
-    #[arg(long = "plugins", env = "IOTSTREAM_PLUGINS", default_value = "dist/plugins")]
-    pub plugins_dir: PathBuf,
+    /// Folder of the built-in plugins, whose `.wasm` files are measured against the same
+    /// algorithms compiled into this binary (a drop-in of the same name may be another algorithm).
+    /// Default: as `iotstream run`'s.
+    #[arg(
+        long = "builtin-plugins",
+        env = "IOTSTREAM_BUILTIN_PLUGINS",
+        value_name = "DIR",
+        default_value_os_t = crate::config::default_dist_folder("plugins")
+    )]
+    pub builtin_plugins: PathBuf,
 }
 
 /// One plugin's throughput, both ways.
@@ -182,7 +189,7 @@ fn measure_wasm(
     wit: &[WitReading],
 ) -> Result<PluginThroughput, PluginError> {
     let loading = Instant::now();
-    let path = config.plugins_dir.join(format!("{}.wasm", shipped.name()));
+    let path = config.builtin_plugins.join(format!("{}.wasm", shipped.name()));
     let mut plugin = runtime.load_with_config(&path, Some("{}".into()))?;
     let load_ms = loading.elapsed().as_secs_f64() * 1000.0;
     let instantiating = Instant::now();

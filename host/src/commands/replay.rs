@@ -14,8 +14,9 @@ use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
 
+use crate::config::PluginFolderArgs;
 use crate::plugins::bindings::{Detection, Reading as WitReading, Verdict};
-use crate::plugins::{Plugin, PluginError, PluginRuntime, SensorCatalog, StageKind};
+use crate::plugins::{Plugin, PluginError, PluginFolders, PluginRuntime, SensorCatalog, StageKind};
 use crate::reading::{Reading, SensorType};
 
 /// Readings per detector call: large enough that the boundary costs nothing.
@@ -27,15 +28,16 @@ pub struct ReplayConfig {
     /// The `timestamp,value` CSV to replay.
     #[arg(long)]
     pub input: PathBuf,
-    /// The detector plugin: a name in the plugins folder, or a path to a `.wasm`.
+    /// The detector plugin: a name (in the drop-in folder, else among the built-ins), or a path to
+    /// a `.wasm`.
     #[arg(long)]
     pub plugin: String,
     /// Where to write `timestamp,value,score,is_anomaly`.
     #[arg(long)]
     pub out: PathBuf,
-    /// Folder of plugin components.
-    #[arg(long = "plugins", env = "IOTSTREAM_PLUGINS", default_value = "dist/plugins")]
-    pub plugins_dir: PathBuf,
+    /// Where a plugin named without a path is found: the drop-in folder, then the built-ins.
+    #[command(flatten)]
+    pub plugin_folders: PluginFolderArgs,
     /// The plugin's configuration as JSON (default: `NAME.json` beside it, or `{}`).
     #[arg(long)]
     pub config: Option<String>,
@@ -75,6 +77,14 @@ pub enum ReplayError {
     /// The plugin is an aggregator.
     #[error("{0} is not a detector")]
     NotADetector(String),
+    /// No plugins folder holds a plugin of that name.
+    #[error("no plugin {plugin}.wasm in {folders}")]
+    NoSuchPlugin {
+        /// The name.
+        plugin: String,
+        /// The folders looked in.
+        folders: String,
+    },
 }
 
 /// What a replay produced.
@@ -104,7 +114,7 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     rows.sort_by_key(|r| r.timestamp);
     // The runtime outlives the plugin's calls: its epoch thread is the CPU deadline's clock.
     let runtime = PluginRuntime::new()?;
-    let mut plugin = open_detector(&runtime, &config.plugins_dir, &config.plugin, config.config.clone())?;
+    let mut plugin = open_detector(&runtime, &config.plugin_folders.folders(), &config.plugin, config.config.clone())?;
     let progress = super::progress::bar(rows.len() as u64, "rows").with_message("replaying");
     let detections = detect_series(&mut plugin, config.sensor_type, &rows, &progress)?;
     progress.finish_and_clear();
@@ -131,16 +141,26 @@ pub fn replay(config: &ReplayConfig) -> Result<ReplaySummary, ReplayError> {
     Ok(ReplaySummary { rows: rows.len(), anomalies, rescaled })
 }
 
-/// Loads a detector plugin: `plugin` is a name in `plugins_dir` or a path to a `.wasm`. Keep
-/// `runtime` alive while the plugin runs: its epoch thread enforces the CPU deadline.
+/// Loads a detector plugin: `plugin` is a path to a `.wasm`, or a name, found in the drop-in folder
+/// or else among the built-ins (as `iotstream run` would load it). Keep `runtime` alive while the
+/// plugin runs: its epoch thread enforces the CPU deadline.
 pub(crate) fn open_detector(
     runtime: &PluginRuntime,
-    plugins_dir: &Path,
+    folders: &PluginFolders,
     plugin: &str,
     config: Option<String>,
 ) -> Result<Plugin, ReplayError> {
-    let path =
-        if plugin.ends_with(".wasm") { PathBuf::from(plugin) } else { plugins_dir.join(format!("{plugin}.wasm")) };
+    let path = if plugin.ends_with(".wasm") {
+        PathBuf::from(plugin)
+    } else {
+        folders.locate(plugin).map(|file| file.path).ok_or_else(|| {
+            // In the order they are looked in: the drop-ins first.
+            let mut looked: Vec<String> =
+                folders.layers().map(|(layer, dir)| format!("{} ({layer})", dir.display())).collect();
+            looked.reverse();
+            ReplayError::NoSuchPlugin { plugin: plugin.to_owned(), folders: looked.join(", ") }
+        })?
+    };
     let plugin = runtime.load_with_config(&path, config)?;
     if plugin.kind() != StageKind::Detector {
         return Err(ReplayError::NotADetector(plugin.name().to_owned()));

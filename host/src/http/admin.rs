@@ -111,6 +111,8 @@ async fn answer(state: &ApiState, action: AdminAction) -> Response {
                 AdminError::NotHeld(_) => (StatusCode::CONFLICT, "not_held"),
                 AdminError::NotAShadow(_) => (StatusCode::CONFLICT, "not_a_shadow"),
                 AdminError::NoFolder => (StatusCode::CONFLICT, "no_plugins_folder"),
+                AdminError::NoDropinFolder => (StatusCode::CONFLICT, "no_dropin_folder"),
+                AdminError::BuiltIn(_) => (StatusCode::CONFLICT, "built_in"),
                 AdminError::Manifest { .. } => (StatusCode::CONFLICT, "bad_manifest"),
                 AdminError::Files { .. } => {
                     error!(error = %err, "admin action failed on the plugins folder");

@@ -3,11 +3,13 @@
 //! request does not touch them: it goes through a channel the pipeline drains at batch boundaries,
 //! as the folder's changes do ([`super::reload`]), and the answer comes back on a oneshot.
 //!
-//! What must survive a restart is done to the folder, as an operator would do it by hand
+//! What must survive a restart is done to the drop-in folder, as an operator would do it by hand
 //! (docs/plugins.md): a discarded shadow's files are deleted (the watch then finds it gone); a
 //! promoted shadow's files become the live detector's (its manifest without `shadow_of`, named
 //! for the live one) and its own are deleted, so the watch swaps the live detector for it, with the
-//! live detector's state handed over, at a batch boundary, and the next start runs the same.
+//! live detector's state handed over, at a batch boundary, and the next start runs the same. A
+//! promoted shadow of a built-in detector is a drop-in of the built-in's name, which overrides it.
+//! The built-in folder is never written: it is the installation's.
 
 use std::path::Path;
 use std::sync::Mutex;
@@ -16,6 +18,8 @@ use std::time::Duration;
 use iotstream_api::{Named, PluginAction, PluginState};
 use tokio::sync::{mpsc, oneshot};
 use tracing::info;
+
+use crate::plugins::PluginLayer;
 
 /// Requests waiting for the next batch boundary; more are refused (503) rather than queued without
 /// bound: an operator asks a handful at a time.
@@ -59,9 +63,16 @@ pub enum AdminError {
     /// The plugin is not a shadow detector.
     #[error("plugin {0:?} is not a shadow")]
     NotAShadow(String),
-    /// The host watches no plugins folder, so files cannot be changed or loaded again.
+    /// The host watches no plugins folder, so files cannot be loaded again.
     #[error("this host watches no plugins folder")]
     NoFolder,
+    /// The host has no drop-in folder (`--plugins`) to write a promoted or discarded plugin's files
+    /// in.
+    #[error("this host has no drop-in plugins folder (--plugins) to change")]
+    NoDropinFolder,
+    /// The shadow's files are built-in plugins: the host changes only the drop-in folder.
+    #[error("shadow {0:?} is a built-in plugin: only drop-ins are promoted or discarded")]
+    BuiltIn(String),
     /// The shadow's manifest could not be rewritten for the live detector.
     #[error("cannot rewrite {file}: {message}")]
     Manifest {
@@ -167,7 +178,7 @@ impl super::Pipeline {
                 if found.shadow_of().is_none() {
                     return Err(AdminError::NotAShadow(shadow.clone()));
                 }
-                let dir = self.reload.as_ref().ok_or(AdminError::NoFolder)?.dir().to_owned();
+                let dir = self.shadow_folder(shadow)?;
                 for extension in ["wasm", "toml", "json"] {
                     remove_if_there(&dir, &format!("{shadow}.{extension}"))?;
                 }
@@ -180,7 +191,7 @@ impl super::Pipeline {
             AdminAction::Promote { shadow } => {
                 let found = self.stages.get_mut(shadow).ok_or_else(|| AdminError::NoSuchPlugin(shadow.clone()))?;
                 let live = found.shadow_of().ok_or_else(|| AdminError::NotAShadow(shadow.clone()))?.to_owned();
-                let dir = self.reload.as_ref().ok_or(AdminError::NoFolder)?.dir().to_owned();
+                let dir = self.shadow_folder(shadow)?;
                 promote_files(&dir, shadow, &live)?;
                 info!(plugin = %shadow, live = %live, "shadow promoted by an admin request");
                 Ok(format!(
@@ -193,6 +204,19 @@ impl super::Pipeline {
                 info!(plugins = loading, "every plugin reloading by an admin request");
                 Ok(format!("{loading} plugins reloading; each is installed at a batch boundary once loaded"))
             }
+        }
+    }
+}
+
+impl super::Pipeline {
+    /// The drop-in folder, which holds `shadow`'s files: the folder an admin action changes (the
+    /// built-ins are the installation's, replaced by an upgrade).
+    fn shadow_folder(&self, shadow: &str) -> Result<std::path::PathBuf, AdminError> {
+        let folders = self.reload.as_ref().ok_or(AdminError::NoFolder)?.folders();
+        let dropin = folders.dropin();
+        match folders.locate(shadow) {
+            Some(file) if file.layer == PluginLayer::BuiltIn => Err(AdminError::BuiltIn(shadow.to_owned())),
+            _ => dropin.map(Path::to_owned).ok_or(AdminError::NoDropinFolder),
         }
     }
 }

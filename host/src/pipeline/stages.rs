@@ -259,6 +259,7 @@ pub fn plugin_status(plugin: &Plugin) -> PluginStatus {
         name: display_text(plugin.name()),
         kind: plugin.kind(),
         version: display_text(&plugin.info().version),
+        layer: plugin.layer(),
         calls: m.calls,
         readings_in: m.readings_in,
         outputs: m.outputs,

@@ -1,11 +1,11 @@
 //! Loading and running the WebAssembly component plugins that do every processing stage.
 //!
-//! One [`PluginRuntime`] per process holds the wasmtime `Engine` and `Linker`. Each `.wasm` file in
-//! the plugins folder becomes a [`Plugin`]: one long-lived `Store` with one stage instance, its
-//! configuration (its manifest `NAME.toml`, or a bare `NAME.json`, beside `NAME.wasm`; `{}` when
-//! absent), its sensor-declaration progress and its metrics. Every call runs under a memory cap and
-//! a CPU deadline; a trap, a refused call or malformed output is a [`PluginError`] for that plugin
-//! alone, never a host crash.
+//! One [`PluginRuntime`] per process holds the wasmtime `Engine` and `Linker`. Each `.wasm` file of
+//! the plugins folders (the built-ins, overridden by name by the drop-ins) becomes a [`Plugin`]:
+//! one long-lived `Store` with one stage instance, its configuration (its manifest `NAME.toml`, or
+//! a bare `NAME.json`, beside `NAME.wasm`; `{}` when absent), its sensor-declaration progress and
+//! its metrics. Every call runs under a memory cap and a CPU deadline; a trap, a refused call or
+//! malformed output is a [`PluginError`] for that plugin alone, never a host crash.
 //!
 //! Fault isolation: [`Plugin::export_state`] (the pipeline's checkpoints, or [`Plugin::snapshot`])
 //! keeps the exported bytes as the plugin's last good state. A trap or malformed output drops the
@@ -22,13 +22,15 @@
 //!   block; [`output`]: what a plugin's answers must be to be stored and shown;
 //! * `error`: [`PluginError`]; `command`: WASI commands (tools, not stages);
 //! * [`bindings`] (the one `bindgen!` per WIT world), [`catalog`] (sensor keys), [`manifest`
-//!   ](PluginSpec) (`NAME.toml`), [`watch`] (the plugins folder), `limits` ([`PluginLimits`], the
+//!   ](PluginSpec) (`NAME.toml`), [`folders`] (the built-in and drop-in folders, and which file a
+//!   name loads from), [`watch`] (a plugins folder's changes), `limits` ([`PluginLimits`], the
 //!   memory meter), `health` (backoff and quarantine), `metrics` ([`PluginMetrics`]).
 
 pub mod bindings;
 pub mod catalog;
 mod command;
 mod error;
+pub mod folders;
 mod health;
 mod limits;
 mod manifest;
@@ -42,6 +44,7 @@ pub mod watch;
 
 pub use self::catalog::SensorCatalog;
 pub use self::error::PluginError;
+pub use self::folders::{PluginFile, PluginFolders, PluginLayer};
 pub use self::health::{Clock, PluginState};
 pub use self::limits::{
     BACKOFF_INITIAL, BACKOFF_MAX, CALL_DEADLINE, INSTANCES_MAX, MEMORIES_MAX, MEMORY_LIMIT_BYTES, PluginCeilings,
@@ -50,7 +53,7 @@ pub use self::limits::{
 pub use self::manifest::{Grants, Manifest, ManifestLimits, PluginSpec};
 pub use self::metrics::{CallTimes, PluginMetrics};
 pub use self::plugin::Plugin;
-pub use self::runtime::{LoadedDir, PluginRuntime, StageCtx, plugin_name};
+pub use self::runtime::{LoadedDir, LoadedFolders, PluginRuntime, StageCtx, plugin_name};
 
 /// The kind of stage a plugin is, from the interface it exports.
 pub use iotstream_api::StageKind;

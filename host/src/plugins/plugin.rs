@@ -20,7 +20,7 @@ use super::output::{self, check_aggregates, check_detections, display_text};
 use super::runtime::StageCtx;
 use super::sandbox::{self, GuestClock};
 use super::stage::{self, Call, StageBindings};
-use super::{PluginError, SensorCatalog, StageKind};
+use super::{PluginError, PluginLayer, SensorCatalog, StageKind};
 
 /// What every instance of a plugin is made from: the compiled component, its kind, configuration
 /// and limits. A restart, a new instance for a hot swap and the first load all start from one.
@@ -44,6 +44,8 @@ pub(super) struct Blueprint {
     pub(super) env: Vec<(String, String)>,
     /// The live detector this one shadows.
     pub(super) shadow_of: Option<String>,
+    /// The plugins folder its file is in, when loaded from the folders.
+    pub(super) layer: Option<PluginLayer>,
 }
 
 /// A running instance: its store and the handle of its stage resource.
@@ -98,6 +100,17 @@ impl Plugin {
     /// Detector or aggregator.
     pub fn kind(&self) -> StageKind {
         self.blueprint.kind
+    }
+
+    /// This plugin, marked as loaded from the plugins folder of `layer`.
+    pub fn with_layer(mut self, layer: PluginLayer) -> Self {
+        self.blueprint.layer = Some(layer);
+        self
+    }
+
+    /// The plugins folder its file is in, when loaded from the folders.
+    pub fn layer(&self) -> Option<PluginLayer> {
+        self.blueprint.layer
     }
 
     /// The live detector this one shadows (from its manifest), if it is a shadow.

@@ -11,6 +11,7 @@ use wasmtime::{Config, Engine, ProfilingStrategy};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
 use super::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT};
+use super::folders::{PluginFolders, PluginLayer};
 use super::limits::{EPOCH_TICK, MemoryMeter, PluginLimits};
 use super::plugin::{Blueprint, Plugin};
 use super::sandbox::{self, GuestClock};
@@ -18,6 +19,17 @@ use super::{PluginError, PluginSpec, StageKind, output};
 
 /// The plugins of a folder that loaded, and the (name, error) of those that did not.
 pub type LoadedDir = (Vec<Plugin>, Vec<(String, PluginError)>);
+
+/// The plugins of the built-in and drop-in folders that loaded (each knows its [`Plugin::layer`]),
+/// and the (name, error) of those that did not.
+#[derive(Default)]
+pub struct LoadedFolders {
+    /// The plugins, in name order.
+    pub plugins: Vec<Plugin>,
+    /// The files refused. A drop-in refused in place of a built-in is here while the built-in of
+    /// its name runs (in `plugins`), as a refused file leaves the running version running.
+    pub failures: Vec<(String, PluginError)>,
+}
 
 /// What every stage interface of this contract's package starts with, whatever its version.
 const CONTRACT_PREFIX: &str = "iotstream:pipeline/";
@@ -132,6 +144,27 @@ impl PluginRuntime {
         Ok((loaded, failed))
     }
 
+    /// Loads every plugin of `folders`: each name from the drop-in folder if it is there, else
+    /// from the built-ins ([`PluginFolders::resolve`]). A drop-in that fails to load in place of a
+    /// built-in is reported, and the built-in of its name loads instead; any other file that fails
+    /// is reported and skipped. A configured folder that cannot be read is an error.
+    pub fn load_folders(&self, folders: &PluginFolders) -> Result<LoadedFolders, PluginError> {
+        let mut loaded = LoadedFolders::default();
+        for (name, file) in folders.resolve()? {
+            match self.load(&file.path) {
+                Ok(plugin) => loaded.plugins.push(plugin.with_layer(file.layer)),
+                Err(err) => {
+                    loaded.failures.push((output::display_text(&name), err));
+                    let builtin = folders.builtin().filter(|_| file.overrides_builtin);
+                    if let Some(Ok(plugin)) = builtin.map(|dir| self.load(&dir.join(format!("{name}.wasm")))) {
+                        loaded.plugins.push(plugin.with_layer(PluginLayer::BuiltIn));
+                    }
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
     /// Compiles and instantiates one plugin file, with the manifest (or configuration) beside it.
     pub fn load(&self, path: &Path) -> Result<Plugin, PluginError> {
         self.load_spec(path, PluginSpec::beside(path)?)
@@ -185,6 +218,7 @@ impl PluginRuntime {
             limits,
             env,
             shadow_of: spec.manifest.shadow_of.clone(),
+            layer: None,
         })?;
         spec.check_component(plugin.kind(), &plugin.info().version)?;
         Ok(plugin)

@@ -3,7 +3,7 @@
 //! `notify` crate; reads are not changes) are debounced, so a file written in many chunks is reported once it has been
 //! quiet for [`SETTLE`]; the pipeline applies the changes at its next batch boundary.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -46,16 +46,25 @@ impl PluginWatcher {
 
     /// The names of the plugins whose files changed since the last call (never blocks).
     pub fn changed(&self) -> BTreeSet<String> {
-        let mut names = BTreeSet::new();
+        self.changes().into_keys().collect()
+    }
+
+    /// The plugins whose files changed since the last call, each with what changed (never blocks).
+    pub fn changes(&self) -> BTreeMap<String, PluginChange> {
+        let mut changes: BTreeMap<String, PluginChange> = BTreeMap::new();
         while let Ok(result) = self.events.try_recv() {
             match result {
                 // Reading a plugin (as loading it does) is not a change.
-                Ok(events) => names.extend(
-                    events
-                        .iter()
-                        .filter(|e| !matches!(e.kind, EventKind::Access(_)))
-                        .flat_map(|e| e.paths.iter().filter_map(|p| changed_plugin(p))),
-                ),
+                Ok(events) => {
+                    let paths =
+                        events.iter().filter(|e| !matches!(e.kind, EventKind::Access(_))).flat_map(|e| &e.paths);
+                    for path in paths {
+                        if let Some(name) = changed_plugin(path) {
+                            let component = path.extension().is_some_and(|ext| ext == "wasm");
+                            changes.entry(name).or_default().component |= component;
+                        }
+                    }
+                }
                 Err(errors) => {
                     for err in errors {
                         warn!(dir = %self.dir.display(), error = %err, "plugins folder watch error");
@@ -63,8 +72,16 @@ impl PluginWatcher {
                 }
             }
         }
-        names
+        changes
     }
+}
+
+/// What changed of one plugin's files.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PluginChange {
+    /// Its component, `NAME.wasm`, was created, replaced or removed (else only its manifest or
+    /// configuration changed).
+    pub component: bool,
 }
 
 /// The plugin a file belongs to: `NAME` of `NAME.wasm`, `NAME.toml` or `NAME.json` (not hidden
@@ -105,6 +122,17 @@ mod tests {
             seen.extend(watcher.changed());
         }
         assert_eq!(seen.into_iter().collect::<Vec<_>>(), ["a", "b"]);
+        // A manifest alone, then a component: each plugin's change says which.
+        std::fs::write(dir.join("c.toml"), b"x").expect("write");
+        std::fs::write(dir.join("d.wasm"), b"x").expect("write");
+        let mut changes = BTreeMap::new();
+        while changes.len() < 2 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+            changes.extend(watcher.changes());
+        }
+        let expected =
+            [("c".to_owned(), PluginChange { component: false }), ("d".to_owned(), PluginChange { component: true })];
+        assert_eq!(changes.into_iter().collect::<Vec<_>>(), expected);
         std::fs::remove_file(dir.join("a.wasm")).expect("remove");
         let mut seen = BTreeSet::new();
         while seen.is_empty() && std::time::Instant::now() < deadline {

@@ -1,8 +1,8 @@
 //! The admin endpoints of a running host: each refused without the configured bearer token (401)
 //! or when none is configured (403), while the read-only API stays open and CORS closed; with the
-//! token, a quarantined plugin released, a shadow promoted or discarded through its files, every
-//! plugin reloaded,
-//! and what cannot be done answered by a stable code.
+//! token, a quarantined plugin released, a shadow promoted or discarded through its files in the
+//! drop-in folder (never the built-ins), every plugin reloaded, and what cannot be done answered by
+//! a stable code.
 
 use std::time::{Duration, Instant};
 
@@ -215,6 +215,57 @@ async fn a_promoted_shadow_takes_the_live_detectors_place(pool: PgPool) {
             break;
         }
         assert!(Instant::now() < deadline, "the promotion never took effect: {now}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    host.stop().await.expect("clean stop");
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn the_builtins_are_never_written_and_a_dropin_shadow_is_promoted_over_its_builtin(pool: PgPool) {
+    let scratch = scratch_folder("admin-layers");
+    let (builtin, dropin) = (scratch.path().join("builtin"), scratch.path().join("dropin"));
+    std::fs::create_dir_all(&builtin).expect("builtin folder");
+    std::fs::create_dir_all(&dropin).expect("dropin folder");
+    let zscore = std::fs::read(plugin_path("zscore")).expect("zscore.wasm");
+    put(&builtin, "zscore.wasm", &zscore);
+    put(&builtin, "zscore-next.wasm", &zscore);
+    put(&builtin, "zscore-next.toml", b"shadow_of = \"zscore\"\n");
+    put(&dropin, "zscore-strict.wasm", &zscore);
+    put(&dropin, "zscore-strict.toml", b"shadow_of = \"zscore\"\n[config]\nthreshold = 2.0\n");
+    let (builtin_flag, dropin_flag) = (builtin.display().to_string(), dropin.display().to_string());
+    let flags = ["--builtin-plugins", &builtin_flag, "--plugins", &dropin_flag, "--admin-token", TOKEN];
+    let host = Host::start(pool, None, &flags).await;
+    crate::probes::wait_for_status(&format!("http://{}/readyz", host.addr), 200).await;
+    let before = plugins(&host).await;
+    assert!(["zscore", "zscore-next", "zscore-strict"].iter().all(|name| plugin(&before, name).is_some()), "{before}");
+
+    // A shadow among the built-ins is neither promoted nor discarded: the built-ins are not written.
+    for action in ["promote", "discard"] {
+        let (status, body) = post(&host, &format!("/api/admin/shadows/zscore-next/{action}"), Some(TOKEN)).await;
+        assert_eq!((status, body["error"].clone()), (409, "built_in".into()), "{action}: {body}");
+    }
+    // The drop-in shadow of the built-in zscore becomes a drop-in zscore, which replaces it.
+    let (status, body) = post(&host, "/api/admin/shadows/zscore-strict/promote", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(files(&dropin), ["zscore.toml", "zscore.wasm"]);
+    assert_eq!(files(&builtin), ["zscore-next.toml", "zscore-next.wasm", "zscore.wasm"]);
+    let promoted: toml::Table =
+        std::fs::read_to_string(dropin.join("zscore.toml")).expect("manifest").parse().expect("toml");
+    assert_eq!(promoted, "[config]\nthreshold = 2.0\n".parse::<toml::Table>().expect("toml"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let after = plugins(&host).await;
+        let events = after["events"].as_array().cloned().unwrap_or_default();
+        let swapped = events.iter().any(|e| {
+            e["plugin"] == "zscore"
+                && e["action"] == "swapped"
+                && e["detail"].as_str().is_some_and(|d| d.contains("(drop_in): state handed over"))
+        });
+        if swapped && plugin(&after, "zscore-strict").is_none() {
+            assert!(plugin(&after, "zscore-next").is_some(), "{after}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the promotion never took effect: {after}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     host.stop().await.expect("clean stop");

@@ -114,7 +114,7 @@ fn iotstream_services_set_only_variables_their_command_reads() {
 }
 
 #[test]
-fn database_url_and_plugin_folder_match_the_other_services() {
+fn database_url_and_plugin_folders_match_the_other_services() {
     let compose = compose();
     let postgres = environment(&compose["services"]["postgres"]);
     let iotstream = environment(&compose["services"]["iotstream"]);
@@ -130,14 +130,23 @@ fn database_url_and_plugin_folder_match_the_other_services() {
     let example =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env.example")).expect(".env.example");
     assert!(example.lines().any(|l| l == "POSTGRES_PASSWORD=iot_password"), "{example}");
-    // The plugins folder is a named volume (filled from the image when created), never a bind
-    // mount that Docker would create empty and hide the image's plugins under.
+    // The drop-in plugins folder is a named volume (it keeps what is dropped in across `down` and
+    // `up`, and starts as the image's empty folder, with its owner).
     let plugins = get(&iotstream, "IOTSTREAM_PLUGINS");
     let volumes = strings(&compose["services"]["iotstream"]["volumes"]);
     let mounted = volumes.iter().find(|v| v.split(':').nth(1) == Some(plugins.as_str()));
     let source = mounted.unwrap_or_else(|| panic!("plugins folder {plugins} is not mounted")).split(':').next();
     let source = source.expect("volume source");
     assert!(compose["volumes"].as_mapping().expect("volumes").contains_key(source), "{source} is not a named volume");
+    // The built-ins stay the image's: no volume or bind mount lies on them or above them, so an
+    // empty drop-in folder hides none, and a rebuilt image brings its own (a copy of the built-ins
+    // in a volume would outlive the upgrade). The image test checks they are copied there.
+    let builtin = std::path::PathBuf::from(get(&iotstream, "IOTSTREAM_BUILTIN_PLUGINS"));
+    assert_ne!(builtin, std::path::Path::new(&plugins), "the built-ins are not the drop-in folder");
+    for volume in &volumes {
+        let target = volume.split(':').nth(1).unwrap_or_else(|| panic!("{volume}: no target"));
+        assert!(!builtin.starts_with(target), "{volume} hides the built-in plugins in {}", builtin.display());
+    }
 }
 
 /// A service's `depends_on`: each dependency with its condition.

@@ -15,7 +15,11 @@ fn config(plugins: &[String], corpus: Option<PathBuf>, simulated: bool) -> Evalu
         corpus,
         simulated,
         stream: SimulatedStream { readings: 5000, sensors: 5, rate: 200.0, anomaly_rate: 0.002, seed: 42 },
-        plugins_dir: "unused".into(),
+        plugin_folders: iotstream::config::PluginFolderArgs {
+            builtin_plugins: "unused".into(),
+            no_builtin_plugins: true,
+            dropin_plugins: None,
+        },
         sensor_type: SensorType::Temperature,
     }
 }

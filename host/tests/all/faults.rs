@@ -136,7 +136,7 @@ impl Drop for HostProcess {
 fn spawn_host(brokers: &str, url: &str, plugins: &Path) -> HostProcess {
     let mut child = Command::new(env!("CARGO_BIN_EXE_iotstream"))
         .args(["run", "--brokers", brokers, "--database-url", url, "--listen", "127.0.0.1:0"])
-        .args(["--plugins", &plugins.display().to_string(), "--checkpoint-interval", "1s"])
+        .args(["--no-builtin-plugins", "--plugins", &plugins.display().to_string(), "--checkpoint-interval", "1s"])
         .args(["--batch-max", "500", "--batch-linger-ms", "20"])
         .env("IOTSTREAM_LOG", "warn,iotstream::app=info")
         // The logs are on stderr.
@@ -569,7 +569,15 @@ async fn with_the_brokers_unreachable_at_start_the_api_serves_and_says_so(pool: 
     drop(unused);
     let empty = plugins_folder("unreachable", &[]);
     let plugins = empty.path().display().to_string();
-    let config = crate::support::run_config(&["--brokers", &brokers, "--plugins", &plugins, "--listen", "127.0.0.1:0"]);
+    let config = crate::support::run_config(&[
+        "--brokers",
+        &brokers,
+        "--no-builtin-plugins",
+        "--plugins",
+        &plugins,
+        "--listen",
+        "127.0.0.1:0",
+    ]);
     let store = iotstream::store::Store::new(pool);
     store.migrate().await.expect("migrations");
     let listener = TcpListener::bind(config.listen).await.expect("bind");

@@ -118,12 +118,24 @@ fn the_image_runs_unprivileged_with_a_healthcheck_and_the_compose_defaults() {
     // The image's defaults are the ones docker-compose.yml gives the host.
     let env = shipped.iter().filter(|(k, _)| k == "ENV").flat_map(|(_, a)| a.split_whitespace()).collect::<Vec<_>>();
     let service = environment(&compose()["services"]["iotstream"]);
-    for key in ["IOTSTREAM_PLUGINS", "IOTSTREAM_DASHBOARD", "IOTSTREAM_LISTEN"] {
+    for key in ["IOTSTREAM_BUILTIN_PLUGINS", "IOTSTREAM_PLUGINS", "IOTSTREAM_DASHBOARD", "IOTSTREAM_LISTEN"] {
         assert!(env.contains(&format!("{key}={}", get(&service, key)).as_str()), "{key}: {env:?}");
     }
     let listen: std::net::SocketAddr = get(&service, "IOTSTREAM_LISTEN").parse().expect("listen");
     assert!(shipped.contains(&("EXPOSE".to_owned(), listen.port().to_string())));
-    // The plugins folder belongs to the host's user: the compose volume is filled from it.
-    let plugins = shipped.iter().find(|(k, a)| k == "COPY" && a.ends_with(" /plugins")).expect("COPY of the plugins");
-    assert!(plugins.1.contains(&format!("--chown={0}:{0}", user.unwrap_or_default())), "{plugins:?}");
+    // The built plugins are copied where IOTSTREAM_BUILTIN_PLUGINS says, and the dashboard where
+    // IOTSTREAM_DASHBOARD says.
+    for (built, key) in
+        [("/src/dist/plugins", "IOTSTREAM_BUILTIN_PLUGINS"), ("/src/dist/dashboard", "IOTSTREAM_DASHBOARD")]
+    {
+        let copy = format!("{built} {}", get(&service, key));
+        assert!(shipped.iter().any(|(k, a)| k == "COPY" && a.ends_with(&copy)), "no COPY ... {copy}");
+    }
+    // The drop-in folder is created empty (nothing is copied into it) and owned by the host's user:
+    // the compose volume on it starts so, and plugins dropped in are written by that user.
+    let dropin = get(&service, "IOTSTREAM_PLUGINS");
+    assert!(!shipped.iter().any(|(k, a)| k == "COPY" && a.ends_with(&format!(" {dropin}"))), "{dropin} is filled");
+    let user = user.unwrap_or_default();
+    let created = format!("install -d -o {user} -g {user} -m 0755 {dropin}");
+    assert!(shipped.iter().any(|(k, a)| k == "RUN" && a.contains(&created)), "no `{created}`");
 }

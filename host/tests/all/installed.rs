@@ -1,6 +1,8 @@
 //! The binary as `cargo xtask install` lays it out (`PREFIX/bin/iotstream`, its built-in plugins
 //! and dashboard in `PREFIX/share/iotstream/`), run from a folder that is not a checkout with no
-//! `--plugins` or `--dashboard`: it loads every built-in plugin and serves the dashboard at `/`.
+//! `--builtin-plugins` or `--dashboard`, and a drop-in folder (`--plugins`) on top: it loads every
+//! built-in plugin, each drop-in (one of a new name added, one of a built-in's name in its place)
+//! and serves the dashboard at `/`.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -42,10 +44,18 @@ async fn an_installed_binary_runs_anywhere_with_its_plugins_and_dashboard(pool: 
     assert!(built_in.len() >= 4, "{built_in:?}");
 
     let elsewhere = scratch_folder("elsewhere");
+    // The operator's drop-ins: a plugin of a new name, and one of a built-in's name.
+    let dropin = elsewhere.path().join("my-plugins");
+    std::fs::create_dir_all(&dropin).expect("drop-in folder");
+    let zscore = share.join("plugins/zscore.wasm");
+    std::fs::copy(&zscore, dropin.join("mine.wasm")).expect("copy");
+    std::fs::copy(&zscore, dropin.join("zscore.wasm")).expect("copy");
     let mut child = Command::new(&bin)
         .args(["run", "--listen", "127.0.0.1:0", "--no-simulator", "--log-format", "json"])
-        .args(["--database-url", &database_url(&pool)])
+        .args(["--database-url", &database_url(&pool), "--plugins", "my-plugins"])
         .current_dir(elsewhere.path())
+        .env_remove("IOTSTREAM_BUILTIN_PLUGINS")
+        .env_remove("IOTSTREAM_NO_BUILTIN_PLUGINS")
         .env_remove("IOTSTREAM_PLUGINS")
         .env_remove("IOTSTREAM_DASHBOARD")
         .env_remove("IOTSTREAM_BROKERS")
@@ -61,20 +71,34 @@ async fn an_installed_binary_runs_anywhere_with_its_plugins_and_dashboard(pool: 
         let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("the host starts");
         match line["fields"]["message"].as_str() {
             Some("plugin loaded") => {
-                loaded.insert(line["fields"]["plugin"].as_str().unwrap_or_default().to_owned());
+                let field = |key: &str| line["fields"][key].to_string();
+                loaded.insert((field("plugin"), field("layer"), field("overrides_builtin")));
             }
             Some("plugin not loaded") => panic!("a built-in plugin failed: {line}"),
             Some("dashboard served") => dashboard = line["fields"]["url"].as_str().map(str::to_owned),
             _ => {}
         }
     }
-    assert_eq!(loaded, built_in, "every built-in plugin loads");
+    // Every built-in loads but the one a drop-in replaces, and both drop-ins load.
+    let quoted = |text: &str| format!("{text:?}");
+    let mut expected: BTreeSet<(String, String, String)> = built_in
+        .iter()
+        .filter(|name| *name != "zscore")
+        .map(|name| (quoted(name), quoted("built_in"), "false".to_owned()))
+        .collect();
+    expected.insert((quoted("mine"), quoted("drop_in"), "false".to_owned()));
+    expected.insert((quoted("zscore"), quoted("drop_in"), "true".to_owned()));
+    assert_eq!(loaded, expected, "the built-ins, with the drop-ins on top");
     let dashboard = dashboard.unwrap_or_default();
     let page = reqwest::get(&dashboard).await.expect("GET /");
     assert_eq!(page.status(), 200);
     let index = std::fs::read_to_string(share.join("dashboard/index.html")).expect("index.html");
     assert_eq!(page.text().await.expect("body"), index, "/ serves the installed dashboard");
-    assert!(!elsewhere.path().join("dist").exists(), "nothing was created in the working folder");
+    let created: BTreeSet<String> = std::fs::read_dir(elsewhere.path())
+        .expect("working folder")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert_eq!(created, BTreeSet::from(["my-plugins".to_owned()]), "nothing was created in the working folder");
 
     assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().expect("kill").success());
     let stopped = Instant::now();

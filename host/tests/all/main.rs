@@ -13,6 +13,7 @@ mod dashboard;
 mod dashboard_live;
 mod dashboard_tabs;
 mod dead_letters;
+mod dropin;
 mod e2e;
 mod evaluate;
 mod exposure;

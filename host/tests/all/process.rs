@@ -20,7 +20,16 @@ async fn embedded_default_takes_readings_from_kcat_and_stops_on_sigterm(pool: Pg
     let url = database_url(&pool);
     let plugins = concat!(env!("CARGO_MANIFEST_DIR"), "/../dist/plugins");
     let mut child = Command::new(env!("CARGO_BIN_EXE_iotstream"))
-        .args(["run", "--listen", "127.0.0.1:0", "--no-simulator", "--plugins", plugins, "--database-url", &url])
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--no-simulator",
+            "--builtin-plugins",
+            plugins,
+            "--database-url",
+            &url,
+        ])
         // The readings below have fixed dates.
         .args(["--max-age", "off", "--log-format", "json", "--summary-interval", "1s"])
         .env_remove("IOTSTREAM_BROKERS")

@@ -11,7 +11,11 @@ fn config(input: &std::path::Path, out: &std::path::Path, plugin: &str, json: &s
         input: input.to_owned(),
         plugin: plugin_path(plugin).display().to_string(),
         out: out.to_owned(),
-        plugins_dir: "unused".into(),
+        plugin_folders: iotstream::config::PluginFolderArgs {
+            builtin_plugins: "unused".into(),
+            no_builtin_plugins: true,
+            dropin_plugins: None,
+        },
         config: Some(json.to_owned()),
         sensor_type: SensorType::Temperature,
     }
@@ -43,6 +47,40 @@ fn zscore_replay_sorts_by_event_time_and_normalises_scores() {
         z / (1.0 + z)
     );
     assert_eq!(written, expected);
+}
+
+#[test]
+fn a_plugin_named_is_the_dropin_of_that_name_else_the_builtin() {
+    let scratch = scratch_folder("replay-folders");
+    let dropin = scratch.path().join("dropin");
+    std::fs::create_dir_all(&dropin).expect("drop-in folder");
+    let input = scratch.path().join("series.csv");
+    std::fs::write(&input, "timestamp,value\n1000,10\n2000,11\n").expect("write csv");
+    let out = scratch.path().join("scores.csv");
+    let named = |plugin: &str| ReplayConfig {
+        plugin: plugin.to_owned(),
+        plugin_folders: iotstream::config::PluginFolderArgs {
+            builtin_plugins: crate::support::built_plugins(),
+            no_builtin_plugins: false,
+            dropin_plugins: Some(dropin.clone()),
+        },
+        config: None,
+        ..config(&input, &out, "zscore", "{}")
+    };
+    // The built-in zscore, by name.
+    assert_eq!(replay(&named("zscore")).expect("replays").rows, 2);
+    // A drop-in of its name comes first: here an aggregator, which replay refuses by name.
+    crate::support::put(&dropin, "zscore.wasm", &std::fs::read(plugin_path("tumbling-window")).expect("window"));
+    let refused = replay(&named("zscore")).map(|_| ()).expect_err("an aggregator");
+    assert_eq!(refused.to_string(), "zscore is not a detector");
+    // Neither folder holds it: both are named, the drop-ins first.
+    let missing = replay(&named("nope")).map(|_| ()).expect_err("no such plugin");
+    let expected = format!(
+        "no plugin nope.wasm in {} (drop_in), {} (built_in)",
+        dropin.display(),
+        crate::support::built_plugins().display()
+    );
+    assert_eq!(missing.to_string(), expected);
 }
 
 #[test]

@@ -194,6 +194,7 @@ async fn a_second_host_on_a_source_waits_then_takes_over(pool: PgPool) {
         &brokers,
         "--group",
         "iotstream-test",
+        "--no-builtin-plugins",
         "--plugins",
         &plugins_flag,
         "--listen",

@@ -7,9 +7,14 @@ use iotstream::reading::{Reading, SensorType};
 
 /// The built plugin `name` (`dist/plugins/NAME.wasm`, written by `cargo xtask build`).
 pub fn plugin_path(name: &str) -> PathBuf {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/plugins").join(format!("{name}.wasm"));
+    let path = built_plugins().join(format!("{name}.wasm"));
     assert!(path.exists(), "{} is missing: run `cargo xtask build` first", path.display());
     path
+}
+
+/// The built plugins, `dist/plugins` (the built-ins of a host in a checkout).
+pub fn built_plugins() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/plugins")
 }
 
 /// The built test plugin `name` (`dist/test-plugins/NAME.wasm`, a plugin in another language,
@@ -72,8 +77,10 @@ impl Host {
         tokio::spawn(async move { iotstream::simulate::run(&config, &brokers, &topic, stop).await })
     }
 
-    /// Starts a host with the built plugins (or `plugins_dir`) on `pool`, consuming `iot_sensors`
-    /// (3 partitions) from a fresh embedded broker, with no simulator.
+    /// Starts a host with the built plugins as its built-ins (or only the plugins of `plugins_dir`,
+    /// its drop-in folder, with `--no-builtin-plugins`) on `pool`, consuming `iot_sensors` (3
+    /// partitions) from a fresh embedded broker, with no simulator. `extra` may name the folders
+    /// itself (`--plugins`, `--builtin-plugins`, `--no-builtin-plugins`) with `plugins_dir` `None`.
     pub async fn start(pool: sqlx::PgPool, plugins_dir: Option<&std::path::Path>, extra: &[&str]) -> Host {
         let broker = iotstream::kafka::EmbeddedBroker::start("iot_sensors", 3).expect("embedded broker");
         Host::start_on(broker, pool, plugins_dir, extra).await
@@ -91,25 +98,19 @@ impl Host {
         let filter = std::env::var("IOTSTREAM_LOG").unwrap_or_else(|_| "info".into());
         let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
         let topic = "iot_sensors".to_owned();
-        let default_plugins = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/plugins");
-        let plugins = plugins_dir.map(std::path::Path::to_path_buf).unwrap_or(default_plugins);
+        let builtin = built_plugins().display().to_string();
+        let dropin = plugins_dir.map(|dir| dir.display().to_string());
         let dashboard = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../dist/dashboard");
-        let plugins_flag = plugins.display().to_string();
         let dashboard_flag = dashboard.display().to_string();
-        let mut flags = vec![
-            "--brokers",
-            broker.bootstrap_servers(),
-            "--group",
-            "iotstream-test",
-            "--plugins",
-            &plugins_flag,
-            "--dashboard",
-            &dashboard_flag,
-            "--batch-max",
-            "500",
-            "--batch-linger-ms",
-            "20",
-        ];
+        let mut flags = vec!["--brokers", broker.bootstrap_servers(), "--group", "iotstream-test"];
+        match &dropin {
+            Some(dropin) => flags.extend_from_slice(&["--no-builtin-plugins", "--plugins", dropin]),
+            None if !extra.iter().any(|flag| flag.ends_with("builtin-plugins")) => {
+                flags.extend_from_slice(&["--builtin-plugins", &builtin])
+            }
+            None => {}
+        }
+        flags.extend_from_slice(&["--dashboard", &dashboard_flag, "--batch-max", "500", "--batch-linger-ms", "20"]);
         if !extra.contains(&"--listen") {
             // Any free port, unless the test restarts a host where its page expects it.
             flags.extend_from_slice(&["--listen", "127.0.0.1:0"]);

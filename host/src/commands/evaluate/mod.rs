@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use self::nab::{Events, Scored};
 use self::simulated::{SimulatedReport, SimulatedStream};
 use crate::commands::replay::{ReplayError, detect_series, open_detector};
+use crate::config::PluginFolderArgs;
 use crate::plugins::bindings::Verdict;
 use crate::plugins::{PluginError, PluginRuntime};
 use crate::reading::SensorType;
@@ -38,9 +39,9 @@ pub struct EvaluateConfig {
     /// The simulated stream.
     #[command(flatten)]
     pub stream: SimulatedStream,
-    /// Folder of plugin components.
-    #[arg(long = "plugins", env = "IOTSTREAM_PLUGINS", default_value = "dist/plugins")]
-    pub plugins_dir: PathBuf,
+    /// Where a plugin named without a path is found: the drop-in folder, then the built-ins.
+    #[command(flatten)]
+    pub plugin_folders: PluginFolderArgs,
     /// The sensor type corpus series are fed as.
     #[arg(long, default_value = "temperature", value_parser = parse_sensor_type)]
     pub sensor_type: SensorType,
@@ -110,7 +111,7 @@ pub fn evaluate(config: &EvaluateConfig) -> Result<Evaluation, EvaluateError> {
             Some((name, json)) => (name, Some(json.to_owned())),
             None => (spec.as_str(), None),
         };
-        let plugin = open_detector(&runtime, &config.plugins_dir, name, plugin_config.clone())?;
+        let plugin = open_detector(&runtime, &config.plugin_folders.folders(), name, plugin_config.clone())?;
         if let Some(corpus) = &corpus {
             let mut scored = Vec::with_capacity(corpus.series.len());
             for series in &corpus.series {
