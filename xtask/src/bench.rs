@@ -15,7 +15,8 @@
 //!    the database's ceiling.
 //!
 //! Then, for latency, a second topic is produced at `--latency-rate` while iotstream with every
-//! plugin stores it. It prints one table and writes every figure to `target/bench/<time>.json`.
+//! plugin stores it and a dashboard client reads its live stream: produce to durable (the storing
+//! commit) and produce to dashboard (arrival in `GET /api/stream`), side by side. It prints one table and writes every figure to `target/bench/<time>.json`.
 //! Each system reports its own figures over its own timed span (first reading received or stored
 //! to the last one durable): readings/s, CPU seconds of its process, peak RSS.
 
@@ -190,12 +191,18 @@ fn json_line(command: &mut Command) -> Result<Value> {
 }
 
 /// The database `name`, dropped and created anew; returns its URL.
-fn fresh_database(database_url: &str, name: &str) -> Result<String> {
-    for sql in [format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"), format!("CREATE DATABASE {name}")] {
-        status(Command::new("psql").args(["-q", "-v", "ON_ERROR_STOP=1", database_url, "-c", &sql]))?;
-    }
+pub(crate) fn fresh_database(database_url: &str, name: &str) -> Result<String> {
+    drop_database(database_url, name)?;
+    let sql = format!("CREATE DATABASE {name}");
+    status(Command::new("psql").args(["-q", "-v", "ON_ERROR_STOP=1", database_url, "-c", &sql]))?;
     let (base, _) = database_url.rsplit_once('/').context("DATABASE_URL has no database name")?;
     Ok(format!("{base}/{name}"))
+}
+
+/// Drops the database `name` if it exists, closing its connections.
+pub(crate) fn drop_database(database_url: &str, name: &str) -> Result<()> {
+    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    status(Command::new("psql").args(["-q", "-v", "ON_ERROR_STOP=1", database_url, "-c", &sql]))
 }
 
 fn create_topic(python: &Path, brokers: &str, topic: &str, partitions: u32) -> Result<()> {
@@ -327,13 +334,28 @@ fn report(
         }));
     }
     if let Some(l) = latency {
+        let ms = |key: &str| l.get(key).and_then(Value::as_f64).map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
         println!(
-            "\nlatency, iotstream with every plugin at {} readings/s (event time to the storing commit, steady \
-             state): p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms; peak RSS {:.0} MiB",
+            "\nlatency, iotstream with every plugin at {} readings/s, steady state, from event time (produce):\n\
+             {:<14} {:>8} {:>8} {:>8}\n\
+             {:<14} {:>8} {:>8} {:>8}   (the storing commit, every reading)\n\
+             {:<14} {:>8} {:>8} {:>8}   (arrival in /api/stream, the {} readings it carried; {} resyncs)\n\
+             peak RSS {:.0} MiB",
             args.latency_rate,
-            number(l, "latency_ms_p50"),
-            number(l, "latency_ms_p95"),
-            number(l, "latency_ms_p99"),
+            "ms",
+            "p50",
+            "p95",
+            "p99",
+            "to durable",
+            ms("latency_ms_p50"),
+            ms("latency_ms_p95"),
+            ms("latency_ms_p99"),
+            "to dashboard",
+            ms("dashboard_latency_ms_p50"),
+            ms("dashboard_latency_ms_p95"),
+            ms("dashboard_latency_ms_p99"),
+            number(l, "dashboard_readings"),
+            number(l, "dashboard_resyncs"),
             number(l, "peak_rss_mib")
         );
     }
@@ -345,7 +367,15 @@ fn report(
         "unix_time": stamp, "readings": args.readings, "partitions": args.partitions, "sensors": args.sensors,
         "brokers": brokers, "broker": args.brokers.as_deref().unwrap_or(TANSU_WHEEL), "topic": topic,
         "iotstream_args": args.iotstream_args, "systems": rows,
-        "latency": latency.map(|l| json!({"rate": args.latency_rate, "seconds": args.latency_seconds, "report": l})),
+        "latency": latency.map(|l| json!({
+            "rate": args.latency_rate, "seconds": args.latency_seconds,
+            "to_durable_ms": {"p50": l.get("latency_ms_p50"), "p95": l.get("latency_ms_p95"), "p99": l.get("latency_ms_p99")},
+            "to_dashboard_ms": {
+                "p50": l.get("dashboard_latency_ms_p50"), "p95": l.get("dashboard_latency_ms_p95"),
+                "p99": l.get("dashboard_latency_ms_p99"), "readings": l.get("dashboard_readings"),
+            },
+            "report": l,
+        })),
     });
     std::fs::write(&path, serde_json::to_string_pretty(&document)?)?;
     Ok(path)

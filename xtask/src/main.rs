@@ -17,6 +17,8 @@
 //!   and every test against the local PostgreSQL.
 //! * `bench`: iotstream beside the seed's Python design and the broker's and database's ceilings,
 //!   on tansu or a given broker (see [`bench`]).
+//! * `soak`: the host with every plugin under a sustained rate for an hour (or `--minutes`), its
+//!   memory sampled every 30 s: does it stay flat (see [`soak`])?
 //!
 //! Every download comes from crates.io, PyPI (componentize-py and the benchmark's Python side, into
 //! virtual environments under the target folder; tansu's wheel), the npm registry (ECharts for the
@@ -31,6 +33,7 @@ mod conflicts;
 mod echarts;
 mod npm;
 mod postgres;
+mod soak;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -111,6 +114,9 @@ enum Task {
     /// Build in release, then run iotstream, the seed's design in Python and the ceilings on one
     /// broker and the same readings, and print one table (and `target/bench/<time>.json`).
     Bench(bench::BenchArgs),
+    /// Run the host with every plugin at a sustained rate (5,000 readings/s for an hour by
+    /// default), sampling its memory every 30 s, and say whether it stays flat.
+    Soak(soak::SoakArgs),
 }
 
 fn main() -> Result<()> {
@@ -128,6 +134,7 @@ fn main() -> Result<()> {
         Task::Install { prefix } => install(prefix),
         Task::Test => test(),
         Task::Bench(args) => bench::bench(&args),
+        Task::Soak(args) => soak::soak(&args),
     }
 }
 

@@ -4,7 +4,9 @@
 //! configured plugins into a scratch database, and a report: readings/s from the first stored
 //! reading to the last, end-to-end latency percentiles in the steady state (event time to the storing
 //! transaction, for readings produced from 2 s after the first commit), CPU seconds over the same
-//! span and peak memory of the process. The scratch database (`--database`, `iotstream_bench` by
+//! span and peak memory of the process. When it produces, a dashboard client of its own reads the
+//! live stream (`GET /api/stream`, [`super::bench_stream`]) and reports produce-to-dashboard latency
+//! percentiles over the same steady state. The scratch database (`--database`, `iotstream_bench` by
 //! default) is recreated by every run. `cargo xtask bench` runs it beside the seed's Python design.
 
 use std::path::{Path, PathBuf};
@@ -73,6 +75,21 @@ pub struct BenchReport {
     pub latency_ms_p95: Option<f64>,
     /// 99th percentile.
     pub latency_ms_p99: Option<f64>,
+    /// Event time to arrival in the dashboard's live stream (`GET /api/stream`), milliseconds, in
+    /// the steady state, measured on the readings the stream carries (each batch's newest): median.
+    /// `None` when nothing was produced during the run (`--prefilled`).
+    pub dashboard_latency_ms_p50: Option<f64>,
+    /// 95th percentile.
+    pub dashboard_latency_ms_p95: Option<f64>,
+    /// 99th percentile.
+    pub dashboard_latency_ms_p99: Option<f64>,
+    /// Readings the dashboard latency was measured on.
+    pub dashboard_readings: u64,
+    /// `batch` events the dashboard client received.
+    pub dashboard_batches: u64,
+    /// Times the dashboard client fell behind and got a fresh snapshot instead of the events it
+    /// missed.
+    pub dashboard_resyncs: u64,
     /// Peak resident memory of the process, MiB.
     pub peak_rss_mib: f64,
     /// CPU seconds (user and system, every thread) the process spent from the first stored
@@ -107,16 +124,23 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     };
     let mut run_config = config.run.clone();
     run_config.brokers = Some(brokers.clone());
-    run_config.listen = ([127, 0, 0, 1], 0).into();
     if config.swap_plugin.is_some() {
         run_config.plugin_folders.dropin_plugins =
             Some(scratch_plugins(config.run.plugin_folders.dropin_plugins.as_deref())?);
     }
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("binding the API's listener")?;
+    let api = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     let pipeline = {
         let (run_config, store, shutdown) = (run_config.clone(), store.clone(), shutdown.clone());
-        tokio::spawn(async move { crate::app::serve(&run_config, store, shutdown).await })
+        let kafka = run_config.kafka.brokers(&brokers);
+        tokio::spawn(async move { crate::app::run(&run_config, store, listener, &kafka, shutdown).await })
     };
+    // The dashboard connects before the first reading is produced, as an open dashboard would be.
+    let dashboard = (!config.prefilled).then(|| {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move { super::bench_stream::watch(&api, STEADY_AFTER, shutdown).await })
+    });
     let mut simulate = config.run.simulate.clone();
     simulate.count = config.readings;
     simulate.rate = config.producer_rate;
@@ -127,8 +151,18 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     });
     info!(readings = config.readings, prefilled = config.prefilled, "benchmark running");
     let progress = watch_progress(config, &store, &run_config.plugin_folders.folders()).await?;
-    let report = measure(&store, progress).await?;
+    let mut report = measure(&store, progress).await?;
     shutdown.cancel();
+    if let Some(dashboard) = dashboard {
+        let seen = dashboard.await.context("the dashboard client panicked")?.context("the dashboard client")?;
+        let percentile = |p| super::bench_stream::percentile_cont(&seen.latencies_ms, p);
+        report.dashboard_latency_ms_p50 = percentile(0.5);
+        report.dashboard_latency_ms_p95 = percentile(0.95);
+        report.dashboard_latency_ms_p99 = percentile(0.99);
+        report.dashboard_readings = seen.latencies_ms.len() as u64;
+        report.dashboard_batches = seen.batches;
+        report.dashboard_resyncs = seen.snapshots.saturating_sub(1);
+    }
     let produced = match producer {
         None => config.readings,
         Some(producer) => match producer.await {
@@ -143,6 +177,10 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     store.pool().close().await;
     Ok(BenchReport { produced, ..report })
 }
+
+/// Readings produced this long after the first commit are the steady state the latencies are
+/// measured on: the consumer group's join is start-up, not latency.
+const STEADY_AFTER: Duration = Duration::from_secs(2);
 
 /// The scratch database `name` on the server of `database_url`, created anew and migrated.
 async fn scratch_store(database_url: &str, name: &str) -> anyhow::Result<Store> {
@@ -229,8 +267,9 @@ async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchRepor
         "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY d), percentile_cont(0.95) WITHIN GROUP (ORDER BY d), \
          percentile_cont(0.99) WITHIN GROUP (ORDER BY d) \
          FROM (SELECT extract(epoch FROM ingested_at - timestamp)::float8 * 1000 AS d FROM sensor_readings \
-         WHERE timestamp > (SELECT min(ingested_at) FROM sensor_readings) + interval '2 seconds') AS l",
+         WHERE timestamp > (SELECT min(ingested_at) FROM sensor_readings) + make_interval(secs => $1)) AS l",
     )
+    .bind(STEADY_AFTER.as_secs_f64())
     .fetch_one(pool)
     .await?;
     let predictions: i64 = sqlx::query_scalar("SELECT count(*) FROM ml_anomaly_predictions").fetch_one(pool).await?;
@@ -248,6 +287,12 @@ async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchRepor
         latency_ms_p50: latency.0,
         latency_ms_p95: latency.1,
         latency_ms_p99: latency.2,
+        dashboard_latency_ms_p50: None,
+        dashboard_latency_ms_p95: None,
+        dashboard_latency_ms_p99: None,
+        dashboard_readings: 0,
+        dashboard_batches: 0,
+        dashboard_resyncs: 0,
         peak_rss_mib: peak_rss_mib(),
         cpu_s,
         predictions,
@@ -345,7 +390,8 @@ fn milliseconds(latency: Option<f64>) -> String {
 pub fn print(report: &BenchReport) -> anyhow::Result<()> {
     super::print_json(report)?;
     eprintln!(
-        "{} of {} readings stored in {:.1} s: {:.0} readings/s; latency p50 {} ms, p95 {} ms, p99 {} ms; peak RSS {:.0} MiB; {:.2} CPU s",
+        "{} of {} readings stored in {:.1} s: {:.0} readings/s; latency to durable p50 {} ms, p95 {} ms, p99 {} ms; \
+         to dashboard p50 {} ms, p95 {} ms, p99 {} ms ({} readings); peak RSS {:.0} MiB; {:.2} CPU s",
         report.readings,
         report.produced,
         report.seconds,
@@ -353,6 +399,10 @@ pub fn print(report: &BenchReport) -> anyhow::Result<()> {
         milliseconds(report.latency_ms_p50),
         milliseconds(report.latency_ms_p95),
         milliseconds(report.latency_ms_p99),
+        milliseconds(report.dashboard_latency_ms_p50),
+        milliseconds(report.dashboard_latency_ms_p95),
+        milliseconds(report.dashboard_latency_ms_p99),
+        report.dashboard_readings,
         report.peak_rss_mib,
         report.cpu_s
     );

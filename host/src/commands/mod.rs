@@ -7,7 +7,8 @@
 //! Reports go to stdout as JSON lines (for scripts) and a one-line summary to stderr (for people).
 //!
 //! # Layout
-//! * [`bench`]: the whole pipeline, measured; [`bench_plugins`]: each plugin natively and as
+//! * [`bench`]: the whole pipeline, measured ([`bench_stream`]: its dashboard client);
+//!   [`bench_plugins`]: each plugin natively and as
 //!   `.wasm`; [`bench_forest`]: the forest both ways.
 //! * [`replay`]: one detector over a recorded series; [`evaluate`]: detectors scored against labels
 //!   (NAB's method, the simulator's episodes); [`iforest`]: the forest on any tabular CSV.
@@ -18,6 +19,7 @@
 pub mod bench;
 pub mod bench_forest;
 pub mod bench_plugins;
+pub mod bench_stream;
 pub mod evaluate;
 pub mod health;
 pub mod iforest;

@@ -1,0 +1,299 @@
+//! `cargo xtask soak`: does the host's memory stay flat under a sustained load?
+//!
+//! A benchmark of a few hundred thousand readings says nothing about a leak that grows by a few
+//! kilobytes a minute, which is what kills a stream processor after a week. The soak runs
+//! `iotstream run` as its own process (the embedded broker, its simulator producing at `--rate`,
+//! every plugin in `--plugins`) into a database of its own (`--database`, `iotstream_soak`: dropped
+//! and created anew, and dropped after), samples the process's resident memory (`VmRSS`) and the
+//! readings stored (the sum of the source's stored positions, `kafka_offsets`) every `--interval`
+//! seconds for `--minutes`, then prints the samples and compares the mean of the first quarter of
+//! the run with the last. Everything goes to `target/bench/soak-<time>.json`.
+//!
+//! The embedded broker lives in the host's process and keeps about 5 MB a partition, so its share
+//! of the memory grows for the first minute or so and then stays; the stored count shows whether
+//! the host kept up with the rate (a host that falls behind is a different failure, and the
+//! broker drops what it no longer keeps).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use crate::{database_url, ensure_postgres, target_dir};
+
+/// `cargo xtask soak`'s options.
+#[derive(Debug, clap::Args)]
+pub struct SoakArgs {
+    /// How long to run, in minutes.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    minutes: u64,
+    /// Readings/s the embedded simulator produces.
+    #[arg(long, default_value_t = 5_000.0)]
+    rate: f64,
+    /// Simulated sensors.
+    #[arg(long, default_value_t = 50)]
+    sensors: u64,
+    /// Seconds between two samples.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    interval: u64,
+    /// The soak's own database on the server of `DATABASE_URL`: dropped and created anew, and
+    /// dropped after.
+    #[arg(long, default_value = "iotstream_soak")]
+    database: String,
+    /// The plugins the host loads.
+    #[arg(long, default_value = "dist/plugins")]
+    plugins: PathBuf,
+    /// Run this `iotstream` binary as it is instead of building the plugins and the host in
+    /// release first (to build once, then soak under a lock that keeps other work off the machine).
+    #[arg(long)]
+    iotstream: Option<PathBuf>,
+}
+
+/// One sample of the running host.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Sample {
+    /// Seconds since the host started.
+    pub seconds: f64,
+    /// Resident memory, MiB.
+    pub rss_mib: f64,
+    /// Readings stored so far.
+    pub stored: u64,
+}
+
+/// The soak's verdict on its samples.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Flatness {
+    /// Mean RSS of the first quarter of the samples, MiB.
+    pub first_quarter_mib: f64,
+    /// Mean RSS of the last quarter, MiB.
+    pub last_quarter_mib: f64,
+    /// The last quarter over the first, in percent (positive: grew).
+    pub change_percent: f64,
+    /// Whether the change is within [`FLAT_PERCENT`] either way.
+    pub flat: bool,
+}
+
+/// How far the last quarter's mean memory may move from the first quarter's for the soak to call
+/// the memory flat: an allocator's arenas and caches move by a few percent; a leak grows steadily.
+pub(crate) const FLAT_PERCENT: f64 = 5.0;
+
+/// Compares the first quarter of `samples` with the last (a quarter of at least one sample);
+/// `None` with fewer than four samples, where quarters mean nothing.
+pub(crate) fn flatness(samples: &[Sample]) -> Option<Flatness> {
+    if samples.len() < 4 {
+        return None;
+    }
+    let quarter = samples.len() / 4;
+    let mean = |s: &[Sample]| s.iter().map(|s| s.rss_mib).sum::<f64>() / s.len() as f64;
+    let first_quarter_mib = mean(&samples[..quarter]);
+    let last_quarter_mib = mean(&samples[samples.len() - quarter..]);
+    let change_percent = (last_quarter_mib - first_quarter_mib) / first_quarter_mib * 100.0;
+    Some(Flatness { first_quarter_mib, last_quarter_mib, change_percent, flat: change_percent.abs() <= FLAT_PERCENT })
+}
+
+pub fn soak(args: &SoakArgs) -> Result<()> {
+    let database_url = database_url();
+    ensure_postgres(&database_url)?;
+    let iotstream = match &args.iotstream {
+        Some(binary) => binary.clone(),
+        None => {
+            crate::build_pipeline(true)?;
+            target_dir().join("release/iotstream")
+        }
+    };
+    let soak_url = crate::bench::fresh_database(&database_url, &args.database)?;
+    let result = run(args, &iotstream, &soak_url);
+    let dropped = crate::bench::drop_database(&database_url, &args.database);
+    let samples = result?;
+    dropped?;
+    report(args, &samples)
+}
+
+/// Runs the host and samples it until `args.minutes` have passed; stops it either way.
+fn run(args: &SoakArgs, iotstream: &Path, soak_url: &str) -> Result<Vec<Sample>> {
+    std::fs::create_dir_all(target_dir().join("bench"))?;
+    let log_path = target_dir().join("bench/soak-host.log");
+    let log = std::fs::File::create(&log_path)?;
+    let mut command = Command::new(iotstream);
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--rate", &args.rate.to_string()])
+        .args(["--sensors", &args.sensors.to_string(), "--builtin-plugins"])
+        .arg(&args.plugins)
+        .env("DATABASE_URL", soak_url)
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    eprintln!("xtask: {command:?} (its log: {})", log_path.display());
+    let child = command.spawn().with_context(|| format!("cannot start {}", iotstream.display()))?;
+    let mut host = Host(child);
+    let started = Instant::now();
+    let end = started + Duration::from_secs(args.minutes * 60);
+    let mut samples = Vec::new();
+    let mut next = started + Duration::from_secs(args.interval);
+    while next <= end {
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        if let Some(status) = host.0.try_wait()? {
+            bail!("the host exited during the soak ({status}): see {}", log_path.display());
+        }
+        let sample = Sample {
+            seconds: started.elapsed().as_secs_f64(),
+            rss_mib: rss_mib(host.0.id()).context("reading the host's VmRSS")?,
+            stored: stored(soak_url)?,
+        };
+        eprintln!(
+            "xtask: soak {:>6.0} s  RSS {:>6.1} MiB  stored {:>10} ({:.0}/s on average)",
+            sample.seconds,
+            sample.rss_mib,
+            sample.stored,
+            sample.stored as f64 / sample.seconds
+        );
+        samples.push(sample);
+        next += Duration::from_secs(args.interval);
+    }
+    host.stop();
+    Ok(samples)
+}
+
+/// The host process, stopped when dropped (on an error too).
+struct Host(Child);
+
+impl Host {
+    /// Asks the host to stop (SIGTERM: a graceful shutdown) and waits up to 30 s, then kills it.
+    fn stop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(Some(_))) {
+            return;
+        }
+        let _ = Command::new("kill").args(["-TERM", &self.0.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if matches!(self.0.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `VmRSS` of process `pid` (Linux), MiB.
+fn rss_mib(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_rss_kib(&status).map(|kib| kib / 1024.0).context("no VmRSS line in /proc/PID/status")
+}
+
+/// The `VmRSS:` line of a `/proc/PID/status`, in KiB.
+fn parse_rss_kib(status: &str) -> Option<f64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Readings stored: the sum of the source's stored positions (the topic starts at offset 0).
+fn stored(url: &str) -> Result<u64> {
+    let output = Command::new("psql")
+        .args(["-qAt", "-v", "ON_ERROR_STOP=1", url, "-c"])
+        .arg("SELECT coalesce(sum(next_offset), 0) FROM kafka_offsets")
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run psql")?;
+    if !output.status.success() {
+        bail!("psql could not read kafka_offsets: {}", output.status);
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.trim().parse().with_context(|| format!("psql answered {text:?}"))
+}
+
+/// Prints the verdict and writes every sample to `target/bench/soak-<time>.json`.
+fn report(args: &SoakArgs, samples: &[Sample]) -> Result<()> {
+    let verdict = flatness(samples);
+    let last = samples.last();
+    let seconds = last.map_or(0.0, |s| s.seconds);
+    let stored = last.map_or(0, |s| s.stored);
+    println!(
+        "\nsoak: {} min at {} readings/s, {} sensors, plugins {}: {} readings stored ({:.0}/s on average)",
+        args.minutes,
+        args.rate,
+        args.sensors,
+        args.plugins.display(),
+        stored,
+        if seconds > 0.0 { stored as f64 / seconds } else { 0.0 }
+    );
+    match verdict {
+        Some(v) => println!(
+            "RSS, mean of the first quarter {:.1} MiB, of the last {:.1} MiB: {:+.1}% ({}), peak {:.1} MiB",
+            v.first_quarter_mib,
+            v.last_quarter_mib,
+            v.change_percent,
+            if v.flat { "flat" } else { "NOT flat" },
+            samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max)
+        ),
+        None => println!("too few samples ({}) to compare quarters", samples.len()),
+    }
+    let dir = target_dir().join("bench");
+    let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
+    let path = dir.join(format!("soak-{stamp}.json"));
+    let document = json!({
+        "unix_time": stamp, "minutes": args.minutes, "rate": args.rate, "sensors": args.sensors,
+        "interval_s": args.interval, "plugins": args.plugins, "flat_percent": FLAT_PERCENT,
+        "samples": samples.iter().map(|s| json!({"seconds": s.seconds, "rss_mib": s.rss_mib, "stored": s.stored})).collect::<Vec<_>>(),
+        "verdict": verdict.map(|v| json!({
+            "first_quarter_mib": v.first_quarter_mib, "last_quarter_mib": v.last_quarter_mib,
+            "change_percent": v.change_percent, "flat": v.flat,
+        })),
+    });
+    std::fs::write(&path, serde_json::to_string_pretty(&document)?)?;
+    eprintln!("xtask: wrote {}", path.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples(rss: &[f64]) -> Vec<Sample> {
+        rss.iter()
+            .enumerate()
+            .map(|(i, &rss_mib)| Sample { seconds: 30.0 * (i + 1) as f64, rss_mib, stored: 0 })
+            .collect()
+    }
+
+    #[test]
+    fn flat_memory_compares_the_first_quarter_with_the_last() {
+        // 8 samples: quarters of 2. First (100 + 102) / 2 = 101, last (104 + 102) / 2 = 103.
+        let verdict = flatness(&samples(&[100.0, 102.0, 150.0, 90.0, 101.0, 99.0, 104.0, 102.0])).expect("8 samples");
+        assert_eq!(verdict.first_quarter_mib, 101.0);
+        assert_eq!(verdict.last_quarter_mib, 103.0);
+        assert!((verdict.change_percent - 200.0 / 101.0).abs() < 1e-12, "{}", verdict.change_percent);
+        assert!(verdict.flat);
+    }
+
+    #[test]
+    fn steady_growth_is_not_flat() {
+        // 5 samples: quarters of 1 (the middle sample is in neither). 100 to 110: +10%.
+        let verdict = flatness(&samples(&[100.0, 103.0, 105.0, 108.0, 110.0])).expect("5 samples");
+        assert_eq!((verdict.first_quarter_mib, verdict.last_quarter_mib), (100.0, 110.0));
+        assert!((verdict.change_percent - 10.0).abs() < 1e-12);
+        assert!(!verdict.flat);
+        // Shrinking by as much is not flat either.
+        assert!(!flatness(&samples(&[110.0, 105.0, 100.0, 99.0])).expect("4 samples").flat);
+    }
+
+    #[test]
+    fn fewer_than_four_samples_say_nothing() {
+        assert_eq!(flatness(&samples(&[100.0, 200.0, 300.0])), None);
+    }
+
+    #[test]
+    fn rss_is_read_from_the_vmrss_line() {
+        let status = "Name:\tiotstream\nVmPeak:\t 2000000 kB\nVmHWM:\t  150000 kB\nVmRSS:\t  143360 kB\nThreads:\t12\n";
+        assert_eq!(parse_rss_kib(status), Some(143_360.0));
+        assert_eq!(parse_rss_kib("Name:\tx\n"), None);
+    }
+}
