@@ -31,6 +31,10 @@ const DAYS_AHEAD: u64 = 2;
 /// holding it): then it is a transient error, tried again on the next write or maintenance.
 const LOCK_TIMEOUT: &str = "SET LOCAL lock_timeout = '2s'";
 
+/// The names of a partitioned table's partitions (`$1`: the table).
+const PARTITION_NAMES: &str = "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+     WHERE i.inhparent = to_regclass($1)";
+
 /// A table partitioned by day.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum PartitionedTable {
@@ -49,6 +53,14 @@ impl PartitionedTable {
         match self {
             PartitionedTable::Readings => "sensor_readings",
             PartitionedTable::DeadLetters => "dead_letters",
+        }
+    }
+
+    /// Locks the table against writes until the transaction ends (reads go on).
+    fn lock_against_writes(self) -> &'static str {
+        match self {
+            PartitionedTable::Readings => "LOCK TABLE sensor_readings IN SHARE ROW EXCLUSIVE MODE",
+            PartitionedTable::DeadLetters => "LOCK TABLE dead_letters IN SHARE ROW EXCLUSIVE MODE",
         }
     }
 
@@ -168,13 +180,10 @@ impl Store {
             report.created.extend(self.ensure_partitions(table, days.iter().copied().chain(stranded)).await?);
         }
         if let Some(keep) = retention.readings {
-            let newest: Option<DateTime<Utc>> =
-                sqlx::query_scalar("SELECT max(timestamp) FROM sensor_readings").fetch_one(&self.pool).await?;
-            let until = newest.map_or(now, |newest| newest.min(now));
-            report.dropped.extend(self.drop_partitions_before(PartitionedTable::Readings, until, keep).await?);
+            report.dropped.extend(self.drop_old_partitions(PartitionedTable::Readings, keep, now).await?);
         }
         if let Some(keep) = retention.dead_letters {
-            report.dropped.extend(self.drop_partitions_before(PartitionedTable::DeadLetters, now, keep).await?);
+            report.dropped.extend(self.drop_old_partitions(PartitionedTable::DeadLetters, keep, now).await?);
         }
         if !report.created.is_empty() || !report.dropped.is_empty() {
             info!(created = ?report.created, dropped = ?report.dropped, "partitions maintained");
@@ -184,48 +193,64 @@ impl Store {
 
     /// `table`'s day partitions, oldest first.
     pub async fn partition_days(&self, table: PartitionedTable) -> Result<Vec<NaiveDate>, StoreError> {
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
-             WHERE i.inhparent = to_regclass($1)",
-        )
-        .bind(table.table())
-        .fetch_all(&self.pool)
-        .await?;
+        let names: Vec<String> = sqlx::query_scalar(PARTITION_NAMES).bind(table.table()).fetch_all(&self.pool).await?;
         let mut days: Vec<NaiveDate> = names.iter().filter_map(|name| table.day_of(name)).collect();
         days.sort_unstable();
         Ok(days)
     }
 
-    /// Drops `table`'s partitions whose whole day ended more than `keep` before `until`.
-    async fn drop_partitions_before(
+    /// Drops `table`'s partitions whose whole day ended more than `keep` before its reference time:
+    /// for readings the newest stored reading's event time (or `now`, if earlier; nothing is
+    /// dropped from a table with no reading), for dead letters `now`.
+    ///
+    /// In one transaction that first locks the table against writes (a batch in flight commits
+    /// before, or waits until after): the newest reading it reads is the newest there is, so a
+    /// day is never dropped on the word of a reference read before a batch of that day committed.
+    async fn drop_old_partitions(
         &self,
         table: PartitionedTable,
-        until: DateTime<Utc>,
         keep: Duration,
+        now: DateTime<Utc>,
     ) -> Result<Vec<String>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(LOCK_TIMEOUT).execute(&mut *tx).await?;
+        sqlx::query(table.lock_against_writes()).execute(&mut *tx).await?;
+        let until = match table {
+            PartitionedTable::Readings => {
+                let newest: Option<DateTime<Utc>> =
+                    sqlx::query_scalar("SELECT max(timestamp) FROM sensor_readings").fetch_one(&mut *tx).await?;
+                match newest {
+                    Some(newest) => newest.min(now),
+                    None => return Ok(Vec::new()),
+                }
+            }
+            PartitionedTable::DeadLetters => now,
+        };
         let Some(cutoff) = chrono::Duration::from_std(keep).ok().and_then(|keep| until.checked_sub_signed(keep)) else {
             return Ok(Vec::new());
         };
+        let names: Vec<String> = sqlx::query_scalar(PARTITION_NAMES).bind(table.table()).fetch_all(&mut *tx).await?;
+        let mut days: Vec<NaiveDate> = names.iter().filter_map(|name| table.day_of(name)).collect();
+        days.sort_unstable();
         let mut dropped = Vec::new();
-        for day in self.partition_days(table).await? {
+        for day in days {
             // The partition holds [day, day + 1): all of it is older than the cutoff.
             let Some(end) = day.succ_opt().and_then(|next| next.and_hms_opt(0, 0, 0)) else { continue };
             if end.and_utc() > cutoff {
                 break;
             }
-            let partition = table.partition(day);
-            let mut tx = self.pool.begin().await?;
-            sqlx::query(LOCK_TIMEOUT).execute(&mut *tx).await?;
             sqlx::query("SELECT iotstream_drop_day_partition($1, $2)")
                 .bind(table.table())
                 .bind(day)
                 .execute(&mut *tx)
                 .await?;
-            tx.commit().await?;
-            self.known_partitions.remove(table, day);
-            dropped.push(partition);
+            dropped.push(day);
         }
-        Ok(dropped)
+        tx.commit().await?;
+        for day in &dropped {
+            self.known_partitions.remove(table, *day);
+        }
+        Ok(dropped.into_iter().map(|day| table.partition(day)).collect())
     }
 }
 

@@ -24,8 +24,14 @@ fn workspace_target() -> PathBuf {
         .map_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"), PathBuf::from)
 }
 
+/// One scaffold's cargo at a time: the scaffolds of the tests share the workspace's target folder,
+/// and one's `cargo test` running its doctests (after cargo's build lock is released) found the
+/// other's build had replaced the SDK library it links.
+static CARGO_RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs cargo in `dir` with the workspace's target folder.
 fn cargo(dir: &Path, args: &[&str]) {
+    let _one_at_a_time = CARGO_RUNS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
         .args(args)
         .current_dir(dir)
