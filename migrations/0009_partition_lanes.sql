@@ -42,3 +42,6 @@ CREATE TABLE kafka_batches (
     committed_at    TIMESTAMPTZ NOT NULL DEFAULT now(),
     PRIMARY KEY (source_id, kafka_partition, batch_seq)
 );
+
+-- The single owner's count this replaces.
+ALTER TABLE kafka_sources DROP COLUMN owner_generation;

@@ -27,9 +27,13 @@ pub struct RunConfig {
     /// Topic of the readings.
     #[arg(help_heading = heading::KAFKA, long, env = "IOTSTREAM_TOPIC", default_value = "iot_sensors")]
     pub topic: String,
-    /// Kafka consumer group.
+    /// Kafka consumer group: hosts of one group share the topic's partitions (docs/scaling.md).
     #[arg(help_heading = heading::KAFKA, long, env = "IOTSTREAM_GROUP", default_value = "iotstream")]
     pub group: String,
+    /// This host's name among the group's members, shown as the owner of its partitions (default:
+    /// the machine's hostname and the process id).
+    #[arg(help_heading = heading::KAFKA, long, env = "IOTSTREAM_HOST_NAME")]
+    pub host_name: Option<String>,
     /// PostgreSQL URL.
     #[arg(
         help_heading = heading::POSTGRES,
@@ -232,6 +236,7 @@ impl RunConfig {
                 max_age: self.max_age.0,
             },
             accept_new_log: self.accept_new_log,
+            host_name: self.host_name.clone().unwrap_or_else(crate::pipeline::default_host_name),
             ..PipelineConfig::default()
         }
     }

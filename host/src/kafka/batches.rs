@@ -1,21 +1,21 @@
 //! How the source's messages become batches, in an order a replay forms again exactly.
 //!
-//! Kafka orders each partition, not the topic, and the consumer interleaves partitions as their
-//! fetches arrive. A stage whose state spans sensors of several partitions (an Isolation Forest per
-//! sensor type, a window over a room) depends on that interleaving. So:
+//! Kafka orders each partition, not the topic. Every stage runs once per partition (a lane, see
+//! `pipeline`), so a stage's state depends on its partition's messages and on where its batches
+//! were cut, never on how partitions interleave. So:
 //!
-//! * a batch's order is canonical, a function of the messages it holds: the partitions merged by
-//!   Kafka timestamp (then partition), each partition's messages in offset order;
-//! * each committed batch's [`Extent`] (the next offset of each partition it read) is logged in the
-//!   batch's own transaction;
-//! * after a crash the host restores its newest checkpoint and forms the batches committed after it
-//!   again, from their extents, before it reads on.
+//! * a batch holds, for each partition, a run of consecutive messages in offset order (partitions
+//!   merged by Kafka timestamp, then partition, which only decides which messages a full batch
+//!   takes first);
+//! * each lane's part of a committed batch is logged with the partition's next offset after it, in
+//!   the batch's own transaction;
+//! * a host given a partition restores the partition's newest checkpoint and forms the lane's
+//!   batches committed after it again ([`Extent`]s of one partition) before it reads on.
 //!
 //! The stages then see exactly the sequence of an uncrashed run, and their state comes out
-//! identical. What an uncommitted batch held was never stored, so reading it again in another
-//! order changes nothing anyone saw.
-
-use std::collections::{BTreeMap, VecDeque};
+//! identical. What an uncommitted batch held was never stored, so reading it again cut otherwise
+//! changes nothing anyone saw.
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::RawMessage;
 
@@ -90,6 +90,33 @@ impl Pending {
         batch
     }
 
+    /// Like [`Pending::take_bounded`], leaving the messages of the partitions `held` names (their
+    /// lanes are forming logged batches again).
+    pub fn take_bounded_except(&mut self, max: usize, max_bytes: usize, held: &BTreeSet<i32>) -> Vec<RawMessage> {
+        let mut kept: BTreeMap<i32, VecDeque<RawMessage>> =
+            held.iter().filter_map(|p| self.by_partition.remove(p).map(|queue| (*p, queue))).collect();
+        let batch = merge(&mut self.by_partition, max, max_bytes);
+        self.by_partition.append(&mut kept);
+        self.taken(&batch);
+        batch
+    }
+
+    /// Drops every message held of `partitions` (taken from this host), and what was received of
+    /// them; returns the bytes dropped.
+    pub fn drop_partitions(&mut self, partitions: &[i32]) -> usize {
+        let mut bytes = 0;
+        for partition in partitions {
+            self.received.remove(partition);
+            if let Some(queue) = self.by_partition.remove(partition) {
+                let dropped: usize = queue.iter().map(size).sum();
+                self.len -= queue.len();
+                self.bytes -= dropped;
+                bytes += dropped;
+            }
+        }
+        bytes
+    }
+
     fn taken(&mut self, batch: &[RawMessage]) {
         self.len -= batch.len();
         self.bytes -= batch.iter().map(size).sum::<usize>();
@@ -98,7 +125,7 @@ impl Pending {
 
 /// What a held message weighs: its key and payload.
 fn size(message: &RawMessage) -> usize {
-    message.key.as_ref().map_or(0, Vec::len) + message.payload.as_ref().map_or(0, Vec::len)
+    message.size()
 }
 
 /// The canonical order: repeatedly the partition whose next message has the lowest Kafka
@@ -192,6 +219,18 @@ mod tests {
         pending.push(message(0, 2, 20));
         assert_eq!(ids(&pending.take_extent(&[(0, 3)].into())), vec![(0, 2)]);
         assert_eq!(ids(&pending.take_up_to(10)), vec![(1, 1)]);
+    }
+
+    #[test]
+    fn held_partitions_stay_out_of_a_batch_and_dropped_ones_are_forgotten() {
+        let mut pending = Pending::default();
+        arrivals().into_iter().for_each(|m| pending.push(m));
+        assert_eq!(ids(&pending.take_bounded_except(10, usize::MAX, &[1].into())), vec![(0, 0), (0, 1), (0, 2)]);
+        assert_eq!(pending.len(), 2);
+        assert!(pending.covers(&[(1, 2)].into()));
+        pending.drop_partitions(&[1]);
+        assert!(pending.is_empty());
+        assert!(!pending.covers(&[(1, 1)].into()), "nothing of partition 1 is received any more");
     }
 
     #[test]

@@ -1,24 +1,25 @@
-//! The pipeline's Kafka source: reads every partition of one topic from the positions the pipeline
-//! says (PostgreSQL is the truth of where it stands) and hands out batches, in the canonical order
-//! of [`super::batches`], forming the batches committed after the restored checkpoint again first.
+//! The pipeline's Kafka source: a member of the consumer group (`--group`, cooperative-sticky
+//! assignment), which reads the partitions the group gives this host from the positions the
+//! pipeline says (PostgreSQL is the truth of where each partition stands) and hands out batches
+//! (see [`super::batches`]), forming each lane's batches committed after its restored checkpoint
+//! again first, and the group's rebalances as they come (see [`super::group`]).
 //!
-//! The source assigns itself all partitions (`assign`, not a group subscription): one host owns the
-//! topic's stateful stages, and where it resumes comes from PostgreSQL, not from the group. It still
-//! stores each durable batch's offsets with the group (committed in the background and on close),
-//! so Kafka tools show the consumer's lag. Broker outages are librdkafka's to reconnect from; the
-//! source records them in its [`SourceHealth`] for the API and dashboard.
-
+//! It still stores each durable batch's offsets with the group (committed in the background and on
+//! close), so Kafka tools show the consumer's lag. Broker outages are librdkafka's to reconnect
+//! from; the source records them in its [`SourceHealth`] for the API and dashboard.
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::error::KafkaError as RdKafkaError;
-use rdkafka::message::{BorrowedMessage, Message};
-use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, warn};
 
 use super::batches::Pending;
+use super::group::{self, Fetched, GroupContext};
 use super::health::{SourceContext, SourceHealth};
 use super::replay::Replay;
 use super::{Brokers, KafkaError};
@@ -27,14 +28,14 @@ use super::{Brokers, KafkaError};
 /// partition nothing was read from yet.
 pub const BEGINNING: i64 = -2;
 
-/// How long the source waits after a consumer error before asking again.
-const ERROR_PAUSE: Duration = Duration::from_millis(250);
 /// Keys and payloads one batch may hold: a batch of the default 5000 seed-format readings is about
 /// 1 MB, so this only splits batches of unusually large messages (a topic of 1 MB messages would
 /// otherwise make one batch of gigabytes).
 pub const BATCH_MAX_BYTES: usize = 32 << 20;
 /// How long one metadata request may take before it is retried.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long leaving the group at shutdown may take.
+const CLOSE_LIMIT: Duration = Duration::from_secs(10);
 
 /// A message detached from the consumer.
 #[derive(Debug, Clone)]
@@ -51,27 +52,69 @@ pub struct RawMessage {
     pub timestamp_ms: Option<i64>,
 }
 
-/// The consumer of one topic.
+impl RawMessage {
+    /// Bytes of its key and payload: what holding it costs.
+    pub fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Vec::len) + self.payload.as_ref().map_or(0, Vec::len)
+    }
+}
+
+/// What the source has for the pipeline next.
+#[derive(Debug)]
+pub enum Next {
+    /// A batch (empty after `idle` without a message).
+    Batch(Vec<RawMessage>),
+    /// The group gave this host partitions: answer where to read each from (the fetcher waits).
+    Assigned {
+        /// The partitions given.
+        partitions: Vec<i32>,
+        /// Where to read each from.
+        reply: std::sync::mpsc::SyncSender<BTreeMap<i32, i64>>,
+    },
+    /// The group takes partitions from this host: commit what was processed of them, checkpoint
+    /// their lanes, then acknowledge (the fetcher waits). What the source held of them is dropped.
+    Revoked {
+        /// The partitions taken.
+        partitions: Vec<i32>,
+        /// Acknowledge once they are committed.
+        done: std::sync::mpsc::SyncSender<()>,
+    },
+}
+
+/// The consumer of one topic, a member of the consumer group.
 pub struct Source {
-    pub(super) consumer: Arc<StreamConsumer<SourceContext>>,
+    pub(super) consumer: Arc<BaseConsumer<GroupContext>>,
     pub(super) topic: String,
     identity: String,
     partitions: Vec<i32>,
     pub(super) health: Arc<SourceHealth>,
+    /// What the fetcher hands over, in order.
+    events: UnboundedReceiver<Fetched>,
+    /// Bytes handed over and not taken into a batch yet (the fetcher pauses past its bound).
+    held: Arc<AtomicUsize>,
+    /// Set to stop the fetcher.
+    stop: Arc<AtomicBool>,
+    fetcher: Option<std::thread::JoinHandle<()>>,
     /// Received, not yet handed out.
     pub(super) pending: Pending,
-    /// The committed batches to form again before reading on.
+    /// Each lane's committed batches to form again before it reads on.
     pub(super) replay: Replay,
 }
 
 impl Source {
     /// Connects to `brokers` as a member of `group` and looks up the cluster's identity and the
-    /// topic's partitions (one attempt: [`Source::connect_retrying`] waits for the brokers).
+    /// topic's partitions (one attempt: [`Source::connect_retrying`] waits for the brokers). It
+    /// joins the group with [`Source::subscribe`].
     pub async fn connect(brokers: &Brokers, group: &str, topic: &str) -> Result<Self, KafkaError> {
         let health = Arc::new(SourceHealth::default());
-        let consumer: StreamConsumer<SourceContext> = brokers
+        let (sender, events) = tokio::sync::mpsc::unbounded_channel();
+        let context =
+            GroupContext { health: SourceContext { health: health.clone() }, topic: topic.to_owned(), events: sender };
+        let consumer: BaseConsumer<GroupContext> = brokers
             .client_config(&[
                 ("group.id", group),
+                // Partitions move one at a time and the others read on through a rebalance.
+                ("partition.assignment.strategy", "cooperative-sticky"),
                 ("enable.auto.commit", "true"),
                 ("auto.commit.interval.ms", "1000"),
                 ("enable.auto.offset.store", "false"),
@@ -80,8 +123,8 @@ impl Source {
                 // The broker answers a fetch as soon as there is data, or after 100 ms (librdkafka's
                 // default, 500 ms, is most of the end-to-end latency at moderate rates).
                 ("fetch.wait.max.ms", "100"),
-                // What librdkafka prefetches while the pipeline is blocked (a database outage): 16 MiB
-                // instead of 64, so memory stays bounded however long the outage lasts.
+                // What librdkafka prefetches: 16 MiB instead of 64 (the fetcher bounds what the
+                // pipeline holds besides), so memory stays bounded however long an outage lasts.
                 ("queued.max.messages.kbytes", "16384"),
                 // After an outage, reconnect within 2 s of the broker's return (librdkafka's default
                 // backoff grows to 10 s).
@@ -91,7 +134,7 @@ impl Source {
                 // few KB of JSON, parsed once a second.
                 ("statistics.interval.ms", "1000"),
             ])
-            .create_with_context(SourceContext { health: health.clone() })?;
+            .create_with_context(context)?;
         let consumer = Arc::new(consumer);
         let (lookup, topic_name) = (consumer.clone(), topic.to_owned());
         // Metadata requests block: keep them off the async threads.
@@ -105,6 +148,10 @@ impl Source {
             identity,
             partitions,
             health,
+            events,
+            held: Arc::new(AtomicUsize::new(0)),
+            stop: Arc::new(AtomicBool::new(false)),
+            fetcher: None,
             pending: Pending::default(),
             replay: Replay::default(),
         })
@@ -144,7 +191,7 @@ impl Source {
         &self.identity
     }
 
-    /// The topic's partitions.
+    /// The topic's partitions (all of them, whichever this host is given).
     pub fn partitions(&self) -> &[i32] {
         &self.partitions
     }
@@ -169,94 +216,89 @@ impl Source {
         .map_err(|err| KafkaError::Lookup(err.to_string()))?
     }
 
-    /// Starts reading every partition at `positions` (next offsets; a partition not in it, or at
-    /// [`BEGINNING`], from its first message).
-    pub fn start_at(&self, positions: &BTreeMap<i32, i64>) -> Result<(), KafkaError> {
-        let mut assignment = TopicPartitionList::new();
-        for &partition in &self.partitions {
-            let offset = match positions.get(&partition) {
-                Some(&next) if next >= 0 => Offset::Offset(next),
-                _ => Offset::Beginning,
-            };
-            assignment.add_partition_offset(&self.topic, partition, offset)?;
-        }
-        self.consumer.assign(&assignment)?;
+    /// Joins the consumer group on the topic and starts the fetcher thread: from now on
+    /// [`Source::next`] hands out the group's assignments and the messages of the partitions given.
+    pub fn subscribe(&mut self) -> Result<(), KafkaError> {
+        self.consumer.subscribe(&[&self.topic])?;
+        let (consumer, held, stop) = (self.consumer.clone(), self.held.clone(), self.stop.clone());
+        let fetcher = std::thread::Builder::new()
+            .name("kafka-fetcher".into())
+            .spawn(move || group::fetch(consumer, held, stop))
+            .map_err(|err| KafkaError::Lookup(format!("could not start the fetcher thread: {err}")))?;
+        self.fetcher = Some(fetcher);
         Ok(())
     }
 
-    /// The next batch, in canonical order. While batches are to be formed again, the next of them
-    /// once all its messages arrived (an empty batch after `idle` without progress). Otherwise:
-    /// waits up to `idle` for a first message, then collects more until `max` messages or until
-    /// `linger` passed. A consumer error is logged, recorded in the health and ends the batch early
-    /// (librdkafka reconnects by itself). Cancelling the call loses nothing: what was received
-    /// stays for the next call.
-    pub async fn next_batch(&mut self, max: usize, linger: Duration, idle: Duration) -> Vec<RawMessage> {
-        if self.replay.is_pending() {
-            match self.next_replayed_batch(idle).await {
-                Some(batch) => return batch,
-                None if self.replay.is_pending() => return Vec::new(),
-                None => {}
-            }
-        }
-        let consumer = Arc::clone(&self.consumer);
+    /// What comes next: a rebalance as soon as the group asks for one, otherwise a batch. While a
+    /// lane forms its logged batches again, its part of a batch is the next of them once all its
+    /// messages arrived; otherwise the call waits up to `idle` for a first message, then collects
+    /// more until `max` messages or until `linger` passed. A consumer error is logged, recorded in
+    /// the health and ends the batch early (librdkafka reconnects by itself). Cancelling the call
+    /// loses nothing: what was received stays for the next call.
+    pub async fn next(&mut self, max: usize, linger: Duration, idle: Duration) -> Next {
         let idle_until = tokio::time::Instant::now() + idle;
         let mut linger_until = None;
         while self.pending.len() < max && self.pending.bytes() < BATCH_MAX_BYTES {
-            if linger_until.is_none() && !self.pending.is_empty() {
+            if linger_until.is_none() && !self.pending.is_empty() && !self.replay.waits_for_all(&self.pending) {
                 linger_until = Some(tokio::time::Instant::now() + linger);
             }
-            let Ok(received) = tokio::time::timeout_at(linger_until.unwrap_or(idle_until), consumer.recv()).await
+            let Ok(received) = tokio::time::timeout_at(linger_until.unwrap_or(idle_until), self.events.recv()).await
             else {
                 break;
             };
-            if self.receive(received).await.is_none() {
-                break;
+            match received {
+                Some(Fetched::Message(message)) => self.receive(message),
+                Some(Fetched::Error(err)) => {
+                    self.record_error(&err);
+                    break;
+                }
+                Some(Fetched::Assigned { partitions, reply }) => return Next::Assigned { partitions, reply },
+                Some(Fetched::Revoked { partitions, done }) => {
+                    let dropped = self.pending.drop_partitions(&partitions);
+                    self.held.fetch_sub(dropped, Ordering::Relaxed);
+                    self.replay.forget(&partitions);
+                    return Next::Revoked { partitions, done };
+                }
+                // The fetcher stopped (the host is stopping).
+                None => {
+                    tokio::time::sleep_until(linger_until.unwrap_or(idle_until)).await;
+                    break;
+                }
             }
         }
-        self.pending.take_bounded(max, BATCH_MAX_BYTES)
+        let batch = self.form_batch(max);
+        self.held.fetch_sub(batch.iter().map(RawMessage::size).sum(), Ordering::Relaxed);
+        Next::Batch(batch)
     }
 
-    /// Holds a received message and returns its partition and offset; `None` on a consumer error
-    /// (logged once per outage and recorded in the health, after a pause when no batch can be
-    /// handed out: not a busy loop while the brokers are away).
-    pub(super) async fn receive(&mut self, received: Result<BorrowedMessage<'_>, RdKafkaError>) -> Option<(i32, i64)> {
-        match received {
-            Ok(message) => {
-                self.health.record_message();
-                let (partition, offset) = (message.partition(), message.offset());
-                self.pending.push(RawMessage {
-                    partition,
-                    offset,
-                    key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec),
-                    timestamp_ms: message.timestamp().to_millis(),
-                });
-                Some((partition, offset))
-            }
-            Err(err) => {
-                // Once per outage at WARN: librdkafka repeats an error for as long as it lasts.
-                if self.health.is_up() {
-                    warn!(topic = %self.topic, error = %err, "kafka consumer error; reconnecting");
-                } else {
-                    debug!(topic = %self.topic, error = %err, "kafka consumer error");
-                }
-                self.health.record_error(err.to_string());
-                if self.pending.is_empty() || self.replay.is_pending() {
-                    tokio::time::sleep(ERROR_PAUSE).await;
-                }
-                None
-            }
+    /// Holds a received message.
+    fn receive(&mut self, message: RawMessage) {
+        self.health.record_message();
+        self.replay.received(message.partition, message.offset);
+        self.pending.push(message);
+    }
+
+    /// Logs a consumer error once per outage and records it in the health.
+    fn record_error(&self, err: &RdKafkaError) {
+        // Once per outage at WARN: librdkafka repeats an error for as long as it lasts.
+        if self.health.is_up() {
+            warn!(topic = %self.topic, error = %err, "kafka consumer error; reconnecting");
+        } else {
+            debug!(topic = %self.topic, error = %err, "kafka consumer error");
         }
+        self.health.record_error(err.to_string());
     }
 
     /// Stores the positions of a durable batch (next offset per partition) with the group, for lag
-    /// monitoring (PostgreSQL holds the positions the host resumes from).
-    pub fn mark_stored(&self, positions: &BTreeMap<i32, i64>) -> Result<(), KafkaError> {
+    /// monitoring (PostgreSQL holds the positions the host resumes from). A partition given away
+    /// meanwhile is skipped.
+    pub fn mark_stored(&self, positions: &BTreeMap<i32, i64>) {
         for (&partition, &next) in positions {
             // store_offset takes the offset of the processed message; librdkafka commits it + 1.
-            self.consumer.store_offset(&self.topic, partition, next - 1)?;
+            if let Err(err) = self.consumer.store_offset(&self.topic, partition, next - 1) {
+                debug!(partition, error = %err, "offset not stored with the group (the partition moved)");
+            }
         }
-        Ok(())
     }
 
     /// Commits the stored offsets to the group now, synchronously (at shutdown).
@@ -267,10 +309,35 @@ impl Source {
             other => Ok(other?),
         }
     }
+
+    /// Stops the fetcher and leaves the group (its partitions go to the other members at once, not
+    /// after the session timeout). Rebalances from here on are not asked of the pipeline.
+    pub async fn close(mut self) {
+        self.events.close();
+        self.stop.store(true, Ordering::Relaxed);
+        let (consumer, fetcher) = (self.consumer.clone(), self.fetcher.take());
+        drop(self);
+        let left = tokio::task::spawn_blocking(move || {
+            if let Some(fetcher) = fetcher {
+                let _ = fetcher.join();
+            }
+            // Dropping the last handle closes the consumer: it leaves the group.
+            drop(consumer);
+        });
+        if tokio::time::timeout(CLOSE_LIMIT, left).await.is_err() {
+            warn!(after = ?CLOSE_LIMIT, "leaving the consumer group timed out; the group notices at its session timeout");
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// The cluster id and the partitions of `topic` (an error if the topic does not exist yet).
-fn lookup_topic(consumer: &StreamConsumer<SourceContext>, topic: &str) -> Result<(String, Vec<i32>), KafkaError> {
+fn lookup_topic(consumer: &BaseConsumer<GroupContext>, topic: &str) -> Result<(String, Vec<i32>), KafkaError> {
     let metadata = consumer.fetch_metadata(Some(topic), METADATA_TIMEOUT)?;
     let found = metadata.topics().iter().find(|t| t.name() == topic);
     let partitions: Vec<i32> = match found {

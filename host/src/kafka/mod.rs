@@ -2,9 +2,11 @@
 //! and the embedded broker (librdkafka's mock cluster) that runs when no broker is configured.
 //!
 //! # Layout
-//! * `consumer`: [`Source`], connecting, assigning, batching, the group offsets for monitoring;
-//! * [`batches`]: the canonical order within a batch and extents; `replay`: forming the committed
-//!   batches again after a restart; `health`: [`SourceHealth`], whether the brokers answer;
+//! * `consumer`: [`Source`], connecting, batching, the group offsets for monitoring;
+//! * `group`: membership of the consumer group: the fetcher thread and the rebalances the pipeline
+//!   acts on before librdkafka does;
+//! * [`batches`]: what a batch holds and extents; `replay`: forming a lane's committed batches again
+//!   when a host is given its partition; `health`: [`SourceHealth`], whether the brokers answer;
 //! * [`log_check`]: whether stored positions still mean the same messages (a log that started
 //!   again, messages retention deleted unread);
 //! * `client`: [`Brokers`], the bootstrap servers and the operator's librdkafka options every
@@ -15,12 +17,13 @@ pub mod batches;
 mod client;
 mod consumer;
 mod embedded;
+mod group;
 mod health;
 pub mod log_check;
 mod replay;
 
 pub use client::{Brokers, KafkaOption, KafkaOptionError};
-pub use consumer::{BEGINNING, RawMessage, Source};
+pub use consumer::{BATCH_MAX_BYTES, BEGINNING, Next, RawMessage, Source};
 pub use embedded::EmbeddedBroker;
 pub use health::SourceHealth;
 

@@ -164,17 +164,23 @@ impl super::Pipeline {
     fn admin_action(&mut self, action: &AdminAction) -> Result<String, AdminError> {
         match action {
             AdminAction::Release { plugin } => {
-                let found = self.stages.get_mut(plugin).ok_or_else(|| AdminError::NoSuchPlugin(plugin.clone()))?;
-                let state = found.state();
-                if state == PluginState::Running {
-                    return Err(AdminError::NotHeld(plugin.clone()));
+                if !self.lanes.contains(plugin) {
+                    return Err(AdminError::NoSuchPlugin(plugin.clone()));
                 }
-                found.release_quarantine();
+                // Held where any lane's instance is held; released in every lane.
+                let mut instances = self.lanes.instances(plugin);
+                let state = instances.iter().map(|p| p.state()).find(|s| *s != PluginState::Running);
+                let Some(state) = state else {
+                    return Err(AdminError::NotHeld(plugin.clone()));
+                };
+                for instance in &mut instances {
+                    instance.release_quarantine();
+                }
                 info!(plugin = %plugin, was = state.as_str(), "plugin released by an admin request");
                 Ok(format!("plugin {plugin} released from {}", state.as_str()))
             }
             AdminAction::Discard { shadow } => {
-                let found = self.stages.get_mut(shadow).ok_or_else(|| AdminError::NoSuchPlugin(shadow.clone()))?;
+                let found = self.lanes.loaded(shadow).ok_or_else(|| AdminError::NoSuchPlugin(shadow.clone()))?;
                 if found.shadow_of().is_none() {
                     return Err(AdminError::NotAShadow(shadow.clone()));
                 }
@@ -182,14 +188,14 @@ impl super::Pipeline {
                 for extension in ["wasm", "toml", "json"] {
                     remove_if_there(&dir, &format!("{shadow}.{extension}"))?;
                 }
-                self.stages.remove(shadow);
+                self.lanes.remove(shadow);
                 let detail = "discarded by an admin request; its files were deleted".to_owned();
                 info!(plugin = %shadow, "{detail}");
                 self.live.plugin_event(shadow, PluginAction::Removed, detail.clone());
                 Ok(format!("shadow {shadow} {detail}"))
             }
             AdminAction::Promote { shadow } => {
-                let found = self.stages.get_mut(shadow).ok_or_else(|| AdminError::NoSuchPlugin(shadow.clone()))?;
+                let found = self.lanes.loaded(shadow).ok_or_else(|| AdminError::NoSuchPlugin(shadow.clone()))?;
                 let live = found.shadow_of().ok_or_else(|| AdminError::NotAShadow(shadow.clone()))?.to_owned();
                 let dir = self.shadow_folder(shadow)?;
                 promote_files(&dir, shadow, &live)?;

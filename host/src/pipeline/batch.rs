@@ -1,8 +1,9 @@
-//! One batch through the loop: validate every message (a reading, or a dead letter with its
-//! reason), run the stages over the readings on a blocking thread (with a checkpoint when one is
-//! due), and start the batch's transaction once the previous one has committed; the committed batch
-//! is published to the live view.
+//! One batch through the loop: each partition's messages through its lane: validated (a reading,
+//! or a dead letter with its reason), run through the lane's stages on a blocking thread (lanes
+//! side by side, each with a checkpoint when one is due); then the batch's transaction starts once
+//! the previous one has committed, and the committed batch is published to the live view.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -11,126 +12,81 @@ use iotstream_api::{PluginStatus, PredictionRow, Verdict};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
+use super::lanes::Lane;
 use super::stages::Stages;
 use super::{Committed, Pipeline, PipelineError, SHUTDOWN_WRITE_GRACE};
 use crate::http::live::{BatchSummary, EVENT_ROWS, Live};
 use crate::kafka::RawMessage;
 use crate::plugins::bindings::Reading as WitReading;
-use crate::reading::DecodeError;
+use crate::reading::{DecodeError, ReadingLimits};
 use crate::store::rows::{DEAD_LETTER_KEY_LIMIT, DEAD_LETTER_PAYLOAD_LIMIT};
-use crate::store::{BatchRows, CheckpointReason, DeadLetter, Prediction, Store, StoreError, StoredReading, Written};
+use crate::store::{
+    BatchRows, CheckpointReason, DeadLetter, LaneBatch, Prediction, Store, StoreError, StoredReading, Written,
+};
 
 impl Pipeline {
-    /// Processes one batch and starts its transaction once the previous batch's has committed;
-    /// false if shutdown interrupted the database retries (what is not stored is replayed).
+    /// Processes one batch (each partition's messages through its lane) and starts its transaction
+    /// once the previous batch's has committed.
     pub(super) async fn process(
         &mut self,
-        batch: &[RawMessage],
+        batch: Vec<RawMessage>,
         shutdown: &CancellationToken,
     ) -> Result<(), PipelineError> {
         // The logged batches a given-up replay did not form again are forgotten with this batch, so
-        // that a later restart does not form batches this run never processed.
-        let forget_batches = self.source.take_replay_given_up().then_some((self.batch_seq, self.logged_until));
-        // A batch formed again keeps its logged number; one read on is numbered past the log.
-        self.batch_seq = self.source.take_replayed().unwrap_or(self.batch_seq.max(self.logged_until) + 1);
-        let batch_seq = self.batch_seq;
-        let topic = self.source.topic().to_owned();
-        let mut rows = BatchRows { source: self.source_id, topic, batch_seq, forget_batches, ..BatchRows::default() };
-        let (wit, faults) = self.validate(batch, &mut rows);
-        let checkpoint_due = match (self.last_checkpoint, self.config.checkpoint_interval) {
-            (None, _) => true,
-            (Some(last), Some(every)) => last.elapsed() >= every,
-            (Some(_), None) => false,
-        };
-        if !wit.is_empty() || checkpoint_due {
-            let positions = checkpoint_due.then(|| self.positions.clone());
-            let Some(processed) = self.run_stages(wit, rows, positions).await else {
-                return Err(PipelineError::StagesPanicked);
-            };
-            rows = processed;
+        // that a later owner does not form batches this run never processed.
+        let given_up = self.source.take_replay_given_up();
+        let replayed = self.source.take_replayed();
+        let sent_ms: Vec<i64> = batch.iter().filter_map(|m| m.timestamp_ms).collect();
+        let mut by_lane: BTreeMap<i32, Vec<RawMessage>> = BTreeMap::new();
+        for message in batch {
+            by_lane.entry(message.partition).or_default().push(message);
         }
-        add_sensor_faults(&mut rows, faults);
-        if rows.checkpoint.is_some() {
-            self.last_checkpoint = Some(Instant::now());
+        let mut work = Vec::with_capacity(by_lane.len());
+        for (partition, messages) in by_lane {
+            let Some(lane) = self.lanes.owned.get_mut(&partition) else {
+                // Not this host's (any more): what the source held of it was dropped at the revocation.
+                debug!(partition, messages = messages.len(), "messages of a partition this host does not own: skipped");
+                continue;
+            };
+            let forget = given_up.contains(&partition).then_some((lane.batch_seq, lane.logged_until));
+            // A batch formed again keeps its logged number; one read on is numbered past the log.
+            lane.batch_seq = replayed.get(&partition).copied().unwrap_or(lane.batch_seq.max(lane.logged_until) + 1);
+            let checkpoint_due = match (lane.last_checkpoint, self.config.checkpoint_interval) {
+                (None, _) => true,
+                (Some(last), Some(every)) => last.elapsed() >= every,
+                (Some(_), None) => false,
+            };
+            let mut rows = BatchRows::default();
+            let (wit, faults) = validate(&self.config.limits, self.source.topic(), lane, &messages, &mut rows);
+            rows.lanes.push(LaneBatch { partition, batch_seq: lane.batch_seq, next_offset: lane.next_offset, forget });
+            if checkpoint_due {
+                lane.last_checkpoint = Some(Instant::now());
+            }
+            work.push(LaneWork {
+                partition,
+                stages: std::mem::take(&mut lane.stages),
+                wit,
+                faults,
+                rows,
+                checkpoint: checkpoint_due.then_some((lane.next_offset, lane.batch_seq)),
+            });
+        }
+        let fence = Some(self.lanes.fence(self.ids.lineage, work.iter().map(|w| w.partition)));
+        let mut rows = BatchRows { source: self.ids.current, topic: self.source.topic().to_owned(), fence, ..BatchRows::default() };
+        for done in run_lanes(work).await? {
+            if let Some(lane) = self.lanes.owned.get_mut(&done.partition) {
+                lane.stages = done.stages;
+            }
+            rows.append(done.rows);
         }
         // One transaction at a time, in batch order: this batch's starts when the previous one's
         // has committed, and runs while the next batch is computed.
         self.finish_in_flight().await?;
-        self.in_flight = Some(self.start_commit(batch, rows, shutdown));
+        self.in_flight = Some(self.start_commit(sent_ms, rows, shutdown));
         Ok(())
     }
-
-    /// Validates each message of `batch` into `rows` (a reading, or a dead letter with its reason)
-    /// and advances the positions; returns the readings as they cross the WIT boundary, and the
-    /// sensor faults (readings outside their type's physical range), which no plugin sees.
-    fn validate(&mut self, batch: &[RawMessage], rows: &mut BatchRows) -> (Vec<WitReading>, Vec<StoredReading>) {
-        let mut wit = Vec::with_capacity(batch.len());
-        let mut faults = Vec::new();
-        let now = Utc::now();
-        for message in batch {
-            match self.config.limits.check(message.payload.as_deref(), judged_at(message, now)) {
-                Ok(reading) if !reading.is_plausible() => faults.push(StoredReading {
-                    reading,
-                    flagged: true,
-                    partition: message.partition,
-                    offset: message.offset,
-                }),
-                Ok(reading) => {
-                    wit.push(self.stages.catalog.wit_reading(&reading));
-                    rows.readings.push(StoredReading {
-                        reading,
-                        flagged: false,
-                        partition: message.partition,
-                        offset: message.offset,
-                    });
-                }
-                Err(err) => {
-                    debug!(partition = message.partition, offset = message.offset, error = %err, "dead-lettering a message");
-                    rows.dead_letters.push(dead_letter(self.source.topic(), message, &err));
-                }
-            }
-            let next = self.positions.entry(message.partition).or_insert(message.offset + 1);
-            *next = (*next).max(message.offset + 1);
-            rows.positions.insert(message.partition, *next);
-        }
-        (wit, faults)
-    }
-
-    /// Runs the stages over `wit` on a blocking thread, filling `rows`, and checkpoints them with
-    /// `positions` when given; `None` if the stages panicked (the batch will be replayed).
-    async fn run_stages(
-        &mut self,
-        mut wit: Vec<WitReading>,
-        mut rows: BatchRows,
-        positions: Option<std::collections::BTreeMap<i32, i64>>,
-    ) -> Option<BatchRows> {
-        let mut stages: Stages = std::mem::take(&mut self.stages);
-        let batch_seq = rows.batch_seq;
-        let ran = tokio::task::spawn_blocking(move || {
-            if !wit.is_empty() {
-                stages.run(&mut wit, &mut rows);
-            }
-            if let Some(positions) = positions {
-                rows.checkpoint = Some(stages.checkpoint(CheckpointReason::Interval, positions, batch_seq));
-            }
-            (stages, rows)
-        })
-        .await;
-        match ran {
-            Ok((stages, processed)) => {
-                self.stages = stages;
-                Some(processed)
-            }
-            Err(panic) => {
-                error!(error = %panic, "plugin stages panicked; stopping the pipeline (the batch will be replayed)");
-                None
-            }
-        }
-    }
-
     /// Starts `rows`' transaction: it commits (retrying), then publishes the batch to the live view.
-    fn start_commit(&self, batch: &[RawMessage], rows: BatchRows, shutdown: &CancellationToken) -> super::InFlight {
-        let sent_ms: Vec<i64> = batch.iter().filter_map(|m| m.timestamp_ms).collect();
+    fn start_commit(&self, sent_ms: Vec<i64>, rows: BatchRows, shutdown: &CancellationToken) -> super::InFlight {
         let (store, live, shutdown, plugins) =
             (self.store.clone(), self.live.clone(), shutdown.clone(), self.plugin_statuses());
         tokio::spawn(async move {
@@ -139,15 +95,15 @@ impl Pipeline {
             let now_ms = Utc::now().timestamp_millis();
             let latencies_ms = sent_ms.iter().map(|t| (now_ms - t).max(0) as f64).collect();
             publish(&live, &rows, written, latencies_ms, plugins);
-            Some(Committed { positions: rows.positions, checkpoint: rows.checkpoint.is_some() })
+            Some(Committed { positions: rows.positions, checkpoint: !rows.checkpoints.is_empty() })
         })
     }
 
     /// Writes `rows`, retrying with exponential backoff (0.1 s doubling to 10 s) until it succeeds,
     /// or (`None`) until [`SHUTDOWN_WRITE_GRACE`] after shutdown was requested: a write in
     /// progress at shutdown finishes, an outage does not hold the shutdown.
-    /// A lost source ([`StoreError::NotOwner`]) is not retried: it stops the host (`None`, ERROR
-    /// logged).
+    /// A lost partition ([`StoreError::NotOwner`]) is not retried: it stops the host (`None`, ERROR
+    /// logged; its restart joins the group again).
     /// (A free function of the store and live view: the plugin stores are not `Sync`, so no `&self`
     /// may live across an await.)
     pub(super) async fn commit(
@@ -175,9 +131,9 @@ impl Pipeline {
                     Some(written)
                 }
                 Err(err) => {
-                    // Another host may own the source now: writing on would overwrite its batch
-                    // log and checkpoints. Stop; a restart waits for the source again.
-                    error!(error = %err, "batch not stored: this host lost its source; stopping (restart it to wait for the source again)");
+                    // Another host owns one of the partitions now: writing on would overwrite its
+                    // batch log and checkpoints. Stop; a restart joins the group again.
+                    error!(error = %err, "batch not stored: another host took a partition of this host's over; stopping (restart it to join the group again)");
                     shutdown.cancel();
                     None
                 }
@@ -188,6 +144,96 @@ impl Pipeline {
             } => None,
         }
     }
+}
+
+/// One lane's share of a batch, on its way through the lane's stages.
+struct LaneWork {
+    partition: i32,
+    stages: Stages,
+    wit: Vec<WitReading>,
+    faults: Vec<StoredReading>,
+    rows: BatchRows,
+    /// When due: the lane's position and batch number to checkpoint with.
+    checkpoint: Option<(i64, i64)>,
+}
+
+/// What a lane's stages made of its share.
+struct LaneDone {
+    partition: i32,
+    stages: Stages,
+    rows: BatchRows,
+}
+
+/// Runs every lane's stages over its readings on blocking threads, lanes side by side (each lane's
+/// plugin instances are its own); an error if one panicked (the batch will be replayed).
+async fn run_lanes(work: Vec<LaneWork>) -> Result<Vec<LaneDone>, PipelineError> {
+    let tasks: Vec<_> = work
+        .into_iter()
+        .map(|mut w| {
+            tokio::task::spawn_blocking(move || {
+                if !w.wit.is_empty() {
+                    w.stages.run(&mut w.wit, &mut w.rows);
+                }
+                if let Some((next_offset, batch_seq)) = w.checkpoint {
+                    w.rows.checkpoints.push(w.stages.checkpoint(CheckpointReason::Interval, next_offset, batch_seq));
+                }
+                add_sensor_faults(&mut w.rows, w.faults);
+                LaneDone { partition: w.partition, stages: w.stages, rows: w.rows }
+            })
+        })
+        .collect();
+    let mut done = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match task.await {
+            Ok(lane) => done.push(lane),
+            Err(panic) => {
+                error!(error = %panic, "plugin stages panicked; stopping the pipeline (the batch will be replayed)");
+                return Err(PipelineError::StagesPanicked);
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Validates each message of a lane's share into `rows` (a reading, or a dead letter with its
+/// reason) and advances the lane's position; returns the readings as they cross the WIT boundary,
+/// and the sensor faults (readings outside their type's physical range), which no plugin sees.
+fn validate(
+    limits: &ReadingLimits,
+    topic: &str,
+    lane: &mut Lane,
+    messages: &[RawMessage],
+    rows: &mut BatchRows,
+) -> (Vec<WitReading>, Vec<StoredReading>) {
+    let mut wit = Vec::with_capacity(messages.len());
+    let mut faults = Vec::new();
+    let now = Utc::now();
+    for message in messages {
+        match limits.check(message.payload.as_deref(), judged_at(message, now)) {
+            Ok(reading) if !reading.is_plausible() => faults.push(StoredReading {
+                reading,
+                flagged: true,
+                partition: message.partition,
+                offset: message.offset,
+            }),
+            Ok(reading) => {
+                wit.push(lane.stages.catalog.wit_reading(&reading));
+                rows.readings.push(StoredReading {
+                    reading,
+                    flagged: false,
+                    partition: message.partition,
+                    offset: message.offset,
+                });
+            }
+            Err(err) => {
+                debug!(partition = message.partition, offset = message.offset, error = %err, "dead-lettering a message");
+                rows.dead_letters.push(dead_letter(topic, message, &err));
+            }
+        }
+        lane.next_offset = lane.next_offset.max(message.offset + 1);
+        rows.positions.insert(message.partition, lane.next_offset);
+    }
+    (wit, faults)
 }
 
 /// The time a message's event time is judged against: its Kafka timestamp (when it was produced or

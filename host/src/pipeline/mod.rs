@@ -1,12 +1,16 @@
-//! The processing loop: Kafka batch → validate → detector plugins → aggregator plugins → one
-//! PostgreSQL transaction (rows, positions, sometimes a checkpoint) → live view.
+//! The processing loop: Kafka batch → validate → detector plugins → aggregator plugins (each
+//! partition's messages through its own lane's instances) → one PostgreSQL transaction (rows,
+//! positions, the lanes' batch log, sometimes their checkpoints) → live view; and the consumer
+//! group's rebalances, between batches: a partition given gets a lane restored from its
+//! checkpoint, a partition taken has its lane committed and checkpointed before it goes.
 //!
 //! Invariants (docs/guarantees.md):
 //! * A batch's rows and the source positions after it are committed in one transaction; a replayed
 //!   message's rows are no-ops, so whatever crashes, each message is stored once.
-//! * Every `checkpoint_interval`, the stages' exported states go into the transaction of the batch
-//!   they follow, with the positions they include; on start the host restores the newest checkpoint
-//!   and reads from its positions, so the stages see every message exactly once in effect.
+//! * Every `checkpoint_interval`, each lane's exported states go into the transaction of the batch
+//!   they follow, with the position they include; a host given the partition restores its newest
+//!   checkpoint and reads from its position, forming the lane's logged batches after it again, so
+//!   the stages see every message exactly once in effect, across restarts and rebalances.
 //! * A message that does not decode or validate goes to `dead_letters` with its reason, in the same
 //!   transaction as the readings around it.
 //! * A failing plugin costs only its own output for the batch: the raw readings, the other plugins
@@ -18,7 +22,9 @@
 //!
 //! # Layout
 //! * this module: the loop ([`Pipeline::run`]), ticks, the shutdown checkpoint;
-//! * `start`: restoring the newest checkpoint and planning the replay;
+//! * `start`: joining the group; `lanes`: a lane per owned partition, instantiated from the loaded
+//!   plugins; `rebalance`: a partition given (its lane restored from its newest checkpoint, the
+//!   replay planned) or taken (its lane committed and checkpointed);
 //! * `batch`: one batch: validate, run the stages, start its transaction, publish it;
 //! * `stages`: the plugins and the sensor catalog they share (run, restore, checkpoint, install);
 //! * `reload`: the watched plugins folder, changes applied at batch boundaries.
@@ -26,16 +32,17 @@
 
 pub use self::admin::{ANSWER_WITHIN, AdminAction, AdminChannel, AdminError};
 pub use self::reload::PluginReload;
-use self::stages::Stages;
+use self::lanes::Lanes;
 pub use self::stages::plugin_status;
 
 mod admin;
 mod batch;
+mod lanes;
+mod rebalance;
 mod reload;
 mod stages;
 mod start;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -45,9 +52,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::http::live::Live;
-use crate::kafka::{KafkaError, Source, SourceHealth};
+use crate::kafka::{KafkaError, Next, Source, SourceHealth};
 use crate::reading::ReadingLimits;
-use crate::store::{BatchRows, CheckpointReason, SourceLock, Store, StoreError};
+use crate::store::{BatchRows, CheckpointReason, SourceIds, Store, StoreError};
 
 /// How long the shutdown checkpoint may take before the host exits without it (the previous
 /// checkpoint and a replay then cover the difference).
@@ -75,6 +82,8 @@ pub struct PipelineConfig {
     /// Whether a log that started again (stored positions past the broker's end) is stored as a
     /// new epoch of the source; without it the host refuses to start.
     pub accept_new_log: bool,
+    /// The name this host owns partitions under (`partition_owners`, the API's cluster view).
+    pub host_name: String,
 }
 
 impl PipelineConfig {
@@ -104,8 +113,16 @@ impl Default for PipelineConfig {
             replay_patience: Self::REPLAY_PATIENCE,
             limits: ReadingLimits::default(),
             accept_new_log: false,
+            host_name: default_host_name(),
         }
     }
+}
+
+/// This host's default name: its hostname and process id (two processes on one machine are two
+/// members of the group).
+pub fn default_host_name() -> String {
+    let host = hostname::get().ok().and_then(|h| h.into_string().ok()).unwrap_or_else(|| "host".to_owned());
+    format!("{host}-{}", std::process::id())
 }
 
 /// The loop's parts.
@@ -113,18 +130,11 @@ pub struct Pipeline {
     config: PipelineConfig,
     source: Source,
     source_health: Arc<SourceHealth>,
-    /// The `kafka_sources` id of the source.
-    source_id: i16,
-    /// The next offset of each partition: what the stages' state includes.
-    positions: BTreeMap<i32, i64>,
-    /// The number of the last batch the stages processed (batches are logged with their extents).
-    batch_seq: i64,
-    /// The newest batch logged when the pipeline started: a replay forms batches up to it again.
-    logged_until: i64,
-    /// When this process last checkpointed (`None`: not yet; the first batch always does, so
-    /// stored positions never run ahead of every checkpoint).
-    last_checkpoint: Option<Instant>,
-    stages: Stages,
+    /// The source's `kafka_sources` ids: its lineage (partition ownership) and its current epoch
+    /// (the rows' key).
+    ids: SourceIds,
+    /// The loaded plugins and a lane per partition this host owns.
+    lanes: Lanes,
     reload: Option<PluginReload>,
     /// Admin requests from the API, done at batch boundaries (`None`: another pipeline of this
     /// process took them).
@@ -133,8 +143,6 @@ pub struct Pipeline {
     in_flight: Option<InFlight>,
     store: Store,
     live: Arc<Live>,
-    /// This host's ownership of the source, released when the pipeline ends.
-    _owner: SourceLock,
 }
 
 impl Pipeline {
@@ -148,16 +156,31 @@ impl Pipeline {
         let mut last_tick = Instant::now();
         let mut failure = None;
         loop {
-            let batch = tokio::select! {
-                batch = self.source.next_batch(self.config.batch_max, self.config.batch_linger, self.config.tick_interval) => batch,
+            let next = tokio::select! {
+                next = self.source.next(self.config.batch_max, self.config.batch_linger, self.config.tick_interval) => next,
                 _ = shutdown.cancelled() => break,
             };
             let broker_up = self.source_health.is_up();
             self.live.set_broker((!broker_up).then_some(OutageCode::BrokersUnreachable));
             self.live.set_consumer_lag(self.source_health.consumer_lag());
-            // Nothing to compute meanwhile: let the batch in flight finish.
-            let step =
-                if batch.is_empty() { self.finish_in_flight().await } else { self.process(&batch, &shutdown).await };
+            let step = match next {
+                Next::Assigned { partitions, reply } => match self.assign(&partitions, &shutdown).await {
+                    Ok(positions) => {
+                        // The fetcher may have stopped waiting (the host is stopping).
+                        let _ = reply.send(positions);
+                        Ok(())
+                    }
+                    Err(err) => Err(err),
+                },
+                Next::Revoked { partitions, done } => {
+                    let revoked = self.revoke(&partitions, &shutdown).await;
+                    let _ = done.send(());
+                    revoked
+                }
+                // Nothing to compute meanwhile: let the batch in flight finish.
+                Next::Batch(batch) if batch.is_empty() => self.finish_in_flight().await,
+                Next::Batch(batch) => self.process(batch, &shutdown).await,
+            };
             let step = match step {
                 Ok(()) if last_tick.elapsed() >= self.config.tick_interval => {
                     last_tick = Instant::now();
@@ -184,8 +207,9 @@ impl Pipeline {
                 error!(error = %err, "stopping with a batch not stored: no shutdown checkpoint (the last one and a replay cover it)")
             }
         }
-        info!("pipeline stopping: committing group offsets");
+        info!("pipeline stopping: committing group offsets and leaving the group");
         let committed = self.source.commit_now();
+        self.source.close().await;
         match failure {
             Some(err) => Err(err),
             None => Ok(committed?),
@@ -205,9 +229,7 @@ impl Pipeline {
         if committed.checkpoint {
             self.live.set_checkpoint(Utc::now());
         }
-        if let Err(err) = self.source.mark_stored(&committed.positions) {
-            warn!(error = %err, "could not store offsets with the consumer group");
-        }
+        self.source.mark_stored(&committed.positions);
         Ok(())
     }
 
@@ -217,15 +239,15 @@ impl Pipeline {
         let now_ms = Utc::now().timestamp_millis();
         // A tick runs plugin code, which may take up to its call deadline: on a blocking thread, as
         // a batch does, never on the async workers that serve the API and the live streams.
-        let mut stages = std::mem::take(&mut self.stages);
+        let mut lanes = std::mem::take(&mut self.lanes);
         let ticked = tokio::task::spawn_blocking(move || {
-            let closed = stages.tick(now_ms);
-            (stages, closed)
+            let closed: Vec<_> = lanes.owned.values_mut().flat_map(|lane| lane.stages.tick(now_ms)).collect();
+            (lanes, closed)
         })
         .await;
         let aggregates = match ticked {
-            Ok((stages, closed)) => {
-                self.stages = stages;
+            Ok((lanes, closed)) => {
+                self.lanes = lanes;
                 closed
             }
             Err(panic) => {
@@ -233,7 +255,8 @@ impl Pipeline {
                 return Err(PipelineError::StagesPanicked);
             }
         };
-        let rows = BatchRows { source: self.source_id, aggregates, ..BatchRows::default() };
+        let fence = Some(self.lanes.fence_all(self.ids.lineage));
+        let rows = BatchRows { source: self.ids.current, aggregates, fence, ..BatchRows::default() };
         if rows.aggregates.is_empty() {
             self.live.set_plugins(self.plugin_statuses());
             return Ok(());
@@ -243,11 +266,17 @@ impl Pipeline {
         Ok(())
     }
 
-    /// Exports every stage's state with the current positions, within [`SHUTDOWN_CHECKPOINT_LIMIT`].
+    /// Exports every lane's stages' state with its position, within [`SHUTDOWN_CHECKPOINT_LIMIT`].
     async fn checkpoint_at_shutdown(&mut self) {
         let started = Instant::now();
-        let checkpoint = self.stages.checkpoint(CheckpointReason::Shutdown, self.positions.clone(), self.batch_seq);
-        let rows = BatchRows { source: self.source_id, checkpoint: Some(checkpoint), ..BatchRows::default() };
+        let checkpoints = self
+            .lanes
+            .owned
+            .values_mut()
+            .map(|lane| lane.stages.checkpoint(CheckpointReason::Shutdown, lane.next_offset, lane.batch_seq))
+            .collect();
+        let fence = Some(self.lanes.fence_all(self.ids.lineage));
+        let rows = BatchRows { source: self.ids.current, checkpoints, fence, ..BatchRows::default() };
         match tokio::time::timeout(SHUTDOWN_CHECKPOINT_LIMIT, self.store.write(&rows)).await {
             Ok(Ok(_)) => info!(took = ?started.elapsed(), "stages checkpointed at shutdown"),
             Ok(Err(err)) => warn!(error = %err, "shutdown checkpoint not stored; the last one and a replay cover it"),
@@ -258,7 +287,7 @@ impl Pipeline {
     }
 
     fn plugin_statuses(&self) -> Vec<PluginStatus> {
-        self.stages.statuses()
+        self.lanes.statuses()
     }
 }
 
@@ -269,7 +298,7 @@ type InFlight = tokio::task::JoinHandle<Option<Committed>>;
 /// What a committed batch leaves for the loop.
 struct Committed {
     /// The positions it stored.
-    positions: BTreeMap<i32, i64>,
+    positions: std::collections::BTreeMap<i32, i64>,
     /// Whether it carried a checkpoint.
     checkpoint: bool,
 }
@@ -290,6 +319,12 @@ pub enum PipelineError {
     /// Committing the group offsets at the end.
     #[error(transparent)]
     Kafka(#[from] KafkaError),
+    /// Shutdown came while a rebalance waited for the database.
+    #[error("shutdown came while {0}")]
+    Interrupted(&'static str),
+    /// The database refused a rebalance's reads for good.
+    #[error(transparent)]
+    Store(StoreError),
 }
 
 /// Why the pipeline could not start.

@@ -168,7 +168,7 @@ impl super::Pipeline {
                 Change::Ready { plugin, layer, load_ms } => {
                     let (name, version) = (plugin.name().to_owned(), plugin.info().version.clone());
                     let paused = Instant::now();
-                    let installed = self.stages.install(*plugin);
+                    let installed = self.lanes.install(*plugin);
                     let pause_ms = paused.elapsed().as_secs_f64() * 1000.0;
                     let (action, detail) = match &installed {
                         Installed::New => {
@@ -192,10 +192,12 @@ impl super::Pipeline {
                     self.live.plugin_event(&name, action, detail);
                     // Checkpoint with the next batch: a restart then replays nothing from before
                     // the change with the changed plugins.
-                    self.last_checkpoint = None;
+                    for lane in self.lanes.owned.values_mut() {
+                        lane.last_checkpoint = None;
+                    }
                 }
                 Change::Refused { name, error } => {
-                    let running = self.stages.contains(&name);
+                    let running = self.lanes.contains(&name);
                     error!(plugin = %name, error = %error, running, "plugin file refused");
                     let error = error.public();
                     let detail = if running { format!("{error}; the running version keeps running") } else { error };
@@ -204,7 +206,7 @@ impl super::Pipeline {
                 }
                 Change::Removed { name } => {
                     self.live.set_plugin_failure(&name, None);
-                    if self.stages.remove(&name) {
+                    if self.lanes.remove(&name) {
                         info!(plugin = %name, "plugin file removed: plugin stopped");
                         self.live.plugin_event(
                             &name,

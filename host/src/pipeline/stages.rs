@@ -2,8 +2,6 @@
 //! them (detectors, their shadows, then aggregators), ticks, checkpoints, and installing or
 //! removing a plugin at a batch boundary (hot swap with state hand-off).
 
-use std::collections::BTreeMap;
-
 use chrono::{DateTime, TimeZone, Utc};
 use iotstream_api::{AggregateRow, PluginStatus, Verdict};
 use tracing::{debug, error, info, warn};
@@ -23,6 +21,8 @@ pub(super) struct Stages {
     pub(super) shadows: Vec<Plugin>,
     pub(super) aggregators: Vec<Plugin>,
     pub(super) catalog: SensorCatalog,
+    /// The partition whose messages these stages see (their lane's).
+    pub(super) partition: i32,
 }
 
 /// What installing a plugin did, for the log and the API.
@@ -48,6 +48,16 @@ impl Stages {
             stages.slot_for(&plugin).push(plugin);
         }
         stages
+    }
+
+    /// Adds `plugin` to its kind's stages.
+    pub(super) fn push(&mut self, plugin: Plugin) {
+        self.slot_for(&plugin).push(plugin);
+    }
+
+    /// Every plugin: detectors, shadows, aggregators.
+    pub(super) fn all(&self) -> impl Iterator<Item = &Plugin> {
+        self.detectors.iter().chain(&self.shadows).chain(&self.aggregators)
     }
 
     fn slot_for(&mut self, plugin: &Plugin) -> &mut Vec<Plugin> {
@@ -204,14 +214,10 @@ impl Stages {
         }
     }
 
-    /// Every stage's exported state with `positions` and the catalog, following batch `after_batch`.
-    /// A stage whose export fails is left out (it would restore fresh) and logged.
-    pub(super) fn checkpoint(
-        &mut self,
-        reason: CheckpointReason,
-        positions: BTreeMap<i32, i64>,
-        after_batch: i64,
-    ) -> Checkpoint {
+    /// Every stage's exported state with the lane's `next_offset` and the catalog, following the
+    /// lane's batch `after_batch`. A stage whose export fails is left out (it would restore fresh)
+    /// and logged.
+    pub(super) fn checkpoint(&mut self, reason: CheckpointReason, next_offset: i64, after_batch: i64) -> Checkpoint {
         if self.catalog.needs_compaction() {
             self.compact_catalog();
         }
@@ -230,7 +236,14 @@ impl Stages {
                 }
             }
         }
-        Checkpoint { reason, after_batch: Some(after_batch), positions, catalog: self.catalog.entries(), states }
+        Checkpoint {
+            reason,
+            partition: self.partition,
+            after_batch: Some(after_batch),
+            next_offset,
+            catalog: self.catalog.entries(),
+            states,
+        }
     }
 
     /// Replaces the catalog with its compaction and hands every plugin its state under the new

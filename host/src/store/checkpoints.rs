@@ -1,13 +1,12 @@
-//! Checkpoints: every stage's exported state, the sensor catalog its keys refer to, and the
-//! positions whose messages the states include, written in the transaction of the batch they follow
-//! and restored at start (docs/guarantees.md).
+//! Checkpoints: one lane's (one partition's) stages' exported states, the sensor catalog their keys
+//! refer to, and the position whose messages the states include, written in the transaction of the
+//! batch they follow and restored when a host is given the partition (docs/guarantees.md).
 
-use std::collections::BTreeMap;
-
+use crate::kafka::BEGINNING;
 use crate::reading::{SensorIdentity, SensorType};
 use crate::store::{Store, StoreError};
 
-/// Checkpoints kept per source: the newest is the one restored; two older ones are kept for an
+/// Checkpoints kept per lane: the newest is the one restored; two older ones are kept for an
 /// operator who wants to look back, and cost a few MB at most.
 const CHECKPOINTS_KEPT: i64 = 3;
 
@@ -19,6 +18,8 @@ pub enum CheckpointReason {
     Interval,
     /// At shutdown.
     Shutdown,
+    /// When the partition was taken from this host (a rebalance), for its next owner.
+    Handoff,
 }
 
 impl CheckpointReason {
@@ -27,6 +28,7 @@ impl CheckpointReason {
         match self {
             CheckpointReason::Interval => "interval",
             CheckpointReason::Shutdown => "shutdown",
+            CheckpointReason::Handoff => "handoff",
         }
     }
 }
@@ -44,16 +46,18 @@ pub struct StageState {
     pub state: Vec<u8>,
 }
 
-/// Every stage's state and the positions (next offset per partition; `BEGINNING` for a partition
-/// nothing was read from) whose messages the states include, and no others.
+/// A lane's stages' states and the position (the partition's next offset; `BEGINNING` when nothing
+/// was read from it) whose messages the states include, and no others.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Checkpoint {
     /// Why it was taken.
     pub reason: CheckpointReason,
-    /// The batch it follows (its `batch_seq`; `None` for a checkpoint older than the batch log).
+    /// The partition whose stages it holds.
+    pub partition: i32,
+    /// The lane's batch it follows (its `batch_seq`; `None` for a checkpoint older than the log).
     pub after_batch: Option<i64>,
-    /// Next offset per partition.
-    pub positions: BTreeMap<i32, i64>,
+    /// The partition's next offset.
+    pub next_offset: i64,
     /// The sensor keys the states refer to (key = position in the list).
     pub catalog: Vec<SensorIdentity>,
     /// The stages' states.
@@ -61,14 +65,16 @@ pub struct Checkpoint {
 }
 
 impl Store {
-    /// The newest checkpoint of `source`.
-    pub async fn latest_checkpoint(&self, source: i16) -> Result<Option<Checkpoint>, StoreError> {
+    /// The newest checkpoint of `partition` of `source` (checkpoints from before lanes, which hold
+    /// every partition's state in one, are never restored).
+    pub async fn latest_checkpoint(&self, source: i16, partition: i32) -> Result<Option<Checkpoint>, StoreError> {
         type Head = (i64, String, Option<i64>, Vec<i32>, Vec<i64>, Vec<String>, Vec<String>, Vec<String>);
         let head: Option<Head> = sqlx::query_as(
             "SELECT id, reason, after_batch, partitions, offsets, sensor_ids, sensor_types, locations FROM stage_checkpoints \
-             WHERE source_id = $1 ORDER BY id DESC LIMIT 1",
+             WHERE source_id = $1 AND kafka_partition = $2 ORDER BY id DESC LIMIT 1",
         )
         .bind(source)
+        .bind(partition)
         .fetch_optional(&self.pool)
         .await?;
         let Some((id, reason, after_batch, partitions, offsets, sensor_ids, sensor_types, locations)) = head else {
@@ -93,13 +99,13 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()?;
         Ok(Some(Checkpoint {
-            reason: if reason == CheckpointReason::Shutdown.as_str() {
-                CheckpointReason::Shutdown
-            } else {
-                CheckpointReason::Interval
-            },
+            reason: [CheckpointReason::Shutdown, CheckpointReason::Handoff]
+                .into_iter()
+                .find(|r| r.as_str() == reason)
+                .unwrap_or(CheckpointReason::Interval),
+            partition,
             after_batch,
-            positions: partitions.into_iter().zip(offsets).collect(),
+            next_offset: partitions.iter().zip(&offsets).find(|(p, _)| **p == partition).map_or(BEGINNING, |(_, o)| *o),
             catalog,
             states: states
                 .into_iter()
@@ -124,16 +130,17 @@ pub(super) async fn write_checkpoint(
     let c = checkpoint;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO stage_checkpoints (source_id, reason, partitions, offsets, sensor_ids, sensor_types, locations, \
-         after_batch) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+         after_batch, kafka_partition) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
     )
     .bind(source)
     .bind(c.reason.as_str())
-    .bind(c.positions.keys().copied().collect::<Vec<_>>())
-    .bind(c.positions.values().copied().collect::<Vec<_>>())
+    .bind(vec![c.partition])
+    .bind(vec![c.next_offset])
     .bind(c.catalog.iter().map(|e| e.sensor_id.as_str()).collect::<Vec<_>>())
     .bind(c.catalog.iter().map(|e| e.sensor_type.as_str()).collect::<Vec<_>>())
     .bind(c.catalog.iter().map(|e| e.location.as_str()).collect::<Vec<_>>())
     .bind(c.after_batch)
+    .bind(c.partition)
     .fetch_one(&mut **tx)
     .await?;
     sqlx::query(
@@ -148,19 +155,21 @@ pub(super) async fn write_checkpoint(
     .execute(&mut **tx)
     .await?;
     sqlx::query(
-        "DELETE FROM stage_checkpoints WHERE source_id = $1 AND id NOT IN \
-         (SELECT id FROM stage_checkpoints WHERE source_id = $1 ORDER BY id DESC LIMIT $2)",
+        "DELETE FROM stage_checkpoints WHERE source_id = $1 AND kafka_partition = $2 AND id NOT IN \
+         (SELECT id FROM stage_checkpoints WHERE source_id = $1 AND kafka_partition = $2 ORDER BY id DESC LIMIT $3)",
     )
     .bind(source)
+    .bind(c.partition)
     .bind(CHECKPOINTS_KEPT)
     .execute(&mut **tx)
     .await?;
     // The batches no kept checkpoint is followed by (a restart forms only those after its own).
     sqlx::query(
-        "DELETE FROM kafka_batches WHERE source_id = $1 AND batch_seq < \
-         (SELECT min(after_batch) FROM stage_checkpoints WHERE source_id = $1)",
+        "DELETE FROM kafka_batches WHERE source_id = $1 AND kafka_partition = $2 AND batch_seq < \
+         (SELECT min(after_batch) FROM stage_checkpoints WHERE source_id = $1 AND kafka_partition = $2)",
     )
     .bind(source)
+    .bind(c.partition)
     .execute(&mut **tx)
     .await?;
     Ok(())

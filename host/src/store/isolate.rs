@@ -16,11 +16,10 @@ use iotstream_api::DeadLetterReason;
 use sqlx::Acquire;
 
 use crate::reading::encode;
-use crate::store::checkpoints::write_checkpoint;
 use crate::store::rows::{DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, StoredReading, verdicts_json};
 use crate::store::writer::{
-    Tx, add_to_totals, advance_positions, insert_dead_letters, insert_readings, insert_shadow_predictions,
-    upsert_aggregates,
+    Tx, add_to_totals, advance_positions, check_fence, insert_dead_letters, insert_readings,
+    insert_shadow_predictions, upsert_aggregates, write_checkpoints,
 };
 use crate::store::{BatchRows, Store, StoreError, Totals};
 
@@ -96,9 +95,7 @@ impl Store {
     /// The slow path of [`Store::write`]: every part behind its own savepoint.
     pub(super) async fn write_isolating(&self, batch: &BatchRows) -> Result<Written, StoreError> {
         let mut tx = self.pool.begin().await?;
-        if let Some(fence) = &self.fence {
-            fence.check(&mut tx).await?;
-        }
+        check_fence(&mut tx, batch).await?;
         let mut written = Written::default();
         let source = batch.source;
         let kept = readings_apart(&mut tx, batch, &mut written).await?;
@@ -120,9 +117,7 @@ impl Store {
         }
         add_to_totals(&mut tx, source, &written.totals).await?;
         advance_positions(&mut tx, batch).await?;
-        if let Some(checkpoint) = &batch.checkpoint {
-            write_checkpoint(&mut tx, source, checkpoint).await?;
-        }
+        write_checkpoints(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(written)
     }

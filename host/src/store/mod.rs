@@ -14,12 +14,13 @@
 //! * [`rows`]: what one batch writes ([`BatchRows`]) and the row counts ([`Totals`]);
 //! * `writer`: [`Store::write`], the batch's one transaction; `isolate`: the same when the database
 //!   refuses part of it for good (a poison row costs only itself);
-//! * [`checkpoints`]: every stage's state with the positions it includes, written and restored;
-//! * `sources`: the `kafka_sources` registry (a source's epochs), stored positions and the batch log;
+//! * [`checkpoints`]: a lane's (a partition's) stage states with the position they include;
+//! * `sources`: the `kafka_sources` registry (a source's epochs), stored positions and the batch
+//!   log of each lane;
 //! * [`partitions`]: the day partitions of `sensor_readings` and `dead_letters`, made ahead and
 //!   dropped past retention;
-//! * [`ownership`]: one host per source (an advisory lock held while its pipeline runs, and the
-//!   fence its batch transactions check);
+//! * [`ownership`]: one host per partition (`partition_owners`, counted up by a host given the
+//!   partition, and the fence its batch transactions check);
 //! * `queries`: what the API and the live view read.
 
 pub mod checkpoints;
@@ -42,9 +43,12 @@ use tracing::warn;
 
 pub use self::checkpoints::{Checkpoint, CheckpointReason, StageState};
 pub use self::isolate::{Refused, RefusedOrigin, Written, is_permanent};
-pub use self::ownership::{Fence, Holder, Ownership, SourceLock};
+pub use self::ownership::{Fence, PartitionOwner};
+pub use self::sources::SourceIds;
 pub use self::queries::HistoryFilter;
-pub use self::rows::{BatchRows, DeadLetter, ModelLineage, Prediction, ShadowPrediction, StoredReading, Totals};
+pub use self::rows::{
+    BatchRows, DeadLetter, LaneBatch, ModelLineage, Prediction, ShadowPrediction, StoredReading, Totals,
+};
 
 /// The schema, embedded from `migrations/` at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
@@ -82,12 +86,16 @@ pub enum StoreError {
     /// The schema could not be brought up to date.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
-    /// A batch transaction found that another host took this host's source over (its lock session
-    /// had ended). Not retried: the pipeline stops.
-    #[error("another host took source {lineage} over (ownership {current}; this host's was {generation})")]
+    /// A batch transaction found that another host took one of this host's partitions over (the
+    /// group gave it away while this host ran on). Not retried: the pipeline stops.
+    #[error(
+        "another host took partition {partition} of source {lineage} over (ownership {current}; this host's was {generation})"
+    )]
     NotOwner {
         /// The source's first id.
         lineage: i16,
+        /// The partition.
+        partition: i32,
         /// The ownership count this host set.
         generation: i64,
         /// The count found: the new owner's.
@@ -127,8 +135,6 @@ pub struct Store {
     pool: PgPool,
     /// The API's connections, each with [`API_STATEMENT_TIMEOUT`].
     api_pool: PgPool,
-    /// What every batch transaction checks: the pipeline's store is fenced by its source's lock.
-    fence: Option<Fence>,
     /// The day partitions known to exist (shared by this store's clones).
     known_partitions: partitions::KnownPartitions,
 }
@@ -165,7 +171,7 @@ impl Store {
             .connect_lazy_with(
                 options.options([("statement_timeout", timeout.as_str()), ("plan_cache_mode", "force_custom_plan")]),
             );
-        let store = Store { pool, api_pool, fence: None, known_partitions: Default::default() };
+        let store = Store { pool, api_pool, known_partitions: Default::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -173,17 +179,12 @@ impl Store {
     /// A store whose pipeline and API share `pool` (tests; [`Store::connect`] gives each its own);
     /// call [`Store::migrate`] before the first write.
     pub fn new(pool: PgPool) -> Self {
-        Store { api_pool: pool.clone(), pool, fence: None, known_partitions: Default::default() }
+        Store { api_pool: pool.clone(), pool, known_partitions: Default::default() }
     }
 
     /// The API's pool.
     pub fn api_pool(&self) -> &PgPool {
         &self.api_pool
-    }
-
-    /// This store, whose every batch transaction checks `fence` (the owner's lock is still held).
-    pub fn fenced(&self, fence: Fence) -> Self {
-        Store { fence: Some(fence), ..self.clone() }
     }
 
     /// The pool.

@@ -1,159 +1,105 @@
-//! Who owns a source. One host at a time may read a source, run its stateful stages and write its
-//! positions, batch log and checkpoints: two would each assign themselves every partition and
-//! overwrite each other's batch log and checkpoints, and a restart would restore a state neither
-//! had. Until hosts share a source's partitions, the owner holds a PostgreSQL advisory lock on a
-//! connection of its own for as long as its pipeline runs; another host on the same source waits.
+//! Who owns each partition of a source. Kafka's consumer group decides which host reads which
+//! partition; PostgreSQL must agree, because a partition's stage state, batch log and checkpoints
+//! are written by one host at a time: a host that lost a partition while it ran on (paused past
+//! the group's session timeout, cut off from the brokers but not from the database) would
+//! otherwise overwrite what the partition's new owner wrote.
 //!
-//! The lock alone is no fence: its connection can end (the server restarted, a session killed by
-//! an administrator, a database outage) while the old owner goes on writing. So an owner counts its
-//! ownership up once it holds the lock (`kafka_sources.owner_generation` of the source's first row),
-//! and every batch transaction takes the source's fence key shared and checks the count is still
-//! its own ([`Fence`]); a new owner, once it holds the lock, takes the fence key exclusively once,
-//! which waits for every transaction the old owner started, then counts up. An owner whose lock
-//! session merely ended (an outage) writes on; one that another host took over from is refused.
+//! So a host given a partition counts the partition's ownership up in `partition_owners`
+//! ([`Store::own_partitions`]); the update takes the row's lock, which waits for every batch
+//! transaction the old owner has in flight. Every batch transaction takes its partitions' rows
+//! shared and checks their counts are still this host's ([`Fence`]): a host that was taken over
+//! from is refused (and stops; its restart joins the group again), a database outage alone changes
+//! nothing here.
 
-use chrono::{DateTime, Utc};
+use std::collections::BTreeMap;
+
 use sqlx::PgConnection;
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::Postgres;
 
 use crate::store::{Store, StoreError};
 
-/// The advisory-lock class of source ownership (the first key of PostgreSQL's two-key form; the
-/// second is the source's first id): "iots" in ASCII, recognisable in `pg_locks`, and unlikely to
-/// collide with another application's locks on the same database.
-const OWNER_CLASS: i32 = 0x696f_7473;
-/// The class of the fence every batch transaction takes shared ("iotf").
-const FENCE_CLASS: i32 = 0x696f_7466;
-
-/// Ownership of a source, held while this value lives (dropping it closes its connection, which
-/// releases the lock).
-#[derive(Debug)]
-pub struct SourceLock {
-    _connection: PgConnection,
-    fence: Fence,
-}
-
-impl SourceLock {
-    /// What every batch transaction of the owner checks.
-    pub fn fence(&self) -> Fence {
-        self.fence
-    }
-}
-
-/// A source's owner as its batch transactions prove it: the source's lock key, the database
-/// session (backend pid) that took the lock, and the ownership count it set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// The partitions a batch transaction writes, as their owner proves it: the source's first id
+/// (its lineage, constant across epochs) and the ownership count this host set on each partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fence {
-    /// The source's first id (the lock's second key).
-    pub source: i16,
-    /// The backend pid of the lock's connection.
-    pub pid: i32,
-    /// The source's `owner_generation` this owner set when it took the source.
+    /// The source's first id.
+    pub lineage: i16,
+    /// Each partition written, with this host's ownership count of it.
+    pub generations: BTreeMap<i32, i64>,
+}
+
+/// One partition's owner as `partition_owners` records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionOwner {
+    /// The partition.
+    pub partition: i32,
+    /// The owning host's name.
+    pub owner: String,
+    /// Its ownership count.
     pub generation: i64,
 }
 
-/// The database session holding a source's lock, as `pg_stat_activity` shows it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    /// Its backend pid.
-    pub pid: i32,
-    /// The client's address (none over a Unix socket).
-    pub client: Option<String>,
-    /// When its session began.
-    pub since: Option<DateTime<Utc>>,
-}
-
-impl std::fmt::Display for Holder {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "database session {} from {}", self.pid, self.client.as_deref().unwrap_or("a local socket"))?;
-        if let Some(since) = self.since {
-            write!(f, " since {}", since.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))?;
-        }
-        Ok(())
-    }
-}
-
-/// What one attempt to own a source found.
-#[derive(Debug)]
-pub enum Ownership {
-    /// This host owns it now.
-    Owned(SourceLock),
-    /// Another session holds it (`None`: it let go between the attempt and the look-up).
-    HeldBy(Option<Holder>),
-}
-
 impl Store {
-    /// Tries once to own the source whose first id is `source`: on success, waits for the
-    /// transactions a previous owner started under its lock to end, and keeps the connection.
-    pub async fn try_own_source(&self, source: i16) -> Result<Ownership, StoreError> {
-        let mut connection: PoolConnection<Postgres> = self.pool.acquire().await?;
-        let (pid, owned): (i32, bool) = sqlx::query_as("SELECT pg_backend_pid(), pg_try_advisory_lock($1, $2)")
-            .bind(OWNER_CLASS)
-            .bind(i32::from(source))
-            .fetch_one(&mut *connection)
-            .await?;
-        if !owned {
-            drop(connection);
-            return Ok(Ownership::HeldBy(self.source_holder(source).await?));
+    /// Makes `owner` the owner of `partitions` of the source whose first id is `lineage`, waiting
+    /// for the batch transactions a previous owner has in flight on them; returns each partition's
+    /// new ownership count.
+    pub async fn own_partitions(
+        &self,
+        lineage: i16,
+        owner: &str,
+        partitions: &[i32],
+    ) -> Result<BTreeMap<i32, i64>, StoreError> {
+        if partitions.is_empty() {
+            return Ok(BTreeMap::new());
         }
-        // The lock's session lives as long as the lock: out of the pool, never handed to a query.
-        let mut connection = connection.detach();
-        // The fence key exclusively: waits for every batch transaction an old owner started; the
-        // count goes up (committed) before any transaction started later can read it.
-        sqlx::query("SELECT pg_advisory_lock($1, $2)")
-            .bind(FENCE_CLASS)
-            .bind(i32::from(source))
-            .execute(&mut connection)
-            .await?;
-        let generation: i64 = sqlx::query_scalar(
-            "UPDATE kafka_sources SET owner_generation = owner_generation + 1 WHERE id = $1 RETURNING owner_generation",
+        let owned: Vec<(i32, i64)> = sqlx::query_as(
+            "INSERT INTO partition_owners (source_id, kafka_partition, owner) SELECT $1, p, $3 FROM UNNEST($2::int4[]) p \
+             ON CONFLICT (source_id, kafka_partition) DO UPDATE SET owner = EXCLUDED.owner, \
+             generation = partition_owners.generation + 1, since = now() RETURNING kafka_partition, generation",
         )
-        .bind(source)
-        .fetch_one(&mut connection)
+        .bind(lineage)
+        .bind(partitions)
+        .bind(owner)
+        .fetch_all(&self.pool)
         .await?;
-        sqlx::query("SELECT pg_advisory_unlock($1, $2)")
-            .bind(FENCE_CLASS)
-            .bind(i32::from(source))
-            .execute(&mut connection)
-            .await?;
-        Ok(Ownership::Owned(SourceLock { _connection: connection, fence: Fence { source, pid, generation } }))
+        Ok(owned.into_iter().collect())
     }
 
-    /// The session holding the lock of the source whose first id is `source`, if any.
-    pub async fn source_holder(&self, source: i16) -> Result<Option<Holder>, StoreError> {
-        let holder: Option<(i32, Option<String>, Option<DateTime<Utc>>)> = sqlx::query_as(
-            "SELECT a.pid, host(a.client_addr), a.backend_start FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND l.granted AND l.database = (SELECT oid FROM pg_database \
-             WHERE datname = current_database()) AND l.classid = $1::int8::oid AND l.objid = $2::int8::oid \
-             AND l.objsubid = 2",
+    /// Who owns each partition of the source whose first id is `lineage`, by partition.
+    pub async fn partition_owners(&self, lineage: i16) -> Result<Vec<PartitionOwner>, StoreError> {
+        let rows: Vec<(i32, String, i64)> = sqlx::query_as(
+            "SELECT kafka_partition, owner, generation FROM partition_owners WHERE source_id = $1 ORDER BY kafka_partition",
         )
-        .bind(i64::from(OWNER_CLASS))
-        .bind(i64::from(source))
-        .fetch_optional(&self.pool)
+        .bind(lineage)
+        .fetch_all(&self.pool)
         .await?;
-        Ok(holder.map(|(pid, client, since)| Holder { pid, client, since }))
+        Ok(rows.into_iter().map(|(partition, owner, generation)| PartitionOwner { partition, owner, generation }).collect())
     }
 }
 
 impl Fence {
-    /// Within a batch transaction: takes the fence key shared (a new owner waits for this
-    /// transaction before it counts up) and checks the source's ownership count is still this
-    /// owner's; [`StoreError::NotOwner`] if another host took the source over since.
+    /// Within a batch transaction: takes the fenced partitions' ownership rows shared (a new owner's
+    /// take-over waits for this transaction) and checks each count is still this host's;
+    /// [`StoreError::NotOwner`] names the first partition another host took over since.
     pub(super) async fn check(&self, tx: &mut PgConnection) -> Result<(), StoreError> {
-        sqlx::query("SELECT pg_advisory_xact_lock_shared($1, $2)")
-            .bind(FENCE_CLASS)
-            .bind(i32::from(self.source))
-            .execute(&mut *tx)
-            .await?;
-        let current: i64 = sqlx::query_scalar("SELECT owner_generation FROM kafka_sources WHERE id = $1")
-            .bind(self.source)
-            .fetch_one(&mut *tx)
-            .await?;
-        if current == self.generation {
-            Ok(())
-        } else {
-            Err(StoreError::NotOwner { lineage: self.source, generation: self.generation, current })
+        if self.generations.is_empty() {
+            return Ok(());
         }
+        let partitions: Vec<i32> = self.generations.keys().copied().collect();
+        let found: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT kafka_partition, generation FROM partition_owners WHERE source_id = $1 \
+             AND kafka_partition = ANY($2::int4[]) ORDER BY kafka_partition FOR SHARE",
+        )
+        .bind(self.lineage)
+        .bind(&partitions)
+        .fetch_all(&mut *tx)
+        .await?;
+        let found: BTreeMap<i32, i64> = found.into_iter().collect();
+        for (&partition, &generation) in &self.generations {
+            let current = found.get(&partition).copied().unwrap_or(0);
+            if current != generation {
+                return Err(StoreError::NotOwner { lineage: self.lineage, partition, generation, current });
+            }
+        }
+        Ok(())
     }
 }

@@ -9,6 +9,7 @@ use iotstream_api::{AggregateRow, DeadLetterReason, ReadingRow, Verdict};
 
 use crate::reading::Reading;
 use crate::store::checkpoints::Checkpoint;
+use crate::store::ownership::Fence;
 
 /// Longest payload prefix kept in a dead letter: a whole valid-sized message (see
 /// `ReadingLimits::max_bytes`), and a bounded piece of an oversized one.
@@ -118,15 +119,15 @@ pub struct BatchRows {
     pub source: i16,
     /// The topic they came from (for the dead letters of readings the database refuses).
     pub topic: String,
-    /// The batch's number among the source's batches (logged with its extent, `positions`).
-    pub batch_seq: i64,
-    /// Logged batches to forget, numbers after the first and up to the second: those a restart
-    /// gave up forming again.
-    pub forget_batches: Option<(i64, i64)>,
     /// The next offset of each partition the batch read from: its extent.
     pub positions: BTreeMap<i32, i64>,
-    /// A checkpoint to store with the batch.
-    pub checkpoint: Option<Checkpoint>,
+    /// Each lane's part of the batch, logged under the lane's batch number.
+    pub lanes: Vec<LaneBatch>,
+    /// Checkpoints to store with the batch, at most one per lane.
+    pub checkpoints: Vec<Checkpoint>,
+    /// What the transaction checks first: the partitions it writes are still this host's (`None`:
+    /// unfenced, for tools and tests).
+    pub fence: Option<Fence>,
     /// Valid readings.
     pub readings: Vec<StoredReading>,
     /// Detector verdicts.
@@ -137,6 +138,42 @@ pub struct BatchRows {
     pub aggregates: Vec<AggregateRow>,
     /// Refused messages.
     pub dead_letters: Vec<DeadLetter>,
+}
+
+impl BatchRows {
+    /// Adds `other`'s rows (a lane's share of the batch) to these: its verdicts keep pointing at
+    /// its readings.
+    pub fn append(&mut self, mut other: BatchRows) {
+        let base = self.readings.len();
+        for prediction in &mut other.predictions {
+            prediction.reading += base;
+        }
+        for shadow in &mut other.shadow_predictions {
+            shadow.reading += base;
+        }
+        self.readings.append(&mut other.readings);
+        self.predictions.append(&mut other.predictions);
+        self.shadow_predictions.append(&mut other.shadow_predictions);
+        self.aggregates.append(&mut other.aggregates);
+        self.dead_letters.append(&mut other.dead_letters);
+        self.positions.append(&mut other.positions);
+        self.lanes.append(&mut other.lanes);
+        self.checkpoints.append(&mut other.checkpoints);
+    }
+}
+
+/// One lane's part of a batch, as the batch log keeps it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaneBatch {
+    /// The lane's partition.
+    pub partition: i32,
+    /// The batch's number among the lane's batches (0: not logged).
+    pub batch_seq: i64,
+    /// The partition's next offset after the batch.
+    pub next_offset: i64,
+    /// Logged batches to forget first, numbers after the first and up to the second: those a new
+    /// owner gave up forming again.
+    pub forget: Option<(i64, i64)>,
 }
 
 /// Row counts: all-time ones, or the rows one write added.

@@ -1,10 +1,9 @@
 //! Where the store's rows came from: the `kafka_sources` registry (one id per epoch of a topic of a
-//! cluster), the stored position of each partition, and the batch log (each committed batch's
-//! extent), which a restart reads to form the same batches again.
+//! cluster), the stored position of each partition, and the batch log (each lane's committed
+//! batches and where each ended), which a new owner of a partition reads to form them again.
 
 use std::collections::BTreeMap;
 
-use crate::kafka::batches::Extent;
 use crate::store::{Store, StoreError};
 
 /// Which `kafka_sources` rows a topic of a cluster has: its first (the key its owner's lock is
@@ -68,28 +67,29 @@ impl Store {
                 .await?;
         Ok(rows.into_iter().collect())
     }
-    /// The numbers and extents of the batches of `source` committed after batch `after`, oldest
-    /// first.
-    pub async fn batches_after(&self, source: i16, after: i64) -> Result<Vec<(i64, Extent)>, StoreError> {
-        let rows: Vec<(i64, Vec<i32>, Vec<i64>)> = sqlx::query_as(
-            "SELECT batch_seq, partitions, offsets FROM kafka_batches WHERE source_id = $1 AND batch_seq > $2 \
-             ORDER BY batch_seq",
+
+    /// The numbers and ends (the partition's next offset after each) of the batches of `partition`
+    /// of `source` committed after its batch `after`, oldest first.
+    pub async fn batches_after(&self, source: i16, partition: i32, after: i64) -> Result<Vec<(i64, i64)>, StoreError> {
+        Ok(sqlx::query_as(
+            "SELECT batch_seq, next_offset FROM kafka_batches WHERE source_id = $1 AND kafka_partition = $2 \
+             AND batch_seq > $3 ORDER BY batch_seq",
         )
         .bind(source)
+        .bind(partition)
         .bind(after)
         .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(seq, partitions, offsets)| (seq, partitions.into_iter().zip(offsets).collect()))
-            .collect())
+        .await?)
     }
 
-    /// The number of the newest logged batch of `source` (0 when none is).
-    pub async fn last_batch(&self, source: i16) -> Result<i64, StoreError> {
-        Ok(sqlx::query_scalar("SELECT coalesce(max(batch_seq), 0) FROM kafka_batches WHERE source_id = $1")
-            .bind(source)
-            .fetch_one(&self.pool)
-            .await?)
+    /// The number of the newest logged batch of `partition` of `source` (0 when none is).
+    pub async fn last_batch(&self, source: i16, partition: i32) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT coalesce(max(batch_seq), 0) FROM kafka_batches WHERE source_id = $1 AND kafka_partition = $2",
+        )
+        .bind(source)
+        .bind(partition)
+        .fetch_one(&self.pool)
+        .await?)
     }
 }

@@ -16,13 +16,14 @@ use tracing::warn;
 use crate::store::isolate::{Written, is_permanent};
 use crate::store::partitions::PartitionedTable;
 use crate::store::rows::{DeadLetter, ShadowPrediction, StoredReading, verdicts_json};
+use crate::store::rows::LaneBatch;
 use crate::store::{BatchRows, Store, StoreError, Totals};
 
 /// The batch's transaction.
 pub(super) type Tx<'a> = Transaction<'a, Postgres>;
 
 impl Store {
-    /// Writes a whole batch in one transaction (fenced: only while this host owns the source, see
+    /// Writes a whole batch in one transaction (fenced: only while this host owns its partitions, see
     /// [`super::ownership`]): its rows (a replayed message's rows are no-ops),
     /// the source's new positions and the checkpoint, if any. Returns the rows it added (a
     /// replayed message adds none), as counts like the all-time [`Totals`], and what the database
@@ -61,9 +62,7 @@ impl Store {
     async fn write_whole(&self, batch: &BatchRows) -> Result<Totals, StoreError> {
         let mut written = Totals::default();
         let mut tx = self.pool.begin().await?;
-        if let Some(fence) = &self.fence {
-            fence.check(&mut tx).await?;
-        }
+        check_fence(&mut tx, batch).await?;
         let source = batch.source;
         if !batch.readings.is_empty() {
             let verdicts = verdicts_json(batch.readings.len(), &batch.predictions);
@@ -80,9 +79,7 @@ impl Store {
         }
         add_to_totals(&mut tx, source, &written).await?;
         advance_positions(&mut tx, batch).await?;
-        if let Some(checkpoint) = &batch.checkpoint {
-            write_checkpoint(&mut tx, batch.source, checkpoint).await?;
-        }
+        write_checkpoints(&mut tx, batch).await?;
         tx.commit().await?;
         Ok(written)
     }
@@ -238,8 +235,8 @@ pub(super) async fn add_to_totals(tx: &mut Tx<'_>, source: i16, added: &Totals) 
     Ok(())
 }
 
-/// The batch's extent: each partition's stored position moves forward, logged batches a restart
-/// gave up are forgotten, and the batch is logged under its number.
+/// The batch's extent: each partition's stored position moves forward, and each lane's batch is
+/// logged under its number (after forgetting the logged batches a new owner gave up forming).
 pub(super) async fn advance_positions(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(), sqlx::Error> {
     if !batch.positions.is_empty() {
         // A replay after a crash re-reads offsets already stored: never move a position back.
@@ -255,26 +252,51 @@ pub(super) async fn advance_positions(tx: &mut Tx<'_>, batch: &BatchRows) -> Res
         .execute(&mut **tx)
         .await?;
     }
-    if let Some((after, until)) = batch.forget_batches {
-        sqlx::query("DELETE FROM kafka_batches WHERE source_id = $1 AND batch_seq > $2 AND batch_seq <= $3")
+    for lane in &batch.lanes {
+        if let Some((after, until)) = lane.forget {
+            sqlx::query(
+                "DELETE FROM kafka_batches WHERE source_id = $1 AND kafka_partition = $2 AND batch_seq > $3 \
+                 AND batch_seq <= $4",
+            )
             .bind(batch.source)
+            .bind(lane.partition)
             .bind(after)
             .bind(until)
             .execute(&mut **tx)
             .await?;
+        }
     }
-    if batch.batch_seq > 0 {
-        // A batch formed again after a crash is logged already, with the same extent.
+    let logged: Vec<&LaneBatch> = batch.lanes.iter().filter(|l| l.batch_seq > 0).collect();
+    if !logged.is_empty() {
+        // A batch formed again after a crash is logged already, with the same end.
         sqlx::query(
-            "INSERT INTO kafka_batches (source_id, batch_seq, partitions, offsets) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (source_id, batch_seq) DO NOTHING",
+            "INSERT INTO kafka_batches (source_id, kafka_partition, batch_seq, next_offset) \
+             SELECT $1, * FROM UNNEST($2::int4[], $3::int8[], $4::int8[]) \
+             ON CONFLICT (source_id, kafka_partition, batch_seq) DO NOTHING",
         )
         .bind(batch.source)
-        .bind(batch.batch_seq)
-        .bind(batch.positions.keys().copied().collect::<Vec<_>>())
-        .bind(batch.positions.values().copied().collect::<Vec<_>>())
+        .bind(logged.iter().map(|l| l.partition).collect::<Vec<_>>())
+        .bind(logged.iter().map(|l| l.batch_seq).collect::<Vec<_>>())
+        .bind(logged.iter().map(|l| l.next_offset).collect::<Vec<_>>())
         .execute(&mut **tx)
         .await?;
+    }
+    Ok(())
+}
+
+/// The checks and bookkeeping every batch transaction starts with: its lanes are still this host's
+/// ([`super::ownership`]).
+pub(super) async fn check_fence(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(), StoreError> {
+    match &batch.fence {
+        Some(fence) => fence.check(tx).await,
+        None => Ok(()),
+    }
+}
+
+/// The batch's checkpoints, one per lane that took one.
+pub(super) async fn write_checkpoints(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(), sqlx::Error> {
+    for checkpoint in &batch.checkpoints {
+        write_checkpoint(tx, batch.source, checkpoint).await?;
     }
     Ok(())
 }

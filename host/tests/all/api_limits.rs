@@ -46,7 +46,6 @@ async fn api_queries_cannot_take_the_pipelines_connections_and_time_out(pool: Pg
     let batch = BatchRows {
         source,
         topic: "iot_sensors".into(),
-        batch_seq: 1,
         positions: [(0, 1)].into(),
         readings: vec![StoredReading { reading, flagged: false, partition: 0, offset: 0 }],
         ..BatchRows::default()

@@ -35,6 +35,7 @@ mod python;
 mod quality;
 mod replay;
 mod sandbox;
+mod scale_out;
 mod shutdown;
 mod source;
 mod tls;

@@ -65,7 +65,6 @@ async fn a_batch_makes_its_days_and_a_replay_stores_nothing_twice(pool: PgPool) 
     let batch = BatchRows {
         source,
         topic: "iot_sensors".into(),
-        batch_seq: 1,
         positions: [(0, 6)].into(),
         readings,
         dead_letters: vec![letter(4), letter(5)],
@@ -107,7 +106,6 @@ async fn retention_drops_whole_days_past_the_newest_reading_and_keeps_the_rest(p
     let batch = BatchRows {
         source,
         topic: "iot_sensors".into(),
-        batch_seq: 1,
         positions: [(0, 5)].into(),
         readings,
         dead_letters: vec![letter(4)],
@@ -138,7 +136,6 @@ async fn retention_drops_whole_days_past_the_newest_reading_and_keeps_the_rest(p
     let replay = BatchRows {
         source,
         topic: "iot_sensors".into(),
-        batch_seq: 2,
         positions: [(0, 6)].into(),
         readings: vec![stored(5, at(5, 1))],
         ..BatchRows::default()

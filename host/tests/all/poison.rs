@@ -5,7 +5,9 @@
 
 use chrono::{TimeZone, Utc};
 use iotstream::reading::{Reading, SensorType};
-use iotstream::store::{BatchRows, ModelLineage, Prediction, Refused, RefusedOrigin, Store, StoredReading};
+use iotstream::store::{
+    BatchRows, LaneBatch, ModelLineage, Prediction, Refused, RefusedOrigin, Store, StoredReading,
+};
 use iotstream_api::{AggregateRow, DeadLetterReason, Verdict};
 use sqlx::PgPool;
 
@@ -72,8 +74,8 @@ async fn a_poison_row_costs_only_itself_and_the_batch_commits(pool: PgPool) {
     let batch = BatchRows {
         source,
         topic: "iot_sensors".into(),
-        batch_seq: 1,
         positions: [(0, 4)].into(),
+        lanes: vec![LaneBatch { partition: 0, batch_seq: 1, next_offset: 4, forget: None }],
         readings,
         predictions,
         aggregates: vec![window("windows", "lab_1"), window("nul-windows", "lab\u{0}1")],
@@ -130,7 +132,7 @@ async fn a_poison_row_costs_only_itself_and_the_batch_commits(pool: PgPool) {
         .await
         .expect("position");
     assert_eq!(next, 4);
-    assert_eq!(store.last_batch(source).await.expect("log"), 1);
+    assert_eq!(store.last_batch(source, 0).await.expect("log"), 1);
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
@@ -141,7 +143,6 @@ async fn a_batch_the_database_takes_is_written_whole_with_nothing_refused(pool: 
     let batch = BatchRows {
         source,
         topic: "iot_sensors".into(),
-        batch_seq: 1,
         positions: [(0, 2)].into(),
         readings: vec![stored("s1", 0, at), stored("s2", 1, at)],
         predictions: vec![verdict("good", "1.0.0", 0), verdict("good", "1.0.0", 1)],

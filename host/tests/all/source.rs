@@ -1,13 +1,14 @@
-//! The Kafka source and who owns it: event times judged against the message's Kafka timestamp, a
-//! log that started again refused (and accepted as a new epoch with the operator's flag), two hosts
-//! on one source taking turns, and a batch refused once its host's lock is gone. The hosts run
+//! The Kafka source and who owns its partitions: event times judged against the message's Kafka
+//! timestamp, a log that started again refused (and accepted as a new epoch with the operator's
+//! flag), two hosts of one group sharing the partitions, and a batch refused once another host took
+//! one of its partitions over. The hosts run
 //! without plugins: what is checked is where rows go, not what stages make of them.
 
 use std::time::Duration;
 
 use iotstream::kafka::{EmbeddedBroker, Source};
 use iotstream::reading::{SensorType, encode};
-use iotstream::store::{BatchRows, Ownership, Store, StoreError};
+use iotstream::store::{BatchRows, Fence, Store, StoreError};
 use rdkafka::producer::FutureRecord;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -175,25 +176,53 @@ fn round_of(round: i64) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// Two hosts on one source and database: the second waits, says so on `/api/health` and processes
-/// nothing while the first runs; when the first stops it takes over, and every reading is stored
-/// once.
-#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
-async fn a_second_host_on_a_source_waits_then_takes_over(pool: PgPool) {
-    let plugins = scratch_folder("no-plugins");
-    let first = Host::start(pool.clone(), Some(plugins.path()), &[]).await;
-    first.produce(&round_of(1)).await;
-    wait_for("readings under the first host", 10, || count_rows(&pool, "sensor_readings")).await;
+/// A group that notices a member joining or gone within seconds: the mock cluster waits up to the
+/// session timeout (45 s by default) for the members to join a rebalance.
+const FAST_GROUP: &[&str] =
+    &["--kafka-option", "session.timeout.ms=6000", "--kafka-option", "heartbeat.interval.ms=500"];
 
-    // The second host: its own pool on the same database, the same brokers.
+/// Produces `round_of(round)` to partition `round % 3`.
+async fn produce_round(broker: &EmbeddedBroker, round: i64) {
+    let producer =
+        iotstream::kafka::producer(&iotstream::kafka::Brokers::new(broker.bootstrap_servers())).expect("producer");
+    let partition = i32::try_from(round % 3).expect("small");
+    for (key, payload) in round_of(round) {
+        let record = FutureRecord::to("iot_sensors").partition(partition).key(&key).payload(&payload);
+        producer.send(record, Duration::from_secs(10)).await.map_err(|(err, _)| err).expect("broker acknowledged");
+    }
+}
+
+/// The owner of each partition of the test topic, by partition.
+async fn owners(pool: &PgPool) -> Vec<String> {
+    sqlx::query_scalar("SELECT owner FROM partition_owners ORDER BY kafka_partition").fetch_all(pool).await.expect("owners")
+}
+
+/// Two hosts in one consumer group on one database: the second joins and is given some of the
+/// three partitions (the first keeps the rest and reads on); when the first stops, the second is
+/// given them all; every reading is stored once.
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn two_hosts_share_the_partitions_and_the_last_one_takes_them_all(pool: PgPool) {
+    let plugins = scratch_folder("no-plugins");
+    let first = Host::start(pool.clone(), Some(plugins.path()), &[&["--host-name", "first"], FAST_GROUP].concat()).await;
+    for round in 1..=3 {
+        produce_round(&first.broker, round).await;
+    }
+    wait_for("readings under the first host", 30, || count_rows(&pool, "sensor_readings")).await;
+    assert_eq!(owners(&pool).await, vec!["first"; 3]);
+
+    // The second host: its own pool on the same database, the same brokers and group.
     let second_pool = PgPoolOptions::new().connect_with((*pool.connect_options()).clone()).await.expect("pool");
     let brokers = first.broker.bootstrap_servers().to_owned();
     let plugins_flag = plugins.path().display().to_string();
     let config = run_config(&[
+        FAST_GROUP,
+        &[
         "--brokers",
         &brokers,
         "--group",
         "iotstream-test",
+        "--host-name",
+        "second",
         "--no-builtin-plugins",
         "--plugins",
         &plugins_flag,
@@ -203,77 +232,103 @@ async fn a_second_host_on_a_source_waits_then_takes_over(pool: PgPool) {
         "20",
         "--max-age",
         "off",
-    ]);
+    ]]
+    .concat());
     let listener = tokio::net::TcpListener::bind(config.listen).await.expect("bind");
     let second_addr = listener.local_addr().expect("addr");
     let second_shutdown = tokio_util::sync::CancellationToken::new();
     let second = {
         let (store, shutdown) = (Store::new(second_pool), second_shutdown.clone());
         tokio::spawn(async move {
-            iotstream::app::run(&config, store, listener, &iotstream::kafka::Brokers::new(brokers), shutdown).await
+            iotstream::app::run(&config, store, listener, &config.kafka.brokers(&brokers), shutdown).await
         })
     };
-    let standby = wait_for_status(second_addr, "standby").await;
-    let waiting = standby["source"]["waiting"].as_str().expect("what it waits for").to_owned();
-    assert!(waiting.starts_with("waiting for topic iot_sensors of mockCluster"), "{waiting}");
-    assert_eq!(standby["source"]["owned"], false);
-
-    first.produce(&round_of(2)).await;
-    wait_for("readings under the first host", 20, || count_rows(&pool, "sensor_readings")).await;
-    // Still waiting: it has not restored, positioned or read anything.
-    assert_eq!(health(second_addr).await["status"], "standby");
+    wait_for_status(second_addr, "ok").await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = owners(&pool).await;
+        if now.iter().any(|o| o == "second") && now.iter().any(|o| o == "first") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the group never shared the partitions: {now:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for round in 4..=6 {
+        produce_round(&first.broker, round).await;
+    }
+    wait_for("readings under both hosts", 60, || count_rows(&pool, "sensor_readings")).await;
 
     let (stopped, broker) = first.stop_keeping_broker().await;
     stopped.expect("the first host stopped cleanly");
-    let took_over = wait_for_status(second_addr, "ok").await;
-    assert_eq!(took_over["source"]["owned"], true);
-    produce_to_partition_0(&broker, &round_of(3)).await;
-    wait_for("readings under the second host", 30, || count_rows(&pool, "sensor_readings")).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while owners(&pool).await != vec!["second"; 3] {
+        assert!(std::time::Instant::now() < deadline, "the second host was never given every partition");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for round in 7..=9 {
+        produce_round(&broker, round).await;
+    }
+    wait_for("readings under the second host", 90, || count_rows(&pool, "sensor_readings")).await;
     second_shutdown.cancel();
     second.await.expect("host task").expect("the second host stopped cleanly");
 
-    let mut expected: Vec<(String, f64, i64)> = (1..=3)
+    let mut expected: Vec<(String, f64, i64)> = (1..=9)
         .flat_map(|round| {
             (0..10).map(move |i| (format!("s{round}"), (round * 10 + i) as f64, round * 60_000 + i * 1_000))
         })
         .collect();
     expected.sort_by(|a, b| a.1.total_cmp(&b.1));
-    assert_eq!(stored(&pool).await, expected, "every reading once, in offset order");
+    let mut got = stored(&pool).await;
+    got.sort_by(|a, b| a.1.total_cmp(&b.1));
+    assert_eq!(got, expected, "every reading once");
 }
 
-/// A batch transaction checks that no other host took its source over: an owner whose lock
-/// session merely ended (as in a database outage) writes on; once another host took the source,
-/// the old owner's writes are refused, not retried, and the new owner's go through.
+/// A batch transaction checks that no other host took its partitions over: once another host
+/// took one, the old owner's writes to it are refused, not retried, while its writes to the
+/// partitions it still owns go through, and the new owner's go through. A take-over waits for the
+/// old owner's transaction in flight.
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
-async fn a_batch_is_refused_once_another_host_took_its_source_over(pool: PgPool) {
+async fn a_batch_is_refused_once_another_host_took_one_of_its_partitions_over(pool: PgPool) {
     let store = Store::new(pool.clone());
     let ids = store.source_ids("cluster", "topic").await.expect("source");
-    let Ownership::Owned(lock) = store.try_own_source(ids.lineage).await.expect("try") else {
-        panic!("a free source is owned at the first try")
+    let first = store.own_partitions(ids.lineage, "host-a", &[0, 1]).await.expect("own");
+    assert_eq!(first, [(0, 1), (1, 1)].into());
+    let fence = |generations: &[(i32, i64)]| Some(Fence { lineage: ids.lineage, generations: generations.iter().copied().collect() });
+    let batch = |partition: i32, next: i64, fence| BatchRows {
+        source: ids.current,
+        positions: [(partition, next)].into(),
+        fence,
+        ..BatchRows::default()
     };
-    let fence = lock.fence();
-    let owner = store.fenced(fence);
-    let batch = |next: i64| BatchRows { source: ids.current, positions: [(0, next)].into(), ..BatchRows::default() };
-    owner.write(&batch(5)).await.expect("the owner writes");
-    match store.try_own_source(ids.lineage).await.expect("try") {
-        Ownership::HeldBy(Some(holder)) => assert_eq!(holder.pid, fence.pid),
-        other => panic!("held by the first lock's session, got {other:?}"),
-    }
-    // The lock's session ends (as when the server drops it in an outage): nobody else owns the
-    // source, so the owner writes on.
-    sqlx::query("SELECT pg_terminate_backend($1, 5000)").bind(fence.pid).execute(&pool).await.expect("terminate");
-    drop(lock);
-    owner.write(&batch(6)).await.expect("no other owner: the write goes through");
-    // Another host takes the source over: the old owner's next write is refused.
-    let Ownership::Owned(second) = store.try_own_source(ids.lineage).await.expect("try") else {
-        panic!("the lock is free once its session ended")
+    store.write(&batch(0, 5, fence(&[(0, 1)]))).await.expect("the owner writes");
+    store.write(&batch(1, 5, fence(&[(1, 1)]))).await.expect("the owner writes");
+
+    // Host b takes partition 1 over while host a holds it in a transaction: b waits for it.
+    let mut in_flight = pool.begin().await.expect("tx");
+    sqlx::query("SELECT 1 FROM partition_owners WHERE source_id = $1 AND kafka_partition = 1 FOR SHARE")
+        .bind(ids.lineage)
+        .execute(&mut *in_flight)
+        .await
+        .expect("share");
+    let taking = {
+        let store = store.clone();
+        tokio::spawn(async move { store.own_partitions(ids.lineage, "host-b", &[1]).await })
     };
-    assert_eq!(second.fence().generation, fence.generation + 1);
-    let refused = owner.write(&batch(7)).await.expect_err("refused");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!taking.is_finished(), "the take-over waits for the old owner's transaction");
+    in_flight.commit().await.expect("commit");
+    let second = taking.await.expect("task").expect("own");
+    assert_eq!(second, [(1, 2)].into());
+
+    let refused = store.write(&batch(1, 7, fence(&[(0, 1), (1, 1)]))).await.expect_err("refused");
     assert!(
-        matches!(refused, StoreError::NotOwner { generation, current, .. } if generation == fence.generation && current == fence.generation + 1),
+        matches!(refused, StoreError::NotOwner { partition: 1, generation: 1, current: 2, .. }),
         "{refused}"
     );
-    store.fenced(second.fence()).write(&batch(8)).await.expect("the new owner writes");
-    assert_eq!(store.positions(ids.current).await.expect("positions"), [(0, 8)].into());
+    store.write(&batch(0, 8, fence(&[(0, 1)]))).await.expect("host a still owns partition 0");
+    store.write(&batch(1, 9, fence(&[(1, 2)]))).await.expect("the new owner writes");
+    assert_eq!(store.positions(ids.current).await.expect("positions"), [(0, 8), (1, 9)].into());
+    let owners: Vec<(i32, String, i64)> =
+        store.partition_owners(ids.lineage).await.expect("owners").into_iter().map(|o| (o.partition, o.owner, o.generation)).collect();
+    assert_eq!(owners, vec![(0, "host-a".to_owned(), 1), (1, "host-b".to_owned(), 2)]);
 }

@@ -130,7 +130,7 @@ impl Host {
         let task = {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
-                iotstream::app::run(&config, store, listener, &iotstream::kafka::Brokers::new(brokers), shutdown).await
+                iotstream::app::run(&config, store, listener, &config.kafka.brokers(&brokers), shutdown).await
             })
         };
         Host { broker, addr, topic, shutdown, task }
