@@ -38,3 +38,4 @@ mod sandbox;
 mod shutdown;
 mod source;
 mod tls;
+mod windows;
