@@ -207,7 +207,9 @@ mod tests {
         assert_eq!(kept.iter().map(|a| a.revision).collect::<Vec<_>>(), [2]);
         // Another partition's partial joined the window (same revision, more readings), whichever
         // side read it first.
-        for rows in [[window(1, "hall", 0, 10), window(1, "hall", 0, 25)], [window(1, "hall", 0, 25), window(1, "hall", 0, 10)]] {
+        for rows in
+            [[window(1, "hall", 0, 10), window(1, "hall", 0, 25)], [window(1, "hall", 0, 25), window(1, "hall", 0, 10)]]
+        {
             let kept = newest_revisions(rows);
             assert_eq!(kept.iter().map(|a| a.count_readings).collect::<Vec<_>>(), [25]);
         }

@@ -160,9 +160,9 @@ impl Stages {
         }
         for aggregator in &mut self.aggregators {
             match aggregator.aggregate(&self.catalog, wit) {
-                Ok(aggregates) => {
-                    rows.aggregates.extend(aggregates.into_iter().map(|a| window_row(aggregator.name(), self.partition, a)))
-                }
+                Ok(aggregates) => rows
+                    .aggregates
+                    .extend(aggregates.into_iter().map(|a| window_row(aggregator.name(), self.partition, a))),
                 Err(err) => report_failure(aggregator, &err, "the batch's readings are missing from its windows"),
             }
         }

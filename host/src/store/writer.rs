@@ -202,7 +202,10 @@ pub(super) async fn upsert_aggregates(tx: &mut Tx<'_>, source: i16, w: &[StoredW
 /// them (`sensor_aggregates_latest`: this batch's and those committed before it, from every
 /// partition and host), in the order the batch first names them. This, not the partials, is what
 /// the live view shows: a partial alone is a fraction of its window.
-pub(super) async fn merged_windows(tx: &mut Tx<'_>, partials: &[StoredWindow]) -> Result<Vec<AggregateRow>, sqlx::Error> {
+pub(super) async fn merged_windows(
+    tx: &mut Tx<'_>,
+    partials: &[StoredWindow],
+) -> Result<Vec<AggregateRow>, sqlx::Error> {
     let mut keys: Vec<(&str, &str, &str, chrono::DateTime<Utc>)> = Vec::new();
     for w in partials.iter().map(|p| &p.window) {
         let key = (w.stage.as_str(), w.location.as_str(), w.sensor_type.as_str(), w.window_start);

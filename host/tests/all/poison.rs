@@ -5,7 +5,9 @@
 
 use chrono::{TimeZone, Utc};
 use iotstream::reading::{Reading, SensorType};
-use iotstream::store::{BatchRows, ModelLineage, Prediction, Refused, RefusedOrigin, Store, StoredReading, StoredWindow};
+use iotstream::store::{
+    BatchRows, ModelLineage, Prediction, Refused, RefusedOrigin, Store, StoredReading, StoredWindow,
+};
 use iotstream_api::{AggregateRow, DeadLetterReason, Verdict};
 use sqlx::PgPool;
 

@@ -137,9 +137,8 @@ async fn partials_of_any_split_merge_to_the_single_pass_window(pool: PgPool) {
         let spread = [0.5, 5.0, 50.0][rng.random_range(0..3)];
         let partitions = rng.random_range(1..=6_usize);
         let readings = rng.random_range(1..=40_usize);
-        let values: Vec<Value> = (0..readings)
-            .map(|_| (base + spread * rng.random_range(-1.0..1.0), rng.random_bool(0.1)))
-            .collect();
+        let values: Vec<Value> =
+            (0..readings).map(|_| (base + spread * rng.random_range(-1.0..1.0), rng.random_bool(0.1))).collect();
         let mut split: Vec<Vec<Value>> = vec![Vec::new(); partitions];
         for &value in &values {
             split[rng.random_range(0..partitions)].push(value);
@@ -245,8 +244,10 @@ async fn windows_stored_before_partitions_stay_readable_after_the_migration(pool
 
     MIGRATOR.run(&pool).await.expect("the remaining migrations");
 
-    let partitions: Vec<i32> =
-        sqlx::query_scalar("SELECT DISTINCT kafka_partition FROM sensor_aggregates").fetch_all(&pool).await.expect("rows");
+    let partitions: Vec<i32> = sqlx::query_scalar("SELECT DISTINCT kafka_partition FROM sensor_aggregates")
+        .fetch_all(&pool)
+        .await
+        .expect("rows");
     assert_eq!(partitions, [-1]);
     assert_eq!(view(&pool).await, before, "the same windows, bit for bit");
     assert_eq!(partials(&pool).await, [1, 1, 1]);
