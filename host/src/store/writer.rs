@@ -27,8 +27,9 @@ impl Store {
     /// Writes a whole batch in one transaction (fenced: only while this host owns the source, see
     /// [`super::ownership`]): its rows (a replayed message's rows are no-ops),
     /// the source's new positions and the checkpoint, if any. Returns the rows it added (a
-    /// replayed message adds none), as counts like the all-time [`Totals`], and what the database
-    /// refused.
+    /// replayed message adds none), as counts like the all-time [`Totals`], what the database
+    /// refused, and the windows its partials belong to, merged over every partition as the
+    /// transaction saw them (read in it, so a window is never shown without this batch's partial).
     ///
     /// A transient failure (the connection, a timeout, a serialization conflict) is returned, for
     /// the caller to retry the same batch. A permanent one (data the database will refuse however

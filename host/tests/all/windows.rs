@@ -149,9 +149,24 @@ async fn partials_of_any_split_merge_to_the_single_pass_window(pool: PgPool) {
             split.into_iter().enumerate().filter(|(_, v)| !v.is_empty()).map(|(p, v)| (p as i32, v)).collect();
         partials.sort_by_key(|_| rng.random::<u32>());
         let late: Vec<i32> = partials.iter().map(|_| rng.random_range(0..3)).collect();
+        let stored: Vec<StoredWindow> = partials
+            .iter()
+            .zip(&late)
+            .map(|((partition, values), late)| StoredWindow {
+                partition: *partition,
+                window: partial(start, "hall", values, 0, *late),
+            })
+            .collect();
         let mut last = Written::default();
-        for ((partition, values), late) in partials.iter().zip(&late) {
-            last = write(&store, source, *partition, &partial(start, "hall", values, 0, *late)).await;
+        if case % 2 == 0 {
+            // Lanes writing apart, one partial a batch.
+            for window in &stored {
+                last = write(&store, source, window.partition, &window.window).await;
+            }
+        } else {
+            // Lanes of one host whose partials share a batch.
+            let batch = BatchRows { source, aggregates: stored, ..BatchRows::default() };
+            last = store.write(&batch).await.expect("the partials are stored");
         }
         let reference = single_pass(start, "hall", &values, 0, late.iter().sum());
         // The live view gets the window as merged after the last partial, not the partial.
