@@ -31,8 +31,8 @@ pub struct Written {
     pub totals: Totals,
     /// What was left out because the database refused it (empty on the fast path).
     pub refused: Vec<Refused>,
-    /// The windows the batch's partials belong to, each merged over all its partials as stored
-    /// after the write (see `sensor_aggregates_latest`), in the order the batch first names them.
+    /// The windows the batch's stored partials belong to, each once, merged over all its partials
+    /// as stored after the write (see `sensor_aggregates_latest`).
     pub windows: Vec<AggregateRow>,
 }
 
@@ -176,9 +176,9 @@ async fn readings_apart(tx: &mut Tx<'_>, batch: &BatchRows, written: &mut Writte
 }
 
 /// Inserts each plugin's output apart (only for the readings that were stored); a refused one is
-/// left out and reported. Returns the windows added and the partials stored. (Detectors' verdicts are not among them: they
-/// are written with their readings, in a form the database always takes, see
-/// [`verdicts_json`].)
+/// left out and reported. Returns the window rows added and the partials stored. (Detectors'
+/// verdicts are not among them: they are written with their readings, in a form the database
+/// always takes, see [`verdicts_json`].)
 async fn plugin_outputs_apart(
     tx: &mut Tx<'_>,
     batch: &BatchRows,
