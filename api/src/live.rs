@@ -19,7 +19,8 @@ pub struct Stats {
     pub readings_total: u64,
     /// Stored readings a detector flagged, all time.
     pub anomalies_total: u64,
-    /// Window aggregates stored, all time.
+    /// Window emissions stored, all time: each partition's partial of a window, and each
+    /// revision of it, is one.
     pub aggregates_total: u64,
     /// Dead-lettered messages, all time.
     pub dead_letters_total: u64,
@@ -94,7 +95,8 @@ pub enum LiveEvent {
         readings: Vec<ReadingRow>,
         /// Its anomalous predictions (at most a few dozen), newest first.
         detections: Vec<PredictionRow>,
-        /// The windows it closed.
+        /// The windows it closed or revised, each merged over all its partitions' partials as
+        /// stored after the batch; a window shown before is replaced by its newer merge.
         aggregates: Vec<AggregateRow>,
         /// The plugins.
         plugins: Vec<PluginStatus>,
@@ -118,7 +120,7 @@ pub struct LiveView {
     pub readings: Vec<ReadingRow>,
     /// Newest anomalous predictions, newest first.
     pub detections: Vec<PredictionRow>,
-    /// Newest aggregates, newest first.
+    /// Newest windows, newest first, each once (at its newest merge).
     pub aggregates: Vec<AggregateRow>,
     /// The plugins.
     pub plugins: Vec<PluginStatus>,
@@ -129,7 +131,8 @@ pub struct LiveView {
 impl LiveView {
     /// Folds one event in: a snapshot replaces everything, a batch prepends its rows (keeping at
     /// most [`LIVE_ROWS`] of each kind) and replaces the stats and plugins, a plugin event is
-    /// prepended to the others.
+    /// prepended to the others. A window the batch carries replaces the same window shown before
+    /// (the batch's is its newer merge: another partition's partial or a revision joined it).
     pub fn apply(&mut self, event: LiveEvent) {
         match event {
             LiveEvent::Snapshot { stats, readings, detections, aggregates, plugins, plugin_events } => {
@@ -145,6 +148,7 @@ impl LiveView {
                 self.plugins = plugins;
                 prepend(&mut self.readings, readings);
                 prepend(&mut self.detections, detections);
+                self.aggregates.retain(|shown| !aggregates.iter().any(|newer| newer.same_window(shown)));
                 prepend(&mut self.aggregates, aggregates);
                 self.truncate();
             }
@@ -204,6 +208,49 @@ mod tests {
         assert_eq!(view.readings.len(), LIVE_ROWS);
         assert_eq!(view.readings[0].sensor_id, "s159");
         assert_eq!(view.readings[49].sensor_id, "s110");
+    }
+
+    fn window(minute: i64, location: &str, count: i32) -> AggregateRow {
+        let start = DateTime::<Utc>::UNIX_EPOCH + chrono::TimeDelta::minutes(minute);
+        AggregateRow {
+            stage: "tumbling-window".into(),
+            window_start: start,
+            window_end: start + chrono::TimeDelta::minutes(1),
+            location: location.into(),
+            sensor_type: SensorType::Co2,
+            avg_value: 400.0,
+            min_value: 400.0,
+            max_value: 400.0,
+            stddev_value: 0.0,
+            count_readings: count,
+            anomaly_count: 0,
+            revision: 0,
+            late_count: 0,
+        }
+    }
+
+    fn windows(aggregates: Vec<AggregateRow>) -> LiveEvent {
+        LiveEvent::Batch {
+            stats: Stats::default(),
+            readings: Vec::new(),
+            detections: Vec::new(),
+            aggregates,
+            plugins: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_window_merged_again_replaces_its_earlier_merge_and_shows_once() {
+        let mut view = LiveView::default();
+        view.apply(windows(vec![window(2, "hall", 4), window(1, "hall", 6), window(1, "lab", 5)]));
+        // Another partition's partial of minute 1 in the hall: the batch carries the window's new merge.
+        view.apply(windows(vec![window(1, "hall", 9)]));
+        let shown: Vec<(i64, &str, i32)> = view
+            .aggregates
+            .iter()
+            .map(|a| (a.window_start.timestamp() / 60, a.location.as_str(), a.count_readings))
+            .collect();
+        assert_eq!(shown, [(1, "hall", 9), (2, "hall", 4), (1, "lab", 5)]);
     }
 
     #[test]

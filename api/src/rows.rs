@@ -53,7 +53,8 @@ pub struct PredictionRow {
     pub model_generation: Option<i32>,
 }
 
-/// One closed window.
+/// One closed window: the exact merge of the partials that the lanes of its Kafka partitions
+/// emitted (each lane's aggregator sees only its partition's readings).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AggregateRow {
     /// The aggregator plugin.
@@ -78,10 +79,30 @@ pub struct AggregateRow {
     pub count_readings: i32,
     /// Readings a detector flagged.
     pub anomaly_count: i32,
-    /// 0 for the first emission; a higher revision (after late readings) supersedes it.
+    /// The sum of its partials' revisions: 0 until late readings revise a partial, and one more
+    /// for each revision of any of them. A higher revision supersedes a lower one; so does, at the
+    /// same revision, a higher `count_readings` (another partition's partial joined the window).
     pub revision: i32,
     /// Readings in `count_readings` that arrived late.
     pub late_count: i32,
+}
+
+impl AggregateRow {
+    /// Whether `other` is (an emission of) the same window: same stage, location, sensor type
+    /// and start.
+    pub fn same_window(&self, other: &AggregateRow) -> bool {
+        self.window_start == other.window_start
+            && self.sensor_type == other.sensor_type
+            && self.location == other.location
+            && self.stage == other.stage
+    }
+
+    /// Whether this merge of a window holds more than `other`, an earlier one of the same window:
+    /// a higher revision, or the same with more readings (another partition's partial joined).
+    /// Merges only grow, so of two reads of a window the newer is the one this prefers.
+    pub fn is_newer_than(&self, other: &AggregateRow) -> bool {
+        (self.revision, self.count_readings) > (other.revision, other.count_readings)
+    }
 }
 
 /// A message that could not be decoded, kept with its error.

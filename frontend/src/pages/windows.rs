@@ -17,14 +17,15 @@ use crate::options::{self, Points};
 /// Windows the tab reads: the API's most, about 3 hours of 5 types at 4 locations.
 const WINDOWS: usize = 1000;
 
-/// Each window once, at its newest revision: the API's rows and the live stream's may both hold a
-/// window, and a revision after late readings supersedes the emission before it.
+/// Each window once, at its newest merge: the API's rows and the live stream's may both hold a
+/// window, and a revision after late readings, or another partition's partial joining the window,
+/// supersedes the merge before it ([`AggregateRow::is_newer_than`]).
 fn newest_revisions(rows: impl IntoIterator<Item = AggregateRow>) -> Vec<AggregateRow> {
     let mut newest: BTreeMap<(String, String, SensorType, i64), AggregateRow> = BTreeMap::new();
     for row in rows {
         let key = (row.stage.clone(), row.location.clone(), row.sensor_type, row.window_start.timestamp_millis());
         match newest.get(&key) {
-            Some(kept) if kept.revision >= row.revision => {}
+            Some(kept) if !row.is_newer_than(kept) => {}
             _ => {
                 newest.insert(key, row);
             }
@@ -204,5 +205,13 @@ mod tests {
         // A stale emission arriving after its revision does not undo it.
         let kept = newest_revisions([window(1, "hall", 2, 12), window(1, "hall", 1, 11)]);
         assert_eq!(kept.iter().map(|a| a.revision).collect::<Vec<_>>(), [2]);
+        // Another partition's partial joined the window (same revision, more readings), whichever
+        // side read it first.
+        for rows in
+            [[window(1, "hall", 0, 10), window(1, "hall", 0, 25)], [window(1, "hall", 0, 25), window(1, "hall", 0, 10)]]
+        {
+            let kept = newest_revisions(rows);
+            assert_eq!(kept.iter().map(|a| a.count_readings).collect::<Vec<_>>(), [25]);
+        }
     }
 }

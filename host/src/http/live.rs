@@ -45,9 +45,11 @@ pub struct BatchSummary<'a> {
     pub newest_readings: Vec<ReadingRow>,
     /// Its newest anomalous predictions (at most [`EVENT_ROWS`]), newest first.
     pub detections: Vec<PredictionRow>,
-    /// The windows it closed.
+    /// The windows it closed or revised, each merged over every partition's partial stored so far
+    /// (not the batch's partials: a partial is a fraction of its window).
     pub aggregates: Vec<AggregateRow>,
-    /// Of those, the windows not stored before (the others replace an emission a replay repeated).
+    /// Window emissions (partials, revisions) it stored that were not stored before (the others
+    /// replace an emission a replay repeated).
     pub new_aggregates: u64,
     /// Messages dead-lettered.
     pub dead_letters: u64,

@@ -254,7 +254,7 @@ pub(super) fn publish(
     for refused in &written.refused {
         live.record_refused(refused);
     }
-    let written = written.totals;
+    let Written { totals: written, windows, .. } = written;
     let messages = rows.readings.len() + rows.dead_letters.len();
     live.metrics().record_batch(messages, written.readings, rows.dead_letters.iter().map(|d| d.reason));
     let detections = rows
@@ -286,7 +286,7 @@ pub(super) fn publish(
         flagged: written.flagged,
         newest_readings: rows.readings.iter().rev().take(EVENT_ROWS).map(StoredReading::api_row).collect(),
         detections,
-        aggregates: rows.aggregates.clone(),
+        aggregates: windows,
         new_aggregates: written.aggregates,
         dead_letters: written.dead_letters,
         latencies_ms,

@@ -10,7 +10,9 @@ use crate::plugins::bindings::{ModelInfo, Reading as WitReading, Verdict as WitV
 use crate::plugins::output::{display_detail, display_text};
 use crate::plugins::{Plugin, PluginError, PluginState, SensorCatalog, StageKind};
 use crate::reading::SensorType;
-use crate::store::{BatchRows, Checkpoint, CheckpointReason, ModelLineage, Prediction, ShadowPrediction, StageState};
+use crate::store::{
+    BatchRows, Checkpoint, CheckpointReason, ModelLineage, Prediction, ShadowPrediction, StageState, StoredWindow,
+};
 
 /// The plugins and the sensor keys they share. Plugin calls are blocking CPU work, so the stages
 /// move onto a blocking thread for each batch and come back with its results.
@@ -21,7 +23,8 @@ pub(super) struct Stages {
     pub(super) shadows: Vec<Plugin>,
     pub(super) aggregators: Vec<Plugin>,
     pub(super) catalog: SensorCatalog,
-    /// The partition whose messages these stages see (their lane's).
+    /// The Kafka partition whose readings these stages see (their lane's): their windows are
+    /// partials of it.
     pub(super) partition: i32,
 }
 
@@ -166,20 +169,22 @@ impl Stages {
         }
         for aggregator in &mut self.aggregators {
             match aggregator.aggregate(&self.catalog, wit) {
-                Ok(aggregates) => {
-                    rows.aggregates.extend(aggregates.into_iter().map(|a| window_row(aggregator.name(), a)))
-                }
+                Ok(aggregates) => rows
+                    .aggregates
+                    .extend(aggregates.into_iter().map(|a| window_row(aggregator.name(), self.partition, a))),
                 Err(err) => report_failure(aggregator, &err, "the batch's readings are missing from its windows"),
             }
         }
     }
 
     /// Tells every aggregator the processing time; returns the windows closed for idleness.
-    pub(super) fn tick(&mut self, now_ms: i64) -> Vec<AggregateRow> {
+    pub(super) fn tick(&mut self, now_ms: i64) -> Vec<StoredWindow> {
         let mut closed = Vec::new();
         for aggregator in &mut self.aggregators {
             match aggregator.tick(&self.catalog, now_ms) {
-                Ok(aggregates) => closed.extend(aggregates.into_iter().map(|a| window_row(aggregator.name(), a))),
+                Ok(aggregates) => {
+                    closed.extend(aggregates.into_iter().map(|a| window_row(aggregator.name(), self.partition, a)))
+                }
                 Err(err) => report_failure(aggregator, &err, "its idle windows stay open"),
             }
         }
@@ -328,8 +333,9 @@ fn millis(ms: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(ms).single().unwrap_or(DateTime::<Utc>::MIN_UTC)
 }
 
-fn window_row(stage: &str, a: WindowAggregate) -> AggregateRow {
-    AggregateRow {
+/// An aggregator's window as the store keeps it: a partial of `partition`'s readings.
+fn window_row(stage: &str, partition: i32, a: WindowAggregate) -> StoredWindow {
+    let window = AggregateRow {
         stage: stage.to_owned(),
         window_start: millis(a.window_start_ms),
         window_end: millis(a.window_end_ms),
@@ -343,5 +349,6 @@ fn window_row(stage: &str, a: WindowAggregate) -> AggregateRow {
         anomaly_count: i32::try_from(a.anomaly_count).unwrap_or(i32::MAX),
         revision: i32::try_from(a.revision).unwrap_or(i32::MAX),
         late_count: i32::try_from(a.late_count).unwrap_or(i32::MAX),
-    }
+    };
+    StoredWindow { partition, window }
 }

@@ -12,14 +12,14 @@
 
 use std::collections::BTreeMap;
 
-use iotstream_api::DeadLetterReason;
+use iotstream_api::{AggregateRow, DeadLetterReason};
 use sqlx::Acquire;
 
 use crate::reading::encode;
-use crate::store::rows::{DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, StoredReading, verdicts_json};
+use crate::store::rows::{DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, StoredReading, StoredWindow, verdicts_json};
 use crate::store::writer::{
     Tx, add_to_totals, advance_positions, check_fence, insert_dead_letters, insert_readings,
-    insert_shadow_predictions, upsert_aggregates, write_checkpoints,
+    insert_shadow_predictions, merged_windows, upsert_aggregates, write_checkpoints,
 };
 use crate::store::{BatchRows, Store, StoreError, Totals};
 
@@ -30,6 +30,9 @@ pub struct Written {
     pub totals: Totals,
     /// What was left out because the database refused it (empty on the fast path).
     pub refused: Vec<Refused>,
+    /// The windows the batch's stored partials belong to, each once, merged over all its partials
+    /// as stored after the write (see `sensor_aggregates_latest`).
+    pub windows: Vec<AggregateRow>,
 }
 
 /// Rows the database refused permanently and the batch was committed without.
@@ -99,7 +102,15 @@ impl Store {
         let mut written = Written::default();
         let source = batch.source;
         let kept = readings_apart(&mut tx, batch, &mut written).await?;
-        written.totals.aggregates = plugin_outputs_apart(&mut tx, batch, &kept, &mut written.refused).await?;
+        let stored_windows;
+        (written.totals.aggregates, stored_windows) =
+            plugin_outputs_apart(&mut tx, batch, &kept, &mut written.refused).await?;
+        if !stored_windows.is_empty() {
+            // Reading what was just stored is refused only for want of a connection; were it
+            // refused for good, the batch is still stored: the live view only misses its windows.
+            written.windows =
+                in_savepoint(&mut tx, async |tx| merged_windows(tx, &stored_windows).await).await?.unwrap_or_default();
+        }
         let mut letters = batch.dead_letters.clone();
         letters.extend(kept.iter().zip(&batch.readings).filter(|(keep, _)| !**keep).map(|(_, r)| {
             let refusal = written.refused.iter().find(|r| r.origin == RefusedOrigin::Readings);
@@ -160,15 +171,15 @@ async fn readings_apart(tx: &mut Tx<'_>, batch: &BatchRows, written: &mut Writte
 }
 
 /// Inserts each plugin's output apart (only for the readings that were stored); a refused one is
-/// left out and reported. Returns the windows added. (Detectors' verdicts are not among them: they
-/// are written with their readings, in a form the database always takes, see
-/// [`verdicts_json`].)
+/// left out and reported. Returns the window rows added and the partials stored. (Detectors'
+/// verdicts are not among them: they are written with their readings, in a form the database
+/// always takes, see [`verdicts_json`].)
 async fn plugin_outputs_apart(
     tx: &mut Tx<'_>,
     batch: &BatchRows,
     kept: &[bool],
     refused: &mut Vec<Refused>,
-) -> Result<u64, StoreError> {
+) -> Result<(u64, Vec<StoredWindow>), StoreError> {
     let (source, readings) = (batch.source, batch.readings.as_slice());
     let mut shadows: BTreeMap<&str, Vec<_>> = BTreeMap::new();
     for p in batch.shadow_predictions.iter().filter(|p| kept[p.reading]) {
@@ -179,17 +190,20 @@ async fn plugin_outputs_apart(
         note(refused, plugin, rows.len(), outcome.err());
     }
     let mut windows: BTreeMap<&str, Vec<_>> = BTreeMap::new();
-    for a in &batch.aggregates {
-        windows.entry(a.stage.as_str()).or_default().push(a.clone());
+    for w in &batch.aggregates {
+        windows.entry(w.window.stage.as_str()).or_default().push(w.clone());
     }
-    let mut added = 0;
+    let (mut added, mut stored) = (0, Vec::new());
     for (plugin, rows) in windows {
         match in_savepoint(tx, async |tx| upsert_aggregates(tx, source, &rows).await).await? {
-            Ok(new) => added += new,
+            Ok(new) => {
+                added += new;
+                stored.extend(rows);
+            }
             Err(err) => note(refused, plugin, rows.len(), Some(err)),
         }
     }
-    Ok(added)
+    Ok((added, stored))
 }
 
 /// Records `plugin`'s `rows` as refused when `err` is set.

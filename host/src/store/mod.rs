@@ -5,7 +5,8 @@
 //! `kafka_offsets` (and, on the checkpoint interval, stores every stage's state with the offsets it
 //! includes); every row carries its message's source, partition and offset, which a unique index
 //! makes a key, so a replayed message is a no-op (`ON CONFLICT DO NOTHING`), and a window revision
-//! emitted again replaces its earlier emission.
+//! emitted again (a partition's partial of the window, migration 0010) replaces its earlier
+//! emission.
 //!
 //! The store knows rows, not plugins: what the pipeline hands it is plain data ([`rows`]).
 //!
@@ -47,7 +48,8 @@ pub use self::ownership::{Fence, PartitionOwner};
 pub use self::sources::SourceIds;
 pub use self::queries::HistoryFilter;
 pub use self::rows::{
-    BatchRows, DeadLetter, LaneBatch, ModelLineage, Prediction, ShadowPrediction, StoredReading, Totals,
+    BatchRows, DeadLetter, LaneBatch, ModelLineage, Prediction, ShadowPrediction, StoredReading, StoredWindow,
+    Totals,
 };
 
 /// The schema, embedded from `migrations/` at build time.

@@ -12,6 +12,12 @@ use sqlx::postgres::PgRow;
 
 use crate::store::{Store, StoreError, Totals};
 
+/// Emissions `recent_aggregates` reads per window it answers: a window's emissions are its
+/// partitions' partials and their revisions, so the newest `16 * limit` emissions hold the newest
+/// `limit` windows while a window has on average at most 16 of them (a topic of up to 16
+/// partitions, or fewer partitions and some revisions) among them.
+const RECENT_EMISSIONS_PER_WINDOW: i64 = 16;
+
 /// The value of a closed set named `text`; a name outside the set is a decode error that says so.
 fn named<T: Named>(text: &str) -> Result<T, sqlx::Error> {
     T::from_name(text).ok_or_else(|| sqlx::Error::Decode(format!("{text:?} is not a known value of its column").into()))
@@ -82,13 +88,23 @@ impl Store {
         rows.iter().map(decode_prediction).collect::<Result<_, _>>().map_err(StoreError::from)
     }
 
-    /// The newest window aggregates.
+    /// The windows of the newest emissions, newest first, each merged over its partitions'
+    /// partials (`sensor_aggregates_latest`): at most `limit` windows, those of the
+    /// `limit * RECENT_EMISSIONS_PER_WINDOW` newest emissions (fewer windows when more of those
+    /// are partials or revisions of the same windows).
     pub async fn recent_aggregates(&self, limit: i64) -> Result<Vec<AggregateRow>, StoreError> {
         let rows = sqlx::query(
-            "SELECT stage, window_start, window_end, location, sensor_type, avg_value, min_value, max_value, stddev_value, \
-             count_readings, anomaly_count, revision, late_count FROM sensor_aggregates ORDER BY emission DESC LIMIT $1",
+            "WITH recent AS (SELECT stage, location, sensor_type, window_start, max(emission) AS newest FROM \
+             (SELECT stage, location, sensor_type, window_start, emission FROM sensor_aggregates ORDER BY emission DESC LIMIT $2) e \
+             GROUP BY stage, location, sensor_type, window_start ORDER BY newest DESC LIMIT $1) \
+             SELECT l.stage, l.window_start, l.window_end, l.location, l.sensor_type, l.avg_value, l.min_value, l.max_value, \
+             l.stddev_value, l.count_readings, l.anomaly_count, l.revision, l.late_count FROM sensor_aggregates_latest l \
+             JOIN recent r ON l.stage = r.stage AND l.location = r.location AND l.sensor_type = r.sensor_type \
+             AND l.window_start = r.window_start \
+             WHERE l.window_start = ANY(ARRAY(SELECT window_start FROM recent)) ORDER BY l.emission DESC",
         )
         .bind(limit)
+        .bind(limit.saturating_mul(RECENT_EMISSIONS_PER_WINDOW))
         .fetch_all(&self.api_pool)
         .await?;
         rows.iter().map(decode_aggregate).collect::<Result<_, _>>().map_err(StoreError::from)
@@ -443,7 +459,8 @@ fn decode_prediction(row: &PgRow) -> Result<PredictionRow, sqlx::Error> {
     })
 }
 
-fn decode_aggregate(row: &PgRow) -> Result<AggregateRow, sqlx::Error> {
+/// A window as the API shows it, from a row of the columns `AggregateRow` lists, in its order.
+pub(super) fn decode_aggregate(row: &PgRow) -> Result<AggregateRow, sqlx::Error> {
     Ok(AggregateRow {
         stage: row.try_get(0)?,
         window_start: row.try_get(1)?,

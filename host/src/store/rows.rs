@@ -101,6 +101,18 @@ pub struct DeadLetter {
     pub reason: DeadLetterReason,
 }
 
+/// A window one lane's aggregator closed: a partial of the window, over the readings of one Kafka
+/// partition (migration 0010). The partials of a window, from every partition, on any host, are
+/// merged exactly by `sensor_aggregates_latest`; the API and the live view show only merged
+/// windows, so the partition stays here, with the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredWindow {
+    /// The Kafka partition of the lane that emitted it.
+    pub partition: i32,
+    /// The partial, as the aggregator reported it.
+    pub window: AggregateRow,
+}
+
 /// The model behind a verdict, for a detector that trains models.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ModelLineage {
@@ -134,8 +146,8 @@ pub struct BatchRows {
     pub predictions: Vec<Prediction>,
     /// Shadow detectors' verdicts.
     pub shadow_predictions: Vec<ShadowPrediction>,
-    /// Closed windows.
-    pub aggregates: Vec<AggregateRow>,
+    /// Closed windows: each a partial, of its lane's partition.
+    pub aggregates: Vec<StoredWindow>,
     /// Refused messages.
     pub dead_letters: Vec<DeadLetter>,
 }
@@ -183,7 +195,8 @@ pub struct Totals {
     pub readings: u64,
     /// `sensor_readings` rows a detector flagged.
     pub flagged: u64,
-    /// `sensor_aggregates` rows.
+    /// `sensor_aggregates` rows: window emissions stored (each partition's partial of a window,
+    /// and each revision of it, is one; a partial emitted again by a replay is not).
     pub aggregates: u64,
     /// `dead_letters` rows.
     pub dead_letters: u64,

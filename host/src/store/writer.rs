@@ -9,14 +9,15 @@ use chrono::{NaiveDate, Utc};
 use iotstream_api::Named;
 use sqlx::{Postgres, Transaction};
 
-use crate::store::checkpoints::write_checkpoint;
 use iotstream_api::AggregateRow;
 use tracing::warn;
 
+use crate::store::checkpoints::write_checkpoint;
+use crate::store::queries::decode_aggregate;
+
 use crate::store::isolate::{Written, is_permanent};
 use crate::store::partitions::PartitionedTable;
-use crate::store::rows::{DeadLetter, ShadowPrediction, StoredReading, verdicts_json};
-use crate::store::rows::LaneBatch;
+use crate::store::rows::{DeadLetter, LaneBatch, ShadowPrediction, StoredReading, StoredWindow, verdicts_json};
 use crate::store::{BatchRows, Store, StoreError, Totals};
 
 /// The batch's transaction.
@@ -26,8 +27,9 @@ impl Store {
     /// Writes a whole batch in one transaction (fenced: only while this host owns its partitions, see
     /// [`super::ownership`]): its rows (a replayed message's rows are no-ops),
     /// the source's new positions and the checkpoint, if any. Returns the rows it added (a
-    /// replayed message adds none), as counts like the all-time [`Totals`], and what the database
-    /// refused.
+    /// replayed message adds none), as counts like the all-time [`Totals`], what the database
+    /// refused, and the windows its partials belong to, merged over every partition as the
+    /// transaction saw them (read in it, so a window is never shown without this batch's partial).
     ///
     /// A transient failure (the connection, a timeout, a serialization conflict) is returned, for
     /// the caller to retry the same batch. A permanent one (data the database will refuse however
@@ -42,7 +44,7 @@ impl Store {
                 warn!(error = %err, "the database refused the batch; writing it again, isolating what it refuses");
                 self.write_isolating(batch).await
             }
-            other => other.map(|totals| Written { totals, refused: Vec::new() }),
+            other => other,
         }
     }
 
@@ -59,7 +61,7 @@ impl Store {
     }
 
     /// The fast path: one statement per table.
-    async fn write_whole(&self, batch: &BatchRows) -> Result<Totals, StoreError> {
+    async fn write_whole(&self, batch: &BatchRows) -> Result<Written, StoreError> {
         let mut written = Totals::default();
         let mut tx = self.pool.begin().await?;
         check_fence(&mut tx, batch).await?;
@@ -71,8 +73,10 @@ impl Store {
         if !batch.shadow_predictions.is_empty() {
             insert_shadow_predictions(&mut tx, source, &batch.readings, &batch.shadow_predictions).await?;
         }
+        let mut windows = Vec::new();
         if !batch.aggregates.is_empty() {
             written.aggregates = upsert_aggregates(&mut tx, source, &batch.aggregates).await?;
+            windows = merged_windows(&mut tx, &batch.aggregates).await?;
         }
         if !batch.dead_letters.is_empty() {
             written.dead_letters = insert_dead_letters(&mut tx, source, &batch.dead_letters).await?;
@@ -81,7 +85,7 @@ impl Store {
         advance_positions(&mut tx, batch).await?;
         write_checkpoints(&mut tx, batch).await?;
         tx.commit().await?;
-        Ok(written)
+        Ok(Written { totals: written, refused: Vec::new(), windows })
     }
 }
 
@@ -153,39 +157,76 @@ pub(super) async fn insert_shadow_predictions(
     Ok(())
 }
 
-/// `sensor_aggregates`: closed windows; a revision emitted again replaces its earlier emission.
-/// Returns the windows added (not replaced).
-pub(super) async fn upsert_aggregates(tx: &mut Tx<'_>, source: i16, a: &[AggregateRow]) -> Result<u64, sqlx::Error> {
+/// `sensor_aggregates`: closed windows, each a partition's partial; a partial's revision emitted
+/// again (same partition, same revision: a replay) replaces its earlier emission, while the
+/// partials of other partitions are rows of their own. Returns the rows added (not replaced).
+pub(super) async fn upsert_aggregates(tx: &mut Tx<'_>, source: i16, w: &[StoredWindow]) -> Result<u64, sqlx::Error> {
+    let a = || w.iter().map(|w| &w.window);
     // `xmax = 0` tells a new row from a replaced emission.
     let inserted: i64 = sqlx::query_scalar(
             "WITH upserted AS (INSERT INTO sensor_aggregates (stage, window_start, window_end, location, sensor_type, avg_value, min_value, \
-             max_value, stddev_value, count_readings, anomaly_count, revision, late_count, source_id) \
-             SELECT *, $14 FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], \
-             $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::int4[], $11::int4[], $12::int4[], $13::int4[]) \
-             ON CONFLICT (source_id, stage, location, sensor_type, window_start, revision) WHERE source_id > 0 \
+             max_value, stddev_value, count_readings, anomaly_count, revision, late_count, kafka_partition, source_id) \
+             SELECT *, $15 FROM UNNEST($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[], $5::text[], \
+             $6::float8[], $7::float8[], $8::float8[], $9::float8[], $10::int4[], $11::int4[], $12::int4[], $13::int4[], $14::int4[]) \
+             ON CONFLICT (source_id, stage, location, sensor_type, window_start, kafka_partition, revision) WHERE source_id > 0 \
              DO UPDATE SET window_end = EXCLUDED.window_end, avg_value = EXCLUDED.avg_value, \
              min_value = EXCLUDED.min_value, max_value = EXCLUDED.max_value, stddev_value = EXCLUDED.stddev_value, \
              count_readings = EXCLUDED.count_readings, anomaly_count = EXCLUDED.anomaly_count, \
              late_count = EXCLUDED.late_count, emitted_at = now(), emission = nextval('sensor_aggregates_emission') \
              RETURNING xmax = 0 AS inserted) SELECT count(*) FILTER (WHERE inserted) FROM upserted",
         )
-        .bind(a.iter().map(|a| a.stage.as_str()).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.window_start).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.window_end).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.location.as_str()).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.sensor_type.as_str()).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.avg_value).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.min_value).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.max_value).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.stddev_value).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.count_readings).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.anomaly_count).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.revision).collect::<Vec<_>>())
-        .bind(a.iter().map(|a| a.late_count).collect::<Vec<_>>())
+        .bind(a().map(|a| a.stage.as_str()).collect::<Vec<_>>())
+        .bind(a().map(|a| a.window_start).collect::<Vec<_>>())
+        .bind(a().map(|a| a.window_end).collect::<Vec<_>>())
+        .bind(a().map(|a| a.location.as_str()).collect::<Vec<_>>())
+        .bind(a().map(|a| a.sensor_type.as_str()).collect::<Vec<_>>())
+        .bind(a().map(|a| a.avg_value).collect::<Vec<_>>())
+        .bind(a().map(|a| a.min_value).collect::<Vec<_>>())
+        .bind(a().map(|a| a.max_value).collect::<Vec<_>>())
+        .bind(a().map(|a| a.stddev_value).collect::<Vec<_>>())
+        .bind(a().map(|a| a.count_readings).collect::<Vec<_>>())
+        .bind(a().map(|a| a.anomaly_count).collect::<Vec<_>>())
+        .bind(a().map(|a| a.revision).collect::<Vec<_>>())
+        .bind(a().map(|a| a.late_count).collect::<Vec<_>>())
+        .bind(w.iter().map(|w| w.partition).collect::<Vec<_>>())
         .bind(source)
         .fetch_one(&mut **tx)
         .await?;
     Ok(inserted.max(0) as u64)
+}
+
+/// The windows `partials` belong to, each merged over all its partials as the transaction sees
+/// them (`sensor_aggregates_latest`: this batch's and those committed before it, from every
+/// partition and host), in the order the batch first names them. This, not the partials, is what
+/// the live view shows: a partial alone is a fraction of its window.
+pub(super) async fn merged_windows(
+    tx: &mut Tx<'_>,
+    partials: &[StoredWindow],
+) -> Result<Vec<AggregateRow>, sqlx::Error> {
+    let mut keys: Vec<(&str, &str, &str, chrono::DateTime<Utc>)> = Vec::new();
+    for w in partials.iter().map(|p| &p.window) {
+        let key = (w.stage.as_str(), w.location.as_str(), w.sensor_type.as_str(), w.window_start);
+        if !keys.contains(&key) {
+            keys.push(key);
+        }
+    }
+    // The `= ANY` filters reach the table through the view (its grouping columns), so only these
+    // windows' rows are read; the join then keeps exactly the keys asked for.
+    let rows = sqlx::query(
+        "SELECT l.stage, l.window_start, l.window_end, l.location, l.sensor_type, l.avg_value, l.min_value, l.max_value, \
+         l.stddev_value, l.count_readings, l.anomaly_count, l.revision, l.late_count \
+         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::timestamptz[]) WITH ORDINALITY AS k (stage, location, sensor_type, window_start, n) \
+         JOIN sensor_aggregates_latest l ON l.stage = k.stage AND l.location = k.location \
+         AND l.sensor_type = k.sensor_type AND l.window_start = k.window_start \
+         WHERE l.window_start = ANY($4) AND l.location = ANY($2) ORDER BY k.n",
+    )
+    .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
+    .bind(keys.iter().map(|k| k.3).collect::<Vec<_>>())
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter().map(decode_aggregate).collect()
 }
 
 /// `dead_letters`; returns the rows added. A message already dead-lettered is not added again (a

@@ -39,3 +39,4 @@ mod scale_out;
 mod shutdown;
 mod source;
 mod tls;
+mod windows;

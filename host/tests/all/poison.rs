@@ -6,7 +6,7 @@
 use chrono::{TimeZone, Utc};
 use iotstream::reading::{Reading, SensorType};
 use iotstream::store::{
-    BatchRows, LaneBatch, ModelLineage, Prediction, Refused, RefusedOrigin, Store, StoredReading,
+    BatchRows, LaneBatch, ModelLineage, Prediction, Refused, RefusedOrigin, Store, StoredReading, StoredWindow,
 };
 use iotstream_api::{AggregateRow, DeadLetterReason, Verdict};
 use sqlx::PgPool;
@@ -39,9 +39,9 @@ fn verdict(detector: &str, version: &str, reading: usize) -> Prediction {
     }
 }
 
-fn window(stage: &str, location: &str) -> AggregateRow {
+fn window(stage: &str, location: &str) -> StoredWindow {
     let start = Utc.with_ymd_and_hms(2026, 11, 25, 10, 0, 0).single().expect("valid time");
-    AggregateRow {
+    let window = AggregateRow {
         stage: stage.into(),
         window_start: start,
         window_end: start + chrono::Duration::minutes(1),
@@ -55,7 +55,8 @@ fn window(stage: &str, location: &str) -> AggregateRow {
         anomaly_count: 0,
         revision: 0,
         late_count: 0,
-    }
+    };
+    StoredWindow { partition: 0, window }
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
@@ -115,6 +116,8 @@ async fn a_poison_row_costs_only_itself_and_the_batch_commits(pool: PgPool) {
     let stages: Vec<String> =
         sqlx::query_scalar("SELECT stage FROM sensor_aggregates").fetch_all(&pool).await.expect("windows");
     assert_eq!(stages, vec!["windows".to_owned()]);
+    // The live view gets the stored window (the only partial of its window: unchanged).
+    assert_eq!(written.windows, vec![window("windows", "lab_1").window]);
     // The refused reading is kept: a dead letter that names why, with the reading re-encoded.
     let (offset, reason, error, payload): (i64, String, String, Vec<u8>) =
         sqlx::query_as("SELECT kafka_offset, reason, error, payload FROM dead_letters")

@@ -105,14 +105,14 @@ fn host(name: &str, brokers: &str, topic: &str, group: &str, url: &str, log: &st
         .expect("start iotstream")
 }
 
-async fn scalar(pool: &PgPool, sql: &str, topic: &str) -> i64 {
+async fn scalar(pool: &PgPool, sql: &'static str, topic: &str) -> i64 {
     sqlx::query_scalar(sql).bind(topic).fetch_one(pool).await.expect("query")
 }
 
 const STORED: &str = "SELECT count(*) FROM sensor_readings r JOIN kafka_sources k ON k.id = r.source_id WHERE k.topic = $1";
 
 /// Waits until `sql` (bound to `topic`) counts `expected`, for up to `secs`.
-async fn wait_until(pool: &PgPool, what: &str, sql: &str, topic: &str, expected: i64, secs: u64) {
+async fn wait_until(pool: &PgPool, what: &str, sql: &'static str, topic: &str, expected: i64, secs: u64) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     loop {
         let now = scalar(pool, sql, topic).await;
