@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Pipeline, PipelineError};
+use crate::http::live::Live;
 use crate::kafka::BEGINNING;
 use crate::store::{BatchRows, CheckpointReason, StoreError};
 
@@ -29,10 +30,11 @@ impl Pipeline {
         let started = Instant::now();
         let new: Vec<i32> = partitions.iter().copied().filter(|p| !self.lanes.owned.contains_key(p)).collect();
         let (store, lineage, host) = (self.store.clone(), self.ids.lineage, self.config.host_name.clone());
+        let live = self.live.clone();
         let generations =
-            retrying("taking the partitions over", shutdown, || store.own_partitions(lineage, &host, &new)).await?;
+            retrying("taking the partitions over", &live, shutdown, || store.own_partitions(lineage, &host, &new)).await?;
         let source_id = self.ids.current;
-        let stored = retrying("reading the stored positions", shutdown, || store.positions(source_id)).await?;
+        let stored = retrying("reading the stored positions", &live, shutdown, || store.positions(source_id)).await?;
         let mut positions = BTreeMap::new();
         for &partition in partitions {
             if let Some(lane) = self.lanes.owned.get(&partition) {
@@ -41,9 +43,9 @@ impl Pipeline {
                 continue;
             }
             let checkpoint =
-                retrying("reading the checkpoint", shutdown, || store.latest_checkpoint(source_id, partition)).await?;
+                retrying("reading the checkpoint", &live, shutdown, || store.latest_checkpoint(source_id, partition)).await?;
             let logged_until =
-                retrying("reading the batch log", shutdown, || store.last_batch(source_id, partition)).await?;
+                retrying("reading the batch log", &live, shutdown, || store.last_batch(source_id, partition)).await?;
             let mut lane = self.lanes.new_lane(partition, generations.get(&partition).copied().unwrap_or(0));
             lane.logged_until = logged_until;
             lane.batch_seq = logged_until;
@@ -53,7 +55,7 @@ impl Pipeline {
                     lane.next_offset = checkpoint.next_offset;
                     if let Some(after) = checkpoint.after_batch {
                         lane.batch_seq = after;
-                        let logged = retrying("reading the batch log", shutdown, || {
+                        let logged = retrying("reading the batch log", &live, shutdown, || {
                             store.batches_after(source_id, partition, after)
                         })
                         .await?;
@@ -130,7 +132,13 @@ impl Pipeline {
 }
 
 /// `attempt`, retried with backoff (0.1 s doubling to 5 s) until it succeeds or `shutdown`.
-async fn retrying<T, F, Fut>(what: &'static str, shutdown: &CancellationToken, attempt: F) -> Result<T, PipelineError>
+/// A database outage meanwhile is reported on the live view, as a batch's is.
+async fn retrying<T, F, Fut>(
+    what: &'static str,
+    live: &Live,
+    shutdown: &CancellationToken,
+    attempt: F,
+) -> Result<T, PipelineError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, StoreError>>,
@@ -139,9 +147,17 @@ where
         .with_min_delay(Duration::from_millis(100))
         .with_max_delay(Duration::from_secs(5))
         .without_max_times();
-    let retried = attempt.retry(backoff).notify(|err, delay| warn!(error = %err, retry_in = ?delay, "{what} failed; retrying"));
+    let retried = attempt.retry(backoff).notify(|err, delay| {
+        live.set_database(Some(err.outage()));
+        warn!(error = %err, retry_in = ?delay, "{what} failed; retrying");
+    });
     tokio::select! {
-        done = retried => done.map_err(PipelineError::Store),
+        done = retried => {
+            if done.is_ok() {
+                live.set_database(None);
+            }
+            done.map_err(PipelineError::Store)
+        }
         _ = shutdown.cancelled() => Err(PipelineError::Interrupted(what)),
     }
 }

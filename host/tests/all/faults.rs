@@ -138,6 +138,9 @@ fn spawn_host(brokers: &str, url: &str, plugins: &Path) -> HostProcess {
         .args(["run", "--brokers", brokers, "--database-url", url, "--listen", "127.0.0.1:0"])
         .args(["--no-builtin-plugins", "--plugins", &plugins.display().to_string(), "--checkpoint-interval", "1s"])
         .args(["--batch-max", "500", "--batch-linger-ms", "20"])
+        // A restart is given the killed host's partitions once the group notices it is gone: within
+        // the session timeout (45 s by default, 6 s here).
+        .args(["--kafka-option", "session.timeout.ms=6000", "--kafka-option", "heartbeat.interval.ms=500"])
         .env("IOTSTREAM_LOG", "warn,iotstream::app=info")
         // The logs are on stderr.
         .stdout(Stdio::null())
@@ -238,9 +241,12 @@ async fn killed_again_and_again_the_host_stores_every_reading_once_with_referenc
     let url = database_url(&pool);
     let plugins = plugins_folder("kills", &[("zscore", "{}"), ("isolation-forest", "{}"), ("tumbling-window", "{}")]);
     let mut readings = fleet(READINGS, 7);
-    // One reading far ahead moves the watermark past every window of the stream: all close.
+    // Readings far ahead move every partition's watermark past every window of the stream: all
+    // close. (Each lane has its own watermark; twelve keys land on each of the three partitions.)
     let last = readings.last().map_or(0, |r| r.timestamp.timestamp_millis());
-    readings.push(reading("flush", SensorType::Pressure, "elsewhere", last + 10 * MINUTE, 1000.0));
+    for i in 0..12 {
+        readings.push(reading(&format!("flush-{i}"), SensorType::Pressure, "elsewhere", last + 10 * MINUTE, 1000.0));
+    }
     let readings = Arc::new(readings);
     // 2 000 readings/s: the stream lasts about 12 s, across which the host is killed 6 times.
     let producer = tokio::spawn(produce(brokers.clone(), readings.clone(), 2000));

@@ -13,7 +13,7 @@ use rdkafka::producer::FutureRecord;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::support::{Host, count_rows, produce_to_partition_0, reading, run_config, scratch_folder, wait_for};
+use crate::support::{FAST_GROUP, Host, count_rows, produce_to_partition_0, reading, run_config, scratch_folder, wait_for};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 /// 2020-06-01T00:00:00Z: a Kafka timestamp years before any run of this test.
@@ -176,11 +176,6 @@ fn round_of(round: i64) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// A group that notices a member joining or gone within seconds: the mock cluster waits up to the
-/// session timeout (45 s by default) for the members to join a rebalance.
-const FAST_GROUP: &[&str] =
-    &["--kafka-option", "session.timeout.ms=6000", "--kafka-option", "heartbeat.interval.ms=500"];
-
 /// Produces `round_of(round)` to partition `round % 3`.
 async fn produce_round(broker: &EmbeddedBroker, round: i64) {
     let producer =
@@ -203,7 +198,7 @@ async fn owners(pool: &PgPool) -> Vec<String> {
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn two_hosts_share_the_partitions_and_the_last_one_takes_them_all(pool: PgPool) {
     let plugins = scratch_folder("no-plugins");
-    let first = Host::start(pool.clone(), Some(plugins.path()), &[&["--host-name", "first"], FAST_GROUP].concat()).await;
+    let first = Host::start(pool.clone(), Some(plugins.path()), &["--host-name", "first"]).await;
     for round in 1..=3 {
         produce_round(&first.broker, round).await;
     }

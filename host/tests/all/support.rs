@@ -58,6 +58,12 @@ struct RunFlags {
 }
 
 /// Parses `iotstream run` flags (plus the test's own) into a configuration.
+/// A consumer group that notices a member joining, gone or back within seconds: the mock cluster
+/// waits up to the session timeout (45 s by default) for a rebalance's members, and a member that
+/// lost the coordinator in a broker outage rejoins through such a rebalance.
+pub const FAST_GROUP: &[&str] =
+    &["--kafka-option", "session.timeout.ms=6000", "--kafka-option", "heartbeat.interval.ms=500"];
+
 pub fn run_config(flags: &[&str]) -> iotstream::config::RunConfig {
     use clap::Parser;
     let args = std::iter::once("iotstream-run").chain(flags.iter().copied());
@@ -111,6 +117,9 @@ impl Host {
             None => {}
         }
         flags.extend_from_slice(&["--dashboard", &dashboard_flag, "--batch-max", "500", "--batch-linger-ms", "20"]);
+        if !extra.contains(&"--kafka-option") {
+            flags.extend_from_slice(FAST_GROUP);
+        }
         if !extra.contains(&"--listen") {
             // Any free port, unless the test restarts a host where its page expects it.
             flags.extend_from_slice(&["--listen", "127.0.0.1:0"]);
