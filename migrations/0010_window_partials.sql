@@ -18,7 +18,8 @@ CREATE INDEX sensor_aggregates_emission_order ON sensor_aggregates (emission);
 
 -- Each window once: the exact merge of its partials, each partial at its newest emission (which,
 -- as before, holds every reading its partition processed so far). Per window (stage, location,
--- sensor type, window start), over the partials i (one per source and partition):
+-- sensor type, window start) of a source (a topic's epoch: another topic's windows are other
+-- windows), over the partials i (one per partition):
 --
 --   count_readings, anomaly_count, late_count  the sums
 --   avg_value       the mean weighted by count: sum(n_i * mean_i) / n
@@ -29,7 +30,7 @@ CREATE INDEX sensor_aggregates_emission_order ON sensor_aggregates (emission);
 --   revision        the sum of the partials' revisions: it grows whenever any partial is revised
 --                   (the window's revision count); a partial added grows count_readings instead
 --   window_end, emitted_at, emission  the greatest (emitted_at and emission: the newest partial's)
---   id, source_id   those of the newest partial's row
+--   id              the newest partial's row's
 --   partials        how many partials were merged
 --
 -- A window of one partial (every window written before this migration, and a window only one
@@ -60,7 +61,7 @@ SELECT
     LEAST(sum(revision), 2147483647)::INTEGER AS revision,
     LEAST(sum(late_count), 2147483647)::INTEGER AS late_count,
     max(emitted_at) AS emitted_at,
-    (array_agg(source_id ORDER BY emission DESC))[1] AS source_id,
+    source_id,
     max(emission) AS emission,
     count(*)::INTEGER AS partials
 FROM (
@@ -72,6 +73,6 @@ FROM (
         FROM sensor_aggregates
         ORDER BY stage, location, sensor_type, window_start, source_id, kafka_partition, emission DESC
     ) newest
-    WINDOW merged AS (PARTITION BY stage, location, sensor_type, window_start)
+    WINDOW merged AS (PARTITION BY stage, location, sensor_type, window_start, source_id)
 ) partial
-GROUP BY stage, location, sensor_type, window_start;
+GROUP BY stage, location, sensor_type, window_start, source_id;
