@@ -1,4 +1,4 @@
--- The operational view of hosts sharing a topic (docs/scaling.md, "Watching the group"): which host
+-- The operational view of hosts sharing a topic (docs/metrics.md, "The consumer group"): which host
 -- owns each partition and how far behind it is, and the group's recent rebalances, so an operator
 -- sees on any host's dashboard (GET /api/partitions) what every host of the group is doing.
 
