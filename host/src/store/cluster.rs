@@ -52,6 +52,21 @@ impl Rebalance {
     }
 }
 
+/// A partition as `cluster_view` reads it: partition, owner, since, generation, next offset, lag,
+/// lag's time and age.
+type PartitionRow = (
+    i32,
+    Option<String>,
+    Option<DateTime<Utc>>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<DateTime<Utc>>,
+    Option<i64>,
+);
+/// A rebalance as `cluster_view` reads it: at, host, assigned, revoked, pause.
+type RebalanceRow = (DateTime<Utc>, String, Vec<i32>, Vec<i32>, Option<f64>);
+
 fn ascending(partitions: &[i32]) -> Vec<i32> {
     let mut sorted = partitions.to_vec();
     sorted.sort_unstable();
@@ -127,17 +142,7 @@ impl Store {
         source_lineage: i16,
         rebalances: i64,
     ) -> Result<(Vec<PartitionStatus>, Vec<RebalanceEvent>), StoreError> {
-        type Row = (
-            i32,
-            Option<String>,
-            Option<DateTime<Utc>>,
-            Option<i64>,
-            Option<i64>,
-            Option<i64>,
-            Option<DateTime<Utc>>,
-            Option<i64>,
-        );
-        let rows: Vec<Row> = sqlx::query_as(
+        let rows: Vec<PartitionRow> = sqlx::query_as(
             "WITH current_epoch AS ( \
                  SELECT e.id FROM kafka_sources e JOIN kafka_sources l \
                      ON l.id = $1 AND e.cluster_id = l.cluster_id AND e.topic = l.topic \
@@ -160,7 +165,7 @@ impl Store {
                     PartitionStatus { partition, owner, since, generation, next_offset, lag, lag_at, lag_age_seconds }
                 })
                 .collect();
-        let rows: Vec<(DateTime<Utc>, String, Vec<i32>, Vec<i32>, Option<f64>)> = sqlx::query_as(
+        let rows: Vec<RebalanceRow> = sqlx::query_as(
             "SELECT at, host, assigned, revoked, pause_ms FROM rebalances WHERE source_id = $1 \
              ORDER BY at DESC, id DESC LIMIT $2",
         )

@@ -142,7 +142,8 @@ async fn the_groups_metrics_are_what_the_live_view_was_told(pool: PgPool) {
     use iotstream_api::RebalanceEvent;
 
     let live = std::sync::Arc::new(Live::new(iotstream::store::Totals::default(), Vec::new(), Vec::new(), Vec::new()));
-    let state = ApiState::new(iotstream::store::Store::new(pool), live.clone(), tokio_util::sync::CancellationToken::new());
+    let state =
+        ApiState::new(iotstream::store::Store::new(pool), live.clone(), tokio_util::sync::CancellationToken::new());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("address");
     tokio::spawn(async move { axum::serve(listener, router(state, "/nonexistent".into())).await });
@@ -184,6 +185,10 @@ async fn the_groups_metrics_are_what_the_live_view_was_told(pool: PgPool) {
     assert_eq!(scrape.value(r#"iotstream_rebalance_pause_seconds_bucket{le="0.16"}"#), 0.0);
     assert_eq!(scrape.value(r#"iotstream_rebalance_pause_seconds_bucket{le="0.32"}"#), 1.0);
     // The lag of the partition taken away is no longer this host's to report.
-    let lag: Vec<&String> = scrape.samples.keys().filter(|s| s.starts_with("iotstream_consumer_lag_messages")).collect();
-    assert_eq!(lag, [r#"iotstream_consumer_lag_messages{partition="0"}"#, r#"iotstream_consumer_lag_messages{partition="2"}"#]);
+    let lag: Vec<&String> =
+        scrape.samples.keys().filter(|s| s.starts_with("iotstream_consumer_lag_messages")).collect();
+    assert_eq!(
+        lag,
+        [r#"iotstream_consumer_lag_messages{partition="0"}"#, r#"iotstream_consumer_lag_messages{partition="2"}"#]
+    );
 }
