@@ -85,51 +85,50 @@ pub fn rebalance_cells(r: &RebalanceEvent, this_host: &str) -> [String; 5] {
     ]
 }
 
-/// The panel: the partitions and the last rebalances, side by side.
+/// The panel: the partitions, and below them the last rebalances.
 #[component]
 pub fn PartitionsPanel() -> impl IntoView {
     let feed = expect_context::<LiveFeed>();
     let tick = tick_every(PARTITIONS_REFRESH);
-    let view = LocalResource::new(move || {
+    let answer = LocalResource::new(move || {
         tick.track();
         feed.rebalances.track();
         get_json::<ClusterView>("/api/partitions")
     });
+    // One above the other: a partition's row is wide (a host's name, times, counts).
     view! {
-        <section class="grid">
-            <div class="panel">
-                <h2>"Partitions (owner host, lag as its owner last reported)"</h2>
-                {move || loaded(view.get(), |cluster| if cluster.partitions.is_empty() {
-                    view! { <p class="empty">"no partition owned or stored yet"</p> }.into_any()
-                } else {
-                    let host = cluster.host.clone();
-                    view! { <table id="partitions"><thead><tr><th>"partition"</th><th>"owner"</th><th>"owned since (UTC)"</th>
-                        <th>"generation"</th><th>"stored next offset"</th><th>"lag"</th><th>"reported"</th></tr></thead><tbody>
-                        {cluster.partitions.iter().map(|p| {
-                            let class = if p.owner.as_deref() == Some(host.as_str()) { "mine" } else { "" };
-                            let [partition, owner, since, generation, offset, lag, age] = partition_cells(p, &host);
-                            view! { <tr class=class><td class="num">{partition}</td><td>{owner}</td><td>{since}</td>
-                                <td class="num">{generation}</td><td class="num">{offset}</td><td class="num">{lag}</td><td>{age}</td></tr> }
-                        }).collect_view()}
-                    </tbody></table> }.into_any()
-                })}
-            </div>
-            <div class="panel">
-                <h2>"Last rebalances"</h2>
-                {move || loaded(view.get(), |cluster| if cluster.rebalances.is_empty() {
-                    view! { <p class="empty">"no rebalance recorded"</p> }.into_any()
-                } else {
-                    let host = cluster.host.clone();
-                    view! { <table id="rebalances"><thead><tr><th>"time (UTC)"</th><th>"host"</th><th>"assigned"</th>
-                        <th>"revoked"</th><th>"pause"</th></tr></thead><tbody>
-                        {cluster.rebalances.iter().map(|r| {
-                            let [at, host, assigned, revoked, pause] = rebalance_cells(r, &host);
-                            view! { <tr><td>{at}</td><td>{host}</td><td>{assigned}</td><td>{revoked}</td><td class="num">{pause}</td></tr> }
-                        }).collect_view()}
-                    </tbody></table> }.into_any()
-                })}
-            </div>
-        </section>
+        <div class="panel">
+            <h2>"Partitions (owner host, lag as its owner last reported)"</h2>
+            {move || loaded(answer.get(), |cluster| if cluster.partitions.is_empty() {
+                view! { <p class="empty">"no partition owned or stored yet"</p> }.into_any()
+            } else {
+                let host = cluster.host.clone();
+                view! { <table id="partitions"><thead><tr><th>"partition"</th><th>"owner"</th><th>"owned since (UTC)"</th>
+                    <th>"generation"</th><th>"stored next offset"</th><th>"lag"</th><th>"reported"</th></tr></thead><tbody>
+                    {cluster.partitions.iter().map(|p| {
+                        let class = if p.owner.as_deref() == Some(host.as_str()) { "mine" } else { "" };
+                        let [partition, owner, since, generation, offset, lag, age] = partition_cells(p, &host);
+                        view! { <tr class=class><td class="num">{partition}</td><td>{owner}</td><td>{since}</td>
+                            <td class="num">{generation}</td><td class="num">{offset}</td><td class="num">{lag}</td><td>{age}</td></tr> }
+                    }).collect_view()}
+                </tbody></table> }.into_any()
+            })}
+        </div>
+        <div class="panel">
+            <h2>"Last rebalances"</h2>
+            {move || loaded(answer.get(), |cluster| if cluster.rebalances.is_empty() {
+                view! { <p class="empty">"no rebalance recorded"</p> }.into_any()
+            } else {
+                let host = cluster.host.clone();
+                view! { <table id="rebalances"><thead><tr><th>"time (UTC)"</th><th>"host"</th><th>"assigned"</th>
+                    <th>"revoked"</th><th>"pause"</th></tr></thead><tbody>
+                    {cluster.rebalances.iter().map(|r| {
+                        let [at, host, assigned, revoked, pause] = rebalance_cells(r, &host);
+                        view! { <tr><td>{at}</td><td>{host}</td><td>{assigned}</td><td>{revoked}</td><td class="num">{pause}</td></tr> }
+                    }).collect_view()}
+                </tbody></table> }.into_any()
+            })}
+        </div>
     }
 }
 
