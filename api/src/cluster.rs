@@ -21,7 +21,8 @@ pub struct PartitionStatus {
     /// The next offset whose message is not stored yet, in the source's current epoch (`None`: none
     /// of its messages is stored).
     pub next_offset: Option<i64>,
-    /// Messages behind the partition's end, as its owner last reported (`None`: never reported).
+    /// Messages behind the partition's end, as its owner last reported (`None`: its owner has not
+    /// reported yet; a previous owner's last report is not shown).
     pub lag: Option<i64>,
     /// When the owner reported [`PartitionStatus::lag`].
     pub lag_at: Option<DateTime<Utc>>,

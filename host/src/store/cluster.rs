@@ -136,7 +136,8 @@ impl Store {
 
     /// Every partition of the source whose first id is `source_lineage` that has an owner or a
     /// stored position (of its current epoch), by partition, and its newest `rebalances`, newest
-    /// first (by the time their hosts gave).
+    /// first (by the time their hosts gave). A lag reported before the partition's owner took it
+    /// (the previous owner's last report) is not its owner's: left out.
     pub async fn cluster_view(
         &self,
         source_lineage: i16,
@@ -150,7 +151,10 @@ impl Store {
              offsets AS ( \
                  SELECT kafka_partition, next_offset FROM kafka_offsets \
                  WHERE source_id = (SELECT id FROM current_epoch)), \
-             owners AS (SELECT * FROM partition_owners WHERE source_id = $1) \
+             owners AS ( \
+                 SELECT kafka_partition, owner, since, generation, \
+                     CASE WHEN lag_at >= since THEN lag END AS lag, CASE WHEN lag_at >= since THEN lag_at END AS lag_at \
+                 FROM partition_owners WHERE source_id = $1) \
              SELECT coalesce(o.kafka_partition, f.kafka_partition), o.owner, o.since, o.generation, f.next_offset, \
                  o.lag, o.lag_at, floor(extract(epoch FROM now() - o.lag_at))::int8 \
              FROM owners o FULL JOIN offsets f ON f.kafka_partition = o.kafka_partition \

@@ -83,12 +83,21 @@ async fn partitions_show_every_hosts_partitions_lag_and_rebalances_exactly(pool:
     position(&pool, other, 0, 5).await;
     own(&pool, lineage, 0, "node-a", 1, at(10, 0, 0)).await;
     own(&pool, lineage, 1, "node-b", 3, at(11, 30, 1)).await;
-    own(&pool, lineage, 2, "node-a", 2, at(12, 0, 0)).await;
+    own(&pool, lineage, 2, "node-a", 2, at(11, 0, 0)).await;
+    own(&pool, lineage, 4, "node-a", 1, at(11, 0, 0)).await;
     own(&pool, other, 0, "node-a", 1, at(9, 0, 0)).await;
 
     // node-a reports all three partitions librdkafka knows of: only its own two are written.
-    let reported = store.report_lag(lineage, "node-a", &BTreeMap::from([(0, 5), (1, 99), (2, 0)])).await;
-    assert_eq!(reported.expect("report"), 2);
+    let reported = store.report_lag(lineage, "node-a", &BTreeMap::from([(0, 5), (1, 99), (2, 0), (4, 8)])).await;
+    assert_eq!(reported.expect("report"), 3);
+    // node-c took partition 4 over at noon; node-a's last report on it was at 11:59: not node-c's.
+    sqlx::query("UPDATE partition_owners SET lag_at = $2 WHERE source_id = $1 AND kafka_partition = 4")
+        .bind(lineage)
+        .bind(at(11, 59, 0))
+        .execute(&pool)
+        .await
+        .expect("a report before the take-over");
+    own(&pool, lineage, 4, "node-c", 2, at(12, 0, 0)).await;
     assert_eq!(store.report_lag(lineage, "node-b", &BTreeMap::from([(1, 11)])).await.expect("report"), 1);
     assert_eq!(store.report_lag(other, "node-a", &BTreeMap::from([(0, 1)])).await.expect("report"), 1);
     // node-b stopped reporting 90 s ago.
@@ -143,9 +152,11 @@ async fn partitions_show_every_hosts_partitions_lag_and_rebalances_exactly(pool:
               "lag": 5, "lag_at": "checked", "lag_age_seconds": "checked" },
             { "partition": 1, "owner": "node-b", "since": "2026-12-01T11:30:01Z", "generation": 3, "next_offset": 80,
               "lag": 11, "lag_at": "checked", "lag_age_seconds": "checked" },
-            { "partition": 2, "owner": "node-a", "since": "2026-12-01T12:00:00Z", "generation": 2, "next_offset": null,
+            { "partition": 2, "owner": "node-a", "since": "2026-12-01T11:00:00Z", "generation": 2, "next_offset": null,
               "lag": 0, "lag_at": "checked", "lag_age_seconds": "checked" },
             { "partition": 3, "owner": null, "since": null, "generation": null, "next_offset": 7,
+              "lag": null, "lag_at": null, "lag_age_seconds": null },
+            { "partition": 4, "owner": "node-c", "since": "2026-12-01T12:00:00Z", "generation": 2, "next_offset": null,
               "lag": null, "lag_at": null, "lag_age_seconds": null },
         ],
         "rebalances": [
