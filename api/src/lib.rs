@@ -7,8 +7,10 @@
 //!   actions, dead-letter reasons), one enum each, with one text form for JSON and the database;
 //! * [`history`]: readings over a time range, downsampled by the host;
 //! * [`rows`]: stored rows as served; [`plugins`]: plugin status and events; [`quality`]: detection
-//!   quality; [`live`]: the live stream and its fold.
+//!   quality; [`live`]: the live stream and its fold;
+//! * [`cluster`]: the hosts sharing a topic, their partitions and rebalances.
 
+pub mod cluster;
 pub mod history;
 pub mod live;
 pub mod plugins;
@@ -16,6 +18,7 @@ pub mod quality;
 pub mod rows;
 pub mod vocabulary;
 
+pub use cluster::{ClusterView, PartitionStatus, RebalanceEvent};
 pub use history::{
     Correlations, HISTORY_MAX_POINTS, HISTORY_MIN_BUCKET, History, HistoryPoint, HistorySeries, TypeCorrelation,
     bucket_width,

@@ -4,6 +4,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::cluster::RebalanceEvent;
 use crate::plugins::{PluginEvent, PluginFailure, PluginStatus};
 use crate::rows::{AggregateRow, PredictionRow, ReadingRow};
 use crate::vocabulary::OutageCode;
@@ -106,6 +107,13 @@ pub enum LiveEvent {
         /// What happened.
         event: PluginEvent,
     },
+    /// This host went through a rebalance of its consumer group. The view keeps no rebalances: the
+    /// dashboard reads them, with every host's partitions, from `GET /api/partitions`, at once on
+    /// this event.
+    Rebalance {
+        /// What changed.
+        event: RebalanceEvent,
+    },
 }
 
 /// Rows of each kind a live view keeps.
@@ -143,6 +151,7 @@ impl LiveView {
                 prepend(&mut self.plugin_events, vec![event]);
                 self.truncate();
             }
+            LiveEvent::Rebalance { .. } => {}
             LiveEvent::Batch { stats, readings, detections, aggregates, plugins } => {
                 self.stats = stats;
                 self.plugins = plugins;

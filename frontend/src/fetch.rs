@@ -23,8 +23,13 @@ pub async fn get_json<T: DeserializeOwned>(url: &str) -> Result<T, String> {
 /// A counter that goes up every [`REFRESH`] while the calling component lives: a resource that
 /// reads it is fetched again on each tick.
 pub fn refresh_tick() -> ReadSignal<u64> {
+    tick_every(REFRESH)
+}
+
+/// A counter that goes up every `period` while the calling component lives.
+pub fn tick_every(period: std::time::Duration) -> ReadSignal<u64> {
     let (tick, set_tick) = signal(0_u64);
-    if let Ok(handle) = set_interval_with_handle(move || set_tick.update(|t| *t += 1), REFRESH) {
+    if let Ok(handle) = set_interval_with_handle(move || set_tick.update(|t| *t += 1), period) {
         on_cleanup(move || handle.clear());
     }
     tick

@@ -1,5 +1,6 @@
 //! The live stream: an `EventSource` on `/api/stream` whose `snapshot`, `batch` and `plugin` events
-//! are folded into a [`LiveView`] signal, and whose readings are kept, a bounded number, as the
+//! are folded into a [`LiveView`] signal (and whose `rebalance` events are counted, for the panels
+//! that read the group's state from the API again on one), and whose readings are kept, a bounded number, as the
 //! live charts' points. The browser reconnects by itself after an error, and the host answers every
 //! connection with a fresh snapshot, so nothing is ever stale for long. Events are folded in at most
 //! every [`FLUSH`]: a busy host sends dozens of batches a second, and redrawing every chart for each
@@ -48,6 +49,9 @@ pub struct LiveFeed {
     pub connection: ReadSignal<Connection>,
     /// The newest readings seen, oldest first, at most [`LIVE_POINTS`].
     pub points: ReadSignal<VecDeque<ReadingRow>>,
+    /// Rebalances of this host's consumer group seen on the stream (a panel tracking it reads
+    /// `/api/partitions` again on each).
+    pub rebalances: ReadSignal<u64>,
 }
 
 /// Appends `readings` (newest first, as events carry them) to `points`, oldest first, skipping
@@ -72,7 +76,7 @@ fn fold(view: &mut LiveView, points: &mut VecDeque<ReadingRow>, events: Vec<Live
                 append(points, readings, newest);
             }
             LiveEvent::Batch { readings, .. } => append(points, readings, None),
-            LiveEvent::Plugin { .. } => {}
+            LiveEvent::Plugin { .. } | LiveEvent::Rebalance { .. } => {}
         }
         view.apply(event);
     }
@@ -83,7 +87,8 @@ pub fn connect(url: &str) -> LiveFeed {
     let (view, set_view) = signal(LiveView::default());
     let (connection, set_connection) = signal(Connection::Connecting);
     let (points, set_points) = signal(VecDeque::new());
-    let feed = LiveFeed { view, connection, points };
+    let (rebalances, set_rebalances) = signal(0_u64);
+    let feed = LiveFeed { view, connection, points, rebalances };
     let source = match EventSource::new(url) {
         Ok(source) => source,
         Err(_) => {
@@ -109,12 +114,16 @@ pub fn connect(url: &str) -> LiveFeed {
             if events.is_empty() {
                 return;
             }
+            let moved = events.iter().filter(|e| matches!(e, LiveEvent::Rebalance { .. })).count() as u64;
+            if moved > 0 {
+                set_rebalances.update(|seen| *seen += moved);
+            }
             set_points.update(|points| set_view.update(|view| fold(view, points, events)));
         },
         FLUSH,
     );
     let on_error = Closure::<dyn FnMut(web_sys::Event)>::new(move |_| set_connection.set(Connection::Lost));
-    for name in ["snapshot", "batch", "plugin"] {
+    for name in ["snapshot", "batch", "plugin", "rebalance"] {
         let _ = source.add_event_listener_with_callback(name, on_event.as_ref().unchecked_ref());
     }
     let _ = source.add_event_listener_with_callback("error", on_error.as_ref().unchecked_ref());

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::config::RunConfig;
+use crate::http::cluster::{LAG_REPORT_INTERVAL, report_lag_every};
 use crate::http::live::Live;
 use crate::http::metrics::Throughput;
 use crate::http::{ApiState, router};
@@ -135,7 +136,9 @@ pub async fn run(
         Some(source) => {
             live.set_broker(None);
             info!(source = source.identity(), partitions = source.partitions().len(), "kafka source connected");
-            match Pipeline::start(config.pipeline(), source, loaded.plugins, reload, store, live.clone(), &shutdown)
+            let pipeline_config = config.pipeline();
+            start_lag_reports(&store, &live, &source, &pipeline_config.host_name, &shutdown).await;
+            match Pipeline::start(pipeline_config, source, loaded.plugins, reload, store, live.clone(), &shutdown)
                 .await
             {
                 Ok(Some(pipeline)) => {
@@ -260,6 +263,25 @@ async fn maintain_partitions(store: Store, retention: Retention, shutdown: Cance
             _ = tokio::time::sleep(MAINTENANCE_INTERVAL) => {}
             _ = shutdown.cancelled() => return,
         }
+    }
+}
+
+/// Reports this host's partitions' lag every [`LAG_REPORT_INTERVAL`] until `shutdown` (which also
+/// lets `GET /api/partitions` answer for `source`). A database that does not answer now is logged:
+/// the pipeline's start, which needs it too, says what follows.
+async fn start_lag_reports(
+    store: &Store,
+    live: &Arc<Live>,
+    source: &Source,
+    host: &str,
+    shutdown: &CancellationToken,
+) {
+    match store.source_ids(source.identity(), source.topic()).await {
+        Ok(ids) => {
+            let (store, live, host) = (store.clone(), live.clone(), host.to_owned());
+            tokio::spawn(report_lag_every(store, live, ids.lineage, host, LAG_REPORT_INTERVAL, shutdown.clone()));
+        }
+        Err(err) => warn!(error = %err, "cannot look the source up: no lag reports from this host"),
     }
 }
 

@@ -1,4 +1,5 @@
-//! Plugins: every plugin's health and resources and what happened to them (live), the admin
+//! Plugins and the host's health: every plugin's health and resources and what happened to them
+//! (live), the partitions of the consumer group and its rebalances (every few seconds), the admin
 //! actions (with the host's admin token: reload, release a held plugin, promote or discard a
 //! shadow detector beside the live one it shadows), and the dead letters by reason with the newest
 //! entries (read from the API every few seconds).
@@ -7,6 +8,7 @@ use iotstream_api::{DeadLetterCount, DeadLetterRow, Named, ShadowComparison};
 use leptos::prelude::*;
 
 use crate::admin::{Admin, AdminBar};
+use crate::components::partitions::PartitionsPanel;
 use crate::components::tables::{PluginEventsTable, PluginsTable};
 use crate::fetch::{get_json, loaded, refresh_tick};
 use crate::live::LiveFeed;
@@ -70,6 +72,7 @@ pub fn Plugins() -> impl IntoView {
             })}
         </div>
         <PluginEventsTable rows=Signal::derive(move || feed.view.get().plugin_events) />
+        <PartitionsPanel />
         <section class="grid">
             <div class="panel">
                 <h2>"Dead letters by reason"</h2>

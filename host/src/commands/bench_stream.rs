@@ -155,7 +155,7 @@ pub async fn watch(base: &str, steady_after: Duration, shutdown: CancellationTok
                     );
                 }
                 LiveEvent::Snapshot { .. } => seen.snapshots += 1,
-                LiveEvent::Plugin { .. } => {}
+                LiveEvent::Plugin { .. } | LiveEvent::Rebalance { .. } => {}
             }
         }
     }

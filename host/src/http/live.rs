@@ -1,5 +1,6 @@
 //! The live view of the pipeline: all-time totals, rates, the newest rows and the plugins' state,
-//! kept in memory and pushed to every live-stream subscriber after each batch.
+//! kept in memory and pushed to every live-stream subscriber after each batch; and this host's
+//! place in its consumer group (its name, its source, the partitions it owns, its rebalances).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -8,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use iotstream_api::{
     AggregateRow, LIVE_ROWS, LiveEvent, LiveView, OutageCode, PluginAction, PluginEvent, PluginFailure, PluginStatus,
-    PredictionRow, ReadingRow, Stats,
+    PredictionRow, ReadingRow, RebalanceEvent, Stats,
 };
 use tokio::sync::broadcast;
 use tracing::error;
@@ -81,6 +82,19 @@ struct State {
     plugin_failures: std::collections::BTreeMap<String, String>,
     /// What happened to plugins while the host ran, oldest first (at most [`PLUGIN_EVENTS`]).
     plugin_events: VecDeque<PluginEvent>,
+    /// This host in its consumer group.
+    member: GroupMember,
+}
+
+/// This host as a member of its topic's consumer group, as the pipeline told the view.
+#[derive(Debug, Default)]
+struct GroupMember {
+    /// Its name (`--host-name`).
+    host: Option<String>,
+    /// The first id of the source it reads (the key of `partition_owners` and `rebalances`).
+    lineage: Option<i16>,
+    /// The partitions the group gave it (`None`: not told yet).
+    owned: Option<std::collections::BTreeSet<i32>>,
 }
 
 /// Shared between the pipeline (writer) and the API (readers).
@@ -124,6 +138,7 @@ impl Live {
                 consumer_lag: Default::default(),
                 plugin_failures: Default::default(),
                 plugin_events: VecDeque::new(),
+                member: GroupMember::default(),
             }),
             events,
             started_at: Utc::now(),
@@ -242,9 +257,53 @@ impl Live {
         self.lock().processing
     }
 
-    /// Records each partition's consumer lag.
-    pub fn set_consumer_lag(&self, lag: std::collections::BTreeMap<i32, i64>) {
-        self.lock().consumer_lag = lag;
+    /// Records each partition's consumer lag (of the partitions this host owns, once it was told
+    /// which: librdkafka may report one revoked a moment ago).
+    pub fn set_consumer_lag(&self, mut lag: std::collections::BTreeMap<i32, i64>) {
+        let mut state = self.lock();
+        if let Some(owned) = &state.member.owned {
+            lag.retain(|partition, _| owned.contains(partition));
+        }
+        state.consumer_lag = lag;
+    }
+
+    /// Records which partitions the consumer group gave this host, named `host`, now (after each
+    /// rebalance): `iotstream_partitions_owned`, and the lag of the others is dropped.
+    pub fn set_assignment(&self, host: &str, owned: Vec<i32>) {
+        let mut state = self.lock();
+        let owned: std::collections::BTreeSet<i32> = owned.into_iter().collect();
+        state.consumer_lag.retain(|partition, _| owned.contains(partition));
+        state.member.owned = Some(owned);
+        state.member.host = Some(host.to_owned());
+    }
+
+    /// Records that this host, named `host`, reads the source whose first id is `lineage`: from then
+    /// on `GET /api/partitions` answers for that source.
+    pub fn set_source(&self, lineage: i16, host: &str) {
+        let mut state = self.lock();
+        state.member.lineage = Some(lineage);
+        state.member.host = Some(host.to_owned());
+    }
+
+    /// The source this host reads (its first id) and this host's name, once both are known.
+    pub fn group_member(&self) -> Option<(i16, String)> {
+        let state = self.lock();
+        Some((state.member.lineage?, state.member.host.clone()?))
+    }
+
+    /// The consumer lag of each partition this host owns, as librdkafka last reported.
+    pub fn consumer_lag(&self) -> std::collections::BTreeMap<i32, i64> {
+        self.lock().consumer_lag.clone()
+    }
+
+    /// Records a rebalance this host went through: the rebalance metrics, and a `rebalance` event
+    /// to every live-stream subscriber.
+    pub fn record_rebalance(&self, event: RebalanceEvent) {
+        let pause =
+            event.pause_ms.filter(|ms| ms.is_finite() && *ms >= 0.0).map(|ms| Duration::from_secs_f64(ms / 1000.0));
+        self.metrics.record_rebalance(event.assigned.len(), event.revoked.len(), pause);
+        // No subscriber yet is fine: a dashboard reads the rebalances from `/api/partitions`.
+        let _ = self.events.send(LiveEvent::Rebalance { event });
     }
 
     /// The channel of admin requests to the pipeline.
@@ -267,6 +326,7 @@ impl Live {
             pipeline_running: state.processing && state.standby.is_none(),
             checkpoint_age: state.last_checkpoint.and_then(|at| (Utc::now() - at).to_std().ok()),
             consumer_lag: state.consumer_lag.clone(),
+            partitions_owned: state.member.owned.as_ref().map(std::collections::BTreeSet::len),
         }
     }
 
@@ -413,5 +473,33 @@ mod tests {
         assert_eq!(live.stats().consumer_lag, Some(42));
         live.set_consumer_lag(std::collections::BTreeMap::from([(0, 0)]));
         assert_eq!(live.stats().consumer_lag, Some(0));
+    }
+
+    #[test]
+    fn an_assignment_keeps_the_lag_of_owned_partitions_only_and_a_rebalance_is_pushed() {
+        let live = Live::new(Totals::default(), Vec::new(), Vec::new(), Vec::new());
+        assert_eq!(live.group_member(), None);
+        live.set_consumer_lag(std::collections::BTreeMap::from([(0, 7), (1, 3), (2, 35)]));
+        live.set_assignment("node-a-41", vec![2, 0]);
+        assert_eq!(live.consumer_lag(), std::collections::BTreeMap::from([(0, 7), (2, 35)]));
+        // librdkafka still reporting a partition revoked a moment ago.
+        live.set_consumer_lag(std::collections::BTreeMap::from([(1, 9), (2, 30)]));
+        assert_eq!(live.stats().consumer_lag, Some(30));
+        assert_eq!(live.snapshot().partitions_owned, Some(2));
+        // The API answers once the source is known too.
+        assert_eq!(live.group_member(), None);
+        live.set_source(3, "node-a-41");
+        assert_eq!(live.group_member(), Some((3, "node-a-41".to_owned())));
+
+        let (_, mut events) = live.subscribe();
+        let event = RebalanceEvent {
+            at: Utc::now(),
+            host: "node-a-41".into(),
+            assigned: vec![2],
+            revoked: vec![1],
+            pause_ms: Some(40.0),
+        };
+        live.record_rebalance(event.clone());
+        assert_eq!(events.try_recv().ok(), Some(LiveEvent::Rebalance { event }));
     }
 }

@@ -1,7 +1,8 @@
 //! The pipeline's own metrics, beside the plugins' ([`super::prometheus`] encodes both): what came
 //! in and what was stored, dead letters by reason, batch sizes and write times, API requests
 //! (counted as they happen, in `prometheus-client`'s atomic types), and what is read off the live
-//! view at each scrape (database, brokers and pipeline up, checkpoint age, consumer lag).
+//! view at each scrape (database, brokers and pipeline up, checkpoint age, consumer lag, partitions
+//! owned), and the consumer group's rebalances (partitions moved, the pipeline's pause for each).
 //!
 //! The pipeline records into [`PipelineMetrics`] at the point it publishes a committed batch, so
 //! every figure here is of committed work; the API's middleware records each request.
@@ -23,6 +24,10 @@ const BATCH_MESSAGE_BUCKETS: (f64, f64, u16) = (1.0, 2.0, 14);
 /// Write-time buckets: 1 ms doubling to about 33 s; a healthy commit takes milliseconds, a write
 /// retried through an outage (backoff up to 10 s a try) tens of seconds.
 const WRITE_SECONDS_BUCKETS: (f64, f64, u16) = (0.001, 2.0, 16);
+/// Rebalance-pause buckets: 10 ms doubling to about 82 s; a partition handed over with its lane
+/// committed and its checkpoint restored takes tens of milliseconds, one waiting for a write retried
+/// through an outage or a large state restored, seconds to a minute.
+const REBALANCE_PAUSE_SECONDS_BUCKETS: (f64, f64, u16) = (0.01, 2.0, 14);
 
 /// A dead letter's reason.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,6 +40,12 @@ struct ReasonLabels {
 struct RequestLabels {
     route: String,
     status: u16,
+}
+
+/// Which way partitions moved in a rebalance: `assigned` to this host or `revoked` from it.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ChangeLabels {
+    change: &'static str,
 }
 
 /// A Kafka partition.
@@ -52,19 +63,28 @@ pub struct PipelineMetrics {
     batch_messages: Histogram,
     write_seconds: Histogram,
     requests: Family<RequestLabels, Counter>,
+    rebalanced: Family<ChangeLabels, Counter>,
+    rebalance_pause_seconds: Histogram,
 }
 
 impl Default for PipelineMetrics {
     fn default() -> Self {
         let buckets = |(start, factor, length)| exponential_buckets(start, factor, length);
-        PipelineMetrics {
+        let metrics = PipelineMetrics {
             received: Counter::default(),
             stored: Counter::default(),
             dead_letters: Family::default(),
             batch_messages: Histogram::new(buckets(BATCH_MESSAGE_BUCKETS)),
             write_seconds: Histogram::new(buckets(WRITE_SECONDS_BUCKETS)),
             requests: Family::default(),
+            rebalanced: Family::default(),
+            rebalance_pause_seconds: Histogram::new(buckets(REBALANCE_PAUSE_SECONDS_BUCKETS)),
+        };
+        // Both series from the start: a host that never rebalanced shows 0, not a missing series.
+        for change in ["assigned", "revoked"] {
+            metrics.rebalanced.get_or_create(&ChangeLabels { change }).inc_by(0);
         }
+        metrics
     }
 }
 
@@ -105,6 +125,8 @@ pub struct Snapshot {
     pub checkpoint_age: Option<Duration>,
     /// Messages behind the partition's end, per partition, as librdkafka last reported.
     pub consumer_lag: BTreeMap<i32, i64>,
+    /// Partitions the consumer group gave this host (`None`: not told yet).
+    pub partitions_owned: Option<usize>,
 }
 
 impl PipelineMetrics {
@@ -122,6 +144,16 @@ impl PipelineMetrics {
     /// A batch's write, from its start to the commit (retries included).
     pub fn record_write(&self, took: Duration) {
         self.write_seconds.observe(took.as_secs_f64());
+    }
+
+    /// A rebalance of this host's consumer group: `assigned` partitions given to it, `revoked`
+    /// taken from it, its pipeline stopped for `pause` (`None`: not measured).
+    pub fn record_rebalance(&self, assigned: usize, revoked: usize, pause: Option<Duration>) {
+        self.rebalanced.get_or_create(&ChangeLabels { change: "assigned" }).inc_by(assigned as u64);
+        self.rebalanced.get_or_create(&ChangeLabels { change: "revoked" }).inc_by(revoked as u64);
+        if let Some(pause) = pause {
+            self.rebalance_pause_seconds.observe(pause.as_secs_f64());
+        }
     }
 
     /// An API request on `route` answered `status`.
@@ -145,6 +177,10 @@ impl PipelineMetrics {
         let write = "Time from a batch's write to its commit, retries included";
         registry.register("batch_write_seconds", write, self.write_seconds.clone());
         registry.register("http_requests", "API requests by route and status", self.requests.clone());
+        let rebalanced = "Partitions the consumer group moved to (assigned) or from (revoked) this host";
+        registry.register("rebalances", rebalanced, self.rebalanced.clone());
+        let pause = "Time this host's pipeline stood still for a rebalance";
+        registry.register("rebalance_pause_seconds", pause, self.rebalance_pause_seconds.clone());
         let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
             let gauge = Gauge::<i64>::default();
             gauge.set(value);
@@ -168,6 +204,10 @@ impl PipelineMetrics {
             lag.get_or_create(&PartitionLabels { partition }).set(behind);
         }
         registry.register("consumer_lag_messages", "Messages behind each partition's end", lag);
+        if let Some(owned) = snapshot.partitions_owned {
+            let help = "Partitions of the topic the consumer group gave this host";
+            gauge(registry, "partitions_owned", help, i64::try_from(owned).unwrap_or(i64::MAX));
+        }
     }
 }
 
@@ -189,12 +229,15 @@ mod tests {
         metrics.record_batch(5, 3, reasons.into_iter());
         metrics.record_write(Duration::from_millis(3));
         metrics.record_request("/api/stats", 200);
+        metrics.record_rebalance(2, 1, Some(Duration::from_millis(30)));
+        metrics.record_rebalance(1, 0, None);
         let snapshot = Snapshot {
             database_up: true,
             broker_up: false,
             pipeline_running: true,
             checkpoint_age: Some(Duration::from_millis(2500)),
             consumer_lag: BTreeMap::from([(0, 7), (2, 0)]),
+            partitions_owned: Some(2),
         };
         let mut registry = Registry::with_prefix("iotstream");
         metrics.register(&mut registry, &snapshot);
@@ -218,6 +261,12 @@ mod tests {
             "iotstream_checkpoint_age_seconds 2.5",
             r#"iotstream_consumer_lag_messages{partition="0"} 7"#,
             r#"iotstream_consumer_lag_messages{partition="2"} 0"#,
+            r#"iotstream_rebalances_total{change="assigned"} 3"#,
+            r#"iotstream_rebalances_total{change="revoked"} 1"#,
+            r#"iotstream_rebalance_pause_seconds_bucket{le="0.02"} 0"#,
+            r#"iotstream_rebalance_pause_seconds_bucket{le="0.04"} 1"#,
+            "iotstream_rebalance_pause_seconds_count 1",
+            "iotstream_partitions_owned 2",
         ] {
             assert!(lines.contains(&expected), "{expected} missing from:\n{text}");
         }

@@ -9,9 +9,11 @@
 //! * [`admin`]: the admin actions, behind a bearer token;
 //! * [`metrics`]: the pipeline's and the API's own metrics;
 //! * [`prometheus`]: `GET /metrics` in Prometheus's text format;
-//! * [`probes`]: `GET /healthz` and `GET /readyz`, answered by status code.
+//! * [`probes`]: `GET /healthz` and `GET /readyz`, answered by status code;
+//! * [`cluster`]: `GET /api/partitions`, the hosts sharing the topic, and the lag reports it shows.
 
 pub mod admin;
+pub mod cluster;
 pub mod live;
 pub mod metrics;
 pub mod probes;
@@ -104,6 +106,9 @@ pub enum ApiError {
     /// Every live stream slot is taken.
     #[error("too many live streams are open; close one or try again later")]
     TooManyStreams,
+    /// The host has not joined its topic's consumer group yet (it is connecting to the brokers).
+    #[error("this host has not joined its topic's consumer group yet; try again")]
+    SourceNotConnected,
 }
 
 impl IntoResponse for ApiError {
@@ -115,6 +120,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::BadRequest { code, .. } => (StatusCode::BAD_REQUEST, *code),
             ApiError::TooManyStreams => (StatusCode::SERVICE_UNAVAILABLE, "too_many_streams"),
+            ApiError::SourceNotConnected => (StatusCode::SERVICE_UNAVAILABLE, "source_not_connected"),
         };
         (status, Json(serde_json::json!({ "error": code, "message": self.to_string() }))).into_response()
     }
@@ -136,6 +142,7 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
         .route("/api/history", get(history))
         .route("/api/correlations", get(correlations))
         .route("/api/models", get(models))
+        .route("/api/partitions", get(cluster::partitions))
         .route("/metrics", get(metrics))
         // Live streams are bounded by their own permits, not by the request slots they would hold.
         .layer(ConcurrencyLimitLayer::new(MAX_CONCURRENT_REQUESTS))

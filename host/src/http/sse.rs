@@ -1,5 +1,6 @@
 //! `GET /api/stream`: the live view as server-sent events. A `snapshot` event on connection, then a
-//! `batch` event per committed batch and a `plugin` event per plugin change; a subscriber that falls
+//! `batch` event per committed batch, a `plugin` event per plugin change and a `rebalance` event per
+//! rebalance of this host's consumer group; a subscriber that falls
 //! behind gets a fresh snapshot instead of the events it missed. Every stream ends at shutdown, so a
 //! graceful shutdown does not wait on open dashboards.
 
@@ -51,6 +52,7 @@ fn sse_event(event: &LiveEvent) -> Event {
         LiveEvent::Snapshot { .. } => "snapshot",
         LiveEvent::Batch { .. } => "batch",
         LiveEvent::Plugin { .. } => "plugin",
+        LiveEvent::Rebalance { .. } => "rebalance",
     };
     // LiveEvent is plain data: serialisation cannot fail; an empty event would be harmless anyway.
     Event::default().event(name).data(serde_json::to_string(event).unwrap_or_default())

@@ -12,13 +12,14 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
+use chrono::Utc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::{Pipeline, PipelineError};
 use crate::http::live::Live;
 use crate::kafka::BEGINNING;
-use crate::store::{BatchRows, CheckpointReason, StoreError};
+use crate::store::{BatchRows, CheckpointReason, Rebalance, StoreError};
 
 impl Pipeline {
     /// Takes `partitions` over and gives each a lane; returns where to read each from.
@@ -90,6 +91,7 @@ impl Pipeline {
             "consumer group rebalance: partitions given"
         );
         self.live.set_plugins(self.plugin_statuses());
+        self.record_rebalance(new, Vec::new(), started);
         Ok(positions.into_iter().map(|(p, next)| (p, if next >= 0 { next } else { BEGINNING })).collect())
     }
 
@@ -123,11 +125,34 @@ impl Pipeline {
                     took = ?started.elapsed(),
                     "consumer group rebalance: partitions taken, their stages checkpointed for their next owner"
                 );
+                self.record_rebalance(Vec::new(), revoked, started);
                 Ok(())
             }
             // Not stored: the next owner restores the previous checkpoint and replays the rest.
             None => Err(PipelineError::NotStored),
         }
+    }
+}
+
+impl Pipeline {
+    /// Tells the live view (the API, `/metrics`, the dashboard) and the `rebalances` table what a
+    /// rebalance moved and how long the pipeline stood still for it (since `started`). The table
+    /// is a record for operators, written off the pipeline: a failure to write it is logged.
+    fn record_rebalance(&self, assigned: Vec<i32>, revoked: Vec<i32>, started: Instant) {
+        let host = self.config.host_name.clone();
+        self.live.set_assignment(&host, self.lanes.owned.keys().copied().collect());
+        if assigned.is_empty() && revoked.is_empty() {
+            // A cooperative rebalance's round that moved nothing here.
+            return;
+        }
+        let rebalance = Rebalance { at: Utc::now(), assigned, revoked, pause: Some(started.elapsed()) };
+        self.live.record_rebalance(rebalance.event(&host));
+        let (store, lineage) = (self.store.clone(), self.ids.lineage);
+        tokio::spawn(async move {
+            if let Err(err) = store.record_rebalance(lineage, &host, &rebalance).await {
+                warn!(error = %err, "the rebalance was not recorded in the database");
+            }
+        });
     }
 }
 

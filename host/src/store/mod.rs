@@ -22,9 +22,11 @@
 //!   dropped past retention;
 //! * [`ownership`]: one host per partition (`partition_owners`, counted up by a host given the
 //!   partition, and the fence its batch transactions check);
+//! * [`cluster`]: the operational view of hosts sharing a topic (rebalances, lag reports);
 //! * `queries`: what the API and the live view read.
 
 pub mod checkpoints;
+pub mod cluster;
 mod isolate;
 pub mod ownership;
 pub mod partitions;
@@ -43,6 +45,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tracing::warn;
 
 pub use self::checkpoints::{Checkpoint, CheckpointReason, StageState};
+pub use self::cluster::Rebalance;
 pub use self::isolate::{Refused, RefusedOrigin, Written, is_permanent};
 pub use self::ownership::{Fence, PartitionOwner};
 pub use self::sources::SourceIds;

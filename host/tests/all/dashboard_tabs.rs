@@ -5,7 +5,8 @@
 //! model generations and a correlation heatmap from the windows), a time
 //! range on the analytics tab returns history written before the page opened (aggregated by the
 //! host), and a quarantined plugin shows on the plugins tab; the filter bar's choices go into the
-//! URL and apply across tabs. Each tab is photographed to `docs/screenshots/` for README.
+//! URL and apply across tabs. Each tab is photographed to `docs/screenshots/` for README. The
+//! partitions panel shows a row per partition of the topic, with its owner host (this one marked).
 
 use std::time::Duration;
 
@@ -258,6 +259,107 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
         stop.cancel();
         let report = simulator.await.expect("simulator task").expect("simulator");
         assert_eq!(report.failed, 0);
+        browser.quit().await;
+        host.stop().await.expect("clean shutdown");
+    })
+    .await
+    .expect("the browser test finishes within its time limit");
+}
+
+/// Whether `cell` is a count (digits only).
+fn is_count(cell: &Value) -> bool {
+    cell.as_str().is_some_and(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_digit()))
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+#[ignore = "a browser test: `cargo xtask test` runs it after the suite, alone"]
+async fn the_partitions_panel_shows_a_row_per_partition_of_the_topic(pool: PgPool) {
+    let _slot = crate::dashboard::one_browser_at_a_time().await;
+    tokio::time::timeout(crate::dashboard::BROWSER_TEST_LIMIT, async move {
+        // The demo's topic: 3 partitions, one host (the whole group).
+        let host = Host::start(pool.clone(), None, &[]).await;
+        let base = format!("http://{}", host.addr);
+        // The API answers once the host has joined the group; its answer names the host.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        let this_host = loop {
+            let response = reqwest::get(format!("{base}/api/partitions")).await.expect("api");
+            if response.status() == 200 {
+                let view: Value = response.json().await.expect("json");
+                break view["host"].as_str().expect("the host's name").to_owned();
+            }
+            assert!(std::time::Instant::now() < deadline, "/api/partitions: still {} after 60 s", response.status());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let lineage: i16 = sqlx::query_scalar("SELECT id FROM kafka_sources WHERE topic = 'iot_sensors' AND epoch = 0")
+            .fetch_one(&pool)
+            .await
+            .expect("the source");
+        // The pipeline gives the group's only host every partition; the rows it would write, where
+        // it has not (yet).
+        for partition in 0..3 {
+            sqlx::query(
+                "INSERT INTO partition_owners (source_id, kafka_partition, owner, since) \
+                 VALUES ($1, $2, $3, '2026-12-01T10:00:00Z') ON CONFLICT DO NOTHING",
+            )
+            .bind(lineage)
+            .bind(partition)
+            .bind(&this_host)
+            .execute(&pool)
+            .await
+            .expect("partition owner");
+        }
+        // A rebalance of another host, gone since.
+        sqlx::query(
+            "INSERT INTO rebalances (source_id, host, at, assigned, revoked, pause_ms) \
+             VALUES ($1, 'node-b-7', '2026-12-01T11:30:00Z', '{1}', '{}', 250)",
+        )
+        .bind(lineage)
+        .execute(&pool)
+        .await
+        .expect("rebalance");
+        let owners: Vec<(i32, String, chrono::DateTime<Utc>, i64)> = sqlx::query_as(
+            "SELECT kafka_partition, owner, since, generation FROM partition_owners WHERE source_id = $1 ORDER BY 1",
+        )
+        .bind(lineage)
+        .fetch_all(&pool)
+        .await
+        .expect("owners");
+        assert_eq!(owners.iter().map(|o| o.0).collect::<Vec<_>>(), [0, 1, 2]);
+
+        let browser = Browser::start().await;
+        browser.goto(&format!("{base}/plugins")).await;
+        let rows = browser
+            .until("a row per partition", &table("partitions"), |rows| rows.as_array().is_some_and(|r| r.len() == 3))
+            .await;
+        for (row, (partition, owner, since, generation)) in rows.as_array().into_iter().flatten().zip(&owners) {
+            assert_eq!(owner, &this_host, "{rows}");
+            let fixed = serde_json::json!([
+                partition.to_string(),
+                format!("{this_host} (this host)"),
+                since.format("%Y-%m-%d %H:%M:%S").to_string(),
+                generation.to_string(),
+            ]);
+            assert_eq!(Value::from(row.as_array().map(|r| r[..4].to_vec()).unwrap_or_default()), fixed, "{rows}");
+            // The stored position and the lag move with the stream: a count, or a dash before the
+            // first; a lag comes with its report's age.
+            assert!(is_count(&row[4]) || row[4] == "–", "next offset of {row}");
+            if is_count(&row[5]) {
+                assert!(row[6].as_str().is_some_and(|age| age == "just now" || age.ends_with(" s ago")), "{row}");
+            } else {
+                assert_eq!((&row[5], &row[6]), (&Value::from("–"), &Value::from("–")), "{row}");
+            }
+        }
+        // This host's rows are marked.
+        let marked = browser.script("return document.querySelectorAll('#partitions tbody tr.mine').length;").await;
+        assert_eq!(marked, 3);
+        browser
+            .until("the other host's rebalance", &table("rebalances"), |rows| {
+                rows.as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|r| r == &serde_json::json!(["2026-12-01 11:30:00", "node-b-7", "1", "–", "250 ms"]))
+            })
+            .await;
         browser.quit().await;
         host.stop().await.expect("clean shutdown");
     })

@@ -1,6 +1,8 @@
 //! `/metrics` of a running host covers the pipeline, not only the plugins: after a known input
 //! (20 readings and 2 malformed messages, one API request) every family docs/metrics.md lists is
-//! there, with its type, and with the value that input must give.
+//! there, with its type, and with the value that input must give. The consumer group's metrics
+//! (partitions owned, partitions moved, the pipeline's pause) have the values the live view was
+//! told.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -18,8 +20,11 @@ struct Scrape {
 
 impl Scrape {
     async fn of(host: &Host) -> Scrape {
-        let text =
-            reqwest::get(format!("http://{}/metrics", host.addr)).await.expect("scrape").text().await.expect("text");
+        Scrape::at(host.addr).await
+    }
+
+    async fn at(addr: std::net::SocketAddr) -> Scrape {
+        let text = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape").text().await.expect("text");
         let mut samples = BTreeMap::new();
         let mut types = BTreeMap::new();
         for line in text.lines() {
@@ -79,6 +84,9 @@ async fn every_family_is_scraped_with_the_value_the_input_gives(pool: PgPool) {
         ("iotstream_pipeline_running", "gauge"),
         ("iotstream_checkpoint_age_seconds", "gauge"),
         ("iotstream_consumer_lag_messages", "gauge"),
+        ("iotstream_partitions_owned", "gauge"),
+        ("iotstream_rebalances", "counter"),
+        ("iotstream_rebalance_pause_seconds", "histogram"),
         ("iotstream_plugin_calls", "counter"),
         ("iotstream_plugin_readings", "counter"),
         ("iotstream_plugin_outputs", "counter"),
@@ -108,6 +116,11 @@ async fn every_family_is_scraped_with_the_value_the_input_gives(pool: PgPool) {
     let written = scrape.value("iotstream_batch_write_seconds_sum");
     assert!(written > 0.0 && written < 10.0, "{written} s writing");
     assert_eq!(scrape.value(r#"iotstream_http_requests_total{route="/api/stats",status="200"}"#), 1.0);
+    // The group's one host was given the topic's three partitions when it joined, and kept them.
+    assert_eq!(scrape.value("iotstream_partitions_owned"), 3.0);
+    assert_eq!(scrape.value(r#"iotstream_rebalances_total{change="assigned"}"#), 3.0);
+    assert_eq!(scrape.value(r#"iotstream_rebalances_total{change="revoked"}"#), 0.0);
+    assert_eq!(scrape.value("iotstream_rebalance_pause_seconds_count"), 1.0);
     for up in ["iotstream_database_up", "iotstream_broker_up", "iotstream_pipeline_running"] {
         assert_eq!(scrape.value(up), 1.0, "{up}");
     }
@@ -123,4 +136,62 @@ async fn every_family_is_scraped_with_the_value_the_input_gives(pool: PgPool) {
     assert_eq!(scrape.value(r#"iotstream_plugin_state{plugin="zscore",kind="detector",state="running"}"#), 1.0);
     assert!(scrape.value(&format!("iotstream_plugin_memory_bytes{zscore}")) >= 65536.0, "one wasm page at least");
     host.stop().await.expect("clean stop");
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn the_groups_metrics_are_what_the_live_view_was_told(pool: PgPool) {
+    use iotstream::http::live::Live;
+    use iotstream::http::{ApiState, router};
+    use iotstream_api::RebalanceEvent;
+
+    let live = std::sync::Arc::new(Live::new(iotstream::store::Totals::default(), Vec::new(), Vec::new(), Vec::new()));
+    let state =
+        ApiState::new(iotstream::store::Store::new(pool), live.clone(), tokio_util::sync::CancellationToken::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, router(state, "/nonexistent".into())).await });
+    // Before the group has said anything: no partition count, no partition moved.
+    let scrape = Scrape::at(addr).await;
+    assert!(!scrape.samples.contains_key("iotstream_partitions_owned"), "{:#?}", scrape.samples);
+    assert_eq!(scrape.value(r#"iotstream_rebalances_total{change="assigned"}"#), 0.0);
+    assert_eq!(scrape.value("iotstream_rebalance_pause_seconds_count"), 0.0);
+
+    // Given 0, 1 and 2 at start (pause not measured), then 1 taken away (a 250 ms pause).
+    let event = |assigned: Vec<i32>, revoked: Vec<i32>, pause_ms| RebalanceEvent {
+        at: chrono::Utc::now(),
+        host: "node-a".into(),
+        assigned,
+        revoked,
+        pause_ms,
+    };
+    live.set_consumer_lag(BTreeMap::from([(0, 4), (1, 9), (2, 0)]));
+    live.set_assignment("node-a", vec![0, 1, 2]);
+    live.record_rebalance(event(vec![0, 1, 2], vec![], None));
+    live.set_assignment("node-a", vec![0, 2]);
+    live.record_rebalance(event(vec![], vec![1], Some(250.0)));
+
+    let scrape = Scrape::at(addr).await;
+    for (family, kind) in [
+        ("iotstream_partitions_owned", "gauge"),
+        ("iotstream_rebalances_total", "counter"),
+        ("iotstream_rebalance_pause_seconds", "histogram"),
+        ("iotstream_consumer_lag_messages", "gauge"),
+    ] {
+        assert_eq!(scrape.types.get(family).map(String::as_str), Some(kind), "{family}: {:?}", scrape.types);
+    }
+    assert_eq!(scrape.value("iotstream_partitions_owned"), 2.0);
+    assert_eq!(scrape.value(r#"iotstream_rebalances_total{change="assigned"}"#), 3.0);
+    assert_eq!(scrape.value(r#"iotstream_rebalances_total{change="revoked"}"#), 1.0);
+    assert_eq!(scrape.value("iotstream_rebalance_pause_seconds_count"), 1.0);
+    assert_eq!(scrape.value("iotstream_rebalance_pause_seconds_sum"), 0.25);
+    // 0.25 s falls in (0.16, 0.32].
+    assert_eq!(scrape.value(r#"iotstream_rebalance_pause_seconds_bucket{le="0.16"}"#), 0.0);
+    assert_eq!(scrape.value(r#"iotstream_rebalance_pause_seconds_bucket{le="0.32"}"#), 1.0);
+    // The lag of the partition taken away is no longer this host's to report.
+    let lag: Vec<&String> =
+        scrape.samples.keys().filter(|s| s.starts_with("iotstream_consumer_lag_messages")).collect();
+    assert_eq!(
+        lag,
+        [r#"iotstream_consumer_lag_messages{partition="0"}"#, r#"iotstream_consumer_lag_messages{partition="2"}"#]
+    );
 }
