@@ -138,8 +138,7 @@ pub async fn run(
             info!(source = source.identity(), partitions = source.partitions().len(), "kafka source connected");
             let pipeline_config = config.pipeline();
             start_lag_reports(&store, &live, &source, &pipeline_config.host_name, &shutdown).await;
-            match Pipeline::start(pipeline_config, source, loaded.plugins, reload, store, live.clone(), &shutdown)
-                .await
+            match Pipeline::start(pipeline_config, source, loaded.plugins, reload, store, live.clone(), &shutdown).await
             {
                 Ok(Some(pipeline)) => {
                     live.set_processing(true);
@@ -269,13 +268,7 @@ async fn maintain_partitions(store: Store, retention: Retention, shutdown: Cance
 /// Reports this host's partitions' lag every [`LAG_REPORT_INTERVAL`] until `shutdown` (which also
 /// lets `GET /api/partitions` answer for `source`). A database that does not answer now is logged:
 /// the pipeline's start, which needs it too, says what follows.
-async fn start_lag_reports(
-    store: &Store,
-    live: &Arc<Live>,
-    source: &Source,
-    host: &str,
-    shutdown: &CancellationToken,
-) {
+async fn start_lag_reports(store: &Store, live: &Arc<Live>, source: &Source, host: &str, shutdown: &CancellationToken) {
     match store.source_ids(source.identity(), source.topic()).await {
         Ok(ids) => {
             let (store, live, host) = (store.clone(), live.clone(), host.to_owned());

@@ -95,4 +95,3 @@ pub async fn report_lag_every(
         }
     }
 }
-

@@ -72,7 +72,12 @@ impl Pipeline {
             });
         }
         let fence = Some(self.lanes.fence(self.ids.lineage, work.iter().map(|w| w.partition)));
-        let mut rows = BatchRows { source: self.ids.current, topic: self.source.topic().to_owned(), fence, ..BatchRows::default() };
+        let mut rows = BatchRows {
+            source: self.ids.current,
+            topic: self.source.topic().to_owned(),
+            fence,
+            ..BatchRows::default()
+        };
         for done in run_lanes(work).await? {
             if let Some(lane) = self.lanes.owned.get_mut(&done.partition) {
                 lane.stages = done.stages;

@@ -126,12 +126,8 @@ impl Lanes {
             return statuses;
         }
         for status in &mut statuses {
-            let instances: Vec<PluginStatus> = self
-                .owned
-                .values()
-                .flat_map(|lane| lane.stages.statuses())
-                .filter(|s| s.name == status.name)
-                .collect();
+            let instances: Vec<PluginStatus> =
+                self.owned.values().flat_map(|lane| lane.stages.statuses()).filter(|s| s.name == status.name).collect();
             *status = merged(status, &instances);
         }
         statuses

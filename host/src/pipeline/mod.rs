@@ -31,8 +31,8 @@
 //! * `admin`: admin actions from the API, through a channel drained at batch boundaries.
 
 pub use self::admin::{ANSWER_WITHIN, AdminAction, AdminChannel, AdminError};
-pub use self::reload::PluginReload;
 use self::lanes::Lanes;
+pub use self::reload::PluginReload;
 pub use self::stages::plugin_status;
 
 mod admin;

@@ -33,7 +33,8 @@ impl Pipeline {
         let (store, lineage, host) = (self.store.clone(), self.ids.lineage, self.config.host_name.clone());
         let live = self.live.clone();
         let generations =
-            retrying("taking the partitions over", &live, shutdown, || store.own_partitions(lineage, &host, &new)).await?;
+            retrying("taking the partitions over", &live, shutdown, || store.own_partitions(lineage, &host, &new))
+                .await?;
         let source_id = self.ids.current;
         let stored = retrying("reading the stored positions", &live, shutdown, || store.positions(source_id)).await?;
         let mut positions = BTreeMap::new();
@@ -44,7 +45,8 @@ impl Pipeline {
                 continue;
             }
             let checkpoint =
-                retrying("reading the checkpoint", &live, shutdown, || store.latest_checkpoint(source_id, partition)).await?;
+                retrying("reading the checkpoint", &live, shutdown, || store.latest_checkpoint(source_id, partition))
+                    .await?;
             let logged_until =
                 retrying("reading the batch log", &live, shutdown, || store.last_batch(source_id, partition)).await?;
             let mut lane = self.lanes.new_lane(partition, generations.get(&partition).copied().unwrap_or(0));
@@ -96,7 +98,11 @@ impl Pipeline {
     }
 
     /// Commits and checkpoints the lanes of `partitions`, then drops them.
-    pub(super) async fn revoke(&mut self, partitions: &[i32], shutdown: &CancellationToken) -> Result<(), PipelineError> {
+    pub(super) async fn revoke(
+        &mut self,
+        partitions: &[i32],
+        shutdown: &CancellationToken,
+    ) -> Result<(), PipelineError> {
         let started = Instant::now();
         self.finish_in_flight().await?;
         let revoked: Vec<i32> = partitions.iter().copied().filter(|p| self.lanes.owned.contains_key(p)).collect();

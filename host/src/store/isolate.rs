@@ -18,8 +18,8 @@ use sqlx::Acquire;
 use crate::reading::encode;
 use crate::store::rows::{DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, StoredReading, StoredWindow, verdicts_json};
 use crate::store::writer::{
-    Tx, add_to_totals, advance_positions, check_fence, insert_dead_letters, insert_readings,
-    insert_shadow_predictions, merged_windows, upsert_aggregates, write_checkpoints,
+    Tx, add_to_totals, advance_positions, check_fence, insert_dead_letters, insert_readings, insert_shadow_predictions,
+    merged_windows, upsert_aggregates, write_checkpoints,
 };
 use crate::store::{BatchRows, Store, StoreError, Totals};
 

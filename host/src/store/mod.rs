@@ -48,12 +48,11 @@ pub use self::checkpoints::{Checkpoint, CheckpointReason, StageState};
 pub use self::cluster::Rebalance;
 pub use self::isolate::{Refused, RefusedOrigin, Written, is_permanent};
 pub use self::ownership::{Fence, PartitionOwner};
-pub use self::sources::SourceIds;
 pub use self::queries::HistoryFilter;
 pub use self::rows::{
-    BatchRows, DeadLetter, LaneBatch, ModelLineage, Prediction, ShadowPrediction, StoredReading, StoredWindow,
-    Totals,
+    BatchRows, DeadLetter, LaneBatch, ModelLineage, Prediction, ShadowPrediction, StoredReading, StoredWindow, Totals,
 };
+pub use self::sources::SourceIds;
 
 /// The schema, embedded from `migrations/` at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");

@@ -72,7 +72,10 @@ impl Store {
         .bind(lineage)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(partition, owner, generation)| PartitionOwner { partition, owner, generation }).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(partition, owner, generation)| PartitionOwner { partition, owner, generation })
+            .collect())
     }
 }
 

@@ -356,19 +356,8 @@ async fn killed_again_and_again_the_host_stores_every_reading_once_with_referenc
 async fn assert_forest_uncrashed(pool: &PgPool, readings: usize) -> usize {
     use iotstream::plugins::bindings::Verdict;
     use iotstream::plugins::{PluginRuntime, SensorCatalog};
-    type Row = (
-        String,
-        String,
-        String,
-        DateTime<Utc>,
-        f64,
-        String,
-        f64,
-        Option<i32>,
-        Option<DateTime<Utc>>,
-        Option<i32>,
-        i32,
-    );
+    type Row =
+        (String, String, String, DateTime<Utc>, f64, String, f64, Option<i32>, Option<DateTime<Utc>>, Option<i32>, i32);
     let stored: Vec<Row> = sqlx::query_as(
         "SELECT p.sensor_id, p.sensor_type, r.location, p.timestamp, p.value, p.verdict, p.anomaly_score, \
          p.model_generation, p.model_trained_at, p.model_training_rows, p.kafka_partition FROM ml_anomaly_predictions p \
@@ -381,36 +370,36 @@ async fn assert_forest_uncrashed(pool: &PgPool, readings: usize) -> usize {
     let runtime = PluginRuntime::new().expect("runtime");
     let (mut generations, mut anomalies) = (std::collections::BTreeSet::new(), 0);
     for lane in stored.chunk_by(|a, b| a.10 == b.10) {
-    let mut forest = runtime.load_with_config(&plugin_path("isolation-forest"), Some("{}".into())).expect("forest");
-    let mut catalog = SensorCatalog::default();
-    for chunk in lane.chunks(500) {
-        let wit: Vec<_> = chunk
-            .iter()
-            .map(|(sensor, sensor_type, location, at, value, ..)| {
-                let sensor_type = SensorType::from_name(sensor_type).expect("sensor type");
-                catalog.wit_reading(&reading(sensor, sensor_type, location, at.timestamp_millis(), *value))
-            })
-            .collect();
-        let detections = forest.detect(&catalog, &wit).expect("reference forest");
-        for (row, detection) in chunk.iter().zip(detections) {
-            let verdict = match detection.verdict {
-                Verdict::WarmingUp => "warming_up",
-                Verdict::Normal => "normal",
-                Verdict::Anomaly => "anomaly",
-            };
-            let model = detection.model.map(|m| (m.generation as i32, m.trained_at_ms, m.training_rows as i32));
-            let stored_model = row
-                .7
-                .map(|generation| (generation, row.8.map_or(0, |t| t.timestamp_millis()), row.9.unwrap_or_default()));
-            let key = (&row.0, row.3.timestamp_millis());
-            assert_eq!((row.5.as_str(), row.6), (verdict, detection.score), "forest verdict of {key:?}");
-            assert_eq!(stored_model, model, "model behind the forest verdict of {key:?}");
-            if let Some((generation, ..)) = model {
-                generations.insert((row.10, row.1.clone(), generation));
+        let mut forest = runtime.load_with_config(&plugin_path("isolation-forest"), Some("{}".into())).expect("forest");
+        let mut catalog = SensorCatalog::default();
+        for chunk in lane.chunks(500) {
+            let wit: Vec<_> = chunk
+                .iter()
+                .map(|(sensor, sensor_type, location, at, value, ..)| {
+                    let sensor_type = SensorType::from_name(sensor_type).expect("sensor type");
+                    catalog.wit_reading(&reading(sensor, sensor_type, location, at.timestamp_millis(), *value))
+                })
+                .collect();
+            let detections = forest.detect(&catalog, &wit).expect("reference forest");
+            for (row, detection) in chunk.iter().zip(detections) {
+                let verdict = match detection.verdict {
+                    Verdict::WarmingUp => "warming_up",
+                    Verdict::Normal => "normal",
+                    Verdict::Anomaly => "anomaly",
+                };
+                let model = detection.model.map(|m| (m.generation as i32, m.trained_at_ms, m.training_rows as i32));
+                let stored_model = row.7.map(|generation| {
+                    (generation, row.8.map_or(0, |t| t.timestamp_millis()), row.9.unwrap_or_default())
+                });
+                let key = (&row.0, row.3.timestamp_millis());
+                assert_eq!((row.5.as_str(), row.6), (verdict, detection.score), "forest verdict of {key:?}");
+                assert_eq!(stored_model, model, "model behind the forest verdict of {key:?}");
+                if let Some((generation, ..)) = model {
+                    generations.insert((row.10, row.1.clone(), generation));
+                }
+                anomalies += usize::from(verdict == "anomaly");
             }
-            anomalies += usize::from(verdict == "anomaly");
         }
-    }
     }
     // The stream is long enough for each type's model to be retrained a few times.
     assert_eq!(stored.len(), readings, "one forest verdict per reading");
@@ -433,11 +422,12 @@ async fn a_logged_batch_whose_messages_never_come_is_given_up_and_the_stream_goe
     let (stopped, broker) = first.stop_keeping_broker().await;
     stopped.expect("clean stop");
     // As if the host had committed one more batch before a crash, reaching past the end of the log.
-    let (source, after): (i16, i64) =
-        sqlx::query_as("SELECT source_id, after_batch FROM stage_checkpoints WHERE kafka_partition = 0 ORDER BY id DESC LIMIT 1")
-            .fetch_one(&pool)
-            .await
-            .expect("the shutdown checkpoint");
+    let (source, after): (i16, i64) = sqlx::query_as(
+        "SELECT source_id, after_batch FROM stage_checkpoints WHERE kafka_partition = 0 ORDER BY id DESC LIMIT 1",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("the shutdown checkpoint");
     sqlx::query(
         "INSERT INTO kafka_batches (source_id, kafka_partition, batch_seq, next_offset) VALUES ($1, 0, $2, 1000000)",
     )

@@ -63,7 +63,13 @@ fn stream() -> Vec<Sent> {
     for k in 0..PER_SENSOR {
         for s in 0..SENSORS {
             let (sensor, sensor_type, location) = sensor(s);
-            sent.push(Sent { value: value(sensor_type, s, k), sensor, sensor_type, location, at_ms: START_MS + k * STEP_MS });
+            sent.push(Sent {
+                value: value(sensor_type, s, k),
+                sensor,
+                sensor_type,
+                location,
+                at_ms: START_MS + k * STEP_MS,
+            });
         }
     }
     sent
@@ -110,7 +116,8 @@ async fn scalar(pool: &PgPool, sql: &'static str, topic: &str) -> i64 {
     sqlx::query_scalar(sql).bind(topic).fetch_one(pool).await.expect("query")
 }
 
-const STORED: &str = "SELECT count(*) FROM sensor_readings r JOIN kafka_sources k ON k.id = r.source_id WHERE k.topic = $1";
+const STORED: &str =
+    "SELECT count(*) FROM sensor_readings r JOIN kafka_sources k ON k.id = r.source_id WHERE k.topic = $1";
 
 /// Waits until `sql` (bound to `topic`) counts `expected`, for up to `secs`.
 async fn wait_until(pool: &PgPool, what: &str, sql: &'static str, topic: &str, expected: i64, secs: u64) {
@@ -143,7 +150,10 @@ async fn wait_for_owners(pool: &PgPool, topic: &str, hosts: &[&str], secs: u64) 
     loop {
         let now = owners(pool, topic).await;
         let covered = now.len() == PARTITIONS as usize;
-        if covered && now.iter().all(|o| hosts.contains(&o.as_str())) && hosts.iter().all(|h| now.iter().any(|o| o == h)) {
+        if covered
+            && now.iter().all(|o| hosts.contains(&o.as_str()))
+            && hosts.iter().all(|h| now.iter().any(|o| o == h))
+        {
             return;
         }
         assert!(Instant::now() < deadline, "partitions never owned by {hosts:?} alone: {now:?}");

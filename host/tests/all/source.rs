@@ -13,7 +13,9 @@ use rdkafka::producer::FutureRecord;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::support::{FAST_GROUP, Host, count_rows, produce_to_partition_0, reading, run_config, scratch_folder, wait_for};
+use crate::support::{
+    FAST_GROUP, Host, count_rows, produce_to_partition_0, reading, run_config, scratch_folder, wait_for,
+};
 
 const DAY_MS: i64 = 24 * 3600 * 1000;
 /// 2020-06-01T00:00:00Z: a Kafka timestamp years before any run of this test.
@@ -189,7 +191,10 @@ async fn produce_round(broker: &EmbeddedBroker, round: i64) {
 
 /// The owner of each partition of the test topic, by partition.
 async fn owners(pool: &PgPool) -> Vec<String> {
-    sqlx::query_scalar("SELECT owner FROM partition_owners ORDER BY kafka_partition").fetch_all(pool).await.expect("owners")
+    sqlx::query_scalar("SELECT owner FROM partition_owners ORDER BY kafka_partition")
+        .fetch_all(pool)
+        .await
+        .expect("owners")
 }
 
 /// Two hosts in one consumer group on one database: the second joins and is given some of the
@@ -209,26 +214,29 @@ async fn two_hosts_share_the_partitions_and_the_last_one_takes_them_all(pool: Pg
     let second_pool = PgPoolOptions::new().connect_with((*pool.connect_options()).clone()).await.expect("pool");
     let brokers = first.broker.bootstrap_servers().to_owned();
     let plugins_flag = plugins.path().display().to_string();
-    let config = run_config(&[
-        FAST_GROUP,
+    let config = run_config(
         &[
-        "--brokers",
-        &brokers,
-        "--group",
-        "iotstream-test",
-        "--host-name",
-        "second",
-        "--no-builtin-plugins",
-        "--plugins",
-        &plugins_flag,
-        "--listen",
-        "127.0.0.1:0",
-        "--batch-linger-ms",
-        "20",
-        "--max-age",
-        "off",
-    ]]
-    .concat());
+            FAST_GROUP,
+            &[
+                "--brokers",
+                &brokers,
+                "--group",
+                "iotstream-test",
+                "--host-name",
+                "second",
+                "--no-builtin-plugins",
+                "--plugins",
+                &plugins_flag,
+                "--listen",
+                "127.0.0.1:0",
+                "--batch-linger-ms",
+                "20",
+                "--max-age",
+                "off",
+            ],
+        ]
+        .concat(),
+    );
     let listener = tokio::net::TcpListener::bind(config.listen).await.expect("bind");
     let second_addr = listener.local_addr().expect("addr");
     let second_shutdown = tokio_util::sync::CancellationToken::new();
@@ -288,7 +296,9 @@ async fn a_batch_is_refused_once_another_host_took_one_of_its_partitions_over(po
     let ids = store.source_ids("cluster", "topic").await.expect("source");
     let first = store.own_partitions(ids.lineage, "host-a", &[0, 1]).await.expect("own");
     assert_eq!(first, [(0, 1), (1, 1)].into());
-    let fence = |generations: &[(i32, i64)]| Some(Fence { lineage: ids.lineage, generations: generations.iter().copied().collect() });
+    let fence = |generations: &[(i32, i64)]| {
+        Some(Fence { lineage: ids.lineage, generations: generations.iter().copied().collect() })
+    };
     let batch = |partition: i32, next: i64, fence| BatchRows {
         source: ids.current,
         positions: [(partition, next)].into(),
@@ -316,14 +326,16 @@ async fn a_batch_is_refused_once_another_host_took_one_of_its_partitions_over(po
     assert_eq!(second, [(1, 2)].into());
 
     let refused = store.write(&batch(1, 7, fence(&[(0, 1), (1, 1)]))).await.expect_err("refused");
-    assert!(
-        matches!(refused, StoreError::NotOwner { partition: 1, generation: 1, current: 2, .. }),
-        "{refused}"
-    );
+    assert!(matches!(refused, StoreError::NotOwner { partition: 1, generation: 1, current: 2, .. }), "{refused}");
     store.write(&batch(0, 8, fence(&[(0, 1)]))).await.expect("host a still owns partition 0");
     store.write(&batch(1, 9, fence(&[(1, 2)]))).await.expect("the new owner writes");
     assert_eq!(store.positions(ids.current).await.expect("positions"), [(0, 8), (1, 9)].into());
-    let owners: Vec<(i32, String, i64)> =
-        store.partition_owners(ids.lineage).await.expect("owners").into_iter().map(|o| (o.partition, o.owner, o.generation)).collect();
+    let owners: Vec<(i32, String, i64)> = store
+        .partition_owners(ids.lineage)
+        .await
+        .expect("owners")
+        .into_iter()
+        .map(|o| (o.partition, o.owner, o.generation))
+        .collect();
     assert_eq!(owners, vec![(0, "host-a".to_owned(), 1), (1, "host-b".to_owned(), 2)]);
 }
