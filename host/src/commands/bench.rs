@@ -50,6 +50,11 @@ pub struct BenchConfig {
     /// When to swap `--swap-plugin`, in seconds after the first stored reading.
     #[arg(long)]
     pub swap_after_s: Option<f64>,
+    /// Hosts in the consumer group, each an `iotstream run` of its own in this process (its own
+    /// database pool, API and name `bench-N`), sharing the topic's partitions (docs/scaling.md).
+    /// They share this machine's cores.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub hosts: u32,
     /// The pipeline under test (its --sensors, --plugins, --builtin-plugins, --batch-max... apply;
     /// not --rate).
     #[command(flatten)]
@@ -102,6 +107,13 @@ pub struct BenchReport {
     /// With `--swap-plugin`: readings/s stored in the 2 s before the swap, in the slowest 250 ms
     /// of the second after it, and in the 2 s from 1 s after it.
     pub swap_readings_per_s: Option<[f64; 3]>,
+    /// Hosts in the consumer group (`--hosts`).
+    pub hosts: u32,
+    /// Rebalances the hosts recorded (a host's join counts one), and the longest time one stood
+    /// its pipeline still, ms.
+    pub rebalances: i64,
+    /// The longest pause of a pipeline for a rebalance, ms.
+    pub rebalance_pause_ms_max: Option<f64>,
 }
 
 /// Runs the benchmark. The scratch database is kept for inspection, and dropped by the next run.
@@ -131,11 +143,26 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("binding the API's listener")?;
     let api = format!("http://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
-    let pipeline = {
-        let (run_config, store, shutdown) = (run_config.clone(), store.clone(), shutdown.clone());
+    let mut pipelines = Vec::new();
+    let mut listener = Some(listener);
+    for host in 1..=config.hosts {
+        let mut run_config = run_config.clone();
+        if config.hosts > 1 {
+            run_config.host_name = Some(format!("bench-{host}"));
+        }
+        // The first host's API is the one the dashboard client reads; the others' on free ports.
+        let listener = match listener.take() {
+            Some(first) => first,
+            None => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("binding an API's listener")?,
+        };
+        // Each host its own pool, as separate processes would have.
+        let store =
+            if host == 1 { store.clone() } else { scratch_connect(&config.run.database_url, &config.database).await? };
+        let shutdown = shutdown.clone();
         let kafka = run_config.kafka.brokers(&brokers);
-        tokio::spawn(async move { crate::app::run(&run_config, store, listener, &kafka, shutdown).await })
-    };
+        pipelines
+            .push(tokio::spawn(async move { crate::app::run(&run_config, store, listener, &kafka, shutdown).await }));
+    }
     // The dashboard connects before the first reading is produced, as an open dashboard would be.
     let dashboard = (!config.prefilled).then(|| {
         let shutdown = shutdown.clone();
@@ -170,12 +197,14 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             _ => 0,
         },
     };
-    if let Ok(result) = pipeline.await {
-        result?;
+    for pipeline in pipelines {
+        if let Ok(result) = pipeline.await {
+            result?;
+        }
     }
     drop(broker);
     store.pool().close().await;
-    Ok(BenchReport { produced, ..report })
+    Ok(BenchReport { produced, hosts: config.hosts, ..report })
 }
 
 /// Readings produced this long after the first commit are the steady state the latencies are
@@ -196,7 +225,13 @@ async fn scratch_store(database_url: &str, name: &str) -> anyhow::Result<Store> 
         .await
         .context("creating the scratch database")?;
     let _ = conn.close().await;
-    Ok(Store::connect(admin.database(name)).await?)
+    scratch_connect(database_url, name).await
+}
+
+/// Another connection pool to the scratch database `name` (created by [`scratch_store`]).
+async fn scratch_connect(database_url: &str, name: &str) -> anyhow::Result<Store> {
+    let options = PgConnectOptions::from_str(database_url).context("parsing the database URL")?;
+    Ok(Store::connect(options.database(name)).await?)
 }
 
 /// How the stored count grew while the benchmark ran.
@@ -278,6 +313,8 @@ async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchRepor
         Some(at) => Some(throughput_around(pool, at).await?),
         None => None,
     };
+    let (rebalances, rebalance_pause_ms_max): (i64, Option<f64>) =
+        sqlx::query_as("SELECT count(*), max(pause_ms) FROM rebalances").fetch_one(pool).await?;
     let Progress { stored, seconds, cpu_s, .. } = progress;
     Ok(BenchReport {
         produced: 0,
@@ -298,6 +335,9 @@ async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchRepor
         predictions,
         aggregates,
         swap_readings_per_s,
+        hosts: 1,
+        rebalances,
+        rebalance_pause_ms_max,
     })
 }
 
@@ -391,7 +431,8 @@ pub fn print(report: &BenchReport) -> anyhow::Result<()> {
     super::print_json(report)?;
     eprintln!(
         "{} of {} readings stored in {:.1} s: {:.0} readings/s; latency to durable p50 {} ms, p95 {} ms, p99 {} ms; \
-         to dashboard p50 {} ms, p95 {} ms, p99 {} ms ({} readings); peak RSS {:.0} MiB; {:.2} CPU s",
+         to dashboard p50 {} ms, p95 {} ms, p99 {} ms ({} readings); peak RSS {:.0} MiB; {:.2} CPU s; {} host(s), \
+         {} rebalances, longest pause {} ms",
         report.readings,
         report.produced,
         report.seconds,
@@ -404,7 +445,10 @@ pub fn print(report: &BenchReport) -> anyhow::Result<()> {
         milliseconds(report.dashboard_latency_ms_p99),
         report.dashboard_readings,
         report.peak_rss_mib,
-        report.cpu_s
+        report.cpu_s,
+        report.hosts,
+        report.rebalances,
+        milliseconds(report.rebalance_pause_ms_max)
     );
     Ok(())
 }

@@ -72,9 +72,7 @@ struct State {
     /// Why the brokers are unavailable (`None`: they answer).
     broker_down: Option<OutageCode>,
     last_checkpoint: Option<DateTime<Utc>>,
-    /// While another host owns the source: what this one waits for.
-    standby: Option<String>,
-    /// Whether the pipeline runs: it owns the source, its plugins are installed and it consumes.
+    /// Whether the pipeline runs: it joined the group, its plugins are installed and it consumes.
     processing: bool,
     /// Messages behind each partition's end, as librdkafka last reported.
     consumer_lag: std::collections::BTreeMap<i32, i64>,
@@ -133,7 +131,6 @@ impl Live {
                 database_down: None,
                 broker_down: None,
                 last_checkpoint: None,
-                standby: None,
                 processing: false,
                 consumer_lag: Default::default(),
                 plugin_failures: Default::default(),
@@ -234,19 +231,7 @@ impl Live {
         }
     }
 
-    /// Records that this host waits for a source another host owns (`Some`: what it waits for) or
-    /// that it owns it (`None`).
-    pub fn set_standby(&self, waiting: Option<String>) {
-        self.lock().standby = waiting;
-    }
-
-    /// What this host waits for while another owns its source (`None`: it owns it, or is not
-    /// connected yet).
-    pub fn standby(&self) -> Option<String> {
-        self.lock().standby.clone()
-    }
-
-    /// Records that the pipeline runs (`true`: it owns the source with its plugins installed and
+    /// Records that the pipeline runs (`true`: it joined the group with its plugins installed and
     /// consumes) or has stopped; `/readyz` answers from it.
     pub fn set_processing(&self, processing: bool) {
         self.lock().processing = processing;
@@ -275,6 +260,11 @@ impl Live {
         state.consumer_lag.retain(|partition, _| owned.contains(partition));
         state.member.owned = Some(owned);
         state.member.host = Some(host.to_owned());
+    }
+
+    /// The partitions this host owns (`None` until the group first assigned them).
+    pub fn owned_partitions(&self) -> Option<Vec<i32>> {
+        self.lock().member.owned.as_ref().map(|owned| owned.iter().copied().collect())
     }
 
     /// Records that this host, named `host`, reads the source whose first id is `lineage`: from then
@@ -323,7 +313,7 @@ impl Live {
         Snapshot {
             database_up: stats.database_ok,
             broker_up: stats.broker_ok,
-            pipeline_running: state.processing && state.standby.is_none(),
+            pipeline_running: state.processing,
             checkpoint_age: state.last_checkpoint.and_then(|at| (Utc::now() - at).to_std().ok()),
             consumer_lag: state.consumer_lag.clone(),
             partitions_owned: state.member.owned.as_ref().map(std::collections::BTreeSet::len),

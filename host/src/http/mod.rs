@@ -168,22 +168,17 @@ pub fn router(state: ApiState, dashboard_dir: PathBuf) -> Router {
     }
 }
 
-/// `GET /api/health`: `ok`, `degraded` with what is down (the database or the brokers; the
-/// pipeline retries either by itself), or `standby` while another host owns the source (with what
-/// this one waits for). Always 200: the process is alive and serving.
+/// `GET /api/health`: `ok`, or `degraded` with what is down (the database or the brokers; the
+/// pipeline retries either by itself), and the partitions the consumer group gave this host (`null`
+/// until it joined). Always 200: the process is alive and serving.
 async fn health(State(state): State<ApiState>) -> Json<serde_json::Value> {
     let stats = state.live.stats();
-    let standby = state.live.standby();
-    let status = match (stats.database_ok && stats.broker_ok, &standby) {
-        (false, _) => "degraded",
-        (true, Some(_)) => "standby",
-        (true, None) => "ok",
-    };
+    let status = if stats.database_ok && stats.broker_ok { "ok" } else { "degraded" };
     Json(serde_json::json!({
         "status": status,
         "database": { "ok": stats.database_ok, "code": stats.database_code, "error": stats.database_error },
         "broker": { "ok": stats.broker_ok, "code": stats.broker_code, "error": stats.broker_error },
-        "source": { "owned": standby.is_none(), "waiting": standby },
+        "partitions": state.live.owned_partitions(),
         "last_checkpoint": stats.last_checkpoint,
     }))
 }

@@ -49,11 +49,8 @@ pub struct Readiness {
 /// The host's readiness, from the live view.
 pub fn readiness(state: &ApiState) -> Readiness {
     let stats = state.live.stats();
-    let checks = ReadyChecks {
-        database: stats.database_ok,
-        broker: stats.broker_ok,
-        pipeline: state.live.processing() && state.live.standby().is_none(),
-    };
+    let checks =
+        ReadyChecks { database: stats.database_ok, broker: stats.broker_ok, pipeline: state.live.processing() };
     let quarantined =
         state.live.plugins().into_iter().filter(|p| p.state == PluginState::Quarantined).map(|p| p.name).collect();
     Readiness { ready: checks.all(), checks, quarantined }

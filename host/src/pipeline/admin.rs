@@ -89,7 +89,7 @@ pub enum AdminError {
         /// Why.
         source: std::io::Error,
     },
-    /// No pipeline runs to do it (connecting, standby, or stopping).
+    /// No pipeline runs to do it (connecting or stopping).
     #[error("the pipeline is not running; try again once it is")]
     NotRunning,
     /// Too many requests wait, or the pipeline did not reach a batch boundary in time.

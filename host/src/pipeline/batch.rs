@@ -169,35 +169,52 @@ struct LaneDone {
     rows: BatchRows,
 }
 
-/// Runs every lane's stages over its readings on blocking threads, lanes side by side (each lane's
-/// plugin instances are its own); an error if one panicked (the batch will be replayed).
+/// Runs every lane's stages over its readings on blocking threads, as many side by side as the
+/// machine has cores (each lane's plugin instances are its own; a thread takes a share of the
+/// lanes, so a topic of hundreds of partitions costs no more thread hops than it has cores); an
+/// error if one panicked (the batch will be replayed).
 async fn run_lanes(work: Vec<LaneWork>) -> Result<Vec<LaneDone>, PipelineError> {
-    let tasks: Vec<_> = work
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(work.len().max(1));
+    let mut shares: Vec<Vec<LaneWork>> = (0..threads).map(|_| Vec::new()).collect();
+    // Largest lanes first, each to the share with the fewest readings so far.
+    let mut work = work;
+    work.sort_by_key(|w| std::cmp::Reverse(w.wit.len()));
+    let mut loads = vec![0usize; threads];
+    for lane in work {
+        let lightest = (0..threads).min_by_key(|&t| loads[t]).unwrap_or(0);
+        loads[lightest] += lane.wit.len().max(1);
+        shares[lightest].push(lane);
+    }
+    let tasks: Vec<_> = shares
         .into_iter()
-        .map(|mut w| {
-            tokio::task::spawn_blocking(move || {
-                if !w.wit.is_empty() {
-                    w.stages.run(&mut w.wit, &mut w.rows);
-                }
-                if let Some((next_offset, batch_seq)) = w.checkpoint {
-                    w.rows.checkpoints.push(w.stages.checkpoint(CheckpointReason::Interval, next_offset, batch_seq));
-                }
-                add_sensor_faults(&mut w.rows, w.faults);
-                LaneDone { partition: w.partition, stages: w.stages, rows: w.rows }
-            })
-        })
+        .filter(|share| !share.is_empty())
+        .map(|share| tokio::task::spawn_blocking(move || share.into_iter().map(run_lane).collect::<Vec<_>>()))
         .collect();
-    let mut done = Vec::with_capacity(tasks.len());
+    let mut done = Vec::new();
     for task in tasks {
         match task.await {
-            Ok(lane) => done.push(lane),
+            Ok(lanes) => done.extend(lanes),
             Err(panic) => {
                 error!(error = %panic, "plugin stages panicked; stopping the pipeline (the batch will be replayed)");
                 return Err(PipelineError::StagesPanicked);
             }
         }
     }
+    // In partition order: the batch's rows, and so its transaction's, do not depend on the shares.
+    done.sort_by_key(|lane| lane.partition);
     Ok(done)
+}
+
+/// One lane's share through its stages, with its checkpoint when due.
+fn run_lane(mut w: LaneWork) -> LaneDone {
+    if !w.wit.is_empty() {
+        w.stages.run(&mut w.wit, &mut w.rows);
+    }
+    if let Some((next_offset, batch_seq)) = w.checkpoint {
+        w.rows.checkpoints.push(w.stages.checkpoint(CheckpointReason::Interval, next_offset, batch_seq));
+    }
+    add_sensor_faults(&mut w.rows, w.faults);
+    LaneDone { partition: w.partition, stages: w.stages, rows: w.rows }
 }
 
 /// Validates each message of a lane's share into `rows` (a reading, or a dead letter with its

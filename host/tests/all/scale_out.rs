@@ -171,9 +171,15 @@ fn stop(mut child: Child) {
     }
 }
 
-/// Every window of the stream as one pass over its readings computes it: (location, type, window
-/// start) → (count, avg, population stddev, min, max).
-fn reference_windows(sent: &[Sent]) -> BTreeMap<(String, String, i64), (i64, f64, f64, f64, f64)> {
+/// A window: (location, sensor type, start in ms).
+type WindowKey = (String, String, i64);
+/// A window's (count, avg, population stddev, min, max).
+type WindowStats = (i64, f64, f64, f64, f64);
+/// A merged window as `sensor_aggregates_latest` shows it.
+type StoredWindow = (String, String, chrono::DateTime<chrono::Utc>, i32, f64, f64, f64, f64, i32);
+
+/// Every window of the stream as one pass over its readings computes it.
+fn reference_windows(sent: &[Sent]) -> BTreeMap<WindowKey, WindowStats> {
     let mut groups: BTreeMap<(String, String, i64), Vec<f64>> = BTreeMap::new();
     for r in sent {
         let start = r.at_ms - r.at_ms.rem_euclid(60_000);
@@ -295,7 +301,7 @@ async fn three_hosts_one_killed_one_added_store_every_reading_once_with_exact_wi
 
     // Windows: the merge of the partitions' partials equals a single pass, and counts the
     // readings the detectors flagged.
-    let windows: Vec<(String, String, chrono::DateTime<chrono::Utc>, i32, f64, f64, f64, f64, i32)> = sqlx::query_as(
+    let windows: Vec<StoredWindow> = sqlx::query_as(
         "SELECT location, sensor_type, window_start, count_readings, avg_value, stddev_value, min_value, max_value, \
          anomaly_count FROM sensor_aggregates_latest WHERE stage = 'tumbling-window' AND location <> 'closing_room' \
          AND source_id = (SELECT id FROM kafka_sources WHERE topic = 'iot_shared')",
