@@ -14,7 +14,14 @@ fn config(plugins: &[String], corpus: Option<PathBuf>, simulated: bool) -> Evalu
         plugins: plugins.to_vec(),
         corpus,
         simulated,
-        stream: SimulatedStream { readings: 5000, sensors: 5, rate: 200.0, anomaly_rate: 0.002, seed: 42 },
+        stream: SimulatedStream {
+            readings: 5000,
+            sensors: 5,
+            rate: 200.0,
+            anomaly_rate: 0.002,
+            seed: 42,
+            partitions: 1,
+        },
         plugin_folders: iotstream::config::PluginFolderArgs {
             builtin_plugins: "unused".into(),
             no_builtin_plugins: true,
@@ -126,6 +133,24 @@ fn the_simulated_stream_is_reported_per_sensor_type_against_its_labels() {
     assert_eq!((all.sensor_type.as_str(), all.readings, all.labelled), ("all", 5000, labelled));
     assert!(evaluation.simulated[1..].iter().all(|r| r.readings == 1000));
     assert_eq!(evaluation.simulated[1..].iter().map(|r| r.labelled).sum::<usize>(), labelled);
+}
+
+/// Judged partition by partition (each partition's sensors by an instance of their own, as a host's
+/// lanes judge them), a per-sensor detector gives exactly the verdicts of one instance over the
+/// whole stream, and every reading is judged once.
+#[test]
+fn a_per_sensor_detector_judges_alike_whatever_the_partitions() {
+    use iotstream::commands::evaluate::simulated::{detect, detect_by_partition, stream};
+    let mut config = config(&[], None, true).stream;
+    config.sensors = 20;
+    let readings = stream(&config);
+    let runtime = iotstream::plugins::PluginRuntime::new().expect("runtime");
+    let zscore = runtime.load_with_config(&plugin_path("zscore"), Some("{}".into())).expect("zscore");
+    let whole = detect(&mut zscore.new_instance(None).expect("instance"), &readings).expect("detects");
+    for partitions in [1, 4, 12] {
+        let split = detect_by_partition(&zscore, None, &readings, partitions).expect("detects");
+        assert_eq!(split, whole, "{partitions} partitions");
+    }
 }
 
 #[test]

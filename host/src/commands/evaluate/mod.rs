@@ -128,8 +128,8 @@ pub fn evaluate(config: &EvaluateConfig) -> Result<Evaluation, EvaluateError> {
             evaluation.nab.extend(score_corpus(spec, corpus, &scored));
         }
         if let Some(stream) = &stream {
-            let mut instance = plugin.new_instance(plugin_config.clone())?;
-            let detections = simulated::detect(&mut instance, stream)?;
+            let detections =
+                simulated::detect_by_partition(&plugin, plugin_config.clone(), stream, config.stream.partitions)?;
             evaluation.simulated.extend(simulated::report(spec, stream, &detections));
         }
     }
