@@ -279,11 +279,13 @@ pub(super) fn publish(
     let Written { totals: written, windows, .. } = written;
     let messages = rows.readings.len() + rows.dead_letters.len();
     live.metrics().record_batch(messages, written.readings, rows.dead_letters.iter().map(|d| d.reason));
-    let detections = rows
-        .predictions
-        .iter()
+    // A batch holds each partition's messages in turn: its newest rows are the newest by event
+    // time, whichever partition they came from.
+    let mut anomalies: Vec<&Prediction> = rows.predictions.iter().filter(|p| p.verdict.is_anomaly()).collect();
+    anomalies.sort_by_key(|p| rows.readings.get(p.reading).map(|r| r.reading.timestamp));
+    let detections = anomalies
+        .into_iter()
         .rev()
-        .filter(|p| p.verdict.is_anomaly())
         .take(EVENT_ROWS)
         .map(|p| {
             let stored = &rows.readings[p.reading];
@@ -306,7 +308,7 @@ pub(super) fn publish(
         sensor_ids: rows.readings.iter().map(|r| r.reading.sensor_id.as_str()).collect(),
         stored: written.readings,
         flagged: written.flagged,
-        newest_readings: rows.readings.iter().rev().take(EVENT_ROWS).map(StoredReading::api_row).collect(),
+        newest_readings: newest_readings(&rows.readings),
         detections,
         aggregates: windows,
         new_aggregates: written.aggregates,
@@ -314,6 +316,14 @@ pub(super) fn publish(
         latencies_ms,
     };
     live.record_batch(summary, plugins);
+}
+
+/// The batch's [`EVENT_ROWS`] newest readings by event time, newest first (a batch holds each
+/// partition's messages in turn, so its last rows are one partition's).
+fn newest_readings(readings: &[StoredReading]) -> Vec<iotstream_api::ReadingRow> {
+    let mut by_time: Vec<&StoredReading> = readings.iter().collect();
+    by_time.sort_by_key(|r| r.reading.timestamp);
+    by_time.into_iter().rev().take(EVENT_ROWS).map(StoredReading::api_row).collect()
 }
 
 /// A message that did not decode or validate, as its dead letter: the payload up to

@@ -78,6 +78,7 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
         put(plugins, "misbehaving.wasm", &std::fs::read(test_plugin_path("misbehaving")).expect("built test plugin"));
         put(plugins, "misbehaving.toml", b"name = \"misbehaving\"\n[config]\nmode = \"trap\"\nafter_calls = 0\n");
         let host = Host::start(pool.clone(), Some(plugins), &[]).await;
+        host.joined().await;
         let stop = CancellationToken::new();
         let simulator = host.simulate(&["--rate", "300", "--sensors", "20"], &stop);
         let browser = Browser::start().await;

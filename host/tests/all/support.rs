@@ -147,6 +147,25 @@ impl Host {
 
     /// Produces `payloads` (key, bytes) to partition 0 of the topic with a real Kafka client, waiting
     /// for each ack. One partition keeps production order, which event-time assertions rely on.
+    /// Waits until the consumer group gave this host its partitions (the group's join takes about
+    /// 3 s): a message produced from then on is read as it comes, not in the backlog of the first
+    /// fetch.
+    pub async fn joined(&self) {
+        let url = format!("http://{}/api/health", self.addr);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let health: serde_json::Value = match reqwest::get(&url).await {
+                Ok(response) => response.json().await.unwrap_or_default(),
+                Err(_) => serde_json::Value::Null,
+            };
+            if health["partitions"].as_array().is_some_and(|owned| !owned.is_empty()) {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "the group gave the host no partition in 30 s: {health}");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+
     pub async fn produce(&self, payloads: &[(String, Vec<u8>)]) {
         produce_to_partition_0(&self.broker, payloads).await;
     }
