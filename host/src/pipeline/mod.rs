@@ -208,11 +208,15 @@ impl Pipeline {
             }
         }
         info!("pipeline stopping: committing group offsets and leaving the group");
-        let committed = self.source.commit_now();
+        // The group's offsets are for monitoring (PostgreSQL holds the positions): one that does
+        // not commit (a rebalance in progress as hosts stop together) is no failure of the run.
+        if let Err(err) = self.source.commit_now() {
+            warn!(error = %err, "group offsets not committed at shutdown; lag tools catch up at the next commit");
+        }
         self.source.close().await;
         match failure {
             Some(err) => Err(err),
-            None => Ok(committed?),
+            None => Ok(()),
         }
     }
 

@@ -258,3 +258,31 @@ async fn a_table_with_no_reading_drops_no_day(pool: PgPool) {
     assert!(!report.dropped.contains(&"sensor_readings_20200101".to_owned()), "{report:?}");
     assert!(store.partition_days(PartitionedTable::Readings).await.expect("days").contains(&old));
 }
+
+/// Hosts sharing a topic make the same day's partition at the same moment: every maker succeeds,
+/// one of them makes it, and the day holds its rows.
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn hosts_making_the_same_day_at_once_all_succeed_and_one_makes_it(pool: PgPool) {
+    let day = NaiveDate::from_ymd_opt(2031, 3, 14).expect("a date");
+    let makers: Vec<_> = (0..8)
+        .map(|_| {
+            let pool = pool.clone();
+            tokio::spawn(async move {
+                sqlx::query_scalar::<_, bool>("SELECT iotstream_ensure_day_partition('sensor_readings', $1)")
+                    .bind(day)
+                    .fetch_one(&pool)
+                    .await
+            })
+        })
+        .collect();
+    let mut made = 0;
+    for maker in makers {
+        made += usize::from(maker.await.expect("task").expect("no maker fails"));
+    }
+    assert_eq!(made, 1, "one maker made the day, the others found it made");
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('sensor_readings_20310314') IS NOT NULL")
+        .fetch_one(&pool)
+        .await
+        .expect("lookup");
+    assert!(exists);
+}
