@@ -317,14 +317,19 @@ impl Source {
         self.stop.store(true, Ordering::Relaxed);
         let (consumer, fetcher) = (self.consumer.clone(), self.fetcher.take());
         drop(self);
-        let left = tokio::task::spawn_blocking(move || {
+        let (left, closed) = tokio::sync::oneshot::channel();
+        // A thread of its own, not the runtime's blocking pool: librdkafka's close waits for the
+        // group's coordinator, without a bound, and a runtime shuts down only once its blocking
+        // tasks end; a detached thread ends with the process.
+        let closing = std::thread::Builder::new().name("kafka-close".into()).spawn(move || {
             if let Some(fetcher) = fetcher {
                 let _ = fetcher.join();
             }
             // Dropping the last handle closes the consumer: it leaves the group.
             drop(consumer);
+            let _ = left.send(());
         });
-        if tokio::time::timeout(CLOSE_LIMIT, left).await.is_err() {
+        if closing.is_err() || tokio::time::timeout(CLOSE_LIMIT, closed).await.is_err() {
             warn!(after = ?CLOSE_LIMIT, "leaving the consumer group timed out; the group notices at its session timeout");
         }
     }
