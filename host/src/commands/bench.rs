@@ -163,6 +163,11 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         pipelines
             .push(tokio::spawn(async move { crate::app::run(&run_config, store, listener, &kafka, shutdown).await }));
     }
+    // A rate is a steady state to measure latency in: it starts once the group gave the hosts their
+    // partitions (3 s on Kafka; tansu takes longer), not with a backlog the join piled up.
+    if config.producer_rate > 0.0 {
+        wait_until_joined(&api).await?;
+    }
     // The dashboard connects before the first reading is produced, as an open dashboard would be.
     let dashboard = (!config.prefilled).then(|| {
         let shutdown = shutdown.clone();
@@ -205,6 +210,24 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     drop(broker);
     store.pool().close().await;
     Ok(BenchReport { produced, hosts: config.hosts, ..report })
+}
+
+/// Waits until the host serving `api` owns partitions (`/api/health`), for up to two minutes.
+async fn wait_until_joined(api: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let health: serde_json::Value = match reqwest::get(format!("{api}/api/health")).await {
+            Ok(response) => response.json().await.unwrap_or_default(),
+            Err(_) => serde_json::Value::Null,
+        };
+        if health["partitions"].as_array().is_some_and(|owned| !owned.is_empty()) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            anyhow::bail!("the consumer group gave the host no partition within two minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 /// Readings produced this long after the first commit are the steady state the latencies are
