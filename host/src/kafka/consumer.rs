@@ -19,7 +19,7 @@ use tokio::sync::mpsc::UnboundedReceiver;
 use tracing::{debug, warn};
 
 use super::batches::Pending;
-use super::group::{self, Fetched, GroupContext};
+use super::group::{self, Fetched, GroupChange, GroupContext};
 use super::health::{SourceContext, SourceHealth};
 use super::replay::Replay;
 use super::{Brokers, KafkaError};
@@ -64,21 +64,8 @@ impl RawMessage {
 pub enum Next {
     /// A batch (empty after `idle` without a message).
     Batch(Vec<RawMessage>),
-    /// The group gave this host partitions: answer where to read each from (the fetcher waits).
-    Assigned {
-        /// The partitions given.
-        partitions: Vec<i32>,
-        /// Where to read each from.
-        reply: std::sync::mpsc::SyncSender<BTreeMap<i32, i64>>,
-    },
-    /// The group takes partitions from this host: commit what was processed of them, checkpoint
-    /// their lanes, then acknowledge (the fetcher waits). What the source held of them is dropped.
-    Revoked {
-        /// The partitions taken.
-        partitions: Vec<i32>,
-        /// Acknowledge once they are committed.
-        done: std::sync::mpsc::SyncSender<()>,
-    },
+    /// A rebalance: the fetcher waits for the pipeline's answer.
+    Group(GroupChange),
 }
 
 /// The consumer of one topic, a member of the consumer group.
@@ -252,12 +239,13 @@ impl Source {
                     self.record_error(&err);
                     break;
                 }
-                Some(Fetched::Assigned { partitions, reply }) => return Next::Assigned { partitions, reply },
-                Some(Fetched::Revoked { partitions, done }) => {
-                    let dropped = self.pending.drop_partitions(&partitions);
-                    self.held.fetch_sub(dropped, Ordering::Relaxed);
-                    self.replay.forget(&partitions);
-                    return Next::Revoked { partitions, done };
+                Some(Fetched::Group(change)) => {
+                    if let GroupChange::Revoked { partitions, .. } = &change {
+                        let dropped = self.pending.drop_partitions(partitions);
+                        self.held.fetch_sub(dropped, Ordering::Relaxed);
+                        self.replay.forget(partitions);
+                    }
+                    return Next::Group(change);
                 }
                 // The fetcher stopped (the host is stopping).
                 None => {

@@ -46,6 +46,13 @@ pub enum Fetched {
     Message(RawMessage),
     /// A consumer error (librdkafka reconnects by itself).
     Error(RdKafkaError),
+    /// A rebalance, which the fetcher waits on.
+    Group(GroupChange),
+}
+
+/// A rebalance of the consumer group, as the pipeline acts on it before librdkafka does.
+#[derive(Debug)]
+pub enum GroupChange {
     /// The group gave this host `partitions`: the pipeline answers with the next offset to read of
     /// each ([`super::BEGINNING`] or absent: from its first message), and the fetcher assigns them at
     /// those positions.
@@ -56,7 +63,8 @@ pub enum Fetched {
         reply: std::sync::mpsc::SyncSender<BTreeMap<i32, i64>>,
     },
     /// The group takes `partitions` from this host: the pipeline commits what it processed of them
-    /// and checkpoints their stages, then acknowledges, and only then are they given up.
+    /// and checkpoints their lanes, then acknowledges, and only then are they given up (what the
+    /// source held of them is dropped).
     Revoked {
         /// The partitions taken.
         partitions: Vec<i32>,
@@ -97,7 +105,10 @@ impl ConsumerContext for GroupContext {
         let outcome = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 let (reply, answer) = sync_channel(1);
-                let asked = self.events.send(Fetched::Assigned { partitions: partitions.clone(), reply }).is_ok();
+                let asked = self
+                    .events
+                    .send(Fetched::Group(GroupChange::Assigned { partitions: partitions.clone(), reply }))
+                    .is_ok();
                 let Some(positions) = asked.then(|| answer.recv().ok()).flatten() else {
                     debug!(?partitions, "partitions given while the pipeline stops: not assigned");
                     return;
@@ -115,7 +126,7 @@ impl ConsumerContext for GroupContext {
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
                 let (done, finished) = sync_channel(1);
-                if self.events.send(Fetched::Revoked { partitions, done }).is_ok() {
+                if self.events.send(Fetched::Group(GroupChange::Revoked { partitions, done })).is_ok() {
                     // An error means the pipeline stopped: nothing more of these partitions is written.
                     let _ = finished.recv();
                 }

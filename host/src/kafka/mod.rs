@@ -25,6 +25,7 @@ mod replay;
 pub use client::{Brokers, KafkaOption, KafkaOptionError};
 pub use consumer::{BATCH_MAX_BYTES, BEGINNING, Next, RawMessage, Source};
 pub use embedded::EmbeddedBroker;
+pub use group::GroupChange;
 pub use health::SourceHealth;
 
 use rdkafka::producer::FutureProducer;

@@ -52,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::http::live::Live;
-use crate::kafka::{KafkaError, Next, Source, SourceHealth};
+use crate::kafka::{GroupChange, KafkaError, Next, Source, SourceHealth};
 use crate::reading::ReadingLimits;
 use crate::store::{BatchRows, CheckpointReason, SourceIds, Store, StoreError};
 
@@ -164,15 +164,17 @@ impl Pipeline {
             self.live.set_broker((!broker_up).then_some(OutageCode::BrokersUnreachable));
             self.live.set_consumer_lag(self.source_health.consumer_lag());
             let step = match next {
-                Next::Assigned { partitions, reply } => match self.assign(&partitions, &shutdown).await {
-                    Ok(positions) => {
-                        // The fetcher may have stopped waiting (the host is stopping).
-                        let _ = reply.send(positions);
-                        Ok(())
+                Next::Group(GroupChange::Assigned { partitions, reply }) => {
+                    match self.assign(&partitions, &shutdown).await {
+                        Ok(positions) => {
+                            // The fetcher may have stopped waiting (the host is stopping).
+                            let _ = reply.send(positions);
+                            Ok(())
+                        }
+                        Err(err) => Err(err),
                     }
-                    Err(err) => Err(err),
-                },
-                Next::Revoked { partitions, done } => {
+                }
+                Next::Group(GroupChange::Revoked { partitions, done }) => {
                     let revoked = self.revoke(&partitions, &shutdown).await;
                     let _ = done.send(());
                     revoked
