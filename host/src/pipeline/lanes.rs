@@ -125,10 +125,14 @@ impl Lanes {
         if self.owned.is_empty() {
             return statuses;
         }
+        // Every lane's statuses once (this runs with every batch), grouped by plugin.
+        let mut by_plugin: std::collections::HashMap<String, Vec<PluginStatus>> = std::collections::HashMap::new();
+        for status in self.owned.values().flat_map(|lane| lane.stages.statuses()) {
+            by_plugin.entry(status.name.clone()).or_default().push(status);
+        }
         for status in &mut statuses {
-            let instances: Vec<PluginStatus> =
-                self.owned.values().flat_map(|lane| lane.stages.statuses()).filter(|s| s.name == status.name).collect();
-            *status = merged(status, &instances);
+            let instances = by_plugin.get(&status.name).map_or(&[][..], Vec::as_slice);
+            *status = merged(status, instances);
         }
         statuses
     }
