@@ -62,6 +62,11 @@ pub struct RunConfig {
     /// How long a batch waits for more messages after its first, in milliseconds.
     #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_BATCH_LINGER_MS", default_value_t = PipelineConfig::BATCH_LINGER.as_millis() as u64)]
     pub batch_linger_ms: u64,
+    /// Transactions a batch is written in, side by side, each with whole partitions: a
+    /// transaction keeps one database core busy (default: this machine's cores; 1: one
+    /// transaction a batch).
+    #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_WRITERS", default_value_t = PipelineConfig::default_writers())]
+    pub writers: usize,
     /// How often every stage's state is checkpointed with the offsets it includes ("0s": only at
     /// shutdown). After a crash the host replays at most this much of the stream.
     #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_CHECKPOINT_INTERVAL", default_value_t = PipelineConfig::CHECKPOINT_INTERVAL.into())]
@@ -237,6 +242,7 @@ impl RunConfig {
             },
             accept_new_log: self.accept_new_log,
             host_name: self.host_name.clone().unwrap_or_else(crate::pipeline::default_host_name),
+            writers: self.writers.max(1),
             ..PipelineConfig::default()
         }
     }

@@ -90,12 +90,33 @@ impl Pipeline {
         self.in_flight = Some(self.start_commit(sent_ms, rows, shutdown));
         Ok(())
     }
-    /// Starts `rows`' transaction: it commits (retrying), then publishes the batch to the live view.
+    /// Starts `rows`' transactions (as many side by side as [`super::PipelineConfig::writers`], each
+    /// with whole partitions): they commit (retrying), then the batch is published to the live view.
     fn start_commit(&self, sent_ms: Vec<i64>, rows: BatchRows, shutdown: &CancellationToken) -> super::InFlight {
         let (store, live, shutdown, plugins) =
             (self.store.clone(), self.live.clone(), shutdown.clone(), self.plugin_statuses());
+        let parts = rows.split_by_partition(self.config.writers);
         tokio::spawn(async move {
-            let written = Self::commit(&store, &live, &rows, &shutdown).await?;
+            let writes = parts.iter().map(|part| Self::commit(&store, &live, part, &shutdown));
+            let mut written = Written::default();
+            let mut windows_in = 0;
+            for part in futures::future::join_all(writes).await {
+                let part = part?;
+                windows_in += usize::from(!part.windows.is_empty());
+                written.absorb(part);
+            }
+            let mut rows = BatchRows::default();
+            for part in parts {
+                rows.append(part);
+            }
+            if windows_in > 1 {
+                // Each transaction merged its windows without the partials the others were writing
+                // beside it: merge them again now that all are stored.
+                match store.merged_windows(&rows.aggregates).await {
+                    Ok(windows) => written.windows = windows,
+                    Err(err) => warn!(error = %err, "windows not merged again after the batch; the live view shows them at their next emission"),
+                }
+            }
             // Published as soon as it is durable, not when the next batch comes.
             let now_ms = Utc::now().timestamp_millis();
             let latencies_ms = sent_ms.iter().map(|t| (now_ms - t).max(0) as f64).collect();

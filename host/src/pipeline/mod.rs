@@ -84,6 +84,9 @@ pub struct PipelineConfig {
     pub accept_new_log: bool,
     /// The name this host owns partitions under (`partition_owners`, the API's cluster view).
     pub host_name: String,
+    /// How many transactions a batch is written in, side by side, each with whole partitions
+    /// (1: one transaction a batch).
+    pub writers: usize,
 }
 
 impl PipelineConfig {
@@ -101,6 +104,13 @@ impl PipelineConfig {
     pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
     /// How long a restart waits for a logged batch's messages (docs/guarantees.md).
     pub const REPLAY_PATIENCE: Duration = Duration::from_secs(60);
+
+    /// Transactions a batch is written in by default: one per core. A transaction is one
+    /// PostgreSQL backend, which runs on one core; a batch of several partitions, written in one,
+    /// keeps the database on one core however many it has (docs/performance.md).
+    pub fn default_writers() -> usize {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    }
 }
 
 impl Default for PipelineConfig {
@@ -114,6 +124,7 @@ impl Default for PipelineConfig {
             limits: ReadingLimits::default(),
             accept_new_log: false,
             host_name: default_host_name(),
+            writers: Self::default_writers(),
         }
     }
 }

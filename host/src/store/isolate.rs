@@ -35,6 +35,18 @@ pub struct Written {
     pub windows: Vec<AggregateRow>,
 }
 
+impl Written {
+    /// Adds what another transaction of the same batch wrote.
+    pub fn absorb(&mut self, other: Written) {
+        self.totals.readings += other.totals.readings;
+        self.totals.flagged += other.totals.flagged;
+        self.totals.aggregates += other.totals.aggregates;
+        self.totals.dead_letters += other.totals.dead_letters;
+        self.refused.extend(other.refused);
+        self.windows.extend(other.windows);
+    }
+}
+
 /// Rows the database refused permanently and the batch was committed without.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Refused {
@@ -109,7 +121,7 @@ impl Store {
             // Reading what was just stored is refused only for want of a connection; were it
             // refused for good, the batch is still stored: the live view only misses its windows.
             written.windows =
-                in_savepoint(&mut tx, async |tx| merged_windows(tx, &stored_windows).await).await?.unwrap_or_default();
+                in_savepoint(&mut tx, async |tx| merged_windows(&mut **tx, &stored_windows).await).await?.unwrap_or_default();
         }
         let mut letters = batch.dead_letters.clone();
         letters.extend(kept.iter().zip(&batch.readings).filter(|(keep, _)| !**keep).map(|(_, r)| {
@@ -126,9 +138,9 @@ impl Store {
                 }),
             }
         }
-        add_to_totals(&mut tx, source, &written.totals).await?;
         advance_positions(&mut tx, batch).await?;
         write_checkpoints(&mut tx, batch).await?;
+        add_to_totals(&mut tx, source, &written.totals).await?;
         tx.commit().await?;
         Ok(written)
     }

@@ -174,6 +174,88 @@ impl BatchRows {
     }
 }
 
+impl BatchRows {
+    /// Splits the batch into at most `parts` batches of whole partitions (each partition's rows,
+    /// position, logged batch and checkpoint in one of them, the partitions dealt out so the parts
+    /// hold about as many readings each), for as many transactions side by side: a partition's
+    /// rows and position still commit together, and no two parts touch the same partition's rows.
+    /// A batch of one partition, or `parts` below 2, stays whole. [`BatchRows::append`] puts the
+    /// parts back together (in another order of rows).
+    pub fn split_by_partition(self, parts: usize) -> Vec<BatchRows> {
+        let mut readings_of: BTreeMap<i32, usize> = BTreeMap::new();
+        for partition in self.positions.keys().chain(self.lanes.iter().map(|l| &l.partition)) {
+            readings_of.entry(*partition).or_default();
+        }
+        for partition in self.checkpoints.iter().map(|c| c.partition).chain(self.aggregates.iter().map(|w| w.partition)) {
+            readings_of.entry(partition).or_default();
+        }
+        for partition in self.dead_letters.iter().map(|d| d.partition) {
+            *readings_of.entry(partition).or_default() += 1;
+        }
+        for reading in &self.readings {
+            *readings_of.entry(reading.partition).or_default() += 1;
+        }
+        let parts = parts.min(readings_of.len());
+        if parts < 2 {
+            return vec![self];
+        }
+        // Largest partitions first, each to the part with the fewest readings so far.
+        let mut by_size: Vec<(i32, usize)> = readings_of.into_iter().collect();
+        by_size.sort_by_key(|&(partition, n)| (std::cmp::Reverse(n), partition));
+        let mut loads = vec![0usize; parts];
+        let mut part_of: BTreeMap<i32, usize> = BTreeMap::new();
+        for (partition, n) in by_size {
+            let lightest = (0..parts).min_by_key(|&p| loads[p]).unwrap_or(0);
+            loads[lightest] += n.max(1);
+            part_of.insert(partition, lightest);
+        }
+        let mut split: Vec<BatchRows> = (0..parts)
+            .map(|_| BatchRows { source: self.source, topic: self.topic.clone(), fence: self.fence.clone(), ..BatchRows::default() })
+            .collect();
+        let part = |partition: i32| part_of.get(&partition).copied().unwrap_or(0);
+        // Each reading's index in its part, for its verdicts.
+        let mut moved = Vec::with_capacity(self.readings.len());
+        for reading in self.readings {
+            let to = &mut split[part(reading.partition)];
+            moved.push((part(reading.partition), to.readings.len()));
+            to.readings.push(reading);
+        }
+        for mut prediction in self.predictions {
+            if let Some(&(to, index)) = moved.get(prediction.reading) {
+                prediction.reading = index;
+                split[to].predictions.push(prediction);
+            }
+        }
+        for mut shadow in self.shadow_predictions {
+            if let Some(&(to, index)) = moved.get(shadow.reading) {
+                shadow.reading = index;
+                split[to].shadow_predictions.push(shadow);
+            }
+        }
+        for (partition, next) in self.positions {
+            split[part(partition)].positions.insert(partition, next);
+        }
+        for lane in self.lanes {
+            split[part(lane.partition)].lanes.push(lane);
+        }
+        for checkpoint in self.checkpoints {
+            split[part(checkpoint.partition)].checkpoints.push(checkpoint);
+        }
+        for window in self.aggregates {
+            split[part(window.partition)].aggregates.push(window);
+        }
+        for letter in self.dead_letters {
+            split[part(letter.partition)].dead_letters.push(letter);
+        }
+        for (index, rows) in split.iter_mut().enumerate() {
+            if let Some(fence) = &mut rows.fence {
+                fence.generations.retain(|partition, _| part(*partition) == index);
+            }
+        }
+        split
+    }
+}
+
 /// One lane's part of a batch, as the batch log keeps it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaneBatch {
@@ -256,4 +338,119 @@ pub fn verdicts_json(readings: usize, predictions: &[Prediction]) -> Vec<String>
 /// `text` with any NUL replaced by U+FFFD: PostgreSQL's `jsonb` refuses `\u0000`.
 fn without_nul(text: &str) -> Cow<'_, str> {
     if text.contains('\0') { Cow::Owned(text.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(text) }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+    use iotstream_api::SensorType;
+
+    use super::*;
+
+    fn reading(partition: i32, offset: i64) -> StoredReading {
+        StoredReading {
+            reading: Reading {
+                sensor_id: format!("s-{partition}-{offset}"),
+                sensor_type: SensorType::Temperature,
+                location: "lab".to_owned(),
+                value: offset as f64,
+                timestamp: Utc.timestamp_millis_opt(1_700_000_000_000 + offset).unwrap(),
+                anomaly: false,
+                unit: "C".to_owned(),
+            },
+            flagged: false,
+            partition,
+            offset,
+        }
+    }
+
+    fn verdict(detector: &str, reading: usize) -> Prediction {
+        Prediction {
+            detector: detector.to_owned(),
+            reading,
+            verdict: Verdict::Normal,
+            score: 0.0,
+            detector_version: "1".to_owned(),
+            model: None,
+        }
+    }
+
+    /// Partition 0 has 5 readings, 1 has 3, 2 has 2 and a dead letter, 3 only a position: dealt
+    /// largest first to the lighter part, two parts get {0, 3} (5 + 0, counted as 1) and {1, 2}
+    /// (3 + 3), every row with its partition's part, every
+    /// verdict still on its own reading, each part fenced on its own partitions.
+    #[test]
+    fn a_batch_splits_into_parts_of_whole_partitions_and_back() {
+        let mut rows = BatchRows { source: 3, topic: "t".to_owned(), ..BatchRows::default() };
+        for (partition, count) in [(0, 5), (1, 3), (2, 2)] {
+            for offset in 0..count {
+                rows.readings.push(reading(partition, offset));
+            }
+        }
+        for index in 0..rows.readings.len() {
+            rows.predictions.push(verdict("zscore", index));
+            rows.predictions.push(verdict("forest", index));
+        }
+        rows.dead_letters.push(DeadLetter {
+            topic: "t".to_owned(),
+            partition: 2,
+            offset: 9,
+            key: None,
+            payload: None,
+            error: "bad".to_owned(),
+            reason: DeadLetterReason::Empty,
+        });
+        rows.positions = BTreeMap::from([(0, 5), (1, 3), (2, 10), (3, 7)]);
+        rows.lanes = [0, 1, 2, 3].map(|partition| LaneBatch { partition, batch_seq: 1, next_offset: 0, forget: None }).to_vec();
+        rows.fence = Some(Fence { lineage: 1, generations: BTreeMap::from([(0, 4), (1, 4), (2, 5), (3, 6)]) });
+
+        let parts = rows.split_by_partition(2);
+        assert_eq!(parts.len(), 2);
+        let partitions = |part: &BatchRows| part.positions.keys().copied().collect::<Vec<_>>();
+        assert_eq!(partitions(&parts[0]), [0, 3]);
+        assert_eq!(partitions(&parts[1]), [1, 2]);
+        for part in &parts {
+            let mine = partitions(part);
+            assert!(part.readings.iter().all(|r| mine.contains(&r.partition)));
+            assert!(part.lanes.iter().all(|l| mine.contains(&l.partition)));
+            assert_eq!(part.fence.as_ref().unwrap().generations.keys().copied().collect::<Vec<_>>(), mine);
+            assert_eq!((part.source, part.topic.as_str()), (3, "t"));
+            assert_eq!(part.predictions.len(), 2 * part.readings.len());
+            for (i, p) in part.predictions.iter().enumerate() {
+                assert_eq!(p.reading, i / 2, "verdicts follow their reading");
+            }
+        }
+        assert_eq!(parts[0].readings.len(), 5);
+        assert_eq!(parts[1].readings.len(), 5);
+        assert_eq!(parts[1].dead_letters.len(), 1);
+
+        let mut whole = BatchRows::default();
+        for part in parts {
+            whole.append(part);
+        }
+        assert_eq!(whole.readings.len(), 10);
+        assert_eq!(whole.positions, BTreeMap::from([(0, 5), (1, 3), (2, 10), (3, 7)]));
+        for p in &whole.predictions {
+            let r = &whole.readings[p.reading];
+            assert!(r.reading.sensor_id == format!("s-{}-{}", r.partition, r.offset));
+        }
+        let mut ids: Vec<_> = whole.predictions.iter().map(|p| (whole.readings[p.reading].reading.sensor_id.clone(), p.detector.clone())).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 20, "every reading keeps both its verdicts");
+    }
+
+    #[test]
+    fn one_partition_or_one_writer_keeps_the_batch_whole() {
+        let mut rows = BatchRows::default();
+        rows.readings = vec![reading(4, 0), reading(4, 1)];
+        rows.positions = BTreeMap::from([(4, 2)]);
+        assert_eq!(rows.split_by_partition(8).len(), 1);
+        let mut two = BatchRows::default();
+        two.readings = vec![reading(0, 0), reading(1, 0)];
+        assert_eq!(two.split_by_partition(1).len(), 1);
+        let mut two = BatchRows::default();
+        two.readings = vec![reading(0, 0), reading(1, 0)];
+        assert_eq!(two.split_by_partition(2).len(), 2);
+    }
 }

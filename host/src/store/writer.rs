@@ -24,6 +24,12 @@ use crate::store::{BatchRows, Store, StoreError, Totals};
 pub(super) type Tx<'a> = Transaction<'a, Postgres>;
 
 impl Store {
+    /// The windows `partials` belong to, merged over all their partials stored now (see
+    /// [`merged_windows`]): for a batch written in several transactions, once all committed.
+    pub async fn merged_windows(&self, partials: &[StoredWindow]) -> Result<Vec<AggregateRow>, StoreError> {
+        Ok(merged_windows(&self.pool, partials).await?)
+    }
+
     /// Writes a whole batch in one transaction (fenced: only while this host owns its partitions, see
     /// [`super::ownership`]): its rows (a replayed message's rows are no-ops),
     /// the source's new positions and the checkpoint, if any. Returns the rows it added (a
@@ -76,14 +82,16 @@ impl Store {
         let mut windows = Vec::new();
         if !batch.aggregates.is_empty() {
             written.aggregates = upsert_aggregates(&mut tx, source, &batch.aggregates).await?;
-            windows = merged_windows(&mut tx, &batch.aggregates).await?;
+            windows = merged_windows(&mut *tx, &batch.aggregates).await?;
         }
         if !batch.dead_letters.is_empty() {
             written.dead_letters = insert_dead_letters(&mut tx, source, &batch.dead_letters).await?;
         }
-        add_to_totals(&mut tx, source, &written).await?;
         advance_positions(&mut tx, batch).await?;
         write_checkpoints(&mut tx, batch).await?;
+        // Last: the totals are one row per source, which the transactions of a batch's other
+        // partitions, written side by side, update too (each waits here for the one before).
+        add_to_totals(&mut tx, source, &written).await?;
         tx.commit().await?;
         Ok(Written { totals: written, refused: Vec::new(), windows })
     }
@@ -199,8 +207,8 @@ pub(super) async fn upsert_aggregates(tx: &mut Tx<'_>, source: i16, w: &[StoredW
 /// them (`sensor_aggregates_latest`: this batch's and those committed before it, from every
 /// partition and host), in the order the batch first names them. This, not the partials, is what
 /// the live view shows: a partial alone is a fraction of its window.
-pub(super) async fn merged_windows(
-    tx: &mut Tx<'_>,
+pub(super) async fn merged_windows<'e>(
+    db: impl sqlx::PgExecutor<'e>,
     partials: &[StoredWindow],
 ) -> Result<Vec<AggregateRow>, sqlx::Error> {
     let mut keys: Vec<(&str, &str, &str, chrono::DateTime<Utc>)> = Vec::new();
@@ -224,7 +232,7 @@ pub(super) async fn merged_windows(
     .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
     .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
     .bind(keys.iter().map(|k| k.3).collect::<Vec<_>>())
-    .fetch_all(&mut **tx)
+    .fetch_all(db)
     .await?;
     rows.iter().map(decode_aggregate).collect()
 }
