@@ -114,7 +114,7 @@ impl Stages {
             ))
         } else {
             match old.state_to_carry(&self.catalog) {
-                Ok(state) => match plugin.import_state(&self.catalog, &state) {
+                Ok(state) => match plugin.import_shared(&self.catalog, state.clone()) {
                     Ok(()) => Installed::StateHandedOver { bytes: state.len() },
                     Err(err) => Installed::Fresh(format!("it refused the old state: {err}")),
                 },
@@ -210,7 +210,7 @@ impl Stages {
                 );
                 continue;
             }
-            match plugin.import_state(catalog, &saved.state) {
+            match plugin.import_shared(catalog, saved.state.clone()) {
                 Ok(()) => info!(plugin = plugin.name(), bytes = saved.state.len(), "stage state restored"),
                 Err(err) => {
                     error!(plugin = plugin.name(), error = %err, "checkpointed state refused: the stage starts fresh")

@@ -7,6 +7,7 @@
 
 use std::time::Instant;
 
+use bytes::Bytes;
 use wasmtime::Engine;
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceAny};
@@ -72,8 +73,9 @@ pub struct Plugin {
     info: StageInfo,
     instance: Option<Instance>,
     health: Health,
-    /// The state last exported or imported: what a re-created instance starts from.
-    last_good: Option<Vec<u8>>,
+    /// The state last exported or imported: what a re-created instance starts from (shared with
+    /// the checkpoint that writes it, not copied).
+    last_good: Option<Bytes>,
     metrics: PluginMetrics,
 }
 
@@ -346,7 +348,7 @@ impl Plugin {
 
     /// The stage's complete state, which the plugin also keeps as its last good state: the point a
     /// re-created instance starts from after a failure. The pipeline's checkpoints call it.
-    pub fn export_state(&mut self, catalog: &SensorCatalog) -> Result<Vec<u8>, PluginError> {
+    pub fn export_state(&mut self, catalog: &SensorCatalog) -> Result<Bytes, PluginError> {
         let state = self.call(
             CallKind::Control,
             catalog,
@@ -354,6 +356,7 @@ impl Plugin {
             |instance| Ok(Ok(instance.bindings.export_state(&mut instance.store, instance.stage)?)),
             |_| Ok(0),
         )?;
+        let state = Bytes::from(state);
         self.remember(state.clone());
         Ok(state)
     }
@@ -366,7 +369,7 @@ impl Plugin {
 
     /// The state to carry forward (into a checkpoint, or to a successor at a hot swap): exported
     /// now, or, while the plugin is in backoff or quarantine, its last good state.
-    pub fn state_to_carry(&mut self, catalog: &SensorCatalog) -> Result<Vec<u8>, PluginError> {
+    pub fn state_to_carry(&mut self, catalog: &SensorCatalog) -> Result<Bytes, PluginError> {
         match self.export_state(catalog) {
             Err(err) if err.is_skip() => self.last_good.clone().ok_or(err),
             exported => exported,
@@ -376,8 +379,14 @@ impl Plugin {
     /// Replaces the stage's state, which becomes its last good state; every sensor is declared
     /// again before the next call.
     pub fn import_state(&mut self, catalog: &SensorCatalog, state: &[u8]) -> Result<(), PluginError> {
-        self.call(CallKind::Control, catalog, (0, None), |instance| import(instance, state), |_| Ok(0))?;
-        self.remember(state.to_vec());
+        self.import_shared(catalog, Bytes::copy_from_slice(state))
+    }
+
+    /// [`import_state`](Self::import_state) of state held elsewhere too (a checkpoint's), which
+    /// becomes the last good state without a copy.
+    pub fn import_shared(&mut self, catalog: &SensorCatalog, state: Bytes) -> Result<(), PluginError> {
+        self.call(CallKind::Control, catalog, (0, None), |instance| import(instance, &state), |_| Ok(0))?;
+        self.remember(state);
         Ok(())
     }
 
@@ -394,13 +403,13 @@ impl Plugin {
                 return Err(err);
             }
         };
-        self.import_state(to, &state).inspect_err(|_| {
+        self.import_shared(to, state.clone()).inspect_err(|_| {
             self.last_good = Some(state);
             self.instance = None;
         })
     }
 
-    fn remember(&mut self, state: Vec<u8>) {
+    fn remember(&mut self, state: Bytes) {
         self.metrics.state_bytes = state.len() as u64;
         self.last_good = Some(state);
     }

@@ -2,6 +2,8 @@
 //! refer to, and the position whose messages the states include, written in the transaction of the
 //! batch they follow and restored when a host is given the partition (docs/guarantees.md).
 
+use bytes::Bytes;
+
 use crate::kafka::BEGINNING;
 use crate::reading::{SensorIdentity, SensorType};
 use crate::store::{Store, StoreError};
@@ -42,8 +44,9 @@ pub struct StageState {
     pub stage_version: String,
     /// The version of its state format.
     pub state_version: u32,
-    /// The bytes its `export-state` returned.
-    pub state: Vec<u8>,
+    /// The bytes its `export-state` returned, shared with the plugin's last good state (a lane's
+    /// states are megabytes: a checkpoint in flight must not hold a second copy of each).
+    pub state: Bytes,
 }
 
 /// A lane's stages' states and the position (the partition's next offset; `BEGINNING` when nothing
@@ -113,7 +116,7 @@ impl Store {
                     stage,
                     stage_version,
                     state_version: u32::try_from(state_version).unwrap_or_default(),
-                    state,
+                    state: Bytes::from(state),
                 })
                 .collect(),
         }))
@@ -151,7 +154,7 @@ pub(super) async fn write_checkpoint(
     .bind(c.states.iter().map(|s| s.stage.as_str()).collect::<Vec<_>>())
     .bind(c.states.iter().map(|s| s.stage_version.as_str()).collect::<Vec<_>>())
     .bind(c.states.iter().map(|s| i32::try_from(s.state_version).unwrap_or(i32::MAX)).collect::<Vec<_>>())
-    .bind(c.states.iter().map(|s| s.state.as_slice()).collect::<Vec<_>>())
+    .bind(c.states.iter().map(|s| s.state.as_ref()).collect::<Vec<&[u8]>>())
     .execute(&mut **tx)
     .await?;
     sqlx::query(

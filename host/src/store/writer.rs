@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use chrono::{NaiveDate, Utc};
 use iotstream_api::Named;
-use sqlx::{Postgres, Transaction};
+use sqlx::{Connection as _, Postgres, Transaction};
 
 use iotstream_api::AggregateRow;
 use tracing::warn;
@@ -343,9 +343,18 @@ pub(super) async fn check_fence(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<()
 }
 
 /// The batch's checkpoints, one per lane that took one.
+///
+/// A checkpoint is one message of megabytes (every stage's state of the lane), and a connection's
+/// write buffer keeps the capacity of the largest message it ever sent: after one, the buffers go
+/// back to their usual size, or each of the pool's connections would hold a checkpoint's worth for
+/// good.
 pub(super) async fn write_checkpoints(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(), sqlx::Error> {
     for checkpoint in &batch.checkpoints {
         write_checkpoint(tx, batch.source, checkpoint).await?;
+    }
+    if !batch.checkpoints.is_empty() {
+        // Nothing of the statements above is left unsent: they were answered.
+        tx.shrink_buffers();
     }
     Ok(())
 }

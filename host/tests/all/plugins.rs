@@ -162,6 +162,8 @@ fn state_exported_from_one_instance_continues_in_another() {
         let wit = to_wit(&mut catalog, first);
         before.detect(&catalog, &wit).expect("detects");
         let state = before.export_state(&catalog).expect("exports");
+        // The state a checkpoint carries is the plugin's last good state itself, not a copy.
+        assert_eq!(before.last_good_state().map(<[u8]>::as_ptr), Some(state.as_ptr()), "{name}");
         let mut after = load_with_config(&runtime, name, config);
         // A new process: keys are assigned afresh, in another order.
         let mut catalog = SensorCatalog::default();

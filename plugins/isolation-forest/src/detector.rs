@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement, ModelInfo};
+use iotstream_plugin_sdk::window::make_room;
 use iotstream_plugin_sdk::{SensorIdentity, SensorType};
 use serde::{Deserialize, Serialize};
 
@@ -206,6 +207,7 @@ fn features(
     if history.values.len() == capacity {
         history.values.pop_front();
     }
+    make_room(&mut history.values, capacity);
     history.values.push_back(value);
     if set == FeatureSet::Robust {
         scratch.clear();

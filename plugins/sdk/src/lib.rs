@@ -14,6 +14,7 @@
 //! * [`detector`]: the [`Detector`](detector::Detector) trait a detector plugin implements, and the
 //!   `export_detector!` macro that makes it a component,
 //! * [`state`]: the versioned byte format of exported state,
+//! * [`window`]: a sensor's rolling window whose capacity stops at its bound,
 //! * `wit` (wasm builds only): the bindings of the WIT `types` interface, generated once here and
 //!   shared by every plugin's own bindings (`with:` in `wit_bindgen::generate!`), with the conversions
 //!   between them and this crate's types.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod contract;
 pub mod detector;
 pub mod state;
+pub mod window;
 #[cfg(target_os = "wasi")]
 #[allow(unsafe_code, missing_docs, reason = "wit-bindgen generates FFI code without docs")]
 pub mod wit;

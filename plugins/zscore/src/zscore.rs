@@ -26,6 +26,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use iotstream_plugin_sdk::SensorIdentity;
+use iotstream_plugin_sdk::window::make_room;
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
 use serde::{Deserialize, Serialize};
 
@@ -202,6 +203,8 @@ impl History {
         }
         self.low = self.low.min(value);
         self.high = self.high.max(value);
+        make_room(&mut self.values, capacity);
+        make_room(&mut self.times, capacity);
         self.values.push_back(value);
         self.times.push_back(timestamp_ms);
         let n = self.values.len() as f64;
