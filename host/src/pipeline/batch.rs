@@ -114,7 +114,9 @@ impl Pipeline {
                 // beside it: merge them again now that all are stored.
                 match store.merged_windows(&rows.aggregates).await {
                     Ok(windows) => written.windows = windows,
-                    Err(err) => warn!(error = %err, "windows not merged again after the batch; the live view shows them at their next emission"),
+                    Err(err) => {
+                        warn!(error = %err, "windows not merged again after the batch; the live view shows them at their next emission")
+                    }
                 }
             }
             // Published as soon as it is durable, not when the next batch comes.

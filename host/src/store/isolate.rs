@@ -120,8 +120,9 @@ impl Store {
         if !stored_windows.is_empty() {
             // Reading what was just stored is refused only for want of a connection; were it
             // refused for good, the batch is still stored: the live view only misses its windows.
-            written.windows =
-                in_savepoint(&mut tx, async |tx| merged_windows(&mut **tx, &stored_windows).await).await?.unwrap_or_default();
+            written.windows = in_savepoint(&mut tx, async |tx| merged_windows(&mut **tx, &stored_windows).await)
+                .await?
+                .unwrap_or_default();
         }
         let mut letters = batch.dead_letters.clone();
         letters.extend(kept.iter().zip(&batch.readings).filter(|(keep, _)| !**keep).map(|(_, r)| {

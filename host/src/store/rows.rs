@@ -186,7 +186,8 @@ impl BatchRows {
         for partition in self.positions.keys().chain(self.lanes.iter().map(|l| &l.partition)) {
             readings_of.entry(*partition).or_default();
         }
-        for partition in self.checkpoints.iter().map(|c| c.partition).chain(self.aggregates.iter().map(|w| w.partition)) {
+        for partition in self.checkpoints.iter().map(|c| c.partition).chain(self.aggregates.iter().map(|w| w.partition))
+        {
             readings_of.entry(partition).or_default();
         }
         for partition in self.dead_letters.iter().map(|d| d.partition) {
@@ -210,7 +211,12 @@ impl BatchRows {
             part_of.insert(partition, lightest);
         }
         let mut split: Vec<BatchRows> = (0..parts)
-            .map(|_| BatchRows { source: self.source, topic: self.topic.clone(), fence: self.fence.clone(), ..BatchRows::default() })
+            .map(|_| BatchRows {
+                source: self.source,
+                topic: self.topic.clone(),
+                fence: self.fence.clone(),
+                ..BatchRows::default()
+            })
             .collect();
         let part = |partition: i32| part_of.get(&partition).copied().unwrap_or(0);
         // Each reading's index in its part, for its verdicts.
@@ -401,7 +407,8 @@ mod tests {
             reason: DeadLetterReason::Empty,
         });
         rows.positions = BTreeMap::from([(0, 5), (1, 3), (2, 10), (3, 7)]);
-        rows.lanes = [0, 1, 2, 3].map(|partition| LaneBatch { partition, batch_seq: 1, next_offset: 0, forget: None }).to_vec();
+        rows.lanes =
+            [0, 1, 2, 3].map(|partition| LaneBatch { partition, batch_seq: 1, next_offset: 0, forget: None }).to_vec();
         rows.fence = Some(Fence { lineage: 1, generations: BTreeMap::from([(0, 4), (1, 4), (2, 5), (3, 6)]) });
 
         let parts = rows.split_by_partition(2);
@@ -434,7 +441,11 @@ mod tests {
             let r = &whole.readings[p.reading];
             assert!(r.reading.sensor_id == format!("s-{}-{}", r.partition, r.offset));
         }
-        let mut ids: Vec<_> = whole.predictions.iter().map(|p| (whole.readings[p.reading].reading.sensor_id.clone(), p.detector.clone())).collect();
+        let mut ids: Vec<_> = whole
+            .predictions
+            .iter()
+            .map(|p| (whole.readings[p.reading].reading.sensor_id.clone(), p.detector.clone()))
+            .collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 20, "every reading keeps both its verdicts");

@@ -225,10 +225,9 @@ fn features(
     let std = (history.values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
     // Comparisons, not `min`/`max`: as `.wasm` those are calls to libm (the values are finite, so
     // the result is the same).
-    let (lo, hi) = history
-        .values
-        .iter()
-        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (if v < lo { v } else { lo }, if v > hi { v } else { hi }));
+    let (lo, hi) = history.values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
+        (if v < lo { v } else { lo }, if v > hi { v } else { hi })
+    });
     // The hour slots of the other sets hold 0: a constant feature is never split on.
     let (sin, cos) = match set {
         FeatureSet::Stationary | FeatureSet::Robust => (0.0, 0.0),

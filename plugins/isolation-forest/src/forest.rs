@@ -348,12 +348,19 @@ mod tests {
     #[test]
     fn the_scorer_walks_to_the_same_leaves_as_the_trees() {
         let mut rng = StdRng::seed_from_u64(11);
-        let rows: Vec<[f64; 3]> =
-            (0..300).map(|_| [rng.random_range(-5.0..5.0), rng.random_range(0.0..1.0), rng.random_range(-1.0..1.0)]).collect();
-        for params in [ForestParams { seed: 3, ..ForestParams::default() }, ForestParams { n_estimators: 200, max_samples: 40, seed: 9 }] {
+        let rows: Vec<[f64; 3]> = (0..300)
+            .map(|_| [rng.random_range(-5.0..5.0), rng.random_range(0.0..1.0), rng.random_range(-1.0..1.0)])
+            .collect();
+        for params in [
+            ForestParams { seed: 3, ..ForestParams::default() },
+            ForestParams { n_estimators: 200, max_samples: 40, seed: 9 },
+        ] {
             let forest = params.fit_rows(&rows).expect("fits");
             let mut probes: Vec<[f64; 3]> = rows.clone();
-            probes.extend((0..200).map(|_| [rng.random_range(-50.0..50.0), rng.random_range(-9.0..9.0), rng.random_range(-3.0..3.0)]));
+            probes
+                .extend((0..200).map(|_| {
+                    [rng.random_range(-50.0..50.0), rng.random_range(-9.0..9.0), rng.random_range(-3.0..3.0)]
+                }));
             probes.extend([[f64::NAN, 0.5, 0.0], [f64::INFINITY, f64::NEG_INFINITY, 0.0], [0.0, f64::NAN, f64::NAN]]);
             let mut leaves = vec![0u32; forest.trees.len()];
             for probe in &probes {
@@ -362,9 +369,14 @@ mod tests {
                 forest.scorer.walk(&padded, &mut leaves);
                 for (tree, leaf) in forest.trees.iter().zip(&leaves) {
                     let expected = path_length(tree, probe);
-                    assert_eq!(forest.scorer.nodes[*leaf as usize].threshold.to_bits(), expected.to_bits(), "{probe:?}");
+                    assert_eq!(
+                        forest.scorer.nodes[*leaf as usize].threshold.to_bits(),
+                        expected.to_bits(),
+                        "{probe:?}"
+                    );
                 }
-                let by_trees = forest.trees.iter().map(|tree| path_length(tree, probe)).sum::<f64>() / forest.trees.len() as f64;
+                let by_trees =
+                    forest.trees.iter().map(|tree| path_length(tree, probe)).sum::<f64>() / forest.trees.len() as f64;
                 let expected = 2f64.powf(-by_trees / average_path_length(forest.samples_per_tree));
                 assert_eq!(forest.score(probe).to_bits(), expected.to_bits(), "{probe:?}");
             }
@@ -377,7 +389,8 @@ mod tests {
     fn a_forest_read_back_scores_alike() {
         let rows: Vec<[f64; 2]> = (0..120).map(|i| [f64::from(i % 11), f64::from(i % 7) * 0.5]).collect();
         let forest = ForestParams { seed: 5, ..ForestParams::default() }.fit_rows(&rows).expect("fits");
-        let read: IsolationForest = postcard::from_bytes(&postcard::to_stdvec(&forest).expect("writes")).expect("reads");
+        let read: IsolationForest =
+            postcard::from_bytes(&postcard::to_stdvec(&forest).expect("writes")).expect("reads");
         assert_eq!(read, forest);
         for row in &rows {
             assert_eq!(read.score(row).to_bits(), forest.score(row).to_bits());

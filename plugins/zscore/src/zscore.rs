@@ -26,8 +26,8 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use iotstream_plugin_sdk::SensorIdentity;
-use iotstream_plugin_sdk::window::make_room;
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
+use iotstream_plugin_sdk::window::make_room;
 use serde::{Deserialize, Serialize};
 
 /// The smallest standard deviation a score divides by, whatever the signal's scale: above rounding
