@@ -420,7 +420,7 @@ mod tests {
             let mine = partitions(part);
             assert!(part.readings.iter().all(|r| mine.contains(&r.partition)));
             assert!(part.lanes.iter().all(|l| mine.contains(&l.partition)));
-            assert_eq!(part.fence.as_ref().unwrap().generations.keys().copied().collect::<Vec<_>>(), mine);
+            assert_eq!(part.fence.as_ref().expect("fenced").generations.keys().copied().collect::<Vec<_>>(), mine);
             assert_eq!((part.source, part.topic.as_str()), (3, "t"));
             assert_eq!(part.predictions.len(), 2 * part.readings.len());
             for (i, p) in part.predictions.iter().enumerate() {
@@ -453,15 +453,14 @@ mod tests {
 
     #[test]
     fn one_partition_or_one_writer_keeps_the_batch_whole() {
-        let mut rows = BatchRows::default();
-        rows.readings = vec![reading(4, 0), reading(4, 1)];
-        rows.positions = BTreeMap::from([(4, 2)]);
-        assert_eq!(rows.split_by_partition(8).len(), 1);
-        let mut two = BatchRows::default();
-        two.readings = vec![reading(0, 0), reading(1, 0)];
-        assert_eq!(two.split_by_partition(1).len(), 1);
-        let mut two = BatchRows::default();
-        two.readings = vec![reading(0, 0), reading(1, 0)];
-        assert_eq!(two.split_by_partition(2).len(), 2);
+        let one_partition = BatchRows {
+            readings: vec![reading(4, 0), reading(4, 1)],
+            positions: BTreeMap::from([(4, 2)]),
+            ..BatchRows::default()
+        };
+        assert_eq!(one_partition.split_by_partition(8).len(), 1);
+        let two = || BatchRows { readings: vec![reading(0, 0), reading(1, 0)], ..BatchRows::default() };
+        assert_eq!(two().split_by_partition(1).len(), 1);
+        assert_eq!(two().split_by_partition(2).len(), 2);
     }
 }

@@ -163,6 +163,10 @@ impl Scorer {
     }
 
     /// Walks every tree with `row` (its features, then `-inf`); leaves each tree's leaf in `at`.
+    #[allow(
+        clippy::neg_cmp_op_on_partial_ord,
+        reason = "`!(x <= t)`, not `x > t`: a NaN goes right, as the node-by-node walk sends it"
+    )]
     fn walk(&self, row: &[f64], at: &mut [u32]) {
         at.copy_from_slice(&self.roots);
         for _ in 0..self.depth {
