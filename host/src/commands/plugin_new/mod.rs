@@ -92,7 +92,7 @@ const WIT: &str = include_str!("../../../../wit/pipeline.wit");
 
 /// The SDK's sources, written into `vendor/iotstream-plugin-sdk/src/` of a scaffold (a test checks
 /// the list against `plugins/sdk/src`).
-pub const SDK_SOURCES: [(&str, &str); 8] = [
+pub const SDK_SOURCES: [(&str, &str); 9] = [
     ("aggregator.rs", include_str!("../../../../plugins/sdk/src/aggregator.rs")),
     ("catalog.rs", include_str!("../../../../plugins/sdk/src/catalog.rs")),
     ("config.rs", include_str!("../../../../plugins/sdk/src/config.rs")),
@@ -100,6 +100,7 @@ pub const SDK_SOURCES: [(&str, &str); 8] = [
     ("detector.rs", include_str!("../../../../plugins/sdk/src/detector.rs")),
     ("lib.rs", include_str!("../../../../plugins/sdk/src/lib.rs")),
     ("state.rs", include_str!("../../../../plugins/sdk/src/state.rs")),
+    ("window.rs", include_str!("../../../../plugins/sdk/src/window.rs")),
     ("wit.rs", include_str!("../../../../plugins/sdk/src/wit.rs")),
 ];
 
