@@ -99,8 +99,8 @@ impl From<StoredForest> for IsolationForest {
     }
 }
 
-/// The trees laid out for scoring, which costs a forest of 100 trees about a microsecond a row
-/// instead of several: every tree's nodes in one array, a split's children side by side (the
+/// The trees laid out for scoring (the forest plugin as `.wasm` ran twice as fast with it,
+/// docs/performance.md): every tree's nodes in one array, a split's children side by side (the
 /// right one after the left), and a leaf that leads to itself. A row's walk then needs no branch:
 /// every tree takes [`Scorer::depth`] steps, `node = left + !(row[feature] <= threshold)`, all the
 /// trees a step at a time (independent loads the CPU overlaps, where a tree-by-tree walk waits on
