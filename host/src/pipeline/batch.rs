@@ -12,7 +12,7 @@ use iotstream_api::{PluginStatus, PredictionRow, Verdict};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use super::lanes::Lane;
+use super::lanes::{Lane, checkpoint_phase};
 use super::stages::Stages;
 use super::{Committed, Pipeline, PipelineError, SHUTDOWN_WRITE_GRACE};
 use crate::http::live::{BatchSummary, EVENT_ROWS, Live};
@@ -42,7 +42,9 @@ impl Pipeline {
             by_lane.entry(message.partition).or_default().push(message);
         }
         let mut work = Vec::with_capacity(by_lane.len());
+        let owned = self.lanes.owned.len();
         for (partition, messages) in by_lane {
+            let rank = self.lanes.owned.range(..partition).count();
             let Some(lane) = self.lanes.owned.get_mut(&partition) else {
                 // Not this host's (any more): what the source held of it was dropped at the revocation.
                 debug!(partition, messages = messages.len(), "messages of a partition this host does not own: skipped");
@@ -60,7 +62,14 @@ impl Pipeline {
             let (wit, faults) = validate(&self.config.limits, self.source.topic(), lane, &messages, &mut rows);
             rows.lanes.push(LaneBatch { partition, batch_seq: lane.batch_seq, next_offset: lane.next_offset, forget });
             if checkpoint_due {
-                lane.last_checkpoint = Some(Instant::now());
+                // A lane's first checkpoint sets its phase: the lanes' checkpoints come due spread
+                // over the interval instead of all in one batch's transaction.
+                let phase = match (lane.last_checkpoint, self.config.checkpoint_interval) {
+                    (None, Some(every)) => checkpoint_phase(rank, owned, every),
+                    _ => Duration::ZERO,
+                };
+                let now = Instant::now();
+                lane.last_checkpoint = Some(now.checked_sub(phase).unwrap_or(now));
             }
             work.push(LaneWork {
                 partition,

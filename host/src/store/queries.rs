@@ -162,7 +162,7 @@ impl Store {
     /// The event time of the newest verdict (a backward scan of the time index, stopping at the
     /// first judged reading), if there is any.
     pub async fn newest_verdict(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        Ok(sqlx::query_scalar("SELECT max(timestamp) FROM sensor_readings WHERE verdicts <> '[]'::jsonb")
+        Ok(sqlx::query_scalar("SELECT max(timestamp) FROM sensor_readings WHERE verdicts::text <> '[]'")
             .fetch_one(&self.api_pool)
             .await?)
     }
@@ -236,8 +236,8 @@ impl Store {
              count(*) FILTER (WHERE a.v = 'anomaly' AND b.v = 'anomaly'), \
              count(*) FILTER (WHERE a.v = 'anomaly' AND b.v <> 'anomaly'), \
              count(*) FILTER (WHERE b.v = 'anomaly' AND a.v <> 'anomaly') \
-             FROM sensor_readings r, jsonb_to_recordset(r.verdicts) AS a (d text, v text), \
-             jsonb_to_recordset(r.verdicts) AS b (d text, v text) \
+             FROM sensor_readings r, json_to_recordset(r.verdicts) AS a (d text, v text), \
+             json_to_recordset(r.verdicts) AS b (d text, v text) \
              WHERE a.d < b.d AND a.v <> 'warming_up' AND b.v <> 'warming_up' \
              AND ($1::timestamptz IS NULL OR r.timestamp >= $1) AND ($2::timestamptz IS NULL OR r.timestamp < $2) \
              GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",

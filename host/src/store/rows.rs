@@ -312,8 +312,9 @@ struct StoredVerdict<'a> {
 ///
 /// The array is always one PostgreSQL takes (a verdict can never make the database refuse its
 /// reading): a verdict is one of three words, a score that is not finite becomes `null`, and a NUL
-/// in a detector's name or version (which `jsonb` refuses; the host refuses such plugins at load)
-/// becomes U+FFFD.
+/// in a detector's name or version (which `json` takes but no query could read back as text: the
+/// view's `json_to_recordset` refuses `\u0000`; the host refuses such plugins at load) becomes
+/// U+FFFD.
 pub fn verdicts_json(readings: usize, predictions: &[Prediction]) -> Vec<String> {
     let mut per_reading: Vec<Vec<StoredVerdict<'_>>> = (0..readings).map(|_| Vec::new()).collect();
     for p in predictions {
@@ -341,7 +342,7 @@ pub fn verdicts_json(readings: usize, predictions: &[Prediction]) -> Vec<String>
         .collect()
 }
 
-/// `text` with any NUL replaced by U+FFFD: PostgreSQL's `jsonb` refuses `\u0000`.
+/// `text` with any NUL replaced by U+FFFD: PostgreSQL's text refuses `\u0000`.
 fn without_nul(text: &str) -> Cow<'_, str> {
     if text.contains('\0') { Cow::Owned(text.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(text) }
 }

@@ -244,6 +244,29 @@ async fn a_database_of_the_old_layout_keeps_every_reading_verdict_and_dead_lette
     // New rows take ids after the old ones (the sequences moved with the tables).
     let next: i64 = sqlx::query_scalar("SELECT nextval('sensor_readings_id_seq')").fetch_one(&pool).await.expect("seq");
     assert_eq!(next, 3);
+    // 0013: the verdicts became JSON and sensor ids compare bytewise, in every day partition and
+    // in the index that orders them.
+    let columns: Vec<(String, String, String)> = sqlx::query_as(
+        "SELECT c.relname::text, a.attname::text, format_type(a.atttypid, a.atttypmod) || ' ' || \
+         COALESCE((SELECT collname FROM pg_collation WHERE oid = a.attcollation), '') \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+         WHERE c.relname IN ('sensor_readings', 'sensor_readings_20250101', 'sensor_readings_20250101_sensor_id_timestamp_idx') \
+         AND a.attname IN ('sensor_id', 'verdicts') ORDER BY 1, 2",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("columns");
+    let column = |table: &str, name: &str, kind: &str| (table.to_owned(), name.to_owned(), kind.to_owned());
+    assert_eq!(
+        columns,
+        vec![
+            column("sensor_readings", "sensor_id", "character varying(100) C"),
+            column("sensor_readings", "verdicts", "json "),
+            column("sensor_readings_20250101", "sensor_id", "character varying(100) C"),
+            column("sensor_readings_20250101", "verdicts", "json "),
+            column("sensor_readings_20250101_sensor_id_timestamp_idx", "sensor_id", "character varying(100) C"),
+        ]
+    );
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]

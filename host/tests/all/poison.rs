@@ -69,7 +69,7 @@ async fn a_poison_row_costs_only_itself_and_the_batch_commits(pool: PgPool) {
     let readings =
         vec![stored("s1", 0, at), stored("s2", 1, at), stored("s3", 2, before_postgres), stored("s4", 3, at)];
     let mut predictions: Vec<Prediction> = (0..4).map(|i| verdict("good", "1.0.0", i)).collect();
-    // Verdicts PostgreSQL's jsonb would refuse as they are (a NUL), or JSON cannot hold (NaN), never
+    // Verdicts PostgreSQL could not read back as text (a NUL), or JSON cannot hold (NaN), never
     // cost their reading: they are stored with the NUL replaced and the score null.
     predictions.extend((0..4).map(|i| Prediction { score: f64::NAN, ..verdict("nul\u{0}detector", "1.0.0", i) }));
     let batch = BatchRows {

@@ -82,7 +82,7 @@ async fn insert_judged_reading(
 ) {
     sqlx::query(
         "INSERT INTO sensor_readings (sensor_id, sensor_type, location, value, timestamp, anomaly, unit, \
-         kafka_partition, kafka_offset, verdicts) VALUES ('s', $1, 'lab', 1, $2, $3, 'ppm', 0, $4, $5::jsonb)",
+         kafka_partition, kafka_offset, verdicts) VALUES ('s', $1, 'lab', 1, $2, $3, 'ppm', 0, $4, $5::json)",
     )
     .bind(sensor_type)
     .bind(at)

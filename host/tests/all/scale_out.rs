@@ -206,7 +206,7 @@ fn close(a: f64, b: f64) -> bool {
 async fn zscores(pool: &PgPool, topic: &str) -> BTreeMap<(String, i64), (String, Option<f64>)> {
     let rows: Vec<(String, chrono::DateTime<chrono::Utc>, String, Option<f64>)> = sqlx::query_as(
         "SELECT r.sensor_id, r.timestamp, v->>'v', (v->>'s')::float8 FROM sensor_readings r \
-         JOIN kafka_sources k ON k.id = r.source_id, jsonb_array_elements(r.verdicts) v \
+         JOIN kafka_sources k ON k.id = r.source_id, json_array_elements(r.verdicts) v \
          WHERE k.topic = $1 AND v->>'d' = 'zscore'",
     )
     .bind(topic)
