@@ -59,6 +59,13 @@ pub struct BenchArgs {
     /// Run only these systems (iotstream, seed, bare, consume, copy); default all.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Run this `iotstream` binary as it is instead of building the plugins and the host in
+    /// release first (to compare two builds on the same harness, as `cargo xtask soak` does).
+    #[arg(long)]
+    iotstream: Option<PathBuf>,
+    /// The plugins the `iotstream` system loads.
+    #[arg(long, default_value = "dist/plugins")]
+    plugins: PathBuf,
     /// Extra arguments for every `iotstream bench` (e.g. `--batch-max 5000`).
     #[arg(last = true)]
     iotstream_args: Vec<String>,
@@ -74,9 +81,14 @@ struct Measured {
 pub fn bench(args: &BenchArgs) -> Result<()> {
     let database_url = database_url();
     ensure_postgres(&database_url)?;
-    crate::build_pipeline(true)?;
+    let iotstream = match &args.iotstream {
+        Some(binary) => binary.clone(),
+        None => {
+            crate::build_pipeline(true)?;
+            target_dir().join("release/iotstream")
+        }
+    };
     let python = ensure_bench_venv()?;
-    let iotstream = target_dir().join("release/iotstream");
     let mut tansu = None;
     let brokers = match &args.brokers {
         Some(brokers) => brokers.clone(),
@@ -130,7 +142,7 @@ fn run_systems(args: &BenchArgs, python: &Path, iotstream: &Path, brokers: &str,
         json_line(&mut command)
     };
     if wanted("iotstream") {
-        let report = iotstream_bench("iotstream", Some(Path::new("dist/plugins")))?;
+        let report = with_database_cpu(|| iotstream_bench("iotstream", Some(&args.plugins)))?;
         measured.push(Measured { system: "iotstream", what: "every plugin in dist/plugins", report });
     }
     if wanted("seed") {
@@ -138,17 +150,17 @@ fn run_systems(args: &BenchArgs, python: &Path, iotstream: &Path, brokers: &str,
         let mut command = Command::new(python);
         command.arg("bench/seed_baseline.py").args(["--brokers", brokers, "--topic", &topic, "--dsn", &dsn]);
         command.args(["--group", &format!("{topic}_seed"), "--expect", &readings]);
-        let report = json_line(&mut command)?;
+        let report = with_database_cpu(|| json_line(&mut command))?;
         measured.push(Measured { system: "seed", what: "the seed's design in Python", report });
     }
     if wanted("bare") {
-        let report = iotstream_bench("bare", None)?;
+        let report = with_database_cpu(|| iotstream_bench("bare", None))?;
         measured.push(Measured { system: "iotstream-bare", what: "iotstream, no plugins", report });
     }
     if wanted("consume") {
         let mut command = Command::new(python);
         command.args(["bench/ceilings.py", "consume", "--brokers", brokers, "--topic", &topic, "--expect", &readings]);
-        let report = json_line(&mut command)?;
+        let report = with_database_cpu(|| json_line(&mut command))?;
         measured.push(Measured { system: "raw-consume", what: "confluent-kafka, no processing", report });
     }
     if wanted("copy") {
@@ -156,7 +168,7 @@ fn run_systems(args: &BenchArgs, python: &Path, iotstream: &Path, brokers: &str,
         let mut command = Command::new(python);
         command.args(["bench/ceilings.py", "copy", "--brokers", brokers, "--topic", &topic, "--expect", &readings]);
         command.args(["--dsn", &dsn, "--migrations", "migrations"]);
-        let report = json_line(&mut command)?;
+        let report = with_database_cpu(|| json_line(&mut command))?;
         measured.push(Measured { system: "raw-copy", what: "one COPY into sensor_readings", report });
     }
     let latency = if args.latency_rate > 0.0 && args.latency_seconds > 0 && wanted("iotstream") {
@@ -176,6 +188,50 @@ fn run_systems(args: &BenchArgs, python: &Path, iotstream: &Path, brokers: &str,
         None
     };
     Ok((measured, latency, topic))
+}
+
+/// Runs `measure` (one system's run, reporting a JSON object) and adds to its report the CPU
+/// seconds the PostgreSQL server spent meanwhile (`database_cpu_s`; `null` where `/proc` cannot
+/// tell): on a machine the host and the database share, the database's part of the cost.
+fn with_database_cpu(measure: impl FnOnce() -> Result<Value>) -> Result<Value> {
+    let before = postgres_cpu_seconds();
+    let mut report = measure()?;
+    let spent = before.zip(postgres_cpu_seconds()).map(|(before, after)| (after - before).max(0.0));
+    if let Some(object) = report.as_object_mut() {
+        object.insert("database_cpu_s".into(), json!(spent));
+    }
+    Ok(report)
+}
+
+/// CPU seconds of every `postgres` process on this machine so far, its exited backends included
+/// (the postmaster's reaped children: `cutime`, `cstime`); `None` without `/proc`.
+fn postgres_cpu_seconds() -> Option<f64> {
+    let ticks_per_second = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok())
+        .unwrap_or(100.0);
+    let ticks: u64 = std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter_map(|stat| postgres_ticks(&stat))
+        .sum();
+    Some(ticks as f64 / ticks_per_second)
+}
+
+/// A `/proc/PID/stat` line's CPU ticks (its own and its reaped children's), if it is a
+/// `postgres` process's.
+fn postgres_ticks(stat: &str) -> Option<u64> {
+    // `pid (comm) state ppid ...`: the fields after the command's closing parenthesis.
+    let (comm, rest) = stat.rsplit_once(") ")?;
+    if !comm.ends_with("(postgres") {
+        return None;
+    }
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime, stime, cutime, cstime: fields 14-17 of the line, 12-15 after the command.
+    fields.get(11..15)?.iter().map(|f| f.parse::<u64>().ok()).sum()
 }
 
 /// Runs `command` and parses the last line of its standard output as JSON.
@@ -309,27 +365,31 @@ fn report(
         args.brokers.as_deref().unwrap_or("tansu (in memory, started for the run)")
     );
     println!(
-        "{:<16} {:<32} {:>10} {:>10} {:>9} {:>12} {:>8}",
-        "system", "what", "readings", "per s", "RSS MiB", "CPU s/M", "x seed"
+        "{:<16} {:<32} {:>10} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "system", "what", "readings", "per s", "RSS MiB", "CPU s/M", "DB s/M", "x seed"
     );
     let mut rows = Vec::new();
     for m in measured {
         let (readings, rate, cpu) =
             (number(&m.report, "readings"), number(&m.report, "readings_per_s"), number(&m.report, "cpu_s"));
         let cpu_per_million = if readings > 0.0 { cpu * 1e6 / readings } else { 0.0 };
+        let database_cpu = m.report.get("database_cpu_s").and_then(Value::as_f64);
+        let database_per_million = database_cpu.filter(|_| readings > 0.0).map(|cpu| cpu * 1e6 / readings);
         let ratio = seed_rate.filter(|s| *s > 0.0).map(|s| rate / s);
         println!(
-            "{:<16} {:<32} {:>10} {:>10.0} {:>9.0} {:>12.1} {:>8}",
+            "{:<16} {:<32} {:>10} {:>10.0} {:>9.0} {:>9.1} {:>9} {:>8}",
             m.system,
             m.what,
             readings,
             rate,
             number(&m.report, "peak_rss_mib"),
             cpu_per_million,
+            database_per_million.map_or("-".into(), |c| format!("{c:.1}")),
             ratio.map_or("-".into(), |r| format!("{r:.1}"))
         );
         rows.push(json!({
             "system": m.system, "what": m.what, "readings_per_s": rate, "cpu_s_per_million": cpu_per_million,
+            "database_cpu_s_per_million": database_per_million,
             "peak_rss_mib": number(&m.report, "peak_rss_mib"), "ratio_to_seed": ratio, "report": m.report,
         }));
     }
@@ -379,4 +439,20 @@ fn report(
     });
     std::fs::write(&path, serde_json::to_string_pretty(&document)?)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::postgres_ticks;
+
+    #[test]
+    fn a_postgres_process_counts_its_own_and_its_reaped_childrens_ticks() {
+        let postmaster = "812 (postgres) S 1 812 812 0 -1 4194560 9072 77 0 0 120 35 4000 900 20 0 1 0 1234 1000 2000";
+        assert_eq!(postgres_ticks(postmaster), Some(120 + 35 + 4000 + 900));
+        let other = "9 (kworker/0:1) I 2 0 0 0 -1 69238880 0 0 0 0 5 6 7 8 20 0 1 0 10 0 0";
+        assert_eq!(postgres_ticks(other), None);
+        // A command name with ") " in it does not shift the fields.
+        let odd = "7 (postgres) x) S 1 7 7 0 -1 0 0 0 0 0 1 2 3 4 20 0 1 0 5 0 0";
+        assert_eq!(postgres_ticks(odd), None);
+    }
 }

@@ -18,6 +18,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::store::ReadingsPath;
+
 /// Batch-size buckets: 1 message doubling to 8192, past the default `--batch-max` of 5000, so a
 /// full batch and a trickle of single messages land in different buckets.
 const BATCH_MESSAGE_BUCKETS: (f64, f64, u16) = (1.0, 2.0, 14);
@@ -48,6 +50,12 @@ struct ChangeLabels {
     change: &'static str,
 }
 
+/// How a transaction stored its readings ([`ReadingsPath`]).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PathLabels {
+    path: &'static str,
+}
+
 /// A Kafka partition.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
@@ -62,6 +70,7 @@ pub struct PipelineMetrics {
     dead_letters: Family<ReasonLabels, Counter>,
     batch_messages: Histogram,
     write_seconds: Histogram,
+    reading_writes: Family<PathLabels, Counter>,
     requests: Family<RequestLabels, Counter>,
     rebalanced: Family<ChangeLabels, Counter>,
     rebalance_pause_seconds: Histogram,
@@ -76,6 +85,7 @@ impl Default for PipelineMetrics {
             dead_letters: Family::default(),
             batch_messages: Histogram::new(buckets(BATCH_MESSAGE_BUCKETS)),
             write_seconds: Histogram::new(buckets(WRITE_SECONDS_BUCKETS)),
+            reading_writes: Family::default(),
             requests: Family::default(),
             rebalanced: Family::default(),
             rebalance_pause_seconds: Histogram::new(buckets(REBALANCE_PAUSE_SECONDS_BUCKETS)),
@@ -83,6 +93,9 @@ impl Default for PipelineMetrics {
         // Both series from the start: a host that never rebalanced shows 0, not a missing series.
         for change in ["assigned", "revoked"] {
             metrics.rebalanced.get_or_create(&ChangeLabels { change }).inc_by(0);
+        }
+        for path in ReadingsPath::ALL {
+            metrics.reading_writes.get_or_create(&PathLabels { path: path.as_str() }).inc_by(0);
         }
         metrics
     }
@@ -141,9 +154,13 @@ impl PipelineMetrics {
         }
     }
 
-    /// A batch's write, from its start to the commit (retries included).
-    pub fn record_write(&self, took: Duration) {
+    /// A batch's write, from its start to the commit (retries included), and how each of its
+    /// transactions stored its readings.
+    pub fn record_write(&self, took: Duration, paths: &[ReadingsPath]) {
         self.write_seconds.observe(took.as_secs_f64());
+        for path in paths {
+            self.reading_writes.get_or_create(&PathLabels { path: path.as_str() }).inc();
+        }
     }
 
     /// A rebalance of this host's consumer group: `assigned` partitions given to it, `revoked`
@@ -176,6 +193,8 @@ impl PipelineMetrics {
         registry.register("batch_messages", "Messages per committed batch", self.batch_messages.clone());
         let write = "Time from a batch's write to its commit, retries included";
         registry.register("batch_write_seconds", write, self.write_seconds.clone());
+        let paths = "Transactions that stored readings, by how: copy (a fresh batch), insert (ON CONFLICT: one that may replay stored messages), copy_redone (a COPY that met a stored reading, written again by insert)";
+        registry.register("reading_writes", paths, self.reading_writes.clone());
         registry.register("http_requests", "API requests by route and status", self.requests.clone());
         let rebalanced = "Partitions the consumer group moved to (assigned) or from (revoked) this host";
         registry.register("rebalances", rebalanced, self.rebalanced.clone());
@@ -227,7 +246,8 @@ mod tests {
         let metrics = PipelineMetrics::default();
         let reasons = [DeadLetterReason::Malformed, DeadLetterReason::Malformed];
         metrics.record_batch(5, 3, reasons.into_iter());
-        metrics.record_write(Duration::from_millis(3));
+        metrics.record_write(Duration::from_millis(3), &[ReadingsPath::Copy, ReadingsPath::CopyRedone]);
+        metrics.record_write(Duration::from_millis(3), &[ReadingsPath::Copy]);
         metrics.record_request("/api/stats", 200);
         metrics.record_rebalance(2, 1, Some(Duration::from_millis(30)));
         metrics.record_rebalance(1, 0, None);
@@ -253,7 +273,10 @@ mod tests {
             "iotstream_batch_messages_sum 5.0",
             "iotstream_batch_messages_count 1",
             r#"iotstream_batch_write_seconds_bucket{le="0.002"} 0"#,
-            r#"iotstream_batch_write_seconds_bucket{le="0.004"} 1"#,
+            r#"iotstream_batch_write_seconds_bucket{le="0.004"} 2"#,
+            r#"iotstream_reading_writes_total{path="copy"} 2"#,
+            r#"iotstream_reading_writes_total{path="insert"} 0"#,
+            r#"iotstream_reading_writes_total{path="copy_redone"} 1"#,
             r#"iotstream_http_requests_total{route="/api/stats",status="200"} 1"#,
             "iotstream_database_up 1",
             "iotstream_broker_up 0",

@@ -42,6 +42,7 @@ impl Pipeline {
             by_lane.entry(message.partition).or_default().push(message);
         }
         let mut work = Vec::with_capacity(by_lane.len());
+        let mut fresh = true;
         let owned = self.lanes.owned.len();
         for (partition, messages) in by_lane {
             let rank = self.lanes.owned.range(..partition).count();
@@ -50,6 +51,7 @@ impl Pipeline {
                 debug!(partition, messages = messages.len(), "messages of a partition this host does not own: skipped");
                 continue;
             };
+            fresh &= messages.iter().all(|m| m.offset >= lane.fresh_from);
             let forget = given_up.contains(&partition).then_some((lane.batch_seq, lane.logged_until));
             // A batch formed again keeps its logged number; one read on is numbered past the log.
             lane.batch_seq = replayed.get(&partition).copied().unwrap_or(lane.batch_seq.max(lane.logged_until) + 1);
@@ -85,6 +87,7 @@ impl Pipeline {
             source: self.ids.current,
             topic: self.source.topic().to_owned(),
             fence,
+            fresh,
             ..BatchRows::default()
         };
         for done in run_lanes(work).await? {
@@ -164,7 +167,7 @@ impl Pipeline {
             result = retried => match result {
                 Ok(written) => {
                     live.set_database(None);
-                    live.metrics().record_write(started.elapsed());
+                    live.metrics().record_write(started.elapsed(), &written.readings_paths);
                     Some(written)
                 }
                 Err(err) => {

@@ -33,6 +33,10 @@ pub(super) struct Lane {
     pub(super) last_checkpoint: Option<Instant>,
     /// This host's ownership count of the partition, which its batch transactions check.
     pub(super) generation: i64,
+    /// The partition's stored position when this host was given it: a message at or past it
+    /// cannot be stored yet (a batch of only such messages is [`crate::store::BatchRows::fresh`]).
+    /// `i64::MAX` until known: nothing is taken for new.
+    pub(super) fresh_from: i64,
 }
 
 /// How far into the checkpoint interval lane `rank` of `lanes` starts, so that the lanes'
@@ -75,7 +79,15 @@ impl Lanes {
             }
         }
         stages.partition = partition;
-        Lane { stages, next_offset: BEGINNING, batch_seq: 0, logged_until: 0, last_checkpoint: None, generation }
+        Lane {
+            stages,
+            next_offset: BEGINNING,
+            batch_seq: 0,
+            logged_until: 0,
+            last_checkpoint: None,
+            generation,
+            fresh_from: i64::MAX,
+        }
     }
 
     /// What a batch transaction writing `partitions` checks.

@@ -52,6 +52,9 @@ impl Pipeline {
             let mut lane = self.lanes.new_lane(partition, generations.get(&partition).copied().unwrap_or(0));
             lane.logged_until = logged_until;
             lane.batch_seq = logged_until;
+            // Read after taking the partition over, which waited for the previous owner's
+            // transactions: nothing at or past this position is stored.
+            lane.fresh_from = stored.get(&partition).copied().unwrap_or(0);
             match checkpoint {
                 Some(checkpoint) => {
                     lane.stages.restore(&checkpoint);

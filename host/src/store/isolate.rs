@@ -33,6 +33,33 @@ pub struct Written {
     /// The windows the batch's stored partials belong to, each once, merged over all its partials
     /// as stored after the write (see `sensor_aggregates_latest`).
     pub windows: Vec<AggregateRow>,
+    /// How each of its transactions that had readings stored them.
+    pub readings_paths: Vec<ReadingsPath>,
+}
+
+/// How a transaction stored its readings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadingsPath {
+    /// One binary `COPY`: a fresh batch ([`super::BatchRows::fresh`]).
+    Copy,
+    /// `INSERT ... ON CONFLICT DO NOTHING`: a batch that may hold stored messages (a replay).
+    Insert,
+    /// A `COPY` that met a stored reading, then the batch written again by `INSERT`.
+    CopyRedone,
+}
+
+impl ReadingsPath {
+    /// Every path, for metrics that show each from the start.
+    pub const ALL: [ReadingsPath; 3] = [ReadingsPath::Copy, ReadingsPath::Insert, ReadingsPath::CopyRedone];
+
+    /// The path's name in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ReadingsPath::Copy => "copy",
+            ReadingsPath::Insert => "insert",
+            ReadingsPath::CopyRedone => "copy_redone",
+        }
+    }
 }
 
 impl Written {
@@ -44,6 +71,7 @@ impl Written {
         self.totals.dead_letters += other.totals.dead_letters;
         self.refused.extend(other.refused);
         self.windows.extend(other.windows);
+        self.readings_paths.extend(other.readings_paths);
     }
 }
 
@@ -114,6 +142,9 @@ impl Store {
         let mut written = Written::default();
         let source = batch.source;
         let kept = readings_apart(&mut tx, batch, &mut written).await?;
+        if !batch.readings.is_empty() {
+            written.readings_paths.push(ReadingsPath::Insert);
+        }
         let stored_windows;
         (written.totals.aggregates, stored_windows) =
             plugin_outputs_apart(&mut tx, batch, &kept, &mut written.refused).await?;

@@ -13,8 +13,9 @@
 //! # Layout
 //! * this module: [`Store`] (the pool, connecting, migrating) and [`StoreError`];
 //! * [`rows`]: what one batch writes ([`BatchRows`]) and the row counts ([`Totals`]);
-//! * `writer`: [`Store::write`], the batch's one transaction; `isolate`: the same when the database
-//!   refuses part of it for good (a poison row costs only itself);
+//! * `writer`: [`Store::write`], the batch's one transaction; `copy`: its new readings in binary
+//!   `COPY`; `isolate`: the same when the database refuses part of it for good (a poison row costs
+//!   only itself);
 //! * [`checkpoints`]: a lane's (a partition's) stage states with the position they include;
 //! * `sources`: the `kafka_sources` registry (a source's epochs), stored positions and the batch
 //!   log of each lane;
@@ -27,6 +28,7 @@
 
 pub mod checkpoints;
 pub mod cluster;
+mod copy;
 mod isolate;
 pub mod ownership;
 pub mod partitions;
@@ -46,7 +48,7 @@ use tracing::warn;
 
 pub use self::checkpoints::{Checkpoint, CheckpointReason, StageState};
 pub use self::cluster::Rebalance;
-pub use self::isolate::{Refused, RefusedOrigin, Written, is_permanent};
+pub use self::isolate::{ReadingsPath, Refused, RefusedOrigin, Written, is_permanent};
 pub use self::ownership::{Fence, PartitionOwner};
 pub use self::queries::HistoryFilter;
 pub use self::rows::{

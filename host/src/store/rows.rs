@@ -140,6 +140,10 @@ pub struct BatchRows {
     /// What the transaction checks first: the partitions it writes are still this host's (`None`:
     /// unfenced, for tools and tests).
     pub fence: Option<Fence>,
+    /// No message of the batch can be stored yet: each is at or past its partition's stored
+    /// position when this host was given the partition. Its readings are then copied, not
+    /// inserted `ON CONFLICT` (see `store::copy`); a wrong hint costs a second attempt, never a row.
+    pub fresh: bool,
     /// Valid readings.
     pub readings: Vec<StoredReading>,
     /// Detector verdicts.
@@ -215,6 +219,7 @@ impl BatchRows {
                 source: self.source,
                 topic: self.topic.clone(),
                 fence: self.fence.clone(),
+                fresh: self.fresh,
                 ..BatchRows::default()
             })
             .collect();

@@ -11,12 +11,13 @@ use iotstream_api::Named;
 use sqlx::{Connection as _, Postgres, Transaction};
 
 use iotstream_api::AggregateRow;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::store::checkpoints::write_checkpoint;
+use crate::store::copy::{COPY_READINGS, readings_copy_data};
 use crate::store::queries::decode_aggregate;
 
-use crate::store::isolate::{Written, is_permanent};
+use crate::store::isolate::{ReadingsPath, Written, is_permanent};
 use crate::store::partitions::PartitionedTable;
 use crate::store::rows::{DeadLetter, LaneBatch, ShadowPrediction, StoredReading, StoredWindow, verdicts_json};
 use crate::store::{BatchRows, Store, StoreError, Totals};
@@ -44,9 +45,19 @@ impl Store {
     /// again with each plugin's output and then each reading apart, behind savepoints, and what is
     /// still refused is left out and reported ([`crate::store::Refused`]); a refused reading becomes a dead letter,
     /// so nothing is lost silently.
+    ///
+    /// A [`BatchRows::fresh`] batch copies its readings (see [`super::copy`]); if one was stored after
+    /// all (the unique message index refuses the `COPY`), the batch is written again the
+    /// `ON CONFLICT` way, which skips it.
     pub async fn write(&self, batch: &BatchRows) -> Result<Written, StoreError> {
         self.ensure_partitions_for(batch).await?;
-        match self.write_whole(batch).await {
+        let path = if batch.fresh { ReadingsPath::Copy } else { ReadingsPath::Insert };
+        let mut result = self.write_whole(batch, path).await;
+        if path == ReadingsPath::Copy && matches!(&result, Err(StoreError::Database(err)) if is_unique_violation(err)) {
+            debug!("a fresh batch meets stored readings; writing it again, skipping them");
+            result = self.write_whole(batch, ReadingsPath::CopyRedone).await;
+        }
+        match result {
             Err(StoreError::Database(err)) if is_permanent(&err) => {
                 warn!(error = %err, "the database refused the batch; writing it again, isolating what it refuses");
                 self.write_isolating(batch).await
@@ -68,14 +79,19 @@ impl Store {
     }
 
     /// The fast path: one statement per table.
-    async fn write_whole(&self, batch: &BatchRows) -> Result<Written, StoreError> {
+    async fn write_whole(&self, batch: &BatchRows, path: ReadingsPath) -> Result<Written, StoreError> {
         let mut written = Totals::default();
         let mut tx = self.pool.begin().await?;
         check_fence(&mut tx, batch).await?;
         let source = batch.source;
         if !batch.readings.is_empty() {
             let verdicts = verdicts_json(batch.readings.len(), &batch.predictions);
-            (written.readings, written.flagged) = insert_readings(&mut tx, source, &batch.readings, &verdicts).await?;
+            (written.readings, written.flagged) = match path {
+                ReadingsPath::Copy => copy_readings(&mut tx, source, &batch.readings, &verdicts).await?,
+                ReadingsPath::Insert | ReadingsPath::CopyRedone => {
+                    insert_readings(&mut tx, source, &batch.readings, &verdicts).await?
+                }
+            };
         }
         if !batch.shadow_predictions.is_empty() {
             insert_shadow_predictions(&mut tx, source, &batch.readings, &batch.shadow_predictions).await?;
@@ -94,8 +110,37 @@ impl Store {
         // partitions, written side by side, update too (each waits here for the one before).
         add_to_totals(&mut tx, source, &written).await?;
         tx.commit().await?;
-        Ok(Written { totals: written, refused: Vec::new(), windows })
+        let readings_paths = if batch.readings.is_empty() { Vec::new() } else { vec![path] };
+        Ok(Written { totals: written, refused: Vec::new(), windows, readings_paths })
     }
+}
+
+/// Whether `err` is the refusal of a duplicate key (SQLSTATE 23505).
+fn is_unique_violation(err: &sqlx::Error) -> bool {
+    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+}
+
+/// `sensor_readings`, each reading with its verdicts, by binary `COPY` (see [`super::copy`]): only
+/// for readings none of which is stored. Returns the rows added and how many of them are flagged.
+async fn copy_readings(
+    tx: &mut Tx<'_>,
+    source: i16,
+    r: &[StoredReading],
+    verdicts: &[String],
+) -> Result<(u64, u64), sqlx::Error> {
+    let data = readings_copy_data(source, r, verdicts);
+    let mut copy = tx.copy_in_raw(COPY_READINGS).await?;
+    let sent = copy.send(data).await.map(|_| ());
+    if let Err(err) = sent {
+        // Out of the `COPY` the protocol's way (the server answers the abort), so the connection is
+        // left usable if it still is; the send's error is the reason.
+        if let Err(abort) = copy.abort("the batch's readings could not be sent").await {
+            debug!(error = %abort, "the COPY's abort failed too");
+        }
+        return Err(err);
+    }
+    let copied = copy.finish().await?;
+    Ok((copied, r.iter().filter(|s| s.flagged).count() as u64))
 }
 
 /// `sensor_readings`, each reading with its verdicts (`verdicts[i]` is `r[i]`'s, from

@@ -19,6 +19,7 @@ mod e2e;
 mod evaluate;
 mod exposure;
 mod faults;
+mod fresh_batches;
 mod history;
 mod hot_swap;
 mod iforest;

@@ -78,6 +78,7 @@ async fn every_family_is_scraped_with_the_value_the_input_gives(pool: PgPool) {
         ("iotstream_dead_letters", "counter"),
         ("iotstream_batch_messages", "histogram"),
         ("iotstream_batch_write_seconds", "histogram"),
+        ("iotstream_reading_writes", "counter"),
         ("iotstream_http_requests", "counter"),
         ("iotstream_database_up", "gauge"),
         ("iotstream_broker_up", "gauge"),
@@ -115,6 +116,11 @@ async fn every_family_is_scraped_with_the_value_the_input_gives(pool: PgPool) {
     assert_eq!(scrape.value("iotstream_batch_write_seconds_count"), batches);
     let written = scrape.value("iotstream_batch_write_seconds_sum");
     assert!(written > 0.0 && written < 10.0, "{written} s writing");
+    // A first run replays nothing: every transaction with readings copied them.
+    let copies = scrape.value(r#"iotstream_reading_writes_total{path="copy"}"#);
+    assert!(copies >= 1.0 && copies <= 2.0 * batches, "{copies} copies in {batches} batches");
+    assert_eq!(scrape.value(r#"iotstream_reading_writes_total{path="insert"}"#), 0.0);
+    assert_eq!(scrape.value(r#"iotstream_reading_writes_total{path="copy_redone"}"#), 0.0);
     assert_eq!(scrape.value(r#"iotstream_http_requests_total{route="/api/stats",status="200"}"#), 1.0);
     // The group's one host was given the topic's three partitions when it joined, and kept them.
     assert_eq!(scrape.value("iotstream_partitions_owned"), 3.0);
@@ -194,4 +200,45 @@ async fn the_groups_metrics_are_what_the_live_view_was_told(pool: PgPool) {
         lag,
         [r#"iotstream_consumer_lag_messages{partition="0"}"#, r#"iotstream_consumer_lag_messages{partition="2"}"#]
     );
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_restarted_host_inserts_what_it_replays_and_copies_what_is_new(pool: PgPool) {
+    let payloads = |from: i64| -> Vec<(String, Vec<u8>)> {
+        (from..from + 50)
+            .map(|i| ("s1".to_owned(), encode(&reading("s1", SensorType::Co2, "lab", i * 1000, 500.0 + i as f64))))
+            .collect()
+    };
+    let broker = iotstream::kafka::EmbeddedBroker::start("iot_sensors", 3).expect("broker");
+    let first = Host::start_on(broker, pool.clone(), None, &[]).await;
+    first.produce(&payloads(0)).await;
+    wait_for("readings", 50, || count_rows(&pool, "sensor_readings")).await;
+    let (stopped, broker) = first.stop_keeping_broker().await;
+    stopped.expect("clean stop");
+    // Without its checkpoints the next host replays the partition from its start to rebuild the
+    // stages' state: the 50 stored readings come again.
+    sqlx::query("DELETE FROM stage_checkpoints").execute(&pool).await.expect("checkpoints deleted");
+
+    let second = Host::start_on(broker, pool.clone(), None, &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Scrape::of(&second).await.value("iotstream_messages_received_total") < 50.0 {
+        assert!(Instant::now() < deadline, "the replay was not consumed in 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    second.produce(&payloads(50)).await;
+    wait_for("readings after the replay", 100, || count_rows(&pool, "sensor_readings")).await;
+    let scrape = Scrape::of(&second).await;
+    second.stop().await.expect("clean stop");
+
+    // The replayed batches skipped what was stored; the new ones were copied; no COPY met a stored
+    // reading (which would mean the host took a replayed batch for fresh).
+    assert!(scrape.value(r#"iotstream_reading_writes_total{path="insert"}"#) >= 1.0, "{:#?}", scrape.samples);
+    assert!(scrape.value(r#"iotstream_reading_writes_total{path="copy"}"#) >= 1.0, "{:#?}", scrape.samples);
+    assert_eq!(scrape.value(r#"iotstream_reading_writes_total{path="copy_redone"}"#), 0.0);
+    assert_eq!(scrape.value("iotstream_readings_stored_total"), 50.0);
+    let offsets: Vec<i64> = sqlx::query_scalar("SELECT kafka_offset FROM sensor_readings ORDER BY kafka_offset")
+        .fetch_all(&pool)
+        .await
+        .expect("offsets");
+    assert_eq!(offsets, (0..100).collect::<Vec<i64>>());
 }

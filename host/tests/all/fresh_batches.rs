@@ -1,0 +1,158 @@
+//! Fresh batches: readings none of which can be stored yet are copied (binary `COPY`), not inserted
+//! `ON CONFLICT`. Attacked here: every column reads back exactly as the `INSERT` path stores it; a
+//! batch wrongly taken for fresh (a retry after a commit whose answer was lost) is written once,
+//! not twice and not refused; a poison reading in a fresh batch still costs only itself.
+
+use chrono::{DateTime, TimeZone, Utc};
+use iotstream::reading::{Reading, SensorType};
+use iotstream::store::{BatchRows, LaneBatch, ModelLineage, Prediction, ReadingsPath, Store, StoredReading};
+use iotstream_api::Verdict;
+use sqlx::PgPool;
+
+fn reading(sensor: &str, offset: i64, timestamp: DateTime<Utc>, value: f64) -> StoredReading {
+    StoredReading {
+        reading: Reading {
+            sensor_id: sensor.into(),
+            sensor_type: SensorType::Pressure,
+            location: "hall ü".into(),
+            value,
+            timestamp,
+            anomaly: offset % 2 == 1,
+            unit: "hPa".into(),
+        },
+        flagged: offset == 2,
+        partition: 1,
+        offset,
+    }
+}
+
+fn batch(source: i16, readings: Vec<StoredReading>, fresh: bool) -> BatchRows {
+    let next = readings.iter().map(|r| r.offset + 1).max().unwrap_or(0);
+    let predictions = vec![Prediction {
+        detector: "zscore".into(),
+        reading: 0,
+        verdict: Verdict::Anomaly,
+        score: 3.5,
+        detector_version: "0.3.0".into(),
+        model: Some(ModelLineage { generation: 2, trained_at: None, training_rows: 100 }),
+    }];
+    BatchRows {
+        source,
+        topic: "iot_sensors".into(),
+        positions: [(1, next)].into(),
+        lanes: vec![LaneBatch { partition: 1, batch_seq: 1, next_offset: next, forget: None }],
+        readings,
+        predictions,
+        fresh,
+        ..BatchRows::default()
+    }
+}
+
+type Row = (String, String, String, f64, DateTime<Utc>, bool, String, bool, i32, i64, i16, String);
+
+async fn stored_rows(pool: &PgPool) -> Vec<Row> {
+    sqlx::query_as(
+        "SELECT sensor_id, sensor_type, location, value, timestamp, anomaly, unit, flagged, kafka_partition, \
+         kafka_offset, source_id, verdicts::text FROM sensor_readings ORDER BY kafka_offset",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("readings")
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_fresh_batch_stores_the_same_rows_as_the_insert_would(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let source = store.source_id("fresh-test-cluster", "iot_sensors").await.expect("source");
+    let at = Utc.with_ymd_and_hms(2026, 12, 3, 8, 15, 30).single().expect("valid time")
+        + chrono::Duration::microseconds(123_456);
+    // Before PostgreSQL's epoch (2000): a binary timestamp counts back from it.
+    let old = Utc.with_ymd_and_hms(1999, 12, 31, 23, 59, 59).single().expect("valid time");
+    let readings = vec![reading("p-1", 0, at, 1013.25), reading("p-2", 1, at, -0.0), reading("p-3", 2, old, 1e-300)];
+
+    let written = store.write(&batch(source, readings, true)).await.expect("written");
+
+    assert_eq!((written.totals.readings, written.totals.flagged, written.refused.len()), (3, 1, 0));
+    assert_eq!(written.readings_paths, vec![ReadingsPath::Copy]);
+    let verdicts = r#"[{"d":"zscore","ver":"0.3.0","v":"anomaly","s":3.5,"g":2,"n":100}]"#;
+    let row = |sensor: &str, offset: i64, t: DateTime<Utc>, value: f64, verdicts: &str| -> Row {
+        let hall = "hall ü".to_owned();
+        let (anomaly, flagged) = (offset % 2 == 1, offset == 2);
+        (
+            sensor.into(),
+            "pressure".into(),
+            hall,
+            value,
+            t,
+            anomaly,
+            "hPa".into(),
+            flagged,
+            1,
+            offset,
+            source,
+            verdicts.into(),
+        )
+    };
+    let rows = stored_rows(&pool).await;
+    assert_eq!(
+        rows,
+        vec![row("p-1", 0, at, 1013.25, verdicts), row("p-2", 1, at, -0.0, "[]"), row("p-3", 2, old, 1e-300, "[]"),]
+    );
+    assert!(rows[1].3.is_sign_negative(), "-0.0 keeps its sign");
+    let totals = store.totals().await.expect("totals");
+    assert_eq!((totals.readings, totals.flagged), (3, 1));
+    // The seed's view reads the copied verdicts.
+    let view: Vec<(String, i64, bool)> =
+        sqlx::query_as("SELECT detector, kafka_offset, is_anomaly FROM ml_anomaly_predictions")
+            .fetch_all(&pool)
+            .await
+            .expect("view");
+    assert_eq!(view, vec![("zscore".to_owned(), 0, true)]);
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_batch_wrongly_taken_for_fresh_is_written_once(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let source = store.source_id("fresh-test-cluster", "iot_sensors").await.expect("source");
+    let at = Utc.with_ymd_and_hms(2026, 12, 3, 8, 15, 30).single().expect("valid time");
+    let first = batch(source, vec![reading("p-1", 0, at, 1.0), reading("p-2", 1, at, 2.0)], true);
+    assert_eq!(store.write(&first).await.expect("written").readings_paths, vec![ReadingsPath::Copy]);
+    let before = stored_rows(&pool).await;
+
+    // The same batch again, still marked fresh (a retry after a commit whose answer was lost), with
+    // one new reading: the stored two are skipped, the new one stored, nothing refused.
+    let mut again = batch(source, vec![reading("p-1", 0, at, 1.0), reading("p-2", 1, at, 2.0)], true);
+    again.readings.push(reading("p-4", 3, at, 4.0));
+    again.positions = [(1, 4)].into();
+    let written = store.write(&again).await.expect("written again");
+
+    assert_eq!((written.totals.readings, written.refused.len()), (1, 0));
+    assert_eq!(written.readings_paths, vec![ReadingsPath::CopyRedone]);
+    let after = stored_rows(&pool).await;
+    assert_eq!(after[..2], before[..]);
+    assert_eq!(after.iter().map(|r| r.9).collect::<Vec<_>>(), vec![0, 1, 3]);
+    let totals = store.totals().await.expect("totals");
+    assert_eq!(totals.readings, 3);
+    assert_eq!(store.positions(source).await.expect("positions"), [(1, 4)].into());
+    let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(&pool).await.expect("letters");
+    assert_eq!(dead, 0);
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_poison_reading_in_a_fresh_batch_costs_only_itself(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let source = store.source_id("fresh-test-cluster", "iot_sensors").await.expect("source");
+    let at = Utc.with_ymd_and_hms(2026, 12, 3, 8, 15, 30).single().expect("valid time");
+    let mut long_id = reading("p-2", 1, at, 2.0);
+    long_id.reading.sensor_id = "x".repeat(101); // over sensor_id's 100 characters
+    let readings = vec![reading("p-1", 0, at, 1.0), long_id, reading("p-3", 2, at, 3.0)];
+
+    let written = store.write(&batch(source, readings, true)).await.expect("written");
+
+    assert_eq!((written.totals.readings, written.totals.dead_letters), (2, 1));
+    assert_eq!(written.readings_paths, vec![ReadingsPath::Insert]);
+    assert_eq!(stored_rows(&pool).await.iter().map(|r| r.9).collect::<Vec<_>>(), vec![0, 2]);
+    let letter: i64 =
+        sqlx::query_scalar("SELECT kafka_offset FROM dead_letters").fetch_one(&pool).await.expect("letter");
+    assert_eq!(letter, 1);
+}
