@@ -61,7 +61,8 @@ pub(super) fn readings_copy_data(source: i16, readings: &[StoredReading], verdic
 
 /// One field: its length, then its bytes.
 fn field(out: &mut Vec<u8>, bytes: &[u8]) {
-    // A field longer than 2 GiB is refused by the server as a malformed row; the length says so.
+    // Every field is far below 2 GiB: readings' texts are validated to their columns' lengths and
+    // a reading's verdicts are bounded by the plugins' output limits.
     let len = i32::try_from(bytes.len()).unwrap_or(i32::MAX);
     out.extend_from_slice(&len.to_be_bytes());
     out.extend_from_slice(bytes);

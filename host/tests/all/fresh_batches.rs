@@ -145,14 +145,20 @@ async fn a_poison_reading_in_a_fresh_batch_costs_only_itself(pool: PgPool) {
     let at = Utc.with_ymd_and_hms(2026, 12, 3, 8, 15, 30).single().expect("valid time");
     let mut long_id = reading("p-2", 1, at, 2.0);
     long_id.reading.sensor_id = "x".repeat(101); // over sensor_id's 100 characters
-    let readings = vec![reading("p-1", 0, at, 1.0), long_id, reading("p-3", 2, at, 3.0)];
+    // Before 4713 BC, PostgreSQL's first day: the binary timestamp must be refused, not stored as
+    // some other time.
+    let before_postgres = Utc.with_ymd_and_hms(-7000, 1, 1, 0, 0, 0).single().expect("chrono holds it");
+    let readings =
+        vec![reading("p-1", 0, at, 1.0), long_id, reading("p-3", 2, at, 3.0), reading("p-4", 3, before_postgres, 4.0)];
 
     let written = store.write(&batch(source, readings, true)).await.expect("written");
 
-    assert_eq!((written.totals.readings, written.totals.dead_letters), (2, 1));
+    assert_eq!((written.totals.readings, written.totals.dead_letters), (2, 2));
     assert_eq!(written.readings_paths, vec![ReadingsPath::Insert]);
     assert_eq!(stored_rows(&pool).await.iter().map(|r| r.9).collect::<Vec<_>>(), vec![0, 2]);
-    let letter: i64 =
-        sqlx::query_scalar("SELECT kafka_offset FROM dead_letters").fetch_one(&pool).await.expect("letter");
-    assert_eq!(letter, 1);
+    let letters: Vec<i64> = sqlx::query_scalar("SELECT kafka_offset FROM dead_letters ORDER BY kafka_offset")
+        .fetch_all(&pool)
+        .await
+        .expect("letters");
+    assert_eq!(letters, vec![1, 3]);
 }
