@@ -3,7 +3,7 @@
 //! side by side, each with a checkpoint when one is due); then the batch's transaction starts once
 //! the previous one has committed, and the committed batch is published to the live view.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
 use backon::{ExponentialBuilder, Retryable};
@@ -353,12 +353,29 @@ pub(super) fn publish(
     live.record_batch(summary, plugins);
 }
 
-/// The batch's [`EVENT_ROWS`] newest readings by event time, newest first (a batch holds each
-/// partition's messages in turn, so its last rows are one partition's).
+/// The batch's readings the live stream carries, at most [`EVENT_ROWS`], newest first: each
+/// sensor's newest reading before any sensor's second newest, so that every sensor heard in the
+/// batch shows on the live charts (up to [`EVENT_ROWS`] sensors) however many readings the busier
+/// ones sent: a batch taken while the host caught up holds hundreds of readings, and the newest 25
+/// alone would leave out a sensor that spoke once among them.
 fn newest_readings(readings: &[StoredReading]) -> Vec<iotstream_api::ReadingRow> {
-    let mut by_time: Vec<&StoredReading> = readings.iter().collect();
-    by_time.sort_by_key(|r| r.reading.timestamp);
-    by_time.into_iter().rev().take(EVENT_ROWS).map(StoredReading::api_row).collect()
+    let mut newest_first: Vec<&StoredReading> = readings.iter().collect();
+    newest_first.sort_by_key(|r| std::cmp::Reverse(r.reading.timestamp));
+    let mut heard: HashMap<&str, usize> = HashMap::new();
+    // (how many of its sensor's newer readings come before it, the reading): a stable sort on the
+    // first keeps time order within each rank.
+    let mut ranked: Vec<(usize, &StoredReading)> = newest_first
+        .into_iter()
+        .map(|r| {
+            let newer = heard.entry(r.reading.sensor_id.as_str()).or_default();
+            *newer += 1;
+            (*newer - 1, r)
+        })
+        .collect();
+    ranked.sort_by_key(|(rank, _)| *rank);
+    ranked.truncate(EVENT_ROWS);
+    ranked.sort_by_key(|(_, r)| std::cmp::Reverse(r.reading.timestamp));
+    ranked.into_iter().map(|(_, r)| r.api_row()).collect()
 }
 
 /// A message that did not decode or validate, as its dead letter: the payload up to
@@ -399,5 +416,66 @@ fn add_sensor_faults(rows: &mut BatchRows, faults: Vec<StoredReading>) {
             model: None,
         });
         rows.readings.push(fault);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::reading::{Reading, SensorType};
+
+    fn stored(sensor: &str, ms: i64, offset: i64) -> StoredReading {
+        StoredReading {
+            reading: Reading {
+                sensor_id: sensor.to_owned(),
+                sensor_type: SensorType::Temperature,
+                location: "lab".to_owned(),
+                value: 20.0,
+                timestamp: Utc.timestamp_millis_opt(1_700_000_000_000 + ms).unwrap(),
+                anomaly: false,
+                unit: "celsius".to_owned(),
+            },
+            flagged: false,
+            partition: 0,
+            offset,
+        }
+    }
+
+    #[test]
+    fn the_live_sample_has_every_sensor_of_a_batch_before_a_second_reading_of_any() {
+        // 30 sensors, 10 readings each at ms 100 * i + sensor (i = 0..10), and one quiet sensor
+        // whose only reading, at ms 450, is older than 300 of the others.
+        let mut batch: Vec<StoredReading> = (0..10)
+            .flat_map(|i| (0..30).map(move |s| (i, s)))
+            .map(|(i, s)| stored(&format!("busy-{s:02}"), 100 * i + s, 30 * i + s))
+            .collect();
+        batch.push(stored("quiet", 450, 999));
+        let sample = newest_readings(&batch);
+        // 25 of the 31 sensors, each once: the 25 whose newest readings are newest (busy-05..29 at
+        // 905..929; the quiet one's 450 is older than every busy sensor's newest), newest first.
+        let expected: Vec<String> = (5..30).rev().map(|s| format!("busy-{s:02}")).collect();
+        assert_eq!(sample.iter().map(|r| r.sensor_id.clone()).collect::<Vec<_>>(), expected);
+        assert_eq!(sample[0].timestamp, Utc.timestamp_millis_opt(1_700_000_000_929).unwrap());
+    }
+
+    #[test]
+    fn a_sensor_that_spoke_once_among_busy_ones_is_in_the_live_sample() {
+        // 20 busy sensors, 30 readings each newer than the quiet one's: by time alone, the newest
+        // 25 would be busy ones only.
+        let mut batch: Vec<StoredReading> = vec![stored("quiet", 0, 0)];
+        batch.extend((0..600).map(|n| stored(&format!("busy-{:02}", n % 20), 1 + n, 1 + n)));
+        let sample = newest_readings(&batch);
+        let ids: Vec<&str> = sample.iter().map(|r| r.sensor_id.as_str()).collect();
+        assert_eq!(ids.len(), EVENT_ROWS);
+        // The 21 sensors' newest readings (the quiet one's last, being oldest), then the busy
+        // sensors' second newest: the newest four of those (busy-16..19, at 577..580).
+        assert_eq!(ids.iter().filter(|id| **id == "quiet").count(), 1);
+        let times: Vec<i64> = sample.iter().map(|r| r.timestamp.timestamp_millis() - 1_700_000_000_000).collect();
+        let mut expected: Vec<i64> = (581..=600).chain(577..=580).collect();
+        expected.push(0);
+        expected.sort_unstable_by(|a, b| b.cmp(a));
+        assert_eq!(times, expected);
     }
 }
