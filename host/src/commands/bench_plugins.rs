@@ -38,6 +38,9 @@ pub struct BenchPluginsConfig {
         default_value_os_t = crate::config::default_dist_folder("plugins")
     )]
     pub builtin_plugins: PathBuf,
+    /// Measure only these plugins (comma-separated; default: every one), for example to profile one.
+    #[arg(long, value_delimiter = ',', value_name = "PLUGIN")]
+    pub only: Vec<Shipped>,
 }
 
 /// One plugin's throughput, both ways.
@@ -63,11 +66,16 @@ pub struct PluginThroughput {
 }
 
 /// The shipped plugins this command measures.
-#[derive(Debug, Clone, Copy)]
-enum Shipped {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shipped {
+    /// The z-score detector.
+    #[value(name = "zscore")]
     ZScore,
+    /// The Isolation Forest detector.
     IsolationForest,
+    /// The novelty detector.
     Novelty,
+    /// The 1-minute tumbling windows.
     TumblingWindow,
 }
 
@@ -167,7 +175,7 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
     let mut catalog = SensorCatalog::default();
     let wit: Vec<WitReading> = readings.iter().map(|r| catalog.wit_reading(r)).collect();
     let mut results = Vec::new();
-    for shipped in Shipped::ALL {
+    for shipped in Shipped::ALL.into_iter().filter(|s| config.only.is_empty() || config.only.contains(s)) {
         let started = Instant::now();
         let longest_native_call_ms = shipped.run_native(&readings, &identities);
         let native_readings_per_s = per_second(readings.len(), started);

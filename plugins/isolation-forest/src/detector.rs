@@ -18,12 +18,12 @@
 //! model has not seen), and above the same quantile of the scope's last `budget_window` scores
 //! ([`crate::budget`]: the budget holds while the stream drifts from what the model saw).
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement, ModelInfo};
 use iotstream_plugin_sdk::window::make_room;
-use iotstream_plugin_sdk::{SensorIdentity, SensorType};
+use iotstream_plugin_sdk::{SensorId, SensorIdentity, SensorMap, SensorType};
 use serde::{Deserialize, Serialize};
 
 use linfa::prelude::{Dataset, Fit, Predict};
@@ -84,7 +84,7 @@ struct ModelState {
 /// The complete state: histories by sensor id, training rows and models by scope.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DetectorState {
-    sensors: HashMap<Arc<str>, SensorHistory>,
+    sensors: SensorMap<SensorHistory>,
     models: BTreeMap<ScopeKey, ModelState>,
 }
 
@@ -118,10 +118,7 @@ impl OnlineForest {
 
     /// Updates the features and training rows with one reading, retrains if due, and scores it.
     pub fn observe(&mut self, sensor: &Arc<str>, sensor_type: SensorType, timestamp_ms: i64, value: f64) -> Judgement {
-        let history = match self.state.sensors.get_mut(sensor) {
-            Some(history) => history,
-            None => self.state.sensors.entry(sensor.clone()).or_default(),
-        };
+        let history = self.state.sensors.entry(SensorId::from(sensor)).or_default();
         let features =
             features(history, &mut self.scratch, self.config.history, self.config.features, timestamp_ms, value);
         if history.values.len() < self.config.min_history {

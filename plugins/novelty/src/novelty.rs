@@ -26,11 +26,11 @@
 //! Memory per sensor: the residuals, counters, and one season of values (at most `max_period`
 //! f64). Cost: a few dozen floating-point operations per reading.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use iotstream_plugin_sdk::SensorIdentity;
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
+use iotstream_plugin_sdk::{SensorId, SensorIdentity, SensorMap};
 use serde::{Deserialize, Serialize};
 
 use crate::residual::{Flat, Period, Residual, ResidualParams};
@@ -167,7 +167,7 @@ impl Default for SensorState {
 }
 
 /// The complete state: every sensor's, by sensor id.
-pub type NoveltyState = HashMap<Arc<str>, SensorState>;
+pub type NoveltyState = SensorMap<SensorState>;
 
 /// The novelty detector.
 #[derive(Debug, Clone)]
@@ -179,16 +179,13 @@ pub struct Novelty {
 impl Novelty {
     /// A detector with no history.
     pub fn new(config: NoveltyConfig) -> Self {
-        Novelty { config, sensors: HashMap::new() }
+        Novelty { config, sensors: SensorMap::default() }
     }
 
     /// Judges `value` of `sensor` at `timestamp_ms`, then learns from it.
     pub fn observe(&mut self, sensor: &Arc<str>, timestamp_ms: i64, value: f64) -> Judgement {
         let config = &self.config;
-        let state = match self.sensors.get_mut(sensor) {
-            Some(state) => state,
-            None => self.sensors.entry(sensor.clone()).or_default(),
-        };
+        let state = self.sensors.entry(SensorId::from(sensor)).or_default();
         state.low = state.low.min(value);
         state.high = state.high.max(value);
         let floor = (config.std_floor * (state.high - state.low)).max(f64::MIN_POSITIVE);

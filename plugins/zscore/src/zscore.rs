@@ -22,12 +22,12 @@
 //! change. A signal that has never moved at all (range 0, mean 0) keeps the 1e-12 floor: its first
 //! move is news. The preset `"seed"` restores the seed's floor (`std_floor` 1e-12) for comparison.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use iotstream_plugin_sdk::SensorIdentity;
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
 use iotstream_plugin_sdk::window::make_room;
+use iotstream_plugin_sdk::{SensorId, SensorIdentity, SensorMap};
 use serde::{Deserialize, Serialize};
 
 /// The smallest standard deviation a score divides by, whatever the signal's scale: above rounding
@@ -227,7 +227,7 @@ impl History {
 }
 
 /// The complete state: every sensor's history, by sensor id.
-pub type ZScoreState = HashMap<Arc<str>, History>;
+pub type ZScoreState = SensorMap<History>;
 
 /// The z-score detector.
 #[derive(Debug, Clone)]
@@ -239,7 +239,7 @@ pub struct ZScore {
 impl ZScore {
     /// A detector with no history.
     pub fn new(config: ZScoreConfig) -> Self {
-        ZScore { config, sensors: HashMap::new() }
+        ZScore { config, sensors: SensorMap::default() }
     }
 
     /// Judges `value` from `sensor` against its history, then adds it to the history.
@@ -249,10 +249,7 @@ impl ZScore {
 
     /// [`ZScore::observe`] at event time `timestamp_ms` (which matters only with `history_ms`).
     pub fn observe_at(&mut self, sensor: &Arc<str>, timestamp_ms: i64, value: f64) -> Judgement {
-        let history = match self.sensors.get_mut(sensor) {
-            Some(history) => history,
-            None => self.sensors.entry(sensor.clone()).or_default(),
-        };
+        let history = self.sensors.entry(SensorId::from(sensor)).or_default();
         if let Some(window) = self.config.history_ms {
             history.forget_before(timestamp_ms.saturating_sub(window));
         }
