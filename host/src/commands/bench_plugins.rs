@@ -246,3 +246,26 @@ pub fn print(results: &[PluginThroughput]) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::{Parser, ValueEnum};
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: BenchPluginsConfig,
+    }
+
+    #[test]
+    fn only_names_plugins_as_their_files_are_named() {
+        for shipped in Shipped::ALL {
+            assert_eq!(Shipped::from_str(shipped.name(), false), Ok(shipped));
+        }
+        let cli = Cli::try_parse_from(["bench-plugins", "--only", "zscore,tumbling-window"]).map(|c| c.config.only);
+        assert_eq!(cli.ok(), Some(vec![Shipped::ZScore, Shipped::TumblingWindow]));
+        assert!(Cli::try_parse_from(["bench-plugins", "--only", "z-score"]).is_err());
+    }
+}
