@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement, ModelInfo};
 use iotstream_plugin_sdk::window::make_room;
-use iotstream_plugin_sdk::{SensorId, SensorIdentity, SensorMap, SensorType};
+use iotstream_plugin_sdk::{CatalogName, SensorIdentity, SensorMap, SensorType};
 use serde::{Deserialize, Serialize};
 
 use linfa::prelude::{Dataset, Fit, Predict};
@@ -118,7 +118,7 @@ impl OnlineForest {
 
     /// Updates the features and training rows with one reading, retrains if due, and scores it.
     pub fn observe(&mut self, sensor: &Arc<str>, sensor_type: SensorType, timestamp_ms: i64, value: f64) -> Judgement {
-        let history = self.state.sensors.entry(SensorId::from(sensor)).or_default();
+        let history = self.state.sensors.entry(CatalogName::from(sensor)).or_default();
         let features =
             features(history, &mut self.scratch, self.config.history, self.config.features, timestamp_ms, value);
         if history.values.len() < self.config.min_history {

@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
-use iotstream_plugin_sdk::{SensorId, SensorIdentity, SensorMap};
+use iotstream_plugin_sdk::{CatalogName, SensorIdentity, SensorMap};
 use serde::{Deserialize, Serialize};
 
 use crate::residual::{Flat, Period, Residual, ResidualParams};
@@ -185,7 +185,7 @@ impl Novelty {
     /// Judges `value` of `sensor` at `timestamp_ms`, then learns from it.
     pub fn observe(&mut self, sensor: &Arc<str>, timestamp_ms: i64, value: f64) -> Judgement {
         let config = &self.config;
-        let state = self.sensors.entry(SensorId::from(sensor)).or_default();
+        let state = self.sensors.entry(CatalogName::from(sensor)).or_default();
         state.low = state.low.min(value);
         state.high = state.high.max(value);
         let floor = (config.std_floor * (state.high - state.low)).max(f64::MIN_POSITIVE);

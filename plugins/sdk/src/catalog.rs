@@ -95,52 +95,61 @@ pub struct SensorIdentity {
     pub location: Arc<str>,
 }
 
-/// A sensor's identifier as the key of per-sensor state ([`SensorMap`]). Two are equal when they
-/// are the same string in memory, as the catalog's own identifier and the key a stage stored from
-/// it are (every lookup of a declared sensor), else when their text is: a stage looks its sensor's
-/// state up once a reading, and in a `.wasm` build comparing the text is a byte-by-byte loop that
-/// cost the z-score detector a fifth of its time. It is stored as its text.
+/// A name the catalog holds (a sensor's identifier or its location) as a map key ([`SensorMap`],
+/// [`CatalogMap`]). Two are equal when they are the same string in memory, as the catalog's own
+/// name and the key a stage stored from it are (every lookup of a declared sensor), else when their
+/// text is: a stage looks its sensor's state up once a reading, and in a `.wasm` build comparing the
+/// text is a byte-by-byte loop that cost the z-score detector a fifth of its time and the windows
+/// two fifths. It is stored as its text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct SensorId(Arc<str>);
+pub struct CatalogName(Arc<str>);
 
-impl SensorId {
-    /// The identifier's text.
+impl CatalogName {
+    /// The name's text.
     pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name as the shared string it holds.
+    pub fn as_shared(&self) -> &Arc<str> {
         &self.0
     }
 }
 
-impl From<&Arc<str>> for SensorId {
+impl From<&Arc<str>> for CatalogName {
     fn from(id: &Arc<str>) -> Self {
-        SensorId(Arc::clone(id))
+        CatalogName(Arc::clone(id))
     }
 }
 
-impl From<&str> for SensorId {
+impl From<&str> for CatalogName {
     fn from(id: &str) -> Self {
-        SensorId(Arc::from(id))
+        CatalogName(Arc::from(id))
     }
 }
 
-impl PartialEq for SensorId {
+impl PartialEq for CatalogName {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || self.0 == other.0
     }
 }
 
-impl Eq for SensorId {}
+impl Eq for CatalogName {}
 
-impl std::hash::Hash for SensorId {
+impl std::hash::Hash for CatalogName {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         self.0.hash(state);
     }
 }
 
-/// Per-sensor state: a map by [`SensorId`] hashed with foldhash, a few operations per 8 bytes of an
-/// identifier where the standard SipHash takes rounds, still seeded per map (sensor identifiers come
-/// from whoever writes to the topic).
-pub type SensorMap<V> = std::collections::HashMap<SensorId, V, foldhash::fast::RandomState>;
+/// A map hashed with foldhash, a few operations per 8 bytes of a name where the standard SipHash
+/// takes rounds, still seeded per map (names come from whoever writes to the topic): for state
+/// keyed by [`CatalogName`]s, alone or with more (a location and a sensor type, say).
+pub type CatalogMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+
+/// Per-sensor state: a [`CatalogMap`] by the sensor's identifier.
+pub type SensorMap<V> = CatalogMap<CatalogName, V>;
 
 /// The keys declared to one stage instance.
 #[derive(Debug, Default, Clone)]
@@ -216,22 +225,22 @@ mod tests {
     fn sensor_ids_are_equal_by_text_and_stored_as_text() {
         let declared: Arc<str> = Arc::from("temperature_lab_1_007");
         let mut state: SensorMap<u32> = SensorMap::default();
-        *state.entry(SensorId::from(&declared)).or_default() += 1;
+        *state.entry(CatalogName::from(&declared)).or_default() += 1;
         // The same string (a lookup of the declared sensor), and an equal one made apart from it
         // (the key a restored state holds): one entry.
-        *state.entry(SensorId::from(&declared)).or_default() += 1;
-        *state.entry(SensorId::from("temperature_lab_1_007")).or_default() += 1;
-        *state.entry(SensorId::from("temperature_lab_1_008")).or_default() += 1;
+        *state.entry(CatalogName::from(&declared)).or_default() += 1;
+        *state.entry(CatalogName::from("temperature_lab_1_007")).or_default() += 1;
+        *state.entry(CatalogName::from("temperature_lab_1_008")).or_default() += 1;
         assert_eq!(state.len(), 2);
-        assert_eq!(state.get(&SensorId::from("temperature_lab_1_007")), Some(&3));
+        assert_eq!(state.get(&CatalogName::from("temperature_lab_1_007")), Some(&3));
         // Encoded as a map by plain text, as per-sensor state was before the type: exported states
         // of either read as the other.
-        let one: SensorMap<u32> = SensorMap::from_iter([(SensorId::from("s-1"), 5)]);
+        let one: SensorMap<u32> = SensorMap::from_iter([(CatalogName::from("s-1"), 5)]);
         let plain: std::collections::HashMap<Arc<str>, u32> = [(Arc::from("s-1"), 5)].into_iter().collect();
         let bytes = postcard::to_allocvec(&one).unwrap_or_default();
         assert_eq!(bytes, postcard::to_allocvec(&plain).unwrap_or_default());
         assert_eq!(bytes, [1, 3, b's', b'-', b'1', 5]);
         let back: SensorMap<u32> = postcard::from_bytes(&bytes).unwrap_or_default();
-        assert_eq!(back.get(&SensorId::from("s-1")).map(|v| (*v, back.len())), Some((5, 1)));
+        assert_eq!(back.get(&CatalogName::from("s-1")).map(|v| (*v, back.len())), Some((5, 1)));
     }
 }

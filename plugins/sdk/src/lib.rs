@@ -30,7 +30,7 @@ pub mod window;
 #[allow(unsafe_code, missing_docs, reason = "wit-bindgen generates FFI code without docs")]
 pub mod wit;
 
-pub use catalog::{Catalog, SensorId, SensorIdentity, SensorMap, SensorType};
+pub use catalog::{Catalog, CatalogMap, CatalogName, SensorIdentity, SensorMap, SensorType};
 pub use config::parse_config;
 pub use contract::CONTRACT_VERSION;
 pub use state::{decode_state, encode_state};

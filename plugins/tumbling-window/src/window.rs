@@ -19,8 +19,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use iotstream_plugin_sdk::SensorType;
 use iotstream_plugin_sdk::aggregator::WindowAggregate;
+use iotstream_plugin_sdk::{CatalogMap, CatalogName, SensorType};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of the tumbling-window stage.
@@ -146,7 +146,7 @@ struct Group {
 /// The complete state of the stage; this is what `export-state` writes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WindowState {
-    groups: BTreeMap<(Arc<str>, SensorType), Group>,
+    groups: CatalogMap<(CatalogName, SensorType), Group>,
     max_event_ms: Option<i64>,
     clock_ms: Option<i64>,
     late_beyond_horizon: u64,
@@ -200,7 +200,7 @@ impl TumblingWindows {
         let horizon = self.config.revision_horizon_ms;
         self.state.max_event_ms = Some(self.state.max_event_ms.map_or(timestamp_ms, |m| m.max(timestamp_ms)));
         let clock = self.state.clock_ms;
-        let group = self.state.groups.entry((location.clone(), sensor_type)).or_default();
+        let group = self.state.groups.entry((CatalogName::from(location), sensor_type)).or_default();
         let closed = watermark.is_some_and(|w| end <= w) || group.closed_until_ms.is_some_and(|c| end <= c);
         if !closed {
             let window = group.open.entry(start).or_insert_with(|| Accumulator::new(clock));
@@ -268,7 +268,7 @@ impl TumblingWindows {
                 }
             }
             for (start, window) in group.closed.iter_mut().filter(|(_, w)| w.dirty) {
-                emitted.push(aggregate(*start, window_ms, location, *sensor_type, window));
+                emitted.push(aggregate(*start, window_ms, location.as_shared(), *sensor_type, window));
                 window.emitted += 1;
                 window.dirty = false;
             }

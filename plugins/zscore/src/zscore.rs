@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
 use iotstream_plugin_sdk::window::make_room;
-use iotstream_plugin_sdk::{SensorId, SensorIdentity, SensorMap};
+use iotstream_plugin_sdk::{CatalogName, SensorIdentity, SensorMap};
 use serde::{Deserialize, Serialize};
 
 /// The smallest standard deviation a score divides by, whatever the signal's scale: above rounding
@@ -249,7 +249,7 @@ impl ZScore {
 
     /// [`ZScore::observe`] at event time `timestamp_ms` (which matters only with `history_ms`).
     pub fn observe_at(&mut self, sensor: &Arc<str>, timestamp_ms: i64, value: f64) -> Judgement {
-        let history = self.sensors.entry(SensorId::from(sensor)).or_default();
+        let history = self.sensors.entry(CatalogName::from(sensor)).or_default();
         if let Some(window) = self.config.history_ms {
             history.forget_before(timestamp_ms.saturating_sub(window));
         }

@@ -134,7 +134,7 @@ fn the_season_stream_expects_a_blend_of_the_earlier_days() {
         for i in 0..32 {
             d.observe(&s, i * 1000, value(i));
         }
-        let state = &d.sensors[&SensorId::from(&s)];
+        let state = &d.sensors[&CatalogName::from(&s)];
         assert_eq!((state.period.readings, state.past.len()), (Some(16), 16));
         assert_eq!(state.past.back().copied(), Some(expected), "season_memory {memory}");
     }
