@@ -100,10 +100,49 @@ pub struct SensorIdentity {
 /// name and the key a stage stored from it are (every lookup of a declared sensor), else when their
 /// text is: a stage looks its sensor's state up once a reading, and in a `.wasm` build comparing the
 /// text is a byte-by-byte loop that cost the z-score detector a fifth of its time and the windows
-/// two fifths. It is stored as its text.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// two fifths. It is stored as its text, and read back as the catalog's own string: names are
+/// shared through one pool ([`Catalog::declare`] and reading a state both take theirs from it), so
+/// a state imported after a restart still finds its sensors by pointer.
+#[derive(Debug, Clone, Serialize)]
 #[serde(transparent)]
 pub struct CatalogName(Arc<str>);
+
+impl<'de> Deserialize<'de> for CatalogName {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = std::borrow::Cow::<str>::deserialize(deserializer)?;
+        Ok(CatalogName(names::shared(&text)))
+    }
+}
+
+/// The pool of names: one shared string per text among the declared sensors' identifiers and
+/// locations and the names of the state read since the last import (a guest is one thread).
+pub(crate) mod names {
+    use std::cell::RefCell;
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    thread_local! {
+        static POOL: RefCell<HashSet<Arc<str>, foldhash::fast::RandomState>> = RefCell::default();
+    }
+
+    /// The pool's string for `text`, added if new.
+    pub(crate) fn shared(text: &str) -> Arc<str> {
+        POOL.with_borrow_mut(|pool| match pool.get(text) {
+            Some(name) => Arc::clone(name),
+            None => {
+                let name: Arc<str> = Arc::from(text);
+                pool.insert(Arc::clone(&name));
+                name
+            }
+        })
+    }
+
+    /// Empties the pool (before a state import, after which every sensor is declared again), so
+    /// it holds no name the stage has forgotten.
+    pub(crate) fn clear() {
+        POOL.with_borrow_mut(HashSet::clear);
+    }
+}
 
 impl CatalogName {
     /// The name's text.
@@ -164,6 +203,11 @@ impl Catalog {
         if self.by_key.len() <= index {
             self.by_key.resize(index + 1, None);
         }
+        let identity = SensorIdentity {
+            sensor_id: names::shared(&identity.sensor_id),
+            location: names::shared(&identity.location),
+            ..identity
+        };
         self.by_key[index] = Some(Arc::new(identity));
     }
 
@@ -222,7 +266,7 @@ mod tests {
     }
 
     #[test]
-    fn sensor_ids_are_equal_by_text_and_stored_as_text() {
+    fn catalog_names_are_equal_by_text_stored_as_text_and_shared_again_after_an_import() {
         let declared: Arc<str> = Arc::from("temperature_lab_1_007");
         let mut state: SensorMap<u32> = SensorMap::default();
         *state.entry(CatalogName::from(&declared)).or_default() += 1;
@@ -242,5 +286,17 @@ mod tests {
         assert_eq!(bytes, [1, 3, b's', b'-', b'1', 5]);
         let back: SensorMap<u32> = postcard::from_bytes(&bytes).unwrap_or_default();
         assert_eq!(back.get(&CatalogName::from("s-1")).map(|v| (*v, back.len())), Some((5, 1)));
+        // A state read back and the sensors declared after it share their names' strings, so its
+        // lookups are pointer comparisons again (as after a restart's import).
+        let mut catalog = Catalog::default();
+        catalog.declare(3, SensorIdentity { sensor_id: "s-1".into(), ..identity("x") });
+        let declared = catalog.get(3).map(|s| Arc::clone(&s.sensor_id)).unwrap_or_else(|_| Arc::from(""));
+        let stored = back.keys().next().map(|k| Arc::clone(k.as_shared())).unwrap_or_else(|| Arc::from(""));
+        assert!(Arc::ptr_eq(&declared, &stored));
+        // An import empties the pool: the names read next are new strings, equal by text.
+        names::clear();
+        let again: SensorMap<u32> = postcard::from_bytes(&bytes).unwrap_or_default();
+        let fresh = again.keys().next().map(|k| Arc::clone(k.as_shared())).unwrap_or_else(|| Arc::from(""));
+        assert!(!Arc::ptr_eq(&declared, &fresh) && declared == fresh);
     }
 }

@@ -116,6 +116,8 @@ impl<D: Detector> DetectorStage<D> {
 
     /// Restores exported state and forgets every sensor key.
     pub fn import_state(&self, bytes: &[u8]) -> Result<(), PluginError> {
+        // The state's names are read into a fresh pool, which the sensors declared next share.
+        crate::catalog::names::clear();
         let state = decode_state(D::STATE_VERSION, bytes)?;
         self.detector.borrow_mut().restore(state);
         self.catalog.borrow_mut().clear();
