@@ -295,19 +295,24 @@ async fn the_partitions_panel_shows_a_row_per_partition_of_the_topic(pool: PgPoo
             .fetch_one(&pool)
             .await
             .expect("the source");
-        // The pipeline gives the group's only host every partition; the rows it would write, where
-        // it has not (yet).
-        for partition in 0..3 {
-            sqlx::query(
-                "INSERT INTO partition_owners (source_id, kafka_partition, owner, since) \
-                 VALUES ($1, $2, $3, '2026-12-01T10:00:00Z') ON CONFLICT DO NOTHING",
-            )
-            .bind(lineage)
-            .bind(partition)
-            .bind(&this_host)
-            .execute(&pool)
-            .await
-            .expect("partition owner");
+        // The pipeline gives the group's only host every partition and records each owner; the
+        // page is compared with those rows once all three are written (the assignment comes a few
+        // seconds after the join).
+        host.joined().await;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let owned: i64 =
+                sqlx::query_scalar("SELECT count(*) FROM partition_owners WHERE source_id = $1 AND owner = $2")
+                    .bind(lineage)
+                    .bind(&this_host)
+                    .fetch_one(&pool)
+                    .await
+                    .expect("owners");
+            if owned == 3 {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "the pipeline recorded {owned} of 3 owners in 30 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
         // A rebalance of another host, gone since.
         sqlx::query(
