@@ -74,6 +74,16 @@ pub struct DetectorConfig {
     /// minutes) the interval decides. Counted in rows, not calls, so verdicts do not depend on how
     /// the stream is cut into batches (replays after a crash equal the uncrashed run).
     pub min_rows_between_fits: usize,
+    /// Rows of a scope over which a due fit is spread: the new model's trees are grown a few at each
+    /// of the scope's readings, and it judges once the last is grown; until then the model before it
+    /// judges (or, for a scope's first, its readings are warming up). Default 256: a fit (about 10 ms
+    /// natively on 2048 rows here, more as `.wasm`) run inside one call held that batch, and every
+    /// batch behind it, for as long,
+    /// and on a stream whose sensor types run at one rate every scope falls due in the same batch
+    /// (docs/performance.md). 256 rows are half a second of a type at 10,000 readings/s, a few
+    /// seconds at the demo's pace. Counted in rows, as `min_rows_between_fits`: a replay grows the
+    /// same models at the same readings. 1 fits within the reading that made the fit due.
+    pub fit_spread_rows: usize,
     /// Share of rows flagged: the alarm budget. Default 0.01.
     pub contamination: f64,
     /// Newest share of the training buffer held out of the fit to set the threshold: the
@@ -107,6 +117,7 @@ impl Default for DetectorConfig {
             min_train: 256,
             retrain_interval_ms: 300_000,
             min_rows_between_fits: 1024,
+            fit_spread_rows: 256,
             contamination: 0.01,
             validation_share: 0.25,
             budget_window: 256,
@@ -130,6 +141,7 @@ struct RawConfig {
     min_train: Option<usize>,
     retrain_interval_ms: Option<i64>,
     min_rows_between_fits: Option<usize>,
+    fit_spread_rows: Option<usize>,
     contamination: Option<f64>,
     validation_share: Option<f64>,
     budget_window: Option<usize>,
@@ -153,6 +165,7 @@ impl From<RawConfig> for DetectorConfig {
             min_train: raw.min_train.unwrap_or(base.min_train),
             retrain_interval_ms: raw.retrain_interval_ms.unwrap_or(base.retrain_interval_ms),
             min_rows_between_fits: raw.min_rows_between_fits.unwrap_or(base.min_rows_between_fits),
+            fit_spread_rows: raw.fit_spread_rows.unwrap_or(base.fit_spread_rows),
             contamination: raw.contamination.unwrap_or(base.contamination),
             validation_share: raw.validation_share.unwrap_or(base.validation_share),
             budget_window: raw.budget_window.unwrap_or(base.budget_window),
@@ -197,6 +210,9 @@ impl DetectorConfig {
         }
         if self.min_rows_between_fits == 0 {
             return Err("min_rows_between_fits must be positive".into());
+        }
+        if self.fit_spread_rows == 0 {
+            return Err("fit_spread_rows must be positive (1 fits within one reading)".into());
         }
         if !(self.contamination > 0.0 && self.contamination < 0.5) {
             return Err(format!("contamination must be in (0, 0.5), got {}", self.contamination));

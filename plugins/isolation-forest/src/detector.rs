@@ -12,7 +12,10 @@
 //! young model matures quickly), or when `retrain_interval_ms` of event time passed since the last
 //! training **and** the scope added `min_rows_between_fits` rows since: fitting is bounded by the
 //! data, so a backfill that spans weeks of event time in one batch fits a few times, not once per
-//! reading. Until a scope has a model its readings are warming up. A reading is an anomaly when its
+//! reading. A due fit is not run inside the reading that made it due: the new model's trees are
+//! grown a few at each of the scope's next `fit_spread_rows` readings ([`ForestGrowth`]), while the
+//! model before it judges, so a fit costs each batch a share, not one batch all of it. Until a scope
+//! has a model its readings are warming up. A reading is an anomaly when its
 //! score exceeds the threshold: the `1 - contamination` quantile of the scores of the newest
 //! `validation_share` of the buffer, held out of the fit (the alarm budget, measured on rows the
 //! model has not seen), and above the same quantile of the scope's last `budget_window` scores
@@ -26,12 +29,9 @@ use iotstream_plugin_sdk::window::make_room;
 use iotstream_plugin_sdk::{CatalogName, SensorIdentity, SensorMap, SensorType};
 use serde::{Deserialize, Serialize};
 
-use linfa::prelude::{Dataset, Fit, Predict};
-use ndarray::Array2;
-
 use crate::budget::Budget;
 pub use crate::config::{DetectorConfig, FeatureSet, ModelScope, Preset};
-use crate::forest::{ForestParams, IsolationForest};
+use crate::forest::{ForestGrowth, ForestParams, IsolationForest};
 
 /// Number of features per reading.
 pub const N_FEATURES: usize = 7;
@@ -70,6 +70,19 @@ struct SensorHistory {
     values: VecDeque<f64>,
 }
 
+/// A model being grown, a few trees at each of its scope's readings, and what it will say of itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Growing {
+    /// The forest, over the buffer's older rows, scoring the held-out rows as its trees grow.
+    growth: ForestGrowth,
+    /// The scope's readings since the fit fell due, that one included.
+    rows: usize,
+    trained_at_ms: i64,
+    training_rows: usize,
+    buffer_rows: usize,
+    generation: u32,
+}
+
 /// One model's training rows and the model.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct ModelState {
@@ -77,6 +90,8 @@ struct ModelState {
     /// Rows added since the last training.
     rows_since_fit: usize,
     model: Option<Model>,
+    /// The next model, while its trees are grown.
+    growing: Option<Growing>,
     /// The alarm budget over the scope's recent scores.
     budget: Budget,
 }
@@ -116,7 +131,8 @@ impl OnlineForest {
         }
     }
 
-    /// Updates the features and training rows with one reading, retrains if due, and scores it.
+    /// Updates the features and training rows with one reading, starts a fit if one is due, grows
+    /// the fit under way by this reading's share of its trees, and scores the reading.
     pub fn observe(&mut self, sensor: &Arc<str>, sensor_type: SensorType, timestamp_ms: i64, value: f64) -> Judgement {
         let history = self.state.sensors.entry(CatalogName::from(sensor)).or_default();
         let features =
@@ -132,21 +148,32 @@ impl OnlineForest {
         }
         state.training.push_back(features);
         state.rows_since_fit += 1;
-        let due = match &state.model {
-            None => state.training.len() >= config.min_train,
-            // A young model, trained on a short stretch of the stream, is retrained each time its
-            // buffer has doubled (until full), so it does not judge the stream by its first seconds:
-            // at most log2(train_rows / min_train) fits.
-            Some(model) => {
-                (model.buffer_rows < config.train_rows && state.training.len() >= 2 * model.buffer_rows)
-                    || (timestamp_ms.saturating_sub(model.trained_at_ms) >= config.retrain_interval_ms
-                        && state.rows_since_fit >= config.min_rows_between_fits)
-            }
-        };
+        let due = state.growing.is_none()
+            && match &state.model {
+                None => state.training.len() >= config.min_train,
+                // A young model, trained on a short stretch of the stream, is retrained each time its
+                // buffer has doubled (until full), so it does not judge the stream by its first seconds:
+                // at most log2(train_rows / min_train) fits.
+                Some(model) => {
+                    (model.buffer_rows < config.train_rows && state.training.len() >= 2 * model.buffer_rows)
+                        || (timestamp_ms.saturating_sub(model.trained_at_ms) >= config.retrain_interval_ms
+                            && state.rows_since_fit >= config.min_rows_between_fits)
+                }
+            };
         if due {
             let generation = state.model.as_ref().map_or(1, |m| m.generation + 1);
-            state.model = train(config, &state.training, timestamp_ms, generation);
+            state.growing = start_fit(config, &state.training, timestamp_ms, generation);
             state.rows_since_fit = 0;
+        }
+        if let Some(growing) = &mut state.growing {
+            growing.rows += 1;
+            // Trees due after this many of the scope's rows: all of them at row `fit_spread_rows`.
+            let trees = growing.growth.trees();
+            let due_trees = (growing.rows * trees).div_ceil(config.fit_spread_rows).min(trees);
+            while growing.growth.grown() < due_trees && growing.growth.grow_next() {}
+            if growing.growth.grown() == trees {
+                state.model = state.growing.take().map(|grown| finish_fit(config, grown));
+            }
         }
         match &state.model {
             None => Judgement::WarmingUp,
@@ -162,7 +189,7 @@ impl OnlineForest {
 impl Detector for OnlineForest {
     type Config = DetectorConfig;
     type State = DetectorState;
-    const STATE_VERSION: u32 = 2;
+    const STATE_VERSION: u32 = 3;
 
     fn create(config: DetectorConfig) -> Result<Self, String> {
         config.validate()?;
@@ -236,35 +263,43 @@ fn features(
     [value, sin, cos, change, mean, std, hi - lo]
 }
 
-/// Fits a forest on the buffer's older rows and sets its threshold from the newest
-/// `validation_share` (or, with none held out, from the fitted rows); `None` if the rows cannot be
-/// fitted (they are finite by construction, so only an empty buffer would).
-fn train(config: &DetectorConfig, rows: &VecDeque<Features>, trained_at_ms: i64, generation: u32) -> Option<Model> {
+/// Starts a forest on the buffer's older rows, scoring the newest `validation_share` (or, with
+/// none held out, the fitted rows) as its trees grow; `None` if the rows cannot be fitted (they are
+/// finite by construction, so only an empty buffer would).
+fn start_fit(
+    config: &DetectorConfig,
+    rows: &VecDeque<Features>,
+    trained_at_ms: i64,
+    generation: u32,
+) -> Option<Growing> {
     let held_out = (rows.len() as f64 * config.validation_share) as usize;
     let fitted = rows.len() - held_out;
-    let matrix = |rows: &mut dyn Iterator<Item = &Features>, n: usize| {
-        Array2::from_shape_vec((n, N_FEATURES), rows.flatten().copied().collect()).ok()
-    };
-    let records = matrix(&mut rows.iter().take(fitted), fitted)?;
+    let (fit, held): (Vec<Features>, Vec<Features>) =
+        (rows.iter().take(fitted).copied().collect(), rows.iter().skip(fitted).copied().collect());
     let params = ForestParams {
         n_estimators: config.trees,
         max_samples: config.max_samples,
         seed: config.seed.wrapping_add(u64::from(generation)),
     };
-    // Fitted and scored through linfa, as any user of the forest would.
-    let forest = params.fit(&Dataset::from(records.clone())).ok()?;
-    let validation = if held_out > 0 { matrix(&mut rows.iter().skip(fitted), held_out)? } else { records };
-    let mut scores = forest.predict(&validation).to_vec();
+    let probes = if held_out > 0 { &held } else { &fit };
+    let growth = ForestGrowth::new(&params, &fit, probes).ok()?;
+    Some(Growing { growth, rows: 0, trained_at_ms, training_rows: fitted, buffer_rows: rows.len(), generation })
+}
+
+/// The grown forest as the scope's model, its threshold the `1 - contamination` quantile of the
+/// probes' scores.
+fn finish_fit(config: &DetectorConfig, grown: Growing) -> Model {
+    let (forest, mut scores) = grown.growth.finish();
     scores.sort_by(f64::total_cmp);
     let rank = (((1.0 - config.contamination) * scores.len() as f64).ceil() as usize).clamp(1, scores.len()) - 1;
-    Some(Model {
+    Model {
         forest,
         threshold: scores[rank],
-        trained_at_ms,
-        training_rows: fitted,
-        buffer_rows: rows.len(),
-        generation,
-    })
+        trained_at_ms: grown.trained_at_ms,
+        training_rows: grown.training_rows,
+        buffer_rows: grown.buffer_rows,
+        generation: grown.generation,
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,9 @@
 //! of that feature (rows `<=` the threshold go left). The path length of a row in a tree is the depth
 //! of the leaf it reaches plus `c(leaf size)`, the average path length of an unsuccessful search in a
 //! binary search tree of that many rows; the score is `2^(-E[h] / c(max_samples))`, in (0, 1],
-//! larger for anomalies. Fitting is seeded and deterministic.
+//! larger for anomalies. Fitting is seeded and deterministic: each tree has a random state of its
+//! own, drawn from the forest's seed (as scikit-learn gives each estimator one), so a forest can be
+//! grown a tree at a time, across calls and checkpoints ([`ForestGrowth`]), and come out the same.
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -203,10 +205,66 @@ fn leaf_path_length(n: usize) -> f64 {
 }
 
 impl ForestParams {
-    /// Fits a forest on `rows` (each of the same, non-zero length). Through linfa, the same is
-    /// `Fit::fit` on a `Dataset` (see [`crate::linfa`]).
+    /// Fits a forest on `rows` (each of the same, non-zero length): a [`ForestGrowth`] grown to the
+    /// end at once. Through linfa, the same is `Fit::fit` on a `Dataset` (see [`crate::linfa`]).
     pub fn fit_rows(&self, rows: &[impl AsRef<[f64]>]) -> Result<IsolationForest, FitError> {
-        if self.n_estimators == 0 || self.max_samples == 0 {
+        let no_probes: &[&[f64]] = &[];
+        let mut growth = ForestGrowth::new(self, rows, no_probes)?;
+        while growth.grow_next() {}
+        Ok(growth.finish().0)
+    }
+}
+
+/// Rows of the same width, one after the other in one vector.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct FlatRows {
+    values: Vec<f64>,
+    width: usize,
+}
+
+impl FlatRows {
+    fn new(rows: &[impl AsRef<[f64]>], width: usize) -> Self {
+        FlatRows { values: rows.iter().flat_map(|r| r.as_ref().iter().copied()).collect(), width }
+    }
+
+    fn len(&self) -> usize {
+        self.values.len().checked_div(self.width).unwrap_or(0)
+    }
+
+    fn row(&self, i: usize) -> &[f64] {
+        &self.values[i * self.width..(i + 1) * self.width]
+    }
+}
+
+/// A forest being grown one tree at a time, so that the cost of a fit can be spread over many
+/// calls (the online detector grows a new model a few trees per reading while the model before it
+/// judges: a fit no longer stalls the batch it falls in). Growing it to the end gives exactly the
+/// forest [`ForestParams::fit_rows`] fits: every tree has a random state of its own, drawn from the
+/// forest's seed (as scikit-learn gives each estimator one), so a tree does not depend on when it
+/// is grown. Optional *probe* rows are walked through each tree as it is grown, and
+/// [`ForestGrowth::finish`] returns their scores, bit for bit [`IsolationForest::score`]'s, without
+/// a pass over them at the end. The growth is serializable: a checkpoint taken halfway resumes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ForestGrowth {
+    rows: FlatRows,
+    samples_per_tree: usize,
+    /// Each tree's seed, drawn in order from the forest's.
+    tree_seeds: Vec<u64>,
+    trees: Vec<Tree>,
+    probes: FlatRows,
+    /// Each probe's path lengths summed over the trees grown so far, in the trees' order.
+    probe_paths: Vec<f64>,
+}
+
+impl ForestGrowth {
+    /// A growth with no tree yet, over `rows` (each of the same, non-zero length), scoring `probes`
+    /// (rows of the same length) as it goes.
+    pub fn new(
+        params: &ForestParams,
+        rows: &[impl AsRef<[f64]>],
+        probes: &[impl AsRef<[f64]>],
+    ) -> Result<Self, FitError> {
+        if params.n_estimators == 0 || params.max_samples == 0 {
             return Err(FitError::BadParams("n_estimators and max_samples must be positive".into()));
         }
         let n_features = rows.first().map(|r| r.as_ref().len()).unwrap_or(0);
@@ -222,42 +280,77 @@ impl ForestParams {
                 return Err(FitError::NotFinite { row: i, feature });
             }
         }
-        let samples_per_tree = self.max_samples.min(rows.len());
-        let depth_limit = (samples_per_tree as f64).log2().ceil() as usize;
-        let mut rng = StdRng::seed_from_u64(self.seed);
-        let trees = (0..self.n_estimators)
-            .map(|_| {
-                let mut sample = rand::seq::index::sample(&mut rng, rows.len(), samples_per_tree).into_vec();
-                let mut tree = Tree { nodes: Vec::with_capacity(2 * samples_per_tree) };
-                grow(&mut tree, rows, &mut sample, 0, depth_limit, &mut rng);
-                tree
-            })
-            .collect();
-        Ok(IsolationForest::new(trees, n_features, samples_per_tree))
+        if let Some(i) = probes.iter().position(|p| p.as_ref().len() != n_features) {
+            return Err(FitError::BadShape(format!("probe {i} does not have the rows' {n_features} features")));
+        }
+        let mut forest_rng = StdRng::seed_from_u64(params.seed);
+        Ok(ForestGrowth {
+            rows: FlatRows::new(rows, n_features),
+            samples_per_tree: params.max_samples.min(rows.len()),
+            tree_seeds: (0..params.n_estimators).map(|_| forest_rng.random()).collect(),
+            trees: Vec::with_capacity(params.n_estimators),
+            probes: FlatRows::new(probes, n_features),
+            probe_paths: vec![0.0; probes.len()],
+        })
+    }
+
+    /// Trees grown so far.
+    pub fn grown(&self) -> usize {
+        self.trees.len()
+    }
+
+    /// Trees the forest will have.
+    pub fn trees(&self) -> usize {
+        self.tree_seeds.len()
+    }
+
+    /// Grows the next tree (and walks the probes through it); false once every tree is grown.
+    pub fn grow_next(&mut self) -> bool {
+        let Some(&seed) = self.tree_seeds.get(self.trees.len()) else {
+            return false;
+        };
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut sample = rand::seq::index::sample(&mut rng, self.rows.len(), self.samples_per_tree).into_vec();
+        let mut tree = Tree { nodes: Vec::with_capacity(2 * self.samples_per_tree) };
+        let depth_limit = (self.samples_per_tree as f64).log2().ceil() as usize;
+        grow(&mut tree, &self.rows, &mut sample, 0, depth_limit, &mut rng);
+        for (i, total) in self.probe_paths.iter_mut().enumerate() {
+            *total += path_length(&tree, self.probes.row(i));
+        }
+        self.trees.push(tree);
+        true
+    }
+
+    /// The forest, its trees grown to the end first, and the probes' scores, in their order.
+    pub fn finish(mut self) -> (IsolationForest, Vec<f64>) {
+        while self.grow_next() {}
+        let (trees, norm) = (self.trees.len(), average_path_length(self.samples_per_tree));
+        let scores = self.probe_paths.iter().map(|&total| score_of(total, trees, norm)).collect();
+        (IsolationForest::new(self.trees, self.rows.width, self.samples_per_tree), scores)
     }
 }
 
+/// The score of a row whose path lengths over `trees` trees sum to `total`, for trees grown on
+/// rows whose `c(max_samples)` is `norm`.
+fn score_of(total: f64, trees: usize, norm: f64) -> f64 {
+    let mean = total / trees as f64;
+    if norm == 0.0 { 1.0 } else { 2f64.powf(-mean / norm) }
+}
+
 /// Grows the subtree over `sample` at `depth`; returns its root's index in the arena.
-fn grow(
-    tree: &mut Tree,
-    rows: &[impl AsRef<[f64]>],
-    sample: &mut [usize],
-    depth: usize,
-    limit: usize,
-    rng: &mut StdRng,
-) -> u32 {
+fn grow(tree: &mut Tree, rows: &FlatRows, sample: &mut [usize], depth: usize, limit: usize, rng: &mut StdRng) -> u32 {
     let index = tree.nodes.len() as u32;
     tree.nodes.push(Node::Leaf { size: sample.len() as u32 });
     if depth >= limit || sample.len() <= 1 {
         return index;
     }
-    let n_features = rows[sample[0]].as_ref().len();
+    let n_features = rows.width;
     let mut candidates: Vec<(usize, f64, f64)> = Vec::with_capacity(n_features);
     for feature in 0..n_features {
         let (lo, hi) = sample.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| {
             // Comparisons, not `min`/`max`: as `.wasm` those are calls to libm (the rows are finite,
             // so the result is the same).
-            let v = rows[i].as_ref()[feature];
+            let v = rows.row(i)[feature];
             (if v < lo { v } else { lo }, if v > hi { v } else { hi })
         });
         if hi > lo {
@@ -272,7 +365,7 @@ fn grow(
     // Partition in place: rows at or below the threshold first.
     let mut split = 0;
     for i in 0..sample.len() {
-        if rows[sample[i]].as_ref()[feature] <= threshold {
+        if rows.row(sample[i])[feature] <= threshold {
             sample.swap(i, split);
             split += 1;
         }
@@ -320,14 +413,12 @@ impl IsolationForest {
         self.scorer.walk(padded, leaves);
         // Summed in the trees' order, as the path lengths always were: the same bits.
         let total: f64 = leaves.iter().map(|&leaf| self.scorer.nodes[leaf as usize].threshold).sum();
-        let mean = total / self.trees.len() as f64;
-        let norm = average_path_length(self.samples_per_tree);
-        if norm == 0.0 { 1.0 } else { 2f64.powf(-mean / norm) }
+        score_of(total, self.trees.len(), average_path_length(self.samples_per_tree))
     }
 }
 
-/// A row's path length in one tree, walked node by node: what the [`Scorer`] must agree with.
-#[cfg(test)]
+/// A row's path length in one tree, walked node by node: what the [`Scorer`] must agree with (and
+/// how a [`ForestGrowth`] scores its probes, a tree at a time).
 fn path_length(tree: &Tree, row: &[f64]) -> f64 {
     let mut node = 0usize;
     let mut depth = 0usize;
@@ -399,6 +490,40 @@ mod tests {
         for row in &rows {
             assert_eq!(read.score(row).to_bits(), forest.score(row).to_bits());
         }
+    }
+
+    /// A forest grown a tree at a time, written out and read back halfway (as a checkpoint would),
+    /// is the forest `fit_rows` fits, and the probes' scores gathered tree by tree are, to the bit,
+    /// the finished forest's scores of them.
+    #[test]
+    fn a_forest_grown_a_tree_at_a_time_is_the_one_fitted_at_once() {
+        let mut rng = StdRng::seed_from_u64(5);
+        let rows: Vec<[f64; 3]> = (0..400)
+            .map(|_| [rng.random_range(-5.0..5.0), rng.random_range(0.0..1.0), rng.random_range(-1.0..1.0)])
+            .collect();
+        let probes: Vec<[f64; 3]> =
+            rows[..50].iter().copied().chain([[40.0, 2.0, -7.0], [f64::NAN, 0.5, 0.0]]).collect();
+        let params = ForestParams { n_estimators: 30, max_samples: 64, seed: 17 };
+        let at_once = params.fit_rows(&rows).expect("fits");
+        let mut growth = ForestGrowth::new(&params, &rows, &probes).expect("starts");
+        assert_eq!((growth.grown(), growth.trees()), (0, 30));
+        for _ in 0..12 {
+            assert!(growth.grow_next());
+        }
+        let mut growth: ForestGrowth =
+            postcard::from_bytes(&postcard::to_stdvec(&growth).expect("writes")).expect("reads");
+        assert_eq!(growth.grown(), 12);
+        while growth.grow_next() {}
+        assert!(!growth.grow_next());
+        assert_eq!(growth.grown(), 30);
+        let (forest, scores) = growth.finish();
+        assert_eq!(forest, at_once);
+        let expected: Vec<u64> = probes.iter().map(|p| at_once.score(p).to_bits()).collect();
+        assert_eq!(scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>(), expected);
+        // Another seed, another forest.
+        assert_ne!(ForestParams { seed: 18, ..params.clone() }.fit_rows(&rows).expect("fits"), at_once);
+        let bad_probe: &[&[f64]] = &[&[1.0, 2.0]];
+        assert!(matches!(ForestGrowth::new(&params, &rows, bad_probe), Err(FitError::BadShape(_))));
     }
 
     #[test]

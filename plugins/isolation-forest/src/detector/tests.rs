@@ -13,8 +13,64 @@ fn small_config() -> DetectorConfig {
         // from the training rows (the bound and the validation rows have tests of their own).
         min_rows_between_fits: 1,
         validation_share: 0.0,
+        // ... and within the reading that made the fit due (spreading has a test of its own).
+        fit_spread_rows: 1,
         ..DetectorConfig::default()
     }
+}
+
+#[test]
+fn a_due_fit_grows_over_the_next_rows_while_the_model_before_it_judges() {
+    // 50 trees over 10 rows: 5 trees at each of the scope's readings from the one that made the fit due.
+    let spread = DetectorConfig { fit_spread_rows: 10, ..small_config() };
+    let (mut d, mut at_once) = (OnlineForest::new(spread.clone()), OnlineForest::new(small_config()));
+    let s: Arc<str> = "t".into();
+    let value = |i: i64| 20.0 + (i % 7) as f64 * 0.1;
+    let scope = ScopeKey::Type(SensorType::Temperature);
+    let grown = |d: &OnlineForest| d.state.models[&scope].growing.as_ref().map(|g| g.growth.grown());
+    for i in 0..63 {
+        d.observe(&s, SensorType::Temperature, i * 1000, value(i));
+        at_once.observe(&s, SensorType::Temperature, i * 1000, value(i));
+    }
+    // The 64th row makes the first fit due: fitted at once, or 5 trees grown and still warming up.
+    assert!(matches!(at_once.observe(&s, SensorType::Temperature, 63_000, value(63)), Judgement::Scored { .. }));
+    assert_eq!(d.observe(&s, SensorType::Temperature, 63_000, value(63)), Judgement::WarmingUp);
+    assert_eq!(grown(&d), Some(5));
+    for i in 64..72 {
+        assert_eq!(d.observe(&s, SensorType::Temperature, i * 1000, value(i)), Judgement::WarmingUp);
+        assert_eq!(grown(&d), Some(5 * (i - 62) as usize));
+    }
+    // The 10th row grows the last 5 trees: the model is the one fitted at once on the same 64 rows,
+    // threshold and all, and judges that row.
+    assert!(matches!(d.observe(&s, SensorType::Temperature, 72_000, value(72)), Judgement::Scored { .. }));
+    assert_eq!(grown(&d), None);
+    let first = at_once.model_for(&s, SensorType::Temperature).cloned().expect("fitted");
+    assert_eq!(d.model_for(&s, SensorType::Temperature), Some(&first));
+    assert_eq!((first.generation, first.training_rows, first.trained_at_ms), (1, 64, 63_000));
+
+    // The retraining 60 s of event time later grows while generation 1 judges; a checkpoint taken
+    // halfway, restored into a new instance, carries the growth on to the same model and verdicts.
+    for i in 73..123 {
+        d.observe(&s, SensorType::Temperature, i * 1000, value(i));
+    }
+    d.observe(&s, SensorType::Temperature, 123_000, value(123));
+    assert_eq!(grown(&d), Some(5));
+    for i in 124..128 {
+        d.observe(&s, SensorType::Temperature, i * 1000, value(i));
+    }
+    assert_eq!(grown(&d), Some(25));
+    let mut restored = OnlineForest::new(spread);
+    restored.restore(postcard::from_bytes(&postcard::to_stdvec(&d.state).expect("writes")).expect("reads"));
+    let judged = |d: &mut OnlineForest, i: i64| d.observe(&s, SensorType::Temperature, i * 1000, value(i));
+    for i in 128..132 {
+        assert_eq!(judged(&mut d, i), judged(&mut restored, i));
+        let model = |d: &OnlineForest| d.model_for(&s, SensorType::Temperature).map(|m| m.generation);
+        assert_eq!((model(&d), model(&restored)), (Some(1), Some(1)), "generation 1 judges while 2 grows");
+    }
+    assert_eq!(judged(&mut d, 132), judged(&mut restored, 132));
+    let second = d.model_for(&s, SensorType::Temperature).expect("retrained");
+    assert_eq!((second.generation, second.trained_at_ms), (2, 123_000));
+    assert_eq!(d.state, restored.state);
 }
 
 #[test]
@@ -126,6 +182,8 @@ fn a_backfill_spanning_weeks_fits_a_bounded_number_of_times() {
     // every reading. Rows start at the 10th reading (min_history): 3991 rows. Fits: the first at
     // 256 rows, then on doubling at 512, 1024 and 2048 (the buffer's size), then every 1024 rows
     // (min_rows_between_fits) at 3072: 5. The seed's rule fitted at every reading from the 256th.
+    // Each fit is grown over the 256 rows after it fell due (the default spread), so it judges
+    // from then on, but is still the model of the rows it fell due at.
     let mut d = OnlineForest::new(DetectorConfig { trees: 10, ..DetectorConfig::default() });
     let s: Arc<str> = "t".into();
     let identity = iotstream_plugin_sdk::SensorIdentity {
@@ -178,6 +236,8 @@ fn a_new_time_of_day_is_no_cliff_without_the_hour_features() {
             features,
             model_scope: ModelScope::Sensor,
             retrain_interval_ms: i64::MAX,
+            // Fitted within the reading it falls due at: the model of 00:00-06:00 judges 18:00.
+            fit_spread_rows: 1,
             ..DetectorConfig::default()
         };
         let mut d = OnlineForest::new(config);
