@@ -19,6 +19,10 @@ use crate::simulate::Fleet;
 /// Readings per plugin call, as the pipeline's default batch.
 const BATCH: usize = 5000;
 
+/// Readings per plugin call for the call-time percentiles: a lane's batch at 10,000 readings/s over
+/// 4 lanes with the default 50 ms linger (~125), where one slow call holds the live stream.
+const LIVE_BATCH: usize = 100;
+
 /// `iotstream bench-plugins`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchPluginsConfig {
@@ -63,6 +67,34 @@ pub struct PluginThroughput {
     /// Median time of a call with one reading, microseconds: the fixed cost of a call (deadline,
     /// crossing into the sandbox, metrics), paid once per batch.
     pub call_overhead_us: f64,
+    /// The `.wasm`'s calls of 100 readings (a live lane's batch), milliseconds: p50, p99 and the
+    /// longest, over every reading in a fresh instance. A stage's slowest calls (a forest's fits)
+    /// are what the live stream's latency tail waits on.
+    pub live_call_ms: CallPercentiles,
+}
+
+/// Percentiles of call times, milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct CallPercentiles {
+    /// The median call.
+    pub p50: f64,
+    /// The 99th percentile.
+    pub p99: f64,
+    /// The longest call.
+    pub max: f64,
+}
+
+impl CallPercentiles {
+    /// The percentiles of `times` (any order).
+    fn of(mut times: Vec<f64>) -> Self {
+        times.sort_by(f64::total_cmp);
+        let at = |q: f64| times.get(((times.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied();
+        CallPercentiles {
+            p50: at(0.5).unwrap_or_default(),
+            p99: at(0.99).unwrap_or_default(),
+            max: times.last().copied().unwrap_or_default(),
+        }
+    }
 }
 
 /// The shipped plugins this command measures.
@@ -216,14 +248,24 @@ fn measure_wasm(
     for chunk in wit.chunks(BATCH) {
         shipped.call(&mut plugin, catalog, chunk)?;
     }
+    let wasm_readings_per_s = per_second(wit.len(), started);
+    let mut live = plugin.new_instance(None)?;
+    let live_calls = wit
+        .chunks(LIVE_BATCH)
+        .map(|chunk| {
+            let call = Instant::now();
+            shipped.call(&mut live, catalog, chunk).map(|()| call.elapsed().as_secs_f64() * 1000.0)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(PluginThroughput {
         plugin: shipped.name().to_owned(),
         native_readings_per_s: 0.0,
-        wasm_readings_per_s: per_second(wit.len(), started),
+        wasm_readings_per_s,
         longest_native_call_ms: 0.0,
         load_ms,
         instantiate_ms,
         call_overhead_us,
+        live_call_ms: CallPercentiles::of(live_calls),
     })
 }
 
@@ -233,7 +275,8 @@ pub fn print(results: &[PluginThroughput]) -> anyhow::Result<()> {
         super::print_json(r)?;
         eprintln!(
             "{:<17} native {:>12.0} readings/s   wasm {:>12.0} readings/s   ({:.2}x)   longest call {:.2} ms   \
-             load {:.0} ms   new instance {:.2} ms   call overhead {:.1} us",
+             load {:.0} ms   new instance {:.2} ms   call overhead {:.1} us   \
+             calls of {LIVE_BATCH}: p50 {:.3} p99 {:.3} max {:.3} ms",
             r.plugin,
             r.native_readings_per_s,
             r.wasm_readings_per_s,
@@ -241,7 +284,10 @@ pub fn print(results: &[PluginThroughput]) -> anyhow::Result<()> {
             r.longest_native_call_ms,
             r.load_ms,
             r.instantiate_ms,
-            r.call_overhead_us
+            r.call_overhead_us,
+            r.live_call_ms.p50,
+            r.live_call_ms.p99,
+            r.live_call_ms.max
         );
     }
     Ok(())
@@ -257,6 +303,14 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         config: BenchPluginsConfig,
+    }
+
+    #[test]
+    fn call_percentiles_are_nearest_rank() {
+        // 1..=200 ms in reverse: the 100th, the 198th and the 200th smallest.
+        let times: Vec<f64> = (1..=200).rev().map(f64::from).collect();
+        assert_eq!(CallPercentiles::of(times), CallPercentiles { p50: 100.0, p99: 198.0, max: 200.0 });
+        assert_eq!(CallPercentiles::of(Vec::new()), CallPercentiles::default());
     }
 
     #[test]

@@ -73,8 +73,11 @@ struct SensorHistory {
 /// A model being grown, a few trees at each of its scope's readings, and what it will say of itself.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Growing {
-    /// The forest, over the buffer's older rows, scoring the held-out rows as its trees grow.
+    /// The forest, over the buffer's older rows.
     growth: ForestGrowth,
+    /// The rows whose scores set its threshold when it is grown: the held-out rows (or the fitted
+    /// ones, with none held out).
+    calibration: Vec<Features>,
     /// The scope's readings since the fit fell due, that one included.
     rows: usize,
     trained_at_ms: i64,
@@ -263,8 +266,8 @@ fn features(
     [value, sin, cos, change, mean, std, hi - lo]
 }
 
-/// Starts a forest on the buffer's older rows, scoring the newest `validation_share` (or, with
-/// none held out, the fitted rows) as its trees grow; `None` if the rows cannot be fitted (they are
+/// Starts a forest on the buffer's older rows, to be calibrated on the newest `validation_share`
+/// (or, with none held out, on the fitted rows); `None` if the rows cannot be fitted (they are
 /// finite by construction, so only an empty buffer would).
 fn start_fit(
     config: &DetectorConfig,
@@ -281,15 +284,25 @@ fn start_fit(
         max_samples: config.max_samples,
         seed: config.seed.wrapping_add(u64::from(generation)),
     };
-    let probes = if held_out > 0 { &held } else { &fit };
-    let growth = ForestGrowth::new(&params, &fit, probes).ok()?;
-    Some(Growing { growth, rows: 0, trained_at_ms, training_rows: fitted, buffer_rows: rows.len(), generation })
+    let growth = ForestGrowth::new(&params, &fit).ok()?;
+    let calibration = if held_out > 0 { held } else { fit };
+    Some(Growing {
+        growth,
+        calibration,
+        rows: 0,
+        trained_at_ms,
+        training_rows: fitted,
+        buffer_rows: rows.len(),
+        generation,
+    })
 }
 
 /// The grown forest as the scope's model, its threshold the `1 - contamination` quantile of the
-/// probes' scores.
+/// calibration rows' scores (scored once it is grown, by its scorer: half the cost of walking
+/// them through each tree as it grows).
 fn finish_fit(config: &DetectorConfig, grown: Growing) -> Model {
-    let (forest, mut scores) = grown.growth.finish();
+    let forest = grown.growth.finish();
+    let mut scores: Vec<f64> = grown.calibration.iter().map(|row| forest.score(row)).collect();
     scores.sort_by(f64::total_cmp);
     let rank = (((1.0 - config.contamination) * scores.len() as f64).ceil() as usize).clamp(1, scores.len()) - 1;
     Model {

@@ -208,10 +208,7 @@ impl ForestParams {
     /// Fits a forest on `rows` (each of the same, non-zero length): a [`ForestGrowth`] grown to the
     /// end at once. Through linfa, the same is `Fit::fit` on a `Dataset` (see [`crate::linfa`]).
     pub fn fit_rows(&self, rows: &[impl AsRef<[f64]>]) -> Result<IsolationForest, FitError> {
-        let no_probes: &[&[f64]] = &[];
-        let mut growth = ForestGrowth::new(self, rows, no_probes)?;
-        while growth.grow_next() {}
-        Ok(growth.finish().0)
+        Ok(ForestGrowth::new(self, rows)?.finish())
     }
 }
 
@@ -241,9 +238,7 @@ impl FlatRows {
 /// judges: a fit no longer stalls the batch it falls in). Growing it to the end gives exactly the
 /// forest [`ForestParams::fit_rows`] fits: every tree has a random state of its own, drawn from the
 /// forest's seed (as scikit-learn gives each estimator one), so a tree does not depend on when it
-/// is grown. Optional *probe* rows are walked through each tree as it is grown, and
-/// [`ForestGrowth::finish`] returns their scores, bit for bit [`IsolationForest::score`]'s, without
-/// a pass over them at the end. The growth is serializable: a checkpoint taken halfway resumes it.
+/// is grown. The growth is serializable: a checkpoint taken halfway resumes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ForestGrowth {
     rows: FlatRows,
@@ -251,19 +246,11 @@ pub struct ForestGrowth {
     /// Each tree's seed, drawn in order from the forest's.
     tree_seeds: Vec<u64>,
     trees: Vec<Tree>,
-    probes: FlatRows,
-    /// Each probe's path lengths summed over the trees grown so far, in the trees' order.
-    probe_paths: Vec<f64>,
 }
 
 impl ForestGrowth {
-    /// A growth with no tree yet, over `rows` (each of the same, non-zero length), scoring `probes`
-    /// (rows of the same length) as it goes.
-    pub fn new(
-        params: &ForestParams,
-        rows: &[impl AsRef<[f64]>],
-        probes: &[impl AsRef<[f64]>],
-    ) -> Result<Self, FitError> {
+    /// A growth with no tree yet, over `rows` (each of the same, non-zero length).
+    pub fn new(params: &ForestParams, rows: &[impl AsRef<[f64]>]) -> Result<Self, FitError> {
         if params.n_estimators == 0 || params.max_samples == 0 {
             return Err(FitError::BadParams("n_estimators and max_samples must be positive".into()));
         }
@@ -280,17 +267,12 @@ impl ForestGrowth {
                 return Err(FitError::NotFinite { row: i, feature });
             }
         }
-        if let Some(i) = probes.iter().position(|p| p.as_ref().len() != n_features) {
-            return Err(FitError::BadShape(format!("probe {i} does not have the rows' {n_features} features")));
-        }
         let mut forest_rng = StdRng::seed_from_u64(params.seed);
         Ok(ForestGrowth {
             rows: FlatRows::new(rows, n_features),
             samples_per_tree: params.max_samples.min(rows.len()),
             tree_seeds: (0..params.n_estimators).map(|_| forest_rng.random()).collect(),
             trees: Vec::with_capacity(params.n_estimators),
-            probes: FlatRows::new(probes, n_features),
-            probe_paths: vec![0.0; probes.len()],
         })
     }
 
@@ -304,7 +286,7 @@ impl ForestGrowth {
         self.tree_seeds.len()
     }
 
-    /// Grows the next tree (and walks the probes through it); false once every tree is grown.
+    /// Grows the next tree; false once every tree is grown.
     pub fn grow_next(&mut self) -> bool {
         let Some(&seed) = self.tree_seeds.get(self.trees.len()) else {
             return false;
@@ -313,68 +295,82 @@ impl ForestGrowth {
         let mut sample = rand::seq::index::sample(&mut rng, self.rows.len(), self.samples_per_tree).into_vec();
         let mut tree = Tree { nodes: Vec::with_capacity(2 * self.samples_per_tree) };
         let depth_limit = (self.samples_per_tree as f64).log2().ceil() as usize;
-        grow(&mut tree, &self.rows, &mut sample, 0, depth_limit, &mut rng);
-        for (i, total) in self.probe_paths.iter_mut().enumerate() {
-            *total += path_length(&tree, self.probes.row(i));
-        }
+        let width = self.rows.width;
+        let mut candidates: Vec<Candidate> = (0..width).map(|feature| (feature, 0.0, 0.0)).collect();
+        let mut node =
+            Grow { tree: &mut tree, rows: &self.rows, candidates: &mut candidates, limit: depth_limit, rng: &mut rng };
+        node.grow(&mut sample, 0..width, 0);
         self.trees.push(tree);
         true
     }
 
-    /// The forest, its trees grown to the end first, and the probes' scores, in their order.
-    pub fn finish(mut self) -> (IsolationForest, Vec<f64>) {
+    /// The forest, its trees grown to the end first.
+    pub fn finish(mut self) -> IsolationForest {
         while self.grow_next() {}
-        let (trees, norm) = (self.trees.len(), average_path_length(self.samples_per_tree));
-        let scores = self.probe_paths.iter().map(|&total| score_of(total, trees, norm)).collect();
-        (IsolationForest::new(self.trees, self.rows.width, self.samples_per_tree), scores)
+        IsolationForest::new(self.trees, self.rows.width, self.samples_per_tree)
     }
 }
 
-/// The score of a row whose path lengths over `trees` trees sum to `total`, for trees grown on
-/// rows whose `c(max_samples)` is `norm`.
-fn score_of(total: f64, trees: usize, norm: f64) -> f64 {
-    let mean = total / trees as f64;
-    if norm == 0.0 { 1.0 } else { 2f64.powf(-mean / norm) }
+/// A feature that varies in a node's sample, with its lowest and highest value there.
+type Candidate = (usize, f64, f64);
+
+/// One tree's growth: what every node of it shares.
+struct Grow<'a> {
+    tree: &'a mut Tree,
+    rows: &'a FlatRows,
+    /// A stack of each node's candidates, from the root to the node being grown: a node's are
+    /// pushed above its parent's and popped when its subtree is grown, so no node allocates.
+    candidates: &'a mut Vec<Candidate>,
+    limit: usize,
+    rng: &'a mut StdRng,
 }
 
-/// Grows the subtree over `sample` at `depth`; returns its root's index in the arena.
-fn grow(tree: &mut Tree, rows: &FlatRows, sample: &mut [usize], depth: usize, limit: usize, rng: &mut StdRng) -> u32 {
-    let index = tree.nodes.len() as u32;
-    tree.nodes.push(Node::Leaf { size: sample.len() as u32 });
-    if depth >= limit || sample.len() <= 1 {
-        return index;
-    }
-    let n_features = rows.width;
-    let mut candidates: Vec<(usize, f64, f64)> = Vec::with_capacity(n_features);
-    for feature in 0..n_features {
-        let (lo, hi) = sample.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| {
-            // Comparisons, not `min`/`max`: as `.wasm` those are calls to libm (the rows are finite,
-            // so the result is the same).
-            let v = rows.row(i)[feature];
-            (if v < lo { v } else { lo }, if v > hi { v } else { hi })
-        });
-        if hi > lo {
-            candidates.push((feature, lo, hi));
+impl Grow<'_> {
+    /// Grows the subtree over `sample` at `depth`; returns its root's index in the arena. `parent`
+    /// are the parent's candidates in the stack (every feature at the root): a feature constant in
+    /// a node is constant in its children, so its range is not computed again (the robust feature
+    /// set's two hour slots are always 0), and the candidates, and the draws among them, are the
+    /// same.
+    fn grow(&mut self, sample: &mut [usize], parent: std::ops::Range<usize>, depth: usize) -> u32 {
+        let index = self.tree.nodes.len() as u32;
+        self.tree.nodes.push(Node::Leaf { size: sample.len() as u32 });
+        if depth >= self.limit || sample.len() <= 1 {
+            return index;
         }
-    }
-    if candidates.is_empty() {
-        return index;
-    }
-    let (feature, lo, hi) = candidates[rng.random_range(0..candidates.len())];
-    let threshold = rng.random_range(lo..hi);
-    // Partition in place: rows at or below the threshold first.
-    let mut split = 0;
-    for i in 0..sample.len() {
-        if rows.row(sample[i])[feature] <= threshold {
-            sample.swap(i, split);
-            split += 1;
+        let start = self.candidates.len();
+        for k in parent {
+            let feature = self.candidates[k].0;
+            let (lo, hi) = sample.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| {
+                // Comparisons, not `min`/`max`: as `.wasm` those are calls to libm (the rows are
+                // finite, so the result is the same).
+                let v = self.rows.row(i)[feature];
+                (if v < lo { v } else { lo }, if v > hi { v } else { hi })
+            });
+            if hi > lo {
+                self.candidates.push((feature, lo, hi));
+            }
         }
+        let varying = start..self.candidates.len();
+        if varying.is_empty() {
+            return index;
+        }
+        let (feature, lo, hi) = self.candidates[start + self.rng.random_range(0..varying.len())];
+        let threshold = self.rng.random_range(lo..hi);
+        // Partition in place: rows at or below the threshold first.
+        let mut split = 0;
+        for i in 0..sample.len() {
+            if self.rows.row(sample[i])[feature] <= threshold {
+                sample.swap(i, split);
+                split += 1;
+            }
+        }
+        let (left_rows, right_rows) = sample.split_at_mut(split);
+        let left = self.grow(left_rows, varying.clone(), depth + 1);
+        let right = self.grow(right_rows, varying, depth + 1);
+        self.candidates.truncate(start);
+        self.tree.nodes[index as usize] = Node::Split { feature: feature as u32, threshold, left, right };
+        index
     }
-    let (left_rows, right_rows) = sample.split_at_mut(split);
-    let left = grow(tree, rows, left_rows, depth + 1, limit, rng);
-    let right = grow(tree, rows, right_rows, depth + 1, limit, rng);
-    tree.nodes[index as usize] = Node::Split { feature: feature as u32, threshold, left, right };
-    index
 }
 
 impl IsolationForest {
@@ -413,12 +409,14 @@ impl IsolationForest {
         self.scorer.walk(padded, leaves);
         // Summed in the trees' order, as the path lengths always were: the same bits.
         let total: f64 = leaves.iter().map(|&leaf| self.scorer.nodes[leaf as usize].threshold).sum();
-        score_of(total, self.trees.len(), average_path_length(self.samples_per_tree))
+        let mean = total / self.trees.len() as f64;
+        let norm = average_path_length(self.samples_per_tree);
+        if norm == 0.0 { 1.0 } else { 2f64.powf(-mean / norm) }
     }
 }
 
-/// A row's path length in one tree, walked node by node: what the [`Scorer`] must agree with (and
-/// how a [`ForestGrowth`] scores its probes, a tree at a time).
+/// A row's path length in one tree, walked node by node: what the [`Scorer`] must agree with.
+#[cfg(test)]
 fn path_length(tree: &Tree, row: &[f64]) -> f64 {
     let mut node = 0usize;
     let mut depth = 0usize;
@@ -493,19 +491,16 @@ mod tests {
     }
 
     /// A forest grown a tree at a time, written out and read back halfway (as a checkpoint would),
-    /// is the forest `fit_rows` fits, and the probes' scores gathered tree by tree are, to the bit,
-    /// the finished forest's scores of them.
+    /// is the forest `fit_rows` fits.
     #[test]
     fn a_forest_grown_a_tree_at_a_time_is_the_one_fitted_at_once() {
         let mut rng = StdRng::seed_from_u64(5);
         let rows: Vec<[f64; 3]> = (0..400)
             .map(|_| [rng.random_range(-5.0..5.0), rng.random_range(0.0..1.0), rng.random_range(-1.0..1.0)])
             .collect();
-        let probes: Vec<[f64; 3]> =
-            rows[..50].iter().copied().chain([[40.0, 2.0, -7.0], [f64::NAN, 0.5, 0.0]]).collect();
         let params = ForestParams { n_estimators: 30, max_samples: 64, seed: 17 };
         let at_once = params.fit_rows(&rows).expect("fits");
-        let mut growth = ForestGrowth::new(&params, &rows, &probes).expect("starts");
+        let mut growth = ForestGrowth::new(&params, &rows).expect("starts");
         assert_eq!((growth.grown(), growth.trees()), (0, 30));
         for _ in 0..12 {
             assert!(growth.grow_next());
@@ -516,14 +511,9 @@ mod tests {
         while growth.grow_next() {}
         assert!(!growth.grow_next());
         assert_eq!(growth.grown(), 30);
-        let (forest, scores) = growth.finish();
-        assert_eq!(forest, at_once);
-        let expected: Vec<u64> = probes.iter().map(|p| at_once.score(p).to_bits()).collect();
-        assert_eq!(scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>(), expected);
+        assert_eq!(growth.finish(), at_once);
         // Another seed, another forest.
         assert_ne!(ForestParams { seed: 18, ..params.clone() }.fit_rows(&rows).expect("fits"), at_once);
-        let bad_probe: &[&[f64]] = &[&[1.0, 2.0]];
-        assert!(matches!(ForestGrowth::new(&params, &rows, bad_probe), Err(FitError::BadShape(_))));
     }
 
     #[test]
