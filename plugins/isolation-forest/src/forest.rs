@@ -296,7 +296,7 @@ impl ForestGrowth {
         let mut tree = Tree { nodes: Vec::with_capacity(2 * self.samples_per_tree) };
         let depth_limit = (self.samples_per_tree as f64).log2().ceil() as usize;
         let width = self.rows.width;
-        let mut candidates: Vec<Candidate> = (0..width).map(|feature| (feature, 0.0, 0.0)).collect();
+        let mut candidates: Vec<usize> = (0..width).collect();
         let mut node =
             Grow { tree: &mut tree, rows: &self.rows, candidates: &mut candidates, limit: depth_limit, rng: &mut rng };
         node.grow(&mut sample, 0..width, 0);
@@ -311,35 +311,42 @@ impl ForestGrowth {
     }
 }
 
-/// A feature that varies in a node's sample, with its lowest and highest value there.
-type Candidate = (usize, f64, f64);
-
 /// One tree's growth: what every node of it shares.
 struct Grow<'a> {
     tree: &'a mut Tree,
     rows: &'a FlatRows,
-    /// A stack of each node's candidates, from the root to the node being grown: a node's are
-    /// pushed above its parent's and popped when its subtree is grown, so no node allocates.
-    candidates: &'a mut Vec<Candidate>,
+    /// A stack of each node's candidate features, from the root to the node being grown: a node's
+    /// are pushed above its parent's and popped when its subtree is grown, so no node allocates.
+    candidates: &'a mut Vec<usize>,
     limit: usize,
     rng: &'a mut StdRng,
 }
 
 impl Grow<'_> {
-    /// Grows the subtree over `sample` at `depth`; returns its root's index in the arena. `parent`
-    /// are the parent's candidates in the stack (every feature at the root): a feature constant in
-    /// a node is constant in its children, so its range is not computed again (the robust feature
-    /// set's two hour slots are always 0), and the candidates, and the draws among them, are the
-    /// same.
+    /// Grows the subtree over `sample` at `depth`; returns its root's index in the arena.
+    ///
+    /// The split's feature is drawn as scikit-learn's splitter draws it: uniformly among the
+    /// node's candidates (its parent's, less those found constant there; every feature at the
+    /// root), its range computed, and, if it is constant in the node, dropped and another drawn.
+    /// So the feature is uniform among those not constant in the node, and a node computes one
+    /// range, not one per feature; a feature constant in a node is constant in its children, which
+    /// do not draw it again (the robust feature set's two hour slots are always 0).
     fn grow(&mut self, sample: &mut [usize], parent: std::ops::Range<usize>, depth: usize) -> u32 {
         let index = self.tree.nodes.len() as u32;
         self.tree.nodes.push(Node::Leaf { size: sample.len() as u32 });
         if depth >= self.limit || sample.len() <= 1 {
             return index;
         }
+        // This node's candidates, copied above the parent's: those left to draw come first.
         let start = self.candidates.len();
-        for k in parent {
-            let feature = self.candidates[k].0;
+        self.candidates.extend_from_within(parent);
+        let mut left_to_draw = self.candidates.len() - start;
+        let split = loop {
+            if left_to_draw == 0 {
+                break None;
+            }
+            let drawn = start + self.rng.random_range(0..left_to_draw);
+            let feature = self.candidates[drawn];
             let (lo, hi) = sample.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| {
                 // Comparisons, not `min`/`max`: as `.wasm` those are calls to libm (the rows are
                 // finite, so the result is the same).
@@ -347,26 +354,30 @@ impl Grow<'_> {
                 (if v < lo { v } else { lo }, if v > hi { v } else { hi })
             });
             if hi > lo {
-                self.candidates.push((feature, lo, hi));
+                break Some((feature, lo, hi));
             }
-        }
-        let varying = start..self.candidates.len();
-        if varying.is_empty() {
+            // Constant here, so in the children too: moved out of the candidates they inherit.
+            left_to_draw -= 1;
+            self.candidates.swap(drawn, start + left_to_draw);
+        };
+        // The children's candidates: this node's, less those found constant in it.
+        self.candidates.truncate(start + left_to_draw);
+        let Some((feature, lo, hi)) = split else {
             return index;
-        }
-        let (feature, lo, hi) = self.candidates[start + self.rng.random_range(0..varying.len())];
+        };
         let threshold = self.rng.random_range(lo..hi);
         // Partition in place: rows at or below the threshold first.
-        let mut split = 0;
+        let mut below = 0;
         for i in 0..sample.len() {
             if self.rows.row(sample[i])[feature] <= threshold {
-                sample.swap(i, split);
-                split += 1;
+                sample.swap(i, below);
+                below += 1;
             }
         }
-        let (left_rows, right_rows) = sample.split_at_mut(split);
-        let left = self.grow(left_rows, varying.clone(), depth + 1);
-        let right = self.grow(right_rows, varying, depth + 1);
+        let inherited = start..self.candidates.len();
+        let (left_rows, right_rows) = sample.split_at_mut(below);
+        let left = self.grow(left_rows, inherited.clone(), depth + 1);
+        let right = self.grow(right_rows, inherited, depth + 1);
         self.candidates.truncate(start);
         self.tree.nodes[index as usize] = Node::Split { feature: feature as u32, threshold, left, right };
         index
