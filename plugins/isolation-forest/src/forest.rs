@@ -487,6 +487,24 @@ mod tests {
         }
     }
 
+    /// Rows of more features than the score pads on the stack are padded on the heap and score,
+    /// to the bit, what the trees say, as rows of few do.
+    #[test]
+    fn wide_and_narrow_rows_score_as_their_trees_say() {
+        let mut rng = StdRng::seed_from_u64(23);
+        for width in [1, STACK_FEATURES, STACK_FEATURES + 1, 40] {
+            let rows: Vec<Vec<f64>> =
+                (0..200).map(|_| (0..width).map(|_| rng.random_range(-3.0..3.0)).collect()).collect();
+            let forest = ForestParams { n_estimators: 20, max_samples: 64, seed: 2 }.fit_rows(&rows).expect("fits");
+            for probe in rows.iter().take(40).chain([vec![9.0; width], vec![f64::NAN; width]].iter()) {
+                let by_trees =
+                    forest.trees.iter().map(|tree| path_length(tree, probe)).sum::<f64>() / forest.trees.len() as f64;
+                let expected = 2f64.powf(-by_trees / average_path_length(forest.samples_per_tree));
+                assert_eq!(forest.score(probe).to_bits(), expected.to_bits(), "width {width}, {probe:?}");
+            }
+        }
+    }
+
     /// A forest read back from its serialized form (postcard, as plugin state is stored) scores as
     /// the one written.
     #[test]
