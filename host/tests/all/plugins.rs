@@ -104,19 +104,23 @@ fn isolation_forest_warms_up_then_flags_a_spike() {
     let wit = to_wit(&mut catalog, &readings);
     let detections = plugin.detect(&catalog, &wit).expect("detects");
     // Readings 1-9 of the sensor warm its history (min_history 10); readings 10-73 fill min_train 64,
-    // and the 73rd makes the first fit due. Its 50 trees are grown over that reading and the next
-    // 15 (fit_spread_rows 16), which still warm up: the 88th reading is the first one scored.
-    assert!(detections[..87].iter().all(|d| d.verdict == Verdict::WarmingUp && d.score == 0.0));
-    assert!(detections[87..].iter().all(|d| d.verdict != Verdict::WarmingUp && d.score > 0.0 && d.score <= 1.0));
-    // Lineage: the first model (generation 1) is of the 73rd reading (72 s), fitted on the older 48
-    // of the 64 rows then in its buffer (the newest 16, a quarter, are held out to set its threshold).
+    // and the 73rd trains the first model (a scope's first is fitted at once; retrainings are
+    // grown over the next fit_spread_rows readings) and is the first one scored.
+    assert!(detections[..72].iter().all(|d| d.verdict == Verdict::WarmingUp && d.score == 0.0));
+    assert!(detections[72..].iter().all(|d| d.verdict != Verdict::WarmingUp && d.score > 0.0 && d.score <= 1.0));
+    // Lineage: the first model (generation 1) was trained at the 73rd reading (72 s) on the older 48
+    // of its 64 rows (the newest 16, a quarter, are held out to set its threshold).
     let first_model = ModelInfo { generation: 1, trained_at_ms: 72_000, training_rows: 48 };
-    assert_eq!(detections[87].model, Some(first_model));
-    assert!(detections[..87].iter().all(|d| d.model.is_none()));
+    assert_eq!(detections[72].model, Some(first_model));
+    assert!(detections[..72].iter().all(|d| d.model.is_none()));
+    // The buffer doubles at the 137th reading (128 rows): generation 2 falls due there and is grown
+    // over 16 readings while generation 1 judges; the 152nd is the first it judges.
+    assert!(detections[72..151].iter().all(|d| d.model.is_some_and(|m| m.generation == 1)));
+    assert_eq!(detections[151].model.map(|m| (m.generation, m.trained_at_ms)), Some((2, 136_000)));
     let spike = &detections[200];
     assert_eq!(spike.verdict, Verdict::Anomaly, "spike score {}", spike.score);
-    let normal = detections[87..200].iter().filter(|d| d.verdict == Verdict::Normal).count();
-    assert!(normal >= 105, "only {normal} of 113 ordinary readings judged normal");
+    let normal = detections[72..200].iter().filter(|d| d.verdict == Verdict::Normal).count();
+    assert!(normal >= 120, "only {normal} of 128 ordinary readings judged normal");
 }
 
 #[test]

@@ -101,12 +101,10 @@ fn forest_replay_is_deterministic_keeps_scores_and_refuses_bad_rows() {
     let scores: Vec<f64> =
         written.lines().skip(1).map(|l| l.split(',').nth(2).and_then(|s| s.parse().ok()).unwrap_or(f64::NAN)).collect();
     assert_eq!(scores.len(), 401);
-    // 9 rows warm the sensor's history and 64 fill the first training set: the 73rd makes the first
-    // fit due. Its 100 trees are grown over the next readings (fit_spread_rows 256): by the k-th
-    // reading from that one, ceil(100 k / 256) of them, all 100 at the 254th. So the 326th is the
-    // first scored.
-    assert!(scores[..325].iter().all(|s| *s == 0.0), "warming up scores 0");
-    assert!(scores[325..].iter().all(|s| *s > 0.0 && *s <= 1.0), "forest scores lie in (0, 1]");
+    // 9 rows warm the sensor's history and 64 fill the first training set: the 73rd trains the first
+    // model (a scope's first is fitted at once) and is the first scored.
+    assert!(scores[..72].iter().all(|s| *s == 0.0), "warming up scores 0");
+    assert!(scores[72..].iter().all(|s| *s > 0.0 && *s <= 1.0), "forest scores lie in (0, 1]");
     // Deterministic: the same series and configuration give the same file, byte for byte.
     let again = dir.join("again.csv");
     replay(&config(&input, &again, "isolation-forest", r#"{"min_train": 64}"#)).expect("replays");

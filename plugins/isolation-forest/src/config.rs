@@ -74,9 +74,10 @@ pub struct DetectorConfig {
     /// minutes) the interval decides. Counted in rows, not calls, so verdicts do not depend on how
     /// the stream is cut into batches (replays after a crash equal the uncrashed run).
     pub min_rows_between_fits: usize,
-    /// Rows of a scope over which a due fit is spread: the new model's trees are grown a few at each
-    /// of the scope's readings, and it judges once the last is grown; until then the model before it
-    /// judges (or, for a scope's first, its readings are warming up). Default 256: a fit (about 10 ms
+    /// Rows of a scope over which a due retraining is spread: the new model's trees are grown a few
+    /// at each of the scope's readings, and it judges once the last is grown; until then the model
+    /// before it judges (a scope's first model, small and with nothing to judge meanwhile, is
+    /// fitted within the reading that makes it due). Default 256: a fit (about 10 ms
     /// natively on 2048 rows here, more as `.wasm`) run inside one call held that batch, and every
     /// batch behind it, for as long,
     /// and on a stream whose sensor types run at one rate every scope falls due in the same batch

@@ -446,15 +446,18 @@ fn path_length(tree: &Tree, row: &[f64]) -> f64 {
 mod tests {
     use super::*;
 
+    /// `n` rows of three features of different ranges, drawn from `rng`.
+    fn random_rows(rng: &mut StdRng, n: usize) -> Vec<[f64; 3]> {
+        (0..n).map(|_| [rng.random_range(-5.0..5.0), rng.random_range(0.0..1.0), rng.random_range(-1.0..1.0)]).collect()
+    }
+
     /// The scorer's walk ends, for every tree, at the leaf the node-by-node walk reaches, with its
     /// path length to the bit: on the rows the forest was fitted on, on rows far outside them,
     /// and on rows with infinities and NaN (which go right at every split, as `x <= t` is false).
     #[test]
     fn the_scorer_walks_to_the_same_leaves_as_the_trees() {
         let mut rng = StdRng::seed_from_u64(11);
-        let rows: Vec<[f64; 3]> = (0..300)
-            .map(|_| [rng.random_range(-5.0..5.0), rng.random_range(0.0..1.0), rng.random_range(-1.0..1.0)])
-            .collect();
+        let rows = random_rows(&mut rng, 300);
         for params in [
             ForestParams { seed: 3, ..ForestParams::default() },
             ForestParams { n_estimators: 200, max_samples: 40, seed: 9 },
@@ -523,10 +526,7 @@ mod tests {
     /// is the forest `fit_rows` fits.
     #[test]
     fn a_forest_grown_a_tree_at_a_time_is_the_one_fitted_at_once() {
-        let mut rng = StdRng::seed_from_u64(5);
-        let rows: Vec<[f64; 3]> = (0..400)
-            .map(|_| [rng.random_range(-5.0..5.0), rng.random_range(0.0..1.0), rng.random_range(-1.0..1.0)])
-            .collect();
+        let rows = random_rows(&mut StdRng::seed_from_u64(5), 400);
         let params = ForestParams { n_estimators: 30, max_samples: 64, seed: 17 };
         let at_once = params.fit_rows(&rows).expect("fits");
         let mut growth = ForestGrowth::new(&params, &rows).expect("starts");

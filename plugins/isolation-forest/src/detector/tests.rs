@@ -21,7 +21,8 @@ fn small_config() -> DetectorConfig {
 
 #[test]
 fn a_due_fit_grows_over_the_next_rows_while_the_model_before_it_judges() {
-    // 50 trees over 10 rows: 5 trees at each of the scope's readings from the one that made the fit due.
+    // 50 trees over 10 rows: 5 trees at each of the scope's readings from the one that made the
+    // retraining due. A scope's first model is fitted at once (nothing would judge meanwhile).
     let spread = DetectorConfig { fit_spread_rows: 10, ..small_config() };
     let (mut d, mut at_once) = (OnlineForest::new(spread.clone()), OnlineForest::new(small_config()));
     let s: Arc<str> = "t".into();
@@ -29,32 +30,40 @@ fn a_due_fit_grows_over_the_next_rows_while_the_model_before_it_judges() {
     let scope = ScopeKey::Type(SensorType::Temperature);
     let grown = |d: &OnlineForest| d.state.models[&scope].growing.as_ref().map(|g| g.growth.grown());
     for i in 0..63 {
-        d.observe(&s, SensorType::Temperature, i * 1000, value(i));
+        assert_eq!(d.observe(&s, SensorType::Temperature, i * 1000, value(i)), Judgement::WarmingUp);
         at_once.observe(&s, SensorType::Temperature, i * 1000, value(i));
     }
-    // The 64th row makes the first fit due: fitted at once, or 5 trees grown and still warming up.
-    assert!(matches!(at_once.observe(&s, SensorType::Temperature, 63_000, value(63)), Judgement::Scored { .. }));
-    assert_eq!(d.observe(&s, SensorType::Temperature, 63_000, value(63)), Judgement::WarmingUp);
-    assert_eq!(grown(&d), Some(5));
-    for i in 64..72 {
-        assert_eq!(d.observe(&s, SensorType::Temperature, i * 1000, value(i)), Judgement::WarmingUp);
-        assert_eq!(grown(&d), Some(5 * (i - 62) as usize));
-    }
-    // The 10th row grows the last 5 trees: the model is the one fitted at once on the same 64 rows,
-    // threshold and all, and judges that row.
-    assert!(matches!(d.observe(&s, SensorType::Temperature, 72_000, value(72)), Judgement::Scored { .. }));
+    // The 64th row makes the first fit due: fitted within it, either way, and it judges that row.
+    assert!(matches!(d.observe(&s, SensorType::Temperature, 63_000, value(63)), Judgement::Scored { .. }));
+    at_once.observe(&s, SensorType::Temperature, 63_000, value(63));
     assert_eq!(grown(&d), None);
     let first = at_once.model_for(&s, SensorType::Temperature).cloned().expect("fitted");
     assert_eq!(d.model_for(&s, SensorType::Temperature), Some(&first));
     assert_eq!((first.generation, first.training_rows, first.trained_at_ms), (1, 64, 63_000));
-
-    // The retraining 60 s of event time later grows while generation 1 judges; a checkpoint taken
-    // halfway, restored into a new instance, carries the growth on to the same model and verdicts.
-    for i in 73..123 {
-        d.observe(&s, SensorType::Temperature, i * 1000, value(i));
+    for i in 64..123 {
+        assert_eq!(
+            d.observe(&s, SensorType::Temperature, i * 1000, value(i)),
+            at_once.observe(&s, SensorType::Temperature, i * 1000, value(i))
+        );
     }
+    // 60 s of event time later the retraining falls due: fitted at once, or 5 trees grown while
+    // generation 1 goes on judging; the 10th row grows the last 5, and the model is the one fitted
+    // at once on the same rows, threshold and all.
     d.observe(&s, SensorType::Temperature, 123_000, value(123));
+    at_once.observe(&s, SensorType::Temperature, 123_000, value(123));
     assert_eq!(grown(&d), Some(5));
+    let second = at_once.model_for(&s, SensorType::Temperature).cloned().expect("retrained");
+    assert_eq!((second.generation, second.trained_at_ms), (2, 123_000));
+    let mut grown_apart = d.clone();
+    for i in 124..133 {
+        grown_apart.observe(&s, SensorType::Temperature, i * 1000, value(i));
+        let generation = grown_apart.model_for(&s, SensorType::Temperature).map(|m| m.generation);
+        assert_eq!(generation, Some(if i < 132 { 1 } else { 2 }), "row {i}");
+    }
+    assert_eq!(grown_apart.model_for(&s, SensorType::Temperature), Some(&second));
+
+    // A checkpoint taken halfway, restored into a new instance, carries the growth on to the same
+    // model and verdicts.
     for i in 124..128 {
         d.observe(&s, SensorType::Temperature, i * 1000, value(i));
     }
@@ -68,8 +77,7 @@ fn a_due_fit_grows_over_the_next_rows_while_the_model_before_it_judges() {
         assert_eq!((model(&d), model(&restored)), (Some(1), Some(1)), "generation 1 judges while 2 grows");
     }
     assert_eq!(judged(&mut d, 132), judged(&mut restored, 132));
-    let second = d.model_for(&s, SensorType::Temperature).expect("retrained");
-    assert_eq!((second.generation, second.trained_at_ms), (2, 123_000));
+    assert_eq!(d.model_for(&s, SensorType::Temperature), Some(&second));
     assert_eq!(d.state, restored.state);
 }
 
@@ -236,8 +244,6 @@ fn a_new_time_of_day_is_no_cliff_without_the_hour_features() {
             features,
             model_scope: ModelScope::Sensor,
             retrain_interval_ms: i64::MAX,
-            // Fitted within the reading it falls due at: the model of 00:00-06:00 judges 18:00.
-            fit_spread_rows: 1,
             ..DetectorConfig::default()
         };
         let mut d = OnlineForest::new(config);
