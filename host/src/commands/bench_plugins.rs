@@ -85,15 +85,11 @@ pub struct CallPercentiles {
 }
 
 impl CallPercentiles {
-    /// The percentiles of `times` (any order).
-    fn of(mut times: Vec<f64>) -> Self {
-        times.sort_by(f64::total_cmp);
-        let at = |q: f64| times.get(((times.len() as f64 * q).ceil() as usize).saturating_sub(1)).copied();
-        CallPercentiles {
-            p50: at(0.5).unwrap_or_default(),
-            p99: at(0.99).unwrap_or_default(),
-            max: times.last().copied().unwrap_or_default(),
-        }
+    /// The percentiles of `times` (any order), interpolated as `iotstream bench`'s latencies are
+    /// ([`super::bench_stream::percentile_cont`]); all 0 for no times.
+    fn of(times: &[f64]) -> Self {
+        let at = |p| super::bench_stream::percentile_cont(times, p).unwrap_or_default();
+        CallPercentiles { p50: at(0.5), p99: at(0.99), max: at(1.0) }
     }
 }
 
@@ -265,7 +261,7 @@ fn measure_wasm(
         load_ms,
         instantiate_ms,
         call_overhead_us,
-        live_call_ms: CallPercentiles::of(live_calls),
+        live_call_ms: CallPercentiles::of(&live_calls),
     })
 }
 
@@ -306,11 +302,13 @@ mod tests {
     }
 
     #[test]
-    fn call_percentiles_are_nearest_rank() {
-        // 1..=200 ms in reverse: the 100th, the 198th and the 200th smallest.
-        let times: Vec<f64> = (1..=200).rev().map(f64::from).collect();
-        assert_eq!(CallPercentiles::of(times), CallPercentiles { p50: 100.0, p99: 198.0, max: 200.0 });
-        assert_eq!(CallPercentiles::of(Vec::new()), CallPercentiles::default());
+    fn call_percentiles_interpolate_as_the_latencies_do() {
+        // 0..=100 ms in reverse: ranks 50, 99 and 100 fall on values; 0..=3 puts the median
+        // halfway between 1 and 2.
+        let times: Vec<f64> = (0..=100).rev().map(f64::from).collect();
+        assert_eq!(CallPercentiles::of(&times), CallPercentiles { p50: 50.0, p99: 99.0, max: 100.0 });
+        assert_eq!(CallPercentiles::of(&[3.0, 0.0, 2.0, 1.0]).p50, 1.5);
+        assert_eq!(CallPercentiles::of(&[]), CallPercentiles::default());
     }
 
     #[test]
