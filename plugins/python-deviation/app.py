@@ -1,6 +1,6 @@
 """The ``python-deviation`` detector plugin: the entry module componentize-py builds from.
 
-It implements the ``detector-plugin`` world of ``wit/pipeline.wit``: the interface's free function
+It implements the ``detector-plugin`` world of ``wit/v0.1.0/pipeline.wit`` (contract version 0.1.0): the interface's free function
 ``info`` here, the resource ``detector-stage`` in ``detector.py`` (imported so that it is part of the
 component), the algorithm in ``deviation.py``.
 """

@@ -52,6 +52,9 @@ const TEST_PLUGINS: [&str; 3] = ["misbehaving", "misbehaving-windows", "long-ver
 /// `dist/plugins`, because a component that embeds CPython is ~18 MB and takes seconds to compile,
 /// which every start of the demo would pay.
 const PYTHON_PLUGINS: [&str; 1] = ["python-deviation"];
+/// The contract the Python plugins are built against: version 0.1.0 (records), which the host
+/// still runs, so that a plugin of each version is tested through the host.
+const PYTHON_PLUGIN_WIT: &str = "wit/v0.1.0";
 /// The componentize-py release (PyPI) that builds them; its virtual environment is named after it,
 /// so changing the pin makes a fresh one.
 const COMPONENTIZE_PY: &str = "0.25.1";
@@ -391,7 +394,7 @@ fn build_python_plugins() -> Result<()> {
     for plugin in PYTHON_PLUGINS {
         let source = Path::new("plugins").join(plugin);
         let dest = out.join(format!("{plugin}.wasm"));
-        let mut inputs = vec![PathBuf::from("wit/pipeline.wit"), bin.join("componentize-py")];
+        let mut inputs = vec![PathBuf::from(PYTHON_PLUGIN_WIT).join("pipeline.wit"), bin.join("componentize-py")];
         for entry in std::fs::read_dir(&source).with_context(|| format!("read {}", source.display()))? {
             let path = entry?.path();
             if path.extension().is_some_and(|ext| ext == "py") {
@@ -406,7 +409,7 @@ fn build_python_plugins() -> Result<()> {
         let started = std::time::Instant::now();
         status(
             Command::new(bin.join("componentize-py"))
-                .args(["--wit-path", "wit", "--world", "detector-plugin", "componentize", "app", "--python-path"])
+                .args(["--wit-path", PYTHON_PLUGIN_WIT, "--world", "detector-plugin", "componentize", "app", "--python-path"])
                 .arg(&source)
                 .arg("--output")
                 .arg(&partial),

@@ -1,36 +1,202 @@
-//! Host bindings of the WIT contract (`wit/pipeline.wit`): one `bindgen!` per stage world, sharing
-//! the `types` interface so a `Reading` is one Rust type whichever stage it goes to.
+//! Host bindings of the WIT contract, in each version the host runs: one `bindgen!` per stage world
+//! and version, the worlds of a version sharing its `types` interface.
+//!
+//! The host's own types are version 0.1.0's (`wit/v0.1.0/pipeline.wit`): a [`Reading`] and a
+//! [`Detection`] per reading, which the pipeline builds and stores. A stage of version 0.2.0
+//! (`wit/pipeline.wit`, the SDK's) takes a batch as columns and answers in columns; [`columnar`]
+//! holds its bindings, and `stage.rs` converts at the call.
 
 #![allow(missing_docs, reason = "generated from the documented WIT")]
 
-/// The `detector-plugin` world.
+/// The `detector-plugin` world of version 0.1.0.
 pub mod detector {
-    wasmtime::component::bindgen!({ path: "../wit", world: "detector-plugin", additional_derives: [PartialEq] });
+    wasmtime::component::bindgen!({ path: "../wit/v0.1.0", world: "detector-plugin", additional_derives: [PartialEq] });
 }
 
-/// The `aggregator-plugin` world.
+/// The `aggregator-plugin` world of version 0.1.0.
 pub mod aggregator {
     wasmtime::component::bindgen!({
-        path: "../wit",
+        path: "../wit/v0.1.0",
         world: "aggregator-plugin",
         additional_derives: [PartialEq],
         with: { "iotstream:pipeline/types": super::detector::iotstream::pipeline::types },
     });
 }
 
+/// The worlds of version 0.2.0: batches as columns.
+pub mod columnar {
+    /// Its `detector-plugin` world.
+    pub mod detector {
+        wasmtime::component::bindgen!({ path: "../wit", world: "detector-plugin" });
+    }
+
+    /// Its `aggregator-plugin` world.
+    pub mod aggregator {
+        wasmtime::component::bindgen!({
+            path: "../wit",
+            world: "aggregator-plugin",
+            with: { "iotstream:pipeline/types": super::detector::iotstream::pipeline::types },
+        });
+    }
+
+    pub use aggregator::exports::iotstream::pipeline::aggregator::WindowAggregate;
+    pub use detector::exports::iotstream::pipeline::detector::{Detections, ModelInfo, ModelRun};
+    pub use detector::iotstream::pipeline::types::{Readings, Sensor, SensorType, StageError, StageInfo};
+
+    /// A batch as its columns: one pass over the host's readings.
+    pub fn readings(batch: &[super::Reading]) -> Readings {
+        let mut columns = Readings {
+            sensors: Vec::with_capacity(batch.len()),
+            timestamps_ms: Vec::with_capacity(batch.len()),
+            values: Vec::with_capacity(batch.len()),
+            flagged: Vec::new(),
+        };
+        for (at, reading) in (0_u32..).zip(batch) {
+            columns.sensors.push(reading.sensor);
+            columns.timestamps_ms.push(reading.timestamp_ms);
+            columns.values.push(reading.value);
+            if reading.flagged {
+                columns.flagged.push(at);
+            }
+        }
+        columns
+    }
+
+    /// Sensors to declare, in this version's type.
+    pub fn sensors(declared: &[super::Sensor]) -> Vec<Sensor> {
+        declared
+            .iter()
+            .map(|s| Sensor {
+                key: s.key,
+                sensor_id: s.sensor_id.clone(),
+                sensor_type: crate::reading::SensorType::from(s.sensor_type).into(),
+                location: s.location.clone(),
+            })
+            .collect()
+    }
+
+    impl From<crate::reading::SensorType> for SensorType {
+        fn from(t: crate::reading::SensorType) -> Self {
+            use crate::reading::SensorType as S;
+            match t {
+                S::Temperature => SensorType::Temperature,
+                S::Humidity => SensorType::Humidity,
+                S::AirQuality => SensorType::AirQuality,
+                S::Pressure => SensorType::Pressure,
+                S::Co2 => SensorType::Co2,
+            }
+        }
+    }
+
+    impl From<SensorType> for crate::reading::SensorType {
+        fn from(t: SensorType) -> Self {
+            use crate::reading::SensorType as S;
+            match t {
+                SensorType::Temperature => S::Temperature,
+                SensorType::Humidity => S::Humidity,
+                SensorType::AirQuality => S::AirQuality,
+                SensorType::Pressure => S::Pressure,
+                SensorType::Co2 => S::Co2,
+            }
+        }
+    }
+
+    impl From<StageInfo> for super::StageInfo {
+        fn from(info: StageInfo) -> Self {
+            super::StageInfo { name: info.name, version: info.version, state_version: info.state_version }
+        }
+    }
+
+    impl From<StageError> for super::StageError {
+        fn from(err: StageError) -> Self {
+            match err {
+                StageError::InvalidConfig(m) => super::StageError::InvalidConfig(m),
+                StageError::InvalidState(m) => super::StageError::InvalidState(m),
+                StageError::InvalidInput(m) => super::StageError::InvalidInput(m),
+            }
+        }
+    }
+
+    impl From<ModelInfo> for super::ModelInfo {
+        fn from(m: ModelInfo) -> Self {
+            super::ModelInfo { generation: m.generation, trained_at_ms: m.trained_at_ms, training_rows: m.training_rows }
+        }
+    }
+
+    impl From<WindowAggregate> for super::WindowAggregate {
+        fn from(a: WindowAggregate) -> Self {
+            super::WindowAggregate {
+                window_start_ms: a.window_start_ms,
+                window_end_ms: a.window_end_ms,
+                location: a.location,
+                sensor_type: crate::reading::SensorType::from(a.sensor_type).into(),
+                count: a.count,
+                avg: a.avg,
+                min: a.min,
+                max: a.max,
+                stddev: a.stddev,
+                anomaly_count: a.anomaly_count,
+                revision: a.revision,
+                late_count: a.late_count,
+            }
+        }
+    }
+}
+
 pub use aggregator::exports::iotstream::pipeline::aggregator::WindowAggregate;
 pub use detector::exports::iotstream::pipeline::detector::{Detection, ModelInfo, Verdict};
 pub use detector::iotstream::pipeline::types::{Reading, Sensor, SensorType, StageError, StageInfo};
 
-// The contract's names, with the version the SDK names (`iotstream_plugin_sdk::contract`): the
-// bindings above are generated from the same WIT, and the SDK's tests hold that version to it.
-/// The WIT package every stage must export from; checked at load.
-pub const PACKAGE: &str = concat!("iotstream:pipeline@", iotstream_plugin_sdk::contract_version!());
-/// Export name of the detector interface.
-pub const DETECTOR_EXPORT: &str = concat!("iotstream:pipeline/detector@", iotstream_plugin_sdk::contract_version!());
-/// Export name of the aggregator interface.
-pub const AGGREGATOR_EXPORT: &str =
-    concat!("iotstream:pipeline/aggregator@", iotstream_plugin_sdk::contract_version!());
+/// A version of the contract the host runs: a stage is built against one, and the host calls it
+/// through that version's bindings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ContractVersion {
+    /// 0.1.0: readings and detections as lists of records.
+    Records,
+    /// 0.2.0, the SDK's (`iotstream_plugin_sdk::CONTRACT_VERSION`): batches as columns.
+    Columns,
+}
+
+impl ContractVersion {
+    /// Every version the host runs, oldest first.
+    pub const ALL: [ContractVersion; 2] = [ContractVersion::Records, ContractVersion::Columns];
+    /// The version the SDK builds plugins against.
+    pub const CURRENT: ContractVersion = ContractVersion::Columns;
+
+    /// Its semver, as the WIT package names it.
+    pub fn number(self) -> &'static str {
+        match self {
+            ContractVersion::Records => "0.1.0",
+            // The SDK's tests hold this to the package line of `wit/pipeline.wit`.
+            ContractVersion::Columns => iotstream_plugin_sdk::contract_version!(),
+        }
+    }
+
+    /// Export name of the stage interface of `kind` in this version.
+    pub fn export(self, kind: super::StageKind) -> String {
+        let interface = match kind {
+            super::StageKind::Detector => "detector",
+            super::StageKind::Aggregator => "aggregator",
+        };
+        format!("iotstream:pipeline/{interface}@{}", self.number())
+    }
+
+    /// The version and kind of the stage interface a component exports as `name`, if the host runs it.
+    pub fn of_export(name: &str) -> Option<(ContractVersion, super::StageKind)> {
+        ContractVersion::ALL.into_iter().find_map(|version| {
+            [super::StageKind::Detector, super::StageKind::Aggregator]
+                .into_iter()
+                .find(|&kind| version.export(kind) == name)
+                .map(|kind| (version, kind))
+        })
+    }
+
+    /// The versions the host runs, for messages: `0.1.0 and 0.2.0`.
+    pub fn all_numbers() -> String {
+        let numbers: Vec<&str> = ContractVersion::ALL.iter().map(|v| v.number()).collect();
+        numbers.join(" and ")
+    }
+}
 
 impl From<crate::reading::SensorType> for SensorType {
     fn from(t: crate::reading::SensorType) -> Self {
@@ -64,5 +230,39 @@ pub fn describe(err: &StageError) -> String {
         StageError::InvalidConfig(m) => format!("invalid configuration: {m}"),
         StageError::InvalidState(m) => format!("invalid state: {m}"),
         StageError::InvalidInput(m) => format!("invalid input: {m}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plugins::StageKind;
+
+    #[test]
+    fn an_export_names_its_version_and_kind_and_only_the_host_s_versions_are_known() {
+        assert_eq!(
+            ContractVersion::of_export("iotstream:pipeline/detector@0.1.0"),
+            Some((ContractVersion::Records, StageKind::Detector))
+        );
+        assert_eq!(
+            ContractVersion::of_export("iotstream:pipeline/aggregator@0.2.0"),
+            Some((ContractVersion::Columns, StageKind::Aggregator))
+        );
+        for unknown in ["iotstream:pipeline/detector@0.3.0", "iotstream:pipeline/types@0.2.0", "wasi:cli/run@0.2.0"] {
+            assert_eq!(ContractVersion::of_export(unknown), None, "{unknown}");
+        }
+        assert_eq!(ContractVersion::CURRENT.number(), iotstream_plugin_sdk::CONTRACT_VERSION);
+        assert_eq!(ContractVersion::all_numbers(), "0.1.0 and 0.2.0");
+    }
+
+    #[test]
+    fn a_batch_becomes_columns_with_the_flagged_readings_indices() {
+        let reading = |sensor, timestamp_ms, value, flagged| Reading { sensor, timestamp_ms, value, flagged };
+        let batch = [reading(2, 10, 1.5, false), reading(0, 20, -2.5, true), reading(2, 5, 0.0, true)];
+        let columns = columnar::readings(&batch);
+        assert_eq!(
+            (columns.sensors, columns.timestamps_ms, columns.values, columns.flagged),
+            (vec![2, 0, 2], vec![10, 20, 5], vec![1.5, -2.5, 0.0], vec![1, 2])
+        );
     }
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT};
+use super::bindings::ContractVersion;
 use super::limits::PluginLimits;
 use super::output::{display_detail, display_text};
 use super::sandbox::SleptPastDeadline;
@@ -37,14 +37,21 @@ pub enum PluginError {
         /// The compiler's reason.
         message: String,
     },
-    /// The component exports neither stage interface of this contract version.
-    #[error("{path} exports neither {DETECTOR_EXPORT} nor {AGGREGATOR_EXPORT}")]
+    /// The component exports no stage interface of the contract.
+    #[error(
+        "{path} exports no iotstream stage (iotstream:pipeline/detector or iotstream:pipeline/aggregator, \
+         contract version {versions})",
+        versions = ContractVersion::all_numbers()
+    )]
     UnknownWorld {
         /// The file.
         path: PathBuf,
     },
     /// The component was built against a version of the contract this host does not run.
-    #[error("{path} was built against {found}; this host runs {DETECTOR_EXPORT} and {AGGREGATOR_EXPORT}")]
+    #[error(
+        "{path} was built against {found}; this host runs contract versions {versions}",
+        versions = ContractVersion::all_numbers()
+    )]
     WitVersion {
         /// The file.
         path: PathBuf,
@@ -163,13 +170,10 @@ impl PluginError {
             PluginError::Compile { path, message } => {
                 format!("{} is not a valid component: {}", file(path), first_line(message))
             }
-            PluginError::UnknownWorld { path } => {
-                format!("{} exports neither {DETECTOR_EXPORT} nor {AGGREGATOR_EXPORT}", file(path))
+            PluginError::UnknownWorld { path } => PluginError::UnknownWorld { path: file(path).into() }.to_string(),
+            PluginError::WitVersion { path, found } => {
+                PluginError::WitVersion { path: file(path).into(), found: found.clone() }.to_string()
             }
-            PluginError::WitVersion { path, found } => format!(
-                "{} was built against {found}; this host runs {DETECTOR_EXPORT} and {AGGREGATOR_EXPORT}",
-                file(path)
-            ),
             PluginError::Manifest { path, message } => format!("plugin manifest {}: {message}", file(path)),
             // The cause comes first, then "; " and what wraps it (the wasm backtrace).
             PluginError::Trap { plugin, message } => {

@@ -11,7 +11,7 @@
 
 use std::collections::HashSet;
 
-use super::bindings::{Detection, StageInfo, WindowAggregate};
+use super::bindings::{Detection, StageInfo, Verdict, WindowAggregate, columnar};
 
 /// Characters of a plugin (stage) name: `VARCHAR(100)` of `sensor_aggregates.stage`,
 /// `ml_anomaly_predictions.detector` and the checkpoints' `stage`.
@@ -76,6 +76,53 @@ pub(super) fn check_detections(detections: &[Detection], readings: usize) -> Res
     }
 }
 
+/// A columnar (0.2.0) detector's answer for a batch of `readings` as a detection per reading, or
+/// the first breach of its shape: a score per reading; anomalies and readings warming up as indices
+/// within the batch, each list ascending, no reading in both; model runs whose first indices ascend
+/// within the batch. Scores and models are checked after, as any detector's ([`check_detections`]).
+pub(super) fn detections_of_columns(columns: columnar::Detections, readings: usize) -> Result<Vec<Detection>, String> {
+    if columns.scores.len() != readings {
+        return Err(format!("{} scores for {} readings", columns.scores.len(), readings));
+    }
+    let mut detections: Vec<Detection> =
+        columns.scores.iter().map(|&score| Detection { score, verdict: Verdict::Normal, model: None }).collect();
+    for (list, indices, verdict) in
+        [("anomalies", &columns.anomalies, Verdict::Anomaly), ("warming-up", &columns.warming_up, Verdict::WarmingUp)]
+    {
+        check_ascending(list, indices.iter().copied(), readings)?;
+        for &at in indices {
+            let detection = &mut detections[at as usize];
+            if detection.verdict != Verdict::Normal {
+                return Err(format!("reading {at} is both an anomaly and warming up"));
+            }
+            detection.verdict = verdict;
+        }
+    }
+    check_ascending("models", columns.models.iter().map(|run| run.first), readings)?;
+    let ends = columns.models.iter().skip(1).map(|run| run.first as usize).chain([readings]);
+    for (run, end) in columns.models.iter().zip(ends) {
+        let Some(model) = run.model else { continue };
+        for detection in &mut detections[run.first as usize..end] {
+            if detection.verdict != Verdict::WarmingUp {
+                detection.model = Some(model.into());
+            }
+        }
+    }
+    Ok(detections)
+}
+
+/// Every index of `list` lies within a batch of `readings` and is larger than the one before.
+fn check_ascending(list: &str, indices: impl Iterator<Item = u32>, readings: usize) -> Result<(), String> {
+    let mut before: Option<u32> = None;
+    for (i, at) in indices.enumerate() {
+        if at as usize >= readings || before.is_some_and(|b| b >= at) {
+            return Err(format!("{list}[{i}] = {at} is out of order or past the batch of {readings}"));
+        }
+        before = Some(at);
+    }
+    Ok(())
+}
+
 /// Counts an aggregator's windows, or names the first that breaks the contract or would not fit
 /// the database: no readings, an empty window, a non-finite statistic, a count past the column,
 /// a location too long or with a control character, a time outside years 1 to 9999, or a window
@@ -138,7 +185,7 @@ mod tests {
     use chrono::{TimeZone, Utc};
 
     use super::*;
-    use crate::plugins::bindings::SensorType;
+    use crate::plugins::bindings::{ModelInfo, SensorType};
 
     fn window(location: &str, start_ms: i64, revision: u32) -> WindowAggregate {
         WindowAggregate {
@@ -155,6 +202,67 @@ mod tests {
             revision,
             late_count: 0,
         }
+    }
+
+    fn model(generation: u32) -> columnar::ModelInfo {
+        columnar::ModelInfo { generation, trained_at_ms: 1_000 * i64::from(generation), training_rows: 256 }
+    }
+
+    fn columns(anomalies: &[u32], warming_up: &[u32], models: &[(u32, Option<u32>)]) -> columnar::Detections {
+        columnar::Detections {
+            scores: vec![0.5, 0.0, 0.9, 0.25, 0.75],
+            anomalies: anomalies.to_vec(),
+            warming_up: warming_up.to_vec(),
+            models: models
+                .iter()
+                .map(|&(first, generation)| columnar::ModelRun { first, model: generation.map(model) })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn columns_become_a_detection_per_reading_with_the_run_s_model_but_for_readings_warming_up() {
+        let got = detections_of_columns(columns(&[2, 4], &[1], &[(1, Some(1)), (3, None), (4, Some(2))]), 5);
+        let host = |generation: u32| Some(ModelInfo::from(model(generation)));
+        let want = vec![
+            Detection { score: 0.5, verdict: Verdict::Normal, model: None },
+            Detection { score: 0.0, verdict: Verdict::WarmingUp, model: None },
+            Detection { score: 0.9, verdict: Verdict::Anomaly, model: host(1) },
+            Detection { score: 0.25, verdict: Verdict::Normal, model: None },
+            Detection { score: 0.75, verdict: Verdict::Anomaly, model: host(2) },
+        ];
+        assert_eq!(got, Ok(want));
+        assert_eq!(host(2).map(|m| (m.generation, m.trained_at_ms, m.training_rows)), Some((2, 2_000, 256)));
+    }
+
+    #[test]
+    fn columns_of_the_wrong_shape_are_named() {
+        let short = columnar::Detections { scores: vec![0.5], ..columns(&[], &[], &[]) };
+        assert_eq!(detections_of_columns(short, 5), Err("1 scores for 5 readings".into()));
+        assert_eq!(
+            detections_of_columns(columns(&[4, 2], &[], &[]), 5),
+            Err("anomalies[1] = 2 is out of order or past the batch of 5".into())
+        );
+        assert_eq!(
+            detections_of_columns(columns(&[], &[5], &[]), 5),
+            Err("warming-up[0] = 5 is out of order or past the batch of 5".into())
+        );
+        assert_eq!(
+            detections_of_columns(columns(&[1, 1], &[], &[]), 5),
+            Err("anomalies[1] = 1 is out of order or past the batch of 5".into())
+        );
+        assert_eq!(
+            detections_of_columns(columns(&[3], &[3], &[]), 5),
+            Err("reading 3 is both an anomaly and warming up".into())
+        );
+        assert_eq!(
+            detections_of_columns(columns(&[], &[], &[(2, Some(1)), (2, Some(2))]), 5),
+            Err("models[1] = 2 is out of order or past the batch of 5".into())
+        );
+        assert_eq!(
+            detections_of_columns(columns(&[], &[], &[(u32::MAX, Some(1))]), 5),
+            Err(format!("models[0] = {} is out of order or past the batch of 5", u32::MAX))
+        );
     }
 
     #[test]

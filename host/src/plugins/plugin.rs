@@ -12,7 +12,7 @@ use wasmtime::Engine;
 use wasmtime::Store;
 use wasmtime::component::{Component, Linker, ResourceAny};
 
-use super::bindings::{self, Detection, Reading, StageError, StageInfo, WindowAggregate};
+use super::bindings::{self, ContractVersion, Detection, Reading, StageError, StageInfo, WindowAggregate};
 use super::error::fault;
 use super::health::{Health, PluginState, Refusal};
 use super::limits::PluginLimits;
@@ -31,6 +31,8 @@ pub(super) struct Blueprint {
     pub(super) name: String,
     /// The stage interface it exports.
     pub(super) kind: StageKind,
+    /// The version of the contract it was built against.
+    pub(super) contract: ContractVersion,
     /// The configuration handed to `create`.
     pub(super) config: String,
     /// The compiled component.
@@ -174,7 +176,7 @@ impl Plugin {
         store.limiter(|ctx| ctx.meter());
         store.set_epoch_deadline(blueprint.limits.deadline_ticks());
         let created = (|| -> wasmtime::Result<_> {
-            let bindings = stage::instantiate(blueprint.kind, &mut store, &blueprint.component, &blueprint.linker)?;
+            let bindings = stage::instantiate(blueprint.kind, blueprint.contract, &mut store, &blueprint.component, &blueprint.linker)?;
             let info = bindings.info(&mut store)?;
             let created = bindings.create(&mut store, &blueprint.config)?;
             Ok((bindings, info, created))
@@ -189,21 +191,22 @@ impl Plugin {
         Ok(())
     }
 
-    /// Runs `invoke` on the live instance, unless the plugin is backing off or quarantined; checks
-    /// its answer with `check` (which counts the outputs or says what breaks the contract), and
+    /// Runs `invoke` on the live instance, unless the plugin is backing off or quarantined; takes
+    /// its answer through `accept` (which converts it to the host's type and counts the outputs, or
+    /// says what breaks the contract), and
     /// keeps the metrics and the failure streak. An instance a trap or malformed output destroyed
     /// is re-created first, from the last good state.
     ///
     /// Any failure extends the streak, but only a successful [`CallKind::Batch`] ends it: a plugin
     /// whose batches always fail is quarantined even though its checkpoints or ticks succeed.
-    fn call<T>(
+    fn call<T, U>(
         &mut self,
         kind: CallKind,
         catalog: &SensorCatalog,
         (readings, at): (usize, Option<i64>),
         invoke: impl FnOnce(&mut Instance) -> Call<T>,
-        check: impl FnOnce(&T) -> Result<usize, String>,
-    ) -> Result<T, PluginError> {
+        accept: impl FnOnce(T) -> Result<(U, usize), String>,
+    ) -> Result<U, PluginError> {
         if let Err(refusal) = self.health.admit() {
             self.metrics.skipped_readings += readings as u64;
             let (plugin, failures) = (self.blueprint.name.clone(), self.health.failures());
@@ -212,7 +215,7 @@ impl Plugin {
                 Refusal::Quarantined => PluginError::Quarantined { plugin, failures },
             });
         }
-        let result = self.restart_if_needed().and_then(|()| self.call_measured(catalog, (readings, at), invoke, check));
+        let result = self.restart_if_needed().and_then(|()| self.call_measured(catalog, (readings, at), invoke, accept));
         match result {
             Ok(value) => {
                 if kind == CallKind::Batch {
@@ -259,14 +262,14 @@ impl Plugin {
         Err(failure)
     }
 
-    /// [`call_live`](Self::call_live), timed and counted, its answer checked.
-    fn call_measured<T>(
+    /// [`call_live`](Self::call_live), timed and counted, its answer accepted.
+    fn call_measured<T, U>(
         &mut self,
         catalog: &SensorCatalog,
         (readings, at): (usize, Option<i64>),
         invoke: impl FnOnce(&mut Instance) -> Call<T>,
-        check: impl FnOnce(&T) -> Result<usize, String>,
-    ) -> Result<T, PluginError> {
+        accept: impl FnOnce(T) -> Result<(U, usize), String>,
+    ) -> Result<U, PluginError> {
         let started = Instant::now();
         let result = self.call_live(catalog, at, invoke);
         let took = started.elapsed();
@@ -274,9 +277,8 @@ impl Plugin {
         self.metrics.readings_in += readings as u64;
         self.metrics.busy_micros += took.as_micros() as u64;
         self.metrics.call_times.record(took);
-        let value = result?;
-        match check(&value) {
-            Ok(outputs) => {
+        match accept(result?) {
+            Ok((value, outputs)) => {
                 self.metrics.outputs += outputs as u64;
                 Ok(value)
             }
@@ -316,7 +318,10 @@ impl Plugin {
             catalog,
             (readings.len(), newest(readings)),
             |instance| instance.bindings.detect(&mut instance.store, instance.stage, readings),
-            |detections| check_detections(detections, readings.len()),
+            |answer| {
+                let detections = answer.into_detections(readings.len())?;
+                check_detections(&detections, readings.len()).map(|n| (detections, n))
+            },
         )
     }
 
@@ -331,7 +336,7 @@ impl Plugin {
             catalog,
             (readings.len(), newest(readings)),
             |instance| instance.bindings.aggregate(&mut instance.store, instance.stage, readings),
-            |aggregates| check_aggregates(aggregates),
+            |aggregates| check_aggregates(&aggregates).map(|n| (aggregates, n)),
         )
     }
 
@@ -342,7 +347,7 @@ impl Plugin {
             catalog,
             (0, Some(now_ms)),
             |instance| instance.bindings.tick(&mut instance.store, instance.stage, now_ms),
-            |aggregates| check_aggregates(aggregates),
+            |aggregates| check_aggregates(&aggregates).map(|n| (aggregates, n)),
         )
     }
 
@@ -354,7 +359,7 @@ impl Plugin {
             catalog,
             (0, None),
             |instance| Ok(Ok(instance.bindings.export_state(&mut instance.store, instance.stage)?)),
-            |_| Ok(0),
+            |state| Ok((state, 0)),
         )?;
         let state = Bytes::from(state);
         self.remember(state.clone());
@@ -385,7 +390,7 @@ impl Plugin {
     /// [`import_state`](Self::import_state) of state held elsewhere too (a checkpoint's), which
     /// becomes the last good state without a copy.
     pub fn import_shared(&mut self, catalog: &SensorCatalog, state: Bytes) -> Result<(), PluginError> {
-        self.call(CallKind::Control, catalog, (0, None), |instance| import(instance, &state), |_| Ok(0))?;
+        self.call(CallKind::Control, catalog, (0, None), |instance| import(instance, &state), |()| Ok(((), 0)))?;
         self.remember(state);
         Ok(())
     }

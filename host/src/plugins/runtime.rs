@@ -10,12 +10,12 @@ use wasmtime::component::{Component, Linker, ResourceTable};
 use wasmtime::{Config, Engine, ProfilingStrategy};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-use super::bindings::{AGGREGATOR_EXPORT, DETECTOR_EXPORT};
+use super::bindings::ContractVersion;
 use super::folders::{PluginFolders, PluginLayer};
 use super::limits::{EPOCH_TICK, MemoryMeter, PluginLimits};
 use super::plugin::{Blueprint, Plugin};
 use super::sandbox::{self, GuestClock};
-use super::{PluginError, PluginSpec, StageKind, output};
+use super::{PluginError, PluginSpec, output};
 
 /// The plugins of a folder that loaded, and the (name, error) of those that did not.
 pub type LoadedDir = (Vec<Plugin>, Vec<(String, PluginError)>);
@@ -199,10 +199,8 @@ impl PluginRuntime {
         })?;
         let exports: Vec<String> =
             component.component_type().exports(&self.engine).map(|(name, _)| name.to_owned()).collect();
-        let kind = if exports.iter().any(|e| e == DETECTOR_EXPORT) {
-            StageKind::Detector
-        } else if exports.iter().any(|e| e == AGGREGATOR_EXPORT) {
-            StageKind::Aggregator
+        let (contract, kind) = if let Some(stage) = exports.iter().find_map(|e| ContractVersion::of_export(e)) {
+            stage
         } else if let Some(found) = exports.iter().find(|e| e.starts_with(CONTRACT_PREFIX)) {
             return Err(PluginError::WitVersion { path: path.to_owned(), found: found.clone() });
         } else {
@@ -211,6 +209,7 @@ impl PluginRuntime {
         let plugin = Plugin::create(Blueprint {
             name,
             kind,
+            contract,
             config: spec.config.clone(),
             component,
             engine: self.engine.clone(),

@@ -83,7 +83,7 @@ fn assert_failure(mode: &str, err: &PluginError) {
             matches!(err, PluginError::MalformedOutput { message, .. } if message == "score of reading 0 is not finite")
         }
         "short" => {
-            matches!(err, PluginError::MalformedOutput { message, .. } if message == "5 detections for 6 readings")
+            matches!(err, PluginError::MalformedOutput { message, .. } if message == "5 scores for 6 readings")
         }
         "sleep" => {
             matches!(err, PluginError::Blocked { asked, deadline, .. } if *asked == Duration::from_secs(60) && *deadline == DEADLINE)

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Catalog, PluginError, SensorIdentity, SensorType, decode_state, encode_state, parse_config};
+use crate::{Batch, Catalog, PluginError, SensorIdentity, SensorType, decode_state, encode_state, parse_config};
 
 /// The summary of one window of one location and sensor type (the WIT `window-aggregate`).
 #[derive(Debug, Clone, PartialEq)]
@@ -103,16 +103,23 @@ impl<A: Aggregator> AggregatorStage<A> {
         }
     }
 
-    /// Adds a batch of `(sensor key, timestamp ms, value, flagged)`, in order; returns the windows
-    /// it closed. An undeclared key refuses the whole batch before any state changes.
-    pub fn aggregate(&self, readings: &[(u32, i64, f64, bool)]) -> Result<Vec<WindowAggregate>, PluginError> {
+    /// Adds a batch, in order; returns the windows it closed. A batch of the wrong shape or with an
+    /// undeclared key is refused whole, before any state changes.
+    pub fn aggregate(&self, batch: &Batch) -> Result<Vec<WindowAggregate>, PluginError> {
+        batch.check()?;
         let catalog = self.catalog.borrow();
         // Every key is resolved before the stage sees the batch: an undeclared one refuses it whole.
-        let batch = readings
+        let rows = batch
+            .sensors
             .iter()
-            .map(|&(key, timestamp_ms, value, flagged)| Ok((catalog.get(key)?.as_ref(), timestamp_ms, value, flagged)))
+            .zip(&batch.timestamps_ms)
+            .zip(&batch.values)
+            .zip(batch.flags())
+            .map(|(((&key, &timestamp_ms), &value), flagged)| {
+                Ok((catalog.get(key)?.as_ref(), timestamp_ms, value, flagged))
+            })
             .collect::<Result<Vec<_>, PluginError>>()?;
-        self.aggregator.borrow_mut().aggregate_batch(&batch).map_err(PluginError::InvalidInput)
+        self.aggregator.borrow_mut().aggregate_batch(&rows).map_err(PluginError::InvalidInput)
     }
 
     /// Advances processing time; returns the windows closed for idleness.
@@ -155,7 +162,7 @@ macro_rules! export_aggregator {
         #[allow(unsafe_code, missing_docs, reason = "wit-bindgen generates FFI code")]
         mod aggregator_component {
             use $crate::aggregator::{Aggregator as _, AggregatorStage};
-            use $crate::wit::{Reading, Sensor, StageError, StageInfo};
+            use $crate::wit::{Readings, Sensor, StageError, StageInfo};
 
             $crate::__contract_bindings!("aggregator-plugin", $wit);
 
@@ -184,10 +191,8 @@ macro_rules! export_aggregator {
                     self.0.declare(sensors.into_iter().map($crate::wit::identity));
                 }
 
-                fn aggregate(&self, readings: Vec<Reading>) -> Result<Vec<WindowAggregate>, StageError> {
-                    let batch: Vec<(u32, i64, f64, bool)> =
-                        readings.iter().map(|r| (r.sensor, r.timestamp_ms, r.value, r.flagged)).collect();
-                    Ok(self.0.aggregate(&batch)?.into_iter().map(to_wit).collect())
+                fn aggregate(&self, readings: Readings) -> Result<Vec<WindowAggregate>, StageError> {
+                    Ok(self.0.aggregate(&$crate::wit::batch(readings))?.into_iter().map(to_wit).collect())
                 }
 
                 fn tick(&self, now_ms: i64) -> Vec<WindowAggregate> {
@@ -290,6 +295,10 @@ mod tests {
         }
     }
 
+    fn rows<const N: usize>(rows: [(u32, i64, f64, bool); N]) -> Batch {
+        rows.into_iter().collect()
+    }
+
     fn sensor(id: &str, location: &str) -> SensorIdentity {
         SensorIdentity { sensor_id: id.into(), sensor_type: SensorType::Pressure, location: location.into() }
     }
@@ -307,20 +316,20 @@ mod tests {
         assert!(matches!(AggregatorStage::<Triples>::create("[]"), Err(PluginError::InvalidConfig(_))));
         let stage = AggregatorStage::<Triples>::create("").expect("created");
         stage.declare([(0, sensor("a", "lab_1")), (1, sensor("b", "lab_1")), (2, sensor("c", "office_1"))]);
-        let closed = stage.aggregate(&[(0, 0, 1.0, false), (2, 0, 7.0, true), (1, 0, 2.0, true), (0, 0, 3.0, false)]);
+        let closed = stage.aggregate(&rows([(0, 0, 1.0, false), (2, 0, 7.0, true), (1, 0, 2.0, true), (0, 0, 3.0, false)]));
         assert_eq!(summary(&closed.expect("aggregates")), [("lab_1".into(), 3, 2.0, 1)]);
         // A batch with an undeclared key changes nothing: office_1 still holds one reading.
         assert!(matches!(
-            stage.aggregate(&[(2, 0, 1.0, false), (5, 0, 1.0, false)]),
+            stage.aggregate(&rows([(2, 0, 1.0, false), (5, 0, 1.0, false)])),
             Err(PluginError::InvalidInput(_))
         ));
         let state = stage.export_state();
         let other = AggregatorStage::<Triples>::create("").expect("created");
         other.import_state(&state).expect("imports");
         // Keys are per instance: after the import, office_1's sensor is declared under another key.
-        assert!(other.aggregate(&[(2, 0, 1.0, false)]).is_err(), "the import forgot the keys");
+        assert!(other.aggregate(&rows([(2, 0, 1.0, false)])).is_err(), "the import forgot the keys");
         other.declare([(9, sensor("c", "office_1"))]);
-        assert_eq!(other.aggregate(&[(9, 0, 5.0, false)]).expect("aggregates"), []);
+        assert_eq!(other.aggregate(&rows([(9, 0, 5.0, false)])).expect("aggregates"), []);
         assert_eq!(summary(&other.tick(0)), [("office_1".into(), 2, 6.0, 1)]);
         assert_eq!(other.tick(1), []);
         assert!(matches!(other.import_state(&[1, 0, 0, 0]), Err(PluginError::InvalidState(_))));

@@ -26,7 +26,7 @@
 #[macro_export]
 macro_rules! contract_version {
     () => {
-        "0.1.0"
+        "0.2.0"
     };
 }
 
@@ -43,7 +43,7 @@ macro_rules! __contract_bindings {
     (types) => {
         wit_bindgen::generate!({
             path: "../../wit",
-            inline: "package iotstream:sdk; world types-only { import iotstream:pipeline/types@0.1.0; }",
+            inline: "package iotstream:sdk; world types-only { import iotstream:pipeline/types@0.2.0; }",
             generate_all,
         });
     };
@@ -52,7 +52,7 @@ macro_rules! __contract_bindings {
             world: $world,
             path: $wit,
             // wit-bindgen cannot parse `$crate` here: plugins depend on the SDK by this name.
-            with: { "iotstream:pipeline/types@0.1.0": ::iotstream_plugin_sdk::wit::iotstream::pipeline::types },
+            with: { "iotstream:pipeline/types@0.2.0": ::iotstream_plugin_sdk::wit::iotstream::pipeline::types },
         });
     };
 }
@@ -70,5 +70,14 @@ mod tests {
             [format!("iotstream:pipeline@{CONTRACT_VERSION};")],
             "the package line of wit/pipeline.wit"
         );
+    }
+
+    #[test]
+    fn the_released_version_before_it_stays_beside_it() {
+        // The host runs plugins of 0.1.0 too: its WIT must stay where its bindings are made from.
+        let wit = include_str!("../../../wit/v0.1.0/pipeline.wit");
+        let packages: Vec<&str> = wit.lines().filter_map(|line| line.trim().strip_prefix("package ")).collect();
+        assert_eq!(packages, ["iotstream:pipeline@0.1.0;"]);
+        assert!(wit.contains("detect: func(readings: list<reading>) -> result<list<detection>, stage-error>;"));
     }
 }

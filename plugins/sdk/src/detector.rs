@@ -8,7 +8,7 @@ use std::cell::RefCell;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Catalog, PluginError, SensorIdentity, decode_state, encode_state, parse_config};
+use crate::{Batch, Catalog, PluginError, SensorIdentity, decode_state, encode_state, parse_config};
 
 /// A detector's judgement of one reading.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -97,16 +97,20 @@ impl<D: Detector> DetectorStage<D> {
         }
     }
 
-    /// Judges a batch of `(sensor key, timestamp ms, value)`, in order, with the model behind each
-    /// judgement. An undeclared key refuses the whole batch before any state changes.
-    pub fn detect(&self, readings: &[(u32, i64, f64)]) -> Result<Vec<(Judgement, Option<ModelInfo>)>, PluginError> {
+    /// Judges a batch, in order, with the model behind each judgement. A batch of the wrong shape
+    /// or with an undeclared key is refused whole, before any state changes.
+    pub fn detect(&self, batch: &Batch) -> Result<Vec<(Judgement, Option<ModelInfo>)>, PluginError> {
+        batch.check()?;
         let catalog = self.catalog.borrow();
         // Every key is resolved before the stage sees the batch: an undeclared one refuses it whole.
-        let batch = readings
+        let rows = batch
+            .sensors
             .iter()
-            .map(|&(key, timestamp_ms, value)| Ok((catalog.get(key)?.as_ref(), timestamp_ms, value)))
+            .zip(&batch.timestamps_ms)
+            .zip(&batch.values)
+            .map(|((&key, &timestamp_ms), &value)| Ok((catalog.get(key)?.as_ref(), timestamp_ms, value)))
             .collect::<Result<Vec<_>, PluginError>>()?;
-        self.detector.borrow_mut().judge_batch(&batch).map_err(PluginError::InvalidInput)
+        self.detector.borrow_mut().judge_batch(&rows).map_err(PluginError::InvalidInput)
     }
 
     /// The state in the versioned byte format.
@@ -146,13 +150,13 @@ macro_rules! export_detector {
         /// The component glue `export_detector!` generated.
         #[allow(unsafe_code, missing_docs, reason = "wit-bindgen generates FFI code")]
         mod detector_component {
-            use $crate::detector::{Detector as _, DetectorStage, Judgement};
-            use $crate::wit::{Reading, Sensor, StageError, StageInfo};
+            use $crate::detector::{Detector as _, DetectorStage};
+            use $crate::wit::{Readings, Sensor, StageError, StageInfo};
 
             $crate::__contract_bindings!("detector-plugin", $wit);
 
             use exports::iotstream::pipeline::detector::{
-                Detection, DetectorStage as Handle, Guest, GuestDetectorStage, ModelInfo, Verdict,
+                DetectorStage as Handle, Detections, Guest, GuestDetectorStage, ModelInfo, ModelRun,
             };
 
             struct Component;
@@ -176,30 +180,27 @@ macro_rules! export_detector {
                     self.0.declare(sensors.into_iter().map($crate::wit::identity));
                 }
 
-                fn detect(&self, readings: Vec<Reading>) -> Result<Vec<Detection>, StageError> {
-                    let batch: Vec<(u32, i64, f64)> =
-                        readings.iter().map(|r| (r.sensor, r.timestamp_ms, r.value)).collect();
-                    let judgements = self.0.detect(&batch)?;
-                    Ok(judgements
+                fn detect(&self, readings: Readings) -> Result<Detections, StageError> {
+                    let judgements = self.0.detect(&$crate::wit::batch(readings))?;
+                    let columns = $crate::DetectionColumns::of(&judgements);
+                    let models = columns
+                        .models
                         .into_iter()
-                        .map(|(judgement, model)| {
-                            let model = model.map(|m| ModelInfo {
+                        .map(|(first, model)| ModelRun {
+                            first,
+                            model: model.map(|m| ModelInfo {
                                 generation: m.generation,
                                 trained_at_ms: m.trained_at_ms,
                                 training_rows: m.training_rows,
-                            });
-                            match judgement {
-                                Judgement::WarmingUp => {
-                                    Detection { score: 0.0, verdict: Verdict::WarmingUp, model: None }
-                                }
-                                Judgement::Scored { score, anomaly } => Detection {
-                                    score,
-                                    verdict: if anomaly { Verdict::Anomaly } else { Verdict::Normal },
-                                    model,
-                                },
-                            }
+                            }),
                         })
-                        .collect())
+                        .collect();
+                    Ok(Detections {
+                        scores: columns.scores,
+                        anomalies: columns.anomalies,
+                        warming_up: columns.warming_up,
+                        models,
+                    })
                 }
 
                 fn export_state(&self) -> Vec<u8> {
@@ -250,6 +251,10 @@ mod tests {
         }
     }
 
+    fn rows<const N: usize>(rows: [(u32, i64, f64); N]) -> Batch {
+        rows.into_iter().collect()
+    }
+
     fn sensor(id: &str) -> SensorIdentity {
         SensorIdentity { sensor_id: id.into(), sensor_type: SensorType::Humidity, location: "lab_1".into() }
     }
@@ -262,20 +267,23 @@ mod tests {
         );
         let stage = DetectorStage::<Counter>::create("").expect("created");
         stage.declare([(0, sensor("a")), (1, sensor("b"))]);
-        let out = stage.detect(&[(0, 0, 1.0), (0, 0, 1.0), (1, 0, 1.0), (0, 0, 1.0)]).expect("detects");
+        let out = stage.detect(&rows([(0, 0, 1.0), (0, 0, 1.0), (1, 0, 1.0), (0, 0, 1.0)])).expect("detects");
         let scores: Vec<f64> =
             out.iter().map(|j| if let (Judgement::Scored { score, .. }, _) = j { *score } else { -1.0 }).collect();
         assert_eq!(scores, [1.0, 2.0, 1.0, 3.0]);
         assert!(matches!(out[3], (Judgement::Scored { anomaly: true, .. }, None)));
         // A batch with an undeclared key changes nothing.
-        assert!(stage.detect(&[(0, 0, 1.0), (5, 0, 1.0)]).is_err());
+        assert!(stage.detect(&rows([(0, 0, 1.0), (5, 0, 1.0)])).is_err());
+        // So does one whose columns differ in length.
+        let uneven = Batch { values: vec![1.0], ..rows([(0, 0, 1.0), (0, 0, 1.0)]) };
+        assert!(matches!(stage.detect(&uneven), Err(PluginError::InvalidInput(m)) if m.contains("differ in length")));
         let state = stage.export_state();
         let other = DetectorStage::<Counter>::create("").expect("created");
         other.import_state(&state).expect("imports");
         // Keys are per instance: after the import, "a" is declared under another key.
         other.declare([(9, sensor("a"))]);
         assert_eq!(
-            other.detect(&[(9, 0, 1.0)]).expect("detects"),
+            other.detect(&rows([(9, 0, 1.0)])).expect("detects"),
             [(Judgement::Scored { score: 4.0, anomaly: false }, None)]
         );
         assert!(matches!(other.import_state(&[1, 0, 0, 0]), Err(PluginError::InvalidState(_))));

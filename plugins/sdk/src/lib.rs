@@ -7,6 +7,7 @@
 //!
 //! * [`aggregator`]: the [`Aggregator`](aggregator::Aggregator) trait an aggregator plugin
 //!   implements, and the `export_aggregator!` macro that makes it a component,
+//! * [`batch`]: a batch as the contract passes it, in columns, and a detector's answer in columns,
 //! * [`catalog`]: the per-instance map from the sensor keys readings carry to the sensors' identities,
 //! * [`config`]: strict JSON configuration (unknown keys are errors),
 //! * [`contract`]: the version of the WIT contract, where Rust names it ([`CONTRACT_VERSION`],
@@ -20,6 +21,7 @@
 //!   between them and this crate's types.
 
 pub mod aggregator;
+pub mod batch;
 pub mod catalog;
 pub mod config;
 pub mod contract;
@@ -30,6 +32,7 @@ pub mod window;
 #[allow(unsafe_code, missing_docs, reason = "wit-bindgen generates FFI code without docs")]
 pub mod wit;
 
+pub use batch::{Batch, DetectionColumns};
 pub use catalog::{Catalog, CatalogMap, CatalogName, SensorIdentity, SensorMap, SensorType};
 pub use config::parse_config;
 pub use contract::CONTRACT_VERSION;

@@ -3,9 +3,9 @@
 
 crate::__contract_bindings!(types);
 
-pub use self::iotstream::pipeline::types::{Reading, Sensor, SensorType as WitSensorType, StageError, StageInfo};
+pub use self::iotstream::pipeline::types::{Readings, Sensor, SensorType as WitSensorType, StageError, StageInfo};
 
-use crate::{PluginError, SensorIdentity, SensorType};
+use crate::{Batch, PluginError, SensorIdentity, SensorType};
 
 impl From<WitSensorType> for SensorType {
     fn from(t: WitSensorType) -> Self {
@@ -38,6 +38,16 @@ impl From<PluginError> for StageError {
             PluginError::InvalidState(m) => StageError::InvalidState(m),
             PluginError::InvalidInput(m) => StageError::InvalidInput(m),
         }
+    }
+}
+
+/// A `readings` record as the SDK's [`Batch`]: the columns are moved, not copied.
+pub fn batch(readings: Readings) -> Batch {
+    Batch {
+        sensors: readings.sensors,
+        timestamps_ms: readings.timestamps_ms,
+        values: readings.values,
+        flagged: readings.flagged,
     }
 }
 

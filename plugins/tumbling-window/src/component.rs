@@ -45,9 +45,13 @@ iotstream_plugin_sdk::export_aggregator!(crate::window::TumblingWindows);
 #[cfg(test)]
 mod tests {
     use iotstream_plugin_sdk::aggregator::AggregatorStage;
-    use iotstream_plugin_sdk::{PluginError, SensorType};
+    use iotstream_plugin_sdk::{Batch, PluginError, SensorType};
 
     use super::*;
+
+    fn rows<const N: usize>(rows: [(u32, i64, f64, bool); N]) -> Batch {
+        rows.into_iter().collect()
+    }
 
     fn sensor(id: &str) -> SensorIdentity {
         SensorIdentity { sensor_id: id.into(), sensor_type: SensorType::Co2, location: "lab_1".into() }
@@ -63,14 +67,14 @@ mod tests {
         ));
         let stage = AggregatorStage::<TumblingWindows>::create(r#"{"allowed_lateness_ms": 0}"#).expect("created");
         stage.declare([(0, sensor("c1")), (1, sensor("c2"))]);
-        assert_eq!(stage.aggregate(&[(0, 1_000, 400.0, false), (1, 2_000, 600.0, true)]).expect("adds"), []);
-        assert!(stage.aggregate(&[(0, 70_000, 1.0, false), (4, 70_000, 1.0, false)]).is_err());
+        assert_eq!(stage.aggregate(&rows([(0, 1_000, 400.0, false), (1, 2_000, 600.0, true)])).expect("adds"), []);
+        assert!(stage.aggregate(&rows([(0, 70_000, 1.0, false), (4, 70_000, 1.0, false)])).is_err());
         // The refused batch moved nothing: minute 0 is still open, and an instance that imports the
         // state closes it as this one would have.
         let other = AggregatorStage::<TumblingWindows>::create(r#"{"allowed_lateness_ms": 0}"#).expect("created");
         other.import_state(&stage.export_state()).expect("imports");
         other.declare([(3, sensor("c1"))]);
-        let closed = other.aggregate(&[(3, 60_000, 500.0, false)]).expect("closes minute 0");
+        let closed = other.aggregate(&rows([(3, 60_000, 500.0, false)])).expect("closes minute 0");
         let summary: Vec<_> = closed.iter().map(|a| (a.window_start_ms, a.count, a.avg, a.anomaly_count)).collect();
         assert_eq!(summary, [(0, 2, 500.0, 1)]);
     }

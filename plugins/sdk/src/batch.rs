@@ -1,0 +1,186 @@
+//! A batch as the contract passes it: columns. The WIT `readings` record is a few lists of numbers
+//! (sensor keys, timestamps, values, the indices of flagged readings), because a list of numbers
+//! crosses the component boundary as one block of memory where a list of records is copied field
+//! by field. [`Batch`] holds those columns on the plugin's side, checked once ([`Batch::check`]),
+//! and [`DetectionColumns`] is a detector's answer in the same shape, built from its judgements.
+
+use crate::PluginError;
+use crate::detector::{Judgement, ModelInfo};
+
+/// A batch of readings as columns: reading `i` is element `i` of `sensors`, `timestamps_ms` and
+/// `values`; `flagged` lists the indices, ascending, of the readings a detector flagged.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    /// Each reading's sensor key.
+    pub sensors: Vec<u32>,
+    /// Each reading's event time, ms since the Unix epoch.
+    pub timestamps_ms: Vec<i64>,
+    /// Each reading's value.
+    pub values: Vec<f64>,
+    /// Indices, ascending, of the flagged readings (aggregators receive them; detectors none).
+    pub flagged: Vec<u32>,
+}
+
+impl Batch {
+    /// Readings in the batch.
+    pub fn len(&self) -> usize {
+        self.sensors.len()
+    }
+
+    /// Whether the batch holds no reading.
+    pub fn is_empty(&self) -> bool {
+        self.sensors.is_empty()
+    }
+
+    /// Says what breaks the contract's shape, if anything: columns of different lengths, or a
+    /// flagged index out of order or past the end.
+    pub fn check(&self) -> Result<(), PluginError> {
+        let n = self.sensors.len();
+        if self.timestamps_ms.len() != n || self.values.len() != n {
+            return Err(PluginError::InvalidInput(format!(
+                "the batch's columns differ in length: {n} sensors, {} timestamps, {} values",
+                self.timestamps_ms.len(),
+                self.values.len()
+            )));
+        }
+        if let Some(bad) = self.flagged.iter().enumerate().find(|&(i, &at)| {
+            usize::try_from(at).map_or(true, |at| at >= n) || (i > 0 && self.flagged[i - 1] >= at)
+        }) {
+            return Err(PluginError::InvalidInput(format!(
+                "flagged index {} (the {}th) is out of order or past the end of the batch of {n}",
+                bad.1,
+                bad.0 + 1
+            )));
+        }
+        Ok(())
+    }
+
+    /// Each reading's flag, in order (for an algorithm that takes one per reading).
+    pub fn flags(&self) -> impl Iterator<Item = bool> + '_ {
+        let mut flagged = self.flagged.iter().peekable();
+        (0..self.len()).map(move |i| flagged.next_if(|&&at| at as usize == i).is_some())
+    }
+}
+
+/// Rows of `(sensor key, timestamp ms, value)`, none flagged: a detector's batch, for tests.
+impl FromIterator<(u32, i64, f64)> for Batch {
+    fn from_iter<I: IntoIterator<Item = (u32, i64, f64)>>(rows: I) -> Self {
+        rows.into_iter().map(|(sensor, at, value)| (sensor, at, value, false)).collect()
+    }
+}
+
+/// Rows of `(sensor key, timestamp ms, value, flagged)`: an aggregator's batch, for tests.
+impl FromIterator<(u32, i64, f64, bool)> for Batch {
+    fn from_iter<I: IntoIterator<Item = (u32, i64, f64, bool)>>(rows: I) -> Self {
+        let mut batch = Batch::default();
+        for (i, (sensor, timestamp_ms, value, flagged)) in rows.into_iter().enumerate() {
+            batch.sensors.push(sensor);
+            batch.timestamps_ms.push(timestamp_ms);
+            batch.values.push(value);
+            if flagged {
+                batch.flagged.push(u32::try_from(i).unwrap_or(u32::MAX));
+            }
+        }
+        batch
+    }
+}
+
+/// A detector's answer as the WIT `detections` record holds it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DetectionColumns {
+    /// One score per reading; 0 for a reading warming up.
+    pub scores: Vec<f64>,
+    /// Indices, ascending, of the anomalies.
+    pub anomalies: Vec<u32>,
+    /// Indices, ascending, of the readings not judged yet.
+    pub warming_up: Vec<u32>,
+    /// `(first index, model)`: the model that judged from `first` until the next run. A new run
+    /// starts only where the model changes; readings warming up have none.
+    pub models: Vec<(u32, Option<ModelInfo>)>,
+}
+
+impl DetectionColumns {
+    /// The columns of `judgements`, one per reading in order, each with the model behind it.
+    pub fn of(judgements: &[(Judgement, Option<ModelInfo>)]) -> Self {
+        let mut columns = DetectionColumns { scores: Vec::with_capacity(judgements.len()), ..Default::default() };
+        for (i, &(judgement, model)) in judgements.iter().enumerate() {
+            let at = u32::try_from(i).unwrap_or(u32::MAX);
+            let model = match judgement {
+                Judgement::WarmingUp => {
+                    columns.scores.push(0.0);
+                    columns.warming_up.push(at);
+                    None
+                }
+                Judgement::Scored { score, anomaly } => {
+                    columns.scores.push(score);
+                    if anomaly {
+                        columns.anomalies.push(at);
+                    }
+                    model
+                }
+            };
+            let current = columns.models.last().and_then(|&(_, m)| m);
+            if current != model {
+                columns.models.push((at, model));
+            }
+        }
+        columns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn model(generation: u32) -> Option<ModelInfo> {
+        Some(ModelInfo { generation, trained_at_ms: 1_000 * i64::from(generation), training_rows: 64 })
+    }
+
+    #[test]
+    fn judgements_become_columns_with_a_run_per_model_change() {
+        let scored = |score, anomaly| Judgement::Scored { score, anomaly };
+        let judgements = [
+            (scored(0.5, false), None),
+            (Judgement::WarmingUp, model(1)),
+            (scored(0.9, true), model(1)),
+            (scored(0.4, false), model(1)),
+            (Judgement::WarmingUp, None),
+            (scored(0.8, true), model(2)),
+            (scored(0.3, false), model(1)),
+        ];
+        assert_eq!(
+            DetectionColumns::of(&judgements),
+            DetectionColumns {
+                scores: vec![0.5, 0.0, 0.9, 0.4, 0.0, 0.8, 0.3],
+                anomalies: vec![2, 5],
+                warming_up: vec![1, 4],
+                // Reading 0 and the warming-up ones have no model: the first run starts at 2; the
+                // gap at 4 is a run of none.
+                models: vec![(2, model(1)), (4, None), (5, model(2)), (6, model(1))],
+            }
+        );
+        assert_eq!(DetectionColumns::of(&[]), DetectionColumns::default());
+    }
+
+    #[test]
+    fn a_batch_from_rows_keeps_its_flags_and_checks_its_shape() {
+        let batch: Batch = [(3, 10, 1.5, false), (4, 20, 2.5, true), (3, 30, 3.5, true)].into_iter().collect();
+        assert_eq!(
+            batch,
+            Batch { sensors: vec![3, 4, 3], timestamps_ms: vec![10, 20, 30], values: vec![1.5, 2.5, 3.5], flagged: vec![1, 2] }
+        );
+        assert_eq!(batch.flags().collect::<Vec<_>>(), [false, true, true]);
+        assert_eq!(batch.check(), Ok(()));
+        let short = Batch { values: vec![1.5], ..batch.clone() };
+        assert_eq!(
+            short.check(),
+            Err(PluginError::InvalidInput(
+                "the batch's columns differ in length: 3 sensors, 3 timestamps, 1 values".into()
+            ))
+        );
+        for flagged in [vec![2, 1], vec![1, 1], vec![3]] {
+            let bad = Batch { flagged: flagged.clone(), ..batch.clone() };
+            assert!(matches!(bad.check(), Err(PluginError::InvalidInput(m)) if m.contains("out of order or past the end")), "{flagged:?}");
+        }
+    }
+}
