@@ -409,7 +409,15 @@ fn build_python_plugins() -> Result<()> {
         let started = std::time::Instant::now();
         status(
             Command::new(bin.join("componentize-py"))
-                .args(["--wit-path", PYTHON_PLUGIN_WIT, "--world", "detector-plugin", "componentize", "app", "--python-path"])
+                .args([
+                    "--wit-path",
+                    PYTHON_PLUGIN_WIT,
+                    "--world",
+                    "detector-plugin",
+                    "componentize",
+                    "app",
+                    "--python-path",
+                ])
                 .arg(&source)
                 .arg("--output")
                 .arg(&partial),

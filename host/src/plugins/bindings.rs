@@ -119,7 +119,11 @@ pub mod columnar {
 
     impl From<ModelInfo> for super::ModelInfo {
         fn from(m: ModelInfo) -> Self {
-            super::ModelInfo { generation: m.generation, trained_at_ms: m.trained_at_ms, training_rows: m.training_rows }
+            super::ModelInfo {
+                generation: m.generation,
+                trained_at_ms: m.trained_at_ms,
+                training_rows: m.training_rows,
+            }
         }
     }
 

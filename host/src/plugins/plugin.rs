@@ -176,7 +176,13 @@ impl Plugin {
         store.limiter(|ctx| ctx.meter());
         store.set_epoch_deadline(blueprint.limits.deadline_ticks());
         let created = (|| -> wasmtime::Result<_> {
-            let bindings = stage::instantiate(blueprint.kind, blueprint.contract, &mut store, &blueprint.component, &blueprint.linker)?;
+            let bindings = stage::instantiate(
+                blueprint.kind,
+                blueprint.contract,
+                &mut store,
+                &blueprint.component,
+                &blueprint.linker,
+            )?;
             let info = bindings.info(&mut store)?;
             let created = bindings.create(&mut store, &blueprint.config)?;
             Ok((bindings, info, created))
@@ -215,7 +221,8 @@ impl Plugin {
                 Refusal::Quarantined => PluginError::Quarantined { plugin, failures },
             });
         }
-        let result = self.restart_if_needed().and_then(|()| self.call_measured(catalog, (readings, at), invoke, accept));
+        let result =
+            self.restart_if_needed().and_then(|()| self.call_measured(catalog, (readings, at), invoke, accept));
         match result {
             Ok(value) => {
                 if kind == CallKind::Batch {

@@ -9,8 +9,8 @@ use wasmtime::{AsContextMut, Store};
 
 use super::StageKind;
 use super::bindings::aggregator::AggregatorPlugin;
-use super::bindings::columnar::{self, aggregator::AggregatorPlugin as ColumnarAggregator};
 use super::bindings::columnar::detector::DetectorPlugin as ColumnarDetector;
+use super::bindings::columnar::{self, aggregator::AggregatorPlugin as ColumnarAggregator};
 use super::bindings::detector::DetectorPlugin;
 use super::bindings::{ContractVersion, Detection, Reading, Sensor, StageError, StageInfo, WindowAggregate};
 use super::output;
@@ -88,11 +88,15 @@ pub(super) fn instantiate(
 ) -> wasmtime::Result<Box<dyn StageBindings>> {
     let store = store.as_context_mut();
     Ok(match (contract, kind) {
-        (ContractVersion::Records, StageKind::Detector) => Box::new(DetectorPlugin::instantiate(store, component, linker)?),
+        (ContractVersion::Records, StageKind::Detector) => {
+            Box::new(DetectorPlugin::instantiate(store, component, linker)?)
+        }
         (ContractVersion::Records, StageKind::Aggregator) => {
             Box::new(AggregatorPlugin::instantiate(store, component, linker)?)
         }
-        (ContractVersion::Columns, StageKind::Detector) => Box::new(ColumnarDetector::instantiate(store, component, linker)?),
+        (ContractVersion::Columns, StageKind::Detector) => {
+            Box::new(ColumnarDetector::instantiate(store, component, linker)?)
+        }
         (ContractVersion::Columns, StageKind::Aggregator) => {
             Box::new(ColumnarAggregator::instantiate(store, component, linker)?)
         }

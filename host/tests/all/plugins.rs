@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use iotstream::plugins::bindings::{
-    ModelInfo, Reading as WitReading, SensorType as WitSensorType, Verdict,
-};
+use iotstream::plugins::bindings::{ModelInfo, Reading as WitReading, SensorType as WitSensorType, Verdict};
 use iotstream::plugins::{Plugin, PluginError, PluginRuntime, SensorCatalog, StageKind};
 use iotstream::reading::{Reading, SensorType};
 use iotstream_plugin_sdk::CONTRACT_VERSION;

@@ -316,7 +316,8 @@ mod tests {
         assert!(matches!(AggregatorStage::<Triples>::create("[]"), Err(PluginError::InvalidConfig(_))));
         let stage = AggregatorStage::<Triples>::create("").expect("created");
         stage.declare([(0, sensor("a", "lab_1")), (1, sensor("b", "lab_1")), (2, sensor("c", "office_1"))]);
-        let closed = stage.aggregate(&rows([(0, 0, 1.0, false), (2, 0, 7.0, true), (1, 0, 2.0, true), (0, 0, 3.0, false)]));
+        let closed =
+            stage.aggregate(&rows([(0, 0, 1.0, false), (2, 0, 7.0, true), (1, 0, 2.0, true), (0, 0, 3.0, false)]));
         assert_eq!(summary(&closed.expect("aggregates")), [("lab_1".into(), 3, 2.0, 1)]);
         // A batch with an undeclared key changes nothing: office_1 still holds one reading.
         assert!(matches!(

@@ -43,9 +43,11 @@ impl Batch {
                 self.values.len()
             )));
         }
-        if let Some(bad) = self.flagged.iter().enumerate().find(|&(i, &at)| {
-            usize::try_from(at).map_or(true, |at| at >= n) || (i > 0 && self.flagged[i - 1] >= at)
-        }) {
+        if let Some(bad) =
+            self.flagged.iter().enumerate().find(|&(i, &at)| {
+                usize::try_from(at).map_or(true, |at| at >= n) || (i > 0 && self.flagged[i - 1] >= at)
+            })
+        {
             return Err(PluginError::InvalidInput(format!(
                 "flagged index {} (the {}th) is out of order or past the end of the batch of {n}",
                 bad.1,
@@ -167,7 +169,12 @@ mod tests {
         let batch: Batch = [(3, 10, 1.5, false), (4, 20, 2.5, true), (3, 30, 3.5, true)].into_iter().collect();
         assert_eq!(
             batch,
-            Batch { sensors: vec![3, 4, 3], timestamps_ms: vec![10, 20, 30], values: vec![1.5, 2.5, 3.5], flagged: vec![1, 2] }
+            Batch {
+                sensors: vec![3, 4, 3],
+                timestamps_ms: vec![10, 20, 30],
+                values: vec![1.5, 2.5, 3.5],
+                flagged: vec![1, 2]
+            }
         );
         assert_eq!(batch.flags().collect::<Vec<_>>(), [false, true, true]);
         assert_eq!(batch.check(), Ok(()));
@@ -180,7 +187,10 @@ mod tests {
         );
         for flagged in [vec![2, 1], vec![1, 1], vec![3]] {
             let bad = Batch { flagged: flagged.clone(), ..batch.clone() };
-            assert!(matches!(bad.check(), Err(PluginError::InvalidInput(m)) if m.contains("out of order or past the end")), "{flagged:?}");
+            assert!(
+                matches!(bad.check(), Err(PluginError::InvalidInput(m)) if m.contains("out of order or past the end")),
+                "{flagged:?}"
+            );
         }
     }
 }

@@ -156,7 +156,7 @@ macro_rules! export_detector {
             $crate::__contract_bindings!("detector-plugin", $wit);
 
             use exports::iotstream::pipeline::detector::{
-                DetectorStage as Handle, Detections, Guest, GuestDetectorStage, ModelInfo, ModelRun,
+                Detections, DetectorStage as Handle, Guest, GuestDetectorStage, ModelInfo, ModelRun,
             };
 
             struct Component;
