@@ -260,6 +260,14 @@ mod tests {
     }
 
     #[test]
+    fn the_released_version_stays_where_its_bindings_are_made_from() {
+        let wit = include_str!("../../../wit/v0.1.0/pipeline.wit");
+        let packages: Vec<&str> = wit.lines().filter_map(|line| line.trim().strip_prefix("package ")).collect();
+        assert_eq!(packages, ["iotstream:pipeline@0.1.0;"]);
+        assert!(wit.contains("detect: func(readings: list<reading>) -> result<list<detection>, stage-error>;"));
+    }
+
+    #[test]
     fn a_batch_becomes_columns_with_the_flagged_readings_indices() {
         let reading = |sensor, timestamp_ms, value, flagged| Reading { sensor, timestamp_ms, value, flagged };
         let batch = [reading(2, 10, 1.5, false), reading(0, 20, -2.5, true), reading(2, 5, 0.0, true)];
