@@ -30,7 +30,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
-use iotstream_plugin_sdk::{CatalogName, SensorIdentity, SensorMap};
+use iotstream_plugin_sdk::{CatalogName, SensorIdentity, SensorMap, float};
 use serde::{Deserialize, Serialize};
 
 use crate::residual::{Flat, Period, Residual, ResidualParams};
@@ -186,9 +186,9 @@ impl Novelty {
     pub fn observe(&mut self, sensor: &Arc<str>, timestamp_ms: i64, value: f64) -> Judgement {
         let config = &self.config;
         let state = self.sensors.entry(CatalogName::from(sensor)).or_default();
-        state.low = state.low.min(value);
-        state.high = state.high.max(value);
-        let floor = (config.std_floor * (state.high - state.low)).max(f64::MIN_POSITIVE);
+        state.low = float::min(state.low, value);
+        state.high = float::max(state.high, value);
+        let floor = float::max(config.std_floor * (state.high - state.low), f64::MIN_POSITIVE);
         let judged = state.readings >= config.warm_up;
         let params = |alpha| ResidualParams { alpha, decay: config.record_decay, cap: config.record_cap };
         // A jump back towards the long-run level is a recovery (the end of a spike, a drift, a stuck
@@ -207,7 +207,7 @@ impl Novelty {
                     let season_judged = judged && state.readings >= period as u64 + config.warm_up;
                     let novelty =
                         state.season.observe(value - before, floor, season_judged, params(config.season_alpha));
-                    score = score.max(novelty);
+                    score = float::max(score, novelty);
                     remembered = config.season_memory * before + (1.0 - config.season_memory) * value;
                 }
                 state.past.push_back(remembered);
@@ -219,8 +219,8 @@ impl Novelty {
         if !judged {
             return Judgement::WarmingUp;
         }
-        let alarm = score.max(stuck).max(if recovering { 0.0 } else { level });
-        Judgement::Scored { score: alarm.max(level), anomaly: alarm > config.threshold }
+        let alarm = float::max(float::max(score, stuck), if recovering { 0.0 } else { level });
+        Judgement::Scored { score: float::max(alarm, level), anomaly: alarm > config.threshold }
     }
 }
 

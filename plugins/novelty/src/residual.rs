@@ -2,6 +2,7 @@
 //! exponentially weighted forecast, normalised by its own record ([`Residual`]); the evidence of a
 //! stuck sensor ([`Flat`]); and the number of readings in one season ([`Period`]).
 
+use iotstream_plugin_sdk::float;
 use serde::{Deserialize, Serialize};
 
 /// One residual stream: an exponentially weighted mean and variance of the input (the forecast and
@@ -52,11 +53,11 @@ impl Residual {
         if self.seen == 0 {
             self.mean = x;
         }
-        let residual = (x - self.mean).abs() / self.variance.sqrt().max(floor);
-        let novelty = residual / self.record.max(MIN_RECORD);
+        let residual = (x - self.mean).abs() / float::max(self.variance.sqrt(), floor);
+        let novelty = residual / float::max(self.record, MIN_RECORD);
         if self.seen >= RECORD_AFTER {
-            let limit = if judged { params.cap * self.record.max(MIN_RECORD) } else { residual };
-            self.record = (self.record * (1.0 - params.decay)).max(residual.min(limit));
+            let limit = if judged { params.cap * float::max(self.record, MIN_RECORD) } else { residual };
+            self.record = float::max(self.record * (1.0 - params.decay), float::min(residual, limit));
         }
         let delta = x - self.mean;
         self.mean += params.alpha * delta;
@@ -92,14 +93,14 @@ impl Flat {
     /// `p^k`). `min_bar` is the smallest bar in nats; `params` the record's decay and cap.
     pub fn observe(&mut self, x: f64, min_bar: f64, params: ResidualParams) -> f64 {
         let repeated = self.previous == Some(x);
-        let bar = self.record.max(min_bar);
+        let bar = float::max(self.record, min_bar);
         if repeated {
             let p = (self.repeats as f64 + 1.0) / (self.readings as f64 + 2.0);
             self.run = self.run.saturating_add(1);
             self.evidence += -p.ln();
         } else {
             if self.run > 0 {
-                self.record = self.record.max(self.evidence.min(params.cap * bar));
+                self.record = float::max(self.record, float::min(self.evidence, params.cap * bar));
             }
             (self.run, self.evidence, self.alarmed) = (0, 0.0, false);
         }

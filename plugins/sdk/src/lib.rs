@@ -12,6 +12,7 @@
 //! * [`config`]: strict JSON configuration (unknown keys are errors),
 //! * [`contract`]: the version of the WIT contract, where Rust names it ([`CONTRACT_VERSION`],
 //!   `contract_version!`) for the host and the plugins,
+//! * [`float`]: `f64::max` and `f64::min` that a wasm build compiles to an instruction, not a call,
 //! * [`detector`]: the [`Detector`](detector::Detector) trait a detector plugin implements, and the
 //!   `export_detector!` macro that makes it a component,
 //! * [`state`]: the versioned byte format of exported state,
@@ -26,6 +27,7 @@ pub mod catalog;
 pub mod config;
 pub mod contract;
 pub mod detector;
+pub mod float;
 pub mod state;
 pub mod window;
 #[cfg(target_os = "wasi")]

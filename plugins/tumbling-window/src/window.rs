@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use iotstream_plugin_sdk::aggregator::WindowAggregate;
-use iotstream_plugin_sdk::{CatalogMap, CatalogName, SensorType};
+use iotstream_plugin_sdk::{CatalogMap, CatalogName, SensorType, float};
 use serde::{Deserialize, Serialize};
 
 /// Configuration of the tumbling-window stage.
@@ -116,8 +116,8 @@ impl Accumulator {
         let delta = value - self.mean;
         self.mean += delta / f64::from(self.count);
         self.m2 += delta * (value - self.mean);
-        self.min = self.min.min(value);
-        self.max = self.max.max(value);
+        self.min = float::min(self.min, value);
+        self.max = float::max(self.max, value);
         self.anomalies += u32::from(flagged);
     }
 }
@@ -308,7 +308,7 @@ fn aggregate(
         avg: w.mean,
         min: w.min,
         max: w.max,
-        stddev: (w.m2.max(0.0) / f64::from(w.count)).sqrt(),
+        stddev: (float::max(w.m2, 0.0) / f64::from(w.count)).sqrt(),
         anomaly_count: w.anomalies,
         revision: window.emitted,
         late_count: w.late,

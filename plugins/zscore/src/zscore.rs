@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement};
 use iotstream_plugin_sdk::window::make_room;
-use iotstream_plugin_sdk::{CatalogName, SensorIdentity, SensorMap};
+use iotstream_plugin_sdk::{CatalogName, SensorIdentity, SensorMap, float};
 use serde::{Deserialize, Serialize};
 
 /// The smallest standard deviation a score divides by, whatever the signal's scale: above rounding
@@ -167,12 +167,12 @@ impl History {
     /// signal's scale (module docs).
     fn floored_std(&self, std_floor: f64) -> f64 {
         let range = if self.high >= self.low { self.high - self.low } else { 0.0 };
-        self.std().max(std_floor * range).max(MIN_STD)
+        float::max(float::max(self.std(), std_floor * range), MIN_STD)
     }
 
     fn std(&self) -> f64 {
         let n = self.values.len() as f64;
-        (self.m2.max(0.0) / n).sqrt()
+        (float::max(self.m2, 0.0) / n).sqrt()
     }
 
     /// Removes the oldest value (Welford's update, reversed).
@@ -201,8 +201,8 @@ impl History {
         if self.values.len() >= capacity {
             self.pop_oldest();
         }
-        self.low = self.low.min(value);
-        self.high = self.high.max(value);
+        self.low = float::min(self.low, value);
+        self.high = float::max(self.high, value);
         make_room(&mut self.values, capacity);
         make_room(&mut self.times, capacity);
         self.values.push_back(value);

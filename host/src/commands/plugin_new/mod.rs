@@ -92,13 +92,14 @@ const WIT: &str = include_str!("../../../../wit/pipeline.wit");
 
 /// The SDK's sources, written into `vendor/iotstream-plugin-sdk/src/` of a scaffold (a test checks
 /// the list against `plugins/sdk/src`).
-pub const SDK_SOURCES: [(&str, &str); 10] = [
+pub const SDK_SOURCES: [(&str, &str); 11] = [
     ("aggregator.rs", include_str!("../../../../plugins/sdk/src/aggregator.rs")),
     ("batch.rs", include_str!("../../../../plugins/sdk/src/batch.rs")),
     ("catalog.rs", include_str!("../../../../plugins/sdk/src/catalog.rs")),
     ("config.rs", include_str!("../../../../plugins/sdk/src/config.rs")),
     ("contract.rs", include_str!("../../../../plugins/sdk/src/contract.rs")),
     ("detector.rs", include_str!("../../../../plugins/sdk/src/detector.rs")),
+    ("float.rs", include_str!("../../../../plugins/sdk/src/float.rs")),
     ("lib.rs", include_str!("../../../../plugins/sdk/src/lib.rs")),
     ("state.rs", include_str!("../../../../plugins/sdk/src/state.rs")),
     ("window.rs", include_str!("../../../../plugins/sdk/src/window.rs")),
