@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement, ModelInfo};
 use iotstream_plugin_sdk::window::make_room;
-use iotstream_plugin_sdk::{CatalogName, SensorIdentity, SensorMap, SensorType};
+use iotstream_plugin_sdk::{CatalogName, SensorIdentity, SensorMap, SensorType, float};
 use serde::{Deserialize, Serialize};
 
 use crate::budget::Budget;
@@ -66,9 +66,65 @@ pub struct Model {
 }
 
 /// A sensor's recent values.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct SensorHistory {
     values: VecDeque<f64>,
+    /// `values` in `f64::total_cmp` order, for the robust features' median and MAD, kept in step
+    /// a value in and a value out at a time (a selection over the window twice a reading cost more
+    /// than the forest's fit as `.wasm`). Not part of the state: made again from `values` whenever
+    /// the two disagree (after an import, or for a feature set that does not keep it).
+    #[serde(skip)]
+    sorted: Vec<f64>,
+}
+
+/// Histories are equal by their values: `sorted` follows from them.
+impl PartialEq for SensorHistory {
+    fn eq(&self, other: &Self) -> bool {
+        self.values == other.values
+    }
+}
+
+impl SensorHistory {
+    /// Brings `sorted` in step with `values`, which just took `value` in and `evicted` out (made
+    /// again from `values` when it was not in step before).
+    fn sort_in(&mut self, evicted: Option<f64>, value: f64) {
+        let position = |sorted: &[f64], x: f64| sorted.partition_point(|v| v.total_cmp(&x).is_lt());
+        let was_in_step = self.sorted.len() + 1 == self.values.len() + usize::from(evicted.is_some());
+        let out = evicted.map(|old| (old, position(&self.sorted, old)));
+        if was_in_step && out.is_none_or(|(old, at)| self.sorted.get(at).is_some_and(|v| v.total_cmp(&old).is_eq())) {
+            if let Some((_, at)) = out {
+                self.sorted.remove(at);
+            }
+            let at = position(&self.sorted, value);
+            self.sorted.insert(at, value);
+        } else {
+            self.sorted.clear();
+            self.sorted.extend(self.values.iter().copied());
+            self.sorted.sort_by(f64::total_cmp);
+        }
+    }
+}
+
+/// The median of the `sorted` values (the upper one of an even count) and their median absolute
+/// deviation from it (the same rule): what selecting them from the window gives, bit for bit. The
+/// deviations of the values below the median, walked down, and of those from it up, are each in
+/// order already, so the MAD is the merge of the two up to the middle rank.
+fn median_and_mad(sorted: &[f64]) -> (f64, f64) {
+    let mid = sorted.len() / 2;
+    let Some(&median) = sorted.get(mid) else { return (0.0, 0.0) };
+    let (mut below, mut above) = (mid, mid);
+    let mut mad = 0.0;
+    for _ in 0..=mid {
+        let down = below.checked_sub(1).map(|i| (sorted[i] - median).abs());
+        let up = sorted.get(above).map(|v| (v - median).abs());
+        match (down, up) {
+            (Some(d), Some(u)) if d.total_cmp(&u).is_lt() => (mad, below) = (d, below - 1),
+            (_, Some(u)) => (mad, above) = (u, above + 1),
+            (Some(d), None) => (mad, below) = (d, below - 1),
+            (None, None) => break,
+        }
+    }
+    (median, mad)
 }
 
 /// A model being grown, a few trees at each of its scope's readings, and what it will say of itself.
@@ -112,15 +168,12 @@ pub struct DetectorState {
 pub struct OnlineForest {
     config: DetectorConfig,
     state: DetectorState,
-    /// Room for the robust features' selections, kept between readings so that computing them
-    /// allocates nothing.
-    scratch: Vec<f64>,
 }
 
 impl OnlineForest {
     /// A detector with no history and no model.
     pub fn new(config: DetectorConfig) -> Self {
-        OnlineForest { config, state: DetectorState::default(), scratch: Vec::new() }
+        OnlineForest { config, state: DetectorState::default() }
     }
 
     /// The current model that judges `sensor`'s readings.
@@ -139,8 +192,7 @@ impl OnlineForest {
     /// the fit under way by this reading's share of its trees, and scores the reading.
     pub fn observe(&mut self, sensor: &Arc<str>, sensor_type: SensorType, timestamp_ms: i64, value: f64) -> Judgement {
         let history = self.state.sensors.entry(CatalogName::from(sensor)).or_default();
-        let features =
-            features(history, &mut self.scratch, self.config.history, self.config.features, timestamp_ms, value);
+        let features = features(history, self.config.history, self.config.features, timestamp_ms, value);
         if history.values.len() < self.config.min_history {
             return Judgement::WarmingUp;
         }
@@ -226,41 +278,25 @@ impl Detector for OnlineForest {
     }
 }
 
-/// Pushes `value` into the sensor's history and computes the reading's features (`scratch`: room
-/// for the robust set's selections).
-fn features(
-    history: &mut SensorHistory,
-    scratch: &mut Vec<f64>,
-    capacity: usize,
-    set: FeatureSet,
-    timestamp_ms: i64,
-    value: f64,
-) -> Features {
+/// Pushes `value` into the sensor's history and computes the reading's features.
+fn features(history: &mut SensorHistory, capacity: usize, set: FeatureSet, timestamp_ms: i64, value: f64) -> Features {
     let change = history.values.back().map_or(0.0, |prev| value - prev);
-    if history.values.len() == capacity {
-        history.values.pop_front();
-    }
+    let evicted = if history.values.len() == capacity { history.values.pop_front() } else { None };
     make_room(&mut history.values, capacity);
     history.values.push_back(value);
     if set == FeatureSet::Robust {
-        scratch.clear();
-        scratch.extend(history.values.iter().copied());
-        let mid = scratch.len() / 2;
-        let median = *scratch.select_nth_unstable_by(mid, f64::total_cmp).1;
-        for v in scratch.iter_mut() {
-            *v = (*v - median).abs();
-        }
-        let mad = *scratch.select_nth_unstable_by(mid, f64::total_cmp).1;
+        history.sort_in(evicted, value);
+        let (median, mad) = median_and_mad(&history.sorted);
         return [value, 0.0, 0.0, change, median, mad, value - median];
     }
     let n = history.values.len() as f64;
     let mean = history.values.iter().sum::<f64>() / n;
     let std = (history.values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
-    // Comparisons, not `min`/`max`: as `.wasm` those are calls to libm (the values are finite, so
-    // the result is the same).
-    let (lo, hi) = history.values.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| {
-        (if v < lo { v } else { lo }, if v > hi { v } else { hi })
-    });
+    // The SDK's `min`/`max`, not `f64`'s: as `.wasm` those are calls (see `float`).
+    let (lo, hi) = history
+        .values
+        .iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &v| (float::min(lo, v), float::max(hi, v)));
     // The hour slots of the other sets hold 0: a constant feature is never split on.
     let (sin, cos) = match set {
         FeatureSet::Stationary | FeatureSet::Robust => (0.0, 0.0),

@@ -116,22 +116,19 @@ fn a_new_sensor_warms_up_and_does_not_train_until_it_has_min_history() {
 #[test]
 fn features_match_hand_computed_values() {
     let mut h = SensorHistory::default();
-    features(&mut h, &mut Vec::new(), 3, FeatureSet::Seed, 0, 10.0);
-    features(&mut h, &mut Vec::new(), 3, FeatureSet::Seed, 0, 20.0);
-    features(&mut h, &mut Vec::new(), 3, FeatureSet::Seed, 0, 30.0);
+    features(&mut h, 3, FeatureSet::Seed, 0, 10.0);
+    features(&mut h, 3, FeatureSet::Seed, 0, 20.0);
+    features(&mut h, 3, FeatureSet::Seed, 0, 30.0);
     // 06:00 UTC: angle pi/2. History 20, 30, 60 (10 fell out): mean 110/3, range 40.
     let mut stationary = h.clone();
-    let f = features(&mut h, &mut Vec::new(), 3, FeatureSet::Seed, 6 * 3_600_000, 60.0);
+    let f = features(&mut h, 3, FeatureSet::Seed, 6 * 3_600_000, 60.0);
     // The stationary set: the same, with constant hour slots.
     let mut robust = stationary.clone();
-    let g = features(&mut stationary, &mut Vec::new(), 3, FeatureSet::Stationary, 6 * 3_600_000, 60.0);
+    let g = features(&mut stationary, 3, FeatureSet::Stationary, 6 * 3_600_000, 60.0);
     assert_eq!((g[1], g[2]), (0.0, 0.0));
     assert_eq!([g[0], g[3], g[4], g[5], g[6]], [f[0], f[3], f[4], f[5], f[6]]);
     // The robust set over 20, 30, 60: median 30, deviations 10, 0, 30 so MAD 10; 60 - 30 = 30.
-    assert_eq!(
-        features(&mut robust, &mut Vec::new(), 3, FeatureSet::Robust, 0, 60.0),
-        [60.0, 0.0, 0.0, 30.0, 30.0, 10.0, 30.0]
-    );
+    assert_eq!(features(&mut robust, 3, FeatureSet::Robust, 0, 60.0), [60.0, 0.0, 0.0, 30.0, 30.0, 10.0, 30.0]);
     let mean = 110.0 / 3.0;
     let std = (((20.0 - mean) * (20.0 - mean) + (30.0 - mean) * (30.0 - mean) + (60.0 - mean) * (60.0 - mean))
         / 3.0_f64)
@@ -273,4 +270,45 @@ fn the_seed_preset_restores_the_seed_and_keys_override_it() {
     assert_eq!((seed.features, seed.validation_share, seed.retrain_interval_ms), (FeatureSet::Seed, 0.0, 300_000));
     assert_eq!(parse(r#"{"preset": "seed", "trees": 7}"#).map(|c| (c.trees, c.features)), Ok((7, FeatureSet::Seed)));
     assert!(parse(r#"{"hour_features": true}"#).is_err_and(|e| e.contains("unknown field")));
+}
+
+/// The median and MAD of `window` by selection, as the robust features were first computed.
+fn selected_median_and_mad(window: &VecDeque<f64>) -> (f64, f64) {
+    let mut values: Vec<f64> = window.iter().copied().collect();
+    let mid = values.len() / 2;
+    let median = *values.select_nth_unstable_by(mid, f64::total_cmp).1;
+    let mut deviations: Vec<f64> = values.iter().map(|v| (v - median).abs()).collect();
+    (median, *deviations.select_nth_unstable_by(mid, f64::total_cmp).1)
+}
+
+#[test]
+fn the_kept_sorted_window_gives_the_selections_median_and_mad_bit_for_bit() {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+    for capacity in [1, 2, 3, 4, 7, 100] {
+        let mut history = SensorHistory::default();
+        for step in 0..3_000 {
+            // Few distinct values, so the window holds ties; signed zeros and wide magnitudes too.
+            let value = match rng.random_range(0..6) {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f64::from(rng.random_range(-3_i32..4)),
+                3 => rng.random_range(-1e6..1e6),
+                _ => rng.random_range(-1.0..1.0) * 1e-9,
+            };
+            if step == 1_500 {
+                // A restored state carries the values alone: the sorted copy is made again.
+                history = SensorHistory { values: history.values.clone(), sorted: Vec::new() };
+            }
+            let got = features(&mut history, capacity, FeatureSet::Robust, 0, value);
+            let (median, mad) = selected_median_and_mad(&history.values);
+            assert_eq!(
+                (got[4].to_bits(), got[5].to_bits()),
+                (median.to_bits(), mad.to_bits()),
+                "capacity {capacity}, step {step}: {got:?} against {median}, {mad}"
+            );
+            assert_eq!(history.sorted.len(), history.values.len());
+        }
+    }
+    assert_eq!(median_and_mad(&[]), (0.0, 0.0));
 }
