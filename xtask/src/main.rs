@@ -44,9 +44,10 @@ use clap::{Parser, Subcommand};
 /// The plugin crates, built as components, named as their `.wasm` in `dist/plugins`.
 const PLUGINS: [&str; 4] = ["tumbling-window", "zscore", "isolation-forest", "novelty"];
 /// Plugins only the tests load (the fault-isolation tests' `misbehaving` detector and
-/// `misbehaving-windows` aggregator; `long-version`, whose version is longer than the host stores),
-/// written to `dist/test-plugins`: the demo and `iotstream run` load every file in `dist/plugins`.
-const TEST_PLUGINS: [&str; 3] = ["misbehaving", "misbehaving-windows", "long-version"];
+/// `misbehaving-windows` aggregator; `long-version`, whose version is longer than the host stores;
+/// `records-minutes`, an aggregator of contract 0.1.0), written to `dist/test-plugins`: the demo and
+/// `iotstream run` load every file in `dist/plugins`.
+const TEST_PLUGINS: [&str; 4] = ["misbehaving", "misbehaving-windows", "long-version", "records-minutes"];
 /// Detector plugins written in Python, one folder each in `plugins/`, built by componentize-py into
 /// `dist/test-plugins/NAME.wasm`: they prove the WIT contract is language-neutral. Not in
 /// `dist/plugins`, because a component that embeds CPython is ~18 MB and takes seconds to compile,

@@ -8,7 +8,7 @@ use iotstream::plugins::{Plugin, PluginError, PluginRuntime, SensorCatalog, Stag
 use iotstream::reading::{Reading, SensorType};
 use iotstream_plugin_sdk::CONTRACT_VERSION;
 
-use crate::support::{plugin_path, reading, scratch_folder};
+use crate::support::{plugin_path, reading, scratch_folder, test_plugin_path};
 
 /// Copies plugin `name` into a fresh folder with `config` beside it, and loads it.
 fn load_with_config(runtime: &PluginRuntime, name: &str, config: &str) -> Plugin {
@@ -84,6 +84,48 @@ fn tumbling_window_aggregate_matches_hand_computation() {
     let r = &revised[0];
     assert_eq!((r.window_start_ms, r.count, r.revision, r.late_count, r.max), (0, 5, 1, 1, 33.0));
     assert!((r.avg - 125.0 / 5.0).abs() < 1e-12);
+}
+
+#[test]
+fn an_aggregator_of_contract_0_1_0_runs_through_that_version_s_bindings() {
+    let path = test_plugin_path("records-minutes");
+    let bytes = std::fs::read(&path).expect("reads");
+    let export = b"iotstream:pipeline/aggregator@0.1.0";
+    assert!(bytes.windows(export.len()).any(|w| w == export), "built against 0.1.0");
+    let runtime = PluginRuntime::new().expect("runtime");
+    let mut plugin = runtime.load(&path).expect("loads");
+    assert_eq!(plugin.kind(), StageKind::Aggregator);
+    let mut catalog = SensorCatalog::default();
+    let readings = [
+        reading("t1", SensorType::Temperature, "lab_1", 1_000, 20.0),
+        reading("t1", SensorType::Temperature, "lab_1", 59_999, 22.0),
+        reading("c1", SensorType::Co2, "office_1", 5_000, 400.0),
+        reading("t1", SensorType::Temperature, "lab_1", 30_000, 27.0),
+        reading("t1", SensorType::Temperature, "lab_1", 60_000, 30.0),
+    ];
+    let mut wit = to_wit(&mut catalog, &readings);
+    wit[1].flagged = true;
+    assert_eq!(plugin.aggregate(&catalog, &wit).expect("aggregates"), []);
+    // The tick at 1:00 closes minute 0 of both groups, in (location, type) order.
+    let closed = plugin.tick(&catalog, 60_000).expect("ticks");
+    let summary: Vec<_> = closed
+        .iter()
+        .map(|w| (w.location.as_str(), w.sensor_type, w.window_start_ms, w.window_end_ms, w.count, w.anomaly_count))
+        .collect();
+    assert_eq!(
+        summary,
+        [("lab_1", WitSensorType::Temperature, 0, 60_000, 3, 1), ("office_1", WitSensorType::Co2, 0, 60_000, 1, 0)]
+    );
+    // 20, 22, 27: mean 23, squared deviations 9 + 1 + 16 = 26 over 3.
+    let t = &closed[0];
+    assert_eq!((t.avg, t.min, t.max, t.stddev), (23.0, 20.0, 27.0, (26.0_f64 / 3.0).sqrt()));
+    assert_eq!((closed[1].avg, closed[1].stddev), (400.0, 0.0));
+    // Its state goes to a new instance through 0.1.0's export and import; minute 1 closes there.
+    let state = plugin.export_state(&catalog).expect("exports");
+    let mut next = plugin.new_instance(None).expect("a new instance");
+    next.import_state(&catalog, &state).expect("imports");
+    let rest = next.tick(&catalog, 120_000).expect("ticks");
+    assert_eq!(rest.iter().map(|w| (w.window_start_ms, w.count, w.avg)).collect::<Vec<_>>(), [(60_000, 1, 30.0)]);
 }
 
 #[test]
