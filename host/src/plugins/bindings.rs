@@ -75,32 +75,6 @@ pub mod columnar {
             .collect()
     }
 
-    impl From<crate::reading::SensorType> for SensorType {
-        fn from(t: crate::reading::SensorType) -> Self {
-            use crate::reading::SensorType as S;
-            match t {
-                S::Temperature => SensorType::Temperature,
-                S::Humidity => SensorType::Humidity,
-                S::AirQuality => SensorType::AirQuality,
-                S::Pressure => SensorType::Pressure,
-                S::Co2 => SensorType::Co2,
-            }
-        }
-    }
-
-    impl From<SensorType> for crate::reading::SensorType {
-        fn from(t: SensorType) -> Self {
-            use crate::reading::SensorType as S;
-            match t {
-                SensorType::Temperature => S::Temperature,
-                SensorType::Humidity => S::Humidity,
-                SensorType::AirQuality => S::AirQuality,
-                SensorType::Pressure => S::Pressure,
-                SensorType::Co2 => S::Co2,
-            }
-        }
-    }
-
     impl From<StageInfo> for super::StageInfo {
         fn from(info: StageInfo) -> Self {
             super::StageInfo { name: info.name, version: info.version, state_version: info.state_version }
@@ -202,31 +176,39 @@ impl ContractVersion {
     }
 }
 
-impl From<crate::reading::SensorType> for SensorType {
-    fn from(t: crate::reading::SensorType) -> Self {
-        use crate::reading::SensorType as S;
-        match t {
-            S::Temperature => SensorType::Temperature,
-            S::Humidity => SensorType::Humidity,
-            S::AirQuality => SensorType::AirQuality,
-            S::Pressure => SensorType::Pressure,
-            S::Co2 => SensorType::Co2,
+/// `From` both ways between the host's `SensorType` and a contract version's generated one.
+macro_rules! sensor_type_conversions {
+    ($wit:ty) => {
+        impl From<crate::reading::SensorType> for $wit {
+            fn from(t: crate::reading::SensorType) -> Self {
+                use crate::reading::SensorType as S;
+                match t {
+                    S::Temperature => Self::Temperature,
+                    S::Humidity => Self::Humidity,
+                    S::AirQuality => Self::AirQuality,
+                    S::Pressure => Self::Pressure,
+                    S::Co2 => Self::Co2,
+                }
+            }
         }
-    }
+
+        impl From<$wit> for crate::reading::SensorType {
+            fn from(t: $wit) -> Self {
+                use crate::reading::SensorType as S;
+                match t {
+                    <$wit>::Temperature => S::Temperature,
+                    <$wit>::Humidity => S::Humidity,
+                    <$wit>::AirQuality => S::AirQuality,
+                    <$wit>::Pressure => S::Pressure,
+                    <$wit>::Co2 => S::Co2,
+                }
+            }
+        }
+    };
 }
 
-impl From<SensorType> for crate::reading::SensorType {
-    fn from(t: SensorType) -> Self {
-        use crate::reading::SensorType as S;
-        match t {
-            SensorType::Temperature => S::Temperature,
-            SensorType::Humidity => S::Humidity,
-            SensorType::AirQuality => S::AirQuality,
-            SensorType::Pressure => S::Pressure,
-            SensorType::Co2 => S::Co2,
-        }
-    }
-}
+sensor_type_conversions!(SensorType);
+sensor_type_conversions!(columnar::SensorType);
 
 /// A `stage-error` as one line of text.
 pub fn describe(err: &StageError) -> String {
