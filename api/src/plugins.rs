@@ -14,6 +14,10 @@ pub struct PluginStatus {
     pub kind: StageKind,
     /// The version the plugin reports.
     pub version: String,
+    /// The version of the WIT contract it was built against (`0.2.0`, or `0.1.0` for a plugin
+    /// built before batches were columns).
+    #[serde(default)]
+    pub contract: String,
     /// The folder its file is in: `built_in`, or `drop_in` (added to the built-ins, or replacing
     /// the built-in of its name). None for a plugin not loaded from the folders.
     #[serde(default)]

@@ -81,7 +81,7 @@ pub fn PluginsTable(
             <h2>"Plugins"</h2>
             <table id="plugins">
                 <thead><tr>
-                    <th>"name"</th><th>"kind"</th><th>"version"</th><th>"state"</th><th>"folder"</th><th>"calls"</th>
+                    <th>"name"</th><th>"kind"</th><th>"version"</th><th>"contract"</th><th>"state"</th><th>"folder"</th><th>"calls"</th>
                     <th>"readings"</th><th>"outputs"</th><th>"errors"</th><th>"in a row"</th><th>"restarts"</th>
                     <th>"skipped"</th><th>"memory"</th><th>"state size"</th><th>"p50 µs"</th><th>"p99 µs"</th>
                     <th>"last error"</th><th></th>
@@ -95,6 +95,7 @@ pub fn PluginsTable(
                             <td>{p.name}</td>
                             <td>{p.kind.as_str()}</td>
                             <td>{p.version}</td>
+                            <td>{p.contract}</td>
                             <td>{p.state.as_str()}</td>
                             <td>{p.layer.map(|layer| layer.as_str()).unwrap_or_default()}</td>
                             <td class="num">{p.calls}</td>

@@ -44,6 +44,8 @@ pub struct CheckReport {
     pub version: String,
     /// Its state version.
     pub state_version: u32,
+    /// The version of the WIT contract it was built against.
+    pub contract: String,
     /// Readings it processed.
     pub readings: usize,
     /// Detections that were anomalies (detectors).
@@ -74,6 +76,7 @@ pub fn check(config: &CheckConfig) -> Result<CheckReport, PluginError> {
         name: plugin.info().name.clone(),
         version: plugin.info().version.clone(),
         state_version: plugin.info().state_version,
+        contract: plugin.contract().number().to_owned(),
         readings: readings.len(),
         anomalies: 0,
         warming_up: 0,
@@ -116,10 +119,11 @@ pub fn check(config: &CheckConfig) -> Result<CheckReport, PluginError> {
 pub fn print(report: &CheckReport) -> anyhow::Result<()> {
     super::print_json(report)?;
     eprintln!(
-        "ok: {} {} {} handled {} readings ({} anomalies, {} warming up, {} windows); its {}-byte state loads into a fresh instance",
+        "ok: {} {} {} (contract {}) handled {} readings ({} anomalies, {} warming up, {} windows); its {}-byte state loads into a fresh instance",
         report.kind,
         report.name,
         report.version,
+        report.contract,
         report.readings,
         report.anomalies,
         report.warming_up,

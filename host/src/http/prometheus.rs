@@ -149,6 +149,7 @@ mod tests {
             name: "zscore".into(),
             kind: StageKind::Detector,
             version: "0.1.0".into(),
+            contract: "0.2.0".into(),
             layer: None,
             calls: 3,
             readings_in: 1500,

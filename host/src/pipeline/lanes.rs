@@ -225,6 +225,7 @@ mod tests {
             name: "zscore".into(),
             kind: StageKind::Detector,
             version: "1".into(),
+            contract: "0.2.0".into(),
             layer: None,
             calls,
             readings_in: calls * 10,

@@ -277,6 +277,7 @@ pub fn plugin_status(plugin: &Plugin) -> PluginStatus {
         name: display_text(plugin.name()),
         kind: plugin.kind(),
         version: display_text(&plugin.info().version),
+        contract: plugin.contract().number().to_owned(),
         layer: plugin.layer(),
         calls: m.calls,
         readings_in: m.readings_in,

@@ -117,6 +117,11 @@ impl Plugin {
         self.blueprint.layer
     }
 
+    /// The version of the contract it was built against.
+    pub fn contract(&self) -> ContractVersion {
+        self.blueprint.contract
+    }
+
     /// The live detector this one shadows (from its manifest), if it is a shadow.
     pub fn shadow_of(&self) -> Option<&str> {
         self.blueprint.shadow_of.as_deref()

@@ -65,11 +65,16 @@ fn names(api: &serde_json::Value) -> BTreeSet<String> {
     plugins.iter().filter_map(|p| p["name"].as_str().map(str::to_owned)).collect()
 }
 
-/// The folder `plugin` runs from, as `/api/plugins` says.
-fn layer(api: &serde_json::Value, plugin: &str) -> String {
+/// The text field `key` of `plugin` on `/api/plugins`.
+fn plugin_field(api: &serde_json::Value, plugin: &str, key: &str) -> String {
     let plugins = api["plugins"].as_array().cloned().unwrap_or_default();
     let found = plugins.iter().find(|p| p["name"] == plugin).unwrap_or_else(|| panic!("no {plugin}: {api:#}"));
-    found["layer"].as_str().unwrap_or_default().to_owned()
+    found[key].as_str().unwrap_or_default().to_owned()
+}
+
+/// The folder `plugin` runs from, as `/api/plugins` says.
+fn layer(api: &serde_json::Value, plugin: &str) -> String {
+    plugin_field(api, plugin, "layer")
 }
 
 /// The details of `plugin`'s events of `action`, oldest first.
@@ -116,6 +121,8 @@ async fn a_missing_dropin_folder_is_created_hides_no_builtin_and_takes_new_plugi
         assert_eq!(loaded.len(), 1, "{name}: {api:#}");
         assert!(loaded[0].ends_with("(built_in) at start"), "{name}: {}", loaded[0]);
         assert_eq!(layer(&api, name), "built_in");
+        // Every shipped plugin is built against the current contract.
+        assert_eq!(plugin_field(&api, name, "contract"), "0.2.0", "{name}");
     }
 
     // A plugin of a new name dropped into the (created, watched) folder is added to the built-ins.
@@ -229,9 +236,7 @@ async fn a_dropin_refused_at_start_leaves_its_builtin_running(pool: PgPool) {
 
 /// The version `plugin` reports on the API.
 fn version(api: &serde_json::Value, plugin: &str) -> String {
-    let plugins = api["plugins"].as_array().cloned().unwrap_or_default();
-    let found = plugins.iter().find(|p| p["name"] == plugin).unwrap_or_else(|| panic!("no {plugin}: {api:#}"));
-    found["version"].as_str().unwrap_or_default().to_owned()
+    plugin_field(api, plugin, "version")
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]

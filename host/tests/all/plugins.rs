@@ -3,7 +3,9 @@
 
 use std::path::Path;
 
-use iotstream::plugins::bindings::{ModelInfo, Reading as WitReading, SensorType as WitSensorType, Verdict};
+use iotstream::plugins::bindings::{
+    ContractVersion, ModelInfo, Reading as WitReading, SensorType as WitSensorType, Verdict,
+};
 use iotstream::plugins::{Plugin, PluginError, PluginRuntime, SensorCatalog, StageKind};
 use iotstream::reading::{Reading, SensorType};
 use iotstream_plugin_sdk::CONTRACT_VERSION;
@@ -94,7 +96,7 @@ fn an_aggregator_of_contract_0_1_0_runs_through_that_version_s_bindings() {
     assert!(bytes.windows(export.len()).any(|w| w == export), "built against 0.1.0");
     let runtime = PluginRuntime::new().expect("runtime");
     let mut plugin = runtime.load(&path).expect("loads");
-    assert_eq!(plugin.kind(), StageKind::Aggregator);
+    assert_eq!((plugin.kind(), plugin.contract()), (StageKind::Aggregator, ContractVersion::Records));
     let mut catalog = SensorCatalog::default();
     let readings = [
         reading("t1", SensorType::Temperature, "lab_1", 1_000, 20.0),

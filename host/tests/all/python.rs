@@ -47,6 +47,7 @@ fn to_wit(catalog: &mut SensorCatalog, readings: &[Reading]) -> Vec<WitReading> 
 fn python_detector_scores_match_hand_computation() {
     let mut plugin = python_detector(r#"{"window": 4, "min_history": 4, "thresholds": {"co2": 10}}"#).expect("creates");
     assert_eq!(plugin.kind(), StageKind::Detector);
+    assert_eq!(plugin.contract().number(), "0.1.0", "built against the records' contract");
     let info = plugin.info();
     assert_eq!((info.name.as_str(), info.version.as_str(), info.state_version), ("python-deviation", "0.1.0", 1));
     let temperature = [10.0, 12.0, 10.0, 12.0, 15.0, 18.0];
