@@ -230,9 +230,13 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
         browser.click("nav.tabs a[href^='/plugins']").await;
         browser
             .until_within(Duration::from_secs(60), "the misbehaving plugin is quarantined", &table("plugins"), |rows| {
-                rows.as_array().into_iter().flatten().any(|r| r[0] == "misbehaving" && r[3] == "quarantined")
+                rows.as_array().into_iter().flatten().any(|r| r[0] == "misbehaving" && r[4] == "quarantined")
             })
             .await;
+        // Columns: name, kind, version, contract, state...: every plugin here is built against 0.2.0.
+        let plugins = browser.script(&table("plugins")).await;
+        let contracts: Vec<&Value> = plugins.as_array().into_iter().flatten().map(|r| &r[3]).collect();
+        assert!(!contracts.is_empty() && contracts.iter().all(|c| *c == "0.2.0"), "{plugins}");
         browser.screenshot("plugins").await;
 
         // The filter bar lives in the URL and applies on every tab: humidity only, then one location.
