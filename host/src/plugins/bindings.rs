@@ -138,8 +138,6 @@ pub enum ContractVersion {
 impl ContractVersion {
     /// Every version the host runs, oldest first.
     pub const ALL: [ContractVersion; 2] = [ContractVersion::Records, ContractVersion::Columns];
-    /// The version the SDK builds plugins against.
-    pub const CURRENT: ContractVersion = ContractVersion::Columns;
 
     /// Its semver, as the WIT package names it.
     pub fn number(self) -> &'static str {
@@ -237,7 +235,7 @@ mod tests {
         for unknown in ["iotstream:pipeline/detector@0.3.0", "iotstream:pipeline/types@0.2.0", "wasi:cli/run@0.2.0"] {
             assert_eq!(ContractVersion::of_export(unknown), None, "{unknown}");
         }
-        assert_eq!(ContractVersion::CURRENT.number(), iotstream_plugin_sdk::CONTRACT_VERSION);
+        assert_eq!(ContractVersion::Columns.number(), iotstream_plugin_sdk::CONTRACT_VERSION);
         assert_eq!(ContractVersion::all_numbers(), "0.1.0 and 0.2.0");
     }
 
