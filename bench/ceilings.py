@@ -117,8 +117,10 @@ def copy(args):
         database.commit()
         seconds = time.monotonic() - started
         cpu = cpu_seconds() - cpu_at_start
+        timed_until_unix_ms = time.time() * 1000.0
         stored = database.execute("SELECT count(*) FROM sensor_readings").fetchone()[0]
-    return {"readings": stored, "seconds": round(seconds, 3), "cpu_s": round(cpu, 3)}
+    return {"readings": stored, "seconds": round(seconds, 3), "cpu_s": round(cpu, 3),
+            "timed_until_unix_ms": timed_until_unix_ms}
 
 
 def create_topic(args):

@@ -338,12 +338,14 @@ def main():
         latencies_ms.extend(committed_ms - p for p in produced_ms if p > 0)
     seconds = time.monotonic() - started if started is not None else 0.0
     cpu = cpu_seconds() - cpu_at_start if cpu_at_start is not None else 0.0
+    timed_until_unix_ms = time.time() * 1000.0
     consumer.close()
     database.close()
     print(json.dumps({
         "readings": received, "invalid": invalid, "late": pipeline.windows.late, "seconds": round(seconds, 3),
         "readings_per_s": round(received / seconds, 1) if seconds > 0 else 0.0,
         "latency_ms": percentiles(latencies_ms), "peak_rss_mib": round(peak_rss_mib(), 1), "cpu_s": round(cpu, 3),
+        "timed_until_unix_ms": timed_until_unix_ms,
         "rows": {"sensor_readings": rows_written[0], "sensor_aggregates": rows_written[1],
                  "ml_anomaly_predictions": rows_written[2]},
     }))

@@ -114,6 +114,9 @@ pub struct BenchReport {
     pub rebalances: i64,
     /// The longest pause of a pipeline for a rebalance, ms.
     pub rebalance_pause_ms_max: Option<f64>,
+    /// When the timed span ended (the last reading stored), Unix milliseconds: `cargo xtask
+    /// bench` charges the database's CPU up to then, not for the checks this run makes after.
+    pub timed_until_unix_ms: f64,
 }
 
 /// Runs the benchmark. The scratch database is kept for inspection, and dropped by the next run.
@@ -267,6 +270,8 @@ struct Progress {
     swapped_at: Option<chrono::DateTime<chrono::Utc>>,
     /// CPU seconds of the process from the first stored reading to the last.
     cpu_s: f64,
+    /// When the last reading was stored.
+    ended_at: chrono::DateTime<chrono::Utc>,
 }
 
 /// Polls the stored positions until every reading is stored, or none is for 60 s; swaps the plugin
@@ -280,6 +285,7 @@ struct Progress {
 async fn watch_progress(config: &BenchConfig, store: &Store, folders: &PluginFolders) -> anyhow::Result<Progress> {
     let mut first: Option<Instant> = None;
     let mut last_progress = Instant::now();
+    let mut ended_at = chrono::Utc::now();
     let mut stored = 0;
     let mut swapped_at = None;
     let bar = super::progress::bar(config.readings, "readings").with_message("stored");
@@ -304,6 +310,7 @@ async fn watch_progress(config: &BenchConfig, store: &Store, folders: &PluginFol
         }
         if now != stored {
             last_progress = Instant::now();
+            ended_at = chrono::Utc::now();
             cpu_at_last = cpu_seconds();
         }
         stored = now;
@@ -315,7 +322,7 @@ async fn watch_progress(config: &BenchConfig, store: &Store, folders: &PluginFol
     bar.finish_and_clear();
     let seconds = first.map_or(0.0, |f| last_progress.duration_since(f).as_secs_f64());
     let stored = store.totals().await?.readings;
-    Ok(Progress { stored, seconds, swapped_at, cpu_s: cpu_at_last - cpu_at_first })
+    Ok(Progress { stored, seconds, swapped_at, cpu_s: cpu_at_last - cpu_at_first, ended_at })
 }
 
 /// The report's figures from the scratch database (all but `produced`).
@@ -338,7 +345,7 @@ async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchRepor
     };
     let (rebalances, rebalance_pause_ms_max): (i64, Option<f64>) =
         sqlx::query_as("SELECT count(*), max(pause_ms) FROM rebalances").fetch_one(pool).await?;
-    let Progress { stored, seconds, cpu_s, .. } = progress;
+    let Progress { stored, seconds, cpu_s, ended_at, .. } = progress;
     Ok(BenchReport {
         produced: 0,
         readings: stored,
@@ -361,6 +368,7 @@ async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchRepor
         hosts: 1,
         rebalances,
         rebalance_pause_ms_max,
+        timed_until_unix_ms: ended_at.timestamp_millis() as f64,
     })
 }
 
