@@ -38,6 +38,11 @@ pub struct SoakArgs {
     /// Seconds between two samples.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     interval: u64,
+    /// Minutes of warm-up (the embedded broker filling its partitions, the forests their buffers,
+    /// the plugins' memories growing to their batches) left out of the second verdict, which
+    /// compares the quarters of the rest and fits its growth per hour.
+    #[arg(long, default_value_t = 10)]
+    warm_up: u64,
     /// The soak's own database on the server of `DATABASE_URL`: dropped and created anew, and
     /// dropped after.
     #[arg(long, default_value = "iotstream_soak")]
@@ -91,6 +96,26 @@ pub(crate) fn flatness(samples: &[Sample]) -> Option<Flatness> {
     let last_quarter_mib = mean(&samples[samples.len() - quarter..]);
     let change_percent = (last_quarter_mib - first_quarter_mib) / first_quarter_mib * 100.0;
     Some(Flatness { first_quarter_mib, last_quarter_mib, change_percent, flat: change_percent.abs() <= FLAT_PERCENT })
+}
+
+/// The samples taken at or after `warm_up_s`: the steady state, where a leak shows as growth.
+pub(crate) fn after_warm_up(samples: &[Sample], warm_up_s: f64) -> &[Sample] {
+    let start = samples.iter().position(|s| s.seconds >= warm_up_s).unwrap_or(samples.len());
+    &samples[start..]
+}
+
+/// The least-squares slope of RSS over time, in MiB an hour: what a leak of so many kilobytes a
+/// minute adds up to. `None` with fewer than two samples at distinct times.
+pub(crate) fn growth_mib_per_hour(samples: &[Sample]) -> Option<f64> {
+    let n = samples.len() as f64;
+    if samples.len() < 2 {
+        return None;
+    }
+    let mean_t = samples.iter().map(|s| s.seconds).sum::<f64>() / n;
+    let mean_rss = samples.iter().map(|s| s.rss_mib).sum::<f64>() / n;
+    let covariance: f64 = samples.iter().map(|s| (s.seconds - mean_t) * (s.rss_mib - mean_rss)).sum();
+    let variance: f64 = samples.iter().map(|s| (s.seconds - mean_t).powi(2)).sum();
+    (variance > 0.0).then(|| covariance / variance * 3600.0)
 }
 
 pub fn soak(args: &SoakArgs) -> Result<()> {
@@ -225,17 +250,26 @@ fn report(args: &SoakArgs, samples: &[Sample]) -> Result<()> {
         stored,
         if seconds > 0.0 { stored as f64 / seconds } else { 0.0 }
     );
-    match verdict {
+    let peak = samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max);
+    let print_verdict = |what: &str, verdict: Option<Flatness>, count: usize| match verdict {
         Some(v) => println!(
-            "RSS, mean of the first quarter {:.1} MiB, of the last {:.1} MiB: {:+.1}% ({}), peak {:.1} MiB",
+            "RSS {what}: mean of the first quarter {:.1} MiB, of the last {:.1} MiB: {:+.1}% ({})",
             v.first_quarter_mib,
             v.last_quarter_mib,
             v.change_percent,
             if v.flat { "flat" } else { "NOT flat" },
-            samples.iter().map(|s| s.rss_mib).fold(0.0, f64::max)
         ),
-        None => println!("too few samples ({}) to compare quarters", samples.len()),
-    }
+        None => println!("RSS {what}: too few samples ({count}) to compare quarters"),
+    };
+    print_verdict("over the whole run", verdict, samples.len());
+    let steady = after_warm_up(samples, (args.warm_up * 60) as f64);
+    let steady_verdict = flatness(steady);
+    let growth = growth_mib_per_hour(steady);
+    print_verdict(&format!("after the {}-minute warm-up", args.warm_up), steady_verdict, steady.len());
+    println!(
+        "peak {peak:.1} MiB; growth after the warm-up (least squares) {}",
+        growth.map_or_else(|| "-".to_owned(), |g| format!("{g:+.1} MiB an hour"))
+    );
     let dir = target_dir().join("bench");
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let path = dir.join(format!("soak-{stamp}.json"));
@@ -243,14 +277,23 @@ fn report(args: &SoakArgs, samples: &[Sample]) -> Result<()> {
         "unix_time": stamp, "minutes": args.minutes, "rate": args.rate, "sensors": args.sensors,
         "interval_s": args.interval, "plugins": args.plugins, "flat_percent": FLAT_PERCENT,
         "samples": samples.iter().map(|s| json!({"seconds": s.seconds, "rss_mib": s.rss_mib, "stored": s.stored})).collect::<Vec<_>>(),
-        "verdict": verdict.map(|v| json!({
-            "first_quarter_mib": v.first_quarter_mib, "last_quarter_mib": v.last_quarter_mib,
-            "change_percent": v.change_percent, "flat": v.flat,
-        })),
+        "verdict": verdict.map(verdict_json),
+        "warm_up_minutes": args.warm_up,
+        "after_warm_up": steady_verdict.map(verdict_json),
+        "growth_after_warm_up_mib_per_hour": growth,
+        "peak_rss_mib": peak,
     });
     std::fs::write(&path, serde_json::to_string_pretty(&document)?)?;
     eprintln!("xtask: wrote {}", path.display());
     Ok(())
+}
+
+/// A verdict as the JSON document keeps it.
+fn verdict_json(v: Flatness) -> serde_json::Value {
+    json!({
+        "first_quarter_mib": v.first_quarter_mib, "last_quarter_mib": v.last_quarter_mib,
+        "change_percent": v.change_percent, "flat": v.flat,
+    })
 }
 
 #[cfg(test)]
@@ -283,6 +326,30 @@ mod tests {
         assert!(!verdict.flat);
         // Shrinking by as much is not flat either.
         assert!(!flatness(&samples(&[110.0, 105.0, 100.0, 99.0])).expect("4 samples").flat);
+    }
+
+    #[test]
+    fn the_warm_up_is_left_out_and_the_rest_fitted_per_hour() {
+        // Samples at 30 s, 60 s, ... : a warm-up climb to 120 MiB by 90 s, then 0.5 MiB a sample
+        // (every 30 s): 60 MiB an hour.
+        let all = samples(&[100.0, 110.0, 120.0, 120.5, 121.0, 121.5, 122.0, 122.5]);
+        let steady = after_warm_up(&all, 90.0);
+        assert_eq!(steady.len(), 6);
+        assert_eq!(steady[0].rss_mib, 120.0);
+        let growth = growth_mib_per_hour(steady).expect("6 samples");
+        assert!((growth - 60.0).abs() < 1e-9, "{growth}");
+        // Whole run: (100 + 110) / 2 = 105 against (122 + 122.5) / 2 = 122.25, +16.4%: not flat;
+        // after the warm-up, quarters of one sample: 120 against 122.5, +2.08%: flat by the
+        // quarters, though the fit shows the climb.
+        assert!(!flatness(&all).expect("8").flat);
+        let steady_verdict = flatness(steady).expect("6");
+        assert_eq!((steady_verdict.first_quarter_mib, steady_verdict.last_quarter_mib), (120.0, 122.5));
+        assert!((steady_verdict.change_percent - 2.5 / 120.0 * 100.0).abs() < 1e-9);
+        assert!(steady_verdict.flat);
+        assert_eq!(after_warm_up(&all, 1e9).len(), 0);
+        assert_eq!(growth_mib_per_hour(&all[..1]), None);
+        // Flat memory grows by nothing.
+        assert_eq!(growth_mib_per_hour(&samples(&[50.0, 50.0, 50.0])), Some(0.0));
     }
 
     #[test]
