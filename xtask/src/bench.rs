@@ -246,12 +246,17 @@ fn unix_ms(time: SystemTime) -> f64 {
 /// CPU seconds of every `postgres` process on this machine so far, its exited backends included
 /// (the postmaster's reaped children: `cutime`, `cstime`); `None` without `/proc`.
 fn postgres_cpu_seconds() -> Option<f64> {
-    let ticks_per_second = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok())
-        .unwrap_or(100.0);
+    // Asked once: the sampler reads the server's CPU five times a second during a measured run,
+    // and a `getconf` process each time would be work on the machine being measured.
+    static TICKS_PER_SECOND: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    let ticks_per_second = *TICKS_PER_SECOND.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8_lossy(&out.stdout).trim().parse::<f64>().ok())
+            .unwrap_or(100.0)
+    });
     let ticks: u64 = std::fs::read_dir("/proc")
         .ok()?
         .flatten()
