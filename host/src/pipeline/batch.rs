@@ -60,7 +60,7 @@ impl Pipeline {
                 (Some(last), Some(every)) => last.elapsed() >= every,
                 (Some(_), None) => false,
             };
-            let mut rows = BatchRows::default();
+            let mut rows = BatchRows { source: self.ids.current, ..BatchRows::default() };
             let (wit, faults) = validate(&self.config.limits, self.source.topic(), lane, &messages, &mut rows);
             rows.lanes.push(LaneBatch { partition, batch_seq: lane.batch_seq, next_offset: lane.next_offset, forget });
             if checkpoint_due {
@@ -80,7 +80,13 @@ impl Pipeline {
                 faults,
                 rows,
                 checkpoint: checkpoint_due.then_some((lane.next_offset, lane.batch_seq)),
+                encode_for_copy: false,
             });
+        }
+        // A fresh batch's readings are copied: each lane encodes its own for the `COPY` on its
+        // thread, so the transaction only sends them.
+        for lane in &mut work {
+            lane.encode_for_copy = fresh;
         }
         let fence = Some(self.lanes.fence(self.ids.lineage, work.iter().map(|w| w.partition)));
         let mut rows = BatchRows {
@@ -195,6 +201,8 @@ struct LaneWork {
     rows: BatchRows,
     /// When due: the lane's position and batch number to checkpoint with.
     checkpoint: Option<(i64, i64)>,
+    /// Whether to encode the lane's readings for the batch's `COPY` ([`BatchRows::encode_for_copy`]).
+    encode_for_copy: bool,
 }
 
 /// What a lane's stages made of its share.
@@ -249,6 +257,9 @@ fn run_lane(mut w: LaneWork) -> LaneDone {
         w.rows.checkpoints.push(w.stages.checkpoint(CheckpointReason::Interval, next_offset, batch_seq));
     }
     add_sensor_faults(&mut w.rows, w.faults);
+    if w.encode_for_copy {
+        w.rows.encode_for_copy();
+    }
     LaneDone { partition: w.partition, stages: w.stages, rows: w.rows }
 }
 

@@ -16,7 +16,7 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::store::rows::StoredReading;
+use crate::store::rows::{Prediction, StoredReading, VerdictsByReading, write_verdicts_json};
 
 /// The statement; the columns in the order [`readings_copy_data`] writes each row's fields.
 pub(super) const COPY_READINGS: &str = "COPY sensor_readings (sensor_id, sensor_type, location, value, timestamp, \
@@ -26,37 +26,57 @@ pub(super) const COPY_READINGS: &str = "COPY sensor_readings (sensor_id, sensor_
 const FIELDS: i16 = 12;
 
 /// The binary format's signature, then its flags and header extension length (both 0).
-const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+pub(super) const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+/// The end of the data: a field count of -1.
+pub(super) const TRAILER: &[u8] = &(-1i16).to_be_bytes();
 
 /// PostgreSQL's epoch (2000-01-01 UTC) in Unix microseconds: a binary `timestamptz` counts from it.
 const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-/// The `COPY` data of `readings` (with `verdicts[i]` the JSON array of `readings[i]`'s verdicts),
+/// The `COPY` data of `readings` (with `predictions` the verdicts, each naming its reading by index),
 /// all of it: header, one tuple per reading, trailer.
-pub(super) fn readings_copy_data(source: i16, readings: &[StoredReading], verdicts: &[String]) -> Vec<u8> {
+pub(super) fn readings_copy_data(source: i16, readings: &[StoredReading], predictions: &[Prediction]) -> Vec<u8> {
     let text_bytes: usize =
         readings.iter().map(|r| r.reading.sensor_id.len() + r.reading.location.len() + r.reading.unit.len() + 16).sum();
-    let verdict_bytes: usize = verdicts.iter().map(String::len).sum();
-    let mut out = Vec::with_capacity(HEADER.len() + 2 + text_bytes + verdict_bytes + readings.len() * 90);
+    let mut out = Vec::with_capacity(HEADER.len() + TRAILER.len() + text_bytes + readings.len() * 90);
     out.extend_from_slice(HEADER);
+    let verdicts = VerdictsByReading::new(readings.len(), predictions);
     for (i, stored) in readings.iter().enumerate() {
-        let r = &stored.reading;
-        out.extend_from_slice(&FIELDS.to_be_bytes());
-        field(&mut out, r.sensor_id.as_bytes());
-        field(&mut out, r.sensor_type.as_str().as_bytes());
-        field(&mut out, r.location.as_bytes());
-        field(&mut out, &r.value.to_bits().to_be_bytes());
-        field(&mut out, &postgres_micros(r.timestamp).to_be_bytes());
-        field(&mut out, &[u8::from(r.anomaly)]);
-        field(&mut out, r.unit.as_bytes());
-        field(&mut out, &[u8::from(stored.flagged)]);
-        field(&mut out, &stored.partition.to_be_bytes());
-        field(&mut out, &stored.offset.to_be_bytes());
-        field(&mut out, verdicts.get(i).map_or(b"[]".as_slice(), |v| v.as_bytes()));
-        field(&mut out, &source.to_be_bytes());
+        encode_tuple(&mut out, source, stored, predictions, verdicts.of(i));
     }
-    out.extend_from_slice(&(-1i16).to_be_bytes());
+    out.extend_from_slice(TRAILER);
     out
+}
+
+/// Appends one reading's tuple to `out`: its verdicts are `predictions[i]` for each `i` in
+/// `verdicts`, written as JSON straight into the tuple.
+pub(crate) fn encode_tuple(
+    out: &mut Vec<u8>,
+    source: i16,
+    stored: &StoredReading,
+    predictions: &[Prediction],
+    verdicts: &[usize],
+) {
+    let r = &stored.reading;
+    out.extend_from_slice(&FIELDS.to_be_bytes());
+    field(out, r.sensor_id.as_bytes());
+    field(out, r.sensor_type.as_str().as_bytes());
+    field(out, r.location.as_bytes());
+    field(out, &r.value.to_bits().to_be_bytes());
+    field(out, &postgres_micros(r.timestamp).to_be_bytes());
+    field(out, &[u8::from(r.anomaly)]);
+    field(out, r.unit.as_bytes());
+    field(out, &[u8::from(stored.flagged)]);
+    field(out, &stored.partition.to_be_bytes());
+    field(out, &stored.offset.to_be_bytes());
+    // The verdicts' length is known once they are written: a placeholder, then the length.
+    let length_at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write_verdicts_json(out, predictions, verdicts);
+    let len = i32::try_from(out.len() - length_at - 4).unwrap_or(i32::MAX);
+    out[length_at..length_at + 4].copy_from_slice(&len.to_be_bytes());
+    field(out, &source.to_be_bytes());
 }
 
 /// One field: its length, then its bytes.
@@ -101,9 +121,20 @@ mod tests {
         }
     }
 
+    fn verdict(reading: usize) -> Prediction {
+        Prediction {
+            detector: "z".to_owned(),
+            reading,
+            verdict: iotstream_api::Verdict::Normal,
+            score: 0.5,
+            detector_version: "1".to_owned(),
+            model: None,
+        }
+    }
+
     #[test]
     fn one_reading_is_laid_out_as_the_binary_copy_format_says() {
-        let data = readings_copy_data(7, &[stored("s1", 1)], &[r#"[{"d":"z"}]"#.to_owned()]);
+        let data = readings_copy_data(7, &[stored("s1", 1)], &[verdict(0)]);
         let mut expected: Vec<u8> = b"PGCOPY\n\xff\r\n\0".to_vec();
         expected.extend([0, 0, 0, 0, 0, 0, 0, 0]); // flags, header extension length
         expected.extend([0, 12]); // fields
@@ -118,8 +149,8 @@ mod tests {
         expected.extend([0, 0, 0, 1, 0]); // flagged
         expected.extend([0, 0, 0, 4, 0, 0, 0, 3]);
         expected.extend([0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 1, 2]); // offset 258
-        expected.extend([0, 0, 0, 11]);
-        expected.extend(br#"[{"d":"z"}]"#);
+        expected.extend([0, 0, 0, 42]);
+        expected.extend(br#"[{"d":"z","ver":"1","v":"normal","s":0.5}]"#);
         expected.extend([0, 0, 0, 2, 0, 7]); // source
         expected.extend([0xff, 0xff]); // trailer
         assert_eq!(data, expected);
@@ -127,7 +158,7 @@ mod tests {
 
     #[test]
     fn times_before_postgres_epoch_are_negative_and_missing_verdicts_are_an_empty_array() {
-        let data = readings_copy_data(1, &[stored("s", -1_500_000)], &[]);
+        let data = readings_copy_data(1, &[stored("s", -1_500_000)], &[verdict(1)]);
         let start = HEADER.len() + 2 + (4 + 1) + (4 + 8) + (4 + 3) + (4 + 8) + 4;
         assert_eq!(data[start..start + 8], (-1_500_000i64).to_be_bytes());
         let tail = &data[data.len() - 2 - 6 - 6..data.len() - 2 - 6];

@@ -154,6 +154,21 @@ pub struct BatchRows {
     pub aggregates: Vec<StoredWindow>,
     /// Refused messages.
     pub dead_letters: Vec<DeadLetter>,
+    /// The readings already in `COPY`'s binary format, with their verdicts, a run of one
+    /// partition's readings each, in the order of `readings` (see [`BatchRows::encode_for_copy`]);
+    /// empty, or not matching the readings, and the writer encodes them itself.
+    pub readings_copy: Vec<CopySegment>,
+}
+
+/// A run of a batch's readings, all of one partition, as binary `COPY` tuples (see `store::copy`).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct CopySegment {
+    /// The partition of every reading in the run.
+    pub partition: i32,
+    /// How many readings the run holds.
+    pub readings: usize,
+    /// Their tuples, each reading's verdicts in it.
+    pub tuples: Vec<u8>,
 }
 
 impl BatchRows {
@@ -167,6 +182,11 @@ impl BatchRows {
         for shadow in &mut other.shadow_predictions {
             shadow.reading += base;
         }
+        if self.copy_matches_readings() && other.copy_matches_readings() {
+            self.readings_copy.append(&mut other.readings_copy);
+        } else {
+            self.readings_copy.clear();
+        }
         self.readings.append(&mut other.readings);
         self.predictions.append(&mut other.predictions);
         self.shadow_predictions.append(&mut other.shadow_predictions);
@@ -179,6 +199,46 @@ impl BatchRows {
 }
 
 impl BatchRows {
+    /// Encodes the readings, with their verdicts, for the batch's `COPY` (see `store::copy`), so
+    /// that its transaction only sends them: called where the rows are made (a lane's thread, off
+    /// the commit's path), once they are final. A reading or verdict added after leaves the copy
+    /// stale: the writer then sees that it does not match and encodes the readings itself.
+    pub fn encode_for_copy(&mut self) {
+        let verdicts = VerdictsByReading::new(self.readings.len(), &self.predictions);
+        let mut segments: Vec<CopySegment> = Vec::new();
+        for (index, stored) in self.readings.iter().enumerate() {
+            if segments.last().is_none_or(|last| last.partition != stored.partition) {
+                segments.push(CopySegment { partition: stored.partition, ..CopySegment::default() });
+            }
+            if let Some(segment) = segments.last_mut() {
+                let of_reading = verdicts.of(index);
+                crate::store::copy::encode_tuple(
+                    &mut segment.tuples,
+                    self.source,
+                    stored,
+                    &self.predictions,
+                    of_reading,
+                );
+                segment.readings += 1;
+            }
+        }
+        self.readings_copy = segments;
+    }
+
+    /// Whether [`BatchRows::readings_copy`] holds exactly the readings: as many, each run's
+    /// readings of its partition.
+    pub fn copy_matches_readings(&self) -> bool {
+        let mut from = 0;
+        for segment in &self.readings_copy {
+            let Some(run) = self.readings.get(from..from + segment.readings) else { return false };
+            if run.iter().any(|r| r.partition != segment.partition) {
+                return false;
+            }
+            from += segment.readings;
+        }
+        from == self.readings.len()
+    }
+
     /// Splits the batch into at most `parts` batches of whole partitions (each partition's rows,
     /// position, logged batch and checkpoint in one of them, the partitions dealt out so the parts
     /// hold about as many readings each), for as many transactions side by side: a partition's
@@ -224,6 +284,7 @@ impl BatchRows {
             })
             .collect();
         let part = |partition: i32| part_of.get(&partition).copied().unwrap_or(0);
+        let copy_matches = self.copy_matches_readings();
         // Each reading's index in its part, for its verdicts.
         let mut moved = Vec::with_capacity(self.readings.len());
         for reading in self.readings {
@@ -241,6 +302,12 @@ impl BatchRows {
             if let Some(&(to, index)) = moved.get(shadow.reading) {
                 shadow.reading = index;
                 split[to].shadow_predictions.push(shadow);
+            }
+        }
+        // A part's readings are its partitions' in their order here, and so are their runs.
+        if copy_matches {
+            for segment in self.readings_copy {
+                split[part(segment.partition)].readings_copy.push(segment);
             }
         }
         for (partition, next) in self.positions {
@@ -313,18 +380,72 @@ struct StoredVerdict<'a> {
 }
 
 /// Each reading's verdicts as the JSON array its `sensor_readings.verdicts` holds (`[]` for a
-/// reading no detector judged), in the order of `readings`.
+/// reading no detector judged), in the order of `readings` (see [`write_verdicts_json`]).
+pub fn verdicts_json(readings: usize, predictions: &[Prediction]) -> Vec<String> {
+    let by_reading = VerdictsByReading::new(readings, predictions);
+    (0..readings)
+        .map(|reading| {
+            let mut json = Vec::new();
+            write_verdicts_json(&mut json, predictions, by_reading.of(reading));
+            // serde_json writes UTF-8, and the brackets and commas around it are ASCII.
+            String::from_utf8(json).unwrap_or_else(|_| "[]".to_owned())
+        })
+        .collect()
+}
+
+/// Which predictions are each reading's: one pass over the batch's predictions instead of a list
+/// per reading.
+pub(crate) struct VerdictsByReading {
+    /// Reading `i`'s predictions are `order[start[i]..start[i + 1]]`.
+    start: Vec<usize>,
+    /// Indices into the predictions, by reading, each reading's in their order in the batch.
+    order: Vec<usize>,
+}
+
+impl VerdictsByReading {
+    /// Groups `predictions` by reading (one pointing past `readings` belongs to none).
+    pub(crate) fn new(readings: usize, predictions: &[Prediction]) -> Self {
+        let mut start = vec![0usize; readings + 1];
+        for p in predictions.iter().filter(|p| p.reading < readings) {
+            start[p.reading + 1] += 1;
+        }
+        for i in 1..start.len() {
+            start[i] += start[i - 1];
+        }
+        let mut next = start.clone();
+        let mut order = vec![0usize; start[readings]];
+        for (index, p) in predictions.iter().enumerate().filter(|(_, p)| p.reading < readings) {
+            order[next[p.reading]] = index;
+            next[p.reading] += 1;
+        }
+        VerdictsByReading { start, order }
+    }
+
+    /// The indices of reading `reading`'s predictions.
+    pub(crate) fn of(&self, reading: usize) -> &[usize] {
+        match (self.start.get(reading), self.start.get(reading + 1)) {
+            (Some(&from), Some(&to)) => &self.order[from..to],
+            _ => &[],
+        }
+    }
+}
+
+/// Appends to `out` the JSON array of the verdicts `predictions[i]` for each `i` in `indices`, as
+/// `sensor_readings.verdicts` keeps them (`[]` for none).
 ///
 /// The array is always one PostgreSQL takes (a verdict can never make the database refuse its
 /// reading): a verdict is one of three words, a score that is not finite becomes `null`, and a NUL
 /// in a detector's name or version (which `json` takes but no query could read back as text: the
 /// view's `json_to_recordset` refuses `\u0000`; the host refuses such plugins at load) becomes
 /// U+FFFD.
-pub fn verdicts_json(readings: usize, predictions: &[Prediction]) -> Vec<String> {
-    let mut per_reading: Vec<Vec<StoredVerdict<'_>>> = (0..readings).map(|_| Vec::new()).collect();
-    for p in predictions {
-        let Some(verdicts) = per_reading.get_mut(p.reading) else { continue };
-        verdicts.push(StoredVerdict {
+pub(crate) fn write_verdicts_json(out: &mut Vec<u8>, predictions: &[Prediction], indices: &[usize]) {
+    let array_start = out.len();
+    out.push(b'[');
+    for (n, p) in indices.iter().filter_map(|&i| predictions.get(i)).enumerate() {
+        if n > 0 {
+            out.push(b',');
+        }
+        let verdict = StoredVerdict {
             d: without_nul(&p.detector),
             ver: without_nul(&p.detector_version),
             v: iotstream_api::Named::as_str(p.verdict),
@@ -332,19 +453,16 @@ pub fn verdicts_json(readings: usize, predictions: &[Prediction]) -> Vec<String>
             g: p.model.map(|m| m.generation),
             t: p.model.and_then(|m| m.trained_at),
             n: p.model.map(|m| m.training_rows),
-        });
+        };
+        // Serializing borrowed strings, numbers and times into memory cannot fail; were it to,
+        // the reading keeps no verdict rather than a broken array.
+        if serde_json::to_writer(&mut *out, &verdict).is_err() {
+            out.truncate(array_start);
+            out.extend_from_slice(b"[]");
+            return;
+        }
     }
-    per_reading
-        .iter()
-        .map(|verdicts| {
-            if verdicts.is_empty() {
-                "[]".to_owned()
-            } else {
-                // Serializing borrowed strings, numbers and times into a String cannot fail.
-                serde_json::to_string(verdicts).unwrap_or_else(|_| "[]".to_owned())
-            }
-        })
-        .collect()
+    out.push(b']');
 }
 
 /// `text` with any NUL replaced by U+FFFD: PostgreSQL's text refuses `\u0000`.
@@ -455,6 +573,99 @@ mod tests {
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 20, "every reading keeps both its verdicts");
+    }
+
+    /// Each reading's verdicts, exactly as `sensor_readings.verdicts` keeps them: in the batch's
+    /// order per reading, a model's lineage only where there is one, a score that is not a number
+    /// as `null`, a NUL in a name replaced, a verdict pointing past the readings left out.
+    #[test]
+    fn verdicts_are_each_readings_json_array_in_the_batchs_order() {
+        let trained_at = Utc.timestamp_opt(1_700_000_000, 0).single();
+        let predictions = vec![
+            Prediction { score: 1.5, ..verdict("zscore", 2) },
+            Prediction {
+                verdict: Verdict::Anomaly,
+                score: 0.75,
+                model: Some(ModelLineage { generation: 2, trained_at, training_rows: 256 }),
+                ..verdict("forest", 0)
+            },
+            Prediction { score: f64::NAN, ..verdict("zscore", 0) },
+            Prediction { verdict: Verdict::WarmingUp, ..verdict("a\0b", 1) },
+            verdict("zscore", 7),
+        ];
+        assert_eq!(
+            verdicts_json(4, &predictions),
+            [
+                r#"[{"d":"forest","ver":"1","v":"anomaly","s":0.75,"g":2,"t":"2023-11-14T22:13:20Z","n":256},{"d":"zscore","ver":"1","v":"normal","s":null}]"#,
+                "[{\"d\":\"a\u{FFFD}b\",\"ver\":\"1\",\"v\":\"warming_up\",\"s\":0.0}]",
+                r#"[{"d":"zscore","ver":"1","v":"normal","s":1.5}]"#,
+                "[]",
+            ]
+        );
+    }
+
+    /// The `COPY` data of a batch's part, with each of `parts`' readings encoded apart.
+    fn copy_data_sent(part: &BatchRows) -> Option<Vec<u8>> {
+        part.copy_matches_readings().then(|| {
+            let mut data = crate::store::copy::HEADER.to_vec();
+            for segment in &part.readings_copy {
+                data.extend_from_slice(&segment.tuples);
+            }
+            data.extend_from_slice(crate::store::copy::TRAILER);
+            data
+        })
+    }
+
+    /// Lanes encode their readings for the `COPY`; the batch assembled from them, and each part it
+    /// is split into, sends exactly what encoding its readings at once makes.
+    #[test]
+    fn readings_encoded_by_their_lanes_follow_them_through_the_batch_and_its_split() {
+        let mut batch = BatchRows { source: 5, ..BatchRows::default() };
+        for (partition, count) in [(0, 4), (1, 1), (2, 3), (3, 0)] {
+            let mut lane = BatchRows { source: 5, ..BatchRows::default() };
+            for offset in 0..count {
+                lane.readings.push(reading(partition, offset));
+                lane.predictions
+                    .push(Prediction { score: offset as f64, ..verdict("zscore", lane.readings.len() - 1) });
+            }
+            lane.predictions.push(verdict("forest", 0));
+            lane.encode_for_copy();
+            assert_eq!(lane.readings_copy.len(), usize::from(count > 0));
+            batch.append(lane);
+        }
+        let whole = crate::store::copy::readings_copy_data(5, &batch.readings, &batch.predictions);
+        assert_eq!(copy_data_sent(&batch), Some(whole));
+        let parts = batch.split_by_partition(2);
+        assert_eq!(parts.len(), 2);
+        for part in &parts {
+            assert!(!part.readings.is_empty());
+            let independent = crate::store::copy::readings_copy_data(5, &part.readings, &part.predictions);
+            assert_eq!(copy_data_sent(part), Some(independent));
+        }
+    }
+
+    /// A reading added after the encoding, or a lane that was not encoded, leaves no copy that
+    /// could be sent for the batch: the writer encodes the readings itself.
+    #[test]
+    fn a_copy_that_does_not_match_the_readings_is_never_sent() {
+        let mut lane = BatchRows { readings: vec![reading(0, 0), reading(0, 1)], ..BatchRows::default() };
+        lane.encode_for_copy();
+        assert!(lane.copy_matches_readings());
+        lane.readings.push(reading(0, 2));
+        assert!(!lane.copy_matches_readings());
+
+        let mut batch = BatchRows::default();
+        let mut encoded = BatchRows { readings: vec![reading(1, 0)], ..BatchRows::default() };
+        encoded.encode_for_copy();
+        batch.append(encoded);
+        assert!(batch.copy_matches_readings());
+        batch.append(BatchRows { readings: vec![reading(2, 0)], ..BatchRows::default() });
+        assert!(batch.readings_copy.is_empty());
+        assert!(!batch.copy_matches_readings());
+        let mut relabelled = BatchRows { readings: vec![reading(1, 0)], ..BatchRows::default() };
+        relabelled.encode_for_copy();
+        relabelled.readings[0].partition = 2;
+        assert!(!relabelled.copy_matches_readings(), "a run's readings are all of its partition");
     }
 
     #[test]

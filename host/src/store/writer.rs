@@ -14,7 +14,7 @@ use iotstream_api::AggregateRow;
 use tracing::{debug, warn};
 
 use crate::store::checkpoints::write_checkpoint;
-use crate::store::copy::{COPY_READINGS, readings_copy_data};
+use crate::store::copy::{COPY_READINGS, HEADER, TRAILER, readings_copy_data};
 use crate::store::queries::decode_aggregate;
 
 use crate::store::isolate::{ReadingsPath, Written, is_permanent};
@@ -85,10 +85,10 @@ impl Store {
         check_fence(&mut tx, batch).await?;
         let source = batch.source;
         if !batch.readings.is_empty() {
-            let verdicts = verdicts_json(batch.readings.len(), &batch.predictions);
             (written.readings, written.flagged) = match path {
-                ReadingsPath::Copy => copy_readings(&mut tx, source, &batch.readings, &verdicts).await?,
+                ReadingsPath::Copy => copy_readings(&mut tx, batch).await?,
                 ReadingsPath::Insert | ReadingsPath::CopyRedone => {
+                    let verdicts = verdicts_json(batch.readings.len(), &batch.predictions);
                     insert_readings(&mut tx, source, &batch.readings, &verdicts).await?
                 }
             };
@@ -121,16 +121,28 @@ fn is_unique_violation(err: &sqlx::Error) -> bool {
 }
 
 /// `sensor_readings`, each reading with its verdicts, by binary `COPY` (see [`super::copy`]): only
-/// for readings none of which is stored. Returns the rows added and how many of them are flagged.
-async fn copy_readings(
-    tx: &mut Tx<'_>,
-    source: i16,
-    r: &[StoredReading],
-    verdicts: &[String],
-) -> Result<(u64, u64), sqlx::Error> {
-    let data = readings_copy_data(source, r, verdicts);
+/// for readings none of which is stored. Sends the tuples the lanes encoded
+/// ([`BatchRows::encode_for_copy`]) when they match the readings, else encodes them here. Returns
+/// the rows added and how many of them are flagged.
+async fn copy_readings(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(u64, u64), sqlx::Error> {
+    let encoded_here;
+    let chunks: Vec<&[u8]> = if batch.copy_matches_readings() {
+        std::iter::once(HEADER)
+            .chain(batch.readings_copy.iter().map(|segment| segment.tuples.as_slice()))
+            .chain(std::iter::once(TRAILER))
+            .collect()
+    } else {
+        encoded_here = readings_copy_data(batch.source, &batch.readings, &batch.predictions);
+        vec![encoded_here.as_slice()]
+    };
     let mut copy = tx.copy_in_raw(COPY_READINGS).await?;
-    let sent = copy.send(data).await.map(|_| ());
+    let mut sent = Ok(());
+    for chunk in chunks {
+        sent = copy.send(chunk).await.map(|_| ());
+        if sent.is_err() {
+            break;
+        }
+    }
     if let Err(err) = sent {
         // Out of the `COPY` the protocol's way (the server answers the abort), so the connection is
         // left usable if it still is; the send's error is the reason.
@@ -140,7 +152,7 @@ async fn copy_readings(
         return Err(err);
     }
     let copied = copy.finish().await?;
-    Ok((copied, r.iter().filter(|s| s.flagged).count() as u64))
+    Ok((copied, batch.readings.iter().filter(|s| s.flagged).count() as u64))
 }
 
 /// `sensor_readings`, each reading with its verdicts (`verdicts[i]` is `r[i]`'s, from
