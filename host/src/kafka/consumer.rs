@@ -110,8 +110,9 @@ impl Source {
                 // The broker answers a fetch as soon as there is data, or after 100 ms (librdkafka's
                 // default, 500 ms, is most of the end-to-end latency at moderate rates).
                 ("fetch.wait.max.ms", "100"),
-                // What librdkafka prefetches: 16 MiB instead of 64 (the fetcher bounds what the
-                // pipeline holds besides), so memory stays bounded however long an outage lasts.
+                // What librdkafka prefetches: 16 MiB instead of 64, so memory stays bounded however
+                // long an outage lasts (the fetcher bounds what the pipeline holds besides, and
+                // leaves the next messages here while the pipeline holds its bound: group.rs).
                 ("queued.max.messages.kbytes", "16384"),
                 // After an outage, reconnect within 2 s of the broker's return (librdkafka's default
                 // backoff grows to 10 s).

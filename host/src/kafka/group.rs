@@ -9,14 +9,16 @@
 //! order: messages, errors, and each rebalance, for which the fetcher waits, inside the callback,
 //! until the pipeline answered (the positions of the partitions given) or acknowledged (the
 //! partitions taken are committed). Messages the fetcher handed over but the pipeline did not take
-//! yet are bounded: past [`HELD_MAX_BYTES`] the fetcher pauses its partitions until the pipeline
-//! caught up.
+//! yet are bounded: past [`HELD_MAX_BYTES`] the fetcher stops polling, so that librdkafka's own
+//! bounded queue holds what comes next, and if the pipeline has not caught up within
+//! [`HOLD_OFF_BEFORE_PAUSE`] (a database outage, say), pauses its partitions and polls on for the
+//! group's events.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::sync_channel;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
@@ -38,6 +40,16 @@ pub const HELD_MAX_BYTES: usize = 16 << 20;
 /// How long one poll of the consumer waits for a message: also how soon the fetcher sees it should
 /// stop.
 const POLL: Duration = Duration::from_millis(100);
+/// How long the fetcher, holding [`HELD_MAX_BYTES`], stops polling before it pauses its partitions.
+/// A pause drops what librdkafka fetched ahead, and reading on after it took about half a second
+/// to bring the next message on a backlog (measured on tansu): a pipeline working through a
+/// backlog, holding the bound for a fraction of a second at a time, starved at every resume. Not
+/// polling instead leaves the next messages in librdkafka's queue (bounded by
+/// `queued.max.messages.kbytes`), ready when the pipeline has room. It delays a rebalance's
+/// callbacks by as long, so a longer stall (the database away) pauses and polls on.
+pub const HOLD_OFF_BEFORE_PAUSE: Duration = Duration::from_secs(2);
+/// How often the fetcher looks whether the pipeline took messages while it does not poll.
+const HOLD_OFF_STEP: Duration = Duration::from_millis(2);
 
 /// What the fetcher hands the pipeline.
 #[derive(Debug)]
@@ -143,24 +155,67 @@ impl ConsumerContext for GroupContext {
     }
 }
 
+/// What the fetcher does before its next poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flow {
+    /// Poll.
+    Poll,
+    /// Not poll for a moment: the pipeline holds the bound (librdkafka's queue holds what comes).
+    HoldOff,
+    /// Pause the assignment (and poll on, for the group's events): the pipeline held the bound
+    /// for [`HOLD_OFF_BEFORE_PAUSE`], or, paused, still holds more than half of it.
+    Pause,
+    /// Read on: paused, and the pipeline holds at most half of the bound.
+    Resume,
+}
+
+/// The fetcher's flow control: `holding` bytes handed over and not taken, over the bound for
+/// `full_for` (zero when not over), the assignment `paused` or not.
+fn flow(holding: usize, full_for: Duration, paused: bool) -> Flow {
+    if full_for >= HOLD_OFF_BEFORE_PAUSE || (paused && holding > HELD_MAX_BYTES / 2) {
+        Flow::Pause
+    } else if paused {
+        Flow::Resume
+    } else if holding > HELD_MAX_BYTES {
+        Flow::HoldOff
+    } else {
+        Flow::Poll
+    }
+}
+
 /// The fetcher thread's side: polls `consumer` until `stop`, handing messages and errors to
-/// `events`, and pausing the assignment while the pipeline holds more than [`HELD_MAX_BYTES`]
-/// (`held`, counted up here and down as the pipeline takes messages into batches).
+/// `events`, holding off while the pipeline holds more than [`HELD_MAX_BYTES`] (`held`, counted up
+/// here and down as the pipeline takes messages into batches) and pausing the assignment when it
+/// does for long (see [`flow`]).
 pub fn fetch(consumer: Arc<BaseConsumer<GroupContext>>, held: Arc<AtomicUsize>, stop: Arc<AtomicBool>) {
     let mut paused = false;
+    let mut full_since: Option<Instant> = None;
     while !stop.load(Ordering::Relaxed) {
-        let over = held.load(Ordering::Relaxed) > HELD_MAX_BYTES;
-        if over || (paused && held.load(Ordering::Relaxed) > HELD_MAX_BYTES / 2) {
-            // Again at every poll: a partition assigned meanwhile starts unpaused.
-            if let Ok(assignment) = consumer.assignment() {
-                let _ = consumer.pause(&assignment);
+        let holding = held.load(Ordering::Relaxed);
+        let full = holding > HELD_MAX_BYTES;
+        let full_for = if full { full_since.get_or_insert_with(Instant::now).elapsed() } else { Duration::ZERO };
+        if !full {
+            full_since = None;
+        }
+        match flow(holding, full_for, paused) {
+            Flow::Poll => {}
+            Flow::HoldOff => {
+                std::thread::sleep(HOLD_OFF_STEP);
+                continue;
             }
-            paused = true;
-        } else if paused {
-            if let Ok(assignment) = consumer.assignment() {
-                let _ = consumer.resume(&assignment);
+            Flow::Pause => {
+                // Again at every poll: a partition assigned meanwhile starts unpaused.
+                if let Ok(assignment) = consumer.assignment() {
+                    let _ = consumer.pause(&assignment);
+                }
+                paused = true;
             }
-            paused = false;
+            Flow::Resume => {
+                if let Ok(assignment) = consumer.assignment() {
+                    let _ = consumer.resume(&assignment);
+                }
+                paused = false;
+            }
         }
         let events = &consumer.context().events;
         let sent = match consumer.poll(POLL) {
@@ -187,5 +242,28 @@ pub fn fetch(consumer: Arc<BaseConsumer<GroupContext>>, held: Arc<AtomicUsize>, 
             // The pipeline is gone.
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECOND: Duration = Duration::from_secs(1);
+
+    /// Under the bound the fetcher polls; over it, it holds off for two seconds, then pauses and
+    /// stays paused until the pipeline holds half the bound or less, then reads on.
+    #[test]
+    fn the_fetcher_holds_off_over_the_bound_and_pauses_only_when_it_lasts() {
+        let max = HELD_MAX_BYTES;
+        assert_eq!(flow(0, Duration::ZERO, false), Flow::Poll);
+        assert_eq!(flow(max, Duration::ZERO, false), Flow::Poll, "at the bound is not over it");
+        assert_eq!(flow(max + 1, Duration::ZERO, false), Flow::HoldOff);
+        assert_eq!(flow(max + 1, 2 * SECOND - Duration::from_millis(1), false), Flow::HoldOff);
+        assert_eq!(flow(max + 1, 2 * SECOND, false), Flow::Pause);
+        assert_eq!(flow(max + 1, 5 * SECOND, true), Flow::Pause);
+        assert_eq!(flow(max / 2 + 1, Duration::ZERO, true), Flow::Pause, "paused until half the bound");
+        assert_eq!(flow(max / 2, Duration::ZERO, true), Flow::Resume);
+        assert_eq!(flow(0, Duration::ZERO, true), Flow::Resume);
     }
 }
