@@ -110,10 +110,16 @@ impl Source {
                 // The broker answers a fetch as soon as there is data, or after 100 ms (librdkafka's
                 // default, 500 ms, is most of the end-to-end latency at moderate rates).
                 ("fetch.wait.max.ms", "100"),
-                // What librdkafka prefetches: 16 MiB instead of 64, so memory stays bounded however
+                // What librdkafka prefetches: 8 MiB instead of 64, so memory stays bounded however
                 // long an outage lasts (the fetcher bounds what the pipeline holds besides, and
                 // leaves the next messages here while the pipeline holds its bound: group.rs).
-                ("queued.max.messages.kbytes", "16384"),
+                // With 10,000 sensors 16 MiB took the peak RSS from 246 to 292 MiB for no more
+                // readings/s (docs/performance.md).
+                ("queued.max.messages.kbytes", "8192"),
+                // Once that queue has room, fetch again within 100 ms (librdkafka waits up to a
+                // second): 8 MiB is a quarter of a second of a backlog at full speed, and with the
+                // default wait the pipeline ran dry on it.
+                ("fetch.queue.backoff.ms", "100"),
                 // After an outage, reconnect within 2 s of the broker's return (librdkafka's default
                 // backoff grows to 10 s).
                 ("reconnect.backoff.max.ms", "2000"),
