@@ -1,7 +1,8 @@
 //! Fresh batches: readings none of which can be stored yet are copied (binary `COPY`), not inserted
 //! `ON CONFLICT`. Attacked here: every column reads back exactly as the `INSERT` path stores it; a
 //! batch wrongly taken for fresh (a retry after a commit whose answer was lost) is written once,
-//! not twice and not refused; a poison reading in a fresh batch still costs only itself.
+//! not twice and not refused; a poison reading in a fresh batch still costs only itself; the tuples
+//! the lanes encode, assembled into one batch, read back exactly.
 
 use chrono::{DateTime, TimeZone, Utc};
 use iotstream::reading::{Reading, SensorType};
@@ -161,4 +162,57 @@ async fn a_poison_reading_in_a_fresh_batch_costs_only_itself(pool: PgPool) {
         .await
         .expect("letters");
     assert_eq!(letters, vec![1, 3]);
+}
+
+/// The pipeline's way: each lane encodes its readings for the `COPY` on its own thread, and the
+/// batch assembled from the lanes sends those tuples. They read back exactly as the rows say, each
+/// lane's verdicts on its own readings.
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_batch_its_lanes_encoded_reads_back_exactly(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let source = store.source_id("fresh-test-cluster", "iot_sensors").await.expect("source");
+    let at = Utc.with_ymd_and_hms(2026, 12, 4, 23, 0, 0).single().expect("valid time");
+    let mut whole = BatchRows { source, topic: "iot_sensors".into(), fresh: true, ..BatchRows::default() };
+    for (partition, values) in [(1, vec![1.5, 2.5]), (2, vec![-3.0])] {
+        let mut lane = batch(source, Vec::new(), true);
+        for (offset, value) in values.into_iter().enumerate() {
+            let offset = offset as i64;
+            let mut stored = reading(&format!("s-{partition}-{offset}"), offset, at, value);
+            stored.partition = partition;
+            lane.readings.push(stored);
+        }
+        lane.positions = [(partition, lane.readings.len() as i64)].into();
+        lane.lanes = vec![LaneBatch { partition, batch_seq: 1, next_offset: lane.readings.len() as i64, forget: None }];
+        // batch() gives reading 0 a verdict; partition 2's says `warming_up` with no model.
+        if partition == 2 {
+            lane.predictions[0].verdict = Verdict::WarmingUp;
+            lane.predictions[0].model = None;
+        }
+        lane.encode_for_copy();
+        whole.append(lane);
+    }
+    assert!(whole.copy_matches_readings(), "the lanes' tuples are sent");
+
+    let written = store.write(&whole).await.expect("written");
+
+    assert_eq!(written.readings_paths, vec![ReadingsPath::Copy]);
+    assert_eq!((written.totals.readings, written.totals.flagged), (3, 0));
+    let rows: Vec<(String, i32, i64, f64, String)> = sqlx::query_as(
+        "SELECT sensor_id, kafka_partition, kafka_offset, value, verdicts::text FROM sensor_readings \
+         ORDER BY kafka_partition, kafka_offset",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("readings");
+    let zscore = r#"[{"d":"zscore","ver":"0.3.0","v":"anomaly","s":3.5,"g":2,"n":100}]"#;
+    let warming = r#"[{"d":"zscore","ver":"0.3.0","v":"warming_up","s":3.5}]"#;
+    assert_eq!(
+        rows,
+        vec![
+            ("s-1-0".to_owned(), 1, 0, 1.5, zscore.to_owned()),
+            ("s-1-1".to_owned(), 1, 1, 2.5, "[]".to_owned()),
+            ("s-2-0".to_owned(), 2, 0, -3.0, warming.to_owned()),
+        ]
+    );
+    assert_eq!(store.positions(source).await.expect("positions"), [(1, 2), (2, 1)].into());
 }

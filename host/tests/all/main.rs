@@ -10,6 +10,7 @@ mod batch_log;
 mod cluster;
 mod compose;
 mod config;
+mod connections;
 mod dashboard;
 mod dashboard_live;
 mod dashboard_tabs;
