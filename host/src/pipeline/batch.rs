@@ -80,13 +80,7 @@ impl Pipeline {
                 faults,
                 rows,
                 checkpoint: checkpoint_due.then_some((lane.next_offset, lane.batch_seq)),
-                encode_for_copy: false,
             });
-        }
-        // A fresh batch's readings are copied: each lane encodes its own for the `COPY` on its
-        // thread, so the transaction only sends them.
-        for lane in &mut work {
-            lane.encode_for_copy = fresh;
         }
         let fence = Some(self.lanes.fence(self.ids.lineage, work.iter().map(|w| w.partition)));
         let mut rows = BatchRows {
@@ -96,7 +90,9 @@ impl Pipeline {
             fresh,
             ..BatchRows::default()
         };
-        for done in run_lanes(work).await? {
+        // A fresh batch's readings are copied: each lane encodes its own for the `COPY` on its
+        // thread, so the transaction only sends them.
+        for done in run_lanes(work, fresh).await? {
             if let Some(lane) = self.lanes.owned.get_mut(&done.partition) {
                 lane.stages = done.stages;
             }
@@ -201,8 +197,6 @@ struct LaneWork {
     rows: BatchRows,
     /// When due: the lane's position and batch number to checkpoint with.
     checkpoint: Option<(i64, i64)>,
-    /// Whether to encode the lane's readings for the batch's `COPY` ([`BatchRows::encode_for_copy`]).
-    encode_for_copy: bool,
 }
 
 /// What a lane's stages made of its share.
@@ -216,7 +210,7 @@ struct LaneDone {
 /// machine has cores (each lane's plugin instances are its own; a thread takes a share of the
 /// lanes, so a topic of hundreds of partitions costs no more thread hops than it has cores); an
 /// error if one panicked (the batch will be replayed).
-async fn run_lanes(work: Vec<LaneWork>) -> Result<Vec<LaneDone>, PipelineError> {
+async fn run_lanes(work: Vec<LaneWork>, encode_for_copy: bool) -> Result<Vec<LaneDone>, PipelineError> {
     let threads = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(work.len().max(1));
     let mut shares: Vec<Vec<LaneWork>> = (0..threads).map(|_| Vec::new()).collect();
     // Largest lanes first, each to the share with the fewest readings so far.
@@ -231,7 +225,11 @@ async fn run_lanes(work: Vec<LaneWork>) -> Result<Vec<LaneDone>, PipelineError> 
     let tasks: Vec<_> = shares
         .into_iter()
         .filter(|share| !share.is_empty())
-        .map(|share| tokio::task::spawn_blocking(move || share.into_iter().map(run_lane).collect::<Vec<_>>()))
+        .map(|share| {
+            tokio::task::spawn_blocking(move || {
+                share.into_iter().map(|lane| run_lane(lane, encode_for_copy)).collect::<Vec<_>>()
+            })
+        })
         .collect();
     let mut done = Vec::new();
     for task in tasks {
@@ -248,8 +246,9 @@ async fn run_lanes(work: Vec<LaneWork>) -> Result<Vec<LaneDone>, PipelineError> 
     Ok(done)
 }
 
-/// One lane's share through its stages, with its checkpoint when due.
-fn run_lane(mut w: LaneWork) -> LaneDone {
+/// One lane's share through its stages, with its checkpoint when due, its readings encoded for the
+/// `COPY` if `encode_for_copy` ([`BatchRows::encode_for_copy`]).
+fn run_lane(mut w: LaneWork, encode_for_copy: bool) -> LaneDone {
     if !w.wit.is_empty() {
         w.stages.run(&mut w.wit, &mut w.rows);
     }
@@ -257,7 +256,7 @@ fn run_lane(mut w: LaneWork) -> LaneDone {
         w.rows.checkpoints.push(w.stages.checkpoint(CheckpointReason::Interval, next_offset, batch_seq));
     }
     add_sensor_faults(&mut w.rows, w.faults);
-    if w.encode_for_copy {
+    if encode_for_copy {
         w.rows.encode_for_copy();
     }
     LaneDone { partition: w.partition, stages: w.stages, rows: w.rows }

@@ -70,7 +70,7 @@ pub(crate) fn encode_tuple(
     field(out, &[u8::from(stored.flagged)]);
     field(out, &stored.partition.to_be_bytes());
     field(out, &stored.offset.to_be_bytes());
-    // The verdicts' length is known once they are written: a placeholder, then the length.
+    // The verdicts' length is known once they are written: four bytes reserved, then filled in.
     let length_at = out.len();
     out.extend_from_slice(&[0; 4]);
     write_verdicts_json(out, predictions, verdicts);
