@@ -171,11 +171,18 @@ impl Scorer {
     )]
     fn walk(&self, row: &[f64], at: &mut [u32]) {
         at.copy_from_slice(&self.roots);
+        let step = |node: &mut u32| {
+            let n = self.nodes[*node as usize];
+            *node = n.left + u32::from(!(row[n.feature as usize] <= n.threshold));
+        };
         for _ in 0..self.depth {
-            for node in at.iter_mut() {
-                let n = self.nodes[*node as usize];
-                *node = n.left + u32::from(!(row[n.feature as usize] <= n.threshold));
+            // Four trees a turn of the loop: a wasm build checks the host's deadline at every
+            // turn, which cost a sixth of the forest's time as `.wasm` at one tree a turn.
+            let mut fours = at.chunks_exact_mut(4);
+            for four in &mut fours {
+                four.iter_mut().for_each(step);
             }
+            fours.into_remainder().iter_mut().for_each(step);
         }
     }
 }
