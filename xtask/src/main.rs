@@ -331,8 +331,16 @@ pub(crate) fn target_dir() -> PathBuf {
     std::path::absolute(&dir).unwrap_or(dir)
 }
 
+/// The Cargo profile the plugins are built with (the workspace's `Cargo.toml` says why).
+const PLUGIN_PROFILE: &str = "plugin";
+
+/// Where Cargo writes the plugins' components.
+fn plugin_build_dir() -> PathBuf {
+    target_dir().join("wasm32-wasip2").join(PLUGIN_PROFILE)
+}
+
 fn build_plugins() -> Result<()> {
-    let mut command = cargo(&["build", "--release", "--target", "wasm32-wasip2"]);
+    let mut command = cargo(&["build", "--profile", PLUGIN_PROFILE, "--target", "wasm32-wasip2"]);
     for plugin in PLUGINS.iter().chain(&TEST_PLUGINS) {
         command.args(["--package", plugin]);
     }
@@ -342,7 +350,7 @@ fn build_plugins() -> Result<()> {
     // Tools built beside the plugins (WASI commands, not stages): kept out of the plugins folder.
     let tools = Path::new("dist/tools");
     std::fs::create_dir_all(tools)?;
-    let bench = target_dir().join("wasm32-wasip2/release/forest-bench.wasm");
+    let bench = plugin_build_dir().join("forest-bench.wasm");
     std::fs::copy(&bench, tools.join("forest-bench.wasm")).with_context(|| format!("copy {}", bench.display()))?;
     Ok(())
 }
@@ -351,7 +359,7 @@ fn build_plugins() -> Result<()> {
 fn install_plugins(plugins: &[&str], out: &Path) -> Result<()> {
     std::fs::create_dir_all(out)?;
     for plugin in plugins {
-        let built = target_dir().join("wasm32-wasip2/release").join(format!("{}.wasm", plugin.replace('-', "_")));
+        let built = plugin_build_dir().join(format!("{}.wasm", plugin.replace('-', "_")));
         let dest = out.join(format!("{plugin}.wasm"));
         // Write beside, then rename: the host never sees a half-written plugin.
         let partial = out.join(format!(".{plugin}.wasm.partial"));
