@@ -5,8 +5,8 @@
 
 use std::sync::Arc;
 
-use iotstream_plugin_sdk::SensorIdentity;
 use iotstream_plugin_sdk::aggregator::{Aggregator, WindowAggregate};
+use iotstream_plugin_sdk::{ResolvedBatch, SensorIdentity};
 use serde::Deserialize;
 
 /// How the aggregator breaks the contract once it stops behaving.
@@ -62,7 +62,8 @@ impl MisbehavingWindows {
 }
 
 /// The window a behaving call closes over `readings`; `None` for an empty batch.
-pub fn windows(readings: &[(&SensorIdentity, i64, f64, bool)], revision: u32) -> Option<WindowAggregate> {
+pub fn windows(readings: ResolvedBatch<'_>, revision: u32) -> Option<WindowAggregate> {
+    let readings: Vec<_> = readings.iter_flagged().collect();
     let (first, _, _, _) = readings.first()?;
     let values: Vec<f64> = readings.iter().map(|r| r.2).collect();
     let n = values.len() as f64;
@@ -101,10 +102,7 @@ impl Aggregator for MisbehavingWindows {
         Vec::new()
     }
 
-    fn aggregate_batch(
-        &mut self,
-        readings: &[(&SensorIdentity, i64, f64, bool)],
-    ) -> Result<Vec<WindowAggregate>, String> {
+    fn aggregate_batch(&mut self, readings: ResolvedBatch<'_>) -> Result<Vec<WindowAggregate>, String> {
         self.calls += 1;
         self.seen += readings.len() as u64;
         let Some(mut window) = windows(readings, self.calls) else { return Ok(Vec::new()) };
@@ -143,42 +141,49 @@ impl Aggregator for MisbehavingWindows {
 
 #[cfg(test)]
 mod tests {
-    use iotstream_plugin_sdk::SensorType;
+    use iotstream_plugin_sdk::{Batch, Catalog, SensorType};
 
     use super::*;
-
-    fn sensor() -> SensorIdentity {
-        SensorIdentity { sensor_id: "s1".into(), sensor_type: SensorType::Co2, location: "lab_1".into() }
-    }
 
     fn aggregator(mode: Mode, after_calls: u32) -> MisbehavingWindows {
         MisbehavingWindows::create(WindowsConfig { mode, after_calls }).expect("created")
     }
 
+    /// One call of `a` over `rows` of `(timestamp ms, value, flagged)`, all of one sensor.
+    fn aggregated(a: &mut MisbehavingWindows, rows: &[(i64, f64, bool)]) -> Vec<WindowAggregate> {
+        let mut catalog = Catalog::default();
+        catalog.declare(
+            0,
+            SensorIdentity { sensor_id: "s1".into(), sensor_type: SensorType::Co2, location: "lab_1".into() },
+        );
+        let batch: Batch = rows.iter().map(|&(at, value, flagged)| (0, at, value, flagged)).collect();
+        let readings = ResolvedBatch::new(&catalog, &batch).expect("declared");
+        a.aggregate_batch(readings).expect("answers")
+    }
+
     #[test]
     fn a_behaving_call_closes_one_window_over_the_batch() {
-        let s = sensor();
         let mut a = aggregator(Mode::Duplicate, 1);
-        let out = a.aggregate_batch(&[(&s, 1_000, 2.0, false), (&s, 3_000, 4.0, true)]).expect("call 1");
+        let out = aggregated(&mut a, &[(1_000, 2.0, false), (3_000, 4.0, true)]);
         // Mean 3, population variance ((2-3)² + (4-3)²) / 2 = 1.
         let w = &out[..];
         assert_eq!(w.len(), 1);
         assert_eq!((w[0].window_start_ms, w[0].window_end_ms, w[0].count, w[0].revision), (1_000, 3_001, 2, 1));
         assert_eq!((w[0].avg, w[0].min, w[0].max, w[0].stddev, w[0].anomaly_count), (3.0, 2.0, 4.0, 1.0, 1));
+        assert_eq!(&*w[0].location, "lab_1");
         assert_eq!(a.state(), &2);
-        let twice = a.aggregate_batch(&[(&s, 5_000, 1.0, false)]).expect("call 2");
+        let twice = aggregated(&mut a, &[(5_000, 1.0, false)]);
         assert_eq!((twice.len(), twice[0] == twice[1], twice[0].revision), (2, true, 2));
     }
 
     #[test]
     fn the_bad_modes_answer_what_the_host_must_refuse() {
-        let s = sensor();
-        let batch = [(&s, 1_000, 2.0, false)];
-        let long = aggregator(Mode::LongLocation, 0).aggregate_batch(&batch).expect("answers");
+        let batch = [(1_000, 2.0, false)];
+        let long = aggregated(&mut aggregator(Mode::LongLocation, 0), &batch);
         assert_eq!(long[0].location.chars().count(), LONG_LOCATION_CHARS);
-        let nul = aggregator(Mode::NulLocation, 0).aggregate_batch(&batch).expect("answers");
+        let nul = aggregated(&mut aggregator(Mode::NulLocation, 0), &batch);
         assert!(nul[0].location.contains('\0'));
-        let far = aggregator(Mode::FarTime, 0).aggregate_batch(&batch).expect("answers");
+        let far = aggregated(&mut aggregator(Mode::FarTime, 0), &batch);
         assert_eq!((far[0].window_start_ms, far[0].window_end_ms), (FAR_START_MS, FAR_START_MS + 1));
     }
 }

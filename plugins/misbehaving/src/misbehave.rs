@@ -10,8 +10,8 @@
 
 use std::collections::BTreeMap;
 
-use iotstream_plugin_sdk::SensorIdentity;
-use iotstream_plugin_sdk::detector::{Detector, Judgement, ModelInfo};
+use iotstream_plugin_sdk::detector::{Detector, Judgement};
+use iotstream_plugin_sdk::{DetectionColumns, ResolvedBatch, SensorIdentity};
 use serde::Deserialize;
 
 /// How the detector breaks the contract once it stops behaving.
@@ -73,19 +73,19 @@ impl Misbehaving {
     }
 
     /// Counts `readings`, scoring each `score`.
-    fn scored(&mut self, readings: &[(&SensorIdentity, i64, f64)], score: f64) -> Vec<(Judgement, Option<ModelInfo>)> {
-        let mut judgements = self.counted(readings);
-        for (judgement, _) in &mut judgements {
-            *judgement = Judgement::Scored { score, anomaly: false };
+    fn scored(&mut self, readings: ResolvedBatch<'_>, score: f64, out: &mut DetectionColumns) {
+        for (sensor, _, _) in readings.iter() {
+            self.count(sensor);
+            out.push(Judgement::Scored { score, anomaly: false }, None);
         }
-        judgements
     }
 
-    fn counted(&mut self, readings: &[(&SensorIdentity, i64, f64)]) -> Vec<(Judgement, Option<ModelInfo>)> {
-        readings
-            .iter()
-            .map(|&(sensor, _, _)| (Judgement::Scored { score: self.count(sensor) as f64, anomaly: false }, None))
-            .collect()
+    /// Counts `readings`, scoring each its sensor's count.
+    fn counted(&mut self, readings: ResolvedBatch<'_>, out: &mut DetectionColumns) {
+        for (sensor, _, _) in readings.iter() {
+            let count = self.count(sensor);
+            out.push(Judgement::Scored { score: count as f64, anomaly: false }, None);
+        }
     }
 }
 
@@ -102,33 +102,31 @@ impl Detector for Misbehaving {
         Judgement::Scored { score: self.count(sensor) as f64, anomaly: false }
     }
 
-    fn judge_batch(
-        &mut self,
-        readings: &[(&SensorIdentity, i64, f64)],
-    ) -> Result<Vec<(Judgement, Option<ModelInfo>)>, String> {
+    fn judge_batch(&mut self, readings: ResolvedBatch<'_>, out: &mut DetectionColumns) -> Result<(), String> {
         self.calls += 1;
         if self.calls <= self.config.after_calls {
-            return Ok(self.counted(readings));
+            self.counted(readings, out);
+            return Ok(());
         }
         match self.config.mode {
-            Mode::Behave => Ok(self.counted(readings)),
+            Mode::Behave => self.counted(readings, out),
             Mode::Spin => spin(),
             Mode::Allocate => allocate(),
             Mode::Trap => panic!("misbehaving detector: trap on call {}", self.calls),
-            Mode::Nan => Ok(self.scored(readings, f64::NAN)),
+            Mode::Nan => self.scored(readings, f64::NAN, out),
             Mode::Short => {
-                let mut judgements = self.counted(readings);
-                judgements.pop();
-                Ok(judgements)
+                self.counted(readings, out);
+                out.scores.pop();
             }
-            Mode::Refuse => Err(format!("misbehaving detector refuses call {}", self.calls)),
+            Mode::Refuse => return Err(format!("misbehaving detector refuses call {}", self.calls)),
             Mode::Sleep => {
                 std::thread::sleep(SLEEP);
-                Ok(self.counted(readings))
+                self.counted(readings, out);
             }
-            Mode::Clock => Ok(self.scored(readings, wall_clock_ms())),
-            Mode::Random => Ok(self.scored(readings, seeded_hash())),
+            Mode::Clock => self.scored(readings, wall_clock_ms(), out),
+            Mode::Random => self.scored(readings, seeded_hash(), out),
         }
+        Ok(())
     }
 
     fn state(&self) -> &Self::State {
@@ -171,7 +169,7 @@ fn allocate() -> ! {
 
 #[cfg(test)]
 mod tests {
-    use iotstream_plugin_sdk::SensorType;
+    use iotstream_plugin_sdk::{Batch, Catalog, SensorType};
 
     use super::*;
 
@@ -179,8 +177,17 @@ mod tests {
         SensorIdentity { sensor_id: id.into(), sensor_type: SensorType::Co2, location: "lab_1".into() }
     }
 
-    fn scores(out: &[(Judgement, Option<ModelInfo>)]) -> Vec<f64> {
-        out.iter().map(|(j, _)| if let Judgement::Scored { score, .. } = j { *score } else { -1.0 }).collect()
+    /// One call of `d` over readings of the sensors `ids`, in order: the scores it answered.
+    fn judged(d: &mut Misbehaving, ids: &[&str]) -> Result<Vec<f64>, String> {
+        let mut catalog = Catalog::default();
+        for (key, id) in (0..).zip(ids) {
+            catalog.declare(key, sensor(id));
+        }
+        let batch: Batch = (0..).zip(ids).map(|(key, _)| (key, 0, 1.0)).collect();
+        let readings = ResolvedBatch::new(&catalog, &batch).map_err(|err| err.to_string())?;
+        let mut out = DetectionColumns::default();
+        d.judge_batch(readings, &mut out)?;
+        Ok(out.scores)
     }
 
     fn detector(mode: Mode, after_calls: u32) -> Misbehaving {
@@ -189,35 +196,32 @@ mod tests {
 
     #[test]
     fn behaves_for_after_calls_scoring_the_count_per_sensor() {
-        let (a, b) = (sensor("a"), sensor("b"));
         let mut d = detector(Mode::Refuse, 2);
-        let batch = [(&a, 0, 1.0), (&b, 0, 1.0), (&a, 0, 1.0)];
-        assert_eq!(scores(&d.judge_batch(&batch).expect("call 1")), [1.0, 1.0, 2.0]);
-        assert_eq!(scores(&d.judge_batch(&batch).expect("call 2")), [3.0, 2.0, 4.0]);
-        assert_eq!(d.judge_batch(&batch), Err("misbehaving detector refuses call 3".into()));
+        let batch = ["a", "b", "a"];
+        assert_eq!(judged(&mut d, &batch), Ok(vec![1.0, 1.0, 2.0]));
+        assert_eq!(judged(&mut d, &batch), Ok(vec![3.0, 2.0, 4.0]));
+        assert_eq!(judged(&mut d, &batch), Err("misbehaving detector refuses call 3".into()));
         // The refusal left the counts as they were.
         assert_eq!(d.state(), &BTreeMap::from([("a".into(), 4), ("b".into(), 2)]));
     }
 
     #[test]
     fn nan_and_short_break_the_output_but_count() {
-        let a = sensor("a");
         let mut nan = detector(Mode::Nan, 0);
-        let out = nan.judge_batch(&[(&a, 0, 1.0), (&a, 0, 1.0)]).expect("answers");
-        assert!(scores(&out).iter().all(|s| s.is_nan()));
+        let out = judged(&mut nan, &["a", "a"]).expect("answers");
+        assert!(out.len() == 2 && out.iter().all(|s| s.is_nan()), "{out:?}");
         assert_eq!(nan.state()["a"], 2);
         let mut short = detector(Mode::Short, 0);
-        assert_eq!(short.judge_batch(&[(&a, 0, 1.0), (&a, 0, 1.0)]).expect("answers").len(), 1);
+        assert_eq!(judged(&mut short, &["a", "a"]), Ok(vec![1.0]));
         assert_eq!(short.state()["a"], 2);
     }
 
     #[test]
     #[should_panic(expected = "trap on call 2")]
     fn trap_panics() {
-        let a = sensor("a");
         let mut d = detector(Mode::Trap, 1);
-        d.judge_batch(&[(&a, 0, 1.0)]).expect("call 1 behaves");
-        let _ = d.judge_batch(&[(&a, 0, 1.0)]);
+        assert_eq!(judged(&mut d, &["a"]), Ok(vec![1.0]));
+        let _ = judged(&mut d, &["a"]);
     }
 
     #[test]

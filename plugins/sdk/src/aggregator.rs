@@ -9,7 +9,9 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Batch, Catalog, PluginError, SensorIdentity, SensorType, decode_state, encode_state, parse_config};
+use crate::{
+    Batch, Catalog, PluginError, ResolvedBatch, SensorIdentity, SensorType, decode_state, encode_state, parse_config,
+};
 
 /// The summary of one window of one location and sensor type (the WIT `window-aggregate`).
 #[derive(Debug, Clone, PartialEq)]
@@ -58,16 +60,13 @@ pub trait Aggregator: Sized {
     /// The windows the readings added so far closed, and the revisions late readings made; asked
     /// once at the end of each batch.
     fn close_ready(&mut self) -> Vec<WindowAggregate>;
-    /// Adds a whole batch of `(sensor, timestamp ms, value, flagged)`, in order, and returns what
-    /// it closed. The default calls [`add`](Aggregator::add) reading by reading, then
-    /// [`close_ready`](Aggregator::close_ready); override it for an algorithm that must refuse a
-    /// batch (the `Err` becomes the WIT `invalid-input`, and a refused batch must leave the state as
-    /// it was).
-    fn aggregate_batch(
-        &mut self,
-        readings: &[(&SensorIdentity, i64, f64, bool)],
-    ) -> Result<Vec<WindowAggregate>, String> {
-        for &(sensor, timestamp_ms, value, flagged) in readings {
+    /// Adds a whole batch, in order (each reading with its sensor and flag:
+    /// [`ResolvedBatch::iter_flagged`]), and returns what it closed. The default calls
+    /// [`add`](Aggregator::add) reading by reading, then [`close_ready`](Aggregator::close_ready);
+    /// override it for an algorithm that must refuse a batch (the `Err` becomes the WIT
+    /// `invalid-input`, and a refused batch must leave the state as it was).
+    fn aggregate_batch(&mut self, readings: ResolvedBatch<'_>) -> Result<Vec<WindowAggregate>, String> {
+        for (sensor, timestamp_ms, value, flagged) in readings.iter_flagged() {
             self.add(sensor, timestamp_ms, value, flagged);
         }
         Ok(self.close_ready())
@@ -106,20 +105,9 @@ impl<A: Aggregator> AggregatorStage<A> {
     /// Adds a batch, in order; returns the windows it closed. A batch of the wrong shape or with an
     /// undeclared key is refused whole, before any state changes.
     pub fn aggregate(&self, batch: &Batch) -> Result<Vec<WindowAggregate>, PluginError> {
-        batch.check()?;
         let catalog = self.catalog.borrow();
-        // Every key is resolved before the stage sees the batch: an undeclared one refuses it whole.
-        let rows = batch
-            .sensors
-            .iter()
-            .zip(&batch.timestamps_ms)
-            .zip(&batch.values)
-            .zip(batch.flags())
-            .map(|(((&key, &timestamp_ms), &value), flagged)| {
-                Ok((catalog.get(key)?.as_ref(), timestamp_ms, value, flagged))
-            })
-            .collect::<Result<Vec<_>, PluginError>>()?;
-        self.aggregator.borrow_mut().aggregate_batch(&rows).map_err(PluginError::InvalidInput)
+        let readings = ResolvedBatch::new(&catalog, batch)?;
+        self.aggregator.borrow_mut().aggregate_batch(readings).map_err(PluginError::InvalidInput)
     }
 
     /// Advances processing time; returns the windows closed for idleness.

@@ -4,8 +4,8 @@
 //! by field. [`Batch`] holds those columns on the plugin's side, checked once ([`Batch::check`]),
 //! and [`DetectionColumns`] is a detector's answer in the same shape, built from its judgements.
 
-use crate::PluginError;
 use crate::detector::{Judgement, ModelInfo};
+use crate::{Catalog, PluginError, SensorIdentity};
 
 /// A batch of readings as columns: reading `i` is element `i` of `sensors`, `timestamps_ms` and
 /// `values`; `flagged` lists the indices, ascending, of the readings a detector flagged.
@@ -64,6 +64,54 @@ impl Batch {
     }
 }
 
+/// A batch whose every sensor key is declared: each reading with its sensor's identity, read in one
+/// pass as a detector judges it (no row kept a reading).
+#[derive(Clone, Copy)]
+pub struct ResolvedBatch<'a> {
+    catalog: &'a Catalog,
+    batch: &'a Batch,
+}
+
+impl<'a> ResolvedBatch<'a> {
+    /// `batch` with its keys resolved in `catalog`; refused if its columns differ in length, a
+    /// flagged index is out of place, or a key was never declared.
+    pub fn new(catalog: &'a Catalog, batch: &'a Batch) -> Result<Self, PluginError> {
+        batch.check()?;
+        catalog.check_all(batch.sensors.iter().copied())?;
+        Ok(ResolvedBatch { catalog, batch })
+    }
+
+    /// Readings in the batch.
+    pub fn len(&self) -> usize {
+        self.batch.len()
+    }
+
+    /// Whether the batch holds no reading.
+    pub fn is_empty(&self) -> bool {
+        self.batch.is_empty()
+    }
+
+    /// Each reading, in order: its sensor, event time (ms since the Unix epoch) and value.
+    #[inline]
+    pub fn iter(&self) -> impl Iterator<Item = (&'a SensorIdentity, i64, f64)> + 'a {
+        let catalog = self.catalog;
+        let batch = self.batch;
+        // Every key was checked in `new`, so `map_while` never stops early.
+        batch.sensors.iter().zip(&batch.timestamps_ms).zip(&batch.values).map_while(
+            move |((&key, &timestamp_ms), &value)| Some((catalog.identity(key)?.as_ref(), timestamp_ms, value)),
+        )
+    }
+
+    /// [`iter`](Self::iter) with each reading's flag: whether a detector flagged it earlier in the
+    /// batch (what an aggregator counts).
+    #[inline]
+    pub fn iter_flagged(&self) -> impl Iterator<Item = (&'a SensorIdentity, i64, f64, bool)> + 'a {
+        self.iter()
+            .zip(self.batch.flags())
+            .map(|((sensor, timestamp_ms, value), flagged)| (sensor, timestamp_ms, value, flagged))
+    }
+}
+
 /// Rows of `(sensor key, timestamp ms, value)`, none flagged: a detector's batch, for tests.
 impl FromIterator<(u32, i64, f64)> for Batch {
     fn from_iter<I: IntoIterator<Item = (u32, i64, f64)>>(rows: I) -> Self {
@@ -102,29 +150,51 @@ pub struct DetectionColumns {
 }
 
 impl DetectionColumns {
+    /// Empty columns with room for `readings` scores.
+    pub fn with_capacity(readings: usize) -> Self {
+        DetectionColumns { scores: Vec::with_capacity(readings), ..Default::default() }
+    }
+
+    /// Readings judged so far.
+    pub fn len(&self) -> usize {
+        self.scores.len()
+    }
+
+    /// Whether no reading is judged yet.
+    pub fn is_empty(&self) -> bool {
+        self.scores.is_empty()
+    }
+
+    /// Adds the next reading's judgement, with the model behind it: straight into the columns, so
+    /// a batch's answer is written in one pass with no judgement kept a reading.
+    #[inline]
+    pub fn push(&mut self, judgement: Judgement, model: Option<ModelInfo>) {
+        let at = u32::try_from(self.scores.len()).unwrap_or(u32::MAX);
+        let model = match judgement {
+            Judgement::WarmingUp => {
+                self.scores.push(0.0);
+                self.warming_up.push(at);
+                None
+            }
+            Judgement::Scored { score, anomaly } => {
+                self.scores.push(score);
+                if anomaly {
+                    self.anomalies.push(at);
+                }
+                model
+            }
+        };
+        let current = self.models.last().and_then(|&(_, m)| m);
+        if current != model {
+            self.models.push((at, model));
+        }
+    }
+
     /// The columns of `judgements`, one per reading in order, each with the model behind it.
     pub fn of(judgements: &[(Judgement, Option<ModelInfo>)]) -> Self {
-        let mut columns = DetectionColumns { scores: Vec::with_capacity(judgements.len()), ..Default::default() };
-        for (i, &(judgement, model)) in judgements.iter().enumerate() {
-            let at = u32::try_from(i).unwrap_or(u32::MAX);
-            let model = match judgement {
-                Judgement::WarmingUp => {
-                    columns.scores.push(0.0);
-                    columns.warming_up.push(at);
-                    None
-                }
-                Judgement::Scored { score, anomaly } => {
-                    columns.scores.push(score);
-                    if anomaly {
-                        columns.anomalies.push(at);
-                    }
-                    model
-                }
-            };
-            let current = columns.models.last().and_then(|&(_, m)| m);
-            if current != model {
-                columns.models.push((at, model));
-            }
+        let mut columns = DetectionColumns::with_capacity(judgements.len());
+        for &(judgement, model) in judgements {
+            columns.push(judgement, model);
         }
         columns
     }

@@ -213,10 +213,14 @@ impl Catalog {
 
     /// The identity behind `key`, or an error naming the undeclared key.
     pub fn get(&self, key: u32) -> Result<&Arc<SensorIdentity>, PluginError> {
-        self.by_key
-            .get(key as usize)
-            .and_then(Option::as_ref)
-            .ok_or_else(|| PluginError::InvalidInput(format!("sensor key {key} was never declared")))
+        self.identity(key).ok_or_else(|| PluginError::InvalidInput(format!("sensor key {key} was never declared")))
+    }
+
+    /// The identity behind `key`, if it is declared: [`get`](Self::get) without the error, for a
+    /// loop over keys already checked.
+    #[inline]
+    pub fn identity(&self, key: u32) -> Option<&Arc<SensorIdentity>> {
+        self.by_key.get(key as usize).and_then(Option::as_ref)
     }
 
     /// Forgets every key (after a state import the host declares them again).
@@ -226,7 +230,10 @@ impl Catalog {
 
     /// Checks that every key in `keys` is declared, so a call can be refused before it changes state.
     pub fn check_all(&self, keys: impl IntoIterator<Item = u32>) -> Result<(), PluginError> {
-        keys.into_iter().try_for_each(|key| self.get(key).map(|_| ()))
+        match keys.into_iter().find(|&key| self.identity(key).is_none()) {
+            Some(key) => self.get(key).map(|_| ()),
+            None => Ok(()),
+        }
     }
 }
 

@@ -8,7 +8,10 @@ use std::cell::RefCell;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::{Batch, Catalog, PluginError, SensorIdentity, decode_state, encode_state, parse_config};
+use crate::{
+    Batch, Catalog, DetectionColumns, PluginError, ResolvedBatch, SensorIdentity, decode_state, encode_state,
+    parse_config,
+};
 
 /// A detector's judgement of one reading.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -53,21 +56,17 @@ pub trait Detector: Sized {
     fn model(&self, _sensor: &SensorIdentity) -> Option<ModelInfo> {
         None
     }
-    /// Judges a whole batch, in order: one judgement, with the model behind it, per reading. The
-    /// default asks [`judge`](Detector::judge) and [`model`](Detector::model) reading by reading;
-    /// override it for an algorithm that scores a batch at once, or that must refuse a batch (the
-    /// `Err` becomes the WIT `invalid-input`, and a refused batch must leave the state as it was).
-    fn judge_batch(
-        &mut self,
-        readings: &[(&SensorIdentity, i64, f64)],
-    ) -> Result<Vec<(Judgement, Option<ModelInfo>)>, String> {
-        Ok(readings
-            .iter()
-            .map(|&(sensor, timestamp_ms, value)| {
-                let judgement = self.judge(sensor, timestamp_ms, value);
-                (judgement, self.model(sensor))
-            })
-            .collect())
+    /// Judges a whole batch, in order, writing one judgement per reading, with the model behind
+    /// it, into `out` ([`DetectionColumns::push`]). The default asks [`judge`](Detector::judge)
+    /// and [`model`](Detector::model) reading by reading; override it for an algorithm that scores
+    /// a batch at once, or that must refuse a batch (the `Err` becomes the WIT `invalid-input`, and
+    /// a refused batch must leave the state as it was; what it wrote into `out` is dropped).
+    fn judge_batch(&mut self, readings: ResolvedBatch<'_>, out: &mut DetectionColumns) -> Result<(), String> {
+        for (sensor, timestamp_ms, value) in readings.iter() {
+            let judgement = self.judge(sensor, timestamp_ms, value);
+            out.push(judgement, self.model(sensor));
+        }
+        Ok(())
     }
     /// The state, for export.
     fn state(&self) -> &Self::State;
@@ -97,20 +96,15 @@ impl<D: Detector> DetectorStage<D> {
         }
     }
 
-    /// Judges a batch, in order, with the model behind each judgement. A batch of the wrong shape
-    /// or with an undeclared key is refused whole, before any state changes.
-    pub fn detect(&self, batch: &Batch) -> Result<Vec<(Judgement, Option<ModelInfo>)>, PluginError> {
-        batch.check()?;
+    /// Judges a batch, in order, with the model behind each judgement, as the WIT `detections`
+    /// columns. A batch of the wrong shape or with an undeclared key is refused whole, before any
+    /// state changes.
+    pub fn detect(&self, batch: &Batch) -> Result<DetectionColumns, PluginError> {
         let catalog = self.catalog.borrow();
-        // Every key is resolved before the stage sees the batch: an undeclared one refuses it whole.
-        let rows = batch
-            .sensors
-            .iter()
-            .zip(&batch.timestamps_ms)
-            .zip(&batch.values)
-            .map(|((&key, &timestamp_ms), &value)| Ok((catalog.get(key)?.as_ref(), timestamp_ms, value)))
-            .collect::<Result<Vec<_>, PluginError>>()?;
-        self.detector.borrow_mut().judge_batch(&rows).map_err(PluginError::InvalidInput)
+        let readings = ResolvedBatch::new(&catalog, batch)?;
+        let mut out = DetectionColumns::with_capacity(batch.len());
+        self.detector.borrow_mut().judge_batch(readings, &mut out).map_err(PluginError::InvalidInput)?;
+        Ok(out)
     }
 
     /// The state in the versioned byte format.
@@ -181,8 +175,7 @@ macro_rules! export_detector {
                 }
 
                 fn detect(&self, readings: Readings) -> Result<Detections, StageError> {
-                    let judgements = self.0.detect(&$crate::wit::batch(readings))?;
-                    let columns = $crate::DetectionColumns::of(&judgements);
+                    let columns = self.0.detect(&$crate::wit::batch(readings))?;
                     let models = columns
                         .models
                         .into_iter()
@@ -268,10 +261,10 @@ mod tests {
         let stage = DetectorStage::<Counter>::create("").expect("created");
         stage.declare([(0, sensor("a")), (1, sensor("b"))]);
         let out = stage.detect(&rows([(0, 0, 1.0), (0, 0, 1.0), (1, 0, 1.0), (0, 0, 1.0)])).expect("detects");
-        let scores: Vec<f64> =
-            out.iter().map(|j| if let (Judgement::Scored { score, .. }, _) = j { *score } else { -1.0 }).collect();
-        assert_eq!(scores, [1.0, 2.0, 1.0, 3.0]);
-        assert!(matches!(out[3], (Judgement::Scored { anomaly: true, .. }, None)));
+        assert_eq!(
+            out,
+            DetectionColumns { scores: vec![1.0, 2.0, 1.0, 3.0], anomalies: vec![3], ..Default::default() }
+        );
         // A batch with an undeclared key changes nothing.
         assert!(stage.detect(&rows([(0, 0, 1.0), (5, 0, 1.0)])).is_err());
         // So does one whose columns differ in length.
@@ -284,7 +277,7 @@ mod tests {
         other.declare([(9, sensor("a"))]);
         assert_eq!(
             other.detect(&rows([(9, 0, 1.0)])).expect("detects"),
-            [(Judgement::Scored { score: 4.0, anomaly: false }, None)]
+            DetectionColumns { scores: vec![4.0], ..Default::default() }
         );
         assert!(matches!(other.import_state(&[1, 0, 0, 0]), Err(PluginError::InvalidState(_))));
     }

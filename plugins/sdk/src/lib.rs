@@ -7,7 +7,8 @@
 //!
 //! * [`aggregator`]: the [`Aggregator`](aggregator::Aggregator) trait an aggregator plugin
 //!   implements, and the `export_aggregator!` macro that makes it a component,
-//! * [`batch`]: a batch as the contract passes it, in columns, and a detector's answer in columns,
+//! * [`batch`]: a batch as the contract passes it, in columns, the same with its sensors resolved
+//!   as a stage reads it, and a detector's answer in columns,
 //! * [`catalog`]: the per-instance map from the sensor keys readings carry to the sensors' identities,
 //! * [`config`]: strict JSON configuration (unknown keys are errors),
 //! * [`contract`]: the version of the WIT contract, where Rust names it ([`CONTRACT_VERSION`],
@@ -34,7 +35,7 @@ pub mod window;
 #[allow(unsafe_code, missing_docs, reason = "wit-bindgen generates FFI code without docs")]
 pub mod wit;
 
-pub use batch::{Batch, DetectionColumns};
+pub use batch::{Batch, DetectionColumns, ResolvedBatch};
 pub use catalog::{Catalog, CatalogMap, CatalogName, SensorIdentity, SensorMap, SensorType};
 pub use config::parse_config;
 pub use contract::CONTRACT_VERSION;

@@ -196,14 +196,18 @@ fn a_backfill_spanning_weeks_fits_a_bounded_number_of_times() {
         sensor_type: SensorType::Temperature,
         location: "l".into(),
     };
-    let batch: Vec<(&iotstream_plugin_sdk::SensorIdentity, i64, f64)> =
-        (0..4000).map(|i| (&identity, i * 300_000, 20.0 + f64::from((i * 37 % 11) as i32) * 0.1)).collect();
-    let judgements = d.judge_batch(&batch).expect("judged");
+    let mut catalog = iotstream_plugin_sdk::Catalog::default();
+    catalog.declare(0, identity);
+    let batch: iotstream_plugin_sdk::Batch =
+        (0..4000).map(|i| (0, i * 300_000, 20.0 + f64::from((i * 37 % 11) as i32) * 0.1)).collect();
+    let mut judged = iotstream_plugin_sdk::DetectionColumns::default();
+    let readings = iotstream_plugin_sdk::ResolvedBatch::new(&catalog, &batch).expect("declared");
+    d.judge_batch(readings, &mut judged).expect("judged");
     let model = d.model_for(&s, SensorType::Temperature).expect("trained");
     // Row 3072 is reading 3080 (0-based: readings 0-8 warm up, row 1 is reading 9).
     assert_eq!((model.generation, model.buffer_rows, model.trained_at_ms), (5, 2048, 3080 * 300_000));
     let generations: std::collections::BTreeSet<u32> =
-        judgements.iter().filter_map(|(_, m)| m.map(|m| m.generation)).collect();
+        judged.models.iter().filter_map(|(_, m)| m.map(|m| m.generation)).collect();
     assert_eq!(generations.into_iter().collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
 }
 
