@@ -2,6 +2,7 @@
 //! host, over the same simulated readings in one run: readings/s, and what the component boundary
 //! and the sandbox cost.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -180,12 +181,17 @@ fn simulated(config: &BenchPluginsConfig) -> (Vec<Reading>, Vec<SensorIdentity>)
     let mut fleet = Fleet::new(config.sensors, 0.002, 7);
     let readings: Vec<Reading> =
         (0..config.readings).map(|i| fleet.next_reading(start + Duration::milliseconds(i as i64 * 20))).collect();
+    // Each name one shared string, as a plugin's catalog keeps them (its pool of names): the
+    // native algorithms then find a sensor's or a location's state by pointer, as their `.wasm` does.
+    let mut names: HashMap<String, Arc<str>> = HashMap::new();
+    let mut shared =
+        |name: &str| -> Arc<str> { Arc::clone(names.entry(name.to_owned()).or_insert_with(|| Arc::from(name))) };
     let identities = readings
         .iter()
         .map(|r| SensorIdentity {
-            sensor_id: Arc::from(r.sensor_id.as_str()),
+            sensor_id: shared(r.sensor_id.as_str()),
             sensor_type: r.sensor_type,
-            location: Arc::from(r.location.as_str()),
+            location: shared(r.location.as_str()),
         })
         .collect();
     (readings, identities)
