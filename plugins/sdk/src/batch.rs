@@ -202,6 +202,8 @@ impl DetectionColumns {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     fn model(generation: u32) -> Option<ModelInfo> {
@@ -232,6 +234,39 @@ mod tests {
             }
         );
         assert_eq!(DetectionColumns::of(&[]), DetectionColumns::default());
+    }
+
+    #[test]
+    fn a_resolved_batch_reads_each_reading_with_the_catalogs_identity_and_its_flag() {
+        let mut catalog = Catalog::default();
+        for (key, id) in [(0, "a"), (4, "b")] {
+            catalog.declare(
+                key,
+                SensorIdentity { sensor_id: id.into(), sensor_type: crate::SensorType::Co2, location: "lab_1".into() },
+            );
+        }
+        let batch: Batch = [(4, 10, 1.5, false), (0, 20, 2.5, true), (4, 30, 3.5, true)].into_iter().collect();
+        let readings = ResolvedBatch::new(&catalog, &batch).expect("every key declared");
+        assert_eq!(readings.len(), 3);
+        let read: Vec<(&str, i64, f64, bool)> =
+            readings.iter_flagged().map(|(s, at, v, flagged)| (&*s.sensor_id, at, v, flagged)).collect();
+        assert_eq!(read, [("b", 10, 1.5, false), ("a", 20, 2.5, true), ("b", 30, 3.5, true)]);
+        // The catalog's own identity, not a copy: a stage's state finds it by pointer.
+        let first = readings.iter().next().map(|(s, _, _)| s as *const SensorIdentity);
+        assert_eq!(first, catalog.identity(4).map(Arc::as_ptr));
+        // An undeclared key (a gap in the catalog at 2, or 5, past its end) refuses the batch whole,
+        // naming the first; so does a batch of the wrong shape.
+        for key in [2, 5] {
+            let bad: Batch = [(0, 1, 1.0, false), (key, 2, 1.0, false)].into_iter().collect();
+            assert_eq!(
+                ResolvedBatch::new(&catalog, &bad).err(),
+                Some(PluginError::InvalidInput(format!("sensor key {key} was never declared")))
+            );
+        }
+        let uneven = Batch { values: vec![], ..batch };
+        assert!(
+            matches!(ResolvedBatch::new(&catalog, &uneven), Err(PluginError::InvalidInput(m)) if m.contains("differ in length"))
+        );
     }
 
     #[test]
