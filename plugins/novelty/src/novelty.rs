@@ -173,13 +173,17 @@ pub type NoveltyState = SensorMap<SensorState>;
 #[derive(Debug, Clone)]
 pub struct Novelty {
     config: NoveltyConfig,
+    /// The stuck-value detector's smallest bar, in nats: `-ln(flat_probability)`, worked out once,
+    /// not a logarithm a reading (in a wasm build `ln` is a library routine, not an instruction).
+    flat_min_bar: f64,
     sensors: NoveltyState,
 }
 
 impl Novelty {
     /// A detector with no history.
     pub fn new(config: NoveltyConfig) -> Self {
-        Novelty { config, sensors: SensorMap::default() }
+        let flat_min_bar = -config.flat_probability.ln();
+        Novelty { config, flat_min_bar, sensors: SensorMap::default() }
     }
 
     /// Judges `value` of `sensor` at `timestamp_ms`, then learns from it.
@@ -213,7 +217,7 @@ impl Novelty {
                 state.past.push_back(remembered);
             }
         }
-        let stuck = state.flat.observe(value, -config.flat_probability.ln(), params(0.0)) * config.threshold;
+        let stuck = state.flat.observe(value, self.flat_min_bar, params(0.0)) * config.threshold;
         state.readings += 1;
         state.previous = value;
         if !judged {
