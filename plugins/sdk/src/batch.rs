@@ -1,8 +1,10 @@
 //! A batch as the contract passes it: columns. The WIT `readings` record is a few lists of numbers
 //! (sensor keys, timestamps, values, the indices of flagged readings), because a list of numbers
 //! crosses the component boundary as one block of memory where a list of records is copied field
-//! by field. [`Batch`] holds those columns on the plugin's side, checked once ([`Batch::check`]),
-//! and [`DetectionColumns`] is a detector's answer in the same shape, built from its judgements.
+//! by field. [`Batch`] holds those columns on the plugin's side, checked once ([`Batch::check`]);
+//! [`ResolvedBatch`] is a checked batch as a stage reads it, each reading with its sensor's
+//! identity; [`DetectionColumns`] is a detector's answer in the same shape, written a judgement at
+//! a time.
 
 use crate::detector::{Judgement, ModelInfo};
 use crate::{Catalog, PluginError, SensorIdentity};
