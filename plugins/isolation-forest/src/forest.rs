@@ -177,7 +177,7 @@ impl Scorer {
         };
         for _ in 0..self.depth {
             // Four trees a turn of the loop: a wasm build checks the host's deadline at every
-            // turn, which cost a sixth of the forest's time as `.wasm` at one tree a turn.
+            // turn (the same steps; four trees a turn ran the forest's `.wasm` 11% faster).
             let mut fours = at.chunks_exact_mut(4);
             for four in &mut fours {
                 four.iter_mut().for_each(step);

@@ -157,16 +157,6 @@ impl DetectionColumns {
         DetectionColumns { scores: Vec::with_capacity(readings), ..Default::default() }
     }
 
-    /// Readings judged so far.
-    pub fn len(&self) -> usize {
-        self.scores.len()
-    }
-
-    /// Whether no reading is judged yet.
-    pub fn is_empty(&self) -> bool {
-        self.scores.is_empty()
-    }
-
     /// Adds the next reading's judgement, with the model behind it: straight into the columns, so
     /// a batch's answer is written in one pass with no judgement kept a reading.
     #[inline]
@@ -191,15 +181,6 @@ impl DetectionColumns {
             self.models.push((at, model));
         }
     }
-
-    /// The columns of `judgements`, one per reading in order, each with the model behind it.
-    pub fn of(judgements: &[(Judgement, Option<ModelInfo>)]) -> Self {
-        let mut columns = DetectionColumns::with_capacity(judgements.len());
-        for &(judgement, model) in judgements {
-            columns.push(judgement, model);
-        }
-        columns
-    }
 }
 
 #[cfg(test)]
@@ -210,6 +191,15 @@ mod tests {
 
     fn model(generation: u32) -> Option<ModelInfo> {
         Some(ModelInfo { generation, trained_at_ms: 1_000 * i64::from(generation), training_rows: 64 })
+    }
+
+    /// The columns of `judgements` pushed in order.
+    fn columns_of(judgements: &[(Judgement, Option<ModelInfo>)]) -> DetectionColumns {
+        let mut columns = DetectionColumns::default();
+        for &(judgement, model) in judgements {
+            columns.push(judgement, model);
+        }
+        columns
     }
 
     #[test]
@@ -225,7 +215,7 @@ mod tests {
             (scored(0.3, false), model(1)),
         ];
         assert_eq!(
-            DetectionColumns::of(&judgements),
+            columns_of(&judgements),
             DetectionColumns {
                 scores: vec![0.5, 0.0, 0.9, 0.4, 0.0, 0.8, 0.3],
                 anomalies: vec![2, 5],
@@ -235,7 +225,7 @@ mod tests {
                 models: vec![(2, model(1)), (4, None), (5, model(2)), (6, model(1))],
             }
         );
-        assert_eq!(DetectionColumns::of(&[]), DetectionColumns::default());
+        assert_eq!(columns_of(&[]), DetectionColumns::default());
     }
 
     #[test]

@@ -230,10 +230,7 @@ impl Catalog {
 
     /// Checks that every key in `keys` is declared, so a call can be refused before it changes state.
     pub fn check_all(&self, keys: impl IntoIterator<Item = u32>) -> Result<(), PluginError> {
-        match keys.into_iter().find(|&key| self.identity(key).is_none()) {
-            Some(key) => self.get(key).map(|_| ()),
-            None => Ok(()),
-        }
+        keys.into_iter().try_for_each(|key| self.get(key).map(|_| ()))
     }
 }
 
