@@ -250,7 +250,8 @@ impl OnlineForest {
 impl Detector for OnlineForest {
     type Config = DetectorConfig;
     type State = DetectorState;
-    const STATE_VERSION: u32 = 3;
+    // 4: forests stored in their scoring layout (they were stored as their grown trees).
+    const STATE_VERSION: u32 = 4;
 
     fn create(config: DetectorConfig) -> Result<Self, String> {
         config.validate()?;

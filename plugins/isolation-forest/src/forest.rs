@@ -61,43 +61,53 @@ impl std::fmt::Display for FitError {
     }
 }
 
-/// A node of a tree, in a flat arena.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// A node of a tree being grown, in a flat arena (a tree is laid out for scoring, in a
+/// [`Scorer`], as soon as it is grown).
+#[derive(Debug, Clone, PartialEq)]
 enum Node {
     Leaf { size: u32 },
     Split { feature: u32, threshold: f64, left: u32, right: u32 },
 }
 
-/// One isolation tree.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One isolation tree, as it is grown.
+#[derive(Debug, Clone, PartialEq)]
 struct Tree {
     nodes: Vec<Node>,
 }
 
-/// A fitted forest. Stored (serialized) as its trees; the [`Scorer`] is built from them whenever a
-/// forest is fitted or read back.
+/// A fitted forest: its trees in the [`Scorer`]'s layout, which is also what is serialized (a
+/// split is 16 bytes there, where a grown tree's node takes 24, and nothing else holds the trees:
+/// a forest plugin's linear memory holds one copy of each model).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(from = "StoredForest")]
+#[serde(try_from = "StoredForest")]
 pub struct IsolationForest {
-    trees: Vec<Tree>,
+    scorer: Scorer,
     n_features: usize,
     /// Rows each tree was grown on: the `max_samples` of the normalisation `c(max_samples)`.
     samples_per_tree: usize,
-    #[serde(skip)]
-    scorer: Scorer,
 }
 
-/// A forest as it is serialized: [`IsolationForest`] without its scorer.
+/// A forest as it is read back, checked before it scores (a walk that left the nodes would panic).
 #[derive(Deserialize)]
 struct StoredForest {
-    trees: Vec<Tree>,
+    scorer: Scorer,
     n_features: usize,
     samples_per_tree: usize,
 }
 
-impl From<StoredForest> for IsolationForest {
-    fn from(stored: StoredForest) -> Self {
-        IsolationForest::new(stored.trees, stored.n_features, stored.samples_per_tree)
+impl TryFrom<StoredForest> for IsolationForest {
+    type Error = String;
+
+    fn try_from(stored: StoredForest) -> Result<Self, String> {
+        stored.scorer.check(stored.n_features)?;
+        if stored.scorer.roots.is_empty() {
+            return Err("a stored forest has no tree".into());
+        }
+        Ok(IsolationForest {
+            scorer: stored.scorer,
+            n_features: stored.n_features,
+            samples_per_tree: stored.samples_per_tree,
+        })
     }
 }
 
@@ -108,7 +118,7 @@ impl From<StoredForest> for IsolationForest {
 /// trees a step at a time (independent loads the CPU overlaps, where a tree-by-tree walk waits on
 /// each node and mispredicts half its turns). A leaf tests the row's padding feature, `-inf`, against
 /// its path length (`depth + c(size)`, which it holds in `threshold`), so it always stays put.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 struct Scorer {
     nodes: Vec<ScoreNode>,
     /// Each tree's root in `nodes`, in the trees' order.
@@ -118,7 +128,7 @@ struct Scorer {
 }
 
 /// A node of the [`Scorer`]'s layout.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 struct ScoreNode {
     /// A split's threshold; a leaf's path length.
     threshold: f64,
@@ -134,34 +144,66 @@ const STACK_FEATURES: usize = 15;
 const STACK_TREES: usize = 128;
 
 impl Scorer {
-    fn new(trees: &[Tree], n_features: usize) -> Self {
-        let mut scorer = Scorer { nodes: Vec::new(), roots: Vec::with_capacity(trees.len()), depth: 0 };
-        let leaf_feature = n_features as u32;
-        for tree in trees {
-            let root = scorer.nodes.len() as u32;
-            scorer.roots.push(root);
-            scorer.nodes.push(ScoreNode { threshold: 0.0, feature: leaf_feature, left: root });
-            // (index in `tree.nodes`, its place in `scorer.nodes`, its depth), breadth first.
-            let mut queue = std::collections::VecDeque::from([(0usize, root, 0usize)]);
-            while let Some((node, place, depth)) = queue.pop_front() {
-                scorer.nodes[place as usize] = match tree.nodes[node] {
-                    Node::Leaf { size } => {
-                        scorer.depth = scorer.depth.max(depth);
-                        let path = depth as f64 + leaf_path_length(size as usize);
-                        ScoreNode { threshold: path, feature: leaf_feature, left: place }
-                    }
-                    Node::Split { feature, threshold, left, right } => {
-                        let children = scorer.nodes.len() as u32;
-                        let placeholder = ScoreNode { threshold: 0.0, feature: leaf_feature, left: children };
-                        scorer.nodes.extend([placeholder, placeholder]);
-                        queue.push_back((left as usize, children, depth + 1));
-                        queue.push_back((right as usize, children + 1, depth + 1));
-                        ScoreNode { threshold, feature, left: children }
-                    }
-                };
+    /// A scorer with room for `trees` trees of `nodes` nodes in all.
+    fn with_capacity(trees: usize, nodes: usize) -> Self {
+        Scorer { nodes: Vec::with_capacity(nodes), roots: Vec::with_capacity(trees), depth: 0 }
+    }
+
+    /// Lays `tree` out after the trees already here (its leaves test feature `leaf_feature`, the
+    /// row's padding).
+    fn push_tree(&mut self, tree: &Tree, leaf_feature: u32) {
+        let root = self.nodes.len() as u32;
+        self.roots.push(root);
+        self.nodes.push(ScoreNode { threshold: 0.0, feature: leaf_feature, left: root });
+        // (index in `tree.nodes`, its place in `self.nodes`, its depth), breadth first.
+        let mut queue = std::collections::VecDeque::from([(0usize, root, 0usize)]);
+        while let Some((node, place, depth)) = queue.pop_front() {
+            self.nodes[place as usize] = match tree.nodes[node] {
+                Node::Leaf { size } => {
+                    self.depth = self.depth.max(depth);
+                    let path = depth as f64 + leaf_path_length(size as usize);
+                    ScoreNode { threshold: path, feature: leaf_feature, left: place }
+                }
+                Node::Split { feature, threshold, left, right } => {
+                    let children = self.nodes.len() as u32;
+                    let placeholder = ScoreNode { threshold: 0.0, feature: leaf_feature, left: children };
+                    self.nodes.extend([placeholder, placeholder]);
+                    queue.push_back((left as usize, children, depth + 1));
+                    queue.push_back((right as usize, children + 1, depth + 1));
+                    ScoreNode { threshold, feature, left: children }
+                }
+            };
+        }
+    }
+
+    /// The same layout in vectors of exactly its size (a growth reserves room for its largest
+    /// possible trees; a model keeps only what its trees take).
+    fn compact(&self) -> Scorer {
+        Scorer { nodes: self.nodes.as_slice().to_vec(), roots: self.roots.as_slice().to_vec(), depth: self.depth }
+    }
+
+    /// Whether every walk of a row of `n_features` (padded with one more) stays within the nodes:
+    /// each root and child is a node, each feature is one of the row's, and a leaf (the padding
+    /// feature) leads to itself. What a scorer read back must pass before it walks.
+    fn check(&self, n_features: usize) -> Result<(), String> {
+        let len = self.nodes.len();
+        if let Some(root) = self.roots.iter().find(|&&root| root as usize >= len) {
+            return Err(format!("a tree's root {root} is past the forest's {len} nodes"));
+        }
+        for (at, node) in self.nodes.iter().enumerate() {
+            let fine = match (node.feature as usize).cmp(&n_features) {
+                std::cmp::Ordering::Less => (node.left as usize) + 1 < len,
+                std::cmp::Ordering::Equal => node.left as usize == at,
+                std::cmp::Ordering::Greater => false,
+            };
+            if !fine {
+                return Err(format!(
+                    "node {at} of {len} (feature {}, left {}) leads outside the forest",
+                    node.feature, node.left
+                ));
             }
         }
-        scorer
+        Ok(())
     }
 
     /// Walks every tree with `row` (its features, then `-inf`); leaves each tree's leaf in `at`.
@@ -247,12 +289,54 @@ impl FlatRows {
 /// forest's seed (as scikit-learn gives each estimator one), so a tree does not depend on when it
 /// is grown. The growth is serializable: a checkpoint taken halfway resumes it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "StoredGrowth")]
 pub struct ForestGrowth {
     rows: FlatRows,
     samples_per_tree: usize,
     /// Each tree's seed, drawn in order from the forest's.
     tree_seeds: Vec<u64>,
-    trees: Vec<Tree>,
+    /// The trees grown so far, laid out for scoring, in room reserved for the most nodes its
+    /// trees can have: a growth takes the same memory at each fit, and the next fit reuses it.
+    grown: Scorer,
+}
+
+/// A growth as it is read back, checked before it grows or scores.
+#[derive(Deserialize)]
+struct StoredGrowth {
+    rows: FlatRows,
+    samples_per_tree: usize,
+    tree_seeds: Vec<u64>,
+    grown: Scorer,
+}
+
+impl TryFrom<StoredGrowth> for ForestGrowth {
+    type Error = String;
+
+    fn try_from(stored: StoredGrowth) -> Result<Self, String> {
+        let StoredGrowth { rows, samples_per_tree, tree_seeds, grown } = stored;
+        if rows.width == 0
+            || rows.values.len() % rows.width != 0
+            || samples_per_tree == 0
+            || samples_per_tree > rows.len()
+        {
+            return Err(format!(
+                "a stored growth of {} values in rows of {} cannot draw {samples_per_tree} rows a tree",
+                rows.values.len(),
+                rows.width
+            ));
+        }
+        if grown.roots.len() > tree_seeds.len() {
+            return Err(format!("a stored growth has {} trees of {}", grown.roots.len(), tree_seeds.len()));
+        }
+        grown.check(rows.width)?;
+        Ok(ForestGrowth { rows, samples_per_tree, tree_seeds, grown })
+    }
+}
+
+/// The most nodes a tree grown on `rows` rows can have: a split leaves at least one row each
+/// side, and the depth limit is `ceil(log2(rows))`, so `2 rows - 1` (and 1 for a single row).
+fn max_tree_nodes(rows: usize) -> usize {
+    (2 * rows).saturating_sub(1).max(1)
 }
 
 impl ForestGrowth {
@@ -275,17 +359,18 @@ impl ForestGrowth {
             }
         }
         let mut forest_rng = StdRng::seed_from_u64(params.seed);
+        let samples_per_tree = params.max_samples.min(rows.len());
         Ok(ForestGrowth {
             rows: FlatRows::new(rows, n_features),
-            samples_per_tree: params.max_samples.min(rows.len()),
+            samples_per_tree,
             tree_seeds: (0..params.n_estimators).map(|_| forest_rng.random()).collect(),
-            trees: Vec::with_capacity(params.n_estimators),
+            grown: Scorer::with_capacity(params.n_estimators, params.n_estimators * max_tree_nodes(samples_per_tree)),
         })
     }
 
     /// Trees grown so far.
     pub fn grown(&self) -> usize {
-        self.trees.len()
+        self.grown.roots.len()
     }
 
     /// Trees the forest will have.
@@ -295,26 +380,36 @@ impl ForestGrowth {
 
     /// Grows the next tree; false once every tree is grown.
     pub fn grow_next(&mut self) -> bool {
-        let Some(&seed) = self.tree_seeds.get(self.trees.len()) else {
+        let Some(&seed) = self.tree_seeds.get(self.grown()) else {
             return false;
         };
+        let tree = self.grow_tree(seed);
+        self.grown.push_tree(&tree, self.rows.width as u32);
+        true
+    }
+
+    /// Grows the tree of random state `seed`.
+    fn grow_tree(&self, seed: u64) -> Tree {
         let mut rng = StdRng::seed_from_u64(seed);
         let mut sample = rand::seq::index::sample(&mut rng, self.rows.len(), self.samples_per_tree).into_vec();
-        let mut tree = Tree { nodes: Vec::with_capacity(2 * self.samples_per_tree) };
+        let mut tree = Tree { nodes: Vec::with_capacity(max_tree_nodes(self.samples_per_tree)) };
         let depth_limit = (self.samples_per_tree as f64).log2().ceil() as usize;
         let width = self.rows.width;
         let mut candidates: Vec<usize> = (0..width).collect();
         let mut node =
             Grow { tree: &mut tree, rows: &self.rows, candidates: &mut candidates, limit: depth_limit, rng: &mut rng };
         node.grow(&mut sample, 0..width, 0);
-        self.trees.push(tree);
-        true
+        tree
     }
 
     /// The forest, its trees grown to the end first.
     pub fn finish(mut self) -> IsolationForest {
         while self.grow_next() {}
-        IsolationForest::new(self.trees, self.rows.width, self.samples_per_tree)
+        IsolationForest {
+            scorer: self.grown.compact(),
+            n_features: self.rows.width,
+            samples_per_tree: self.samples_per_tree,
+        }
     }
 }
 
@@ -392,11 +487,6 @@ impl Grow<'_> {
 }
 
 impl IsolationForest {
-    fn new(trees: Vec<Tree>, n_features: usize, samples_per_tree: usize) -> Self {
-        let scorer = Scorer::new(&trees, n_features);
-        IsolationForest { trees, n_features, samples_per_tree, scorer }
-    }
-
     /// Number of features the forest was fitted on.
     pub fn n_features(&self) -> usize {
         self.n_features
@@ -427,7 +517,7 @@ impl IsolationForest {
         self.scorer.walk(padded, leaves);
         // Summed in the trees' order, as the path lengths always were: the same bits.
         let total: f64 = leaves.iter().map(|&leaf| self.scorer.nodes[leaf as usize].threshold).sum();
-        let mean = total / self.trees.len() as f64;
+        let mean = total / trees as f64;
         let norm = average_path_length(self.samples_per_tree);
         if norm == 0.0 { 1.0 } else { 2f64.powf(-mean / norm) }
     }
@@ -453,6 +543,12 @@ fn path_length(tree: &Tree, row: &[f64]) -> f64 {
 mod tests {
     use super::*;
 
+    /// The trees `params` grows on `rows`, node by node (a forest keeps only their scoring layout).
+    fn grown_trees(params: &ForestParams, rows: &[impl AsRef<[f64]>]) -> Vec<Tree> {
+        let growth = ForestGrowth::new(params, rows).expect("starts");
+        growth.tree_seeds.iter().map(|&seed| growth.grow_tree(seed)).collect()
+    }
+
     /// `n` rows of three features of different ranges, drawn from `rng`.
     fn random_rows(rng: &mut StdRng, n: usize) -> Vec<[f64; 3]> {
         (0..n).map(|_| [rng.random_range(-5.0..5.0), rng.random_range(0.0..1.0), rng.random_range(-1.0..1.0)]).collect()
@@ -470,18 +566,19 @@ mod tests {
             ForestParams { n_estimators: 200, max_samples: 40, seed: 9 },
         ] {
             let forest = params.fit_rows(&rows).expect("fits");
+            let trees = grown_trees(&params, &rows);
             let mut probes: Vec<[f64; 3]> = rows.clone();
             probes
                 .extend((0..200).map(|_| {
                     [rng.random_range(-50.0..50.0), rng.random_range(-9.0..9.0), rng.random_range(-3.0..3.0)]
                 }));
             probes.extend([[f64::NAN, 0.5, 0.0], [f64::INFINITY, f64::NEG_INFINITY, 0.0], [0.0, f64::NAN, f64::NAN]]);
-            let mut leaves = vec![0u32; forest.trees.len()];
+            let mut leaves = vec![0u32; trees.len()];
             for probe in &probes {
                 let mut padded = probe.to_vec();
                 padded.push(f64::NEG_INFINITY);
                 forest.scorer.walk(&padded, &mut leaves);
-                for (tree, leaf) in forest.trees.iter().zip(&leaves) {
+                for (tree, leaf) in trees.iter().zip(&leaves) {
                     let expected = path_length(tree, probe);
                     assert_eq!(
                         forest.scorer.nodes[*leaf as usize].threshold.to_bits(),
@@ -489,8 +586,7 @@ mod tests {
                         "{probe:?}"
                     );
                 }
-                let by_trees =
-                    forest.trees.iter().map(|tree| path_length(tree, probe)).sum::<f64>() / forest.trees.len() as f64;
+                let by_trees = trees.iter().map(|tree| path_length(tree, probe)).sum::<f64>() / trees.len() as f64;
                 let expected = 2f64.powf(-by_trees / average_path_length(forest.samples_per_tree));
                 assert_eq!(forest.score(probe).to_bits(), expected.to_bits(), "{probe:?}");
             }
@@ -505,10 +601,10 @@ mod tests {
         for width in [1, STACK_FEATURES, STACK_FEATURES + 1, 40] {
             let rows: Vec<Vec<f64>> =
                 (0..200).map(|_| (0..width).map(|_| rng.random_range(-3.0..3.0)).collect()).collect();
-            let forest = ForestParams { n_estimators: 20, max_samples: 64, seed: 2 }.fit_rows(&rows).expect("fits");
+            let params = ForestParams { n_estimators: 20, max_samples: 64, seed: 2 };
+            let (forest, trees) = (params.fit_rows(&rows).expect("fits"), grown_trees(&params, &rows));
             for probe in rows.iter().take(40).chain([vec![9.0; width], vec![f64::NAN; width]].iter()) {
-                let by_trees =
-                    forest.trees.iter().map(|tree| path_length(tree, probe)).sum::<f64>() / forest.trees.len() as f64;
+                let by_trees = trees.iter().map(|tree| path_length(tree, probe)).sum::<f64>() / trees.len() as f64;
                 let expected = 2f64.powf(-by_trees / average_path_length(forest.samples_per_tree));
                 assert_eq!(forest.score(probe).to_bits(), expected.to_bits(), "width {width}, {probe:?}");
             }
@@ -550,6 +646,67 @@ mod tests {
         assert_eq!(growth.finish(), at_once);
         // Another seed, another forest.
         assert_ne!(ForestParams { seed: 18, ..params.clone() }.fit_rows(&rows).expect("fits"), at_once);
+    }
+
+    /// A growth reserves room for its largest trees once and grows into it without moving (so each
+    /// fit takes the same memory, which the next reuses); the forest it gives keeps exactly what its
+    /// trees take.
+    #[test]
+    fn a_growth_grows_in_the_room_it_reserved_and_its_forest_keeps_no_more_than_its_trees() {
+        let rows = random_rows(&mut StdRng::seed_from_u64(8), 500);
+        let params = ForestParams { n_estimators: 50, max_samples: 128, seed: 4 };
+        let mut growth = ForestGrowth::new(&params, &rows).expect("starts");
+        // 50 trees of at most 2 x 128 - 1 nodes each.
+        let (nodes, reserved) = (growth.grown.nodes.as_ptr(), growth.grown.nodes.capacity());
+        assert_eq!(reserved, 50 * 255);
+        while growth.grow_next() {}
+        assert_eq!((growth.grown.nodes.as_ptr(), growth.grown.nodes.capacity()), (nodes, reserved));
+        let in_trees: usize = grown_trees(&params, &rows).iter().map(|tree| tree.nodes.len()).sum();
+        let forest = growth.finish();
+        assert_eq!((forest.scorer.nodes.len(), forest.scorer.nodes.capacity()), (in_trees, in_trees));
+        assert_eq!((forest.scorer.roots.len(), forest.scorer.roots.capacity()), (50, 50));
+    }
+
+    /// A stored forest or growth whose walk would leave its nodes, or whose rows cannot be drawn
+    /// from, is refused when read back, not found out by a panic when it scores.
+    #[test]
+    fn a_stored_forest_that_leads_outside_its_nodes_is_refused() {
+        let rows = random_rows(&mut StdRng::seed_from_u64(2), 100);
+        let params = ForestParams { n_estimators: 5, max_samples: 32, seed: 1 };
+        let forest = params.fit_rows(&rows).expect("fits");
+        let read = |forest: &IsolationForest| {
+            postcard::from_bytes::<IsolationForest>(&postcard::to_stdvec(forest).expect("writes")).map(|_| ())
+        };
+        assert_eq!(read(&forest), Ok(()));
+        let split = forest.scorer.nodes.iter().position(|n| n.feature < 3).expect("a split");
+        let leaf = forest.scorer.nodes.iter().position(|n| n.feature == 3).expect("a leaf");
+        let last = forest.scorer.nodes.len() as u32 - 1;
+        for corrupt in [
+            |f: &mut IsolationForest, _: usize, _: usize, last: u32| f.scorer.roots[0] = last + 1,
+            |f: &mut IsolationForest, split: usize, _: usize, last: u32| f.scorer.nodes[split].left = last,
+            |f: &mut IsolationForest, split: usize, _: usize, _: u32| f.scorer.nodes[split].feature = 4,
+            |f: &mut IsolationForest, _: usize, leaf: usize, _: u32| f.scorer.nodes[leaf].left += 1,
+            |f: &mut IsolationForest, _: usize, _: usize, _: u32| f.scorer.roots.clear(),
+        ] {
+            let mut bad = forest.clone();
+            corrupt(&mut bad, split, leaf, last);
+            assert!(read(&bad).is_err(), "{:?}", bad.scorer.roots);
+        }
+        let mut growth = ForestGrowth::new(&params, &rows).expect("starts");
+        growth.grow_next();
+        let read = |growth: &ForestGrowth| {
+            postcard::from_bytes::<ForestGrowth>(&postcard::to_stdvec(growth).expect("writes")).map(|_| ())
+        };
+        assert_eq!(read(&growth), Ok(()));
+        let mut bad = growth.clone();
+        bad.samples_per_tree = 101;
+        assert!(read(&bad).is_err());
+        let mut bad = growth.clone();
+        bad.grown.nodes[0].feature = 9;
+        assert!(read(&bad).is_err());
+        let mut bad = growth;
+        bad.tree_seeds.clear();
+        assert!(read(&bad).is_err());
     }
 
     #[test]
