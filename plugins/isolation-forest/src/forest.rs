@@ -184,9 +184,13 @@ impl Scorer {
 
     /// Whether every walk of a row of `n_features` (padded with one more) stays within the nodes:
     /// each root and child is a node, each feature is one of the row's, and a leaf (the padding
-    /// feature) leads to itself. What a scorer read back must pass before it walks.
+    /// feature) leads to itself; and no walk takes more steps than there are nodes (a tree `depth`
+    /// deep has more than `depth` nodes). What a scorer read back must pass before it walks.
     fn check(&self, n_features: usize) -> Result<(), String> {
         let len = self.nodes.len();
+        if self.depth > len {
+            return Err(format!("a walk of {} steps through {len} nodes", self.depth));
+        }
         if let Some(root) = self.roots.iter().find(|&&root| root as usize >= len) {
             return Err(format!("a tree's root {root} is past the forest's {len} nodes"));
         }
@@ -329,7 +333,12 @@ impl TryFrom<StoredGrowth> for ForestGrowth {
             return Err(format!("a stored growth has {} trees of {}", grown.roots.len(), tree_seeds.len()));
         }
         grown.check(rows.width)?;
-        Ok(ForestGrowth { rows, samples_per_tree, tree_seeds, grown })
+        let mut growth = ForestGrowth { rows, samples_per_tree, tree_seeds, grown };
+        // The room a growth reserves, as `new` reserved it: the trees still to grow do not move it.
+        let room = growth.trees() * max_tree_nodes(samples_per_tree);
+        growth.grown.nodes.reserve_exact(room.saturating_sub(growth.grown.nodes.len()));
+        growth.grown.roots.reserve_exact(growth.trees() - growth.grown());
+        Ok(growth)
     }
 }
 
@@ -687,6 +696,7 @@ mod tests {
             |f: &mut IsolationForest, split: usize, _: usize, _: u32| f.scorer.nodes[split].feature = 4,
             |f: &mut IsolationForest, _: usize, leaf: usize, _: u32| f.scorer.nodes[leaf].left += 1,
             |f: &mut IsolationForest, _: usize, _: usize, _: u32| f.scorer.roots.clear(),
+            |f: &mut IsolationForest, _: usize, _: usize, last: u32| f.scorer.depth = last as usize + 2,
         ] {
             let mut bad = forest.clone();
             corrupt(&mut bad, split, leaf, last);
@@ -698,6 +708,12 @@ mod tests {
             postcard::from_bytes::<ForestGrowth>(&postcard::to_stdvec(growth).expect("writes")).map(|_| ())
         };
         assert_eq!(read(&growth), Ok(()));
+        // Read back, a growth has its room again, and grows to the forest fitted at once.
+        let mut back: ForestGrowth =
+            postcard::from_bytes(&postcard::to_stdvec(&growth).expect("writes")).expect("reads");
+        assert_eq!(back.grown.nodes.capacity(), 5 * 63);
+        while back.grow_next() {}
+        assert_eq!(back.finish(), forest);
         let mut bad = growth.clone();
         bad.samples_per_tree = 101;
         assert!(read(&bad).is_err());
