@@ -65,13 +65,21 @@ impl DetectorAgreement {
 
 /// One model a detector trained, as its verdicts record it (`GET /api/models`): for a detector
 /// that retrains online (the Isolation Forest), its generations are its retrain history.
+///
+/// Each Kafka partition's readings go through a lane of their own, with its own instance of every
+/// stage, so a detector trains one model per sensor type *in each lane*, and each lane counts its
+/// own generations: a model is named by its source, partition, detector, type and generation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelGeneration {
     /// The detector plugin.
     pub detector: String,
     /// The sensor type the model judges (a detector trains one model per type).
     pub sensor_type: SensorType,
-    /// How many models the detector had trained for the type when it trained this one.
+    /// The source (a topic's epoch on one cluster) whose lane trained it.
+    pub source_id: i16,
+    /// The Kafka partition whose lane trained it, on the readings of that partition.
+    pub partition: i32,
+    /// How many models the detector had trained for the type in its lane when it trained this one.
     pub generation: i32,
     /// The detector plugin's version that used it.
     pub detector_version: String,

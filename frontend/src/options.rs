@@ -46,6 +46,34 @@ pub fn time_lines(lines: &BTreeMap<String, Points>, marks: &Points, unit: &str) 
     Some(option)
 }
 
+/// Step lines over time, one per member of a group (`group -> member -> points`): every member's
+/// line bears its group's name, so the legend lists (and toggles) a group once and ECharts gives
+/// its lines one color; a point's tooltip names its member. For values that hold until the next
+/// point (a model's generation until it is retrained) of many members that each count their own
+/// (the lanes of a detector and sensor type).
+pub fn grouped_steps(groups: &BTreeMap<String, BTreeMap<String, Points>>, unit: &str) -> Option<Value> {
+    if groups.values().flat_map(BTreeMap::values).all(Vec::is_empty) {
+        return None;
+    }
+    let series: Vec<Value> = groups
+        .iter()
+        .flat_map(|(name, members)| {
+            members.iter().map(move |(member, points)| {
+                let data: Vec<Value> =
+                    points.iter().map(|&(t, v)| json!({ "name": member, "value": [t, v] })).collect();
+                json!({ "name": name, "id": format!("{name} / {member}"), "type": "line", "step": "end",
+                        "showSymbol": true, "data": data })
+            })
+        })
+        .collect();
+    let mut option = base();
+    option["tooltip"] = json!({ "trigger": "item" });
+    option["xAxis"] = json!({ "type": "time", "axisLabel": { "hideOverlap": true } });
+    option["yAxis"] = json!({ "type": "value", "scale": true, "minInterval": 1, "name": unit });
+    option["series"] = json!(series);
+    Some(option)
+}
+
 /// Average lines over time with a shaded band from min to max beneath each (`(t, avg, min, max)`).
 pub fn banded_lines(lines: &BTreeMap<String, Vec<(i64, f64, f64, f64)>>) -> Option<Value> {
     if lines.values().all(Vec::is_empty) {
@@ -154,5 +182,35 @@ mod tests {
         let (edges, counts) = histogram(&[0.0, 0.1, 0.5, 0.99, 1.0], 4);
         assert_eq!(edges, [0.0, 0.25, 0.5, 0.75]);
         assert_eq!(counts, [2, 0, 1, 2]);
+    }
+
+    #[test]
+    fn grouped_steps_draw_a_line_per_member_under_its_group_name() {
+        let lanes = |points: &[(&str, Points)]| points.iter().map(|(m, p)| ((*m).to_owned(), p.clone())).collect();
+        let groups = BTreeMap::from([
+            (
+                "forest co2".to_owned(),
+                lanes(&[("partition 0", vec![(10, 1.0), (30, 2.0)]), ("partition 1", vec![(20, 1.0)])]),
+            ),
+            ("forest pressure".to_owned(), lanes(&[("partition 1", vec![(5, 1.0)])])),
+        ]);
+        let option = grouped_steps(&groups, "generation").expect("an option");
+        let series = option["series"].as_array().expect("series");
+        let drawn: Vec<_> = series.iter().map(|s| (s["name"].clone(), s["id"].clone(), s["step"].clone())).collect();
+        assert_eq!(
+            drawn,
+            [
+                (json!("forest co2"), json!("forest co2 / partition 0"), json!("end")),
+                (json!("forest co2"), json!("forest co2 / partition 1"), json!("end")),
+                (json!("forest pressure"), json!("forest pressure / partition 1"), json!("end")),
+            ]
+        );
+        assert_eq!(
+            series[0]["data"],
+            json!([{ "name": "partition 0", "value": [10, 1.0] }, { "name": "partition 0", "value": [30, 2.0] }])
+        );
+        assert_eq!(option["tooltip"]["trigger"], json!("item"));
+        let empty = BTreeMap::from([("forest co2".to_owned(), lanes(&[("partition 0", vec![])]))]);
+        assert_eq!(grouped_steps(&empty, "generation"), None);
     }
 }

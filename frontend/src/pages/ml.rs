@@ -22,7 +22,7 @@ use crate::range::{RangePicker, api_range, range_of};
 const VERDICTS: usize = 1000;
 /// Bins of the score histograms: enough to see two modes, few enough to stay readable on a phone.
 const BINS: usize = 20;
-/// Model generations listed in the table (newest first per detector and type); the chart draws all.
+/// Models listed in the table (the newest trained first); the chart draws all.
 const GENERATION_ROWS: usize = 40;
 
 /// Two detectors' verdicts on the readings both judged, summed over sensor types: the 2×2
@@ -81,19 +81,37 @@ fn confusion_table(c: Confusion) -> impl IntoView {
     }
 }
 
-/// Retrains over time: per detector and sensor type, each generation at its training time.
+/// Retrains over time: each lane's generations of a detector and sensor type as a step line at
+/// their training times, the lanes of one detector and type under one name (each lane counts its
+/// own generations, so their numbers are not joined into one line).
 fn retrains(models: &[ModelGeneration]) -> Option<serde_json::Value> {
-    let mut lines: BTreeMap<String, Points> = BTreeMap::new();
+    let one_source = models.windows(2).all(|w| w[0].source_id == w[1].source_id);
+    let mut groups: BTreeMap<String, BTreeMap<String, Points>> = BTreeMap::new();
     for m in models {
         if let Some(trained_at) = m.trained_at {
-            lines
+            groups
                 .entry(format!("{} {}", m.detector, m.sensor_type.as_str()))
+                .or_default()
+                .entry(lane_name(m, one_source))
                 .or_default()
                 .push((trained_at.timestamp_millis(), f64::from(m.generation)));
         }
     }
-    lines.values_mut().for_each(|l| l.sort_by_key(|p| p.0));
-    options::time_lines(&lines, &Vec::new(), "generation")
+    groups
+        .values_mut()
+        .flat_map(BTreeMap::values_mut)
+        .for_each(|l| l.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1))));
+    options::grouped_steps(&groups, "generation")
+}
+
+/// The lane that trained a model, as the dashboard names it: its partition, and its source where
+/// the range holds models of more than one (a topic re-created, another cluster).
+fn lane_name(m: &ModelGeneration, one_source: bool) -> String {
+    if one_source {
+        format!("partition {}", m.partition)
+    } else {
+        format!("source {} partition {}", m.source_id, m.partition)
+    }
 }
 
 /// A rate as a percentage, or a dash when undefined.
@@ -194,22 +212,22 @@ pub fn Ml() -> impl IntoView {
         </div>
         <section class="grid">
             <div class="panel">
-                <h2>"Models trained (newest generation first)"</h2>
+                <h2>"Models trained (newest first; each partition's lane trains its own)"</h2>
                 {move || loaded(models_shown(), |rows| if rows.is_empty() {
                     view! { <p class="empty">"no detector trained a model in this range"</p> }.into_any()
                 } else {
                     let more = rows.len().saturating_sub(GENERATION_ROWS);
                     view! {
-                        <table id="models"><thead><tr><th>"detector"</th><th>"type"</th><th>"generation"</th><th>"version"</th>
+                        <table id="models"><thead><tr><th>"detector"</th><th>"type"</th><th>"partition"</th><th>"generation"</th><th>"version"</th>
                             <th>"trained at"</th><th>"training rows"</th><th>"verdicts"</th><th>"anomalies"</th><th>"judged"</th></tr></thead><tbody>
                             {rows.into_iter().take(GENERATION_ROWS).map(|m| view! { <tr><td>{m.detector}</td><td>{m.sensor_type.as_str()}</td>
-                                <td class="num">{m.generation}</td><td>{m.detector_version}</td>
+                                <td class="num">{m.partition}</td><td class="num">{m.generation}</td><td>{m.detector_version}</td>
                                 <td>{m.trained_at.map_or_else(|| "–".to_owned(), |t| t.format("%Y-%m-%d %H:%M:%S").to_string())}</td>
                                 <td class="num">{m.training_rows.map_or_else(|| "–".to_owned(), |n| n.to_string())}</td>
                                 <td class="num">{m.verdicts}</td><td class="num">{m.anomalies}</td>
                                 <td>{format!("{} – {}", m.first_verdict.format("%H:%M:%S"), m.last_verdict.format("%H:%M:%S"))}</td></tr> }).collect_view()}
                         </tbody></table>
-                        {(more > 0).then(|| view! { <p class="muted">{format!("{more} older generations not listed")}</p> })}
+                        {(more > 0).then(|| view! { <p class="muted">{format!("{more} older models not listed")}</p> })}
                     }.into_any()
                 })}
             </div>

@@ -265,21 +265,39 @@ impl Store {
     }
 
     /// Each model the detectors that train models used for verdicts with event time in `[from, to)`:
-    /// its generation, training time and rows, and the verdicts it gave, newest generation first
-    /// per detector and sensor type.
+    /// its lane (source and partition), generation, training time and rows, and the verdicts it
+    /// gave, the newest trained first. A lane counts its own generations, so a model is grouped by
+    /// its lane too: generation 3 of two partitions are two models, trained apart.
     pub async fn model_generations(
         &self,
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<ModelGeneration>, StoreError> {
-        type Row =
-            (String, String, i32, String, Option<DateTime<Utc>>, Option<i32>, i64, i64, DateTime<Utc>, DateTime<Utc>);
+        /// A model's row: its identity (detector, type, source, partition, generation), then what its
+        /// verdicts say of it.
+        type Row = (
+            String,
+            String,
+            i16,
+            i32,
+            i32,
+            String,
+            Option<DateTime<Utc>>,
+            Option<i32>,
+            i64,
+            i64,
+            DateTime<Utc>,
+            DateTime<Utc>,
+        );
         let rows: Vec<Row> = sqlx::query_as(
-            "SELECT detector, sensor_type, model_generation, max(detector_version), max(model_trained_at), \
-             max(model_training_rows), count(*), count(*) FILTER (WHERE is_anomaly), min(timestamp), max(timestamp) \
+            "SELECT detector, sensor_type, source_id, kafka_partition, model_generation, max(detector_version), \
+             max(model_trained_at), max(model_training_rows), count(*), count(*) FILTER (WHERE is_anomaly), \
+             min(timestamp), max(timestamp) \
              FROM ml_anomaly_predictions \
              WHERE model_generation IS NOT NULL AND timestamp >= $1 AND timestamp < $2 \
-             GROUP BY 1, 2, 3 ORDER BY 1, 2, 3 DESC",
+             GROUP BY detector, sensor_type, source_id, kafka_partition, model_generation \
+             ORDER BY max(model_trained_at) DESC NULLS LAST, detector, sensor_type, source_id, kafka_partition, \
+             model_generation DESC",
         )
         .bind(from)
         .bind(to)
@@ -289,6 +307,8 @@ impl Store {
             |(
                 detector,
                 sensor_type,
+                source_id,
+                partition,
                 generation,
                 version,
                 trained_at,
@@ -301,6 +321,8 @@ impl Store {
                 Ok(ModelGeneration {
                     detector,
                     sensor_type: named(&sensor_type)?,
+                    source_id,
+                    partition,
                     generation,
                     detector_version: version,
                     trained_at,

@@ -176,16 +176,41 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
             .unwrap_or(-1);
         let cells: i64 = confusion[1].as_array().into_iter().flatten().filter_map(Value::as_i64).sum();
         assert!(judged > 0 && cells == judged, "{confusion}");
-        // The forest's models: generation, training rows and when each was trained.
+        // The forest's models: the lane (partition) that trained each, its generation, training
+        // rows and when it was trained.
         let models = browser
             .until("the forest's models are listed", &table("models"), |rows| {
                 rows.as_array().into_iter().flatten().any(|r| r[0] == "isolation-forest")
             })
             .await;
         let forest = models.as_array().into_iter().flatten().find(|r| r[0] == "isolation-forest").cloned().unwrap_or_default();
-        assert!(forest[2].as_str().is_some_and(|g| g.parse::<u32>().is_ok_and(|g| g >= 1)), "{forest}");
-        assert!(forest[5].as_str().is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0)), "training rows: {forest}");
-        browser.until("retrains are drawn", &chart_series("ml-retrains"), Value::is_array).await;
+        assert!(forest[2].as_str().is_some_and(|p| p.parse::<u32>().is_ok()), "partition: {forest}");
+        assert!(forest[3].as_str().is_some_and(|g| g.parse::<u32>().is_ok_and(|g| g >= 1)), "{forest}");
+        assert!(forest[6].as_str().is_some_and(|n| n.parse::<u32>().is_ok_and(|n| n > 0)), "training rows: {forest}");
+        // Retrains: a step line per lane, named by detector and type. Each lane counts its own
+        // generations, so along every line they rise strictly with the training time (lanes'
+        // numbers joined into one line would repeat and fall back), and every line is its own lane.
+        let lines = browser
+            .until(
+                "retrains are drawn",
+                "const c = echarts.getInstanceByDom(document.getElementById('ml-retrains')); \
+                 return c ? c.getOption().series.map(s => [s.name, s.id, s.data.map(d => d.value)]) : null;",
+                |s| s.as_array().is_some_and(|s| !s.is_empty()),
+            )
+            .await;
+        let mut lanes = std::collections::BTreeSet::new();
+        for line in lines.as_array().into_iter().flatten() {
+            let (name, id) = (line[0].as_str().unwrap_or_default(), line[1].as_str().unwrap_or_default());
+            assert!(name.starts_with("isolation-forest ") && id.starts_with(&format!("{name} / partition ")), "{line}");
+            assert!(lanes.insert(id.to_owned()), "one line a lane: {lines}");
+            let points: Vec<(f64, f64)> = line[2]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|p| (p[0].as_f64().unwrap_or(f64::NAN), p[1].as_f64().unwrap_or(f64::NAN)))
+                .collect();
+            assert!(!points.is_empty() && points.windows(2).all(|w| w[0].0 <= w[1].0 && w[0].1 < w[1].1), "{line}");
+        }
         browser.screenshot("ml").await;
 
         // Analytics: the last hour from PostgreSQL holds the archive written before the page opened.

@@ -32,8 +32,15 @@ async fn precision_recall_and_agreement_match_hand_counts(pool: PgPool) {
             {"d": "zscore", "ver": "0.3.0", "v": zscore[i], "s": 0.0},
             {"d": "isolation-forest", "ver": "0.3.0", "v": forest[i], "s": 0.0},
         ]);
-        insert_judged_reading(&pool, "co2", base + chrono::Duration::seconds(i as i64), labels[i], i as i64, verdicts)
-            .await;
+        insert_judged_reading(
+            &pool,
+            "co2",
+            base + chrono::Duration::seconds(i as i64),
+            labels[i],
+            (0, i as i64),
+            verdicts,
+        )
+        .await;
     }
     let report = Store::new(pool).quality(None, None).await.expect("quality");
     let d: Vec<_> = report
@@ -77,16 +84,17 @@ async fn insert_judged_reading(
     sensor_type: &str,
     at: chrono::DateTime<Utc>,
     label: bool,
-    offset: i64,
+    (partition, offset): (i32, i64),
     verdicts: serde_json::Value,
 ) {
     sqlx::query(
         "INSERT INTO sensor_readings (sensor_id, sensor_type, location, value, timestamp, anomaly, unit, \
-         kafka_partition, kafka_offset, verdicts) VALUES ('s', $1, 'lab', 1, $2, $3, 'ppm', 0, $4, $5::json)",
+         kafka_partition, kafka_offset, verdicts) VALUES ('s', $1, 'lab', 1, $2, $3, 'ppm', $4, $5, $6::json)",
     )
     .bind(sensor_type)
     .bind(at)
     .bind(label)
+    .bind(partition)
     .bind(offset)
     .bind(verdicts.to_string())
     .execute(pool)
@@ -94,12 +102,24 @@ async fn insert_judged_reading(
     .expect("insert a judged reading");
 }
 
-/// Inserts one verdict `seconds` after 2026-01-01T00:00:00Z (a reading of its own), with its
-/// model's lineage when given (`(generation, trained seconds after the same time, training rows)`).
+/// Inserts one verdict `seconds` after 2026-01-01T00:00:00Z (a reading of its own, of Kafka
+/// partition 0), with its model's lineage when given (`(generation, trained seconds after the same
+/// time, training rows)`).
 async fn insert_verdict(
     pool: &PgPool,
-    (detector, sensor_type): (&str, &str),
+    detector_and_type: (&str, &str),
     seconds: i64,
+    anomaly: bool,
+    model: Option<(i32, i64, i32)>,
+) {
+    insert_lane_verdict(pool, detector_and_type, (0, seconds), anomaly, model).await;
+}
+
+/// As [`insert_verdict`], of Kafka partition `partition`.
+async fn insert_lane_verdict(
+    pool: &PgPool,
+    (detector, sensor_type): (&str, &str),
+    (partition, seconds): (i32, i64),
     anomaly: bool,
     model: Option<(i32, i64, i32)>,
 ) {
@@ -117,7 +137,7 @@ async fn insert_verdict(
         sensor_type,
         base + chrono::Duration::seconds(seconds),
         false,
-        seconds,
+        (partition, seconds),
         serde_json::json!([verdict]),
     )
     .await;
@@ -135,6 +155,11 @@ async fn models_list_each_generation_with_its_training_and_verdicts(pool: PgPool
         insert_verdict(&pool, forest_co2, second, true, Some((2, 2, 512))).await;
     }
     insert_verdict(&pool, ("isolation-forest", "temperature"), 5, false, Some((1, 1, 300))).await;
+    // Partition 1's lane trains its own co2 models and counts its own generations: its generation 1
+    // (trained 30 s before, on 128 rows) judged 6 and 7 s; the same number is another model.
+    for second in [6, 7] {
+        insert_lane_verdict(&pool, forest_co2, (1, second), second == 7, Some((1, -30, 128))).await;
+    }
     // A detector without models is not listed; a verdict at the range's end (exclusive) is not counted.
     insert_verdict(&pool, ("zscore", "co2"), 1, true, None).await;
     insert_verdict(&pool, forest_co2, 3600, false, Some((3, 3000, 1024))).await;
@@ -149,6 +174,8 @@ async fn models_list_each_generation_with_its_training_and_verdicts(pool: PgPool
         .map(|m| {
             serde_json::json!([
                 m["sensor_type"],
+                m["source_id"],
+                m["partition"],
                 m["generation"],
                 m["trained_at"],
                 m["training_rows"],
@@ -161,45 +188,63 @@ async fn models_list_each_generation_with_its_training_and_verdicts(pool: PgPool
             ])
         })
         .collect();
+    // The newest trained first.
+    let forest = |row: serde_json::Value| {
+        let mut row = row.as_array().cloned().unwrap_or_default();
+        row.extend(["isolation-forest".into(), "0.3.0".into()]);
+        serde_json::Value::from(row)
+    };
     assert_eq!(
         rows,
         [
-            serde_json::json!([
+            forest(serde_json::json!([
                 "co2",
+                0,
+                0,
                 2,
                 "2026-01-01T00:00:02Z",
                 512,
                 2,
                 2,
                 "2026-01-01T00:00:03Z",
-                "2026-01-01T00:00:04Z",
-                "isolation-forest",
-                "0.3.0"
-            ]),
-            serde_json::json!([
-                "co2",
-                1,
-                "2025-12-31T23:59:00Z",
-                256,
-                3,
-                1,
-                "2026-01-01T00:00:00Z",
-                "2026-01-01T00:00:02Z",
-                "isolation-forest",
-                "0.3.0"
-            ]),
-            serde_json::json!([
+                "2026-01-01T00:00:04Z"
+            ])),
+            forest(serde_json::json!([
                 "temperature",
+                0,
+                0,
                 1,
                 "2026-01-01T00:00:01Z",
                 300,
                 1,
                 0,
                 "2026-01-01T00:00:05Z",
-                "2026-01-01T00:00:05Z",
-                "isolation-forest",
-                "0.3.0"
-            ]),
+                "2026-01-01T00:00:05Z"
+            ])),
+            forest(serde_json::json!([
+                "co2",
+                0,
+                1,
+                1,
+                "2025-12-31T23:59:30Z",
+                128,
+                2,
+                1,
+                "2026-01-01T00:00:06Z",
+                "2026-01-01T00:00:07Z"
+            ])),
+            forest(serde_json::json!([
+                "co2",
+                0,
+                0,
+                1,
+                "2025-12-31T23:59:00Z",
+                256,
+                3,
+                1,
+                "2026-01-01T00:00:00Z",
+                "2026-01-01T00:00:02Z"
+            ])),
         ],
         "{body}"
     );
