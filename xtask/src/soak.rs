@@ -2,17 +2,23 @@
 //!
 //! A benchmark of a few hundred thousand readings says nothing about a leak that grows by a few
 //! kilobytes a minute, which is what kills a stream processor after a week. The soak runs
-//! `iotstream run` as its own process (the embedded broker, its simulator producing at `--rate`,
-//! every plugin in `--plugins`) into a database of its own (`--database`, `iotstream_soak`: dropped
-//! and created anew, and dropped after), samples the process's resident memory (`VmRSS`) and the
-//! readings stored (the sum of the source's stored positions, `kafka_offsets`) every `--interval`
-//! seconds for `--minutes`, then prints the samples and compares the mean of the first quarter of
-//! the run with the last. Everything goes to `target/bench/soak-<time>.json`.
+//! `iotstream run` as its own process (every plugin in `--plugins`) into a database of its own
+//! (`--database`, `iotstream_soak`: dropped and created anew, and dropped after), samples the
+//! process's resident memory (`VmRSS`) and the readings stored (the sum of the source's stored
+//! positions, `kafka_offsets`) every `--interval` seconds for `--minutes`, then prints the samples
+//! and compares the mean of the first quarter of the run with the last. Everything goes to
+//! `target/bench/soak-<time>.json`.
 //!
-//! The embedded broker lives in the host's process and keeps about 5 MB a partition, so its share
-//! of the memory grows for the first minute or so and then stays; the stored count shows whether
-//! the host kept up with the rate (a host that falls behind is a different failure, and the
-//! broker drops what it no longer keeps).
+//! The readings come as in production, from outside the host: a topic of `--partitions` on a
+//! Kafka-protocol broker (`--brokers`, or a tansu with in-memory storage started for the run, as
+//! `cargo xtask bench` does), written by `iotstream simulate` in a process of its own at `--rate`.
+//! The broker's and the simulator's memory are sampled too, and reported beside, never counted as
+//! the host's. `--embedded` soaks the demo's set-up instead: the embedded broker and simulator in
+//! the host's process, whose memory then holds the broker's log too (about 5 MB a partition,
+//! which grows for the first minutes and then stays, and churns as the log rolls).
+//!
+//! The stored count shows whether the host kept up with the rate (a host that falls behind is a
+//! different failure).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,6 +60,16 @@ pub struct SoakArgs {
     /// release first (to build once, then soak under a lock that keeps other work off the machine).
     #[arg(long)]
     iotstream: Option<PathBuf>,
+    /// A Kafka-protocol broker to soak against (default: a tansu started for the run).
+    #[arg(long, conflicts_with = "embedded")]
+    brokers: Option<String>,
+    /// Partitions of the soak's topic (one lane each in the host).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..))]
+    partitions: u32,
+    /// The embedded broker and simulator, in the host's process (the demo's set-up), instead of a
+    /// broker and a simulator of their own.
+    #[arg(long)]
+    embedded: bool,
 }
 
 /// One sample of the running host.
@@ -65,6 +81,18 @@ pub(crate) struct Sample {
     pub rss_mib: f64,
     /// Readings stored so far.
     pub stored: u64,
+    /// The resident memory of the processes beside the host (the broker started for the run, the
+    /// simulator), MiB, where there are such: reported, not judged.
+    pub beside: Beside,
+}
+
+/// The resident memory of the processes a soak runs beside the host, MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Beside {
+    /// The broker started for the run (`None`: embedded, or a broker given by address).
+    pub broker_mib: Option<f64>,
+    /// The simulator (`None`: embedded in the host).
+    pub simulator_mib: Option<f64>,
 }
 
 /// The soak's verdict on its samples.
@@ -128,30 +156,82 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             target_dir().join("release/iotstream")
         }
     };
+    // The broker, its address, and the topic (none for the embedded broker, which makes its own).
+    let (broker, source) = if args.embedded {
+        (None, None)
+    } else {
+        let python = crate::bench::ensure_bench_venv()?;
+        let (broker, brokers) = match &args.brokers {
+            Some(brokers) => (None, brokers.clone()),
+            None => {
+                let (child, address) = crate::bench::start_tansu(&python)?;
+                (Some(Running(child)), address)
+            }
+        };
+        let topic = format!("iotstream_soak_{}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs());
+        crate::bench::create_topic(&python, &brokers, &topic, args.partitions)?;
+        (broker, Some(Source { brokers, topic }))
+    };
     let soak_url = crate::bench::fresh_database(&database_url, &args.database)?;
-    let result = run(args, &iotstream, &soak_url);
+    let result = run(args, &iotstream, &soak_url, source.as_ref(), broker.as_ref());
     let dropped = crate::bench::drop_database(&database_url, &args.database);
+    drop(broker);
     let samples = result?;
     dropped?;
-    report(args, &samples)
+    report(args, source.as_ref(), &samples)
 }
 
-/// Runs the host and samples it until `args.minutes` have passed; stops it either way.
-fn run(args: &SoakArgs, iotstream: &Path, soak_url: &str) -> Result<Vec<Sample>> {
+/// The topic a soak reads, on a broker outside the host.
+struct Source {
+    /// The broker's address.
+    brokers: String,
+    /// The soak's topic, created for the run.
+    topic: String,
+}
+
+/// Runs the host (and the simulator, for a `source` outside it) and samples it until
+/// `args.minutes` have passed; stops them either way.
+fn run(
+    args: &SoakArgs,
+    iotstream: &Path,
+    soak_url: &str,
+    source: Option<&Source>,
+    broker: Option<&Running>,
+) -> Result<Vec<Sample>> {
     std::fs::create_dir_all(target_dir().join("bench"))?;
     let log_path = target_dir().join("bench/soak-host.log");
     let log = std::fs::File::create(&log_path)?;
+    let (rate, sensors) = (args.rate.to_string(), args.sensors.to_string());
+    let mut simulator = None;
     let mut command = Command::new(iotstream);
+    command.args(["run", "--listen", "127.0.0.1:0"]);
+    match source {
+        None => {
+            command.args(["--rate", &rate, "--sensors", &sensors]);
+        }
+        Some(Source { brokers, topic }) => {
+            command.args(["--brokers", brokers, "--topic", topic, "--group", topic]);
+            let simulator_log_path = target_dir().join("bench/soak-simulator.log");
+            let simulator_log = std::fs::File::create(&simulator_log_path)?;
+            let mut simulate = Command::new(iotstream);
+            simulate
+                .args(["simulate", "--brokers", brokers, "--topic", topic, "--rate", &rate, "--sensors", &sensors])
+                .stdout(simulator_log.try_clone()?)
+                .stderr(simulator_log);
+            eprintln!("xtask: {simulate:?} (its log: {})", simulator_log_path.display());
+            let child = simulate.spawn().with_context(|| format!("cannot start {}", iotstream.display()))?;
+            simulator = Some(Running(child));
+        }
+    }
     command
-        .args(["run", "--listen", "127.0.0.1:0", "--rate", &args.rate.to_string()])
-        .args(["--sensors", &args.sensors.to_string(), "--builtin-plugins"])
+        .arg("--builtin-plugins")
         .arg(&args.plugins)
         .env("DATABASE_URL", soak_url)
         .stdout(log.try_clone()?)
         .stderr(log);
     eprintln!("xtask: {command:?} (its log: {})", log_path.display());
     let child = command.spawn().with_context(|| format!("cannot start {}", iotstream.display()))?;
-    let mut host = Host(child);
+    let mut host = Running(child);
     let started = Instant::now();
     let end = started + Duration::from_secs(args.minutes * 60);
     let mut samples = Vec::new();
@@ -161,17 +241,30 @@ fn run(args: &SoakArgs, iotstream: &Path, soak_url: &str) -> Result<Vec<Sample>>
         if let Some(status) = host.0.try_wait()? {
             bail!("the host exited during the soak ({status}): see {}", log_path.display());
         }
+        if let Some(status) = simulator.as_mut().map(|s| s.0.try_wait()).transpose()?.flatten() {
+            bail!("the simulator exited during the soak ({status}): see target/bench/soak-simulator.log");
+        }
+        let beside = Beside {
+            broker_mib: broker.and_then(|b| rss_mib(b.0.id()).ok()),
+            simulator_mib: simulator.as_ref().and_then(|s| rss_mib(s.0.id()).ok()),
+        };
         let sample = Sample {
             seconds: started.elapsed().as_secs_f64(),
             rss_mib: rss_mib(host.0.id()).context("reading the host's VmRSS")?,
             stored: stored(soak_url)?,
+            beside,
         };
+        let mib = |m: Option<f64>| m.map_or_else(String::new, |m| format!("{m:.1} MiB"));
         eprintln!(
-            "xtask: soak {:>6.0} s  RSS {:>6.1} MiB  stored {:>10} ({:.0}/s on average)",
+            "xtask: soak {:>6.0} s  RSS {:>6.1} MiB  stored {:>10} ({:.0}/s on average){}",
             sample.seconds,
             sample.rss_mib,
             sample.stored,
-            sample.stored as f64 / sample.seconds
+            sample.stored as f64 / sample.seconds,
+            match (beside.broker_mib, beside.simulator_mib) {
+                (None, None) => String::new(),
+                (broker, simulator) => format!("  beside: broker {} simulator {}", mib(broker), mib(simulator)),
+            }
         );
         samples.push(sample);
         next += Duration::from_secs(args.interval);
@@ -180,11 +273,12 @@ fn run(args: &SoakArgs, iotstream: &Path, soak_url: &str) -> Result<Vec<Sample>>
     Ok(samples)
 }
 
-/// The host process, stopped when dropped (on an error too).
-struct Host(Child);
+/// A process the soak started, stopped when dropped (on an error too).
+struct Running(Child);
 
-impl Host {
-    /// Asks the host to stop (SIGTERM: a graceful shutdown) and waits up to 30 s, then kills it.
+impl Running {
+    /// Asks the process to stop (SIGTERM: the host's graceful shutdown) and waits up to 30 s, then
+    /// kills it.
     fn stop(&mut self) {
         if matches!(self.0.try_wait(), Ok(Some(_))) {
             return;
@@ -202,7 +296,7 @@ impl Host {
     }
 }
 
-impl Drop for Host {
+impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
     }
@@ -236,17 +330,21 @@ fn stored(url: &str) -> Result<u64> {
 }
 
 /// Prints the verdict and writes every sample to `target/bench/soak-<time>.json`.
-fn report(args: &SoakArgs, samples: &[Sample]) -> Result<()> {
+fn report(args: &SoakArgs, source: Option<&Source>, samples: &[Sample]) -> Result<()> {
     let verdict = flatness(samples);
     let last = samples.last();
     let seconds = last.map_or(0.0, |s| s.seconds);
     let stored = last.map_or(0, |s| s.stored);
     println!(
-        "\nsoak: {} min at {} readings/s, {} sensors, plugins {}: {} readings stored ({:.0}/s on average)",
+        "\nsoak: {} min at {} readings/s, {} sensors, plugins {}, {}: {} readings stored ({:.0}/s on average)",
         args.minutes,
         args.rate,
         args.sensors,
         args.plugins.display(),
+        match source {
+            None => "the embedded broker and simulator in the host's process".to_owned(),
+            Some(s) => format!("topic {} ({} partitions) on {}", s.topic, args.partitions, broker_name(args, s)),
+        },
         stored,
         if seconds > 0.0 { stored as f64 / seconds } else { 0.0 }
     );
@@ -273,10 +371,22 @@ fn report(args: &SoakArgs, samples: &[Sample]) -> Result<()> {
     let dir = target_dir().join("bench");
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let path = dir.join(format!("soak-{stamp}.json"));
+    let beside_peak = |of: fn(&Beside) -> Option<f64>| samples.iter().filter_map(|s| of(&s.beside)).reduce(f64::max);
+    if let Some(broker) = beside_peak(|b| b.broker_mib) {
+        println!("beside the host, not counted: the broker's peak {broker:.1} MiB");
+    }
+    if let Some(simulator) = beside_peak(|b| b.simulator_mib) {
+        println!("beside the host, not counted: the simulator's peak {simulator:.1} MiB");
+    }
     let document = json!({
         "unix_time": stamp, "minutes": args.minutes, "rate": args.rate, "sensors": args.sensors,
         "interval_s": args.interval, "plugins": args.plugins, "flat_percent": FLAT_PERCENT,
-        "samples": samples.iter().map(|s| json!({"seconds": s.seconds, "rss_mib": s.rss_mib, "stored": s.stored})).collect::<Vec<_>>(),
+        "broker": source.map_or_else(|| "embedded".to_owned(), |s| broker_name(args, s)),
+        "topic": source.map(|s| &s.topic), "partitions": source.map(|_| args.partitions),
+        "samples": samples.iter().map(|s| json!({
+            "seconds": s.seconds, "rss_mib": s.rss_mib, "stored": s.stored,
+            "broker_rss_mib": s.beside.broker_mib, "simulator_rss_mib": s.beside.simulator_mib,
+        })).collect::<Vec<_>>(),
         "verdict": verdict.map(verdict_json),
         "warm_up_minutes": args.warm_up,
         "after_warm_up": steady_verdict.map(verdict_json),
@@ -286,6 +396,14 @@ fn report(args: &SoakArgs, samples: &[Sample]) -> Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&document)?)?;
     eprintln!("xtask: wrote {}", path.display());
     Ok(())
+}
+
+/// The broker a soak ran against, as its report names it.
+fn broker_name(args: &SoakArgs, source: &Source) -> String {
+    match &args.brokers {
+        Some(_) => source.brokers.clone(),
+        None => format!("tansu (in memory, started for the run) at {}", source.brokers),
+    }
 }
 
 /// A verdict as the JSON document keeps it.
@@ -303,7 +421,12 @@ mod tests {
     fn samples(rss: &[f64]) -> Vec<Sample> {
         rss.iter()
             .enumerate()
-            .map(|(i, &rss_mib)| Sample { seconds: 30.0 * (i + 1) as f64, rss_mib, stored: 0 })
+            .map(|(i, &rss_mib)| Sample {
+                seconds: 30.0 * (i + 1) as f64,
+                rss_mib,
+                stored: 0,
+                beside: Beside::default(),
+            })
             .collect()
     }
 
