@@ -86,6 +86,18 @@ pub(crate) struct Sample {
     pub beside: Beside,
 }
 
+/// One sample, with what the host's `/metrics` said of its plugins' memories (empty when it did
+/// not answer).
+struct Sampled {
+    sample: Sample,
+    plugins: PluginMemory,
+}
+
+/// The plugins' linear memories in the host, MiB, by plugin (each summed over its lanes), as the
+/// host's `/metrics` reports them (`iotstream_plugin_memory_bytes`): part of the host's resident
+/// memory, which a leak or fragmentation inside a plugin grows.
+pub(crate) type PluginMemory = std::collections::BTreeMap<String, f64>;
+
 /// The resident memory of the processes a soak runs beside the host, MiB.
 #[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub(crate) struct Beside {
@@ -197,14 +209,16 @@ fn run(
     soak_url: &str,
     source: Option<&Source>,
     broker: Option<&Running>,
-) -> Result<Vec<Sample>> {
+) -> Result<Vec<Sampled>> {
     std::fs::create_dir_all(target_dir().join("bench"))?;
     let log_path = target_dir().join("bench/soak-host.log");
     let log = std::fs::File::create(&log_path)?;
     let (rate, sensors) = (args.rate.to_string(), args.sensors.to_string());
     let mut simulator = None;
+    // A free port, so that the samples can read the host's `/metrics`.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut command = Command::new(iotstream);
-    command.args(["run", "--listen", "127.0.0.1:0"]);
+    command.args(["run", "--listen", &format!("127.0.0.1:{port}")]);
     match source {
         None => {
             command.args(["--rate", &rate, "--sensors", &sensors]);
@@ -254,11 +268,13 @@ fn run(
             stored: stored(soak_url)?,
             beside,
         };
+        let plugins = plugin_memory(port).unwrap_or_default();
         let mib = |m: Option<f64>| m.map_or_else(String::new, |m| format!("{m:.1} MiB"));
         eprintln!(
-            "xtask: soak {:>6.0} s  RSS {:>6.1} MiB  stored {:>10} ({:.0}/s on average){}",
+            "xtask: soak {:>6.0} s  RSS {:>6.1} MiB (plugins {:>5.1})  stored {:>10} ({:.0}/s on average){}",
             sample.seconds,
             sample.rss_mib,
+            plugins.values().sum::<f64>(),
             sample.stored,
             sample.stored as f64 / sample.seconds,
             match (beside.broker_mib, beside.simulator_mib) {
@@ -266,7 +282,7 @@ fn run(
                 (broker, simulator) => format!("  beside: broker {} simulator {}", mib(broker), mib(simulator)),
             }
         );
-        samples.push(sample);
+        samples.push(Sampled { sample, plugins });
         next += Duration::from_secs(args.interval);
     }
     host.stop();
@@ -302,6 +318,32 @@ impl Drop for Running {
     }
 }
 
+/// The plugins' linear memories, from the `/metrics` of the host listening on `port`.
+fn plugin_memory(port: u16) -> Result<PluginMemory> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(parse_plugin_memory(&response))
+}
+
+/// The `iotstream_plugin_memory_bytes{plugin="NAME",...} BYTES` lines of a Prometheus text
+/// exposition, in MiB by plugin.
+fn parse_plugin_memory(text: &str) -> PluginMemory {
+    let mut memory = PluginMemory::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("iotstream_plugin_memory_bytes{") else { continue };
+        let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
+        let plugin = labels.split(',').find_map(|l| l.strip_prefix("plugin=\"")?.strip_suffix('"'));
+        if let (Some(plugin), Ok(bytes)) = (plugin, value.trim().parse::<f64>()) {
+            *memory.entry(plugin.to_owned()).or_default() += bytes / (1024.0 * 1024.0);
+        }
+    }
+    memory
+}
+
 /// `VmRSS` of process `pid` (Linux), MiB.
 fn rss_mib(pid: u32) -> Result<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -330,7 +372,9 @@ fn stored(url: &str) -> Result<u64> {
 }
 
 /// Prints the verdict and writes every sample to `target/bench/soak-<time>.json`.
-fn report(args: &SoakArgs, source: Option<&Source>, samples: &[Sample]) -> Result<()> {
+fn report(args: &SoakArgs, source: Option<&Source>, sampled: &[Sampled]) -> Result<()> {
+    let samples: Vec<Sample> = sampled.iter().map(|s| s.sample).collect();
+    let samples = samples.as_slice();
     let verdict = flatness(samples);
     let last = samples.last();
     let seconds = last.map_or(0.0, |s| s.seconds);
@@ -383,8 +427,9 @@ fn report(args: &SoakArgs, source: Option<&Source>, samples: &[Sample]) -> Resul
         "interval_s": args.interval, "plugins": args.plugins, "flat_percent": FLAT_PERCENT,
         "broker": source.map_or_else(|| "embedded".to_owned(), |s| broker_name(args, s)),
         "topic": source.map(|s| &s.topic), "partitions": source.map(|_| args.partitions),
-        "samples": samples.iter().map(|s| json!({
+        "samples": sampled.iter().map(|Sampled { sample: s, plugins }| json!({
             "seconds": s.seconds, "rss_mib": s.rss_mib, "stored": s.stored,
+            "plugins_mib": plugins.values().sum::<f64>(), "plugin_mib": plugins,
             "broker_rss_mib": s.beside.broker_mib, "simulator_rss_mib": s.beside.simulator_mib,
         })).collect::<Vec<_>>(),
         "verdict": verdict.map(verdict_json),
@@ -478,6 +523,19 @@ mod tests {
     #[test]
     fn fewer_than_four_samples_say_nothing() {
         assert_eq!(flatness(&samples(&[100.0, 200.0, 300.0])), None);
+    }
+
+    #[test]
+    fn plugin_memory_is_summed_per_plugin_from_the_metrics() {
+        let text = "HTTP/1.0 200 OK\r\n\r\n# HELP iotstream_plugin_memory_bytes Linear memory\n\
+                    iotstream_plugin_memory_bytes{plugin=\"zscore\",kind=\"detector\"} 1048576\n\
+                    iotstream_plugin_memory_bytes_total{plugin=\"zscore\"} 5\n\
+                    iotstream_plugin_memory_bytes{kind=\"detector\",plugin=\"isolation-forest\"} 3145728\n\
+                    iotstream_plugin_memory_bytes{plugin=\"zscore\",kind=\"detector\"} 524288\n\
+                    iotstream_plugin_calls_total{plugin=\"zscore\"} 7\n";
+        let memory = parse_plugin_memory(text);
+        assert_eq!(memory, PluginMemory::from([("isolation-forest".to_owned(), 3.0), ("zscore".to_owned(), 1.5)]));
+        assert!(parse_plugin_memory("").is_empty());
     }
 
     #[test]
