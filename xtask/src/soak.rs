@@ -3,10 +3,11 @@
 //! A benchmark of a few hundred thousand readings says nothing about a leak that grows by a few
 //! kilobytes a minute, which is what kills a stream processor after a week. The soak runs
 //! `iotstream run` as its own process (every plugin in `--plugins`) into a database of its own
-//! (`--database`, `iotstream_soak`: dropped and created anew, and dropped after), samples the
-//! process's resident memory (`VmRSS`) and the readings stored (the sum of the source's stored
-//! positions, `kafka_offsets`) every `--interval` seconds for `--minutes`, then prints the samples
-//! and compares the mean of the first quarter of the run with the last. Everything goes to
+//! (`--database`, `iotstream_soak`: dropped and created anew, and dropped after) and, from the
+//! moment it has stored its first readings, samples the process's resident memory (`VmRSS`), its
+//! plugins' linear memories (from its `/metrics`) and the readings stored (the sum of the source's
+//! stored positions, `kafka_offsets`) every `--interval` seconds for `--minutes`, then prints the
+//! samples and compares the mean of the first quarter of the run with the last. Everything goes to
 //! `target/bench/soak-<time>.json`.
 //!
 //! The readings come as in production, from outside the host: a topic of `--partitions` on a
@@ -75,7 +76,7 @@ pub struct SoakArgs {
 /// One sample of the running host.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Sample {
-    /// Seconds since the host started.
+    /// Seconds since the host stored its first readings (the soak's start).
     pub seconds: f64,
     /// Resident memory, MiB.
     pub rss_mib: f64,
@@ -246,6 +247,20 @@ fn run(
     eprintln!("xtask: {command:?} (its log: {})", log_path.display());
     let child = command.spawn().with_context(|| format!("cannot start {}", iotstream.display()))?;
     let mut host = Running(child);
+    // The soak's clock starts once the host is under load, with its first readings stored: before,
+    // it migrates the database, compiles its plugins and joins its group (and holds a fraction of
+    // its memory, which the first quarter's mean would count as growth).
+    let launched = Instant::now();
+    while stored(soak_url, Stdio::null()).unwrap_or(0) == 0 {
+        if let Some(status) = host.0.try_wait()? {
+            bail!("the host exited before it stored a reading ({status}): see {}", log_path.display());
+        }
+        if launched.elapsed() > STARTUP_LIMIT {
+            bail!("the host stored no reading in {STARTUP_LIMIT:?}: see {}", log_path.display());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("xtask: the host stored its first readings {:.1?} after it started: the soak begins", launched.elapsed());
     let started = Instant::now();
     let end = started + Duration::from_secs(args.minutes * 60);
     let mut samples = Vec::new();
@@ -265,7 +280,7 @@ fn run(
         let sample = Sample {
             seconds: started.elapsed().as_secs_f64(),
             rss_mib: rss_mib(host.0.id()).context("reading the host's VmRSS")?,
-            stored: stored(soak_url)?,
+            stored: stored(soak_url, Stdio::inherit())?,
             beside,
         };
         let plugins = plugin_memory(port).unwrap_or_default();
@@ -356,12 +371,16 @@ fn parse_rss_kib(status: &str) -> Option<f64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Readings stored: the sum of the source's stored positions (the topic starts at offset 0).
-fn stored(url: &str) -> Result<u64> {
+/// How long the host may take to store its first readings.
+const STARTUP_LIMIT: Duration = Duration::from_secs(180);
+
+/// Readings stored: the sum of the source's stored positions (the topic starts at offset 0); psql's
+/// complaints go to `stderr` (none while the host has not made its tables yet).
+fn stored(url: &str, stderr: Stdio) -> Result<u64> {
     let output = Command::new("psql")
         .args(["-qAt", "-v", "ON_ERROR_STOP=1", url, "-c"])
         .arg("SELECT coalesce(sum(next_offset), 0) FROM kafka_offsets")
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .output()
         .context("cannot run psql")?;
     if !output.status.success() {
