@@ -306,7 +306,7 @@ pub(crate) fn drop_database(database_url: &str, name: &str) -> Result<()> {
     status(Command::new("psql").args(["-q", "-v", "ON_ERROR_STOP=1", database_url, "-c", &sql]))
 }
 
-fn create_topic(python: &Path, brokers: &str, topic: &str, partitions: u32) -> Result<()> {
+pub(crate) fn create_topic(python: &Path, brokers: &str, topic: &str, partitions: u32) -> Result<()> {
     status(
         Command::new(python)
             .args(["bench/ceilings.py", "topic", "--brokers", brokers, "--topic", topic])
@@ -316,7 +316,7 @@ fn create_topic(python: &Path, brokers: &str, topic: &str, partitions: u32) -> R
 
 /// A virtual environment under the target folder with `bench/requirements.txt`; returns its python.
 /// It is made anew when the requirements change.
-fn ensure_bench_venv() -> Result<PathBuf> {
+pub(crate) fn ensure_bench_venv() -> Result<PathBuf> {
     ensure_apt_packages(&PYTHON_PACKAGES)?;
     let venv = target_dir().join("bench-venv");
     let python = venv.join("bin/python");
@@ -367,7 +367,7 @@ fn ensure_tansu(python: &Path) -> Result<PathBuf> {
 }
 
 /// Starts tansu with in-memory storage on a free local port; returns it and its address.
-fn start_tansu(python: &Path) -> Result<(Child, String)> {
+pub(crate) fn start_tansu(python: &Path) -> Result<(Child, String)> {
     let binary = ensure_tansu(python)?;
     let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let url = format!("tcp://127.0.0.1:{port}");

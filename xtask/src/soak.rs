@@ -2,17 +2,24 @@
 //!
 //! A benchmark of a few hundred thousand readings says nothing about a leak that grows by a few
 //! kilobytes a minute, which is what kills a stream processor after a week. The soak runs
-//! `iotstream run` as its own process (the embedded broker, its simulator producing at `--rate`,
-//! every plugin in `--plugins`) into a database of its own (`--database`, `iotstream_soak`: dropped
-//! and created anew, and dropped after), samples the process's resident memory (`VmRSS`) and the
-//! readings stored (the sum of the source's stored positions, `kafka_offsets`) every `--interval`
-//! seconds for `--minutes`, then prints the samples and compares the mean of the first quarter of
-//! the run with the last. Everything goes to `target/bench/soak-<time>.json`.
+//! `iotstream run` as its own process (every plugin in `--plugins`) into a database of its own
+//! (`--database`, `iotstream_soak`: dropped and created anew, and dropped after) and, from the
+//! moment it has stored its first readings, samples the process's resident memory (`VmRSS`), its
+//! plugins' linear memories (from its `/metrics`) and the readings stored (the sum of the source's
+//! stored positions, `kafka_offsets`) every `--interval` seconds for `--minutes`, then prints the
+//! samples and compares the mean of the first quarter of the run with the last. Everything goes to
+//! `target/bench/soak-<time>.json`.
 //!
-//! The embedded broker lives in the host's process and keeps about 5 MB a partition, so its share
-//! of the memory grows for the first minute or so and then stays; the stored count shows whether
-//! the host kept up with the rate (a host that falls behind is a different failure, and the
-//! broker drops what it no longer keeps).
+//! The readings come as in production, from outside the host: a topic of `--partitions` on a
+//! Kafka-protocol broker (`--brokers`, or a tansu with in-memory storage started for the run, as
+//! `cargo xtask bench` does), written by `iotstream simulate` in a process of its own at `--rate`.
+//! The broker's and the simulator's memory are sampled too, and reported beside, never counted as
+//! the host's. `--embedded` soaks the demo's set-up instead: the embedded broker and simulator in
+//! the host's process, whose memory then holds the broker's log too (about 5 MB a partition,
+//! which grows for the first minutes and then stays, and churns as the log rolls).
+//!
+//! The stored count shows whether the host kept up with the rate (a host that falls behind is a
+//! different failure).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -54,17 +61,51 @@ pub struct SoakArgs {
     /// release first (to build once, then soak under a lock that keeps other work off the machine).
     #[arg(long)]
     iotstream: Option<PathBuf>,
+    /// A Kafka-protocol broker to soak against (default: a tansu started for the run).
+    #[arg(long, conflicts_with = "embedded")]
+    brokers: Option<String>,
+    /// Partitions of the soak's topic (one lane each in the host).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u32).range(1..))]
+    partitions: u32,
+    /// The embedded broker and simulator, in the host's process (the demo's set-up), instead of a
+    /// broker and a simulator of their own.
+    #[arg(long)]
+    embedded: bool,
 }
 
 /// One sample of the running host.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) struct Sample {
-    /// Seconds since the host started.
+    /// Seconds since the host stored its first readings (the soak's start).
     pub seconds: f64,
     /// Resident memory, MiB.
     pub rss_mib: f64,
     /// Readings stored so far.
     pub stored: u64,
+    /// The resident memory of the processes beside the host (the broker started for the run, the
+    /// simulator), MiB, where there are such: reported, not judged.
+    pub beside: Beside,
+}
+
+/// One sample, with what the host's `/metrics` said of its plugins' memories (empty when it did
+/// not answer).
+struct Sampled {
+    sample: Sample,
+    plugins: PluginMemory,
+}
+
+/// The plugins' linear memories in the host, MiB, by plugin (each summed over its lanes), as the
+/// host's `/metrics` reports them (`iotstream_plugin_memory_bytes`): part of the host's resident
+/// memory, which a leak or fragmentation inside a plugin grows.
+pub(crate) type PluginMemory = std::collections::BTreeMap<String, f64>;
+
+/// The resident memory of the processes a soak runs beside the host, MiB.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub(crate) struct Beside {
+    /// The broker started for the run (`None`: embedded, or a broker given by address).
+    pub broker_mib: Option<f64>,
+    /// The simulator (`None`: embedded in the host).
+    pub simulator_mib: Option<f64>,
 }
 
 /// The soak's verdict on its samples.
@@ -128,30 +169,98 @@ pub fn soak(args: &SoakArgs) -> Result<()> {
             target_dir().join("release/iotstream")
         }
     };
+    // The broker, its address, and the topic (none for the embedded broker, which makes its own).
+    let (broker, source) = if args.embedded {
+        (None, None)
+    } else {
+        let python = crate::bench::ensure_bench_venv()?;
+        let (broker, brokers) = match &args.brokers {
+            Some(brokers) => (None, brokers.clone()),
+            None => {
+                let (child, address) = crate::bench::start_tansu(&python)?;
+                (Some(Running(child)), address)
+            }
+        };
+        let topic = format!("iotstream_soak_{}", SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs());
+        crate::bench::create_topic(&python, &brokers, &topic, args.partitions)?;
+        (broker, Some(Source { brokers, topic }))
+    };
     let soak_url = crate::bench::fresh_database(&database_url, &args.database)?;
-    let result = run(args, &iotstream, &soak_url);
+    let result = run(args, &iotstream, &soak_url, source.as_ref(), broker.as_ref());
     let dropped = crate::bench::drop_database(&database_url, &args.database);
+    drop(broker);
     let samples = result?;
     dropped?;
-    report(args, &samples)
+    report(args, source.as_ref(), &samples)
 }
 
-/// Runs the host and samples it until `args.minutes` have passed; stops it either way.
-fn run(args: &SoakArgs, iotstream: &Path, soak_url: &str) -> Result<Vec<Sample>> {
+/// The topic a soak reads, on a broker outside the host.
+struct Source {
+    /// The broker's address.
+    brokers: String,
+    /// The soak's topic, created for the run.
+    topic: String,
+}
+
+/// Runs the host (and the simulator, for a `source` outside it) and samples it until
+/// `args.minutes` have passed; stops them either way.
+fn run(
+    args: &SoakArgs,
+    iotstream: &Path,
+    soak_url: &str,
+    source: Option<&Source>,
+    broker: Option<&Running>,
+) -> Result<Vec<Sampled>> {
     std::fs::create_dir_all(target_dir().join("bench"))?;
     let log_path = target_dir().join("bench/soak-host.log");
     let log = std::fs::File::create(&log_path)?;
+    let (rate, sensors) = (args.rate.to_string(), args.sensors.to_string());
+    let mut simulator = None;
+    // A free port, so that the samples can read the host's `/metrics`.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
     let mut command = Command::new(iotstream);
+    command.args(["run", "--listen", &format!("127.0.0.1:{port}")]);
+    match source {
+        None => {
+            command.args(["--rate", &rate, "--sensors", &sensors]);
+        }
+        Some(Source { brokers, topic }) => {
+            command.args(["--brokers", brokers, "--topic", topic, "--group", topic]);
+            let simulator_log_path = target_dir().join("bench/soak-simulator.log");
+            let simulator_log = std::fs::File::create(&simulator_log_path)?;
+            let mut simulate = Command::new(iotstream);
+            simulate
+                .args(["simulate", "--brokers", brokers, "--topic", topic, "--rate", &rate, "--sensors", &sensors])
+                .stdout(simulator_log.try_clone()?)
+                .stderr(simulator_log);
+            eprintln!("xtask: {simulate:?} (its log: {})", simulator_log_path.display());
+            let child = simulate.spawn().with_context(|| format!("cannot start {}", iotstream.display()))?;
+            simulator = Some(Running(child));
+        }
+    }
     command
-        .args(["run", "--listen", "127.0.0.1:0", "--rate", &args.rate.to_string()])
-        .args(["--sensors", &args.sensors.to_string(), "--builtin-plugins"])
+        .arg("--builtin-plugins")
         .arg(&args.plugins)
         .env("DATABASE_URL", soak_url)
         .stdout(log.try_clone()?)
         .stderr(log);
     eprintln!("xtask: {command:?} (its log: {})", log_path.display());
     let child = command.spawn().with_context(|| format!("cannot start {}", iotstream.display()))?;
-    let mut host = Host(child);
+    let mut host = Running(child);
+    // The soak's clock starts once the host is under load, with its first readings stored: before,
+    // it migrates the database, compiles its plugins and joins its group (and holds a fraction of
+    // its memory, which the first quarter's mean would count as growth).
+    let launched = Instant::now();
+    while stored(soak_url, Stdio::null()).unwrap_or(0) == 0 {
+        if let Some(status) = host.0.try_wait()? {
+            bail!("the host exited before it stored a reading ({status}): see {}", log_path.display());
+        }
+        if launched.elapsed() > STARTUP_LIMIT {
+            bail!("the host stored no reading in {STARTUP_LIMIT:?}: see {}", log_path.display());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    eprintln!("xtask: the host stored its first readings {:.1?} after it started: the soak begins", launched.elapsed());
     let started = Instant::now();
     let end = started + Duration::from_secs(args.minutes * 60);
     let mut samples = Vec::new();
@@ -161,30 +270,46 @@ fn run(args: &SoakArgs, iotstream: &Path, soak_url: &str) -> Result<Vec<Sample>>
         if let Some(status) = host.0.try_wait()? {
             bail!("the host exited during the soak ({status}): see {}", log_path.display());
         }
+        if let Some(status) = simulator.as_mut().map(|s| s.0.try_wait()).transpose()?.flatten() {
+            bail!("the simulator exited during the soak ({status}): see target/bench/soak-simulator.log");
+        }
+        let beside = Beside {
+            broker_mib: broker.and_then(|b| rss_mib(b.0.id()).ok()),
+            simulator_mib: simulator.as_ref().and_then(|s| rss_mib(s.0.id()).ok()),
+        };
         let sample = Sample {
             seconds: started.elapsed().as_secs_f64(),
             rss_mib: rss_mib(host.0.id()).context("reading the host's VmRSS")?,
-            stored: stored(soak_url)?,
+            stored: stored(soak_url, Stdio::inherit())?,
+            beside,
         };
+        let plugins = plugin_memory(port).unwrap_or_default();
+        let mib = |m: Option<f64>| m.map_or_else(String::new, |m| format!("{m:.1} MiB"));
         eprintln!(
-            "xtask: soak {:>6.0} s  RSS {:>6.1} MiB  stored {:>10} ({:.0}/s on average)",
+            "xtask: soak {:>6.0} s  RSS {:>6.1} MiB (plugins {:>5.1})  stored {:>10} ({:.0}/s on average){}",
             sample.seconds,
             sample.rss_mib,
+            plugins.values().sum::<f64>(),
             sample.stored,
-            sample.stored as f64 / sample.seconds
+            sample.stored as f64 / sample.seconds,
+            match (beside.broker_mib, beside.simulator_mib) {
+                (None, None) => String::new(),
+                (broker, simulator) => format!("  beside: broker {} simulator {}", mib(broker), mib(simulator)),
+            }
         );
-        samples.push(sample);
+        samples.push(Sampled { sample, plugins });
         next += Duration::from_secs(args.interval);
     }
     host.stop();
     Ok(samples)
 }
 
-/// The host process, stopped when dropped (on an error too).
-struct Host(Child);
+/// A process the soak started, stopped when dropped (on an error too).
+struct Running(Child);
 
-impl Host {
-    /// Asks the host to stop (SIGTERM: a graceful shutdown) and waits up to 30 s, then kills it.
+impl Running {
+    /// Asks the process to stop (SIGTERM: the host's graceful shutdown) and waits up to 30 s, then
+    /// kills it.
     fn stop(&mut self) {
         if matches!(self.0.try_wait(), Ok(Some(_))) {
             return;
@@ -202,10 +327,36 @@ impl Host {
     }
 }
 
-impl Drop for Host {
+impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The plugins' linear memories, from the `/metrics` of the host listening on `port`.
+fn plugin_memory(port: u16) -> Result<PluginMemory> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    Ok(parse_plugin_memory(&response))
+}
+
+/// The `iotstream_plugin_memory_bytes{plugin="NAME",...} BYTES` lines of a Prometheus text
+/// exposition, in MiB by plugin.
+fn parse_plugin_memory(text: &str) -> PluginMemory {
+    let mut memory = PluginMemory::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("iotstream_plugin_memory_bytes{") else { continue };
+        let Some((labels, value)) = rest.rsplit_once("} ") else { continue };
+        let plugin = labels.split(',').find_map(|l| l.strip_prefix("plugin=\"")?.strip_suffix('"'));
+        if let (Some(plugin), Ok(bytes)) = (plugin, value.trim().parse::<f64>()) {
+            *memory.entry(plugin.to_owned()).or_default() += bytes / (1024.0 * 1024.0);
+        }
+    }
+    memory
 }
 
 /// `VmRSS` of process `pid` (Linux), MiB.
@@ -220,12 +371,16 @@ fn parse_rss_kib(status: &str) -> Option<f64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-/// Readings stored: the sum of the source's stored positions (the topic starts at offset 0).
-fn stored(url: &str) -> Result<u64> {
+/// How long the host may take to store its first readings.
+const STARTUP_LIMIT: Duration = Duration::from_secs(180);
+
+/// Readings stored: the sum of the source's stored positions (the topic starts at offset 0); psql's
+/// complaints go to `stderr` (none while the host has not made its tables yet).
+fn stored(url: &str, stderr: Stdio) -> Result<u64> {
     let output = Command::new("psql")
         .args(["-qAt", "-v", "ON_ERROR_STOP=1", url, "-c"])
         .arg("SELECT coalesce(sum(next_offset), 0) FROM kafka_offsets")
-        .stderr(Stdio::inherit())
+        .stderr(stderr)
         .output()
         .context("cannot run psql")?;
     if !output.status.success() {
@@ -236,17 +391,23 @@ fn stored(url: &str) -> Result<u64> {
 }
 
 /// Prints the verdict and writes every sample to `target/bench/soak-<time>.json`.
-fn report(args: &SoakArgs, samples: &[Sample]) -> Result<()> {
+fn report(args: &SoakArgs, source: Option<&Source>, sampled: &[Sampled]) -> Result<()> {
+    let samples: Vec<Sample> = sampled.iter().map(|s| s.sample).collect();
+    let samples = samples.as_slice();
     let verdict = flatness(samples);
     let last = samples.last();
     let seconds = last.map_or(0.0, |s| s.seconds);
     let stored = last.map_or(0, |s| s.stored);
     println!(
-        "\nsoak: {} min at {} readings/s, {} sensors, plugins {}: {} readings stored ({:.0}/s on average)",
+        "\nsoak: {} min at {} readings/s, {} sensors, plugins {}, {}: {} readings stored ({:.0}/s on average)",
         args.minutes,
         args.rate,
         args.sensors,
         args.plugins.display(),
+        match source {
+            None => "the embedded broker and simulator in the host's process".to_owned(),
+            Some(s) => format!("topic {} ({} partitions) on {}", s.topic, args.partitions, broker_name(args, s)),
+        },
         stored,
         if seconds > 0.0 { stored as f64 / seconds } else { 0.0 }
     );
@@ -273,10 +434,23 @@ fn report(args: &SoakArgs, samples: &[Sample]) -> Result<()> {
     let dir = target_dir().join("bench");
     let stamp = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
     let path = dir.join(format!("soak-{stamp}.json"));
+    let beside_peak = |of: fn(&Beside) -> Option<f64>| samples.iter().filter_map(|s| of(&s.beside)).reduce(f64::max);
+    if let Some(broker) = beside_peak(|b| b.broker_mib) {
+        println!("beside the host, not counted: the broker's peak {broker:.1} MiB");
+    }
+    if let Some(simulator) = beside_peak(|b| b.simulator_mib) {
+        println!("beside the host, not counted: the simulator's peak {simulator:.1} MiB");
+    }
     let document = json!({
         "unix_time": stamp, "minutes": args.minutes, "rate": args.rate, "sensors": args.sensors,
         "interval_s": args.interval, "plugins": args.plugins, "flat_percent": FLAT_PERCENT,
-        "samples": samples.iter().map(|s| json!({"seconds": s.seconds, "rss_mib": s.rss_mib, "stored": s.stored})).collect::<Vec<_>>(),
+        "broker": source.map_or_else(|| "embedded".to_owned(), |s| broker_name(args, s)),
+        "topic": source.map(|s| &s.topic), "partitions": source.map(|_| args.partitions),
+        "samples": sampled.iter().map(|Sampled { sample: s, plugins }| json!({
+            "seconds": s.seconds, "rss_mib": s.rss_mib, "stored": s.stored,
+            "plugins_mib": plugins.values().sum::<f64>(), "plugin_mib": plugins,
+            "broker_rss_mib": s.beside.broker_mib, "simulator_rss_mib": s.beside.simulator_mib,
+        })).collect::<Vec<_>>(),
         "verdict": verdict.map(verdict_json),
         "warm_up_minutes": args.warm_up,
         "after_warm_up": steady_verdict.map(verdict_json),
@@ -286,6 +460,14 @@ fn report(args: &SoakArgs, samples: &[Sample]) -> Result<()> {
     std::fs::write(&path, serde_json::to_string_pretty(&document)?)?;
     eprintln!("xtask: wrote {}", path.display());
     Ok(())
+}
+
+/// The broker a soak ran against, as its report names it.
+fn broker_name(args: &SoakArgs, source: &Source) -> String {
+    match &args.brokers {
+        Some(_) => source.brokers.clone(),
+        None => format!("tansu (in memory, started for the run) at {}", source.brokers),
+    }
 }
 
 /// A verdict as the JSON document keeps it.
@@ -303,7 +485,12 @@ mod tests {
     fn samples(rss: &[f64]) -> Vec<Sample> {
         rss.iter()
             .enumerate()
-            .map(|(i, &rss_mib)| Sample { seconds: 30.0 * (i + 1) as f64, rss_mib, stored: 0 })
+            .map(|(i, &rss_mib)| Sample {
+                seconds: 30.0 * (i + 1) as f64,
+                rss_mib,
+                stored: 0,
+                beside: Beside::default(),
+            })
             .collect()
     }
 
@@ -355,6 +542,19 @@ mod tests {
     #[test]
     fn fewer_than_four_samples_say_nothing() {
         assert_eq!(flatness(&samples(&[100.0, 200.0, 300.0])), None);
+    }
+
+    #[test]
+    fn plugin_memory_is_summed_per_plugin_from_the_metrics() {
+        let text = "HTTP/1.0 200 OK\r\n\r\n# HELP iotstream_plugin_memory_bytes Linear memory\n\
+                    iotstream_plugin_memory_bytes{plugin=\"zscore\",kind=\"detector\"} 1048576\n\
+                    iotstream_plugin_memory_bytes_total{plugin=\"zscore\"} 5\n\
+                    iotstream_plugin_memory_bytes{kind=\"detector\",plugin=\"isolation-forest\"} 3145728\n\
+                    iotstream_plugin_memory_bytes{plugin=\"zscore\",kind=\"detector\"} 524288\n\
+                    iotstream_plugin_calls_total{plugin=\"zscore\"} 7\n";
+        let memory = parse_plugin_memory(text);
+        assert_eq!(memory, PluginMemory::from([("isolation-forest".to_owned(), 3.0), ("zscore".to_owned(), 1.5)]));
+        assert!(parse_plugin_memory("").is_empty());
     }
 
     #[test]
