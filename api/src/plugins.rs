@@ -32,6 +32,10 @@ pub struct PluginStatus {
     pub errors: u64,
     /// Re-instantiations after a trap.
     pub restarts: u64,
+    /// Times a checkpoint replaced its instance, whose memory had grown past its ceiling, with a
+    /// fresh one holding its state (docs/plugins.md, "Memory").
+    #[serde(default)]
+    pub memory_replacements: u64,
     /// Mean time per call, microseconds.
     pub mean_call_micros: f64,
     /// The last failure.

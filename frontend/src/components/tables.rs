@@ -68,7 +68,8 @@ pub fn DetectionsTable(
 }
 
 /// Every loaded plugin with its counters, its health (running, in backoff after failures, or
-/// quarantined), the plugins folder it runs from (`built_in` or `drop_in`) and its resources (linear memory, last exported state, call-time percentiles).
+/// quarantined), the plugins folder it runs from (`built_in` or `drop_in`) and its resources (linear memory, with the
+/// times a checkpoint replaced a grown instance in its tooltip, last exported state, call-time percentiles).
 #[component]
 pub fn PluginsTable(
     /// The plugins.
@@ -105,7 +106,7 @@ pub fn PluginsTable(
                             <td class="num">{p.consecutive_failures}</td>
                             <td class="num">{p.restarts}</td>
                             <td class="num">{p.skipped_readings}</td>
-                            <td class="num">{bytes(p.memory_bytes)}</td>
+                            <td class="num" title=format!("linear memory; replaced {} times at checkpoints by a fresh instance holding its state, its memory grown past its ceiling", p.memory_replacements)>{bytes(p.memory_bytes)}</td>
                             <td class="num">{bytes(p.state_bytes)}</td>
                             <td class="num">{format!("{:.0}", p.p50_call_micros)}</td>
                             <td class="num">{format!("{:.0}", p.p99_call_micros)}</td>

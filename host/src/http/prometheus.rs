@@ -87,6 +87,8 @@ impl Collector for Plugins {
         self.series(e, ("errors", errors), Counter, |p| p.errors)?;
         let restarts = "Instances re-created from the last good state after a failure";
         self.series(e, ("restarts", restarts), Counter, |p| p.restarts)?;
+        let replacements = "Instances replaced at a checkpoint by a fresh one holding their state, their memory grown past its ceiling";
+        self.series(e, ("memory_replacements", replacements), Counter, |p| p.memory_replacements)?;
         let skipped = "Readings not passed in while the plugin backed off or was quarantined";
         self.series(e, ("skipped_readings", skipped), Counter, |p| p.skipped_readings)?;
         let failures = ("consecutive_failures", "Failed calls in a row");
@@ -156,6 +158,7 @@ mod tests {
             outputs: 1000,
             errors: 1,
             restarts: 1,
+            memory_replacements: 2,
             mean_call_micros: 1010.0,
             last_error: Some("plugin zscore trapped: wasm trap".into()),
             state: PluginState::Backoff,
@@ -183,6 +186,9 @@ iotstream_plugin_errors_total{plugin="zscore",kind="detector"} 1
 # HELP iotstream_plugin_restarts_total Instances re-created from the last good state after a failure
 # TYPE iotstream_plugin_restarts_total counter
 iotstream_plugin_restarts_total{plugin="zscore",kind="detector"} 1
+# HELP iotstream_plugin_memory_replacements_total Instances replaced at a checkpoint by a fresh one holding their state, their memory grown past its ceiling
+# TYPE iotstream_plugin_memory_replacements_total counter
+iotstream_plugin_memory_replacements_total{plugin="zscore",kind="detector"} 2
 # HELP iotstream_plugin_skipped_readings_total Readings not passed in while the plugin backed off or was quarantined
 # TYPE iotstream_plugin_skipped_readings_total counter
 iotstream_plugin_skipped_readings_total{plugin="zscore",kind="detector"} 500

@@ -173,6 +173,7 @@ fn merged(prototype: &PluginStatus, instances: &[PluginStatus]) -> PluginStatus 
         outputs: 0,
         errors: 0,
         restarts: 0,
+        memory_replacements: 0,
         skipped_readings: 0,
         memory_bytes: 0,
         state_bytes: 0,
@@ -194,6 +195,7 @@ fn merged(prototype: &PluginStatus, instances: &[PluginStatus]) -> PluginStatus 
         merged.outputs += instance.outputs;
         merged.errors += instance.errors;
         merged.restarts += instance.restarts;
+        merged.memory_replacements += instance.memory_replacements;
         merged.skipped_readings += instance.skipped_readings;
         merged.memory_bytes += instance.memory_bytes;
         merged.state_bytes += instance.state_bytes;
@@ -232,6 +234,7 @@ mod tests {
             outputs: calls * 10,
             errors: 0,
             restarts: 0,
+            memory_replacements: 0,
             mean_call_micros: 0.0,
             last_error: None,
             state,

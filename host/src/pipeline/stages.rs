@@ -229,7 +229,7 @@ impl Stages {
         let catalog = &self.catalog;
         let mut states = Vec::new();
         for plugin in self.detectors.iter_mut().chain(&mut self.shadows).chain(&mut self.aggregators) {
-            match plugin.state_to_carry(catalog) {
+            match plugin.checkpoint_state(catalog) {
                 Ok(state) => states.push(StageState {
                     stage: plugin.name().to_owned(),
                     stage_version: plugin.info().version.clone(),
@@ -284,6 +284,7 @@ pub fn plugin_status(plugin: &Plugin) -> PluginStatus {
         outputs: m.outputs,
         errors: m.errors,
         restarts: m.restarts,
+        memory_replacements: m.memory_replacements,
         mean_call_micros: if m.calls == 0 { 0.0 } else { m.busy_micros as f64 / m.calls as f64 },
         last_error: m.last_error.as_deref().map(display_detail),
         state: m.state,

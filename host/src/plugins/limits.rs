@@ -39,6 +39,14 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// would only spend up to the 5 s deadline a batch on it. An operator reloads it.
 pub const QUARANTINE_AFTER: u32 = 5;
 
+/// How long an instance runs before its linear memory is taken as settled (at its first checkpoint
+/// after): what a checkpoint later compares its memory with, to replace an instance that kept
+/// growing (docs/plugins.md, "Memory"). Ten minutes see a stage through all its kinds of work at
+/// least once (the Isolation Forest refits each sensor type's model every 5 minutes), so the
+/// memory it settles at holds its own working peaks, and what grows after is a leak or
+/// fragmentation.
+pub const MEMORY_SETTLE: Duration = Duration::from_secs(600);
+
 /// The most a manifest may raise a plugin's limits to, and the environment it may be granted. The
 /// host's operator sets them (`iotstream run --plugin-max-memory-mib` and the rest); a manifest is
 /// text beside a plugin file, so by default it may lower its limits but not raise them, and be
@@ -73,7 +81,9 @@ pub struct PluginLimits {
     pub backoff_max: Duration,
     /// Failures in a row after which the plugin is quarantined (at least 1).
     pub quarantine_after: u32,
-    /// The clock backoffs are measured with.
+    /// How long an instance runs before its memory is taken as settled ([`MEMORY_SETTLE`]).
+    pub memory_settle: Duration,
+    /// The clock backoffs and the settling of an instance's memory are measured with.
     pub clock: Clock,
     /// What a manifest may raise these limits to, and grant.
     pub ceilings: PluginCeilings,
@@ -87,6 +97,7 @@ impl Default for PluginLimits {
             backoff_initial: BACKOFF_INITIAL,
             backoff_max: BACKOFF_MAX,
             quarantine_after: QUARANTINE_AFTER,
+            memory_settle: MEMORY_SETTLE,
             clock: Clock::system(),
             ceilings: PluginCeilings::default(),
         }

@@ -20,6 +20,9 @@ pub struct PluginMetrics {
     pub errors: u64,
     /// Times the instance was re-created after a trap or malformed output.
     pub restarts: u64,
+    /// Times a checkpoint replaced the instance, its memory grown past its ceiling, with a fresh
+    /// one holding its state (`Plugin::checkpoint_state`).
+    pub memory_replacements: u64,
     /// Total time in calls, microseconds.
     pub busy_micros: u64,
     /// The last failure, if any.

@@ -52,7 +52,7 @@ pub use self::limits::{
 };
 pub use self::manifest::{Grants, Manifest, ManifestLimits, PluginSpec};
 pub use self::metrics::{CallTimes, PluginMetrics};
-pub use self::plugin::Plugin;
+pub use self::plugin::{Plugin, memory_ceiling};
 pub use self::runtime::{LoadedDir, LoadedFolders, PluginRuntime, StageCtx, plugin_name};
 
 /// The kind of stage a plugin is, from the interface it exports.

@@ -4,6 +4,12 @@
 //! counted, and has its answer checked against the contract. A trap or malformed output drops the
 //! instance; the next call re-creates it from the [`Blueprint`] and imports the last good state.
 //! Every failure extends the failure streak (backoff, then quarantine); a successful batch ends it.
+//!
+//! A WebAssembly memory only grows, so an instance's memory is the highest its stage ever needed,
+//! plus whatever its allocator's free space fragmented into, kept for as long as the instance
+//! lives: weeks, for a pipeline's stage. [`Plugin::checkpoint_state`] replaces an instance whose
+//! memory has grown well past what it took when it settled with a fresh one holding the state it
+//! just exported, which needs only what that state needs.
 
 use std::time::Instant;
 
@@ -58,6 +64,20 @@ struct Instance {
     bindings: Box<dyn StageBindings>,
     /// Keys of the host catalog this instance was told about.
     declared: usize,
+    /// When it was made (by the limits' clock).
+    created: Instant,
+    /// Its linear memory, bytes, at its first checkpoint once it had run for the limits'
+    /// `memory_settle` (`None` before): an instance holding its state that has done all its kinds
+    /// of work and written its state. What it may grow to before a checkpoint replaces it is
+    /// [`memory_ceiling`] of this.
+    settled_bytes: Option<usize>,
+}
+
+/// The linear memory past which a checkpoint replaces an instance that settled at `settled` bytes:
+/// a sixteenth more, and at least 512 KiB more. Its working peaks are in `settled` already; past
+/// this it is a leak or fragmentation, which a fresh instance given the same state does not have.
+pub fn memory_ceiling(settled: usize) -> usize {
+    settled + (settled / 16).max(512 << 10)
 }
 
 /// What a call is, for the failure streak.
@@ -198,7 +218,8 @@ impl Plugin {
         output::check_info(&info)
             .map_err(|message| PluginError::Unstorable { plugin: blueprint.name.clone(), message })?;
         self.info = info;
-        self.instance = Some(Instance { store, stage, bindings, declared: 0 });
+        let created = blueprint.limits.clock.now();
+        self.instance = Some(Instance { store, stage, bindings, declared: 0, created, settled_bytes: None });
         Ok(())
     }
 
@@ -376,6 +397,69 @@ impl Plugin {
         let state = Bytes::from(state);
         self.remember(state.clone());
         Ok(state)
+    }
+
+    /// The stage's state for a checkpoint (as [`state_to_carry`](Self::state_to_carry)); then, when
+    /// the live instance's linear memory has grown past [`memory_ceiling`] of what it took when it
+    /// settled (its first checkpoint after the limits' `memory_settle`), replaces it with a fresh
+    /// instance given the state just exported (its memory only what that state needs; every sensor
+    /// declared again at the next call). This is what a restart from this checkpoint would do, so
+    /// the stage goes on exactly as it would have; if the fresh instance cannot be made or refuses
+    /// the state, the old one stays.
+    pub fn checkpoint_state(&mut self, catalog: &SensorCatalog) -> Result<Bytes, PluginError> {
+        let state = match self.export_state(catalog) {
+            Err(err) if err.is_skip() => return self.last_good.clone().ok_or(err),
+            exported => exported?,
+        };
+        self.replace_if_grown(&state);
+        Ok(state)
+    }
+
+    /// Replaces the live instance (settled, grown past its ceiling) with a fresh one given `state`.
+    fn replace_if_grown(&mut self, state: &[u8]) {
+        let Some(instance) = self.instance.as_mut() else { return };
+        let grown = instance.store.data().memory_bytes();
+        let Some(settled) = instance.settled_bytes else {
+            let age = self.blueprint.limits.clock.now().saturating_duration_since(instance.created);
+            if age >= self.blueprint.limits.memory_settle {
+                instance.settled_bytes = Some(grown);
+            }
+            return;
+        };
+        if grown <= memory_ceiling(settled) {
+            return;
+        }
+        let old = self.instance.take();
+        let fresh = self.instantiate().and_then(|()| {
+            let (name, limits) = (&self.blueprint.name, &self.blueprint.limits);
+            let Some(instance) = self.instance.as_mut() else { return Ok(()) };
+            match import(instance, state) {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(err)) => Err(refused_call(name, &err)),
+                Err(err) => Err(fault(name, limits, err, instance.store.data_mut().meter().take_refused())),
+            }
+        });
+        match fresh {
+            Ok(()) => {
+                let fresh = self.instance.as_ref().map_or(0, |i| i.store.data().memory_bytes());
+                self.metrics.memory_replacements += 1;
+                tracing::info!(
+                    plugin = self.blueprint.name,
+                    grown_bytes = grown,
+                    settled_bytes = settled,
+                    fresh_bytes = fresh,
+                    "the instance's memory grew past its ceiling: replaced by a fresh one holding its state"
+                );
+            }
+            Err(err) => {
+                // The old instance goes on; it is not tried again until it grows as much again.
+                self.instance = old;
+                if let Some(instance) = self.instance.as_mut() {
+                    instance.settled_bytes = Some(grown);
+                }
+                tracing::warn!(plugin = self.blueprint.name, error = %err, "the instance's memory grew past its ceiling, but a fresh one could not take its state: it goes on");
+            }
+        }
     }
 
     /// Takes the stage's state now as its last good state (as [`export_state`](Self::export_state),

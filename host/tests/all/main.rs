@@ -36,6 +36,7 @@ mod probes;
 mod process;
 mod python;
 mod quality;
+mod recycling;
 mod replay;
 mod sandbox;
 mod scale_out;

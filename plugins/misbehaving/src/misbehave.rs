@@ -42,7 +42,13 @@ pub enum Mode {
     /// Behaves, but scores every reading with a hash keyed by the random seed it is given (what
     /// `HashMap` uses): the host's seed for the plugin, the same for every instance.
     Random,
+    /// Behaves, but leaks [`LEAK`] bytes of its memory (written, never freed) on every call: its
+    /// linear memory grows while its state does not.
+    Leak,
 }
+
+/// What `leak` leaks a call.
+pub const LEAK: usize = 256 * 1024;
 
 /// How long `sleep` sleeps: far past any call deadline the host would set.
 pub const SLEEP: std::time::Duration = std::time::Duration::from_secs(60);
@@ -125,6 +131,10 @@ impl Detector for Misbehaving {
             }
             Mode::Clock => self.scored(readings, wall_clock_ms(), out),
             Mode::Random => self.scored(readings, seeded_hash(), out),
+            Mode::Leak => {
+                std::mem::forget(std::hint::black_box(vec![1u8; LEAK]));
+                self.counted(readings, out);
+            }
         }
         Ok(())
     }
