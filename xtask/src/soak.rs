@@ -74,7 +74,7 @@ pub struct SoakArgs {
 }
 
 /// One sample of the running host.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Sample {
     /// Seconds since the host stored its first readings (the soak's start).
     pub seconds: f64,
@@ -85,13 +85,8 @@ pub(crate) struct Sample {
     /// The resident memory of the processes beside the host (the broker started for the run, the
     /// simulator), MiB, where there are such: reported, not judged.
     pub beside: Beside,
-}
-
-/// One sample, with what the host's `/metrics` said of its plugins' memories (empty when it did
-/// not answer).
-struct Sampled {
-    sample: Sample,
-    plugins: PluginMemory,
+    /// What the host's `/metrics` said of its plugins' memories (empty when it did not answer).
+    pub plugins: PluginMemory,
 }
 
 /// The plugins' linear memories in the host, MiB, by plugin (each summed over its lanes), as the
@@ -210,7 +205,7 @@ fn run(
     soak_url: &str,
     source: Option<&Source>,
     broker: Option<&Running>,
-) -> Result<Vec<Sampled>> {
+) -> Result<Vec<Sample>> {
     std::fs::create_dir_all(target_dir().join("bench"))?;
     let log_path = target_dir().join("bench/soak-host.log");
     let log = std::fs::File::create(&log_path)?;
@@ -282,14 +277,14 @@ fn run(
             rss_mib: rss_mib(host.0.id()).context("reading the host's VmRSS")?,
             stored: stored(soak_url, Stdio::inherit())?,
             beside,
+            plugins: plugin_memory(port).unwrap_or_default(),
         };
-        let plugins = plugin_memory(port).unwrap_or_default();
         let mib = |m: Option<f64>| m.map_or_else(String::new, |m| format!("{m:.1} MiB"));
         eprintln!(
             "xtask: soak {:>6.0} s  RSS {:>6.1} MiB (plugins {:>5.1})  stored {:>10} ({:.0}/s on average){}",
             sample.seconds,
             sample.rss_mib,
-            plugins.values().sum::<f64>(),
+            sample.plugins.values().sum::<f64>(),
             sample.stored,
             sample.stored as f64 / sample.seconds,
             match (beside.broker_mib, beside.simulator_mib) {
@@ -297,7 +292,7 @@ fn run(
                 (broker, simulator) => format!("  beside: broker {} simulator {}", mib(broker), mib(simulator)),
             }
         );
-        samples.push(Sampled { sample, plugins });
+        samples.push(sample);
         next += Duration::from_secs(args.interval);
     }
     host.stop();
@@ -391,9 +386,7 @@ fn stored(url: &str, stderr: Stdio) -> Result<u64> {
 }
 
 /// Prints the verdict and writes every sample to `target/bench/soak-<time>.json`.
-fn report(args: &SoakArgs, source: Option<&Source>, sampled: &[Sampled]) -> Result<()> {
-    let samples: Vec<Sample> = sampled.iter().map(|s| s.sample).collect();
-    let samples = samples.as_slice();
+fn report(args: &SoakArgs, source: Option<&Source>, samples: &[Sample]) -> Result<()> {
     let verdict = flatness(samples);
     let last = samples.last();
     let seconds = last.map_or(0.0, |s| s.seconds);
@@ -446,9 +439,9 @@ fn report(args: &SoakArgs, source: Option<&Source>, sampled: &[Sampled]) -> Resu
         "interval_s": args.interval, "plugins": args.plugins, "flat_percent": FLAT_PERCENT,
         "broker": source.map_or_else(|| "embedded".to_owned(), |s| broker_name(args, s)),
         "topic": source.map(|s| &s.topic), "partitions": source.map(|_| args.partitions),
-        "samples": sampled.iter().map(|Sampled { sample: s, plugins }| json!({
+        "samples": samples.iter().map(|s| json!({
             "seconds": s.seconds, "rss_mib": s.rss_mib, "stored": s.stored,
-            "plugins_mib": plugins.values().sum::<f64>(), "plugin_mib": plugins,
+            "plugins_mib": s.plugins.values().sum::<f64>(), "plugin_mib": s.plugins,
             "broker_rss_mib": s.beside.broker_mib, "simulator_rss_mib": s.beside.simulator_mib,
         })).collect::<Vec<_>>(),
         "verdict": verdict.map(verdict_json),
@@ -490,6 +483,7 @@ mod tests {
                 rss_mib,
                 stored: 0,
                 beside: Beside::default(),
+                plugins: PluginMemory::new(),
             })
             .collect()
     }

@@ -276,8 +276,15 @@ impl Plugin {
             return Ok(());
         }
         self.metrics.restarts += 1;
+        let last_good = self.last_good.clone();
+        self.instantiate_from(last_good.as_deref())
+    }
+
+    /// Creates a fresh instance and gives it `state` (the last good state), if any; on failure no
+    /// instance is left.
+    fn instantiate_from(&mut self, state: Option<&[u8]>) -> Result<(), PluginError> {
         self.instantiate()?;
-        let (Some(state), Some(instance)) = (&self.last_good, self.instance.as_mut()) else { return Ok(()) };
+        let (Some(state), Some(instance)) = (state, self.instance.as_mut()) else { return Ok(()) };
         let failure = match import(instance, state) {
             Ok(Ok(())) => return Ok(()),
             Ok(Err(err)) => PluginError::Refused {
@@ -415,7 +422,8 @@ impl Plugin {
         Ok(state)
     }
 
-    /// Replaces the live instance (settled, grown past its ceiling) with a fresh one given `state`.
+    /// Replaces the live instance (settled, grown past its ceiling) with a fresh one given `state`,
+    /// which it just exported (so its last good state).
     fn replace_if_grown(&mut self, state: &[u8]) {
         let Some(instance) = self.instance.as_mut() else { return };
         let grown = instance.store.data().memory_bytes();
@@ -430,16 +438,7 @@ impl Plugin {
             return;
         }
         let old = self.instance.take();
-        let fresh = self.instantiate().and_then(|()| {
-            let (name, limits) = (&self.blueprint.name, &self.blueprint.limits);
-            let Some(instance) = self.instance.as_mut() else { return Ok(()) };
-            match import(instance, state) {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(err)) => Err(refused_call(name, &err)),
-                Err(err) => Err(fault(name, limits, err, instance.store.data_mut().meter().take_refused())),
-            }
-        });
-        match fresh {
+        match self.instantiate_from(Some(state)) {
             Ok(()) => {
                 let fresh = self.instance.as_ref().map_or(0, |i| i.store.data().memory_bytes());
                 self.metrics.memory_replacements += 1;
