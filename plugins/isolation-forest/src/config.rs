@@ -85,6 +85,16 @@ pub struct DetectorConfig {
     /// seconds at the demo's pace. Counted in rows, as `min_rows_between_fits`: a replay grows the
     /// same models at the same readings. 1 fits within the reading that made the fit due.
     pub fit_spread_rows: usize,
+    /// Retrainings that may grow at once in one instance; the others fall due and wait, each
+    /// starting at its scope's first reading after a growth finishes (a scope's first model, fitted
+    /// within one reading, never waits). 0: no limit. Default 1 with per-type models: on a stream
+    /// whose types run at one rate all five fall due together every interval, and five growths at
+    /// once hold five copies of the training rows and five half-grown forests beside the models.
+    /// A wasm memory never gives pages back, so each instance kept the size of that worst moment
+    /// and climbed towards it (the hour's soak, docs/performance.md); one at a time, the types
+    /// fall due a growth apart from then on. Default 0 with per-sensor models: thousands of scopes,
+    /// each growing over its own sensor's readings, cannot take turns.
+    pub concurrent_fits: usize,
     /// Share of rows flagged: the alarm budget. Default 0.01.
     pub contamination: f64,
     /// Newest share of the training buffer held out of the fit to set the threshold: the
@@ -119,6 +129,7 @@ impl Default for DetectorConfig {
             retrain_interval_ms: 300_000,
             min_rows_between_fits: 1024,
             fit_spread_rows: 256,
+            concurrent_fits: 1,
             contamination: 0.01,
             validation_share: 0.25,
             budget_window: 256,
@@ -143,6 +154,7 @@ struct RawConfig {
     retrain_interval_ms: Option<i64>,
     min_rows_between_fits: Option<usize>,
     fit_spread_rows: Option<usize>,
+    concurrent_fits: Option<usize>,
     contamination: Option<f64>,
     validation_share: Option<f64>,
     budget_window: Option<usize>,
@@ -157,6 +169,11 @@ impl From<RawConfig> for DetectorConfig {
             Preset::Default => DetectorConfig::default(),
             Preset::Seed => DetectorConfig::seed(),
         };
+        let model_scope = raw.model_scope.unwrap_or(base.model_scope);
+        let concurrent_fits = match model_scope {
+            ModelScope::SensorType => base.concurrent_fits,
+            ModelScope::Sensor => 0,
+        };
         DetectorConfig {
             trees: raw.trees.unwrap_or(base.trees),
             max_samples: raw.max_samples.unwrap_or(base.max_samples),
@@ -167,12 +184,13 @@ impl From<RawConfig> for DetectorConfig {
             retrain_interval_ms: raw.retrain_interval_ms.unwrap_or(base.retrain_interval_ms),
             min_rows_between_fits: raw.min_rows_between_fits.unwrap_or(base.min_rows_between_fits),
             fit_spread_rows: raw.fit_spread_rows.unwrap_or(base.fit_spread_rows),
+            concurrent_fits: raw.concurrent_fits.unwrap_or(concurrent_fits),
             contamination: raw.contamination.unwrap_or(base.contamination),
             validation_share: raw.validation_share.unwrap_or(base.validation_share),
             budget_window: raw.budget_window.unwrap_or(base.budget_window),
             features: raw.features.unwrap_or(base.features),
             seed: raw.seed.unwrap_or(base.seed),
-            model_scope: raw.model_scope.unwrap_or(base.model_scope),
+            model_scope,
         }
     }
 }

@@ -16,7 +16,10 @@
 //! are grown a few at each of the scope's next `fit_spread_rows` readings ([`ForestGrowth`]), while
 //! the model before it judges, so a fit costs each batch a share, not one batch all of it (a
 //! scope's first model, small and with no model to judge meanwhile, is fitted at once). Until a scope
-//! has a model its readings are warming up. A reading is an anomaly when its
+//! has a model its readings are warming up. Retrainings take turns: while `concurrent_fits` grow,
+//! another that falls due waits for its scope's first reading after one finishes (types at one rate
+//! fall due together, and five growths at once kept the instance's memory at that moment's size).
+//! A reading is an anomaly when its
 //! score exceeds the threshold: the `1 - contamination` quantile of the scores of the newest
 //! `validation_share` of the buffer, held out of the fit (the alarm budget, measured on rows the
 //! model has not seen), and above the same quantile of the scope's last `budget_window` scores
@@ -198,7 +201,7 @@ impl OnlineForest {
         }
         let scope = self.scope(sensor, sensor_type);
         let config = &self.config;
-        let state = self.state.models.entry(scope).or_default();
+        let state = self.state.models.entry(scope.clone()).or_default();
         if state.training.len() == config.train_rows {
             state.training.pop_front();
         }
@@ -216,7 +219,13 @@ impl OnlineForest {
                             && state.rows_since_fit >= config.min_rows_between_fits)
                 }
             };
-        if due {
+        // A retraining waits while `concurrent_fits` others grow (a first model is made at once).
+        let waits = due
+            && state.model.is_some()
+            && config.concurrent_fits > 0
+            && self.state.models.values().filter(|s| s.growing.is_some()).count() >= config.concurrent_fits;
+        let Some(state) = self.state.models.get_mut(&scope) else { return Judgement::WarmingUp };
+        if due && !waits {
             let generation = state.model.as_ref().map_or(1, |m| m.generation + 1);
             state.growing = start_fit(config, &state.training, timestamp_ms, generation);
             state.rows_since_fit = 0;

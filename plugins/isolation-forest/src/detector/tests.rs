@@ -274,6 +274,45 @@ fn the_seed_preset_restores_the_seed_and_keys_override_it() {
     assert_eq!((seed.features, seed.validation_share, seed.retrain_interval_ms), (FeatureSet::Seed, 0.0, 300_000));
     assert_eq!(parse(r#"{"preset": "seed", "trees": 7}"#).map(|c| (c.trees, c.features)), Ok((7, FeatureSet::Seed)));
     assert!(parse(r#"{"hour_features": true}"#).is_err_and(|e| e.contains("unknown field")));
+    // Retrainings take turns with per-type models, not with per-sensor ones, unless told.
+    let turns = |json: &str| parse(json).map(|c| c.concurrent_fits);
+    assert_eq!(turns("{}"), Ok(1));
+    assert_eq!(turns(r#"{"model_scope": "sensor"}"#), Ok(0));
+    assert_eq!(turns(r#"{"model_scope": "sensor", "concurrent_fits": 4}"#), Ok(4));
+}
+
+#[test]
+fn retrainings_due_together_grow_one_at_a_time_and_stay_apart() {
+    // Three types at one rate, one reading each per second, in this order: their first models come
+    // at once (row 64, t = 63 s); 60 s later all three retrainings fall due together. Each grows
+    // over 10 of its type's rows; the others wait, and each starts at its type's first reading
+    // after the one before has finished.
+    let types = [SensorType::Temperature, SensorType::Humidity, SensorType::Co2];
+    let config = DetectorConfig { fit_spread_rows: 10, ..small_config() };
+    let run = |config: DetectorConfig| {
+        let mut d = OnlineForest::new(config);
+        let sensors: Vec<Arc<str>> = ["t", "h", "c"].into_iter().map(Arc::from).collect();
+        let mut most_growing = 0;
+        for i in 0..230 {
+            for (s, t) in sensors.iter().zip(types) {
+                d.observe(s, t, i * 1000, 20.0 + ((i * 7) % 11) as f64 * 0.1);
+                let growing = d.state.models.values().filter(|m| m.growing.is_some()).count();
+                most_growing = most_growing.max(growing);
+            }
+        }
+        let trained: Vec<(u32, i64)> = sensors
+            .iter()
+            .zip(types)
+            .map(|(s, t)| d.model_for(s, t).map_or((0, 0), |m| (m.generation, m.trained_at_ms)))
+            .collect();
+        (most_growing, trained)
+    };
+    // Temperature grows over rows 123..=132 (t = 123 s to 132 s); humidity starts in round 132,
+    // after it, and ends in round 141, where CO2 starts. Each retrains 60 s after its last start:
+    // 183 s, 192 s and 201 s, a growth apart, so none waits again (generation 3 by t = 229 s).
+    assert_eq!(run(config.clone()), (1, vec![(3, 183_000), (3, 192_000), (3, 201_000)]));
+    // With no limit all three grow together, each time.
+    assert_eq!(run(DetectorConfig { concurrent_fits: 0, ..config }), (3, vec![(3, 183_000); 3]));
 }
 
 /// The median and MAD of `window` by selection, as the robust features were first computed.
