@@ -86,8 +86,10 @@ pub struct DetectorConfig {
     /// same models at the same readings. 1 fits within the reading that made the fit due.
     pub fit_spread_rows: usize,
     /// Retrainings that may grow at once in one instance; the others fall due and wait, each
-    /// starting at its scope's first reading after a growth finishes (a scope's first model, fitted
-    /// within one reading, never waits). 0: no limit. Default 1 with per-type models: on a stream
+    /// starting at its scope's first reading after a growth finishes, or once twice
+    /// `retrain_interval_ms` has passed since its model was trained (a type whose readings come
+    /// slowly grows its forest over as many of them: the others do not wait for it past that). A
+    /// scope's first model, fitted within one reading, never waits. 0: no limit. Default 1 with per-type models: on a stream
     /// whose types run at one rate all five fall due together every interval, and five growths at
     /// once hold five copies of the training rows and five half-grown forests beside the models.
     /// A wasm memory never gives pages back, so each instance kept the size of that worst moment

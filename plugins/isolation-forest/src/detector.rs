@@ -17,8 +17,10 @@
 //! the model before it judges, so a fit costs each batch a share, not one batch all of it (a
 //! scope's first model, small and with no model to judge meanwhile, is fitted at once). Until a scope
 //! has a model its readings are warming up. Retrainings take turns: while `concurrent_fits` grow,
-//! another that falls due waits for its scope's first reading after one finishes (types at one rate
-//! fall due together, and five growths at once kept the instance's memory at that moment's size).
+//! another that falls due waits for its scope's first reading after one finishes, or until twice
+//! the interval since its model was trained (types at one rate fall due together, and five growths
+//! at once kept the instance's memory at that moment's size; a slow type's growth holds no other
+//! for longer).
 //! A reading is an anomaly when its
 //! score exceeds the threshold: the `1 - contamination` quantile of the scores of the newest
 //! `validation_share` of the buffer, held out of the fit (the alarm budget, measured on rows the
@@ -219,9 +221,14 @@ impl OnlineForest {
                             && state.rows_since_fit >= config.min_rows_between_fits)
                 }
             };
-        // A retraining waits while `concurrent_fits` others grow (a first model is made at once).
+        // A retraining waits while `concurrent_fits` others grow, until twice the interval since
+        // its model was trained: a type whose readings come slowly holds its growth for as long,
+        // and the others do not wait for it past that (a first model is made at once).
+        let may_wait = state.model.as_ref().is_some_and(|model| {
+            timestamp_ms.saturating_sub(model.trained_at_ms) < config.retrain_interval_ms.saturating_mul(2)
+        });
         let waits = due
-            && state.model.is_some()
+            && may_wait
             && config.concurrent_fits > 0
             && self.state.models.values().filter(|s| s.growing.is_some()).count() >= config.concurrent_fits;
         let Some(state) = self.state.models.get_mut(&scope) else { return Judgement::WarmingUp };

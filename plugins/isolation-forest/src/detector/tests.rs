@@ -315,6 +315,33 @@ fn retrainings_due_together_grow_one_at_a_time_and_stay_apart() {
     assert_eq!(run(DetectorConfig { concurrent_fits: 0, ..config }), (3, vec![(3, 183_000); 3]));
 }
 
+#[test]
+fn a_retraining_waits_for_a_slow_types_growth_no_longer_than_twice_the_interval() {
+    // Pressure and temperature, one reading each per second (pressure first) until their first
+    // models (t = 63 s) and both retrainings fall due at t = 123 s; pressure's grows first, over
+    // 10 of its readings, but from then on pressure reads only every 30 s (t = 150, 180, ...), so
+    // its growth lasts until t = 390 s. Temperature's waits, until 120 s (twice the interval)
+    // after its model was trained: it starts at t = 183 s and is grown by t = 192 s.
+    let config = DetectorConfig { fit_spread_rows: 10, ..small_config() };
+    let mut d = OnlineForest::new(config);
+    let (p, t): (Arc<str>, Arc<str>) = ("p".into(), "t".into());
+    let value = |i: i64| 20.0 + ((i * 7) % 11) as f64 * 0.1;
+    let trained = |d: &OnlineForest, s: &Arc<str>, ty| d.model_for(s, ty).map(|m| (m.generation, m.trained_at_ms));
+    for i in 0..200 {
+        if i <= 123 || i % 30 == 0 {
+            d.observe(&p, SensorType::Pressure, i * 1000, value(i));
+        }
+        d.observe(&t, SensorType::Temperature, i * 1000, value(i));
+        if i == 182 {
+            assert_eq!(trained(&d, &t, SensorType::Temperature), Some((1, 63_000)), "still waiting at t = 182 s");
+        }
+    }
+    assert_eq!(trained(&d, &t, SensorType::Temperature), Some((2, 183_000)));
+    // Pressure's growth is still under way (3 of its 10 readings), generation 1 judging.
+    assert_eq!(trained(&d, &p, SensorType::Pressure), Some((1, 63_000)));
+    assert!(d.state.models[&ScopeKey::Type(SensorType::Pressure)].growing.is_some());
+}
+
 /// The median and MAD of `window` by selection, as the robust features were first computed.
 fn selected_median_and_mad(window: &VecDeque<f64>) -> (f64, f64) {
     let mut values: Vec<f64> = window.iter().copied().collect();
