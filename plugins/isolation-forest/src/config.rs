@@ -89,9 +89,10 @@ pub struct DetectorConfig {
     /// starting at its scope's first reading after a growth finishes, or once twice
     /// `retrain_interval_ms` has passed since its model was trained (a type whose readings come
     /// slowly grows its forest over as many of them: the others do not wait for it past that). A
-    /// scope's first model, fitted within one reading, never waits. 0: no limit. Default 1 with per-type models: on a stream
-    /// whose types run at one rate all five fall due together every interval, and five growths at
-    /// once hold five copies of the training rows and five half-grown forests beside the models.
+    /// scope's first model, fitted within one reading, never waits. 0: no limit. Default 1 with
+    /// per-type models: on a stream whose types run at one rate all five fall due together every
+    /// interval, and five growths at once hold five copies of the training rows and five
+    /// half-grown forests beside the models.
     /// A wasm memory never gives pages back, so each instance kept the size of that worst moment
     /// and climbed towards it (the hour's soak, docs/performance.md); one at a time, the types
     /// fall due a growth apart from then on. Default 0 with per-sensor models: thousands of scopes,

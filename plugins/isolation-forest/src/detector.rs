@@ -227,11 +227,14 @@ impl OnlineForest {
         let may_wait = state.model.as_ref().is_some_and(|model| {
             timestamp_ms.saturating_sub(model.trained_at_ms) < config.retrain_interval_ms.saturating_mul(2)
         });
-        let waits = due
-            && may_wait
-            && config.concurrent_fits > 0
-            && self.state.models.values().filter(|s| s.growing.is_some()).count() >= config.concurrent_fits;
-        let Some(state) = self.state.models.get_mut(&scope) else { return Judgement::WarmingUp };
+        // Counting the others' growths needs the scope's state looked up again: only when due.
+        let (state, waits) = if due && may_wait && config.concurrent_fits > 0 {
+            let growing = self.state.models.values().filter(|s| s.growing.is_some()).count();
+            let Some(state) = self.state.models.get_mut(&scope) else { return Judgement::WarmingUp };
+            (state, growing >= config.concurrent_fits)
+        } else {
+            (state, false)
+        };
         if due && !waits {
             let generation = state.model.as_ref().map_or(1, |m| m.generation + 1);
             state.growing = start_fit(config, &state.training, timestamp_ms, generation);
