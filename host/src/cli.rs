@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::commands::bench::BenchConfig;
 use crate::commands::bench_forest::BenchForestConfig;
+use crate::commands::bench_memory::BenchMemoryConfig;
 use crate::commands::bench_plugins::BenchPluginsConfig;
 use crate::commands::evaluate::EvaluateConfig;
 use crate::commands::health::HealthConfig;
@@ -15,8 +16,8 @@ use crate::commands::plugin_check::CheckConfig;
 use crate::commands::plugin_new::NewConfig;
 use crate::commands::replay::ReplayConfig;
 use crate::commands::{
-    bench, bench_forest, bench_plugins, blocking, evaluate, health, iforest, plugin_check, plugin_new, print_json,
-    replay,
+    bench, bench_forest, bench_memory, bench_plugins, blocking, evaluate, health, iforest, plugin_check, plugin_new,
+    print_json, replay,
 };
 use crate::config::{KafkaOptions, RunConfig, heading};
 use crate::kafka::KafkaOption;
@@ -99,6 +100,9 @@ pub enum Command {
     BenchForest(BenchForestConfig),
     /// Measure each plugin alone: its algorithm natively and its `.wasm` through the host.
     BenchPlugins(BenchPluginsConfig),
+    /// Replay hours of simulated stream through a plugin's instances (one a lane, checkpointed as
+    /// `run` does) in a minute or two: their linear memory as it goes.
+    BenchMemory(BenchMemoryConfig),
     /// Ask a running host's probe (`/readyz`, or `/healthz`): exit 0 when it passes, 3 when not.
     Health(HealthConfig),
     /// Tools for plugin authors.
@@ -271,6 +275,9 @@ impl Command {
             }
             Command::BenchPlugins(config) => {
                 bench_plugins::print(&blocking(move || bench_plugins::bench_plugins(&config)).await?)
+            }
+            Command::BenchMemory(config) => {
+                bench_memory::print(&blocking(move || bench_memory::bench_memory(&config)).await?)
             }
             Command::Health(config) => {
                 println!("{}", health::check(&config).await?);

@@ -112,7 +112,7 @@ impl Shipped {
     const ALL: [Shipped; 4] = [Shipped::ZScore, Shipped::IsolationForest, Shipped::Novelty, Shipped::TumblingWindow];
 
     /// Its plugin name (its `.wasm` file's stem).
-    fn name(self) -> &'static str {
+    pub(super) fn name(self) -> &'static str {
         match self {
             Shipped::ZScore => "zscore",
             Shipped::IsolationForest => "isolation-forest",
@@ -163,7 +163,12 @@ impl Shipped {
     }
 
     /// One call of the plugin's stage over `readings` (its outputs dropped).
-    fn call(self, plugin: &mut Plugin, catalog: &SensorCatalog, readings: &[WitReading]) -> Result<(), PluginError> {
+    pub(super) fn call(
+        self,
+        plugin: &mut Plugin,
+        catalog: &SensorCatalog,
+        readings: &[WitReading],
+    ) -> Result<(), PluginError> {
         match self {
             Shipped::TumblingWindow => std::hint::black_box(plugin.aggregate(catalog, readings)).map(|_| ()),
             Shipped::ZScore | Shipped::IsolationForest | Shipped::Novelty => {

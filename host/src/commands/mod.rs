@@ -9,7 +9,8 @@
 //! # Layout
 //! * [`bench`]: the whole pipeline, measured ([`bench_stream`]: its dashboard client);
 //!   [`bench_plugins`]: each plugin natively and as
-//!   `.wasm`; [`bench_forest`]: the forest both ways.
+//!   `.wasm`; [`bench_forest`]: the forest both ways; [`bench_memory`]: a plugin's memory over
+//!   hours of simulated stream.
 //! * [`replay`]: one detector over a recorded series; [`evaluate`]: detectors scored against labels
 //!   (NAB's method, the simulator's episodes); [`iforest`]: the forest on any tabular CSV.
 //! * [`plugin_check`]: a plugin author's check of a component; [`plugin_new`]: a new plugin crate.
@@ -18,6 +19,7 @@
 
 pub mod bench;
 pub mod bench_forest;
+pub mod bench_memory;
 pub mod bench_plugins;
 pub mod bench_stream;
 pub mod evaluate;

@@ -108,3 +108,38 @@ fn a_plugin_whose_memory_stays_is_never_replaced() {
     let m = steady.metrics();
     assert_eq!((m.memory_replacements, m.restarts), (0, 0), "{m:?}");
 }
+
+/// `iotstream bench-memory` replays simulated minutes through one instance a lane, as a host's
+/// lanes run it: the z-score keeps a fixed state per sensor, so its memory is what it was in its
+/// first minute at every later one, in every lane; the states it checkpoints are its sensors'.
+#[test]
+fn bench_memory_replays_lanes_whose_fixed_state_keeps_its_memory() {
+    use clap::Parser;
+    use iotstream::commands::bench_memory::{BenchMemoryConfig, bench_memory};
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        config: BenchMemoryConfig,
+    }
+    let built = crate::support::built_plugins();
+    let args = ["bench-memory", "--plugin", "zscore", "--minutes", "3", "--every", "1", "--lanes", "3"];
+    let parse = |more: &[&str]| {
+        let args = args.iter().chain(more).copied().chain(["--builtin-plugins", built.to_str().expect("utf-8")]);
+        Cli::try_parse_from(args).expect("parses").config
+    };
+    let samples = bench_memory(&parse(&["--sensors", "5", "--rate", "500"])).expect("replays");
+    assert_eq!(samples.iter().map(|s| s.minute).collect::<Vec<_>>(), [1, 2, 3]);
+    let first = &samples[0];
+    for sample in &samples {
+        assert_eq!(sample.lane_bytes, first.lane_bytes, "minute {}", sample.minute);
+        assert_eq!(sample.total_bytes, sample.lane_bytes.iter().sum::<u64>());
+        assert_eq!(sample.replacements, 0);
+        assert!(sample.state_bytes > 0);
+    }
+    assert_eq!(first.lane_bytes.len(), 3);
+    // Without checkpoints, no state is exported.
+    let unchecked =
+        bench_memory(&parse(&["--sensors", "5", "--rate", "500", "--checkpoint-interval", "0s"])).expect("replays");
+    assert!(unchecked.iter().all(|s| s.state_bytes == 0), "{unchecked:?}");
+}
