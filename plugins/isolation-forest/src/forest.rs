@@ -176,8 +176,8 @@ impl Scorer {
         }
     }
 
-    /// The same layout in vectors of exactly its size (a growth reserves room for its largest
-    /// possible trees; a model keeps only what its trees take).
+    /// The same layout in vectors of exactly its size (a growth's vector doubles as its trees grow;
+    /// a model keeps only what its trees take).
     fn compact(&self) -> Scorer {
         Scorer { nodes: self.nodes.as_slice().to_vec(), roots: self.roots.as_slice().to_vec(), depth: self.depth }
     }
@@ -299,8 +299,11 @@ pub struct ForestGrowth {
     samples_per_tree: usize,
     /// Each tree's seed, drawn in order from the forest's.
     tree_seeds: Vec<u64>,
-    /// The trees grown so far, laid out for scoring, in room reserved for the most nodes its
-    /// trees can have: a growth takes the same memory at each fit, and the next fit reuses it.
+    /// The trees grown so far, laid out for scoring, in a vector that grows with them. Room for the
+    /// most nodes its trees could have (818 KB for 100 trees of 256 rows) is 2.5 times what such
+    /// trees take (204 nodes a tree on uniform random rows, of 511 at most), and every instance kept
+    /// it: 5.2 MiB more over a host's twelve lanes, for the same slow climb of their memories
+    /// (`iotstream bench-memory`, docs/performance.md).
     grown: Scorer,
 }
 
@@ -334,9 +337,7 @@ impl TryFrom<StoredGrowth> for ForestGrowth {
         }
         grown.check(rows.width)?;
         let mut growth = ForestGrowth { rows, samples_per_tree, tree_seeds, grown };
-        // The room a growth reserves, as `new` reserved it: the trees still to grow do not move it.
-        let room = growth.trees() * max_tree_nodes(samples_per_tree);
-        growth.grown.nodes.reserve_exact(room.saturating_sub(growth.grown.nodes.len()));
+        // Room for every tree's root, as `new` reserved it.
         growth.grown.roots.reserve_exact(growth.trees() - growth.grown());
         Ok(growth)
     }
@@ -373,7 +374,7 @@ impl ForestGrowth {
             rows: FlatRows::new(rows, n_features),
             samples_per_tree,
             tree_seeds: (0..params.n_estimators).map(|_| forest_rng.random()).collect(),
-            grown: Scorer::with_capacity(params.n_estimators, params.n_estimators * max_tree_nodes(samples_per_tree)),
+            grown: Scorer::with_capacity(params.n_estimators, 0),
         })
     }
 
@@ -657,20 +658,20 @@ mod tests {
         assert_ne!(ForestParams { seed: 18, ..params.clone() }.fit_rows(&rows).expect("fits"), at_once);
     }
 
-    /// A growth reserves room for its largest trees once and grows into it without moving (so each
-    /// fit takes the same memory, which the next reuses); the forest it gives keeps exactly what its
-    /// trees take.
+    /// A growth takes room for the trees it has grown, not for the largest trees it could grow
+    /// (50 trees of at most 2 x 128 - 1 nodes each here); the forest it gives keeps exactly what
+    /// its trees take.
     #[test]
-    fn a_growth_grows_in_the_room_it_reserved_and_its_forest_keeps_no_more_than_its_trees() {
+    fn a_growth_takes_room_as_its_trees_grow_and_its_forest_keeps_no_more_than_its_trees() {
         let rows = random_rows(&mut StdRng::seed_from_u64(8), 500);
         let params = ForestParams { n_estimators: 50, max_samples: 128, seed: 4 };
         let mut growth = ForestGrowth::new(&params, &rows).expect("starts");
-        // 50 trees of at most 2 x 128 - 1 nodes each.
-        let (nodes, reserved) = (growth.grown.nodes.as_ptr(), growth.grown.nodes.capacity());
-        assert_eq!(reserved, 50 * 255);
+        assert_eq!((growth.grown.nodes.capacity(), growth.grown.roots.capacity()), (0, 50));
         while growth.grow_next() {}
-        assert_eq!((growth.grown.nodes.as_ptr(), growth.grown.nodes.capacity()), (nodes, reserved));
         let in_trees: usize = grown_trees(&params, &rows).iter().map(|tree| tree.nodes.len()).sum();
+        assert_eq!(growth.grown.nodes.len(), in_trees);
+        // A vector that doubles holds less than twice its nodes, and far less than the largest trees.
+        assert!(growth.grown.nodes.capacity() < 2 * in_trees && 2 * in_trees < 50 * 255, "{in_trees} nodes");
         let forest = growth.finish();
         assert_eq!((forest.scorer.nodes.len(), forest.scorer.nodes.capacity()), (in_trees, in_trees));
         assert_eq!((forest.scorer.roots.len(), forest.scorer.roots.capacity()), (50, 50));
@@ -708,10 +709,11 @@ mod tests {
             postcard::from_bytes::<ForestGrowth>(&postcard::to_stdvec(growth).expect("writes")).map(|_| ())
         };
         assert_eq!(read(&growth), Ok(()));
-        // Read back, a growth has its room again, and grows to the forest fitted at once.
+        // Read back, a growth has room for its trees' roots again, and grows to the forest fitted
+        // at once.
         let mut back: ForestGrowth =
             postcard::from_bytes(&postcard::to_stdvec(&growth).expect("writes")).expect("reads");
-        assert_eq!(back.grown.nodes.capacity(), 5 * 63);
+        assert_eq!(back.grown.roots.capacity(), 5);
         while back.grow_next() {}
         assert_eq!(back.finish(), forest);
         let mut bad = growth.clone();
