@@ -13,12 +13,13 @@ pub type Points = Vec<(i64, f64)>;
 const DOTS_UP_TO: usize = 60;
 
 /// The options every chart shares: no entry animation (charts redraw on every batch), a
-/// transparent background under the page's theme, room for the legend.
+/// transparent background under the page's theme, room for the legend's row and, below it, the
+/// y-axis name (a unit, or "generation"), which ECharts sets 15 px above the plot.
 fn base() -> Value {
     json!({
         "animation": false,
         "backgroundColor": "transparent",
-        "grid": { "left": 50, "right": 20, "top": 40, "bottom": 30, "containLabel": true },
+        "grid": { "left": 50, "right": 20, "top": 56, "bottom": 30, "containLabel": true },
         "tooltip": { "trigger": "axis" },
         "legend": { "type": "scroll", "top": 0 },
     })
