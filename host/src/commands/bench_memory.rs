@@ -6,13 +6,12 @@
 //! each lane's instance checkpointed (its state exported, and replaced when its memory grew past its
 //! ceiling) as `iotstream run` does, with the memory's settling clock following event time.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
 use serde::Serialize;
 
-use super::bench_plugins::Shipped;
+use super::bench_plugins::{BuiltinPluginsDir, Shipped};
 use crate::pipeline::PipelineConfig;
 use crate::plugins::bindings::Reading as WitReading;
 use crate::plugins::{Clock, Plugin, PluginError, PluginLimits, PluginRuntime, SensorCatalog};
@@ -45,14 +44,9 @@ pub struct BenchMemoryConfig {
     /// Minutes of event time between two samples of the report.
     #[arg(long, default_value_t = 10)]
     pub every: u32,
-    /// Folder of the built-in plugins (default: as `iotstream run`'s).
-    #[arg(
-        long = "builtin-plugins",
-        env = "IOTSTREAM_BUILTIN_PLUGINS",
-        value_name = "DIR",
-        default_value_os_t = crate::config::default_dist_folder("plugins")
-    )]
-    pub builtin_plugins: PathBuf,
+    /// Where the plugin's `.wasm` is.
+    #[command(flatten)]
+    pub builtin_plugins: BuiltinPluginsDir,
 }
 
 /// The lanes' memory at one minute of event time.
@@ -74,7 +68,7 @@ pub struct MemorySample {
 pub fn bench_memory(config: &BenchMemoryConfig) -> Result<Vec<MemorySample>, PluginError> {
     let clock = Clock::manual();
     let runtime = PluginRuntime::with_limits(PluginLimits { clock: clock.clone(), ..PluginLimits::default() })?;
-    let path = config.builtin_plugins.join(format!("{}.wasm", config.plugin.name()));
+    let path = config.builtin_plugins.wasm(config.plugin);
     let lanes = config.lanes.max(1);
     let mut lane: Vec<Lane> = (0..lanes)
         .map(|_| {

@@ -33,19 +33,34 @@ pub struct BenchPluginsConfig {
     /// Simulated sensors.
     #[arg(long, default_value_t = 50)]
     pub sensors: usize,
-    /// Folder of the built-in plugins, whose `.wasm` files are measured against the same
-    /// algorithms compiled into this binary (a drop-in of the same name may be another algorithm).
-    /// Default: as `iotstream run`'s.
+    /// Where the plugins' `.wasm` files are.
+    #[command(flatten)]
+    pub builtin_plugins: BuiltinPluginsDir,
+    /// Measure only these plugins (comma-separated; default: every one), for example to profile one.
+    #[arg(long, value_delimiter = ',', value_name = "PLUGIN")]
+    pub only: Vec<Shipped>,
+}
+
+/// The folder whose shipped plugins a bench measures.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BuiltinPluginsDir {
+    /// Folder of the built-in plugins whose `.wasm` files are measured (by `bench-plugins`,
+    /// against the same algorithms compiled into this binary: a drop-in of the same name may be
+    /// another algorithm). Default: as `iotstream run`'s.
     #[arg(
         long = "builtin-plugins",
         env = "IOTSTREAM_BUILTIN_PLUGINS",
         value_name = "DIR",
         default_value_os_t = crate::config::default_dist_folder("plugins")
     )]
-    pub builtin_plugins: PathBuf,
-    /// Measure only these plugins (comma-separated; default: every one), for example to profile one.
-    #[arg(long, value_delimiter = ',', value_name = "PLUGIN")]
-    pub only: Vec<Shipped>,
+    pub dir: PathBuf,
+}
+
+impl BuiltinPluginsDir {
+    /// The `.wasm` file of `shipped` in this folder.
+    pub fn wasm(&self, shipped: Shipped) -> PathBuf {
+        self.dir.join(format!("{}.wasm", shipped.name()))
+    }
 }
 
 /// One plugin's throughput, both ways.
@@ -112,7 +127,7 @@ impl Shipped {
     const ALL: [Shipped; 4] = [Shipped::ZScore, Shipped::IsolationForest, Shipped::Novelty, Shipped::TumblingWindow];
 
     /// Its plugin name (its `.wasm` file's stem).
-    pub(super) fn name(self) -> &'static str {
+    fn name(self) -> &'static str {
         match self {
             Shipped::ZScore => "zscore",
             Shipped::IsolationForest => "isolation-forest",
@@ -236,7 +251,7 @@ fn measure_wasm(
     wit: &[WitReading],
 ) -> Result<PluginThroughput, PluginError> {
     let loading = Instant::now();
-    let path = config.builtin_plugins.join(format!("{}.wasm", shipped.name()));
+    let path = config.builtin_plugins.wasm(shipped);
     let mut plugin = runtime.load_with_config(&path, Some("{}".into()))?;
     let load_ms = loading.elapsed().as_secs_f64() * 1000.0;
     let instantiating = Instant::now();
