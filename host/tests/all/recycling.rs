@@ -111,7 +111,8 @@ fn a_plugin_whose_memory_stays_is_never_replaced() {
 
 /// `iotstream bench-memory` replays simulated minutes through one instance a lane, as a host's
 /// lanes run it: the z-score keeps a fixed state per sensor, so its memory is what it was in its
-/// first minute at every later one, in every lane; the states it checkpoints are its sensors'.
+/// first minute at every later one, in every lane; it exports a state at each checkpoint, and none
+/// with checkpoints off.
 #[test]
 fn bench_memory_replays_lanes_whose_fixed_state_keeps_its_memory() {
     use clap::Parser;
