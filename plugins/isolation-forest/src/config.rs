@@ -1,6 +1,7 @@
 //! The online forest's configuration: its keys, their defaults and why, the presets, and the
 //! checks. The seed's detector stays available as the preset `"seed"`.
 
+use crate::forest::MAX_SAMPLES_PER_TREE;
 use serde::Deserialize;
 
 /// Which features describe a reading.
@@ -214,6 +215,9 @@ impl DetectorConfig {
     pub fn validate(&self) -> Result<(), String> {
         if self.trees == 0 || self.max_samples < 2 || self.history < 2 {
             return Err("trees must be positive, max_samples and history at least 2".into());
+        }
+        if self.max_samples > MAX_SAMPLES_PER_TREE {
+            return Err(format!("max_samples must be at most {MAX_SAMPLES_PER_TREE}, got {}", self.max_samples));
         }
         if self.min_history == 0 || self.min_history > self.history {
             return Err(format!(

@@ -89,8 +89,9 @@ pub struct IsolationForest {
 
 /// A forest as it is read back, checked before it scores (a walk that left the nodes would panic).
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize, Clone))]
 struct StoredForest {
-    scorer: Scorer,
+    scorer: StoredScorer,
     n_features: usize,
     samples_per_tree: usize,
 }
@@ -99,30 +100,56 @@ impl TryFrom<StoredForest> for IsolationForest {
     type Error = String;
 
     fn try_from(stored: StoredForest) -> Result<Self, String> {
-        stored.scorer.check(stored.n_features)?;
         if stored.scorer.roots.is_empty() {
             return Err("a stored forest has no tree".into());
         }
+        check_samples_per_tree(stored.samples_per_tree)?;
+        let trees = stored.scorer.roots.len();
         Ok(IsolationForest {
-            scorer: stored.scorer,
+            scorer: stored.scorer.into_chunks(stored.n_features, stored.samples_per_tree, trees)?,
             n_features: stored.n_features,
             samples_per_tree: stored.samples_per_tree,
         })
     }
 }
 
+/// The most rows a tree may be grown on (a tree of 2^20 rows has up to 2^21 nodes, a [`Scorer`]
+/// chunk of 32 MiB): a configuration or stored forest beyond it is refused rather than failing to
+/// allocate.
+pub const MAX_SAMPLES_PER_TREE: usize = 1 << 20;
+
+fn check_samples_per_tree(samples: usize) -> Result<(), String> {
+    if samples > MAX_SAMPLES_PER_TREE {
+        return Err(format!("{samples} rows a tree is more than the {MAX_SAMPLES_PER_TREE} a tree may be grown on"));
+    }
+    Ok(())
+}
+
 /// The trees laid out for scoring (the forest plugin as `.wasm` ran twice as fast with it,
-/// docs/performance.md): every tree's nodes in one array, a split's children side by side (the
-/// right one after the left), and a leaf that leads to itself. A row's walk then needs no branch:
-/// every tree takes [`Scorer::depth`] steps, `node = left + !(row[feature] <= threshold)`, all the
-/// trees a step at a time (independent loads the CPU overlaps, where a tree-by-tree walk waits on
-/// each node and mispredicts half its turns). A leaf tests the row's padding feature, `-inf`, against
-/// its path length (`depth + c(size)`, which it holds in `threshold`), so it always stays put.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// docs/performance.md): a split's children side by side (the right one after the left), and a
+/// leaf that leads to itself. A row's walk then needs no branch: every tree takes
+/// [`Scorer::depth`] steps, `node = left + !(row[feature] <= threshold)`, all the trees a step at a
+/// time (independent loads the CPU overlaps, where a tree-by-tree walk waits on each node and
+/// mispredicts half its turns). A leaf tests the row's padding feature, `-inf`, against its path
+/// length (`depth + c(size)`, which it holds in `threshold`), so it always stays put.
+///
+/// The nodes are kept in chunks of one size, [`chunk_nodes`] each, filled with whole trees in
+/// their order. A forest's memory is then whole chunks that every model of the same parameters
+/// shares the size of: a model freed at a retraining leaves room the next one's chunks fit
+/// exactly. Each model in one block of its own size (they vary by a tenth) left gaps that a
+/// plugin's memory grew around for the first 70-100 minutes of a stream (`iotstream
+/// bench-memory`, docs/performance.md); a growth's chunks become its forest's, with no copy.
+#[derive(Debug, Clone, PartialEq)]
 struct Scorer {
-    nodes: Vec<ScoreNode>,
-    /// Each tree's root in `nodes`, in the trees' order.
+    /// The trees' nodes, chunk by chunk: each chunk has room for `chunk_nodes`, and each tree's
+    /// nodes are in one chunk, their indices (roots, children) counted from the chunk's start.
+    chunks: Vec<Vec<ScoreNode>>,
+    /// Each tree's root in its chunk, in the trees' order.
     roots: Vec<u32>,
+    /// Where each chunk's trees end: chunk `c` holds trees `tree_ends[c - 1]..tree_ends[c]`.
+    tree_ends: Vec<u32>,
+    /// The room of every chunk, in nodes.
+    chunk_nodes: usize,
     /// The deepest leaf's depth: the steps that take every walk to its leaf.
     depth: usize,
 }
@@ -143,93 +170,239 @@ struct ScoreNode {
 const STACK_FEATURES: usize = 15;
 const STACK_TREES: usize = 128;
 
+/// The nodes of a [`Scorer`]'s chunk, unless a tree can have more (32 KiB: room for four of the
+/// largest trees of 256 rows, ten of the 204 nodes such trees take on uniform random rows). A
+/// forest of 100 such trees takes 10 or 11 chunks, its last chunk and each chunk's end unused: a
+/// tenth more than its nodes.
+const CHUNK_NODES: usize = 2048;
+
+/// The room of each chunk of a forest whose trees are grown on `samples_per_tree` rows: one of
+/// its largest trees at least.
+fn chunk_nodes(samples_per_tree: usize) -> usize {
+    CHUNK_NODES.max(max_tree_nodes(samples_per_tree))
+}
+
 impl Scorer {
-    /// A scorer with room for `trees` trees of `nodes` nodes in all.
-    fn with_capacity(trees: usize, nodes: usize) -> Self {
-        Scorer { nodes: Vec::with_capacity(nodes), roots: Vec::with_capacity(trees), depth: 0 }
+    /// A scorer with no tree yet, with room for the roots of `trees` trees grown on
+    /// `samples_per_tree` rows and for the chunks they can take at most.
+    fn new(trees: usize, samples_per_tree: usize) -> Self {
+        let chunk_nodes = chunk_nodes(samples_per_tree);
+        let most_chunks = trees.div_ceil(chunk_nodes / max_tree_nodes(samples_per_tree));
+        Scorer {
+            chunks: Vec::with_capacity(most_chunks),
+            roots: Vec::with_capacity(trees),
+            tree_ends: Vec::with_capacity(most_chunks),
+            chunk_nodes,
+            depth: 0,
+        }
+    }
+
+    /// Nodes in all the trees.
+    fn node_count(&self) -> usize {
+        self.chunks.iter().map(Vec::len).sum()
+    }
+
+    /// The chunk with room for `nodes` more: the last one, or a new one after it.
+    fn chunk_with_room(&mut self, nodes: usize) -> usize {
+        if self.chunks.last().is_none_or(|chunk| chunk.len() + nodes > self.chunk_nodes) {
+            self.chunks.push(Vec::with_capacity(self.chunk_nodes));
+            self.tree_ends.push(self.roots.len() as u32);
+        }
+        self.chunks.len() - 1
+    }
+
+    /// Counts a tree just laid out in the last chunk, at `root`.
+    fn close_tree(&mut self, root: u32) {
+        self.roots.push(root);
+        if let Some(end) = self.tree_ends.last_mut() {
+            *end = self.roots.len() as u32;
+        }
     }
 
     /// Lays `tree` out after the trees already here (its leaves test feature `leaf_feature`, the
     /// row's padding).
     fn push_tree(&mut self, tree: &Tree, leaf_feature: u32) {
-        let root = self.nodes.len() as u32;
-        self.roots.push(root);
-        self.nodes.push(ScoreNode { threshold: 0.0, feature: leaf_feature, left: root });
-        // (index in `tree.nodes`, its place in `self.nodes`, its depth), breadth first.
+        let chunk = self.chunk_with_room(tree.nodes.len());
+        let nodes = &mut self.chunks[chunk];
+        let root = nodes.len() as u32;
+        nodes.push(ScoreNode { threshold: 0.0, feature: leaf_feature, left: root });
+        // (index in `tree.nodes`, its place in `nodes`, its depth), breadth first.
         let mut queue = std::collections::VecDeque::from([(0usize, root, 0usize)]);
         while let Some((node, place, depth)) = queue.pop_front() {
-            self.nodes[place as usize] = match tree.nodes[node] {
+            nodes[place as usize] = match tree.nodes[node] {
                 Node::Leaf { size } => {
                     self.depth = self.depth.max(depth);
                     let path = depth as f64 + leaf_path_length(size as usize);
                     ScoreNode { threshold: path, feature: leaf_feature, left: place }
                 }
                 Node::Split { feature, threshold, left, right } => {
-                    let children = self.nodes.len() as u32;
+                    let children = nodes.len() as u32;
                     let placeholder = ScoreNode { threshold: 0.0, feature: leaf_feature, left: children };
-                    self.nodes.extend([placeholder, placeholder]);
+                    nodes.extend([placeholder, placeholder]);
                     queue.push_back((left as usize, children, depth + 1));
                     queue.push_back((right as usize, children + 1, depth + 1));
                     ScoreNode { threshold, feature, left: children }
                 }
             };
         }
+        self.close_tree(root);
     }
 
-    /// The same layout in vectors of exactly its size (a growth's vector doubles as its trees grow;
-    /// a model keeps only what its trees take).
-    fn compact(&self) -> Scorer {
-        Scorer { nodes: self.nodes.as_slice().to_vec(), roots: self.roots.as_slice().to_vec(), depth: self.depth }
+    /// Each chunk's nodes with the trees it holds, as a range of tree indices.
+    fn chunks_with_trees(&self) -> impl Iterator<Item = (&[ScoreNode], std::ops::Range<usize>)> {
+        let starts = std::iter::once(0).chain(self.tree_ends.iter().map(|&end| end as usize));
+        self.chunks
+            .iter()
+            .zip(starts.zip(&self.tree_ends))
+            .map(|(chunk, (start, &end))| (chunk.as_slice(), start..end as usize))
     }
 
-    /// Whether every walk of a row of `n_features` (padded with one more) stays within the nodes:
-    /// each root and child is a node, each feature is one of the row's, and a leaf (the padding
-    /// feature) leads to itself; and no walk takes more steps than there are nodes (a tree `depth`
-    /// deep has more than `depth` nodes). What a scorer read back must pass before it walks.
-    fn check(&self, n_features: usize) -> Result<(), String> {
-        let len = self.nodes.len();
-        if self.depth > len {
-            return Err(format!("a walk of {} steps through {len} nodes", self.depth));
-        }
-        if let Some(root) = self.roots.iter().find(|&&root| root as usize >= len) {
-            return Err(format!("a tree's root {root} is past the forest's {len} nodes"));
-        }
-        for (at, node) in self.nodes.iter().enumerate() {
-            let fine = match (node.feature as usize).cmp(&n_features) {
-                std::cmp::Ordering::Less => (node.left as usize) + 1 < len,
-                std::cmp::Ordering::Equal => node.left as usize == at,
-                std::cmp::Ordering::Greater => false,
-            };
-            if !fine {
-                return Err(format!(
-                    "node {at} of {len} (feature {}, left {}) leads outside the forest",
-                    node.feature, node.left
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// Walks every tree with `row` (its features, then `-inf`); leaves each tree's leaf in `at`.
+    /// Walks every tree with `row` (its features, then `-inf`); leaves each tree's leaf, in its
+    /// chunk, in `at`.
     #[allow(
         clippy::neg_cmp_op_on_partial_ord,
         reason = "`!(x <= t)`, not `x > t`: a NaN goes right, as the node-by-node walk sends it"
     )]
     fn walk(&self, row: &[f64], at: &mut [u32]) {
         at.copy_from_slice(&self.roots);
-        let step = |node: &mut u32| {
-            let n = self.nodes[*node as usize];
-            *node = n.left + u32::from(!(row[n.feature as usize] <= n.threshold));
-        };
-        for _ in 0..self.depth {
-            // Four trees a turn of the loop: a wasm build checks the host's deadline at every
-            // turn (the same steps; four trees a turn ran the forest's `.wasm` 11% faster).
-            let mut fours = at.chunks_exact_mut(4);
-            for four in &mut fours {
-                four.iter_mut().for_each(step);
+        for (nodes, trees) in self.chunks_with_trees() {
+            let step = |node: &mut u32| {
+                let n = nodes[*node as usize];
+                *node = n.left + u32::from(!(row[n.feature as usize] <= n.threshold));
+            };
+            let at = &mut at[trees];
+            for _ in 0..self.depth {
+                // Four trees a turn of the loop: a wasm build checks the host's deadline at every
+                // turn (the same steps; four trees a turn ran the forest's `.wasm` 11% faster).
+                let mut fours = at.chunks_exact_mut(4);
+                for four in &mut fours {
+                    four.iter_mut().for_each(step);
+                }
+                fours.into_remainder().iter_mut().for_each(step);
             }
-            fours.into_remainder().iter_mut().for_each(step);
         }
+    }
+
+    /// The path lengths of the leaves `at` (as [`walk`](Self::walk) leaves them), summed in the
+    /// trees' order.
+    fn total_path_length(&self, at: &[u32]) -> f64 {
+        let mut total = 0.0;
+        for (nodes, trees) in self.chunks_with_trees() {
+            for &leaf in &at[trees] {
+                total += nodes[leaf as usize].threshold;
+            }
+        }
+        total
+    }
+}
+
+/// Written as a [`StoredScorer`]: every tree's nodes in one array, a root's or child's index
+/// counted from the array's start (the layout every state was written in before the chunks).
+impl Serialize for Scorer {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeSeq, SerializeStruct};
+        /// The chunks' nodes one after the other, their indices moved by their chunk's start.
+        struct Nodes<'a>(&'a Scorer);
+        impl Serialize for Nodes<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut seq = serializer.serialize_seq(Some(self.0.node_count()))?;
+                let mut start = 0;
+                for chunk in &self.0.chunks {
+                    for node in chunk {
+                        seq.serialize_element(&ScoreNode { left: node.left + start, ..*node })?;
+                    }
+                    start += chunk.len() as u32;
+                }
+                seq.end()
+            }
+        }
+        /// The roots, moved by their chunk's start.
+        struct Roots<'a>(&'a Scorer);
+        impl Serialize for Roots<'_> {
+            fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                let mut seq = serializer.serialize_seq(Some(self.0.roots.len()))?;
+                let mut start = 0;
+                for (chunk, trees) in self.0.chunks_with_trees() {
+                    for &root in &self.0.roots[trees] {
+                        seq.serialize_element(&(root + start))?;
+                    }
+                    start += chunk.len() as u32;
+                }
+                seq.end()
+            }
+        }
+        let mut scorer = serializer.serialize_struct("Scorer", 3)?;
+        scorer.serialize_field("nodes", &Nodes(self))?;
+        scorer.serialize_field("roots", &Roots(self))?;
+        scorer.serialize_field("depth", &self.depth)?;
+        scorer.end()
+    }
+}
+
+/// A [`Scorer`] as it is stored: every tree's nodes in one array, each tree's from its root up to
+/// the next tree's, a root's or child's index counted from the array's start.
+#[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize, Clone))]
+struct StoredScorer {
+    nodes: Vec<ScoreNode>,
+    roots: Vec<u32>,
+    depth: usize,
+}
+
+impl StoredScorer {
+    /// The scorer in chunks, for trees grown on `samples_per_tree` rows (at most
+    /// [`MAX_SAMPLES_PER_TREE`]) with room for the roots of `trees`, once every walk of a row of `n_features` (padded with one more)
+    /// is found to stay within its tree: the trees follow each other from the first node, each
+    /// has no more nodes than a tree of `samples_per_tree` rows can, each child is one of its
+    /// tree's nodes, each feature one of the row's, and a leaf (the padding feature) leads to
+    /// itself; and no walk takes more steps than there are nodes (a tree `depth` deep has more
+    /// than `depth` nodes). What a scorer read back must pass before it walks.
+    fn into_chunks(self, n_features: usize, samples_per_tree: usize, trees: usize) -> Result<Scorer, String> {
+        let len = self.nodes.len();
+        if self.depth > len {
+            return Err(format!("a walk of {} steps through {len} nodes", self.depth));
+        }
+        let most_nodes = max_tree_nodes(samples_per_tree);
+        let mut scorer = Scorer::new(trees.max(self.roots.len()), samples_per_tree);
+        scorer.depth = self.depth;
+        let mut start = 0usize;
+        for (tree, &root) in self.roots.iter().enumerate() {
+            let end = self.roots.get(tree + 1).map_or(len, |&next| next as usize);
+            if root as usize != start || end <= start || end > len {
+                return Err(format!(
+                    "tree {tree}'s root {root} is not where the tree before it ends ({start}), or leads past the forest's {len} nodes"
+                ));
+            }
+            if end - start > most_nodes {
+                return Err(format!(
+                    "tree {tree} has {} nodes, more than a tree of {samples_per_tree} rows can ({most_nodes})",
+                    end - start
+                ));
+            }
+            let chunk = scorer.chunk_with_room(end - start);
+            let nodes = &mut scorer.chunks[chunk];
+            let base = nodes.len() as u32;
+            for (at, node) in self.nodes[start..end].iter().enumerate().map(|(i, node)| (start + i, node)) {
+                let fine = match (node.feature as usize).cmp(&n_features) {
+                    std::cmp::Ordering::Less => (start..end - 1).contains(&(node.left as usize)),
+                    std::cmp::Ordering::Equal => node.left as usize == at,
+                    std::cmp::Ordering::Greater => false,
+                };
+                if !fine {
+                    return Err(format!(
+                        "node {at} of tree {tree} (feature {}, left {}) leads outside the tree's nodes {start}..{end}",
+                        node.feature, node.left
+                    ));
+                }
+                nodes.push(ScoreNode { left: node.left - root + base, ..*node });
+            }
+            scorer.close_tree(base);
+            start = end;
+        }
+        if start != len {
+            return Err(format!("nodes {start}..{len} belong to no tree"));
+        }
+        Ok(scorer)
     }
 }
 
@@ -299,21 +472,21 @@ pub struct ForestGrowth {
     samples_per_tree: usize,
     /// Each tree's seed, drawn in order from the forest's.
     tree_seeds: Vec<u64>,
-    /// The trees grown so far, laid out for scoring, in a vector that grows with them. Room for the
-    /// most nodes its trees could have (818 KB for 100 trees of 256 rows) is 2.5 times what such
-    /// trees take (204 nodes a tree on uniform random rows, of 511 at most), and every instance kept
-    /// it: 5.2 MiB more over a host's twelve lanes, for the same slow climb of their memories
-    /// (`iotstream bench-memory`, docs/performance.md).
+    /// The trees grown so far, laid out for scoring in the chunks that become the forest's: a chunk
+    /// at a time as the trees need them, not room for the most nodes they could have (818 KB for
+    /// 100 trees of 256 rows, 2.5 times what such trees take, 204 nodes a tree on uniform random
+    /// rows of 511 at most, which every instance used to keep).
     grown: Scorer,
 }
 
 /// A growth as it is read back, checked before it grows or scores.
 #[derive(Deserialize)]
+#[cfg_attr(test, derive(Serialize, Clone))]
 struct StoredGrowth {
     rows: FlatRows,
     samples_per_tree: usize,
     tree_seeds: Vec<u64>,
-    grown: Scorer,
+    grown: StoredScorer,
 }
 
 impl TryFrom<StoredGrowth> for ForestGrowth {
@@ -335,18 +508,17 @@ impl TryFrom<StoredGrowth> for ForestGrowth {
         if grown.roots.len() > tree_seeds.len() {
             return Err(format!("a stored growth has {} trees of {}", grown.roots.len(), tree_seeds.len()));
         }
-        grown.check(rows.width)?;
-        let mut growth = ForestGrowth { rows, samples_per_tree, tree_seeds, grown };
+        check_samples_per_tree(samples_per_tree)?;
         // Room for every tree's root, as `new` reserved it.
-        growth.grown.roots.reserve_exact(growth.trees() - growth.grown());
-        Ok(growth)
+        let grown = grown.into_chunks(rows.width, samples_per_tree, tree_seeds.len())?;
+        Ok(ForestGrowth { rows, samples_per_tree, tree_seeds, grown })
     }
 }
 
 /// The most nodes a tree grown on `rows` rows can have: a split leaves at least one row each
 /// side, and the depth limit is `ceil(log2(rows))`, so `2 rows - 1` (and 1 for a single row).
 fn max_tree_nodes(rows: usize) -> usize {
-    (2 * rows).saturating_sub(1).max(1)
+    rows.saturating_mul(2).saturating_sub(1).max(1)
 }
 
 impl ForestGrowth {
@@ -370,11 +542,12 @@ impl ForestGrowth {
         }
         let mut forest_rng = StdRng::seed_from_u64(params.seed);
         let samples_per_tree = params.max_samples.min(rows.len());
+        check_samples_per_tree(samples_per_tree).map_err(FitError::BadParams)?;
         Ok(ForestGrowth {
             rows: FlatRows::new(rows, n_features),
             samples_per_tree,
             tree_seeds: (0..params.n_estimators).map(|_| forest_rng.random()).collect(),
-            grown: Scorer::with_capacity(params.n_estimators, 0),
+            grown: Scorer::new(params.n_estimators, samples_per_tree),
         })
     }
 
@@ -415,11 +588,7 @@ impl ForestGrowth {
     /// The forest, its trees grown to the end first.
     pub fn finish(mut self) -> IsolationForest {
         while self.grow_next() {}
-        IsolationForest {
-            scorer: self.grown.compact(),
-            n_features: self.rows.width,
-            samples_per_tree: self.samples_per_tree,
-        }
+        IsolationForest { scorer: self.grown, n_features: self.rows.width, samples_per_tree: self.samples_per_tree }
     }
 }
 
@@ -526,7 +695,7 @@ impl IsolationForest {
         };
         self.scorer.walk(padded, leaves);
         // Summed in the trees' order, as the path lengths always were: the same bits.
-        let total: f64 = leaves.iter().map(|&leaf| self.scorer.nodes[leaf as usize].threshold).sum();
+        let total = self.scorer.total_path_length(leaves);
         let mean = total / trees as f64;
         let norm = average_path_length(self.samples_per_tree);
         if norm == 0.0 { 1.0 } else { 2f64.powf(-mean / norm) }
@@ -588,13 +757,16 @@ mod tests {
                 let mut padded = probe.to_vec();
                 padded.push(f64::NEG_INFINITY);
                 forest.scorer.walk(&padded, &mut leaves);
-                for (tree, leaf) in trees.iter().zip(&leaves) {
+                // Each tree's leaf, in its chunk.
+                let paths: Vec<f64> = forest
+                    .scorer
+                    .chunks_with_trees()
+                    .flat_map(|(nodes, trees)| leaves[trees].iter().map(|&leaf| nodes[leaf as usize].threshold))
+                    .collect();
+                assert_eq!(paths.len(), trees.len());
+                for (tree, path) in trees.iter().zip(&paths) {
                     let expected = path_length(tree, probe);
-                    assert_eq!(
-                        forest.scorer.nodes[*leaf as usize].threshold.to_bits(),
-                        expected.to_bits(),
-                        "{probe:?}"
-                    );
+                    assert_eq!(path.to_bits(), expected.to_bits(), "{probe:?}");
                 }
                 let by_trees = trees.iter().map(|tree| path_length(tree, probe)).sum::<f64>() / trees.len() as f64;
                 let expected = 2f64.powf(-by_trees / average_path_length(forest.samples_per_tree));
@@ -658,73 +830,153 @@ mod tests {
         assert_ne!(ForestParams { seed: 18, ..params.clone() }.fit_rows(&rows).expect("fits"), at_once);
     }
 
-    /// A growth takes room for the trees it has grown, not for the largest trees it could grow
-    /// (50 trees of at most 2 x 128 - 1 nodes each here); the forest it gives keeps exactly what
-    /// its trees take.
+    /// A growth takes room a chunk at a time as its trees need it, not for the largest trees it
+    /// could grow (100 trees of at most 2 x 256 - 1 nodes here): chunks of exactly
+    /// [`CHUNK_NODES`], each filled with the trees that come in order while they fit (packed here
+    /// from the grown trees' sizes), and the forest it gives keeps those very chunks.
     #[test]
-    fn a_growth_takes_room_as_its_trees_grow_and_its_forest_keeps_no_more_than_its_trees() {
-        let rows = random_rows(&mut StdRng::seed_from_u64(8), 500);
-        let params = ForestParams { n_estimators: 50, max_samples: 128, seed: 4 };
+    fn a_growth_takes_chunks_of_one_size_as_its_trees_grow_and_its_forest_keeps_them() {
+        let rows = random_rows(&mut StdRng::seed_from_u64(8), 800);
+        let params = ForestParams { n_estimators: 100, max_samples: 256, seed: 4 };
         let mut growth = ForestGrowth::new(&params, &rows).expect("starts");
-        assert_eq!((growth.grown.nodes.capacity(), growth.grown.roots.capacity()), (0, 50));
+        assert_eq!((growth.grown.chunks.len(), growth.grown.roots.capacity()), (0, 100));
+        let sizes: Vec<usize> = grown_trees(&params, &rows).iter().map(|tree| tree.nodes.len()).collect();
+        // The chunks' trees, by hand: a tree that does not fit in the chunk so far starts the next.
+        let mut packed: Vec<Vec<usize>> = Vec::new();
+        for &size in &sizes {
+            match packed.last_mut() {
+                Some(chunk) if chunk.iter().sum::<usize>() + size <= 2048 => chunk.push(size),
+                _ => packed.push(vec![size]),
+            }
+        }
         while growth.grow_next() {}
-        let in_trees: usize = grown_trees(&params, &rows).iter().map(|tree| tree.nodes.len()).sum();
-        assert_eq!(growth.grown.nodes.len(), in_trees);
-        // A vector that doubles holds less than twice its nodes, and far less than the largest trees.
-        assert!(growth.grown.nodes.capacity() < 2 * in_trees && 2 * in_trees < 50 * 255, "{in_trees} nodes");
+        let chunks: Vec<(usize, usize)> = growth.grown.chunks.iter().map(|c| (c.len(), c.capacity())).collect();
+        let expected: Vec<(usize, usize)> = packed.iter().map(|trees| (trees.iter().sum(), 2048)).collect();
+        assert_eq!(chunks, expected);
+        let in_trees: usize = sizes.iter().sum();
+        // About 204 nodes a tree, of 511 at most: 10 or 11 chunks, not the 25 of the largest trees.
+        assert!((10..=11).contains(&chunks.len()) && (19_000..22_000).contains(&in_trees), "{in_trees} nodes");
+        let mut end = 0;
+        let ends: Vec<u32> = packed
+            .iter()
+            .map(|trees| {
+                end += trees.len() as u32;
+                end
+            })
+            .collect();
+        assert_eq!(growth.grown.tree_ends, ends);
+        let growth_chunks: Vec<*const ScoreNode> = growth.grown.chunks.iter().map(|c| c.as_ptr()).collect();
         let forest = growth.finish();
-        assert_eq!((forest.scorer.nodes.len(), forest.scorer.nodes.capacity()), (in_trees, in_trees));
-        assert_eq!((forest.scorer.roots.len(), forest.scorer.roots.capacity()), (50, 50));
+        let forest_chunks: Vec<*const ScoreNode> = forest.scorer.chunks.iter().map(|c| c.as_ptr()).collect();
+        assert_eq!(forest_chunks, growth_chunks, "the forest keeps the growth's chunks, not a copy");
+        assert_eq!((forest.scorer.roots.len(), forest.scorer.roots.capacity()), (100, 100));
     }
 
-    /// A stored forest or growth whose walk would leave its nodes, or whose rows cannot be drawn
+    /// What a forest writes is every tree's nodes in one array, children and roots counted from
+    /// its start (the layout states were written in before the chunks, so they read as before): a
+    /// walk of that array, node by node from each root, ends at the trees' own path lengths.
+    #[test]
+    fn a_forest_writes_its_chunks_as_one_array_of_nodes() {
+        let rows = random_rows(&mut StdRng::seed_from_u64(12), 600);
+        let params = ForestParams { seed: 6, ..ForestParams::default() };
+        let forest = params.fit_rows(&rows).expect("fits");
+        assert!(forest.scorer.chunks.len() > 5);
+        let trees = grown_trees(&params, &rows);
+        let stored: StoredForest = postcard::from_bytes(&postcard::to_stdvec(&forest).expect("writes")).expect("reads");
+        let (nodes, roots) = (&stored.scorer.nodes, &stored.scorer.roots);
+        assert_eq!(nodes.len(), trees.iter().map(|tree| tree.nodes.len()).sum::<usize>());
+        assert_eq!((stored.n_features, stored.samples_per_tree, stored.scorer.depth), (3, 256, forest.scorer.depth));
+        for probe in rows.iter().take(50).chain(&[[40.0, -3.0, 0.5], [f64::NAN, 0.2, 0.1]]) {
+            for (tree, &root) in trees.iter().zip(roots) {
+                let mut node = root as usize;
+                while (nodes[node].feature as usize) < 3 {
+                    let n = nodes[node];
+                    // A NaN goes right, as in the scorer's walk.
+                    let left = probe[n.feature as usize] <= n.threshold;
+                    node = n.left as usize + usize::from(!left);
+                }
+                assert_eq!(nodes[node].threshold.to_bits(), path_length(tree, probe).to_bits(), "{probe:?}");
+            }
+        }
+    }
+
+    /// A change made to what was stored, before it is read back.
+    type Corruption<T> = Box<dyn Fn(&mut T)>;
+
+    /// A stored forest or growth whose walk would leave its tree, or whose rows cannot be drawn
     /// from, is refused when read back, not found out by a panic when it scores.
     #[test]
-    fn a_stored_forest_that_leads_outside_its_nodes_is_refused() {
+    fn a_stored_forest_that_leads_outside_its_trees_is_refused() {
         let rows = random_rows(&mut StdRng::seed_from_u64(2), 100);
         let params = ForestParams { n_estimators: 5, max_samples: 32, seed: 1 };
         let forest = params.fit_rows(&rows).expect("fits");
-        let read = |forest: &IsolationForest| {
-            postcard::from_bytes::<IsolationForest>(&postcard::to_stdvec(forest).expect("writes")).map(|_| ())
+        let stored: StoredForest = postcard::from_bytes(&postcard::to_stdvec(&forest).expect("writes")).expect("reads");
+        let read = |stored: &StoredForest| {
+            postcard::from_bytes::<IsolationForest>(&postcard::to_stdvec(stored).expect("writes")).map(|_| ())
         };
-        assert_eq!(read(&forest), Ok(()));
-        let split = forest.scorer.nodes.iter().position(|n| n.feature < 3).expect("a split");
-        let leaf = forest.scorer.nodes.iter().position(|n| n.feature == 3).expect("a leaf");
-        let last = forest.scorer.nodes.len() as u32 - 1;
-        for corrupt in [
-            |f: &mut IsolationForest, _: usize, _: usize, last: u32| f.scorer.roots[0] = last + 1,
-            |f: &mut IsolationForest, split: usize, _: usize, last: u32| f.scorer.nodes[split].left = last,
-            |f: &mut IsolationForest, split: usize, _: usize, _: u32| f.scorer.nodes[split].feature = 4,
-            |f: &mut IsolationForest, _: usize, leaf: usize, _: u32| f.scorer.nodes[leaf].left += 1,
-            |f: &mut IsolationForest, _: usize, _: usize, _: u32| f.scorer.roots.clear(),
-            |f: &mut IsolationForest, _: usize, _: usize, last: u32| f.scorer.depth = last as usize + 2,
-        ] {
-            let mut bad = forest.clone();
-            corrupt(&mut bad, split, leaf, last);
-            assert!(read(&bad).is_err(), "{:?}", bad.scorer.roots);
+        assert_eq!(read(&stored), Ok(()));
+        let nodes = &stored.scorer.nodes;
+        let split = nodes.iter().position(|n| n.feature < 3).expect("a split");
+        let leaf = nodes.iter().position(|n| n.feature == 3).expect("a leaf");
+        let last = nodes.len() as u32 - 1;
+        // The first split of the second tree, and where that tree starts.
+        let second = stored.scorer.roots[1];
+        let corruptions: Vec<Corruption<StoredForest>> = vec![
+            Box::new(move |f| f.scorer.roots[0] = last + 1),
+            Box::new(move |f| f.scorer.nodes[split].left = last),
+            // Into the next tree's nodes: inside the forest, outside its own tree.
+            Box::new(move |f| f.scorer.nodes[split].left = second),
+            Box::new(move |f| f.scorer.roots[1] += 1),
+            Box::new(move |f| f.scorer.roots.swap(1, 2)),
+            Box::new(move |f| f.scorer.nodes[split].feature = 4),
+            Box::new(move |f| f.scorer.nodes[leaf].left += 1),
+            Box::new(|f| f.scorer.roots.clear()),
+            Box::new(move |f| f.scorer.depth = last as usize + 2),
+            // Trees larger than trees of 4 rows can be (7 nodes).
+            Box::new(|f| f.samples_per_tree = 4),
+            Box::new(|f| f.samples_per_tree = MAX_SAMPLES_PER_TREE + 1),
+        ];
+        for (i, corrupt) in corruptions.iter().enumerate() {
+            let mut bad = stored.clone();
+            corrupt(&mut bad);
+            assert!(read(&bad).is_err(), "corruption {i}: {:?}", bad.scorer.roots);
         }
         let mut growth = ForestGrowth::new(&params, &rows).expect("starts");
         growth.grow_next();
-        let read = |growth: &ForestGrowth| {
-            postcard::from_bytes::<ForestGrowth>(&postcard::to_stdvec(growth).expect("writes")).map(|_| ())
+        growth.grow_next();
+        let stored: StoredGrowth = postcard::from_bytes(&postcard::to_stdvec(&growth).expect("writes")).expect("reads");
+        let read = |stored: &StoredGrowth| {
+            postcard::from_bytes::<ForestGrowth>(&postcard::to_stdvec(stored).expect("writes")).map(|_| ())
         };
-        assert_eq!(read(&growth), Ok(()));
+        assert_eq!(read(&stored), Ok(()));
         // Read back, a growth has room for its trees' roots again, and grows to the forest fitted
         // at once.
         let mut back: ForestGrowth =
             postcard::from_bytes(&postcard::to_stdvec(&growth).expect("writes")).expect("reads");
-        assert_eq!(back.grown.roots.capacity(), 5);
+        assert_eq!((back.grown(), back.grown.roots.capacity()), (2, 5));
         while back.grow_next() {}
         assert_eq!(back.finish(), forest);
-        let mut bad = growth.clone();
-        bad.samples_per_tree = 101;
-        assert!(read(&bad).is_err());
-        let mut bad = growth.clone();
-        bad.grown.nodes[0].feature = 9;
-        assert!(read(&bad).is_err());
-        let mut bad = growth;
-        bad.tree_seeds.clear();
-        assert!(read(&bad).is_err());
+        let corruptions: Vec<Corruption<StoredGrowth>> = vec![
+            Box::new(|g| g.samples_per_tree = 101),
+            Box::new(|g| g.grown.nodes[0].feature = 9),
+            Box::new(|g| g.grown.roots[1] = 0),
+            Box::new(|g| g.tree_seeds.clear()),
+        ];
+        for (i, corrupt) in corruptions.iter().enumerate() {
+            let mut bad = stored.clone();
+            corrupt(&mut bad);
+            assert!(read(&bad).is_err(), "growth corruption {i}");
+        }
+    }
+
+    /// Configured beyond [`MAX_SAMPLES_PER_TREE`] rows a tree, a growth is refused, not a chunk
+    /// too large to allocate.
+    #[test]
+    fn a_growth_of_more_rows_a_tree_than_the_most_is_refused() {
+        let rows = vec![[1.0]; MAX_SAMPLES_PER_TREE + 1];
+        let params = ForestParams { n_estimators: 1, max_samples: usize::MAX, seed: 0 };
+        assert!(matches!(ForestGrowth::new(&params, &rows), Err(FitError::BadParams(_))));
+        assert!(ForestGrowth::new(&params, &rows[1..]).is_ok());
     }
 
     #[test]

@@ -279,6 +279,13 @@ fn the_seed_preset_restores_the_seed_and_keys_override_it() {
     assert_eq!(turns("{}"), Ok(1));
     assert_eq!(turns(r#"{"model_scope": "sensor"}"#), Ok(0));
     assert_eq!(turns(r#"{"model_scope": "sensor", "concurrent_fits": 4}"#), Ok(4));
+    // Trees of more rows than a forest's chunk may take are refused by name.
+    let check = |json: &str| parse(json).map(|c| c.validate());
+    assert_eq!(check(r#"{"max_samples": 1048576}"#), Ok(Ok(())));
+    assert_eq!(
+        check(r#"{"max_samples": 1048577}"#),
+        Ok(Err("max_samples must be at most 1048576, got 1048577".into()))
+    );
 }
 
 #[test]
