@@ -351,12 +351,12 @@ struct StoredScorer {
 
 impl StoredScorer {
     /// The scorer in chunks, for trees grown on `samples_per_tree` rows (at most
-    /// [`MAX_SAMPLES_PER_TREE`]) with room for the roots of `trees`, once every walk of a row of `n_features` (padded with one more)
-    /// is found to stay within its tree: the trees follow each other from the first node, each
-    /// has no more nodes than a tree of `samples_per_tree` rows can, each child is one of its
-    /// tree's nodes, each feature one of the row's, and a leaf (the padding feature) leads to
-    /// itself; and no walk takes more steps than there are nodes (a tree `depth` deep has more
-    /// than `depth` nodes). What a scorer read back must pass before it walks.
+    /// [`MAX_SAMPLES_PER_TREE`]) with room for the roots of `trees`, once every walk of a row of
+    /// `n_features` (padded with one more) is found to stay within its tree: the trees follow each
+    /// other from the first node, each has no more nodes than a tree of `samples_per_tree` rows
+    /// can, each child is one of its tree's nodes, each feature one of the row's, and a leaf (the
+    /// padding feature) leads to itself; and no walk takes more steps than there are nodes (a tree
+    /// `depth` deep has more than `depth` nodes). What a scorer read back must pass before it walks.
     fn into_chunks(self, n_features: usize, samples_per_tree: usize, trees: usize) -> Result<Scorer, String> {
         let len = self.nodes.len();
         if self.depth > len {
@@ -370,7 +370,8 @@ impl StoredScorer {
             let end = self.roots.get(tree + 1).map_or(len, |&next| next as usize);
             if root as usize != start || end <= start || end > len {
                 return Err(format!(
-                    "tree {tree}'s root {root} is not where the tree before it ends ({start}), or leads past the forest's {len} nodes"
+                    "tree {tree}'s root {root} is not where the tree before it ends ({start}), \
+                     or leads past the forest's {len} nodes"
                 ));
             }
             if end - start > most_nodes {
