@@ -3,12 +3,13 @@
 //! step).
 
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::kafka::{Brokers, KafkaOption};
 use crate::pipeline::PipelineConfig;
-use crate::plugins::{PluginCeilings, PluginFolders, PluginLimits};
+use crate::plugins::{PluginCeilings, PluginFolders, PluginLimits, READINGS_PER_CALL};
 use crate::reading::ReadingLimits;
 use crate::simulate::SimulateConfig;
 use crate::store::partitions::Retention;
@@ -99,6 +100,11 @@ pub struct RunConfig {
     /// manifest asking for more is refused. The default is the default deadline.
     #[arg(help_heading = heading::PLUGINS, long, env = "IOTSTREAM_PLUGIN_MAX_CALL_DEADLINE", default_value_t = PluginCeilings::default().call_deadline.into())]
     pub plugin_max_call_deadline: humantime::Duration,
+    /// The most readings one plugin call carries: a lane's batch larger than this is passed to each
+    /// plugin in calls of at most this many, in order, so the memory a plugin keeps for its calls
+    /// does not grow with the consumer's lag (docs/plugins.md, "Memory").
+    #[arg(help_heading = heading::PLUGINS, long, env = "IOTSTREAM_PLUGIN_READINGS_PER_CALL", default_value_t = READINGS_PER_CALL)]
+    pub plugin_readings_per_call: NonZeroUsize,
     /// Environment variables a plugin's manifest (`[grants] env`) may grant, comma-separated (none
     /// by default: the host's environment holds its database URL). A manifest granting another is
     /// refused.
@@ -262,6 +268,7 @@ impl RunConfig {
                 call_deadline: *self.plugin_max_call_deadline,
                 env_allowed: self.plugin_env_allow.iter().filter(|k| !k.is_empty()).cloned().collect(),
             },
+            readings_per_call: self.plugin_readings_per_call,
             ..PluginLimits::default()
         }
     }

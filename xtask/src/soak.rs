@@ -71,6 +71,35 @@ pub struct SoakArgs {
     /// broker and a simulator of their own.
     #[arg(long)]
     embedded: bool,
+    /// How the simulator compresses its batches (librdkafka's `compression.type`). lz4, as a
+    /// production producer sends: the broker keeps batches as they come, and tansu, which keeps its
+    /// whole log in memory, held 7.4 GB of an uncompressed hour and slowed its fetches from about
+    /// minute 40 in every such hour, so the host fell behind for the broker's sake.
+    #[arg(long, value_enum, default_value = "lz4", conflicts_with = "embedded")]
+    compression: Compression,
+}
+
+/// A producer's compression codec (librdkafka's `compression.type` values).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// The codec as librdkafka names it.
+    fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
 }
 
 /// One sample of the running host.
@@ -226,6 +255,7 @@ fn run(
             let mut simulate = Command::new(iotstream);
             simulate
                 .args(["simulate", "--brokers", brokers, "--topic", topic, "--rate", &rate, "--sensors", &sensors])
+                .args(["--kafka-option", &format!("compression.type={}", args.compression.name())])
                 .stdout(simulator_log.try_clone()?)
                 .stderr(simulator_log);
             eprintln!("xtask: {simulate:?} (its log: {})", simulator_log_path.display());
@@ -399,7 +429,13 @@ fn report(args: &SoakArgs, source: Option<&Source>, samples: &[Sample]) -> Resul
         args.plugins.display(),
         match source {
             None => "the embedded broker and simulator in the host's process".to_owned(),
-            Some(s) => format!("topic {} ({} partitions) on {}", s.topic, args.partitions, broker_name(args, s)),
+            Some(s) => format!(
+                "topic {} ({} partitions, {} batches) on {}",
+                s.topic,
+                args.partitions,
+                args.compression.name(),
+                broker_name(args, s)
+            ),
         },
         stored,
         if seconds > 0.0 { stored as f64 / seconds } else { 0.0 }
@@ -439,6 +475,7 @@ fn report(args: &SoakArgs, source: Option<&Source>, samples: &[Sample]) -> Resul
         "interval_s": args.interval, "plugins": args.plugins, "flat_percent": FLAT_PERCENT,
         "broker": source.map_or_else(|| "embedded".to_owned(), |s| broker_name(args, s)),
         "topic": source.map(|s| &s.topic), "partitions": source.map(|_| args.partitions),
+        "compression": source.map(|_| args.compression.name()),
         "samples": samples.iter().map(|s| json!({
             "seconds": s.seconds, "rss_mib": s.rss_mib, "stored": s.stored,
             "plugins_mib": s.plugins.values().sum::<f64>(), "plugin_mib": s.plugins,

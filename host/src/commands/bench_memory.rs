@@ -6,6 +6,7 @@
 //! each lane's instance checkpointed (its state exported, and replaced when its memory grew past its
 //! ceiling) as `iotstream run` does, with the memory's settling clock following event time.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeZone, Utc};
@@ -14,7 +15,7 @@ use serde::Serialize;
 use super::bench_plugins::{BuiltinPluginsDir, Shipped};
 use crate::pipeline::PipelineConfig;
 use crate::plugins::bindings::Reading as WitReading;
-use crate::plugins::{Clock, Plugin, PluginError, PluginLimits, PluginRuntime, SensorCatalog};
+use crate::plugins::{Clock, Plugin, PluginError, PluginLimits, PluginRuntime, READINGS_PER_CALL, SensorCatalog};
 use crate::simulate::Fleet;
 
 /// `iotstream bench-memory`.
@@ -38,6 +39,14 @@ pub struct BenchMemoryConfig {
     /// Event time a lane's batch gathers readings for, in milliseconds (`iotstream run`'s linger).
     #[arg(long, default_value_t = PipelineConfig::BATCH_LINGER.as_millis() as u64)]
     pub linger_ms: u64,
+    /// The linger at the last minute, in milliseconds: from `--linger-ms` it grows in step with
+    /// event time to this, so the batches grow as a consumer falling further behind its broker
+    /// takes them (whole fetches of its backlog). Default: `--linger-ms` all along.
+    #[arg(long)]
+    pub linger_ms_at_end: Option<u64>,
+    /// The most readings one plugin call carries (`iotstream run --plugin-readings-per-call`).
+    #[arg(long, default_value_t = READINGS_PER_CALL)]
+    pub readings_per_call: NonZeroUsize,
     /// Event time between checkpoints ("0s": none; `iotstream run`'s default).
     #[arg(long, default_value_t = PipelineConfig::CHECKPOINT_INTERVAL.into())]
     pub checkpoint_interval: humantime::Duration,
@@ -62,12 +71,18 @@ pub struct MemorySample {
     pub replacements: u64,
     /// The checkpointed states' size at the last checkpoint, every lane together, bytes.
     pub state_bytes: u64,
+    /// The largest batch a lane took since the sample before, readings.
+    pub largest_batch: usize,
 }
 
 /// Replays `config.minutes` of the simulated stream through `config.lanes` instances of the plugin.
 pub fn bench_memory(config: &BenchMemoryConfig) -> Result<Vec<MemorySample>, PluginError> {
     let clock = Clock::manual();
-    let runtime = PluginRuntime::with_limits(PluginLimits { clock: clock.clone(), ..PluginLimits::default() })?;
+    let runtime = PluginRuntime::with_limits(PluginLimits {
+        clock: clock.clone(),
+        readings_per_call: config.readings_per_call,
+        ..PluginLimits::default()
+    })?;
     let path = config.builtin_plugins.wasm(config.plugin);
     let lanes = config.lanes.max(1);
     let mut lane: Vec<Lane> = (0..lanes)
@@ -77,6 +92,7 @@ pub fn bench_memory(config: &BenchMemoryConfig) -> Result<Vec<MemorySample>, Plu
                 catalog: SensorCatalog::default(),
                 batch: Vec::new(),
                 state_bytes: 0,
+                largest_batch: 0,
             })
         })
         .collect::<Result<_, PluginError>>()?;
@@ -85,10 +101,14 @@ pub fn bench_memory(config: &BenchMemoryConfig) -> Result<Vec<MemorySample>, Plu
     let start: DateTime<Utc> = Utc.timestamp_millis_opt(1_767_225_600_000).single().unwrap_or_default();
     let step_us = 1_000_000 / i64::from(config.rate.max(1));
     let end_us = i64::from(config.minutes) * 60_000_000;
-    let linger_us = (config.linger_ms.max(1) * 1000) as i64;
+    let linger_us = |at_us: i64| {
+        let (first, last) = (config.linger_ms.max(1), config.linger_ms_at_end.unwrap_or(config.linger_ms).max(1));
+        let (first, last) = ((first * 1000) as f64, (last * 1000) as f64);
+        (first + (last - first) * at_us as f64 / end_us.max(1) as f64) as i64
+    };
     let checkpoint_us = config.checkpoint_interval.as_micros() as i64;
     let every_us = i64::from(config.every.max(1)) * 60_000_000;
-    let (mut next_cut, mut next_checkpoint, mut next_sample) = (linger_us, checkpoint_us, every_us);
+    let (mut next_cut, mut next_checkpoint, mut next_sample) = (linger_us(0), checkpoint_us, every_us);
     let mut samples = Vec::new();
     let mut n = 0usize;
     let mut at_us = 0;
@@ -103,7 +123,7 @@ pub fn bench_memory(config: &BenchMemoryConfig) -> Result<Vec<MemorySample>, Plu
             for l in &mut lane {
                 l.call(config.plugin)?;
             }
-            next_cut += linger_us;
+            next_cut += linger_us(at_us);
         }
         if checkpoint_us > 0 && at_us >= next_checkpoint {
             clock.advance(Duration::from_micros(checkpoint_us as u64));
@@ -120,6 +140,7 @@ pub fn bench_memory(config: &BenchMemoryConfig) -> Result<Vec<MemorySample>, Plu
                 lane_bytes,
                 replacements: lane.iter().map(|l| l.plugin.metrics().memory_replacements).sum(),
                 state_bytes: lane.iter().map(|l| l.state_bytes).sum(),
+                largest_batch: lane.iter_mut().map(|l| std::mem::take(&mut l.largest_batch)).max().unwrap_or(0),
             });
             next_sample += every_us;
         }
@@ -133,6 +154,7 @@ struct Lane {
     catalog: SensorCatalog,
     batch: Vec<WitReading>,
     state_bytes: u64,
+    largest_batch: usize,
 }
 
 impl Lane {
@@ -142,6 +164,7 @@ impl Lane {
             return Ok(());
         }
         plugin.call(&mut self.plugin, &self.catalog, &self.batch)?;
+        self.largest_batch = self.largest_batch.max(self.batch.len());
         self.batch.clear();
         Ok(())
     }
@@ -153,11 +176,12 @@ pub fn print(samples: &[MemorySample]) -> anyhow::Result<()> {
     let mib = |bytes: u64| bytes as f64 / f64::from(1 << 20);
     for s in samples {
         eprintln!(
-            "minute {:>4}: {:>7.2} MiB in all, {} replaced, states {:.2} MiB | {}",
+            "minute {:>4}: {:>7.2} MiB in all, {} replaced, states {:.2} MiB, batches up to {:>5} | {}",
             s.minute,
             mib(s.total_bytes),
             s.replacements,
             mib(s.state_bytes),
+            s.largest_batch,
             s.lane_bytes.iter().map(|&b| format!("{:.2}", mib(b))).collect::<Vec<_>>().join(" ")
         );
     }

@@ -3,6 +3,7 @@
 //! and the sandbox cost.
 
 use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -13,7 +14,7 @@ use iotstream_plugin_sdk::detector::Detector;
 use serde::Serialize;
 
 use crate::plugins::bindings::Reading as WitReading;
-use crate::plugins::{Plugin, PluginError, PluginRuntime, SensorCatalog};
+use crate::plugins::{Plugin, PluginError, PluginLimits, PluginRuntime, READINGS_PER_CALL, SensorCatalog};
 use crate::reading::Reading;
 use crate::simulate::Fleet;
 
@@ -39,6 +40,10 @@ pub struct BenchPluginsConfig {
     /// Measure only these plugins (comma-separated; default: every one), for example to profile one.
     #[arg(long, value_delimiter = ',', value_name = "PLUGIN")]
     pub only: Vec<Shipped>,
+    /// The most readings one call of a `.wasm` carries (`iotstream run --plugin-readings-per-call`):
+    /// its batches of 5000 are passed in calls of at most this many, as the pipeline passes them.
+    #[arg(long, default_value_t = READINGS_PER_CALL)]
+    pub readings_per_call: NonZeroUsize,
 }
 
 /// The folder whose shipped plugins a bench measures.
@@ -70,7 +75,7 @@ pub struct PluginThroughput {
     pub plugin: String,
     /// Its algorithm compiled natively into this binary.
     pub native_readings_per_s: f64,
-    /// Its `.wasm` through the host, in batches of 5000.
+    /// Its `.wasm` through the host, in batches of 5000 (in calls of at most `--readings-per-call`).
     pub wasm_readings_per_s: f64,
     /// The forest's longest single reading natively, milliseconds: its longest retraining pause
     /// (not timed for the other plugins, whose per-reading cost the timer itself would distort).
@@ -225,7 +230,10 @@ fn per_second(n: usize, started: Instant) -> f64 {
 /// Runs every plugin both ways over the same readings.
 pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput>, PluginError> {
     let (readings, identities) = simulated(config);
-    let runtime = PluginRuntime::new()?;
+    let runtime = PluginRuntime::with_limits(PluginLimits {
+        readings_per_call: config.readings_per_call,
+        ..PluginLimits::default()
+    })?;
     let mut catalog = SensorCatalog::default();
     let wit: Vec<WitReading> = readings.iter().map(|r| catalog.wit_reading(r)).collect();
     let mut results = Vec::new();

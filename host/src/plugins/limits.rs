@@ -3,6 +3,7 @@
 //! that enforces the memory cap over the whole instance, bounds its tables and counts, and
 //! measures its memory.
 
+use std::num::NonZeroUsize;
 use std::time::Duration;
 
 use super::health::Clock;
@@ -46,6 +47,17 @@ pub const QUARANTINE_AFTER: u32 = 5;
 /// memory it settles at holds its own working peaks, and what grows after is a leak or
 /// fragmentation.
 pub const MEMORY_SETTLE: Duration = Duration::from_secs(600);
+/// The most readings one `detect` or `aggregate` call carries: a larger batch is passed in calls of
+/// at most this many, in order. What a call needs in the stage's linear memory (the batch's columns,
+/// the answer, the stage's scratch) is then bounded by this rather than by the batch. A live lane's
+/// batch is tens of readings, but one catching up on a backlog takes whole fetches, thousands of
+/// readings, and a linear memory never shrinks: without a bound every stage would keep room for the
+/// largest batch it ever saw, and its memory would follow the consumer's lag. In calls of 256 the
+/// built-in stages' lanes falling behind take what live lanes take (in calls of 512 the z-score's
+/// take a page more each). The calls cost the cheap detectors nothing measurable and the windows
+/// about 0.06 µs a reading (their end-of-call emission), under half a percent of the host's CPU
+/// per reading (docs/performance.md).
+pub const READINGS_PER_CALL: NonZeroUsize = NonZeroUsize::new(256).expect("256 is not zero");
 
 /// The most a manifest may raise a plugin's limits to, and the environment it may be granted. The
 /// host's operator sets them (`iotstream run --plugin-max-memory-mib` and the rest); a manifest is
@@ -83,6 +95,8 @@ pub struct PluginLimits {
     pub quarantine_after: u32,
     /// How long an instance runs before its memory is taken as settled ([`MEMORY_SETTLE`]).
     pub memory_settle: Duration,
+    /// The most readings one call carries ([`READINGS_PER_CALL`]).
+    pub readings_per_call: NonZeroUsize,
     /// The clock backoffs and the settling of an instance's memory are measured with.
     pub clock: Clock,
     /// What a manifest may raise these limits to, and grant.
@@ -98,6 +112,7 @@ impl Default for PluginLimits {
             backoff_max: BACKOFF_MAX,
             quarantine_after: QUARANTINE_AFTER,
             memory_settle: MEMORY_SETTLE,
+            readings_per_call: READINGS_PER_CALL,
             clock: Clock::system(),
             ceilings: PluginCeilings::default(),
         }

@@ -48,7 +48,7 @@ pub use self::folders::{PluginFile, PluginFolders, PluginLayer};
 pub use self::health::{Clock, PluginState};
 pub use self::limits::{
     BACKOFF_INITIAL, BACKOFF_MAX, CALL_DEADLINE, INSTANCES_MAX, MEMORIES_MAX, MEMORY_LIMIT_BYTES, PluginCeilings,
-    PluginLimits, QUARANTINE_AFTER, TABLE_ELEMENTS_MAX, TABLES_MAX,
+    PluginLimits, QUARANTINE_AFTER, READINGS_PER_CALL, TABLE_ELEMENTS_MAX, TABLES_MAX,
 };
 pub use self::manifest::{Grants, Manifest, ManifestLimits, PluginSpec};
 pub use self::metrics::{CallTimes, PluginMetrics};

@@ -11,6 +11,7 @@
 //! memory has grown well past what it took when it settled with a fresh one holding the state it
 //! just exported, which needs only what that state needs.
 
+use std::num::NonZeroUsize;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -351,33 +352,45 @@ impl Plugin {
         self.metrics.last_error = Some(err.public());
     }
 
-    /// Runs a detector over a batch: one detection per reading, every score finite.
+    /// Runs a detector over a batch: one detection per reading, every score finite. A batch of
+    /// more than the limits' `readings_per_call` is passed in calls of at most that many, in order
+    /// ([`READINGS_PER_CALL`](super::READINGS_PER_CALL)); if one fails, the batch's detections are
+    /// lost, and the rest of it is not passed.
     pub fn detect(&mut self, catalog: &SensorCatalog, readings: &[Reading]) -> Result<Vec<Detection>, PluginError> {
-        self.call(
-            CallKind::Batch,
-            catalog,
-            (readings.len(), newest(readings)),
-            |instance| instance.bindings.detect(&mut instance.store, instance.stage, readings),
-            |answer| {
-                let detections = answer.into_detections(readings.len())?;
-                check_detections(&detections, readings.len()).map(|n| (detections, n))
-            },
-        )
+        let mut detections = Vec::with_capacity(readings.len());
+        for call in calls(readings, self.blueprint.limits.readings_per_call) {
+            detections.extend(self.call(
+                CallKind::Batch,
+                catalog,
+                (call.len(), newest(call)),
+                |instance| instance.bindings.detect(&mut instance.store, instance.stage, call),
+                |answer| {
+                    let detections = answer.into_detections(call.len())?;
+                    check_detections(&detections, call.len()).map(|n| (detections, n))
+                },
+            )?);
+        }
+        Ok(detections)
     }
 
-    /// Runs an aggregator over a batch; returns the windows it closed.
+    /// Runs an aggregator over a batch, in calls of at most the limits' `readings_per_call`
+    /// readings as [`detect`](Self::detect); returns the windows they closed, in order.
     pub fn aggregate(
         &mut self,
         catalog: &SensorCatalog,
         readings: &[Reading],
     ) -> Result<Vec<WindowAggregate>, PluginError> {
-        self.call(
-            CallKind::Batch,
-            catalog,
-            (readings.len(), newest(readings)),
-            |instance| instance.bindings.aggregate(&mut instance.store, instance.stage, readings),
-            |aggregates| check_aggregates(&aggregates).map(|n| (aggregates, n)),
-        )
+        let mut closed = Vec::new();
+        for call in calls(readings, self.blueprint.limits.readings_per_call) {
+            closed.extend(self.call(
+                CallKind::Batch,
+                catalog,
+                (call.len(), newest(call)),
+                |instance| instance.bindings.aggregate(&mut instance.store, instance.stage, call),
+                |aggregates| check_aggregates(&aggregates).map(|n| (aggregates, n)),
+            )?);
+        }
+        Ok(closed)
     }
 
     /// Tells an aggregator the processing time; returns the windows it closed for idleness.
@@ -531,6 +544,13 @@ fn import(instance: &mut Instance, state: &[u8]) -> Call<()> {
     let result = instance.bindings.import_state(&mut instance.store, instance.stage, state)?;
     instance.declared = 0;
     Ok(result)
+}
+
+/// `readings` in consecutive runs of at most `per_call`: one plugin call each. An empty batch is one
+/// empty call, as it always was.
+fn calls(readings: &[Reading], per_call: NonZeroUsize) -> impl Iterator<Item = &[Reading]> {
+    let empty = readings.is_empty().then_some(readings);
+    readings.chunks(per_call.get()).chain(empty)
 }
 
 /// The newest event time of `readings`: the time a batch call's clock reads.

@@ -171,6 +171,16 @@ fn unknown_keys_and_wrong_types_are_usage_errors_naming_each_key() {
         stderr(&missing).starts_with("error: cannot read config file /nonexistent/iotstream.toml: "),
         "{missing:?}"
     );
+    // A plugin call of no readings would never pass a batch on.
+    let zero = iotstream(&["config", "--plugin-readings-per-call", "0"], &[]);
+    assert_eq!(zero.status.code(), Some(2), "{zero:?}");
+    assert!(
+        stderr(&zero).starts_with(
+            "error: invalid value '0' for '--plugin-readings-per-call <PLUGIN_READINGS_PER_CALL>': \
+             number would be zero for non-zero type"
+        ),
+        "{zero:?}"
+    );
 }
 
 #[test]

@@ -1,12 +1,13 @@
 //! Each built plugin, loaded by the host and checked through the WIT boundary against values
 //! computed by hand.
 
+use std::num::NonZeroUsize;
 use std::path::Path;
 
 use iotstream::plugins::bindings::{
     ContractVersion, ModelInfo, Reading as WitReading, SensorType as WitSensorType, Verdict,
 };
-use iotstream::plugins::{Plugin, PluginError, PluginRuntime, SensorCatalog, StageKind};
+use iotstream::plugins::{Plugin, PluginError, PluginLimits, PluginRuntime, SensorCatalog, StageKind};
 use iotstream::reading::{Reading, SensorType};
 use iotstream_plugin_sdk::CONTRACT_VERSION;
 
@@ -163,6 +164,55 @@ fn isolation_forest_warms_up_then_flags_a_spike() {
     assert_eq!(spike.verdict, Verdict::Anomaly, "spike score {}", spike.score);
     let normal = detections[72..200].iter().filter(|d| d.verdict == Verdict::Normal).count();
     assert!(normal >= 120, "only {normal} of 128 ordinary readings judged normal");
+}
+
+/// A batch longer than the limits' readings per call reaches the plugin in calls of at most that
+/// many, in order, and comes back as if it had been one call: every detection the same (scores to
+/// the bit, the forest's models trained inside the batch and their lineage), every window the same.
+#[test]
+fn a_batch_passed_in_calls_of_64_readings_is_judged_and_aggregated_as_in_one_call() {
+    let runtime = |per_call: usize| {
+        let readings_per_call = NonZeroUsize::new(per_call).expect("not zero");
+        PluginRuntime::with_limits(PluginLimits { readings_per_call, ..PluginLimits::default() }).expect("runtime")
+    };
+    let (whole, split) = (runtime(100_000), runtime(64));
+    // 1,000 readings of three pressure sensors a second apart (16 minutes and 40 seconds), one spike.
+    let readings: Vec<Reading> = (0..1000)
+        .map(|i| {
+            let value = 1013.0 + ((i * 37) % 11) as f64 * 0.1 + if i == 900 { 60.0 } else { 0.0 };
+            reading(["p1", "p2", "p3"][i % 3], SensorType::Pressure, "lab_1", i as i64 * 1000, value)
+        })
+        .collect();
+    let mut catalog = SensorCatalog::default();
+    let wit = to_wit(&mut catalog, &readings);
+    let forest = r#"{"trees": 50, "min_train": 64, "train_rows": 256, "fit_spread_rows": 16}"#;
+    for (name, config) in [("zscore", "{}"), ("isolation-forest", forest)] {
+        let (mut one, mut calls) = (load_with_config(&whole, name, config), load_with_config(&split, name, config));
+        let expected = one.detect(&catalog, &wit).expect("one call");
+        assert_eq!(calls.detect(&catalog, &wit).expect("16 calls"), expected, "{name}");
+        // 1,000 readings in calls of 64: 15 full calls and one of 40.
+        assert_eq!((one.metrics().calls, calls.metrics().calls), (1, 16), "{name}");
+        assert_eq!((one.metrics().readings_in, calls.metrics().readings_in), (1000, 1000), "{name}");
+        if name == "zscore" {
+            assert_eq!(expected[900].verdict, Verdict::Anomaly, "the z-score flags the spike");
+        } else {
+            let generations = expected.iter().filter_map(|d| d.model.map(|m| m.generation)).max();
+            assert!(generations >= Some(3), "models retrained inside the batch: {generations:?}");
+        }
+    }
+    let mut flagged = wit.clone();
+    flagged[900].flagged = true;
+    let (mut one, mut calls) =
+        (whole.load(&plugin_path("tumbling-window")), split.load(&plugin_path("tumbling-window")));
+    let (one, calls) = (one.as_mut().expect("loads"), calls.as_mut().expect("loads"));
+    let expected = one.aggregate(&catalog, &flagged).expect("one call");
+    assert_eq!(calls.aggregate(&catalog, &flagged).expect("16 calls"), expected);
+    assert_eq!(calls.metrics().calls, 16);
+    // Sixteen whole minutes of 60 readings each, closed as the watermark passed them; minute 15
+    // holds the spike.
+    assert_eq!(expected.iter().map(|w| w.count).collect::<Vec<_>>(), [60; 16]);
+    assert_eq!(expected.iter().map(|w| w.anomaly_count).sum::<u32>(), 1);
+    assert_eq!(expected[15].anomaly_count, 1);
 }
 
 #[test]

@@ -109,12 +109,9 @@ fn a_plugin_whose_memory_stays_is_never_replaced() {
     assert_eq!((m.memory_replacements, m.restarts), (0, 0), "{m:?}");
 }
 
-/// `iotstream bench-memory` replays simulated minutes through one instance a lane, as a host's
-/// lanes run it: the z-score keeps a fixed state per sensor, so its memory is what it was in its
-/// first minute at every later one, in every lane; it exports a state at each checkpoint, and none
-/// with checkpoints off.
-#[test]
-fn bench_memory_replays_lanes_whose_fixed_state_keeps_its_memory() {
+/// `iotstream bench-memory` over 3 minutes of event time, a sample each minute, in 3 lanes of the
+/// built z-score, with the further arguments `more`.
+fn replay_zscore(more: &[&str]) -> Vec<iotstream::commands::bench_memory::MemorySample> {
     use clap::Parser;
     use iotstream::commands::bench_memory::{BenchMemoryConfig, bench_memory};
 
@@ -125,11 +122,17 @@ fn bench_memory_replays_lanes_whose_fixed_state_keeps_its_memory() {
     }
     let built = crate::support::built_plugins();
     let args = ["bench-memory", "--plugin", "zscore", "--minutes", "3", "--every", "1", "--lanes", "3"];
-    let parse = |more: &[&str]| {
-        let args = args.iter().chain(more).copied().chain(["--builtin-plugins", built.to_str().expect("utf-8")]);
-        Cli::try_parse_from(args).expect("parses").config
-    };
-    let samples = bench_memory(&parse(&["--sensors", "5", "--rate", "500"])).expect("replays");
+    let args = args.iter().chain(more).copied().chain(["--builtin-plugins", built.to_str().expect("utf-8")]);
+    bench_memory(&Cli::try_parse_from(args).expect("parses").config).expect("replays")
+}
+
+/// `iotstream bench-memory` replays simulated minutes through one instance a lane, as a host's
+/// lanes run it: the z-score keeps a fixed state per sensor, so its memory is what it was in its
+/// first minute at every later one, in every lane; it exports a state at each checkpoint, and none
+/// with checkpoints off.
+#[test]
+fn bench_memory_replays_lanes_whose_fixed_state_keeps_its_memory() {
+    let samples = replay_zscore(&["--sensors", "5", "--rate", "500"]);
     assert_eq!(samples.iter().map(|s| s.minute).collect::<Vec<_>>(), [1, 2, 3]);
     let first = &samples[0];
     for sample in &samples {
@@ -140,7 +143,29 @@ fn bench_memory_replays_lanes_whose_fixed_state_keeps_its_memory() {
     }
     assert_eq!(first.lane_bytes.len(), 3);
     // Without checkpoints, no state is exported.
-    let unchecked =
-        bench_memory(&parse(&["--sensors", "5", "--rate", "500", "--checkpoint-interval", "0s"])).expect("replays");
+    let unchecked = replay_zscore(&["--sensors", "5", "--rate", "500", "--checkpoint-interval", "0s"]);
     assert!(unchecked.iter().all(|s| s.state_bytes == 0), "{unchecked:?}");
+}
+
+/// A lane falling behind its broker takes ever larger batches. Passed to the plugin in calls of at
+/// most 256 readings (the default), its memory stays what it was in the first minute while its
+/// batches grow tenfold; passed whole, every lane keeps room for the largest batch it took, at
+/// least its columns (20 bytes a reading: a key, a timestamp, a value).
+#[test]
+fn a_lane_s_memory_does_not_follow_its_batches_as_they_grow() {
+    // 500 readings/s over 5 sensors in 3 lanes: lanes 0 and 1 take two sensors, 200 readings/s,
+    // lane 2 one. The linger grows from 50 ms to 60 s over the 3 minutes, so the largest batch
+    // from over 2,000 readings in the first minute to over 7,000 in the last (lane 2's half that).
+    let growing = ["--sensors", "5", "--rate", "500", "--linger-ms", "50", "--linger-ms-at-end", "60000"];
+    let split = replay_zscore(&growing);
+    let whole = replay_zscore(&[&growing[..], &["--readings-per-call", "1000000"]].concat());
+    let largest: Vec<usize> = split.iter().map(|s| s.largest_batch).collect();
+    assert!(largest[0] > 2_000 && largest[2] > 7_000 && largest[2] > 3 * largest[0], "{largest:?}");
+    assert_eq!(whole.iter().map(|s| s.largest_batch).collect::<Vec<_>>(), largest);
+    for sample in &split {
+        assert_eq!(sample.lane_bytes, split[0].lane_bytes, "minute {}", sample.minute);
+    }
+    for (lane, (&whole, &split)) in whole[2].lane_bytes.iter().zip(&split[2].lane_bytes).enumerate() {
+        assert!(whole >= split + 20 * 3_000, "lane {lane}: {whole} bytes whole, {split} split");
+    }
 }
