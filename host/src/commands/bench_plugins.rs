@@ -86,7 +86,7 @@ pub struct PluginThroughput {
     /// restart from the last good state costs before the state import.
     pub instantiate_ms: f64,
     /// Median time of a call with one reading, microseconds: the fixed cost of a call (deadline,
-    /// crossing into the sandbox, metrics), paid once per batch.
+    /// crossing into the sandbox, metrics), paid once per call.
     pub call_overhead_us: f64,
     /// The `.wasm`'s calls of 100 readings (a live lane's batch), milliseconds: p50, p99 and the
     /// longest, over every reading in a fresh instance. A stage's slowest calls (a forest's fits)
@@ -142,8 +142,9 @@ impl Shipped {
     }
 
     /// Runs the algorithm natively over `readings`; returns the longest single call, ms (measured
-    /// for the forest, whose retraining makes some calls long; 0 for the others).
-    fn run_native(self, readings: &[Reading], identities: &[SensorIdentity]) -> f64 {
+    /// for the forest, whose retraining makes some calls long; 0 for the others). The windows close
+    /// their ready windows after every `per_call` readings, as their `.wasm` does after each call.
+    fn run_native(self, readings: &[Reading], identities: &[SensorIdentity], per_call: NonZeroUsize) -> f64 {
         let mut longest = 0.0_f64;
         match self {
             Shipped::ZScore => {
@@ -171,7 +172,7 @@ impl Shipped {
             }
             Shipped::TumblingWindow => {
                 let mut w = tumbling_window::window::TumblingWindows::new(Default::default());
-                for chunk in readings.chunks(BATCH).zip(identities.chunks(BATCH)) {
+                for chunk in readings.chunks(per_call.get()).zip(identities.chunks(per_call.get())) {
                     for (r, id) in chunk.0.iter().zip(chunk.1) {
                         w.add(&id.location, id.sensor_type, r.timestamp.timestamp_millis(), r.value, false);
                     }
@@ -239,7 +240,7 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
     let mut results = Vec::new();
     for shipped in Shipped::ALL.into_iter().filter(|s| config.only.is_empty() || config.only.contains(s)) {
         let started = Instant::now();
-        let longest_native_call_ms = shipped.run_native(&readings, &identities);
+        let longest_native_call_ms = shipped.run_native(&readings, &identities, config.readings_per_call);
         let native_readings_per_s = per_second(readings.len(), started);
         let mut measured = measure_wasm(config, &runtime, shipped, &catalog, &wit)?;
         measured.native_readings_per_s = native_readings_per_s;

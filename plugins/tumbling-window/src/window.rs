@@ -157,12 +157,17 @@ pub struct WindowState {
 pub struct TumblingWindows {
     config: WindowConfig,
     state: WindowState,
+    /// Whether a closed window may have been revised since the last emission (a late reading
+    /// within the horizon, or a state just restored). Only then are all the groups' closed windows
+    /// searched for revised ones: otherwise the only windows to emit are those closing now, and a
+    /// call's emission costs what it emits, not the hour of closed windows every group keeps.
+    revised: bool,
 }
 
 impl TumblingWindows {
     /// A stage with no window.
     pub fn new(config: WindowConfig) -> Self {
-        TumblingWindows { config, state: WindowState::default() }
+        TumblingWindows { config, state: WindowState::default(), revised: false }
     }
 
     /// The watermark: highest event time seen minus the allowed lateness.
@@ -183,6 +188,7 @@ impl TumblingWindows {
     /// Replaces the state (after an import).
     pub fn restore(&mut self, state: WindowState) {
         self.state = state;
+        self.revised = true;
     }
 
     /// Adds one reading to its window: open, or closed within the horizon (a revision).
@@ -223,6 +229,7 @@ impl TumblingWindows {
                     dirty: false,
                 });
                 window.dirty = true;
+                self.revised = true;
                 &mut window.stats
             }
         };
@@ -255,25 +262,37 @@ impl TumblingWindows {
     fn close_where(&mut self, ready: impl Fn(i64, &Accumulator) -> bool) -> Vec<WindowAggregate> {
         let window_ms = self.config.window_ms;
         let forget_before = self.watermark().map(|w| w.saturating_sub(self.config.revision_horizon_ms));
+        let revised = std::mem::take(&mut self.revised);
         let mut emitted = Vec::new();
         for ((location, sensor_type), group) in &mut self.state.groups {
             let last_ready = group.open.iter().filter(|(start, w)| ready(**start, w)).map(|(start, _)| *start).max();
+            // Where a window to emit may be: anywhere after a revision, else among those closing now.
+            let mut emit_from = if revised { Some(i64::MIN) } else { None };
             if let Some(last_ready) = last_ready {
                 let still_open = group.open.split_off(&(last_ready + 1));
                 let closing = std::mem::replace(&mut group.open, still_open);
                 let end = last_ready.saturating_add(window_ms);
                 group.closed_until_ms = Some(group.closed_until_ms.map_or(end, |c| c.max(end)));
+                if let Some(&first) = closing.keys().next() {
+                    emit_from = Some(emit_from.map_or(first, |from| from.min(first)));
+                }
                 for (start, stats) in closing {
                     group.closed.insert(start, Closed { stats, emitted: 0, dirty: true });
                 }
             }
-            for (start, window) in group.closed.iter_mut().filter(|(_, w)| w.dirty) {
-                emitted.push(aggregate(*start, window_ms, location.as_shared(), *sensor_type, window));
-                window.emitted += 1;
-                window.dirty = false;
+            if let Some(from) = emit_from {
+                for (start, window) in group.closed.range_mut(from..).filter(|(_, w)| w.dirty) {
+                    emitted.push(aggregate(*start, window_ms, location.as_shared(), *sensor_type, window));
+                    window.emitted += 1;
+                    window.dirty = false;
+                }
             }
-            if let Some(forget_before) = forget_before {
-                group.closed.retain(|start, _| start.saturating_add(window_ms) > forget_before);
+            // Closed windows are kept by start, so those past the horizon are the first ones.
+            while let Some(oldest) = group.closed.first_entry() {
+                match forget_before {
+                    Some(before) if oldest.key().saturating_add(window_ms) <= before => oldest.remove(),
+                    _ => break,
+                };
             }
         }
         self.state
