@@ -12,7 +12,8 @@
 //!
 //! The readings come as in production, from outside the host: a topic of `--partitions` on a
 //! Kafka-protocol broker (`--brokers`, or a tansu with in-memory storage started for the run, as
-//! `cargo xtask bench` does), written by `iotstream simulate` in a process of its own at `--rate`.
+//! `cargo xtask bench` does), written by `iotstream simulate` in a process of its own at `--rate`,
+//! in lz4-compressed batches as a production producer sends them (`--compression`).
 //! The broker's and the simulator's memory are sampled too, and reported beside, never counted as
 //! the host's. `--embedded` soaks the demo's set-up instead: the embedded broker and simulator in
 //! the host's process, whose memory then holds the broker's log too (about 5 MB a partition,

@@ -2,9 +2,11 @@
 //! two. An hour's soak (`cargo xtask soak`) is the proof that a host's memory stays flat, but it
 //! takes an hour a try; a plugin's share of it (every instance's memory only ever grows, so its
 //! allocator's high-water mark is what it keeps) can be replayed here as fast as the plugin runs:
-//! the lanes of one host at the soak's rate, their batches cut as the pipeline's linger cuts them,
-//! each lane's instance checkpointed (its state exported, and replaced when its memory grew past its
-//! ceiling) as `iotstream run` does, with the memory's settling clock following event time.
+//! the lanes of one host at the soak's rate, their batches cut as the pipeline's linger cuts them
+//! (or growing over the run, as the batches of lanes falling behind their broker do) and passed in
+//! calls of at most `--readings-per-call` readings as the host passes them, each lane's instance
+//! checkpointed (its state exported, and replaced when its memory grew past its ceiling) as
+//! `iotstream run` does, with the memory's settling clock following event time.
 
 use std::num::NonZeroUsize;
 use std::time::Duration;
@@ -101,10 +103,11 @@ pub fn bench_memory(config: &BenchMemoryConfig) -> Result<Vec<MemorySample>, Plu
     let start: DateTime<Utc> = Utc.timestamp_millis_opt(1_767_225_600_000).single().unwrap_or_default();
     let step_us = 1_000_000 / i64::from(config.rate.max(1));
     let end_us = i64::from(config.minutes) * 60_000_000;
+    // The linger at `at_us`: from the first to the last in step with event time.
+    let first_linger_us = (config.linger_ms.max(1) * 1000) as f64;
+    let last_linger_us = (config.linger_ms_at_end.unwrap_or(config.linger_ms).max(1) * 1000) as f64;
     let linger_us = |at_us: i64| {
-        let (first, last) = (config.linger_ms.max(1), config.linger_ms_at_end.unwrap_or(config.linger_ms).max(1));
-        let (first, last) = ((first * 1000) as f64, (last * 1000) as f64);
-        (first + (last - first) * at_us as f64 / end_us.max(1) as f64) as i64
+        (first_linger_us + (last_linger_us - first_linger_us) * at_us as f64 / end_us.max(1) as f64) as i64
     };
     let checkpoint_us = config.checkpoint_interval.as_micros() as i64;
     let every_us = i64::from(config.every.max(1)) * 60_000_000;
