@@ -352,45 +352,57 @@ impl Plugin {
         self.metrics.last_error = Some(err.public());
     }
 
-    /// Runs a detector over a batch: one detection per reading, every score finite. A batch of
-    /// more than the limits' `readings_per_call` is passed in calls of at most that many, in order
-    /// ([`READINGS_PER_CALL`](super::READINGS_PER_CALL)); if one fails, the batch's detections are
-    /// lost, and the rest of it is not passed.
+    /// Runs a detector over a batch: one detection per reading, every score finite (in calls of
+    /// at most the limits' `readings_per_call`, see [`call_in_runs`](Self::call_in_runs)).
     pub fn detect(&mut self, catalog: &SensorCatalog, readings: &[Reading]) -> Result<Vec<Detection>, PluginError> {
-        let mut detections = Vec::with_capacity(readings.len());
-        for call in calls(readings, self.blueprint.limits.readings_per_call) {
-            detections.extend(self.call(
-                CallKind::Batch,
-                catalog,
-                (call.len(), newest(call)),
-                |instance| instance.bindings.detect(&mut instance.store, instance.stage, call),
-                |answer| {
-                    let detections = answer.into_detections(call.len())?;
-                    check_detections(&detections, call.len()).map(|n| (detections, n))
-                },
-            )?);
-        }
-        Ok(detections)
+        self.call_in_runs(
+            catalog,
+            readings,
+            |instance, run| instance.bindings.detect(&mut instance.store, instance.stage, run),
+            |answer, run| {
+                let detections = answer.into_detections(run.len())?;
+                check_detections(&detections, run.len()).map(|n| (detections, n))
+            },
+        )
     }
 
-    /// Runs an aggregator over a batch, in calls of at most the limits' `readings_per_call`
-    /// readings as [`detect`](Self::detect); returns the windows they closed, in order.
+    /// Runs an aggregator over a batch (in calls of at most the limits' `readings_per_call`, see
+    /// [`call_in_runs`](Self::call_in_runs)); returns the windows it closed, in order.
     pub fn aggregate(
         &mut self,
         catalog: &SensorCatalog,
         readings: &[Reading],
     ) -> Result<Vec<WindowAggregate>, PluginError> {
-        let mut closed = Vec::new();
-        for call in calls(readings, self.blueprint.limits.readings_per_call) {
-            closed.extend(self.call(
+        self.call_in_runs(
+            catalog,
+            readings,
+            |instance, run| instance.bindings.aggregate(&mut instance.store, instance.stage, run),
+            |aggregates, _| check_aggregates(&aggregates).map(|n| (aggregates, n)),
+        )
+    }
+
+    /// Passes a batch to the stage in runs of at most the limits' `readings_per_call` readings, in
+    /// order, each one [`call`](Self::call) ([`READINGS_PER_CALL`](super::READINGS_PER_CALL)), and
+    /// joins their answers. The first failure ends the batch: its answers are lost, and the rest of
+    /// it is not passed.
+    fn call_in_runs<T, U>(
+        &mut self,
+        catalog: &SensorCatalog,
+        readings: &[Reading],
+        invoke: impl Fn(&mut Instance, &[Reading]) -> Call<T>,
+        accept: impl Fn(T, &[Reading]) -> Result<(Vec<U>, usize), String>,
+    ) -> Result<Vec<U>, PluginError> {
+        let mut answers = Vec::with_capacity(readings.len());
+        for run in calls(readings, self.blueprint.limits.readings_per_call) {
+            answers.extend(self.call(
                 CallKind::Batch,
                 catalog,
-                (call.len(), newest(call)),
-                |instance| instance.bindings.aggregate(&mut instance.store, instance.stage, call),
-                |aggregates| check_aggregates(&aggregates).map(|n| (aggregates, n)),
+                (run.len(), newest(run)),
+                |instance| invoke(instance, run),
+                |answer| accept(answer, run),
             )?);
         }
-        Ok(closed)
+        Ok(answers)
     }
 
     /// Tells an aggregator the processing time; returns the windows it closed for idleness.
