@@ -392,15 +392,21 @@ impl Plugin {
         invoke: impl Fn(&mut Instance, &[Reading]) -> Call<T>,
         accept: impl Fn(T, &[Reading]) -> Result<(Vec<U>, usize), String>,
     ) -> Result<Vec<U>, PluginError> {
-        let mut answers = Vec::with_capacity(readings.len());
+        let mut answers = Vec::new();
         for run in calls(readings, self.blueprint.limits.readings_per_call) {
-            answers.extend(self.call(
+            let answer = self.call(
                 CallKind::Batch,
                 catalog,
                 (run.len(), newest(run)),
                 |instance| invoke(instance, run),
                 |answer| accept(answer, run),
-            )?);
+            )?;
+            // A batch of one call (a live lane's) keeps its answer as it came, with no copy.
+            if answers.is_empty() {
+                answers = answer;
+            } else {
+                answers.extend(answer);
+            }
         }
         Ok(answers)
     }
