@@ -237,8 +237,9 @@ impl Scorer {
                 }
                 Node::Split { feature, threshold, left, right } => {
                     let children = nodes.len() as u32;
-                    let placeholder = ScoreNode { threshold: 0.0, feature: leaf_feature, left: children };
-                    nodes.extend([placeholder, placeholder]);
+                    // The children's places, written when the queue reaches them.
+                    let unwritten = ScoreNode { threshold: 0.0, feature: leaf_feature, left: children };
+                    nodes.extend([unwritten, unwritten]);
                     queue.push_back((left as usize, children, depth + 1));
                     queue.push_back((right as usize, children + 1, depth + 1));
                     ScoreNode { threshold, feature, left: children }
