@@ -16,6 +16,7 @@
 
 use chrono::{DateTime, Utc};
 
+use crate::store::models::BatchModels;
 use crate::store::rows::{Prediction, StoredReading, VerdictsByReading, write_verdicts_json};
 
 /// The statement; the columns in the order [`readings_copy_data`] writes each row's fields.
@@ -42,20 +43,22 @@ pub(super) fn readings_copy_data(source: i16, readings: &[StoredReading], predic
     let mut out = Vec::with_capacity(HEADER.len() + TRAILER.len() + text_bytes + readings.len() * 90);
     out.extend_from_slice(HEADER);
     let verdicts = VerdictsByReading::new(readings.len(), predictions);
+    let models = BatchModels::of(predictions);
     for (i, stored) in readings.iter().enumerate() {
-        encode_tuple(&mut out, source, stored, predictions, verdicts.of(i));
+        encode_tuple(&mut out, source, stored, predictions, &models.ids, verdicts.of(i));
     }
     out.extend_from_slice(TRAILER);
     out
 }
 
 /// Appends one reading's tuple to `out`: its verdicts are `predictions[i]` for each `i` in
-/// `verdicts`, written as JSON straight into the tuple.
+/// `verdicts` (`model_ids[i]` the id of its model), written as JSON straight into the tuple.
 pub(crate) fn encode_tuple(
     out: &mut Vec<u8>,
     source: i16,
     stored: &StoredReading,
     predictions: &[Prediction],
+    model_ids: &[i64],
     verdicts: &[usize],
 ) {
     let r = &stored.reading;
@@ -73,7 +76,7 @@ pub(crate) fn encode_tuple(
     // The verdicts' length is known once they are written: four bytes reserved, then filled in.
     let length_at = out.len();
     out.extend_from_slice(&[0; 4]);
-    write_verdicts_json(out, predictions, verdicts);
+    write_verdicts_json(out, predictions, model_ids, verdicts);
     let len = i32::try_from(out.len() - length_at - 4).unwrap_or(i32::MAX);
     out[length_at..length_at + 4].copy_from_slice(&len.to_be_bytes());
     field(out, &source.to_be_bytes());
@@ -149,8 +152,11 @@ mod tests {
         expected.extend([0, 0, 0, 1, 0]); // flagged
         expected.extend([0, 0, 0, 4, 0, 0, 0, 3]);
         expected.extend([0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 1, 2]); // offset 258
-        expected.extend([0, 0, 0, 42]);
-        expected.extend(br#"[{"d":"z","ver":"1","v":"normal","s":0.5}]"#);
+        // The verdict names its model, detector "z" version "1", by id (see `store::models`).
+        let model = crate::store::models::DetectorModel { detector: "z", version: "1", lineage: None }.id();
+        let verdicts = format!("[[{model},1,0.5]]");
+        expected.extend((verdicts.len() as i32).to_be_bytes());
+        expected.extend(verdicts.as_bytes());
         expected.extend([0, 0, 0, 2, 0, 7]); // source
         expected.extend([0xff, 0xff]); // trailer
         assert_eq!(data, expected);

@@ -170,10 +170,24 @@ impl Store {
                 }),
             }
         }
+        let mut models = self.models_to_store(batch);
+        if let Some(to_store) = &models
+            && let Err(err) = in_savepoint(&mut tx, async |tx| to_store.store(tx).await).await?
+        {
+            // Cannot happen for want of a valid field (names, versions and times are stored as
+            // any plugin may give them); were it to, the verdicts stay, unreadable by name.
+            written.refused.push(Refused {
+                origin: RefusedOrigin::Plugin(to_store.detectors()),
+                rows: to_store.len(),
+                error: reason(&err),
+            });
+            models = None;
+        }
         advance_positions(&mut tx, batch).await?;
         write_checkpoints(&mut tx, batch).await?;
         add_to_totals(&mut tx, source, &written.totals).await?;
         tx.commit().await?;
+        self.models_stored(models);
         Ok(written)
     }
 }

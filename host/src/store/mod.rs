@@ -16,6 +16,7 @@
 //! * `writer`: [`Store::write`], the batch's one transaction; `copy`: its new readings in binary
 //!   `COPY`; `isolate`: the same when the database refuses part of it for good (a poison row costs
 //!   only itself);
+//! * [`models`]: the detector versions and models stored verdicts name (`detector_models`);
 //! * [`checkpoints`]: a lane's (a partition's) stage states with the position they include;
 //! * `sources`: the `kafka_sources` registry (a source's epochs), stored positions and the batch
 //!   log of each lane;
@@ -30,6 +31,7 @@ pub mod checkpoints;
 pub mod cluster;
 mod copy;
 mod isolate;
+pub mod models;
 pub mod ownership;
 pub mod partitions;
 mod queries;
@@ -143,6 +145,8 @@ pub struct Store {
     api_pool: PgPool,
     /// The day partitions known to exist (shared by this store's clones).
     known_partitions: partitions::KnownPartitions,
+    /// The detector models this store has stored (shared by its clones).
+    known_models: models::KnownModels,
 }
 
 impl Store {
@@ -177,7 +181,7 @@ impl Store {
             .connect_lazy_with(
                 options.options([("statement_timeout", timeout.as_str()), ("plan_cache_mode", "force_custom_plan")]),
             );
-        let store = Store { pool, api_pool, known_partitions: Default::default() };
+        let store = Store { pool, api_pool, known_partitions: Default::default(), known_models: Default::default() };
         store.migrate().await?;
         Ok(store)
     }
@@ -185,7 +189,7 @@ impl Store {
     /// A store whose pipeline and API share `pool` (tests; [`Store::connect`] gives each its own);
     /// call [`Store::migrate`] before the first write.
     pub fn new(pool: PgPool) -> Self {
-        Store { api_pool: pool.clone(), pool, known_partitions: Default::default() }
+        Store { api_pool: pool.clone(), pool, known_partitions: Default::default(), known_models: Default::default() }
     }
 
     /// The API's pool.

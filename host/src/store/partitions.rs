@@ -126,6 +126,8 @@ pub struct MaintenanceReport {
     pub created: Vec<String>,
     /// Partitions dropped by retention.
     pub dropped: Vec<String>,
+    /// Detector models deleted with them: no reading left names them (see `store::models`).
+    pub models_pruned: u64,
 }
 
 impl Store {
@@ -180,13 +182,17 @@ impl Store {
             report.created.extend(self.ensure_partitions(table, days.iter().copied().chain(stranded)).await?);
         }
         if let Some(keep) = retention.readings {
-            report.dropped.extend(self.drop_old_partitions(PartitionedTable::Readings, keep, now).await?);
+            let dropped = self.drop_old_partitions(PartitionedTable::Readings, keep, now).await?;
+            if !dropped.is_empty() {
+                report.models_pruned = self.prune_detector_models().await?;
+            }
+            report.dropped.extend(dropped);
         }
         if let Some(keep) = retention.dead_letters {
             report.dropped.extend(self.drop_old_partitions(PartitionedTable::DeadLetters, keep, now).await?);
         }
         if !report.created.is_empty() || !report.dropped.is_empty() {
-            info!(created = ?report.created, dropped = ?report.dropped, "partitions maintained");
+            info!(created = ?report.created, dropped = ?report.dropped, models_pruned = report.models_pruned, "partitions maintained");
         }
         Ok(report)
     }

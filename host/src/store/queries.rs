@@ -230,15 +230,18 @@ impl Store {
         to: Option<DateTime<Utc>>,
     ) -> Result<Vec<DetectorAgreement>, StoreError> {
         type Row = (String, String, String, i64, i64, i64, i64, i64);
-        // A reading's verdicts are one row's array (migration 0008): pairs come from the row itself.
+        // A reading's verdicts are one row's array (migration 0008): pairs come from the row itself,
+        // each verdict `[model, verdict, score]` (migration 0015; 0 is warming up, 2 an anomaly).
         let agreement: Vec<Row> = sqlx::query_as(
-            "SELECT r.sensor_type, a.d, b.d, count(*), count(*) FILTER (WHERE (a.v = 'anomaly') = (b.v = 'anomaly')), \
-             count(*) FILTER (WHERE a.v = 'anomaly' AND b.v = 'anomaly'), \
-             count(*) FILTER (WHERE a.v = 'anomaly' AND b.v <> 'anomaly'), \
-             count(*) FILTER (WHERE b.v = 'anomaly' AND a.v <> 'anomaly') \
-             FROM sensor_readings r, json_to_recordset(r.verdicts) AS a (d text, v text), \
-             json_to_recordset(r.verdicts) AS b (d text, v text) \
-             WHERE a.d < b.d AND a.v <> 'warming_up' AND b.v <> 'warming_up' \
+            "SELECT r.sensor_type, ma.detector::text, mb.detector::text, count(*), \
+             count(*) FILTER (WHERE (a.e ->> 1 = '2') = (b.e ->> 1 = '2')), \
+             count(*) FILTER (WHERE a.e ->> 1 = '2' AND b.e ->> 1 = '2'), \
+             count(*) FILTER (WHERE a.e ->> 1 = '2' AND b.e ->> 1 <> '2'), \
+             count(*) FILTER (WHERE b.e ->> 1 = '2' AND a.e ->> 1 <> '2') \
+             FROM sensor_readings r, json_array_elements(r.verdicts) AS a (e), json_array_elements(r.verdicts) AS b (e), \
+             detector_models ma, detector_models mb \
+             WHERE ma.id = (a.e ->> 0)::bigint AND mb.id = (b.e ->> 0)::bigint AND ma.detector < mb.detector \
+             AND a.e ->> 1 <> '0' AND b.e ->> 1 <> '0' \
              AND ($1::timestamptz IS NULL OR r.timestamp >= $1) AND ($2::timestamptz IS NULL OR r.timestamp < $2) \
              GROUP BY 1, 2, 3 ORDER BY 1, 2, 3",
         )

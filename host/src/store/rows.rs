@@ -9,6 +9,7 @@ use iotstream_api::{AggregateRow, DeadLetterReason, ReadingRow, Verdict};
 
 use crate::reading::Reading;
 use crate::store::checkpoints::Checkpoint;
+use crate::store::models::BatchModels;
 use crate::store::ownership::Fence;
 
 /// Longest payload prefix kept in a dead letter: a whole valid-sized message (see
@@ -205,6 +206,7 @@ impl BatchRows {
     /// stale: the writer then sees that it does not match and encodes the readings itself.
     pub fn encode_for_copy(&mut self) {
         let verdicts = VerdictsByReading::new(self.readings.len(), &self.predictions);
+        let models = BatchModels::of(&self.predictions);
         let mut segments: Vec<CopySegment> = Vec::new();
         for (index, stored) in self.readings.iter().enumerate() {
             if segments.last().is_none_or(|last| last.partition != stored.partition) {
@@ -217,6 +219,7 @@ impl BatchRows {
                     self.source,
                     stored,
                     &self.predictions,
+                    &models.ids,
                     of_reading,
                 );
                 segment.readings += 1;
@@ -362,31 +365,15 @@ pub struct Totals {
     pub dead_letters: u64,
 }
 
-/// One verdict as `sensor_readings.verdicts` keeps it (migration 0008): short keys, since every
-/// reading carries one object per detector.
-#[derive(serde::Serialize)]
-struct StoredVerdict<'a> {
-    d: Cow<'a, str>,
-    ver: Cow<'a, str>,
-    v: &'static str,
-    /// A score that is not a number is kept as JSON `null` (JSON has no NaN).
-    s: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    g: Option<i32>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    t: Option<DateTime<Utc>>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    n: Option<i32>,
-}
-
 /// Each reading's verdicts as the JSON array its `sensor_readings.verdicts` holds (`[]` for a
 /// reading no detector judged), in the order of `readings` (see [`write_verdicts_json`]).
 pub fn verdicts_json(readings: usize, predictions: &[Prediction]) -> Vec<String> {
     let by_reading = VerdictsByReading::new(readings, predictions);
+    let models = BatchModels::of(predictions);
     (0..readings)
         .map(|reading| {
             let mut json = Vec::new();
-            write_verdicts_json(&mut json, predictions, by_reading.of(reading));
+            write_verdicts_json(&mut json, predictions, &models.ids, by_reading.of(reading));
             // serde_json writes UTF-8, and the brackets and commas around it are ASCII.
             String::from_utf8(json).unwrap_or_else(|_| "[]".to_owned())
         })
@@ -431,31 +418,21 @@ impl VerdictsByReading {
 }
 
 /// Appends to `out` the JSON array of the verdicts `predictions[i]` for each `i` in `indices`, as
-/// `sensor_readings.verdicts` keeps them (`[]` for none).
-///
-/// The array is always one PostgreSQL takes (a verdict can never make the database refuse its
-/// reading): a verdict is one of three words, a score that is not finite becomes `null`, and a NUL
-/// in a detector's name or version (which `json` takes but no query could read back as text: the
-/// view's `json_to_recordset` refuses `\u0000`; the host refuses such plugins at load) becomes
-/// U+FFFD.
-pub(crate) fn write_verdicts_json(out: &mut Vec<u8>, predictions: &[Prediction], indices: &[usize]) {
+/// `sensor_readings.verdicts` keeps them (migration 0015): `[model, verdict, score]` each, `model`
+/// the id of its `detector_models` row (`model_ids[i]`, see [`BatchModels`]), `verdict` its
+/// [`verdict_code`], `score` a number, or `null` for one that is not finite (JSON has no NaN).
+/// `[]` for none.
+pub(crate) fn write_verdicts_json(out: &mut Vec<u8>, predictions: &[Prediction], model_ids: &[i64], indices: &[usize]) {
     let array_start = out.len();
     out.push(b'[');
-    for (n, p) in indices.iter().filter_map(|&i| predictions.get(i)).enumerate() {
+    let verdicts = indices.iter().filter_map(|&i| Some((predictions.get(i)?, model_ids.get(i)?)));
+    for (n, (p, &model)) in verdicts.enumerate() {
         if n > 0 {
             out.push(b',');
         }
-        let verdict = StoredVerdict {
-            d: without_nul(&p.detector),
-            ver: without_nul(&p.detector_version),
-            v: iotstream_api::Named::as_str(p.verdict),
-            s: p.score.is_finite().then_some(p.score),
-            g: p.model.map(|m| m.generation),
-            t: p.model.and_then(|m| m.trained_at),
-            n: p.model.map(|m| m.training_rows),
-        };
-        // Serializing borrowed strings, numbers and times into memory cannot fail; were it to,
-        // the reading keeps no verdict rather than a broken array.
+        let verdict = (model, verdict_code(p.verdict), p.score.is_finite().then_some(p.score));
+        // Serializing numbers into memory cannot fail; were it to, the reading keeps no verdict
+        // rather than a broken array.
         if serde_json::to_writer(&mut *out, &verdict).is_err() {
             out.truncate(array_start);
             out.extend_from_slice(b"[]");
@@ -465,8 +442,17 @@ pub(crate) fn write_verdicts_json(out: &mut Vec<u8>, predictions: &[Prediction],
     out.push(b']');
 }
 
+/// A verdict as `sensor_readings.verdicts` keeps it (migration 0015, whose view reads it back).
+pub(crate) fn verdict_code(verdict: Verdict) -> u8 {
+    match verdict {
+        Verdict::WarmingUp => 0,
+        Verdict::Normal => 1,
+        Verdict::Anomaly => 2,
+    }
+}
+
 /// `text` with any NUL replaced by U+FFFD: PostgreSQL's text refuses `\u0000`.
-fn without_nul(text: &str) -> Cow<'_, str> {
+pub(crate) fn without_nul(text: &str) -> Cow<'_, str> {
     if text.contains('\0') { Cow::Owned(text.replace('\0', "\u{FFFD}")) } else { Cow::Borrowed(text) }
 }
 
@@ -576,30 +562,29 @@ mod tests {
     }
 
     /// Each reading's verdicts, exactly as `sensor_readings.verdicts` keeps them: in the batch's
-    /// order per reading, a model's lineage only where there is one, a score that is not a number
-    /// as `null`, a NUL in a name replaced, a verdict pointing past the readings left out.
+    /// order per reading, each naming its model by id, a score that is not a number as `null`,
+    /// a verdict pointing past the readings left out.
     #[test]
     fn verdicts_are_each_readings_json_array_in_the_batchs_order() {
+        use crate::store::models::DetectorModel;
         let trained_at = Utc.timestamp_opt(1_700_000_000, 0).single();
+        let lineage = Some(ModelLineage { generation: 2, trained_at, training_rows: 256 });
         let predictions = vec![
             Prediction { score: 1.5, ..verdict("zscore", 2) },
-            Prediction {
-                verdict: Verdict::Anomaly,
-                score: 0.75,
-                model: Some(ModelLineage { generation: 2, trained_at, training_rows: 256 }),
-                ..verdict("forest", 0)
-            },
+            Prediction { verdict: Verdict::Anomaly, score: 0.75, model: lineage, ..verdict("forest", 0) },
             Prediction { score: f64::NAN, ..verdict("zscore", 0) },
             Prediction { verdict: Verdict::WarmingUp, ..verdict("a\0b", 1) },
             verdict("zscore", 7),
         ];
+        let id = |detector, lineage| DetectorModel { detector, version: "1", lineage }.id();
+        let (zscore, forest, odd) = (id("zscore", None), id("forest", lineage), id("a\u{FFFD}b", None));
         assert_eq!(
             verdicts_json(4, &predictions),
             [
-                r#"[{"d":"forest","ver":"1","v":"anomaly","s":0.75,"g":2,"t":"2023-11-14T22:13:20Z","n":256},{"d":"zscore","ver":"1","v":"normal","s":null}]"#,
-                "[{\"d\":\"a\u{FFFD}b\",\"ver\":\"1\",\"v\":\"warming_up\",\"s\":0.0}]",
-                r#"[{"d":"zscore","ver":"1","v":"normal","s":1.5}]"#,
-                "[]",
+                format!("[[{forest},2,0.75],[{zscore},1,null]]"),
+                format!("[[{odd},0,0.0]]"),
+                format!("[[{zscore},1,1.5]]"),
+                "[]".to_owned(),
             ]
         );
     }

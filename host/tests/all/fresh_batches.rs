@@ -51,6 +51,18 @@ fn batch(source: i16, readings: Vec<StoredReading>, fresh: bool) -> BatchRows {
 
 type Row = (String, String, String, f64, DateTime<Utc>, bool, String, bool, i32, i64, i16, String);
 
+/// The id of a model (untrained: no training time) as the database computes it (migration 0015).
+async fn model_id(pool: &PgPool, detector: &str, version: &str, generation: Option<i32>, rows: Option<i32>) -> i64 {
+    sqlx::query_scalar("SELECT iotstream_detector_model_id($1, $2, $3, NULL, $4)")
+        .bind(detector)
+        .bind(version)
+        .bind(generation)
+        .bind(rows)
+        .fetch_one(pool)
+        .await
+        .expect("model id")
+}
+
 async fn stored_rows(pool: &PgPool) -> Vec<Row> {
     sqlx::query_as(
         "SELECT sensor_id, sensor_type, location, value, timestamp, anomaly, unit, flagged, kafka_partition, \
@@ -75,7 +87,8 @@ async fn a_fresh_batch_stores_the_same_rows_as_the_insert_would(pool: PgPool) {
 
     assert_eq!((written.totals.readings, written.totals.flagged, written.refused.len()), (3, 1, 0));
     assert_eq!(written.readings_paths, vec![ReadingsPath::Copy]);
-    let verdicts = r#"[{"d":"zscore","ver":"0.3.0","v":"anomaly","s":3.5,"g":2,"n":100}]"#;
+    let verdicts = format!("[[{},2,3.5]]", model_id(&pool, "zscore", "0.3.0", Some(2), Some(100)).await);
+    let verdicts = verdicts.as_str();
     let row = |sensor: &str, offset: i64, t: DateTime<Utc>, value: f64, verdicts: &str| -> Row {
         let hall = "hall ü".to_owned();
         let (anomaly, flagged) = (offset % 2 == 1, offset == 2);
@@ -204,8 +217,8 @@ async fn a_batch_its_lanes_encoded_reads_back_exactly(pool: PgPool) {
     .fetch_all(&pool)
     .await
     .expect("readings");
-    let zscore = r#"[{"d":"zscore","ver":"0.3.0","v":"anomaly","s":3.5,"g":2,"n":100}]"#;
-    let warming = r#"[{"d":"zscore","ver":"0.3.0","v":"warming_up","s":3.5}]"#;
+    let zscore = format!("[[{},2,3.5]]", model_id(&pool, "zscore", "0.3.0", Some(2), Some(100)).await);
+    let warming = format!("[[{},0,3.5]]", model_id(&pool, "zscore", "0.3.0", None, None).await);
     assert_eq!(
         rows,
         vec![

@@ -15,6 +15,7 @@ mod dashboard;
 mod dashboard_live;
 mod dashboard_tabs;
 mod dead_letters;
+mod detector_models;
 mod dropin;
 mod e2e;
 mod evaluate;

@@ -227,6 +227,30 @@ async fn a_database_of_the_old_layout_keeps_every_reading_verdict_and_dead_lette
             (1, "zscore".into(), "normal".into(), Some(0.5), "0.1.0".into(), None, None, None),
         ]
     );
+    // 0015: each verdict names its model, a row of `detector_models` with the newest day it judged.
+    let models: Vec<(String, String, Option<i32>, NaiveDate)> = sqlx::query_as(
+        "SELECT detector::text, detector_version::text, model_generation, last_day FROM detector_models ORDER BY 1",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("models");
+    assert_eq!(
+        models,
+        vec![
+            ("isolation-forest".into(), "0.3.0".into(), Some(2), day(2025, 1, 1)),
+            ("zscore".into(), "0.1.0".into(), None, day(2025, 1, 2)),
+        ]
+    );
+    let stored: Vec<(i64, String)> =
+        sqlx::query_as("SELECT kafka_offset, verdicts::text FROM sensor_readings ORDER BY kafka_offset")
+            .fetch_all(&pool)
+            .await
+            .expect("verdicts");
+    let zscore: i64 = sqlx::query_scalar("SELECT iotstream_detector_model_id('zscore', '0.1.0', NULL, NULL, NULL)")
+        .fetch_one(&pool)
+        .await
+        .expect("id");
+    assert_eq!(stored[1], (1, format!("[[{zscore}, 1, 0.5]]")));
     let placed: Vec<(String, i64, bool)> = sqlx::query_as(
         "SELECT tableoid::regclass::text, kafka_offset, flagged FROM sensor_readings ORDER BY kafka_offset",
     )

@@ -77,8 +77,10 @@ async fn precision_recall_and_agreement_match_hand_counts(pool: PgPool) {
     assert_eq!((a[0].only_a_anomalous, a[0].only_b_anomalous, a[0].both_normal()), (2, 2, 4));
 }
 
-/// Inserts a reading of `sensor_type` with its verdicts as the pipeline stores them
-/// (`sensor_readings.verdicts`, migration 0008).
+/// Inserts a reading of `sensor_type` with its verdicts as the pipeline stores them: `verdicts`
+/// as objects of detector `d`, version `ver`, verdict `v`, score `s` and the model's `g`, `t`
+/// and `n`, stored as `[model, verdict, score]` with each model a row of `detector_models` whose
+/// id the database computes (migration 0015).
 async fn insert_judged_reading(
     pool: &PgPool,
     sensor_type: &str,
@@ -87,6 +89,31 @@ async fn insert_judged_reading(
     (partition, offset): (i32, i64),
     verdicts: serde_json::Value,
 ) {
+    let mut stored = Vec::new();
+    for v in verdicts.as_array().cloned().unwrap_or_default() {
+        let trained_at: Option<chrono::DateTime<Utc>> = v["t"].as_str().map(|t| t.parse().expect("a time"));
+        let model: i64 = sqlx::query_scalar(
+            "INSERT INTO detector_models (id, detector, detector_version, model_generation, model_trained_at, \
+             model_training_rows, last_day) \
+             SELECT iotstream_detector_model_id($1, $2, $3, $4, $5), $1, $2, $3, $4, $5, $6 \
+             ON CONFLICT (id) DO UPDATE SET last_day = EXCLUDED.last_day RETURNING id",
+        )
+        .bind(v["d"].as_str())
+        .bind(v["ver"].as_str())
+        .bind(v["g"].as_i64().map(|g| g as i32))
+        .bind(trained_at)
+        .bind(v["n"].as_i64().map(|n| n as i32))
+        .bind(at.date_naive())
+        .fetch_one(pool)
+        .await
+        .expect("a model");
+        let code = match v["v"].as_str() {
+            Some("warming_up") => 0,
+            Some("normal") => 1,
+            _ => 2,
+        };
+        stored.push(serde_json::json!([model, code, v["s"]]));
+    }
     sqlx::query(
         "INSERT INTO sensor_readings (sensor_id, sensor_type, location, value, timestamp, anomaly, unit, \
          kafka_partition, kafka_offset, verdicts) VALUES ('s', $1, 'lab', 1, $2, $3, 'ppm', $4, $5, $6::json)",
@@ -96,7 +123,7 @@ async fn insert_judged_reading(
     .bind(label)
     .bind(partition)
     .bind(offset)
-    .bind(verdicts.to_string())
+    .bind(serde_json::Value::from(stored).to_string())
     .execute(pool)
     .await
     .expect("insert a judged reading");
