@@ -125,6 +125,12 @@ impl<'a> BatchModels<'a> {
     }
 }
 
+/// The most models [`KnownModels`] remembers: past it, it keeps only those stored for the newest
+/// day (or none), and a model it forgot is stored again, a no-op, when a batch next names it. A
+/// lane's forest trains a model for each sensor type every few minutes, so without a bound a host
+/// running for months would remember every model it ever stored.
+const KNOWN_MODELS_MAX: usize = 65_536;
+
 /// The models this store has stored, each with the newest day it stored it for (shared by the
 /// store's clones): a batch's transaction stores only the others.
 #[derive(Debug, Clone, Default)]
@@ -148,6 +154,13 @@ impl KnownModels {
         for id in ids {
             let last = known.entry(id).or_insert(day);
             *last = (*last).max(day);
+        }
+        if known.len() > KNOWN_MODELS_MAX {
+            let newest = known.values().copied().max().unwrap_or(day);
+            known.retain(|_, last| *last >= newest);
+            if known.len() > KNOWN_MODELS_MAX {
+                known.clear();
+            }
         }
     }
 
@@ -302,6 +315,21 @@ mod tests {
         assert_eq!(ids_of(known.to_store(models(), day)), [ids[1]]);
         assert_eq!(ids_of(known.to_store(models(), day.pred_opt().expect("day"))), [ids[1]]);
         assert_eq!(ids_of(known.to_store(models(), day.succ_opt().expect("day"))), ids);
+    }
+
+    /// Past its bound, the memory of stored models keeps only the newest day's, so it never grows
+    /// with the models a long run trains.
+    #[test]
+    fn known_models_stay_bounded() {
+        let day = NaiveDate::from_ymd_opt(2026, 12, 6).expect("date");
+        let known = KnownModels::default();
+        let bound = KNOWN_MODELS_MAX as i64;
+        known.stored(0..bound - 10, day);
+        known.stored(bound..bound + 20, day.succ_opt().expect("day"));
+        let remembered = known.0.lock().map(|k| k.len()).unwrap_or_default();
+        assert_eq!(remembered, 20, "only the newest day's");
+        known.stored(0..bound + 1, day.succ_opt().expect("day"));
+        assert_eq!(known.0.lock().map(|k| k.len()).unwrap_or_default(), 0, "all of the newest day: forgotten");
     }
 
     /// A training time PostgreSQL cannot hold is stored, and hashed, as none.

@@ -205,9 +205,8 @@ fn close(a: f64, b: f64) -> bool {
 /// The z-score verdict and score of every reading of `topic`, by (sensor, event time).
 async fn zscores(pool: &PgPool, topic: &str) -> BTreeMap<(String, i64), (String, Option<f64>)> {
     let rows: Vec<(String, chrono::DateTime<chrono::Utc>, String, Option<f64>)> = sqlx::query_as(
-        "SELECT r.sensor_id, r.timestamp, v->>'v', (v->>'s')::float8 FROM sensor_readings r \
-         JOIN kafka_sources k ON k.id = r.source_id, json_array_elements(r.verdicts) v \
-         WHERE k.topic = $1 AND v->>'d' = 'zscore'",
+        "SELECT p.sensor_id, p.timestamp, p.verdict::text, p.anomaly_score FROM ml_anomaly_predictions p \
+         JOIN kafka_sources k ON k.id = p.source_id WHERE k.topic = $1 AND p.detector = 'zscore'",
     )
     .bind(topic)
     .fetch_all(pool)
