@@ -49,30 +49,27 @@ CREATE INDEX detector_models_last_day ON detector_models (last_day);
 
 DROP VIEW ml_anomaly_predictions;
 
--- The verdicts stored so far, as 0013 kept them.
-CREATE TEMPORARY TABLE old_verdicts ON COMMIT DROP AS
-SELECT r.id AS reading, r.timestamp, v.o,
-       iotstream_detector_model_id(v.d, COALESCE(v.ver, ''), v.g, v.t, v.n) AS model,
-       v.d, COALESCE(v.ver, '') AS ver, v.g, v.t, v.n,
-       CASE v.v WHEN 'warming_up' THEN 0 WHEN 'normal' THEN 1 WHEN 'anomaly' THEN 2 END AS code, v.s
-FROM sensor_readings r
-CROSS JOIN LATERAL ROWS FROM (json_to_recordset(r.verdicts) AS (d TEXT, ver TEXT, v TEXT, s DOUBLE PRECISION,
-                                                                g INTEGER, t TIMESTAMPTZ, n INTEGER))
-     WITH ORDINALITY AS v (d, ver, v, s, g, t, n, o)
-WHERE r.verdicts::TEXT <> '[]';
-
+-- The verdicts stored so far, as 0013 kept them: each model once, then each judged reading's
+-- verdicts rewritten in their order (two passes over the table, nothing held beside it).
 INSERT INTO detector_models (id, detector, detector_version, model_generation, model_trained_at, model_training_rows,
                              last_day)
-SELECT model, d, ver, g, t, n, max((timestamp AT TIME ZONE 'UTC')::DATE)
-FROM old_verdicts
-GROUP BY model, d, ver, g, t, n
-ON CONFLICT (id) DO NOTHING;
+SELECT iotstream_detector_model_id(v.d, COALESCE(v.ver, ''), v.g, v.t, v.n), v.d, COALESCE(v.ver, ''), v.g, v.t, v.n,
+       max((r.timestamp AT TIME ZONE 'UTC')::DATE)
+FROM sensor_readings r
+CROSS JOIN LATERAL json_to_recordset(r.verdicts) AS v (d TEXT, ver TEXT, g INTEGER, t TIMESTAMPTZ, n INTEGER)
+WHERE r.verdicts::TEXT <> '[]'
+GROUP BY v.d, COALESCE(v.ver, ''), v.g, v.t, v.n
+ON CONFLICT (id) DO UPDATE SET last_day = GREATEST(detector_models.last_day, EXCLUDED.last_day);
 
 UPDATE sensor_readings r
-SET verdicts = j.verdicts
-FROM (SELECT reading, timestamp, json_agg(json_build_array(model, code, s) ORDER BY o) AS verdicts
-      FROM old_verdicts GROUP BY reading, timestamp) j
-WHERE r.id = j.reading AND r.timestamp = j.timestamp;
+SET verdicts = (
+    SELECT json_agg(json_build_array(iotstream_detector_model_id(v.d, COALESCE(v.ver, ''), v.g, v.t, v.n),
+                                     CASE v.v WHEN 'warming_up' THEN 0 WHEN 'normal' THEN 1 WHEN 'anomaly' THEN 2 END,
+                                     v.s) ORDER BY v.o)
+    FROM ROWS FROM (json_to_recordset(r.verdicts) AS (d TEXT, ver TEXT, v TEXT, s DOUBLE PRECISION, g INTEGER,
+                                                      t TIMESTAMPTZ, n INTEGER))
+         WITH ORDINALITY AS v (d, ver, v, s, g, t, n, o))
+WHERE r.verdicts::TEXT <> '[]';
 
 -- The seed's table, as a view: a row per verdict, with its model's fields.
 CREATE VIEW ml_anomaly_predictions AS
