@@ -14,7 +14,7 @@
 //! names it ([`Store::prune_detector_models`]).
 
 use std::borrow::Cow;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
@@ -26,7 +26,7 @@ use crate::store::writer::Tx;
 use crate::store::{Store, StoreError};
 
 /// A detector version, or a model it trained: what a stored verdict names.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DetectorModel<'a> {
     /// The detector plugin's name, as its verdicts carry it.
     pub detector: &'a str,
@@ -96,26 +96,39 @@ pub struct BatchModels<'a> {
     pub models: Vec<(i64, DetectorModel<'a>)>,
 }
 
+/// How many models [`BatchModels::of`] finds by comparing: a batch names a few (a detector version
+/// each, and each trained model in use); past them (a plugin that reports a new model for every
+/// reading), a hash map, so a batch costs in proportion to its verdicts whatever a plugin says.
+const MODELS_COMPARED: usize = 16;
+
 impl<'a> BatchModels<'a> {
-    /// The models of `predictions`. A batch names a few models (a detector version each, and each
-    /// trained model in use), so each verdict's is found among those already seen before any hash.
+    /// The models of `predictions`, each verdict's found among those already seen before any
+    /// SHA-256 is computed.
     pub fn of(predictions: &'a [Prediction]) -> Self {
-        let mut seen: Vec<(DetectorModel<'a>, i64)> = Vec::new();
+        let mut few: Vec<(DetectorModel<'a>, i64)> = Vec::new();
+        let mut many: HashMap<DetectorModel<'a>, i64> = HashMap::new();
+        let mut listed: HashSet<i64> = HashSet::new();
         let mut batch = BatchModels { ids: Vec::with_capacity(predictions.len()), models: Vec::new() };
         for prediction in predictions {
             let model = DetectorModel::of(prediction);
-            let known = seen.iter().find(|(m, _)| {
-                m.lineage == model.lineage && m.version == model.version && m.detector == model.detector
-            });
+            let known = few
+                .iter()
+                .find(|(m, _)| m.lineage == model.lineage && m.version == model.version && m.detector == model.detector)
+                .map(|&(_, id)| id)
+                .or_else(|| many.get(&model).copied());
             let id = match known {
-                Some(&(_, id)) => id,
+                Some(id) => id,
                 None => {
                     let id = model.id();
                     // Two names that differ only where a NUL was are one stored model.
-                    if !batch.models.iter().any(|(stored, _)| *stored == id) {
+                    if listed.insert(id) {
                         batch.models.push((id, model.clone()));
                     }
-                    seen.push((model, id));
+                    if few.len() < MODELS_COMPARED {
+                        few.push((model, id));
+                    } else {
+                        many.insert(model, id);
+                    }
                     id
                 }
             };
@@ -297,6 +310,19 @@ mod tests {
         assert_eq!(ids.iter().collect::<std::collections::BTreeSet<_>>().len(), 4);
         let listed: Vec<i64> = batch.models.iter().map(|(id, _)| *id).collect();
         assert_eq!(listed, [ids[0], ids[1], ids[3], ids[5]]);
+    }
+
+    /// A plugin that reports a new model with every verdict: every verdict still gets its own
+    /// model's id, each model listed once, in order.
+    #[test]
+    fn a_model_for_every_verdict_is_listed_once_each() {
+        let lineage = |generation| Some(ModelLineage { generation, trained_at: None, training_rows: 1 });
+        let predictions: Vec<Prediction> = (0..3_000).map(|i| prediction("forest", "1", lineage(i % 1_000))).collect();
+        let batch = BatchModels::of(&predictions);
+        let ids: Vec<i64> = predictions.iter().map(|p| DetectorModel::of(p).id()).collect();
+        assert_eq!(batch.ids, ids);
+        let listed: Vec<i64> = batch.models.iter().map(|(id, _)| *id).collect();
+        assert_eq!(listed, ids[..1_000]);
     }
 
     /// A model is stored again only for a newer day than the one it was stored for, and the

@@ -115,7 +115,7 @@ pub struct StoredWindow {
 }
 
 /// The model behind a verdict, for a detector that trains models.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct ModelLineage {
     /// How many models the detector trained for this sensor type so far.
     pub generation: i32,

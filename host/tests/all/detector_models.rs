@@ -215,3 +215,31 @@ async fn a_model_lives_as_long_as_a_partition_that_names_it(pool: PgPool) {
     let offsets: Vec<i64> = view(&pool).await.iter().map(|row| row.0).collect();
     assert_eq!(offsets, [2, 2, 4, 4], "every verdict left reads through the view");
 }
+
+/// A plugin that reports a new model with every verdict (a bug, or hostile): every model is
+/// stored, once, in the batch's one transaction, and every verdict reads back with its own.
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_model_for_every_verdict_is_stored_with_its_verdict(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let source = store.source_id("models-test", "iot_sensors").await.expect("source");
+    let at = Utc.with_ymd_and_hms(2026, 2, 1, 0, 0, 0).single().expect("a time");
+    let times: Vec<DateTime<Utc>> = (0..500).map(|i| at + chrono::Duration::seconds(i)).collect();
+    let mut rows = batch(source, 0, &times, None);
+    for p in rows.predictions.iter_mut().filter(|p| p.detector == "isolation-forest") {
+        p.model = lineage(p.reading as i32, Some(at), 7);
+    }
+    store.write(&rows).await.expect("written");
+    let models: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM detector_models").fetch_one(&pool).await.expect("models");
+    assert_eq!(models, 501, "a model for each forest verdict, and the z-score's");
+    let wrong: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM ml_anomaly_predictions WHERE detector = 'isolation-forest' \
+         AND model_generation IS DISTINCT FROM kafka_offset::int",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("view");
+    let judged: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ml_anomaly_predictions").fetch_one(&pool).await.expect("view");
+    assert_eq!((judged, wrong), (1000, 0), "every verdict with its own model");
+}
