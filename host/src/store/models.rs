@@ -220,6 +220,7 @@ impl ModelsToStore<'_> {
     /// The detectors whose models these are, for a message.
     pub(super) fn detectors(&self) -> String {
         let mut names: Vec<&str> = self.models.iter().map(|(_, m)| m.detector).collect();
+        names.sort_unstable();
         names.dedup();
         names.join(", ")
     }
@@ -323,6 +324,28 @@ mod tests {
         assert_eq!(batch.ids, ids);
         let listed: Vec<i64> = batch.models.iter().map(|(id, _)| *id).collect();
         assert_eq!(listed, ids[..1_000]);
+    }
+
+    /// A refusal names each detector once, however many of its models it held and in whatever
+    /// order their ids put them.
+    #[test]
+    fn the_models_to_store_name_each_detector_once() {
+        let lineage = |generation| Some(ModelLineage { generation, trained_at: None, training_rows: 1 });
+        let model = |detector, generation: Option<i32>| DetectorModel {
+            detector,
+            version: "1",
+            lineage: generation.and_then(lineage),
+        };
+        // As ids may order them: a detector's models need not be side by side.
+        let models: Vec<(i64, DetectorModel<'_>)> =
+            [model("forest", Some(1)), model("zscore", None), model("forest", Some(2)), model("forest", Some(3))]
+                .into_iter()
+                .enumerate()
+                .map(|(i, m)| (i as i64, m))
+                .collect();
+        let day = NaiveDate::from_ymd_opt(2026, 12, 6).expect("date");
+        let to_store = ModelsToStore { models, day };
+        assert_eq!((to_store.len(), to_store.detectors().as_str()), (4, "forest, zscore"));
     }
 
     /// A model is stored again only for a newer day than the one it was stored for, and the

@@ -443,7 +443,7 @@ pub(crate) fn write_verdicts_json(out: &mut Vec<u8>, predictions: &[Prediction],
 }
 
 /// A verdict as `sensor_readings.verdicts` keeps it (migration 0015, whose view reads it back).
-pub(crate) fn verdict_code(verdict: Verdict) -> u8 {
+fn verdict_code(verdict: Verdict) -> u8 {
     match verdict {
         Verdict::WarmingUp => 0,
         Verdict::Normal => 1,
