@@ -438,6 +438,22 @@ fn report(
             "peak_rss_mib": number(&m.report, "peak_rss_mib"), "ratio_to_seed": ratio, "report": m.report,
         }));
     }
+    // Where each iotstream run's loop spent its timed span (docs/metrics.md): the side that set its pace.
+    for m in measured {
+        let Some(phases) = m.report.get("loop_seconds") else { continue };
+        let [source, stages, database] = ["source", "stages", "database"].map(|p| number(phases, p));
+        let total = source + stages + database;
+        if total > 0.0 {
+            println!(
+                "{:<16} {:<32} the loop: waiting for messages {:.0}%, running the plugins {:.0}%, waiting for the database {:.0}%",
+                m.system,
+                m.what,
+                100.0 * source / total,
+                100.0 * stages / total,
+                100.0 * database / total
+            );
+        }
+    }
     if let Some(l) = latency {
         let ms = |key: &str| l.get(key).and_then(Value::as_f64).map_or_else(|| "-".to_owned(), |v| format!("{v:.0}"));
         println!(

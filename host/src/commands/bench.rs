@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::info;
 
 use crate::config::RunConfig;
+use crate::http::metrics::LoopPhase;
 use crate::kafka::EmbeddedBroker;
 use crate::plugins::PluginFolders;
 use crate::store::Store;
@@ -117,6 +118,57 @@ pub struct BenchReport {
     /// When the timed span ended (the last reading stored), Unix milliseconds: `cargo xtask
     /// bench` charges the database's CPU up to then, not for the checks this run makes after.
     pub timed_until_unix_ms: f64,
+    /// Where the first host's loop spent the timed span (`iotstream_pipeline_loop_seconds_total`);
+    /// `None` when its metrics could not be read.
+    pub loop_seconds: Option<LoopSeconds>,
+}
+
+/// Seconds of a pipeline's loop by phase ([`LoopPhase`]): the side that holds the run back.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LoopSeconds {
+    /// Waiting for messages.
+    pub source: f64,
+    /// Validating and running the plugins.
+    pub stages: f64,
+    /// Waiting for the batch before to commit.
+    pub database: f64,
+}
+
+impl LoopSeconds {
+    /// The loop's seconds as the Prometheus text of `GET /metrics` gives them; `None` if a phase
+    /// is missing.
+    fn parse(metrics: &str) -> Option<LoopSeconds> {
+        let seconds = |phase: LoopPhase| {
+            let series = format!("iotstream_pipeline_loop_seconds_total{{phase=\"{}\"}} ", phase.as_str());
+            metrics.lines().find_map(|line| line.strip_prefix(series.as_str())?.trim().parse::<f64>().ok())
+        };
+        Some(LoopSeconds {
+            source: seconds(LoopPhase::Source)?,
+            stages: seconds(LoopPhase::Stages)?,
+            database: seconds(LoopPhase::Database)?,
+        })
+    }
+
+    /// Reads the host's at `api`.
+    async fn read(api: &str) -> Option<LoopSeconds> {
+        let response = reqwest::get(format!("{api}/metrics")).await.ok()?.error_for_status().ok()?;
+        LoopSeconds::parse(&response.text().await.ok()?)
+    }
+
+    /// Each phase's share of their sum, in percent.
+    fn shares(&self) -> [f64; 3] {
+        let total = self.source + self.stages + self.database;
+        let share = |s: f64| if total > 0.0 { 100.0 * s / total } else { 0.0 };
+        [share(self.source), share(self.stages), share(self.database)]
+    }
+
+    fn since(self, start: LoopSeconds) -> LoopSeconds {
+        LoopSeconds {
+            source: self.source - start.source,
+            stages: self.stages - start.stages,
+            database: self.database - start.database,
+        }
+    }
 }
 
 /// Runs the benchmark. The scratch database is kept for inspection, and dropped by the next run.
@@ -173,7 +225,7 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
     }
     // The dashboard connects before the first reading is produced, as an open dashboard would be.
     let dashboard = (!config.prefilled).then(|| {
-        let shutdown = shutdown.clone();
+        let (shutdown, api) = (shutdown.clone(), api.clone());
         tokio::spawn(async move { super::bench_stream::watch(&api, STEADY_AFTER, shutdown).await })
     });
     let mut simulate = config.run.simulate.clone();
@@ -185,7 +237,7 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
         tokio::spawn(async move { crate::simulate::run(&simulate, &brokers, &topic, shutdown).await })
     });
     info!(readings = config.readings, prefilled = config.prefilled, "benchmark running");
-    let progress = watch_progress(config, &store, &run_config.plugin_folders.folders()).await?;
+    let progress = watch_progress(config, &store, &run_config.plugin_folders.folders(), &api).await?;
     let mut report = measure(&store, progress).await?;
     shutdown.cancel();
     if let Some(dashboard) = dashboard {
@@ -272,6 +324,8 @@ struct Progress {
     cpu_s: f64,
     /// When the last reading was stored.
     ended_at: chrono::DateTime<chrono::Utc>,
+    /// The first host's loop, from the first stored reading to the end.
+    loop_seconds: Option<LoopSeconds>,
 }
 
 /// Polls the stored positions until every reading is stored, or none is for 60 s; swaps the plugin
@@ -282,7 +336,12 @@ struct Progress {
 /// `count(*)` of `sensor_readings`: ten counts a second of a table growing to hundreds of thousands
 /// of rows took most of a core from the database the pipeline writes to, and the benchmark measured
 /// itself.
-async fn watch_progress(config: &BenchConfig, store: &Store, folders: &PluginFolders) -> anyhow::Result<Progress> {
+async fn watch_progress(
+    config: &BenchConfig,
+    store: &Store,
+    folders: &PluginFolders,
+    api: &str,
+) -> anyhow::Result<Progress> {
     let mut first: Option<Instant> = None;
     let mut last_progress = Instant::now();
     let mut ended_at = chrono::Utc::now();
@@ -290,6 +349,7 @@ async fn watch_progress(config: &BenchConfig, store: &Store, folders: &PluginFol
     let mut swapped_at = None;
     let bar = super::progress::bar(config.readings, "readings").with_message("stored");
     let (mut cpu_at_first, mut cpu_at_last) = (0.0, 0.0);
+    let mut loop_at_first = None;
     while stored < config.readings {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now: i64 = sqlx::query_scalar("SELECT coalesce(sum(next_offset), 0)::int8 FROM kafka_offsets")
@@ -299,6 +359,7 @@ async fn watch_progress(config: &BenchConfig, store: &Store, folders: &PluginFol
         if now > 0 && first.is_none() {
             first = Some(Instant::now());
             cpu_at_first = cpu_seconds();
+            loop_at_first = LoopSeconds::read(api).await;
         }
         if let (Some(plugin), Some(after), Some(first), None) =
             (&config.swap_plugin, config.swap_after_s, first, swapped_at)
@@ -320,9 +381,13 @@ async fn watch_progress(config: &BenchConfig, store: &Store, folders: &PluginFol
         }
     }
     bar.finish_and_clear();
+    let loop_seconds = match (LoopSeconds::read(api).await, loop_at_first) {
+        (Some(end), Some(start)) => Some(end.since(start)),
+        _ => None,
+    };
     let seconds = first.map_or(0.0, |f| last_progress.duration_since(f).as_secs_f64());
     let stored = store.totals().await?.readings;
-    Ok(Progress { stored, seconds, swapped_at, cpu_s: cpu_at_last - cpu_at_first, ended_at })
+    Ok(Progress { stored, seconds, swapped_at, cpu_s: cpu_at_last - cpu_at_first, ended_at, loop_seconds })
 }
 
 /// The report's figures from the scratch database (all but `produced`).
@@ -345,7 +410,7 @@ async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchRepor
     };
     let (rebalances, rebalance_pause_ms_max): (i64, Option<f64>) =
         sqlx::query_as("SELECT count(*), max(pause_ms) FROM rebalances").fetch_one(pool).await?;
-    let Progress { stored, seconds, cpu_s, ended_at, .. } = progress;
+    let Progress { stored, seconds, cpu_s, ended_at, loop_seconds, .. } = progress;
     Ok(BenchReport {
         produced: 0,
         readings: stored,
@@ -369,6 +434,7 @@ async fn measure(store: &Store, progress: Progress) -> anyhow::Result<BenchRepor
         rebalances,
         rebalance_pause_ms_max,
         timed_until_unix_ms: ended_at.timestamp_millis() as f64,
+        loop_seconds,
     })
 }
 
@@ -481,5 +547,54 @@ pub fn print(report: &BenchReport) -> anyhow::Result<()> {
         report.rebalances,
         milliseconds(report.rebalance_pause_ms_max)
     );
+    if let Some(phases) = report.loop_seconds {
+        let [source, stages, database] = phases.shares();
+        eprintln!(
+            "the loop's time: waiting for messages {source:.0}%, running the plugins {stages:.0}%, waiting for the database {database:.0}%"
+        );
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use prometheus_client::registry::Registry;
+
+    use super::*;
+    use crate::http::metrics::{PipelineMetrics, Snapshot};
+
+    /// The Prometheus text a host with `metrics` serves.
+    fn served(metrics: &PipelineMetrics) -> String {
+        let mut registry = Registry::with_prefix("iotstream");
+        metrics.register(&mut registry, &Snapshot::default());
+        let mut text = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut text, &registry).expect("encodes");
+        text
+    }
+
+    #[test]
+    fn the_loop_s_phases_are_read_back_from_the_host_s_metrics() {
+        let metrics = PipelineMetrics::default();
+        metrics.record_loop(LoopPhase::Source, Duration::from_millis(125));
+        metrics.record_loop(LoopPhase::Stages, Duration::from_millis(2500));
+        metrics.record_loop(LoopPhase::Database, Duration::from_millis(1375));
+        let read = LoopSeconds::parse(&served(&metrics)).expect("every phase");
+        assert_eq!(read, LoopSeconds { source: 0.125, stages: 2.5, database: 1.375 });
+        assert_eq!(read.shares(), [3.125, 62.5, 34.375]);
+        let start = LoopSeconds { source: 0.125, stages: 0.5, database: 0.375 };
+        assert_eq!(read.since(start), LoopSeconds { source: 0.0, stages: 2.0, database: 1.0 });
+        assert_eq!(LoopSeconds::default().shares(), [0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn metrics_without_a_phase_give_no_loop_seconds() {
+        let text = served(&PipelineMetrics::default());
+        let without_database: String =
+            text.lines().filter(|l| !l.contains(r#"phase="database""#)).map(|l| format!("{l}\n")).collect();
+        assert_eq!(LoopSeconds::parse(&text), Some(LoopSeconds::default()));
+        assert_eq!(LoopSeconds::parse(&without_database), None);
+        assert_eq!(LoopSeconds::parse(""), None);
+    }
 }

@@ -8,6 +8,7 @@
 //! every figure here is of committed work; the API's middleware records each request.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use iotstream_api::{DeadLetterReason, Named};
@@ -56,6 +57,39 @@ struct PathLabels {
     path: &'static str,
 }
 
+/// What the pipeline's loop is doing: the side of the pipeline it waits on, or its own work.
+/// Their shares of the loop's time (`iotstream_pipeline_loop_seconds_total`) say what holds the
+/// throughput back: the brokers (`source`), the plugins (`stages`) or PostgreSQL (`database`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum LoopPhase {
+    /// Waiting for the next batch's messages (the consumer's queue, a batch's linger).
+    Source,
+    /// Validating a batch and running its lanes' plugins, encoding its rows.
+    Stages,
+    /// Waiting for the batch before to commit, which it may not start before.
+    Database,
+}
+
+impl LoopPhase {
+    /// Every phase, in the loop's order.
+    pub const ALL: [LoopPhase; 3] = [LoopPhase::Source, LoopPhase::Stages, LoopPhase::Database];
+
+    /// The phase's label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoopPhase::Source => "source",
+            LoopPhase::Stages => "stages",
+            LoopPhase::Database => "database",
+        }
+    }
+}
+
+/// A phase of the pipeline's loop ([`LoopPhase`]).
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PhaseLabels {
+    phase: &'static str,
+}
+
 /// A Kafka partition.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PartitionLabels {
@@ -74,6 +108,7 @@ pub struct PipelineMetrics {
     requests: Family<RequestLabels, Counter>,
     rebalanced: Family<ChangeLabels, Counter>,
     rebalance_pause_seconds: Histogram,
+    loop_seconds: Family<PhaseLabels, Counter<f64, AtomicU64>>,
 }
 
 impl Default for PipelineMetrics {
@@ -89,6 +124,7 @@ impl Default for PipelineMetrics {
             requests: Family::default(),
             rebalanced: Family::default(),
             rebalance_pause_seconds: Histogram::new(buckets(REBALANCE_PAUSE_SECONDS_BUCKETS)),
+            loop_seconds: Family::default(),
         };
         // Both series from the start: a host that never rebalanced shows 0, not a missing series.
         for change in ["assigned", "revoked"] {
@@ -96,6 +132,9 @@ impl Default for PipelineMetrics {
         }
         for path in ReadingsPath::ALL {
             metrics.reading_writes.get_or_create(&PathLabels { path: path.as_str() }).inc_by(0);
+        }
+        for phase in LoopPhase::ALL {
+            metrics.loop_seconds.get_or_create(&PhaseLabels { phase: phase.as_str() }).inc_by(0.0);
         }
         metrics
     }
@@ -173,6 +212,16 @@ impl PipelineMetrics {
         }
     }
 
+    /// The pipeline's loop spent `took` in `phase`.
+    pub fn record_loop(&self, phase: LoopPhase, took: Duration) {
+        self.loop_seconds.get_or_create(&PhaseLabels { phase: phase.as_str() }).inc_by(took.as_secs_f64());
+    }
+
+    /// Seconds the loop spent in each phase since start, in [`LoopPhase::ALL`]'s order.
+    pub fn loop_seconds(&self) -> [f64; 3] {
+        LoopPhase::ALL.map(|phase| self.loop_seconds.get_or_create(&PhaseLabels { phase: phase.as_str() }).get())
+    }
+
     /// An API request on `route` answered `status`.
     pub fn record_request(&self, route: &str, status: u16) {
         self.requests.get_or_create(&RequestLabels { route: route.to_owned(), status }).inc();
@@ -200,6 +249,8 @@ impl PipelineMetrics {
         registry.register("rebalances", rebalanced, self.rebalanced.clone());
         let pause = "Time this host's pipeline stood still for a rebalance";
         registry.register("rebalance_pause_seconds", pause, self.rebalance_pause_seconds.clone());
+        let phases = "Time the pipeline's loop spent by phase: waiting for messages (source), running the plugins (stages), waiting for the batch before to commit (database); the largest share is what holds the throughput back";
+        registry.register("pipeline_loop_seconds", phases, self.loop_seconds.clone());
         let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
             let gauge = Gauge::<i64>::default();
             gauge.set(value);
@@ -214,7 +265,7 @@ impl PipelineMetrics {
             snapshot.pipeline_running.into(),
         );
         if let Some(age) = snapshot.checkpoint_age {
-            let seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+            let seconds = Gauge::<f64, AtomicU64>::default();
             seconds.set(age.as_secs_f64());
             registry.register("checkpoint_age_seconds", "Since this process's last checkpoint", seconds);
         }
@@ -251,6 +302,10 @@ mod tests {
         metrics.record_request("/api/stats", 200);
         metrics.record_rebalance(2, 1, Some(Duration::from_millis(30)));
         metrics.record_rebalance(1, 0, None);
+        metrics.record_loop(LoopPhase::Stages, Duration::from_millis(250));
+        metrics.record_loop(LoopPhase::Stages, Duration::from_millis(250));
+        metrics.record_loop(LoopPhase::Database, Duration::from_millis(1500));
+        assert_eq!(metrics.loop_seconds(), [0.0, 0.5, 1.5]);
         let snapshot = Snapshot {
             database_up: true,
             broker_up: false,
@@ -290,6 +345,9 @@ mod tests {
             r#"iotstream_rebalance_pause_seconds_bucket{le="0.04"} 1"#,
             "iotstream_rebalance_pause_seconds_count 1",
             "iotstream_partitions_owned 2",
+            r#"iotstream_pipeline_loop_seconds_total{phase="source"} 0.0"#,
+            r#"iotstream_pipeline_loop_seconds_total{phase="stages"} 0.5"#,
+            r#"iotstream_pipeline_loop_seconds_total{phase="database"} 1.5"#,
         ] {
             assert!(lines.contains(&expected), "{expected} missing from:\n{text}");
         }

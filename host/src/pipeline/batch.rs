@@ -1,7 +1,8 @@
-//! One batch through the loop: each partition's messages through its lane: validated (a reading,
-//! or a dead letter with its reason), run through the lane's stages on a blocking thread (lanes
-//! side by side, each with a checkpoint when one is due); then the batch's transaction starts once
-//! the previous one has committed, and the committed batch is published to the live view.
+//! One batch through the loop: each partition's messages through its lane, on a blocking thread
+//! (lanes side by side): validated (a reading, or a dead letter with its reason), then run through
+//! the lane's stages, with a checkpoint when one is due; then the batch's transaction starts once
+//! the previous one has committed, and the committed batch is published to the live view. Only
+//! the offsets are read on the loop's own task, so decoding, like the plugins, uses every core.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -12,10 +13,11 @@ use iotstream_api::{PluginStatus, PredictionRow, Verdict};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, warn};
 
-use super::lanes::{Lane, checkpoint_phase};
+use super::lanes::checkpoint_phase;
 use super::stages::Stages;
 use super::{Committed, Pipeline, PipelineError, SHUTDOWN_WRITE_GRACE};
 use crate::http::live::{BatchSummary, EVENT_ROWS, Live};
+use crate::http::metrics::LoopPhase;
 use crate::kafka::RawMessage;
 use crate::plugins::bindings::Reading as WitReading;
 use crate::reading::{DecodeError, ReadingLimits};
@@ -34,6 +36,7 @@ impl Pipeline {
     ) -> Result<(), PipelineError> {
         // The logged batches a given-up replay did not form again are forgotten with this batch, so
         // that a later owner does not form batches this run never processed.
+        let started = Instant::now();
         let given_up = self.source.take_replay_given_up();
         let replayed = self.source.take_replayed();
         let sent_ms: Vec<i64> = batch.iter().filter_map(|m| m.timestamp_ms).collect();
@@ -42,6 +45,7 @@ impl Pipeline {
             by_lane.entry(message.partition).or_default().push(message);
         }
         let mut work = Vec::with_capacity(by_lane.len());
+        let validation = Validation { limits: self.config.limits, topic: self.source.topic().into(), now: Utc::now() };
         let mut fresh = true;
         let owned = self.lanes.owned.len();
         for (partition, messages) in by_lane {
@@ -61,7 +65,12 @@ impl Pipeline {
                 (Some(_), None) => false,
             };
             let mut rows = BatchRows { source: self.ids.current, ..BatchRows::default() };
-            let (wit, faults) = validate(&self.config.limits, self.source.topic(), lane, &messages, &mut rows);
+            // The lane's position after its share: known from the offsets alone, so the messages
+            // are decoded and validated on the lane's own thread (`run_lane`), lanes side by side.
+            if let Some(last) = messages.iter().map(|m| m.offset).max() {
+                lane.next_offset = lane.next_offset.max(last + 1);
+                rows.positions.insert(partition, lane.next_offset);
+            }
             rows.lanes.push(LaneBatch { partition, batch_seq: lane.batch_seq, next_offset: lane.next_offset, forget });
             if checkpoint_due {
                 // A lane's first checkpoint sets its phase: the lanes' checkpoints come due spread
@@ -76,8 +85,8 @@ impl Pipeline {
             work.push(LaneWork {
                 partition,
                 stages: std::mem::take(&mut lane.stages),
-                wit,
-                faults,
+                messages,
+                validation: validation.clone(),
                 rows,
                 checkpoint: checkpoint_due.then_some((lane.next_offset, lane.batch_seq)),
             });
@@ -98,6 +107,7 @@ impl Pipeline {
             }
             rows.append(done.rows);
         }
+        self.live.metrics().record_loop(LoopPhase::Stages, started.elapsed());
         // One transaction at a time, in batch order: this batch's starts when the previous one's
         // has committed, and runs while the next batch is computed.
         self.finish_in_flight().await?;
@@ -192,8 +202,9 @@ impl Pipeline {
 struct LaneWork {
     partition: i32,
     stages: Stages,
-    wit: Vec<WitReading>,
-    faults: Vec<StoredReading>,
+    /// The lane's messages, in offset order, not yet decoded.
+    messages: Vec<RawMessage>,
+    validation: Validation,
     rows: BatchRows,
     /// When due: the lane's position and batch number to checkpoint with.
     checkpoint: Option<(i64, i64)>,
@@ -215,11 +226,11 @@ async fn run_lanes(work: Vec<LaneWork>, encode_for_copy: bool) -> Result<Vec<Lan
     let mut shares: Vec<Vec<LaneWork>> = (0..threads).map(|_| Vec::new()).collect();
     // Largest lanes first, each to the share with the fewest readings so far.
     let mut work = work;
-    work.sort_by_key(|w| std::cmp::Reverse(w.wit.len()));
+    work.sort_by_key(|w| std::cmp::Reverse(w.messages.len()));
     let mut loads = vec![0usize; threads];
     for lane in work {
         let lightest = (0..threads).min_by_key(|&t| loads[t]).unwrap_or(0);
-        loads[lightest] += lane.wit.len().max(1);
+        loads[lightest] += lane.messages.len().max(1);
         shares[lightest].push(lane);
     }
     let tasks: Vec<_> = shares
@@ -246,37 +257,48 @@ async fn run_lanes(work: Vec<LaneWork>, encode_for_copy: bool) -> Result<Vec<Lan
     Ok(done)
 }
 
-/// One lane's share through its stages, with its checkpoint when due, its readings encoded for the
-/// `COPY` if `encode_for_copy` ([`BatchRows::encode_for_copy`]).
+/// One lane's share validated and through its stages, with its checkpoint when due, its readings
+/// encoded for the `COPY` if `encode_for_copy` ([`BatchRows::encode_for_copy`]).
 fn run_lane(mut w: LaneWork, encode_for_copy: bool) -> LaneDone {
-    if !w.wit.is_empty() {
-        w.stages.run(&mut w.wit, &mut w.rows);
+    let (mut wit, faults) = validate(&w.validation, &mut w.stages, &w.messages, &mut w.rows);
+    drop(w.messages);
+    if !wit.is_empty() {
+        w.stages.run(&mut wit, &mut w.rows);
     }
     if let Some((next_offset, batch_seq)) = w.checkpoint {
         w.rows.checkpoints.push(w.stages.checkpoint(CheckpointReason::Interval, next_offset, batch_seq));
     }
-    add_sensor_faults(&mut w.rows, w.faults);
+    add_sensor_faults(&mut w.rows, faults);
     if encode_for_copy {
         w.rows.encode_for_copy();
     }
     LaneDone { partition: w.partition, stages: w.stages, rows: w.rows }
 }
 
+/// What a lane's messages are validated against: the same for every lane of a batch.
+#[derive(Clone)]
+struct Validation {
+    limits: ReadingLimits,
+    /// The topic, named in dead letters.
+    topic: std::sync::Arc<str>,
+    /// The batch's time, which a message without a Kafka timestamp is judged at.
+    now: DateTime<Utc>,
+}
+
 /// Validates each message of a lane's share into `rows` (a reading, or a dead letter with its
-/// reason) and advances the lane's position; returns the readings as they cross the WIT boundary,
-/// and the sensor faults (readings outside their type's physical range), which no plugin sees.
+/// reason); returns the readings as they cross the WIT boundary (their sensors declared in the
+/// lane's catalog), and the sensor faults (readings outside their type's physical range), which no
+/// plugin sees.
 fn validate(
-    limits: &ReadingLimits,
-    topic: &str,
-    lane: &mut Lane,
+    validation: &Validation,
+    stages: &mut Stages,
     messages: &[RawMessage],
     rows: &mut BatchRows,
 ) -> (Vec<WitReading>, Vec<StoredReading>) {
     let mut wit = Vec::with_capacity(messages.len());
     let mut faults = Vec::new();
-    let now = Utc::now();
     for message in messages {
-        match limits.check(message.payload.as_deref(), judged_at(message, now)) {
+        match validation.limits.check(message.payload.as_deref(), judged_at(message, validation.now)) {
             Ok(reading) if !reading.is_plausible() => faults.push(StoredReading {
                 reading,
                 flagged: true,
@@ -284,7 +306,7 @@ fn validate(
                 offset: message.offset,
             }),
             Ok(reading) => {
-                wit.push(lane.stages.catalog.wit_reading(&reading));
+                wit.push(stages.catalog.wit_reading(&reading));
                 rows.readings.push(StoredReading {
                     reading,
                     flagged: false,
@@ -294,11 +316,9 @@ fn validate(
             }
             Err(err) => {
                 debug!(partition = message.partition, offset = message.offset, error = %err, "dead-lettering a message");
-                rows.dead_letters.push(dead_letter(topic, message, &err));
+                rows.dead_letters.push(dead_letter(&validation.topic, message, &err));
             }
         }
-        lane.next_offset = lane.next_offset.max(message.offset + 1);
-        rows.positions.insert(message.partition, lane.next_offset);
     }
     (wit, faults)
 }

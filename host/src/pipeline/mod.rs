@@ -52,6 +52,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use crate::http::live::Live;
+use crate::http::metrics::LoopPhase;
 use crate::kafka::{GroupChange, KafkaError, Next, Source, SourceHealth};
 use crate::reading::ReadingLimits;
 use crate::store::{BatchRows, CheckpointReason, SourceIds, Store, StoreError};
@@ -167,10 +168,12 @@ impl Pipeline {
         let mut last_tick = Instant::now();
         let mut failure = None;
         loop {
+            let waited = Instant::now();
             let next = tokio::select! {
                 next = self.source.next(self.config.batch_max, self.config.batch_linger, self.config.tick_interval) => next,
                 _ = shutdown.cancelled() => break,
             };
+            self.live.metrics().record_loop(LoopPhase::Source, waited.elapsed());
             let broker_up = self.source_health.is_up();
             self.live.set_broker((!broker_up).then_some(OutageCode::BrokersUnreachable));
             self.live.set_consumer_lag(self.source_health.consumer_lag());
@@ -238,7 +241,10 @@ impl Pipeline {
     /// failed.
     async fn finish_in_flight(&mut self) -> Result<(), PipelineError> {
         let Some(task) = self.in_flight.take() else { return Ok(()) };
-        let committed = match task.await {
+        let waited = Instant::now();
+        let committed = task.await;
+        self.live.metrics().record_loop(LoopPhase::Database, waited.elapsed());
+        let committed = match committed {
             Ok(Some(committed)) => committed,
             Ok(None) => return Err(PipelineError::NotStored),
             Err(panic) => return Err(PipelineError::CommitTask(panic.to_string())),

@@ -46,6 +46,7 @@ impl Scrape {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn every_family_is_scraped_with_the_value_the_input_gives(pool: PgPool) {
+    let started = Instant::now();
     let host = Host::start(pool.clone(), None, &["--checkpoint-interval", "1s"]).await;
     let mut payloads = Vec::new();
     for i in 0..20 {
@@ -88,6 +89,7 @@ async fn every_family_is_scraped_with_the_value_the_input_gives(pool: PgPool) {
         ("iotstream_partitions_owned", "gauge"),
         ("iotstream_rebalances", "counter"),
         ("iotstream_rebalance_pause_seconds", "histogram"),
+        ("iotstream_pipeline_loop_seconds", "counter"),
         ("iotstream_plugin_calls", "counter"),
         ("iotstream_plugin_readings", "counter"),
         ("iotstream_plugin_outputs", "counter"),
@@ -130,6 +132,13 @@ async fn every_family_is_scraped_with_the_value_the_input_gives(pool: PgPool) {
     for up in ["iotstream_database_up", "iotstream_broker_up", "iotstream_pipeline_running"] {
         assert_eq!(scrape.value(up), 1.0, "{up}");
     }
+    // The loop waited for the messages (the host started before they were produced), ran the
+    // stages of every batch, and its phases never add up to more than the time it ran.
+    let phase = |p: &str| scrape.value(&format!(r#"iotstream_pipeline_loop_seconds_total{{phase="{p}"}}"#));
+    let (source, stages, database) = (phase("source"), phase("stages"), phase("database"));
+    assert!(source > 0.0 && stages > 0.0 && database >= 0.0, "{source} / {stages} / {database} s");
+    let ran = started.elapsed().as_secs_f64();
+    assert!(source + stages + database <= ran, "{source} + {stages} + {database} s in {ran} s");
     let age = scrape.value("iotstream_checkpoint_age_seconds");
     assert!((0.0..5.0).contains(&age), "checkpoint {age} s ago with a 1 s interval");
     // The z-score detector saw every reading, in calls it timed.
