@@ -30,6 +30,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
+use iotstream_plugin_sdk::batch::{DetectionColumns, ResolvedBatch};
 pub use iotstream_plugin_sdk::detector::{Detector, Judgement, ModelInfo};
 use iotstream_plugin_sdk::window::make_room;
 use iotstream_plugin_sdk::{CatalogName, SensorIdentity, SensorMap, SensorType, float};
@@ -196,10 +197,92 @@ impl OnlineForest {
     /// Updates the features and training rows with one reading, starts a fit if one is due, grows
     /// the fit under way by this reading's share of its trees, and scores the reading.
     pub fn observe(&mut self, sensor: &Arc<str>, sensor_type: SensorType, timestamp_ms: i64, value: f64) -> Judgement {
+        let Advanced::ToScore { scope, features, grown } = self.advance(sensor, sensor_type, timestamp_ms, value)
+        else {
+            return Judgement::WarmingUp;
+        };
+        let config = &self.config;
+        let Some(state) = self.state.models.get_mut(&scope) else { return Judgement::WarmingUp };
+        if let Some(grown) = grown {
+            state.model = Some(finish_fit(config, *grown));
+        }
+        match &state.model {
+            None => Judgement::WarmingUp,
+            Some(model) => {
+                let score = model.forest.score(&features);
+                let budget = state.budget.observe(score, config.budget_window, config.contamination);
+                Judgement::Scored { score, anomaly: score > model.threshold && score > budget }
+            }
+        }
+    }
+
+    /// [`observe`](Self::observe) of every reading of a batch, in order, with the same judgements
+    /// and models to the bit, but the scores of a scope's readings computed together
+    /// ([`IsolationForest::score_rows`]): the features, training rows and fits advance reading by
+    /// reading (none of them depends on a score); a scope's readings wait for their scores until
+    /// its model is about to change or the batch ends, and then go through its alarm budget in
+    /// their order.
+    fn observe_batch(&mut self, readings: ResolvedBatch<'_>, out: &mut DetectionColumns) {
+        let mut judged: Vec<(Judgement, Option<ModelInfo>)> = Vec::with_capacity(readings.len());
+        let mut waiting: BTreeMap<ScopeKey, Vec<(usize, Features)>> = BTreeMap::new();
+        for (index, (sensor, timestamp_ms, value)) in readings.iter().enumerate() {
+            let (sensor_id, sensor_type) = (&sensor.sensor_id, sensor.sensor_type);
+            if let Advanced::ToScore { scope, features, grown } =
+                self.advance(sensor_id, sensor_type, timestamp_ms, value)
+            {
+                if let Some(grown) = grown {
+                    // The readings before this one are judged by the model they were waiting for.
+                    if let Some(rows) = waiting.remove(&scope) {
+                        self.score_waiting(&scope, &rows, &mut judged);
+                    }
+                    if let Some(state) = self.state.models.get_mut(&scope) {
+                        state.model = Some(finish_fit(&self.config, *grown));
+                    }
+                }
+                if self.state.models.get(&scope).is_some_and(|state| state.model.is_some()) {
+                    waiting.entry(scope).or_default().push((index, features));
+                }
+            }
+            judged.push((Judgement::WarmingUp, self.model(sensor)));
+        }
+        for (scope, rows) in waiting {
+            self.score_waiting(&scope, &rows, &mut judged);
+        }
+        for (judgement, model) in judged {
+            out.push(judgement, model);
+        }
+    }
+
+    /// Scores `rows` (each a reading's index in `judged` and its features), in order, with
+    /// `scope`'s model, and judges each through the scope's alarm budget.
+    fn score_waiting(
+        &mut self,
+        scope: &ScopeKey,
+        rows: &[(usize, Features)],
+        judged: &mut [(Judgement, Option<ModelInfo>)],
+    ) {
+        let config = &self.config;
+        let Some(state) = self.state.models.get_mut(scope) else { return };
+        let Some(model) = &state.model else { return };
+        let features: Vec<Features> = rows.iter().map(|(_, features)| *features).collect();
+        for (&(index, _), score) in rows.iter().zip(model.forest.score_rows(&features)) {
+            let budget = state.budget.observe(score, config.budget_window, config.contamination);
+            if let Some((judgement, _)) = judged.get_mut(index) {
+                *judgement = Judgement::Scored { score, anomaly: score > model.threshold && score > budget };
+            }
+        }
+    }
+
+    /// A reading through everything but its score: its sensor's features, its scope's training
+    /// rows, a fit started when due and the growth under way by the reading's share of its trees.
+    /// A growth this reading finished is handed back, not yet its scope's model: the readings
+    /// before this one, scored later by [`observe_batch`](Self::observe_batch), are judged by the
+    /// model before it.
+    fn advance(&mut self, sensor: &Arc<str>, sensor_type: SensorType, timestamp_ms: i64, value: f64) -> Advanced {
         let history = self.state.sensors.entry(CatalogName::from(sensor)).or_default();
         let features = features(history, self.config.history, self.config.features, timestamp_ms, value);
         if history.values.len() < self.config.min_history {
-            return Judgement::WarmingUp;
+            return Advanced::WarmingUp;
         }
         let scope = self.scope(sensor, sensor_type);
         let config = &self.config;
@@ -230,7 +313,7 @@ impl OnlineForest {
         // Counting the others' growths needs the scope's state looked up again: only when due.
         let (state, waits) = if due && may_wait && config.concurrent_fits > 0 {
             let growing = self.state.models.values().filter(|s| s.growing.is_some()).count();
-            let Some(state) = self.state.models.get_mut(&scope) else { return Judgement::WarmingUp };
+            let Some(state) = self.state.models.get_mut(&scope) else { return Advanced::WarmingUp };
             (state, growing >= config.concurrent_fits)
         } else {
             (state, false)
@@ -244,6 +327,7 @@ impl OnlineForest {
         // meanwhile, so spreading it would only lengthen the warm-up (on `plugin check`'s stream,
         // 1,000 readings a type, 13% flagged instead of 5%: the alarm budget fills later too).
         let first = state.model.is_none();
+        let mut grown = None;
         if let Some(growing) = &mut state.growing {
             growing.rows += 1;
             // Trees due after this many of the scope's rows: all of them at row `fit_spread_rows`.
@@ -252,18 +336,20 @@ impl OnlineForest {
             let due_trees = (growing.rows * trees).div_ceil(spread).min(trees);
             while growing.growth.grown() < due_trees && growing.growth.grow_next() {}
             if growing.growth.grown() == trees {
-                state.model = state.growing.take().map(|grown| finish_fit(config, grown));
+                grown = state.growing.take().map(Box::new);
             }
         }
-        match &state.model {
-            None => Judgement::WarmingUp,
-            Some(model) => {
-                let score = model.forest.score(&features);
-                let budget = state.budget.observe(score, config.budget_window, config.contamination);
-                Judgement::Scored { score, anomaly: score > model.threshold && score > budget }
-            }
-        }
+        Advanced::ToScore { scope, features, grown }
     }
+}
+
+/// A reading after [`OnlineForest::advance`].
+enum Advanced {
+    /// Its sensor's history is too short for its features to mean much.
+    WarmingUp,
+    /// To be scored by its scope's model (none yet: warming up), after `grown`, a growth it
+    /// finished, becomes that model.
+    ToScore { scope: ScopeKey, features: Features, grown: Option<Box<Growing>> },
 }
 
 impl Detector for OnlineForest {
@@ -279,6 +365,11 @@ impl Detector for OnlineForest {
 
     fn judge(&mut self, sensor: &SensorIdentity, timestamp_ms: i64, value: f64) -> Judgement {
         self.observe(&sensor.sensor_id, sensor.sensor_type, timestamp_ms, value)
+    }
+
+    fn judge_batch(&mut self, readings: ResolvedBatch<'_>, out: &mut DetectionColumns) -> Result<(), String> {
+        self.observe_batch(readings, out);
+        Ok(())
     }
 
     fn model(&self, sensor: &SensorIdentity) -> Option<ModelInfo> {
@@ -364,7 +455,7 @@ fn start_fit(
 /// them through each tree as it grows).
 fn finish_fit(config: &DetectorConfig, grown: Growing) -> Model {
     let forest = grown.growth.finish();
-    let mut scores: Vec<f64> = grown.calibration.iter().map(|row| forest.score(row)).collect();
+    let mut scores = forest.score_rows(&grown.calibration);
     scores.sort_by(f64::total_cmp);
     let rank = (((1.0 - config.contamination) * scores.len() as f64).ceil() as usize).clamp(1, scores.len()) - 1;
     Model {

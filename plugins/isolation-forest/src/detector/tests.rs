@@ -389,3 +389,65 @@ fn the_kept_sorted_window_gives_the_selections_median_and_mad_bit_for_bit() {
     }
     assert_eq!(median_and_mad(&[]), (0.0, 0.0));
 }
+
+/// A batch judged at once (the scores of a scope's readings computed together) gives, to the bit,
+/// the judgements, the models behind them and the state that judging its readings one by one
+/// gives: with three types' and a dozen sensors' readings interleaved, models replaced in the
+/// middle of a batch (spread growths, retrainings taking turns), sensors warming up, a spike, and
+/// batches of 1 to 1,500 readings; with a model per type and a model per sensor.
+#[test]
+fn a_batch_judged_at_once_is_judged_as_reading_by_reading() {
+    let sensors: Vec<(Arc<str>, SensorType)> = (0..12)
+        .map(|i| {
+            let sensor_type = [SensorType::Temperature, SensorType::Humidity, SensorType::Co2][i % 3];
+            (Arc::from(format!("s{i}")), sensor_type)
+        })
+        .collect();
+    let mut catalog = iotstream_plugin_sdk::Catalog::default();
+    for (key, (sensor_id, sensor_type)) in sensors.iter().enumerate() {
+        let identity = iotstream_plugin_sdk::SensorIdentity {
+            sensor_id: sensor_id.clone(),
+            sensor_type: *sensor_type,
+            location: "l".into(),
+        };
+        catalog.declare(key as u32, identity);
+    }
+    // 6,000 readings, 200 ms apart (a retraining falls due every 5 minutes of event time); sensor
+    // 11 joins late, so it warms up while the others are judged.
+    let readings: Vec<(u32, i64, f64)> = (0..6000_i64)
+        .map(|i| {
+            let key = if i < 3000 { (i % 11) as u32 } else { (i % 12) as u32 };
+            let wobble = f64::from(((i * 37) % 23) as i32) * 0.1;
+            let value = if i == 4500 { 500.0 } else { 20.0 + f64::from(key) * 3.0 + wobble };
+            (key, i * 200, value)
+        })
+        .collect();
+    for model_scope in [ModelScope::SensorType, ModelScope::Sensor] {
+        let config = DetectorConfig { trees: 20, min_train: 64, model_scope, ..DetectorConfig::default() };
+        let (mut at_once, mut one_by_one) = (OnlineForest::new(config.clone()), OnlineForest::new(config));
+        let mut models_in_a_batch = 0;
+        let mut from = 0;
+        for size in [1, 7, 256, 1500, 1000, 1236, 2000] {
+            let batch: iotstream_plugin_sdk::Batch = readings[from..from + size].iter().copied().collect();
+            from += size;
+            let mut together = iotstream_plugin_sdk::DetectionColumns::default();
+            let resolved = iotstream_plugin_sdk::ResolvedBatch::new(&catalog, &batch).expect("declared");
+            at_once.judge_batch(resolved, &mut together).expect("judged");
+            let mut apart = iotstream_plugin_sdk::DetectionColumns::default();
+            for (sensor, timestamp_ms, value) in resolved.iter() {
+                let judgement = one_by_one.judge(sensor, timestamp_ms, value);
+                apart.push(judgement, one_by_one.model(sensor));
+            }
+            let bits =
+                |c: &iotstream_plugin_sdk::DetectionColumns| c.scores.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&together), bits(&apart), "{model_scope:?}, the batch of {size}");
+            assert_eq!(together, apart, "{model_scope:?}, the batch of {size}");
+            assert_eq!(at_once.state(), one_by_one.state(), "{model_scope:?}, after the batch of {size}");
+            let generations: std::collections::BTreeSet<u32> =
+                together.models.iter().filter_map(|(_, m)| m.map(|m| m.generation)).collect();
+            models_in_a_batch = models_in_a_batch.max(generations.len());
+        }
+        assert_eq!(from, readings.len());
+        assert!(models_in_a_batch >= 2, "{model_scope:?}: no batch saw a model replaced");
+    }
+}
