@@ -756,6 +756,11 @@ impl IsolationForest {
     /// # Panics
     /// If a row is shorter than [`Self::n_features`].
     pub fn score_rows<R: AsRef<[f64]>>(&self, rows: &[R]) -> Vec<f64> {
+        if rows.len() < ROWS_TOGETHER {
+            // Too few to walk side by side: one by one costs less than padding them together
+            // (a model per sensor sees a reading or two a call).
+            return rows.iter().map(|row| self.score(row.as_ref())).collect();
+        }
         let width = self.n_features + 1;
         let mut padded = vec![f64::NEG_INFINITY; rows.len() * width];
         for (row, to) in rows.iter().zip(padded.chunks_exact_mut(width)) {
@@ -848,6 +853,10 @@ mod tests {
                 assert_eq!(score.to_bits(), expected.to_bits(), "{probe:?} scored with the others");
             }
             assert!(forest.scorer.chunks.len() > 1, "the rows cross chunks");
+            // Fewer rows than are walked side by side, and a group left over.
+            for n in [1, ROWS_TOGETHER - 1, ROWS_TOGETHER + 1] {
+                assert_eq!(forest.score_rows(&probes[..n]), together[..n], "{n} rows");
+            }
             assert_eq!(forest.score_rows::<[f64; 3]>(&[]), Vec::<f64>::new());
         }
     }
