@@ -128,22 +128,16 @@ pub enum Shipped {
     TumblingWindow,
 }
 
-/// The plugin SDK's catalog of `identities` (a key for each sensor, in order of first reading),
-/// and each reading's key: what a native detector is given as its `.wasm` is.
-fn sdk_catalog(identities: &[SensorIdentity]) -> (iotstream_plugin_sdk::Catalog, Vec<u32>) {
+/// The plugin SDK's catalog of the keys the host's catalog gave `wit`'s readings, each with its
+/// reading's identity: what a detector's `.wasm` is declared, for its native side.
+fn sdk_catalog(wit: &[WitReading], identities: &[SensorIdentity]) -> iotstream_plugin_sdk::Catalog {
     let mut catalog = iotstream_plugin_sdk::Catalog::default();
-    let mut key_of: HashMap<&str, u32> = HashMap::new();
-    let keys = identities
-        .iter()
-        .map(|identity| {
-            let next = key_of.len() as u32;
-            *key_of.entry(&identity.sensor_id).or_insert_with(|| {
-                catalog.declare(next, identity.clone());
-                next
-            })
-        })
-        .collect();
-    (catalog, keys)
+    for (reading, identity) in wit.iter().zip(identities) {
+        if catalog.identity(reading.sensor).is_none() {
+            catalog.declare(reading.sensor, identity.clone());
+        }
+    }
+    catalog
 }
 
 impl Shipped {
@@ -162,7 +156,13 @@ impl Shipped {
     /// Runs the algorithm natively over `readings`; returns the longest single call, ms (measured
     /// for the forest, whose retraining makes some calls long; 0 for the others). The windows close
     /// their ready windows after every `per_call` readings, as their `.wasm` does after each call.
-    fn run_native(self, readings: &[Reading], identities: &[SensorIdentity], per_call: NonZeroUsize) -> f64 {
+    fn run_native(
+        self,
+        readings: &[Reading],
+        identities: &[SensorIdentity],
+        wit: &[WitReading],
+        per_call: NonZeroUsize,
+    ) -> f64 {
         let mut longest = 0.0_f64;
         match self {
             Shipped::ZScore => {
@@ -177,13 +177,10 @@ impl Shipped {
                 // the forest scores a call's readings of a type together.
                 let mut d = isolation_forest::detector::OnlineForest::create(Default::default())
                     .unwrap_or_else(|_| unreachable!("defaults are valid"));
-                let (catalog, keys) = sdk_catalog(identities);
-                for (chunk, keys) in readings.chunks(per_call.get()).zip(keys.chunks(per_call.get())) {
-                    let batch: iotstream_plugin_sdk::Batch = chunk
-                        .iter()
-                        .zip(keys)
-                        .map(|(r, &key)| (key, r.timestamp.timestamp_millis(), r.value))
-                        .collect();
+                let catalog = sdk_catalog(wit, identities);
+                for chunk in wit.chunks(per_call.get()) {
+                    let batch: iotstream_plugin_sdk::Batch =
+                        chunk.iter().map(|r| (r.sensor, r.timestamp_ms, r.value)).collect();
                     let call = Instant::now();
                     let Ok(resolved) = iotstream_plugin_sdk::ResolvedBatch::new(&catalog, &batch) else {
                         unreachable!("every key is declared")
@@ -273,7 +270,7 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
     let mut results = Vec::new();
     for shipped in Shipped::ALL.into_iter().filter(|s| config.only.is_empty() || config.only.contains(s)) {
         let started = Instant::now();
-        let longest_native_call_ms = shipped.run_native(&readings, &identities, config.readings_per_call);
+        let longest_native_call_ms = shipped.run_native(&readings, &identities, &wit, config.readings_per_call);
         let native_readings_per_s = per_second(readings.len(), started);
         let mut measured = measure_wasm(config, &runtime, shipped, &catalog, &wit)?;
         measured.native_readings_per_s = native_readings_per_s;
