@@ -68,6 +68,11 @@ pub struct RunConfig {
     /// transaction a batch).
     #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_WRITERS", default_value_t = PipelineConfig::default_writers())]
     pub writers: usize,
+    /// Batches whose transactions run at once: the next batch's rows are sent while the one
+    /// before commits, and it commits after it (1: a batch's transaction starts once the one
+    /// before has committed).
+    #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_BATCHES_IN_FLIGHT", default_value_t = PipelineConfig::BATCHES_IN_FLIGHT)]
+    pub batches_in_flight: usize,
     /// How often every stage's state is checkpointed with the offsets it includes ("0s": only at
     /// shutdown). After a crash the host replays at most this much of the stream.
     #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_CHECKPOINT_INTERVAL", default_value_t = PipelineConfig::CHECKPOINT_INTERVAL.into())]
@@ -249,6 +254,7 @@ impl RunConfig {
             accept_new_log: self.accept_new_log,
             host_name: self.host_name.clone().unwrap_or_else(crate::pipeline::default_host_name),
             writers: self.writers.max(1),
+            batches_in_flight: self.batches_in_flight.max(1),
             ..PipelineConfig::default()
         }
     }

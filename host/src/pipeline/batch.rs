@@ -21,6 +21,7 @@ use crate::http::metrics::LoopPhase;
 use crate::kafka::RawMessage;
 use crate::plugins::bindings::Reading as WitReading;
 use crate::reading::{DecodeError, ReadingLimits};
+use crate::store::order::{BatchProgress, EarlierBatch};
 use crate::store::rows::{DEAD_LETTER_KEY_LIMIT, DEAD_LETTER_PAYLOAD_LIMIT};
 use crate::store::{
     BatchRows, CheckpointReason, DeadLetter, LaneBatch, Prediction, Store, StoreError, StoredReading, Written,
@@ -108,22 +109,40 @@ impl Pipeline {
             rows.append(done.rows);
         }
         self.live.metrics().record_loop(LoopPhase::Stages, started.elapsed());
-        // One transaction at a time, in batch order: this batch's starts when the previous one's
-        // has committed, and runs while the next batch is computed.
-        self.finish_in_flight().await?;
-        self.in_flight = Some(self.start_commit(sent_ms, rows, shutdown));
+        // Up to `batches_in_flight` batches' transactions at once, committing in batch order
+        // (`store::order`): this batch's starts now, beside the ones before it, once the oldest
+        // has committed if that many are in flight, and runs while the next batch is computed.
+        while self.in_flight.len() >= self.config.batches_in_flight {
+            self.finish_oldest().await?;
+        }
+        let (progress, earlier) = BatchProgress::start();
+        let after = std::mem::replace(&mut self.last_started, earlier);
+        let task = self.start_commit(sent_ms, rows, shutdown, progress, after);
+        self.in_flight.push_back(task);
         Ok(())
     }
+
     /// Starts `rows`' transactions (as many side by side as [`super::PipelineConfig::writers`], each
-    /// with whole partitions): they commit (retrying), then the batch is published to the live view.
-    fn start_commit(&self, sent_ms: Vec<i64>, rows: BatchRows, shutdown: &CancellationToken) -> super::InFlight {
+    /// with whole partitions): they commit (retrying) once the batch before, `after`, is stored,
+    /// then the batch is published to the live view and `progress` says it is stored.
+    fn start_commit(
+        &self,
+        sent_ms: Vec<i64>,
+        rows: BatchRows,
+        shutdown: &CancellationToken,
+        progress: BatchProgress,
+        after: EarlierBatch,
+    ) -> super::InFlight {
         let (store, live, shutdown, plugins) =
             (self.store.clone(), self.live.clone(), shutdown.clone(), self.plugin_statuses());
         let parts = rows.split_by_partition(self.config.writers);
         tokio::spawn(async move {
-            let writes = parts.iter().map(|part| Self::commit(&store, &live, part, &shutdown));
+            let order = Order { progress: &progress, after: &after };
+            let writes = parts.iter().map(|part| Self::commit(&store, &live, part, &shutdown, order));
             let mut written = Written::default();
             let mut windows_in = 0;
+            // Not stored (`None`): `progress` is dropped, and the batch after this one is not
+            // stored either.
             for part in futures::future::join_all(writes).await {
                 let part = part?;
                 windows_in += usize::from(!part.windows.is_empty());
@@ -143,19 +162,24 @@ impl Pipeline {
                     }
                 }
             }
-            // Published as soon as it is durable, not when the next batch comes.
+            // Published as soon as it is durable, not when the next batch comes, and before the
+            // batch after it is.
             let now_ms = Utc::now().timestamp_millis();
             let latencies_ms = sent_ms.iter().map(|t| (now_ms - t).max(0) as f64).collect();
             publish(&live, &rows, written, latencies_ms, plugins);
+            progress.stored();
             Some(Committed { positions: rows.positions, checkpoint: !rows.checkpoints.is_empty() })
         })
     }
 
-    /// Writes `rows`, retrying with exponential backoff (0.1 s doubling to 10 s) until it succeeds,
-    /// or (`None`) until [`SHUTDOWN_WRITE_GRACE`] after shutdown was requested: a write in
-    /// progress at shutdown finishes, an outage does not hold the shutdown.
+    /// Writes `rows`, once the batch before it is stored ([`Order::after`]), retrying with
+    /// exponential backoff (0.1 s doubling to 10 s) until it succeeds, or (`None`) until
+    /// [`SHUTDOWN_WRITE_GRACE`] after shutdown was requested: a write in progress at shutdown
+    /// finishes, an outage does not hold the shutdown. A failed attempt tells the batch after it
+    /// ([`Order::progress`]), which gives way until this one is stored.
     /// A lost partition ([`StoreError::NotOwner`]) is not retried: it stops the host (`None`, ERROR
-    /// logged; its restart joins the group again).
+    /// logged; its restart joins the group again); nor is a batch whose earlier batch was not
+    /// stored (`None`: that one's failure stops the host).
     /// (A free function of the store and live view: the plugin stores are not `Sync`, so no `&self`
     /// may live across an await.)
     pub(super) async fn commit(
@@ -163,15 +187,19 @@ impl Pipeline {
         live: &Live,
         rows: &BatchRows,
         shutdown: &CancellationToken,
+        order: Order<'_>,
     ) -> Option<Written> {
         let backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(100))
             .with_max_delay(Duration::from_secs(10))
             .without_max_times();
         let started = std::time::Instant::now();
-        let write = || store.write(rows);
-        let retried =
-            write.retry(backoff).when(|err| !matches!(err, StoreError::NotOwner { .. })).notify(|err, delay| {
+        let write = || store.write_after(rows, order.after);
+        let retried = write
+            .retry(backoff)
+            .when(|err| !matches!(err, StoreError::NotOwner { .. } | StoreError::EarlierNotStored))
+            .notify(|err, delay| {
+                order.progress.retrying();
                 live.set_database(Some(err.outage()));
                 warn!(error = %err, retry_in = ?delay, "batch not stored; retrying");
             });
@@ -182,6 +210,7 @@ impl Pipeline {
                     live.metrics().record_write(started.elapsed(), &written.readings_paths);
                     Some(written)
                 }
+                Err(StoreError::EarlierNotStored) => None,
                 Err(err) => {
                     // Another host owns one of the partitions now: writing on would overwrite its
                     // batch log and checkpoints. Stop; a restart joins the group again.
@@ -196,6 +225,29 @@ impl Pipeline {
             } => None,
         }
     }
+}
+
+impl Pipeline {
+    /// [`commit`](Self::commit) with no batch in flight beside it (a tick's windows, a handed-off
+    /// lane's checkpoint: written once every batch before has committed).
+    pub(super) async fn commit_alone(
+        store: &Store,
+        live: &Live,
+        rows: &BatchRows,
+        shutdown: &CancellationToken,
+    ) -> Option<Written> {
+        let (progress, after) = (BatchProgress::start().0, EarlierBatch::stored());
+        Self::commit(store, live, rows, shutdown, Order { progress: &progress, after: &after }).await
+    }
+}
+
+/// Where a batch's write stands among the batches in flight (`store::order`).
+#[derive(Clone, Copy)]
+pub(super) struct Order<'a> {
+    /// This batch's progress, which the batch after it waits on.
+    pub(super) progress: &'a BatchProgress,
+    /// The batch before it, which it commits after.
+    pub(super) after: &'a EarlierBatch,
 }
 
 /// One lane's share of a batch, on its way through the lane's stages.

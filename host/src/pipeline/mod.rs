@@ -43,6 +43,7 @@ mod reload;
 mod stages;
 mod start;
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,6 +56,7 @@ use crate::http::live::Live;
 use crate::http::metrics::LoopPhase;
 use crate::kafka::{GroupChange, KafkaError, Next, Source, SourceHealth};
 use crate::reading::ReadingLimits;
+use crate::store::order::EarlierBatch;
 use crate::store::{BatchRows, CheckpointReason, SourceIds, Store, StoreError};
 
 /// How long the shutdown checkpoint may take before the host exits without it (the previous
@@ -88,6 +90,9 @@ pub struct PipelineConfig {
     /// How many transactions a batch is written in, side by side, each with whole partitions
     /// (1: one transaction a batch).
     pub writers: usize,
+    /// How many batches' transactions may run at once, committing in batch order (1: one at a
+    /// time; see [`crate::store::order`]).
+    pub batches_in_flight: usize,
 }
 
 impl PipelineConfig {
@@ -105,6 +110,10 @@ impl PipelineConfig {
     pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
     /// How long a restart waits for a logged batch's messages (docs/guarantees.md).
     pub const REPLAY_PATIENCE: Duration = Duration::from_secs(60);
+    /// Batches in flight: the next batch's `COPY` runs while the one before commits, which keeps
+    /// the database's cores busy through the commit's WAL flush and round trips; a third would
+    /// only hold more memory while the database's CPU sets the pace (docs/performance.md).
+    pub const BATCHES_IN_FLIGHT: usize = 2;
 
     /// Transactions a batch is written in by default: one per core. A transaction is one
     /// PostgreSQL backend, which runs on one core; a batch of several partitions, written in one,
@@ -126,6 +135,7 @@ impl Default for PipelineConfig {
             accept_new_log: false,
             host_name: default_host_name(),
             writers: Self::default_writers(),
+            batches_in_flight: Self::BATCHES_IN_FLIGHT,
         }
     }
 }
@@ -151,8 +161,11 @@ pub struct Pipeline {
     /// Admin requests from the API, done at batch boundaries (`None`: another pipeline of this
     /// process took them).
     admin: Option<tokio::sync::mpsc::Receiver<admin::AdminRequest>>,
-    /// The previous batch's transaction, running while this batch is computed.
-    in_flight: Option<InFlight>,
+    /// The transactions of the batches before this one, oldest first: running while this batch is
+    /// computed, at most [`PipelineConfig::batches_in_flight`].
+    in_flight: VecDeque<InFlight>,
+    /// The batch started last, which the next batch's transaction commits after.
+    last_started: EarlierBatch,
     store: Store,
     live: Arc<Live>,
 }
@@ -236,11 +249,19 @@ impl Pipeline {
         }
     }
 
-    /// Waits for the batch in flight to commit, then stores its offsets with the consumer group;
-    /// an error if it was not stored (the shutdown grace ended during its retries) or its task
-    /// failed.
+    /// Waits for every batch in flight to commit, oldest first ([`finish_oldest`](Self::finish_oldest)).
     async fn finish_in_flight(&mut self) -> Result<(), PipelineError> {
-        let Some(task) = self.in_flight.take() else { return Ok(()) };
+        while !self.in_flight.is_empty() {
+            self.finish_oldest().await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the oldest batch in flight to commit, then stores its offsets with the consumer
+    /// group; an error if it was not stored (the shutdown grace ended during its retries) or its
+    /// task failed.
+    async fn finish_oldest(&mut self) -> Result<(), PipelineError> {
+        let Some(task) = self.in_flight.pop_front() else { return Ok(()) };
         let waited = Instant::now();
         let committed = task.await;
         self.live.metrics().record_loop(LoopPhase::Database, waited.elapsed());
@@ -284,7 +305,8 @@ impl Pipeline {
             self.live.set_plugins(self.plugin_statuses());
             return Ok(());
         }
-        let written = Self::commit(&self.store, &self.live, &rows, shutdown).await.ok_or(PipelineError::NotStored)?;
+        let written =
+            Self::commit_alone(&self.store, &self.live, &rows, shutdown).await.ok_or(PipelineError::NotStored)?;
         batch::publish(&self.live, &rows, written, Vec::new(), self.plugin_statuses());
         Ok(())
     }

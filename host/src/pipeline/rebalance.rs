@@ -121,7 +121,7 @@ impl Pipeline {
             .map(|(_, lane)| lane.stages.checkpoint(CheckpointReason::Handoff, lane.next_offset, lane.batch_seq))
             .collect();
         let rows = BatchRows { source: self.ids.current, checkpoints, fence, ..BatchRows::default() };
-        let stored = Self::commit(&self.store, &self.live, &rows, shutdown).await;
+        let stored = Self::commit_alone(&self.store, &self.live, &rows, shutdown).await;
         for partition in &revoked {
             self.lanes.owned.remove(partition);
         }

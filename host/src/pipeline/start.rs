@@ -15,6 +15,7 @@ use crate::http::live::Live;
 use crate::kafka::Source;
 use crate::kafka::log_check::LogCheck;
 use crate::plugins::Plugin;
+use crate::store::order::EarlierBatch;
 use crate::store::{SourceIds, Store};
 
 impl Pipeline {
@@ -51,7 +52,8 @@ impl Pipeline {
             lanes,
             reload,
             admin: live.admin().take_receiver(),
-            in_flight: None,
+            in_flight: Default::default(),
+            last_started: EarlierBatch::stored(),
             store,
             live,
         };

@@ -15,7 +15,7 @@
 //! * [`rows`]: what one batch writes ([`BatchRows`]) and the row counts ([`Totals`]);
 //! * `writer`: [`Store::write`], the batch's one transaction; `copy`: its new readings in binary
 //!   `COPY`; `isolate`: the same when the database refuses part of it for good (a poison row costs
-//!   only itself);
+//!   only itself); [`order`]: batches written side by side, committed in order;
 //! * [`models`]: the detector versions and models stored verdicts name (`detector_models`);
 //! * [`checkpoints`]: a lane's (a partition's) stage states with the position they include;
 //! * `sources`: the `kafka_sources` registry (a source's epochs), stored positions and the batch
@@ -32,6 +32,7 @@ pub mod cluster;
 mod copy;
 mod isolate;
 pub mod models;
+pub mod order;
 pub mod ownership;
 pub mod partitions;
 mod queries;
@@ -61,9 +62,16 @@ pub use self::sources::SourceIds;
 /// The schema, embedded from `migrations/` at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Connections of the pipeline's own pool: one write in flight, one start-up or checkpoint query,
-/// and room for a reconnect. The API has a pool of its own, so no query can starve the pipeline.
-const PIPELINE_CONNECTIONS: u32 = 3;
+/// Connections of the pipeline's own pool: a transaction per core for each of the two batches in
+/// flight (the default `--writers` and `--batches-in-flight`), one start-up, partition or checkpoint
+/// query beside them, and room for a reconnect. The API has a pool of its own, so no query can
+/// starve the pipeline.
+fn pipeline_connections() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    u32::try_from(2 * cores + 2).unwrap_or(u32::MAX).min(MOST_PIPELINE_CONNECTIONS)
+}
+/// However many cores: a batch's transactions beyond the pool wait for a connection.
+const MOST_PIPELINE_CONNECTIONS: u32 = 18;
 /// Connections of the API's pool: concurrent queries beyond it wait for one (bounded by
 /// [`ACQUIRE_TIMEOUT`], then answered 503).
 const API_CONNECTIONS: u32 = 4;
@@ -109,6 +117,10 @@ pub enum StoreError {
         /// The count found: the new owner's.
         current: i64,
     },
+    /// The batch before this one was not stored (the host stops), so this one is not either: a
+    /// batch commits only after every batch before it ([`order`]). Not retried.
+    #[error("not stored: the batch before it was not stored, and a batch commits only after the one before it")]
+    EarlierNotStored,
 }
 
 impl StoreError {
@@ -156,7 +168,7 @@ impl Store {
     pub async fn connect(options: PgConnectOptions) -> Result<Self, StoreError> {
         let attempt = || {
             PgPoolOptions::new()
-                .max_connections(PIPELINE_CONNECTIONS)
+                .max_connections(pipeline_connections())
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options.clone())
         };

@@ -19,6 +19,7 @@ use crate::store::copy::{COPY_READINGS, HEADER, TRAILER, readings_copy_data};
 use crate::store::queries::decode_aggregate;
 
 use crate::store::isolate::{ReadingsPath, Written, is_permanent};
+use crate::store::order::{EarlierBatch, Settled};
 use crate::store::partitions::PartitionedTable;
 use crate::store::rows::{DeadLetter, LaneBatch, ShadowPrediction, StoredReading, StoredWindow, verdicts_json};
 use crate::store::{BatchRows, Store, StoreError, Totals};
@@ -51,16 +52,30 @@ impl Store {
     /// all (the unique message index refuses the `COPY`), the batch is written again the
     /// `ON CONFLICT` way, which skips it.
     pub async fn write(&self, batch: &BatchRows) -> Result<Written, StoreError> {
+        self.write_after(batch, &EarlierBatch::stored()).await
+    }
+
+    /// [`write`](Self::write), while the batch before it may still be in flight: the transaction
+    /// commits only once `earlier` is stored, and is not stored at all if `earlier` is not
+    /// ([`StoreError::EarlierNotStored`]; see [`super::order`]).
+    pub async fn write_after(&self, batch: &BatchRows, earlier: &EarlierBatch) -> Result<Written, StoreError> {
+        // Not beside a batch being written again: what its next attempt needs is never held here.
+        if earlier.is_retrying() && !earlier.outcome().await {
+            return Err(StoreError::EarlierNotStored);
+        }
         self.ensure_partitions_for(batch).await?;
         let path = if batch.fresh { ReadingsPath::Copy } else { ReadingsPath::Insert };
-        let mut result = self.write_whole(batch, path).await;
+        let mut result = self.write_whole(batch, path, earlier).await;
         if path == ReadingsPath::Copy && matches!(&result, Err(StoreError::Database(err)) if is_unique_violation(err)) {
             debug!("a fresh batch meets stored readings; writing it again, skipping them");
-            result = self.write_whole(batch, ReadingsPath::CopyRedone).await;
+            result = self.write_whole(batch, ReadingsPath::CopyRedone, earlier).await;
         }
         match result {
             Err(StoreError::Database(err)) if is_permanent(&err) => {
                 warn!(error = %err, "the database refused the batch; writing it again, isolating what it refuses");
+                if !earlier.outcome().await {
+                    return Err(StoreError::EarlierNotStored);
+                }
                 self.write_isolating(batch).await
             }
             other => other,
@@ -79,12 +94,35 @@ impl Store {
         Ok(())
     }
 
-    /// The fast path: one statement per table.
-    async fn write_whole(&self, batch: &BatchRows, path: ReadingsPath) -> Result<Written, StoreError> {
+    /// The fast path: one statement per table; begun again if the earlier batch fails an attempt
+    /// while this transaction waits for it.
+    async fn write_whole(
+        &self,
+        batch: &BatchRows,
+        path: ReadingsPath,
+        earlier: &EarlierBatch,
+    ) -> Result<Written, StoreError> {
+        loop {
+            match self.write_whole_once(batch, path, earlier).await? {
+                Some(written) => return Ok(written),
+                // Rolled back, giving way: begin again once the earlier batch is stored.
+                None if earlier.outcome().await => continue,
+                None => return Err(StoreError::EarlierNotStored),
+            }
+        }
+    }
+
+    /// One attempt of [`write_whole`](Self::write_whole): first the batch's own rows, which no other
+    /// batch's transaction touches; then, once `earlier` is stored, what batches share, and the
+    /// commit. `None`: rolled back because `earlier` failed an attempt meanwhile.
+    async fn write_whole_once(
+        &self,
+        batch: &BatchRows,
+        path: ReadingsPath,
+        earlier: &EarlierBatch,
+    ) -> Result<Option<Written>, StoreError> {
         let mut written = Totals::default();
-        let models = self.models_to_store(batch);
         let mut tx = self.pool.begin().await?;
-        check_fence(&mut tx, batch).await?;
         let source = batch.source;
         if !batch.readings.is_empty() {
             (written.readings, written.flagged) = match path {
@@ -98,18 +136,28 @@ impl Store {
         if !batch.shadow_predictions.is_empty() {
             insert_shadow_predictions(&mut tx, source, &batch.readings, &batch.shadow_predictions).await?;
         }
-        let mut windows = Vec::new();
         if !batch.aggregates.is_empty() {
             written.aggregates = upsert_aggregates(&mut tx, source, &batch.aggregates).await?;
-            windows = merged_windows(&mut *tx, &batch.aggregates).await?;
         }
         if !batch.dead_letters.is_empty() {
             written.dead_letters = insert_dead_letters(&mut tx, source, &batch.dead_letters).await?;
         }
+        match earlier.settled().await {
+            Settled::Stored => {}
+            // Dropping the transaction rolls it back.
+            Settled::Retrying => return Ok(None),
+            Settled::NotStored => return Err(StoreError::EarlierNotStored),
+        }
+        check_fence(&mut tx, batch).await?;
+        // Read now, so that the earlier batch's partials of the same windows are in.
+        let windows =
+            if batch.aggregates.is_empty() { Vec::new() } else { merged_windows(&mut *tx, &batch.aggregates).await? };
         advance_positions(&mut tx, batch).await?;
         write_checkpoints(&mut tx, batch).await?;
         // Late, as the totals below: a model's row is shared with the transactions of the batch's
-        // other partitions, written side by side, when it is new to them all.
+        // other partitions, written side by side, when it is new to them all; and known only now
+        // to be new, the earlier batch's stored.
+        let models = self.models_to_store(batch);
         if let Some(models) = &models {
             models.store(&mut tx).await?;
         }
@@ -119,7 +167,7 @@ impl Store {
         tx.commit().await?;
         self.models_stored(models);
         let readings_paths = if batch.readings.is_empty() { Vec::new() } else { vec![path] };
-        Ok(Written { totals: written, refused: Vec::new(), windows, readings_paths })
+        Ok(Some(Written { totals: written, refused: Vec::new(), windows, readings_paths }))
     }
 }
 

@@ -7,6 +7,7 @@ mod support;
 mod admin;
 mod api_limits;
 mod batch_log;
+mod batch_order;
 mod cluster;
 mod compose;
 mod config;
