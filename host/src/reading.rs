@@ -13,6 +13,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+pub use compact_str::CompactString;
 use iotstream_api::DeadLetterReason;
 use serde::{Deserialize, Serialize};
 
@@ -20,15 +21,17 @@ use serde::{Deserialize, Serialize};
 /// plugins, from the plugin SDK.
 pub use iotstream_plugin_sdk::SensorType;
 
-/// A decoded, valid reading.
+/// A decoded, valid reading. Its texts are [`CompactString`]s: up to 24 bytes (every sensor id,
+/// location and unit of the seed's fleet) they are held inline, so decoding a reading allocates
+/// nothing.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Reading {
     /// The sensor's identifier (1 to 100 characters).
-    pub sensor_id: String,
+    pub sensor_id: CompactString,
     /// What it measures.
     pub sensor_type: SensorType,
     /// Where it is (1 to 100 characters).
-    pub location: String,
+    pub location: CompactString,
     /// The value, finite.
     pub value: f64,
     /// Event time.
@@ -36,7 +39,7 @@ pub struct Reading {
     /// The source's own anomaly flag (the simulator's label of an injected anomaly).
     pub anomaly: bool,
     /// The unit (at most 20 characters).
-    pub unit: String,
+    pub unit: CompactString,
 }
 
 impl Reading {
@@ -158,14 +161,16 @@ pub fn decode(payload: Option<&[u8]>) -> Result<Reading, DecodeError> {
         return Err(DecodeError::NotFinite);
     }
     let timestamp = parse_timestamp(&wire.timestamp)?;
-    let unit = wire.unit.map_or_else(|| sensor_type.default_unit().to_owned(), Cow::into_owned);
+    let unit = wire
+        .unit
+        .map_or_else(|| CompactString::const_new(sensor_type.default_unit()), |u| CompactString::from(u.as_ref()));
     check_length("sensor_id", &wire.sensor_id, 1, 100)?;
     check_length("location", &wire.location, 1, 100)?;
     check_length("unit", &unit, 0, 20)?;
     Ok(Reading {
-        sensor_id: wire.sensor_id.into_owned(),
+        sensor_id: CompactString::from(wire.sensor_id.as_ref()),
         sensor_type,
-        location: wire.location.into_owned(),
+        location: CompactString::from(wire.location.as_ref()),
         value: wire.value,
         timestamp,
         anomaly: wire.anomaly,

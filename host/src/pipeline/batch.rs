@@ -24,7 +24,8 @@ use crate::reading::{DecodeError, ReadingLimits};
 use crate::store::order::{BatchProgress, EarlierBatch};
 use crate::store::rows::{DEAD_LETTER_KEY_LIMIT, DEAD_LETTER_PAYLOAD_LIMIT};
 use crate::store::{
-    BatchRows, CheckpointReason, DeadLetter, LaneBatch, Prediction, Store, StoreError, StoredReading, Written,
+    BatchRows, CheckpointReason, DeadLetter, LaneBatch, Prediction, Store, StoreError, StoredReading, StoredWindow,
+    Written,
 };
 
 impl Pipeline {
@@ -93,7 +94,7 @@ impl Pipeline {
             });
         }
         let fence = Some(self.lanes.fence(self.ids.lineage, work.iter().map(|w| w.partition)));
-        let mut rows = BatchRows {
+        let header = BatchRows {
             source: self.ids.current,
             topic: self.source.topic().to_owned(),
             fence,
@@ -102,12 +103,15 @@ impl Pipeline {
         };
         // A fresh batch's readings are copied: each lane encodes its own for the `COPY` on its
         // thread, so the transaction only sends them.
+        let mut lanes_rows = Vec::with_capacity(work.len());
         for done in run_lanes(work, fresh).await? {
             if let Some(lane) = self.lanes.owned.get_mut(&done.partition) {
                 lane.stages = done.stages;
             }
-            rows.append(done.rows);
+            lanes_rows.push(done.rows);
         }
+        // The lanes' rows go to the transactions as they are, a part's lanes copied together once.
+        let parts = BatchRows::parts_of(&header, lanes_rows, self.config.writers);
         self.live.metrics().record_loop(LoopPhase::Stages, started.elapsed());
         // Up to `batches_in_flight` batches' transactions at once, committing in batch order
         // (`store::order`): this batch's starts now, beside the ones before it, once the oldest
@@ -117,25 +121,24 @@ impl Pipeline {
         }
         let (progress, earlier) = BatchProgress::start();
         let after = std::mem::replace(&mut self.last_started, earlier);
-        let task = self.start_commit(sent_ms, rows, shutdown, progress, after);
+        let task = self.start_commit(sent_ms, parts, shutdown, progress, after);
         self.in_flight.push_back(task);
         Ok(())
     }
 
-    /// Starts `rows`' transactions (as many side by side as [`super::PipelineConfig::writers`], each
+    /// Starts the transactions of a batch's `parts` ([`BatchRows::parts_of`], side by side, each
     /// with whole partitions): they commit (retrying) once the batch before, `after`, is stored,
     /// then the batch is published to the live view and `progress` says it is stored.
     fn start_commit(
         &self,
         sent_ms: Vec<i64>,
-        rows: BatchRows,
+        parts: Vec<BatchRows>,
         shutdown: &CancellationToken,
         progress: BatchProgress,
         after: EarlierBatch,
     ) -> super::InFlight {
         let (store, live, shutdown, plugins) =
             (self.store.clone(), self.live.clone(), shutdown.clone(), self.plugin_statuses());
-        let parts = rows.split_by_partition(self.config.writers);
         tokio::spawn(async move {
             let order = Order { progress: &progress, after: &after };
             let writes = parts.iter().map(|part| Self::commit(&store, &live, part, &shutdown, order));
@@ -148,14 +151,11 @@ impl Pipeline {
                 windows_in += usize::from(!part.windows.is_empty());
                 written.absorb(part);
             }
-            let mut rows = BatchRows::default();
-            for part in parts {
-                rows.append(part);
-            }
             if windows_in > 1 {
                 // Each transaction merged its windows without the partials the others were writing
                 // beside it: merge them again now that all are stored.
-                match store.merged_windows(&rows.aggregates).await {
+                let partials: Vec<StoredWindow> = parts.iter().flat_map(|p| p.aggregates.iter().cloned()).collect();
+                match store.merged_windows(&partials).await {
                     Ok(windows) => written.windows = windows,
                     Err(err) => {
                         warn!(error = %err, "windows not merged again after the batch; the live view shows them at their next emission")
@@ -166,9 +166,10 @@ impl Pipeline {
             // batch after it is.
             let now_ms = Utc::now().timestamp_millis();
             let latencies_ms = sent_ms.iter().map(|t| (now_ms - t).max(0) as f64).collect();
-            publish(&live, &rows, written, latencies_ms, plugins);
+            publish(&live, &parts, written, latencies_ms, plugins);
             progress.stored();
-            Some(Committed { positions: rows.positions, checkpoint: !rows.checkpoints.is_empty() })
+            let positions = parts.iter().flat_map(|p| p.positions.iter().map(|(&k, &v)| (k, v))).collect();
+            Some(Committed { positions, checkpoint: parts.iter().any(|p| !p.checkpoints.is_empty()) })
         })
     }
 
@@ -382,10 +383,10 @@ fn judged_at(message: &RawMessage, now: DateTime<Utc>) -> DateTime<Utc> {
     message.timestamp_ms.and_then(|ms| Utc.timestamp_millis_opt(ms).single()).unwrap_or(now)
 }
 
-/// Pushes a committed batch (what it `written`, its newest rows) to the live view.
+/// Pushes a committed batch (its `parts`, what they `written`, its newest rows) to the live view.
 pub(super) fn publish(
     live: &Live,
-    rows: &BatchRows,
+    parts: &[BatchRows],
     written: Written,
     latencies_ms: Vec<f64>,
     plugins: Vec<PluginStatus>,
@@ -394,38 +395,43 @@ pub(super) fn publish(
         live.record_refused(refused);
     }
     let Written { totals: written, windows, .. } = written;
-    let messages = rows.readings.len() + rows.dead_letters.len();
-    live.metrics().record_batch(messages, written.readings, rows.dead_letters.iter().map(|d| d.reason));
+    let messages = parts.iter().map(|p| p.readings.len() + p.dead_letters.len()).sum();
+    let reasons = parts.iter().flat_map(|p| p.dead_letters.iter().map(|d| d.reason));
+    live.metrics().record_batch(messages, written.readings, reasons);
+    let readings = || parts.iter().flat_map(|p| p.readings.iter());
     // A batch holds each partition's messages in turn: its newest rows are the newest by event
     // time, whichever partition they came from.
-    let mut anomalies: Vec<&Prediction> = rows.predictions.iter().filter(|p| p.verdict.is_anomaly()).collect();
-    anomalies.sort_by_key(|p| rows.readings.get(p.reading).map(|r| r.reading.timestamp));
+    let mut anomalies: Vec<(&Prediction, &StoredReading)> = parts
+        .iter()
+        .flat_map(|part| {
+            let anomalies = part.predictions.iter().filter(|p| p.verdict.is_anomaly());
+            anomalies.filter_map(|p| part.readings.get(p.reading).map(|stored| (p, stored)))
+        })
+        .collect();
+    anomalies.sort_by_key(|(_, stored)| stored.reading.timestamp);
     let detections = anomalies
         .into_iter()
         .rev()
         .take(EVENT_ROWS)
-        .map(|p| {
-            let stored = &rows.readings[p.reading];
-            PredictionRow {
-                detector: p.detector.clone(),
-                sensor_id: stored.reading.sensor_id.clone(),
-                sensor_type: stored.reading.sensor_type,
-                value: stored.reading.value,
-                timestamp: stored.reading.timestamp,
-                verdict: p.verdict,
-                is_anomaly: true,
-                anomaly_score: p.score,
-                rule_based_anomaly: stored.reading.anomaly,
-                detector_version: p.detector_version.clone(),
-                model_generation: p.model.map(|m| m.generation),
-            }
+        .map(|(p, stored)| PredictionRow {
+            detector: p.detector.to_string(),
+            sensor_id: stored.reading.sensor_id.to_string(),
+            sensor_type: stored.reading.sensor_type,
+            value: stored.reading.value,
+            timestamp: stored.reading.timestamp,
+            verdict: p.verdict,
+            is_anomaly: true,
+            anomaly_score: p.score,
+            rule_based_anomaly: stored.reading.anomaly,
+            detector_version: p.detector_version.to_string(),
+            model_generation: p.model.map(|m| m.generation),
         })
         .collect();
     let summary = BatchSummary {
-        sensor_ids: rows.readings.iter().map(|r| r.reading.sensor_id.as_str()).collect(),
+        sensor_ids: readings().map(|r| r.reading.sensor_id.as_str()).collect(),
         stored: written.readings,
         flagged: written.flagged,
-        newest_readings: newest_readings(&rows.readings),
+        newest_readings: newest_readings(readings()),
         detections,
         aggregates: windows,
         new_aggregates: written.aggregates,
@@ -440,8 +446,8 @@ pub(super) fn publish(
 /// batch shows on the live charts (up to [`EVENT_ROWS`] sensors) however many readings the busier
 /// ones sent: a batch taken while the host caught up holds hundreds of readings, and the newest 25
 /// alone would leave out a sensor that spoke once among them.
-fn newest_readings(readings: &[StoredReading]) -> Vec<iotstream_api::ReadingRow> {
-    let mut newest_first: Vec<&StoredReading> = readings.iter().collect();
+fn newest_readings<'a>(readings: impl Iterator<Item = &'a StoredReading>) -> Vec<iotstream_api::ReadingRow> {
+    let mut newest_first: Vec<&StoredReading> = readings.collect();
     newest_first.sort_by_key(|r| std::cmp::Reverse(r.reading.timestamp));
     let mut heard: HashMap<&str, usize> = HashMap::new();
     // (how many of its sensor's newer readings come before it, the reading): a stable sort on the
@@ -490,11 +496,11 @@ pub const SENSOR_FAULT_DETECTOR: &str = "sensor-fault";
 fn add_sensor_faults(rows: &mut BatchRows, faults: Vec<StoredReading>) {
     for fault in faults {
         rows.predictions.push(Prediction {
-            detector: SENSOR_FAULT_DETECTOR.to_owned(),
+            detector: SENSOR_FAULT_DETECTOR.into(),
             reading: rows.readings.len(),
             verdict: Verdict::Anomaly,
             score: 1.0,
-            detector_version: env!("CARGO_PKG_VERSION").to_owned(),
+            detector_version: env!("CARGO_PKG_VERSION").into(),
             model: None,
         });
         rows.readings.push(fault);
@@ -511,13 +517,13 @@ mod tests {
     fn stored(sensor: &str, ms: i64, offset: i64) -> StoredReading {
         StoredReading {
             reading: Reading {
-                sensor_id: sensor.to_owned(),
+                sensor_id: sensor.into(),
                 sensor_type: SensorType::Temperature,
-                location: "lab".to_owned(),
+                location: "lab".into(),
                 value: 20.0,
                 timestamp: Utc.timestamp_millis_opt(1_700_000_000_000 + ms).unwrap(),
                 anomaly: false,
-                unit: "celsius".to_owned(),
+                unit: "celsius".into(),
             },
             flagged: false,
             partition: 0,
@@ -534,7 +540,7 @@ mod tests {
             .map(|(i, s)| stored(&format!("busy-{s:02}"), 100 * i + s, 30 * i + s))
             .collect();
         batch.push(stored("quiet", 450, 999));
-        let sample = newest_readings(&batch);
+        let sample = newest_readings(batch.iter());
         // 25 of the 31 sensors, each once: the 25 whose newest readings are newest (busy-05..29 at
         // 905..929; the quiet one's 450 is older than every busy sensor's newest), newest first.
         let expected: Vec<String> = (5..30).rev().map(|s| format!("busy-{s:02}")).collect();
@@ -548,7 +554,7 @@ mod tests {
         // 25 would be busy ones only.
         let mut batch: Vec<StoredReading> = vec![stored("quiet", 0, 0)];
         batch.extend((0..600).map(|n| stored(&format!("busy-{:02}", n % 20), 1 + n, 1 + n)));
-        let sample = newest_readings(&batch);
+        let sample = newest_readings(batch.iter());
         let ids: Vec<&str> = sample.iter().map(|r| r.sensor_id.as_str()).collect();
         assert_eq!(ids.len(), EVENT_ROWS);
         // The 21 sensors' newest readings (the quiet one's last, being oldest), then the busy

@@ -307,7 +307,7 @@ impl Pipeline {
         }
         let written =
             Self::commit_alone(&self.store, &self.live, &rows, shutdown).await.ok_or(PipelineError::NotStored)?;
-        batch::publish(&self.live, &rows, written, Vec::new(), self.plugin_statuses());
+        batch::publish(&self.live, std::slice::from_ref(&rows), written, Vec::new(), self.plugin_statuses());
         Ok(())
     }
 

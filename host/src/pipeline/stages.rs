@@ -136,11 +136,11 @@ impl Stages {
                         let flagged = detection.verdict == WitVerdict::Anomaly;
                         rows.readings[index].flagged |= flagged;
                         rows.predictions.push(Prediction {
-                            detector: detector.name().to_owned(),
+                            detector: detector.name().into(),
                             reading: index,
                             verdict: verdict(detection.verdict),
                             score: detection.score,
-                            detector_version: detector.info().version.clone(),
+                            detector_version: detector.info().version.as_str().into(),
                             model: detection.model.map(model_lineage),
                         });
                     }

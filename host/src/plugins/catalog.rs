@@ -26,7 +26,7 @@ impl SensorCatalog {
     /// known sensor id that now reports another type or location).
     pub fn key_for(&mut self, reading: &Reading) -> u32 {
         let wit_type = reading.sensor_type.into();
-        if let Some(&key) = self.by_id.get(&reading.sensor_id) {
+        if let Some(&key) = self.by_id.get(reading.sensor_id.as_str()) {
             let known = &self.sensors[key as usize];
             if known.sensor_type == wit_type && known.location == reading.location {
                 return key;
@@ -35,11 +35,11 @@ impl SensorCatalog {
         let key = self.sensors.len() as u32;
         self.sensors.push(Sensor {
             key,
-            sensor_id: reading.sensor_id.clone(),
+            sensor_id: reading.sensor_id.to_string(),
             sensor_type: wit_type,
-            location: reading.location.clone(),
+            location: reading.location.to_string(),
         });
-        self.by_id.insert(reading.sensor_id.clone(), key);
+        self.by_id.insert(reading.sensor_id.to_string(), key);
         key
     }
 
@@ -141,7 +141,7 @@ mod tests {
             value: 1.0,
             timestamp: Utc.timestamp_millis_opt(0).single().expect("epoch"),
             anomaly: false,
-            unit: String::new(),
+            unit: Default::default(),
         }
     }
 

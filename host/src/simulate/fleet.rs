@@ -189,13 +189,13 @@ impl Fleet {
         self.counts.readings += 1;
         self.counts.anomalous += u64::from(anomalous);
         Reading {
-            sensor_id: sensor.id.clone(),
+            sensor_id: sensor.id.as_str().into(),
             sensor_type: sensor.sensor_type,
-            location: sensor.location.clone(),
+            location: sensor.location.as_str().into(),
             value,
             timestamp: at,
             anomaly: anomalous,
-            unit: sensor.sensor_type.default_unit().to_owned(),
+            unit: sensor.sensor_type.default_unit().into(),
         }
     }
 }

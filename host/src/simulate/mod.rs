@@ -154,7 +154,7 @@ async fn send_burst(
     for _ in 0..burst {
         let reading = fleet.next_reading(Utc::now());
         let payload = encode(&reading);
-        let record = FutureRecord::to(topic).key(&reading.sensor_id).payload(&payload);
+        let record = FutureRecord::to(topic).key(reading.sensor_id.as_str()).payload(&payload);
         match producer.send_result(record) {
             Ok(delivery) => deliveries.push(delivery),
             Err((err, _)) => {

@@ -110,13 +110,13 @@ mod tests {
             + chrono::Duration::microseconds(micros_after_2000);
         StoredReading {
             reading: Reading {
-                sensor_id: sensor_id.to_owned(),
+                sensor_id: sensor_id.into(),
                 sensor_type: SensorType::Humidity,
-                location: "lab".to_owned(),
+                location: "lab".into(),
                 value: 1.5,
                 timestamp: at,
                 anomaly: true,
-                unit: "%".to_owned(),
+                unit: "%".into(),
             },
             flagged: false,
             partition: 3,
@@ -126,11 +126,11 @@ mod tests {
 
     fn verdict(reading: usize) -> Prediction {
         Prediction {
-            detector: "z".to_owned(),
+            detector: "z".into(),
             reading,
             verdict: iotstream_api::Verdict::Normal,
             score: 0.5,
-            detector_version: "1".to_owned(),
+            detector_version: "1".into(),
             model: None,
         }
     }

@@ -278,11 +278,11 @@ mod tests {
 
     fn prediction(detector: &str, version: &str, model: Option<ModelLineage>) -> Prediction {
         Prediction {
-            detector: detector.to_owned(),
+            detector: detector.into(),
             reading: 0,
             verdict: Verdict::Normal,
             score: 0.0,
-            detector_version: version.to_owned(),
+            detector_version: version.into(),
             model,
         }
     }

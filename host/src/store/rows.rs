@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use chrono::{DateTime, Utc};
 use iotstream_api::{AggregateRow, DeadLetterReason, ReadingRow, Verdict};
 
-use crate::reading::Reading;
+use crate::reading::{CompactString, Reading};
 use crate::store::checkpoints::Checkpoint;
 use crate::store::models::BatchModels;
 use crate::store::ownership::Fence;
@@ -37,11 +37,11 @@ impl StoredReading {
     pub fn api_row(&self) -> ReadingRow {
         let r = &self.reading;
         ReadingRow {
-            sensor_id: r.sensor_id.clone(),
+            sensor_id: r.sensor_id.to_string(),
             sensor_type: r.sensor_type,
-            location: r.location.clone(),
+            location: r.location.to_string(),
             value: r.value,
-            unit: r.unit.clone(),
+            unit: r.unit.to_string(),
             timestamp: r.timestamp,
             anomaly: r.anomaly,
             flagged: self.flagged,
@@ -52,8 +52,8 @@ impl StoredReading {
 /// One detector's verdict on one reading of the batch.
 #[derive(Debug, Clone)]
 pub struct Prediction {
-    /// The detector plugin.
-    pub detector: String,
+    /// The detector plugin (inline, as the reading's texts: a verdict allocates nothing).
+    pub detector: CompactString,
     /// Index of the reading in [`BatchRows::readings`].
     pub reading: usize,
     /// The verdict.
@@ -61,7 +61,7 @@ pub struct Prediction {
     /// The detector's score.
     pub score: f64,
     /// The detector plugin's version.
-    pub detector_version: String,
+    pub detector_version: CompactString,
     /// The model behind the verdict, for a detector that trains models.
     pub model: Option<ModelLineage>,
 }
@@ -242,98 +242,57 @@ impl BatchRows {
         from == self.readings.len()
     }
 
-    /// Splits the batch into at most `parts` batches of whole partitions (each partition's rows,
-    /// position, logged batch and checkpoint in one of them, the partitions dealt out so the parts
-    /// hold about as many readings each), for as many transactions side by side: a partition's
-    /// rows and position still commit together, and no two parts touch the same partition's rows.
-    /// A batch of one partition, or `parts` below 2, stays whole. [`BatchRows::append`] puts the
-    /// parts back together (in another order of rows).
-    pub fn split_by_partition(self, parts: usize) -> Vec<BatchRows> {
-        let mut readings_of: BTreeMap<i32, usize> = BTreeMap::new();
-        for partition in self.positions.keys().chain(self.lanes.iter().map(|l| &l.partition)) {
-            readings_of.entry(*partition).or_default();
+    /// A batch's parts, for as many transactions side by side (at most `parts`), from its lanes'
+    /// rows: each lane is one partition's (its readings, verdicts, windows, dead letters,
+    /// position, logged batch and checkpoint), so a partition's rows and position still commit
+    /// together and no two parts touch the same partition. The lanes are dealt out so the parts
+    /// hold about as many rows each (the largest first, each to the lightest part); each part is
+    /// `header`'s batch (its source, topic, fresh hint, and fence, kept to the part's partitions)
+    /// with its lanes' rows in the order given. A part of one lane takes that lane's rows as they
+    /// are; a part of several copies them once ([`BatchRows::append`]). No lane: one empty part.
+    pub fn parts_of(header: &BatchRows, lanes: Vec<BatchRows>, parts: usize) -> Vec<BatchRows> {
+        let count = parts.clamp(1, lanes.len().max(1));
+        let size = |lane: &BatchRows| (lane.readings.len() + lane.dead_letters.len()).max(1);
+        let mut by_size: Vec<usize> = (0..lanes.len()).collect();
+        by_size.sort_by_key(|&i| std::cmp::Reverse(size(&lanes[i])));
+        let (mut loads, mut part_of) = (vec![0usize; count], vec![0usize; lanes.len()]);
+        for i in by_size {
+            let lightest = (0..count).min_by_key(|&p| loads[p]).unwrap_or(0);
+            loads[lightest] += size(&lanes[i]);
+            part_of[i] = lightest;
         }
-        for partition in self.checkpoints.iter().map(|c| c.partition).chain(self.aggregates.iter().map(|w| w.partition))
-        {
-            readings_of.entry(partition).or_default();
+        let mut grouped: Vec<Vec<BatchRows>> = (0..count).map(|_| Vec::new()).collect();
+        for (lane, part) in lanes.into_iter().zip(part_of) {
+            grouped[part].push(lane);
         }
-        for partition in self.dead_letters.iter().map(|d| d.partition) {
-            *readings_of.entry(partition).or_default() += 1;
-        }
-        for reading in &self.readings {
-            *readings_of.entry(reading.partition).or_default() += 1;
-        }
-        let parts = parts.min(readings_of.len());
-        if parts < 2 {
-            return vec![self];
-        }
-        // Largest partitions first, each to the part with the fewest readings so far.
-        let mut by_size: Vec<(i32, usize)> = readings_of.into_iter().collect();
-        by_size.sort_by_key(|&(partition, n)| (std::cmp::Reverse(n), partition));
-        let mut loads = vec![0usize; parts];
-        let mut part_of: BTreeMap<i32, usize> = BTreeMap::new();
-        for (partition, n) in by_size {
-            let lightest = (0..parts).min_by_key(|&p| loads[p]).unwrap_or(0);
-            loads[lightest] += n.max(1);
-            part_of.insert(partition, lightest);
-        }
-        let mut split: Vec<BatchRows> = (0..parts)
-            .map(|_| BatchRows {
-                source: self.source,
-                topic: self.topic.clone(),
-                fence: self.fence.clone(),
-                fresh: self.fresh,
-                ..BatchRows::default()
+        grouped
+            .into_iter()
+            .map(|mut lanes| {
+                let mut part = if lanes.len() == 1 {
+                    lanes.pop().unwrap_or_default()
+                } else {
+                    let mut part = BatchRows::default();
+                    part.readings.reserve(lanes.iter().map(|l| l.readings.len()).sum());
+                    part.predictions.reserve(lanes.iter().map(|l| l.predictions.len()).sum());
+                    for lane in lanes {
+                        part.append(lane);
+                    }
+                    part
+                };
+                part.source = header.source;
+                part.topic.clone_from(&header.topic);
+                part.fresh = header.fresh;
+                part.fence = header.fence.clone().map(|mut fence| {
+                    if count > 1 {
+                        let mine: Vec<i32> =
+                            part.positions.keys().chain(part.lanes.iter().map(|l| &l.partition)).copied().collect();
+                        fence.generations.retain(|partition, _| mine.contains(partition));
+                    }
+                    fence
+                });
+                part
             })
-            .collect();
-        let part = |partition: i32| part_of.get(&partition).copied().unwrap_or(0);
-        let copy_matches = self.copy_matches_readings();
-        // Each reading's index in its part, for its verdicts.
-        let mut moved = Vec::with_capacity(self.readings.len());
-        for reading in self.readings {
-            let to = &mut split[part(reading.partition)];
-            moved.push((part(reading.partition), to.readings.len()));
-            to.readings.push(reading);
-        }
-        for mut prediction in self.predictions {
-            if let Some(&(to, index)) = moved.get(prediction.reading) {
-                prediction.reading = index;
-                split[to].predictions.push(prediction);
-            }
-        }
-        for mut shadow in self.shadow_predictions {
-            if let Some(&(to, index)) = moved.get(shadow.reading) {
-                shadow.reading = index;
-                split[to].shadow_predictions.push(shadow);
-            }
-        }
-        // A part's readings are its partitions' in their order here, and so are their runs.
-        if copy_matches {
-            for segment in self.readings_copy {
-                split[part(segment.partition)].readings_copy.push(segment);
-            }
-        }
-        for (partition, next) in self.positions {
-            split[part(partition)].positions.insert(partition, next);
-        }
-        for lane in self.lanes {
-            split[part(lane.partition)].lanes.push(lane);
-        }
-        for checkpoint in self.checkpoints {
-            split[part(checkpoint.partition)].checkpoints.push(checkpoint);
-        }
-        for window in self.aggregates {
-            split[part(window.partition)].aggregates.push(window);
-        }
-        for letter in self.dead_letters {
-            split[part(letter.partition)].dead_letters.push(letter);
-        }
-        for (index, rows) in split.iter_mut().enumerate() {
-            if let Some(fence) = &mut rows.fence {
-                fence.generations.retain(|partition, _| part(*partition) == index);
-            }
-        }
-        split
+            .collect()
     }
 }
 
@@ -466,13 +425,13 @@ mod tests {
     fn reading(partition: i32, offset: i64) -> StoredReading {
         StoredReading {
             reading: Reading {
-                sensor_id: format!("s-{partition}-{offset}"),
+                sensor_id: format!("s-{partition}-{offset}").into(),
                 sensor_type: SensorType::Temperature,
-                location: "lab".to_owned(),
+                location: "lab".into(),
                 value: offset as f64,
                 timestamp: Utc.timestamp_millis_opt(1_700_000_000_000 + offset).unwrap(),
                 anomaly: false,
-                unit: "C".to_owned(),
+                unit: "C".into(),
             },
             flagged: false,
             partition,
@@ -482,32 +441,44 @@ mod tests {
 
     fn verdict(detector: &str, reading: usize) -> Prediction {
         Prediction {
-            detector: detector.to_owned(),
+            detector: detector.into(),
             reading,
             verdict: Verdict::Normal,
             score: 0.0,
-            detector_version: "1".to_owned(),
+            detector_version: "1".into(),
             model: None,
         }
     }
 
+    /// One lane's rows: `count` readings of `partition`, two verdicts each, its position and
+    /// logged batch.
+    fn lane(partition: i32, count: i64, next: i64) -> BatchRows {
+        let mut lane = BatchRows { source: 3, ..BatchRows::default() };
+        for offset in 0..count {
+            lane.readings.push(reading(partition, offset));
+            lane.predictions.push(verdict("zscore", lane.readings.len() - 1));
+            lane.predictions.push(verdict("forest", lane.readings.len() - 1));
+        }
+        lane.positions = BTreeMap::from([(partition, next)]);
+        lane.lanes = vec![LaneBatch { partition, batch_seq: 1, next_offset: next, forget: None }];
+        lane
+    }
+
     /// Partition 0 has 5 readings, 1 has 3, 2 has 2 and a dead letter, 3 only a position: dealt
     /// largest first to the lighter part, two parts get {0, 3} (5 + 0, counted as 1) and {1, 2}
-    /// (3 + 3), every row with its partition's part, every
-    /// verdict still on its own reading, each part fenced on its own partitions.
+    /// (3 + 3), every row with its partition's part, every verdict still on its own reading, each
+    /// part the batch's header, fenced on its own partitions.
     #[test]
-    fn a_batch_splits_into_parts_of_whole_partitions_and_back() {
-        let mut rows = BatchRows { source: 3, topic: "t".to_owned(), ..BatchRows::default() };
-        for (partition, count) in [(0, 5), (1, 3), (2, 2)] {
-            for offset in 0..count {
-                rows.readings.push(reading(partition, offset));
-            }
-        }
-        for index in 0..rows.readings.len() {
-            rows.predictions.push(verdict("zscore", index));
-            rows.predictions.push(verdict("forest", index));
-        }
-        rows.dead_letters.push(DeadLetter {
+    fn a_batchs_lanes_make_parts_of_whole_partitions() {
+        let header = BatchRows {
+            source: 3,
+            topic: "t".to_owned(),
+            fresh: true,
+            fence: Some(Fence { lineage: 1, generations: BTreeMap::from([(0, 4), (1, 4), (2, 5), (3, 6)]) }),
+            ..BatchRows::default()
+        };
+        let mut with_letter = lane(2, 2, 10);
+        with_letter.dead_letters.push(DeadLetter {
             topic: "t".to_owned(),
             partition: 2,
             offset: 9,
@@ -516,12 +487,9 @@ mod tests {
             error: "bad".to_owned(),
             reason: DeadLetterReason::Empty,
         });
-        rows.positions = BTreeMap::from([(0, 5), (1, 3), (2, 10), (3, 7)]);
-        rows.lanes =
-            [0, 1, 2, 3].map(|partition| LaneBatch { partition, batch_seq: 1, next_offset: 0, forget: None }).to_vec();
-        rows.fence = Some(Fence { lineage: 1, generations: BTreeMap::from([(0, 4), (1, 4), (2, 5), (3, 6)]) });
+        let lanes = vec![lane(0, 5, 5), lane(1, 3, 3), with_letter, lane(3, 0, 7)];
 
-        let parts = rows.split_by_partition(2);
+        let parts = BatchRows::parts_of(&header, lanes, 2);
         assert_eq!(parts.len(), 2);
         let partitions = |part: &BatchRows| part.positions.keys().copied().collect::<Vec<_>>();
         assert_eq!(partitions(&parts[0]), [0, 3]);
@@ -529,9 +497,9 @@ mod tests {
         for part in &parts {
             let mine = partitions(part);
             assert!(part.readings.iter().all(|r| mine.contains(&r.partition)));
-            assert!(part.lanes.iter().all(|l| mine.contains(&l.partition)));
+            assert_eq!(part.lanes.iter().map(|l| l.partition).collect::<Vec<_>>(), mine);
             assert_eq!(part.fence.as_ref().expect("fenced").generations.keys().copied().collect::<Vec<_>>(), mine);
-            assert_eq!((part.source, part.topic.as_str()), (3, "t"));
+            assert_eq!((part.source, part.topic.as_str(), part.fresh), (3, "t", true));
             assert_eq!(part.predictions.len(), 2 * part.readings.len());
             for (i, p) in part.predictions.iter().enumerate() {
                 assert_eq!(p.reading, i / 2, "verdicts follow their reading");
@@ -540,21 +508,17 @@ mod tests {
         assert_eq!(parts[0].readings.len(), 5);
         assert_eq!(parts[1].readings.len(), 5);
         assert_eq!(parts[1].dead_letters.len(), 1);
-
-        let mut whole = BatchRows::default();
-        for part in parts {
-            whole.append(part);
-        }
-        assert_eq!(whole.readings.len(), 10);
-        assert_eq!(whole.positions, BTreeMap::from([(0, 5), (1, 3), (2, 10), (3, 7)]));
-        for p in &whole.predictions {
-            let r = &whole.readings[p.reading];
-            assert!(r.reading.sensor_id == format!("s-{}-{}", r.partition, r.offset));
-        }
-        let mut ids: Vec<_> = whole
-            .predictions
+        assert_eq!(
+            parts.iter().flat_map(|p| p.positions.clone()).collect::<BTreeMap<_, _>>(),
+            BTreeMap::from([(0, 5), (1, 3), (2, 10), (3, 7)])
+        );
+        let mut ids: Vec<_> = parts
             .iter()
-            .map(|p| (whole.readings[p.reading].reading.sensor_id.clone(), p.detector.clone()))
+            .flat_map(|part| part.predictions.iter().map(|p| (&part.readings[p.reading], p.detector.clone())))
+            .map(|(r, detector)| {
+                assert_eq!(r.reading.sensor_id, format!("s-{}-{}", r.partition, r.offset));
+                (r.reading.sensor_id.clone(), detector)
+            })
             .collect();
         ids.sort();
         ids.dedup();
@@ -601,31 +565,39 @@ mod tests {
         })
     }
 
-    /// Lanes encode their readings for the `COPY`; the batch assembled from them, and each part it
-    /// is split into, sends exactly what encoding its readings at once makes.
+    /// Lanes encode their readings for the `COPY`; the batch assembled from them, and each part
+    /// made of them, sends exactly what encoding its readings at once makes.
     #[test]
-    fn readings_encoded_by_their_lanes_follow_them_through_the_batch_and_its_split() {
+    fn readings_encoded_by_their_lanes_follow_them_into_the_batch_and_its_parts() {
+        let lanes = || {
+            [(0, 4), (1, 1), (2, 3), (3, 0)].map(|(partition, count)| {
+                let mut lane = BatchRows { source: 5, ..BatchRows::default() };
+                for offset in 0..count {
+                    lane.readings.push(reading(partition, offset));
+                    lane.predictions
+                        .push(Prediction { score: offset as f64, ..verdict("zscore", lane.readings.len() - 1) });
+                }
+                lane.predictions.push(verdict("forest", 0));
+                lane.encode_for_copy();
+                assert_eq!(lane.readings_copy.len(), usize::from(count > 0));
+                lane
+            })
+        };
         let mut batch = BatchRows { source: 5, ..BatchRows::default() };
-        for (partition, count) in [(0, 4), (1, 1), (2, 3), (3, 0)] {
-            let mut lane = BatchRows { source: 5, ..BatchRows::default() };
-            for offset in 0..count {
-                lane.readings.push(reading(partition, offset));
-                lane.predictions
-                    .push(Prediction { score: offset as f64, ..verdict("zscore", lane.readings.len() - 1) });
-            }
-            lane.predictions.push(verdict("forest", 0));
-            lane.encode_for_copy();
-            assert_eq!(lane.readings_copy.len(), usize::from(count > 0));
+        for lane in lanes() {
             batch.append(lane);
         }
         let whole = crate::store::copy::readings_copy_data(5, &batch.readings, &batch.predictions);
         assert_eq!(copy_data_sent(&batch), Some(whole));
-        let parts = batch.split_by_partition(2);
-        assert_eq!(parts.len(), 2);
-        for part in &parts {
-            assert!(!part.readings.is_empty());
-            let independent = crate::store::copy::readings_copy_data(5, &part.readings, &part.predictions);
-            assert_eq!(copy_data_sent(part), Some(independent));
+        let header = BatchRows { source: 5, ..BatchRows::default() };
+        for writers in [1, 2, 3] {
+            let parts = BatchRows::parts_of(&header, lanes().into(), writers);
+            assert_eq!(parts.len(), writers);
+            assert_eq!(parts.iter().map(|p| p.readings.len()).sum::<usize>(), 8);
+            for part in &parts {
+                let independent = crate::store::copy::readings_copy_data(5, &part.readings, &part.predictions);
+                assert_eq!(copy_data_sent(part), Some(independent));
+            }
         }
     }
 
@@ -653,16 +625,22 @@ mod tests {
         assert!(!relabelled.copy_matches_readings(), "a run's readings are all of its partition");
     }
 
+    /// One lane or one writer: one part. A part of one lane is that lane's rows, moved, not
+    /// copied; no lane, one empty part (the transaction still moves nothing and commits).
     #[test]
-    fn one_partition_or_one_writer_keeps_the_batch_whole() {
-        let one_partition = BatchRows {
-            readings: vec![reading(4, 0), reading(4, 1)],
-            positions: BTreeMap::from([(4, 2)]),
-            ..BatchRows::default()
-        };
-        assert_eq!(one_partition.split_by_partition(8).len(), 1);
-        let two = || BatchRows { readings: vec![reading(0, 0), reading(1, 0)], ..BatchRows::default() };
-        assert_eq!(two().split_by_partition(1).len(), 1);
-        assert_eq!(two().split_by_partition(2).len(), 2);
+    fn one_lane_or_one_writer_makes_one_part_and_a_lone_lane_is_not_copied() {
+        let header = BatchRows { source: 3, ..BatchRows::default() };
+        let alone = lane(4, 2, 2);
+        let buffer = alone.readings.as_ptr();
+        let parts = BatchRows::parts_of(&header, vec![alone], 8);
+        assert_eq!(parts.len(), 1);
+        assert_eq!(parts[0].readings.as_ptr(), buffer, "a lone lane's readings are moved, not copied");
+        let two = || vec![lane(0, 1, 1), lane(1, 1, 1)];
+        let one = BatchRows::parts_of(&header, two(), 1);
+        assert_eq!((one.len(), one[0].readings.len(), one[0].predictions.len()), (1, 2, 4));
+        assert_eq!(one[0].predictions[2].reading, 1, "the second lane's verdicts moved with its reading");
+        assert_eq!(BatchRows::parts_of(&header, two(), 2).len(), 2);
+        let none = BatchRows::parts_of(&header, Vec::new(), 2);
+        assert_eq!((none.len(), none[0].readings.len(), none[0].source), (1, 0, 3));
     }
 }

@@ -18,7 +18,7 @@ use sqlx::PgPool;
 fn reading(offset: i64, at: DateTime<Utc>) -> StoredReading {
     StoredReading {
         reading: Reading {
-            sensor_id: format!("s-{}", offset % 3),
+            sensor_id: format!("s-{}", offset % 3).into(),
             sensor_type: SensorType::Temperature,
             location: "hall".into(),
             value: offset as f64 / 4.0,

@@ -44,7 +44,7 @@ async fn the_header_shows_reconnecting_while_the_host_is_gone_then_live(pool: Pg
         browser.until_within(Duration::from_secs(60), "the page is live again", CONNECTION, |c| c == "live").await;
         // And batches reach it again, without a reload.
         let probe = reading("after-restart-1", SensorType::Humidity, "probe_lab", Utc::now().timestamp_millis(), 40.0);
-        host.produce(&[(probe.sensor_id.clone(), encode(&probe))]).await;
+        host.produce(&[(probe.sensor_id.to_string(), encode(&probe))]).await;
         browser
             .until("a reading produced after the restart shows", SENSORS_SHOWN, |ids| {
                 ids.as_array().is_some_and(|ids| ids.iter().any(|id| id == "after-restart-1"))
@@ -145,7 +145,7 @@ async fn measure_dashboard_under_load(pool: PgPool) {
     if let Some(host) = &host {
         // First render on an idle host with data: one reading stored, then a fresh page.
         let first = reading("first-1", SensorType::Temperature, "probe_lab", Utc::now().timestamp_millis(), 21.0);
-        host.produce(&[(first.sensor_id.clone(), encode(&first))]).await;
+        host.produce(&[(first.sensor_id.to_string(), encode(&first))]).await;
         crate::support::wait_for("the first reading stored", 1, || {
             crate::support::count_rows(&pool, "sensor_readings")
         })

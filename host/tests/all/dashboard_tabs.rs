@@ -90,7 +90,7 @@ async fn every_tab_renders_real_data_and_is_photographed(pool: PgPool) {
             .until("the page goes live", "return document.getElementById('connection')?.textContent;", |s| s == "live")
             .await;
         let probe = reading("probe-1", SensorType::Temperature, "probe_lab", Utc::now().timestamp_millis(), 21.5);
-        host.produce(&[(probe.sensor_id.clone(), encode(&probe))]).await;
+        host.produce(&[(probe.sensor_id.to_string(), encode(&probe))]).await;
         let series = browser
             .until("the probe's reading is on the live chart", &chart_series("live-temperature"), |s| {
                 s.as_array().is_some_and(|names| names.iter().any(|n| n == "probe-1"))

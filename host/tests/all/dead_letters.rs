@@ -61,7 +61,7 @@ async fn malformed_messages_are_dead_lettered_and_good_ones_stored(pool: PgPool)
                 1_767_225_600_000 + (i * 3 + j) as i64 * 1000,
                 400.0 + (i * 3 + j) as f64,
             );
-            payloads.push((r.sensor_id.clone(), encode(&r)));
+            payloads.push((r.sensor_id.to_string(), encode(&r)));
             good.push(r);
         }
         payloads.push((key.to_string(), payload.to_vec()));
@@ -73,7 +73,7 @@ async fn malformed_messages_are_dead_lettered_and_good_ones_stored(pool: PgPool)
     let mut stored: Vec<(String, f64)> =
         sqlx::query_as("SELECT sensor_id, value FROM sensor_readings").fetch_all(&pool).await.expect("readings");
     stored.sort_by(|a, b| a.1.total_cmp(&b.1));
-    let expected: Vec<(String, f64)> = good.iter().map(|r| (r.sensor_id.clone(), r.value)).collect();
+    let expected: Vec<(String, f64)> = good.iter().map(|r| (r.sensor_id.to_string(), r.value)).collect();
     assert_eq!(stored, expected);
 
     /// Key, payload, error, reason, topic.

@@ -63,7 +63,7 @@ async fn the_host_and_the_database_give_every_model_the_same_id(pool: PgPool) {
 fn reading(offset: i64, timestamp: DateTime<Utc>) -> StoredReading {
     StoredReading {
         reading: Reading {
-            sensor_id: format!("s-{offset}"),
+            sensor_id: format!("s-{offset}").into(),
             sensor_type: SensorType::Co2,
             location: "lab".into(),
             value: 400.0 + offset as f64,

@@ -41,7 +41,7 @@ fn stream(rounds: usize, first_round: usize) -> Vec<Reading> {
 }
 
 async fn produce(host: &Host, readings: &[Reading]) {
-    let payloads: Vec<(String, Vec<u8>)> = readings.iter().map(|r| (r.sensor_id.clone(), encode(r))).collect();
+    let payloads: Vec<(String, Vec<u8>)> = readings.iter().map(|r| (r.sensor_id.to_string(), encode(r))).collect();
     host.produce(&payloads).await;
 }
 

@@ -26,7 +26,7 @@ async fn readings_flow_to_all_three_tables_with_exact_windows(pool: PgPool) {
             readings.push(reading("hum-1", SensorType::Humidity, "lab_1", ms, h));
         }
     }
-    let payloads: Vec<(String, Vec<u8>)> = readings.iter().map(|r| (r.sensor_id.clone(), encode(r))).collect();
+    let payloads: Vec<(String, Vec<u8>)> = readings.iter().map(|r| (r.sensor_id.to_string(), encode(r))).collect();
     host.produce(&payloads).await;
     wait_for("sensor_readings", 72, || count_rows(&pool, "sensor_readings")).await;
     // The watermark (newest event 2:55 minus 10 s of lateness) closed minutes 0 and 1 of both groups,
@@ -35,7 +35,7 @@ async fn readings_flow_to_all_three_tables_with_exact_windows(pool: PgPool) {
 
     // One reading at 5:30 moves the watermark to 5:20: minute 2 of both groups closes too.
     let closer = reading("temp-1", SensorType::Temperature, "office_1", T0 + 5 * MINUTE + 30_000, 21.0);
-    host.produce(&[(closer.sensor_id.clone(), encode(&closer))]).await;
+    host.produce(&[(closer.sensor_id.to_string(), encode(&closer))]).await;
     wait_for("sensor_aggregates", 6, || count_rows(&pool, "sensor_aggregates")).await;
     wait_for("sensor_readings", 73, || count_rows(&pool, "sensor_readings")).await;
     // Every reading judged by the three detectors (warming up included).
@@ -109,7 +109,7 @@ async fn readings_flow_to_all_three_tables_with_exact_windows(pool: PgPool) {
 
     // A late reading for minute 1 (the watermark is at 5:20) is stored, and revises its window.
     let late = reading("temp-1", SensorType::Temperature, "office_1", T0 + MINUTE + 30_000, 25.0);
-    host.produce(&[(late.sensor_id.clone(), encode(&late))]).await;
+    host.produce(&[(late.sensor_id.to_string(), encode(&late))]).await;
     wait_for("sensor_aggregates", 7, || count_rows(&pool, "sensor_aggregates")).await;
     assert_eq!(count_rows(&pool, "sensor_aggregates_latest").await, 6);
     let mut minute_one: Vec<f64> = readings

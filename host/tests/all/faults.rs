@@ -66,7 +66,10 @@ async fn produce(brokers: String, readings: Arc<Vec<Reading>>, per_second: usize
             let payload = encode(r);
             let delivery = producer
                 .send_result(
-                    FutureRecord::to(TOPIC).key(&r.sensor_id).payload(&payload).timestamp(gateway_clock(&r.sensor_id)),
+                    FutureRecord::to(TOPIC)
+                        .key(r.sensor_id.as_str())
+                        .payload(&payload)
+                        .timestamp(gateway_clock(&r.sensor_id)),
                 )
                 .map_err(|(err, _)| err)
                 .expect("enqueue");
@@ -198,7 +201,7 @@ fn reference_windows(readings: &[Reading]) -> BTreeMap<WindowKey, WindowStats> {
     let mut groups: BTreeMap<(String, String, i64), Vec<f64>> = BTreeMap::new();
     for r in readings {
         let start = r.timestamp.timestamp_millis().div_euclid(MINUTE) * MINUTE;
-        groups.entry((r.location.clone(), r.sensor_type.as_str().to_owned(), start)).or_default().push(r.value);
+        groups.entry((r.location.to_string(), r.sensor_type.as_str().to_owned(), start)).or_default().push(r.value);
     }
     groups
         .into_iter()

@@ -158,7 +158,7 @@ async fn a_poison_reading_in_a_fresh_batch_costs_only_itself(pool: PgPool) {
     let source = store.source_id("fresh-test-cluster", "iot_sensors").await.expect("source");
     let at = Utc.with_ymd_and_hms(2026, 12, 3, 8, 15, 30).single().expect("valid time");
     let mut long_id = reading("p-2", 1, at, 2.0);
-    long_id.reading.sensor_id = "x".repeat(101); // over sensor_id's 100 characters
+    long_id.reading.sensor_id = "x".repeat(101).into(); // over sensor_id's 100 characters
     // Before 4713 BC, PostgreSQL's first day: the binary timestamp must be refused, not stored as
     // some other time.
     let before_postgres = Utc.with_ymd_and_hms(-7000, 1, 1, 0, 0, 0).single().expect("chrono holds it");

@@ -63,7 +63,7 @@ fn names(api: &serde_json::Value) -> Vec<String> {
 }
 
 async fn produce(host: &Host, readings: &[Reading]) {
-    let payloads: Vec<(String, Vec<u8>)> = readings.iter().map(|r| (r.sensor_id.clone(), encode(r))).collect();
+    let payloads: Vec<(String, Vec<u8>)> = readings.iter().map(|r| (r.sensor_id.to_string(), encode(r))).collect();
     host.produce(&payloads).await;
 }
 

@@ -51,7 +51,7 @@ async fn every_family_is_scraped_with_the_value_the_input_gives(pool: PgPool) {
     let mut payloads = Vec::new();
     for i in 0..20 {
         let r = reading("co2-1", SensorType::Co2, "office_1", 1_767_225_600_000 + i * 1000, 400.0 + i as f64);
-        payloads.push((r.sensor_id.clone(), encode(&r)));
+        payloads.push((r.sensor_id.to_string(), encode(&r)));
     }
     payloads.push(("bad-1".to_owned(), b"not json".to_vec()));
     payloads.push(("bad-2".to_owned(), b"{".to_vec()));

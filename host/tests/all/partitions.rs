@@ -12,7 +12,7 @@ use sqlx::PgPool;
 fn stored(offset: i64, timestamp: DateTime<Utc>) -> StoredReading {
     StoredReading {
         reading: Reading {
-            sensor_id: format!("t{}", offset % 3),
+            sensor_id: format!("t{}", offset % 3).into(),
             sensor_type: SensorType::Temperature,
             location: "lab_1".into(),
             value: 20.0 + offset as f64,

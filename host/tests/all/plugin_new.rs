@@ -120,7 +120,7 @@ fn a_scaffolded_aggregator_builds_and_passes_the_check_outside_the_workspace() {
     for i in 0..readings {
         let reading = fleet.next_reading(start + Duration::seconds(i as i64));
         let at = reading.timestamp.timestamp_millis();
-        let group = minutes.entry((reading.location.clone(), format!("{:?}", reading.sensor_type))).or_default();
+        let group = minutes.entry((reading.location.to_string(), format!("{:?}", reading.sensor_type))).or_default();
         group.0.insert(at.div_euclid(60_000));
         group.1 = group.1.max(at);
     }

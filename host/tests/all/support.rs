@@ -272,7 +272,7 @@ pub fn zscore_reference(
                 location: r.location.as_str().into(),
             };
             let judgement = reference.judge(&identity, r.timestamp.timestamp_millis(), r.value);
-            ((r.sensor_id.clone(), r.timestamp.timestamp_millis()), judgement)
+            ((r.sensor_id.to_string(), r.timestamp.timestamp_millis()), judgement)
         })
         .collect()
 }
