@@ -130,7 +130,7 @@ pub struct LoopSeconds {
     pub source: f64,
     /// Validating and running the plugins.
     pub stages: f64,
-    /// Waiting for the batch before to commit.
+    /// Waiting for the oldest batch in flight to commit.
     pub database: f64,
 }
 

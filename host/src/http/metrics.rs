@@ -66,7 +66,8 @@ pub enum LoopPhase {
     Source,
     /// Validating a batch and running its lanes' plugins, encoding its rows.
     Stages,
-    /// Waiting for the batch before to commit, which it may not start before.
+    /// Waiting for the oldest batch in flight to commit, before the batch may start its own
+    /// transaction (`--batches-in-flight`).
     Database,
 }
 
@@ -249,7 +250,7 @@ impl PipelineMetrics {
         registry.register("rebalances", rebalanced, self.rebalanced.clone());
         let pause = "Time this host's pipeline stood still for a rebalance";
         registry.register("rebalance_pause_seconds", pause, self.rebalance_pause_seconds.clone());
-        let phases = "Time the pipeline's loop spent by phase: waiting for messages (source), running the plugins (stages), waiting for the batch before to commit (database); the largest share is what holds the throughput back";
+        let phases = "Time the pipeline's loop spent by phase: waiting for messages (source), running the plugins (stages), waiting for the oldest batch in flight to commit (database); the largest share is what holds the throughput back";
         registry.register("pipeline_loop_seconds", phases, self.loop_seconds.clone());
         let gauge = |registry: &mut Registry, name: &str, help: &str, value: i64| {
             let gauge = Gauge::<i64>::default();

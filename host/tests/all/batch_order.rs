@@ -12,7 +12,7 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use iotstream::reading::{Reading, SensorType};
 use iotstream::store::order::BatchProgress;
 use iotstream::store::partitions::PartitionedTable;
-use iotstream::store::{BatchRows, LaneBatch, Store, StoreError, StoredReading};
+use iotstream::store::{BatchRows, LaneBatch, Store, StoreError, StoredReading, Written};
 use sqlx::PgPool;
 
 fn reading(offset: i64, at: DateTime<Utc>) -> StoredReading {
@@ -84,8 +84,12 @@ async fn until_copied_and_waiting(pool: &PgPool) {
     panic!("the later batch's transaction never sent its rows before waiting");
 }
 
-#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
-async fn a_batch_commits_only_after_the_one_before_it(pool: PgPool) {
+/// The later batch (offsets 10..25, the lane's second), written beside an earlier batch still
+/// in flight: the store, the source, the earlier batch's progress and the later write, once its
+/// transaction has sent its rows and waits.
+async fn later_batch_waiting(
+    pool: &PgPool,
+) -> (Store, i16, BatchProgress, tokio::task::JoinHandle<Result<Written, StoreError>>) {
     let store = Store::new(pool.clone());
     let source = store.source_id("order-test", "iot_sensors").await.expect("source");
     let (progress, earlier) = BatchProgress::start();
@@ -93,7 +97,13 @@ async fn a_batch_commits_only_after_the_one_before_it(pool: PgPool) {
         let store = store.clone();
         async move { store.write_after(&batch(source, 10, 25, 2, noon()), &earlier).await }
     });
-    until_copied_and_waiting(&pool).await;
+    until_copied_and_waiting(pool).await;
+    (store, source, progress, later)
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_batch_commits_only_after_the_one_before_it(pool: PgPool) {
+    let (store, source, progress, later) = later_batch_waiting(&pool).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!later.is_finished(), "committed before the batch before it was stored");
     assert_eq!(stored(&pool).await, (Vec::new(), None, None));
@@ -121,21 +131,16 @@ async fn a_batch_commits_only_after_the_one_before_it(pool: PgPool) {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn a_batch_after_one_not_stored_is_not_stored(pool: PgPool) {
-    let store = Store::new(pool.clone());
-    let source = store.source_id("order-test", "iot_sensors").await.expect("source");
+    let (store, source, progress, later) = later_batch_waiting(&pool).await;
     let later_rows = || batch(source, 10, 25, 2, noon());
-    let (progress, earlier) = BatchProgress::start();
-    let later = tokio::spawn({
-        let (store, rows, earlier) = (store.clone(), later_rows(), earlier.clone());
-        async move { store.write_after(&rows, &earlier).await }
-    });
-    until_copied_and_waiting(&pool).await;
     progress.not_stored();
     let result = later.await.expect("task");
     assert!(matches!(result, Err(StoreError::EarlierNotStored)), "{result:?}");
     assert_eq!(stored(&pool).await, (Vec::new(), None, None));
     // Nor does a write not yet begun start beside it.
-    assert!(matches!(store.write_after(&later_rows(), &earlier).await, Err(StoreError::EarlierNotStored)));
+    let (gone, given_up) = BatchProgress::start();
+    gone.not_stored();
+    assert!(matches!(store.write_after(&later_rows(), &given_up).await, Err(StoreError::EarlierNotStored)));
     assert_eq!(stored(&pool).await, (Vec::new(), None, None));
 
     // The host's restart replays both: nothing was half stored.
@@ -146,14 +151,7 @@ async fn a_batch_after_one_not_stored_is_not_stored(pool: PgPool) {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn a_batch_gives_way_to_the_one_before_it_being_written_again(pool: PgPool) {
-    let store = Store::new(pool.clone());
-    let source = store.source_id("order-test", "iot_sensors").await.expect("source");
-    let (progress, earlier) = BatchProgress::start();
-    let later = tokio::spawn({
-        let store = store.clone();
-        async move { store.write_after(&batch(source, 10, 25, 2, noon()), &earlier).await }
-    });
-    until_copied_and_waiting(&pool).await;
+    let (store, source, progress, later) = later_batch_waiting(&pool).await;
 
     // The earlier batch's first attempt failed; its next one has a reading of a day not yet
     // partitioned, whose partition cannot be made while any transaction writes the table
