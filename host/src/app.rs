@@ -23,7 +23,7 @@ use crate::pipeline::{Pipeline, PipelineError, PluginReload, StartError};
 use crate::plugins::watch::PluginWatcher;
 use crate::plugins::{LoadedFolders, PluginError, PluginFolders, PluginLayer, PluginRuntime};
 use crate::store::partitions::{MAINTENANCE_INTERVAL, Retention};
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, pipeline_connections};
 
 /// How long a shutdown waits for HTTP requests in flight (live streams end at once).
 const SERVER_DRAIN: std::time::Duration = std::time::Duration::from_secs(5);
@@ -78,7 +78,8 @@ pub enum RunError {
 /// [`serve`]s.
 pub async fn start(config: &RunConfig, shutdown: CancellationToken) -> Result<(), RunError> {
     let options = config.database_url.parse().map_err(StoreError::from)?;
-    let store = Store::connect(options).await?;
+    let pipeline = config.pipeline();
+    let store = Store::connect(options, pipeline_connections(pipeline.writers, pipeline.batches_in_flight)).await?;
     serve(config, store, shutdown).await
 }
 

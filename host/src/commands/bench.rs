@@ -24,7 +24,7 @@ use crate::config::RunConfig;
 use crate::http::metrics::LoopPhase;
 use crate::kafka::EmbeddedBroker;
 use crate::plugins::PluginFolders;
-use crate::store::Store;
+use crate::store::{Store, pipeline_connections};
 
 /// `iotstream bench`.
 #[derive(Debug, Clone, clap::Args)]
@@ -173,7 +173,7 @@ impl LoopSeconds {
 
 /// Runs the benchmark. The scratch database is kept for inspection, and dropped by the next run.
 pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
-    let store = scratch_store(&config.run.database_url, &config.database).await?;
+    let store = scratch_store(&config.run, &config.database).await?;
     let (broker, brokers) = match &config.run.brokers {
         Some(brokers) => (None, brokers.clone()),
         None => {
@@ -211,8 +211,7 @@ pub async fn bench(config: &BenchConfig) -> anyhow::Result<BenchReport> {
             None => tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.context("binding an API's listener")?,
         };
         // Each host its own pool, as separate processes would have.
-        let store =
-            if host == 1 { store.clone() } else { scratch_connect(&config.run.database_url, &config.database).await? };
+        let store = if host == 1 { store.clone() } else { scratch_connect(&config.run, &config.database).await? };
         let shutdown = shutdown.clone();
         let kafka = run_config.kafka.brokers(&brokers);
         pipelines
@@ -289,8 +288,9 @@ async fn wait_until_joined(api: &str) -> anyhow::Result<()> {
 /// measured on: the consumer group's join is start-up, not latency.
 const STEADY_AFTER: Duration = Duration::from_secs(2);
 
-/// The scratch database `name` on the server of `database_url`, created anew and migrated.
-async fn scratch_store(database_url: &str, name: &str) -> anyhow::Result<Store> {
+/// The scratch database `name` on the server of `run`'s database URL, created anew and migrated.
+async fn scratch_store(run: &RunConfig, name: &str) -> anyhow::Result<Store> {
+    let database_url = run.database_url.as_str();
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         anyhow::bail!("the scratch database name {name:?} must be letters, digits and underscores");
     }
@@ -303,13 +303,16 @@ async fn scratch_store(database_url: &str, name: &str) -> anyhow::Result<Store> 
         .await
         .context("creating the scratch database")?;
     let _ = conn.close().await;
-    scratch_connect(database_url, name).await
+    scratch_connect(run, name).await
 }
 
 /// Another connection pool to the scratch database `name` (created by [`scratch_store`]).
-async fn scratch_connect(database_url: &str, name: &str) -> anyhow::Result<Store> {
-    let options = PgConnectOptions::from_str(database_url).context("parsing the database URL")?;
-    Ok(Store::connect(options.database(name)).await?)
+/// The pipeline's pool holds what `run`'s writers and batches in flight need.
+async fn scratch_connect(run: &RunConfig, name: &str) -> anyhow::Result<Store> {
+    let options = PgConnectOptions::from_str(&run.database_url).context("parsing the database URL")?;
+    let pipeline = run.pipeline();
+    Ok(Store::connect(options.database(name), pipeline_connections(pipeline.writers, pipeline.batches_in_flight))
+        .await?)
 }
 
 /// How the stored count grew while the benchmark ran.

@@ -21,7 +21,7 @@ use crate::http::metrics::LoopPhase;
 use crate::kafka::RawMessage;
 use crate::plugins::bindings::Reading as WitReading;
 use crate::reading::{DecodeError, ReadingLimits};
-use crate::store::order::{BatchProgress, EarlierBatch};
+use crate::store::order::{BatchProgress, EarlierBatch, Order};
 use crate::store::rows::{DEAD_LETTER_KEY_LIMIT, DEAD_LETTER_PAYLOAD_LIMIT};
 use crate::store::{
     BatchRows, CheckpointReason, DeadLetter, LaneBatch, Prediction, Store, StoreError, StoredReading, StoredWindow,
@@ -173,7 +173,7 @@ impl Pipeline {
         })
     }
 
-    /// Writes `rows`, once the batch before it is stored ([`Order::after`]), retrying with
+    /// Writes `rows`, committing once the batch before it is stored ([`Order::after`]), retrying with
     /// exponential backoff (0.1 s doubling to 10 s) until it succeeds, or (`None`) until
     /// [`SHUTDOWN_WRITE_GRACE`] after shutdown was requested: a write in progress at shutdown
     /// finishes, an outage does not hold the shutdown. A failed attempt tells the batch after it
@@ -195,7 +195,7 @@ impl Pipeline {
             .with_max_delay(Duration::from_secs(10))
             .without_max_times();
         let started = std::time::Instant::now();
-        let write = || store.write_after(rows, order.after);
+        let write = || store.write_in_order(rows, order);
         let retried = write
             .retry(backoff)
             .when(|err| !matches!(err, StoreError::NotOwner { .. } | StoreError::EarlierNotStored))
@@ -240,15 +240,6 @@ impl Pipeline {
         let (progress, after) = (BatchProgress::start().0, EarlierBatch::stored());
         Self::commit(store, live, rows, shutdown, Order { progress: &progress, after: &after }).await
     }
-}
-
-/// Where a batch's write stands among the batches in flight (`store::order`).
-#[derive(Clone, Copy)]
-pub(super) struct Order<'a> {
-    /// This batch's progress, which the batch after it waits on.
-    pub(super) progress: &'a BatchProgress,
-    /// The batch before it, which it commits after.
-    pub(super) after: &'a EarlierBatch,
 }
 
 /// One lane's share of a batch, on its way through the lane's stages.

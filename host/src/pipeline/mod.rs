@@ -233,6 +233,11 @@ impl Pipeline {
         match &failure {
             None => self.checkpoint_at_shutdown().await,
             Some(err) => {
+                // The batches still in flight stop here, not stored (rolled back, or committed
+                // already: a replay skips what they stored), and the batches after them never start.
+                for task in self.in_flight.drain(..) {
+                    task.abort();
+                }
                 error!(error = %err, "stopping with a batch not stored: no shutdown checkpoint (the last one and a replay cover it)")
             }
         }

@@ -62,16 +62,15 @@ pub use self::sources::SourceIds;
 /// The schema, embedded from `migrations/` at build time.
 pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 
-/// Connections of the pipeline's own pool: a transaction per core for each of the two batches in
-/// flight (the default `--writers` and `--batches-in-flight`), one start-up, partition or checkpoint
-/// query beside them, and room for a reconnect. The API has a pool of its own, so no query can
-/// starve the pipeline.
-fn pipeline_connections() -> u32 {
-    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
-    u32::try_from(2 * cores + 2).unwrap_or(u32::MAX).min(MOST_PIPELINE_CONNECTIONS)
+/// Connections of the pipeline's own pool with `writers` transactions a batch and
+/// `batches_in_flight` batches: one for every transaction in flight, so that no batch waits for a
+/// connection another batch holds while it waits for that batch, one for a start-up, partition or
+/// checkpoint query or a batch's windows merged again beside them, and room for a reconnect. The
+/// API has a pool of its own, so no query can starve the pipeline. (PostgreSQL's
+/// `max_connections` must allow them: 6 with the defaults on two cores.)
+pub fn pipeline_connections(writers: usize, batches_in_flight: usize) -> u32 {
+    u32::try_from(writers.max(1).saturating_mul(batches_in_flight.max(1)).saturating_add(2)).unwrap_or(u32::MAX)
 }
-/// However many cores: a batch's transactions beyond the pool wait for a connection.
-const MOST_PIPELINE_CONNECTIONS: u32 = 18;
 /// Connections of the API's pool: concurrent queries beyond it wait for one (bounded by
 /// [`ACQUIRE_TIMEOUT`], then answered 503).
 const API_CONNECTIONS: u32 = 4;
@@ -164,11 +163,12 @@ pub struct Store {
 impl Store {
     /// Connects to the database `options` name, retrying for about a minute (in docker-compose the
     /// database may start after iotstream), and brings its schema up to date: the start-up path of
-    /// every command that writes.
-    pub async fn connect(options: PgConnectOptions) -> Result<Self, StoreError> {
+    /// every command that writes. The pipeline's pool holds `connections` (see
+    /// [`pipeline_connections`]).
+    pub async fn connect(options: PgConnectOptions, connections: u32) -> Result<Self, StoreError> {
         let attempt = || {
             PgPoolOptions::new()
-                .max_connections(pipeline_connections())
+                .max_connections(connections)
                 .acquire_timeout(ACQUIRE_TIMEOUT)
                 .connect_with(options.clone())
         };

@@ -40,6 +40,17 @@ pub struct BatchProgress(watch::Sender<Progress>);
 #[derive(Debug, Clone)]
 pub struct EarlierBatch(watch::Receiver<Progress>);
 
+/// Where a batch's write stands among the batches in flight: the batch before it, which it commits
+/// after, and its own progress, which the batch after it waits on.
+#[derive(Debug, Clone, Copy)]
+pub struct Order<'a> {
+    /// This batch's progress: marked [`retrying`](BatchProgress::retrying) whenever its
+    /// transaction rolls back to begin again, so the batch after it gives way too.
+    pub progress: &'a BatchProgress,
+    /// The batch before it.
+    pub after: &'a EarlierBatch,
+}
+
 /// What the earlier batch has become, once it is no longer on its first attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Settled {

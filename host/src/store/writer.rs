@@ -19,7 +19,7 @@ use crate::store::copy::{COPY_READINGS, HEADER, TRAILER, readings_copy_data};
 use crate::store::queries::decode_aggregate;
 
 use crate::store::isolate::{ReadingsPath, Written, is_permanent};
-use crate::store::order::{EarlierBatch, Settled};
+use crate::store::order::{BatchProgress, EarlierBatch, Order, Settled};
 use crate::store::partitions::PartitionedTable;
 use crate::store::rows::{DeadLetter, LaneBatch, ShadowPrediction, StoredReading, StoredWindow, verdicts_json};
 use crate::store::{BatchRows, Store, StoreError, Totals};
@@ -52,28 +52,35 @@ impl Store {
     /// all (the unique message index refuses the `COPY`), the batch is written again the
     /// `ON CONFLICT` way, which skips it.
     pub async fn write(&self, batch: &BatchRows) -> Result<Written, StoreError> {
-        self.write_after(batch, &EarlierBatch::stored()).await
+        let (progress, after) = (BatchProgress::start().0, EarlierBatch::stored());
+        self.write_in_order(batch, Order { progress: &progress, after: &after }).await
     }
 
     /// [`write`](Self::write), while the batch before it may still be in flight: the transaction
-    /// commits only once `earlier` is stored, and is not stored at all if `earlier` is not
-    /// ([`StoreError::EarlierNotStored`]; see [`super::order`]).
-    pub async fn write_after(&self, batch: &BatchRows, earlier: &EarlierBatch) -> Result<Written, StoreError> {
+    /// commits only once `order.after` is stored, and is not stored at all if that one is not
+    /// ([`StoreError::EarlierNotStored`]; see [`super::order`]). Whenever this batch's transaction
+    /// rolls back to begin again, it says so in `order.progress`, so the batch after it gives way.
+    pub async fn write_in_order(&self, batch: &BatchRows, order: Order<'_>) -> Result<Written, StoreError> {
         // Not beside a batch being written again: what its next attempt needs is never held here.
-        if earlier.is_retrying() && !earlier.outcome().await {
-            return Err(StoreError::EarlierNotStored);
+        if order.after.is_retrying() {
+            order.progress.retrying();
+            if !order.after.outcome().await {
+                return Err(StoreError::EarlierNotStored);
+            }
         }
         self.ensure_partitions_for(batch).await?;
         let path = if batch.fresh { ReadingsPath::Copy } else { ReadingsPath::Insert };
-        let mut result = self.write_whole(batch, path, earlier).await;
+        let mut result = self.write_whole(batch, path, order).await;
         if path == ReadingsPath::Copy && matches!(&result, Err(StoreError::Database(err)) if is_unique_violation(err)) {
             debug!("a fresh batch meets stored readings; writing it again, skipping them");
-            result = self.write_whole(batch, ReadingsPath::CopyRedone, earlier).await;
+            order.progress.retrying();
+            result = self.write_whole(batch, ReadingsPath::CopyRedone, order).await;
         }
         match result {
             Err(StoreError::Database(err)) if is_permanent(&err) => {
                 warn!(error = %err, "the database refused the batch; writing it again, isolating what it refuses");
-                if !earlier.outcome().await {
+                order.progress.retrying();
+                if !order.after.outcome().await {
                     return Err(StoreError::EarlierNotStored);
                 }
                 self.write_isolating(batch).await
@@ -100,21 +107,27 @@ impl Store {
         &self,
         batch: &BatchRows,
         path: ReadingsPath,
-        earlier: &EarlierBatch,
+        order: Order<'_>,
     ) -> Result<Written, StoreError> {
         loop {
-            match self.write_whole_once(batch, path, earlier).await? {
+            match self.write_whole_once(batch, path, order.after).await? {
                 Some(written) => return Ok(written),
-                // Rolled back, giving way: begin again once the earlier batch is stored.
-                None if earlier.outcome().await => continue,
-                None => return Err(StoreError::EarlierNotStored),
+                // Rolled back, giving way (and the batch after this one with it): begin again once
+                // the earlier batch is stored.
+                None => {
+                    order.progress.retrying();
+                    if !order.after.outcome().await {
+                        return Err(StoreError::EarlierNotStored);
+                    }
+                }
             }
         }
     }
 
-    /// One attempt of [`write_whole`](Self::write_whole): first the batch's own rows, which no other
-    /// batch's transaction touches; then, once `earlier` is stored, what batches share, and the
-    /// commit. `None`: rolled back because `earlier` failed an attempt meanwhile.
+    /// One attempt of [`write_whole`](Self::write_whole): first the fence (its partitions' ownership
+    /// rows taken shared, as the earlier batch's transaction takes them) and the batch's own rows,
+    /// which no other batch's transaction touches; then, once `earlier` is stored, what batches
+    /// share, and the commit. `None`: rolled back because `earlier` failed an attempt meanwhile.
     async fn write_whole_once(
         &self,
         batch: &BatchRows,
@@ -123,6 +136,9 @@ impl Store {
     ) -> Result<Option<Written>, StoreError> {
         let mut written = Totals::default();
         let mut tx = self.pool.begin().await?;
+        // First, so that a new owner's take-over waits for this transaction before it writes any
+        // of these partitions' messages.
+        check_fence(&mut tx, batch).await?;
         let source = batch.source;
         if !batch.readings.is_empty() {
             (written.readings, written.flagged) = match path {
@@ -148,7 +164,6 @@ impl Store {
             Settled::Retrying => return Ok(None),
             Settled::NotStored => return Err(StoreError::EarlierNotStored),
         }
-        check_fence(&mut tx, batch).await?;
         // Read now, so that the earlier batch's partials of the same windows are in.
         let windows =
             if batch.aggregates.is_empty() { Vec::new() } else { merged_windows(&mut *tx, &batch.aggregates).await? };

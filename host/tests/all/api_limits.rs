@@ -9,7 +9,7 @@ use chrono::{TimeZone, Utc};
 use iotstream::http::live::Live;
 use iotstream::http::{ApiState, router};
 use iotstream::reading::{Reading, SensorType};
-use iotstream::store::{API_STATEMENT_TIMEOUT, BatchRows, Store, StoredReading, Totals};
+use iotstream::store::{API_STATEMENT_TIMEOUT, BatchRows, Store, StoredReading, Totals, pipeline_connections};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -25,7 +25,7 @@ pub(crate) async fn serve(store: Store, max_streams: usize) -> std::net::SocketA
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn api_queries_cannot_take_the_pipelines_connections_and_time_out(pool: PgPool) {
-    let store = Store::connect((*pool.connect_options()).clone()).await.expect("connect");
+    let store = Store::connect((*pool.connect_options()).clone(), pipeline_connections(2, 2)).await.expect("connect");
     // Every connection the API may have, held by queries that do not end.
     let api_connections = store.api_pool().options().get_max_connections();
     let mut held = Vec::new();

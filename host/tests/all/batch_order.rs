@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use iotstream::reading::{Reading, SensorType};
-use iotstream::store::order::BatchProgress;
+use iotstream::store::order::{BatchProgress, EarlierBatch, Order};
 use iotstream::store::partitions::PartitionedTable;
 use iotstream::store::{BatchRows, LaneBatch, Store, StoreError, StoredReading, Written};
 use sqlx::PgPool;
@@ -65,9 +65,9 @@ async fn stored(pool: &PgPool) -> (Vec<i64>, Option<i64>, Option<i64>) {
     (offsets, position, total)
 }
 
-/// Waits until a transaction of this test's database has sent its readings' `COPY` and waits
-/// (idle in its transaction); panics after 10 s.
-async fn until_copied_and_waiting(pool: &PgPool) {
+/// Waits until `n` transactions of this test's database have sent their readings' `COPY` and
+/// wait (idle in their transactions); panics after 10 s.
+async fn until_copied_and_waiting(pool: &PgPool, n: i64) {
     for _ in 0..200 {
         let waiting: i64 = sqlx::query_scalar(
             "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
@@ -76,34 +76,46 @@ async fn until_copied_and_waiting(pool: &PgPool) {
         .fetch_one(pool)
         .await
         .expect("activity");
-        if waiting == 1 {
+        if waiting == n {
             return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("the later batch's transaction never sent its rows before waiting");
+    panic!("the later batches' transactions never sent their rows before waiting");
+}
+
+type Write = tokio::task::JoinHandle<Result<Written, StoreError>>;
+
+/// Writes `rows` after `after`, as the pipeline's commit task does (its own progress says stored
+/// once it is); returns the write and what the batch after it waits on.
+fn write_after(store: &Store, rows: BatchRows, after: EarlierBatch) -> (Write, EarlierBatch) {
+    let (progress, this) = BatchProgress::start();
+    let store = store.clone();
+    let write = tokio::spawn(async move {
+        let written = store.write_in_order(&rows, Order { progress: &progress, after: &after }).await;
+        if written.is_ok() {
+            progress.stored();
+        }
+        written
+    });
+    (write, this)
 }
 
 /// The later batch (offsets 10..25, the lane's second), written beside an earlier batch still
-/// in flight: the store, the source, the earlier batch's progress and the later write, once its
-/// transaction has sent its rows and waits.
-async fn later_batch_waiting(
-    pool: &PgPool,
-) -> (Store, i16, BatchProgress, tokio::task::JoinHandle<Result<Written, StoreError>>) {
+/// in flight: the store, the source, the earlier batch's progress, the later write and what a
+/// batch after it waits on, once its transaction has sent its rows and waits.
+async fn later_batch_waiting(pool: &PgPool) -> (Store, i16, BatchProgress, Write, EarlierBatch) {
     let store = Store::new(pool.clone());
     let source = store.source_id("order-test", "iot_sensors").await.expect("source");
     let (progress, earlier) = BatchProgress::start();
-    let later = tokio::spawn({
-        let store = store.clone();
-        async move { store.write_after(&batch(source, 10, 25, 2, noon()), &earlier).await }
-    });
-    until_copied_and_waiting(pool).await;
-    (store, source, progress, later)
+    let (later, after_later) = write_after(&store, batch(source, 10, 25, 2, noon()), earlier);
+    until_copied_and_waiting(pool, 1).await;
+    (store, source, progress, later, after_later)
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn a_batch_commits_only_after_the_one_before_it(pool: PgPool) {
-    let (store, source, progress, later) = later_batch_waiting(&pool).await;
+    let (store, source, progress, later, _) = later_batch_waiting(&pool).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(!later.is_finished(), "committed before the batch before it was stored");
     assert_eq!(stored(&pool).await, (Vec::new(), None, None));
@@ -131,7 +143,7 @@ async fn a_batch_commits_only_after_the_one_before_it(pool: PgPool) {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn a_batch_after_one_not_stored_is_not_stored(pool: PgPool) {
-    let (store, source, progress, later) = later_batch_waiting(&pool).await;
+    let (store, source, progress, later, _) = later_batch_waiting(&pool).await;
     let later_rows = || batch(source, 10, 25, 2, noon());
     progress.not_stored();
     let result = later.await.expect("task");
@@ -140,7 +152,8 @@ async fn a_batch_after_one_not_stored_is_not_stored(pool: PgPool) {
     // Nor does a write not yet begun start beside it.
     let (gone, given_up) = BatchProgress::start();
     gone.not_stored();
-    assert!(matches!(store.write_after(&later_rows(), &given_up).await, Err(StoreError::EarlierNotStored)));
+    let (not_begun, _) = write_after(&store, later_rows(), given_up);
+    assert!(matches!(not_begun.await.expect("task"), Err(StoreError::EarlierNotStored)));
     assert_eq!(stored(&pool).await, (Vec::new(), None, None));
 
     // The host's restart replays both: nothing was half stored.
@@ -151,16 +164,20 @@ async fn a_batch_after_one_not_stored_is_not_stored(pool: PgPool) {
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn a_batch_gives_way_to_the_one_before_it_being_written_again(pool: PgPool) {
-    let (store, source, progress, later) = later_batch_waiting(&pool).await;
+    let (store, source, progress, later, after_later) = later_batch_waiting(&pool).await;
+    // A third batch in flight (`--batches-in-flight 3`), after the second.
+    let (last, _) = write_after(&store, batch(source, 25, 40, 3, noon()), after_later);
+    until_copied_and_waiting(&pool, 2).await;
 
     // The earlier batch's first attempt failed; its next one has a reading of a day not yet
     // partitioned, whose partition cannot be made while any transaction writes the table
-    // (`ensure_partitions` gives up after 2 s).
+    // (`ensure_partitions` gives up after 2 s): both batches after it give way.
     progress.retrying();
     let day = NaiveDate::from_ymd_opt(2026, 11, 20).expect("valid day");
     let made = store.ensure_partitions(PartitionedTable::Readings, [day]).await.expect("partition made");
     assert_eq!(made, vec!["sensor_readings_20261120".to_owned()]);
     assert!(!later.is_finished(), "committed while the batch before it was being written again");
+    assert!(!last.is_finished(), "committed while a batch before it was being written again");
     assert_eq!(stored(&pool).await, (Vec::new(), None, None));
 
     let late = Utc.with_ymd_and_hms(2026, 11, 20, 23, 0, 0).single().expect("valid time");
@@ -170,7 +187,9 @@ async fn a_batch_gives_way_to_the_one_before_it_being_written_again(pool: PgPool
     progress.stored();
     let written = later.await.expect("task").expect("later batch stored");
     assert_eq!(written.totals.readings, 15);
-    assert_eq!(stored(&pool).await, ((0..25).collect(), Some(25), Some(25)));
+    let written = last.await.expect("task").expect("last batch stored");
+    assert_eq!(written.totals.readings, 15);
+    assert_eq!(stored(&pool).await, ((0..40).collect(), Some(40), Some(40)));
     let in_day: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_readings_20261120")
         .fetch_one(&pool)
         .await

@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use iotstream::store::Store;
+use iotstream::store::{Store, pipeline_connections};
 use sqlx::PgPool;
 
 /// The inodes of this process's established TCP connections to port `port` (IPv4 and IPv6).
@@ -72,7 +72,7 @@ async fn every_connection_to_the_database_has_nagles_algorithm_off(pool: PgPool)
         // A Unix socket has no Nagle's algorithm: nothing to check (CI connects over TCP).
         return;
     }
-    let store = Store::connect(options).await.expect("the store connects");
+    let store = Store::connect(options, pipeline_connections(2, 2)).await.expect("the store connects");
     // Hold two of the pipeline's connections and one of the API's, so that they stay open.
     let pipeline = (store.pool().acquire().await.expect("one"), store.pool().acquire().await.expect("two"));
     let api = store.api_pool().acquire().await.expect("an API connection");

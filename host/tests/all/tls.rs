@@ -5,7 +5,7 @@
 
 use std::process::Command;
 
-use iotstream::store::Store;
+use iotstream::store::{Store, pipeline_connections};
 use sqlx::PgPool;
 
 /// Whether the store's own connection is encrypted, as the server sees it.
@@ -19,9 +19,13 @@ async fn encrypted(store: &Store) -> bool {
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
 async fn the_store_connects_over_tls_when_the_url_requires_it(pool: PgPool) {
     let url = crate::support::database_url(&pool);
-    let over_tls = Store::connect(format!("{url}?sslmode=require").parse().expect("url")).await.expect("TLS connect");
+    let over_tls = Store::connect(format!("{url}?sslmode=require").parse().expect("url"), pipeline_connections(2, 2))
+        .await
+        .expect("TLS connect");
     assert!(encrypted(&over_tls).await, "sslmode=require gave a plaintext connection");
-    let plain = Store::connect(format!("{url}?sslmode=disable").parse().expect("url")).await.expect("plain connect");
+    let plain = Store::connect(format!("{url}?sslmode=disable").parse().expect("url"), pipeline_connections(2, 2))
+        .await
+        .expect("plain connect");
     assert!(!encrypted(&plain).await, "pg_stat_ssl cannot tell the two apart");
 }
 
