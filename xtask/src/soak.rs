@@ -266,7 +266,7 @@ fn run(
     }
     command
         .arg("--builtin-plugins")
-        .arg(&args.plugins)
+        .arg(private_plugins(&args.plugins)?)
         .env("DATABASE_URL", soak_url)
         .stdout(log.try_clone()?)
         .stderr(log);
@@ -357,6 +357,27 @@ impl Drop for Running {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// A copy of the plugins in `folder`, for the soak's host alone: it watches its plugins folder and
+/// swaps a plugin whose file changes, so a build writing `dist/plugins` during an hour's soak
+/// would swap every plugin mid-run (fresh instances, a second compiled module each) and measure
+/// that instead of the host's memory under load.
+fn private_plugins(folder: &Path) -> Result<PathBuf> {
+    let copy = target_dir().join("bench/soak-plugins");
+    if copy.exists() {
+        std::fs::remove_dir_all(&copy).with_context(|| format!("remove {}", copy.display()))?;
+    }
+    std::fs::create_dir_all(&copy)?;
+    for entry in std::fs::read_dir(folder).with_context(|| format!("read {}", folder.display()))? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|ext| ext == "wasm")
+            && let Some(name) = path.file_name()
+        {
+            std::fs::copy(&path, copy.join(name)).with_context(|| format!("copy {}", path.display()))?;
+        }
+    }
+    Ok(copy)
 }
 
 /// The plugins' linear memories, from the `/metrics` of the host listening on `port`.
