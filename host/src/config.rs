@@ -70,7 +70,7 @@ pub struct RunConfig {
     pub writers: usize,
     /// Batches whose transactions run at once: the next batch's rows are sent while the one
     /// before commits, and it commits after it (1: a batch's transaction starts once the one
-    /// before has committed). Above 1 not yet safe: the stages' exact replay after a crash fails.
+    /// before has committed).
     #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_BATCHES_IN_FLIGHT", default_value_t = PipelineConfig::BATCHES_IN_FLIGHT)]
     pub batches_in_flight: usize,
     /// How often every stage's state is checkpointed with the offsets it includes ("0s": only at

@@ -110,11 +110,10 @@ impl PipelineConfig {
     pub const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(10);
     /// How long a restart waits for a logged batch's messages (docs/guarantees.md).
     pub const REPLAY_PATIENCE: Duration = Duration::from_secs(60);
-    /// Batches in flight. With 2 the next batch's `COPY` runs while the one before commits (15%
-    /// faster on two cores, docs/performance.md), but the stages' exact replay after a crash does
-    /// not hold yet with it (the forest's verdicts after kills differ from an uncrashed run), so
-    /// the default is one batch at a time until that is found.
-    pub const BATCHES_IN_FLIGHT: usize = 1;
+    /// Batches in flight: the next batch's `COPY` runs while the one before commits, which keeps
+    /// the database's cores busy through the commit's WAL flush and round trips; a third would
+    /// only hold more memory while the database's CPU sets the pace (docs/performance.md).
+    pub const BATCHES_IN_FLIGHT: usize = 2;
 
     /// Transactions a batch is written in by default: one per core. A transaction is one
     /// PostgreSQL backend, which runs on one core; a batch of several partitions, written in one,

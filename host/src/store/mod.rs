@@ -67,7 +67,7 @@ pub static MIGRATOR: Migrator = sqlx::migrate!("../migrations");
 /// connection another batch holds while it waits for that batch, one for a start-up, partition or
 /// checkpoint query or a batch's windows merged again beside them, and room for a reconnect. The
 /// API has a pool of its own, so no query can starve the pipeline. (PostgreSQL's
-/// `max_connections` must allow them: 4 with the defaults on two cores, 6 with two batches in flight.)
+/// `max_connections` must allow them: 6 with the defaults on two cores.)
 pub fn pipeline_connections(writers: usize, batches_in_flight: usize) -> u32 {
     u32::try_from(writers.max(1).saturating_mul(batches_in_flight.max(1)).saturating_add(2)).unwrap_or(u32::MAX)
 }

@@ -2,8 +2,8 @@
 //! taken down, all while readings stream in. Every test asserts that each reading produced is
 //! stored exactly once (and, for the kills, that every window and every z-score verdict equals a
 //! reference computed here from the produced readings, and every Isolation Forest verdict and model
-//! equals one uncrashed forest fed the readings in the order the host committed them), and prints
-//! its figures.
+//! equals one uncrashed forest fed each partition's readings in offset order), and prints its
+//! figures.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -353,9 +353,11 @@ async fn killed_again_and_again_the_host_stores_every_reading_once_with_referenc
 
 /// Asserts that every stored Isolation Forest verdict, score and model (generation, training time
 /// and rows) equals what one forest per partition (a lane's) that never crashed gives when fed the
-/// partition's readings in the order the host committed their verdicts. A lane's models span its
-/// sensors of a type, and their retraining depends on where batches were cut, so this holds only if
-/// each restart formed the committed batches again. Returns how many models judged.
+/// partition's readings in offset order, the order its lane's stages see them. (Not in the rows'
+/// `id` order: with two batches in flight the next batch's `COPY` may take its ids before the
+/// earlier batch's, which still commits first.) A lane's models span its sensors of a type, so
+/// this holds only if each restart restored the state its checkpoint was taken with and replayed
+/// every message after it exactly once. Returns how many models judged.
 async fn assert_forest_uncrashed(pool: &PgPool, readings: usize) -> usize {
     use iotstream::plugins::bindings::Verdict;
     use iotstream::plugins::{PluginRuntime, SensorCatalog};
@@ -365,7 +367,7 @@ async fn assert_forest_uncrashed(pool: &PgPool, readings: usize) -> usize {
         "SELECT p.sensor_id, p.sensor_type, r.location, p.timestamp, p.value, p.verdict, p.anomaly_score, \
          p.model_generation, p.model_trained_at, p.model_training_rows, p.kafka_partition FROM ml_anomaly_predictions p \
          JOIN sensor_readings r USING (source_id, kafka_partition, kafka_offset) \
-         WHERE p.detector = 'isolation-forest' ORDER BY p.kafka_partition, p.id",
+         WHERE p.detector = 'isolation-forest' ORDER BY p.kafka_partition, p.kafka_offset",
     )
     .fetch_all(pool)
     .await
