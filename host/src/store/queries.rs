@@ -59,7 +59,7 @@ impl Store {
     pub async fn recent_readings(&self, limit: i64, sensor_id: Option<&str>) -> Result<Vec<ReadingRow>, StoreError> {
         let rows = sqlx::query(
             "SELECT sensor_id, sensor_type, location, value, unit, timestamp, anomaly, flagged FROM sensor_readings \
-             WHERE ($2::text IS NULL OR sensor_id = $2) ORDER BY id DESC LIMIT $1",
+             WHERE ($2::text IS NULL OR sensor_id = $2) ORDER BY timestamp DESC, id DESC LIMIT $1",
         )
         .bind(limit)
         .bind(sensor_id)
@@ -78,7 +78,7 @@ impl Store {
         let rows = sqlx::query(
             "SELECT detector, sensor_id, sensor_type, value, timestamp, verdict, is_anomaly, anomaly_score, \
              rule_based_anomaly, detector_version, model_generation FROM ml_anomaly_predictions \
-             WHERE ($2::text IS NULL OR detector = $2) AND (NOT $3 OR is_anomaly) ORDER BY id DESC, detector LIMIT $1",
+             WHERE ($2::text IS NULL OR detector = $2) AND (NOT $3 OR is_anomaly) ORDER BY timestamp DESC, id DESC, detector LIMIT $1",
         )
         .bind(limit)
         .bind(detector)

@@ -30,6 +30,7 @@ mod image;
 mod installed;
 mod isolation;
 mod metrics;
+mod newest;
 mod partitions;
 mod plugin_new;
 mod plugins;
