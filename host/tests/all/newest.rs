@@ -4,10 +4,12 @@
 //! off that key: the query sorts nothing, however large the table.
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
-use iotstream::reading::{Reading, SensorType};
+use iotstream::reading::SensorType;
 use iotstream::store::{BatchRows, LaneBatch, Prediction, Store, StoredReading};
 use iotstream_api::Verdict;
 use sqlx::PgPool;
+
+use crate::support::reading;
 
 fn noon() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 12, 2, 12, 0, 0).single().expect("valid time")
@@ -21,15 +23,13 @@ fn batch(source: i16, first: i64, seq: i64, times: &[DateTime<Utc>]) -> BatchRow
         .iter()
         .zip(first..)
         .map(|(&timestamp, offset)| StoredReading {
-            reading: Reading {
-                sensor_id: format!("s-{}", offset % 2).into(),
-                sensor_type: SensorType::Humidity,
-                location: "store".into(),
-                value: 40.0 + offset as f64,
-                timestamp,
-                anomaly: false,
-                unit: "%".into(),
-            },
+            reading: reading(
+                &format!("s-{}", offset % 2),
+                SensorType::Humidity,
+                "store",
+                timestamp.timestamp_millis(),
+                40.0 + offset as f64,
+            ),
             flagged: false,
             partition: 0,
             offset,
