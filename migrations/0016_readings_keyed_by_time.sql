@@ -6,8 +6,9 @@
 -- `max(timestamp)`. Measured here (200,000 readings with three verdicts each and every other
 -- index, the backend's CPU, three runs each): 1.13-1.17 s with the two, 1.01-1.02 s with the one.
 --
--- `id` stays unique (the key includes it) and is still what ml_anomaly_predictions calls a
--- verdict's id; a query by id alone no longer has an index of its own (none of the host's does).
+-- `id` is still drawn from the sequence, one per row (as under the old key, which did not make it
+-- unique alone either), and is still what ml_anomaly_predictions calls a verdict's id; a query by
+-- id alone no longer has an index of its own (none of the host's does).
 --
 -- Rebuilds the key of every day partition once, when this migration runs: minutes for hundreds of
 -- millions of readings.

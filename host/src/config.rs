@@ -64,7 +64,7 @@ pub struct RunConfig {
     #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_BATCH_LINGER_MS", default_value_t = PipelineConfig::BATCH_LINGER.as_millis() as u64)]
     pub batch_linger_ms: u64,
     /// Transactions a batch is written in, side by side, each with whole partitions: a
-    /// transaction keeps one database core busy (default: this machine's cores; 1: one
+    /// transaction keeps one database core busy (default: this machine's cores, at most 8; 1: one
     /// transaction a batch).
     #[arg(help_heading = heading::BATCHING, long, env = "IOTSTREAM_WRITERS", default_value_t = PipelineConfig::default_writers())]
     pub writers: usize,

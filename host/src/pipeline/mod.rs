@@ -115,11 +115,17 @@ impl PipelineConfig {
     /// only hold more memory while the database's CPU sets the pace (docs/performance.md).
     pub const BATCHES_IN_FLIGHT: usize = 2;
 
-    /// Transactions a batch is written in by default: one per core. A transaction is one
-    /// PostgreSQL backend, which runs on one core; a batch of several partitions, written in one,
-    /// keeps the database on one core however many it has (docs/performance.md).
+    /// Most transactions a batch is written in by default, however many cores: with two batches
+    /// in flight a host holds `writers × 2 + 2` connections (and its API 4 more), and PostgreSQL
+    /// allows 100 by default, shared by every host of the topic.
+    pub const MOST_DEFAULT_WRITERS: usize = 8;
+
+    /// Transactions a batch is written in by default: one per core, at most
+    /// [`MOST_DEFAULT_WRITERS`](Self::MOST_DEFAULT_WRITERS). A transaction is one PostgreSQL
+    /// backend, which runs on one core; a batch of several partitions, written in one, keeps the
+    /// database on one core however many it has (docs/performance.md).
     pub fn default_writers() -> usize {
-        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get).min(Self::MOST_DEFAULT_WRITERS)
     }
 }
 
