@@ -53,7 +53,7 @@ pub use self::checkpoints::{Checkpoint, CheckpointReason, StageState};
 pub use self::cluster::Rebalance;
 pub use self::isolate::{ReadingsPath, Refused, RefusedOrigin, Written, is_permanent};
 pub use self::ownership::{Fence, PartitionOwner};
-pub use self::queries::HistoryFilter;
+pub use self::queries::{HistoryFilter, RECENT_PREDICTIONS, RECENT_READINGS};
 pub use self::rows::{
     BatchRows, DeadLetter, LaneBatch, ModelLineage, Prediction, ShadowPrediction, StoredReading, StoredWindow, Totals,
 };

@@ -39,6 +39,18 @@ pub struct HistoryFilter {
     pub sensor_id: Option<String>,
 }
 
+/// The newest readings (`$1` of them; `$2`: of one sensor, or `NULL`), newest by event time: read
+/// off the table's key `(timestamp, id)`, so it sorts nothing (`newest::…` checks the plan).
+pub const RECENT_READINGS: &str = "SELECT sensor_id, sensor_type, location, value, unit, timestamp, anomaly, flagged \
+     FROM sensor_readings WHERE ($2::text IS NULL OR sensor_id = $2) ORDER BY timestamp DESC, id DESC LIMIT $1";
+
+/// The newest verdicts (`$1` of them; `$2`: of one detector, or `NULL`; `$3`: anomalies only), as
+/// [`RECENT_READINGS`] orders readings, a reading's verdicts by detector.
+pub const RECENT_PREDICTIONS: &str = "SELECT detector, sensor_id, sensor_type, value, timestamp, verdict, is_anomaly, \
+     anomaly_score, rule_based_anomaly, detector_version, model_generation FROM ml_anomaly_predictions \
+     WHERE ($2::text IS NULL OR detector = $2) AND (NOT $3 OR is_anomaly) ORDER BY timestamp DESC, id DESC, detector \
+     LIMIT $1";
+
 impl Store {
     /// All-time row counts: what the batch transactions stored, summed over the sources (read
     /// once at start, then kept by the pipeline). Exact for what hosts stored, and O(sources)
@@ -57,14 +69,7 @@ impl Store {
 
     /// The newest readings, optionally of one sensor.
     pub async fn recent_readings(&self, limit: i64, sensor_id: Option<&str>) -> Result<Vec<ReadingRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT sensor_id, sensor_type, location, value, unit, timestamp, anomaly, flagged FROM sensor_readings \
-             WHERE ($2::text IS NULL OR sensor_id = $2) ORDER BY timestamp DESC, id DESC LIMIT $1",
-        )
-        .bind(limit)
-        .bind(sensor_id)
-        .fetch_all(&self.api_pool)
-        .await?;
+        let rows = sqlx::query(RECENT_READINGS).bind(limit).bind(sensor_id).fetch_all(&self.api_pool).await?;
         rows.iter().map(decode_reading).collect::<Result<_, _>>().map_err(StoreError::from)
     }
 
@@ -75,16 +80,12 @@ impl Store {
         detector: Option<&str>,
         anomalies_only: bool,
     ) -> Result<Vec<PredictionRow>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT detector, sensor_id, sensor_type, value, timestamp, verdict, is_anomaly, anomaly_score, \
-             rule_based_anomaly, detector_version, model_generation FROM ml_anomaly_predictions \
-             WHERE ($2::text IS NULL OR detector = $2) AND (NOT $3 OR is_anomaly) ORDER BY timestamp DESC, id DESC, detector LIMIT $1",
-        )
-        .bind(limit)
-        .bind(detector)
-        .bind(anomalies_only)
-        .fetch_all(&self.api_pool)
-        .await?;
+        let rows = sqlx::query(RECENT_PREDICTIONS)
+            .bind(limit)
+            .bind(detector)
+            .bind(anomalies_only)
+            .fetch_all(&self.api_pool)
+            .await?;
         rows.iter().map(decode_prediction).collect::<Result<_, _>>().map_err(StoreError::from)
     }
 

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
 use iotstream::reading::SensorType;
-use iotstream::store::{BatchRows, LaneBatch, Prediction, Store, StoredReading};
+use iotstream::store::{BatchRows, LaneBatch, Prediction, RECENT_PREDICTIONS, RECENT_READINGS, Store, StoredReading};
 use iotstream_api::Verdict;
 use sqlx::PgPool;
 
@@ -82,22 +82,28 @@ async fn the_newest_readings_and_verdicts_are_the_newest_by_event_time(pool: PgP
     assert_eq!(verdicts.iter().map(|p| p.anomaly_score).collect::<Vec<_>>(), [5.0, 2.0, 1.0, 0.0, 4.0]);
 
     // Read off the key: with sorting priced out, a plan that still sorts has no index to read
-    // the order from (the key by id did not give it). The verdicts of one reading are put in
-    // detector order among themselves (an incremental sort).
+    // the order from (the key by id did not give it). The host's own queries, as a prepared
+    // statement's generic plan (the one a pooled connection settles on, any sensor or none); the
+    // verdicts of one reading are put in detector order among themselves (an incremental sort).
     let mut connection = pool.acquire().await.expect("connection");
-    sqlx::query("SET enable_sort = off").execute(&mut *connection).await.expect("set");
-    sqlx::query("SET enable_seqscan = off").execute(&mut *connection).await.expect("set");
-    for query in [
-        "SELECT sensor_id, value FROM sensor_readings ORDER BY timestamp DESC, id DESC LIMIT 25",
-        "SELECT detector, sensor_id FROM ml_anomaly_predictions ORDER BY timestamp DESC, id DESC, detector LIMIT 25",
-    ] {
-        let plan: String = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!("EXPLAIN (COSTS OFF) {query}")))
+    for setting in ["SET enable_sort = off", "SET enable_seqscan = off", "SET plan_cache_mode = force_generic_plan"] {
+        sqlx::query(setting).execute(&mut *connection).await.expect("set");
+    }
+    for (name, query, arguments) in
+        [("readings", RECENT_READINGS, "25, NULL"), ("verdicts", RECENT_PREDICTIONS, "25, NULL, false")]
+    {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("PREPARE newest_{name} AS {query}")))
+            .execute(&mut *connection)
+            .await
+            .expect("prepare");
+        let explain = format!("EXPLAIN (COSTS OFF) EXECUTE newest_{name}({arguments})");
+        let plan: String = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(explain))
             .fetch_all(&mut *connection)
             .await
             .expect("plan")
             .join("\n");
-        assert!(plan.contains("Index Scan Backward using"), "{query}:\n{plan}");
+        assert!(plan.contains("Index Scan Backward using"), "{name}:\n{plan}");
         let sorts = plan.lines().filter(|line| line.trim_start_matches([' ', '-', '>']) == "Sort").count();
-        assert_eq!(sorts, 0, "{query}:\n{plan}");
+        assert_eq!(sorts, 0, "{name}:\n{plan}");
     }
 }
