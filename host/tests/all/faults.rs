@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,8 +23,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::support::{
-    Host, count_rows, database_url, plugin_path, reading, report, scratch_folder, wait_for, zscore_reference,
-    zscore_verdicts,
+    Host, HostProcess, count_rows, database_url, plugin_path, reading, report, scratch_folder, wait_for,
+    zscore_reference, zscore_verdicts,
 };
 
 const TOPIC: &str = "iot_sensors";
@@ -101,66 +101,18 @@ fn plugins_folder(name: &str, plugins: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
-/// A host process, killed if the test ends (or fails) with it still running.
-struct HostProcess(Option<Child>, std::sync::mpsc::Receiver<String>);
-
-impl HostProcess {
-    /// Waits until the host has connected to its source (it handles SIGTERM from its first
-    /// instant; this makes sure the final stop is a stop of a running pipeline).
-    fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let line = self.1.recv_timeout(deadline.saturating_duration_since(Instant::now())).expect("host logs");
-            if line.contains("kafka source connected") {
-                return;
-            }
-        }
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            child.kill().expect("kill -9");
-            child.wait().expect("reap");
-        }
-    }
-
-    fn take(&mut self) -> Child {
-        self.0.take().expect("a running host")
-    }
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 /// Starts the `iotstream` binary on `brokers` and the test's database.
 fn spawn_host(brokers: &str, url: &str, plugins: &Path) -> HostProcess {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_iotstream"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iotstream"));
+    command
         .args(["run", "--brokers", brokers, "--database-url", url, "--listen", "127.0.0.1:0"])
         .args(["--no-builtin-plugins", "--plugins", &plugins.display().to_string(), "--checkpoint-interval", "1s"])
         .args(["--batch-max", "500", "--batch-linger-ms", "20"])
         // A restart is given the killed host's partitions once the group notices it is gone: within
         // the session timeout (45 s by default, 6 s here).
         .args(["--kafka-option", "session.timeout.ms=6000", "--kafka-option", "heartbeat.interval.ms=500"])
-        .env("IOTSTREAM_LOG", "warn,iotstream::app=info")
-        // The logs are on stderr.
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start iotstream");
-    let (tx, lines) = std::sync::mpsc::channel();
-    let stderr = child.stderr.take().expect("stderr");
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    HostProcess(Some(child), lines)
+        .env("IOTSTREAM_LOG", "warn,iotstream::app=info");
+    HostProcess::spawn(command)
 }
 
 /// (rows, distinct messages) of `sensor_readings`.

@@ -1,16 +1,21 @@
 //! The plugins folder while the host runs: a plugin replaced under load keeps its state and misses
 //! no reading; a configuration change takes effect without a restart; a broken or half-written file
 //! is refused while the running version goes on; a removed plugin stops; a shadow detector judges
-//! the same readings, stored apart, and is compared with its live detector on the API.
+//! the same readings, stored apart, and is compared with its live detector on the API; every plugin
+//! swapped again and again leaves the host's memory where it levelled off.
 
+use std::net::SocketAddr;
+use std::process::Command;
 use std::time::Duration;
 
 use iotstream::reading::{Reading, SensorType, encode};
 use iotstream_plugin_sdk::detector::Judgement;
 use sqlx::PgPool;
 
+use crate::metrics::Scrape;
 use crate::support::{
-    Host, count_rows, plugin_path, put, reading, scratch_folder, wait_for, zscore_reference, zscore_verdicts,
+    Host, HostProcess, count_rows, database_url, plugin_path, put, reading, scratch_folder, wait_for, zscore_reference,
+    zscore_verdicts,
 };
 
 /// 20 sensors, one reading each per second of event time, a spike now and then.
@@ -35,21 +40,30 @@ fn stream(rounds: usize, first_round: usize) -> Vec<Reading> {
         .collect()
 }
 
-async fn plugins_api(host: &Host) -> serde_json::Value {
-    reqwest::get(format!("http://{}/api/plugins", host.addr)).await.expect("api").json().await.expect("json")
+async fn plugins_api(addr: SocketAddr) -> serde_json::Value {
+    reqwest::get(format!("http://{addr}/api/plugins")).await.expect("api").json().await.expect("json")
 }
 
-/// Polls `/api/plugins` until `check` holds (or fails after 30 s).
-async fn wait_for_plugins(host: &Host, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+/// Polls `/api/plugins` of the host at `addr` until `check` holds (or fails after 30 s).
+async fn wait_for_plugins_at(
+    addr: SocketAddr,
+    what: &str,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let api = plugins_api(host).await;
+        let api = plugins_api(addr).await;
         if check(&api) {
             return api;
         }
         assert!(std::time::Instant::now() < deadline, "{what}: {api:#}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// [`wait_for_plugins_at`] the in-process `host`.
+async fn wait_for_plugins(host: &Host, what: &str, check: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    wait_for_plugins_at(host.addr, what, check).await
 }
 
 fn has_event(api: &serde_json::Value, plugin: &str, action: &str) -> bool {
@@ -210,4 +224,130 @@ async fn a_shadow_detector_judges_the_same_readings_apart_and_is_compared_with_t
     assert!(comparison["shadow_call_micros_p50"].as_f64().is_some_and(|m| m > 0.0), "{comparison}");
     crate::support::report(&format!("SHADOW {comparison}"));
     host.stop().await.expect("clean stop");
+}
+
+/// The plugins `iotstream run` loads by default.
+const EVERY_PLUGIN: [&str; 4] = ["isolation-forest", "novelty", "tumbling-window", "zscore"];
+
+/// `VmRSS` of process `pid`, MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("/proc/PID/status");
+    let kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("a VmRSS line");
+    kib / 1024.0
+}
+
+/// The median of three.
+fn median3(mut three: [f64; 3]) -> f64 {
+    three.sort_by(f64::total_cmp);
+    three[1]
+}
+
+/// The demo's set-up (`iotstream run`: the embedded broker's 12 partitions, a lane and an instance
+/// of every plugin each, the simulator) in a process of its own, its stream stopped so the
+/// plugins' states stay put; then every plugin's file rewritten, round after round, each round
+/// swapping all four with their states handed over. A swapped instance holds the same state, so it
+/// must take no more linear memory than the one it replaced; and what a swap leaves behind (the old
+/// instances, their compiled code, the load's own allocations) must not pile up in the process:
+/// after a warm-up its resident memory stays level. A host that kept one compiled module a swap
+/// would grow by megabytes a round; one that kept the old instances, by the plugins' whole memory.
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn swapping_every_plugin_again_and_again_leaves_the_host_s_memory_level(pool: PgPool) {
+    /// Readings the simulator sends before the swaps begin (at 4,000 a second).
+    const READINGS: i64 = 20_000;
+    /// Rounds of four swaps, the first `WARM_UP` of them the warm-up.
+    const ROUNDS: usize = 20;
+    const WARM_UP: usize = 8;
+    /// How much the resident memory may grow over the rounds after the warm-up, MiB.
+    const MOST_GROWTH_MIB: f64 = 8.0;
+    let scratch = scratch_folder("swap-memory");
+    let dir = scratch.path();
+    let files: Vec<(String, Vec<u8>)> = EVERY_PLUGIN
+        .iter()
+        .map(|name| (format!("{name}.wasm"), std::fs::read(plugin_path(name)).expect("plugin")))
+        .collect();
+    for (file, bytes) in &files {
+        put(dir, file, bytes);
+    }
+    let mut command = Command::new(env!("CARGO_BIN_EXE_iotstream"));
+    command
+        .args(["run", "--listen", "127.0.0.1:0", "--database-url", &database_url(&pool)])
+        .args(["--builtin-plugins", &dir.display().to_string(), "--log-format", "json"])
+        .args(["--rate", "4000", "--count", &READINGS.to_string()])
+        .env_remove("IOTSTREAM_BROKERS")
+        .env("IOTSTREAM_LOG", "warn,iotstream::app=info");
+    let host = HostProcess::spawn(command);
+    let served: serde_json::Value =
+        serde_json::from_str(&host.wait_for_line("dashboard served")).expect("a JSON log line");
+    let addr: SocketAddr = served["fields"]["url"]
+        .as_str()
+        .and_then(|url| url.strip_prefix("http://")?.strip_suffix('/')?.parse().ok())
+        .unwrap_or_else(|| panic!("the dashboard's address in {served}"));
+    wait_for("the simulator's readings", READINGS, || count_rows(&pool, "sensor_readings")).await;
+
+    let plugin_memory = |scrape: &Scrape| -> Vec<f64> {
+        EVERY_PLUGIN
+            .iter()
+            .map(|name| {
+                let kind = if *name == "tumbling-window" { "aggregator" } else { "detector" };
+                scrape.value(&format!(r#"iotstream_plugin_memory_bytes{{plugin="{name}",kind="{kind}"}}"#))
+            })
+            .collect()
+    };
+    let (mut rss, mut memories) = (Vec::new(), Vec::new());
+    for round in 1..=ROUNDS {
+        let since = chrono::Utc::now();
+        for (file, bytes) in &files {
+            put(dir, file, bytes);
+        }
+        let swapped_since = |api: &serde_json::Value| -> Vec<serde_json::Value> {
+            api["events"].as_array().map_or_else(Vec::new, |events| {
+                events
+                    .iter()
+                    .filter(|e| {
+                        e["action"] == "swapped"
+                            && e["at"]
+                                .as_str()
+                                .and_then(|at| at.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                                .is_some_and(|at| at >= since)
+                    })
+                    .cloned()
+                    .collect()
+            })
+        };
+        let api =
+            wait_for_plugins_at(addr, &format!("round {round}'s swaps"), |api| swapped_since(api).len() == 4).await;
+        for event in swapped_since(&api) {
+            assert!(event["detail"].as_str().is_some_and(|d| d.contains("state handed over")), "{event}");
+        }
+        rss.push(rss_mib(host.id()));
+        memories.push(plugin_memory(&Scrape::at(addr).await));
+    }
+    crate::support::report(&format!(
+        "SWAP MEMORY: RSS by round (MiB) {:?}; plugins' memories (MiB) first {:?} last {:?}",
+        rss.iter().map(|mib| mib.round() as i64).collect::<Vec<_>>(),
+        memories[0].iter().map(|bytes| bytes / 1048576.0).collect::<Vec<_>>(),
+        memories[ROUNDS - 1].iter().map(|bytes| bytes / 1048576.0).collect::<Vec<_>>(),
+    ));
+    // The same states in fresh instances: never more memory than the first swap's instances took.
+    for (round, memory) in memories.iter().enumerate() {
+        for ((name, bytes), first) in EVERY_PLUGIN.iter().zip(memory).zip(&memories[0]) {
+            assert!(
+                bytes <= first,
+                "round {}: {name}'s instances took {bytes} bytes, {first} after the first swap",
+                round + 1
+            );
+        }
+    }
+    let level = median3([rss[WARM_UP - 3], rss[WARM_UP - 2], rss[WARM_UP - 1]]);
+    let last = median3([rss[ROUNDS - 3], rss[ROUNDS - 2], rss[ROUNDS - 1]]);
+    assert!(
+        last - level < MOST_GROWTH_MIB,
+        "the host's memory grew {:.1} MiB over {} rounds of swaps after the warm-up: {rss:?}",
+        last - level,
+        ROUNDS - WARM_UP
+    );
 }

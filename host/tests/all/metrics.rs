@@ -13,7 +13,7 @@ use sqlx::PgPool;
 use crate::support::{Host, count_rows, reading, wait_for};
 
 /// A scrape: each sample (`name{labels}`) with its value, and each family's `# TYPE`.
-struct Scrape {
+pub(crate) struct Scrape {
     samples: BTreeMap<String, f64>,
     types: BTreeMap<String, String>,
 }
@@ -23,7 +23,7 @@ impl Scrape {
         Scrape::at(host.addr).await
     }
 
-    async fn at(addr: std::net::SocketAddr) -> Scrape {
+    pub(crate) async fn at(addr: std::net::SocketAddr) -> Scrape {
         let text = reqwest::get(format!("http://{addr}/metrics")).await.expect("scrape").text().await.expect("text");
         let mut samples = BTreeMap::new();
         let mut types = BTreeMap::new();
@@ -39,7 +39,7 @@ impl Scrape {
         Scrape { samples, types }
     }
 
-    fn value(&self, sample: &str) -> f64 {
+    pub(crate) fn value(&self, sample: &str) -> f64 {
         *self.samples.get(sample).unwrap_or_else(|| panic!("{sample} missing from {:#?}", self.samples.keys()))
     }
 }

@@ -324,3 +324,70 @@ pub fn json_log_lines(stderr: std::process::ChildStderr) -> std::sync::mpsc::Rec
     });
     rx
 }
+
+/// A host process, killed if the test ends (or fails) with it still running; its `stderr` lines
+/// (its logs) on a channel.
+pub struct HostProcess(Option<std::process::Child>, std::sync::mpsc::Receiver<String>);
+
+impl HostProcess {
+    /// Spawns `command` (an `iotstream run`), its stdout dropped and its stderr read line by line.
+    pub fn spawn(mut command: std::process::Command) -> HostProcess {
+        use std::process::Stdio;
+        let mut child = command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("start iotstream");
+        let (tx, lines) = std::sync::mpsc::channel();
+        let stderr = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        HostProcess(Some(child), lines)
+    }
+
+    /// The first log line from now on that holds `text` (the test fails after 60 s without one).
+    pub fn wait_for_line(&self, text: &str) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        loop {
+            let line = self
+                .1
+                .recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
+                .unwrap_or_else(|err| panic!("no log line with {text:?} ({err})"));
+            if line.contains(text) {
+                return line;
+            }
+        }
+    }
+
+    /// Waits until the host has connected to its source (it handles SIGTERM from its first
+    /// instant; this makes sure the final stop is a stop of a running pipeline).
+    pub fn wait_ready(&self) {
+        self.wait_for_line("kafka source connected");
+    }
+
+    /// The process id.
+    pub fn id(&self) -> u32 {
+        self.0.as_ref().expect("a running host").id()
+    }
+
+    /// `kill -9`, then reaps it.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            child.kill().expect("kill -9");
+            child.wait().expect("reap");
+        }
+    }
+
+    /// The process, no longer killed when this is dropped.
+    pub fn take(&mut self) -> std::process::Child {
+        self.0.take().expect("a running host")
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
