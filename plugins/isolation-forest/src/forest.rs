@@ -311,10 +311,16 @@ impl Scorer {
                 for _ in 0..self.depth {
                     for (k, at) in at.chunks_exact_mut(n).enumerate() {
                         let row = &rows[k * width..(k + 1) * width];
-                        for node in at.iter_mut() {
+                        let step = |node: &mut u32| {
                             let s = nodes[*node as usize];
                             *node = s.left + u32::from(!(row[s.feature as usize] <= s.threshold));
+                        };
+                        // Four trees a turn, as in `walk`.
+                        let mut fours = at.chunks_exact_mut(4);
+                        for four in &mut fours {
+                            four.iter_mut().for_each(step);
                         }
+                        fours.into_remainder().iter_mut().for_each(step);
                     }
                 }
                 for (at, total) in at.chunks_exact(n).zip(totals.iter_mut()) {
@@ -498,8 +504,10 @@ impl FlatRows {
         self.values.len().checked_div(self.width).unwrap_or(0)
     }
 
-    fn row(&self, i: usize) -> &[f64] {
-        &self.values[i * self.width..(i + 1) * self.width]
+    /// Row `i`'s value of `feature` (less than the width): one bounds check, where slicing the row
+    /// first checks its range too (a tree's growth reads a value a row and node).
+    fn value(&self, i: usize, feature: usize) -> f64 {
+        self.values[i * self.width + feature]
     }
 }
 
@@ -672,12 +680,17 @@ impl Grow<'_> {
             }
             let drawn = start + self.rng.random_range(0..left_to_draw);
             let feature = self.candidates[drawn];
-            let (lo, hi) = sample.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &i| {
-                // Comparisons, not `min`/`max`: as `.wasm` those are calls to libm (the rows are
-                // finite, so the result is the same).
-                let v = self.rows.row(i)[feature];
+            // Comparisons, not `min`/`max`: as `.wasm` those are calls to libm (the rows are
+            // finite, so the result is the same).
+            let widen = |(lo, hi): (f64, f64), &i: &usize| {
+                let v = self.rows.value(i, feature);
                 (if v < lo { v } else { lo }, if v > hi { v } else { hi })
-            });
+            };
+            // Four rows a turn of the loop (a wasm build checks the host's deadline at every turn).
+            let mut fours = sample.chunks_exact(4);
+            let range =
+                (&mut fours).fold((f64::INFINITY, f64::NEG_INFINITY), |range, four| four.iter().fold(range, widen));
+            let (lo, hi) = fours.remainder().iter().fold(range, widen);
             if hi > lo {
                 break Some((feature, lo, hi));
             }
@@ -694,7 +707,7 @@ impl Grow<'_> {
         // Partition in place: rows at or below the threshold first.
         let mut below = 0;
         for i in 0..sample.len() {
-            if self.rows.row(sample[i])[feature] <= threshold {
+            if self.rows.value(sample[i], feature) <= threshold {
                 sample.swap(i, below);
                 below += 1;
             }
