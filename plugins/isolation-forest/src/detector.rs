@@ -114,22 +114,31 @@ impl SensorHistory {
 /// The median of the `sorted` values (the upper one of an even count) and their median absolute
 /// deviation from it (the same rule): what selecting them from the window gives, bit for bit. The
 /// deviations of the values below the median, walked down, and of those from it up, are each in
-/// order already, so the MAD is the merge of the two up to the middle rank.
+/// order already, so the MAD is their merge's element at the middle rank: found by halving how
+/// many of it come from below (a few steps, where merging up to the middle took half the window's).
 fn median_and_mad(sorted: &[f64]) -> (f64, f64) {
     let mid = sorted.len() / 2;
     let Some(&median) = sorted.get(mid) else { return (0.0, 0.0) };
-    let (mut below, mut above) = (mid, mid);
-    let mut mad = 0.0;
-    for _ in 0..=mid {
-        let down = below.checked_sub(1).map(|i| (sorted[i] - median).abs());
-        let up = sorted.get(above).map(|v| (v - median).abs());
-        match (down, up) {
-            (Some(d), Some(u)) if d.total_cmp(&u).is_lt() => (mad, below) = (d, below - 1),
-            (_, Some(u)) => (mad, above) = (u, above + 1),
-            (Some(d), None) => (mad, below) = (d, below - 1),
-            (None, None) => break,
+    // The `i`-th deviation below the median (`i < mid`), and the `j`-th from it up (`j < len - mid`).
+    let below = |i: usize| (sorted[mid - 1 - i] - median).abs();
+    let above = |j: usize| (sorted[mid + j] - median).abs();
+    // The merge's first `mid + 1` deviations take `i` from below and `mid + 1 - i` from above: `i`
+    // is the fewest for which the next one below is not less than the last one taken from above.
+    let (mut lo, mut hi) = ((mid + 1).saturating_sub(sorted.len() - mid), mid);
+    while lo < hi {
+        let i = lo + (hi - lo) / 2;
+        if below(i).total_cmp(&above(mid - i)).is_ge() {
+            hi = i;
+        } else {
+            lo = i + 1;
         }
     }
+    // The larger of the last taken from each side (`lo <= mid`, so one from above at least).
+    let last_above = above(mid - lo);
+    let mad = match lo.checked_sub(1).map(below) {
+        Some(last_below) if last_below.total_cmp(&last_above).is_gt() => last_below,
+        _ => last_above,
+    };
     (median, mad)
 }
 

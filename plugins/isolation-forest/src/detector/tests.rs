@@ -362,7 +362,7 @@ fn selected_median_and_mad(window: &VecDeque<f64>) -> (f64, f64) {
 fn the_kept_sorted_window_gives_the_selections_median_and_mad_bit_for_bit() {
     use rand::{Rng, SeedableRng};
     let mut rng = rand::rngs::StdRng::seed_from_u64(15);
-    for capacity in [1, 2, 3, 4, 7, 100] {
+    for capacity in [1, 2, 3, 4, 5, 6, 7, 8, 9, 16, 33, 100] {
         let mut history = SensorHistory::default();
         for step in 0..3_000 {
             // Few distinct values, so the window holds ties; signed zeros and wide magnitudes too.
