@@ -260,6 +260,11 @@ fn check_length(field: &'static str, text: &str, min: usize, max: usize) -> Resu
     if text.contains('\0') {
         return Err(DecodeError::NulCharacter(field));
     }
+    // A character takes one to four bytes: a text of at most `max` bytes and at least `4 × min` is
+    // within the bounds without counting its characters (the common case, read for every reading).
+    if text.len() <= max && text.len() >= min.saturating_mul(4) {
+        return Ok(());
+    }
     let len = text.chars().count();
     if len < min || len > max { Err(DecodeError::FieldLength { field, max, len }) } else { Ok(()) }
 }
@@ -385,6 +390,21 @@ mod tests {
         assert_eq!(
             decode(Some(long_id.as_bytes())),
             Err(DecodeError::FieldLength { field: "sensor_id", max: 100, len: 101 })
+        );
+        // Lengths are characters, not bytes: 100 four-byte characters fit, 101 one-byte ones do not,
+        // and an empty id is refused.
+        let id = |sensor_id: &str| {
+            format!(r#"{{"sensor_id":"{sensor_id}","sensor_type":"co2","location":"l","value":1,"timestamp":1}}"#)
+        };
+        assert_eq!(decode(Some(id(&"🌡".repeat(100)).as_bytes())).map(|r| r.sensor_id.chars().count()), Ok(100));
+        assert_eq!(
+            decode(Some(id(&"🌡".repeat(101)).as_bytes())),
+            Err(DecodeError::FieldLength { field: "sensor_id", max: 100, len: 101 })
+        );
+        assert_eq!(decode(Some(id(&format!("{}é", "x".repeat(99))).as_bytes())).map(|r| r.sensor_id.len()), Ok(101));
+        assert_eq!(
+            decode(Some(id("").as_bytes())),
+            Err(DecodeError::FieldLength { field: "sensor_id", max: 100, len: 0 })
         );
         assert_eq!(decode(None), Err(DecodeError::Empty));
         let nul = br#"{"sensor_id":"a\u0000b","sensor_type":"co2","location":"l","value":1,"timestamp":1}"#;
