@@ -507,6 +507,7 @@ impl FlatRows {
     /// Row `i`'s value of `feature` (less than the width): one bounds check, where slicing the row
     /// first checks its range too (a tree's growth reads a value a row and node).
     fn value(&self, i: usize, feature: usize) -> f64 {
+        debug_assert!(feature < self.width, "feature {feature} of rows of {}", self.width);
         self.values[i * self.width + feature]
     }
 }
