@@ -298,6 +298,7 @@ async fn swapping_every_plugin_again_and_again_leaves_the_host_s_memory_level(po
             })
             .collect()
     };
+    let every: std::collections::BTreeSet<String> = EVERY_PLUGIN.iter().map(|&name| name.to_owned()).collect();
     let (mut rss, mut memories) = (Vec::new(), Vec::new());
     for round in 1..=ROUNDS {
         let since = chrono::Utc::now();
@@ -323,7 +324,6 @@ async fn swapping_every_plugin_again_and_again_leaves_the_host_s_memory_level(po
         let swapped_names = |api: &serde_json::Value| -> std::collections::BTreeSet<String> {
             swapped_since(api).iter().filter_map(|e| e["plugin"].as_str().map(str::to_owned)).collect()
         };
-        let every: std::collections::BTreeSet<String> = EVERY_PLUGIN.iter().map(|&name| name.to_owned()).collect();
         let api = wait_for_plugins_at(addr, &format!("round {round}'s swaps"), |api| swapped_names(api) == every).await;
         for event in swapped_since(&api) {
             assert!(event["detail"].as_str().is_some_and(|d| d.contains("state handed over")), "{event}");
