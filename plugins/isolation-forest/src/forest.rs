@@ -10,9 +10,16 @@
 //! own, drawn from the forest's seed (as scikit-learn gives each estimator one), so a forest can be
 //! grown a tree at a time, across calls and checkpoints ([`ForestGrowth`]), and come out the same.
 
-use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
+
+/// The generator of a forest's draws: the trees' seeds from the forest's, and each tree's sample
+/// and splits from its own. xoshiro256++ (the same numbers on every platform) costs a few shifts
+/// and adds a number; `StdRng` (ChaCha12), which grew the trees before, computes a block of rounds
+/// every eight numbers, vector instructions natively and scalar ones in a `.wasm`: its draws were
+/// a seventh of the forest's `.wasm` instructions and under a thirtieth of its native ones
+/// (docs/performance.md).
+pub type ForestRng = rand_xoshiro::Xoshiro256PlusPlus;
 
 /// Euler-Mascheroni constant, as scikit-learn writes it.
 const EULER_GAMMA: f64 = 0.577_215_664_9;
@@ -593,7 +600,7 @@ impl ForestGrowth {
                 return Err(FitError::NotFinite { row: i, feature });
             }
         }
-        let mut forest_rng = StdRng::seed_from_u64(params.seed);
+        let mut forest_rng = ForestRng::seed_from_u64(params.seed);
         let samples_per_tree = params.max_samples.min(rows.len());
         check_samples_per_tree(samples_per_tree).map_err(FitError::BadParams)?;
         Ok(ForestGrowth {
@@ -626,7 +633,7 @@ impl ForestGrowth {
 
     /// Grows the tree of random state `seed`.
     fn grow_tree(&self, seed: u64) -> Tree {
-        let mut rng = StdRng::seed_from_u64(seed);
+        let mut rng = ForestRng::seed_from_u64(seed);
         let mut sample = rand::seq::index::sample(&mut rng, self.rows.len(), self.samples_per_tree).into_vec();
         let mut tree = Tree { nodes: Vec::with_capacity(max_tree_nodes(self.samples_per_tree)) };
         let depth_limit = (self.samples_per_tree as f64).log2().ceil() as usize;
@@ -653,7 +660,7 @@ struct Grow<'a> {
     /// are pushed above its parent's and popped when its subtree is grown, so no node allocates.
     candidates: &'a mut Vec<usize>,
     limit: usize,
-    rng: &'a mut StdRng,
+    rng: &'a mut ForestRng,
 }
 
 impl Grow<'_> {
@@ -806,6 +813,8 @@ fn path_length(tree: &Tree, row: &[f64]) -> f64 {
 
 #[cfg(test)]
 mod tests {
+    use rand::rngs::StdRng;
+
     use super::*;
 
     /// The trees `params` grows on `rows`, node by node (a forest keeps only their scoring layout).
