@@ -75,6 +75,10 @@ pub struct PluginThroughput {
     pub plugin: String,
     /// Its algorithm compiled natively into this binary.
     pub native_readings_per_s: f64,
+    /// The whole plugin compiled natively into this binary: its SDK stage over the same calls as
+    /// its `.wasm` gets, each a batch of columns, answered in columns (the code its `.wasm` runs,
+    /// less the boundary). The `.wasm` against it is what the boundary and the compiler cost.
+    pub native_stage_readings_per_s: f64,
     /// Its `.wasm` through the host, in batches of 5000 (in calls of at most `--readings-per-call`).
     pub wasm_readings_per_s: f64,
     /// The forest's longest single reading natively, milliseconds: its longest retraining pause
@@ -213,6 +217,38 @@ impl Shipped {
         longest
     }
 
+    /// Runs the whole plugin natively, as its `.wasm` is run: its SDK stage created from `{}`, every
+    /// sensor of `wit` declared, then `wit` in the `.wasm`'s calls (batches of [`BATCH`], each in
+    /// calls of at most `per_call`), each call's readings as the columns its bindings receive.
+    fn run_native_stage(self, wit: &[WitReading], identities: &[SensorIdentity], per_call: NonZeroUsize) {
+        let declared: Vec<(u32, SensorIdentity)> = {
+            let catalog = sdk_catalog(wit, identities);
+            let mut keys: Vec<u32> = wit.iter().map(|r| r.sensor).collect();
+            keys.sort_unstable();
+            keys.dedup();
+            keys.into_iter().filter_map(|key| Some((key, catalog.identity(key)?.as_ref().clone()))).collect()
+        };
+        let calls = || wit.chunks(BATCH).flat_map(|batch| batch.chunks(per_call.get()));
+        match self {
+            Shipped::ZScore => detect_natively::<zscore::zscore::ZScore>(declared, calls()),
+            Shipped::IsolationForest => {
+                detect_natively::<isolation_forest::detector::OnlineForest>(declared, calls());
+            }
+            Shipped::Novelty => detect_natively::<novelty::novelty::Novelty>(declared, calls()),
+            Shipped::TumblingWindow => {
+                use iotstream_plugin_sdk::aggregator::AggregatorStage;
+                let Ok(stage) = AggregatorStage::<tumbling_window::window::TumblingWindows>::create("{}") else {
+                    unreachable!("defaults are valid")
+                };
+                stage.declare(declared);
+                for call in calls() {
+                    let Ok(windows) = stage.aggregate(&columns(call)) else { unreachable!("every key is declared") };
+                    std::hint::black_box(windows);
+                }
+            }
+        }
+    }
+
     /// One call of the plugin's stage over `readings` (its outputs dropped).
     pub(super) fn call(
         self,
@@ -225,6 +261,39 @@ impl Shipped {
             Shipped::ZScore | Shipped::IsolationForest | Shipped::Novelty => {
                 std::hint::black_box(plugin.detect(catalog, readings)).map(|_| ())
             }
+        }
+    }
+}
+
+/// A detector's SDK stage, natively: `declared`, then each of `calls` (see
+/// [`Shipped::run_native_stage`]).
+fn detect_natively<'a, D: Detector>(
+    declared: Vec<(u32, SensorIdentity)>,
+    calls: impl Iterator<Item = &'a [WitReading]>,
+) {
+    use iotstream_plugin_sdk::detector::DetectorStage;
+    let Ok(stage) = DetectorStage::<D>::create("{}") else { unreachable!("defaults are valid") };
+    stage.declare(declared);
+    for call in calls {
+        let Ok(detections) = stage.detect(&columns(call)) else { unreachable!("every key is declared") };
+        std::hint::black_box(detections);
+    }
+}
+
+/// `call` as the columns a stage's bindings receive: the columns the host lowers into a `.wasm`.
+fn columns(call: &[WitReading]) -> iotstream_plugin_sdk::Batch {
+    crate::plugins::bindings::columnar::readings(call).into()
+}
+
+/// The columns the host lowers into a `.wasm`, as its SDK lifts them: a plugin's native stage
+/// called as its `.wasm` is (here and in the native-parity tests).
+impl From<crate::plugins::bindings::columnar::Readings> for iotstream_plugin_sdk::Batch {
+    fn from(columns: crate::plugins::bindings::columnar::Readings) -> Self {
+        iotstream_plugin_sdk::Batch {
+            sensors: columns.sensors,
+            timestamps_ms: columns.timestamps_ms,
+            values: columns.values,
+            flagged: columns.flagged,
         }
     }
 }
@@ -272,8 +341,12 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
         let started = Instant::now();
         let longest_native_call_ms = shipped.run_native(&readings, &identities, &wit, config.readings_per_call);
         let native_readings_per_s = per_second(readings.len(), started);
+        let started = Instant::now();
+        shipped.run_native_stage(&wit, &identities, config.readings_per_call);
+        let native_stage_readings_per_s = per_second(wit.len(), started);
         let mut measured = measure_wasm(config, &runtime, shipped, &catalog, &wit)?;
         measured.native_readings_per_s = native_readings_per_s;
+        measured.native_stage_readings_per_s = native_stage_readings_per_s;
         measured.longest_native_call_ms = longest_native_call_ms;
         results.push(measured);
     }
@@ -321,6 +394,7 @@ fn measure_wasm(
     Ok(PluginThroughput {
         plugin: shipped.name().to_owned(),
         native_readings_per_s: 0.0,
+        native_stage_readings_per_s: 0.0,
         wasm_readings_per_s,
         longest_native_call_ms: 0.0,
         load_ms,
@@ -335,13 +409,17 @@ pub fn print(results: &[PluginThroughput]) -> anyhow::Result<()> {
     for r in results {
         super::print_json(r)?;
         eprintln!(
-            "{:<17} native {:>12.0} readings/s   wasm {:>12.0} readings/s   ({:.2}x)   longest call {:.2} ms   \
-             load {:.0} ms   new instance {:.2} ms   call overhead {:.1} us   \
+            "{:<17} native {:>12.0} readings/s   wasm {:>12.0} readings/s   ({:.2}x)   \
+             native stage {:>12.0} readings/s ({:.2}x; the boundary and the compiler {:.0} ns a reading)   \
+             longest call {:.2} ms   load {:.0} ms   new instance {:.2} ms   call overhead {:.1} us   \
              calls of {LIVE_BATCH}: p50 {:.3} p99 {:.3} max {:.3} ms",
             r.plugin,
             r.native_readings_per_s,
             r.wasm_readings_per_s,
             r.native_readings_per_s / r.wasm_readings_per_s,
+            r.native_stage_readings_per_s,
+            r.native_stage_readings_per_s / r.wasm_readings_per_s,
+            1e9 / r.wasm_readings_per_s - 1e9 / r.native_stage_readings_per_s,
             r.longest_native_call_ms,
             r.load_ms,
             r.instantiate_ms,

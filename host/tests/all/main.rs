@@ -30,6 +30,7 @@ mod image;
 mod installed;
 mod isolation;
 mod metrics;
+mod native_parity;
 mod newest;
 mod partitions;
 mod plugin_new;
