@@ -136,12 +136,20 @@ pub enum Shipped {
 /// reading's identity: what a detector's `.wasm` is declared, for its native side.
 fn sdk_catalog(wit: &[WitReading], identities: &[SensorIdentity]) -> iotstream_plugin_sdk::Catalog {
     let mut catalog = iotstream_plugin_sdk::Catalog::default();
-    for (reading, identity) in wit.iter().zip(identities) {
-        if catalog.identity(reading.sensor).is_none() {
-            catalog.declare(reading.sensor, identity.clone());
-        }
+    for (key, identity) in declarations(wit, identities) {
+        catalog.declare(key, identity);
     }
     catalog
+}
+
+/// Each sensor key of `wit` with the identity of its first reading: what the host declares to a
+/// stage, for a native stage (made before its timing starts).
+fn declarations(wit: &[WitReading], identities: &[SensorIdentity]) -> Vec<(u32, SensorIdentity)> {
+    let mut declared = std::collections::BTreeMap::new();
+    for (reading, identity) in wit.iter().zip(identities) {
+        declared.entry(reading.sensor).or_insert_with(|| identity.clone());
+    }
+    declared.into_iter().collect()
 }
 
 impl Shipped {
@@ -217,17 +225,10 @@ impl Shipped {
         longest
     }
 
-    /// Runs the whole plugin natively, as its `.wasm` is run: its SDK stage created from `{}`, every
-    /// sensor of `wit` declared, then `wit` in the `.wasm`'s calls (batches of [`BATCH`], each in
-    /// calls of at most `per_call`), each call's readings as the columns its bindings receive.
-    fn run_native_stage(self, wit: &[WitReading], identities: &[SensorIdentity], per_call: NonZeroUsize) {
-        let declared: Vec<(u32, SensorIdentity)> = {
-            let catalog = sdk_catalog(wit, identities);
-            let mut keys: Vec<u32> = wit.iter().map(|r| r.sensor).collect();
-            keys.sort_unstable();
-            keys.dedup();
-            keys.into_iter().filter_map(|key| Some((key, catalog.identity(key)?.as_ref().clone()))).collect()
-        };
+    /// Runs the whole plugin natively, as its `.wasm` is run: its SDK stage created from `{}`,
+    /// `declared` declared, then `wit` in the `.wasm`'s calls (batches of [`BATCH`], each in calls of
+    /// at most `per_call`), each call's readings as the columns its bindings receive.
+    fn run_native_stage(self, wit: &[WitReading], declared: Vec<(u32, SensorIdentity)>, per_call: NonZeroUsize) {
         let calls = || wit.chunks(BATCH).flat_map(|batch| batch.chunks(per_call.get()));
         match self {
             Shipped::ZScore => detect_natively::<zscore::zscore::ZScore>(declared, calls()),
@@ -285,19 +286,6 @@ fn columns(call: &[WitReading]) -> iotstream_plugin_sdk::Batch {
     crate::plugins::bindings::columnar::readings(call).into()
 }
 
-/// The columns the host lowers into a `.wasm`, as its SDK lifts them: a plugin's native stage
-/// called as its `.wasm` is (here and in the native-parity tests).
-impl From<crate::plugins::bindings::columnar::Readings> for iotstream_plugin_sdk::Batch {
-    fn from(columns: crate::plugins::bindings::columnar::Readings) -> Self {
-        iotstream_plugin_sdk::Batch {
-            sensors: columns.sensors,
-            timestamps_ms: columns.timestamps_ms,
-            values: columns.values,
-            flagged: columns.flagged,
-        }
-    }
-}
-
 /// The readings every plugin is measured on, with their sensors' identities.
 fn simulated(config: &BenchPluginsConfig) -> (Vec<Reading>, Vec<SensorIdentity>) {
     // One reading every 20 ms of event time: 500 000 readings span ~3 hours, so windows close and
@@ -341,8 +329,9 @@ pub fn bench_plugins(config: &BenchPluginsConfig) -> Result<Vec<PluginThroughput
         let started = Instant::now();
         let longest_native_call_ms = shipped.run_native(&readings, &identities, &wit, config.readings_per_call);
         let native_readings_per_s = per_second(readings.len(), started);
+        let declared = declarations(&wit, &identities);
         let started = Instant::now();
-        shipped.run_native_stage(&wit, &identities, config.readings_per_call);
+        shipped.run_native_stage(&wit, declared, config.readings_per_call);
         let native_stage_readings_per_s = per_second(wit.len(), started);
         let mut measured = measure_wasm(config, &runtime, shipped, &catalog, &wit)?;
         measured.native_readings_per_s = native_readings_per_s;

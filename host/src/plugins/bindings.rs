@@ -62,6 +62,44 @@ pub mod columnar {
         columns
     }
 
+    /// The columns the host lowers into a `.wasm`, as the plugin SDK lifts them on the other side:
+    /// a plugin's SDK stage called natively as its `.wasm` is called (`bench-plugins`' native
+    /// stage, the native-parity tests).
+    /// A plugin SDK stage's answer as the host lifts it from a `.wasm` (the native-parity tests read
+    /// a stage called natively through the host's own checks).
+    impl From<iotstream_plugin_sdk::DetectionColumns> for Detections {
+        fn from(columns: iotstream_plugin_sdk::DetectionColumns) -> Self {
+            Detections {
+                scores: columns.scores,
+                anomalies: columns.anomalies,
+                warming_up: columns.warming_up,
+                models: columns
+                    .models
+                    .into_iter()
+                    .map(|(first, model)| ModelRun {
+                        first,
+                        model: model.map(|m| ModelInfo {
+                            generation: m.generation,
+                            trained_at_ms: m.trained_at_ms,
+                            training_rows: m.training_rows,
+                        }),
+                    })
+                    .collect(),
+            }
+        }
+    }
+
+    impl From<Readings> for iotstream_plugin_sdk::Batch {
+        fn from(columns: Readings) -> Self {
+            iotstream_plugin_sdk::Batch {
+                sensors: columns.sensors,
+                timestamps_ms: columns.timestamps_ms,
+                values: columns.values,
+                flagged: columns.flagged,
+            }
+        }
+    }
+
     /// Sensors to declare, in this version's type.
     pub fn sensors(declared: &[super::Sensor]) -> Vec<Sensor> {
         declared

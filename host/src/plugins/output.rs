@@ -80,7 +80,7 @@ pub(super) fn check_detections(detections: &[Detection], readings: usize) -> Res
 /// the first breach of its shape: a score per reading; anomalies and readings warming up as indices
 /// within the batch, each list ascending, no reading in both; model runs whose first indices ascend
 /// within the batch. Scores and models are checked after, as any detector's ([`check_detections`]).
-pub(super) fn detections_of_columns(columns: columnar::Detections, readings: usize) -> Result<Vec<Detection>, String> {
+pub fn detections_of_columns(columns: columnar::Detections, readings: usize) -> Result<Vec<Detection>, String> {
     if columns.scores.len() != readings {
         return Err(format!("{} scores for {} readings", columns.scores.len(), readings));
     }

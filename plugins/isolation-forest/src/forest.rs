@@ -18,8 +18,9 @@ use serde::{Deserialize, Serialize};
 /// and adds a number; `StdRng` (ChaCha12), which grew the trees before, computes a block of rounds
 /// every eight numbers, vector instructions natively and scalar ones in a `.wasm`: its draws were
 /// a seventh of the forest's `.wasm` instructions and under a thirtieth of its native ones
-/// (docs/performance.md).
-pub type ForestRng = rand_xoshiro::Xoshiro256PlusPlus;
+/// (docs/performance.md). A growth stored by a build that drew from ChaCha12 grows its remaining
+/// trees from this generator: still independent random trees, from their stored seeds.
+type ForestRng = rand_xoshiro::Xoshiro256PlusPlus;
 
 /// Euler-Mascheroni constant, as scikit-learn writes it.
 const EULER_GAMMA: f64 = 0.577_215_664_9;
