@@ -98,7 +98,7 @@ pub enum Command {
     Bench(Box<BenchConfig>),
     /// Time the Isolation Forest's fit and score on labelled CSVs, natively and as `.wasm`.
     BenchForest(BenchForestConfig),
-    /// Measure each plugin alone: its algorithm natively and its `.wasm` through the host.
+    /// Measure each plugin alone: its algorithm and its SDK stage natively, its `.wasm` through the host.
     BenchPlugins(BenchPluginsConfig),
     /// Replay hours of simulated stream through a plugin's instances (one a lane, checkpointed as
     /// `run` does) in a minute or two: their linear memory as it goes.

@@ -1,6 +1,7 @@
-//! `iotstream bench-plugins`: each plugin alone, its algorithm natively and its `.wasm` through the
-//! host, over the same simulated readings in one run: readings/s, and what the component boundary
-//! and the sandbox cost.
+//! `iotstream bench-plugins`: each plugin alone, over the same simulated readings in one run: its
+//! algorithm natively, its SDK stage natively (the batch path its `.wasm` runs, less the boundary)
+//! and its `.wasm` through the host: readings/s, and what the component boundary and the sandbox
+//! cost.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
