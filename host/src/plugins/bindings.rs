@@ -62,9 +62,6 @@ pub mod columnar {
         columns
     }
 
-    /// The columns the host lowers into a `.wasm`, as the plugin SDK lifts them on the other side:
-    /// a plugin's SDK stage called natively as its `.wasm` is called (`bench-plugins`' native
-    /// stage, the native-parity tests).
     /// A plugin SDK stage's answer as the host lifts it from a `.wasm` (the native-parity tests read
     /// a stage called natively through the host's own checks).
     impl From<iotstream_plugin_sdk::DetectionColumns> for Detections {
@@ -89,6 +86,9 @@ pub mod columnar {
         }
     }
 
+    /// The columns the host lowers into a `.wasm`, as the plugin SDK lifts them on the other side:
+    /// a plugin's SDK stage called natively as its `.wasm` is called (`bench-plugins`' native
+    /// stage, the native-parity tests).
     impl From<Readings> for iotstream_plugin_sdk::Batch {
         fn from(columns: Readings) -> Self {
             iotstream_plugin_sdk::Batch {

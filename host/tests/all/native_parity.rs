@@ -4,7 +4,7 @@
 //! says they do the same work, and attacks the boundary between them (the columns lowered into the
 //! guest, the answers lifted back, a batch split into calls, model runs made per-reading verdicts).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::num::NonZeroUsize;
 use std::sync::Arc;
 
@@ -31,7 +31,7 @@ fn simulated(n: usize) -> (SensorCatalog, Vec<WitReading>, Vec<(u32, SensorIdent
     let start = Utc.timestamp_millis_opt(1_767_225_600_000).single().expect("a time");
     let mut fleet = Fleet::new(20, 0.01, 11);
     let mut catalog = SensorCatalog::default();
-    let mut declared: HashMap<u32, SensorIdentity> = HashMap::new();
+    let mut declared: BTreeMap<u32, SensorIdentity> = BTreeMap::new();
     let mut wit = Vec::with_capacity(n);
     for i in 0..n {
         let reading = fleet.next_reading(start + Duration::milliseconds(i as i64 * 20));
@@ -45,16 +45,15 @@ fn simulated(n: usize) -> (SensorCatalog, Vec<WitReading>, Vec<(u32, SensorIdent
         });
         wit.push(one);
     }
-    let mut declared: Vec<(u32, SensorIdentity)> = declared.into_iter().collect();
-    declared.sort_by_key(|(key, _)| *key);
-    (catalog, wit, declared)
+    (catalog, wit, declared.into_iter().collect())
 }
 
-/// The host's plugin `name` with calls of [`PER_CALL`] readings.
+/// The host's built plugin `name`, loaded by `runtime`.
 fn load(runtime: &PluginRuntime, name: &str) -> Plugin {
     runtime.load(&plugin_path(name)).unwrap_or_else(|err| panic!("{name} loads: {err}"))
 }
 
+/// A runtime that passes a plugin a batch in calls of at most [`PER_CALL`] readings.
 fn runtime() -> PluginRuntime {
     let per_call = NonZeroUsize::new(PER_CALL).expect("not zero");
     PluginRuntime::with_limits(PluginLimits { readings_per_call: per_call, ..PluginLimits::default() })
