@@ -1,18 +1,16 @@
-//! New readings into `sensor_readings` with binary `COPY`, not `INSERT ... ON CONFLICT`.
+//! New readings into `sensor_readings` with binary `COPY`, not `INSERT`.
 //!
-//! A replayed message's reading is already stored, and `INSERT ... ON CONFLICT DO NOTHING` makes it
-//! a no-op: at the price, for every reading, of probing the unique message index before inserting
-//! and of reading the batch's arrays through `UNNEST`. Most batches cannot hold a stored message:
-//! every message at or past its partition's stored position when this host was given the
-//! partition (and the fence that waited for the previous owner's transactions) is new. Those
-//! batches ([`crate::store::BatchRows::fresh`]) copy their readings in PostgreSQL's binary `COPY`
-//! format, which the server reads without parsing text; measured in isolation (200,000 readings,
-//! three verdicts each, every index of the table), `COPY` took about 75% of the `INSERT`'s time.
+//! Most batches hold no stored message: every message at or past its partition's stored position
+//! when this host was given the partition (and the fence that waited for the previous owner's
+//! transactions) is new. Those batches ([`crate::store::BatchRows::fresh`]) copy their readings in
+//! PostgreSQL's binary `COPY` format, which the server reads without parsing text; measured in
+//! isolation (200,000 readings, three verdicts each, every index of the table), `COPY` took about
+//! 75% of an `INSERT ... SELECT FROM UNNEST`'s time.
 //!
-//! Nothing relies on the hint being right: a `COPY` that meets a stored message fails on the unique
-//! index, and the writer writes the batch again the `ON CONFLICT` way (see
-//! [`crate::store::Store::write`]), so a retry after a commit whose answer was lost, or an operator
-//! moving positions back, costs a second attempt, never a duplicate or a refused reading.
+//! Nothing relies on the hint being right: the batch's transaction reads its partitions' stored
+//! positions first (`writer::StoredPositions`), and a batch taken for fresh that holds a stored
+//! message after all (a retry after a commit whose answer was lost) inserts only the messages
+//! past them: a second path, never a duplicate or a refused reading.
 
 use chrono::{DateTime, Utc};
 

@@ -18,8 +18,8 @@ use sqlx::Acquire;
 use crate::reading::encode;
 use crate::store::rows::{DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, StoredReading, StoredWindow, verdicts_json};
 use crate::store::writer::{
-    Tx, add_to_totals, advance_positions, check_fence, insert_dead_letters, insert_readings, insert_shadow_predictions,
-    merged_windows, upsert_aggregates, write_checkpoints,
+    StoredPositions, Tx, add_to_totals, advance_positions, check_fence, insert_dead_letters, insert_readings,
+    insert_shadow_predictions, merged_windows, upsert_aggregates, write_checkpoints,
 };
 use crate::store::{BatchRows, Store, StoreError, Totals};
 
@@ -42,9 +42,10 @@ pub struct Written {
 pub enum ReadingsPath {
     /// One binary `COPY`: a fresh batch ([`super::BatchRows::fresh`]).
     Copy,
-    /// `INSERT ... ON CONFLICT DO NOTHING`: a batch that may hold stored messages (a replay).
+    /// `INSERT`: a batch that may hold stored messages (a replay), its messages not stored yet.
     Insert,
-    /// A `COPY` that met a stored reading, then the batch written again by `INSERT`.
+    /// A batch taken for fresh that held stored messages after all (a retry after a commit whose
+    /// answer was lost): its messages not stored yet inserted, as [`ReadingsPath::Insert`].
     CopyRedone,
 }
 
@@ -192,24 +193,29 @@ impl Store {
     }
 }
 
-/// Inserts the readings, all at once or, if refused, each apart; returns which were stored.
+/// Inserts the readings not stored yet ([`StoredPositions`]), all at once or, if refused, each
+/// apart; returns which of the batch's readings are stored now (those stored before included).
 async fn readings_apart(tx: &mut Tx<'_>, batch: &BatchRows, written: &mut Written) -> Result<Vec<bool>, StoreError> {
     let source = batch.source;
     if batch.readings.is_empty() {
         return Ok(Vec::new());
     }
+    let stored = StoredPositions::read(tx, batch).await?.of(&batch.readings);
     let verdicts = verdicts_json(batch.readings.len(), &batch.predictions);
-    if let Ok(counts) =
-        in_savepoint(tx, async |tx| insert_readings(tx, source, &batch.readings, &verdicts).await).await?
-    {
+    let rows = stored.unstored(&batch.readings, &verdicts);
+    if let Ok(counts) = in_savepoint(tx, async |tx| insert_readings(tx, source, &rows).await).await? {
         (written.totals.readings, written.totals.flagged) = counts;
         return Ok(vec![true; batch.readings.len()]);
     }
     let mut kept = Vec::with_capacity(batch.readings.len());
     let mut first_error = None;
-    for (reading, verdicts) in batch.readings.iter().zip(&verdicts) {
-        let (reading, verdicts) = (std::slice::from_ref(reading), std::slice::from_ref(verdicts));
-        match in_savepoint(tx, async |tx| insert_readings(tx, source, reading, verdicts).await).await? {
+    for (i, row) in batch.readings.iter().zip(&verdicts).enumerate() {
+        if stored.holds(i) {
+            kept.push(true);
+            continue;
+        }
+        let row = [(row.0, row.1.as_str())];
+        match in_savepoint(tx, async |tx| insert_readings(tx, source, &row).await).await? {
             Ok((added, flagged)) => {
                 written.totals.readings += added;
                 written.totals.flagged += flagged;

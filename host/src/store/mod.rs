@@ -3,10 +3,11 @@
 //!
 //! Effectively-once (docs/guarantees.md): one transaction per batch advances the source's offsets in
 //! `kafka_offsets` (and, on the checkpoint interval, stores every stage's state with the offsets it
-//! includes); every row carries its message's source, partition and offset, which a unique index
-//! makes a key, so a replayed message is a no-op (`ON CONFLICT DO NOTHING`), and a window revision
-//! emitted again (a partition's partial of the window, migration 0010) replaces its earlier
-//! emission.
+//! includes); every row carries its message's source, partition and offset. A replayed message is
+//! a no-op: its reading is stored only when its offset is past its partition's stored position,
+//! read in the batch's transaction (`writer::StoredPositions`); its other rows are keyed by their
+//! message (`ON CONFLICT DO NOTHING`), and a window revision emitted again (a partition's partial of
+//! the window, migration 0010) replaces its earlier emission.
 //!
 //! The store knows rows, not plugins: what the pipeline hands it is plain data ([`rows`]).
 //!

@@ -5,7 +5,7 @@
 //! (`json`, not `jsonb`: migration 0013), each naming its model in `detector_models` (migration
 //! 0015, [`super::models`]).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use chrono::{NaiveDate, Utc};
 use iotstream_api::Named;
@@ -48,9 +48,9 @@ impl Store {
     /// still refused is left out and reported ([`crate::store::Refused`]); a refused reading becomes a dead letter,
     /// so nothing is lost silently.
     ///
-    /// A [`BatchRows::fresh`] batch copies its readings (see [`super::copy`]); if one was stored after
-    /// all (the unique message index refuses the `COPY`), the batch is written again the
-    /// `ON CONFLICT` way, which skips it.
+    /// A [`BatchRows::fresh`] batch copies its readings (see [`super::copy`]); a batch holding a
+    /// stored message (a replay, or a retry after a commit whose answer was lost) inserts only its
+    /// messages the database does not hold yet ([`StoredPositions`]).
     pub async fn write(&self, batch: &BatchRows) -> Result<Written, StoreError> {
         let (progress, after) = (BatchProgress::start().0, EarlierBatch::stored());
         self.write_in_order(batch, Order { progress: &progress, after: &after }).await
@@ -69,14 +69,7 @@ impl Store {
             }
         }
         self.ensure_partitions_for(batch).await?;
-        let path = if batch.fresh { ReadingsPath::Copy } else { ReadingsPath::Insert };
-        let mut result = self.write_whole(batch, path, order).await;
-        if path == ReadingsPath::Copy && matches!(&result, Err(StoreError::Database(err)) if is_unique_violation(err)) {
-            debug!("a fresh batch meets stored readings; writing it again, skipping them");
-            order.progress.retrying();
-            result = self.write_whole(batch, ReadingsPath::CopyRedone, order).await;
-        }
-        match result {
+        match self.write_whole(batch, order).await {
             Err(StoreError::Database(err)) if is_permanent(&err) => {
                 warn!(error = %err, "the database refused the batch; writing it again, isolating what it refuses");
                 order.progress.retrying();
@@ -103,14 +96,9 @@ impl Store {
 
     /// The fast path: one statement per table; begun again if the earlier batch fails an attempt
     /// while this transaction waits for it.
-    async fn write_whole(
-        &self,
-        batch: &BatchRows,
-        path: ReadingsPath,
-        order: Order<'_>,
-    ) -> Result<Written, StoreError> {
+    async fn write_whole(&self, batch: &BatchRows, order: Order<'_>) -> Result<Written, StoreError> {
         loop {
-            match self.write_whole_once(batch, path, order.after).await? {
+            match self.write_whole_once(batch, order.after).await? {
                 Some(written) => return Ok(written),
                 // Rolled back, giving way (and the batch after this one with it): begin again once
                 // the earlier batch is stored.
@@ -128,25 +116,26 @@ impl Store {
     /// rows taken shared, as the earlier batch's transaction takes them) and the batch's own rows,
     /// which no other batch's transaction touches; then, once `earlier` is stored, what batches
     /// share, and the commit. `None`: rolled back because `earlier` failed an attempt meanwhile.
-    async fn write_whole_once(
-        &self,
-        batch: &BatchRows,
-        path: ReadingsPath,
-        earlier: &EarlierBatch,
-    ) -> Result<Option<Written>, StoreError> {
+    async fn write_whole_once(&self, batch: &BatchRows, earlier: &EarlierBatch) -> Result<Option<Written>, StoreError> {
         let mut written = Totals::default();
         let mut tx = self.pool.begin().await?;
         // First, so that a new owner's take-over waits for this transaction before it writes any
         // of these partitions' messages.
         check_fence(&mut tx, batch).await?;
         let source = batch.source;
+        let mut path = None;
         if !batch.readings.is_empty() {
-            (written.readings, written.flagged) = match path {
-                ReadingsPath::Copy => copy_readings(&mut tx, batch).await?,
-                ReadingsPath::Insert | ReadingsPath::CopyRedone => {
-                    let verdicts = verdicts_json(batch.readings.len(), &batch.predictions);
-                    insert_readings(&mut tx, source, &batch.readings, &verdicts).await?
-                }
+            let stored = StoredPositions::read(&mut tx, batch).await?.of(&batch.readings);
+            path = Some(match (batch.fresh, stored.is_empty()) {
+                (true, true) => ReadingsPath::Copy,
+                (true, false) => ReadingsPath::CopyRedone,
+                (false, _) => ReadingsPath::Insert,
+            });
+            (written.readings, written.flagged) = if path == Some(ReadingsPath::Copy) {
+                copy_readings(&mut tx, batch).await?
+            } else {
+                let verdicts = verdicts_json(batch.readings.len(), &batch.predictions);
+                insert_readings(&mut tx, source, &stored.unstored(&batch.readings, &verdicts)).await?
             };
         }
         if !batch.shadow_predictions.is_empty() {
@@ -181,14 +170,99 @@ impl Store {
         add_to_totals(&mut tx, source, &written).await?;
         tx.commit().await?;
         self.models_stored(models);
-        let readings_paths = if batch.readings.is_empty() { Vec::new() } else { vec![path] };
+        let readings_paths = path.into_iter().collect();
         Ok(Some(Written { totals: written, refused: Vec::new(), windows, readings_paths }))
     }
 }
 
-/// Whether `err` is the refusal of a duplicate key (SQLSTATE 23505).
-fn is_unique_violation(err: &sqlx::Error) -> bool {
-    matches!(err, sqlx::Error::Database(db) if db.code().as_deref() == Some("23505"))
+/// The partitions' stored positions, read in a batch's transaction: the replay's duplicate guard.
+/// A partition's position (`kafka_offsets`) moves in the transaction that stores its messages,
+/// past the last of them, and never back; a partition has one writer at a time (the fence, read
+/// first in the same transaction); so a message is stored exactly when its offset is below its
+/// partition's position. The batch before this one, perhaps still in flight, holds only messages
+/// before this one's, so whether it has committed yet changes nothing here. Until migration 0017
+/// a unique message index on `sensor_readings` was this guard, at a third of a reading's `COPY`.
+/// Rows of source 0 (stored before migration 0002) are never taken for stored, as the old index
+/// never covered them.
+pub(super) struct StoredPositions(BTreeMap<i32, i64>);
+
+impl StoredPositions {
+    /// The stored positions of the partitions of `batch`'s readings.
+    pub(super) async fn read(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<Self, sqlx::Error> {
+        if batch.source <= 0 || batch.readings.is_empty() {
+            return Ok(StoredPositions(BTreeMap::new()));
+        }
+        let partitions: BTreeSet<i32> = batch.readings.iter().map(|r| r.partition).collect();
+        let positions: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT kafka_partition, next_offset FROM kafka_offsets WHERE source_id = $1 AND kafka_partition = ANY($2)",
+        )
+        .bind(batch.source)
+        .bind(partitions.into_iter().collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(StoredPositions(positions.into_iter().collect()))
+    }
+
+    /// Which of `readings` need not be stored: those stored already, and a message's reading
+    /// repeated in the batch after its first.
+    pub(super) fn of(&self, readings: &[StoredReading]) -> Stored {
+        let mut skip = Vec::new();
+        let mut newest: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut seen: Option<HashSet<(i32, i64)>> = None;
+        for (i, r) in readings.iter().enumerate() {
+            let stored = self.0.get(&r.partition).is_some_and(|&next| r.offset < next);
+            // A partition's messages come in offset order: only one out of order can repeat one.
+            let key = (r.partition, r.offset);
+            let repeated = if newest.get(&r.partition).is_none_or(|&last| r.offset > last) {
+                newest.insert(r.partition, r.offset);
+                if let Some(seen) = seen.as_mut() {
+                    seen.insert(key);
+                }
+                false
+            } else {
+                // Every message before it, gathered once the first reading out of order comes.
+                let seen = seen.get_or_insert_with(|| readings[..i].iter().map(|r| (r.partition, r.offset)).collect());
+                !seen.insert(key)
+            };
+            if stored || repeated {
+                skip.push(i);
+            }
+        }
+        Stored { skip }
+    }
+}
+
+/// The readings of a batch that are not to be stored ([`StoredPositions::of`]).
+pub(super) struct Stored {
+    /// Their indices, ascending.
+    skip: Vec<usize>,
+}
+
+impl Stored {
+    /// Whether every reading is to be stored.
+    pub(super) fn is_empty(&self) -> bool {
+        self.skip.is_empty()
+    }
+
+    /// Whether reading `i` is not to be stored.
+    pub(super) fn holds(&self, i: usize) -> bool {
+        self.skip.binary_search(&i).is_ok()
+    }
+
+    /// The readings to store, each with its verdicts (`verdicts[i]` is `readings[i]`'s).
+    pub(super) fn unstored<'a>(
+        &self,
+        readings: &'a [StoredReading],
+        verdicts: &'a [String],
+    ) -> Vec<(&'a StoredReading, &'a str)> {
+        readings
+            .iter()
+            .zip(verdicts)
+            .enumerate()
+            .filter(|(i, _)| !self.holds(*i))
+            .map(|(_, (r, v))| (r, v.as_str()))
+            .collect()
+    }
 }
 
 /// `sensor_readings`, each reading with its verdicts, by binary `COPY` (see [`super::copy`]): only
@@ -226,21 +300,21 @@ async fn copy_readings(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<(u64, u64),
     Ok((copied, batch.readings.iter().filter(|s| s.flagged).count() as u64))
 }
 
-/// `sensor_readings`, each reading with its verdicts (`verdicts[i]` is `r[i]`'s, from
-/// [`verdicts_json`]); returns the rows added and how many of them are flagged.
+/// `sensor_readings`, each reading with its verdicts (from [`verdicts_json`]), none of them stored
+/// yet ([`Stored::unstored`]); returns the rows added and how many of them are flagged.
 pub(super) async fn insert_readings(
     tx: &mut Tx<'_>,
     source: i16,
-    r: &[StoredReading],
-    verdicts: &[String],
+    rows: &[(&StoredReading, &str)],
 ) -> Result<(u64, u64), sqlx::Error> {
+    let r: Vec<&StoredReading> = rows.iter().map(|(r, _)| *r).collect();
+    let verdicts: Vec<&str> = rows.iter().map(|(_, v)| *v).collect();
     let (inserted, flagged): (i64, i64) = sqlx::query_as(
             "WITH inserted AS (INSERT INTO sensor_readings (sensor_id, sensor_type, location, value, timestamp, anomaly, \
              unit, flagged, kafka_partition, kafka_offset, verdicts, source_id) \
              SELECT s, t, l, v, ts, a, u, f, p, o, j::json, $12 FROM UNNEST($1::text[], $2::text[], $3::text[], \
              $4::float8[], $5::timestamptz[], $6::bool[], $7::text[], $8::bool[], $9::int4[], $10::int8[], $11::text[]) \
              AS batch (s, t, l, v, ts, a, u, f, p, o, j) \
-             ON CONFLICT (source_id, kafka_partition, kafka_offset, timestamp) WHERE source_id > 0 DO NOTHING \
              RETURNING flagged) \
              SELECT count(*), count(*) FILTER (WHERE flagged) FROM inserted",
         )

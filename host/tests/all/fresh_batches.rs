@@ -1,8 +1,9 @@
 //! Fresh batches: readings none of which can be stored yet are copied (binary `COPY`), not inserted
-//! `ON CONFLICT`. Attacked here: every column reads back exactly as the `INSERT` path stores it; a
+//! one by one. Attacked here: every column reads back exactly as the `INSERT` path stores it; a
 //! batch wrongly taken for fresh (a retry after a commit whose answer was lost) is written once,
 //! not twice and not refused; a poison reading in a fresh batch still costs only itself; the tuples
-//! the lanes encode, assembled into one batch, read back exactly.
+//! the lanes encode, assembled into one batch, read back exactly; a replay stores only the messages
+//! past the partitions' stored positions, and a message repeated within a batch once.
 
 use chrono::{DateTime, TimeZone, Utc};
 use iotstream::reading::{Reading, SensorType};
@@ -150,6 +151,59 @@ async fn a_batch_wrongly_taken_for_fresh_is_written_once(pool: PgPool) {
     assert_eq!(store.positions(source).await.expect("positions"), [(1, 4)].into());
     let dead: i64 = sqlx::query_scalar("SELECT count(*) FROM dead_letters").fetch_one(&pool).await.expect("letters");
     assert_eq!(dead, 0);
+}
+
+/// (offset, value) of every stored reading, in offset order, and the source's stored total.
+async fn offsets_and_values(pool: &PgPool, store: &Store) -> (Vec<(i64, f64)>, u64) {
+    let rows = stored_rows(pool).await.into_iter().map(|r| (r.9, r.3)).collect();
+    (rows, store.totals().await.expect("totals").readings)
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn a_replay_stores_only_the_messages_past_the_positions_and_a_repeated_message_once(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let source = store.source_id("fresh-test-cluster", "iot_sensors").await.expect("source");
+    let at = Utc.with_ymd_and_hms(2026, 12, 3, 8, 15, 30).single().expect("valid time");
+    let first = batch(source, (0..3).map(|o| reading("p", o, at, o as f64)).collect(), true);
+    assert_eq!(store.write(&first).await.expect("written").readings_paths, vec![ReadingsPath::Copy]);
+
+    // A replay (not fresh): offsets 1 and 2 are stored (the position is 3), 3 and 4 are new, and
+    // 3 comes twice (its second copy's value tells it apart).
+    let mut replay = batch(
+        source,
+        [(1, 1.0), (2, 2.0), (3, 3.0), (3, 30.0), (4, 4.0)].map(|(o, v)| reading("p", o, at, v)).to_vec(),
+        false,
+    );
+    replay.lanes[0].batch_seq = 2;
+    let written = store.write(&replay).await.expect("replay written");
+    assert_eq!(
+        (written.totals.readings, written.refused.len(), written.readings_paths.as_slice()),
+        (2, 0, [ReadingsPath::Insert].as_slice())
+    );
+    assert_eq!(offsets_and_values(&pool, &store).await, (vec![(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)], 5));
+    assert_eq!(store.positions(source).await.expect("positions"), [(1, 5)].into());
+
+    // A fresh batch with a message repeated out of order: its first copy stored, once.
+    let mut repeated =
+        batch(source, [(5, 5.0), (6, 6.0), (5, 50.0), (7, 7.0)].map(|(o, v)| reading("p", o, at, v)).to_vec(), true);
+    repeated.lanes[0].batch_seq = 3;
+    let written = store.write(&repeated).await.expect("written");
+    assert_eq!(
+        (written.totals.readings, written.readings_paths.as_slice()),
+        (3, [ReadingsPath::CopyRedone].as_slice())
+    );
+    let (rows, total) = offsets_and_values(&pool, &store).await;
+    assert_eq!((&rows[5..], total), ([(5, 5.0), (6, 6.0), (7, 7.0)].as_slice(), 8));
+
+    // Written again whole (its commit's answer lost): nothing more.
+    let written = store.write(&repeated).await.expect("written again");
+    assert_eq!(
+        (written.totals.readings, written.readings_paths.as_slice()),
+        (0, [ReadingsPath::CopyRedone].as_slice())
+    );
+    assert_eq!(offsets_and_values(&pool, &store).await.1, 8);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_readings").fetch_one(&pool).await.expect("count");
+    assert_eq!(rows, 8);
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]

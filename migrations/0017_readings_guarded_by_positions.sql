@@ -1,0 +1,15 @@
+-- sensor_readings without its unique message index (docs/performance.md, docs/guarantees.md).
+-- Storing a reading is most of what a reading costs the machine, and the index on
+-- (source_id, kafka_partition, kafka_offset, timestamp) was about a third of a reading's COPY
+-- (200,000 readings with three verdicts each, one COPY, every other index of the table: 1.24-1.38 s
+-- with it, 0.88-0.96 s without). Its one use was the replay's duplicate guard, which the
+-- partitions' stored positions already give: `kafka_offsets` moves, in the transaction that stores
+-- a partition's messages, past the last of them, and never back, and a partition has one writer at
+-- a time, so a message is stored exactly when its offset is below its partition's position. The
+-- host reads those positions in each batch's transaction and stores only the messages past them.
+--
+-- Nothing else read the index: a reading's message is still in its row (source_id,
+-- kafka_partition, kafka_offset), for joins and for operators' queries, which now scan by time.
+-- Moving a position in kafka_offsets back by hand now stores the messages after it again.
+
+DROP INDEX sensor_readings_message;
