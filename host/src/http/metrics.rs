@@ -243,7 +243,7 @@ impl PipelineMetrics {
         registry.register("batch_messages", "Messages per committed batch", self.batch_messages.clone());
         let write = "Time from a batch's write to its commit, retries included";
         registry.register("batch_write_seconds", write, self.write_seconds.clone());
-        let paths = "Transactions that stored readings, by how: copy (a fresh batch), insert (the messages past the stored positions: one that may replay stored messages), copy_redone (one taken for fresh that held a stored message after all, written by insert)";
+        let paths = "Transactions that stored readings, by how: copy (a fresh batch), insert (the messages past the stored positions: one that may replay stored messages), copy_redone (one taken for fresh that held a stored or repeated message after all, written by insert)";
         registry.register("reading_writes", paths, self.reading_writes.clone());
         registry.register("http_requests", "API requests by route and status", self.requests.clone());
         let rebalanced = "Partitions the consumer group moved to (assigned) or from (revoked) this host";

@@ -18,7 +18,7 @@ use sqlx::Acquire;
 use crate::reading::encode;
 use crate::store::rows::{DEAD_LETTER_PAYLOAD_LIMIT, DeadLetter, StoredReading, StoredWindow, verdicts_json};
 use crate::store::writer::{
-    StoredPositions, Tx, add_to_totals, advance_positions, check_fence, insert_dead_letters, insert_readings,
+    Stored, StoredPositions, Tx, add_to_totals, advance_positions, check_fence, insert_dead_letters, insert_readings,
     insert_shadow_predictions, merged_windows, upsert_aggregates, write_checkpoints,
 };
 use crate::store::{BatchRows, Store, StoreError, Totals};
@@ -44,8 +44,9 @@ pub enum ReadingsPath {
     Copy,
     /// `INSERT`: a batch that may hold stored messages (a replay), its messages not stored yet.
     Insert,
-    /// A batch taken for fresh that held stored messages after all (a retry after a commit whose
-    /// answer was lost): its messages not stored yet inserted, as [`ReadingsPath::Insert`].
+    /// A batch taken for fresh that held a stored or repeated message after all (a retry after a
+    /// commit whose answer was lost, a message delivered again): its messages not stored yet
+    /// inserted, as [`ReadingsPath::Insert`].
     CopyRedone,
 }
 
@@ -142,7 +143,7 @@ impl Store {
         check_fence(&mut tx, batch).await?;
         let mut written = Written::default();
         let source = batch.source;
-        let kept = readings_apart(&mut tx, batch, &mut written).await?;
+        let (kept, stored) = readings_apart(&mut tx, batch, &mut written).await?;
         if !batch.readings.is_empty() {
             written.readings_paths.push(ReadingsPath::Insert);
         }
@@ -184,6 +185,8 @@ impl Store {
             });
             models = None;
         }
+        let inserted = batch.readings.iter().enumerate().filter(|&(i, _)| kept[i] && !stored.holds(i));
+        StoredPositions::claim(&mut tx, batch).await?.check_none_overtaken(inserted)?;
         advance_positions(&mut tx, batch).await?;
         write_checkpoints(&mut tx, batch).await?;
         add_to_totals(&mut tx, source, &written.totals).await?;
@@ -194,18 +197,23 @@ impl Store {
 }
 
 /// Inserts the readings not stored yet ([`StoredPositions`]), all at once or, if refused, each
-/// apart; returns which of the batch's readings are stored now (those stored before included).
-async fn readings_apart(tx: &mut Tx<'_>, batch: &BatchRows, written: &mut Written) -> Result<Vec<bool>, StoreError> {
+/// apart; returns which of the batch's readings are stored now (those stored before included),
+/// and which were stored before.
+async fn readings_apart(
+    tx: &mut Tx<'_>,
+    batch: &BatchRows,
+    written: &mut Written,
+) -> Result<(Vec<bool>, Stored), StoreError> {
     let source = batch.source;
-    if batch.readings.is_empty() {
-        return Ok(Vec::new());
-    }
     let stored = StoredPositions::read(tx, batch).await?.of(&batch.readings);
+    if batch.readings.is_empty() {
+        return Ok((Vec::new(), stored));
+    }
     let verdicts = verdicts_json(batch.readings.len(), &batch.predictions);
     let rows = stored.unstored(&batch.readings, &verdicts);
     if let Ok(counts) = in_savepoint(tx, async |tx| insert_readings(tx, source, &rows).await).await? {
         (written.totals.readings, written.totals.flagged) = counts;
-        return Ok(vec![true; batch.readings.len()]);
+        return Ok((vec![true; batch.readings.len()], stored));
     }
     let mut kept = Vec::with_capacity(batch.readings.len());
     let mut first_error = None;
@@ -231,7 +239,7 @@ async fn readings_apart(tx: &mut Tx<'_>, batch: &BatchRows, written: &mut Writte
     if let Some(error) = first_error {
         written.refused.push(Refused { origin: RefusedOrigin::Readings, rows, error });
     }
-    Ok(kept)
+    Ok((kept, stored))
 }
 
 /// Inserts each plugin's output apart (only for the readings that were stored); a refused one is

@@ -121,6 +121,18 @@ pub enum StoreError {
     /// batch commits only after every batch before it ([`order`]). Not retried.
     #[error("not stored: the batch before it was not stored, and a batch commits only after the one before it")]
     EarlierNotStored,
+    /// Another transaction stored some of the batch's messages while this one wrote them (an
+    /// attempt beside the first one's commit, whose answer was lost): rolled back, and retried,
+    /// when the batch's positions say which are stored (`writer::StoredPositions::claim`).
+    #[error(
+        "partition {partition}'s messages up to offset {position} were stored beside this attempt; writing the batch again"
+    )]
+    StoredMeanwhile {
+        /// The partition.
+        partition: i32,
+        /// Its position now.
+        position: i64,
+    },
 }
 
 impl StoreError {

@@ -124,8 +124,8 @@ impl Store {
         check_fence(&mut tx, batch).await?;
         let source = batch.source;
         let mut path = None;
+        let stored = StoredPositions::read(&mut tx, batch).await?.of(&batch.readings);
         if !batch.readings.is_empty() {
-            let stored = StoredPositions::read(&mut tx, batch).await?.of(&batch.readings);
             path = Some(match (batch.fresh, stored.is_empty()) {
                 (true, true) => ReadingsPath::Copy,
                 (true, false) => ReadingsPath::CopyRedone,
@@ -156,6 +156,8 @@ impl Store {
         // Read now, so that the earlier batch's partials of the same windows are in.
         let windows =
             if batch.aggregates.is_empty() { Vec::new() } else { merged_windows(&mut *tx, &batch.aggregates).await? };
+        let claimed = StoredPositions::claim(&mut tx, batch).await?;
+        claimed.check_none_overtaken(batch.readings.iter().enumerate().filter(|(i, _)| !stored.holds(*i)))?;
         advance_positions(&mut tx, batch).await?;
         write_checkpoints(&mut tx, batch).await?;
         // Late, as the totals below: a model's row is shared with the transactions of the batch's
@@ -177,13 +179,16 @@ impl Store {
 
 /// The partitions' stored positions, read in a batch's transaction: the replay's duplicate guard.
 /// A partition's position (`kafka_offsets`) moves in the transaction that stores its messages,
-/// past the last of them, and never back; a partition has one writer at a time (the fence, read
-/// first in the same transaction); so a message is stored exactly when its offset is below its
-/// partition's position. The batch before this one, perhaps still in flight, holds only messages
-/// before this one's, so whether it has committed yet changes nothing here. Until migration 0017
-/// a unique message index on `sensor_readings` was this guard, at a third of a reading's `COPY`.
-/// Rows of source 0 (stored before migration 0002) are never taken for stored, as the old index
-/// never covered them.
+/// past the last of them, and never back, so a message below it was stored (or refused by the
+/// database and dead-lettered). A transaction reads its partitions' positions first, after the
+/// fence ([`read`](Self::read)), and stores only the readings past them; before it moves them it
+/// locks them ([`claim`](Self::claim)) and rolls back if another transaction moved one past a
+/// reading it stored meanwhile: an attempt beside its first attempt's commit (whose answer was
+/// lost), or a message the consumer delivered again that the batch before, still in flight, held
+/// too. The lock is held to the commit, so of two transactions storing one message, one sees the
+/// other's position. Until migration 0017 a unique message index on `sensor_readings` was this
+/// guard, at a third of a reading's `COPY`. Rows of source 0 (stored before migration 0002) are
+/// never taken for stored, as the old index never covered them.
 pub(super) struct StoredPositions(BTreeMap<i32, i64>);
 
 impl StoredPositions {
@@ -203,6 +208,56 @@ impl StoredPositions {
         Ok(StoredPositions(positions.into_iter().collect()))
     }
 
+    /// The stored positions of the partitions of `batch`'s readings, each partition's row locked
+    /// until the transaction ends (made first, at 0, if there is none, so that a transaction
+    /// beside this one that is making it is waited for): read once the batch before has
+    /// committed, just before the positions move.
+    pub(super) async fn claim(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<Self, sqlx::Error> {
+        if batch.source <= 0 || batch.readings.is_empty() {
+            return Ok(StoredPositions(BTreeMap::new()));
+        }
+        let partitions: Vec<i32> =
+            batch.readings.iter().map(|r| r.partition).collect::<BTreeSet<_>>().into_iter().collect();
+        sqlx::query(
+            "INSERT INTO kafka_offsets (source_id, kafka_partition, next_offset) \
+             SELECT $1, p, 0 FROM UNNEST($2::int4[]) AS p ON CONFLICT DO NOTHING",
+        )
+        .bind(batch.source)
+        .bind(&partitions)
+        .execute(&mut **tx)
+        .await?;
+        let positions: Vec<(i32, i64)> = sqlx::query_as(
+            "SELECT kafka_partition, next_offset FROM kafka_offsets WHERE source_id = $1 \
+             AND kafka_partition = ANY($2) FOR UPDATE",
+        )
+        .bind(batch.source)
+        .bind(&partitions)
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(StoredPositions(positions.into_iter().collect()))
+    }
+
+    /// Whether `reading`'s message is below its partition's position.
+    fn holds(&self, reading: &StoredReading) -> bool {
+        self.0.get(&reading.partition).is_some_and(|&next| reading.offset < next)
+    }
+
+    /// Refuses (to roll back and write the batch again) if one of the readings this transaction
+    /// stored, `(index, reading)`, is below its partition's position here: stored meanwhile by
+    /// another transaction.
+    pub(super) fn check_none_overtaken<'a>(
+        &self,
+        written: impl IntoIterator<Item = (usize, &'a StoredReading)>,
+    ) -> Result<(), StoreError> {
+        match written.into_iter().find(|(_, r)| self.holds(r)) {
+            Some((_, r)) => Err(StoreError::StoredMeanwhile {
+                partition: r.partition,
+                position: self.0.get(&r.partition).copied().unwrap_or_default(),
+            }),
+            None => Ok(()),
+        }
+    }
+
     /// Which of `readings` need not be stored: those stored already, and a message's reading
     /// repeated in the batch after its first.
     pub(super) fn of(&self, readings: &[StoredReading]) -> Stored {
@@ -210,7 +265,7 @@ impl StoredPositions {
         let mut newest: BTreeMap<i32, i64> = BTreeMap::new();
         let mut seen: Option<HashSet<(i32, i64)>> = None;
         for (i, r) in readings.iter().enumerate() {
-            let stored = self.0.get(&r.partition).is_some_and(|&next| r.offset < next);
+            let stored = self.holds(r);
             // A partition's messages come in offset order: only one out of order can repeat one.
             let key = (r.partition, r.offset);
             let repeated = if newest.get(&r.partition).is_none_or(|&last| r.offset > last) {

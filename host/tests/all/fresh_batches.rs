@@ -3,11 +3,14 @@
 //! batch wrongly taken for fresh (a retry after a commit whose answer was lost) is written once,
 //! not twice and not refused; a poison reading in a fresh batch still costs only itself; the tuples
 //! the lanes encode, assembled into one batch, read back exactly; a replay stores only the messages
-//! past the partitions' stored positions, and a message repeated within a batch once.
+//! past the partitions' stored positions, and a message repeated within a batch once; an attempt
+//! beside its first attempt's commit rolls back instead of storing its messages again.
 
 use chrono::{DateTime, TimeZone, Utc};
 use iotstream::reading::{Reading, SensorType};
-use iotstream::store::{BatchRows, LaneBatch, ModelLineage, Prediction, ReadingsPath, Store, StoredReading};
+use iotstream::store::{
+    BatchRows, LaneBatch, ModelLineage, Prediction, ReadingsPath, Store, StoreError, StoredReading,
+};
 use iotstream_api::Verdict;
 use sqlx::PgPool;
 
@@ -204,6 +207,62 @@ async fn a_replay_stores_only_the_messages_past_the_positions_and_a_repeated_mes
     assert_eq!(offsets_and_values(&pool, &store).await.1, 8);
     let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM sensor_readings").fetch_one(&pool).await.expect("count");
     assert_eq!(rows, 8);
+}
+
+#[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
+async fn an_attempt_beside_its_first_attempts_commit_stores_nothing_twice(pool: PgPool) {
+    let store = Store::new(pool.clone());
+    let source = store.source_id("fresh-test-cluster", "iot_sensors").await.expect("source");
+    let at = Utc.with_ymd_and_hms(2026, 12, 3, 8, 15, 30).single().expect("valid time");
+    let readings: Vec<StoredReading> = (0..3).map(|o| reading("p", o, at, o as f64)).collect();
+
+    sqlx::query("SELECT iotstream_ensure_day_partition('sensor_readings', $1::date)")
+        .bind(at.date_naive())
+        .execute(&pool)
+        .await
+        .expect("day");
+    // The first attempt, its commit still on its way when its answer is lost: its readings and
+    // its partition's position written, not yet committed.
+    let mut first = pool.begin().await.expect("begin");
+    sqlx::query("INSERT INTO kafka_offsets (source_id, kafka_partition, next_offset) VALUES ($1, 1, 3)")
+        .bind(source)
+        .execute(&mut *first)
+        .await
+        .expect("position");
+    sqlx::query(
+        "INSERT INTO sensor_readings (sensor_id, sensor_type, location, value, timestamp, unit, kafka_partition, \
+         kafka_offset, source_id) SELECT 'p', 'pressure', 'hall', o, $2, 'hPa', 1, o, $1 FROM generate_series(0, 2) o",
+    )
+    .bind(source)
+    .bind(at)
+    .execute(&mut *first)
+    .await
+    .expect("readings");
+
+    // The retry, beside it: it reads the positions before the first attempt commits, so it takes
+    // every message for new, and waits for the first attempt's position before it moves it.
+    let retry = tokio::spawn({
+        let store = store.clone();
+        let batch = batch(source, readings.clone(), true);
+        async move { store.write(&batch).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert!(!retry.is_finished(), "the retry waits for the first attempt's position");
+    first.commit().await.expect("first attempt commits");
+    let refused = retry.await.expect("task");
+    assert!(
+        matches!(refused, Err(StoreError::StoredMeanwhile { partition: 1, position: 3 })),
+        "the retry rolls back: {refused:?}"
+    );
+
+    // Written again, as the pipeline retries it: nothing new.
+    let written = store.write(&batch(source, readings, true)).await.expect("written again");
+    assert_eq!(
+        (written.totals.readings, written.readings_paths.as_slice()),
+        (0, [ReadingsPath::CopyRedone].as_slice())
+    );
+    let (rows, _) = offsets_and_values(&pool, &store).await;
+    assert_eq!(rows, vec![(0, 0.0), (1, 1.0), (2, 2.0)]);
 }
 
 #[sqlx::test(migrator = "iotstream::store::MIGRATOR")]
