@@ -185,7 +185,7 @@ impl Store {
             });
             models = None;
         }
-        let inserted = batch.readings.iter().enumerate().filter(|&(i, _)| kept[i] && !stored.holds(i));
+        let inserted = batch.readings.iter().enumerate().filter(|&(i, _)| kept[i] && !stored.holds(i)).map(|(_, r)| r);
         StoredPositions::claim(&mut tx, batch).await?.check_none_overtaken(inserted)?;
         advance_positions(&mut tx, batch).await?;
         write_checkpoints(&mut tx, batch).await?;

@@ -157,7 +157,7 @@ impl Store {
         let windows =
             if batch.aggregates.is_empty() { Vec::new() } else { merged_windows(&mut *tx, &batch.aggregates).await? };
         let claimed = StoredPositions::claim(&mut tx, batch).await?;
-        claimed.check_none_overtaken(batch.readings.iter().enumerate().filter(|(i, _)| !stored.holds(*i)))?;
+        claimed.check_none_overtaken(stored.unskipped(&batch.readings))?;
         advance_positions(&mut tx, batch).await?;
         write_checkpoints(&mut tx, batch).await?;
         // Late, as the totals below: a model's row is shared with the transactions of the batch's
@@ -194,18 +194,7 @@ pub(super) struct StoredPositions(BTreeMap<i32, i64>);
 impl StoredPositions {
     /// The stored positions of the partitions of `batch`'s readings.
     pub(super) async fn read(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<Self, sqlx::Error> {
-        if batch.source <= 0 || batch.readings.is_empty() {
-            return Ok(StoredPositions(BTreeMap::new()));
-        }
-        let partitions: BTreeSet<i32> = batch.readings.iter().map(|r| r.partition).collect();
-        let positions: Vec<(i32, i64)> = sqlx::query_as(
-            "SELECT kafka_partition, next_offset FROM kafka_offsets WHERE source_id = $1 AND kafka_partition = ANY($2)",
-        )
-        .bind(batch.source)
-        .bind(partitions.into_iter().collect::<Vec<_>>())
-        .fetch_all(&mut **tx)
-        .await?;
-        Ok(StoredPositions(positions.into_iter().collect()))
+        Self::select(tx, batch, false).await
     }
 
     /// The stored positions of the partitions of `batch`'s readings, each partition's row locked
@@ -213,23 +202,32 @@ impl StoredPositions {
     /// beside this one that is making it is waited for): read once the batch before has
     /// committed, just before the positions move.
     pub(super) async fn claim(tx: &mut Tx<'_>, batch: &BatchRows) -> Result<Self, sqlx::Error> {
+        Self::select(tx, batch, true).await
+    }
+
+    /// [`read`](Self::read), or with `lock` [`claim`](Self::claim).
+    async fn select(tx: &mut Tx<'_>, batch: &BatchRows, lock: bool) -> Result<Self, sqlx::Error> {
         if batch.source <= 0 || batch.readings.is_empty() {
             return Ok(StoredPositions(BTreeMap::new()));
         }
         let partitions: Vec<i32> =
             batch.readings.iter().map(|r| r.partition).collect::<BTreeSet<_>>().into_iter().collect();
-        sqlx::query(
-            "INSERT INTO kafka_offsets (source_id, kafka_partition, next_offset) \
-             SELECT $1, p, 0 FROM UNNEST($2::int4[]) AS p ON CONFLICT DO NOTHING",
-        )
-        .bind(batch.source)
-        .bind(&partitions)
-        .execute(&mut **tx)
-        .await?;
-        let positions: Vec<(i32, i64)> = sqlx::query_as(
+        if lock {
+            sqlx::query(
+                "INSERT INTO kafka_offsets (source_id, kafka_partition, next_offset) \
+                 SELECT $1, p, 0 FROM UNNEST($2::int4[]) AS p ON CONFLICT DO NOTHING",
+            )
+            .bind(batch.source)
+            .bind(&partitions)
+            .execute(&mut **tx)
+            .await?;
+        }
+        let positions: Vec<(i32, i64)> = sqlx::query_as(if lock {
             "SELECT kafka_partition, next_offset FROM kafka_offsets WHERE source_id = $1 \
-             AND kafka_partition = ANY($2) FOR UPDATE",
-        )
+             AND kafka_partition = ANY($2) FOR UPDATE"
+        } else {
+            "SELECT kafka_partition, next_offset FROM kafka_offsets WHERE source_id = $1 AND kafka_partition = ANY($2)"
+        })
         .bind(batch.source)
         .bind(&partitions)
         .fetch_all(&mut **tx)
@@ -243,14 +241,14 @@ impl StoredPositions {
     }
 
     /// Refuses (to roll back and write the batch again) if one of the readings this transaction
-    /// stored, `(index, reading)`, is below its partition's position here: stored meanwhile by
-    /// another transaction.
+    /// stored, `written`, is below its partition's position here: stored meanwhile by another
+    /// transaction.
     pub(super) fn check_none_overtaken<'a>(
         &self,
-        written: impl IntoIterator<Item = (usize, &'a StoredReading)>,
+        written: impl IntoIterator<Item = &'a StoredReading>,
     ) -> Result<(), StoreError> {
-        match written.into_iter().find(|(_, r)| self.holds(r)) {
-            Some((_, r)) => Err(StoreError::StoredMeanwhile {
+        match written.into_iter().find(|r| self.holds(r)) {
+            Some(r) => Err(StoreError::StoredMeanwhile {
                 partition: r.partition,
                 position: self.0.get(&r.partition).copied().unwrap_or_default(),
             }),
@@ -302,6 +300,11 @@ impl Stored {
     /// Whether reading `i` is not to be stored.
     pub(super) fn holds(&self, i: usize) -> bool {
         self.skip.binary_search(&i).is_ok()
+    }
+
+    /// The readings to store.
+    pub(super) fn unskipped<'a>(&'a self, readings: &'a [StoredReading]) -> impl Iterator<Item = &'a StoredReading> {
+        readings.iter().enumerate().filter(|(i, _)| !self.holds(*i)).map(|(_, r)| r)
     }
 
     /// The readings to store, each with its verdicts (`verdicts[i]` is `readings[i]`'s).
